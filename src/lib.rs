@@ -1,0 +1,35 @@
+//! gridwatch: a real-time community-safety event-stream processor.
+//!
+//! The flow of one event, module by module:
+//!
+//! ```text
+//! source/ ──► decode ──► grid ──► dedup ──► window ──► rules ──► sink/
+//! (simulator,  (JSON or   (which   (event_id  (event-time (immediate, (JSONL files;
+//!  file replay, protobuf,  cell)    horizon)   tumbling    threshold)  Kafka and
+//!  Kafka later) validate)                      panes)                  Alertmanager later)
+//! ```
+//!
+//! [`pipeline::Pipeline`] wires the synchronous stages together: it takes one source record
+//! and the current wall-clock time, and appends final windows, alert state changes and dead
+//! letters to an [`pipeline::Outputs`] buffer. Everything stateful in it can be snapshotted to
+//! bytes and restored ([`state`]). The async shell around it lives in [`service`] (the `run`
+//! command: sources, HTTP [`api`], [`metrics`], graceful shutdown) and [`replay`] (a file, as
+//! fast as possible). [`config`] holds the layered TOML + `GRIDWATCH_*` configuration.
+
+pub mod api;
+pub mod config;
+pub mod decode;
+pub mod dedup;
+pub mod event;
+pub mod grid;
+pub mod metrics;
+pub mod pipeline;
+pub mod proto;
+pub mod replay;
+pub mod rules;
+pub mod service;
+pub mod sink;
+pub mod source;
+pub mod state;
+pub mod time;
+pub mod window;

@@ -1,0 +1,1 @@
+//! Sliding views derived from panes.

@@ -1,0 +1,1 @@
+//! Tumbling event-time panes.
