@@ -122,7 +122,7 @@ pub struct GridRegistry {
 
 impl GridRegistry {
     /// The registry built from the seeds embedded in the binary (`seeds/`).
-    pub fn embedded() -> &'static GridRegistry {
+    pub fn embedded() -> std::sync::Arc<GridRegistry> {
         todo!()
     }
 
