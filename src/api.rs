@@ -1,1 +1,157 @@
-//! api
+//! HTTP endpoints: `/metrics` (Prometheus text), `/healthz`, `/readyz`, and the operator API
+//! `/api/v1/cells?top=N&view=15m` (hottest cells now) and `/api/v1/alerts` (active alerts).
+//!
+//! Handlers only read [`LiveView`], which the pipeline task publishes about once a second
+//! through a `watch` channel: no handler ever touches the pipeline's state directly.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::proto::Alert;
+
+/// One cell in the hottest-cells list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellActivity {
+    /// 14-digit grid id.
+    pub grid_id: String,
+    /// 12-digit community id.
+    pub community_id: String,
+    /// Community name.
+    pub community_name: String,
+    /// 6-digit district code.
+    pub district_code: String,
+    /// District name (Chinese).
+    pub district_name: String,
+    /// Incidents and other events in the view (closed panes plus open ones).
+    pub events: u64,
+}
+
+/// What the pipeline publishes for the API.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LiveView {
+    /// Current watermark, RFC 3339 (absent before the first event).
+    pub watermark: Option<String>,
+    /// Spans of the views, e.g. ["15m", "1h", "24h"].
+    pub views: Vec<String>,
+    /// For each view, the hottest cells (top 100) in descending order.
+    pub hottest_cells: Vec<Vec<CellActivity>>,
+    /// Firing alerts.
+    pub active_alerts: Vec<Alert>,
+    /// Version (hash) of the loaded rules.
+    pub rules_version: String,
+}
+
+/// Liveness and readiness signals shared between the pipeline task and the API.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Wall time (ms) of the pipeline loop's last turn; `/healthz` fails if it is stale.
+    pub pipeline_heartbeat_millis: AtomicI64,
+    /// Wall time (ms) at which the source last delivered records or reported itself healthy;
+    /// 0 until then. `/readyz` needs it.
+    pub source_ready_millis: AtomicI64,
+}
+
+/// A pipeline loop silent longer than this is reported unhealthy.
+pub const HEARTBEAT_STALE_MILLIS: i64 = 15_000;
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    /// Metrics to encode.
+    pub metrics: Arc<Metrics>,
+    /// Latest live view.
+    pub live: watch::Receiver<Arc<LiveView>>,
+    /// Liveness and readiness.
+    pub health: Arc<Health>,
+}
+
+/// The router with every endpoint.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(healthz_handler))
+        .route("/readyz", get(readyz_handler))
+        .route("/api/v1/cells", get(cells_handler))
+        .route("/api/v1/alerts", get(alerts_handler))
+        .with_state(state)
+}
+
+async fn metrics_handler(State(state): State<ApiState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.encode_text(),
+    )
+        .into_response()
+}
+
+async fn healthz_handler(State(state): State<ApiState>) -> Response {
+    let heartbeat = state.health.pipeline_heartbeat_millis.load(Ordering::Relaxed);
+    let age = crate::time::wall_clock_millis() - heartbeat;
+    if heartbeat == 0 || age > HEARTBEAT_STALE_MILLIS {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("pipeline loop stalled for {age} ms\n")).into_response();
+    }
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+async fn readyz_handler(State(state): State<ApiState>) -> Response {
+    if state.health.source_ready_millis.load(Ordering::Relaxed) == 0 {
+        return (StatusCode::SERVICE_UNAVAILABLE, "source not ready\n").into_response();
+    }
+    (StatusCode::OK, "ready\n").into_response()
+}
+
+/// Query of `/api/v1/cells`.
+#[derive(Debug, Deserialize)]
+pub struct CellsQuery {
+    /// How many cells (default 10, at most 100).
+    pub top: Option<usize>,
+    /// Which view, e.g. "15m" (default: the first configured view).
+    pub view: Option<String>,
+}
+
+/// Most cells `/api/v1/cells` returns.
+pub const MAX_TOP_CELLS: usize = 100;
+
+async fn cells_handler(State(state): State<ApiState>, Query(query): Query<CellsQuery>) -> Response {
+    let live = state.live.borrow().clone();
+    let top = query.top.unwrap_or(10).min(MAX_TOP_CELLS);
+    let view_index = match &query.view {
+        None => 0,
+        Some(view) => match live.views.iter().position(|name| name == view) {
+            Some(index) => index,
+            None => {
+                let message = format!("unknown view {view:?}; known views: {}", live.views.join(", "));
+                return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": message }))).into_response();
+            }
+        },
+    };
+    let cells: Vec<CellActivity> = live
+        .hottest_cells
+        .get(view_index)
+        .map(|cells| cells.iter().take(top).cloned().collect())
+        .unwrap_or_default();
+    Json(serde_json::json!({
+        "watermark": live.watermark,
+        "view": live.views.get(view_index),
+        "cells": cells,
+    }))
+    .into_response()
+}
+
+async fn alerts_handler(State(state): State<ApiState>) -> Response {
+    let live = state.live.borrow().clone();
+    Json(serde_json::json!({
+        "rules_version": live.rules_version,
+        "alerts": live.active_alerts,
+    }))
+    .into_response()
+}

@@ -1,1 +1,498 @@
-//! config
+//! Configuration: one TOML file layered with `GRIDWATCH_*` environment variables over embedded
+//! defaults (figment). Unknown keys are errors. [`Config::validate`] does no IO and reports
+//! every problem at once.
+//!
+//! Environment variables name a key path with `__` between levels, e.g.
+//! `GRIDWATCH_WINDOW__SIZE=2m` or `GRIDWATCH_HTTP__LISTEN=0.0.0.0:9750`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::source::simulator::Scenario;
+use crate::source::InputFormat;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Which source feeds the pipeline.
+    pub source: SourceConfig,
+    /// Simulator settings (used when `source.kind = "simulator"`).
+    pub simulator: SimulatorConfig,
+    /// File replay settings (used when `source.kind = "file"`).
+    pub file: FileConfig,
+    /// Event-time windows and watermark.
+    pub window: WindowConfig,
+    /// Validation limits and dedup.
+    pub ingest: IngestConfig,
+    /// Where the alert rules come from.
+    pub rules: RulesConfig,
+    /// The HTTP endpoint (metrics, health, API).
+    pub http: HttpConfig,
+    /// File outputs.
+    pub output: OutputConfig,
+    /// Pseudonymization of personal data.
+    pub privacy: PrivacyConfig,
+    /// Reference data (communities, grid cells, devices).
+    pub seeds: SeedsConfig,
+    /// State snapshots across restarts.
+    pub state: StateConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            source: SourceConfig::default(),
+            simulator: SimulatorConfig::default(),
+            file: FileConfig::default(),
+            window: WindowConfig::default(),
+            ingest: IngestConfig::default(),
+            rules: RulesConfig::default(),
+            http: HttpConfig::default(),
+            output: OutputConfig::default(),
+            privacy: PrivacyConfig::default(),
+            seeds: SeedsConfig::default(),
+            state: StateConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Source selection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// `simulator` (default: no broker needed) or `file`.
+    pub kind: SourceKind,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            kind: SourceKind::Simulator,
+        }
+    }
+}
+
+/// The kinds of source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    /// The built-in simulator of the 162 communities.
+    Simulator,
+    /// A JSONL or length-delimited protobuf file, read once.
+    File,
+}
+
+/// Simulator settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulatorConfig {
+    /// RNG seed: the same seed gives the same event stream.
+    pub seed: u64,
+    /// Multiplies every base rate (e.g. 10 for a busier demo).
+    pub rate_multiplier: f64,
+    /// `realtime` (events released as the wall clock reaches them) or `fast`.
+    pub pacing: SimulatorPacing,
+    /// Injected scenarios (fire, intrusion burst, fraud wave, device outage).
+    pub scenarios: Vec<Scenario>,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        SimulatorConfig {
+            seed: 42,
+            rate_multiplier: 1.0,
+            pacing: SimulatorPacing::Realtime,
+            scenarios: Vec::new(),
+        }
+    }
+}
+
+/// Simulator pacing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimulatorPacing {
+    /// Release events when the wall clock reaches their time.
+    Realtime,
+    /// As fast as possible.
+    Fast,
+}
+
+/// File source settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    /// The input file.
+    pub path: Option<PathBuf>,
+    /// Its format.
+    pub format: InputFormat,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            path: None,
+            format: InputFormat::Jsonl,
+        }
+    }
+}
+
+/// Window and watermark settings. Durations are written like `"1m"`, `"10s"`, `"24h"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowConfig {
+    /// Tumbling pane size (default 1 minute).
+    #[serde(with = "humantime_serde")]
+    pub size: Duration,
+    /// Watermark = max event time − this (default 10 s).
+    #[serde(with = "humantime_serde")]
+    pub max_out_of_orderness: Duration,
+    /// A window is final when watermark ≥ end + this (default 0).
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// A source/partition silent this long stops holding the watermark back (default 30 s).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Spans of the sliding views derived from panes (default 15m, 1h, 24h).
+    #[serde(with = "humantime_serde")]
+    pub views: Vec<Duration>,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            size: Duration::from_secs(60),
+            max_out_of_orderness: Duration::from_secs(10),
+            allowed_lateness: Duration::ZERO,
+            idle_timeout: Duration::from_secs(30),
+            views: vec![
+                Duration::from_secs(15 * 60),
+                Duration::from_secs(3600),
+                Duration::from_secs(24 * 3600),
+            ],
+        }
+    }
+}
+
+/// Validation and dedup settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Events further ahead of the wall clock than this are `timestamp_out_of_range`
+    /// (default 1 h), so one bad clock cannot drag the watermark forward.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    /// Event-time horizon over which re-sent event ids are recognised (default 10 min).
+    #[serde(with = "humantime_serde")]
+    pub dedup_horizon: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_clock_skew: Duration::from_secs(3600),
+            dedup_horizon: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Rules file location.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// A rules TOML file; the embedded `seeds/rules.toml` when absent.
+    pub path: Option<PathBuf>,
+}
+
+/// HTTP endpoint settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Listen address for `/metrics`, `/healthz`, `/readyz` and `/api/v1/*`.
+    pub listen: String,
+}
+
+/// Default HTTP listen address.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9750";
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: DEFAULT_HTTP_LISTEN.to_string(),
+        }
+    }
+}
+
+/// File outputs of the service.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// When set, `windows.jsonl`, `alerts.jsonl` and `dead_letter.jsonl` are appended here.
+    pub dir: Option<PathBuf>,
+}
+
+/// Personal-data handling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// HMAC key for phone-number pseudonyms. Set it in production
+    /// (`GRIDWATCH_PRIVACY__PSEUDONYMIZATION_KEY`); the built-in default is logged as a warning.
+    pub pseudonymization_key: String,
+}
+
+/// The built-in pseudonymization key: fine for the simulator, never for real data.
+pub const DEFAULT_PSEUDONYMIZATION_KEY: &str = "gridwatch-default-key-change-me";
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            pseudonymization_key: DEFAULT_PSEUDONYMIZATION_KEY.to_string(),
+        }
+    }
+}
+
+/// Reference data location.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeedsConfig {
+    /// A directory with the seed files; the embedded `seeds/` when absent.
+    pub dir: Option<PathBuf>,
+}
+
+/// State snapshot settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// When set, the pipeline state is written here on shutdown (and periodically) and
+    /// restored from it at start.
+    pub snapshot_path: Option<PathBuf>,
+    /// How often to write the snapshot while running (default 60 s).
+    #[serde(with = "humantime_serde")]
+    pub snapshot_interval: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            snapshot_path: None,
+            snapshot_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json` (one JSON object per line, for log shippers).
+    pub format: LogFormat,
+    /// Default filter when `RUST_LOG` is unset, e.g. `info` or `gridwatch=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_string(),
+        }
+    }
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON lines.
+    Json,
+}
+
+/// Errors loading or validating configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be parsed into the schema.
+    #[error("cannot load configuration: {0}")]
+    Load(String),
+    /// The configuration parsed but is not valid; every problem is listed.
+    #[error("invalid configuration:\n  - {}", problems.join("\n  - "))]
+    Invalid {
+        /// One line per problem.
+        problems: Vec<String>,
+    },
+}
+
+impl Config {
+    /// Loads defaults, then `path` (if any), then `GRIDWATCH_*` environment variables, and
+    /// validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(config_path) = path {
+            if !config_path.exists() {
+                return Err(ConfigError::Load(format!(
+                    "config file {} does not exist",
+                    config_path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(config_path));
+        }
+        figment = figment.merge(Env::prefixed("GRIDWATCH_").split("__"));
+        let config: Config = figment.extract().map_err(|error| {
+            let messages: Vec<String> = error.into_iter().map(|each| each.to_string()).collect();
+            ConfigError::Load(messages.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML text over the defaults (no environment), and validates it.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|error| ConfigError::Load(error.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every rule of the configuration without IO; lists every problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let window = &self.window;
+        if window.size.is_zero() || window.size.subsec_millis() != 0 || window.size.subsec_nanos() % 1_000_000 != 0 {
+            problems.push(format!(
+                "window.size must be a positive whole number of seconds, got {:?}",
+                window.size
+            ));
+        }
+        if window.idle_timeout.is_zero() {
+            problems.push("window.idle_timeout must be positive".to_string());
+        }
+        for view in &window.views {
+            if window.size.is_zero() || view.as_millis() % window.size.as_millis().max(1) != 0 || view.is_zero() {
+                problems.push(format!(
+                    "window.views: {} is not a positive multiple of window.size {}",
+                    humantime::format_duration(*view),
+                    humantime::format_duration(window.size)
+                ));
+            }
+        }
+        if window.views.is_empty() {
+            problems.push("window.views must list at least one span (e.g. \"15m\")".to_string());
+        }
+        let smallest_useful_horizon = window.size + window.max_out_of_orderness + window.allowed_lateness;
+        if self.ingest.dedup_horizon < smallest_useful_horizon {
+            problems.push(format!(
+                "ingest.dedup_horizon {} must be at least window.size + max_out_of_orderness + allowed_lateness = {}, or re-sent events of still-open windows would be counted twice",
+                humantime::format_duration(self.ingest.dedup_horizon),
+                humantime::format_duration(smallest_useful_horizon)
+            ));
+        }
+        if !(self.simulator.rate_multiplier.is_finite() && self.simulator.rate_multiplier > 0.0) {
+            problems.push(format!(
+                "simulator.rate_multiplier must be a positive number, got {}",
+                self.simulator.rate_multiplier
+            ));
+        }
+        if self.source.kind == SourceKind::File && self.file.path.is_none() {
+            problems.push("source.kind = \"file\" needs file.path".to_string());
+        }
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "http.listen {:?} is not an address like 127.0.0.1:9750",
+                self.http.listen
+            ));
+        }
+        if self.privacy.pseudonymization_key.is_empty() {
+            problems.push("privacy.pseudonymization_key must not be empty".to_string());
+        }
+        if self.state.snapshot_interval.is_zero() {
+            problems.push("state.snapshot_interval must be positive".to_string());
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            problems.push(format!("log.level {:?} is not a valid filter", self.log.level));
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid { problems })
+    }
+
+    /// The window settings in milliseconds, as the window module takes them.
+    pub fn window_settings(&self) -> crate::window::WindowSettings {
+        crate::window::WindowSettings {
+            size_millis: duration_millis(self.window.size),
+            max_out_of_orderness_millis: duration_millis(self.window.max_out_of_orderness),
+            allowed_lateness_millis: duration_millis(self.window.allowed_lateness),
+            idle_timeout_millis: duration_millis(self.window.idle_timeout),
+        }
+    }
+}
+
+/// A duration in whole milliseconds, saturating at `i64::MAX`.
+pub fn duration_millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_embedded_defaults() {
+        let config = Config::from_toml_str("").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.window.size, Duration::from_secs(60));
+        assert_eq!(config.ingest.dedup_horizon, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn durations_are_human_readable() {
+        let config = Config::from_toml_str("[window]\nsize = \"2m\"\nmax_out_of_orderness = \"15s\"\nviews = [\"30m\"]").unwrap();
+        assert_eq!(config.window_settings().size_millis, 120_000);
+        assert_eq!(config.window_settings().max_out_of_orderness_millis, 15_000);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let error = Config::from_toml_str("[window]\nsise = \"2m\"").unwrap_err();
+        assert!(error.to_string().contains("sise"), "{error}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let error = Config::from_toml_str(
+            "[source]\nkind = \"file\"\n[window]\nsize = \"0s\"\n[ingest]\ndedup_horizon = \"1s\"\n[simulator]\nrate_multiplier = -1.0\n[http]\nlisten = \"nowhere\"",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems } = error else {
+            panic!("expected Invalid, got {error}");
+        };
+        let text = problems.join("\n");
+        for expected in ["window.size", "dedup_horizon", "rate_multiplier", "file.path", "http.listen"] {
+            assert!(text.contains(expected), "missing {expected} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("gridwatch.toml", "[window]\nsize = \"2m\"\nviews = [\"30m\"]")?;
+            jail.set_env("GRIDWATCH_WINDOW__SIZE", "5m");
+            jail.set_env("GRIDWATCH_HTTP__LISTEN", "127.0.0.1:0");
+            let config = Config::load(Some(Path::new("gridwatch.toml"))).map_err(|error| error.to_string())?;
+            assert_eq!(config.window.size, Duration::from_secs(300));
+            assert_eq!(config.http.listen, "127.0.0.1:0");
+            Ok(())
+        });
+    }
+}

@@ -1,1 +1,205 @@
-fn main() {}
+//! The `gridwatch` command line: a thin shell over the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gridwatch::config::{Config, LogFormat};
+use gridwatch::source::InputFormat;
+
+/// Real-time community-safety event-stream processor.
+#[derive(Debug, Parser)]
+#[command(name = "gridwatch", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service (with no config: the simulator in real time, HTTP on 127.0.0.1:9750).
+    Run {
+        /// Config TOML file (layered over defaults, under GRIDWATCH_* variables).
+        #[arg(long, env = "GRIDWATCH_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Replay a file as fast as possible and write windows, alerts and dead letters.
+    Replay {
+        /// Input file.
+        #[arg(long)]
+        input: PathBuf,
+        /// Input format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: InputFormat,
+        /// Output directory for windows.jsonl, alerts.jsonl, dead_letter.jsonl.
+        #[arg(long)]
+        output_dir: PathBuf,
+        /// Config TOML file (window, ingest, rules, privacy settings).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Never draw a progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Write simulator events to a file.
+    Simulate {
+        /// Number of events.
+        #[arg(long)]
+        events: u64,
+        /// RNG seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: InputFormat,
+        /// Event time of the first event (RFC 3339).
+        #[arg(long, default_value = "2026-03-02T00:00:00Z")]
+        start: String,
+        /// Multiplies every base rate.
+        #[arg(long, default_value_t = 1.0)]
+        rate_multiplier: f64,
+        /// Config TOML file whose [simulator] scenarios are injected.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and the rules file it names (or a rules file itself); report every problem.
+    CheckConfig {
+        /// The config (or rules) TOML file.
+        file: PathBuf,
+    },
+    /// Regenerate the reference data in seeds/ (deterministic).
+    GenSeeds {
+        /// Output directory.
+        #[arg(long, default_value = "seeds")]
+        out_dir: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match execute(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config } => {
+            let config = Config::load(config.as_deref())?;
+            init_logging(&config);
+            let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(&config.http.listen)
+                    .await
+                    .with_context(|| format!("binding {}", config.http.listen))?;
+                let address = listener.local_addr()?;
+                println!("gridwatch listening on http://{address} (metrics at /metrics, hottest cells at /api/v1/cells?top=10)");
+                gridwatch::service::run(config, listener, shutdown_signal()).await?;
+                Ok(())
+            })
+        }
+        Command::Replay { input, format, output_dir, config, no_progress } => {
+            let config = Config::load(config.as_deref())?;
+            init_logging(&config);
+            let registry = gridwatch::service::load_registry(&config)?;
+            let rules = gridwatch::service::load_rules(&config)?;
+            let options = gridwatch::replay::ReplayOptions {
+                input,
+                format,
+                output_dir,
+                show_progress: !no_progress,
+            };
+            let summary = gridwatch::replay::replay(&options, &config, registry, rules)?;
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Simulate { events, seed, out, format, start, rate_multiplier, config } => {
+            let config = Config::load(config.as_deref())?;
+            let start_millis = gridwatch::time::rfc3339_to_millis(&start)
+                .with_context(|| format!("--start {start:?} is not RFC 3339"))?;
+            let registry = gridwatch::service::load_registry(&config)?;
+            let settings = gridwatch::source::simulator::SimulatorSettings {
+                seed,
+                start_millis,
+                rate_multiplier,
+                scenarios: config.simulator.scenarios.clone(),
+                ..gridwatch::source::simulator::SimulatorSettings::default()
+            };
+            let mut simulator = gridwatch::source::simulator::Simulator::new(settings, registry);
+            let mut writer = gridwatch::source::file::EventWriter::create(&out, format)?;
+            for _ in 0..events {
+                writer.write(&simulator.next_event())?;
+            }
+            writer.finish()?;
+            println!("wrote {events} events to {}", out.display());
+            Ok(())
+        }
+        Command::CheckConfig { file } => check_config(&file),
+        Command::GenSeeds { out_dir } => {
+            gridwatch::seeds::generate_seeds(&out_dir)?;
+            println!("seeds written to {}", out_dir.display());
+            Ok(())
+        }
+    }
+}
+
+/// Validates a config file (and the rules file it names), or a rules file on its own.
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let looks_like_rules = text.lines().any(|line| line.trim() == "[[rule]]");
+    if looks_like_rules {
+        let pane_size_millis = Config::default().window_settings().size_millis;
+        let rules = gridwatch::rules::RuleSet::from_toml_str(&text, pane_size_millis)
+            .map_err(|error| anyhow::anyhow!("{}: {error}", file.display()))?;
+        println!("{}: ok (rules version {}, {} rules)", file.display(), rules.version(), rules.rules().len());
+        return Ok(());
+    }
+    let config = Config::load(Some(file))?;
+    let rules = gridwatch::service::load_rules(&config)?;
+    println!("{}: ok (rules version {}, {} rules)", file.display(), rules.version(), rules.rules().len());
+    Ok(())
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => tracing::info!("received SIGINT; shutting down"),
+        _ = terminate => tracing::info!("received SIGTERM; shutting down"),
+    }
+}

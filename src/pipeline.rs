@@ -1,1 +1,446 @@
-//! pipeline
+//! The synchronous pipeline: one record in, outputs appended. Every stage is a plain method
+//! call; time arrives as an argument, so the whole flow is tested with ordinary `#[test]`s and
+//! driven by an async shell ([`crate::service`]) or a plain loop ([`crate::replay`]).
+//!
+//! Order of stages for one record: decode → validate (and pseudonymize) → grid → dedup →
+//! lateness → window → rules → watermark advance (which may close windows, expire dedup
+//! entries and resolve alerts). The watermark advances after every accepted event, so which
+//! events are late never depends on how the input was batched.
+
+use std::sync::Arc;
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use crate::decode::{DeadLetterReason, DecodeSettings, Decoder, Rejection};
+use crate::dedup::Deduplicator;
+use crate::event::AcceptedEvent;
+use crate::grid::{GridRegistry, GridResolveError};
+use crate::metrics::Metrics;
+use crate::proto::{Alert, AlertStatus, CellWindow, DeadLetter, IncidentEvent};
+use crate::rules::{RuleEngine, RuleEngineState, RuleSet};
+use crate::source::{InputFormat, RecordPayload, SourceRecord};
+use crate::time::millis_to_timestamp;
+use crate::window::sliding::SlidingViews;
+use crate::window::tumbling::{RecordOutcome, TumblingWindows};
+use crate::window::watermark::WatermarkTracker;
+use crate::window::{ClosedPane, PaneKey, WindowSettings};
+
+/// Settings of one pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    /// Pane size, out-of-orderness, lateness, idle timeout.
+    pub window: WindowSettings,
+    /// Spans of the sliding views (e.g. 15 min, 1 h, 24 h), multiples of the pane size.
+    pub view_spans_millis: Vec<i64>,
+    /// Event-time horizon of the dedup set.
+    pub dedup_horizon_millis: i64,
+    /// Validation limits and the pseudonymization key.
+    pub decode: DecodeSettings,
+}
+
+impl PipelineSettings {
+    /// The settings a [`crate::config::Config`] describes.
+    pub fn from_config(config: &crate::config::Config) -> PipelineSettings {
+        PipelineSettings {
+            window: config.window_settings(),
+            view_spans_millis: config.window.views.iter().map(|span| crate::config::duration_millis(*span)).collect(),
+            dedup_horizon_millis: crate::config::duration_millis(config.ingest.dedup_horizon),
+            decode: DecodeSettings {
+                max_clock_skew_millis: crate::config::duration_millis(config.ingest.max_clock_skew),
+                min_occurred_at_millis: crate::decode::DEFAULT_MIN_OCCURRED_AT_MILLIS,
+                pseudonymization_key: config.privacy.pseudonymization_key.as_bytes().to_vec(),
+            },
+        }
+    }
+}
+
+/// What processing produced; sinks drain it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Outputs {
+    /// Final windows, in emission order.
+    pub windows: Vec<CellWindow>,
+    /// Alert state changes, in emission order.
+    pub alerts: Vec<Alert>,
+    /// Rejected inputs.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl Outputs {
+    /// Whether nothing was produced.
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty() && self.alerts.is_empty() && self.dead_letters.is_empty()
+    }
+
+    /// Empties every list, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.windows.clear();
+        self.alerts.clear();
+        self.dead_letters.clear();
+    }
+}
+
+/// Everything stateful in a pipeline: what a snapshot holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineState {
+    /// Per-partition watermarks.
+    pub watermarks: WatermarkTracker,
+    /// The last watermark the pipeline acted on (windows closed up to it).
+    pub watermark_millis: Option<i64>,
+    /// Open tumbling panes.
+    pub windows: TumblingWindows,
+    /// Longer views derived from closed panes.
+    pub views: SlidingViews,
+    /// Accepted event ids within the horizon.
+    pub dedup: Deduplicator,
+    /// Alert state of every rule.
+    pub rules: RuleEngineState,
+}
+
+/// What happened to one record (for callers that count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordResult {
+    /// Accepted into a window.
+    Accepted,
+    /// A re-send of an accepted event: counted once, not dead-lettered.
+    Duplicate,
+    /// Rejected with this reason (a dead letter was appended).
+    Rejected(DeadLetterReason),
+}
+
+/// The synchronous pipeline of one input (one source, or one Kafka consumer).
+pub struct Pipeline {
+    /// Decoding, validation, pseudonymization.
+    decoder: Decoder,
+    /// Communities, cells and devices.
+    registry: Arc<GridRegistry>,
+    /// The stateful stages (snapshotted as a whole).
+    watermarks: WatermarkTracker,
+    /// Last watermark acted on.
+    watermark_millis: Option<i64>,
+    /// Open panes.
+    windows: TumblingWindows,
+    /// Sliding views over closed panes.
+    views: SlidingViews,
+    /// Dedup set.
+    dedup: Deduplicator,
+    /// Alert rules and their state.
+    rules: RuleEngine,
+    /// Where counts go.
+    metrics: Arc<Metrics>,
+    /// Metric handles resolved once, indexed by event type number.
+    accepted_by_type: Vec<prometheus::IntCounter>,
+    /// Metric handles resolved once, indexed by [`DeadLetterReason::index`].
+    dead_letters_by_reason: Vec<prometheus::IntCounter>,
+    /// Handle for duplicates of this source.
+    duplicates: prometheus::IntCounter,
+    /// Handle for records received from this source.
+    received: prometheus::IntCounter,
+    /// Source name for dead letters.
+    source_name: &'static str,
+    /// Reused buffer for panes closed by one watermark advance.
+    closed_panes: Vec<ClosedPane>,
+    /// Settings kept for snapshots' compatibility check.
+    settings: PipelineSettings,
+}
+
+impl Pipeline {
+    /// A pipeline with empty state.
+    pub fn new(
+        settings: PipelineSettings,
+        registry: Arc<GridRegistry>,
+        rules: RuleSet,
+        metrics: Arc<Metrics>,
+        source_name: &'static str,
+    ) -> Pipeline {
+        let accepted_by_type = (0..=crate::event::ALL_EVENT_TYPES.len() as i32)
+            .map(|number| {
+                let name = crate::proto::EventType::try_from(number)
+                    .map(|event_type| event_type.as_str_name())
+                    .unwrap_or("EVENT_TYPE_UNSPECIFIED");
+                metrics.events_accepted.with_label_values(&[source_name, name])
+            })
+            .collect();
+        let dead_letters_by_reason = DeadLetterReason::ALL
+            .iter()
+            .map(|reason| metrics.dead_letters.with_label_values(&[reason.as_str()]))
+            .collect();
+        Pipeline {
+            decoder: Decoder::new(settings.decode.clone()),
+            registry,
+            watermarks: WatermarkTracker::new(
+                settings.window.max_out_of_orderness_millis,
+                settings.window.idle_timeout_millis,
+            ),
+            watermark_millis: None,
+            windows: TumblingWindows::new(settings.window),
+            views: SlidingViews::new(settings.view_spans_millis.clone(), settings.window.size_millis),
+            dedup: Deduplicator::new(settings.dedup_horizon_millis),
+            rules: RuleEngine::new(rules),
+            duplicates: metrics.events_duplicate.with_label_values(&[source_name]),
+            received: metrics.events_received.with_label_values(&[source_name]),
+            accepted_by_type,
+            dead_letters_by_reason,
+            metrics,
+            source_name,
+            closed_panes: Vec::new(),
+            settings,
+        }
+    }
+
+    /// Processes one record at wall time `wall_millis`, appending to `outputs`.
+    pub fn process(&mut self, record: SourceRecord, wall_millis: i64, outputs: &mut Outputs) -> RecordResult {
+        self.received.inc();
+        let (mut event, format) = match record.payload {
+            RecordPayload::Encoded { bytes, format } => match self.decoder.decode(&bytes, format) {
+                Ok(event) => (event, format),
+                Err(rejection) => {
+                    let payload = self.decoder.scrub_undecodable(&bytes);
+                    return self.reject(rejection, payload, record.partition, record.position, outputs);
+                }
+            },
+            RecordPayload::Event(event) => (*event, InputFormat::Jsonl),
+            RecordPayload::Unframed { bytes, format, detail } => {
+                let reason = match format {
+                    InputFormat::Jsonl => DeadLetterReason::InvalidJson,
+                    InputFormat::Protobuf => DeadLetterReason::InvalidProtobuf,
+                };
+                let payload = self.decoder.scrub_undecodable(&bytes);
+                let rejection = Rejection { reason, detail, event_id: String::new() };
+                return self.reject(rejection, payload, record.partition, record.position, outputs);
+            }
+        };
+        let fields = match self.decoder.validate(&mut event, wall_millis) {
+            Ok(fields) => fields,
+            Err(rejection) => {
+                let payload = encode_event(&event, format);
+                return self.reject(rejection, payload, record.partition, record.position, outputs);
+            }
+        };
+        let cell = match self.registry.resolve(&event) {
+            Ok(cell) => cell,
+            Err(error) => {
+                let reason = match error {
+                    GridResolveError::UnknownGrid { .. } => DeadLetterReason::UnknownGrid,
+                    GridResolveError::InvalidCoordinates { .. } => DeadLetterReason::InvalidCoordinates,
+                };
+                let rejection = Rejection { reason, detail: error.to_string(), event_id: event.event_id.clone() };
+                let payload = encode_event(&event, format);
+                return self.reject(rejection, payload, record.partition, record.position, outputs);
+            }
+        };
+        if self.dedup.is_duplicate(&event.event_id) {
+            self.duplicates.inc();
+            return RecordResult::Duplicate;
+        }
+        let key = PaneKey { cell, event_type: fields.event_type as i32 };
+        let outcome = self.windows.record(key, fields.occurred_at_millis, fields.severity, self.watermark_millis);
+        if let RecordOutcome::Late { window_end_millis, watermark_millis } = outcome {
+            self.metrics.late_events.inc();
+            let rejection = Rejection {
+                reason: DeadLetterReason::Late,
+                detail: format!(
+                    "window ending {} was final at watermark {}",
+                    crate::time::millis_to_rfc3339(window_end_millis),
+                    crate::time::millis_to_rfc3339(watermark_millis)
+                ),
+                event_id: event.event_id.clone(),
+            };
+            let payload = encode_event(&event, format);
+            return self.reject(rejection, payload, record.partition, record.position, outputs);
+        }
+        self.dedup.remember(&event.event_id, fields.occurred_at_millis);
+        if let Some(counter) = self.accepted_by_type.get(fields.event_type as usize) {
+            counter.inc();
+        }
+        let accepted = AcceptedEvent {
+            event: &event,
+            event_type: fields.event_type,
+            severity: fields.severity,
+            occurred_at_millis: fields.occurred_at_millis,
+            cell,
+        };
+        let first_new_alert = outputs.alerts.len();
+        self.rules.on_event(&accepted, &self.registry, &mut outputs.alerts);
+        self.observe_alerts(first_new_alert, outputs, wall_millis);
+        self.watermarks.observe(record.partition, fields.occurred_at_millis, wall_millis);
+        self.advance(wall_millis, outputs);
+        RecordResult::Accepted
+    }
+
+    /// Moves the watermark to what the partitions (and, for idle ones, the wall clock) allow,
+    /// closing final windows, expiring dedup entries and resolving alerts.
+    pub fn advance(&mut self, wall_millis: i64, outputs: &mut Outputs) {
+        let Some(watermark) = self.watermarks.watermark(wall_millis) else {
+            return;
+        };
+        if self.watermark_millis.is_some_and(|current| watermark <= current) {
+            return;
+        }
+        self.watermark_millis = Some(watermark);
+        self.closed_panes.clear();
+        self.windows.flush_until(watermark, &mut self.closed_panes);
+        self.emit_closed_panes(wall_millis, outputs);
+        self.views.advance(watermark);
+        self.dedup.expire(watermark);
+        let first_new_alert = outputs.alerts.len();
+        self.rules.on_watermark(watermark, &self.registry, &mut outputs.alerts);
+        self.observe_alerts(first_new_alert, outputs, wall_millis);
+    }
+
+    /// End of input (a file replay): closes and emits every open window.
+    pub fn finish(&mut self, wall_millis: i64, outputs: &mut Outputs) {
+        self.closed_panes.clear();
+        self.windows.flush_all(&mut self.closed_panes);
+        self.emit_closed_panes(wall_millis, outputs);
+    }
+
+    fn emit_closed_panes(&mut self, wall_millis: i64, outputs: &mut Outputs) {
+        for pane in &self.closed_panes {
+            self.views.on_pane_closed(pane);
+            let cell = self.registry.cell(pane.key.cell);
+            let community = self.registry.community(cell.community);
+            outputs.windows.push(CellWindow {
+                grid_id: cell.grid_id.clone(),
+                community_id: community.id.clone(),
+                event_type: pane.key.event_type,
+                window_start: Some(millis_to_timestamp(pane.window_start_millis)),
+                window_end: Some(millis_to_timestamp(pane.window_end_millis)),
+                count: u64::from(pane.counts.count),
+                severity_sum: u64::from(pane.counts.severity_sum),
+                count_by_severity: pane.counts.count_by_severity.iter().map(|count| u64::from(*count)).collect(),
+                district_id: community.district_code.clone(),
+            });
+            self.metrics
+                .window_emit_delay
+                .observe((wall_millis - pane.window_end_millis).max(0) as f64 / 1000.0);
+        }
+        self.metrics.windows_emitted.inc_by(self.closed_panes.len() as u64);
+    }
+
+    fn observe_alerts(&self, first_new_alert: usize, outputs: &Outputs, wall_millis: i64) {
+        for alert in &outputs.alerts[first_new_alert..] {
+            let status = if alert.status == AlertStatus::Resolved as i32 { "resolved" } else { "firing" };
+            self.metrics.alerts.with_label_values(&[alert.rule.as_str(), status]).inc();
+            if alert.status == AlertStatus::Firing as i32 {
+                if let Some(updated_at) = alert.updated_at.as_ref().or(alert.starts_at.as_ref()) {
+                    let latency_millis = wall_millis - crate::time::timestamp_to_millis(updated_at);
+                    self.metrics
+                        .alert_latency
+                        .with_label_values(&[alert.rule_kind.as_str()])
+                        .observe(latency_millis.max(0) as f64 / 1000.0);
+                }
+            }
+        }
+    }
+
+    fn reject(
+        &mut self,
+        rejection: Rejection,
+        payload: Vec<u8>,
+        partition: u32,
+        position: u64,
+        outputs: &mut Outputs,
+    ) -> RecordResult {
+        if let Some(counter) = self.dead_letters_by_reason.get(rejection.reason.index()) {
+            counter.inc();
+        }
+        outputs.dead_letters.push(DeadLetter {
+            reason: rejection.reason.as_str().to_string(),
+            detail: rejection.detail,
+            payload,
+            source: self.source_name.to_string(),
+            position: format!("partition {partition} position {position}"),
+            event_id: rejection.event_id,
+        });
+        RecordResult::Rejected(rejection.reason)
+    }
+
+    /// Refreshes the state-size gauges and the watermark gauges.
+    pub fn update_gauges(&self, wall_millis: i64) {
+        self.metrics.open_panes.set(self.windows.open_pane_count() as i64);
+        self.metrics.dedup_entries.set(self.dedup.len() as i64);
+        if let Some(watermark) = self.watermark_millis {
+            self.metrics.watermark_timestamp.set(watermark as f64 / 1000.0);
+            self.metrics.watermark_lag.set((wall_millis - watermark) as f64 / 1000.0);
+        }
+        let mut active_by_rule_and_severity: std::collections::BTreeMap<(String, u32), i64> =
+            std::collections::BTreeMap::new();
+        for rule in self.rules.rules().rules() {
+            for severity in 1..=4_u32 {
+                active_by_rule_and_severity.insert((rule.name().to_string(), severity), 0);
+            }
+        }
+        for alert in self.rules.active_alerts() {
+            *active_by_rule_and_severity.entry((alert.rule.clone(), alert.severity)).or_default() += 1;
+        }
+        for ((rule, severity), count) in active_by_rule_and_severity {
+            self.metrics.alerts_active.with_label_values(&[rule.as_str(), &severity.to_string()]).set(count);
+        }
+    }
+
+    /// The current operator watermark.
+    pub fn watermark_millis(&self) -> Option<i64> {
+        self.watermark_millis
+    }
+
+    /// Currently firing alerts.
+    pub fn active_alerts(&self) -> Vec<Alert> {
+        self.rules.active_alerts()
+    }
+
+    /// The registry this pipeline resolves against.
+    pub fn registry(&self) -> &Arc<GridRegistry> {
+        &self.registry
+    }
+
+    /// The rule engine (for stats and the rules version).
+    pub fn rules(&self) -> &RuleEngine {
+        &self.rules
+    }
+
+    /// The hottest cells over view `span_index` (closed panes plus open ones).
+    pub fn top_cells(&self, span_index: usize, top_n: usize) -> Vec<(crate::grid::CellIndex, u64)> {
+        self.views.top_cells(span_index, self.windows.open_panes(), top_n)
+    }
+
+    /// The sliding views, for per-cell metrics.
+    pub fn views(&self) -> &SlidingViews {
+        &self.views
+    }
+
+    /// The settings the pipeline runs with.
+    pub fn settings(&self) -> &PipelineSettings {
+        &self.settings
+    }
+
+    /// A copy of all mutable state.
+    pub fn state(&self) -> PipelineState {
+        PipelineState {
+            watermarks: self.watermarks.clone(),
+            watermark_millis: self.watermark_millis,
+            windows: self.windows.clone(),
+            views: self.views.clone(),
+            dedup: self.dedup.clone(),
+            rules: self.rules.state().clone(),
+        }
+    }
+
+    /// Replaces all mutable state (after a restore).
+    pub fn restore_state(&mut self, state: PipelineState) {
+        self.watermarks = state.watermarks;
+        self.watermark_millis = state.watermark_millis;
+        self.windows = state.windows;
+        self.views = state.views;
+        self.dedup = state.dedup;
+        self.rules.restore_state(state.rules);
+    }
+}
+
+/// Re-encodes a decoded (pseudonymized) event for a dead letter, in the format it came in.
+fn encode_event(event: &IncidentEvent, format: InputFormat) -> Vec<u8> {
+    match format {
+        InputFormat::Protobuf => event.encode_to_vec(),
+        InputFormat::Jsonl => serde_json::to_vec(event).unwrap_or_default(),
+    }
+}

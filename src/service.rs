@@ -1,1 +1,453 @@
-//! service
+//! `gridwatch run`: the service. A source task feeds record batches through a bounded channel
+//! (backpressure) to the pipeline task, which owns the [`Pipeline`] and publishes a
+//! [`LiveView`] for the HTTP API about once a second. Shutdown (the `shutdown` future) stops
+//! the source, writes the last outputs, flushes the sinks and the state snapshot, then stops
+//! the HTTP server.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiState, CellActivity, Health, LiveView};
+use crate::config::{Config, SimulatorPacing, SourceKind};
+use crate::grid::GridRegistry;
+use crate::metrics::Metrics;
+use crate::pipeline::{Outputs, Pipeline, PipelineSettings};
+use crate::rules::RuleSet;
+use crate::sink::file::JsonlFileSink;
+use crate::source::file::FileSource;
+use crate::source::simulator::{Pacing, Simulator, SimulatorSettings, SimulatorSource};
+use crate::source::{Source, SourceRecord};
+use crate::time::wall_clock_millis;
+
+/// Errors that stop the service from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Reference data could not be loaded.
+    #[error(transparent)]
+    Seeds(#[from] crate::grid::GridLoadError),
+    /// The rules file is missing or invalid.
+    #[error("rules file {path}: {message}")]
+    Rules {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Metrics could not be registered.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    /// The source could not be opened.
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    /// An output could not be opened.
+    #[error(transparent)]
+    Sink(#[from] crate::sink::file::FileSinkError),
+    /// The HTTP server failed.
+    #[error("http server: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// Records per source batch.
+const BATCH_SIZE: usize = 1024;
+/// Batches buffered between the source and the pipeline (backpressure beyond this).
+const CHANNEL_BATCHES: usize = 8;
+/// How often the pipeline advances by wall time, publishes the live view and flushes sinks.
+const TICK: Duration = Duration::from_secs(1);
+/// Cells kept per view in the live view.
+const LIVE_TOP_CELLS: usize = 100;
+
+/// Loads the registry named by the config (or the embedded seeds).
+pub fn load_registry(config: &Config) -> Result<Arc<GridRegistry>, ServiceError> {
+    match &config.seeds.dir {
+        Some(directory) => Ok(Arc::new(GridRegistry::from_seed_dir(directory)?)),
+        None => Ok(GridRegistry::embedded()),
+    }
+}
+
+/// Loads the rules named by the config (or the embedded default rules).
+pub fn load_rules(config: &Config) -> Result<RuleSet, ServiceError> {
+    let pane_size_millis = config.window_settings().size_millis;
+    let Some(path) = &config.rules.path else {
+        return Ok(RuleSet::embedded_default(pane_size_millis));
+    };
+    let text = std::fs::read_to_string(path).map_err(|error| ServiceError::Rules {
+        path: path.display().to_string(),
+        message: error.to_string(),
+    })?;
+    RuleSet::from_toml_str(&text, pane_size_millis).map_err(|error| ServiceError::Rules {
+        path: path.display().to_string(),
+        message: error.to_string(),
+    })
+}
+
+/// Runs the service until `shutdown` completes. HTTP is served on `listener` (bind it to port
+/// 0 in tests).
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServiceError> {
+    let registry = load_registry(&config)?;
+    let rules = load_rules(&config)?;
+    let source_name = match config.source.kind {
+        SourceKind::Simulator => "simulator",
+        SourceKind::File => "file",
+    };
+    let metrics = Arc::new(Metrics::new(&[source_name], rules.version())?);
+    let health = Arc::new(Health::default());
+    let rules_version = rules.version().to_string();
+    let mut pipeline = Pipeline::new(
+        PipelineSettings::from_config(&config),
+        registry.clone(),
+        rules,
+        metrics.clone(),
+        source_name,
+    );
+    if let Some(path) = &config.state.snapshot_path {
+        restore_snapshot_file(&mut pipeline, path);
+    }
+    if config.privacy.pseudonymization_key == crate::config::DEFAULT_PSEUDONYMIZATION_KEY {
+        tracing::warn!("using the built-in pseudonymization key; set privacy.pseudonymization_key for real data");
+    }
+    let mut sink = match &config.output.dir {
+        Some(directory) => Some(JsonlFileSink::open(directory, true)?),
+        None => None,
+    };
+
+    let cancel = CancellationToken::new();
+    let (batch_sender, batch_receiver) = mpsc::channel::<Vec<SourceRecord>>(CHANNEL_BATCHES);
+    let source_task = match config.source.kind {
+        SourceKind::Simulator => {
+            let settings = SimulatorSettings {
+                seed: config.simulator.seed,
+                start_millis: wall_clock_millis(),
+                rate_multiplier: config.simulator.rate_multiplier,
+                scenarios: config.simulator.scenarios.clone(),
+                ..SimulatorSettings::default()
+            };
+            let pacing = match config.simulator.pacing {
+                SimulatorPacing::Realtime => Pacing::RealTime,
+                SimulatorPacing::Fast => Pacing::AsFastAsPossible,
+            };
+            let source = SimulatorSource::new(Simulator::new(settings, registry.clone()), pacing);
+            tokio::spawn(source_loop(source, batch_sender, cancel.clone(), health.clone()))
+        }
+        SourceKind::File => {
+            let path = config.file.path.clone().unwrap_or_default();
+            let source = FileSource::open(&path, config.file.format)?;
+            tokio::spawn(source_loop(source, batch_sender, cancel.clone(), health.clone()))
+        }
+    };
+
+    let (live_sender, live_receiver) = watch::channel(Arc::new(LiveView {
+        rules_version: rules_version.clone(),
+        views: view_names(&config),
+        ..LiveView::default()
+    }));
+    let api_state = ApiState {
+        metrics: metrics.clone(),
+        live: live_receiver,
+        health: health.clone(),
+    };
+    let local_address = listener.local_addr()?;
+    tracing::info!(address = %local_address, source = source_name, rules_version = %rules_version, "gridwatch serving");
+    let server_cancel = cancel.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, crate::api::router(api_state))
+            .with_graceful_shutdown(async move { server_cancel.cancelled().await })
+            .await
+    });
+
+    let view_labels = view_names(&config);
+    let mut loop_state = PipelineLoop {
+        pipeline,
+        sink,
+        outputs: Outputs::default(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        live_sender,
+        view_labels,
+        rules_version,
+        snapshot_path: config.state.snapshot_path.clone(),
+        snapshot_interval: config.state.snapshot_interval,
+        last_snapshot: Instant::now(),
+    };
+    loop_state.drive(batch_receiver, shutdown).await;
+    cancel.cancel();
+    loop_state.shut_down();
+    sink = loop_state.sink.take();
+    drop(sink);
+    if let Err(error) = source_task.await {
+        tracing::error!(%error, "source task failed");
+    }
+    match server.await {
+        Ok(result) => result?,
+        Err(error) => tracing::error!(%error, "http server task failed"),
+    }
+    tracing::info!("gridwatch stopped");
+    Ok(())
+}
+
+fn view_names(config: &Config) -> Vec<String> {
+    config
+        .window
+        .views
+        .iter()
+        .map(|span| humantime::format_duration(*span).to_string())
+        .collect()
+}
+
+/// Pulls batches from a source into the channel until cancelled or the source ends.
+async fn source_loop<S: Source>(
+    mut source: S,
+    batch_sender: mpsc::Sender<Vec<SourceRecord>>,
+    cancel: CancellationToken,
+    health: Arc<Health>,
+) {
+    health.source_ready_millis.store(wall_clock_millis(), Ordering::Relaxed);
+    loop {
+        let batch = tokio::select! {
+            _ = cancel.cancelled() => return,
+            batch = source.next_batch(BATCH_SIZE) => batch,
+        };
+        match batch {
+            Ok(Some(records)) => {
+                health.source_ready_millis.store(wall_clock_millis(), Ordering::Relaxed);
+                if batch_sender.send(records).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {
+                tracing::info!(source = source.name(), "source reached end of input");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(source = source.name(), %error, "source error; retrying in 1 s");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The pipeline task's state.
+struct PipelineLoop {
+    /// The synchronous pipeline.
+    pipeline: Pipeline,
+    /// JSONL outputs, when configured.
+    sink: Option<JsonlFileSink>,
+    /// Reused output buffer.
+    outputs: Outputs,
+    /// Metrics (gauges refreshed on each tick).
+    metrics: Arc<Metrics>,
+    /// Heartbeat for `/healthz`.
+    health: Arc<Health>,
+    /// Publishes the live view to the API.
+    live_sender: watch::Sender<Arc<LiveView>>,
+    /// Names of the views, e.g. "15m".
+    view_labels: Vec<String>,
+    /// Rules version for the live view.
+    rules_version: String,
+    /// Where snapshots go, when configured.
+    snapshot_path: Option<std::path::PathBuf>,
+    /// How often to snapshot.
+    snapshot_interval: Duration,
+    /// When the last snapshot was written.
+    last_snapshot: Instant,
+}
+
+impl PipelineLoop {
+    async fn drive(
+        &mut self,
+        mut batch_receiver: mpsc::Receiver<Vec<SourceRecord>>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut input_open = true;
+        self.on_tick();
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                batch = batch_receiver.recv(), if input_open => match batch {
+                    Some(records) => self.on_batch(records),
+                    None => {
+                        input_open = false;
+                        let wall_millis = wall_clock_millis();
+                        self.pipeline.finish(wall_millis, &mut self.outputs);
+                        self.write_outputs();
+                        tracing::info!("input ended; all windows closed; still serving until shutdown");
+                    }
+                },
+                _ = ticker.tick() => self.on_tick(),
+            }
+        }
+    }
+
+    fn on_batch(&mut self, records: Vec<SourceRecord>) {
+        let started = Instant::now();
+        let wall_millis = wall_clock_millis();
+        for record in records {
+            self.pipeline.process(record, wall_millis, &mut self.outputs);
+        }
+        self.write_outputs();
+        self.metrics.processing_latency.observe(started.elapsed().as_secs_f64());
+    }
+
+    fn on_tick(&mut self) {
+        let wall_millis = wall_clock_millis();
+        self.health.pipeline_heartbeat_millis.store(wall_millis, Ordering::Relaxed);
+        self.pipeline.advance(wall_millis, &mut self.outputs);
+        self.write_outputs();
+        if let Some(sink) = self.sink.as_mut() {
+            if let Err(error) = sink.flush() {
+                tracing::error!(%error, "flushing outputs failed");
+                self.metrics.sink_errors.with_label_values(&["file"]).inc();
+            }
+        }
+        self.pipeline.update_gauges(wall_millis);
+        self.publish_live_view();
+        if self.snapshot_path.is_some() && self.last_snapshot.elapsed() >= self.snapshot_interval {
+            self.write_snapshot();
+        }
+    }
+
+    fn write_outputs(&mut self) {
+        if self.outputs.is_empty() {
+            return;
+        }
+        if let Some(sink) = self.sink.as_mut() {
+            if let Err(error) = sink.write(&self.outputs) {
+                tracing::error!(%error, "writing outputs failed");
+                let lost = self.outputs.windows.len() + self.outputs.alerts.len() + self.outputs.dead_letters.len();
+                self.metrics.sink_errors.with_label_values(&["file"]).inc_by(lost as u64);
+            }
+        }
+        self.outputs.clear();
+    }
+
+    fn publish_live_view(&mut self) {
+        let registry = self.pipeline.registry().clone();
+        let hottest_cells = (0..self.view_labels.len())
+            .map(|view_index| {
+                self.pipeline
+                    .top_cells(view_index, LIVE_TOP_CELLS)
+                    .into_iter()
+                    .map(|(cell_index, events)| {
+                        let cell = registry.cell(cell_index);
+                        let community = registry.community(cell.community);
+                        let district_name = registry
+                            .district(&community.district_code)
+                            .map(|district| district.name_zh.clone())
+                            .unwrap_or_default();
+                        CellActivity {
+                            grid_id: cell.grid_id.clone(),
+                            community_id: community.id.clone(),
+                            community_name: community.name.clone(),
+                            district_code: community.district_code.clone(),
+                            district_name,
+                            events,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        self.update_cell_gauges(&registry);
+        let live = LiveView {
+            watermark: self.pipeline.watermark_millis().map(crate::time::millis_to_rfc3339),
+            views: self.view_labels.clone(),
+            hottest_cells,
+            active_alerts: self.pipeline.active_alerts(),
+            rules_version: self.rules_version.clone(),
+        };
+        self.live_sender.send_replace(Arc::new(live));
+    }
+
+    /// Per-cell incident gauges, for registered cells only (bounded label set): cells with no
+    /// incidents in a view have no series for that view.
+    fn update_cell_gauges(&self, registry: &GridRegistry) {
+        self.metrics.cell_incidents.reset();
+        for (view_index, view_label) in self.view_labels.iter().enumerate() {
+            let mut incidents_by_cell: std::collections::BTreeMap<crate::grid::CellIndex, u64> =
+                std::collections::BTreeMap::new();
+            for (key, count) in self.pipeline.views().counts(view_index) {
+                let is_incident = crate::proto::EventType::try_from(key.event_type)
+                    .map(crate::event::is_incident)
+                    .unwrap_or(false);
+                if is_incident {
+                    *incidents_by_cell.entry(key.cell).or_default() += count;
+                }
+            }
+            for (cell_index, incidents) in incidents_by_cell {
+                let cell = registry.cell(cell_index);
+                let community = registry.community(cell.community);
+                self.metrics
+                    .cell_incidents
+                    .with_label_values(&[
+                        community.district_code.as_str(),
+                        community.id.as_str(),
+                        cell.grid_id.as_str(),
+                        view_label.as_str(),
+                    ])
+                    .set(incidents as f64);
+            }
+        }
+    }
+
+    fn write_snapshot(&mut self) {
+        let Some(path) = self.snapshot_path.clone() else {
+            return;
+        };
+        self.last_snapshot = Instant::now();
+        let bytes = match crate::state::snapshot(&self.pipeline) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(%error, "state snapshot failed");
+                return;
+            }
+        };
+        let temporary_path = path.with_extension("tmp");
+        let written = std::fs::write(&temporary_path, &bytes).and_then(|()| std::fs::rename(&temporary_path, &path));
+        match written {
+            Ok(()) => self.metrics.state_snapshot_bytes.set(bytes.len() as i64),
+            Err(error) => tracing::error!(%error, path = %path.display(), "writing state snapshot failed"),
+        }
+    }
+
+    fn shut_down(&mut self) {
+        self.write_outputs();
+        if let Some(sink) = self.sink.as_mut() {
+            if let Err(error) = sink.flush() {
+                tracing::error!(%error, "flushing outputs at shutdown failed");
+            }
+        }
+        if self.snapshot_path.is_some() {
+            self.write_snapshot();
+        }
+    }
+}
+
+fn restore_snapshot_file(pipeline: &mut Pipeline, path: &Path) {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
+        Err(error) => {
+            tracing::error!(%error, path = %path.display(), "cannot read state snapshot; starting empty");
+            return;
+        }
+    };
+    match crate::state::restore(pipeline, &bytes) {
+        Ok(()) => tracing::info!(path = %path.display(), bytes = bytes.len(), "state restored from snapshot"),
+        Err(error) => tracing::error!(%error, path = %path.display(), "cannot restore state snapshot; starting empty"),
+    }
+}

@@ -1,1 +1,67 @@
-//! state
+//! State snapshots: the pipeline's panes, views, dedup set, watermarks and alert state as
+//! bytes, and back. The Kafka issue stores one snapshot per input partition; the service can
+//! keep one in a file across restarts (`[state] snapshot_path`).
+//!
+//! Format: a magic/version header, then the [`PipelineState`] in postcard. A snapshot taken
+//! with different window settings is refused rather than silently mis-read.
+
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::{Pipeline, PipelineState};
+use crate::window::WindowSettings;
+
+/// First bytes of every snapshot.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"GWSNAP01";
+
+/// Errors restoring a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The bytes are not a gridwatch snapshot of this version.
+    #[error("not a gridwatch snapshot (bad header)")]
+    BadHeader,
+    /// Encoding or decoding failed.
+    #[error("snapshot encoding: {0}")]
+    Codec(#[from] postcard::Error),
+    /// The snapshot was taken with different window settings.
+    #[error("snapshot window settings {snapshot:?} differ from the running ones {running:?}")]
+    SettingsMismatch {
+        /// What the snapshot was taken with.
+        snapshot: WindowSettings,
+        /// What the pipeline runs with.
+        running: WindowSettings,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    window: WindowSettings,
+    state: PipelineState,
+}
+
+/// Serializes the pipeline's state.
+pub fn snapshot(pipeline: &Pipeline) -> Result<Vec<u8>, SnapshotError> {
+    let body = SnapshotBody {
+        window: pipeline.settings().window,
+        state: pipeline.state(),
+    };
+    let mut bytes = SNAPSHOT_MAGIC.to_vec();
+    bytes.extend_from_slice(&postcard::to_allocvec(&body)?);
+    Ok(bytes)
+}
+
+/// Restores a pipeline's state from [`snapshot`] bytes.
+pub fn restore(pipeline: &mut Pipeline, bytes: &[u8]) -> Result<(), SnapshotError> {
+    let Some(body_bytes) = bytes.strip_prefix(SNAPSHOT_MAGIC.as_slice()) else {
+        return Err(SnapshotError::BadHeader);
+    };
+    let body: SnapshotBody = postcard::from_bytes(body_bytes)?;
+    let running = pipeline.settings().window;
+    if body.window != running {
+        return Err(SnapshotError::SettingsMismatch {
+            snapshot: body.window,
+            running,
+        });
+    }
+    pipeline.restore_state(body.state);
+    Ok(())
+}
