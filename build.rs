@@ -4,14 +4,20 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_files = ["proto/gridwatch/v1/event.proto", "proto/gridwatch/v1/output.proto"];
+    let proto_files = [
+        "proto/gridwatch/v1/event.proto",
+        "proto/gridwatch/v1/output.proto",
+    ];
     for proto_file in proto_files {
         println!("cargo:rerun-if-changed={proto_file}");
     }
     let file_descriptor_set = protox::compile(proto_files, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptor_path = out_dir.join("gridwatch_descriptor.bin");
-    std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&file_descriptor_set))?;
+    std::fs::write(
+        &descriptor_path,
+        prost::Message::encode_to_vec(&file_descriptor_set),
+    )?;
 
     prost_build::Config::new()
         .compile_well_known_types()

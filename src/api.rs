@@ -87,17 +87,27 @@ pub fn router(state: ApiState) -> Router {
 
 async fn metrics_handler(State(state): State<ApiState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.encode_text(),
     )
         .into_response()
 }
 
 async fn healthz_handler(State(state): State<ApiState>) -> Response {
-    let heartbeat = state.health.pipeline_heartbeat_millis.load(Ordering::Relaxed);
+    let heartbeat = state
+        .health
+        .pipeline_heartbeat_millis
+        .load(Ordering::Relaxed);
     let age = crate::time::wall_clock_millis() - heartbeat;
     if heartbeat == 0 || age > HEARTBEAT_STALE_MILLIS {
-        return (StatusCode::SERVICE_UNAVAILABLE, format!("pipeline loop stalled for {age} ms\n")).into_response();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("pipeline loop stalled for {age} ms\n"),
+        )
+            .into_response();
     }
     (StatusCode::OK, "ok\n").into_response()
 }
@@ -129,8 +139,15 @@ async fn cells_handler(State(state): State<ApiState>, Query(query): Query<CellsQ
         Some(view) => match live.views.iter().position(|name| name == view) {
             Some(index) => index,
             None => {
-                let message = format!("unknown view {view:?}; known views: {}", live.views.join(", "));
-                return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": message }))).into_response();
+                let message = format!(
+                    "unknown view {view:?}; known views: {}",
+                    live.views.join(", ")
+                );
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(serde_json::json!({ "error": message })),
+                )
+                    .into_response();
             }
         },
     };

@@ -99,8 +99,13 @@ pub struct SimulatorConfig {
     pub seed: u64,
     /// Multiplies every base rate (e.g. 10 for a busier demo).
     pub rate_multiplier: f64,
-    /// `realtime` (events released as the wall clock reaches them) or `fast`.
+    /// `realtime` (events released as the wall clock reaches them) or `fast` (no waiting:
+    /// event time runs ahead of the wall clock until events exceed the clock-skew limit).
     pub pacing: SimulatorPacing,
+    /// Start the simulated stream this far in the past; with `realtime` pacing the backlog is
+    /// produced at once, so dashboards fill immediately, then events follow the wall clock.
+    #[serde(with = "humantime_serde")]
+    pub backfill: Duration,
     /// Injected scenarios (fire, intrusion burst, fraud wave, device outage).
     pub scenarios: Vec<Scenario>,
 }
@@ -111,6 +116,7 @@ impl Default for SimulatorConfig {
             seed: 42,
             rate_multiplier: 1.0,
             pacing: SimulatorPacing::Realtime,
+            backfill: Duration::ZERO,
             scenarios: Vec::new(),
         }
     }
@@ -368,7 +374,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         let window = &self.window;
-        if window.size.is_zero() || window.size.subsec_millis() != 0 || window.size.subsec_nanos() % 1_000_000 != 0 {
+        if window.size.is_zero()
+            || window.size.subsec_millis() != 0
+            || window.size.subsec_nanos() % 1_000_000 != 0
+        {
             problems.push(format!(
                 "window.size must be a positive whole number of seconds, got {:?}",
                 window.size
@@ -378,7 +387,10 @@ impl Config {
             problems.push("window.idle_timeout must be positive".to_string());
         }
         for view in &window.views {
-            if window.size.is_zero() || view.as_millis() % window.size.as_millis().max(1) != 0 || view.is_zero() {
+            if window.size.is_zero()
+                || view.as_millis() % window.size.as_millis().max(1) != 0
+                || view.is_zero()
+            {
                 problems.push(format!(
                     "window.views: {} is not a positive multiple of window.size {}",
                     humantime::format_duration(*view),
@@ -389,7 +401,8 @@ impl Config {
         if window.views.is_empty() {
             problems.push("window.views must list at least one span (e.g. \"15m\")".to_string());
         }
-        let smallest_useful_horizon = window.size + window.max_out_of_orderness + window.allowed_lateness;
+        let smallest_useful_horizon =
+            window.size + window.max_out_of_orderness + window.allowed_lateness;
         if self.ingest.dedup_horizon < smallest_useful_horizon {
             problems.push(format!(
                 "ingest.dedup_horizon {} must be at least window.size + max_out_of_orderness + allowed_lateness = {}, or re-sent events of still-open windows would be counted twice",
@@ -419,7 +432,10 @@ impl Config {
             problems.push("state.snapshot_interval must be positive".to_string());
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            problems.push(format!("log.level {:?} is not a valid filter", self.log.level));
+            problems.push(format!(
+                "log.level {:?} is not a valid filter",
+                self.log.level
+            ));
         }
         if problems.is_empty() {
             return Ok(());
@@ -457,7 +473,10 @@ mod tests {
 
     #[test]
     fn durations_are_human_readable() {
-        let config = Config::from_toml_str("[window]\nsize = \"2m\"\nmax_out_of_orderness = \"15s\"\nviews = [\"30m\"]").unwrap();
+        let config = Config::from_toml_str(
+            "[window]\nsize = \"2m\"\nmax_out_of_orderness = \"15s\"\nviews = [\"30m\"]",
+        )
+        .unwrap();
         assert_eq!(config.window_settings().size_millis, 120_000);
         assert_eq!(config.window_settings().max_out_of_orderness_millis, 15_000);
     }
@@ -478,7 +497,13 @@ mod tests {
             panic!("expected Invalid, got {error}");
         };
         let text = problems.join("\n");
-        for expected in ["window.size", "dedup_horizon", "rate_multiplier", "file.path", "http.listen"] {
+        for expected in [
+            "window.size",
+            "dedup_horizon",
+            "rate_multiplier",
+            "file.path",
+            "http.listen",
+        ] {
             assert!(text.contains(expected), "missing {expected} in:\n{text}");
         }
     }
@@ -486,10 +511,14 @@ mod tests {
     #[test]
     fn environment_overrides_file() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("gridwatch.toml", "[window]\nsize = \"2m\"\nviews = [\"30m\"]")?;
+            jail.create_file(
+                "gridwatch.toml",
+                "[window]\nsize = \"2m\"\nviews = [\"30m\"]",
+            )?;
             jail.set_env("GRIDWATCH_WINDOW__SIZE", "5m");
             jail.set_env("GRIDWATCH_HTTP__LISTEN", "127.0.0.1:0");
-            let config = Config::load(Some(Path::new("gridwatch.toml"))).map_err(|error| error.to_string())?;
+            let config = Config::load(Some(Path::new("gridwatch.toml")))
+                .map_err(|error| error.to_string())?;
             assert_eq!(config.window.size, Duration::from_secs(300));
             assert_eq!(config.http.listen, "127.0.0.1:0");
             Ok(())

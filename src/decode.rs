@@ -149,8 +149,14 @@ impl std::fmt::Debug for Decoder {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("Decoder")
-            .field("max_clock_skew_millis", &self.settings.max_clock_skew_millis)
-            .field("min_occurred_at_millis", &self.settings.min_occurred_at_millis)
+            .field(
+                "max_clock_skew_millis",
+                &self.settings.max_clock_skew_millis,
+            )
+            .field(
+                "min_occurred_at_millis",
+                &self.settings.min_occurred_at_millis,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -340,7 +346,9 @@ fn classify_json_error(bytes: &[u8], error: serde_json::Error) -> Rejection {
         _ => false,
     };
     if event_type_is_unknown {
-        let shown = event_type_value.map(ToString::to_string).unwrap_or_default();
+        let shown = event_type_value
+            .map(ToString::to_string)
+            .unwrap_or_default();
         return Rejection::new(
             DeadLetterReason::UnknownEventType,
             format!("event_type {shown} is not in the taxonomy"),
@@ -383,7 +391,10 @@ mod tests {
         assert_eq!(event.event_id, "e1");
         assert_eq!(fields.event_type, EventType::FireSmoke);
         assert_eq!(fields.severity, 1, "type default substituted for 0");
-        assert_eq!(fields.occurred_at_millis, rfc3339_to_millis("2026-03-02T11:59:00Z").unwrap());
+        assert_eq!(
+            fields.occurred_at_millis,
+            rfc3339_to_millis("2026-03-02T11:59:00Z").unwrap()
+        );
     }
 
     #[test]
@@ -415,7 +426,11 @@ mod tests {
             r#"{"event_id":"e3","occurred_at":"2026-03-02T11:59:00Z"}"#,
         ] {
             let rejection = decode_and_validate(line).unwrap_err();
-            assert_eq!(rejection.reason, DeadLetterReason::UnknownEventType, "{line}");
+            assert_eq!(
+                rejection.reason,
+                DeadLetterReason::UnknownEventType,
+                "{line}"
+            );
             assert_eq!(rejection.event_id, "e3");
         }
     }
@@ -429,7 +444,9 @@ mod tests {
             ..Default::default()
         };
         let decoder = decoder();
-        let mut decoded = decoder.decode(&event.encode_to_vec(), InputFormat::Protobuf).unwrap();
+        let mut decoded = decoder
+            .decode(&event.encode_to_vec(), InputFormat::Protobuf)
+            .unwrap();
         let rejection = decoder.validate(&mut decoded, wall()).unwrap_err();
         assert_eq!(rejection.reason, DeadLetterReason::UnknownEventType);
     }
@@ -492,17 +509,28 @@ mod tests {
         assert!(!phone.contains("13800138000"));
         assert_eq!(event.attributes.get("channel").unwrap(), "96110");
         let (again, _) = decode_and_validate(line).unwrap();
-        assert_eq!(again.attributes, event.attributes, "same key, same pseudonym");
+        assert_eq!(
+            again.attributes, event.attributes,
+            "same key, same pseudonym"
+        );
         let mut twice = event.clone();
         decoder().pseudonymize(&mut twice);
-        assert_eq!(twice.attributes, event.attributes, "pseudonymizing twice changes nothing");
+        assert_eq!(
+            twice.attributes, event.attributes,
+            "pseudonymizing twice changes nothing"
+        );
         let other_key = Decoder::new(DecodeSettings {
             pseudonymization_key: b"other".to_vec(),
             ..decoder().settings
         });
-        let mut with_other_key = decoder().decode(line.as_bytes(), InputFormat::Jsonl).unwrap();
+        let mut with_other_key = decoder()
+            .decode(line.as_bytes(), InputFormat::Jsonl)
+            .unwrap();
         other_key.pseudonymize(&mut with_other_key);
-        assert_ne!(with_other_key.attributes.get("phone"), event.attributes.get("phone"));
+        assert_ne!(
+            with_other_key.attributes.get("phone"),
+            event.attributes.get("phone")
+        );
     }
 
     #[test]
@@ -514,7 +542,10 @@ mod tests {
         assert!(!text.contains("13800138000\""), "{text}");
         assert!(text.contains(PSEUDONYM_PREFIX));
         assert!(text.contains("41060000131100000001"));
-        assert!(text.contains("138001380001"), "12-digit runs are not phone numbers");
+        assert!(
+            text.contains("138001380001"),
+            "12-digit runs are not phone numbers"
+        );
     }
 
     proptest::proptest! {

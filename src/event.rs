@@ -132,7 +132,10 @@ mod tests {
 
     #[test]
     fn all_event_types_lists_each_enum_value_once() {
-        let numbers: Vec<i32> = ALL_EVENT_TYPES.iter().map(|event_type| *event_type as i32).collect();
+        let numbers: Vec<i32> = ALL_EVENT_TYPES
+            .iter()
+            .map(|event_type| *event_type as i32)
+            .collect();
         assert_eq!(numbers, (1..=23).collect::<Vec<i32>>());
     }
 

@@ -105,7 +105,13 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        Command::Replay { input, format, output_dir, config, no_progress } => {
+        Command::Replay {
+            input,
+            format,
+            output_dir,
+            config,
+            no_progress,
+        } => {
             let config = Config::load(config.as_deref())?;
             init_logging(&config);
             let registry = gridwatch::service::load_registry(&config)?;
@@ -120,7 +126,15 @@ fn execute(command: Command) -> anyhow::Result<()> {
             println!("{summary}");
             Ok(())
         }
-        Command::Simulate { events, seed, out, format, start, rate_multiplier, config } => {
+        Command::Simulate {
+            events,
+            seed,
+            out,
+            format,
+            start,
+            rate_multiplier,
+            config,
+        } => {
             let config = Config::load(config.as_deref())?;
             let start_millis = gridwatch::time::rfc3339_to_millis(&start)
                 .with_context(|| format!("--start {start:?} is not RFC 3339"))?;
@@ -152,25 +166,38 @@ fn execute(command: Command) -> anyhow::Result<()> {
 
 /// Validates a config file (and the rules file it names), or a rules file on its own.
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let looks_like_rules = text.lines().any(|line| line.trim() == "[[rule]]");
     if looks_like_rules {
         let pane_size_millis = Config::default().window_settings().size_millis;
         let rules = gridwatch::rules::RuleSet::from_toml_str(&text, pane_size_millis)
             .map_err(|error| anyhow::anyhow!("{}: {error}", file.display()))?;
-        println!("{}: ok (rules version {}, {} rules)", file.display(), rules.version(), rules.rules().len());
+        println!(
+            "{}: ok (rules version {}, {} rules)",
+            file.display(),
+            rules.version(),
+            rules.rules().len()
+        );
         return Ok(());
     }
     let config = Config::load(Some(file))?;
     let rules = gridwatch::service::load_rules(&config)?;
-    println!("{}: ok (rules version {}, {} rules)", file.display(), rules.version(), rules.rules().len());
+    println!(
+        "{}: ok (rules version {}, {} rules)",
+        file.display(),
+        rules.version(),
+        rules.rules().len()
+    );
     Ok(())
 }
 
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match config.log.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

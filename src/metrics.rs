@@ -80,7 +80,10 @@ impl Metrics {
     pub fn new(sources: &[&str], rules_version: &str) -> Result<Metrics, MetricsError> {
         let registry = Registry::new();
         let events_received = IntCounterVec::new(
-            Opts::new("gridwatch_events_received_total", "Records handed to the pipeline by a source."),
+            Opts::new(
+                "gridwatch_events_received_total",
+                "Records handed to the pipeline by a source.",
+            ),
             &["source"],
         )?;
         let events_accepted = IntCounterVec::new(
@@ -98,7 +101,10 @@ impl Metrics {
             &["source"],
         )?;
         let dead_letters = IntCounterVec::new(
-            Opts::new("gridwatch_dead_letters_total", "Rejected inputs written to the dead-letter output, by reason."),
+            Opts::new(
+                "gridwatch_dead_letters_total",
+                "Rejected inputs written to the dead-letter output, by reason.",
+            ),
             &["reason"],
         )?;
         let late_events = IntCounter::new(
@@ -110,11 +116,17 @@ impl Metrics {
             "Final (cell, event type) windows emitted.",
         )?;
         let alerts = IntCounterVec::new(
-            Opts::new("gridwatch_alerts_total", "Alert state changes emitted, by rule and status."),
+            Opts::new(
+                "gridwatch_alerts_total",
+                "Alert state changes emitted, by rule and status.",
+            ),
             &["rule", "status"],
         )?;
         let alerts_active = IntGaugeVec::new(
-            Opts::new("gridwatch_alerts_active", "Alerts currently firing, by rule and severity (1 most severe)."),
+            Opts::new(
+                "gridwatch_alerts_active",
+                "Alerts currently firing, by rule and severity (1 most severe).",
+            ),
             &["rule", "severity"],
         )?;
         let alerts_suppressed = IntCounterVec::new(
@@ -167,15 +179,24 @@ impl Metrics {
             "Size of the last pipeline state snapshot.",
         )?;
         let sink_errors = IntCounterVec::new(
-            Opts::new("gridwatch_sink_errors_total", "Output records that could not be written, by sink."),
+            Opts::new(
+                "gridwatch_sink_errors_total",
+                "Output records that could not be written, by sink.",
+            ),
             &["sink"],
         )?;
         let build_info = IntGaugeVec::new(
-            Opts::new("gridwatch_build_info", "Build information; the value is always 1."),
+            Opts::new(
+                "gridwatch_build_info",
+                "Build information; the value is always 1.",
+            ),
             &["version"],
         )?;
         let rules_version = IntGaugeVec::new(
-            Opts::new("gridwatch_rules_version_info", "Hash of the loaded rules file; the value is always 1."),
+            Opts::new(
+                "gridwatch_rules_version_info",
+                "Hash of the loaded rules file; the value is always 1.",
+            ),
             &["version"],
         )?;
         let start_time = Gauge::new(
@@ -213,7 +234,9 @@ impl Metrics {
         registry.register(Box::new(start_time.clone()))?;
         registry.register(Box::new(cell_incidents.clone()))?;
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
 
         for source in sources {
             events_received.with_label_values(&[*source]);
@@ -228,7 +251,9 @@ impl Metrics {
         for kind in ["immediate", "threshold"] {
             alert_latency.with_label_values(&[kind]);
         }
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         rules_version.with_label_values(&[rules_version]).set(1);
         start_time.set(crate::time::wall_clock_millis() as f64 / 1000.0);
 
@@ -286,7 +311,10 @@ mod tests {
             assert!(name.starts_with("gridwatch_"), "{name}");
             assert!(!family.help().is_empty(), "{name} has no HELP");
         }
-        assert!(text.contains("gridwatch_dead_letters_total{reason=\"late\"} 0"), "{text}");
+        assert!(
+            text.contains("gridwatch_dead_letters_total{reason=\"late\"} 0"),
+            "{text}"
+        );
         assert!(text.contains("gridwatch_rules_version_info{version=\"abc123\"} 1"));
     }
 }

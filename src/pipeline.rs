@@ -44,7 +44,12 @@ impl PipelineSettings {
     pub fn from_config(config: &crate::config::Config) -> PipelineSettings {
         PipelineSettings {
             window: config.window_settings(),
-            view_spans_millis: config.window.views.iter().map(|span| crate::config::duration_millis(*span)).collect(),
+            view_spans_millis: config
+                .window
+                .views
+                .iter()
+                .map(|span| crate::config::duration_millis(*span))
+                .collect(),
             dedup_horizon_millis: crate::config::duration_millis(config.ingest.dedup_horizon),
             decode: DecodeSettings {
                 max_clock_skew_millis: crate::config::duration_millis(config.ingest.max_clock_skew),
@@ -158,7 +163,9 @@ impl Pipeline {
                 let name = crate::proto::EventType::try_from(number)
                     .map(|event_type| event_type.as_str_name())
                     .unwrap_or("EVENT_TYPE_UNSPECIFIED");
-                metrics.events_accepted.with_label_values(&[source_name, name])
+                metrics
+                    .events_accepted
+                    .with_label_values(&[source_name, name])
             })
             .collect();
         let dead_letters_by_reason = DeadLetterReason::ALL
@@ -174,7 +181,10 @@ impl Pipeline {
             ),
             watermark_millis: None,
             windows: TumblingWindows::new(settings.window),
-            views: SlidingViews::new(settings.view_spans_millis.clone(), settings.window.size_millis),
+            views: SlidingViews::new(
+                settings.view_spans_millis.clone(),
+                settings.window.size_millis,
+            ),
             dedup: Deduplicator::new(settings.dedup_horizon_millis),
             rules: RuleEngine::new(rules),
             duplicates: metrics.events_duplicate.with_label_values(&[source_name]),
@@ -189,32 +199,63 @@ impl Pipeline {
     }
 
     /// Processes one record at wall time `wall_millis`, appending to `outputs`.
-    pub fn process(&mut self, record: SourceRecord, wall_millis: i64, outputs: &mut Outputs) -> RecordResult {
+    pub fn process(
+        &mut self,
+        record: SourceRecord,
+        wall_millis: i64,
+        outputs: &mut Outputs,
+    ) -> RecordResult {
         self.received.inc();
         let (mut event, format) = match record.payload {
             RecordPayload::Encoded { bytes, format } => match self.decoder.decode(&bytes, format) {
                 Ok(event) => (event, format),
                 Err(rejection) => {
                     let payload = self.decoder.scrub_undecodable(&bytes);
-                    return self.reject(rejection, payload, record.partition, record.position, outputs);
+                    return self.reject(
+                        rejection,
+                        payload,
+                        record.partition,
+                        record.position,
+                        outputs,
+                    );
                 }
             },
             RecordPayload::Event(event) => (*event, InputFormat::Jsonl),
-            RecordPayload::Unframed { bytes, format, detail } => {
+            RecordPayload::Unframed {
+                bytes,
+                format,
+                detail,
+            } => {
                 let reason = match format {
                     InputFormat::Jsonl => DeadLetterReason::InvalidJson,
                     InputFormat::Protobuf => DeadLetterReason::InvalidProtobuf,
                 };
                 let payload = self.decoder.scrub_undecodable(&bytes);
-                let rejection = Rejection { reason, detail, event_id: String::new() };
-                return self.reject(rejection, payload, record.partition, record.position, outputs);
+                let rejection = Rejection {
+                    reason,
+                    detail,
+                    event_id: String::new(),
+                };
+                return self.reject(
+                    rejection,
+                    payload,
+                    record.partition,
+                    record.position,
+                    outputs,
+                );
             }
         };
         let fields = match self.decoder.validate(&mut event, wall_millis) {
             Ok(fields) => fields,
             Err(rejection) => {
                 let payload = encode_event(&event, format);
-                return self.reject(rejection, payload, record.partition, record.position, outputs);
+                return self.reject(
+                    rejection,
+                    payload,
+                    record.partition,
+                    record.position,
+                    outputs,
+                );
             }
         };
         let cell = match self.registry.resolve(&event) {
@@ -222,20 +263,44 @@ impl Pipeline {
             Err(error) => {
                 let reason = match error {
                     GridResolveError::UnknownGrid { .. } => DeadLetterReason::UnknownGrid,
-                    GridResolveError::InvalidCoordinates { .. } => DeadLetterReason::InvalidCoordinates,
+                    GridResolveError::InvalidCoordinates { .. } => {
+                        DeadLetterReason::InvalidCoordinates
+                    }
                 };
-                let rejection = Rejection { reason, detail: error.to_string(), event_id: event.event_id.clone() };
+                let rejection = Rejection {
+                    reason,
+                    detail: error.to_string(),
+                    event_id: event.event_id.clone(),
+                };
                 let payload = encode_event(&event, format);
-                return self.reject(rejection, payload, record.partition, record.position, outputs);
+                return self.reject(
+                    rejection,
+                    payload,
+                    record.partition,
+                    record.position,
+                    outputs,
+                );
             }
         };
         if self.dedup.is_duplicate(&event.event_id) {
             self.duplicates.inc();
             return RecordResult::Duplicate;
         }
-        let key = PaneKey { cell, event_type: fields.event_type as i32 };
-        let outcome = self.windows.record(key, fields.occurred_at_millis, fields.severity, self.watermark_millis);
-        if let RecordOutcome::Late { window_end_millis, watermark_millis } = outcome {
+        let key = PaneKey {
+            cell,
+            event_type: fields.event_type as i32,
+        };
+        let outcome = self.windows.record(
+            key,
+            fields.occurred_at_millis,
+            fields.severity,
+            self.watermark_millis,
+        );
+        if let RecordOutcome::Late {
+            window_end_millis,
+            watermark_millis,
+        } = outcome
+        {
             self.metrics.late_events.inc();
             let rejection = Rejection {
                 reason: DeadLetterReason::Late,
@@ -247,9 +312,16 @@ impl Pipeline {
                 event_id: event.event_id.clone(),
             };
             let payload = encode_event(&event, format);
-            return self.reject(rejection, payload, record.partition, record.position, outputs);
+            return self.reject(
+                rejection,
+                payload,
+                record.partition,
+                record.position,
+                outputs,
+            );
         }
-        self.dedup.remember(&event.event_id, fields.occurred_at_millis);
+        self.dedup
+            .remember(&event.event_id, fields.occurred_at_millis);
         if let Some(counter) = self.accepted_by_type.get(fields.event_type as usize) {
             counter.inc();
         }
@@ -261,9 +333,11 @@ impl Pipeline {
             cell,
         };
         let first_new_alert = outputs.alerts.len();
-        self.rules.on_event(&accepted, &self.registry, &mut outputs.alerts);
+        self.rules
+            .on_event(&accepted, &self.registry, &mut outputs.alerts);
         self.observe_alerts(first_new_alert, outputs, wall_millis);
-        self.watermarks.observe(record.partition, fields.occurred_at_millis, wall_millis);
+        self.watermarks
+            .observe(record.partition, fields.occurred_at_millis, wall_millis);
         self.advance(wall_millis, outputs);
         RecordResult::Accepted
     }
@@ -274,7 +348,10 @@ impl Pipeline {
         let Some(watermark) = self.watermarks.watermark(wall_millis) else {
             return;
         };
-        if self.watermark_millis.is_some_and(|current| watermark <= current) {
+        if self
+            .watermark_millis
+            .is_some_and(|current| watermark <= current)
+        {
             return;
         }
         self.watermark_millis = Some(watermark);
@@ -284,7 +361,8 @@ impl Pipeline {
         self.views.advance(watermark);
         self.dedup.expire(watermark);
         let first_new_alert = outputs.alerts.len();
-        self.rules.on_watermark(watermark, &self.registry, &mut outputs.alerts);
+        self.rules
+            .on_watermark(watermark, &self.registry, &mut outputs.alerts);
         self.observe_alerts(first_new_alert, outputs, wall_millis);
     }
 
@@ -308,20 +386,34 @@ impl Pipeline {
                 window_end: Some(millis_to_timestamp(pane.window_end_millis)),
                 count: u64::from(pane.counts.count),
                 severity_sum: u64::from(pane.counts.severity_sum),
-                count_by_severity: pane.counts.count_by_severity.iter().map(|count| u64::from(*count)).collect(),
+                count_by_severity: pane
+                    .counts
+                    .count_by_severity
+                    .iter()
+                    .map(|count| u64::from(*count))
+                    .collect(),
                 district_id: community.district_code.clone(),
             });
             self.metrics
                 .window_emit_delay
                 .observe((wall_millis - pane.window_end_millis).max(0) as f64 / 1000.0);
         }
-        self.metrics.windows_emitted.inc_by(self.closed_panes.len() as u64);
+        self.metrics
+            .windows_emitted
+            .inc_by(self.closed_panes.len() as u64);
     }
 
     fn observe_alerts(&self, first_new_alert: usize, outputs: &Outputs, wall_millis: i64) {
         for alert in &outputs.alerts[first_new_alert..] {
-            let status = if alert.status == AlertStatus::Resolved as i32 { "resolved" } else { "firing" };
-            self.metrics.alerts.with_label_values(&[alert.rule.as_str(), status]).inc();
+            let status = if alert.status == AlertStatus::Resolved as i32 {
+                "resolved"
+            } else {
+                "firing"
+            };
+            self.metrics
+                .alerts
+                .with_label_values(&[alert.rule.as_str(), status])
+                .inc();
             if alert.status == AlertStatus::Firing as i32 {
                 if let Some(updated_at) = alert.updated_at.as_ref().or(alert.starts_at.as_ref()) {
                     let latency_millis = wall_millis - crate::time::timestamp_to_millis(updated_at);
@@ -358,11 +450,17 @@ impl Pipeline {
 
     /// Refreshes the state-size gauges and the watermark gauges.
     pub fn update_gauges(&self, wall_millis: i64) {
-        self.metrics.open_panes.set(self.windows.open_pane_count() as i64);
+        self.metrics
+            .open_panes
+            .set(self.windows.open_pane_count() as i64);
         self.metrics.dedup_entries.set(self.dedup.len() as i64);
         if let Some(watermark) = self.watermark_millis {
-            self.metrics.watermark_timestamp.set(watermark as f64 / 1000.0);
-            self.metrics.watermark_lag.set((wall_millis - watermark) as f64 / 1000.0);
+            self.metrics
+                .watermark_timestamp
+                .set(watermark as f64 / 1000.0);
+            self.metrics
+                .watermark_lag
+                .set((wall_millis - watermark) as f64 / 1000.0);
         }
         let mut active_by_rule_and_severity: std::collections::BTreeMap<(String, u32), i64> =
             std::collections::BTreeMap::new();
@@ -372,10 +470,15 @@ impl Pipeline {
             }
         }
         for alert in self.rules.active_alerts() {
-            *active_by_rule_and_severity.entry((alert.rule.clone(), alert.severity)).or_default() += 1;
+            *active_by_rule_and_severity
+                .entry((alert.rule.clone(), alert.severity))
+                .or_default() += 1;
         }
         for ((rule, severity), count) in active_by_rule_and_severity {
-            self.metrics.alerts_active.with_label_values(&[rule.as_str(), &severity.to_string()]).set(count);
+            self.metrics
+                .alerts_active
+                .with_label_values(&[rule.as_str(), &severity.to_string()])
+                .set(count);
         }
     }
 
@@ -401,7 +504,8 @@ impl Pipeline {
 
     /// The hottest cells over view `span_index` (closed panes plus open ones).
     pub fn top_cells(&self, span_index: usize, top_n: usize) -> Vec<(crate::grid::CellIndex, u64)> {
-        self.views.top_cells(span_index, self.windows.open_panes(), top_n)
+        self.views
+            .top_cells(span_index, self.windows.open_panes(), top_n)
     }
 
     /// The sliding views, for per-cell metrics.

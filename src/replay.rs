@@ -140,12 +140,19 @@ pub fn replay(
     Ok(summary)
 }
 
-fn drain(outputs: &mut Outputs, sink: &mut JsonlFileSink, summary: &mut ReplaySummary) -> Result<(), ReplayError> {
+fn drain(
+    outputs: &mut Outputs,
+    sink: &mut JsonlFileSink,
+    summary: &mut ReplaySummary,
+) -> Result<(), ReplayError> {
     sink.write(outputs)?;
     summary.windows += outputs.windows.len() as u64;
     summary.alerts += outputs.alerts.len() as u64;
     for dead_letter in &outputs.dead_letters {
-        *summary.dead_letters.entry(dead_letter.reason.clone()).or_default() += 1;
+        *summary
+            .dead_letters
+            .entry(dead_letter.reason.clone())
+            .or_default() += 1;
     }
     outputs.clear();
     Ok(())

@@ -127,7 +127,8 @@ pub async fn run(
         SourceKind::Simulator => {
             let settings = SimulatorSettings {
                 seed: config.simulator.seed,
-                start_millis: wall_clock_millis(),
+                start_millis: wall_clock_millis()
+                    - crate::config::duration_millis(config.simulator.backfill),
                 rate_multiplier: config.simulator.rate_multiplier,
                 scenarios: config.simulator.scenarios.clone(),
                 ..SimulatorSettings::default()
@@ -137,12 +138,22 @@ pub async fn run(
                 SimulatorPacing::Fast => Pacing::AsFastAsPossible,
             };
             let source = SimulatorSource::new(Simulator::new(settings, registry.clone()), pacing);
-            tokio::spawn(source_loop(source, batch_sender, cancel.clone(), health.clone()))
+            tokio::spawn(source_loop(
+                source,
+                batch_sender,
+                cancel.clone(),
+                health.clone(),
+            ))
         }
         SourceKind::File => {
             let path = config.file.path.clone().unwrap_or_default();
             let source = FileSource::open(&path, config.file.format)?;
-            tokio::spawn(source_loop(source, batch_sender, cancel.clone(), health.clone()))
+            tokio::spawn(source_loop(
+                source,
+                batch_sender,
+                cancel.clone(),
+                health.clone(),
+            ))
         }
     };
 
@@ -211,7 +222,9 @@ async fn source_loop<S: Source>(
     cancel: CancellationToken,
     health: Arc<Health>,
 ) {
-    health.source_ready_millis.store(wall_clock_millis(), Ordering::Relaxed);
+    health
+        .source_ready_millis
+        .store(wall_clock_millis(), Ordering::Relaxed);
     loop {
         let batch = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -219,7 +232,9 @@ async fn source_loop<S: Source>(
         };
         match batch {
             Ok(Some(records)) => {
-                health.source_ready_millis.store(wall_clock_millis(), Ordering::Relaxed);
+                health
+                    .source_ready_millis
+                    .store(wall_clock_millis(), Ordering::Relaxed);
                 if batch_sender.send(records).await.is_err() {
                     return;
                 }
@@ -298,15 +313,20 @@ impl PipelineLoop {
         let started = Instant::now();
         let wall_millis = wall_clock_millis();
         for record in records {
-            self.pipeline.process(record, wall_millis, &mut self.outputs);
+            self.pipeline
+                .process(record, wall_millis, &mut self.outputs);
         }
         self.write_outputs();
-        self.metrics.processing_latency.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .processing_latency
+            .observe(started.elapsed().as_secs_f64());
     }
 
     fn on_tick(&mut self) {
         let wall_millis = wall_clock_millis();
-        self.health.pipeline_heartbeat_millis.store(wall_millis, Ordering::Relaxed);
+        self.health
+            .pipeline_heartbeat_millis
+            .store(wall_millis, Ordering::Relaxed);
         self.pipeline.advance(wall_millis, &mut self.outputs);
         self.write_outputs();
         if let Some(sink) = self.sink.as_mut() {
@@ -329,8 +349,13 @@ impl PipelineLoop {
         if let Some(sink) = self.sink.as_mut() {
             if let Err(error) = sink.write(&self.outputs) {
                 tracing::error!(%error, "writing outputs failed");
-                let lost = self.outputs.windows.len() + self.outputs.alerts.len() + self.outputs.dead_letters.len();
-                self.metrics.sink_errors.with_label_values(&["file"]).inc_by(lost as u64);
+                let lost = self.outputs.windows.len()
+                    + self.outputs.alerts.len()
+                    + self.outputs.dead_letters.len();
+                self.metrics
+                    .sink_errors
+                    .with_label_values(&["file"])
+                    .inc_by(lost as u64);
             }
         }
         self.outputs.clear();
@@ -364,7 +389,10 @@ impl PipelineLoop {
             .collect();
         self.update_cell_gauges(&registry);
         let live = LiveView {
-            watermark: self.pipeline.watermark_millis().map(crate::time::millis_to_rfc3339),
+            watermark: self
+                .pipeline
+                .watermark_millis()
+                .map(crate::time::millis_to_rfc3339),
             views: self.view_labels.clone(),
             hottest_cells,
             active_alerts: self.pipeline.active_alerts(),
@@ -417,10 +445,13 @@ impl PipelineLoop {
             }
         };
         let temporary_path = path.with_extension("tmp");
-        let written = std::fs::write(&temporary_path, &bytes).and_then(|()| std::fs::rename(&temporary_path, &path));
+        let written = std::fs::write(&temporary_path, &bytes)
+            .and_then(|()| std::fs::rename(&temporary_path, &path));
         match written {
             Ok(()) => self.metrics.state_snapshot_bytes.set(bytes.len() as i64),
-            Err(error) => tracing::error!(%error, path = %path.display(), "writing state snapshot failed"),
+            Err(error) => {
+                tracing::error!(%error, path = %path.display(), "writing state snapshot failed")
+            }
         }
     }
 
@@ -447,7 +478,11 @@ fn restore_snapshot_file(pipeline: &mut Pipeline, path: &Path) {
         }
     };
     match crate::state::restore(pipeline, &bytes) {
-        Ok(()) => tracing::info!(path = %path.display(), bytes = bytes.len(), "state restored from snapshot"),
-        Err(error) => tracing::error!(%error, path = %path.display(), "cannot restore state snapshot; starting empty"),
+        Ok(()) => {
+            tracing::info!(path = %path.display(), bytes = bytes.len(), "state restored from snapshot")
+        }
+        Err(error) => {
+            tracing::error!(%error, path = %path.display(), "cannot restore state snapshot; starting empty")
+        }
     }
 }

@@ -59,7 +59,10 @@ mod tests {
 
     #[test]
     fn absurd_timestamp_saturates_instead_of_panicking() {
-        let timestamp = Timestamp { seconds: i64::MAX, nanos: 999_999_999 };
+        let timestamp = Timestamp {
+            seconds: i64::MAX,
+            nanos: 999_999_999,
+        };
         assert_eq!(timestamp_to_millis(&timestamp), i64::MAX);
     }
 }

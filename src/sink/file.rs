@@ -68,9 +68,24 @@ impl JsonlFileSink {
 
     /// Appends every output of a batch.
     pub fn write(&mut self, outputs: &Outputs) -> Result<(), FileSinkError> {
-        write_lines(&mut self.windows, &outputs.windows, &self.directory, WINDOWS_FILE)?;
-        write_lines(&mut self.alerts, &outputs.alerts, &self.directory, ALERTS_FILE)?;
-        write_lines(&mut self.dead_letters, &outputs.dead_letters, &self.directory, DEAD_LETTER_FILE)?;
+        write_lines(
+            &mut self.windows,
+            &outputs.windows,
+            &self.directory,
+            WINDOWS_FILE,
+        )?;
+        write_lines(
+            &mut self.alerts,
+            &outputs.alerts,
+            &self.directory,
+            ALERTS_FILE,
+        )?;
+        write_lines(
+            &mut self.dead_letters,
+            &outputs.dead_letters,
+            &self.directory,
+            DEAD_LETTER_FILE,
+        )?;
         Ok(())
     }
 

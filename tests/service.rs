@@ -1,0 +1,142 @@
+//! The whole service in-process: start `run` on port 0 with the simulator, scrape `/metrics`,
+//! query the API, shut down, and check the outputs were flushed.
+
+use std::time::Duration;
+
+use gridwatch::config::{Config, SimulatorPacing};
+
+async fn get_text(client: &reqwest::Client, url: &str) -> (u16, String) {
+    let response = client.get(url).send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+/// Polls `url` until `predicate` holds on its body, or panics after `timeout`.
+async fn wait_for_body(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+    predicate: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (status, body) = get_text(client, url).await;
+        if status == 200 && predicate(&body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting on {url}; last body:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn metric_value(metrics_text: &str, series: &str) -> Option<f64> {
+    metrics_text
+        .lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_metrics_api_and_flushes_outputs_on_shutdown() {
+    let output_directory = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.simulator.pacing = SimulatorPacing::Realtime;
+    config.simulator.backfill = Duration::from_secs(30 * 60);
+    config.simulator.rate_multiplier = 5.0;
+    config.output.dir = Some(output_directory.path().to_path_buf());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (shutdown_sender, shutdown_receiver) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(gridwatch::service::run(config, listener, async move {
+        let _ = shutdown_receiver.await;
+    }));
+    let client = reqwest::Client::new();
+    let base = format!("http://{address}");
+
+    wait_for_body(
+        &client,
+        &format!("{base}/healthz"),
+        Duration::from_secs(20),
+        |body| body.contains("ok"),
+    )
+    .await;
+    wait_for_body(
+        &client,
+        &format!("{base}/readyz"),
+        Duration::from_secs(20),
+        |body| body.contains("ready"),
+    )
+    .await;
+    let metrics = wait_for_body(
+        &client,
+        &format!("{base}/metrics"),
+        Duration::from_secs(60),
+        |body| {
+            metric_value(body, "gridwatch_windows_emitted_total").is_some_and(|value| value > 0.0)
+        },
+    )
+    .await;
+    assert!(
+        metric_value(
+            &metrics,
+            "gridwatch_events_received_total{source=\"simulator\"}"
+        )
+        .unwrap()
+            > 0.0
+    );
+    assert!(metrics.contains("# HELP gridwatch_dead_letters_total"));
+    assert!(metrics.contains("gridwatch_processing_latency_seconds_bucket"));
+    assert!(
+        metric_value(&metrics, "gridwatch_watermark_lag_seconds").is_some(),
+        "{metrics}"
+    );
+
+    let cells = wait_for_body(
+        &client,
+        &format!("{base}/api/v1/cells?top=5"),
+        Duration::from_secs(30),
+        |body| body.contains("grid_id"),
+    )
+    .await;
+    let cells: serde_json::Value = serde_json::from_str(&cells).unwrap();
+    let listed = cells["cells"].as_array().unwrap();
+    assert!(!listed.is_empty() && listed.len() <= 5, "{cells}");
+    let counts: Vec<u64> = listed
+        .iter()
+        .map(|cell| cell["events"].as_u64().unwrap())
+        .collect();
+    assert!(
+        counts.windows(2).all(|pair| pair[0] >= pair[1]),
+        "hottest first: {counts:?}"
+    );
+    assert_eq!(listed[0]["grid_id"].as_str().unwrap().len(), 14);
+
+    let (status, body) = get_text(&client, &format!("{base}/api/v1/cells?view=7m")).await;
+    assert_eq!(status, 400, "{body}");
+
+    let (status, alerts) = get_text(&client, &format!("{base}/api/v1/alerts")).await;
+    assert_eq!(status, 200);
+    let alerts: serde_json::Value = serde_json::from_str(&alerts).unwrap();
+    assert!(alerts["alerts"].is_array());
+    assert!(!alerts["rules_version"].as_str().unwrap().is_empty());
+
+    shutdown_sender.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), service)
+        .await
+        .expect("service stops")
+        .unwrap()
+        .unwrap();
+    let windows = std::fs::read_to_string(output_directory.path().join("windows.jsonl")).unwrap();
+    assert!(
+        windows.lines().count() > 0,
+        "final windows were flushed to disk"
+    );
+    for line in windows.lines() {
+        let window: gridwatch::proto::CellWindow = serde_json::from_str(line).unwrap();
+        assert!(window.count > 0);
+    }
+}
