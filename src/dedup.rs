@@ -254,13 +254,22 @@ mod tests {
         let mut restored: Deduplicator = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(restored, deduplicator);
         assert_eq!(postcard::to_allocvec(&restored).unwrap(), bytes);
-        for watermark in [5 * MINUTE, 15 * MINUTE, 20 * MINUTE, 45 * MINUTE, 50 * MINUTE] {
+        for watermark in [
+            5 * MINUTE,
+            15 * MINUTE,
+            20 * MINUTE,
+            45 * MINUTE,
+            50 * MINUTE,
+        ] {
             restored.expire(watermark);
             deduplicator.expire(watermark);
             assert_eq!(restored, deduplicator);
             for index in 0..50 {
                 let event_id = format!("evt-{index}");
-                assert_eq!(restored.is_duplicate(&event_id), deduplicator.is_duplicate(&event_id));
+                assert_eq!(
+                    restored.is_duplicate(&event_id),
+                    deduplicator.is_duplicate(&event_id)
+                );
             }
         }
         assert!(restored.is_duplicate("evt-3"));

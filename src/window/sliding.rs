@@ -362,9 +362,30 @@ mod tests {
         views.on_pane_closed(&pane(0, key(9, 1), 1));
         views.advance(MINUTE);
         let open = vec![
-            (MINUTE, key(4, 3), PaneCounts { count: 2, ..PaneCounts::default() }),
-            (MINUTE, key(1, 1), PaneCounts { count: 4, ..PaneCounts::default() }),
-            (MINUTE, key(8, 1), PaneCounts { count: 0, ..PaneCounts::default() }),
+            (
+                MINUTE,
+                key(4, 3),
+                PaneCounts {
+                    count: 2,
+                    ..PaneCounts::default()
+                },
+            ),
+            (
+                MINUTE,
+                key(1, 1),
+                PaneCounts {
+                    count: 4,
+                    ..PaneCounts::default()
+                },
+            ),
+            (
+                MINUTE,
+                key(8, 1),
+                PaneCounts {
+                    count: 0,
+                    ..PaneCounts::default()
+                },
+            ),
         ];
         let top = views.top_cells(0, open.clone().into_iter(), 10);
         assert_eq!(
@@ -420,7 +441,8 @@ mod tests {
     fn steps() -> impl Strategy<Value = Vec<Step>> {
         prop::collection::vec(
             prop_oneof![
-                (0_i64..200, 0_u32..4, 1_u32..5).prop_map(|(minute, cell, count)| Step::Close(minute, cell, count)),
+                (0_i64..200, 0_u32..4, 1_u32..5)
+                    .prop_map(|(minute, cell, count)| Step::Close(minute, cell, count)),
                 (0_i64..300 * MINUTE).prop_map(Step::Advance),
             ],
             0..150,

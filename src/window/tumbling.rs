@@ -152,8 +152,8 @@ impl TumblingWindows {
             .effective_watermark(Some(watermark_millis))
             .unwrap_or(watermark_millis);
         self.highest_watermark_millis = Some(effective_watermark);
-        while let Some(((window_start_millis, _), _)) = self.open.first_key_value() {
-            if !self.is_final(*window_start_millis, effective_watermark) {
+        while let Some(((first_window_start_millis, _), _)) = self.open.first_key_value() {
+            if !self.is_final(*first_window_start_millis, effective_watermark) {
                 return;
             }
             let Some(((window_start_millis, key), counts)) = self.open.pop_first() else {
@@ -175,7 +175,12 @@ impl TumblingWindows {
     }
 
     /// The emitted form of a pane.
-    fn closed_pane(&self, window_start_millis: i64, key: PaneKey, counts: PaneCounts) -> ClosedPane {
+    fn closed_pane(
+        &self,
+        window_start_millis: i64,
+        key: PaneKey,
+        counts: PaneCounts,
+    ) -> ClosedPane {
         ClosedPane {
             key,
             window_start_millis,
@@ -229,7 +234,10 @@ pub(crate) mod tests {
         assert_eq!(windows.window_start(0), 0);
         assert_eq!(windows.window_start(59_999), 0);
         assert_eq!(windows.window_start(60_000), 60_000);
-        assert_eq!(windows.window_start(1_700_000_012_345), 1_700_000_000_000 - 20_000);
+        assert_eq!(
+            windows.window_start(1_700_000_012_345),
+            1_700_000_000_000 - 20_000
+        );
         assert_eq!(windows.window_start(-1), -60_000);
         assert_eq!(windows.window_start(-60_000), -60_000);
         assert_eq!(windows.window_start(-60_001), -120_000);
@@ -239,8 +247,14 @@ pub(crate) mod tests {
     #[test]
     fn event_exactly_at_window_end_goes_to_the_next_window() {
         let mut windows = TumblingWindows::new(settings(0));
-        assert_eq!(windows.record(key(1, 1), 59_999, 2, None), RecordOutcome::Accepted);
-        assert_eq!(windows.record(key(1, 1), 60_000, 2, None), RecordOutcome::Accepted);
+        assert_eq!(
+            windows.record(key(1, 1), 59_999, 2, None),
+            RecordOutcome::Accepted
+        );
+        assert_eq!(
+            windows.record(key(1, 1), 60_000, 2, None),
+            RecordOutcome::Accepted
+        );
         let starts: Vec<i64> = windows.open_panes().map(|(start, _, _)| start).collect();
         assert_eq!(starts, vec![0, 60_000]);
     }
@@ -380,8 +394,7 @@ pub(crate) mod tests {
     #[test]
     fn open_pane_memory_stays_within_budget() {
         // In-memory: one B-tree entry per open pane (see the module docs for the node math).
-        let entry_bytes =
-            std::mem::size_of::<(i64, PaneKey)>() + std::mem::size_of::<PaneCounts>();
+        let entry_bytes = std::mem::size_of::<(i64, PaneKey)>() + std::mem::size_of::<PaneCounts>();
         assert_eq!(std::mem::size_of::<PaneKey>(), 8);
         assert_eq!(std::mem::size_of::<PaneCounts>(), 24);
         assert_eq!(entry_bytes, 40);
@@ -432,18 +445,21 @@ pub(crate) mod tests {
         window_settings: WindowSettings,
         events: &[(i64, PaneKey, u8)],
     ) -> (Vec<ClosedPane>, usize) {
-        let mut tracker = WatermarkTracker::new(window_settings.max_out_of_orderness_millis, i64::MAX);
+        let mut tracker =
+            WatermarkTracker::new(window_settings.max_out_of_orderness_millis, i64::MAX);
         let mut windows = TumblingWindows::new(window_settings);
         let mut out = Vec::new();
         let mut accepted = 0;
         for (occurred_at, pane_key, severity) in events {
-            let watermark = tracker.watermark(0);
-            if windows.record(*pane_key, *occurred_at, *severity, watermark) == RecordOutcome::Accepted {
+            let watermark_before = tracker.watermark(0);
+            if windows.record(*pane_key, *occurred_at, *severity, watermark_before)
+                == RecordOutcome::Accepted
+            {
                 accepted += 1;
                 tracker.observe(0, *occurred_at, 0);
             }
-            if let Some(watermark) = tracker.watermark(0) {
-                windows.flush_until(watermark, &mut out);
+            if let Some(watermark_after) = tracker.watermark(0) {
+                windows.flush_until(watermark_after, &mut out);
             }
         }
         windows.flush_all(&mut out);
@@ -452,7 +468,13 @@ pub(crate) mod tests {
 
     fn generated_events() -> impl Strategy<Value = Vec<GeneratedEvent>> {
         prop::collection::vec(
-            (0_i64..10_000, -300_000_i64..600_000, 0_u32..4, 1_i32..4, 1_u8..=4),
+            (
+                0_i64..10_000,
+                -300_000_i64..600_000,
+                0_u32..4,
+                1_i32..4,
+                1_u8..=4,
+            ),
             0..200,
         )
     }

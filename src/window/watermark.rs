@@ -205,10 +205,7 @@ mod tests {
         tracker.observe(1, 400_000, wall_start - 5_000);
         assert_eq!(tracker.watermark(wall_start), Some(390_000));
         // Both idle from wall_start + IDLE_TIMEOUT: the max partition watermark, then growing.
-        assert_eq!(
-            tracker.watermark(wall_start + IDLE_TIMEOUT),
-            Some(490_000)
-        );
+        assert_eq!(tracker.watermark(wall_start + IDLE_TIMEOUT), Some(490_000));
         assert_eq!(
             tracker.watermark(wall_start + IDLE_TIMEOUT + 7_000),
             Some(497_000)
@@ -216,7 +213,10 @@ mod tests {
         // Far later: capped at wall − ooo.
         let far_wall = wall_start + 10_000_000;
         let far_watermark = tracker.watermark(far_wall);
-        assert_eq!(far_watermark, Some(far_wall - IDLE_TIMEOUT - wall_start + 490_000));
+        assert_eq!(
+            far_watermark,
+            Some(far_wall - IDLE_TIMEOUT - wall_start + 490_000)
+        );
         assert!(far_watermark.unwrap() <= far_wall - OUT_OF_ORDERNESS);
     }
 
