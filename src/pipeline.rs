@@ -184,7 +184,8 @@ impl Pipeline {
             views: SlidingViews::new(
                 settings.view_spans_millis.clone(),
                 settings.window.size_millis,
-            ),
+            )
+            .with_allowed_lateness(settings.window.allowed_lateness_millis),
             dedup: Deduplicator::new(settings.dedup_horizon_millis),
             rules: RuleEngine::new(rules),
             duplicates: metrics.events_duplicate.with_label_values(&[source_name]),
