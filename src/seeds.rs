@@ -575,3 +575,163 @@ pub fn generate_seeds(out_dir: &Path) -> Result<(), SeedsError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed file `seeds/<file_name>`.
+    fn committed_seed_file(file_name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("seeds")
+            .join(file_name);
+        match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) => panic!("cannot read {}: {error}", path.display()),
+        }
+    }
+
+    fn generated_contents() -> Vec<(&'static str, String)> {
+        match seed_file_contents() {
+            Ok(contents) => contents,
+            Err(error) => panic!("generation failed: {error}"),
+        }
+    }
+
+    /// Parses `fraud_baseline.csv` into (community_id, month, warnings, reported, filed).
+    fn fraud_rows(text: &str) -> Vec<(String, u32, u64, u64, u64)> {
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        reader
+            .records()
+            .map(|record| {
+                let Ok(record) = record else {
+                    panic!("valid csv");
+                };
+                let field = |position: usize| record.get(position).unwrap_or_default().to_string();
+                let number = |position: usize| -> u64 {
+                    match field(position).parse() {
+                        Ok(value) => value,
+                        Err(error) => panic!("column {position}: {error}"),
+                    }
+                };
+                (
+                    field(0),
+                    u32::try_from(number(2)).unwrap_or(0),
+                    number(3),
+                    number(4),
+                    number(5),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn committed_seed_files_match_the_generator() {
+        let out_dir = match tempfile::tempdir() {
+            Ok(dir) => dir,
+            Err(error) => panic!("tempdir: {error}"),
+        };
+        if let Err(error) = generate_seeds(out_dir.path()) {
+            panic!("generate_seeds failed: {error}");
+        }
+        for file_name in SEED_FILE_NAMES {
+            let regenerated = match std::fs::read(out_dir.path().join(file_name)) {
+                Ok(bytes) => bytes,
+                Err(error) => panic!("cannot read regenerated {file_name}: {error}"),
+            };
+            assert!(
+                regenerated == committed_seed_file(file_name),
+                "seeds/{file_name} differs from the generator output; \
+                 run `cargo run -- gen-seeds --out-dir seeds` and commit the result"
+            );
+        }
+    }
+
+    #[test]
+    fn generation_is_deterministic() {
+        assert_eq!(generated_contents(), generated_contents());
+    }
+
+    #[test]
+    fn fraud_baseline_has_twelve_months_per_community_and_a_plausible_rate() {
+        let contents = generated_contents();
+        let Some((_, fraud_text)) = contents
+            .iter()
+            .find(|(file_name, _)| *file_name == "fraud_baseline.csv")
+        else {
+            panic!("fraud_baseline.csv is generated");
+        };
+        let Some((_, communities_text)) = contents
+            .iter()
+            .find(|(file_name, _)| *file_name == "communities.csv")
+        else {
+            panic!("communities.csv is generated");
+        };
+        let rows = fraud_rows(fraud_text);
+        assert_eq!(rows.len(), 162 * 12);
+
+        let mut months_by_community: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        let mut total_filed = 0u64;
+        let mut total_reported = 0u64;
+        let mut total_warnings = 0u64;
+        for (community_id, month, warnings, reported, filed) in &rows {
+            assert!(reported >= filed, "{community_id} month {month}");
+            assert!(warnings >= reported, "{community_id} month {month}");
+            months_by_community
+                .entry(community_id.clone())
+                .or_default()
+                .push(*month);
+            total_filed += filed;
+            total_reported += reported;
+            total_warnings += warnings;
+        }
+        assert_eq!(months_by_community.len(), 162);
+        for months in months_by_community.values() {
+            assert_eq!(months, &(1..=12).collect::<Vec<u32>>());
+        }
+
+        let mut total_population = 0u64;
+        let mut reader = csv::Reader::from_reader(communities_text.as_bytes());
+        for record in reader.records() {
+            let Ok(record) = record else {
+                panic!("valid csv");
+            };
+            let population: u64 = record
+                .get(3)
+                .and_then(|field| field.parse().ok())
+                .unwrap_or(0);
+            assert!((3_000..=15_000).contains(&population));
+            total_population += population;
+        }
+        let filed_per_ten_thousand = total_filed as f64 / total_population as f64 * 10_000.0;
+        assert!(
+            (6.0..=10.0).contains(&filed_per_ten_thousand),
+            "city-wide baseline rate {filed_per_ten_thousand}"
+        );
+        assert!(total_reported > total_filed);
+        assert!(total_warnings >= 3 * total_reported);
+    }
+
+    #[test]
+    fn community_names_and_device_ids_are_unique() {
+        let contents = generated_contents();
+        for (file_name, column) in [("communities.csv", 1usize), ("devices.csv", 0usize)] {
+            let Some((_, text)) = contents.iter().find(|(name, _)| *name == file_name) else {
+                panic!("{file_name} is generated");
+            };
+            let mut reader = csv::Reader::from_reader(text.as_bytes());
+            let mut seen = std::collections::BTreeSet::new();
+            for record in reader.records() {
+                let Ok(record) = record else {
+                    panic!("valid csv");
+                };
+                let value = record.get(column).unwrap_or_default().to_string();
+                assert!(
+                    seen.insert(value.clone()),
+                    "duplicate {value} in {file_name}"
+                );
+            }
+            assert!(!seen.is_empty());
+        }
+    }
+}
