@@ -734,4 +734,62 @@ mod tests {
             assert!(!seen.is_empty());
         }
     }
+
+    /// Formats a count with thousands separators, as the README writes it.
+    fn with_thousands_separators(count: usize) -> String {
+        let digits = count.to_string();
+        let mut formatted = String::new();
+        for (position, digit) in digits.chars().enumerate() {
+            if position > 0 && (digits.len() - position) % 3 == 0 {
+                formatted.push(',');
+            }
+            formatted.push(digit);
+        }
+        formatted
+    }
+
+    #[test]
+    fn readme_documents_the_device_kind_table_and_counts() {
+        let readme_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/README.md");
+        let readme = match std::fs::read_to_string(&readme_path) {
+            Ok(text) => text,
+            Err(error) => panic!("cannot read seeds/README.md: {error}"),
+        };
+        for kind in DeviceKind::ALL {
+            let row_start = format!("| `{}` |", kind.as_str());
+            let Some(row) = readme.lines().find(|line| line.starts_with(&row_start)) else {
+                panic!("seeds/README.md has no row for {}", kind.as_str());
+            };
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let expected_types: Vec<&str> = kind
+                .event_types()
+                .iter()
+                .map(|event_type| event_type.as_str_name())
+                .collect();
+            assert_eq!(
+                cells.get(4).copied(),
+                Some(expected_types.join(", ").as_str()),
+                "event types of {}",
+                kind.as_str()
+            );
+            assert_eq!(
+                cells.get(3).copied(),
+                Some(kind.gbt28181_type_code()),
+                "type code of {}",
+                kind.as_str()
+            );
+        }
+
+        let contents = generated_contents();
+        let line_count = |file_name: &str| -> usize {
+            let Some((_, text)) = contents.iter().find(|(name, _)| *name == file_name) else {
+                panic!("{file_name} is generated");
+            };
+            text.lines().count()
+        };
+        let cell_count = line_count("grids.geojson") - 2;
+        let device_count = line_count("devices.csv") - 1;
+        assert!(readme.contains(&format!("{} cells", with_thousands_separators(cell_count))));
+        assert!(readme.contains(&format!("{} rows", with_thousands_separators(device_count))));
+    }
 }
