@@ -282,6 +282,8 @@ pub struct FileSource {
     reader: Option<FileReader>,
     /// Path, for error messages.
     path: PathBuf,
+    /// A read error met after the records of the previous batch, reported on the next call.
+    deferred_error: Option<SourceError>,
 }
 
 impl FileSource {
@@ -292,6 +294,7 @@ impl FileSource {
         Ok(FileSource {
             reader: Some(reader),
             path,
+            deferred_error: None,
         })
     }
 
@@ -306,31 +309,21 @@ impl FileSource {
     }
 }
 
-/// Reads up to `max_records` records; `Ok(None)` when the input is exhausted.
+/// Reads up to `max_records` records. An error after some records were read is returned
+/// beside them (the records are not lost; the error is reported on the next call).
 fn read_batch(
     reader: &mut FileReader,
     max_records: usize,
-) -> Result<Option<Vec<SourceRecord>>, SourceError> {
+) -> (Vec<SourceRecord>, Option<SourceError>) {
     let mut batch = Vec::with_capacity(max_records.min(4096));
     while batch.len() < max_records {
         match reader.next() {
             Some(Ok(record)) => batch.push(record),
-            Some(Err(error)) => {
-                if batch.is_empty() {
-                    return Err(error);
-                }
-                // Hand out what was read; the reader is fused, so the error is reported as the
-                // end of input on the next call. Log it so it is not lost.
-                tracing::error!(%error, "file source stopped on a read error");
-                break;
-            }
+            Some(Err(error)) => return (batch, Some(error)),
             None => break,
         }
     }
-    if batch.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(batch))
+    (batch, None)
 }
 
 impl Source for FileSource {
@@ -342,6 +335,9 @@ impl Source for FileSource {
         &mut self,
         max_records: usize,
     ) -> Result<Option<Vec<SourceRecord>>, SourceError> {
+        if let Some(error) = self.deferred_error.take() {
+            return Err(error);
+        }
         let Some(mut reader) = self.reader.take() else {
             return Err(SourceError::Task(format!(
                 "the reader of {} was lost by an earlier failed read",
@@ -350,17 +346,21 @@ impl Source for FileSource {
         };
         let max_records = max_records.max(1);
         let join_result = tokio::task::spawn_blocking(move || {
-            let batch_result = read_batch(&mut reader, max_records);
-            (reader, batch_result)
+            let (batch, error) = read_batch(&mut reader, max_records);
+            (reader, batch, error)
         })
         .await;
-        match join_result {
-            Ok((reader, batch_result)) => {
-                self.reader = Some(reader);
-                batch_result
-            }
-            Err(join_error) => Err(SourceError::Task(join_error.to_string())),
+        let (reader, batch, error) =
+            join_result.map_err(|join_error| SourceError::Task(join_error.to_string()))?;
+        self.reader = Some(reader);
+        if batch.is_empty() {
+            return match error {
+                Some(error) => Err(error),
+                None => Ok(None),
+            };
         }
+        self.deferred_error = error;
+        Ok(Some(batch))
     }
 }
 

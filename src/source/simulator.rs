@@ -72,7 +72,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use geo::{BoundingRect, Centroid, Contains};
+use geo::{BoundingRect, Contains};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::weighted::WeightedAliasIndex;
@@ -97,6 +97,9 @@ const LOCAL_UTC_OFFSET_MILLIS: i64 = 8 * HOUR_MILLIS;
 const DAYS_PER_YEAR: f64 = 365.0;
 /// Most events an intrusion burst may produce per minute (one per millisecond).
 const MAX_INTRUSIONS_PER_MINUTE: u32 = 60_000;
+/// Latest accepted simulation start: 9999-12-31T23:59:59.999Z (keeps every clock computation
+/// far from overflow).
+const MAX_START_MILLIS: i64 = 253_402_300_799_999;
 /// Attempts at drawing a coordinate that resolves back to its cell before falling back to a
 /// grid-id event.
 const COORDINATE_ATTEMPTS: usize = 4;
@@ -438,14 +441,18 @@ fn normalized_profile(event_type: EventType) -> [f64; 24] {
 
 /// Local (UTC+8) hour of day of an instant.
 fn local_hour_of_day(millis: i64) -> usize {
-    let local_hours = millis.saturating_add(LOCAL_UTC_OFFSET_MILLIS).div_euclid(HOUR_MILLIS);
+    let local_hours = millis
+        .saturating_add(LOCAL_UTC_OFFSET_MILLIS)
+        .div_euclid(HOUR_MILLIS);
     // rem_euclid(24) is in 0..24.
     local_hours.rem_euclid(24) as usize
 }
 
 /// The first full-hour instant strictly after `millis`.
 fn next_hour_boundary(millis: i64) -> i64 {
-    let local_hours = millis.saturating_add(LOCAL_UTC_OFFSET_MILLIS).div_euclid(HOUR_MILLIS);
+    let local_hours = millis
+        .saturating_add(LOCAL_UTC_OFFSET_MILLIS)
+        .div_euclid(HOUR_MILLIS);
     (local_hours + 1)
         .saturating_mul(HOUR_MILLIS)
         .saturating_sub(LOCAL_UTC_OFFSET_MILLIS)
@@ -580,7 +587,8 @@ impl Ord for QueuedDelivery {
 /// Geometry of a cell for coordinate-only events.
 #[derive(Debug, Clone, Copy)]
 struct CellGeometry {
-    /// WGS-84 centroid (lon, lat).
+    /// WGS-84 point inside the cell (the registry's representative point: the centroid
+    /// unless the polygon is concave around it), the centre of the jitter.
     centroid: (f64, f64),
     /// Half extents of the bounding box (lon, lat), for jitter.
     half_extent: (f64, f64),
@@ -681,6 +689,15 @@ fn validate_settings(settings: &SimulatorSettings) -> Result<(), SimulatorError>
             message: format!("{} is not a positive number", settings.rate_multiplier),
         });
     }
+    if !(0..=MAX_START_MILLIS).contains(&settings.start_millis) {
+        return Err(SimulatorError::InvalidSetting {
+            name: "start_millis",
+            message: format!(
+                "{} is not between 1970 and 9999 (epoch milliseconds)",
+                settings.start_millis
+            ),
+        });
+    }
     if settings.max_delivery_delay_millis < 0 {
         return Err(SimulatorError::InvalidSetting {
             name: "max_delivery_delay_millis",
@@ -704,13 +721,12 @@ impl Simulator {
         let mut intrusion_bursts = Vec::new();
         let mut fires = Vec::new();
         for (index, scenario) in settings.scenarios.iter().enumerate() {
-            let scenario_error = |kind: &'static str, message: String| {
-                SimulatorError::InvalidScenario {
+            let scenario_error =
+                |kind: &'static str, message: String| SimulatorError::InvalidScenario {
                     index,
                     kind,
                     message,
-                }
-            };
+                };
             let cell_of = |kind: &'static str, grid_id: &str| {
                 registry
                     .cell_by_grid_id(grid_id)
@@ -720,7 +736,10 @@ impl Simulator {
                 if duration.0 > 0 {
                     return Ok(duration.0);
                 }
-                Err(scenario_error(kind, "duration must be positive".to_string()))
+                Err(scenario_error(
+                    kind,
+                    "duration must be positive".to_string(),
+                ))
             };
             match scenario {
                 Scenario::Fire { grid_id, at } => {
@@ -761,13 +780,9 @@ impl Simulator {
                     multiplier,
                 } => {
                     let kind = "fraud_wave";
-                    let community = registry
-                        .communities()
-                        .iter()
-                        .position(|community| community.id == *community_id)
-                        .ok_or_else(|| {
-                            scenario_error(kind, format!("unknown community_id {community_id:?}"))
-                        })?;
+                    let community = registry.community_by_id(community_id).ok_or_else(|| {
+                        scenario_error(kind, format!("unknown community_id {community_id:?}"))
+                    })?;
                     let duration_millis = positive(kind, *duration)?;
                     if !(multiplier.is_finite() && *multiplier >= 0.0) {
                         return Err(scenario_error(
@@ -777,7 +792,7 @@ impl Simulator {
                     }
                     let wave_start = start.resolve(start_millis);
                     fraud_waves.push(ResolvedFraudWave {
-                        community: CommunityIndex(community as u32),
+                        community,
                         start_millis: wave_start,
                         end_millis: wave_start.saturating_add(duration_millis),
                         multiplier: *multiplier,
@@ -844,11 +859,11 @@ impl Simulator {
         let cell_geometry = registry
             .cells()
             .iter()
-            .map(|cell| {
-                let centroid = cell.polygon.centroid()?;
+            .enumerate()
+            .map(|(cell_position, cell)| {
                 let rect = cell.polygon.bounding_rect()?;
                 Some(CellGeometry {
-                    centroid: (centroid.x(), centroid.y()),
+                    centroid: registry.cell_centroid(CellIndex(cell_position as u32)),
                     half_extent: (rect.width() / 2.0, rect.height() / 2.0),
                 })
             })
@@ -928,9 +943,9 @@ impl Simulator {
                     }
                 }
             }
-            let generated = if next_scheduled.is_some_and(|scheduled_millis| {
-                scheduled_millis < next_background.occurred_millis
-            }) {
+            let generated = if next_scheduled
+                .is_some_and(|scheduled_millis| scheduled_millis < next_background.occurred_millis)
+            {
                 self.generate_scheduled()
             } else {
                 self.pending_background = None;
@@ -1036,7 +1051,11 @@ impl Simulator {
             } else {
                 let rotation = self.rng.random_range(0..detectors.len());
                 (0..detectors.len().min(4))
-                    .map(|offset| detectors.get((rotation + offset) % detectors.len()).copied())
+                    .map(|offset| {
+                        detectors
+                            .get((rotation + offset) % detectors.len())
+                            .copied()
+                    })
                     .collect()
             };
             let mut detector_start = at_millis;
@@ -1107,7 +1126,10 @@ impl Simulator {
                 let cell = resolved.cell;
                 let device = match resolved.devices.len() {
                     0 => None,
-                    count => resolved.devices.get((ordinal % count as u64) as usize).copied(),
+                    count => resolved
+                        .devices
+                        .get((ordinal % count as u64) as usize)
+                        .copied(),
                 };
                 if self.is_silenced(cell, occurred_millis) {
                     return None;
@@ -1233,7 +1255,9 @@ impl Simulator {
                 "grid_worker"
             };
             event.source = channel.to_string();
-            event.attributes.insert("phone".to_string(), self.phone_number());
+            event
+                .attributes
+                .insert("phone".to_string(), self.phone_number());
             event
                 .attributes
                 .insert("channel".to_string(), channel.to_string());
@@ -1251,11 +1275,7 @@ impl Simulator {
     /// A point near the cell's centroid, inside the cell, in GCJ-02 or BD-09, that the
     /// registry resolves back to the cell.
     fn coordinates_in(&mut self, cell: CellIndex) -> Option<(f64, f64, Crs)> {
-        let geometry = self
-            .cell_geometry
-            .get(cell.0 as usize)
-            .copied()
-            .flatten()?;
+        let geometry = self.cell_geometry.get(cell.0 as usize).copied().flatten()?;
         let crs = if self.rng.random::<bool>() {
             Crs::Gcj02
         } else {
@@ -1271,7 +1291,7 @@ impl Simulator {
             if !polygon.contains(&geo::Point::new(wgs84_lon, wgs84_lat)) {
                 continue;
             }
-            let (lon, lat) = temporary_from_wgs84(wgs84_lon, wgs84_lat, crs);
+            let (lon, lat) = coords::from_wgs84(wgs84_lon, wgs84_lat, crs);
             if registry.cell_at(lon, lat, crs) == Some(cell) {
                 return Some((lon, lat, crs));
             }
@@ -1315,7 +1335,8 @@ impl Simulator {
         if self.settings.duplicate_fraction > 0.0
             && self.rng.random::<f64>() < self.settings.duplicate_fraction
         {
-            let max_delivery = occurred_millis.saturating_add(self.settings.max_delivery_delay_millis);
+            let max_delivery =
+                occurred_millis.saturating_add(self.settings.max_delivery_delay_millis);
             let duplicate_delivery = self.rng.random_range(delivery_millis..=max_delivery);
             self.delivery_order += 1;
             self.delivery_queue.push(Reverse(QueuedDelivery {
@@ -1392,10 +1413,7 @@ fn build_entries(
                 Vec::new()
             };
             // Waves may overlap, so the largest product is the product of the raising ones.
-            let max_multiplier: f64 = waves
-                .iter()
-                .map(|wave| wave.multiplier.max(1.0))
-                .product();
+            let max_multiplier: f64 = waves.iter().map(|wave| wave.multiplier.max(1.0)).product();
             entries.push(BackgroundEntry {
                 cell: cell_index,
                 event_type,
@@ -1413,8 +1431,9 @@ fn build_entries(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Pacing {
-    /// Release each event when the wall clock reaches its delivery time (start the simulator
-    /// at "now").
+    /// Release each event when the wall clock reaches its delivery time. Start the simulator
+    /// at "now": a start in the past releases the backlog as fast as possible (catching up),
+    /// a start in the future waits for it.
     RealTime,
     /// Release events immediately.
     AsFastAsPossible,
@@ -1509,8 +1528,7 @@ impl Source for SimulatorSource {
                 self.pending = Some((first_delivery, first_event));
                 let wait_millis = first_delivery - crate::time::wall_clock_millis();
                 if wait_millis > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(wait_millis as u64))
-                        .await;
+                    tokio::time::sleep(std::time::Duration::from_millis(wait_millis as u64)).await;
                 }
                 let now_millis = crate::time::wall_clock_millis().max(first_delivery);
                 while batch.len() < batch_size {
@@ -1525,9 +1543,6 @@ impl Source for SimulatorSource {
         }
         Ok(Some(batch))
     }
-}
-fn temporary_from_wgs84(lon: f64, lat: f64, _crs: Crs) -> (f64, f64) {
-    (lon, lat)
 }
 
 #[cfg(test)]
@@ -1639,7 +1654,10 @@ mod tests {
             }
         }
         // 5 % of ~20,000 generated events, with wide tolerance.
-        assert!((700..=1300).contains(&duplicates), "{duplicates} duplicates");
+        assert!(
+            (700..=1300).contains(&duplicates),
+            "{duplicates} duplicates"
+        );
     }
 
     #[test]
@@ -1745,7 +1763,10 @@ mod tests {
             largest_lag = largest_lag.max(latest_occurred - occurred);
         }
         assert!(largest_lag <= 3_000, "lag {largest_lag}");
-        assert!(largest_lag > 0, "events should arrive out of order sometimes");
+        assert!(
+            largest_lag > 0,
+            "events should arrive out of order sometimes"
+        );
     }
 
     #[test]
@@ -1841,11 +1862,13 @@ mod tests {
         let events = events_until(&mut simulator, start + 2 * 24 * HOUR_MILLIS);
         let day = 24 * HOUR_MILLIS;
         let before = fraud_count_in_community(&events, &community.id, start..start + day);
-        let during =
-            fraud_count_in_community(&events, &community.id, start + day..start + 2 * day);
+        let during = fraud_count_in_community(&events, &community.id, start + day..start + 2 * day);
         assert_within_five_sigma(before, community_daily_fraud, "before the wave");
         assert_within_five_sigma(during, 10.0 * community_daily_fraud, "during the wave");
-        assert!(during > 3.0 * before.max(1.0), "during {during}, before {before}");
+        assert!(
+            during > 3.0 * before.max(1.0),
+            "during {during}, before {before}"
+        );
     }
 
     #[test]
@@ -2030,13 +2053,27 @@ mod tests {
         };
         assert!(matches!(
             Simulator::new(bad_fraction, registry()),
-            Err(SimulatorError::InvalidSetting { name: "coordinate_fraction", .. })
+            Err(SimulatorError::InvalidSetting {
+                name: "coordinate_fraction",
+                ..
+            })
         ));
         let bad_multiplier = SimulatorSettings {
             rate_multiplier: f64::NAN,
             ..SimulatorSettings::default()
         };
         assert!(Simulator::new(bad_multiplier, registry()).is_err());
+        let absurd_start = SimulatorSettings {
+            start_millis: i64::MAX,
+            ..SimulatorSettings::default()
+        };
+        assert!(matches!(
+            Simulator::new(absurd_start, registry()),
+            Err(SimulatorError::InvalidSetting {
+                name: "start_millis",
+                ..
+            })
+        ));
         let unknown_grid = SimulatorSettings {
             scenarios: vec![Scenario::Fire {
                 grid_id: "00000000000000".to_string(),
@@ -2046,7 +2083,11 @@ mod tests {
         };
         assert!(matches!(
             Simulator::new(unknown_grid, registry()),
-            Err(SimulatorError::InvalidScenario { index: 0, kind: "fire", .. })
+            Err(SimulatorError::InvalidScenario {
+                index: 0,
+                kind: "fire",
+                ..
+            })
         ));
     }
 
@@ -2086,7 +2127,11 @@ mod tests {
         });
         let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![100, 100, 50]);
-        let positions: Vec<u64> = batches.iter().flatten().map(|record| record.position).collect();
+        let positions: Vec<u64> = batches
+            .iter()
+            .flatten()
+            .map(|record| record.position)
+            .collect();
         assert_eq!(positions, (1..=250).collect::<Vec<u64>>());
         assert!(batches
             .iter()
@@ -2111,14 +2156,20 @@ mod tests {
         runtime.block_on(async {
             let batch = source.next_batch(10_000).await.unwrap().unwrap();
             let released_at = crate::time::wall_clock_millis();
-            assert!(released_at >= now + 300, "released before the first event was due");
+            assert!(
+                released_at >= now + 300,
+                "released before the first event was due"
+            );
             assert!(!batch.is_empty());
             for record in &batch {
                 let RecordPayload::Event(event) = &record.payload else {
                     panic!("simulator records are events");
                 };
                 let received = timestamp_to_millis(event.received_at.as_ref().unwrap());
-                assert!(received <= released_at, "event released before delivery time");
+                assert!(
+                    received <= released_at,
+                    "event released before delivery time"
+                );
             }
         });
     }
