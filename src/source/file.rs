@@ -1,0 +1,682 @@
+//! File replay I/O: reading JSONL or length-delimited protobuf files as [`SourceRecord`]s
+//! ([`FileReader`], [`FileSource`]) and writing events in those formats ([`EventWriter`]).
+//!
+//! Framing rules:
+//! - JSONL: one record per line; the position is the 1-based line number. Completely empty
+//!   lines (such as the one after a trailing newline) are skipped; a line holding only
+//!   whitespace is still a record, so that the pipeline dead-letters it. A trailing `"\r"` is
+//!   stripped (CRLF files).
+//! - Protobuf: each message is preceded by its length as a varint (prost's
+//!   `encode_length_delimited`); the position is the byte offset of the length prefix. A
+//!   truncated stream, a malformed varint or a length above [`MAX_PROTOBUF_MESSAGE_BYTES`]
+//!   yields one [`RecordPayload::Unframed`] record carrying the rest of the input (capped at
+//!   [`MAX_UNFRAMED_BYTES`]) and then the reader ends: after a framing error, nothing further
+//!   in the stream can be trusted.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::{InputFormat, RecordPayload, Source, SourceError, SourceRecord};
+use crate::proto::IncidentEvent;
+
+/// Largest protobuf message length accepted from a length prefix; anything larger is treated
+/// as a framing error (a corrupt prefix would otherwise make us buffer the whole file).
+pub const MAX_PROTOBUF_MESSAGE_BYTES: u64 = 1024 * 1024;
+
+/// Most bytes kept in an [`RecordPayload::Unframed`] record (dead letters stay small).
+pub const MAX_UNFRAMED_BYTES: usize = 64 * 1024;
+
+/// Read buffer size: large, since replay is throughput bound.
+const READ_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// Write buffer size of [`EventWriter::create`].
+const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// Longest valid varint (a `u64` needs at most 10 bytes).
+const MAX_VARINT_BYTES: usize = 10;
+
+/// An IO error on the input labelled `label`.
+fn io_error(label: &str, source: std::io::Error) -> SourceError {
+    SourceError::Io {
+        path: label.to_string(),
+        source,
+    }
+}
+
+/// A synchronous iterator over the records of a JSONL or length-delimited protobuf stream.
+pub struct FileReader<R = File> {
+    /// Buffered input.
+    reader: BufReader<R>,
+    /// How records are framed and decoded.
+    format: InputFormat,
+    /// Label of the input for error messages (the path).
+    label: String,
+    /// Size of the input when known (for progress bars); 0 when unknown.
+    total_bytes: u64,
+    /// Bytes consumed so far (for progress bars, and the protobuf byte offset).
+    bytes_read: u64,
+    /// Lines consumed so far (JSONL positions).
+    lines_read: u64,
+    /// Set after end of input, an IO error or a framing error: the iterator is fused.
+    finished: bool,
+    /// Reused line buffer (JSONL).
+    line_buffer: Vec<u8>,
+}
+
+/// Opens `path` for reading records in `format`.
+pub fn open(path: impl AsRef<Path>, format: InputFormat) -> Result<FileReader, SourceError> {
+    FileReader::open(path, format)
+}
+
+impl FileReader<File> {
+    /// Opens `path` for reading records in `format`.
+    pub fn open(path: impl AsRef<Path>, format: InputFormat) -> Result<FileReader, SourceError> {
+        let path = path.as_ref();
+        let label = path.display().to_string();
+        let file = File::open(path).map_err(|source| SourceError::Io {
+            path: label.clone(),
+            source,
+        })?;
+        let total_bytes = file
+            .metadata()
+            .map(|metadata| metadata.len())
+            .map_err(|source| SourceError::Io {
+                path: label.clone(),
+                source,
+            })?;
+        let mut reader = FileReader::new(file, format, label);
+        reader.total_bytes = total_bytes;
+        Ok(reader)
+    }
+}
+
+impl<R: Read> FileReader<R> {
+    /// Reads records in `format` from any reader; `label` names it in errors. The total size is
+    /// unknown (0) for a reader that is not a file.
+    pub fn new(inner: R, format: InputFormat, label: impl Into<String>) -> FileReader<R> {
+        FileReader {
+            reader: BufReader::with_capacity(READ_BUFFER_BYTES, inner),
+            format,
+            label: label.into(),
+            total_bytes: 0,
+            bytes_read: 0,
+            lines_read: 0,
+            finished: false,
+            line_buffer: Vec::new(),
+        }
+    }
+
+    /// The input's size in bytes (0 when unknown), for a progress bar.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    /// Bytes consumed so far, for a progress bar.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// The format records are read in.
+    pub fn format(&self) -> InputFormat {
+        self.format
+    }
+
+    fn next_jsonl_record(&mut self) -> Result<Option<SourceRecord>, SourceError> {
+        loop {
+            self.line_buffer.clear();
+            let consumed = self
+                .reader
+                .read_until(b'\n', &mut self.line_buffer)
+                .map_err(|source| io_error(&self.label, source))?;
+            if consumed == 0 {
+                return Ok(None);
+            }
+            self.bytes_read += consumed as u64;
+            self.lines_read += 1;
+            let mut line: &[u8] = &self.line_buffer;
+            if let Some(without_newline) = line.strip_suffix(b"\n") {
+                line = without_newline;
+            }
+            if let Some(without_carriage_return) = line.strip_suffix(b"\r") {
+                line = without_carriage_return;
+            }
+            if line.is_empty() {
+                continue;
+            }
+            return Ok(Some(SourceRecord {
+                payload: RecordPayload::Encoded {
+                    bytes: Bytes::copy_from_slice(line),
+                    format: InputFormat::Jsonl,
+                },
+                partition: 0,
+                position: self.lines_read,
+            }));
+        }
+    }
+
+    /// Reads the rest of the input (capped) after a framing error, prefixed with the bytes
+    /// already consumed for the broken frame, and ends the reader.
+    fn unframed_record(
+        &mut self,
+        frame_start: u64,
+        mut consumed_frame_bytes: Vec<u8>,
+        detail: String,
+    ) -> Result<Option<SourceRecord>, SourceError> {
+        self.finished = true;
+        consumed_frame_bytes.truncate(MAX_UNFRAMED_BYTES);
+        let remaining_capacity = MAX_UNFRAMED_BYTES - consumed_frame_bytes.len();
+        let appended = (&mut self.reader)
+            .take(remaining_capacity as u64)
+            .read_to_end(&mut consumed_frame_bytes)
+            .map_err(|source| io_error(&self.label, source))?;
+        self.bytes_read += appended as u64;
+        Ok(Some(SourceRecord {
+            payload: RecordPayload::Unframed {
+                bytes: Bytes::from(consumed_frame_bytes),
+                format: InputFormat::Protobuf,
+                detail,
+            },
+            partition: 0,
+            position: frame_start,
+        }))
+    }
+
+    fn next_protobuf_record(&mut self) -> Result<Option<SourceRecord>, SourceError> {
+        let frame_start = self.bytes_read;
+        let mut prefix_bytes: Vec<u8> = Vec::with_capacity(MAX_VARINT_BYTES);
+        let mut length: u64 = 0;
+        loop {
+            let available = self
+                .reader
+                .fill_buf()
+                .map_err(|source| io_error(&self.label, source))?;
+            let Some(&byte) = available.first() else {
+                if prefix_bytes.is_empty() {
+                    return Ok(None);
+                }
+                let detail = format!(
+                    "truncated length prefix at byte offset {frame_start}: input ends inside the varint"
+                );
+                return self.unframed_record(frame_start, prefix_bytes, detail);
+            };
+            self.reader.consume(1);
+            self.bytes_read += 1;
+            prefix_bytes.push(byte);
+            let shift = 7 * (prefix_bytes.len() as u32 - 1);
+            length |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+            if byte & 0x80 == 0 {
+                break;
+            }
+            if prefix_bytes.len() >= MAX_VARINT_BYTES {
+                let detail =
+                    format!("malformed length prefix at byte offset {frame_start}: varint longer than {MAX_VARINT_BYTES} bytes");
+                return self.unframed_record(frame_start, prefix_bytes, detail);
+            }
+        }
+        if length > MAX_PROTOBUF_MESSAGE_BYTES {
+            let detail = format!(
+                "length prefix at byte offset {frame_start} announces {length} bytes, above the {MAX_PROTOBUF_MESSAGE_BYTES}-byte limit"
+            );
+            return self.unframed_record(frame_start, prefix_bytes, detail);
+        }
+        // `length` is at most 1 MiB here, so it fits in usize.
+        let mut message = Vec::with_capacity(length as usize);
+        let received = (&mut self.reader)
+            .take(length)
+            .read_to_end(&mut message)
+            .map_err(|source| io_error(&self.label, source))?;
+        self.bytes_read += received as u64;
+        if (received as u64) < length {
+            let detail = format!(
+                "truncated message at byte offset {frame_start}: length prefix announces {length} bytes, input ends after {received}"
+            );
+            let mut frame_bytes = prefix_bytes;
+            frame_bytes.extend_from_slice(&message);
+            return self.unframed_record(frame_start, frame_bytes, detail);
+        }
+        Ok(Some(SourceRecord {
+            payload: RecordPayload::Encoded {
+                bytes: Bytes::from(message),
+                format: InputFormat::Protobuf,
+            },
+            partition: 0,
+            position: frame_start,
+        }))
+    }
+}
+
+impl<R: Read> Iterator for FileReader<R> {
+    type Item = Result<SourceRecord, SourceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finished {
+            return None;
+        }
+        let result = match self.format {
+            InputFormat::Jsonl => self.next_jsonl_record(),
+            InputFormat::Protobuf => self.next_protobuf_record(),
+        };
+        match result {
+            Ok(Some(record)) => Some(Ok(record)),
+            Ok(None) => {
+                self.finished = true;
+                None
+            }
+            Err(error) => {
+                self.finished = true;
+                Some(Err(error))
+            }
+        }
+    }
+}
+
+/// A [`Source`] replaying a file through a [`FileReader`]; batches are read on tokio's blocking
+/// thread pool so that file IO never stalls the async workers.
+pub struct FileSource {
+    /// The reader; `None` only while a batch is being read on the blocking pool (or after
+    /// that task failed).
+    reader: Option<FileReader>,
+    /// Path, for error messages.
+    path: PathBuf,
+    /// A read error met after the records of the previous batch, reported on the next call.
+    deferred_error: Option<SourceError>,
+}
+
+impl FileSource {
+    /// Opens `path` for replay in `format`.
+    pub fn open(path: impl AsRef<Path>, format: InputFormat) -> Result<FileSource, SourceError> {
+        let path = path.as_ref().to_path_buf();
+        let reader = FileReader::open(&path, format)?;
+        Ok(FileSource {
+            reader: Some(reader),
+            path,
+            deferred_error: None,
+        })
+    }
+
+    /// The file's size in bytes, for a progress bar.
+    pub fn total_bytes(&self) -> u64 {
+        self.reader.as_ref().map_or(0, FileReader::total_bytes)
+    }
+
+    /// Bytes consumed so far, for a progress bar.
+    pub fn bytes_read(&self) -> u64 {
+        self.reader.as_ref().map_or(0, FileReader::bytes_read)
+    }
+}
+
+/// Reads up to `max_records` records. An error after some records were read is returned
+/// beside them (the records are not lost; the error is reported on the next call).
+fn read_batch(
+    reader: &mut FileReader,
+    max_records: usize,
+) -> (Vec<SourceRecord>, Option<SourceError>) {
+    let mut batch = Vec::with_capacity(max_records.min(4096));
+    while batch.len() < max_records {
+        match reader.next() {
+            Some(Ok(record)) => batch.push(record),
+            Some(Err(error)) => return (batch, Some(error)),
+            None => break,
+        }
+    }
+    (batch, None)
+}
+
+impl Source for FileSource {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    async fn next_batch(
+        &mut self,
+        max_records: usize,
+    ) -> Result<Option<Vec<SourceRecord>>, SourceError> {
+        if let Some(error) = self.deferred_error.take() {
+            return Err(error);
+        }
+        let Some(mut reader) = self.reader.take() else {
+            return Err(SourceError::Task(format!(
+                "the reader of {} was lost by an earlier failed read",
+                self.path.display()
+            )));
+        };
+        let max_records = max_records.max(1);
+        let join_result = tokio::task::spawn_blocking(move || {
+            let (batch, error) = read_batch(&mut reader, max_records);
+            (reader, batch, error)
+        })
+        .await;
+        let (reader, batch, error) =
+            join_result.map_err(|join_error| SourceError::Task(join_error.to_string()))?;
+        self.reader = Some(reader);
+        if batch.is_empty() {
+            return match error {
+                Some(error) => Err(error),
+                None => Ok(None),
+            };
+        }
+        self.deferred_error = error;
+        Ok(Some(batch))
+    }
+}
+
+/// Writes [`IncidentEvent`]s as JSONL (proto3 JSON, one per line) or length-delimited
+/// protobuf: the inputs [`FileReader`] reads.
+pub struct EventWriter<W: Write = BufWriter<File>> {
+    /// Destination.
+    writer: W,
+    /// Output format.
+    format: InputFormat,
+    /// Label of the destination for error messages.
+    label: String,
+    /// Reused protobuf encoding buffer.
+    encode_buffer: Vec<u8>,
+    /// Events written so far.
+    events_written: u64,
+}
+
+impl EventWriter<BufWriter<File>> {
+    /// Creates (truncates) `path` and writes events to it in `format`.
+    pub fn create(
+        path: impl AsRef<Path>,
+        format: InputFormat,
+    ) -> Result<EventWriter<BufWriter<File>>, SourceError> {
+        let path = path.as_ref();
+        let label = path.display().to_string();
+        let file = File::create(path).map_err(|source| SourceError::Io {
+            path: label.clone(),
+            source,
+        })?;
+        Ok(EventWriter::new(
+            BufWriter::with_capacity(WRITE_BUFFER_BYTES, file),
+            format,
+            label,
+        ))
+    }
+}
+
+impl<W: Write> EventWriter<W> {
+    /// Writes events in `format` to `writer`; `label` names it in errors.
+    pub fn new(writer: W, format: InputFormat, label: impl Into<String>) -> EventWriter<W> {
+        EventWriter {
+            writer,
+            format,
+            label: label.into(),
+            encode_buffer: Vec::new(),
+            events_written: 0,
+        }
+    }
+
+    /// Events written so far.
+    pub fn events_written(&self) -> u64 {
+        self.events_written
+    }
+
+    /// Writes one event.
+    pub fn write(&mut self, event: &IncidentEvent) -> Result<(), SourceError> {
+        self.encode_buffer.clear();
+        match self.format {
+            InputFormat::Jsonl => {
+                serde_json::to_writer(&mut self.encode_buffer, event).map_err(|source| {
+                    SourceError::Serialize {
+                        event_id: event.event_id.clone(),
+                        source,
+                    }
+                })?;
+                self.encode_buffer.push(b'\n');
+            }
+            InputFormat::Protobuf => {
+                // Encoding into a Vec only fails when the buffer lacks capacity, which a Vec
+                // never does (it grows).
+                event
+                    .encode_length_delimited(&mut self.encode_buffer)
+                    .map_err(|encode_error| SourceError::Io {
+                        path: self.label.clone(),
+                        source: std::io::Error::other(encode_error),
+                    })?;
+            }
+        }
+        self.writer
+            .write_all(&self.encode_buffer)
+            .map_err(|source| SourceError::Io {
+                path: self.label.clone(),
+                source,
+            })?;
+        self.events_written += 1;
+        Ok(())
+    }
+
+    /// Flushes and returns the destination.
+    pub fn finish(mut self) -> Result<W, SourceError> {
+        self.writer.flush().map_err(|source| SourceError::Io {
+            path: self.label.clone(),
+            source,
+        })?;
+        Ok(self.writer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::EventType;
+    use crate::time::millis_to_timestamp;
+
+    fn records_of(input: &[u8], format: InputFormat) -> Vec<SourceRecord> {
+        FileReader::new(input, format, "test")
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+    }
+
+    fn encoded_bytes(record: &SourceRecord) -> &[u8] {
+        match &record.payload {
+            RecordPayload::Encoded { bytes, .. } => bytes,
+            other => panic!("expected an encoded record, got {other:?}"),
+        }
+    }
+
+    fn sample_event(index: u64) -> IncidentEvent {
+        IncidentEvent {
+            event_id: format!("event-{index}"),
+            source: "test".to_string(),
+            device_id: "41061100001320000001".to_string(),
+            community_id: "410611001001".to_string(),
+            grid_id: "41061100100101".to_string(),
+            event_type: EventType::Loitering as i32,
+            severity: (index % 5) as u32,
+            occurred_at: Some(millis_to_timestamp(1_767_225_600_000 + index as i64)),
+            received_at: Some(millis_to_timestamp(1_767_225_600_100 + index as i64)),
+            lat: if index % 2 == 0 { Some(35.7) } else { None },
+            lon: if index % 2 == 0 { Some(114.3) } else { None },
+            crs: 0,
+            attributes: [("phone".to_string(), "13800000000".to_string())]
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn jsonl_skips_empty_lines_but_keeps_whitespace_lines_and_strips_crlf() {
+        let input = b"{\"a\":1}\r\n\n   \n{\"b\":2}\n\r\n{\"c\":3}";
+        let records = records_of(input, InputFormat::Jsonl);
+        let lines: Vec<(u64, &[u8])> = records
+            .iter()
+            .map(|record| (record.position, encoded_bytes(record)))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                (1, &b"{\"a\":1}"[..]),
+                (3, &b"   "[..]),
+                (4, &b"{\"b\":2}"[..]),
+                (6, &b"{\"c\":3}"[..]),
+            ]
+        );
+    }
+
+    #[test]
+    fn jsonl_trailing_newline_does_not_make_an_extra_record() {
+        let records = records_of(b"{}\n{}\n", InputFormat::Jsonl);
+        assert_eq!(records.len(), 2);
+    }
+
+    #[test]
+    fn protobuf_round_trips_through_event_writer_with_byte_offsets() {
+        let events: Vec<IncidentEvent> = (0..50).map(sample_event).collect();
+        let mut writer = EventWriter::new(Vec::new(), InputFormat::Protobuf, "memory");
+        for event in &events {
+            writer.write(event).unwrap();
+        }
+        let bytes = writer.finish().unwrap();
+        let records = records_of(&bytes, InputFormat::Protobuf);
+        assert_eq!(records.len(), events.len());
+        let mut expected_offset = 0_u64;
+        for (record, event) in records.iter().zip(&events) {
+            assert_eq!(record.position, expected_offset);
+            let decoded = IncidentEvent::decode(encoded_bytes(record)).unwrap();
+            assert_eq!(&decoded, event);
+            expected_offset += event.encoded_len() as u64
+                + prost::length_delimiter_len(event.encoded_len()) as u64;
+        }
+        assert_eq!(expected_offset, bytes.len() as u64);
+    }
+
+    #[test]
+    fn jsonl_round_trips_through_event_writer() {
+        let events: Vec<IncidentEvent> = (0..20).map(sample_event).collect();
+        let mut writer = EventWriter::new(Vec::new(), InputFormat::Jsonl, "memory");
+        for event in &events {
+            writer.write(event).unwrap();
+        }
+        assert_eq!(writer.events_written(), 20);
+        let bytes = writer.finish().unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains("\"eventType\":\"LOITERING\""), "{text}");
+        let records = records_of(&bytes, InputFormat::Jsonl);
+        let decoded: Vec<IncidentEvent> = records
+            .iter()
+            .map(|record| serde_json::from_slice(encoded_bytes(record)).unwrap())
+            .collect();
+        assert_eq!(decoded, events);
+    }
+
+    #[test]
+    fn truncated_protobuf_yields_one_unframed_record_then_ends() {
+        let mut writer = EventWriter::new(Vec::new(), InputFormat::Protobuf, "memory");
+        writer.write(&sample_event(1)).unwrap();
+        writer.write(&sample_event(2)).unwrap();
+        let mut bytes = writer.finish().unwrap();
+        let second_offset = sample_event(1).encode_length_delimited_to_vec().len();
+        bytes.truncate(bytes.len() - 5);
+        let records = records_of(&bytes, InputFormat::Protobuf);
+        assert_eq!(records.len(), 2);
+        assert!(matches!(records[0].payload, RecordPayload::Encoded { .. }));
+        assert_eq!(records[1].position, second_offset as u64);
+        match &records[1].payload {
+            RecordPayload::Unframed {
+                bytes: unframed,
+                format,
+                detail,
+            } => {
+                assert_eq!(*format, InputFormat::Protobuf);
+                assert_eq!(&unframed[..], &bytes[second_offset..]);
+                assert!(detail.contains("truncated"), "{detail}");
+            }
+            other => panic!("expected unframed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncated_varint_prefix_is_unframed() {
+        let records = records_of(&[0x96], InputFormat::Protobuf);
+        assert_eq!(records.len(), 1);
+        assert!(matches!(
+            &records[0].payload,
+            RecordPayload::Unframed { detail, .. } if detail.contains("varint")
+        ));
+    }
+
+    #[test]
+    fn oversize_length_prefix_is_unframed_with_capped_bytes_and_ends() {
+        let mut input = Vec::new();
+        prost::encoding::encode_varint(MAX_PROTOBUF_MESSAGE_BYTES + 1, &mut input);
+        input.extend(std::iter::repeat_n(0x08_u8, 200 * 1024));
+        let records = records_of(&input, InputFormat::Protobuf);
+        assert_eq!(records.len(), 1);
+        match &records[0].payload {
+            RecordPayload::Unframed { bytes, detail, .. } => {
+                assert_eq!(bytes.len(), MAX_UNFRAMED_BYTES);
+                assert!(detail.contains("limit"), "{detail}");
+            }
+            other => panic!("expected unframed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn overlong_varint_is_unframed() {
+        let input = [0xff_u8; 16];
+        let records = records_of(&input, InputFormat::Protobuf);
+        assert_eq!(records.len(), 1);
+        assert!(matches!(
+            &records[0].payload,
+            RecordPayload::Unframed { bytes, .. } if bytes.len() == 16
+        ));
+    }
+
+    #[test]
+    fn empty_input_has_no_records() {
+        assert!(records_of(b"", InputFormat::Protobuf).is_empty());
+        assert!(records_of(b"", InputFormat::Jsonl).is_empty());
+    }
+
+    #[test]
+    fn zero_length_protobuf_message_is_an_empty_record() {
+        let records = records_of(&[0x00, 0x00], InputFormat::Protobuf);
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[1].position, 1);
+        assert!(encoded_bytes(&records[0]).is_empty());
+    }
+
+    #[test]
+    fn file_reader_reports_progress_and_file_source_reads_batches() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("events.pb");
+        let mut writer = EventWriter::create(&path, InputFormat::Protobuf).unwrap();
+        for index in 0..25 {
+            writer.write(&sample_event(index)).unwrap();
+        }
+        writer.finish().unwrap();
+        let mut reader = open(&path, InputFormat::Protobuf).unwrap();
+        let total = reader.total_bytes();
+        assert!(total > 0);
+        assert_eq!(reader.bytes_read(), 0);
+        assert_eq!(reader.by_ref().count(), 25);
+        assert_eq!(reader.bytes_read(), total);
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let batch_sizes = runtime.block_on(async {
+            let mut source = FileSource::open(&path, InputFormat::Protobuf).unwrap();
+            assert_eq!(source.name(), "file");
+            let mut sizes = Vec::new();
+            while let Some(batch) = source.next_batch(10).await.unwrap() {
+                sizes.push(batch.len());
+            }
+            sizes
+        });
+        assert_eq!(batch_sizes, vec![10, 10, 5]);
+    }
+
+    #[test]
+    fn opening_a_missing_file_is_an_io_error() {
+        let error = FileReader::open("/nonexistent/gridwatch/events.jsonl", InputFormat::Jsonl)
+            .err()
+            .unwrap();
+        assert!(matches!(error, SourceError::Io { .. }));
+    }
+}
