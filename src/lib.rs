@@ -27,6 +27,7 @@ pub mod pipeline;
 pub mod proto;
 pub mod replay;
 pub mod rules;
+pub mod seeds;
 pub mod service;
 pub mod sink;
 pub mod source;
