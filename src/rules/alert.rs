@@ -31,7 +31,9 @@ pub fn fingerprint(rule_name: &str, grid_id: &str, scope: &str) -> String {
 
 /// Id of one alert occurrence: the first 32 hex chars of sha256(`"{fingerprint}|{starts_at_millis}"`).
 pub fn alert_id(fingerprint: &str, starts_at_millis: i64) -> String {
-    let mut text = hex::encode(Sha256::digest(format!("{fingerprint}|{starts_at_millis}").as_bytes()));
+    let mut text = hex::encode(Sha256::digest(
+        format!("{fingerprint}|{starts_at_millis}").as_bytes(),
+    ));
     text.truncate(32);
     text
 }
@@ -93,7 +95,12 @@ impl AlertOccurrence {
         self.to_alert(AlertStatus::Resolved, Some(ends_at_millis), ends_at_millis)
     }
 
-    fn to_alert(&self, status: AlertStatus, ends_at_millis: Option<i64>, updated_at_millis: i64) -> Alert {
+    fn to_alert(
+        &self,
+        status: AlertStatus,
+        ends_at_millis: Option<i64>,
+        updated_at_millis: i64,
+    ) -> Alert {
         Alert {
             alert_id: self.alert_id.clone(),
             fingerprint: self.fingerprint.clone(),
@@ -124,13 +131,21 @@ mod tests {
     fn fingerprint_and_alert_id_are_stable_hex_of_the_documented_length() {
         let fingerprint_value = fingerprint("life_safety", "41061100100101", "FIRE_SMOKE");
         assert_eq!(fingerprint_value.len(), 16);
-        assert_eq!(fingerprint_value, fingerprint("life_safety", "41061100100101", "FIRE_SMOKE"));
+        assert_eq!(
+            fingerprint_value,
+            fingerprint("life_safety", "41061100100101", "FIRE_SMOKE")
+        );
         let expected_prefix = hex::encode(Sha256::digest(b"life_safety|41061100100101|FIRE_SMOKE"));
         assert!(expected_prefix.starts_with(&fingerprint_value));
-        assert_ne!(fingerprint_value, fingerprint("life_safety", "41061100100101", "GAS_LEAK"));
+        assert_ne!(
+            fingerprint_value,
+            fingerprint("life_safety", "41061100100101", "GAS_LEAK")
+        );
         let id = alert_id(&fingerprint_value, 1_700_000_000_000);
         assert_eq!(id.len(), 32);
-        let expected_id = hex::encode(Sha256::digest(format!("{fingerprint_value}|1700000000000").as_bytes()));
+        let expected_id = hex::encode(Sha256::digest(
+            format!("{fingerprint_value}|1700000000000").as_bytes(),
+        ));
         assert!(expected_id.starts_with(&id));
         assert_ne!(id, alert_id(&fingerprint_value, 1_700_000_000_001));
     }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{alert_id, fingerprint, push_capped_event_id, AlertOccurrence, RULE_KIND_IMMEDIATE};
+use super::alert::{
+    alert_id, fingerprint, push_capped_event_id, AlertOccurrence, RULE_KIND_IMMEDIATE,
+};
 use super::ruleset::ImmediateRule;
 use super::CellLabels;
 use crate::event::AcceptedEvent;
@@ -92,10 +94,15 @@ pub(crate) fn on_matching_event(
             .and_then(|resolved_of_rule| resolved_of_rule.remove(&key))
             .map(|resolved| resolved.ends_at_millis);
         // A late event inside the previous occurrence's span starts the new one at its end.
-        let starts_at_millis = previous_ends_at_millis.map_or(occurred_at_millis, |ends_at_millis| {
-            ends_at_millis.max(occurred_at_millis)
-        });
-        let alert_fingerprint = fingerprint(&rule.name, labels.grid_id, accepted_event.event_type.as_str_name());
+        let starts_at_millis = previous_ends_at_millis
+            .map_or(occurred_at_millis, |ends_at_millis| {
+                ends_at_millis.max(occurred_at_millis)
+            });
+        let alert_fingerprint = fingerprint(
+            &rule.name,
+            labels.grid_id,
+            accepted_event.event_type.as_str_name(),
+        );
         let occurrence = AlertOccurrence {
             alert_id: alert_id(&alert_fingerprint, starts_at_millis),
             fingerprint: alert_fingerprint,
@@ -127,12 +134,17 @@ pub(crate) fn on_matching_event(
     firing.last_event_millis = firing.last_event_millis.max(occurred_at_millis);
     firing.cooldown_millis = rule.cooldown_millis;
     firing.occurrence.observed = firing.occurrence.observed.saturating_add(1);
-    firing.occurrence.severity = firing.occurrence.severity.min(u32::from(accepted_event.severity));
+    firing.occurrence.severity = firing
+        .occurrence
+        .severity
+        .min(u32::from(accepted_event.severity));
     push_capped_event_id(&mut firing.occurrence.event_ids, event_id);
     let inside_device_cooldown = firing
         .device_last_emitted_millis
         .get(device_id)
-        .is_some_and(|last_emitted_millis| occurred_at_millis < last_emitted_millis.saturating_add(rule.cooldown_millis));
+        .is_some_and(|last_emitted_millis| {
+            occurred_at_millis < last_emitted_millis.saturating_add(rule.cooldown_millis)
+        });
     if inside_device_cooldown {
         return (ImmediateOutcome::Suppressed, firing.resolves_at_millis());
     }
@@ -148,14 +160,19 @@ pub(crate) fn on_matching_event(
 /// for a cooldown), appending RESOLVED alerts in unspecified order, and forgets resolved
 /// alerts whose memory expired. Returns the earliest time at which calling this again can
 /// change anything (`i64::MAX` when nothing is left).
-pub(crate) fn resolve_due(state: &mut ImmediateState, watermark_millis: i64, resolved: &mut Vec<Alert>) -> i64 {
+pub(crate) fn resolve_due(
+    state: &mut ImmediateState,
+    watermark_millis: i64,
+    resolved: &mut Vec<Alert>,
+) -> i64 {
     let mut earliest_next_change_millis = i64::MAX;
     for resolved_of_rule in state.recently_resolved.values_mut() {
         resolved_of_rule.retain(|_, resolved_alert| {
             if watermark_millis >= resolved_alert.forget_at_millis {
                 return false;
             }
-            earliest_next_change_millis = earliest_next_change_millis.min(resolved_alert.forget_at_millis);
+            earliest_next_change_millis =
+                earliest_next_change_millis.min(resolved_alert.forget_at_millis);
             true
         });
     }
@@ -189,7 +206,9 @@ pub(crate) fn resolve_due(state: &mut ImmediateState, watermark_millis: i64, res
                 .extend(newly_resolved);
         }
     }
-    state.firing.retain(|_, alerts_of_rule| !alerts_of_rule.is_empty());
+    state
+        .firing
+        .retain(|_, alerts_of_rule| !alerts_of_rule.is_empty());
     state
         .recently_resolved
         .retain(|_, resolved_of_rule| !resolved_of_rule.is_empty());

@@ -104,10 +104,14 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use alert::{alert_id, fingerprint, AlertOccurrence, MAX_ALERT_EVENT_IDS, RULE_KIND_IMMEDIATE, RULE_KIND_THRESHOLD};
+pub use alert::{
+    alert_id, fingerprint, AlertOccurrence, MAX_ALERT_EVENT_IDS, RULE_KIND_IMMEDIATE,
+    RULE_KIND_THRESHOLD,
+};
 pub use immediate::{FiringImmediateAlert, ImmediateState, ResolvedImmediateAlert};
 pub use ruleset::{
-    ImmediateRule, Rule, RuleSet, RulesError, ThresholdRule, DEFAULT_COOLDOWN, EMBEDDED_RULES_TOML, MAX_RULE_DURATION,
+    ImmediateRule, Rule, RuleSet, RulesError, ThresholdRule, DEFAULT_COOLDOWN, EMBEDDED_RULES_TOML,
+    MAX_RULE_DURATION,
 };
 pub use threshold::{RecentEvent, ThresholdSeries, ThresholdState};
 
@@ -230,12 +234,18 @@ impl RuleEngine {
 
     /// Called for every accepted (not duplicate, not late) event, in arrival order; appends
     /// the alert state changes it causes (in rule file order).
-    pub fn on_event(&mut self, accepted_event: &AcceptedEvent<'_>, registry: &GridRegistry, out: &mut Vec<Alert>) {
+    pub fn on_event(
+        &mut self,
+        accepted_event: &AcceptedEvent<'_>,
+        registry: &GridRegistry,
+        out: &mut Vec<Alert>,
+    ) {
         if !self.has_rules_for(accepted_event) {
             return;
         }
         let Some(labels) = cell_labels(registry, accepted_event.cell) else {
-            self.stats.events_with_unknown_cell = self.stats.events_with_unknown_cell.saturating_add(1);
+            self.stats.events_with_unknown_cell =
+                self.stats.events_with_unknown_cell.saturating_add(1);
             return;
         };
         self.apply_matching_event(accepted_event, &labels, out);
@@ -243,7 +253,12 @@ impl RuleEngine {
 
     /// Called whenever the operator watermark advances (after windows were flushed); appends
     /// the RESOLVED alerts it causes, sorted by fingerprint.
-    pub fn on_watermark(&mut self, watermark_millis: i64, _registry: &GridRegistry, out: &mut Vec<Alert>) {
+    pub fn on_watermark(
+        &mut self,
+        watermark_millis: i64,
+        _registry: &GridRegistry,
+        out: &mut Vec<Alert>,
+    ) {
         self.advance_watermark(watermark_millis, out);
     }
 
@@ -293,7 +308,12 @@ impl RuleEngine {
     }
 
     /// [`RuleEngine::on_event`] once the cell's labels are known.
-    fn apply_matching_event(&mut self, accepted_event: &AcceptedEvent<'_>, labels: &CellLabels<'_>, out: &mut Vec<Alert>) {
+    fn apply_matching_event(
+        &mut self,
+        accepted_event: &AcceptedEvent<'_>,
+        labels: &CellLabels<'_>,
+        out: &mut Vec<Alert>,
+    ) {
         let Some(rule_indexes) = usize::try_from(accepted_event.event_type as i32)
             .ok()
             .and_then(|type_number| self.rule_indexes_by_event_type.get(type_number))
@@ -304,16 +324,30 @@ impl RuleEngine {
             let Some(rule) = self.rules.rules().get(*rule_index) else {
                 continue;
             };
-            let counters = self.stats.per_rule.entry(rule.name().to_string()).or_default();
+            let counters = self
+                .stats
+                .per_rule
+                .entry(rule.name().to_string())
+                .or_default();
             match rule {
                 Rule::Immediate(immediate_rule) => {
-                    let (outcome, resolves_at_millis) =
-                        immediate::on_matching_event(&mut self.state.immediate, immediate_rule, accepted_event, labels, out);
+                    let (outcome, resolves_at_millis) = immediate::on_matching_event(
+                        &mut self.state.immediate,
+                        immediate_rule,
+                        accepted_event,
+                        labels,
+                        out,
+                    );
                     match outcome {
-                        ImmediateOutcome::Fired => counters.fired = counters.fired.saturating_add(1),
-                        ImmediateOutcome::Updated => counters.updated = counters.updated.saturating_add(1),
+                        ImmediateOutcome::Fired => {
+                            counters.fired = counters.fired.saturating_add(1)
+                        }
+                        ImmediateOutcome::Updated => {
+                            counters.updated = counters.updated.saturating_add(1)
+                        }
                         ImmediateOutcome::Suppressed => {
-                            counters.suppressed_repeats = counters.suppressed_repeats.saturating_add(1)
+                            counters.suppressed_repeats =
+                                counters.suppressed_repeats.saturating_add(1)
                         }
                     }
                     if let Some(earliest_millis) = &mut self.earliest_immediate_resolution_millis {
@@ -348,7 +382,12 @@ impl RuleEngine {
                 immediate::resolve_due(&mut self.state.immediate, watermark_millis, &mut resolved);
             self.earliest_immediate_resolution_millis = Some(earliest_remaining_millis);
         }
-        threshold::on_watermark(&mut self.state.threshold, &self.rules, watermark_millis, &mut resolved);
+        threshold::on_watermark(
+            &mut self.state.threshold,
+            &self.rules,
+            watermark_millis,
+            &mut resolved,
+        );
         resolved.sort_by(|left, right| left.fingerprint.cmp(&right.fingerprint));
         for alert in &resolved {
             let counters = self.stats.per_rule.entry(alert.rule.clone()).or_default();

@@ -169,16 +169,25 @@ impl RuleSet {
             toml::from_str(text).map_err(|error| RulesError::Parse(error.to_string()))?;
         let mut problems: Vec<String> = Vec::new();
         if pane_size_millis <= 0 {
-            problems.push(format!("pane size must be positive, got {pane_size_millis} ms"));
+            problems.push(format!(
+                "pane size must be positive, got {pane_size_millis} ms"
+            ));
         }
         if rules_file.rule.is_empty() {
-            problems.push("the file defines no rules (add at least one [[rule]] table)".to_string());
+            problems
+                .push("the file defines no rules (add at least one [[rule]] table)".to_string());
         }
         let mut seen_names: BTreeSet<String> = BTreeSet::new();
         let mut rules: Vec<Rule> = Vec::with_capacity(rules_file.rule.len());
         for (zero_based_index, rule_spec) in rules_file.rule.into_iter().enumerate() {
             let rule_index = zero_based_index + 1;
-            if let Some(rule) = validate_rule(rule_spec, rule_index, pane_size_millis, &mut seen_names, &mut problems) {
+            if let Some(rule) = validate_rule(
+                rule_spec,
+                rule_index,
+                pane_size_millis,
+                &mut seen_names,
+                &mut problems,
+            ) {
                 rules.push(rule);
             }
         }
@@ -237,9 +246,12 @@ fn validate_rule(
 ) -> Option<Rule> {
     let problems_before = problems.len();
     let (name, event_type_names) = match &rule_spec {
-        RuleSpec::Immediate { name, event_types, .. } | RuleSpec::Threshold { name, event_types, .. } => {
-            (name.clone(), event_types.clone())
+        RuleSpec::Immediate {
+            name, event_types, ..
         }
+        | RuleSpec::Threshold {
+            name, event_types, ..
+        } => (name.clone(), event_types.clone()),
     };
     let label = format!("rule {rule_index} ({name:?})");
     validate_name(&name, &label, seen_names, problems);
@@ -269,7 +281,10 @@ fn validate_rule(
             let valid_min_count = match u32::try_from(min_count) {
                 Ok(count) if count >= 1 => count,
                 _ => {
-                    problems.push(format!("{label}: min_count must be between 1 and {}, got {min_count}", u32::MAX));
+                    problems.push(format!(
+                        "{label}: min_count must be between 1 and {}, got {min_count}",
+                        u32::MAX
+                    ));
                     1
                 }
             };
@@ -282,12 +297,17 @@ fn validate_rule(
                 Some(configured) => match u8::try_from(configured) {
                     Ok(value) if (1..=4).contains(&value) => value,
                     _ => {
-                        problems.push(format!("{label}: severity must be between 1 and 4, got {configured}"));
+                        problems.push(format!(
+                            "{label}: severity must be between 1 and 4, got {configured}"
+                        ));
                         4
                     }
                 },
             };
-            let mut type_names: Vec<&str> = event_types.iter().map(|event_type| event_type.as_str_name()).collect();
+            let mut type_names: Vec<&str> = event_types
+                .iter()
+                .map(|event_type| event_type.as_str_name())
+                .collect();
             type_names.sort_unstable();
             Rule::Threshold(ThresholdRule {
                 name,
@@ -305,20 +325,31 @@ fn validate_rule(
     Some(rule)
 }
 
-fn validate_name(name: &str, label: &str, seen_names: &mut BTreeSet<String>, problems: &mut Vec<String>) {
+fn validate_name(
+    name: &str,
+    label: &str,
+    seen_names: &mut BTreeSet<String>,
+    problems: &mut Vec<String>,
+) {
     let is_snake_case = !name.is_empty()
         && name
             .bytes()
             .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_');
     if !is_snake_case {
-        problems.push(format!("{label}: name must be non-empty snake_case ([a-z0-9_]+)"));
+        problems.push(format!(
+            "{label}: name must be non-empty snake_case ([a-z0-9_]+)"
+        ));
     }
     if !seen_names.insert(name.to_string()) {
         problems.push(format!("{label}: duplicate rule name {name:?}"));
     }
 }
 
-fn validate_event_types(names: &[String], label: &str, problems: &mut Vec<String>) -> Vec<EventType> {
+fn validate_event_types(
+    names: &[String],
+    label: &str,
+    problems: &mut Vec<String>,
+) -> Vec<EventType> {
     if names.is_empty() {
         problems.push(format!("{label}: event_types is empty"));
         return Vec::new();
@@ -329,7 +360,9 @@ fn validate_event_types(names: &[String], label: &str, problems: &mut Vec<String
         match EventType::from_str_name(name) {
             None => unknown_names.push(name),
             Some(EventType::Unspecified) => {
-                problems.push(format!("{label}: EVENT_TYPE_UNSPECIFIED cannot be matched by a rule"));
+                problems.push(format!(
+                    "{label}: EVENT_TYPE_UNSPECIFIED cannot be matched by a rule"
+                ));
             }
             Some(event_type) => {
                 if event_types.contains(&event_type) {
@@ -341,14 +374,22 @@ fn validate_event_types(names: &[String], label: &str, problems: &mut Vec<String
         }
     }
     if !unknown_names.is_empty() {
-        problems.push(format!("{label}: unknown event types: {}", unknown_names.join(", ")));
+        problems.push(format!(
+            "{label}: unknown event types: {}",
+            unknown_names.join(", ")
+        ));
     }
     event_types.sort_unstable();
     event_types
 }
 
 /// The duration in whole milliseconds, or 0 with a problem when it is zero or too long.
-fn validate_duration(duration: Duration, field: &str, label: &str, problems: &mut Vec<String>) -> i64 {
+fn validate_duration(
+    duration: Duration,
+    field: &str,
+    label: &str,
+    problems: &mut Vec<String>,
+) -> i64 {
     if duration > MAX_RULE_DURATION {
         problems.push(format!(
             "{label}: {field} {} is longer than the maximum {}",
@@ -395,7 +436,10 @@ mod tests {
         };
         assert_eq!(perimeter.window_millis, 15 * MINUTE);
         assert_eq!(perimeter.min_count, 3);
-        assert_eq!(perimeter.severity, 2, "default: the type's default severity");
+        assert_eq!(
+            perimeter.severity, 2,
+            "default: the type's default severity"
+        );
         assert_eq!(perimeter.scope, "PERIMETER_INTRUSION");
         let Some(Rule::Threshold(ebike)) = rule_set.rule("ebike_in_elevator_repeat") else {
             panic!("ebike_in_elevator_repeat must be a threshold rule");
@@ -411,7 +455,12 @@ mod tests {
         let RulesError::Invalid { problems } = error else {
             panic!("expected Invalid");
         };
-        assert!(problems.iter().all(|problem| problem.contains("not a multiple")), "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .all(|problem| problem.contains("not a multiple")),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -442,7 +491,9 @@ mod tests {
         };
         assert_eq!(problems.len(), 5, "{problems:#?}");
         assert!(problems[0].contains("rule 1") && problems[0].contains("snake_case"));
-        assert!(problems[1].contains("rule 2") && problems[1].contains("NOT_A_TYPE, ALSO_NOT_A_TYPE"));
+        assert!(
+            problems[1].contains("rule 2") && problems[1].contains("NOT_A_TYPE, ALSO_NOT_A_TYPE")
+        );
         assert!(problems[2].contains("rule 2") && problems[2].contains("min_count"));
         assert!(problems[3].contains("rule 3") && problems[3].contains("duplicate"));
         assert!(problems[4].contains("rule 3") && problems[4].contains("not a multiple"));
@@ -471,7 +522,8 @@ mod tests {
             min_count = 3
             severity = 5
         "#;
-        let RulesError::Invalid { problems } = RuleSet::from_toml_str(text, MINUTE).unwrap_err() else {
+        let RulesError::Invalid { problems } = RuleSet::from_toml_str(text, MINUTE).unwrap_err()
+        else {
             panic!("expected Invalid");
         };
         let expected_fragments = [
@@ -484,14 +536,20 @@ mod tests {
         ];
         assert_eq!(problems.len(), expected_fragments.len(), "{problems:#?}");
         for (problem, fragment) in problems.iter().zip(expected_fragments) {
-            assert!(problem.contains(fragment), "{problem:?} should mention {fragment:?}");
+            assert!(
+                problem.contains(fragment),
+                "{problem:?} should mention {fragment:?}"
+            );
         }
     }
 
     #[test]
     fn a_file_without_rules_is_invalid() {
         let error = RuleSet::from_toml_str("", MINUTE).unwrap_err();
-        assert!(matches!(&error, RulesError::Invalid { problems } if problems.len() == 1), "{error:?}");
+        assert!(
+            matches!(&error, RulesError::Invalid { problems } if problems.len() == 1),
+            "{error:?}"
+        );
     }
 
     #[test]
@@ -539,7 +597,10 @@ mod tests {
             kind = "spike"
             event_types = ["SOS"]
         "#;
-        assert!(matches!(RuleSet::from_toml_str(unknown_kind, MINUTE), Err(RulesError::Parse(_))));
+        assert!(matches!(
+            RuleSet::from_toml_str(unknown_kind, MINUTE),
+            Err(RulesError::Parse(_))
+        ));
         let bad_duration = r#"
             [[rule]]
             name = "sos"
@@ -547,7 +608,10 @@ mod tests {
             event_types = ["SOS"]
             cooldown = "five minutes"
         "#;
-        assert!(matches!(RuleSet::from_toml_str(bad_duration, MINUTE), Err(RulesError::Parse(_))));
+        assert!(matches!(
+            RuleSet::from_toml_str(bad_duration, MINUTE),
+            Err(RulesError::Parse(_))
+        ));
     }
 
     #[test]
@@ -577,7 +641,11 @@ mod tests {
         assert_eq!(mixed.scope, "DOOR_FORCED+LOITERING+TAILGATING");
         assert_eq!(
             mixed.event_types,
-            vec![EventType::DoorForced, EventType::Loitering, EventType::Tailgating]
+            vec![
+                EventType::DoorForced,
+                EventType::Loitering,
+                EventType::Tailgating
+            ]
         );
     }
 

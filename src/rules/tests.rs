@@ -6,6 +6,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::event::default_severity;
+use crate::grid::{Cell, Community, CommunityIndex, District};
 use crate::proto::{AlertStatus, EventType, IncidentEvent};
 use crate::time::timestamp_to_millis;
 
@@ -28,12 +29,50 @@ window = "15m"
 min_count = 3
 "#;
 
-/// Feeds an engine with events placed in fabricated cells `0..cell_count`.
+/// A registry of one district, one community and four square cells `41061100100100..=03`.
+fn tiny_registry() -> GridRegistry {
+    let districts = vec![District {
+        code: "410611".to_string(),
+        name_zh: "淇滨区".to_string(),
+        name_en: "Qibin".to_string(),
+    }];
+    let communities = vec![Community {
+        id: "410611001001".to_string(),
+        name: "测试小区".to_string(),
+        district_code: "410611".to_string(),
+        population: 1_000,
+        centroid: (114.302, 35.741),
+        cells: Vec::new(),
+    }];
+    let cells = (0..4_u32)
+        .map(|cell_number| {
+            let west = 114.300 + f64::from(cell_number) * 0.001;
+            Cell {
+                grid_id: format!("410611001001{cell_number:02}"),
+                community: CommunityIndex(0),
+                polygon: geo::Polygon::new(
+                    geo::LineString::from(vec![
+                        (west, 35.740),
+                        (west + 0.001, 35.740),
+                        (west + 0.001, 35.741),
+                        (west, 35.741),
+                        (west, 35.740),
+                    ]),
+                    Vec::new(),
+                ),
+            }
+        })
+        .collect();
+    GridRegistry::from_parts(districts, communities, cells, Vec::new())
+        .expect("tiny registry is valid")
+}
+
+/// Feeds an engine through its public API with events placed in the tiny registry's cells.
 struct Harness {
     /// The engine under test.
     engine: RuleEngine,
-    /// Grid id of each test cell.
-    grid_ids: Vec<String>,
+    /// The registry the events' cells come from.
+    registry: GridRegistry,
 }
 
 impl Harness {
@@ -41,11 +80,18 @@ impl Harness {
         let rules = RuleSet::from_toml_str(rules_text, MINUTE).expect("valid test rules");
         Harness {
             engine: RuleEngine::new(rules),
-            grid_ids: (0..4).map(|cell_number| format!("410611001001{cell_number:02}")).collect(),
+            registry: tiny_registry(),
         }
     }
 
-    fn event(&mut self, event_id: &str, event_type: EventType, device_id: &str, cell: u32, occurred_at_millis: i64) -> Vec<Alert> {
+    fn event(
+        &mut self,
+        event_id: &str,
+        event_type: EventType,
+        device_id: &str,
+        cell: u32,
+        occurred_at_millis: i64,
+    ) -> Vec<Alert> {
         let incident_event = IncidentEvent {
             event_id: event_id.to_string(),
             device_id: device_id.to_string(),
@@ -59,27 +105,26 @@ impl Harness {
             occurred_at_millis,
             cell: CellIndex(cell),
         };
-        let grid_id = self.grid_ids[cell as usize].clone();
-        let labels = CellLabels {
-            grid_id: &grid_id,
-            community_id: &grid_id[..12],
-            district_id: &grid_id[..6],
-        };
         let mut out = Vec::new();
-        if self.engine.has_rules_for(&accepted_event) {
-            self.engine.apply_matching_event(&accepted_event, &labels, &mut out);
-        }
+        self.engine
+            .on_event(&accepted_event, &self.registry, &mut out);
         out
     }
 
     fn watermark(&mut self, watermark_millis: i64) -> Vec<Alert> {
         let mut out = Vec::new();
-        self.engine.advance_watermark(watermark_millis, &mut out);
+        self.engine
+            .on_watermark(watermark_millis, &self.registry, &mut out);
         out
     }
 
     fn counters(&self, rule_name: &str) -> RuleCounters {
-        self.engine.stats().per_rule.get(rule_name).copied().unwrap_or_default()
+        self.engine
+            .stats()
+            .per_rule
+            .get(rule_name)
+            .copied()
+            .unwrap_or_default()
     }
 }
 
@@ -88,7 +133,11 @@ fn millis(timestamp: &Option<pbjson_types::Timestamp>) -> Option<i64> {
 }
 
 fn single(alerts: Vec<Alert>) -> Alert {
-    assert_eq!(alerts.len(), 1, "expected exactly one alert, got {alerts:#?}");
+    assert_eq!(
+        alerts.len(),
+        1,
+        "expected exactly one alert, got {alerts:#?}"
+    );
     alerts.into_iter().next().unwrap()
 }
 
@@ -112,17 +161,34 @@ fn immediate_rule_fires_at_once_on_the_first_event() {
     assert_eq!((alert.observed, alert.threshold), (1.0, 1.0));
     assert_eq!(alert.event_ids, vec!["e1"]);
     assert_eq!(alert.device_id, "dev-a");
-    assert_eq!(alert.fingerprint, fingerprint("life_safety", "41061100100101", "FIRE_SMOKE"));
+    assert_eq!(
+        alert.fingerprint,
+        fingerprint("life_safety", "41061100100101", "FIRE_SMOKE")
+    );
     assert_eq!(alert.alert_id, alert_id(&alert.fingerprint, T0 + 1_234));
     assert_eq!(harness.counters("life_safety").fired, 1);
     assert_eq!(harness.engine.active_alerts(), vec![alert]);
 }
 
 #[test]
+fn event_in_a_cell_unknown_to_the_registry_is_skipped_and_counted() {
+    let mut harness = Harness::new(TEST_RULES);
+    assert!(harness
+        .event("e1", EventType::FireSmoke, "dev-a", 99, T0)
+        .is_empty());
+    assert_eq!(harness.engine.stats().events_with_unknown_cell, 1);
+    assert!(harness.engine.active_alerts().is_empty());
+}
+
+#[test]
 fn unmatched_event_types_raise_nothing() {
     let mut harness = Harness::new(TEST_RULES);
-    assert!(harness.event("e1", EventType::Loitering, "dev-a", 1, T0).is_empty());
-    assert!(harness.event("e2", EventType::ElderFall, "dev-a", 1, T0).is_empty());
+    assert!(harness
+        .event("e1", EventType::Loitering, "dev-a", 1, T0)
+        .is_empty());
+    assert!(harness
+        .event("e2", EventType::ElderFall, "dev-a", 1, T0)
+        .is_empty());
     assert!(harness.engine.active_alerts().is_empty());
     assert_eq!(harness.engine.state(), &RuleEngineState::default());
 }
@@ -131,15 +197,23 @@ fn unmatched_event_types_raise_nothing() {
 fn repeat_from_the_same_device_inside_cooldown_is_suppressed_and_counted() {
     let mut harness = Harness::new(TEST_RULES);
     let fired = single(harness.event("e1", EventType::FireSmoke, "dev-a", 1, T0));
-    assert!(harness.event("e2", EventType::FireSmoke, "dev-a", 1, T0 + 30_000).is_empty());
-    assert!(harness.event("e3", EventType::FireSmoke, "dev-a", 1, T0 + 4 * MINUTE).is_empty());
+    assert!(harness
+        .event("e2", EventType::FireSmoke, "dev-a", 1, T0 + 30_000)
+        .is_empty());
+    assert!(harness
+        .event("e3", EventType::FireSmoke, "dev-a", 1, T0 + 4 * MINUTE)
+        .is_empty());
     assert_eq!(harness.counters("life_safety").suppressed_repeats, 2);
     assert_eq!(harness.counters("life_safety").updated, 0);
     let active = single(harness.engine.active_alerts());
     assert_eq!(active.alert_id, fired.alert_id);
     assert_eq!(active.event_ids, vec!["e1", "e2", "e3"]);
     assert_eq!(active.observed, 3.0);
-    assert_eq!(millis(&active.updated_at), Some(T0), "suppressed repeats are not state changes");
+    assert_eq!(
+        millis(&active.updated_at),
+        Some(T0),
+        "suppressed repeats are not state changes"
+    );
 }
 
 #[test]
@@ -156,7 +230,9 @@ fn another_device_updates_the_same_alert() {
     assert_eq!(updated.event_ids, vec!["e1", "e2"]);
     assert_eq!(updated.device_id, "dev-a", "the triggering device stays");
     // dev-b is now inside its own cooldown too.
-    assert!(harness.event("e3", EventType::FireSmoke, "dev-b", 1, T0 + 2 * MINUTE).is_empty());
+    assert!(harness
+        .event("e3", EventType::FireSmoke, "dev-b", 1, T0 + 2 * MINUTE)
+        .is_empty());
     assert_eq!(harness.counters("life_safety").updated, 1);
 }
 
@@ -181,15 +257,22 @@ fn different_types_and_cells_are_different_alerts() {
     assert_eq!(harness.counters("life_safety").fired, 3);
     let active = harness.engine.active_alerts();
     assert_eq!(active.len(), 3);
-    assert!(active.windows(2).all(|pair| pair[0].fingerprint < pair[1].fingerprint));
+    assert!(active
+        .windows(2)
+        .all(|pair| pair[0].fingerprint < pair[1].fingerprint));
 }
 
 #[test]
 fn immediate_alert_resolves_when_the_watermark_passes_last_event_plus_cooldown() {
     let mut harness = Harness::new(TEST_RULES);
     let fired = single(harness.event("e1", EventType::GasLeak, "dev-a", 1, T0));
-    assert!(harness.event("e2", EventType::GasLeak, "dev-a", 1, T0 + 2 * MINUTE).is_empty());
-    assert!(harness.watermark(T0 + 6 * MINUTE).is_empty(), "a suppressed repeat keeps it alive");
+    assert!(harness
+        .event("e2", EventType::GasLeak, "dev-a", 1, T0 + 2 * MINUTE)
+        .is_empty());
+    assert!(
+        harness.watermark(T0 + 6 * MINUTE + 30_000).is_empty(),
+        "a suppressed repeat keeps it alive"
+    );
     assert!(harness.watermark(T0 + 7 * MINUTE - 1).is_empty());
     let resolved = single(harness.watermark(T0 + 7 * MINUTE));
     assert_eq!(resolved.status, AlertStatus::Resolved as i32);
@@ -199,7 +282,10 @@ fn immediate_alert_resolves_when_the_watermark_passes_last_event_plus_cooldown()
     assert_eq!(millis(&resolved.starts_at), Some(T0));
     assert_eq!(resolved.event_ids, vec!["e1", "e2"]);
     assert!(harness.engine.active_alerts().is_empty());
-    assert!(harness.watermark(T0 + 60 * MINUTE).is_empty(), "resolves once");
+    assert!(
+        harness.watermark(T0 + 60 * MINUTE).is_empty(),
+        "resolves once"
+    );
     assert_eq!(harness.counters("life_safety").resolved, 1);
 }
 
@@ -229,7 +315,12 @@ fn late_event_inside_a_resolved_occurrence_starts_the_next_one_at_its_end() {
     assert_eq!(millis(&second_resolved.ends_at), Some(T0 + 10 * MINUTE));
     // After a cooldown past its end the resolved occurrence is forgotten.
     assert!(harness.watermark(T0 + 15 * MINUTE).is_empty());
-    assert!(harness.engine.state().immediate.recently_resolved.is_empty());
+    assert!(harness
+        .engine
+        .state()
+        .immediate
+        .recently_resolved
+        .is_empty());
 }
 
 #[test]
@@ -237,11 +328,29 @@ fn threshold_refire_from_late_events_starts_after_the_previous_end() {
     let mut harness = Harness::new(TEST_RULES);
     harness.event("p1", EventType::PerimeterIntrusion, "cam", 1, T0);
     harness.event("p2", EventType::PerimeterIntrusion, "cam", 1, T0);
-    let first = single(harness.event("p3", EventType::PerimeterIntrusion, "cam", 1, T0 + 14 * MINUTE));
+    let first = single(harness.event(
+        "p3",
+        EventType::PerimeterIntrusion,
+        "cam",
+        1,
+        T0 + 14 * MINUTE,
+    ));
     let resolved = single(harness.watermark(T0 + 16 * MINUTE));
     assert_eq!(millis(&resolved.ends_at), Some(T0 + 16 * MINUTE));
-    harness.event("p4", EventType::PerimeterIntrusion, "cam", 1, T0 + 14 * MINUTE);
-    let second = single(harness.event("p5", EventType::PerimeterIntrusion, "cam", 1, T0 + 14 * MINUTE));
+    harness.event(
+        "p4",
+        EventType::PerimeterIntrusion,
+        "cam",
+        1,
+        T0 + 14 * MINUTE,
+    );
+    let second = single(harness.event(
+        "p5",
+        EventType::PerimeterIntrusion,
+        "cam",
+        1,
+        T0 + 14 * MINUTE,
+    ));
     assert_ne!(second.alert_id, first.alert_id);
     assert_eq!(millis(&second.starts_at), Some(T0 + 16 * MINUTE));
 }
@@ -254,14 +363,22 @@ fn watermark_resolves_several_alerts_in_fingerprint_order() {
     }
     let resolved = harness.watermark(T0 + 10 * MINUTE);
     assert_eq!(resolved.len(), 4);
-    assert!(resolved.windows(2).all(|pair| pair[0].fingerprint < pair[1].fingerprint));
+    assert!(resolved
+        .windows(2)
+        .all(|pair| pair[0].fingerprint < pair[1].fingerprint));
 }
 
 #[test]
 fn event_ids_are_capped_at_twenty_most_recent() {
     let mut harness = Harness::new(TEST_RULES);
     for number in 0..25 {
-        harness.event(&format!("e{number:02}"), EventType::FireSmoke, "dev-a", 1, T0 + number * 1_000);
+        harness.event(
+            &format!("e{number:02}"),
+            EventType::FireSmoke,
+            "dev-a",
+            1,
+            T0 + number * 1_000,
+        );
     }
     let active = single(harness.engine.active_alerts());
     assert_eq!(active.event_ids.len(), MAX_ALERT_EVENT_IDS);
@@ -274,9 +391,25 @@ fn event_ids_are_capped_at_twenty_most_recent() {
 #[test]
 fn threshold_fires_on_the_third_event_within_the_window() {
     let mut harness = Harness::new(TEST_RULES);
-    assert!(harness.event("p1", EventType::PerimeterIntrusion, "cam", 1, T0).is_empty());
-    assert!(harness.event("p2", EventType::PerimeterIntrusion, "cam", 1, T0 + 5 * MINUTE).is_empty());
-    let alert = single(harness.event("p3", EventType::PerimeterIntrusion, "cam", 1, T0 + 14 * MINUTE + 59_000));
+    assert!(harness
+        .event("p1", EventType::PerimeterIntrusion, "cam", 1, T0)
+        .is_empty());
+    assert!(harness
+        .event(
+            "p2",
+            EventType::PerimeterIntrusion,
+            "cam",
+            1,
+            T0 + 5 * MINUTE
+        )
+        .is_empty());
+    let alert = single(harness.event(
+        "p3",
+        EventType::PerimeterIntrusion,
+        "cam",
+        1,
+        T0 + 14 * MINUTE + 59_000,
+    ));
     assert_eq!(alert.status, AlertStatus::Firing as i32);
     assert_eq!(alert.rule, "perimeter_intrusion_burst");
     assert_eq!(alert.rule_kind, "threshold");
@@ -287,7 +420,11 @@ fn threshold_fires_on_the_third_event_within_the_window() {
     assert_eq!(alert.device_id, "");
     assert_eq!(
         alert.fingerprint,
-        fingerprint("perimeter_intrusion_burst", "41061100100101", "PERIMETER_INTRUSION")
+        fingerprint(
+            "perimeter_intrusion_burst",
+            "41061100100101",
+            "PERIMETER_INTRUSION"
+        )
     );
     assert_eq!(harness.counters("perimeter_intrusion_burst").fired, 1);
 }
@@ -295,10 +432,18 @@ fn threshold_fires_on_the_third_event_within_the_window() {
 #[test]
 fn threshold_counts_per_cell() {
     let mut harness = Harness::new(TEST_RULES);
-    assert!(harness.event("p1", EventType::PerimeterIntrusion, "cam", 1, T0).is_empty());
-    assert!(harness.event("p2", EventType::PerimeterIntrusion, "cam", 2, T0).is_empty());
-    assert!(harness.event("p3", EventType::PerimeterIntrusion, "cam", 3, T0).is_empty());
-    assert!(harness.event("p4", EventType::PerimeterIntrusion, "cam", 1, T0).is_empty());
+    assert!(harness
+        .event("p1", EventType::PerimeterIntrusion, "cam", 1, T0)
+        .is_empty());
+    assert!(harness
+        .event("p2", EventType::PerimeterIntrusion, "cam", 2, T0)
+        .is_empty());
+    assert!(harness
+        .event("p3", EventType::PerimeterIntrusion, "cam", 3, T0)
+        .is_empty());
+    assert!(harness
+        .event("p4", EventType::PerimeterIntrusion, "cam", 1, T0)
+        .is_empty());
 }
 
 #[test]
@@ -307,14 +452,23 @@ fn events_spread_over_more_than_the_window_do_not_fire() {
     for (number, minute) in [0_i64, 8, 16, 24, 32].into_iter().enumerate() {
         let occurred_at_millis = T0 + minute * MINUTE;
         assert!(harness
-            .event(&format!("p{number}"), EventType::PerimeterIntrusion, "cam", 1, occurred_at_millis)
+            .event(
+                &format!("p{number}"),
+                EventType::PerimeterIntrusion,
+                "cam",
+                1,
+                occurred_at_millis
+            )
             .is_empty());
         assert!(harness.watermark(occurred_at_millis).is_empty());
     }
     assert!(harness.engine.active_alerts().is_empty());
     // Only the panes of the last window are kept.
     let series = &harness.engine.state().threshold.series["perimeter_intrusion_burst"][&1];
-    assert!(series.pane_counts.keys().all(|pane_start| *pane_start >= T0 + 17 * MINUTE));
+    assert!(series
+        .pane_counts
+        .keys()
+        .all(|pane_start| *pane_start >= T0 + 17 * MINUTE));
 }
 
 #[test]
@@ -323,8 +477,24 @@ fn threshold_keeps_quiet_while_firing_and_tracks_the_largest_count() {
     harness.event("p1", EventType::PerimeterIntrusion, "cam", 1, T0);
     harness.event("p2", EventType::PerimeterIntrusion, "cam", 1, T0);
     let fired = single(harness.event("p3", EventType::PerimeterIntrusion, "cam", 1, T0 + MINUTE));
-    assert!(harness.event("p4", EventType::PerimeterIntrusion, "cam", 1, T0 + 2 * MINUTE).is_empty());
-    assert!(harness.event("p5", EventType::PerimeterIntrusion, "cam", 1, T0 + 3 * MINUTE).is_empty());
+    assert!(harness
+        .event(
+            "p4",
+            EventType::PerimeterIntrusion,
+            "cam",
+            1,
+            T0 + 2 * MINUTE
+        )
+        .is_empty());
+    assert!(harness
+        .event(
+            "p5",
+            EventType::PerimeterIntrusion,
+            "cam",
+            1,
+            T0 + 3 * MINUTE
+        )
+        .is_empty());
     let active = single(harness.engine.active_alerts());
     assert_eq!(active.alert_id, fired.alert_id);
     assert_eq!(active.observed, 5.0);
@@ -336,7 +506,13 @@ fn threshold_resolves_when_the_watermark_slides_past() {
     let mut harness = Harness::new(TEST_RULES);
     harness.event("p1", EventType::PerimeterIntrusion, "cam", 1, T0 + 10_000);
     harness.event("p2", EventType::PerimeterIntrusion, "cam", 1, T0 + MINUTE);
-    let fired = single(harness.event("p3", EventType::PerimeterIntrusion, "cam", 1, T0 + 2 * MINUTE));
+    let fired = single(harness.event(
+        "p3",
+        EventType::PerimeterIntrusion,
+        "cam",
+        1,
+        T0 + 2 * MINUTE,
+    ));
     // aligned 15m keeps the pane at T0 (window_start ≥ aligned − window): still 3.
     assert!(harness.watermark(T0 + 15 * MINUTE + 59_999).is_empty());
     // aligned 16m prunes the pane at T0: 2 < 3.
@@ -355,10 +531,31 @@ fn threshold_does_not_resolve_while_events_ahead_of_the_watermark_keep_the_count
     harness.event("p1", EventType::PerimeterIntrusion, "cam", 1, T0);
     harness.event("p2", EventType::PerimeterIntrusion, "cam", 1, T0);
     single(harness.event("p3", EventType::PerimeterIntrusion, "cam", 1, T0));
-    harness.event("p4", EventType::PerimeterIntrusion, "cam", 1, T0 + 20 * MINUTE);
-    harness.event("p5", EventType::PerimeterIntrusion, "cam", 1, T0 + 20 * MINUTE);
-    harness.event("p6", EventType::PerimeterIntrusion, "cam", 1, T0 + 21 * MINUTE);
-    assert!(harness.watermark(T0 + 19 * MINUTE).is_empty(), "three events ahead of W still count");
+    harness.event(
+        "p4",
+        EventType::PerimeterIntrusion,
+        "cam",
+        1,
+        T0 + 20 * MINUTE,
+    );
+    harness.event(
+        "p5",
+        EventType::PerimeterIntrusion,
+        "cam",
+        1,
+        T0 + 20 * MINUTE,
+    );
+    harness.event(
+        "p6",
+        EventType::PerimeterIntrusion,
+        "cam",
+        1,
+        T0 + 21 * MINUTE,
+    );
+    assert!(
+        harness.watermark(T0 + 19 * MINUTE).is_empty(),
+        "three events ahead of W still count"
+    );
     let resolved = single(harness.watermark(T0 + 37 * MINUTE));
     assert_eq!(millis(&resolved.ends_at), Some(T0 + 37 * MINUTE));
 }
@@ -367,34 +564,106 @@ fn threshold_does_not_resolve_while_events_ahead_of_the_watermark_keep_the_count
 fn threshold_refire_after_resolution_has_a_new_alert_id() {
     let mut harness = Harness::new(TEST_RULES);
     for number in 0..3 {
-        harness.event(&format!("a{number}"), EventType::PerimeterIntrusion, "cam", 1, T0 + number * MINUTE);
+        harness.event(
+            &format!("a{number}"),
+            EventType::PerimeterIntrusion,
+            "cam",
+            1,
+            T0 + number * MINUTE,
+        );
     }
     let first = single(harness.engine.active_alerts());
     single(harness.watermark(T0 + 30 * MINUTE));
-    assert!(harness.event("b0", EventType::PerimeterIntrusion, "cam", 1, T0 + 40 * MINUTE).is_empty());
-    assert!(harness.event("b1", EventType::PerimeterIntrusion, "cam", 1, T0 + 41 * MINUTE).is_empty());
-    let second = single(harness.event("b2", EventType::PerimeterIntrusion, "cam", 1, T0 + 42 * MINUTE));
+    assert!(harness
+        .event(
+            "b0",
+            EventType::PerimeterIntrusion,
+            "cam",
+            1,
+            T0 + 40 * MINUTE
+        )
+        .is_empty());
+    assert!(harness
+        .event(
+            "b1",
+            EventType::PerimeterIntrusion,
+            "cam",
+            1,
+            T0 + 41 * MINUTE
+        )
+        .is_empty());
+    let second = single(harness.event(
+        "b2",
+        EventType::PerimeterIntrusion,
+        "cam",
+        1,
+        T0 + 42 * MINUTE,
+    ));
     assert_eq!(second.fingerprint, first.fingerprint);
     assert_ne!(second.alert_id, first.alert_id);
-    assert_eq!(second.event_ids, vec!["b0", "b1", "b2"], "pruned events are not carried over");
+    assert_eq!(
+        second.event_ids,
+        vec!["b0", "b1", "b2"],
+        "pruned events are not carried over"
+    );
 }
 
 #[test]
 fn out_of_order_events_count_in_their_own_panes() {
     let mut harness = Harness::new(TEST_RULES);
-    assert!(harness.event("p1", EventType::PerimeterIntrusion, "cam", 1, T0 + 10 * MINUTE).is_empty());
-    assert!(harness.event("p2", EventType::PerimeterIntrusion, "cam", 1, T0 + 30 * MINUTE).is_empty());
+    assert!(harness
+        .event(
+            "p1",
+            EventType::PerimeterIntrusion,
+            "cam",
+            1,
+            T0 + 10 * MINUTE
+        )
+        .is_empty());
+    assert!(harness
+        .event(
+            "p2",
+            EventType::PerimeterIntrusion,
+            "cam",
+            1,
+            T0 + 30 * MINUTE
+        )
+        .is_empty());
     // Late-arriving event 5 minutes before p1: its window [T0 − 9m, T0 + 5m] holds only itself.
-    assert!(harness.event("p0", EventType::PerimeterIntrusion, "cam", 1, T0 + 5 * MINUTE).is_empty());
-    let alert = single(harness.event("p3", EventType::PerimeterIntrusion, "cam", 1, T0 + 12 * MINUTE));
-    assert_eq!(alert.event_ids, vec!["p0", "p1", "p3"], "time order, the later p2 excluded");
+    assert!(harness
+        .event(
+            "p0",
+            EventType::PerimeterIntrusion,
+            "cam",
+            1,
+            T0 + 5 * MINUTE
+        )
+        .is_empty());
+    let alert = single(harness.event(
+        "p3",
+        EventType::PerimeterIntrusion,
+        "cam",
+        1,
+        T0 + 12 * MINUTE,
+    ));
+    assert_eq!(
+        alert.event_ids,
+        vec!["p0", "p1", "p3"],
+        "time order, the later p2 excluded"
+    );
 }
 
 #[test]
 fn threshold_alerts_of_a_removed_rule_resolve_after_a_restore() {
     let mut harness = Harness::new(TEST_RULES);
     for number in 0..3 {
-        harness.event(&format!("p{number}"), EventType::PerimeterIntrusion, "cam", 1, T0);
+        harness.event(
+            &format!("p{number}"),
+            EventType::PerimeterIntrusion,
+            "cam",
+            1,
+            T0,
+        );
     }
     single(harness.event("f1", EventType::FireSmoke, "dev", 1, T0));
     let state = harness.engine.state().clone();
@@ -444,7 +713,11 @@ fn step_strategy(max_lateness_seconds: i64) -> impl Strategy<Value = Step> {
 }
 
 /// Runs the steps; event times are relative to a running clock that watermark steps advance.
-fn run_steps(harness: &mut Harness, steps: &[Step], start: (i64, usize)) -> (Vec<Alert>, (i64, usize)) {
+fn run_steps(
+    harness: &mut Harness,
+    steps: &[Step],
+    start: (i64, usize),
+) -> (Vec<Alert>, (i64, usize)) {
     let (mut watermark_millis, mut event_number) = start;
     let mut alerts = Vec::new();
     for step in steps {
@@ -517,8 +790,12 @@ fn snapshot_round_trip_then_continuing_gives_identical_alerts() {
     restored.engine.restore_state(restored_state);
     let (restored_alerts, _) = run_steps(&mut restored, &after, clock);
     assert!(
-        expected_alerts.iter().any(|alert| alert.rule_kind == "threshold")
-            && expected_alerts.iter().any(|alert| alert.status == AlertStatus::Resolved as i32),
+        expected_alerts
+            .iter()
+            .any(|alert| alert.rule_kind == "threshold")
+            && expected_alerts
+                .iter()
+                .any(|alert| alert.status == AlertStatus::Resolved as i32),
         "the scenario exercises firing and resolution: {expected_alerts:#?}"
     );
     assert_eq!(restored_alerts, expected_alerts);
@@ -541,9 +818,15 @@ fn restored_engine_evaluates_threshold_windows_at_the_same_pane_boundaries() {
     let (expected_after, _) = run_steps(&mut uninterrupted, &steps_after, clock);
     let mut restored = Harness::new(TEST_RULES);
     let bytes = postcard::to_allocvec(&uninterrupted_state_before(&steps_before)).unwrap();
-    restored.engine.restore_state(postcard::from_bytes(&bytes).unwrap());
+    restored
+        .engine
+        .restore_state(postcard::from_bytes(&bytes).unwrap());
     let (restored_after, _) = run_steps(&mut restored, &steps_after, clock);
-    assert_eq!(expected_after.len(), 1, "resolves at the next pane boundary: {expected_after:#?}");
+    assert_eq!(
+        expected_after.len(),
+        1,
+        "resolves at the next pane boundary: {expected_after:#?}"
+    );
     assert_eq!(millis(&expected_after[0].ends_at), Some(T0 + 31 * MINUTE));
     assert_eq!(restored_after, expected_after);
 }
@@ -562,23 +845,45 @@ fn assert_lifecycle_is_well_formed(alerts: &[Alert]) -> Result<(), TestCaseError
     let mut last_ends_at_by_fingerprint: BTreeMap<&str, Option<i64>> = BTreeMap::new();
     let mut seen_alert_ids: Vec<&str> = Vec::new();
     for alert in alerts {
-        let current = firing_id_by_fingerprint.get(alert.fingerprint.as_str()).copied();
+        let current = firing_id_by_fingerprint
+            .get(alert.fingerprint.as_str())
+            .copied();
         if alert.status == AlertStatus::Firing as i32 {
             match current {
                 None => {
-                    prop_assert!(!seen_alert_ids.contains(&alert.alert_id.as_str()), "reused id {:?}", alert);
-                    if let Some(previous_ends_at) = last_ends_at_by_fingerprint.get(alert.fingerprint.as_str()) {
-                        prop_assert!(millis(&alert.starts_at) >= *previous_ends_at, "overlap {:?}", alert);
+                    prop_assert!(
+                        !seen_alert_ids.contains(&alert.alert_id.as_str()),
+                        "reused id {:?}",
+                        alert
+                    );
+                    if let Some(previous_ends_at) =
+                        last_ends_at_by_fingerprint.get(alert.fingerprint.as_str())
+                    {
+                        prop_assert!(
+                            millis(&alert.starts_at) >= *previous_ends_at,
+                            "overlap {:?}",
+                            alert
+                        );
                     }
                     seen_alert_ids.push(&alert.alert_id);
                     firing_id_by_fingerprint.insert(&alert.fingerprint, &alert.alert_id);
                 }
-                Some(firing_id) => prop_assert_eq!(firing_id, alert.alert_id.as_str(), "update changed the id"),
+                Some(firing_id) => {
+                    prop_assert_eq!(firing_id, alert.alert_id.as_str(), "update changed the id")
+                }
             }
         } else {
             prop_assert_eq!(alert.status, AlertStatus::Resolved as i32);
-            prop_assert_eq!(current, Some(alert.alert_id.as_str()), "resolved an alert that was not firing");
-            prop_assert!(millis(&alert.ends_at) > millis(&alert.starts_at), "{:?}", alert);
+            prop_assert_eq!(
+                current,
+                Some(alert.alert_id.as_str()),
+                "resolved an alert that was not firing"
+            );
+            prop_assert!(
+                millis(&alert.ends_at) > millis(&alert.starts_at),
+                "{:?}",
+                alert
+            );
             firing_id_by_fingerprint.remove(alert.fingerprint.as_str());
             last_ends_at_by_fingerprint.insert(&alert.fingerprint, millis(&alert.ends_at));
         }

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{alert_id, fingerprint, push_capped_event_id, AlertOccurrence, MAX_ALERT_EVENT_IDS, RULE_KIND_THRESHOLD};
+use super::alert::{
+    alert_id, fingerprint, push_capped_event_id, AlertOccurrence, MAX_ALERT_EVENT_IDS,
+    RULE_KIND_THRESHOLD,
+};
 use super::ruleset::{Rule, RuleSet, ThresholdRule};
 use super::CellLabels;
 use crate::event::AcceptedEvent;
@@ -99,13 +102,16 @@ pub(crate) fn on_matching_event(
         .recent_events
         .iter()
         .filter(|recent| {
-            recent.occurred_at_millis >= lowest_counted_pane_start && recent.occurred_at_millis < counted_until_millis
+            recent.occurred_at_millis >= lowest_counted_pane_start
+                && recent.occurred_at_millis < counted_until_millis
         })
         .map(|recent| recent.event_id.clone())
         .collect();
     let starts_at_millis = series
         .previous_ends_at_millis
-        .map_or(occurred_at_millis, |ends_at_millis| ends_at_millis.max(occurred_at_millis));
+        .map_or(occurred_at_millis, |ends_at_millis| {
+            ends_at_millis.max(occurred_at_millis)
+        });
     let alert_fingerprint = fingerprint(&rule.name, labels.grid_id, &rule.scope);
     let occurrence = AlertOccurrence {
         alert_id: alert_id(&alert_fingerprint, starts_at_millis),
@@ -131,8 +137,13 @@ pub(crate) fn on_matching_event(
 
 /// Inserts an event in time order (after equal times, so arrival order breaks ties) and drops
 /// the oldest beyond the cap.
-fn remember_recent_event(recent_events: &mut Vec<RecentEvent>, occurred_at_millis: i64, event_id: &str) {
-    let position = recent_events.partition_point(|recent| recent.occurred_at_millis <= occurred_at_millis);
+fn remember_recent_event(
+    recent_events: &mut Vec<RecentEvent>,
+    occurred_at_millis: i64,
+    event_id: &str,
+) {
+    let position =
+        recent_events.partition_point(|recent| recent.occurred_at_millis <= occurred_at_millis);
     recent_events.insert(
         position,
         RecentEvent {
@@ -180,7 +191,11 @@ pub(crate) fn on_watermark(
             series
                 .recent_events
                 .retain(|recent| recent.occurred_at_millis >= oldest_kept_pane_start);
-            let remaining_count: u64 = series.pane_counts.values().map(|count| u64::from(*count)).sum();
+            let remaining_count: u64 = series
+                .pane_counts
+                .values()
+                .map(|count| u64::from(*count))
+                .sum();
             if let Some(firing) = &series.firing {
                 if remaining_count < u64::from(rule.min_count) {
                     resolved.push(firing.resolved_alert(aligned_millis));
@@ -191,5 +206,7 @@ pub(crate) fn on_watermark(
             series.firing.is_some() || !series.pane_counts.is_empty()
         });
     }
-    state.series.retain(|_, series_by_cell| !series_by_cell.is_empty());
+    state
+        .series
+        .retain(|_, series_by_cell| !series_by_cell.is_empty());
 }
