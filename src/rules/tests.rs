@@ -685,6 +685,32 @@ fn threshold_alerts_of_a_removed_rule_resolve_after_a_restore() {
     assert!(reloaded.engine.active_alerts().is_empty());
 }
 
+#[test]
+fn extreme_event_times_do_not_panic() {
+    let mut harness = Harness::new(TEST_RULES);
+    for (number, occurred_at_millis) in [i64::MIN, i64::MIN + 1, i64::MAX, i64::MAX - 1, 0, -1]
+        .into_iter()
+        .enumerate()
+    {
+        for event_type in [EventType::PerimeterIntrusion, EventType::FireSmoke] {
+            harness.event(
+                &format!("e{number}"),
+                event_type,
+                "dev",
+                1,
+                occurred_at_millis,
+            );
+        }
+        harness.watermark(occurred_at_millis);
+    }
+    harness.watermark(i64::MAX);
+    assert!(harness
+        .engine
+        .active_alerts()
+        .iter()
+        .all(|alert| alert.rule_kind == "threshold"));
+}
+
 // ---------------------------------------------------------------- determinism and snapshots
 
 /// One step of a generated scenario.

@@ -81,9 +81,11 @@ pub(crate) fn on_matching_event(
     *pane_count = pane_count.saturating_add(1);
     remember_recent_event(&mut series.recent_events, occurred_at_millis, event_id);
 
+    // `min` only matters where saturation at the far past would invert the range.
     let lowest_counted_pane_start = event_pane_start
         .saturating_sub(rule.window_millis)
-        .saturating_add(pane_size_millis);
+        .saturating_add(pane_size_millis)
+        .min(event_pane_start);
     let window_count: u64 = series
         .pane_counts
         .range(lowest_counted_pane_start..=event_pane_start)
