@@ -29,7 +29,7 @@ fn simulated(count: usize) -> Vec<IncidentEvent> {
         rate_multiplier: 20.0,
         ..SimulatorSettings::default()
     };
-    let mut simulator = Simulator::new(settings, GridRegistry::embedded());
+    let mut simulator = Simulator::new(settings, GridRegistry::embedded()).unwrap();
     (0..count).map(|_| simulator.next_event()).collect()
 }
 
@@ -117,7 +117,7 @@ fn bench_pipeline(criterion: &mut Criterion) {
     let make_pipeline = || {
         let mut settings = PipelineSettings::from_config(&config);
         settings.window.idle_timeout_millis = i64::MAX;
-        let rules = RuleSet::embedded_default(settings.window.size_millis);
+        let rules = RuleSet::embedded_default(settings.window.size_millis).unwrap();
         let metrics = Arc::new(Metrics::new(&["file"], rules.version()).unwrap());
         Pipeline::new(settings, registry.clone(), rules, metrics, "file")
     };

@@ -3,7 +3,8 @@
 //! every problem at once.
 //!
 //! Environment variables name a key path with `__` between levels, e.g.
-//! `GRIDWATCH_WINDOW__SIZE=2m` or `GRIDWATCH_HTTP__LISTEN=0.0.0.0:9750`.
+//! `GRIDWATCH_WINDOW__SIZE=2m` or `GRIDWATCH_HTTP__LISTEN=0.0.0.0:9750`. Variables without a
+//! `__` (such as `GRIDWATCH_CONFIG`, the config file path) are not configuration keys.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use crate::source::simulator::Scenario;
 use crate::source::InputFormat;
 
 /// The whole configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Which source feeds the pipeline.
@@ -46,24 +47,6 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            source: SourceConfig::default(),
-            simulator: SimulatorConfig::default(),
-            file: FileConfig::default(),
-            window: WindowConfig::default(),
-            ingest: IngestConfig::default(),
-            rules: RulesConfig::default(),
-            http: HttpConfig::default(),
-            output: OutputConfig::default(),
-            privacy: PrivacyConfig::default(),
-            seeds: SeedsConfig::default(),
-            state: StateConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
-}
 
 /// Source selection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -168,7 +151,7 @@ pub struct WindowConfig {
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Spans of the sliding views derived from panes (default 15m, 1h, 24h).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_list")]
     pub views: Vec<Duration>,
 }
 
@@ -351,7 +334,13 @@ impl Config {
             }
             figment = figment.merge(Toml::file(config_path));
         }
-        figment = figment.merge(Env::prefixed("GRIDWATCH_").split("__"));
+        // Only `GRIDWATCH_<SECTION>__<KEY>` variables are configuration: `GRIDWATCH_CONFIG`
+        // (the file path) and other single-level names are not keys.
+        figment = figment.merge(
+            Env::prefixed("GRIDWATCH_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
         let config: Config = figment.extract().map_err(|error| {
             let messages: Vec<String> = error.into_iter().map(|each| each.to_string()).collect();
             ConfigError::Load(messages.join("; "))
@@ -454,6 +443,34 @@ impl Config {
     }
 }
 
+/// Serde for a list of human-readable durations (`["15m", "1h"]`).
+mod duration_list {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        durations: &[Duration],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(
+            durations
+                .iter()
+                .map(|duration| humantime::format_duration(*duration).to_string()),
+        )
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Duration>, D::Error> {
+        let texts = Vec::<String>::deserialize(deserializer)?;
+        texts
+            .iter()
+            .map(|text| humantime::parse_duration(text).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
 /// A duration in whole milliseconds, saturating at `i64::MAX`.
 pub fn duration_millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
@@ -509,6 +526,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
     fn environment_overrides_file() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
@@ -517,6 +535,7 @@ mod tests {
             )?;
             jail.set_env("GRIDWATCH_WINDOW__SIZE", "5m");
             jail.set_env("GRIDWATCH_HTTP__LISTEN", "127.0.0.1:0");
+            jail.set_env("GRIDWATCH_CONFIG", "gridwatch.toml");
             let config = Config::load(Some(Path::new("gridwatch.toml")))
                 .map_err(|error| error.to_string())?;
             assert_eq!(config.window.size, Duration::from_secs(300));

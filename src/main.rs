@@ -146,7 +146,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 scenarios: config.simulator.scenarios.clone(),
                 ..gridwatch::source::simulator::SimulatorSettings::default()
             };
-            let mut simulator = gridwatch::source::simulator::Simulator::new(settings, registry);
+            let mut simulator = gridwatch::source::simulator::Simulator::new(settings, registry)?;
             let mut writer = gridwatch::source::file::EventWriter::create(&out, format)?;
             for _ in 0..events {
                 writer.write(&simulator.next_event())?;

@@ -77,7 +77,7 @@ pub struct MetricsError(#[from] prometheus::Error);
 impl Metrics {
     /// Creates and registers every metric, pre-creating the bounded label sets so that
     /// dashboards see zero-valued series before the first event.
-    pub fn new(sources: &[&str], rules_version: &str) -> Result<Metrics, MetricsError> {
+    pub fn new(sources: &[&str], rules_file_version: &str) -> Result<Metrics, MetricsError> {
         let registry = Registry::new();
         let events_received = IntCounterVec::new(
             Opts::new(
@@ -254,7 +254,9 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        rules_version.with_label_values(&[rules_version]).set(1);
+        rules_version
+            .with_label_values(&[rules_file_version])
+            .set(1);
         start_time.set(crate::time::wall_clock_millis() as f64 / 1000.0);
 
         Ok(Metrics {

@@ -75,7 +75,10 @@ pub fn load_registry(config: &Config) -> Result<Arc<GridRegistry>, ServiceError>
 pub fn load_rules(config: &Config) -> Result<RuleSet, ServiceError> {
     let pane_size_millis = config.window_settings().size_millis;
     let Some(path) = &config.rules.path else {
-        return Ok(RuleSet::embedded_default(pane_size_millis));
+        return RuleSet::embedded_default(pane_size_millis).map_err(|error| ServiceError::Rules {
+            path: "(embedded seeds/rules.toml)".to_string(),
+            message: error.to_string(),
+        });
     };
     let text = std::fs::read_to_string(path).map_err(|error| ServiceError::Rules {
         path: path.display().to_string(),
@@ -137,7 +140,9 @@ pub async fn run(
                 SimulatorPacing::Realtime => Pacing::RealTime,
                 SimulatorPacing::Fast => Pacing::AsFastAsPossible,
             };
-            let source = SimulatorSource::new(Simulator::new(settings, registry.clone()), pacing);
+            let simulator = Simulator::new(settings, registry.clone())
+                .map_err(crate::source::SourceError::Simulator)?;
+            let source = SimulatorSource::new(simulator, pacing);
             tokio::spawn(source_loop(
                 source,
                 batch_sender,

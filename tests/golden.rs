@@ -22,9 +22,9 @@ fn golden_replay_matches_expected_windows_alerts_and_dead_letters() {
         output_dir: output_directory.path().to_path_buf(),
         show_progress: false,
     };
-    let rules = RuleSet::embedded_default(config.window_settings().size_millis);
+    let rules = RuleSet::embedded_default(config.window_settings().size_millis).unwrap();
     let summary = replay(&options, &config, GridRegistry::embedded(), rules).unwrap();
-    assert_eq!(summary.records, 21);
+    assert_eq!(summary.records, 22);
     assert_eq!(summary.duplicates, 2);
     assert_eq!(summary.dead_letter_total(), 9);
 
@@ -40,6 +40,11 @@ fn golden_replay_matches_expected_windows_alerts_and_dead_letters() {
         }
         let expected = std::fs::read_to_string(&expected_path)
             .unwrap_or_else(|error| panic!("{}: {error}", expected_path.display()));
-        assert_eq!(actual, expected, "{name} differs from {}", expected_path.display());
+        assert_eq!(
+            actual,
+            expected,
+            "{name} differs from {}",
+            expected_path.display()
+        );
     }
 }

@@ -11,7 +11,7 @@ use gridwatch::pipeline::{Outputs, RecordResult};
 use gridwatch::proto::IncidentEvent;
 use gridwatch::time::timestamp_to_millis;
 use proptest::prelude::*;
-use rand::seq::SliceRandom;
+use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 
 /// Unique events sorted by event time (the simulator's own re-sends and jitter removed).

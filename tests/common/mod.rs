@@ -23,7 +23,7 @@ pub fn default_pipeline() -> (Pipeline, Arc<Metrics>) {
     let config = Config::default();
     let mut settings = PipelineSettings::from_config(&config);
     settings.window.idle_timeout_millis = i64::MAX;
-    let rules = RuleSet::embedded_default(settings.window.size_millis);
+    let rules = RuleSet::embedded_default(settings.window.size_millis).unwrap();
     let metrics = Arc::new(Metrics::new(&["file"], rules.version()).unwrap());
     let pipeline = Pipeline::new(
         settings,
@@ -43,7 +43,7 @@ pub fn simulated_events(seed: u64, count: usize, rate_multiplier: f64) -> Vec<In
         rate_multiplier,
         ..SimulatorSettings::default()
     };
-    let mut simulator = Simulator::new(settings, GridRegistry::embedded());
+    let mut simulator = Simulator::new(settings, GridRegistry::embedded()).unwrap();
     (0..count).map(|_| simulator.next_event()).collect()
 }
 
