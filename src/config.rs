@@ -85,8 +85,9 @@ pub struct SimulatorConfig {
     /// `realtime` (events released as the wall clock reaches them) or `fast` (no waiting:
     /// event time runs ahead of the wall clock until events exceed the clock-skew limit).
     pub pacing: SimulatorPacing,
-    /// Start the simulated stream this far in the past; with `realtime` pacing the backlog is
-    /// produced at once, so dashboards fill immediately, then events follow the wall clock.
+    /// Start the simulated stream this far in the past (default 1 h); with `realtime` pacing
+    /// the backlog is produced at once, so the API and dashboards show a full hour from the
+    /// first second, then events follow the wall clock.
     #[serde(with = "humantime_serde")]
     pub backfill: Duration,
     /// Injected scenarios (fire, intrusion burst, fraud wave, device outage).
@@ -99,7 +100,7 @@ impl Default for SimulatorConfig {
             seed: 42,
             rate_multiplier: 1.0,
             pacing: SimulatorPacing::Realtime,
-            backfill: Duration::ZERO,
+            backfill: Duration::from_secs(3600),
             scenarios: Vec::new(),
         }
     }
