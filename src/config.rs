@@ -47,7 +47,6 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-
 /// Source selection.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -210,47 +210,11 @@ impl From<ScenarioDuration> for String {
     }
 }
 
-/// Parses `"1h30m"`-style durations into milliseconds.
+/// Parses `"1h30m"`-style durations (humantime syntax) into milliseconds.
 fn parse_duration_millis(text: &str) -> Result<i64, String> {
-    if text.is_empty() {
-        return Err("empty duration".to_string());
-    }
-    let mut total_millis: i64 = 0;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits_end = rest
-            .find(|character: char| !character.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits_end == 0 {
-            return Err(format!("duration {text:?}: expected a number at {rest:?}"));
-        }
-        let (digits, after_digits) = rest.split_at(digits_end);
-        let unit_end = after_digits
-            .find(|character: char| character.is_ascii_digit())
-            .unwrap_or(after_digits.len());
-        let (unit, after_unit) = after_digits.split_at(unit_end);
-        let amount: i64 = digits
-            .parse()
-            .map_err(|error| format!("duration {text:?}: {error}"))?;
-        let unit_millis: i64 = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => MINUTE_MILLIS,
-            "h" => HOUR_MILLIS,
-            "d" => 24 * HOUR_MILLIS,
-            _ => {
-                return Err(format!(
-                    "duration {text:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
-                ))
-            }
-        };
-        total_millis = amount
-            .checked_mul(unit_millis)
-            .and_then(|component| total_millis.checked_add(component))
-            .ok_or_else(|| format!("duration {text:?} overflows"))?;
-        rest = after_unit;
-    }
-    Ok(total_millis)
+    let duration =
+        humantime::parse_duration(text).map_err(|error| format!("duration {text:?}: {error}"))?;
+    i64::try_from(duration.as_millis()).map_err(|_| format!("duration {text:?} overflows"))
 }
 
 /// An incident layered on the background traffic.
@@ -2039,7 +2003,8 @@ mod tests {
             size = "big"
         "#;
         assert!(toml::from_str::<SimulatorSettings>(unknown_scenario_field).is_err());
-        assert!(parse_duration_millis("10 minutes").is_err());
+        assert!(parse_duration_millis("10 parsecs").is_err());
+        assert_eq!(parse_duration_millis("10 minutes"), Ok(600_000));
         assert!(parse_duration_millis("h").is_err());
         assert!(parse_duration_millis("99999999999999999d").is_err());
         assert_eq!(parse_duration_millis("1d2h3m4s5ms"), Ok(93_784_005));
