@@ -65,6 +65,10 @@ fn jsonl_and_protobuf_replays_of_the_same_simulation_agree() {
         "{jsonl_summary}"
     );
     assert!(jsonl_summary.contains("events/s"), "{jsonl_summary}");
+    assert!(
+        protobuf_summary.contains("records      20000"),
+        "{protobuf_summary}"
+    );
     for name in ["windows.jsonl", "alerts.jsonl"] {
         let from_jsonl = std::fs::read_to_string(jsonl_output.join(name)).unwrap();
         let from_protobuf = std::fs::read_to_string(protobuf_output.join(name)).unwrap();
