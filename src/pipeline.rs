@@ -207,57 +207,30 @@ impl Pipeline {
         outputs: &mut Outputs,
     ) -> RecordResult {
         self.received.inc();
-        let (mut event, format) = match record.payload {
-            RecordPayload::Encoded { bytes, format } => match self.decoder.decode(&bytes, format) {
-                Ok(event) => (event, format),
-                Err(rejection) => {
-                    let payload = self.decoder.scrub_undecodable(&bytes);
-                    return self.reject(
-                        rejection,
-                        payload,
-                        record.partition,
-                        record.position,
-                        outputs,
-                    );
-                }
-            },
-            RecordPayload::Event(event) => (*event, InputFormat::Jsonl),
-            RecordPayload::Unframed {
-                bytes,
-                format,
-                detail,
-            } => {
-                let reason = match format {
-                    InputFormat::Jsonl => DeadLetterReason::InvalidJson,
-                    InputFormat::Protobuf => DeadLetterReason::InvalidProtobuf,
-                };
-                let payload = self.decoder.scrub_undecodable(&bytes);
-                let rejection = Rejection {
-                    reason,
-                    detail,
-                    event_id: String::new(),
-                };
-                return self.reject(
-                    rejection,
-                    payload,
-                    record.partition,
-                    record.position,
-                    outputs,
-                );
-            }
+        let partition = record.partition;
+        let position = record.position;
+        match self.admit(record.payload, partition, wall_millis, outputs) {
+            Ok(result) => result,
+            Err(rejected) => self.reject(rejected, partition, position, outputs),
+        }
+    }
+
+    /// Every stage of one record; a rejection carries what its dead letter needs.
+    fn admit(
+        &mut self,
+        payload: RecordPayload,
+        partition: u32,
+        wall_millis: i64,
+        outputs: &mut Outputs,
+    ) -> Result<RecordResult, RejectedInput> {
+        let (mut event, format) = self.decode_payload(payload)?;
+        let rejected = |rejection: Rejection, event: &IncidentEvent| RejectedInput {
+            rejection,
+            payload: encode_event(event, format),
         };
         let fields = match self.decoder.validate(&mut event, wall_millis) {
             Ok(fields) => fields,
-            Err(rejection) => {
-                let payload = encode_event(&event, format);
-                return self.reject(
-                    rejection,
-                    payload,
-                    record.partition,
-                    record.position,
-                    outputs,
-                );
-            }
+            Err(rejection) => return Err(rejected(rejection, &event)),
         };
         let cell = match self.registry.resolve(&event) {
             Ok(cell) => cell,
@@ -273,19 +246,12 @@ impl Pipeline {
                     detail: error.to_string(),
                     event_id: event.event_id.clone(),
                 };
-                let payload = encode_event(&event, format);
-                return self.reject(
-                    rejection,
-                    payload,
-                    record.partition,
-                    record.position,
-                    outputs,
-                );
+                return Err(rejected(rejection, &event));
             }
         };
         if self.dedup.is_duplicate(&event.event_id) {
             self.duplicates.inc();
-            return RecordResult::Duplicate;
+            return Ok(RecordResult::Duplicate);
         }
         let key = PaneKey {
             cell,
@@ -312,14 +278,7 @@ impl Pipeline {
                 ),
                 event_id: event.event_id.clone(),
             };
-            let payload = encode_event(&event, format);
-            return self.reject(
-                rejection,
-                payload,
-                record.partition,
-                record.position,
-                outputs,
-            );
+            return Err(rejected(rejection, &event));
         }
         self.dedup
             .remember(&event.event_id, fields.occurred_at_millis);
@@ -338,9 +297,44 @@ impl Pipeline {
             .on_event(&accepted, &self.registry, &mut outputs.alerts);
         self.observe_alerts(first_new_alert, outputs, wall_millis);
         self.watermarks
-            .observe(record.partition, fields.occurred_at_millis, wall_millis);
+            .observe(partition, fields.occurred_at_millis, wall_millis);
         self.advance(wall_millis, outputs);
-        RecordResult::Accepted
+        Ok(RecordResult::Accepted)
+    }
+
+    /// The decoded event and the format its dead letters are written in.
+    fn decode_payload(
+        &self,
+        payload: RecordPayload,
+    ) -> Result<(IncidentEvent, InputFormat), RejectedInput> {
+        match payload {
+            RecordPayload::Encoded { bytes, format } => match self.decoder.decode(&bytes, format) {
+                Ok(event) => Ok((event, format)),
+                Err(rejection) => Err(RejectedInput {
+                    rejection,
+                    payload: self.decoder.scrub_undecodable(&bytes),
+                }),
+            },
+            RecordPayload::Event(event) => Ok((*event, InputFormat::Jsonl)),
+            RecordPayload::Unframed {
+                bytes,
+                format,
+                detail,
+            } => {
+                let reason = match format {
+                    InputFormat::Jsonl => DeadLetterReason::InvalidJson,
+                    InputFormat::Protobuf => DeadLetterReason::InvalidProtobuf,
+                };
+                Err(RejectedInput {
+                    rejection: Rejection {
+                        reason,
+                        detail,
+                        event_id: String::new(),
+                    },
+                    payload: self.decoder.scrub_undecodable(&bytes),
+                })
+            }
+        }
     }
 
     /// Moves the watermark to what the partitions (and, for idle ones, the wall clock) allow,
@@ -429,24 +423,24 @@ impl Pipeline {
 
     fn reject(
         &mut self,
-        rejection: Rejection,
-        payload: Vec<u8>,
+        rejected: RejectedInput,
         partition: u32,
         position: u64,
         outputs: &mut Outputs,
     ) -> RecordResult {
-        if let Some(counter) = self.dead_letters_by_reason.get(rejection.reason.index()) {
+        let reason = rejected.rejection.reason;
+        if let Some(counter) = self.dead_letters_by_reason.get(reason.index()) {
             counter.inc();
         }
         outputs.dead_letters.push(DeadLetter {
-            reason: rejection.reason.as_str().to_string(),
-            detail: rejection.detail,
-            payload,
+            reason: reason.as_str().to_string(),
+            detail: rejected.rejection.detail,
+            payload: rejected.payload,
             source: self.source_name.to_string(),
             position: format!("partition {partition} position {position}"),
-            event_id: rejection.event_id,
+            event_id: rejected.rejection.event_id,
         });
-        RecordResult::Rejected(rejection.reason)
+        RecordResult::Rejected(reason)
     }
 
     /// Refreshes the state-size gauges and the watermark gauges.
@@ -540,6 +534,14 @@ impl Pipeline {
         self.dedup = state.dedup;
         self.rules.restore_state(state.rules);
     }
+}
+
+/// A rejected record: why, and the payload its dead letter keeps.
+struct RejectedInput {
+    /// Reason, detail and event id.
+    rejection: Rejection,
+    /// Scrubbed original bytes, or the pseudonymized event re-encoded.
+    payload: Vec<u8>,
 }
 
 /// Re-encodes a decoded (pseudonymized) event for a dead letter, in the format it came in.
