@@ -14,7 +14,8 @@
 //! letters to an [`pipeline::Outputs`] buffer. Everything stateful in it can be snapshotted to
 //! bytes and restored ([`state`]). The async shell around it lives in [`service`] (the `run`
 //! command: sources, HTTP [`api`], [`metrics`], graceful shutdown) and [`replay`] (a file, as
-//! fast as possible). [`config`] holds the layered TOML + `GRIDWATCH_*` configuration.
+//! fast as possible). [`config`] holds the layered TOML + `GRIDWATCH_*` configuration, and
+//! [`seeds`] generates the reference data (communities, cells, devices) that [`grid`] loads.
 
 pub mod api;
 pub mod config;

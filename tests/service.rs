@@ -1,6 +1,8 @@
 //! The whole service in-process: start `run` on port 0 with the simulator, scrape `/metrics`,
 //! query the API, shut down, and check the outputs were flushed.
 
+mod common;
+
 use std::time::Duration;
 
 use gridwatch::config::{Config, SimulatorPacing};
@@ -139,4 +141,49 @@ async fn run_serves_metrics_api_and_flushes_outputs_on_shutdown() {
         let window: gridwatch::proto::CellWindow = serde_json::from_str(line).unwrap();
         assert!(window.count > 0);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_writes_a_state_snapshot_that_restores_into_a_pipeline() {
+    let directory = tempfile::tempdir().unwrap();
+    let snapshot_path = directory.path().join("gridwatch.snapshot");
+    let mut config = Config::default();
+    config.simulator.backfill = Duration::from_secs(20 * 60);
+    config.simulator.rate_multiplier = 5.0;
+    config.state.snapshot_path = Some(snapshot_path.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (shutdown_sender, shutdown_receiver) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(gridwatch::service::run(config, listener, async move {
+        let _ = shutdown_receiver.await;
+    }));
+    let client = reqwest::Client::new();
+    wait_for_body(
+        &client,
+        &format!("http://{address}/metrics"),
+        Duration::from_secs(60),
+        |body| {
+            metric_value(body, "gridwatch_windows_emitted_total").is_some_and(|value| value > 0.0)
+        },
+    )
+    .await;
+    shutdown_sender.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(20), service)
+        .await
+        .expect("service stops")
+        .unwrap()
+        .unwrap();
+
+    let bytes = std::fs::read(&snapshot_path).expect("snapshot written at shutdown");
+    let (mut pipeline, _) = common::default_pipeline();
+    assert_eq!(pipeline.watermark_millis(), None);
+    gridwatch::state::restore(&mut pipeline, &bytes).unwrap();
+    assert!(
+        pipeline.watermark_millis().is_some(),
+        "restored state carries the watermark"
+    );
+    assert!(
+        !pipeline.top_cells(0, 5).is_empty(),
+        "restored state carries the panes"
+    );
 }
