@@ -148,3 +148,63 @@ fn check_config_reports_every_problem_and_fails() {
         assert!(stderr.contains(expected), "missing {expected}:\n{stderr}");
     }
 }
+
+#[test]
+fn run_prints_its_address_and_sigterm_flushes_outputs_and_exits_cleanly() {
+    use std::io::{BufRead, BufReader};
+    let directory = tempfile::tempdir().unwrap();
+    let mut child = gridwatch()
+        .arg("run")
+        .env("GRIDWATCH_HTTP__LISTEN", "127.0.0.1:0")
+        .env("GRIDWATCH_SIMULATOR__BACKFILL", "30m")
+        .env("GRIDWATCH_SIMULATOR__RATE_MULTIPLIER", "5")
+        .env("GRIDWATCH_OUTPUT__DIR", directory.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first_line = String::new();
+    stdout.read_line(&mut first_line).unwrap();
+    let address = first_line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {first_line:?}"))
+        .to_string();
+    // Wait until windows were emitted (the 30 min backfill closes many at once).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let metrics = std::net::TcpStream::connect(&address)
+            .ok()
+            .and_then(|mut stream| {
+                use std::io::{Read, Write};
+                stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+                let mut body = String::new();
+                stream.read_to_string(&mut body).ok()?;
+                Some(body)
+            });
+        let emitted = metrics.as_deref().is_some_and(|body| {
+            body.lines().any(|line| {
+                line.starts_with("gridwatch_windows_emitted_total ") && !line.ends_with(" 0")
+            })
+        });
+        if emitted {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no windows emitted in time"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "gridwatch exits 0 on SIGTERM: {exit:?}");
+    let windows = std::fs::read_to_string(directory.path().join("windows.jsonl")).unwrap();
+    assert!(windows.lines().count() > 0, "windows flushed at shutdown");
+}
