@@ -26,7 +26,7 @@
 //! (16 bytes + 1 control byte at a load factor between 7/16 and 7/8). Snapshots carry only the
 //! buckets (≈ 8 bytes per id); the lookup index is rebuilt on restore.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64;
@@ -46,7 +46,7 @@ pub struct Deduplicator {
     buckets: BTreeMap<i64, Vec<u64>>,
     /// Lookup index: id hash → the latest bucket it was remembered in. Derived from `buckets`
     /// (rebuilt on restore), so it is not part of the snapshot and HashMap order never leaks.
-    bucket_by_hash: HashMap<u64, i64>,
+    bucket_by_hash: rustc_hash::FxHashMap<u64, i64>,
 }
 
 /// The persisted form of a [`Deduplicator`]: everything but the derived lookup index.
@@ -80,7 +80,7 @@ impl Serialize for Deduplicator {
 
 impl From<DeduplicatorSnapshot> for Deduplicator {
     fn from(snapshot: DeduplicatorSnapshot) -> Self {
-        let mut bucket_by_hash = HashMap::new();
+        let mut bucket_by_hash = rustc_hash::FxHashMap::default();
         // Ascending buckets: the latest bucket of each hash wins, as in `remember`.
         for (bucket, hashes) in &snapshot.buckets {
             for hash in hashes {
@@ -106,7 +106,7 @@ impl Deduplicator {
         Self {
             horizon_millis: horizon_millis.max(0),
             buckets: BTreeMap::new(),
-            bucket_by_hash: HashMap::new(),
+            bucket_by_hash: rustc_hash::FxHashMap::default(),
         }
     }
 

@@ -9,7 +9,7 @@
 
 pub mod coords;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
@@ -451,7 +451,7 @@ impl GridRegistry {
                     cells: Vec::new(),
                 })
                 .collect();
-        let mut community_by_id: HashMap<&str, CommunityIndex> = HashMap::new();
+        let mut community_by_id: HashMap<&str, CommunityIndex> = HashMap::default();
         for (position, community) in communities.iter().enumerate() {
             let index = u32::try_from(position)
                 .map_err(|_| invalid(COMMUNITIES_FILE, "too many communities".to_string()))?;
@@ -540,7 +540,7 @@ impl GridRegistry {
         cells: Vec<Cell>,
         devices: Vec<Device>,
     ) -> Result<GridRegistry, GridLoadError> {
-        let mut district_position_by_code: HashMap<String, usize> = HashMap::new();
+        let mut district_position_by_code: HashMap<String, usize> = HashMap::default();
         for (position, district) in districts.iter().enumerate() {
             if !is_digit_string(&district.code, 6) {
                 return Err(invalid(
@@ -561,7 +561,7 @@ impl GridRegistry {
 
         let community_count = u32::try_from(communities.len())
             .map_err(|_| invalid(COMMUNITIES_FILE, "too many communities".to_string()))?;
-        let mut community_by_id: HashMap<String, CommunityIndex> = HashMap::new();
+        let mut community_by_id: HashMap<String, CommunityIndex> = HashMap::default();
         let mut community_district = Vec::with_capacity(communities.len());
         for (index, community) in (0..community_count).zip(communities.iter()) {
             if !is_digit_string(&community.id, 12) {
@@ -610,7 +610,7 @@ impl GridRegistry {
 
         let cell_count = u32::try_from(cells.len())
             .map_err(|_| invalid(GRIDS_FILE, "too many cells".to_string()))?;
-        let mut cell_by_grid_id: HashMap<String, CellIndex> = HashMap::new();
+        let mut cell_by_grid_id: HashMap<String, CellIndex> = HashMap::default();
         let mut computed_community_cells: Vec<Vec<CellIndex>> = vec![Vec::new(); communities.len()];
         let mut cell_boxes_to_load = Vec::with_capacity(cells.len());
         let mut cell_representative_points = Vec::with_capacity(cells.len());
@@ -708,7 +708,7 @@ impl GridRegistry {
         }
 
         let mut devices_by_cell: Vec<Vec<Device>> = vec![Vec::new(); cells.len()];
-        let mut device_location_by_id: HashMap<String, (CellIndex, usize)> = HashMap::new();
+        let mut device_location_by_id: HashMap<String, (CellIndex, usize)> = HashMap::default();
         for device in devices {
             if !is_digit_string(&device.device_id, 20) {
                 return Err(invalid(

@@ -33,8 +33,10 @@ struct SlidingView {
     /// because they closed after leaving it). `None` until the first advance.
     expired_through_start_millis: Option<i64>,
     /// Sum of closed-pane counts per key inside the view; keys whose sum drops to 0 are removed,
-    /// so the map only holds non-zero entries.
-    sums: BTreeMap<PaneKey, u64>,
+    /// so the map only holds non-zero entries. A hash map (this is the hot path of every closed
+    /// pane), written to snapshots in key order.
+    #[serde(with = "crate::state::sorted_map")]
+    sums: rustc_hash::FxHashMap<PaneKey, u64>,
 }
 
 impl SlidingView {
@@ -86,7 +88,7 @@ impl SlidingViews {
             .map(|span_millis| SlidingView {
                 span_millis,
                 expired_through_start_millis: None,
-                sums: BTreeMap::new(),
+                sums: rustc_hash::FxHashMap::default(),
             })
             .collect();
         Self {
@@ -235,10 +237,14 @@ impl SlidingViews {
     /// Per-(cell, type) counts of closed panes in a view, for metrics: the non-zero entries, by
     /// key. Empty for an unknown view.
     pub fn counts(&self, span_index: usize) -> impl Iterator<Item = (PaneKey, u64)> + '_ {
-        self.views
+        let mut entries: Vec<(PaneKey, u64)> = self
+            .views
             .get(span_index)
             .into_iter()
             .flat_map(|view| view.sums.iter().map(|(key, sum)| (*key, *sum)))
+            .collect();
+        entries.sort_unstable();
+        entries.into_iter()
     }
 
     /// Number of closed panes kept for the views (for metrics and memory checks).
