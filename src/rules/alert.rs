@@ -12,6 +12,15 @@ pub const RULE_KIND_IMMEDIATE: &str = "immediate";
 /// `rule_kind` of alerts raised by threshold rules.
 pub const RULE_KIND_THRESHOLD: &str = "threshold";
 
+/// `rule_kind` of alerts raised by spike rules.
+pub const RULE_KIND_SPIKE: &str = "spike";
+
+/// `rule_kind` of alerts raised by CUSUM rules.
+pub const RULE_KIND_CUSUM: &str = "cusum";
+
+/// `rule_kind` of alerts raised by data-gap rules.
+pub const RULE_KIND_DATA_GAP: &str = "data_gap";
+
 /// At most this many event ids are carried by an alert (the most recent ones, oldest first).
 pub const MAX_ALERT_EVENT_IDS: usize = 20;
 
@@ -50,7 +59,7 @@ pub(crate) fn push_capped_event_id(event_ids: &mut Vec<String>, event_id: &str) 
 /// Everything needed to render one firing alert occurrence as a [`crate::proto::Alert`],
 /// kept in the engine state (so that snapshots, resolution and `active_alerts` need neither
 /// the rule nor the registry).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertOccurrence {
     /// Deterministic id of this occurrence (fingerprint + starts_at).
     pub alert_id: String,
@@ -60,7 +69,8 @@ pub struct AlertOccurrence {
     pub rule: String,
     /// `"immediate"` or `"threshold"`.
     pub rule_kind: String,
-    /// 14-digit grid id of the cell, copied from the registry when it fired.
+    /// 14-digit grid id of the cell, copied from the registry when it fired (empty for
+    /// community-scope rules).
     pub grid_id: String,
     /// 12-digit community code of the cell.
     pub community_id: String,
@@ -74,10 +84,16 @@ pub struct AlertOccurrence {
     pub starts_at_millis: i64,
     /// Event time of the last emitted state change.
     pub updated_at_millis: i64,
-    /// Observed value: matching events (immediate) or the largest window count (threshold).
-    pub observed: u64,
-    /// The value it was compared with (1 for immediate rules, `min_count` for threshold).
-    pub threshold: u64,
+    /// Observed value: matching events (immediate), the largest window count (threshold,
+    /// spike), the CUSUM statistic (cusum), offline devices or 0 events (data gap).
+    pub observed: f64,
+    /// The value it was compared with (1 for immediate rules, `min_count` for threshold, the
+    /// critical count for spike, `h` for cusum).
+    pub threshold: f64,
+    /// Expected value under the baseline (statistical rules; 0 otherwise).
+    pub expected: f64,
+    /// Poisson tail probability behind the decision (statistical rules; 0 otherwise).
+    pub p_value: f64,
     /// Ids of the events behind it, oldest first, capped at [`MAX_ALERT_EVENT_IDS`].
     pub event_ids: Vec<String>,
     /// Device that triggered an immediate alert (empty for threshold alerts).
@@ -114,11 +130,14 @@ impl AlertOccurrence {
             severity: self.severity,
             starts_at: Some(millis_to_timestamp(self.starts_at_millis)),
             ends_at: ends_at_millis.map(millis_to_timestamp),
-            observed: self.observed as f64,
-            threshold: self.threshold as f64,
+            observed: self.observed,
+            threshold: self.threshold,
             event_ids: self.event_ids.clone(),
             device_id: self.device_id.clone(),
             updated_at: Some(millis_to_timestamp(updated_at_millis)),
+            expected: self.expected,
+            p_value: self.p_value,
+            suppressed_by: String::new(),
         }
     }
 }

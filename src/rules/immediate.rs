@@ -14,7 +14,7 @@ use crate::event::AcceptedEvent;
 use crate::proto::Alert;
 
 /// Mutable state of all immediate rules: the firing alerts.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ImmediateState {
     /// Firing alerts by rule name, then by (`CellIndex.0`, `EventType as i32`): one alert per
     /// fingerprint. Keyed by name so a restored snapshot survives reordered rules.
@@ -38,7 +38,7 @@ pub struct ResolvedImmediateAlert {
 }
 
 /// One firing immediate alert.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FiringImmediateAlert {
     /// What is emitted for it.
     pub occurrence: AlertOccurrence,
@@ -115,8 +115,10 @@ pub(crate) fn on_matching_event(
             severity: u32::from(accepted_event.severity),
             starts_at_millis,
             updated_at_millis: starts_at_millis,
-            observed: 1,
-            threshold: 1,
+            observed: 1.0,
+            threshold: 1.0,
+            expected: 0.0,
+            p_value: 0.0,
             event_ids: vec![event_id.to_string()],
             device_id: device_id.to_string(),
         };
@@ -133,7 +135,7 @@ pub(crate) fn on_matching_event(
     };
     firing.last_event_millis = firing.last_event_millis.max(occurred_at_millis);
     firing.cooldown_millis = rule.cooldown_millis;
-    firing.occurrence.observed = firing.occurrence.observed.saturating_add(1);
+    firing.occurrence.observed += 1.0;
     firing.occurrence.severity = firing
         .occurrence
         .severity

@@ -1,6 +1,11 @@
 //! Rules and alerts: the rules file ([`RuleSet`]) and the engine ([`RuleEngine`]) that turns
 //! accepted events and watermark advances into alert state changes ([`crate::proto::Alert`]).
 //!
+//! Five kinds of rule: `immediate` and `threshold` (below), the statistical `spike`
+//! ([`spike`]) and `cusum` ([`cusum`]) rules over a learned Poisson baseline ([`baseline`],
+//! [`statistics`]), and the operations rule `data_gap` ([`data_gap`]). Maintenance windows
+//! ([`suppression`]) mark alerts instead of dropping them.
+//!
 //! Everything is synchronous, owns no tasks or locks, and is deterministic: the same events and
 //! watermarks in the same order produce the same alerts with the same ids (all state lives in
 //! `BTreeMap`s; time is only ever event time passed in as an argument).
@@ -23,6 +28,49 @@
 //! window = "15m"                  # sliding, a positive multiple of the pane size
 //! min_count = 3
 //! severity = 2                    # optional; default: the most severe default severity of the types
+//! scope = "cell"                  # optional: "cell" (default) or "community" (its cells summed)
+//!
+//! [[rule]]
+//! name = "fraud_wave_spike"
+//! kind = "spike"                  # improbable count under the baseline (see `spike`)
+//! event_types = ["FRAUD_WARNING", "FRAUD_REPORTED"]   # one series per type
+//! window = "1h"                   # a multiple of the pane size
+//! scope = "community"             # optional, default "cell"
+//! min_count = 3                   # optional, default 3
+//! fdr = 0.01                      # optional: Benjamini–Hochberg q, in (0, 1), default 0.01
+//! severity = 2                    # optional, as for threshold
+//!
+//! [[rule]]
+//! name = "fraud_wave_cusum"
+//! kind = "cusum"                  # sustained rate shift (see `cusum`)
+//! event_types = ["FRAUD_WARNING", "FRAUD_REPORTED"]
+//! interval = "15m"                # a multiple of the pane size
+//! scope = "community"             # optional, default "cell"
+//! shift = 2.0                     # optional: λ1/λ0, in (1, 100], default 2
+//! arl0 = 2000                     # optional: in-control ARL in intervals, 10..=1e7, default 2000
+//! severity = 2                    # optional, as for threshold
+//!
+//! [[rule]]
+//! name = "data_gap"
+//! kind = "data_gap"               # silent cells / offline devices (see `data_gap`); no event_types
+//! scope = "cell"                  # optional, default "cell"
+//! window = "10m"                  # optional: offline devices are counted within it, default 10m
+//! min_offline_devices = 3         # optional, default 3
+//! silence = "2h"                  # optional: a multiple of the pane size, default 2h
+//! alpha = 0.001                   # optional: silence fires when P(0 events) < alpha, default 0.001
+//! severity = 4                    # optional: default 4 for cells, 2 for communities
+//!
+//! [baseline]                      # optional table
+//! weeks = 4                       # learned baseline: trailing mean of this many weeks (1..=52)
+//! shrinkage_weeks = 2.0           # k of the shrinkage toward the community mean (0..=1000)
+//!
+//! [[suppression]]                 # maintenance windows, see `suppression`
+//! name = "elevator-maintenance-2026-03"
+//! grid_id = "41061100100101"      # exactly one of device_id / grid_id / community_id
+//! start = "2026-03-02T09:00:00+08:00"
+//! end = "2026-03-02T12:00:00+08:00"
+//! reason = "planned elevator camera work"
+//! rules = ["ebike_in_elevator_repeat"]
 //! ```
 //!
 //! Event types are the protobuf enum names. Durations use humantime syntax ("90s", "5m",
@@ -31,16 +79,22 @@
 //! name): duplicate names, names outside `[a-z0-9_]+`, empty `event_types`, unknown type names
 //! (all of them), `EVENT_TYPE_UNSPECIFIED`, a type listed twice, a zero or too long
 //! `window`/`cooldown`, a window that is not a multiple of the pane size, `min_count` 0,
-//! `severity` outside 1..=4, no rules at all. A TOML syntax or shape error (including an unknown
+//! `severity` outside 1..=4, `fdr`/`alpha` outside (0, 1), `shift` outside (1, 100], `arl0`
+//! outside 10..=1e7, `min_offline_devices` 0, invalid `[baseline]` values, no rules at all;
+//! and for suppressions: a duplicate or malformed name, not exactly one target, an
+//! unparsable time, `end` not after `start`, unknown rule names. A TOML syntax or shape error (including an unknown
 //! field or `kind`, or an unparsable duration) is [`RulesError::Parse`]. The defaults are
 //! embedded from `seeds/rules.toml`; [`RuleSet::version`] is the first 12 hex chars of the
 //! sha256 of the file text.
 //!
 //! # Alert identity
 //!
-//! - `fingerprint` = first 16 hex chars of sha256(`"{rule}|{grid_id}|{scope}"`), where scope is
-//!   the event type name for immediate rules (one alert per rule, cell and type) and the rule's
-//!   type names sorted and joined by `+` for threshold rules (one alert per rule and cell).
+//! - `fingerprint` = first 16 hex chars of sha256(`"{rule}|{location}|{scope}"`), where the
+//!   location is the grid id (or the community id for `scope = "community"` rules, whose
+//!   alerts have an empty `grid_id`) and scope is the event type name for immediate, spike and
+//!   cusum rules (one alert per rule, unit and type), the rule's type names sorted and joined
+//!   by `+` for threshold rules (one alert per rule and unit), and `data_gap` for data-gap
+//!   rules.
 //! - `alert_id` = first 32 hex chars of sha256(`"{fingerprint}|{starts_at_millis}"`): every
 //!   occurrence (fire → resolve) of a fingerprint has its own id; updates keep it.
 //! - `event_ids` holds at most 20 ids, oldest first (the most recent ones are kept).
@@ -86,49 +140,81 @@
 //!   `aligned` (and the largest `observed`). Empty, non-firing series are forgotten. Firing
 //!   again later is a new occurrence with a new `alert_id`.
 //!
-//! # Order and reloads
+//! # Order, reloads and snapshots
 //!
-//! One event emits its alerts in rule file order. One watermark call emits its RESOLVED alerts
-//! sorted by fingerprint (immediate and threshold together). The state
-//! ([`RuleEngineState`]) keys everything by rule name and carries what a resolution needs, so
-//! a snapshot restored under an edited rule set stays consistent: immediate alerts of a removed
-//! rule still resolve after their cooldown, threshold series of a removed rule resolve at the
-//! next pane boundary.
+//! One event emits its alerts in rule file order (data-gap resolutions included). One
+//! watermark call emits its alerts — RESOLVED ones, and the FIRING ones of spike, cusum and
+//! data-gap rules — sorted by fingerprint (stable). Every emitted FIRING change is then marked
+//! with `suppressed_by` ([`suppression`]). The state ([`RuleEngineState`]) keys everything by
+//! rule name and carries what a resolution needs, so a snapshot restored under an edited rule
+//! set stays consistent: immediate alerts of a removed rule still resolve after their
+//! cooldown; threshold, spike, cusum and data-gap alerts of a removed rule resolve at the next
+//! watermark. The learned baseline is part of the state.
+//!
+//! [`RuleEngine::replace_rules`] (hot reload) swaps the rule set in place: rules whose
+//! definition is unchanged (same name, equal validated [`Rule`]) keep their state; the state
+//! of removed or changed rules is dropped, and their FIRING alerts are emitted RESOLVED at once
+//! into the caller's `out` (with `ends_at` = the last watermark, or the alert's last update if
+//! later), sorted by fingerprint, so nothing vanishes silently. Counters ([`RuleStats`]) are
+//! kept for every name (they count from process start, like Prometheus counters).
 
 pub mod alert;
+pub mod baseline;
+pub mod cusum;
+pub mod data_gap;
 pub mod immediate;
 pub mod ruleset;
+pub mod spike;
+pub mod statistics;
+pub mod suppression;
 pub mod threshold;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 pub use alert::{
-    alert_id, fingerprint, AlertOccurrence, MAX_ALERT_EVENT_IDS, RULE_KIND_IMMEDIATE,
-    RULE_KIND_THRESHOLD,
+    alert_id, fingerprint, AlertOccurrence, MAX_ALERT_EVENT_IDS, RULE_KIND_CUSUM,
+    RULE_KIND_DATA_GAP, RULE_KIND_IMMEDIATE, RULE_KIND_SPIKE, RULE_KIND_THRESHOLD,
 };
+pub use baseline::{Baseline, BaselineError, BaselineState, SeedRate, TypeSeed};
+pub use cusum::{CusumLimits, CusumLimitsCache, CusumSeries, CusumState};
+pub use data_gap::{DataGapState, DataGapUnit};
 pub use immediate::{FiringImmediateAlert, ImmediateState, ResolvedImmediateAlert};
 pub use ruleset::{
-    ImmediateRule, Rule, RuleSet, RulesError, ThresholdRule, DEFAULT_COOLDOWN, EMBEDDED_RULES_TOML,
-    MAX_RULE_DURATION,
+    AlertScope, BaselineSettings, CusumRule, DataGapRule, ImmediateRule, Rule, RuleSet,
+    RulesError, SpikeRule, Suppression, SuppressionTarget, ThresholdRule, DEFAULT_COOLDOWN,
+    EMBEDDED_RULES_TOML, MAX_RULE_DURATION,
 };
+pub use spike::{SpikeSeries, SpikeState};
 pub use threshold::{RecentEvent, ThresholdSeries, ThresholdState};
 
 use crate::event::AcceptedEvent;
 use crate::grid::{CellIndex, GridRegistry};
-use crate::proto::Alert;
+use crate::proto::{Alert, AlertStatus};
+use baseline::BaselineView;
 use immediate::ImmediateOutcome;
 
-/// The registry labels of a cell that alerts carry.
+/// The registry labels of a cell (or of a community, with an empty grid id) that alerts carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CellLabels<'a> {
-    /// 14-digit grid id.
+    /// 14-digit grid id (empty for a community-scope alert).
     pub(crate) grid_id: &'a str,
     /// 12-digit community code.
     pub(crate) community_id: &'a str,
     /// 6-digit district code.
     pub(crate) district_id: &'a str,
+}
+
+impl CellLabels<'_> {
+    /// What the fingerprint names: the grid id, or the community id when there is none.
+    pub(crate) fn location(&self) -> &str {
+        if self.grid_id.is_empty() {
+            self.community_id
+        } else {
+            self.grid_id
+        }
+    }
 }
 
 /// The labels of a cell, or `None` for an index that is not in `registry`.
@@ -144,6 +230,46 @@ fn cell_labels(registry: &GridRegistry, cell: CellIndex) -> Option<CellLabels<'_
     })
 }
 
+/// The labels of a unit: a cell (`CellIndex.0`) or a community (`CommunityIndex.0`).
+pub(crate) fn unit_labels(
+    registry: &GridRegistry,
+    scope: AlertScope,
+    unit_key: u32,
+) -> Option<CellLabels<'_>> {
+    match scope {
+        AlertScope::Cell => cell_labels(registry, CellIndex(unit_key)),
+        AlertScope::Community => {
+            let community = registry
+                .communities()
+                .get(usize::try_from(unit_key).ok()?)?;
+            Some(CellLabels {
+                grid_id: "",
+                community_id: &community.id,
+                district_id: &community.district_code,
+            })
+        }
+    }
+}
+
+/// Number of units of a scope in the registry (cells or communities).
+pub(crate) fn unit_count(registry: &GridRegistry, scope: AlertScope) -> usize {
+    match scope {
+        AlertScope::Cell => registry.cells().len(),
+        AlertScope::Community => registry.communities().len(),
+    }
+}
+
+/// The unit key of `cell` under `scope`: the cell's index, or its community's.
+fn unit_key_of(registry: &GridRegistry, scope: AlertScope, cell: CellIndex) -> Option<u32> {
+    match scope {
+        AlertScope::Cell => Some(cell.0),
+        AlertScope::Community => registry
+            .cells()
+            .get(usize::try_from(cell.0).ok()?)
+            .map(|cell_record| cell_record.community.0),
+    }
+}
+
 /// Counters of one rule, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RuleCounters {
@@ -155,6 +281,9 @@ pub struct RuleCounters {
     pub suppressed_repeats: u64,
     /// RESOLVED alerts.
     pub resolved: u64,
+    /// FIRING state changes (new alerts and updates) marked `suppressed_by` a maintenance
+    /// window: written, but not to be paged.
+    pub maintenance_suppressed: u64,
 }
 
 /// Engine counters for metrics. Not part of the snapshot state: like Prometheus counters they
@@ -162,30 +291,50 @@ pub struct RuleCounters {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleStats {
     /// Counters per rule name (every rule of the set has an entry, plus any removed rule that
-    /// resolved alerts restored from a snapshot).
+    /// resolved alerts restored from a snapshot or replaced).
     pub per_rule: BTreeMap<String, RuleCounters>,
     /// Events matched by some rule whose cell is not in the registry (skipped; cannot happen
     /// when cells come from the same registry).
     pub events_with_unknown_cell: u64,
+    /// All FIRING state changes marked `suppressed_by` (the sum of the per-rule
+    /// `maintenance_suppressed`).
+    pub maintenance_suppressed_total: u64,
 }
 
 /// The engine's mutable state, the part that a snapshot must carry (postcard-friendly and
 /// deterministic: only `BTreeMap`s, `Vec`s and plain values).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RuleEngineState {
     /// Firing immediate alerts.
     pub immediate: ImmediateState,
     /// Threshold pane counts and firing threshold alerts.
     pub threshold: ThresholdState,
+    /// Spike pane counts and firing spike alerts.
+    pub spike: SpikeState,
+    /// CUSUM charts and firing CUSUM alerts.
+    pub cusum: CusumState,
+    /// Activity, offline reports and firing data-gap alerts.
+    pub data_gap: DataGapState,
+    /// The learned baseline (hourly counts of the learned types).
+    pub baseline: BaselineState,
+    /// The latest watermark seen: the `ends_at` of alerts resolved by a rule replacement.
+    pub last_watermark_millis: Option<i64>,
 }
 
 /// Evaluates a [`RuleSet`] over accepted events and watermark advances.
 #[derive(Debug)]
 pub struct RuleEngine {
-    /// The rules (immutable; a reload builds a new engine and restores the state into it).
+    /// The rules ([`RuleEngine::replace_rules`] swaps them).
     rules: RuleSet,
+    /// The seeded baseline rates.
+    baseline: Baseline,
     /// Rule indexes by `EventType as i32`, in file order: which rules an event type feeds.
     rule_indexes_by_event_type: Vec<Vec<usize>>,
+    /// `EventType as i32` of the types used by spike and CUSUM rules (their baseline is
+    /// learned).
+    learned_types: BTreeSet<i32>,
+    /// Whether some rule is a data-gap rule (activity must be recorded).
+    has_data_gap_rules: bool,
     /// The snapshot-able state.
     state: RuleEngineState,
     /// Counters for metrics.
@@ -194,15 +343,50 @@ pub struct RuleEngine {
     /// lower bound; `None` means unknown): lets frequent watermark advances skip scanning the
     /// immediate state. Derived, so not in the snapshot.
     earliest_immediate_resolution_millis: Option<i64>,
+    /// CUSUM k and h per λ0 bucket (derived, not in the snapshot).
+    cusum_limits: CusumLimitsCache,
 }
 
 impl RuleEngine {
-    /// An engine with empty state.
+    /// An engine with empty state and the embedded seeded baseline ([`Baseline::embedded`]).
     pub fn new(rules: RuleSet) -> Self {
+        RuleEngine::with_baseline(rules, Baseline::embedded())
+    }
+
+    /// An engine with empty state and the given seeded baseline.
+    pub fn with_baseline(rules: RuleSet, baseline: Baseline) -> Self {
+        let mut engine = RuleEngine {
+            rules,
+            baseline,
+            rule_indexes_by_event_type: Vec::new(),
+            learned_types: BTreeSet::new(),
+            has_data_gap_rules: false,
+            state: RuleEngineState::default(),
+            stats: RuleStats::default(),
+            earliest_immediate_resolution_millis: None,
+            cusum_limits: CusumLimitsCache::default(),
+        };
+        engine.index_rules();
+        engine
+    }
+
+    /// Rebuilds everything derived from the rule set.
+    fn index_rules(&mut self) {
         let mut rule_indexes_by_event_type: Vec<Vec<usize>> = Vec::new();
-        let mut per_rule: BTreeMap<String, RuleCounters> = BTreeMap::new();
-        for (rule_index, rule) in rules.rules().iter().enumerate() {
-            per_rule.insert(rule.name().to_string(), RuleCounters::default());
+        let mut learned_types: BTreeSet<i32> = BTreeSet::new();
+        let mut has_data_gap_rules = false;
+        for (rule_index, rule) in self.rules.rules().iter().enumerate() {
+            self.stats
+                .per_rule
+                .entry(rule.name().to_string())
+                .or_default();
+            match rule {
+                Rule::Spike(_) | Rule::Cusum(_) => {
+                    learned_types.extend(rule.event_types().iter().map(|t| *t as i32));
+                }
+                Rule::DataGap(_) => has_data_gap_rules = true,
+                Rule::Immediate(_) | Rule::Threshold(_) => {}
+            }
             for event_type in rule.event_types() {
                 let Ok(type_number) = usize::try_from(*event_type as i32) else {
                     continue;
@@ -215,16 +399,10 @@ impl RuleEngine {
                 }
             }
         }
-        RuleEngine {
-            rules,
-            rule_indexes_by_event_type,
-            state: RuleEngineState::default(),
-            stats: RuleStats {
-                per_rule,
-                events_with_unknown_cell: 0,
-            },
-            earliest_immediate_resolution_millis: None,
-        }
+        self.rule_indexes_by_event_type = rule_indexes_by_event_type;
+        self.state.baseline.set_learned_types(&learned_types);
+        self.learned_types = learned_types;
+        self.has_data_gap_rules = has_data_gap_rules;
     }
 
     /// The rules being evaluated.
@@ -232,8 +410,13 @@ impl RuleEngine {
         &self.rules
     }
 
+    /// The seeded baseline.
+    pub fn baseline(&self) -> &Baseline {
+        &self.baseline
+    }
+
     /// Called for every accepted (not duplicate, not late) event, in arrival order; appends
-    /// the alert state changes it causes (in rule file order).
+    /// the alert state changes it causes (in rule file order), marked with `suppressed_by`.
     pub fn on_event(
         &mut self,
         accepted_event: &AcceptedEvent<'_>,
@@ -248,21 +431,105 @@ impl RuleEngine {
                 self.stats.events_with_unknown_cell.saturating_add(1);
             return;
         };
-        self.apply_matching_event(accepted_event, &labels, out);
+        if self.has_data_gap_rules {
+            data_gap::record_activity(&mut self.state.data_gap, accepted_event);
+        }
+        self.state.baseline.on_event(
+            accepted_event.cell,
+            accepted_event.event_type,
+            accepted_event.occurred_at_millis,
+        );
+        let first_new_alert = out.len();
+        self.apply_matching_event(accepted_event, &labels, registry, out);
+        if let Some(new_alerts) = out.get_mut(first_new_alert..) {
+            self.mark_suppressed(new_alerts);
+        }
     }
 
     /// Called whenever the operator watermark advances (after windows were flushed); appends
-    /// the RESOLVED alerts it causes, sorted by fingerprint.
+    /// the alert state changes it causes (RESOLVED alerts of every kind, FIRING alerts of
+    /// spike, cusum and data-gap rules), sorted by fingerprint and marked with `suppressed_by`.
     pub fn on_watermark(
         &mut self,
         watermark_millis: i64,
-        _registry: &GridRegistry,
+        registry: &GridRegistry,
         out: &mut Vec<Alert>,
     ) {
-        self.advance_watermark(watermark_millis, out);
+        self.advance_watermark(watermark_millis, registry, out);
     }
 
-    /// Currently firing alerts, sorted by fingerprint.
+    /// Swaps the rule set (hot reload). Rules with an unchanged definition keep their state
+    /// (firing alerts, counts, charts); the state of removed or changed rules is dropped and
+    /// their FIRING alerts are appended to `out` as RESOLVED (`ends_at` = the last watermark,
+    /// or the alert's last update if later), sorted by fingerprint. The learned baseline is
+    /// kept for the types still learned.
+    pub fn replace_rules(&mut self, rules: RuleSet, out: &mut Vec<Alert>) {
+        let dropped_rule_names: BTreeSet<String> = self
+            .rules
+            .rules()
+            .iter()
+            .filter(|old_rule| rules.rule(old_rule.name()) != Some(*old_rule))
+            .map(|old_rule| old_rule.name().to_string())
+            .collect();
+        let last_watermark_millis = self.state.last_watermark_millis;
+        let ends_at = |occurrence: &AlertOccurrence| {
+            last_watermark_millis.map_or(occurrence.updated_at_millis, |watermark| {
+                watermark.max(occurrence.updated_at_millis)
+            })
+        };
+        let mut resolved: Vec<Alert> = Vec::new();
+        for rule_name in &dropped_rule_names {
+            if let Some(firing_alerts) = self.state.immediate.firing.remove(rule_name) {
+                resolved.extend(
+                    firing_alerts
+                        .values()
+                        .map(|firing| firing.occurrence.resolved_alert(ends_at(&firing.occurrence))),
+                );
+            }
+            self.state.immediate.recently_resolved.remove(rule_name);
+            if let Some(series) = self.state.threshold.series.remove(rule_name) {
+                resolved.extend(series.values().filter_map(|series| {
+                    series
+                        .firing
+                        .as_ref()
+                        .map(|firing| firing.resolved_alert(ends_at(firing)))
+                }));
+            }
+            if let Some(series) = self.state.spike.series.remove(rule_name) {
+                resolved.extend(series.values().filter_map(|series| {
+                    series
+                        .firing
+                        .as_ref()
+                        .map(|firing| firing.resolved_alert(ends_at(firing)))
+                }));
+            }
+            if let Some(series) = self.state.cusum.series.remove(rule_name) {
+                resolved.extend(series.values().filter_map(|series| {
+                    series
+                        .firing
+                        .as_ref()
+                        .map(|firing| firing.resolved_alert(ends_at(firing)))
+                }));
+            }
+            self.state.cusum.updated_until_millis.remove(rule_name);
+            if let Some(units) = self.state.data_gap.units.remove(rule_name) {
+                resolved.extend(units.values().filter_map(|unit| {
+                    unit.firing
+                        .as_ref()
+                        .map(|firing| firing.resolved_alert(ends_at(firing)))
+                }));
+            }
+        }
+        resolved.sort_by(|left, right| left.fingerprint.cmp(&right.fingerprint));
+        self.count_resolved(&resolved);
+        out.append(&mut resolved);
+        self.rules = rules;
+        self.index_rules();
+        self.earliest_immediate_resolution_millis = None;
+    }
+
+    /// Currently firing alerts, sorted by fingerprint, marked with `suppressed_by` at their
+    /// `updated_at`.
     pub fn active_alerts(&self) -> Vec<Alert> {
         let immediate_alerts = self
             .state
@@ -270,17 +537,44 @@ impl RuleEngine {
             .firing
             .values()
             .flat_map(|alerts_of_rule| alerts_of_rule.values())
-            .map(|firing| firing.occurrence.firing_alert());
+            .map(|firing| &firing.occurrence);
         let threshold_alerts = self
             .state
             .threshold
             .series
             .values()
             .flat_map(|series_by_cell| series_by_cell.values())
-            .filter_map(|series| series.firing.as_ref())
-            .map(AlertOccurrence::firing_alert);
-        let mut alerts: Vec<Alert> = immediate_alerts.chain(threshold_alerts).collect();
+            .filter_map(|series| series.firing.as_ref());
+        let spike_alerts = self
+            .state
+            .spike
+            .series
+            .values()
+            .flat_map(|series_by_key| series_by_key.values())
+            .filter_map(|series| series.firing.as_ref());
+        let cusum_alerts = self
+            .state
+            .cusum
+            .series
+            .values()
+            .flat_map(|series_by_key| series_by_key.values())
+            .filter_map(|series| series.firing.as_ref());
+        let data_gap_alerts = self
+            .state
+            .data_gap
+            .units
+            .values()
+            .flat_map(|units| units.values())
+            .filter_map(|unit| unit.firing.as_ref());
+        let mut alerts: Vec<Alert> = immediate_alerts
+            .chain(threshold_alerts)
+            .chain(spike_alerts)
+            .chain(cusum_alerts)
+            .chain(data_gap_alerts)
+            .map(AlertOccurrence::firing_alert)
+            .collect();
         alerts.sort_by(|left, right| left.fingerprint.cmp(&right.fingerprint));
+        suppression::mark_suppressed(self.rules.suppressions(), &mut alerts);
         alerts
     }
 
@@ -297,6 +591,7 @@ impl RuleEngine {
     /// Replaces the state with one from a snapshot (possibly taken under another rule set).
     pub fn restore_state(&mut self, state: RuleEngineState) {
         self.state = state;
+        self.state.baseline.set_learned_types(&self.learned_types);
         self.earliest_immediate_resolution_millis = None;
     }
 
@@ -307,11 +602,38 @@ impl RuleEngine {
             .is_some_and(|rule_indexes| !rule_indexes.is_empty())
     }
 
+    /// Marks suppressed alerts and counts them.
+    fn mark_suppressed(&mut self, alerts: &mut [Alert]) {
+        for alert in alerts.iter_mut() {
+            let Some(name) = suppression::matching_suppression(self.rules.suppressions(), alert)
+            else {
+                alert.suppressed_by.clear();
+                continue;
+            };
+            alert.suppressed_by = name.to_string();
+            let counters = self.stats.per_rule.entry(alert.rule.clone()).or_default();
+            counters.maintenance_suppressed = counters.maintenance_suppressed.saturating_add(1);
+            self.stats.maintenance_suppressed_total =
+                self.stats.maintenance_suppressed_total.saturating_add(1);
+        }
+    }
+
+    /// Counts RESOLVED alerts per rule.
+    fn count_resolved(&mut self, alerts: &[Alert]) {
+        for alert in alerts {
+            if alert.status == AlertStatus::Resolved as i32 {
+                let counters = self.stats.per_rule.entry(alert.rule.clone()).or_default();
+                counters.resolved = counters.resolved.saturating_add(1);
+            }
+        }
+    }
+
     /// [`RuleEngine::on_event`] once the cell's labels are known.
     fn apply_matching_event(
         &mut self,
         accepted_event: &AcceptedEvent<'_>,
         labels: &CellLabels<'_>,
+        registry: &GridRegistry,
         out: &mut Vec<Alert>,
     ) {
         let Some(rule_indexes) = usize::try_from(accepted_event.event_type as i32)
@@ -320,6 +642,7 @@ impl RuleEngine {
         else {
             return;
         };
+        let pane_size_millis = self.rules.pane_size_millis();
         for rule_index in rule_indexes {
             let Some(rule) = self.rules.rules().get(*rule_index) else {
                 continue;
@@ -355,47 +678,144 @@ impl RuleEngine {
                     }
                 }
                 Rule::Threshold(threshold_rule) => {
+                    let Some(unit_key) =
+                        unit_key_of(registry, threshold_rule.unit, accepted_event.cell)
+                    else {
+                        continue;
+                    };
+                    let Some(unit_labels) = unit_labels(registry, threshold_rule.unit, unit_key)
+                    else {
+                        continue;
+                    };
                     let fired = threshold::on_matching_event(
                         &mut self.state.threshold,
                         threshold_rule,
-                        self.rules.pane_size_millis(),
+                        pane_size_millis,
                         accepted_event,
-                        labels,
+                        unit_key,
+                        &unit_labels,
                         out,
                     );
                     if fired {
                         counters.fired = counters.fired.saturating_add(1);
                     }
                 }
+                Rule::Spike(spike_rule) => {
+                    if let Some(unit_key) =
+                        unit_key_of(registry, spike_rule.unit, accepted_event.cell)
+                    {
+                        spike::on_matching_event(
+                            &mut self.state.spike,
+                            spike_rule,
+                            pane_size_millis,
+                            accepted_event,
+                            unit_key,
+                        );
+                    }
+                }
+                Rule::Cusum(cusum_rule) => {
+                    if let Some(unit_key) =
+                        unit_key_of(registry, cusum_rule.unit, accepted_event.cell)
+                    {
+                        cusum::on_matching_event(
+                            &mut self.state.cusum,
+                            cusum_rule,
+                            accepted_event,
+                            unit_key,
+                        );
+                    }
+                }
+                Rule::DataGap(data_gap_rule) => {
+                    let (fired, resolved) = data_gap::on_event(
+                        &mut self.state.data_gap,
+                        data_gap_rule,
+                        registry,
+                        accepted_event,
+                        out,
+                    );
+                    if fired {
+                        counters.fired = counters.fired.saturating_add(1);
+                    }
+                    if resolved {
+                        counters.resolved = counters.resolved.saturating_add(1);
+                    }
+                }
             }
         }
     }
 
-    /// [`RuleEngine::on_watermark`] (which needs no registry: the state carries the labels).
-    fn advance_watermark(&mut self, watermark_millis: i64, out: &mut Vec<Alert>) {
-        let mut resolved: Vec<Alert> = Vec::new();
+    /// [`RuleEngine::on_watermark`].
+    fn advance_watermark(
+        &mut self,
+        watermark_millis: i64,
+        registry: &GridRegistry,
+        out: &mut Vec<Alert>,
+    ) {
+        self.state.last_watermark_millis = Some(
+            self.state
+                .last_watermark_millis
+                .map_or(watermark_millis, |last| last.max(watermark_millis)),
+        );
+        let mut changes: Vec<Alert> = Vec::new();
         let may_resolve_immediate = self
             .earliest_immediate_resolution_millis
             .is_none_or(|earliest_millis| watermark_millis >= earliest_millis);
         if may_resolve_immediate {
             let earliest_remaining_millis =
-                immediate::resolve_due(&mut self.state.immediate, watermark_millis, &mut resolved);
+                immediate::resolve_due(&mut self.state.immediate, watermark_millis, &mut changes);
             self.earliest_immediate_resolution_millis = Some(earliest_remaining_millis);
         }
         threshold::on_watermark(
             &mut self.state.threshold,
             &self.rules,
             watermark_millis,
-            &mut resolved,
+            &mut changes,
         );
-        resolved.sort_by(|left, right| left.fingerprint.cmp(&right.fingerprint));
-        for alert in &resolved {
-            let counters = self.stats.per_rule.entry(alert.rule.clone()).or_default();
-            counters.resolved = counters.resolved.saturating_add(1);
+        let baseline_view = BaselineView {
+            seeds: &self.baseline,
+            state: &self.state.baseline,
+            settings: self.rules.baseline_settings(),
+            registry,
+        };
+        spike::on_watermark(
+            &mut self.state.spike,
+            &self.rules,
+            &baseline_view,
+            watermark_millis,
+            &mut changes,
+        );
+        cusum::on_watermark(
+            &mut self.state.cusum,
+            &self.rules,
+            &baseline_view,
+            &mut self.cusum_limits,
+            watermark_millis,
+            &mut changes,
+        );
+        data_gap::on_watermark(
+            &mut self.state.data_gap,
+            &self.rules,
+            &baseline_view,
+            watermark_millis,
+            &mut changes,
+        );
+        self.state
+            .baseline
+            .on_watermark(watermark_millis, self.rules.baseline_settings());
+        changes.sort_by(|left, right| left.fingerprint.cmp(&right.fingerprint));
+        for alert in &changes {
+            if alert.status == AlertStatus::Firing as i32 {
+                let counters = self.stats.per_rule.entry(alert.rule.clone()).or_default();
+                counters.fired = counters.fired.saturating_add(1);
+            }
         }
-        out.append(&mut resolved);
+        self.count_resolved(&changes);
+        self.mark_suppressed(&mut changes);
+        out.append(&mut changes);
     }
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_stats;

@@ -1,5 +1,5 @@
 //! The rules file: its TOML shape, validation (every problem reported at once, no IO) and the
-//! validated [`RuleSet`].
+//! validated [`RuleSet`] (rules, maintenance-window suppressions and baseline settings).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -7,8 +7,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::event::default_severity;
+use crate::event::{default_severity, ALL_EVENT_TYPES};
 use crate::proto::EventType;
+use crate::time::rfc3339_to_millis;
 
 /// The default rules, embedded in the binary (`seeds/rules.toml`).
 pub const EMBEDDED_RULES_TOML: &str = include_str!("../../seeds/rules.toml");
@@ -16,9 +17,40 @@ pub const EMBEDDED_RULES_TOML: &str = include_str!("../../seeds/rules.toml");
 /// Cooldown of an immediate rule that does not set one.
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(5 * 60);
 
-/// Longest accepted `window` or `cooldown` (30 days): keeps every time computation far from
-/// `i64` overflow and bounds the panes kept per cell.
+/// Longest accepted `window`, `interval`, `silence` or `cooldown` (30 days): keeps every time
+/// computation far from `i64` overflow and bounds the panes kept per series.
 pub const MAX_RULE_DURATION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// Default `min_count` of a spike rule.
+pub const DEFAULT_SPIKE_MIN_COUNT: i64 = 3;
+/// Default false discovery rate `fdr` (Benjamini–Hochberg q) of a spike rule.
+pub const DEFAULT_SPIKE_FDR: f64 = 0.01;
+/// Default `shift` (λ1 / λ0) of a CUSUM rule.
+pub const DEFAULT_CUSUM_SHIFT: f64 = 2.0;
+/// Default in-control average run length `arl0` (in intervals) of a CUSUM rule.
+pub const DEFAULT_CUSUM_ARL0: f64 = 2000.0;
+/// Smallest accepted `arl0`: below it the chart alarms every few intervals anyway.
+pub const MIN_CUSUM_ARL0: f64 = 10.0;
+/// Largest accepted `arl0` (keeps the numeric search for `h` bounded).
+pub const MAX_CUSUM_ARL0: f64 = 1.0e7;
+/// Default `window` of a data-gap rule (distinct offline devices are counted within it).
+pub const DEFAULT_DATA_GAP_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// Default `min_offline_devices` of a data-gap rule.
+pub const DEFAULT_MIN_OFFLINE_DEVICES: i64 = 3;
+/// Default `silence` of a data-gap rule: shorter silences never alert.
+pub const DEFAULT_DATA_GAP_SILENCE: Duration = Duration::from_secs(2 * 60 * 60);
+/// Default `alpha` of a data-gap rule: the silence alerts once P(no events) < alpha.
+pub const DEFAULT_DATA_GAP_ALPHA: f64 = 0.001;
+/// Default severity of a cell-scope data-gap rule (operations, not an incident).
+pub const DEFAULT_DATA_GAP_CELL_SEVERITY: u8 = 4;
+/// Default severity of a community-scope data-gap rule (a whole community blind is serious).
+pub const DEFAULT_DATA_GAP_COMMUNITY_SEVERITY: u8 = 2;
+/// Default `[baseline] weeks`: the learned baseline is the mean of this many weeks.
+pub const DEFAULT_BASELINE_WEEKS: u32 = 4;
+/// Default `[baseline] shrinkage_weeks` (k of the shrinkage formula).
+pub const DEFAULT_SHRINKAGE_WEEKS: f64 = 2.0;
+/// Most weeks a baseline may average over.
+pub const MAX_BASELINE_WEEKS: u32 = 52;
 
 /// Why a rules file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,13 +67,66 @@ pub enum RulesError {
     },
 }
 
-/// The file as written: a list of `[[rule]]` tables.
+/// The file as written: `[[rule]]` tables, `[[suppression]]` tables and a `[baseline]` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RulesFile {
     /// The `[[rule]]` tables, in file order.
     #[serde(default)]
     rule: Vec<RuleSpec>,
+    /// The `[[suppression]]` tables (maintenance windows), in file order.
+    #[serde(default)]
+    suppression: Vec<SuppressionSpec>,
+    /// The optional `[baseline]` table.
+    #[serde(default)]
+    baseline: Option<BaselineSpec>,
+}
+
+/// The `[baseline]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BaselineSpec {
+    /// Weeks averaged by the learned baseline; signed so that 0 or less is a validation problem.
+    #[serde(default = "default_baseline_weeks")]
+    weeks: i64,
+    /// k of the shrinkage toward the community mean, in weeks.
+    #[serde(default = "default_shrinkage_weeks")]
+    shrinkage_weeks: f64,
+}
+
+fn default_baseline_weeks() -> i64 {
+    i64::from(DEFAULT_BASELINE_WEEKS)
+}
+
+fn default_shrinkage_weeks() -> f64 {
+    DEFAULT_SHRINKAGE_WEEKS
+}
+
+/// One `[[suppression]]` table as written, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuppressionSpec {
+    /// Unique name (carried by suppressed alerts in `suppressed_by`).
+    name: String,
+    /// Target: one device.
+    #[serde(default)]
+    device_id: Option<String>,
+    /// Target: one grid cell.
+    #[serde(default)]
+    grid_id: Option<String>,
+    /// Target: one community.
+    #[serde(default)]
+    community_id: Option<String>,
+    /// RFC 3339 start (inclusive).
+    start: String,
+    /// RFC 3339 end (exclusive).
+    end: String,
+    /// Why (free text for operators).
+    #[serde(default)]
+    reason: String,
+    /// Only these rules (default: all).
+    #[serde(default)]
+    rules: Option<Vec<String>>,
 }
 
 /// One `[[rule]]` table as written, before validation.
@@ -72,11 +157,124 @@ enum RuleSpec {
         /// Signed and wide so that any out-of-range value is a validation problem.
         #[serde(default)]
         severity: Option<i64>,
+        /// Per cell (default) or per community.
+        #[serde(default)]
+        scope: AlertScope,
+    },
+    /// `kind = "spike"`.
+    Spike {
+        /// Unique rule name.
+        name: String,
+        /// Proto enum names of the matched types (one series per type).
+        event_types: Vec<String>,
+        /// Counting window, ending at the evaluated pane boundary.
+        #[serde(with = "humantime_serde")]
+        window: Duration,
+        /// Per cell (default) or per community.
+        #[serde(default)]
+        scope: AlertScope,
+        /// Smallest count that may alert.
+        #[serde(default = "default_spike_min_count")]
+        min_count: i64,
+        /// Benjamini–Hochberg false discovery rate q.
+        #[serde(default = "default_spike_fdr")]
+        fdr: f64,
+        /// Alert severity (default: the most severe default severity of the types).
+        #[serde(default)]
+        severity: Option<i64>,
+    },
+    /// `kind = "cusum"`.
+    Cusum {
+        /// Unique rule name.
+        name: String,
+        /// Proto enum names of the matched types (one chart per type).
+        event_types: Vec<String>,
+        /// Counting interval of the chart.
+        #[serde(with = "humantime_serde")]
+        interval: Duration,
+        /// Per cell (default) or per community.
+        #[serde(default)]
+        scope: AlertScope,
+        /// Out-of-control mean as a multiple of the in-control mean (λ1 / λ0).
+        #[serde(default = "default_cusum_shift")]
+        shift: f64,
+        /// Target in-control average run length, in intervals.
+        #[serde(default = "default_cusum_arl0")]
+        arl0: f64,
+        /// Alert severity (default: the most severe default severity of the types).
+        #[serde(default)]
+        severity: Option<i64>,
+    },
+    /// `kind = "data_gap"`.
+    DataGap {
+        /// Unique rule name.
+        name: String,
+        /// Per cell (default) or per community.
+        #[serde(default)]
+        scope: AlertScope,
+        /// Window in which distinct offline devices are counted.
+        #[serde(default = "default_data_gap_window", with = "humantime_serde")]
+        window: Duration,
+        /// Distinct devices reporting DEVICE_OFFLINE within `window` that alert.
+        #[serde(default = "default_min_offline_devices")]
+        min_offline_devices: i64,
+        /// Shortest silence that may alert.
+        #[serde(default = "default_data_gap_silence", with = "humantime_serde")]
+        silence: Duration,
+        /// The silence alerts once P(no events | baseline) < alpha.
+        #[serde(default = "default_data_gap_alpha")]
+        alpha: f64,
+        /// Alert severity (default 4 per cell, 2 per community).
+        #[serde(default)]
+        severity: Option<i64>,
     },
 }
 
 fn default_cooldown() -> Duration {
     DEFAULT_COOLDOWN
+}
+
+fn default_spike_min_count() -> i64 {
+    DEFAULT_SPIKE_MIN_COUNT
+}
+
+fn default_spike_fdr() -> f64 {
+    DEFAULT_SPIKE_FDR
+}
+
+fn default_cusum_shift() -> f64 {
+    DEFAULT_CUSUM_SHIFT
+}
+
+fn default_cusum_arl0() -> f64 {
+    DEFAULT_CUSUM_ARL0
+}
+
+fn default_data_gap_window() -> Duration {
+    DEFAULT_DATA_GAP_WINDOW
+}
+
+fn default_min_offline_devices() -> i64 {
+    DEFAULT_MIN_OFFLINE_DEVICES
+}
+
+fn default_data_gap_silence() -> Duration {
+    DEFAULT_DATA_GAP_SILENCE
+}
+
+fn default_data_gap_alpha() -> f64 {
+    DEFAULT_DATA_GAP_ALPHA
+}
+
+/// What one alert series covers: one grid cell, or one whole community (its cells summed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertScope {
+    /// One series per grid cell (`scope = "cell"`, the default).
+    #[default]
+    Cell,
+    /// One series per community (`scope = "community"`): alerts carry no `grid_id`.
+    Community,
 }
 
 /// A rule that alerts on every matching event, folding a device's repeats into the firing
@@ -92,8 +290,8 @@ pub struct ImmediateRule {
     pub cooldown_millis: i64,
 }
 
-/// A rule that alerts when at least `min_count` matching events of one cell fall within a
-/// sliding window.
+/// A rule that alerts when at least `min_count` matching events of one cell (or community)
+/// fall within a sliding window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThresholdRule {
     /// Unique rule name (`[a-z0-9_]+`), the `rule` of its alerts.
@@ -109,15 +307,83 @@ pub struct ThresholdRule {
     pub severity: u8,
     /// The alert scope used in fingerprints: the sorted type names joined by `+`.
     pub scope: String,
+    /// Whether events are counted per cell or per community.
+    pub unit: AlertScope,
 }
 
-/// One validated rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A rule that alerts when a window's count of one type is improbably high under the
+/// Poisson baseline (Benjamini–Hochberg across the rule's series); see [`super::spike`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpikeRule {
+    /// Unique rule name (`[a-z0-9_]+`), the `rule` of its alerts.
+    pub name: String,
+    /// Matched event types (one series per unit and type), sorted, without duplicates.
+    pub event_types: Vec<EventType>,
+    /// Counting window, a positive multiple of the pane size.
+    pub window_millis: i64,
+    /// Per cell or per community.
+    pub unit: AlertScope,
+    /// Smallest count that may alert (at least 1).
+    pub min_count: u32,
+    /// Benjamini–Hochberg false discovery rate, in (0, 1).
+    pub fdr: f64,
+    /// Severity of the alerts (1..=4).
+    pub severity: u8,
+}
+
+/// A one-sided Poisson CUSUM chart per unit and type; see [`super::cusum`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CusumRule {
+    /// Unique rule name (`[a-z0-9_]+`), the `rule` of its alerts.
+    pub name: String,
+    /// Matched event types (one chart per unit and type), sorted, without duplicates.
+    pub event_types: Vec<EventType>,
+    /// Counting interval, a positive multiple of the pane size.
+    pub interval_millis: i64,
+    /// Per cell or per community.
+    pub unit: AlertScope,
+    /// λ1 / λ0, greater than 1.
+    pub shift: f64,
+    /// Target in-control average run length in intervals.
+    pub arl0: f64,
+    /// Severity of the alerts (1..=4).
+    pub severity: u8,
+}
+
+/// An operations rule: a cell (or community) whose devices go offline or that falls silent;
+/// see [`super::data_gap`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataGapRule {
+    /// Unique rule name (`[a-z0-9_]+`), the `rule` of its alerts.
+    pub name: String,
+    /// Per cell or per community.
+    pub unit: AlertScope,
+    /// Window in which distinct DEVICE_OFFLINE devices are counted.
+    pub window_millis: i64,
+    /// Distinct offline devices within `window_millis` that fire (at least 1).
+    pub min_offline_devices: u32,
+    /// Shortest silence that may fire.
+    pub silence_millis: i64,
+    /// The silence fires once P(no events over it | baseline) < alpha, in (0, 1).
+    pub alpha: f64,
+    /// Severity of the alerts (1..=4).
+    pub severity: u8,
+}
+
+/// One validated rule. Two rules are the same definition when they compare equal (every
+/// field is canonical: defaults filled in, types sorted).
+#[derive(Debug, Clone, PartialEq)]
 pub enum Rule {
     /// Alert on every matching event.
     Immediate(ImmediateRule),
     /// Alert on a count in a sliding window.
     Threshold(ThresholdRule),
+    /// Alert on an improbable count under the baseline.
+    Spike(SpikeRule),
+    /// Alert on a sustained upward shift of the rate.
+    Cusum(CusumRule),
+    /// Alert operations about silent cells and offline devices.
+    DataGap(DataGapRule),
 }
 
 impl Rule {
@@ -126,33 +392,93 @@ impl Rule {
         match self {
             Rule::Immediate(rule) => &rule.name,
             Rule::Threshold(rule) => &rule.name,
+            Rule::Spike(rule) => &rule.name,
+            Rule::Cusum(rule) => &rule.name,
+            Rule::DataGap(rule) => &rule.name,
         }
     }
 
-    /// `"immediate"` or `"threshold"`: the `rule_kind` of its alerts.
+    /// The `rule_kind` of its alerts.
     pub fn kind(&self) -> &'static str {
         match self {
             Rule::Immediate(_) => super::alert::RULE_KIND_IMMEDIATE,
             Rule::Threshold(_) => super::alert::RULE_KIND_THRESHOLD,
+            Rule::Spike(_) => super::alert::RULE_KIND_SPIKE,
+            Rule::Cusum(_) => super::alert::RULE_KIND_CUSUM,
+            Rule::DataGap(_) => super::alert::RULE_KIND_DATA_GAP,
         }
     }
 
-    /// The matched event types.
+    /// The event types the rule sees (a data-gap rule sees every type).
     pub fn event_types(&self) -> &[EventType] {
         match self {
             Rule::Immediate(rule) => &rule.event_types,
             Rule::Threshold(rule) => &rule.event_types,
+            Rule::Spike(rule) => &rule.event_types,
+            Rule::Cusum(rule) => &rule.event_types,
+            Rule::DataGap(_) => &ALL_EVENT_TYPES,
+        }
+    }
+}
+
+/// What a maintenance window covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SuppressionTarget {
+    /// Alerts whose `device_id` is this device.
+    Device(String),
+    /// Alerts whose `grid_id` is this cell.
+    Grid(String),
+    /// Alerts whose `community_id` is this community (cell and community scope alike).
+    Community(String),
+}
+
+/// A maintenance window: alerts it matches are still tracked and written, but marked with
+/// `suppressed_by` so that delivery does not page; see [`super::suppression`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suppression {
+    /// Unique name, written into `suppressed_by`.
+    pub name: String,
+    /// The device, cell or community it covers.
+    pub target: SuppressionTarget,
+    /// Start (inclusive), epoch milliseconds.
+    pub start_millis: i64,
+    /// End (exclusive), epoch milliseconds; greater than the start.
+    pub end_millis: i64,
+    /// Why, for operators.
+    pub reason: String,
+    /// The rules it applies to; empty means every rule.
+    pub rules: Vec<String>,
+}
+
+/// Settings of the learned baseline (the `[baseline]` table).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BaselineSettings {
+    /// The learned rate is the mean of this many most recent weeks (per hour of week).
+    pub weeks: u32,
+    /// k of the shrinkage `(n·cell + k·prior)/(n + k)`, in weeks (≥ 0).
+    pub shrinkage_weeks: f64,
+}
+
+impl Default for BaselineSettings {
+    fn default() -> Self {
+        BaselineSettings {
+            weeks: DEFAULT_BASELINE_WEEKS,
+            shrinkage_weeks: DEFAULT_SHRINKAGE_WEEKS,
         }
     }
 }
 
 /// A validated set of rules, with the pane size its windows were checked against and the
 /// version of the text it came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RuleSet {
     /// Rules in file order (the order in which one event's alerts are emitted).
     rules: Vec<Rule>,
-    /// Pane size the threshold windows are multiples of; the engine aligns panes to it.
+    /// Maintenance windows in file order (the first match names a suppressed alert).
+    suppressions: Vec<Suppression>,
+    /// Settings of the learned baseline.
+    baseline: BaselineSettings,
+    /// Pane size the windows are multiples of; the engine aligns panes to it.
     pane_size_millis: i64,
     /// First 12 hex chars of sha256 of the file text, to tell deployments apart.
     version: String,
@@ -160,7 +486,7 @@ pub struct RuleSet {
 
 impl RuleSet {
     /// Parses and validates a rules file. `pane_size_millis` is the tumbling pane size
-    /// (threshold windows must be positive multiples of it).
+    /// (windows and intervals must be positive multiples of it).
     ///
     /// Syntax and shape errors are [`RulesError::Parse`]; content problems are collected and
     /// returned all at once as [`RulesError::Invalid`].
@@ -191,11 +517,16 @@ impl RuleSet {
                 rules.push(rule);
             }
         }
+        let baseline = validate_baseline(rules_file.baseline, &mut problems);
+        let suppressions =
+            validate_suppressions(rules_file.suppression, &seen_names, &mut problems);
         if !problems.is_empty() {
             return Err(RulesError::Invalid { problems });
         }
         Ok(RuleSet {
             rules,
+            suppressions,
+            baseline,
             pane_size_millis,
             version: text_version(text),
         })
@@ -223,6 +554,16 @@ impl RuleSet {
         self.rules.iter().find(|rule| rule.name() == name)
     }
 
+    /// The maintenance windows, in file order.
+    pub fn suppressions(&self) -> &[Suppression] {
+        &self.suppressions
+    }
+
+    /// Settings of the learned baseline.
+    pub fn baseline_settings(&self) -> BaselineSettings {
+        self.baseline
+    }
+
     /// The pane size the rules were validated against.
     pub fn pane_size_millis(&self) -> i64 {
         self.pane_size_millis
@@ -245,17 +586,34 @@ fn validate_rule(
     problems: &mut Vec<String>,
 ) -> Option<Rule> {
     let problems_before = problems.len();
-    let (name, event_type_names) = match &rule_spec {
-        RuleSpec::Immediate {
-            name, event_types, ..
-        }
-        | RuleSpec::Threshold {
-            name, event_types, ..
-        } => (name.clone(), event_types.clone()),
+    let name = match &rule_spec {
+        RuleSpec::Immediate { name, .. }
+        | RuleSpec::Threshold { name, .. }
+        | RuleSpec::Spike { name, .. }
+        | RuleSpec::Cusum { name, .. }
+        | RuleSpec::DataGap { name, .. } => name.clone(),
     };
     let label = format!("rule {rule_index} ({name:?})");
     validate_name(&name, &label, seen_names, problems);
-    let event_types = validate_event_types(&event_type_names, &label, problems);
+    let event_types = match &rule_spec {
+        RuleSpec::Immediate { event_types, .. }
+        | RuleSpec::Threshold { event_types, .. }
+        | RuleSpec::Spike { event_types, .. }
+        | RuleSpec::Cusum { event_types, .. } => {
+            validate_event_types(event_types, &label, problems)
+        }
+        RuleSpec::DataGap { .. } => Vec::new(),
+    };
+    let pane_multiple = |duration: Duration, field: &str, problems: &mut Vec<String>| -> i64 {
+        let millis = validate_duration(duration, field, &label, problems);
+        if pane_size_millis > 0 && millis > 0 && millis % pane_size_millis != 0 {
+            problems.push(format!(
+                "{label}: {field} {} is not a multiple of the pane size ({pane_size_millis} ms)",
+                humantime_serde::re::humantime::format_duration(duration)
+            ));
+        }
+        millis
+    };
     let rule = match rule_spec {
         RuleSpec::Immediate { cooldown, .. } => {
             let cooldown_millis = validate_duration(cooldown, "cooldown", &label, problems);
@@ -269,41 +627,12 @@ fn validate_rule(
             window,
             min_count,
             severity,
+            scope,
             ..
         } => {
-            let window_millis = validate_duration(window, "window", &label, problems);
-            if pane_size_millis > 0 && window_millis > 0 && window_millis % pane_size_millis != 0 {
-                problems.push(format!(
-                    "{label}: window {} is not a multiple of the pane size ({pane_size_millis} ms)",
-                    humantime_serde::re::humantime::format_duration(window)
-                ));
-            }
-            let valid_min_count = match u32::try_from(min_count) {
-                Ok(count) if count >= 1 => count,
-                _ => {
-                    problems.push(format!(
-                        "{label}: min_count must be between 1 and {}, got {min_count}",
-                        u32::MAX
-                    ));
-                    1
-                }
-            };
-            let valid_severity = match severity {
-                None => event_types
-                    .iter()
-                    .map(|event_type| default_severity(*event_type))
-                    .min()
-                    .unwrap_or(4),
-                Some(configured) => match u8::try_from(configured) {
-                    Ok(value) if (1..=4).contains(&value) => value,
-                    _ => {
-                        problems.push(format!(
-                            "{label}: severity must be between 1 and 4, got {configured}"
-                        ));
-                        4
-                    }
-                },
-            };
+            let window_millis = pane_multiple(window, "window", problems);
+            let valid_min_count = validate_count(min_count, "min_count", &label, problems);
+            let valid_severity = validate_severity(severity, &event_types, &label, problems);
             let mut type_names: Vec<&str> = event_types
                 .iter()
                 .map(|event_type| event_type.as_str_name())
@@ -316,6 +645,99 @@ fn validate_rule(
                 window_millis,
                 min_count: valid_min_count,
                 severity: valid_severity,
+                unit: scope,
+            })
+        }
+        RuleSpec::Spike {
+            window,
+            scope,
+            min_count,
+            fdr,
+            severity,
+            ..
+        } => {
+            let window_millis = pane_multiple(window, "window", problems);
+            let valid_min_count = validate_count(min_count, "min_count", &label, problems);
+            if !(fdr.is_finite() && fdr > 0.0 && fdr < 1.0) {
+                problems.push(format!(
+                    "{label}: fdr must be strictly between 0 and 1, got {fdr}"
+                ));
+            }
+            let valid_severity = validate_severity(severity, &event_types, &label, problems);
+            Rule::Spike(SpikeRule {
+                name,
+                event_types,
+                window_millis,
+                unit: scope,
+                min_count: valid_min_count,
+                fdr,
+                severity: valid_severity,
+            })
+        }
+        RuleSpec::Cusum {
+            interval,
+            scope,
+            shift,
+            arl0,
+            severity,
+            ..
+        } => {
+            let interval_millis = pane_multiple(interval, "interval", problems);
+            if !(shift.is_finite() && shift > 1.0 && shift <= 100.0) {
+                problems.push(format!(
+                    "{label}: shift must be greater than 1 and at most 100, got {shift}"
+                ));
+            }
+            if !(arl0.is_finite() && (MIN_CUSUM_ARL0..=MAX_CUSUM_ARL0).contains(&arl0)) {
+                problems.push(format!(
+                    "{label}: arl0 must be between {MIN_CUSUM_ARL0} and {MAX_CUSUM_ARL0} intervals, got {arl0}"
+                ));
+            }
+            let valid_severity = validate_severity(severity, &event_types, &label, problems);
+            Rule::Cusum(CusumRule {
+                name,
+                event_types,
+                interval_millis,
+                unit: scope,
+                shift,
+                arl0,
+                severity: valid_severity,
+            })
+        }
+        RuleSpec::DataGap {
+            scope,
+            window,
+            min_offline_devices,
+            silence,
+            alpha,
+            severity,
+            ..
+        } => {
+            let window_millis = validate_duration(window, "window", &label, problems);
+            let silence_millis = pane_multiple(silence, "silence", problems);
+            let valid_min_offline_devices =
+                validate_count(min_offline_devices, "min_offline_devices", &label, problems);
+            if !(alpha.is_finite() && alpha > 0.0 && alpha < 1.0) {
+                problems.push(format!(
+                    "{label}: alpha must be strictly between 0 and 1, got {alpha}"
+                ));
+            }
+            let default_severity_of_scope = match scope {
+                AlertScope::Cell => DEFAULT_DATA_GAP_CELL_SEVERITY,
+                AlertScope::Community => DEFAULT_DATA_GAP_COMMUNITY_SEVERITY,
+            };
+            let valid_severity = match severity {
+                None => default_severity_of_scope,
+                Some(_) => validate_severity(severity, &[], &label, problems),
+            };
+            Rule::DataGap(DataGapRule {
+                name,
+                unit: scope,
+                window_millis,
+                min_offline_devices: valid_min_offline_devices,
+                silence_millis,
+                alpha,
+                severity: valid_severity,
             })
         }
     };
@@ -323,6 +745,167 @@ fn validate_rule(
         return None;
     }
     Some(rule)
+}
+
+/// A count field that must be between 1 and `u32::MAX`; 1 with a problem otherwise.
+fn validate_count(value: i64, field: &str, label: &str, problems: &mut Vec<String>) -> u32 {
+    match u32::try_from(value) {
+        Ok(count) if count >= 1 => count,
+        _ => {
+            problems.push(format!(
+                "{label}: {field} must be between 1 and {}, got {value}",
+                u32::MAX
+            ));
+            1
+        }
+    }
+}
+
+/// The configured severity (1..=4), or the most severe default severity of the types.
+fn validate_severity(
+    severity: Option<i64>,
+    event_types: &[EventType],
+    label: &str,
+    problems: &mut Vec<String>,
+) -> u8 {
+    match severity {
+        None => event_types
+            .iter()
+            .map(|event_type| default_severity(*event_type))
+            .min()
+            .unwrap_or(4),
+        Some(configured) => match u8::try_from(configured) {
+            Ok(value) if (1..=4).contains(&value) => value,
+            _ => {
+                problems.push(format!(
+                    "{label}: severity must be between 1 and 4, got {configured}"
+                ));
+                4
+            }
+        },
+    }
+}
+
+/// The `[baseline]` settings, with a problem for each invalid value.
+fn validate_baseline(spec: Option<BaselineSpec>, problems: &mut Vec<String>) -> BaselineSettings {
+    let Some(spec) = spec else {
+        return BaselineSettings::default();
+    };
+    let weeks = match u32::try_from(spec.weeks) {
+        Ok(weeks) if (1..=MAX_BASELINE_WEEKS).contains(&weeks) => weeks,
+        _ => {
+            problems.push(format!(
+                "baseline: weeks must be between 1 and {MAX_BASELINE_WEEKS}, got {}",
+                spec.weeks
+            ));
+            DEFAULT_BASELINE_WEEKS
+        }
+    };
+    if !(spec.shrinkage_weeks.is_finite() && (0.0..=1000.0).contains(&spec.shrinkage_weeks)) {
+        problems.push(format!(
+            "baseline: shrinkage_weeks must be between 0 and 1000, got {}",
+            spec.shrinkage_weeks
+        ));
+    }
+    BaselineSettings {
+        weeks,
+        shrinkage_weeks: spec.shrinkage_weeks,
+    }
+}
+
+/// The `[[suppression]]` tables, with a problem for each invalid one (named by 1-based index
+/// and name). `rule_names` are every rule name declared in the file.
+fn validate_suppressions(
+    specs: Vec<SuppressionSpec>,
+    rule_names: &BTreeSet<String>,
+    problems: &mut Vec<String>,
+) -> Vec<Suppression> {
+    let mut seen_names: BTreeSet<String> = BTreeSet::new();
+    let mut suppressions = Vec::with_capacity(specs.len());
+    for (zero_based_index, spec) in specs.into_iter().enumerate() {
+        let problems_before = problems.len();
+        let label = format!("suppression {} ({:?})", zero_based_index + 1, spec.name);
+        let name_is_valid = !spec.name.is_empty()
+            && spec.name.bytes().all(|byte| {
+                byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.' | b':')
+            });
+        if !name_is_valid {
+            problems.push(format!(
+                "{label}: name must be non-empty and use only [A-Za-z0-9_.:-]"
+            ));
+        }
+        if !seen_names.insert(spec.name.clone()) {
+            problems.push(format!("{label}: duplicate suppression name {:?}", spec.name));
+        }
+        let non_empty = |value: Option<String>| value.filter(|text| !text.is_empty());
+        let targets: Vec<SuppressionTarget> = [
+            non_empty(spec.device_id).map(SuppressionTarget::Device),
+            non_empty(spec.grid_id).map(SuppressionTarget::Grid),
+            non_empty(spec.community_id).map(SuppressionTarget::Community),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if targets.len() != 1 {
+            problems.push(format!(
+                "{label}: exactly one of device_id, grid_id, community_id must be set, got {}",
+                targets.len()
+            ));
+        }
+        let start_millis = parse_suppression_time(&spec.start, "start", &label, problems);
+        let end_millis = parse_suppression_time(&spec.end, "end", &label, problems);
+        if let (Some(start), Some(end)) = (start_millis, end_millis) {
+            if end <= start {
+                problems.push(format!("{label}: end must be after start"));
+            }
+        }
+        let rules = spec.rules.unwrap_or_default();
+        let unknown_rules: Vec<&str> = rules
+            .iter()
+            .filter(|rule_name| !rule_names.contains(rule_name.as_str()))
+            .map(String::as_str)
+            .collect();
+        if !unknown_rules.is_empty() {
+            problems.push(format!(
+                "{label}: unknown rules: {}",
+                unknown_rules.join(", ")
+            ));
+        }
+        if problems.len() > problems_before {
+            continue;
+        }
+        let (Some(target), Some(start_millis), Some(end_millis)) =
+            (targets.into_iter().next(), start_millis, end_millis)
+        else {
+            continue;
+        };
+        suppressions.push(Suppression {
+            name: spec.name,
+            target,
+            start_millis,
+            end_millis,
+            reason: spec.reason,
+            rules,
+        });
+    }
+    suppressions
+}
+
+fn parse_suppression_time(
+    text: &str,
+    field: &str,
+    label: &str,
+    problems: &mut Vec<String>,
+) -> Option<i64> {
+    match rfc3339_to_millis(text) {
+        Ok(millis) => Some(millis),
+        Err(error) => {
+            problems.push(format!(
+                "{label}: {field} {text:?} is not an RFC 3339 time: {error}"
+            ));
+            None
+        }
+    }
 }
 
 fn validate_name(
@@ -593,8 +1176,8 @@ mod tests {
     fn unknown_kind_and_bad_duration_are_parse_errors() {
         let unknown_kind = r#"
             [[rule]]
-            name = "spiky"
-            kind = "spike"
+            name = "smooth"
+            kind = "ewma"
             event_types = ["SOS"]
         "#;
         assert!(matches!(

@@ -1,5 +1,6 @@
-//! Threshold rules: per (rule, cell) pane counts of matching events; fire when a sliding
-//! window's count reaches `min_count`, resolve when the watermark slides it below.
+//! Threshold rules: per (rule, cell) — or (rule, community) for `scope = "community"` — pane
+//! counts of matching events; fire when a sliding window's count reaches `min_count`, resolve
+//! when the watermark slides it below.
 
 use std::collections::BTreeMap;
 
@@ -15,10 +16,10 @@ use crate::event::AcceptedEvent;
 use crate::proto::Alert;
 
 /// Mutable state of all threshold rules.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ThresholdState {
-    /// Series by rule name, then by `CellIndex.0`. A series exists while it has panes in the
-    /// window or is firing.
+    /// Series by rule name, then by unit: `CellIndex.0` (cell scope) or `CommunityIndex.0`
+    /// (community scope). A series exists while it has panes in the window or is firing.
     pub series: BTreeMap<String, BTreeMap<u32, ThresholdSeries>>,
     /// Pane-aligned watermark of the last evaluation: resolution only depends on it, so
     /// evaluation runs once per pane boundary (kept in the snapshot so that a restored engine
@@ -27,7 +28,7 @@ pub struct ThresholdState {
 }
 
 /// One (rule, cell) series.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ThresholdSeries {
     /// Matching events per pane start (epoch millis, aligned to the pane size).
     pub pane_counts: BTreeMap<i64, u32>,
@@ -58,13 +59,15 @@ pub(crate) fn pane_start(millis: i64, pane_size_millis: i64) -> i64 {
     millis.saturating_sub(millis.rem_euclid(pane_size_millis))
 }
 
-/// Counts one event matched by `rule`; appends a FIRING alert when it completes the condition
-/// and the series was not firing. Returns whether it fired.
+/// Counts one event matched by `rule` in the series of `unit_key` (cell or community index,
+/// per the rule's scope; `labels` are the unit's); appends a FIRING alert when it completes
+/// the condition and the series was not firing. Returns whether it fired.
 pub(crate) fn on_matching_event(
     state: &mut ThresholdState,
     rule: &ThresholdRule,
     pane_size_millis: i64,
     accepted_event: &AcceptedEvent<'_>,
+    unit_key: u32,
     labels: &CellLabels<'_>,
     out: &mut Vec<Alert>,
 ) -> bool {
@@ -75,7 +78,7 @@ pub(crate) fn on_matching_event(
         .series
         .entry(rule.name.clone())
         .or_default()
-        .entry(accepted_event.cell.0)
+        .entry(unit_key)
         .or_default();
     let pane_count = series.pane_counts.entry(event_pane_start).or_insert(0);
     *pane_count = pane_count.saturating_add(1);
@@ -92,7 +95,7 @@ pub(crate) fn on_matching_event(
         .map(|(_, count)| u64::from(*count))
         .sum();
     if let Some(firing) = &mut series.firing {
-        firing.observed = firing.observed.max(window_count);
+        firing.observed = firing.observed.max(window_count as f64);
         push_capped_event_id(&mut firing.event_ids, event_id);
         return false;
     }
@@ -114,7 +117,7 @@ pub(crate) fn on_matching_event(
         .map_or(occurred_at_millis, |ends_at_millis| {
             ends_at_millis.max(occurred_at_millis)
         });
-    let alert_fingerprint = fingerprint(&rule.name, labels.grid_id, &rule.scope);
+    let alert_fingerprint = fingerprint(&rule.name, labels.location(), &rule.scope);
     let occurrence = AlertOccurrence {
         alert_id: alert_id(&alert_fingerprint, starts_at_millis),
         fingerprint: alert_fingerprint,
@@ -127,8 +130,10 @@ pub(crate) fn on_matching_event(
         severity: u32::from(rule.severity),
         starts_at_millis,
         updated_at_millis: starts_at_millis,
-        observed: window_count,
-        threshold: u64::from(rule.min_count),
+        observed: window_count as f64,
+        threshold: f64::from(rule.min_count),
+        expected: 0.0,
+        p_value: 0.0,
         event_ids,
         device_id: String::new(),
     };
@@ -139,7 +144,7 @@ pub(crate) fn on_matching_event(
 
 /// Inserts an event in time order (after equal times, so arrival order breaks ties) and drops
 /// the oldest beyond the cap.
-fn remember_recent_event(
+pub(crate) fn remember_recent_event(
     recent_events: &mut Vec<RecentEvent>,
     occurred_at_millis: i64,
     event_id: &str,

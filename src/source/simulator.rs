@@ -338,17 +338,19 @@ mod profiles {
     ];
 }
 
-/// How a type's base rate is expressed.
+/// How a type's base rate is expressed (crate-visible so that the rules' seeded baseline,
+/// `seeds/baseline_rates.csv`, is tested against it).
 #[derive(Debug, Clone, Copy)]
-enum BaseRate {
+pub(crate) enum BaseRate {
     /// Events per grid cell per day.
     PerCellPerDay(f64),
     /// Events per 10,000 residents per year.
     PerTenThousandResidentsPerYear(f64),
 }
 
-/// Base rate and daily profile of a type (the table in the module documentation).
-fn type_model(event_type: EventType) -> (BaseRate, &'static [f64; 24]) {
+/// Base rate and daily profile of a type (the table in the module documentation);
+/// crate-visible for the test that keeps `seeds/baseline_rates.csv` equal to it.
+pub(crate) fn type_model(event_type: EventType) -> (BaseRate, &'static [f64; 24]) {
     use BaseRate::{PerCellPerDay as Cell, PerTenThousandResidentsPerYear as Residents};
     match event_type {
         EventType::FireSmoke => (Cell(0.03), &profiles::MEAL_TIMES),

@@ -1,0 +1,592 @@
+//! The baseline: how many events of a type a grid cell (or community) is expected to produce
+//! in a span of time, for the statistical rules (spike, CUSUM, data gap).
+//!
+//! # Seeded baseline (cold start)
+//!
+//! [`Baseline`] holds per event type a base rate and a 24-value hour-of-day profile (local
+//! time, UTC+8), read from `seeds/baseline_rates.csv` (embedded; [`Baseline::embedded`]):
+//!
+//! ```text
+//! event_type,unit,rate,profile,h00,...,h23
+//! FIRE_SMOKE,per_cell_per_day,0.03,meal_times,0.4,0.3,...
+//! FRAUD_WARNING,per_10k_residents_per_year,120.0,office_hours,0.1,0.05,...
+//! ```
+//!
+//! The numbers are the simulator's documented table (`src/source/simulator.rs`; a test keeps
+//! them equal). The profile is normalized to mean 1, so the seeded rate of local hour `h` is
+//! `per_day × profile[h] / mean(profile) / 24` events per hour. `per_cell_per_day` types need
+//! a device able to report them: a cell with no such device expects none (as in the
+//! simulator). `per_10k_residents_per_year` (fraud) types need no device and scale with the
+//! residents of the cell: `rate × (community population / community cells) / 10,000 / 365`
+//! per day.
+//!
+//! # Learned baseline
+//!
+//! For every type used by a spike or CUSUM rule ("learned types"), the engine counts accepted
+//! events per (cell, type, epoch hour) ([`BaselineState`], part of the snapshot). An hour is
+//! *closed* once the watermark reaches its end, provided its start is at or after the moment
+//! learning began (a partially observed first hour is never used). The learned mean for (cell,
+//! type, hour of week) is the mean count over the closed hours of that hour of week within the
+//! last `weeks` weeks (`[baseline] weeks`, default 4): an exact trailing mean, with `n` ≤
+//! `weeks` observed weeks. Hours with no events count as 0 (the engine sees every accepted
+//! event, so an absent count is a true zero). Hour of week is in local time, Monday 00:00 = 0.
+//! Counts and closed hours older than `weeks` weeks are dropped when an hour closes.
+//!
+//! # Shrinkage
+//!
+//! With `n` observed weeks for the hour of week, `k` = `[baseline] shrinkage_weeks` (default
+//! 2) and `seed` the seeded hourly rate of the cell:
+//!
+//! ```text
+//! prior    = (n · community_mean + k · seed) / (n + k)
+//! expected = (n · cell_mean      + k · prior) / (n + k)
+//! ```
+//!
+//! where `community_mean` is the learned mean per cell of the cell's community (the community's
+//! total divided by its cells). With no learned history (`n` = 0) this is exactly the seed;
+//! after 4 weeks with k = 2 it weighs the cell's own history 2/3, its community 2/9 and the
+//! seed 1/9, so a cell with a sparse history borrows strength from its neighbours without a
+//! single quiet month driving its expectation to zero. A community-scope expectation is the
+//! sum over its cells.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::ruleset::{AlertScope, BaselineSettings};
+use crate::grid::{CellIndex, CommunityIndex, GridRegistry};
+use crate::proto::EventType;
+
+/// The seeded baseline rates, embedded from `seeds/baseline_rates.csv`.
+pub const EMBEDDED_BASELINE_RATES_CSV: &str = include_str!("../../seeds/baseline_rates.csv");
+
+/// Milliseconds per hour.
+pub(crate) const HOUR_MILLIS: i64 = 3_600_000;
+/// Hours per week.
+pub(crate) const HOURS_PER_WEEK: i64 = 168;
+/// Offset of local time (China Standard Time, UTC+8) in hours.
+const LOCAL_UTC_OFFSET_HOURS: i64 = 8;
+/// Epoch hour 0 (1970-01-01T08:00 local, a Thursday) is this many hours after Monday 00:00.
+#[cfg(test)]
+const EPOCH_LOCAL_HOUR_OF_WEEK: i64 = 3 * 24 + LOCAL_UTC_OFFSET_HOURS;
+/// Longest span an expectation sums over (7 days of hour segments); longer spans are
+/// truncated to their most recent 7 days, which only lowers the expectation.
+const MAX_EXPECTATION_SPAN_HOURS: i64 = 7 * 24;
+
+/// Why a baseline rates file was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BaselineError {
+    /// The CSV is malformed or a value is invalid; every problem is listed.
+    #[error("invalid baseline rates: {}", problems.join("; "))]
+    Invalid {
+        /// One problem per entry, naming the line.
+        problems: Vec<String>,
+    },
+}
+
+/// How a seeded base rate is expressed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SeedRate {
+    /// Events per grid cell per day (only in cells with a device able to report the type).
+    PerCellPerDay(f64),
+    /// Events per 10,000 residents per year (no device needed).
+    PerTenThousandResidentsPerYear(f64),
+}
+
+/// The seed of one event type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeSeed {
+    /// The base rate (daily mean).
+    pub rate: SeedRate,
+    /// Name of the profile shape (documentation only).
+    pub profile_name: String,
+    /// The hour-of-day profile as written (local time, hour 0..23), not normalized.
+    pub profile: [f64; 24],
+}
+
+impl TypeSeed {
+    /// The share of the day's events falling in local hour `hour` (sums to 1 over the day).
+    fn hour_share(&self, hour: usize) -> f64 {
+        let total: f64 = self.profile.iter().sum();
+        if total <= 0.0 {
+            return 0.0;
+        }
+        self.profile.get(hour).copied().unwrap_or(0.0) / total
+    }
+}
+
+/// The seeded (cold-start) baseline: a [`TypeSeed`] per event type.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Baseline {
+    /// Seeds by `EventType as i32`; a type without a seed expects no events.
+    seeds: BTreeMap<i32, TypeSeed>,
+}
+
+impl Baseline {
+    /// The embedded seeds ([`EMBEDDED_BASELINE_RATES_CSV`]). A test proves they parse; were
+    /// they ever invalid, the result would be the empty baseline (no type expected), never a
+    /// panic.
+    pub fn embedded() -> Baseline {
+        Baseline::from_csv_str(EMBEDDED_BASELINE_RATES_CSV).unwrap_or_default()
+    }
+
+    /// Parses a baseline rates CSV (header `event_type,unit,rate,profile,h00..h23`); lists
+    /// every problem at once.
+    pub fn from_csv_str(text: &str) -> Result<Baseline, BaselineError> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
+        let mut problems: Vec<String> = Vec::new();
+        let mut seeds: BTreeMap<i32, TypeSeed> = BTreeMap::new();
+        for (zero_based_index, record) in reader.records().enumerate() {
+            let line = zero_based_index + 2;
+            let record = match record {
+                Ok(record) => record,
+                Err(error) => {
+                    problems.push(format!("line {line}: {error}"));
+                    continue;
+                }
+            };
+            if record.len() != 28 {
+                problems.push(format!(
+                    "line {line}: expected 28 fields, got {}",
+                    record.len()
+                ));
+                continue;
+            }
+            let type_name = record.get(0).unwrap_or_default();
+            let Some(event_type) = EventType::from_str_name(type_name)
+                .filter(|event_type| *event_type != EventType::Unspecified)
+            else {
+                problems.push(format!("line {line}: unknown event type {type_name:?}"));
+                continue;
+            };
+            let rate_value = record
+                .get(2)
+                .and_then(|text| text.parse::<f64>().ok())
+                .filter(|value| value.is_finite() && *value >= 0.0);
+            let Some(rate_value) = rate_value else {
+                problems.push(format!("line {line}: rate must be a non-negative number"));
+                continue;
+            };
+            let rate = match record.get(1).unwrap_or_default() {
+                "per_cell_per_day" => SeedRate::PerCellPerDay(rate_value),
+                "per_10k_residents_per_year" => SeedRate::PerTenThousandResidentsPerYear(rate_value),
+                other => {
+                    problems.push(format!(
+                        "line {line}: unit must be per_cell_per_day or per_10k_residents_per_year, got {other:?}"
+                    ));
+                    continue;
+                }
+            };
+            let mut profile = [0.0; 24];
+            let mut profile_is_valid = true;
+            for (hour, slot) in profile.iter_mut().enumerate() {
+                match record.get(hour + 4).and_then(|text| text.parse::<f64>().ok()) {
+                    Some(value) if value.is_finite() && value >= 0.0 => *slot = value,
+                    _ => profile_is_valid = false,
+                }
+            }
+            if !profile_is_valid {
+                problems.push(format!(
+                    "line {line}: the 24 profile values must be non-negative numbers"
+                ));
+                continue;
+            }
+            let seed = TypeSeed {
+                rate,
+                profile_name: record.get(3).unwrap_or_default().to_string(),
+                profile,
+            };
+            if seeds.insert(event_type as i32, seed).is_some() {
+                problems.push(format!("line {line}: {type_name} is listed twice"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(BaselineError::Invalid { problems });
+        }
+        Ok(Baseline { seeds })
+    }
+
+    /// The seed of a type, if any.
+    pub fn seed(&self, event_type: EventType) -> Option<&TypeSeed> {
+        self.seeds.get(&(event_type as i32))
+    }
+
+    /// Seeded expected events per hour of `event_type` in `cell` during local hour
+    /// `local_hour` (0..23).
+    pub fn seeded_hourly_rate(
+        &self,
+        registry: &GridRegistry,
+        cell: CellIndex,
+        event_type: EventType,
+        local_hour: usize,
+    ) -> f64 {
+        let Some(seed) = self.seed(event_type) else {
+            return 0.0;
+        };
+        let per_day = match seed.rate {
+            SeedRate::PerCellPerDay(rate) => {
+                let has_capable_device = registry
+                    .devices_in_cell(cell)
+                    .iter()
+                    .any(|device| device.event_types.contains(&event_type));
+                if !has_capable_device {
+                    return 0.0;
+                }
+                rate
+            }
+            SeedRate::PerTenThousandResidentsPerYear(rate) => {
+                let Some(cell_record) = registry.cells().get(cell.0 as usize) else {
+                    return 0.0;
+                };
+                let Some(community) = registry.communities().get(cell_record.community.0 as usize)
+                else {
+                    return 0.0;
+                };
+                let residents_in_cell =
+                    f64::from(community.population) / community.cells.len().max(1) as f64;
+                rate * residents_in_cell / 10_000.0 / 365.0
+            }
+        };
+        per_day * seed.hour_share(local_hour)
+    }
+}
+
+/// Epoch hour number of an instant (floor).
+pub(crate) fn epoch_hour(millis: i64) -> i64 {
+    millis.div_euclid(HOUR_MILLIS)
+}
+
+/// Local (UTC+8) hour of day of an epoch hour.
+pub(crate) fn local_hour_of_day(hour: i64) -> usize {
+    // rem_euclid(24) is in 0..24.
+    hour.saturating_add(LOCAL_UTC_OFFSET_HOURS).rem_euclid(24) as usize
+}
+
+/// Local hour of week (Monday 00:00 = 0) of an epoch hour. The engine only compares hours
+/// modulo a week, so this is for documentation and tests.
+#[cfg(test)]
+pub(crate) fn hour_of_week(hour: i64) -> i64 {
+    hour.saturating_add(EPOCH_LOCAL_HOUR_OF_WEEK)
+        .rem_euclid(HOURS_PER_WEEK)
+}
+
+/// Learning of one type: since when, and which hours were fully observed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypeLearning {
+    /// The first watermark after learning of the type began (`None` until one is seen):
+    /// hours starting before it were only partially observed and are never closed.
+    pub since_millis: Option<i64>,
+    /// Closed epoch hours (watermark reached their end) within the last `weeks` weeks.
+    pub closed_hours: BTreeSet<i64>,
+    /// The next epoch hour that may close (all earlier ones were considered).
+    pub next_hour_to_close: Option<i64>,
+}
+
+/// The learned part of the baseline, carried by snapshots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaselineState {
+    /// Learning per `EventType as i32` (the learned types only).
+    pub types: BTreeMap<i32, TypeLearning>,
+    /// Events per (`CellIndex.0`, `EventType as i32`), then per epoch hour, for the learned
+    /// types, within the last `weeks` weeks (and the open hours after them).
+    pub hour_counts: BTreeMap<(u32, i32), BTreeMap<i64, u32>>,
+}
+
+impl BaselineState {
+    /// Makes `learned_types` exactly the learned types: new ones start learning now, dropped
+    /// ones lose their counts.
+    pub(crate) fn set_learned_types(&mut self, learned_types: &BTreeSet<i32>) {
+        self.types
+            .retain(|event_type, _| learned_types.contains(event_type));
+        for event_type in learned_types {
+            self.types.entry(*event_type).or_default();
+        }
+        self.hour_counts
+            .retain(|(_, event_type), _| learned_types.contains(event_type));
+    }
+
+    /// Counts one accepted event (ignored unless its type is learned).
+    pub(crate) fn on_event(&mut self, cell: CellIndex, event_type: EventType, occurred_at: i64) {
+        let type_number = event_type as i32;
+        if !self.types.contains_key(&type_number) {
+            return;
+        }
+        let count = self
+            .hour_counts
+            .entry((cell.0, type_number))
+            .or_default()
+            .entry(epoch_hour(occurred_at))
+            .or_insert(0);
+        *count = count.saturating_add(1);
+    }
+
+    /// Closes the hours the watermark has passed and drops history older than `weeks`.
+    pub(crate) fn on_watermark(&mut self, watermark_millis: i64, settings: BaselineSettings) {
+        let watermark_hour = epoch_hour(watermark_millis);
+        let retained_hours = i64::from(settings.weeks).saturating_mul(HOURS_PER_WEEK);
+        let oldest_retained_hour = watermark_hour.saturating_sub(retained_hours);
+        let mut any_closed = false;
+        for learning in self.types.values_mut() {
+            let since_millis = *learning.since_millis.get_or_insert(watermark_millis);
+            // The first hour starting at or after `since`.
+            let first_complete_hour = epoch_hour(since_millis.saturating_add(HOUR_MILLIS - 1));
+            let first_candidate = learning
+                .next_hour_to_close
+                .unwrap_or(first_complete_hour)
+                .max(first_complete_hour)
+                .max(oldest_retained_hour);
+            // Hour h is closed when the watermark reached its end: h + 1 ≤ watermark_hour.
+            let mut hour = first_candidate;
+            while hour < watermark_hour {
+                learning.closed_hours.insert(hour);
+                any_closed = true;
+                hour = hour.saturating_add(1);
+            }
+            learning.next_hour_to_close = Some(hour.max(first_candidate));
+            if any_closed {
+                learning.closed_hours = learning.closed_hours.split_off(&oldest_retained_hour);
+            }
+        }
+        if any_closed {
+            self.hour_counts.retain(|_, counts| {
+                *counts = counts.split_off(&oldest_retained_hour);
+                !counts.is_empty()
+            });
+        }
+    }
+
+    /// The closed hours of `event_type` with the same hour of week as `hour` (at most `weeks`
+    /// of them, the most recent first).
+    fn closed_same_hours_of_week(
+        &self,
+        event_type: i32,
+        hour: i64,
+        settings: BaselineSettings,
+    ) -> Vec<i64> {
+        let Some(learning) = self.types.get(&event_type) else {
+            return Vec::new();
+        };
+        let Some(latest_closed) = learning.closed_hours.last().copied() else {
+            return Vec::new();
+        };
+        // The latest closed hour with the same hour of week as `hour`.
+        let offset = (latest_closed - hour).rem_euclid(HOURS_PER_WEEK);
+        let mut candidate = latest_closed - offset;
+        let mut same_hours = Vec::new();
+        for _ in 0..settings.weeks {
+            if learning.closed_hours.contains(&candidate) {
+                same_hours.push(candidate);
+            }
+            candidate = candidate.saturating_sub(HOURS_PER_WEEK);
+        }
+        same_hours
+    }
+
+    /// Events of (cell, type) summed over `hours`.
+    fn count_over(&self, cell: u32, event_type: i32, hours: &[i64]) -> f64 {
+        let Some(counts) = self.hour_counts.get(&(cell, event_type)) else {
+            return 0.0;
+        };
+        hours
+            .iter()
+            .filter_map(|hour| counts.get(hour))
+            .map(|count| f64::from(*count))
+            .sum()
+    }
+}
+
+/// Everything an expectation needs, borrowed for one evaluation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BaselineView<'a> {
+    /// The seeds.
+    pub(crate) seeds: &'a Baseline,
+    /// The learned counts.
+    pub(crate) state: &'a BaselineState,
+    /// Weeks and shrinkage.
+    pub(crate) settings: BaselineSettings,
+    /// Cells and communities.
+    pub(crate) registry: &'a GridRegistry,
+}
+
+impl BaselineView<'_> {
+    /// Expected events per hour of `event_type` in the cells of `cells` (all of them in one
+    /// community, `community`), summed, during epoch hour `hour`.
+    fn hourly_rate_of_cells(
+        &self,
+        community: CommunityIndex,
+        cells: &[CellIndex],
+        event_type: EventType,
+        hour: i64,
+    ) -> f64 {
+        let type_number = event_type as i32;
+        let local_hour = local_hour_of_day(hour);
+        let same_hours = self
+            .state
+            .closed_same_hours_of_week(type_number, hour, self.settings);
+        let observed_weeks = same_hours.len() as f64;
+        let shrinkage = self.settings.shrinkage_weeks;
+        let seed_of = |cell: CellIndex| {
+            self.seeds
+                .seeded_hourly_rate(self.registry, cell, event_type, local_hour)
+        };
+        if same_hours.is_empty() {
+            return cells.iter().map(|cell| seed_of(*cell)).sum();
+        }
+        let community_cells = self
+            .registry
+            .communities()
+            .get(community.0 as usize)
+            .map(|community_record| community_record.cells.as_slice())
+            .unwrap_or(cells);
+        let community_total: f64 = community_cells
+            .iter()
+            .map(|cell| self.state.count_over(cell.0, type_number, &same_hours))
+            .sum();
+        let community_mean = community_total / observed_weeks / community_cells.len().max(1) as f64;
+        cells
+            .iter()
+            .map(|cell| {
+                let cell_mean =
+                    self.state.count_over(cell.0, type_number, &same_hours) / observed_weeks;
+                let prior = (observed_weeks * community_mean + shrinkage * seed_of(*cell))
+                    / (observed_weeks + shrinkage);
+                if observed_weeks + shrinkage <= 0.0 {
+                    return cell_mean;
+                }
+                (observed_weeks * cell_mean + shrinkage * prior) / (observed_weeks + shrinkage)
+            })
+            .sum()
+    }
+
+    /// Expected events of `event_type` in the unit (`unit_key` is a `CellIndex.0` or a
+    /// `CommunityIndex.0`, per `scope`) over `[from_millis, to_millis)` (truncated to its most
+    /// recent 7 days).
+    pub(crate) fn expected_count(
+        &self,
+        scope: AlertScope,
+        unit_key: u32,
+        event_type: EventType,
+        from_millis: i64,
+        to_millis: i64,
+    ) -> f64 {
+        let (community, single_cell);
+        let cells: &[CellIndex] = match scope {
+            AlertScope::Cell => {
+                let Some(cell_record) = self.registry.cells().get(unit_key as usize) else {
+                    return 0.0;
+                };
+                community = cell_record.community;
+                single_cell = [CellIndex(unit_key)];
+                &single_cell
+            }
+            AlertScope::Community => {
+                let Some(community_record) = self.registry.communities().get(unit_key as usize)
+                else {
+                    return 0.0;
+                };
+                community = CommunityIndex(unit_key);
+                &community_record.cells
+            }
+        };
+        let earliest_from = to_millis.saturating_sub(MAX_EXPECTATION_SPAN_HOURS * HOUR_MILLIS);
+        let mut segment_start = from_millis.max(earliest_from);
+        let mut expected = 0.0;
+        while segment_start < to_millis {
+            let hour = epoch_hour(segment_start);
+            let hour_end = hour.saturating_add(1).saturating_mul(HOUR_MILLIS);
+            let segment_end = hour_end.min(to_millis);
+            let fraction = (segment_end - segment_start) as f64 / HOUR_MILLIS as f64;
+            expected += fraction * self.hourly_rate_of_cells(community, cells, event_type, hour);
+            if segment_end <= segment_start {
+                break;
+            }
+            segment_start = segment_end;
+        }
+        expected
+    }
+
+    /// Seeded expected events of every type together in `cell` over `[from, to)` (truncated
+    /// to its most recent 7 days): the data-gap expectation.
+    pub(crate) fn seeded_all_types_count(&self, cell: CellIndex, from: i64, to: i64) -> f64 {
+        let earliest_from = to.saturating_sub(MAX_EXPECTATION_SPAN_HOURS * HOUR_MILLIS);
+        let mut segment_start = from.max(earliest_from);
+        let mut expected = 0.0;
+        while segment_start < to {
+            let hour = epoch_hour(segment_start);
+            let hour_end = hour.saturating_add(1).saturating_mul(HOUR_MILLIS);
+            let segment_end = hour_end.min(to);
+            let fraction = (segment_end - segment_start) as f64 / HOUR_MILLIS as f64;
+            let local_hour = local_hour_of_day(hour);
+            let hourly: f64 = crate::event::ALL_EVENT_TYPES
+                .iter()
+                .map(|event_type| {
+                    self.seeds
+                        .seeded_hourly_rate(self.registry, cell, *event_type, local_hour)
+                })
+                .sum();
+            expected += fraction * hourly;
+            if segment_end <= segment_start {
+                break;
+            }
+            segment_start = segment_end;
+        }
+        expected
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::ALL_EVENT_TYPES;
+    use crate::source::simulator::{type_model, BaseRate};
+
+    #[test]
+    fn embedded_csv_equals_the_simulator_model() {
+        let baseline = Baseline::from_csv_str(EMBEDDED_BASELINE_RATES_CSV).expect("parses");
+        for event_type in ALL_EVENT_TYPES {
+            let seed = baseline.seed(event_type).expect("every type has a seed");
+            let (simulator_rate, simulator_profile) = type_model(event_type);
+            let expected_rate = match simulator_rate {
+                BaseRate::PerCellPerDay(rate) => SeedRate::PerCellPerDay(rate),
+                BaseRate::PerTenThousandResidentsPerYear(rate) => {
+                    SeedRate::PerTenThousandResidentsPerYear(rate)
+                }
+            };
+            assert_eq!(seed.rate, expected_rate, "{event_type:?}");
+            assert_eq!(&seed.profile, simulator_profile, "{event_type:?}");
+        }
+        assert_eq!(Baseline::embedded(), baseline);
+    }
+
+    #[test]
+    fn every_csv_problem_is_reported() {
+        let text = "event_type,unit,rate,profile,h00,h01,h02,h03,h04,h05,h06,h07,h08,h09,h10,h11,h12,h13,h14,h15,h16,h17,h18,h19,h20,h21,h22,h23\n\
+            NOT_A_TYPE,per_cell_per_day,1,flat,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1\n\
+            SOS,per_fortnight,1,flat,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1\n\
+            GAS_LEAK,per_cell_per_day,-1,flat,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1\n\
+            TRIPWIRE,per_cell_per_day,1,flat,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,x\n";
+        let Err(BaselineError::Invalid { problems }) = Baseline::from_csv_str(text) else {
+            panic!("expected problems");
+        };
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+    }
+
+    #[test]
+    fn hour_of_week_starts_on_monday_midnight_local_time() {
+        // 2026-03-02T00:00:00+08:00 is a Monday.
+        let monday_midnight_local = 1_772_380_800_000;
+        assert_eq!(hour_of_week(epoch_hour(monday_midnight_local)), 0);
+        assert_eq!(local_hour_of_day(epoch_hour(monday_midnight_local)), 0);
+        assert_eq!(
+            hour_of_week(epoch_hour(monday_midnight_local + 167 * HOUR_MILLIS)),
+            167
+        );
+        assert_eq!(
+            hour_of_week(epoch_hour(monday_midnight_local + 168 * HOUR_MILLIS)),
+            0
+        );
+    }
+}

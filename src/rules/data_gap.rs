@@ -1,0 +1,329 @@
+//! Data-gap rules: operations alerts for a cell (or community) whose devices go silent. A
+//! silent cell is a blind spot, never "zero incidents", so it must be visible.
+//!
+//! # Conditions (either fires; one alert per rule and unit)
+//!
+//! - **Offline devices**: on a `DEVICE_OFFLINE` event, the distinct devices of the unit that
+//!   reported offline within `[t − window, t]` (default window 10 min) are counted; at least
+//!   `min_offline_devices` (default 3) fires at once, at the event's time. `observed` = the
+//!   distinct devices, `threshold` = `min_offline_devices`, `event_type` = DEVICE_OFFLINE.
+//! - **Silence**: at every pane boundary `b`, a unit whose last *activity* (any accepted event
+//!   except DEVICE_OFFLINE and VIDEO_LOSS, which report the problem rather than activity) is
+//!   at least `silence` (default 2 h) before `b` is tested: E = the seeded expectation of all
+//!   event types over `[last activity, b)` (the unit's cells summed; [`super::baseline`],
+//!   truncated to 7 days); it fires when P(0 events | E) = e^(−E) < `alpha` (default 0.001),
+//!   i.e. E > −ln α ≈ 6.9 events. `observed` = 0 (events), `threshold` = −ln α, `expected` =
+//!   E, `p_value` = e^(−E), `event_type` unspecified. A unit with no activity since the
+//!   engine's first watermark counts as silent since then. A quiet night (the simulator's
+//!   cells expect about 0.5 events per hour at night) takes more than 12 hours to reach α,
+//!   while a daytime outage is caught after the `silence` minimum.
+//!
+//! # Resolution
+//!
+//! RESOLVED at the first activity in the unit (`ends_at` = that event's time, or the alert's
+//! start if later): events arriving again is what ends a data gap.
+//!
+//! Severity defaults to 4 (operations) for a cell and 2 for a community (a whole community
+//! blind is serious). Fingerprint: (rule, grid id or community id, `"data_gap"`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::alert::{alert_id, fingerprint, AlertOccurrence, RULE_KIND_DATA_GAP};
+use super::baseline::BaselineView;
+use super::ruleset::{AlertScope, DataGapRule, Rule, RuleSet};
+use super::statistics::poisson_zero_probability;
+use super::threshold::pane_start;
+use super::{unit_count, unit_labels, CellLabels};
+use crate::event::AcceptedEvent;
+use crate::grid::{CellIndex, GridRegistry};
+use crate::proto::{Alert, EventType};
+
+/// Fingerprint scope of data-gap alerts.
+const DATA_GAP_SCOPE: &str = "data_gap";
+
+/// Mutable state of all data-gap rules.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataGapState {
+    /// Per `CellIndex.0`: event time of its latest activity.
+    pub last_activity_millis: BTreeMap<u32, i64>,
+    /// The first watermark the engine saw: units without activity are silent since then.
+    pub observed_since_millis: Option<i64>,
+    /// Per rule name, then per unit (`CellIndex.0` or `CommunityIndex.0`).
+    pub units: BTreeMap<String, BTreeMap<u32, DataGapUnit>>,
+    /// Pane-aligned watermark of the last silence evaluation.
+    pub last_evaluated_aligned_millis: Option<i64>,
+}
+
+/// One (rule, unit).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataGapUnit {
+    /// Per device id: the time of its latest DEVICE_OFFLINE report within the window.
+    pub offline_devices: BTreeMap<String, i64>,
+    /// The firing alert, if any.
+    pub firing: Option<AlertOccurrence>,
+    /// `ends_at` of the last resolved occurrence: the next starts no earlier.
+    pub previous_ends_at_millis: Option<i64>,
+}
+
+/// Whether an event shows the cell is producing data.
+fn is_activity(event_type: EventType) -> bool {
+    !matches!(event_type, EventType::DeviceOffline | EventType::VideoLoss)
+}
+
+/// The unit of `cell` under `scope`.
+fn unit_of(registry: &GridRegistry, scope: AlertScope, cell: CellIndex) -> Option<u32> {
+    match scope {
+        AlertScope::Cell => Some(cell.0),
+        AlertScope::Community => registry
+            .cells()
+            .get(cell.0 as usize)
+            .map(|cell_record| cell_record.community.0),
+    }
+}
+
+/// Records activity (before the rules run): shared by every data-gap rule.
+pub(crate) fn record_activity(state: &mut DataGapState, accepted_event: &AcceptedEvent<'_>) {
+    if !is_activity(accepted_event.event_type) {
+        return;
+    }
+    let latest = state
+        .last_activity_millis
+        .entry(accepted_event.cell.0)
+        .or_insert(accepted_event.occurred_at_millis);
+    *latest = (*latest).max(accepted_event.occurred_at_millis);
+}
+
+/// Applies one event to `rule`: activity resolves a firing alert of the unit; an offline
+/// report may fire. Returns `(fired, resolved)`.
+pub(crate) fn on_event(
+    state: &mut DataGapState,
+    rule: &DataGapRule,
+    registry: &GridRegistry,
+    accepted_event: &AcceptedEvent<'_>,
+    out: &mut Vec<Alert>,
+) -> (bool, bool) {
+    let Some(unit_key) = unit_of(registry, rule.unit, accepted_event.cell) else {
+        return (false, false);
+    };
+    let occurred_at_millis = accepted_event.occurred_at_millis;
+    if is_activity(accepted_event.event_type) {
+        let Some(unit) = state
+            .units
+            .get_mut(rule.name.as_str())
+            .and_then(|units| units.get_mut(&unit_key))
+        else {
+            return (false, false);
+        };
+        unit.offline_devices.clear();
+        let Some(firing) = unit.firing.take() else {
+            return (false, false);
+        };
+        let ends_at_millis = occurred_at_millis.max(firing.updated_at_millis);
+        out.push(firing.resolved_alert(ends_at_millis));
+        unit.previous_ends_at_millis = Some(ends_at_millis);
+        return (false, true);
+    }
+    if accepted_event.event_type != EventType::DeviceOffline {
+        return (false, false);
+    }
+    let unit = state
+        .units
+        .entry(rule.name.clone())
+        .or_default()
+        .entry(unit_key)
+        .or_default();
+    let latest = unit
+        .offline_devices
+        .entry(accepted_event.event.device_id.clone())
+        .or_insert(occurred_at_millis);
+    *latest = (*latest).max(occurred_at_millis);
+    let window_start = occurred_at_millis.saturating_sub(rule.window_millis);
+    unit.offline_devices
+        .retain(|_, reported_at| *reported_at >= window_start);
+    let offline_count = unit
+        .offline_devices
+        .values()
+        .filter(|reported_at| **reported_at <= occurred_at_millis)
+        .count();
+    if unit.firing.is_some() || offline_count < rule.min_offline_devices as usize {
+        return (false, false);
+    }
+    let Some(labels) = unit_labels(registry, rule.unit, unit_key) else {
+        return (false, false);
+    };
+    let occurrence = new_occurrence(
+        rule,
+        &labels,
+        unit.previous_ends_at_millis,
+        occurred_at_millis,
+        OccurrenceValues {
+            event_type: EventType::DeviceOffline as i32,
+            observed: offline_count as f64,
+            threshold: f64::from(rule.min_offline_devices),
+            expected: 0.0,
+            p_value: 0.0,
+            event_ids: vec![accepted_event.event.event_id.clone()],
+        },
+    );
+    out.push(occurrence.firing_alert());
+    unit.firing = Some(occurrence);
+    (true, false)
+}
+
+/// The values that differ between the two conditions.
+struct OccurrenceValues {
+    /// `EventType as i32` of the alert.
+    event_type: i32,
+    /// `observed`.
+    observed: f64,
+    /// `threshold`.
+    threshold: f64,
+    /// `expected`.
+    expected: f64,
+    /// `p_value`.
+    p_value: f64,
+    /// `event_ids`.
+    event_ids: Vec<String>,
+}
+
+fn new_occurrence(
+    rule: &DataGapRule,
+    labels: &CellLabels<'_>,
+    previous_ends_at_millis: Option<i64>,
+    at_millis: i64,
+    values: OccurrenceValues,
+) -> AlertOccurrence {
+    let starts_at_millis =
+        previous_ends_at_millis.map_or(at_millis, |ends_at_millis| ends_at_millis.max(at_millis));
+    let alert_fingerprint = fingerprint(&rule.name, labels.location(), DATA_GAP_SCOPE);
+    AlertOccurrence {
+        alert_id: alert_id(&alert_fingerprint, starts_at_millis),
+        fingerprint: alert_fingerprint,
+        rule: rule.name.clone(),
+        rule_kind: RULE_KIND_DATA_GAP.to_string(),
+        grid_id: labels.grid_id.to_string(),
+        community_id: labels.community_id.to_string(),
+        district_id: labels.district_id.to_string(),
+        event_type: values.event_type,
+        severity: u32::from(rule.severity),
+        starts_at_millis,
+        updated_at_millis: starts_at_millis,
+        observed: values.observed,
+        threshold: values.threshold,
+        expected: values.expected,
+        p_value: values.p_value,
+        event_ids: values.event_ids,
+        device_id: String::new(),
+    }
+}
+
+/// Tests silence at a new watermark (once per pane boundary); appends FIRING alerts (and
+/// RESOLVED ones of rules no longer in `rules`).
+pub(crate) fn on_watermark(
+    state: &mut DataGapState,
+    rules: &RuleSet,
+    baseline: &BaselineView<'_>,
+    watermark_millis: i64,
+    out: &mut Vec<Alert>,
+) {
+    let observed_since = *state.observed_since_millis.get_or_insert(watermark_millis);
+    let aligned_millis = pane_start(watermark_millis, rules.pane_size_millis());
+    if state
+        .last_evaluated_aligned_millis
+        .is_some_and(|last_evaluated_millis| aligned_millis <= last_evaluated_millis)
+    {
+        return;
+    }
+    state.last_evaluated_aligned_millis = Some(aligned_millis);
+    state.units.retain(|rule_name, units| {
+        if matches!(rules.rule(rule_name), Some(Rule::DataGap(_))) {
+            return true;
+        }
+        for unit in units.values() {
+            if let Some(firing) = &unit.firing {
+                out.push(firing.resolved_alert(aligned_millis.max(firing.updated_at_millis)));
+            }
+        }
+        false
+    });
+    let registry = baseline.registry;
+    for rule in rules.rules() {
+        let Rule::DataGap(rule) = rule else {
+            continue;
+        };
+        let units = state.units.entry(rule.name.clone()).or_default();
+        // Forget offline reports that left the window.
+        let window_start = aligned_millis.saturating_sub(rule.window_millis);
+        units.retain(|_, unit| {
+            unit.offline_devices
+                .retain(|_, reported_at| *reported_at >= window_start);
+            unit.firing.is_some()
+                || !unit.offline_devices.is_empty()
+                || unit.previous_ends_at_millis.is_some_and(|ends_at| {
+                    ends_at > aligned_millis.saturating_sub(rule.silence_millis)
+                })
+        });
+        let unit_total = u32::try_from(unit_count(registry, rule.unit)).unwrap_or(u32::MAX);
+        for unit_key in 0..unit_total {
+            if units
+                .get(&unit_key)
+                .is_some_and(|unit| unit.firing.is_some())
+            {
+                continue;
+            }
+            let cells: Vec<CellIndex> = match rule.unit {
+                AlertScope::Cell => vec![CellIndex(unit_key)],
+                AlertScope::Community => registry
+                    .communities()
+                    .get(unit_key as usize)
+                    .map(|community| community.cells.clone())
+                    .unwrap_or_default(),
+            };
+            let silent_since = cells
+                .iter()
+                .map(|cell| {
+                    state
+                        .last_activity_millis
+                        .get(&cell.0)
+                        .copied()
+                        .unwrap_or(observed_since)
+                        .max(observed_since)
+                })
+                .max()
+                .unwrap_or(observed_since);
+            if aligned_millis.saturating_sub(silent_since) < rule.silence_millis {
+                continue;
+            }
+            let expected: f64 = cells
+                .iter()
+                .map(|cell| baseline.seeded_all_types_count(*cell, silent_since, aligned_millis))
+                .sum();
+            let p_value = poisson_zero_probability(expected);
+            if p_value >= rule.alpha {
+                continue;
+            }
+            let Some(labels) = unit_labels(registry, rule.unit, unit_key) else {
+                continue;
+            };
+            let unit = units.entry(unit_key).or_default();
+            let occurrence = new_occurrence(
+                rule,
+                &labels,
+                unit.previous_ends_at_millis,
+                aligned_millis,
+                OccurrenceValues {
+                    event_type: EventType::Unspecified as i32,
+                    observed: 0.0,
+                    threshold: -rule.alpha.ln(),
+                    expected,
+                    p_value,
+                    event_ids: Vec::new(),
+                },
+            );
+            out.push(occurrence.firing_alert());
+            unit.firing = Some(occurrence);
+        }
+    }
+}

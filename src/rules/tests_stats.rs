@@ -1,0 +1,1 @@
+//! Tests of the statistical rules, suppressions and rule replacement.
