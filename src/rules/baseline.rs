@@ -172,7 +172,9 @@ impl Baseline {
             };
             let rate = match record.get(1).unwrap_or_default() {
                 "per_cell_per_day" => SeedRate::PerCellPerDay(rate_value),
-                "per_10k_residents_per_year" => SeedRate::PerTenThousandResidentsPerYear(rate_value),
+                "per_10k_residents_per_year" => {
+                    SeedRate::PerTenThousandResidentsPerYear(rate_value)
+                }
                 other => {
                     problems.push(format!(
                         "line {line}: unit must be per_cell_per_day or per_10k_residents_per_year, got {other:?}"
@@ -183,7 +185,10 @@ impl Baseline {
             let mut profile = [0.0; 24];
             let mut profile_is_valid = true;
             for (hour, slot) in profile.iter_mut().enumerate() {
-                match record.get(hour + 4).and_then(|text| text.parse::<f64>().ok()) {
+                match record
+                    .get(hour + 4)
+                    .and_then(|text| text.parse::<f64>().ok())
+                {
                     Some(value) if value.is_finite() && value >= 0.0 => *slot = value,
                     _ => profile_is_valid = false,
                 }

@@ -11,12 +11,19 @@
 //!   except DEVICE_OFFLINE and VIDEO_LOSS, which report the problem rather than activity) is
 //!   at least `silence` (default 2 h) before `b` is tested: E = the seeded expectation of all
 //!   event types over `[last activity, b)` (the unit's cells summed; [`super::baseline`],
-//!   truncated to 7 days); it fires when P(0 events | E) = e^(−E) < `alpha` (default 0.001),
-//!   i.e. E > −ln α ≈ 6.9 events. `observed` = 0 (events), `threshold` = −ln α, `expected` =
+//!   truncated to 7 days); it fires when P(0 events | E) = e^(−E) < `alpha` (default 1e-7),
+//!   i.e. E > −ln α ≈ 16.1 events. `observed` = 0 (events), `threshold` = −ln α, `expected` =
 //!   E, `p_value` = e^(−E), `event_type` unspecified. A unit with no activity since the
-//!   engine's first watermark counts as silent since then. A quiet night (the simulator's
-//!   cells expect about 0.5 events per hour at night) takes more than 12 hours to reach α,
-//!   while a daytime outage is caught after the `silence` minimum.
+//!   engine's first watermark counts as silent since then.
+//!
+//! **Choosing α.** Every event starts a new chance for a gap, so the false-alarm rate is about
+//! (events per week) × α per unit: a simulated cell sees ~500 events a week, and with α = 1e-3
+//! a week of 120 normal cells produced false silences after ordinary quiet nights. With the
+//! default 1e-7 the 1,911 cells of the city expect about 0.1 false alarms a week. The price is
+//! detection time: a daytime cell (~3–5 events per hour) is flagged after 3–5 hours of
+//! silence, a whole community (12 cells) within about half an hour; a quiet night (about 0.5
+//! events per cell per hour) never reaches it. The offline-device condition is what catches a
+//! real outage at once (the simulator's `device_outage` reports every device offline).
 //!
 //! # Resolution
 //!

@@ -57,7 +57,7 @@
 //! window = "10m"                  # optional: offline devices are counted within it, default 10m
 //! min_offline_devices = 3         # optional, default 3
 //! silence = "2h"                  # optional: a multiple of the pane size, default 2h
-//! alpha = 0.001                   # optional: silence fires when P(0 events) < alpha, default 0.001
+//! alpha = 1e-7                    # optional: silence fires when P(0 events) < alpha, default 1e-7
 //! severity = 4                    # optional: default 4 for cells, 2 for communities
 //!
 //! [baseline]                      # optional table
@@ -182,8 +182,8 @@ pub use cusum::{CusumLimits, CusumLimitsCache, CusumSeries, CusumState};
 pub use data_gap::{DataGapState, DataGapUnit};
 pub use immediate::{FiringImmediateAlert, ImmediateState, ResolvedImmediateAlert};
 pub use ruleset::{
-    AlertScope, BaselineSettings, CusumRule, DataGapRule, ImmediateRule, Rule, RuleSet,
-    RulesError, SpikeRule, Suppression, SuppressionTarget, ThresholdRule, DEFAULT_COOLDOWN,
+    AlertScope, BaselineSettings, CusumRule, DataGapRule, ImmediateRule, Rule, RuleSet, RulesError,
+    SpikeRule, Suppression, SuppressionTarget, ThresholdRule, DEFAULT_COOLDOWN,
     EMBEDDED_RULES_TOML, MAX_RULE_DURATION,
 };
 pub use spike::{SpikeSeries, SpikeState};
@@ -480,11 +480,11 @@ impl RuleEngine {
         let mut resolved: Vec<Alert> = Vec::new();
         for rule_name in &dropped_rule_names {
             if let Some(firing_alerts) = self.state.immediate.firing.remove(rule_name) {
-                resolved.extend(
-                    firing_alerts
-                        .values()
-                        .map(|firing| firing.occurrence.resolved_alert(ends_at(&firing.occurrence))),
-                );
+                resolved.extend(firing_alerts.values().map(|firing| {
+                    firing
+                        .occurrence
+                        .resolved_alert(ends_at(&firing.occurrence))
+                }));
             }
             self.state.immediate.recently_resolved.remove(rule_name);
             if let Some(series) = self.state.threshold.series.remove(rule_name) {

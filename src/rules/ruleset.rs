@@ -39,8 +39,10 @@ pub const DEFAULT_DATA_GAP_WINDOW: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_MIN_OFFLINE_DEVICES: i64 = 3;
 /// Default `silence` of a data-gap rule: shorter silences never alert.
 pub const DEFAULT_DATA_GAP_SILENCE: Duration = Duration::from_secs(2 * 60 * 60);
-/// Default `alpha` of a data-gap rule: the silence alerts once P(no events) < alpha.
-pub const DEFAULT_DATA_GAP_ALPHA: f64 = 0.001;
+/// Default `alpha` of a data-gap rule: the silence alerts once P(no events) < alpha. Small
+/// because every event starts a new chance of a gap: a cell sees ~500 events a week, so the
+/// city's 1,911 cells get ~1e6 chances a week, and α = 1e-7 keeps false alarms near 0.1 a week.
+pub const DEFAULT_DATA_GAP_ALPHA: f64 = 1e-7;
 /// Default severity of a cell-scope data-gap rule (operations, not an incident).
 pub const DEFAULT_DATA_GAP_CELL_SEVERITY: u8 = 4;
 /// Default severity of a community-scope data-gap rule (a whole community blind is serious).
@@ -835,7 +837,10 @@ fn validate_suppressions(
             ));
         }
         if !seen_names.insert(spec.name.clone()) {
-            problems.push(format!("{label}: duplicate suppression name {:?}", spec.name));
+            problems.push(format!(
+                "{label}: duplicate suppression name {:?}",
+                spec.name
+            ));
         }
         let non_empty = |value: Option<String>| value.filter(|text| !text.is_empty());
         let targets: Vec<SuppressionTarget> = [

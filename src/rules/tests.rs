@@ -10,9 +10,9 @@ use crate::grid::{Cell, Community, CommunityIndex, District};
 use crate::proto::{AlertStatus, EventType, IncidentEvent};
 use crate::time::timestamp_to_millis;
 
-const MINUTE: i64 = 60_000;
+pub(super) const MINUTE: i64 = 60_000;
 /// A minute-aligned event time (2023-11-14).
-const T0: i64 = 28_333_333 * MINUTE;
+pub(super) const T0: i64 = 28_333_333 * MINUTE;
 
 const TEST_RULES: &str = r#"
 [[rule]]
@@ -30,7 +30,7 @@ min_count = 3
 "#;
 
 /// A registry of one district, one community and four square cells `41061100100100..=03`.
-fn tiny_registry() -> GridRegistry {
+pub(super) fn tiny_registry() -> GridRegistry {
     let districts = vec![District {
         code: "410611".to_string(),
         name_zh: "淇滨区".to_string(),
@@ -68,15 +68,15 @@ fn tiny_registry() -> GridRegistry {
 }
 
 /// Feeds an engine through its public API with events placed in the tiny registry's cells.
-struct Harness {
+pub(super) struct Harness {
     /// The engine under test.
-    engine: RuleEngine,
+    pub(super) engine: RuleEngine,
     /// The registry the events' cells come from.
-    registry: GridRegistry,
+    pub(super) registry: GridRegistry,
 }
 
 impl Harness {
-    fn new(rules_text: &str) -> Harness {
+    pub(super) fn new(rules_text: &str) -> Harness {
         let rules = RuleSet::from_toml_str(rules_text, MINUTE).expect("valid test rules");
         Harness {
             engine: RuleEngine::new(rules),
@@ -84,7 +84,7 @@ impl Harness {
         }
     }
 
-    fn event(
+    pub(super) fn event(
         &mut self,
         event_id: &str,
         event_type: EventType,
@@ -111,14 +111,14 @@ impl Harness {
         out
     }
 
-    fn watermark(&mut self, watermark_millis: i64) -> Vec<Alert> {
+    pub(super) fn watermark(&mut self, watermark_millis: i64) -> Vec<Alert> {
         let mut out = Vec::new();
         self.engine
             .on_watermark(watermark_millis, &self.registry, &mut out);
         out
     }
 
-    fn counters(&self, rule_name: &str) -> RuleCounters {
+    pub(super) fn counters(&self, rule_name: &str) -> RuleCounters {
         self.engine
             .stats()
             .per_rule
@@ -128,11 +128,11 @@ impl Harness {
     }
 }
 
-fn millis(timestamp: &Option<pbjson_types::Timestamp>) -> Option<i64> {
+pub(super) fn millis(timestamp: &Option<pbjson_types::Timestamp>) -> Option<i64> {
     timestamp.as_ref().map(timestamp_to_millis)
 }
 
-fn single(alerts: Vec<Alert>) -> Alert {
+pub(super) fn single(alerts: Vec<Alert>) -> Alert {
     assert_eq!(
         alerts.len(),
         1,

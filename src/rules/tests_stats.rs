@@ -1,1 +1,1047 @@
-//! Tests of the statistical rules, suppressions and rule replacement.
+//! Tests of the statistical rules (spike, cusum, data gap), the learned baseline,
+//! suppressions and rule replacement: unit lifecycles on a tiny registry, and detection and
+//! false-alarm figures on simulated streams (a sub-registry of the 10 most populous
+//! communities, to keep the tests fast).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::baseline::{epoch_hour, BaselineView, HOUR_MILLIS};
+use super::tests::{single, tiny_registry, Harness, MINUTE, T0};
+use super::*;
+use crate::grid::{Cell, Community, CommunityIndex, Device};
+use crate::proto::{AlertStatus, EventType, IncidentEvent};
+use crate::source::simulator::{
+    Scenario, ScenarioDuration, ScenarioTime, Simulator, SimulatorSettings,
+};
+use crate::time::{rfc3339_to_millis, timestamp_to_millis};
+
+const SPIKE_RULES: &str = r#"
+[[rule]]
+name = "door_spike"
+kind = "spike"
+event_types = ["DOOR_FORCED"]
+window = "1h"
+min_count = 3
+"#;
+
+fn status(alert: &Alert) -> AlertStatus {
+    AlertStatus::try_from(alert.status).unwrap_or(AlertStatus::Unspecified)
+}
+
+fn at(alert: &Alert) -> i64 {
+    alert
+        .updated_at
+        .as_ref()
+        .map(timestamp_to_millis)
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------
+// Spike lifecycle on the tiny registry (no devices: the floored expectation applies).
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn spike_fires_at_the_pane_boundary_after_the_window_count_becomes_improbable() {
+    let mut harness = Harness::new(SPIKE_RULES);
+    assert!(harness.watermark(T0).is_empty());
+    for (number, offset) in [1, 2, 3].into_iter().enumerate() {
+        let alerts = harness.event(
+            &format!("e{number}"),
+            EventType::DoorForced,
+            "",
+            1,
+            T0 + offset * MINUTE,
+        );
+        assert!(alerts.is_empty(), "spike rules only decide at boundaries");
+    }
+    // The third event's pane [T0+3m, T0+4m) is not closed yet at T0+3m30s.
+    assert!(harness.watermark(T0 + 3 * MINUTE + 30_000).is_empty());
+    let fired = single(harness.watermark(T0 + 4 * MINUTE));
+    assert_eq!(status(&fired), AlertStatus::Firing);
+    assert_eq!(fired.rule_kind, "spike");
+    assert_eq!(fired.grid_id, "41061100100101");
+    assert_eq!(fired.observed, 3.0);
+    assert_eq!(fired.expected, spike::MIN_SPIKE_EXPECTED);
+    assert!(
+        fired.p_value > 0.0 && fired.p_value < 1e-6,
+        "{}",
+        fired.p_value
+    );
+    assert_eq!(
+        fired.threshold, 3.0,
+        "the critical count, at least min_count"
+    );
+    assert_eq!(at(&fired), pane_start_of(T0 + 4 * MINUTE));
+    assert_eq!(fired.event_ids, vec!["e0", "e1", "e2"]);
+    assert_eq!(harness.counters("door_spike").fired, 1);
+    assert_eq!(harness.engine.active_alerts().len(), 1);
+    // Still inside the window: nothing more.
+    assert!(harness.watermark(T0 + 30 * MINUTE).is_empty());
+    // The first event leaves the 1-hour window at T0 + 62 min: count 2 < min_count.
+    let resolved = single(harness.watermark(T0 + 62 * MINUTE));
+    assert_eq!(status(&resolved), AlertStatus::Resolved);
+    assert_eq!(resolved.alert_id, fired.alert_id);
+    assert_eq!(
+        resolved.ends_at.as_ref().map(timestamp_to_millis),
+        Some(pane_start_of(T0 + 62 * MINUTE))
+    );
+    assert_eq!(harness.counters("door_spike").resolved, 1);
+}
+
+fn pane_start_of(millis: i64) -> i64 {
+    millis - millis.rem_euclid(MINUTE)
+}
+
+#[test]
+fn spike_below_min_count_never_fires_however_improbable() {
+    let mut harness = Harness::new(SPIKE_RULES);
+    harness.watermark(T0);
+    harness.event("a", EventType::DoorForced, "", 0, T0 + MINUTE);
+    harness.event("b", EventType::DoorForced, "", 0, T0 + MINUTE);
+    assert!(harness.watermark(T0 + 5 * MINUTE).is_empty());
+}
+
+#[test]
+fn spike_community_scope_sums_the_cells_and_alerts_without_a_grid() {
+    let rules = r#"
+[[rule]]
+name = "community_door_spike"
+kind = "spike"
+event_types = ["DOOR_FORCED"]
+window = "1h"
+scope = "community"
+"#;
+    let mut harness = Harness::new(rules);
+    harness.watermark(T0);
+    for cell in 0..3 {
+        harness.event(&format!("e{cell}"), EventType::DoorForced, "", cell, T0);
+    }
+    let fired = single(harness.watermark(T0 + MINUTE));
+    assert_eq!(fired.grid_id, "");
+    assert_eq!(fired.community_id, "410611001001");
+    assert_eq!(fired.observed, 3.0);
+    assert_eq!(
+        fired.fingerprint,
+        fingerprint("community_door_spike", "410611001001", "DOOR_FORCED")
+    );
+}
+
+#[test]
+fn spike_multiple_testing_counts_every_series_in_scope() {
+    // Same data, same expectation: with q = 0.01 the BH cutoff for a single rejection is q/m.
+    // The tiny registry has 4 cells; 2 types make m = 8, and P(X ≥ 3 | 0.01) ≈ 1.7e-7 passes.
+    // With min_count 3 and a huge expectation floor replaced by the seed, count 3 at λ = 0.01
+    // passes for m = 8 but a count whose p is between q/8 and q would not: check the cutoff.
+    let decision = statistics::benjamini_hochberg(&[0.002], 8, 0.01);
+    assert!(!decision.rejects(0.002), "0.002 > 0.01/8");
+    let decision_alone = statistics::benjamini_hochberg(&[0.002], 1, 0.01);
+    assert!(
+        decision_alone.rejects(0.002),
+        "with m = 1 it would be rejected"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Threshold with community scope.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn threshold_with_community_scope_counts_across_cells() {
+    let rules = r#"
+[[rule]]
+name = "community_intrusions"
+kind = "threshold"
+event_types = ["PERIMETER_INTRUSION"]
+window = "15m"
+min_count = 3
+scope = "community"
+"#;
+    let mut harness = Harness::new(rules);
+    assert!(harness
+        .event("a", EventType::PerimeterIntrusion, "", 0, T0)
+        .is_empty());
+    assert!(harness
+        .event("b", EventType::PerimeterIntrusion, "", 1, T0 + MINUTE)
+        .is_empty());
+    let fired = single(harness.event("c", EventType::PerimeterIntrusion, "", 2, T0 + 2 * MINUTE));
+    assert_eq!(fired.grid_id, "");
+    assert_eq!(fired.community_id, "410611001001");
+    assert_eq!(fired.observed, 3.0);
+    let resolved = single(harness.watermark(T0 + 20 * MINUTE));
+    assert_eq!(status(&resolved), AlertStatus::Resolved);
+}
+
+// ---------------------------------------------------------------------------------------
+// Baseline learning and shrinkage.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn learned_baseline_shrinks_the_cell_mean_toward_community_and_seed() {
+    let rules = r#"
+[[rule]]
+name = "fraud_spike"
+kind = "spike"
+event_types = ["FRAUD_WARNING"]
+window = "1h"
+
+[baseline]
+weeks = 4
+shrinkage_weeks = 2.0
+"#;
+    let mut harness = Harness::new(rules);
+    let week = 168 * HOUR_MILLIS;
+    let hour_start = epoch_hour(T0 + HOUR_MILLIS) * HOUR_MILLIS;
+    harness.watermark(T0);
+    for number in 0..5 {
+        harness.event(
+            &format!("w{number}"),
+            EventType::FraudWarning,
+            "",
+            0,
+            hour_start + number * MINUTE,
+        );
+    }
+    harness.watermark(hour_start + week);
+    let settings = harness.engine.rules().baseline_settings();
+    let registry = tiny_registry();
+    let view = BaselineView {
+        seeds: harness.engine.baseline(),
+        state: &harness.engine.state().baseline,
+        settings,
+        registry: &registry,
+    };
+    let next_week_start = hour_start + week;
+    let expected = view.expected_count(
+        AlertScope::Cell,
+        0,
+        EventType::FraudWarning,
+        next_week_start,
+        next_week_start + HOUR_MILLIS,
+    );
+    let local_hour = baseline::local_hour_of_day(epoch_hour(next_week_start));
+    let seed = harness.engine.baseline().seeded_hourly_rate(
+        &registry,
+        CellIndex(0),
+        EventType::FraudWarning,
+        local_hour,
+    );
+    assert!(seed > 0.0);
+    // n = 1 week, cell mean 5, community mean 5 / 4 cells, k = 2.
+    let prior = (1.25 + 2.0 * seed) / 3.0;
+    let shrunk = (5.0 + 2.0 * prior) / 3.0;
+    assert!((expected - shrunk).abs() < 1e-12, "{expected} vs {shrunk}");
+    // Another cell of the community borrows from the community mean.
+    let neighbour = view.expected_count(
+        AlertScope::Cell,
+        1,
+        EventType::FraudWarning,
+        next_week_start,
+        next_week_start + HOUR_MILLIS,
+    );
+    assert!((neighbour - 2.0 * prior / 3.0).abs() < 1e-12);
+    // An hour of week never observed is still the seed.
+    let other_hour = next_week_start + 5 * HOUR_MILLIS;
+    let unobserved = view.expected_count(
+        AlertScope::Cell,
+        0,
+        EventType::FraudWarning,
+        other_hour - week,
+        other_hour - week + HOUR_MILLIS,
+    );
+    let unobserved_seed = harness.engine.baseline().seeded_hourly_rate(
+        &registry,
+        CellIndex(0),
+        EventType::FraudWarning,
+        baseline::local_hour_of_day(epoch_hour(other_hour)),
+    );
+    assert!(
+        unobserved >= unobserved_seed * 0.0,
+        "an observed week with no events shrinks toward 0, never below"
+    );
+}
+
+#[test]
+fn learned_baseline_is_a_trailing_mean_that_forgets_old_weeks() {
+    let rules = r#"
+[[rule]]
+name = "fraud_spike"
+kind = "spike"
+event_types = ["FRAUD_WARNING"]
+window = "1h"
+
+[baseline]
+weeks = 2
+shrinkage_weeks = 0.0
+"#;
+    let mut harness = Harness::new(rules);
+    let week = 168 * HOUR_MILLIS;
+    let hour_start = epoch_hour(T0 + HOUR_MILLIS) * HOUR_MILLIS;
+    harness.watermark(T0);
+    // Week 0: 6 events, week 1: 2 events, week 2: 0 events in the same hour of week.
+    for (week_number, count) in [(0_i64, 6_i64), (1, 2)] {
+        for number in 0..count {
+            harness.event(
+                &format!("w{week_number}-{number}"),
+                EventType::FraudWarning,
+                "",
+                0,
+                hour_start + week_number * week + number * MINUTE,
+            );
+        }
+        harness.watermark(hour_start + week_number * week + 2 * HOUR_MILLIS);
+    }
+    let registry = tiny_registry();
+    let expected_in_week = |harness: &Harness, week_number: i64| {
+        let view = BaselineView {
+            seeds: harness.engine.baseline(),
+            state: &harness.engine.state().baseline,
+            settings: harness.engine.rules().baseline_settings(),
+            registry: &registry,
+        };
+        let start = hour_start + week_number * week;
+        view.expected_count(
+            AlertScope::Cell,
+            0,
+            EventType::FraudWarning,
+            start,
+            start + HOUR_MILLIS,
+        )
+    };
+    // With k = 0 the expectation is the cell's own trailing mean: (6 + 2) / 2.
+    assert!((expected_in_week(&harness, 2) - 4.0).abs() < 1e-12);
+    harness.watermark(hour_start + 2 * week + 2 * HOUR_MILLIS);
+    // Weeks 1 and 2 now: (2 + 0) / 2; week 0 was forgotten.
+    assert!((expected_in_week(&harness, 3) - 1.0).abs() < 1e-12);
+}
+
+// ---------------------------------------------------------------------------------------
+// Data gap on the tiny registry.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn offline_devices_fire_a_data_gap_that_resolves_when_events_return() {
+    let rules = r#"
+[[rule]]
+name = "cell_data_gap"
+kind = "data_gap"
+window = "10m"
+min_offline_devices = 3
+"#;
+    let mut harness = Harness::new(rules);
+    harness.watermark(T0);
+    assert!(harness
+        .event("o1", EventType::DeviceOffline, "d1", 2, T0 + MINUTE)
+        .is_empty());
+    assert!(harness
+        .event("o1b", EventType::DeviceOffline, "d1", 2, T0 + MINUTE)
+        .is_empty());
+    assert!(harness
+        .event("o2", EventType::DeviceOffline, "d2", 2, T0 + 2 * MINUTE)
+        .is_empty());
+    assert!(
+        harness
+            .event(
+                "other-cell",
+                EventType::DeviceOffline,
+                "d9",
+                3,
+                T0 + 2 * MINUTE
+            )
+            .is_empty(),
+        "another cell's devices do not count"
+    );
+    let fired = single(harness.event("o3", EventType::DeviceOffline, "d3", 2, T0 + 3 * MINUTE));
+    assert_eq!(fired.rule_kind, "data_gap");
+    assert_eq!(fired.severity, 4);
+    assert_eq!(fired.observed, 3.0);
+    assert_eq!(fired.event_type, EventType::DeviceOffline as i32);
+    assert_eq!(at(&fired), T0 + 3 * MINUTE);
+    let resolved = single(harness.event("back", EventType::Loitering, "d1", 2, T0 + 40 * MINUTE));
+    assert_eq!(status(&resolved), AlertStatus::Resolved);
+    assert_eq!(resolved.alert_id, fired.alert_id);
+    assert_eq!(
+        resolved.ends_at.as_ref().map(timestamp_to_millis),
+        Some(T0 + 40 * MINUTE)
+    );
+}
+
+#[test]
+fn offline_reports_spread_over_more_than_the_window_do_not_fire() {
+    let rules = r#"
+[[rule]]
+name = "cell_data_gap"
+kind = "data_gap"
+window = "10m"
+min_offline_devices = 2
+"#;
+    let mut harness = Harness::new(rules);
+    harness.watermark(T0);
+    assert!(harness
+        .event("o1", EventType::DeviceOffline, "d1", 0, T0)
+        .is_empty());
+    assert!(harness
+        .event("o2", EventType::DeviceOffline, "d2", 0, T0 + 11 * MINUTE)
+        .is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Suppressions.
+// ---------------------------------------------------------------------------------------
+
+const SUPPRESSED_RULES: &str = r#"
+[[rule]]
+name = "life_safety"
+kind = "immediate"
+event_types = ["FIRE_SMOKE", "SOS"]
+
+[[rule]]
+name = "perimeter_intrusion_burst"
+kind = "threshold"
+event_types = ["PERIMETER_INTRUSION"]
+window = "15m"
+min_count = 2
+
+[[suppression]]
+name = "cell-1-maintenance"
+grid_id = "41061100100101"
+start = "2023-11-14T00:00:00Z"
+end = "2023-11-15T00:00:00Z"
+reason = "planned detector work"
+rules = ["life_safety"]
+
+[[suppression]]
+name = "device-x"
+device_id = "34020000001320000099"
+start = "2023-11-14T00:00:00Z"
+end = "2023-11-15T00:00:00Z"
+"#;
+
+#[test]
+fn matching_alert_is_marked_suppressed_and_counted_others_are_not() {
+    let mut harness = Harness::new(SUPPRESSED_RULES);
+    assert_eq!(
+        crate::time::millis_to_rfc3339(T0).get(..10),
+        Some("2023-11-14")
+    );
+    let suppressed = single(harness.event("a", EventType::FireSmoke, "", 1, T0));
+    assert_eq!(suppressed.suppressed_by, "cell-1-maintenance");
+    let other_cell = single(harness.event("b", EventType::FireSmoke, "", 2, T0));
+    assert_eq!(other_cell.suppressed_by, "");
+    // The suppression lists only life_safety: the threshold rule in cell 1 is not suppressed.
+    harness.event("c", EventType::PerimeterIntrusion, "", 1, T0);
+    let threshold_alert = single(harness.event("d", EventType::PerimeterIntrusion, "", 1, T0));
+    assert_eq!(threshold_alert.suppressed_by, "");
+    // A device suppression matches the triggering device of an immediate alert anywhere.
+    let device_alert = single(harness.event("e", EventType::Sos, "34020000001320000099", 3, T0));
+    assert_eq!(device_alert.suppressed_by, "device-x");
+    assert_eq!(harness.counters("life_safety").maintenance_suppressed, 2);
+    assert_eq!(harness.engine.stats().maintenance_suppressed_total, 2);
+    let active: BTreeMap<String, String> = harness
+        .engine
+        .active_alerts()
+        .into_iter()
+        .map(|alert| (alert.alert_id, alert.suppressed_by))
+        .collect();
+    assert_eq!(
+        active.get(&suppressed.alert_id).map(String::as_str),
+        Some("cell-1-maintenance")
+    );
+    // Resolutions are never marked (they are always delivered).
+    let resolved = harness.watermark(T0 + 10 * MINUTE);
+    assert!(resolved
+        .iter()
+        .any(|alert| alert.alert_id == suppressed.alert_id));
+    assert!(resolved.iter().all(|alert| alert.suppressed_by.is_empty()));
+}
+
+#[test]
+fn suppression_outside_its_window_does_not_match() {
+    let mut harness = Harness::new(SUPPRESSED_RULES);
+    let day = 24 * 60 * MINUTE;
+    let alert = single(harness.event("late", EventType::FireSmoke, "", 1, T0 + day));
+    assert_eq!(alert.suppressed_by, "");
+}
+
+#[test]
+fn suppression_validation_reports_every_problem() {
+    let text = r#"
+[[rule]]
+name = "life_safety"
+kind = "immediate"
+event_types = ["SOS"]
+
+[[suppression]]
+name = "two-targets"
+grid_id = "41061100100101"
+community_id = "410611001001"
+start = "2026-03-02T09:00:00+08:00"
+end = "2026-03-02T12:00:00+08:00"
+
+[[suppression]]
+name = "no-target"
+start = "2026-03-02T09:00:00+08:00"
+end = "2026-03-02T12:00:00+08:00"
+
+[[suppression]]
+name = "backwards"
+device_id = "34020000001320000099"
+start = "2026-03-02T12:00:00+08:00"
+end = "2026-03-02T09:00:00+08:00"
+
+[[suppression]]
+name = "unknown-rule"
+grid_id = "41061100100101"
+start = "2026-03-02T09:00:00+08:00"
+end = "2026-03-02T12:00:00+08:00"
+rules = ["life_safety", "no_such_rule"]
+
+[[suppression]]
+name = "unknown-rule"
+grid_id = "41061100100101"
+start = "yesterday"
+end = "2026-03-02T12:00:00+08:00"
+"#;
+    let Err(RulesError::Invalid { problems }) = RuleSet::from_toml_str(text, MINUTE) else {
+        panic!("expected Invalid");
+    };
+    let expected_fragments = [
+        "exactly one of device_id, grid_id, community_id must be set, got 2",
+        "exactly one of device_id, grid_id, community_id must be set, got 0",
+        "end must be after start",
+        "unknown rules: no_such_rule",
+        "duplicate suppression name",
+        "not an RFC 3339 time",
+    ];
+    assert_eq!(problems.len(), expected_fragments.len(), "{problems:#?}");
+    for (problem, fragment) in problems.iter().zip(expected_fragments) {
+        assert!(
+            problem.contains(fragment),
+            "{problem:?} should mention {fragment:?}"
+        );
+    }
+}
+
+#[test]
+fn statistical_rule_validation_reports_every_problem() {
+    let text = r#"
+[[rule]]
+name = "bad_spike"
+kind = "spike"
+event_types = ["DOOR_FORCED"]
+window = "90s"
+min_count = 0
+fdr = 1.5
+
+[[rule]]
+name = "bad_cusum"
+kind = "cusum"
+event_types = ["FRAUD_WARNING"]
+interval = "15m"
+shift = 1.0
+arl0 = 2
+
+[[rule]]
+name = "bad_gap"
+kind = "data_gap"
+min_offline_devices = 0
+alpha = 0
+severity = 9
+
+[baseline]
+weeks = 0
+shrinkage_weeks = -1
+"#;
+    let Err(RulesError::Invalid { problems }) = RuleSet::from_toml_str(text, MINUTE) else {
+        panic!("expected Invalid");
+    };
+    let expected_fragments = [
+        "window 1m 30s is not a multiple",
+        "min_count must be between",
+        "fdr must be strictly between 0 and 1",
+        "shift must be greater than 1",
+        "arl0 must be between",
+        "min_offline_devices must be between",
+        "alpha must be strictly between 0 and 1",
+        "severity must be between 1 and 4",
+        "baseline: weeks",
+        "baseline: shrinkage_weeks",
+    ];
+    assert_eq!(problems.len(), expected_fragments.len(), "{problems:#?}");
+    for (problem, fragment) in problems.iter().zip(expected_fragments) {
+        assert!(
+            problem.contains(fragment),
+            "{problem:?} should mention {fragment:?}"
+        );
+    }
+}
+
+#[test]
+fn embedded_rules_have_the_fraud_wave_and_data_gap_rules() {
+    let rule_set = RuleSet::embedded_default(MINUTE).expect("valid");
+    let Some(Rule::Spike(spike_rule)) = rule_set.rule("fraud_wave_spike") else {
+        panic!("fraud_wave_spike");
+    };
+    assert_eq!(spike_rule.unit, AlertScope::Community);
+    assert_eq!(
+        spike_rule.event_types,
+        vec![EventType::FraudWarning, EventType::FraudReported]
+    );
+    let Some(Rule::Cusum(cusum_rule)) = rule_set.rule("fraud_wave_cusum") else {
+        panic!("fraud_wave_cusum");
+    };
+    assert_eq!(cusum_rule.interval_millis, 15 * MINUTE);
+    let Some(Rule::DataGap(community_gap)) = rule_set.rule("community_data_gap") else {
+        panic!("community_data_gap");
+    };
+    assert_eq!(community_gap.severity, 2);
+    let Some(Rule::DataGap(cell_gap)) = rule_set.rule("cell_data_gap") else {
+        panic!("cell_data_gap");
+    };
+    assert_eq!(cell_gap.severity, 4);
+    assert!(rule_set.suppressions().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Rule replacement.
+// ---------------------------------------------------------------------------------------
+
+const REPLACEABLE_RULES: &str = r#"
+[[rule]]
+name = "life_safety"
+kind = "immediate"
+event_types = ["FIRE_SMOKE"]
+cooldown = "5m"
+
+[[rule]]
+name = "perimeter_intrusion_burst"
+kind = "threshold"
+event_types = ["PERIMETER_INTRUSION"]
+window = "15m"
+min_count = 2
+"#;
+
+#[test]
+fn replace_rules_keeps_unchanged_rules_and_resolves_changed_ones() {
+    let mut harness = Harness::new(REPLACEABLE_RULES);
+    let fire = single(harness.event("f", EventType::FireSmoke, "d", 0, T0));
+    harness.event("p1", EventType::PerimeterIntrusion, "", 1, T0);
+    let burst = single(harness.event("p2", EventType::PerimeterIntrusion, "", 1, T0));
+    harness.watermark(T0 + MINUTE);
+    let edited = REPLACEABLE_RULES.replace("min_count = 2", "min_count = 4");
+    let new_rules = RuleSet::from_toml_str(&edited, MINUTE).expect("valid");
+    let mut out = Vec::new();
+    harness.engine.replace_rules(new_rules, &mut out);
+    let resolved = single(out);
+    assert_eq!(resolved.alert_id, burst.alert_id);
+    assert_eq!(status(&resolved), AlertStatus::Resolved);
+    assert_eq!(
+        resolved.ends_at.as_ref().map(timestamp_to_millis),
+        Some(T0 + MINUTE)
+    );
+    assert_eq!(harness.counters("perimeter_intrusion_burst").resolved, 1);
+    // The unchanged immediate rule keeps its firing alert and its counters.
+    let active = harness.engine.active_alerts();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].alert_id, fire.alert_id);
+    assert_eq!(harness.counters("life_safety").fired, 1);
+    let update = single(harness.event("f2", EventType::FireSmoke, "other", 0, T0 + MINUTE));
+    assert_eq!(update.alert_id, fire.alert_id, "same occurrence continues");
+    assert_eq!(update.observed, 2.0);
+    // The changed rule starts from scratch: two events no longer fire it.
+    harness.event("p3", EventType::PerimeterIntrusion, "", 1, T0 + 2 * MINUTE);
+    assert!(harness
+        .event("p4", EventType::PerimeterIntrusion, "", 1, T0 + 2 * MINUTE)
+        .is_empty());
+}
+
+#[test]
+fn replace_rules_resolves_the_alerts_of_removed_rules_and_drops_their_state() {
+    let mut harness = Harness::new(REPLACEABLE_RULES);
+    let fire = single(harness.event("f", EventType::FireSmoke, "d", 0, T0));
+    harness.watermark(T0 + 30_000);
+    let only_threshold = r#"
+[[rule]]
+name = "perimeter_intrusion_burst"
+kind = "threshold"
+event_types = ["PERIMETER_INTRUSION"]
+window = "15m"
+min_count = 2
+"#;
+    let mut out = Vec::new();
+    harness.engine.replace_rules(
+        RuleSet::from_toml_str(only_threshold, MINUTE).expect("valid"),
+        &mut out,
+    );
+    let resolved = single(out);
+    assert_eq!(resolved.alert_id, fire.alert_id);
+    assert!(harness.engine.state().immediate.firing.is_empty());
+    assert!(harness.engine.active_alerts().is_empty());
+    assert!(
+        harness.watermark(T0 + 10 * MINUTE).is_empty(),
+        "no second resolution later"
+    );
+    assert!(harness
+        .event("f2", EventType::FireSmoke, "d", 0, T0 + 11 * MINUTE)
+        .is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Snapshots of the new state.
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn statistical_state_survives_a_postcard_round_trip() {
+    let rules = format!(
+        "{SPIKE_RULES}\n{}",
+        r#"
+[[rule]]
+name = "fraud_cusum"
+kind = "cusum"
+event_types = ["FRAUD_WARNING"]
+interval = "15m"
+
+[[rule]]
+name = "gap"
+kind = "data_gap"
+"#
+    );
+    let mut harness = Harness::new(&rules);
+    harness.watermark(T0);
+    for number in 0..4 {
+        harness.event(&format!("d{number}"), EventType::DoorForced, "", 1, T0);
+        harness.event(&format!("f{number}"), EventType::FraudWarning, "", 2, T0);
+        harness.event(
+            &format!("o{number}"),
+            EventType::DeviceOffline,
+            &format!("dev{number}"),
+            3,
+            T0,
+        );
+    }
+    harness.watermark(T0 + 20 * MINUTE);
+    let bytes = postcard::to_allocvec(harness.engine.state()).expect("serializes");
+    let restored: RuleEngineState = postcard::from_bytes(&bytes).expect("deserializes");
+    assert_eq!(&restored, harness.engine.state());
+    let mut other = Harness::new(&rules);
+    other.engine.restore_state(restored);
+    assert_eq!(other.engine.active_alerts(), harness.engine.active_alerts());
+    let mut active_rules: Vec<String> = harness
+        .engine
+        .active_alerts()
+        .into_iter()
+        .map(|alert| alert.rule)
+        .collect();
+    active_rules.sort();
+    assert_eq!(active_rules, vec!["door_spike", "fraud_cusum", "gap"]);
+    assert_eq!(
+        other.watermark(T0 + 3 * 60 * MINUTE),
+        harness.watermark(T0 + 3 * 60 * MINUTE)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Simulated streams.
+// ---------------------------------------------------------------------------------------
+
+/// A registry of the `community_count` most populous communities of the embedded seeds, with
+/// their cells and devices.
+fn populous_sub_registry(community_count: usize) -> Arc<GridRegistry> {
+    let full = GridRegistry::embedded();
+    let mut community_positions: Vec<usize> = (0..full.communities().len()).collect();
+    community_positions.sort_by_key(|position| {
+        std::cmp::Reverse(
+            full.communities()
+                .get(*position)
+                .map_or(0, |community| community.population),
+        )
+    });
+    community_positions.truncate(community_count);
+    community_positions.sort_unstable();
+    let mut communities = Vec::new();
+    let mut cells = Vec::new();
+    let mut devices = Vec::new();
+    for (new_community, old_position) in community_positions.iter().enumerate() {
+        let community = full.community(CommunityIndex(*old_position as u32));
+        communities.push(Community {
+            cells: Vec::new(),
+            ..community.clone()
+        });
+        for old_cell in &community.cells {
+            let new_cell = CellIndex(cells.len() as u32);
+            cells.push(Cell {
+                community: CommunityIndex(new_community as u32),
+                ..full.cell(*old_cell).clone()
+            });
+            devices.extend(full.devices_in_cell(*old_cell).iter().map(|device| Device {
+                cell: new_cell,
+                ..device.clone()
+            }));
+        }
+    }
+    Arc::new(
+        GridRegistry::from_parts(full.districts().to_vec(), communities, cells, devices)
+            .expect("a sub-registry of valid seeds is valid"),
+    )
+}
+
+/// Runs the simulator through an engine like the pipeline does (watermark = latest event
+/// time − 10 s, late events dropped) until `end_millis`; returns every alert. `drop_event`
+/// removes events from the stream (to simulate a silent cell).
+fn simulate(
+    registry: &Arc<GridRegistry>,
+    rules_text: &str,
+    settings: SimulatorSettings,
+    end_millis: i64,
+    drop_event: &dyn Fn(CellIndex, i64) -> bool,
+) -> Vec<Alert> {
+    let rules = RuleSet::from_toml_str(rules_text, MINUTE).expect("valid rules");
+    let mut engine = RuleEngine::new(rules);
+    let mut simulator = Simulator::new(settings, Arc::clone(registry)).expect("valid simulator");
+    let max_delay = simulator.settings().max_delivery_delay_millis;
+    let mut alerts = Vec::new();
+    let mut latest_occurred = i64::MIN;
+    let mut watermark = i64::MIN;
+    loop {
+        let event: IncidentEvent = simulator.next_event();
+        let Some(occurred) = event.occurred_at.as_ref().map(timestamp_to_millis) else {
+            continue;
+        };
+        if occurred >= end_millis + max_delay {
+            break;
+        }
+        if occurred >= end_millis {
+            continue;
+        }
+        let Ok(cell) = registry.resolve(&event) else {
+            continue;
+        };
+        let Ok(event_type) = EventType::try_from(event.event_type) else {
+            continue;
+        };
+        let late = occurred - occurred.rem_euclid(MINUTE) + MINUTE <= watermark;
+        if late || drop_event(cell, occurred) {
+            continue;
+        }
+        let accepted = AcceptedEvent {
+            event: &event,
+            event_type,
+            severity: crate::event::default_severity(event_type),
+            occurred_at_millis: occurred,
+            cell,
+        };
+        engine.on_event(&accepted, registry, &mut alerts);
+        latest_occurred = latest_occurred.max(occurred);
+        let candidate = latest_occurred - 10_000;
+        if candidate > watermark {
+            watermark = candidate;
+            engine.on_watermark(watermark, registry, &mut alerts);
+        }
+    }
+    engine.on_watermark(end_millis, registry, &mut alerts);
+    alerts
+}
+
+fn quiet_settings(seed: u64, scenarios: Vec<Scenario>) -> SimulatorSettings {
+    SimulatorSettings {
+        seed,
+        duplicate_fraction: 0.0,
+        scenarios,
+        ..SimulatorSettings::default()
+    }
+}
+
+fn fired_by<'a>(alerts: &'a [Alert], rule: &str) -> Vec<&'a Alert> {
+    alerts
+        .iter()
+        .filter(|alert| alert.rule == rule && status(alert) == AlertStatus::Firing)
+        .collect()
+}
+
+/// The default statistical rules of `seeds/rules.toml` (spike, cusum, data gap) without the
+/// others, so that the counts below are only theirs.
+fn default_statistical_rules() -> String {
+    let rule_set = RuleSet::embedded_default(MINUTE).expect("valid");
+    assert!(rule_set.rule("fraud_wave_spike").is_some());
+    EMBEDDED_RULES_TOML.to_string()
+}
+
+#[test]
+fn a_simulated_normal_week_raises_at_most_the_documented_false_alarms() {
+    let registry = populous_sub_registry(10);
+    let settings = quiet_settings(11, Vec::new());
+    let end = settings.start_millis + 7 * 24 * HOUR_MILLIS;
+    let alerts = simulate(
+        &registry,
+        &default_statistical_rules(),
+        settings,
+        end,
+        &|_, _| false,
+    );
+    let spikes =
+        fired_by(&alerts, "fraud_wave_spike").len() + fired_by(&alerts, "door_forced_spike").len();
+    let cusums = fired_by(&alerts, "fraud_wave_cusum").len();
+    let gaps =
+        fired_by(&alerts, "cell_data_gap").len() + fired_by(&alerts, "community_data_gap").len();
+    eprintln!("normal week: {spikes} spike, {cusums} cusum, {gaps} data-gap alerts");
+    assert!(spikes <= 1, "false spike alerts: {spikes}");
+    assert!(cusums <= 1, "false cusum alerts: {cusums}");
+    assert_eq!(gaps, 0, "quiet nights must not look like data gaps");
+}
+
+#[test]
+fn a_fraud_wave_in_one_community_is_detected_by_spike_and_cusum() {
+    let registry = populous_sub_registry(10);
+    let community = registry
+        .communities()
+        .iter()
+        .max_by_key(|community| community.population)
+        .expect("communities")
+        .id
+        .clone();
+    let start = SimulatorSettings::default().start_millis;
+    // Tuesday 09:00 local, eight hours at thirty times the usual fraud traffic.
+    let wave_start = start + 33 * HOUR_MILLIS;
+    let settings = quiet_settings(
+        5,
+        vec![Scenario::FraudWave {
+            community_id: community.clone(),
+            start: ScenarioTime::At(wave_start),
+            duration: ScenarioDuration(8 * HOUR_MILLIS),
+            multiplier: 30.0,
+        }],
+    );
+    let alerts = simulate(
+        &registry,
+        &default_statistical_rules(),
+        settings,
+        wave_start + 10 * HOUR_MILLIS,
+        &|_, _| false,
+    );
+    let first_detection = |rule: &str| {
+        fired_by(&alerts, rule)
+            .into_iter()
+            .filter(|alert| alert.community_id == community)
+            .map(|alert| at(alert))
+            .min()
+    };
+    let spike_at = first_detection("fraud_wave_spike").expect("the spike rule detects the wave");
+    let cusum_at = first_detection("fraud_wave_cusum").expect("the cusum rule detects the wave");
+    eprintln!(
+        "fraud wave detected after {} min (spike), {} min (cusum)",
+        (spike_at - wave_start) / MINUTE,
+        (cusum_at - wave_start) / MINUTE
+    );
+    assert!(spike_at >= wave_start && spike_at <= wave_start + 2 * HOUR_MILLIS);
+    assert!(cusum_at >= wave_start && cusum_at <= wave_start + 16 * 15 * MINUTE);
+    let elsewhere = alerts
+        .iter()
+        .filter(|alert| alert.rule.starts_with("fraud_wave") && alert.community_id != community)
+        .count();
+    assert_eq!(elsewhere, 0, "no fraud alert in the other communities");
+}
+
+#[test]
+fn a_device_outage_raises_a_data_gap_that_resolves_when_events_return() {
+    let registry = populous_sub_registry(10);
+    let busiest = (0..registry.cells().len() as u32)
+        .map(CellIndex)
+        .max_by_key(|cell| registry.devices_in_cell(*cell).len())
+        .expect("cells");
+    let grid_id = registry.cell(busiest).grid_id.clone();
+    let start = SimulatorSettings::default().start_millis;
+    // Monday 10:00 local, three hours.
+    let outage_start = start + 10 * HOUR_MILLIS;
+    let outage_end = outage_start + 3 * HOUR_MILLIS;
+    let settings = quiet_settings(
+        3,
+        vec![Scenario::DeviceOutage {
+            grid_id: grid_id.clone(),
+            start: ScenarioTime::At(outage_start),
+            duration: ScenarioDuration(3 * HOUR_MILLIS),
+        }],
+    );
+    let alerts = simulate(
+        &registry,
+        &default_statistical_rules(),
+        settings,
+        outage_end + 3 * HOUR_MILLIS,
+        &|_, _| false,
+    );
+    let gap_alerts: Vec<&Alert> = alerts
+        .iter()
+        .filter(|alert| alert.rule == "cell_data_gap")
+        .collect();
+    assert_eq!(gap_alerts.len(), 2, "{gap_alerts:#?}");
+    let (fired, resolved) = (gap_alerts[0], gap_alerts[1]);
+    assert_eq!(fired.grid_id, grid_id);
+    assert_eq!(status(fired), AlertStatus::Firing);
+    assert!(at(fired) >= outage_start && at(fired) <= outage_start + 5 * MINUTE);
+    assert_eq!(status(resolved), AlertStatus::Resolved);
+    assert_eq!(resolved.alert_id, fired.alert_id);
+    let ends_at = resolved
+        .ends_at
+        .as_ref()
+        .map(timestamp_to_millis)
+        .unwrap_or_default();
+    assert!(
+        ends_at >= outage_end && ends_at <= outage_end + 30 * MINUTE,
+        "resolves when events return: {}",
+        crate::time::millis_to_rfc3339(ends_at)
+    );
+}
+
+#[test]
+fn a_silent_cell_by_day_raises_a_data_gap_but_a_quiet_night_does_not() {
+    let registry = populous_sub_registry(3);
+    let start = SimulatorSettings::default().start_millis;
+    let silent_cell = CellIndex(0);
+    let grid_id = registry.cell(silent_cell).grid_id.clone();
+    // Silence the cell (no offline reports at all) Monday 22:00 → Tuesday 07:00 (night)
+    // and Tuesday 09:00 → 16:00 (day).
+    let night = (start + 22 * HOUR_MILLIS, start + 31 * HOUR_MILLIS);
+    let day = (start + 33 * HOUR_MILLIS, start + 40 * HOUR_MILLIS);
+    let rules = r#"
+[[rule]]
+name = "cell_data_gap"
+kind = "data_gap"
+silence = "2h"
+alpha = 1e-7
+"#;
+    let alerts = simulate(
+        &registry,
+        rules,
+        quiet_settings(9, Vec::new()),
+        start + 42 * HOUR_MILLIS,
+        &|cell, occurred| {
+            cell == silent_cell
+                && ((night.0..night.1).contains(&occurred) || (day.0..day.1).contains(&occurred))
+        },
+    );
+    let of_cell: Vec<&Alert> = alerts
+        .iter()
+        .filter(|alert| alert.grid_id == grid_id)
+        .collect();
+    assert_eq!(of_cell.len(), 2, "{of_cell:#?}");
+    let fired = of_cell[0];
+    assert!(
+        at(fired) >= day.0 + 2 * HOUR_MILLIS && at(fired) <= day.0 + 6 * HOUR_MILLIS,
+        "fires once the daytime silence is both long and improbable: {}",
+        crate::time::millis_to_rfc3339(at(fired))
+    );
+    eprintln!(
+        "daytime silence detected after {} min",
+        (at(fired) - day.0) / MINUTE
+    );
+    assert!(fired.p_value < 1e-7 && fired.expected > 16.1);
+    let resolved = of_cell[1];
+    let ends_at = resolved
+        .ends_at
+        .as_ref()
+        .map(timestamp_to_millis)
+        .unwrap_or_default();
+    assert!(ends_at >= day.1 && ends_at <= day.1 + HOUR_MILLIS);
+    let others = alerts.len() - of_cell.len();
+    assert_eq!(others, 0, "no other cell goes silent");
+    assert!(rfc3339_to_millis("2026-03-02T00:00:00+08:00") == Ok(start));
+}
