@@ -228,8 +228,7 @@ fn poisson_pmf_table(lambda: f64, len: usize) -> Vec<f64> {
 /// S ≥ `alarm_state`/r, under Poisson(`lambda0`): the exact Markov chain (Brook & Evans) on
 /// the lattice states 0..alarm_state.
 pub fn lattice_average_run_length(lambda0: f64, lattice: Lattice, alarm_state: i64) -> Option<f64> {
-    if !(lambda0.is_finite() && lambda0 > 0.0) || alarm_state < 1 || alarm_state > MAX_CHAIN_STATES
-    {
+    if !(lambda0.is_finite() && lambda0 > 0.0 && (1..=MAX_CHAIN_STATES).contains(&alarm_state)) {
         return None;
     }
     let state_count = usize::try_from(alarm_state).ok()?;

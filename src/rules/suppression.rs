@@ -36,8 +36,7 @@ pub fn matching_suppression<'a>(suppressions: &'a [Suppression], alert: &Alert) 
         .iter()
         .find(|suppression| {
             (suppression.start_millis..suppression.end_millis).contains(&at_millis)
-                && (suppression.rules.is_empty()
-                    || suppression.rules.iter().any(|rule| *rule == alert.rule))
+                && (suppression.rules.is_empty() || suppression.rules.contains(&alert.rule))
                 && match &suppression.target {
                     SuppressionTarget::Device(device_id) => {
                         !alert.device_id.is_empty() && *device_id == alert.device_id

@@ -922,7 +922,7 @@ fn a_fraud_wave_in_one_community_is_detected_by_spike_and_cusum() {
         fired_by(&alerts, rule)
             .into_iter()
             .filter(|alert| alert.community_id == community)
-            .map(|alert| at(alert))
+            .map(at)
             .min()
     };
     let spike_at = first_detection("fraud_wave_spike").expect("the spike rule detects the wave");
