@@ -543,6 +543,20 @@ async fn every_dashboard_query_and_recording_rule_returns_data() {
     let client = reqwest::Client::new();
     let scrape_text = scrape_after_backlog(&client, &format!("http://{address}/metrics")).await;
 
+    let communities = GridRegistry::embedded().communities().len();
+    let count_series = |name: &str| {
+        scrape_text
+            .lines()
+            .filter(|line| line.starts_with(&format!("{name}{{")))
+            .count()
+    };
+    assert_eq!(count_series("gridwatch_community_info"), communities);
+    assert_eq!(
+        count_series("gridwatch_community_events"),
+        communities * Config::default().window.views.len(),
+        "every community has a series per view, silent ones included"
+    );
+
     let (metrics_are_clean, promtool_report) = promtool_check_metrics(&promtool, &scrape_text);
     assert!(
         metrics_are_clean,
