@@ -64,6 +64,13 @@ pub struct Metrics {
     pub start_time: Gauge,
     /// Incidents in each registered cell over the views (15m, 1h, 24h), by cell.
     pub cell_incidents: GaugeVec,
+    /// Events of every type from each registered community over the views: every community
+    /// has a series (0 when silent), so an alert can notice a community whose devices stopped
+    /// reporting (162 communities × views: bounded).
+    pub community_events: GaugeVec,
+    /// One series per registered community (value 1) carrying its and its district's names, so
+    /// dashboards can join names onto the per-community series by `community`.
+    pub community_info: IntGaugeVec,
 }
 
 /// Latency buckets from 1 ms to ~10 min.
@@ -238,11 +245,28 @@ impl Metrics {
         registry.register(Box::new(dedup_entries.clone()))?;
         registry.register(Box::new(state_snapshot_bytes.clone()))?;
         registry.register(Box::new(sink_errors.clone()))?;
+        let community_events = GaugeVec::new(
+            Opts::new(
+                "gridwatch_community_events",
+                "Events (all types) from one registered community over a sliding view; 0 when the community is silent.",
+            ),
+            &["district", "community", "view"],
+        )?;
+        let community_info = IntGaugeVec::new(
+            Opts::new(
+                "gridwatch_community_info",
+                "Names of a registered community and of its district; the value is always 1.",
+            ),
+            &["district", "district_name", "community", "name"],
+        )?;
+
         registry.register(Box::new(build_info.clone()))?;
         registry.register(Box::new(rules_version.clone()))?;
         registry.register(Box::new(rules_reloads.clone()))?;
         registry.register(Box::new(start_time.clone()))?;
         registry.register(Box::new(cell_incidents.clone()))?;
+        registry.register(Box::new(community_events.clone()))?;
+        registry.register(Box::new(community_info.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -258,6 +282,9 @@ impl Metrics {
         for reason in DeadLetterReason::ALL {
             dead_letters.with_label_values(&[reason.as_str()]);
         }
+        // The file sink exists in every deployment that writes outputs: a zero series lets
+        // the sink-error panel and alert see it before the first error.
+        sink_errors.with_label_values(&["file"]);
         for kind in ["immediate", "threshold"] {
             alert_latency.with_label_values(&[kind]);
         }
@@ -299,6 +326,8 @@ impl Metrics {
             rules_reloads,
             start_time,
             cell_incidents,
+            community_events,
+            community_info,
         })
     }
 

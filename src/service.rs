@@ -104,6 +104,7 @@ pub async fn run(
         SourceKind::File => "file",
     };
     let metrics = Arc::new(Metrics::new(&[source_name], rules.version())?);
+    set_community_info(&metrics, &registry);
     let health = Arc::new(Health::default());
     let rules_version = rules.version().to_string();
     let mut pipeline = Pipeline::new(
@@ -213,6 +214,25 @@ pub async fn run(
     }
     tracing::info!("gridwatch stopped");
     Ok(())
+}
+
+/// Publishes `gridwatch_community_info` (names by community id) for dashboard joins.
+fn set_community_info(metrics: &Metrics, registry: &GridRegistry) {
+    for community in registry.communities() {
+        let district_name = registry
+            .district(&community.district_code)
+            .map(|district| district.name_zh.as_str())
+            .unwrap_or_default();
+        metrics
+            .community_info
+            .with_label_values(&[
+                community.district_code.as_str(),
+                district_name,
+                community.id.as_str(),
+                community.name.as_str(),
+            ])
+            .set(1);
+    }
 }
 
 fn view_names(config: &Config) -> Vec<String> {
@@ -436,13 +456,21 @@ impl PipelineLoop {
     }
 
     /// Per-cell incident gauges, for registered cells only (bounded label set): cells with no
-    /// incidents in a view have no series for that view.
+    /// incidents in a view have no series for that view. Per-community event gauges cover
+    /// every registered community, silent ones included (0).
     fn update_cell_gauges(&self, registry: &GridRegistry) {
         self.metrics.cell_incidents.reset();
         for (view_index, view_label) in self.view_labels.iter().enumerate() {
             let mut incidents_by_cell: std::collections::BTreeMap<crate::grid::CellIndex, u64> =
                 std::collections::BTreeMap::new();
+            let mut events_by_community = vec![0_u64; registry.communities().len()];
             for (key, count) in self.pipeline.views().counts(view_index) {
+                let community_index = registry.cell(key.cell).community;
+                if let Some(community_events) =
+                    events_by_community.get_mut(community_index.0 as usize)
+                {
+                    *community_events += count;
+                }
                 let is_incident = crate::proto::EventType::try_from(key.event_type)
                     .map(crate::event::is_incident)
                     .unwrap_or(false);
@@ -462,6 +490,16 @@ impl PipelineLoop {
                         view_label.as_str(),
                     ])
                     .set(incidents as f64);
+            }
+            for (community, events) in registry.communities().iter().zip(&events_by_community) {
+                self.metrics
+                    .community_events
+                    .with_label_values(&[
+                        community.district_code.as_str(),
+                        community.id.as_str(),
+                        view_label.as_str(),
+                    ])
+                    .set(*events as f64);
             }
         }
     }
