@@ -62,7 +62,20 @@ pub struct Metrics {
     pub start_time: Gauge,
     /// Incidents in each registered cell over the views (15m, 1h, 24h), by cell.
     pub cell_incidents: GaugeVec,
+    /// Alert deliveries by sink (alertmanager, webhook) and result (sent, failed, retried,
+    /// suppressed), one per alert state change and destination.
+    pub alert_deliveries: IntCounterVec,
+    /// Alerts dropped because a delivery queue was full, by sink.
+    pub alert_delivery_dropped: IntCounterVec,
+    /// From an alert's hand-off to a sink to the receiver's acknowledgement, by sink.
+    pub alert_delivery_latency: HistogramVec,
 }
+
+/// The `sink` label values of the alert delivery metrics.
+pub const ALERT_SINKS: [&str; 2] = ["alertmanager", "webhook"];
+
+/// The `result` label values of `gridwatch_alert_deliveries_total`.
+pub const ALERT_DELIVERY_RESULTS: [&str; 4] = ["sent", "failed", "retried", "suppressed"];
 
 /// Latency buckets from 1 ms to ~10 min.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -211,6 +224,29 @@ impl Metrics {
             &["district", "community", "grid", "view"],
         )?;
 
+        let alert_deliveries = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_alert_deliveries_total",
+                "Alert state changes delivered per destination, by sink and result: sent (acknowledged), failed (given up after retries or rejected), retried (one per retry), suppressed (tracked but not paged).",
+            ),
+            &["sink", "result"],
+        )?;
+        let alert_delivery_dropped = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_alert_delivery_dropped_total",
+                "Alerts dropped (oldest first) because a sink's delivery queue was full.",
+            ),
+            &["sink"],
+        )?;
+        let alert_delivery_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "gridwatch_alert_delivery_latency_seconds",
+                "Wall time from an alert's hand-off to a sink to the receiver's acknowledgement, queueing and retries included.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["sink"],
+        )?;
+
         registry.register(Box::new(events_received.clone()))?;
         registry.register(Box::new(events_accepted.clone()))?;
         registry.register(Box::new(events_duplicate.clone()))?;
@@ -233,6 +269,9 @@ impl Metrics {
         registry.register(Box::new(rules_version.clone()))?;
         registry.register(Box::new(start_time.clone()))?;
         registry.register(Box::new(cell_incidents.clone()))?;
+        registry.register(Box::new(alert_deliveries.clone()))?;
+        registry.register(Box::new(alert_delivery_dropped.clone()))?;
+        registry.register(Box::new(alert_delivery_latency.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -250,6 +289,13 @@ impl Metrics {
         }
         for kind in ["immediate", "threshold"] {
             alert_latency.with_label_values(&[kind]);
+        }
+        for sink in ALERT_SINKS {
+            alert_delivery_dropped.with_label_values(&[sink]);
+            alert_delivery_latency.with_label_values(&[sink]);
+            for result in ALERT_DELIVERY_RESULTS {
+                alert_deliveries.with_label_values(&[sink, result]);
+            }
         }
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -283,6 +329,9 @@ impl Metrics {
             rules_version,
             start_time,
             cell_incidents,
+            alert_deliveries,
+            alert_delivery_dropped,
+            alert_delivery_latency,
         })
     }
 
