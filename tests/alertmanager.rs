@@ -174,7 +174,7 @@ fn resolved(alert: &Alert) -> Alert {
     let ends_at = Some(millis_to_timestamp(wall_clock_millis() - 1_000));
     Alert {
         status: AlertStatus::Resolved as i32,
-        ends_at: ends_at.clone(),
+        ends_at,
         updated_at: ends_at,
         ..alert.clone()
     }
