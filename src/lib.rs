@@ -26,6 +26,7 @@ pub mod grid;
 pub mod metrics;
 pub mod pipeline;
 pub mod proto;
+pub mod reload;
 pub mod replay;
 pub mod rules;
 pub mod seeds;

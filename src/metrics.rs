@@ -58,6 +58,8 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// Version (hash) of the loaded rules file (always 1).
     pub rules_version: IntGaugeVec,
+    /// Rules reload attempts, by trigger (sighup, file_change) and result (applied, unchanged, invalid).
+    pub rules_reloads: IntCounterVec,
     /// Process start time.
     pub start_time: Gauge,
     /// Incidents in each registered cell over the views (15m, 1h, 24h), by cell.
@@ -212,6 +214,13 @@ impl Metrics {
             ),
             &["version"],
         )?;
+        let rules_reloads = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_rules_reloads_total",
+                "Rules file reload attempts, by trigger and result; an invalid file leaves the running rules in place.",
+            ),
+            &["trigger", "result"],
+        )?;
         let start_time = Gauge::new(
             "gridwatch_start_time_seconds",
             "Unix time at which the process started its pipeline.",
@@ -267,6 +276,7 @@ impl Metrics {
         registry.register(Box::new(sink_errors.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
         registry.register(Box::new(rules_version.clone()))?;
+        registry.register(Box::new(rules_reloads.clone()))?;
         registry.register(Box::new(start_time.clone()))?;
         registry.register(Box::new(cell_incidents.clone()))?;
         registry.register(Box::new(alert_deliveries.clone()))?;
@@ -295,6 +305,11 @@ impl Metrics {
             alert_delivery_latency.with_label_values(&[sink]);
             for result in ALERT_DELIVERY_RESULTS {
                 alert_deliveries.with_label_values(&[sink, result]);
+            }
+        }
+        for trigger in ["sighup", "file_change"] {
+            for result in ["applied", "unchanged", "invalid"] {
+                rules_reloads.with_label_values(&[trigger, result]);
             }
         }
         build_info
@@ -327,6 +342,7 @@ impl Metrics {
             sink_errors,
             build_info,
             rules_version,
+            rules_reloads,
             start_time,
             cell_incidents,
             alert_deliveries,

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiState, CellActivity, Health, LiveView};
+use crate::api::{ApiState, CellActivity, CellDetail, CellQuery, Health, LiveView};
 use crate::config::{Config, SimulatorPacing, SourceKind};
 use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
@@ -177,10 +177,12 @@ pub async fn run(
         views: view_names(&config),
         ..LiveView::default()
     }));
+    let (cell_query_sender, cell_query_receiver) = mpsc::channel::<CellQuery>(64);
     let api_state = ApiState {
         metrics: metrics.clone(),
         live: live_receiver,
         health: health.clone(),
+        cell_queries: cell_query_sender,
     };
     let local_address = listener.local_addr()?;
     tracing::info!(address = %local_address, source = source_name, rules_version = %rules_version, "gridwatch serving");
@@ -206,7 +208,9 @@ pub async fn run(
         snapshot_interval: config.state.snapshot_interval,
         last_snapshot: Instant::now(),
     };
-    loop_state.drive(batch_receiver, shutdown).await;
+    loop_state
+        .drive(batch_receiver, cell_query_receiver, shutdown)
+        .await;
     cancel.cancel();
     loop_state.shut_down();
     sink = loop_state.sink.take();
@@ -305,6 +309,7 @@ impl PipelineLoop {
     async fn drive(
         &mut self,
         mut batch_receiver: mpsc::Receiver<Vec<SourceRecord>>,
+        mut cell_query_receiver: mpsc::Receiver<CellQuery>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
         let mut shutdown = std::pin::pin!(shutdown);
@@ -326,6 +331,10 @@ impl PipelineLoop {
                     }
                 },
                 _ = ticker.tick() => self.on_tick(),
+                Some(query) = cell_query_receiver.recv() => {
+                    let detail = self.cell_detail(&query.grid_id);
+                    let _ = query.reply.send(detail);
+                }
             }
         }
     }
@@ -392,22 +401,7 @@ impl PipelineLoop {
                 self.pipeline
                     .top_cells(view_index, LIVE_TOP_CELLS)
                     .into_iter()
-                    .map(|(cell_index, events)| {
-                        let cell = registry.cell(cell_index);
-                        let community = registry.community(cell.community);
-                        let district_name = registry
-                            .district(&community.district_code)
-                            .map(|district| district.name_zh.clone())
-                            .unwrap_or_default();
-                        CellActivity {
-                            grid_id: cell.grid_id.clone(),
-                            community_id: community.id.clone(),
-                            community_name: community.name.clone(),
-                            district_code: community.district_code.clone(),
-                            district_name,
-                            events,
-                        }
-                    })
+                    .map(|(cell_index, events)| cell_activity(&registry, cell_index, events))
                     .collect()
             })
             .collect();
@@ -423,6 +417,41 @@ impl PipelineLoop {
             rules_version: self.rules_version.clone(),
         };
         self.live_sender.send_replace(Arc::new(live));
+    }
+
+    fn cell_detail(&self, grid_id: &str) -> Option<CellDetail> {
+        let registry = self.pipeline.registry().clone();
+        let cell_index = registry.cell_by_grid_id(grid_id)?;
+        let activity = self.pipeline.cell_activity(cell_index);
+        let events_in_first_view: u64 = activity
+            .iter()
+            .filter_map(|(_, counts)| counts.first())
+            .sum();
+        let events_by_type = activity
+            .into_iter()
+            .map(|(event_type, counts)| {
+                let name = crate::proto::EventType::try_from(event_type)
+                    .map(|known| known.as_str_name().to_string())
+                    .unwrap_or_else(|_| event_type.to_string());
+                (name, counts)
+            })
+            .collect();
+        let active_alerts = self
+            .pipeline
+            .active_alerts()
+            .into_iter()
+            .filter(|alert| alert.grid_id == grid_id)
+            .collect();
+        Some(CellDetail {
+            cell: cell_activity(&registry, cell_index, events_in_first_view),
+            watermark: self
+                .pipeline
+                .watermark_millis()
+                .map(crate::time::millis_to_rfc3339),
+            views: self.view_labels.clone(),
+            events_by_type,
+            active_alerts,
+        })
     }
 
     /// Per-cell incident gauges, for registered cells only (bounded label set): cells with no
@@ -489,6 +518,28 @@ impl PipelineLoop {
         if self.snapshot_path.is_some() {
             self.write_snapshot();
         }
+    }
+}
+
+/// Where a cell is (names and codes) and how many events it had.
+fn cell_activity(
+    registry: &GridRegistry,
+    cell_index: crate::grid::CellIndex,
+    events: u64,
+) -> CellActivity {
+    let cell = registry.cell(cell_index);
+    let community = registry.community(cell.community);
+    let district_name = registry
+        .district(&community.district_code)
+        .map(|district| district.name_zh.clone())
+        .unwrap_or_default();
+    CellActivity {
+        grid_id: cell.grid_id.clone(),
+        community_id: community.id.clone(),
+        community_name: community.name.clone(),
+        district_code: community.district_code.clone(),
+        district_name,
+        events,
     }
 }
 
