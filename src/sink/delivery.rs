@@ -253,9 +253,10 @@ impl AlertQueue {
 /// Why one request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AttemptError {
-    /// No answer: connection refused, reset, timed out.
+    /// No answer: connection refused, reset, timed out. (The URL is stripped from the error:
+    /// webhook URLs may carry tokens, and logs name the destination separately.)
     #[error("request failed: {0}")]
-    Transport(#[from] reqwest::Error),
+    Transport(reqwest::Error),
     /// The receiver answered with an error status.
     #[error("receiver answered {status}: {body}")]
     Status {
@@ -267,6 +268,12 @@ pub enum AttemptError {
     /// Shutdown interrupted the retries.
     #[error("cancelled by shutdown")]
     Cancelled,
+}
+
+impl From<reqwest::Error> for AttemptError {
+    fn from(error: reqwest::Error) -> AttemptError {
+        AttemptError::Transport(error.without_url())
+    }
 }
 
 impl AttemptError {
@@ -361,7 +368,7 @@ impl AlertDelivery {
         let mut alertmanager_queues = Vec::new();
         let mut webhook_queue = None;
         let mut suppressed = Vec::new();
-        let mut workers: Vec<futures_like::BoxedWorker> = Vec::new();
+        let mut workers: Vec<BoxedWorker> = Vec::new();
 
         if !config.alertmanager_urls.is_empty() {
             let sink_metrics = SinkMetrics::new(metrics, "alertmanager");
@@ -465,14 +472,8 @@ impl AlertDelivery {
     }
 }
 
-/// The boxed worker futures spawned by [`AlertDelivery::start`].
-mod futures_like {
-    use std::future::Future;
-    use std::pin::Pin;
-
-    /// A delivery task's future.
-    pub(super) type BoxedWorker = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
-}
+/// A delivery task's future, as spawned by [`AlertDelivery::start`].
+type BoxedWorker = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
 
 #[cfg(test)]
 mod tests {

@@ -273,7 +273,7 @@ impl WebhookWorker {
             Err(error) => {
                 self.metrics.failed.inc();
                 tracing::error!(
-                    url = %self.url,
+                    receiver = self.url.host_str().unwrap_or_default(),
                     alert_id = %queued.alert.alert_id,
                     %error,
                     "alert delivery to the webhook failed"
