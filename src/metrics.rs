@@ -71,7 +71,20 @@ pub struct Metrics {
     /// One series per registered community (value 1) carrying its and its district's names, so
     /// dashboards can join names onto the per-community series by `community`.
     pub community_info: IntGaugeVec,
+    /// Alert deliveries by sink (alertmanager, webhook) and result (sent, failed, retried,
+    /// suppressed), one per alert state change and destination.
+    pub alert_deliveries: IntCounterVec,
+    /// Alerts dropped because a delivery queue was full, by sink.
+    pub alert_delivery_dropped: IntCounterVec,
+    /// From an alert's hand-off to a sink to the receiver's acknowledgement, by sink.
+    pub alert_delivery_latency: HistogramVec,
 }
+
+/// The `sink` label values of the alert delivery metrics.
+pub const ALERT_SINKS: [&str; 2] = ["alertmanager", "webhook"];
+
+/// The `result` label values of `gridwatch_alert_deliveries_total`.
+pub const ALERT_DELIVERY_RESULTS: [&str; 4] = ["sent", "failed", "retried", "suppressed"];
 
 /// Latency buckets from 1 ms to ~10 min.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -227,6 +240,29 @@ impl Metrics {
             &["district", "community", "grid", "view"],
         )?;
 
+        let alert_deliveries = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_alert_deliveries_total",
+                "Alert state changes delivered per destination, by sink and result: sent (acknowledged), failed (given up after retries or rejected), retried (one per retry), suppressed (tracked but not paged).",
+            ),
+            &["sink", "result"],
+        )?;
+        let alert_delivery_dropped = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_alert_delivery_dropped_total",
+                "Alerts dropped (oldest first) because a sink's delivery queue was full.",
+            ),
+            &["sink"],
+        )?;
+        let alert_delivery_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "gridwatch_alert_delivery_latency_seconds",
+                "Wall time from an alert's hand-off to a sink to the receiver's acknowledgement, queueing and retries included.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["sink"],
+        )?;
+
         registry.register(Box::new(events_received.clone()))?;
         registry.register(Box::new(events_accepted.clone()))?;
         registry.register(Box::new(events_duplicate.clone()))?;
@@ -267,6 +303,9 @@ impl Metrics {
         registry.register(Box::new(cell_incidents.clone()))?;
         registry.register(Box::new(community_events.clone()))?;
         registry.register(Box::new(community_info.clone()))?;
+        registry.register(Box::new(alert_deliveries.clone()))?;
+        registry.register(Box::new(alert_delivery_dropped.clone()))?;
+        registry.register(Box::new(alert_delivery_latency.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -287,6 +326,13 @@ impl Metrics {
         sink_errors.with_label_values(&["file"]);
         for kind in ["immediate", "threshold"] {
             alert_latency.with_label_values(&[kind]);
+        }
+        for sink in ALERT_SINKS {
+            alert_delivery_dropped.with_label_values(&[sink]);
+            alert_delivery_latency.with_label_values(&[sink]);
+            for result in ALERT_DELIVERY_RESULTS {
+                alert_deliveries.with_label_values(&[sink, result]);
+            }
         }
         for trigger in ["sighup", "file_change"] {
             for result in ["applied", "unchanged", "invalid"] {
@@ -328,6 +374,9 @@ impl Metrics {
             cell_incidents,
             community_events,
             community_info,
+            alert_deliveries,
+            alert_delivery_dropped,
+            alert_delivery_latency,
         })
     }
 

@@ -20,6 +20,7 @@ use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
 use crate::pipeline::{Outputs, Pipeline, PipelineSettings};
 use crate::rules::RuleSet;
+use crate::sink::delivery::AlertDelivery;
 use crate::sink::file::JsonlFileSink;
 use crate::source::file::FileSource;
 use crate::source::simulator::{Pacing, Simulator, SimulatorSettings, SimulatorSource};
@@ -49,6 +50,9 @@ pub enum ServiceError {
     /// An output could not be opened.
     #[error(transparent)]
     Sink(#[from] crate::sink::file::FileSinkError),
+    /// Alert delivery could not start.
+    #[error(transparent)]
+    Delivery(#[from] crate::sink::delivery::DeliveryError),
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Http(#[from] std::io::Error),
@@ -60,6 +64,8 @@ const BATCH_SIZE: usize = 1024;
 const CHANNEL_BATCHES: usize = 8;
 /// How often the pipeline advances by wall time, publishes the live view and flushes sinks.
 const TICK: Duration = Duration::from_secs(1);
+/// How long shutdown waits for queued alerts to be delivered.
+const ALERT_DELIVERY_GRACE: Duration = Duration::from_secs(5);
 /// Cells kept per view in the live view.
 const LIVE_TOP_CELLS: usize = 100;
 
@@ -124,6 +130,10 @@ pub async fn run(
         Some(directory) => Some(JsonlFileSink::open(directory, true)?),
         None => None,
     };
+    let alert_delivery = AlertDelivery::start(&config.alerting, registry.clone(), &metrics)?;
+    if let Some(delivery) = &alert_delivery {
+        delivery.offer_active(&pipeline.active_alerts());
+    }
 
     let cancel = CancellationToken::new();
     let (batch_sender, batch_receiver) = mpsc::channel::<Vec<SourceRecord>>(CHANNEL_BATCHES);
@@ -188,6 +198,7 @@ pub async fn run(
     let mut loop_state = PipelineLoop {
         pipeline,
         sink,
+        alert_delivery,
         outputs: Outputs::default(),
         metrics: metrics.clone(),
         health: health.clone(),
@@ -205,6 +216,9 @@ pub async fn run(
     loop_state.shut_down();
     sink = loop_state.sink.take();
     drop(sink);
+    if let Some(delivery) = loop_state.alert_delivery.take() {
+        delivery.shut_down(ALERT_DELIVERY_GRACE).await;
+    }
     if let Err(error) = source_task.await {
         tracing::error!(%error, "source task failed");
     }
@@ -289,6 +303,8 @@ struct PipelineLoop {
     pipeline: Pipeline,
     /// JSONL outputs, when configured.
     sink: Option<JsonlFileSink>,
+    /// Alertmanager / webhook delivery, when configured (hand-off never blocks).
+    alert_delivery: Option<AlertDelivery>,
     /// Reused output buffer.
     outputs: Outputs,
     /// Metrics (gauges refreshed on each tick).
@@ -379,6 +395,9 @@ impl PipelineLoop {
     fn write_outputs(&mut self) {
         if self.outputs.is_empty() {
             return;
+        }
+        if let Some(delivery) = &self.alert_delivery {
+            delivery.offer(&self.outputs.alerts);
         }
         if let Some(sink) = self.sink.as_mut() {
             if let Err(error) = sink.write(&self.outputs) {
