@@ -144,8 +144,7 @@ pub fn config_problems(config: &FraudConfig) -> Vec<String> {
             config.baseline_year
         ));
     }
-    if !(config.target_drop.is_finite() && config.target_drop > 0.0 && config.target_drop <= 1.0)
-    {
+    if !(config.target_drop.is_finite() && config.target_drop > 0.0 && config.target_drop <= 1.0) {
         problems.push(format!(
             "fraud.target_drop must be in (0, 1], got {}",
             config.target_drop
@@ -395,7 +394,8 @@ impl FraudTracker {
             .copied()
             .unwrap_or(year)
             .saturating_sub(KEPT_YEARS - 1);
-        self.years.retain(|kept_year, _| *kept_year >= oldest_kept_year);
+        self.years
+            .retain(|kept_year, _| *kept_year >= oldest_kept_year);
         paired
     }
 

@@ -84,10 +84,8 @@ pub fn exact_rate_ratio(
     exposure_base: f64,
     confidence: f64,
 ) -> Result<RateRatioInterval, RateRatioError> {
-    let counts_valid = cases_now.is_finite()
-        && cases_base.is_finite()
-        && cases_now >= 0.0
-        && cases_base >= 0.0;
+    let counts_valid =
+        cases_now.is_finite() && cases_base.is_finite() && cases_now >= 0.0 && cases_base >= 0.0;
     if !counts_valid {
         return Err(RateRatioError::InvalidCounts {
             cases_now,
@@ -140,46 +138,18 @@ pub fn exact_rate_ratio(
 /// through the symmetry `1 − Beta(a, b) = Beta(b, a)`), so that `x / (1 − x)` stays accurate
 /// near both ends. Shapes must be positive and `probability` in (0, 1).
 fn beta_quantile_with_complement(shape_a: f64, shape_b: f64, probability: f64) -> (f64, f64) {
-    let quantile = polished_inverse_beta(shape_a, shape_b, probability);
+    let quantile = inverse_beta(shape_a, shape_b, probability);
     if quantile <= 0.5 {
         return (quantile, 1.0 - quantile);
     }
-    let complement = polished_inverse_beta(shape_b, shape_a, 1.0 - probability);
+    let complement = inverse_beta(shape_b, shape_a, 1.0 - probability);
     (1.0 - complement, complement)
 }
 
-/// `statrs`'s inverse regularized incomplete beta, refined by a few Newton steps on
-/// `I_x(a, b) − probability` so that the result is accurate to ~1e-13 relative.
-fn polished_inverse_beta(shape_a: f64, shape_b: f64, probability: f64) -> f64 {
-    let mut quantile =
-        statrs::function::beta::inv_beta_reg(shape_a, shape_b, probability.clamp(0.0, 1.0));
-    let ln_beta = statrs::function::beta::ln_beta(shape_a, shape_b);
-    for _ in 0..4 {
-        if !(quantile > 0.0 && quantile < 1.0) {
-            break;
-        }
-        let Ok(cumulative) = statrs::function::beta::checked_beta_reg(shape_a, shape_b, quantile)
-        else {
-            break;
-        };
-        let ln_density = (shape_a - 1.0) * quantile.ln() + (shape_b - 1.0) * (-quantile).ln_1p()
-            - ln_beta;
-        let density = ln_density.exp();
-        if !(density.is_finite() && density > 0.0) {
-            break;
-        }
-        let step = (cumulative - probability) / density;
-        let next = quantile - step;
-        if !(next > 0.0 && next < 1.0) || !next.is_finite() {
-            break;
-        }
-        if (next - quantile).abs() <= quantile * 1e-16 {
-            quantile = next;
-            break;
-        }
-        quantile = next;
-    }
-    quantile
+/// The `probability` quantile of `Beta(shape_a, shape_b)` (`statrs`'s inverse regularized
+/// incomplete beta, AS 109 with Newton steps; within 1e-9 relative of SciPy on the fixtures).
+fn inverse_beta(shape_a: f64, shape_b: f64, probability: f64) -> f64 {
+    statrs::function::beta::inv_beta_reg(shape_a, shape_b, probability.clamp(0.0, 1.0))
 }
 
 #[cfg(test)]

@@ -198,7 +198,11 @@ fn baseline_same_period_is_whole_months_plus_the_pro_rated_current_month() {
     let baseline = baseline_with(&[(COMMUNITY_A, &[3, 4, 10, 100])]);
     let report = feeder.report(now, &baseline);
     let entry = community(&report, COMMUNITY_A);
-    assert_close(entry.baseline_cases_same_period, 3.0 + 4.0 + 10.0 * 0.5, 1e-12);
+    assert_close(
+        entry.baseline_cases_same_period,
+        3.0 + 4.0 + 10.0 * 0.5,
+        1e-12,
+    );
     assert_eq!(entry.baseline_full_year_cases, 117);
     assert_close(entry.baseline_incidence_per_10k.unwrap(), 120.0, 1e-9);
     assert_close(report.elapsed_days, 31.0 + 28.0 + 15.5, 1e-12);
@@ -283,7 +287,11 @@ fn zero_baseline_leaves_the_drop_null_and_says_why() {
     assert_eq!(entry.drop, None);
     assert_eq!(entry.drop_ci_low, None);
     assert!(entry.drop_ci_high.unwrap() < 1.0);
-    assert!(entry.drop_note.as_deref().unwrap().contains("no baseline cases"));
+    assert!(entry
+        .drop_note
+        .as_deref()
+        .unwrap()
+        .contains("no baseline cases"));
     // No cases now against a positive baseline: drop 1, finite lower bound.
     let zero_now = community(&report, COMMUNITY_A);
     assert_eq!(zero_now.drop, None, "A has no baseline rows at all");
@@ -306,12 +314,22 @@ fn dissuasion_pairs_by_phone_first_then_first_in_first_out() {
     feeder.feed(0, EventType::FraudWarning, t0 + 10_000, Some("pseudo:bbb"));
     feeder.feed(0, EventType::FraudWarning, t0 + 20_000, None);
     let by_phone = feeder
-        .feed(0, EventType::FraudDissuaded, t0 + 60_000, Some("pseudo:bbb"))
+        .feed(
+            0,
+            EventType::FraudDissuaded,
+            t0 + 60_000,
+            Some("pseudo:bbb"),
+        )
         .unwrap();
     assert!(by_phone.matched_by_phone);
     assert_close(by_phone.seconds, 50.0, 1e-12);
     let fifo = feeder
-        .feed(0, EventType::FraudDissuaded, t0 + 100_000, Some("pseudo:zzz"))
+        .feed(
+            0,
+            EventType::FraudDissuaded,
+            t0 + 100_000,
+            Some("pseudo:zzz"),
+        )
         .unwrap();
     assert!(!fifo.matched_by_phone);
     assert_close(fifo.seconds, 100.0, 1e-12);
@@ -323,7 +341,12 @@ fn dissuasion_pairs_by_phone_first_then_first_in_first_out() {
     // Another community's warnings are never taken.
     feeder.feed(1, EventType::FraudWarning, t0, Some("pseudo:ccc"));
     assert_eq!(
-        feeder.feed(0, EventType::FraudDissuaded, t0 + 200_000, Some("pseudo:ccc")),
+        feeder.feed(
+            0,
+            EventType::FraudDissuaded,
+            t0 + 200_000,
+            Some("pseudo:ccc")
+        ),
         None
     );
     let report = feeder.report(t0 + 300_000, &baseline_with(&[]));
@@ -389,16 +412,47 @@ fn report_lists_the_furthest_behind_first_and_undefined_drops_last() {
 fn events_count_in_their_own_local_year_and_old_years_are_dropped() {
     let mut feeder = Feeder::new();
     // 31 Dec 2025 23:30 local is 2025; 1 Jan 2026 00:30 local is 2026 (15:30/16:30 UTC).
-    feeder.feed(0, EventType::FraudCaseFiled, millis("2025-12-31T23:30:00+08:00"), None);
-    feeder.feed(0, EventType::FraudCaseFiled, millis("2026-01-01T00:30:00+08:00"), None);
-    feeder.feed(0, EventType::FraudCaseFiled, millis("2026-01-01T00:40:00+08:00"), None);
-    assert_eq!(feeder.tracker.counts(2025, CommunityIndex(0)).cases_filed, 1);
-    assert_eq!(feeder.tracker.counts(2026, CommunityIndex(0)).cases_filed, 2);
+    feeder.feed(
+        0,
+        EventType::FraudCaseFiled,
+        millis("2025-12-31T23:30:00+08:00"),
+        None,
+    );
+    feeder.feed(
+        0,
+        EventType::FraudCaseFiled,
+        millis("2026-01-01T00:30:00+08:00"),
+        None,
+    );
+    feeder.feed(
+        0,
+        EventType::FraudCaseFiled,
+        millis("2026-01-01T00:40:00+08:00"),
+        None,
+    );
+    assert_eq!(
+        feeder.tracker.counts(2025, CommunityIndex(0)).cases_filed,
+        1
+    );
+    assert_eq!(
+        feeder.tracker.counts(2026, CommunityIndex(0)).cases_filed,
+        2
+    );
     let report = feeder.report(millis("2026-01-01T01:00:00+08:00"), &baseline_with(&[]));
     assert_eq!((report.year, report.city.cases_ytd), (2026, 2));
-    feeder.feed(0, EventType::FraudCaseFiled, millis("2028-03-01T00:00:00+08:00"), None);
+    feeder.feed(
+        0,
+        EventType::FraudCaseFiled,
+        millis("2028-03-01T00:00:00+08:00"),
+        None,
+    );
     assert_eq!(feeder.tracker.years(), vec![2026, 2028]);
-    feeder.feed(0, EventType::FraudCaseFiled, millis("2024-03-01T00:00:00+08:00"), None);
+    feeder.feed(
+        0,
+        EventType::FraudCaseFiled,
+        millis("2024-03-01T00:00:00+08:00"),
+        None,
+    );
     assert_eq!(feeder.tracker.years(), vec![2026, 2028]);
 }
 
@@ -448,8 +502,10 @@ fn embedded_seeds_report_covers_every_community_and_district() {
     assert_eq!(report.communities.len(), 162);
     assert_eq!(report.districts.len(), 5);
     assert_eq!(report.city.population, 1_414_232);
-    assert!(report.communities.iter().all(|entry| entry.drop_note.is_none()
-        || entry.baseline_cases_same_period == 0.0));
+    assert!(report
+        .communities
+        .iter()
+        .all(|entry| entry.drop_note.is_none() || entry.baseline_cases_same_period == 0.0));
     // No cases this year against 1,085 in the whole baseline: full drop, on track.
     assert_close(report.city.baseline_cases_same_period, 1085.0, 1e-3);
     assert_eq!(report.city.drop, Some(1.0));
@@ -505,7 +561,10 @@ fn exact_interval_matches_scipy_fixtures_to_1e_9_relative() {
         if case.ratio_ci_low == 0.0 {
             assert_eq!(interval.ratio_low, 0.0, "{context}");
         } else {
-            assert!(close(interval.ratio_low, case.ratio_ci_low), "low {context}");
+            assert!(
+                close(interval.ratio_low, case.ratio_ci_low),
+                "low {context}"
+            );
         }
         match (interval.ratio_high, case.ratio_ci_high) {
             (Some(actual), Some(expected)) => assert!(close(actual, expected), "high {context}"),
@@ -525,7 +584,10 @@ fn exact_interval_matches_scipy_fixtures_to_1e_9_relative() {
         }
         match (drop.drop_low, case.drop_ci_low, case.ratio_ci_high) {
             (Some(actual), Some(expected), Some(ratio_high)) => {
-                assert!(drop_close(actual, expected, ratio_high), "drop low {context}")
+                assert!(
+                    drop_close(actual, expected, ratio_high),
+                    "drop low {context}"
+                )
             }
             (None, None, _) => {}
             _ => panic!("drop lower bound presence differs: {context}"),
