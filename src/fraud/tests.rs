@@ -648,3 +648,133 @@ proptest! {
         prop_assert_eq!(report.city.warnings, district_warnings);
     }
 }
+
+/// A pipeline on the embedded seeds with fraud tracking enabled, fed fraud events of one
+/// cell, then snapshotted and restored.
+#[test]
+fn pipeline_feeds_the_tracker_metrics_and_snapshot() {
+    use crate::pipeline::{Outputs, Pipeline, PipelineSettings};
+    use crate::source::{RecordPayload, SourceRecord};
+
+    let config = crate::config::Config::default();
+    let mut pipeline_settings = PipelineSettings::from_config(&config);
+    pipeline_settings.window.idle_timeout_millis = i64::MAX;
+    let rules =
+        crate::rules::RuleSet::embedded_default(pipeline_settings.window.size_millis).unwrap();
+    let metrics =
+        std::sync::Arc::new(crate::metrics::Metrics::new(&["file"], rules.version()).unwrap());
+    let registry = GridRegistry::embedded();
+    let new_pipeline = || {
+        let mut pipeline = Pipeline::new(
+            pipeline_settings.clone(),
+            registry.clone(),
+            crate::rules::RuleSet::embedded_default(pipeline_settings.window.size_millis).unwrap(),
+            metrics.clone(),
+            "file",
+        );
+        pipeline.enable_fraud_tracking(FraudTracker::new(&FraudSettings::default()));
+        pipeline
+    };
+    let mut pipeline = new_pipeline();
+    let community = &registry.communities()[0];
+    let cell = &registry.cell(community.cells[0]);
+    let t0 = millis("2026-05-01T09:00:00+08:00");
+    let events = [
+        (EventType::FraudWarning, t0, "13800000001"),
+        (EventType::FraudDissuaded, t0 + 90_000, "13800000001"),
+        (EventType::FraudCaseFiled, t0 + 120_000, "13800000002"),
+        (EventType::FireSmoke, t0 + 130_000, ""),
+    ];
+    let mut outputs = Outputs::default();
+    for (position, (event_type, occurred_at, phone)) in events.iter().enumerate() {
+        let mut event = IncidentEvent {
+            event_id: format!("fraud-test-{position}"),
+            community_id: community.id.clone(),
+            grid_id: cell.grid_id.clone(),
+            event_type: *event_type as i32,
+            occurred_at: Some(crate::time::millis_to_timestamp(*occurred_at)),
+            ..IncidentEvent::default()
+        };
+        if !phone.is_empty() {
+            event
+                .attributes
+                .insert("phone".to_string(), phone.to_string());
+        }
+        let record = SourceRecord {
+            payload: RecordPayload::Event(Box::new(event)),
+            partition: 0,
+            position: position as u64,
+        };
+        pipeline.process(record, t0 + 3_600_000, &mut outputs);
+    }
+    assert!(
+        outputs.dead_letters.is_empty(),
+        "{:?}",
+        outputs.dead_letters
+    );
+    let tracker = pipeline.fraud_tracker().unwrap();
+    let counts = tracker.counts(2026, CommunityIndex(0));
+    assert_eq!(
+        (
+            counts.warnings,
+            counts.dissuaded,
+            counts.cases_filed,
+            counts.paired_dissuasions
+        ),
+        (1, 1, 1, 1)
+    );
+    // Paired by the (pseudonymized) phone: 90 s.
+    assert_close(counts.warning_to_dissuasion_seconds_sum, 90.0, 1e-12);
+    let text = metrics.encode_text();
+    let district = &community.district_code;
+    let id = &community.id;
+    for expected in [
+        format!("gridwatch_fraud_warning_to_dissuasion_seconds_count{{district=\"{district}\"}} 1"),
+        format!("gridwatch_fraud_warnings_total{{community=\"{id}\",district=\"{district}\"}} 1"),
+        format!(
+            "gridwatch_incidents_total{{community=\"{id}\",district=\"{district}\",event_type=\"FIRE_SMOKE\"}} 1"
+        ),
+    ] {
+        assert!(text.contains(&expected), "missing {expected}");
+    }
+    let snapshot = crate::state::snapshot(&pipeline).unwrap();
+    let mut restored = new_pipeline();
+    crate::state::restore(&mut restored, &snapshot).unwrap();
+    assert_eq!(restored.fraud_tracker(), pipeline.fraud_tracker());
+}
+
+#[test]
+fn huge_counts_still_give_a_finite_interval() {
+    let interval = exact_rate_ratio(4.0e7, 1.0e9, 1.0e8, 1.0e9, 0.95).unwrap();
+    assert_close(interval.ratio.unwrap(), 0.4, 1e-12);
+    assert!(interval.ratio_low < 0.4 && interval.ratio_high.unwrap() > 0.4);
+    assert!(interval.ratio_high.unwrap() - interval.ratio_low < 0.001);
+}
+
+#[test]
+fn fraud_section_of_the_config_file_is_parsed_and_validated() {
+    let config = crate::config::Config::from_toml_str(
+        "[fraud]\ncase_event_types = [\"FRAUD_REPORTED\", \"FRAUD_CASE_FILED\"]\nbaseline_year = 2024\ntarget_drop = 0.5\nwarning_pairing_horizon = \"7d\"",
+    )
+    .unwrap();
+    let settings = FraudSettings::from_config(&config.fraud).unwrap();
+    assert_eq!(
+        settings.case_event_types,
+        vec![EventType::FraudReported, EventType::FraudCaseFiled]
+    );
+    assert_eq!((settings.baseline_year, settings.target_drop), (2024, 0.5));
+    assert_eq!(
+        settings.warning_pairing_horizon_millis,
+        7 * 24 * HOUR_MILLIS
+    );
+    let error = crate::config::Config::from_toml_str(
+        "[fraud]\ncase_event_types = [\"FRAUD_WARNING\"]\nconfidence = 1.5",
+    )
+    .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("fraud.case_event_types") && text.contains("fraud.confidence"),
+        "{text}"
+    );
+    assert!(crate::config::Config::from_toml_str("[fraud]\nbaseline = 2023").is_err());
+}
