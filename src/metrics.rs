@@ -68,6 +68,13 @@ pub struct Metrics {
     pub incidents: IntCounterVec,
     /// The fraud target's metrics.
     pub fraud: FraudMetrics,
+    /// Events of every type from each registered community over the views: every community
+    /// has a series (0 when silent), so an alert can notice a community whose devices stopped
+    /// reporting (162 communities × views: bounded).
+    pub community_events: GaugeVec,
+    /// One series per registered community (value 1) carrying its and its district's names, so
+    /// dashboards can join names onto the per-community series by `community`.
+    pub community_info: IntGaugeVec,
 }
 
 /// Latency buckets from 1 ms to ~10 min.
@@ -242,6 +249,21 @@ impl Metrics {
         registry.register(Box::new(dedup_entries.clone()))?;
         registry.register(Box::new(state_snapshot_bytes.clone()))?;
         registry.register(Box::new(sink_errors.clone()))?;
+        let community_events = GaugeVec::new(
+            Opts::new(
+                "gridwatch_community_events",
+                "Events (all types) from one registered community over a sliding view; 0 when the community is silent.",
+            ),
+            &["district", "community", "view"],
+        )?;
+        let community_info = IntGaugeVec::new(
+            Opts::new(
+                "gridwatch_community_info",
+                "Names of a registered community and of its district; the value is always 1.",
+            ),
+            &["district", "district_name", "community", "name"],
+        )?;
+
         registry.register(Box::new(build_info.clone()))?;
         registry.register(Box::new(rules_version.clone()))?;
         registry.register(Box::new(rules_reloads.clone()))?;
@@ -256,6 +278,8 @@ impl Metrics {
         )?;
         registry.register(Box::new(incidents.clone()))?;
         let fraud = FraudMetrics::register(&registry)?;
+        registry.register(Box::new(community_events.clone()))?;
+        registry.register(Box::new(community_info.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -271,6 +295,9 @@ impl Metrics {
         for reason in DeadLetterReason::ALL {
             dead_letters.with_label_values(&[reason.as_str()]);
         }
+        // The file sink exists in every deployment that writes outputs: a zero series lets
+        // the sink-error panel and alert see it before the first error.
+        sink_errors.with_label_values(&["file"]);
         for kind in ["immediate", "threshold"] {
             alert_latency.with_label_values(&[kind]);
         }
@@ -314,6 +341,8 @@ impl Metrics {
             cell_incidents,
             incidents,
             fraud,
+            community_events,
+            community_info,
         })
     }
 
@@ -352,9 +381,9 @@ pub struct FraudMetrics {
     /// Drop = 1 − rate ratio vs the baseline's same period.
     pub drop_ratio: GaugeVec,
     /// Lower bound of the drop's exact interval.
-    pub drop_ci_low_ratio: GaugeVec,
+    pub drop_ci_low: GaugeVec,
     /// Upper bound of the drop's exact interval.
-    pub drop_ci_high_ratio: GaugeVec,
+    pub drop_ci_high: GaugeVec,
     /// Projected year-end drop vs the full baseline year.
     pub projected_drop_ratio: GaugeVec,
     /// Projected year-end cases per 10,000 residents.
@@ -393,12 +422,12 @@ impl FraudMetrics {
             "gridwatch_fraud_drop_ratio",
             "Drop of the fraud rate vs the baseline's same period: 1 - rate_now / rate_baseline, by scope (absent when the baseline has no cases).",
         )?;
-        let drop_ci_low_ratio = scoped_gauge(
-            "gridwatch_fraud_drop_ci_low_ratio",
+        let drop_ci_low = scoped_gauge(
+            "gridwatch_fraud_drop_ci_low",
             "Lower bound of the exact (Clopper-Pearson, conditional) confidence interval of the fraud drop, by scope (absent when unbounded).",
         )?;
-        let drop_ci_high_ratio = scoped_gauge(
-            "gridwatch_fraud_drop_ci_high_ratio",
+        let drop_ci_high = scoped_gauge(
+            "gridwatch_fraud_drop_ci_high",
             "Upper bound of the exact (Clopper-Pearson, conditional) confidence interval of the fraud drop, by scope.",
         )?;
         let projected_drop_ratio = scoped_gauge(
@@ -460,8 +489,8 @@ impl FraudMetrics {
             incidence_per_10k,
             baseline_incidence_per_10k,
             drop_ratio,
-            drop_ci_low_ratio,
-            drop_ci_high_ratio,
+            drop_ci_low,
+            drop_ci_high,
             projected_drop_ratio,
             projected_incidence_per_10k,
             on_track,

@@ -582,6 +582,32 @@ impl Pipeline {
             .top_cells(span_index, self.windows.open_panes(), top_n)
     }
 
+    /// Events of one cell per event type and view (closed panes plus open ones): for each type
+    /// with any events, its number and one count per view. For the operator API.
+    pub fn cell_activity(&self, cell: crate::grid::CellIndex) -> Vec<(i32, Vec<u64>)> {
+        let view_count = self.settings.view_spans_millis.len();
+        let mut activity = Vec::new();
+        for event_type in crate::event::ALL_EVENT_TYPES {
+            let key = PaneKey {
+                cell,
+                event_type: event_type as i32,
+            };
+            let open_count: u64 = self
+                .windows
+                .open_panes()
+                .filter(|(_, open_key, _)| *open_key == key)
+                .map(|(_, _, counts)| u64::from(counts.count))
+                .sum();
+            let per_view: Vec<u64> = (0..view_count)
+                .map(|view_index| self.views.count(key, view_index) + open_count)
+                .collect();
+            if per_view.iter().any(|count| *count > 0) {
+                activity.push((event_type as i32, per_view));
+            }
+        }
+        activity
+    }
+
     /// The sliding views, for per-cell metrics.
     pub fn views(&self) -> &SlidingViews {
         &self.views

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiState, CellActivity, Health, LiveView};
+use crate::api::{ApiState, CellActivity, CellDetail, CellQuery, Health, LiveView};
 use crate::config::{Config, SimulatorPacing, SourceKind};
 use crate::fraud::{FraudBaseline, FraudSettings, FraudTracker};
 use crate::grid::GridRegistry;
@@ -126,6 +126,7 @@ pub async fn run(
         SourceKind::File => "file",
     };
     let metrics = Arc::new(Metrics::new(&[source_name], rules.version())?);
+    set_community_info(&metrics, &registry);
     let health = Arc::new(Health::default());
     let rules_version = rules.version().to_string();
     let mut pipeline = Pipeline::new(
@@ -192,10 +193,12 @@ pub async fn run(
         views: view_names(&config),
         ..LiveView::default()
     }));
+    let (cell_query_sender, cell_query_receiver) = mpsc::channel::<CellQuery>(64);
     let api_state = ApiState {
         metrics: metrics.clone(),
         live: live_receiver,
         health: health.clone(),
+        cell_queries: cell_query_sender,
     };
     let local_address = listener.local_addr()?;
     tracing::info!(address = %local_address, source = source_name, rules_version = %rules_version, "gridwatch serving");
@@ -222,7 +225,9 @@ pub async fn run(
         fraud_settings,
         fraud_baseline,
     };
-    loop_state.drive(batch_receiver, shutdown).await;
+    loop_state
+        .drive(batch_receiver, cell_query_receiver, shutdown)
+        .await;
     cancel.cancel();
     loop_state.shut_down();
     sink = loop_state.sink.take();
@@ -236,6 +241,25 @@ pub async fn run(
     }
     tracing::info!("gridwatch stopped");
     Ok(())
+}
+
+/// Publishes `gridwatch_community_info` (names by community id) for dashboard joins.
+fn set_community_info(metrics: &Metrics, registry: &GridRegistry) {
+    for community in registry.communities() {
+        let district_name = registry
+            .district(&community.district_code)
+            .map(|district| district.name_zh.as_str())
+            .unwrap_or_default();
+        metrics
+            .community_info
+            .with_label_values(&[
+                community.district_code.as_str(),
+                district_name,
+                community.id.as_str(),
+                community.name.as_str(),
+            ])
+            .set(1);
+    }
 }
 
 fn view_names(config: &Config) -> Vec<String> {
@@ -320,6 +344,7 @@ impl PipelineLoop {
     async fn drive(
         &mut self,
         mut batch_receiver: mpsc::Receiver<Vec<SourceRecord>>,
+        mut cell_query_receiver: mpsc::Receiver<CellQuery>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
         let mut shutdown = std::pin::pin!(shutdown);
@@ -341,6 +366,10 @@ impl PipelineLoop {
                     }
                 },
                 _ = ticker.tick() => self.on_tick(),
+                Some(query) = cell_query_receiver.recv() => {
+                    let detail = self.cell_detail(&query.grid_id);
+                    let _ = query.reply.send(detail);
+                }
             }
         }
     }
@@ -404,22 +433,7 @@ impl PipelineLoop {
                 self.pipeline
                     .top_cells(view_index, LIVE_TOP_CELLS)
                     .into_iter()
-                    .map(|(cell_index, events)| {
-                        let cell = registry.cell(cell_index);
-                        let community = registry.community(cell.community);
-                        let district_name = registry
-                            .district(&community.district_code)
-                            .map(|district| district.name_zh.clone())
-                            .unwrap_or_default();
-                        CellActivity {
-                            grid_id: cell.grid_id.clone(),
-                            community_id: community.id.clone(),
-                            community_name: community.name.clone(),
-                            district_code: community.district_code.clone(),
-                            district_name,
-                            events,
-                        }
-                    })
+                    .map(|(cell_index, events)| cell_activity(&registry, cell_index, events))
                     .collect()
             })
             .collect();
@@ -449,14 +463,57 @@ impl PipelineLoop {
         self.live_sender.send_replace(Arc::new(live));
     }
 
+    fn cell_detail(&self, grid_id: &str) -> Option<CellDetail> {
+        let registry = self.pipeline.registry().clone();
+        let cell_index = registry.cell_by_grid_id(grid_id)?;
+        let activity = self.pipeline.cell_activity(cell_index);
+        let events_in_first_view: u64 = activity
+            .iter()
+            .filter_map(|(_, counts)| counts.first())
+            .sum();
+        let events_by_type = activity
+            .into_iter()
+            .map(|(event_type, counts)| {
+                let name = crate::proto::EventType::try_from(event_type)
+                    .map(|known| known.as_str_name().to_string())
+                    .unwrap_or_else(|_| event_type.to_string());
+                (name, counts)
+            })
+            .collect();
+        let active_alerts = self
+            .pipeline
+            .active_alerts()
+            .into_iter()
+            .filter(|alert| alert.grid_id == grid_id)
+            .collect();
+        Some(CellDetail {
+            cell: cell_activity(&registry, cell_index, events_in_first_view),
+            watermark: self
+                .pipeline
+                .watermark_millis()
+                .map(crate::time::millis_to_rfc3339),
+            views: self.view_labels.clone(),
+            events_by_type,
+            active_alerts,
+        })
+    }
+
     /// Per-cell incident gauges, for registered cells only (bounded label set): cells with no
-    /// incidents in a view have no series for that view.
+    /// incidents in a view have no series for that view. Per-community event gauges cover
+    /// every registered community, silent ones included (0).
     fn update_cell_gauges(&self, registry: &GridRegistry) {
         self.metrics.cell_incidents.reset();
         for (view_index, view_label) in self.view_labels.iter().enumerate() {
             let mut incidents_by_cell: std::collections::BTreeMap<crate::grid::CellIndex, u64> =
                 std::collections::BTreeMap::new();
+            let mut events_by_community = vec![0_u64; registry.communities().len()];
             for (key, count) in self.pipeline.views().counts(view_index) {
+                let community_index = registry.cell(key.cell).community;
+                if let Some(community_events) =
+                    events_by_community.get_mut(community_index.0 as usize)
+                {
+                    *community_events += count;
+                }
                 let is_incident = crate::proto::EventType::try_from(key.event_type)
                     .map(crate::event::is_incident)
                     .unwrap_or(false);
@@ -476,6 +533,16 @@ impl PipelineLoop {
                         view_label.as_str(),
                     ])
                     .set(incidents as f64);
+            }
+            for (community, events) in registry.communities().iter().zip(&events_by_community) {
+                self.metrics
+                    .community_events
+                    .with_label_values(&[
+                        community.district_code.as_str(),
+                        community.id.as_str(),
+                        view_label.as_str(),
+                    ])
+                    .set(*events as f64);
             }
         }
     }
@@ -513,6 +580,28 @@ impl PipelineLoop {
         if self.snapshot_path.is_some() {
             self.write_snapshot();
         }
+    }
+}
+
+/// Where a cell is (names and codes) and how many events it had.
+fn cell_activity(
+    registry: &GridRegistry,
+    cell_index: crate::grid::CellIndex,
+    events: u64,
+) -> CellActivity {
+    let cell = registry.cell(cell_index);
+    let community = registry.community(cell.community);
+    let district_name = registry
+        .district(&community.district_code)
+        .map(|district| district.name_zh.clone())
+        .unwrap_or_default();
+    CellActivity {
+        grid_id: cell.grid_id.clone(),
+        community_id: community.id.clone(),
+        community_name: community.name.clone(),
+        district_code: community.district_code.clone(),
+        district_name,
+        events,
     }
 }
 

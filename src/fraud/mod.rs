@@ -854,8 +854,8 @@ pub fn publish_metrics(report: &FraudReport, metrics: &crate::metrics::FraudMetr
                 entry.baseline_incidence_per_10k,
             ),
             (&metrics.drop_ratio, entry.drop),
-            (&metrics.drop_ci_low_ratio, entry.drop_ci_low),
-            (&metrics.drop_ci_high_ratio, entry.drop_ci_high),
+            (&metrics.drop_ci_low, entry.drop_ci_low),
+            (&metrics.drop_ci_high, entry.drop_ci_high),
             (&metrics.projected_drop_ratio, entry.projected_drop),
             (
                 &metrics.projected_incidence_per_10k,
