@@ -444,6 +444,7 @@ async fn probe_and_scrape_paths_are_served_by_the_router() {
         metrics: Arc::new(Metrics::new(&["simulator"], "test").unwrap()),
         live: live_receiver,
         health: Arc::new(Health::default()),
+        cell_queries: tokio::sync::mpsc::channel(1).0,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
