@@ -1,5 +1,6 @@
 //! HTTP endpoints: `/metrics` (Prometheus text), `/healthz`, `/readyz`, and the operator API
-//! `/api/v1/cells?top=N&view=15m` (hottest cells now) and `/api/v1/alerts` (active alerts).
+//! `/api/v1/cells?top=N&view=15m` (hottest cells now), `/api/v1/alerts` (active alerts) and
+//! `/api/v1/fraud` (the fraud target: incidence, drop vs baseline, projection, levers).
 //!
 //! Handlers only read [`LiveView`], which the pipeline task publishes about once a second
 //! through a `watch` channel: no handler ever touches the pipeline's state directly.
@@ -48,6 +49,8 @@ pub struct LiveView {
     pub active_alerts: Vec<Alert>,
     /// Version (hash) of the loaded rules.
     pub rules_version: String,
+    /// The fraud target report (absent until the first tick).
+    pub fraud: Option<crate::fraud::FraudReport>,
 }
 
 /// Liveness and readiness signals shared between the pipeline task and the API.
@@ -113,6 +116,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/cells", get(cells_handler))
         .route("/api/v1/cells/{grid_id}", get(cell_handler))
         .route("/api/v1/alerts", get(alerts_handler))
+        .route("/api/v1/fraud", get(fraud_handler))
         .with_state(state)
 }
 
@@ -224,5 +228,19 @@ async fn cell_handler(
         )
             .into_response(),
         Ok(Err(_)) | Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "pipeline busy\n").into_response(),
+    }
+}
+
+/// `GET /api/v1/fraud`: the fraud target report (city, districts, communities, furthest
+/// behind the target first); 503 until the pipeline has computed it once.
+async fn fraud_handler(State(state): State<ApiState>) -> Response {
+    let live = state.live.borrow().clone();
+    match &live.fraud {
+        Some(report) => Json(report).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "error": "the fraud report is not computed yet" })),
+        )
+            .into_response(),
     }
 }

@@ -47,6 +47,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Alert delivery to Alertmanager and a CloudEvents webhook.
     pub alerting: AlertingConfig,
+    /// The fraud target (case definition, baseline year, target; see `src/fraud/`).
+    pub fraud: FraudConfig,
 }
 
 /// Source selection.
@@ -296,6 +298,52 @@ impl Default for LogConfig {
             level: "info".to_string(),
         }
     }
+}
+
+/// The fraud target: which events are cases, the baseline year, the target drop, the
+/// confidence of its interval, where populations come from and the local time zone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FraudConfig {
+    /// Event types counted as cases (`FRAUD_CASE_FILED`, `FRAUD_REPORTED`, or both: their
+    /// baseline columns are summed).
+    pub case_event_types: Vec<String>,
+    /// The year of `fraud_baseline.csv` the target compares against.
+    pub baseline_year: i32,
+    /// The drop to reach (0.60 = 60% fewer cases per resident than the baseline).
+    pub target_drop: f64,
+    /// Two-sided confidence level of the drop's exact interval.
+    pub confidence: f64,
+    /// Where resident populations come from: `seeds` (`communities.csv`).
+    pub population_source: PopulationSource,
+    /// Offset of local time from UTC, hours: year and month boundaries of "year to date".
+    pub timezone_offset_hours: i32,
+    /// How far back a dissuasion may be paired with a warning (warning-to-dissuasion time).
+    #[serde(with = "humantime_serde")]
+    pub warning_pairing_horizon: Duration,
+}
+
+impl Default for FraudConfig {
+    fn default() -> Self {
+        FraudConfig {
+            case_event_types: vec!["FRAUD_CASE_FILED".to_string()],
+            baseline_year: 2023,
+            target_drop: 0.60,
+            confidence: 0.95,
+            population_source: PopulationSource::Seeds,
+            timezone_offset_hours: 8,
+            warning_pairing_horizon: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// Where the fraud target's resident populations come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PopulationSource {
+    /// The `population` column of the registry's `communities.csv`, the same for the current
+    /// and the baseline year.
+    Seeds,
 }
 
 /// Log output formats.
@@ -563,6 +611,7 @@ impl Config {
                 self.log.level
             ));
         }
+        problems.extend(crate::fraud::config_problems(&self.fraud));
         if problems.is_empty() {
             return Ok(());
         }

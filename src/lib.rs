@@ -22,6 +22,7 @@ pub mod config;
 pub mod decode;
 pub mod dedup;
 pub mod event;
+pub mod fraud;
 pub mod grid;
 pub mod metrics;
 pub mod pipeline;

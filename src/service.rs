@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiState, CellActivity, CellDetail, CellQuery, Health, LiveView};
 use crate::config::{Config, SimulatorPacing, SourceKind};
+use crate::fraud::{FraudBaseline, FraudSettings, FraudTracker};
 use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
 use crate::pipeline::{Outputs, Pipeline, PipelineSettings};
@@ -56,6 +57,9 @@ pub enum ServiceError {
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Http(#[from] std::io::Error),
+    /// The fraud settings or baseline are invalid.
+    #[error(transparent)]
+    Fraud(#[from] crate::fraud::FraudError),
 }
 
 /// Records per source batch.
@@ -96,6 +100,24 @@ pub fn load_rules(config: &Config) -> Result<RuleSet, ServiceError> {
     })
 }
 
+/// Loads the fraud baseline named by the config (`fraud_baseline.csv` of `seeds.dir`, or the
+/// embedded one) and checks it has the baseline year.
+pub fn load_fraud_baseline(
+    config: &Config,
+    settings: &FraudSettings,
+) -> Result<FraudBaseline, ServiceError> {
+    let baseline = match &config.seeds.dir {
+        Some(directory) => {
+            FraudBaseline::from_seed_dir(directory).map_err(crate::fraud::FraudError::Baseline)?
+        }
+        None => FraudBaseline::embedded().map_err(crate::fraud::FraudError::Baseline)?,
+    };
+    if !baseline.has_year(settings.baseline_year) {
+        return Err(crate::fraud::FraudError::MissingBaselineYear(settings.baseline_year).into());
+    }
+    Ok(baseline)
+}
+
 /// Runs the service until `shutdown` completes. HTTP is served on `listener` (bind it to port
 /// 0 in tests).
 pub async fn run(
@@ -120,6 +142,9 @@ pub async fn run(
         metrics.clone(),
         source_name,
     );
+    let fraud_settings = FraudSettings::from_config(&config.fraud)?;
+    let fraud_baseline = load_fraud_baseline(&config, &fraud_settings)?;
+    pipeline.enable_fraud_tracking(FraudTracker::new(&fraud_settings));
     if let Some(path) = &config.state.snapshot_path {
         restore_snapshot_file(&mut pipeline, path);
     }
@@ -208,6 +233,8 @@ pub async fn run(
         snapshot_path: config.state.snapshot_path.clone(),
         snapshot_interval: config.state.snapshot_interval,
         last_snapshot: Instant::now(),
+        fraud_settings,
+        fraud_baseline,
     };
     loop_state
         .drive(batch_receiver, cell_query_receiver, shutdown)
@@ -323,6 +350,10 @@ struct PipelineLoop {
     snapshot_interval: Duration,
     /// When the last snapshot was written.
     last_snapshot: Instant,
+    /// The fraud target's settings (report and metrics on each tick).
+    fraud_settings: FraudSettings,
+    /// The fraud target's baseline.
+    fraud_baseline: FraudBaseline,
 }
 
 impl PipelineLoop {
@@ -426,6 +457,17 @@ impl PipelineLoop {
             })
             .collect();
         self.update_cell_gauges(&registry);
+        let fraud = self.pipeline.fraud_tracker().map(|tracker| {
+            tracker.report(
+                wall_clock_millis(),
+                &registry,
+                &self.fraud_baseline,
+                &self.fraud_settings,
+            )
+        });
+        if let Some(report) = &fraud {
+            crate::fraud::publish_metrics(report, &self.metrics.fraud);
+        }
         let live = LiveView {
             watermark: self
                 .pipeline
@@ -435,6 +477,7 @@ impl PipelineLoop {
             hottest_cells,
             active_alerts: self.pipeline.active_alerts(),
             rules_version: self.rules_version.clone(),
+            fraud,
         };
         self.live_sender.send_replace(Arc::new(live));
     }
