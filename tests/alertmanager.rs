@@ -247,7 +247,7 @@ async fn alertmanager_shows_a_firing_alert_with_its_labels_then_resolves_it() {
         .contains("烟感报警"));
     assert_eq!(
         alert["generatorURL"],
-        format!("http://127.0.0.1:9750/api/v1/cells?grid={}", firing.grid_id)
+        format!("http://127.0.0.1:9750/api/v1/cells/{}", firing.grid_id)
     );
     let ends_at_millis = rfc3339_to_millis(alert["endsAt"].as_str().unwrap()).unwrap();
     let expected_ends_at = wall_clock_millis() + 4 * 30_000;

@@ -13,9 +13,6 @@
 //! and each dashboard variable by its default: the `allValue` (`.*`) when the default is "All",
 //! else its current value (e.g. `$view` → `15m`).
 //!
-//! `deploy/grafana/dashboards/fraud-target.json` is skipped (with a printed notice) while the
-//! scrape has no `gridwatch_fraud_` metric: the fraud metrics come from a parallel change.
-//!
 //! The tools (`prometheus`, `promtool`, Debian package `prometheus`) are installed by `.ci/run`;
 //! when one is missing the tests fail under `CI=true` and are skipped with a notice otherwise.
 
@@ -29,11 +26,6 @@ use gridwatch::config::{Config, SimulatorPacing};
 use gridwatch::grid::GridRegistry;
 use gridwatch::source::simulator::Scenario;
 
-/// The dashboards whose panels may reference metrics that are not on this branch yet, with the
-/// metric-name prefix whose presence in the scrape makes them mandatory.
-const FRAUD_DASHBOARD_FILE: &str = "fraud-target.json";
-/// Prefix of the fraud metrics (see [`FRAUD_DASHBOARD_FILE`]).
-const FRAUD_METRIC_PREFIX: &str = "gridwatch_fraud_";
 /// Total time allowed for every query to return data (rates need two scrapes, recording rules
 /// one evaluation after that).
 const QUERY_BUDGET: Duration = Duration::from_secs(60);
@@ -276,19 +268,8 @@ fn variable_queries(
     queries
 }
 
-/// What the dashboards need from Prometheus.
-struct DashboardQueries {
-    /// Queries that must return data.
-    required: Vec<RequiredQuery>,
-    /// Queries of skipped dashboards: their metrics do not exist yet, but Prometheus must
-    /// accept their syntax.
-    syntax_only: Vec<RequiredQuery>,
-    /// One notice per skipped dashboard, with the reason.
-    skipped: Vec<String>,
-}
-
-/// Every dashboard query (panels and variables), and the dashboards skipped with the reason.
-fn dashboard_queries(scrape_text: &str) -> DashboardQueries {
+/// Every dashboard query (panels and variables): each must return data.
+fn dashboard_queries() -> Vec<RequiredQuery> {
     let directory = repository_path("deploy/grafana/dashboards");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&directory)
         .expect("deploy/grafana/dashboards")
@@ -300,12 +281,7 @@ fn dashboard_queries(scrape_text: &str) -> DashboardQueries {
         .collect();
     files.sort();
     assert!(files.len() >= 3, "expected the three dashboards: {files:?}");
-    let fraud_metrics_present = scrape_text
-        .lines()
-        .any(|line| line.starts_with(FRAUD_METRIC_PREFIX));
     let mut queries = Vec::new();
-    let mut syntax_only = Vec::new();
-    let mut skipped = Vec::new();
     for file in files {
         let file_name = file
             .file_name()
@@ -320,17 +296,9 @@ fn dashboard_queries(scrape_text: &str) -> DashboardQueries {
         let mut file_queries = Vec::new();
         collect_panel_queries(&panels, &file_name, &variables, &mut file_queries);
         file_queries.extend(variable_queries(&dashboard, &file_name, &variables));
-        if file_name == FRAUD_DASHBOARD_FILE && !fraud_metrics_present {
-            skipped.push(format!(
-                "{file_name}: skipped because the scrape has no {FRAUD_METRIC_PREFIX}* metric yet (the fraud metrics are merged separately; remove this skip then); its {} queries were only syntax-checked",
-                file_queries.len()
-            ));
-            syntax_only.extend(file_queries);
-            continue;
-        }
         queries.extend(file_queries);
     }
-    for query in queries.iter().chain(&syntax_only) {
+    for query in &queries {
         assert!(
             !query.expression.contains('$'),
             "{}: unsubstituted variable in {:?}",
@@ -338,11 +306,7 @@ fn dashboard_queries(scrape_text: &str) -> DashboardQueries {
             query.expression
         );
     }
-    DashboardQueries {
-        required: queries,
-        syntax_only,
-        skipped,
-    }
+    queries
 }
 
 /// Rules files of deploy/prometheus, as parsed YAML.
@@ -571,24 +535,7 @@ async fn every_dashboard_query_and_recording_rule_returns_data() {
     );
     wait_until_target_is_up(&client, &prometheus).await;
 
-    let DashboardQueries {
-        required: mut pending,
-        syntax_only,
-        skipped,
-    } = dashboard_queries(&scrape_text);
-    for notice in &skipped {
-        eprintln!("SKIPPED dashboard {notice}");
-    }
-    for query in &syntax_only {
-        if let QueryOutcome::Rejected(answer) =
-            run_query(&client, &prometheus.base_url, query).await
-        {
-            panic!(
-                "{}: prometheus rejected {:?}: {answer}",
-                query.origin, query.expression
-            );
-        }
-    }
+    let mut pending = dashboard_queries();
     pending.extend(recording_rule_queries());
     let total = pending.len();
     let deadline = tokio::time::Instant::now() + QUERY_BUDGET;

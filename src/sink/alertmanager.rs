@@ -366,7 +366,7 @@ mod tests {
         assert_eq!(postable.labels["alertname"], "GridwatchLifeSafety");
         assert!(postable
             .generator_url
-            .starts_with("http://127.0.0.1:9750/api/v1/cells?grid="));
+            .starts_with("http://127.0.0.1:9750/api/v1/cells/"));
     }
 
     #[test]

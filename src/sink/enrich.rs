@@ -15,7 +15,7 @@
 //!   `summary_zh` (Chinese, with the district and community names and the Chinese type name),
 //!   `description` (observed vs threshold, and the expected value when the rule has one),
 //!   `event_ids`, `alert_id`, `fingerprint`, `device_id` (when known) and `operator_url`, the
-//!   operator API's view of the cell: `{external_url}/api/v1/cells?grid={grid}` (also the
+//!   operator API's view of the cell: `{external_url}/api/v1/cells/{grid}` (also the
 //!   `generatorURL`).
 //!
 //! [`should_deliver`] is the single place that decides whether an alert pages at all.
@@ -71,10 +71,10 @@ fn event_type_of(alert: &Alert) -> EventType {
     EventType::try_from(alert.event_type).unwrap_or(EventType::Unspecified)
 }
 
-/// The operator API's view of one grid cell: `{external_url}/api/v1/cells?grid={grid_id}`.
+/// The operator API's view of one grid cell: `{external_url}/api/v1/cells/{grid_id}`.
 pub fn operator_url(external_url: &str, grid_id: &str) -> String {
     format!(
-        "{}/api/v1/cells?grid={}",
+        "{}/api/v1/cells/{}",
         external_url.trim_end_matches('/'),
         grid_id
     )
@@ -326,10 +326,7 @@ mod tests {
         assert_eq!(annotations["event_ids"], "e1,e2");
         assert_eq!(
             annotations["operator_url"],
-            format!(
-                "https://gridwatch.example/api/v1/cells?grid={}",
-                alert.grid_id
-            )
+            format!("https://gridwatch.example/api/v1/cells/{}", alert.grid_id)
         );
     }
 
