@@ -1,5 +1,6 @@
 //! HTTP endpoints: `/metrics` (Prometheus text), `/healthz`, `/readyz`, and the operator API
-//! `/api/v1/cells?top=N&view=15m` (hottest cells now) and `/api/v1/alerts` (active alerts).
+//! `/api/v1/cells?top=N&view=15m` (hottest cells now), `/api/v1/alerts` (active alerts) and
+//! `/api/v1/fraud` (the fraud target: incidence, drop vs baseline, projection, levers).
 //!
 //! Handlers only read [`LiveView`], which the pipeline task publishes about once a second
 //! through a `watch` channel: no handler ever touches the pipeline's state directly.
@@ -48,6 +49,8 @@ pub struct LiveView {
     pub active_alerts: Vec<Alert>,
     /// Version (hash) of the loaded rules.
     pub rules_version: String,
+    /// The fraud target report (absent until the first tick).
+    pub fraud: Option<crate::fraud::FraudReport>,
 }
 
 /// Liveness and readiness signals shared between the pipeline task and the API.
@@ -63,6 +66,34 @@ pub struct Health {
 /// A pipeline loop silent longer than this is reported unhealthy.
 pub const HEARTBEAT_STALE_MILLIS: i64 = 15_000;
 
+/// A request for one cell's detail, answered by the pipeline task (which owns the panes).
+#[derive(Debug)]
+pub struct CellQuery {
+    /// The 14-digit grid id asked for.
+    pub grid_id: String,
+    /// Where the answer goes; `None` for a grid id that is not in the registry.
+    pub reply: tokio::sync::oneshot::Sender<Option<CellDetail>>,
+}
+
+/// One cell as the operator API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CellDetail {
+    /// Where the cell is.
+    #[serde(flatten)]
+    pub cell: CellActivity,
+    /// Current watermark, RFC 3339.
+    pub watermark: Option<String>,
+    /// Names of the views the counts are for, e.g. ["15m", "1h", "24h"].
+    pub views: Vec<String>,
+    /// Events per type name: one count per view (closed and open panes).
+    pub events_by_type: std::collections::BTreeMap<String, Vec<u64>>,
+    /// The cell's firing alerts.
+    pub active_alerts: Vec<Alert>,
+}
+
+/// How long a cell query may wait for the pipeline task.
+const CELL_QUERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct ApiState {
@@ -72,6 +103,8 @@ pub struct ApiState {
     pub live: watch::Receiver<Arc<LiveView>>,
     /// Liveness and readiness.
     pub health: Arc<Health>,
+    /// Asks the pipeline task about one cell.
+    pub cell_queries: tokio::sync::mpsc::Sender<CellQuery>,
 }
 
 /// The router with every endpoint.
@@ -81,7 +114,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(healthz_handler))
         .route("/readyz", get(readyz_handler))
         .route("/api/v1/cells", get(cells_handler))
+        .route("/api/v1/cells/{grid_id}", get(cell_handler))
         .route("/api/v1/alerts", get(alerts_handler))
+        .route("/api/v1/fraud", get(fraud_handler))
         .with_state(state)
 }
 
@@ -171,4 +206,41 @@ async fn alerts_handler(State(state): State<ApiState>) -> Response {
         "alerts": live.active_alerts,
     }))
     .into_response()
+}
+
+async fn cell_handler(
+    State(state): State<ApiState>,
+    axum::extract::Path(grid_id): axum::extract::Path<String>,
+) -> Response {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let query = CellQuery {
+        grid_id: grid_id.clone(),
+        reply,
+    };
+    if state.cell_queries.send(query).await.is_err() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "pipeline stopped\n").into_response();
+    }
+    match tokio::time::timeout(CELL_QUERY_TIMEOUT, answer).await {
+        Ok(Ok(Some(detail))) => Json(detail).into_response(),
+        Ok(Ok(None)) => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({ "error": format!("grid {grid_id:?} is not a registered cell") })),
+        )
+            .into_response(),
+        Ok(Err(_)) | Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "pipeline busy\n").into_response(),
+    }
+}
+
+/// `GET /api/v1/fraud`: the fraud target report (city, districts, communities, furthest
+/// behind the target first); 503 until the pipeline has computed it once.
+async fn fraud_handler(State(state): State<ApiState>) -> Response {
+    let live = state.live.borrow().clone();
+    match &live.fraud {
+        Some(report) => Json(report).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "error": "the fraud report is not computed yet" })),
+        )
+            .into_response(),
+    }
 }

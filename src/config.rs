@@ -45,6 +45,10 @@ pub struct Config {
     pub state: StateConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Alert delivery to Alertmanager and a CloudEvents webhook.
+    pub alerting: AlertingConfig,
+    /// The fraud target (case definition, baseline year, target; see `src/fraud/`).
+    pub fraud: FraudConfig,
 }
 
 /// Source selection.
@@ -296,6 +300,52 @@ impl Default for LogConfig {
     }
 }
 
+/// The fraud target: which events are cases, the baseline year, the target drop, the
+/// confidence of its interval, where populations come from and the local time zone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FraudConfig {
+    /// Event types counted as cases (`FRAUD_CASE_FILED`, `FRAUD_REPORTED`, or both: their
+    /// baseline columns are summed).
+    pub case_event_types: Vec<String>,
+    /// The year of `fraud_baseline.csv` the target compares against.
+    pub baseline_year: i32,
+    /// The drop to reach (0.60 = 60% fewer cases per resident than the baseline).
+    pub target_drop: f64,
+    /// Two-sided confidence level of the drop's exact interval.
+    pub confidence: f64,
+    /// Where resident populations come from: `seeds` (`communities.csv`).
+    pub population_source: PopulationSource,
+    /// Offset of local time from UTC, hours: year and month boundaries of "year to date".
+    pub timezone_offset_hours: i32,
+    /// How far back a dissuasion may be paired with a warning (warning-to-dissuasion time).
+    #[serde(with = "humantime_serde")]
+    pub warning_pairing_horizon: Duration,
+}
+
+impl Default for FraudConfig {
+    fn default() -> Self {
+        FraudConfig {
+            case_event_types: vec!["FRAUD_CASE_FILED".to_string()],
+            baseline_year: 2023,
+            target_drop: 0.60,
+            confidence: 0.95,
+            population_source: PopulationSource::Seeds,
+            timezone_offset_hours: 8,
+            warning_pairing_horizon: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// Where the fraud target's resident populations come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PopulationSource {
+    /// The `population` column of the registry's `communities.csv`, the same for the current
+    /// and the baseline year.
+    Seeds,
+}
+
 /// Log output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -304,6 +354,140 @@ pub enum LogFormat {
     Text,
     /// JSON lines.
     Json,
+}
+
+/// Alert delivery (see [`crate::sink::delivery`]): Alertmanager API v2 and a CloudEvents
+/// webhook. Both are off by default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertingConfig {
+    /// Alertmanager base URLs, e.g. `["http://am-0:9093", "http://am-1:9093"]`. Every URL (an
+    /// HA cluster's members) receives every alert. Empty disables Alertmanager delivery.
+    pub alertmanager_urls: Vec<String>,
+    /// How often every firing alert is re-sent to Alertmanager (default 60 s); firing alerts
+    /// carry `endsAt = now + 4 × resend_interval`, as Prometheus does.
+    #[serde(with = "humantime_serde")]
+    pub resend_interval: Duration,
+    /// Base URL of this service's HTTP API as operators reach it, used for the alert's
+    /// `generatorURL` and `operator_url` links (default `http://127.0.0.1:9750`).
+    pub external_url: String,
+    /// Name of this instance in CloudEvents `source` (`gridwatch/<instance>`); the host name
+    /// when empty.
+    pub instance: String,
+    /// Alerts waiting per destination; beyond this the oldest waiting alert is dropped and
+    /// counted (default 10 000).
+    pub queue_capacity: usize,
+    /// Per-request timeout for Alertmanager (default 10 s).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// First retry delay after a failed delivery (default 500 ms), doubled per retry, with
+    /// jitter.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial_backoff: Duration,
+    /// Largest retry delay (default 30 s).
+    #[serde(with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+    /// Attempts per delivery, the first one included (default 8), before it counts as failed.
+    pub retry_max_attempts: u32,
+    /// The CloudEvents webhook.
+    pub webhook: WebhookConfig,
+}
+
+/// Default `alerting.external_url`.
+pub const DEFAULT_EXTERNAL_URL: &str = "http://127.0.0.1:9750";
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            alertmanager_urls: Vec::new(),
+            resend_interval: Duration::from_secs(60),
+            external_url: DEFAULT_EXTERNAL_URL.to_string(),
+            instance: String::new(),
+            queue_capacity: 10_000,
+            timeout: Duration::from_secs(10),
+            retry_initial_backoff: Duration::from_millis(500),
+            retry_max_backoff: Duration::from_secs(30),
+            retry_max_attempts: 8,
+            webhook: WebhookConfig::default(),
+        }
+    }
+}
+
+/// The CloudEvents webhook (`[alerting.webhook]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Receiver URL; empty disables the webhook.
+    pub url: String,
+    /// HMAC-SHA256 key for the `X-Gridwatch-Signature` header; empty sends no signature.
+    pub secret: String,
+    /// Per-request timeout (default 5 s).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            url: String::new(),
+            secret: String::new(),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Whether `text` is an absolute `http` or `https` URL.
+fn is_http_url(text: &str) -> bool {
+    reqwest::Url::parse(text)
+        .map(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
+        .unwrap_or(false)
+}
+
+impl AlertingConfig {
+    /// Appends every problem of the `[alerting]` section to `problems`.
+    fn validate(&self, problems: &mut Vec<String>) {
+        for url in &self.alertmanager_urls {
+            if !is_http_url(url) {
+                problems.push(format!(
+                    "alerting.alertmanager_urls: {url:?} is not an http(s) URL like http://127.0.0.1:9093"
+                ));
+            }
+        }
+        if !is_http_url(&self.external_url) {
+            problems.push(format!(
+                "alerting.external_url {:?} is not an http(s) URL",
+                self.external_url
+            ));
+        }
+        if !self.webhook.url.is_empty() && !is_http_url(&self.webhook.url) {
+            problems.push(format!(
+                "alerting.webhook.url {:?} is not an http(s) URL",
+                self.webhook.url
+            ));
+        }
+        for (name, value) in [
+            ("alerting.resend_interval", self.resend_interval),
+            ("alerting.timeout", self.timeout),
+            ("alerting.retry_initial_backoff", self.retry_initial_backoff),
+            ("alerting.webhook.timeout", self.webhook.timeout),
+        ] {
+            if value.is_zero() {
+                problems.push(format!("{name} must be positive"));
+            }
+        }
+        if self.retry_max_backoff < self.retry_initial_backoff {
+            problems.push(
+                "alerting.retry_max_backoff must be at least alerting.retry_initial_backoff"
+                    .to_string(),
+            );
+        }
+        if self.retry_max_attempts == 0 {
+            problems.push("alerting.retry_max_attempts must be at least 1".to_string());
+        }
+        if self.queue_capacity == 0 {
+            problems.push("alerting.queue_capacity must be at least 1".to_string());
+        }
+    }
 }
 
 /// Errors loading or validating configuration.
@@ -420,12 +604,14 @@ impl Config {
         if self.state.snapshot_interval.is_zero() {
             problems.push("state.snapshot_interval must be positive".to_string());
         }
+        self.alerting.validate(&mut problems);
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             problems.push(format!(
                 "log.level {:?} is not a valid filter",
                 self.log.level
             ));
         }
+        problems.extend(crate::fraud::config_problems(&self.fraud));
         if problems.is_empty() {
             return Ok(());
         }
@@ -523,6 +709,67 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn alerting_is_off_by_default_and_its_problems_are_listed() {
+        let config = Config::default();
+        assert!(config.alerting.alertmanager_urls.is_empty());
+        assert!(config.alerting.webhook.url.is_empty());
+        let error = Config::from_toml_str(
+            "[alerting]\nalertmanager_urls = [\"http://127.0.0.1:9093\", \"am:9093\"]\nresend_interval = \"0s\"\nexternal_url = \"nowhere\"\nretry_max_attempts = 0\nqueue_capacity = 0\n[alerting.webhook]\nurl = \"ftp://example\"",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems } = error else {
+            panic!("expected Invalid, got {error}");
+        };
+        let text = problems.join("\n");
+        for expected in [
+            "\"am:9093\"",
+            "alerting.resend_interval",
+            "alerting.external_url",
+            "alerting.retry_max_attempts",
+            "alerting.queue_capacity",
+            "alerting.webhook.url",
+        ] {
+            assert!(text.contains(expected), "missing {expected} in:\n{text}");
+        }
+        assert!(
+            !text.contains("\"http://127.0.0.1:9093\""),
+            "the valid URL is fine: {text}"
+        );
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+    fn alerting_environment_overrides_reach_nested_keys_and_lists() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "GRIDWATCH_ALERTING__ALERTMANAGER_URLS",
+                "[\"http://am-0:9093\", \"http://am-1:9093\"]",
+            );
+            jail.set_env("GRIDWATCH_ALERTING__RESEND_INTERVAL", "30s");
+            jail.set_env(
+                "GRIDWATCH_ALERTING__WEBHOOK__URL",
+                "https://hooks.example/gridwatch",
+            );
+            jail.set_env("GRIDWATCH_ALERTING__WEBHOOK__SECRET", "s3cret");
+            let config = Config::load(None).map_err(|error| error.to_string())?;
+            assert_eq!(
+                config.alerting.alertmanager_urls,
+                vec![
+                    "http://am-0:9093".to_string(),
+                    "http://am-1:9093".to_string()
+                ]
+            );
+            assert_eq!(config.alerting.resend_interval, Duration::from_secs(30));
+            assert_eq!(
+                config.alerting.webhook.url,
+                "https://hooks.example/gridwatch"
+            );
+            assert_eq!(config.alerting.webhook.secret, "s3cret");
+            Ok(())
+        });
     }
 
     #[test]

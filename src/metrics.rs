@@ -58,11 +58,37 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// Version (hash) of the loaded rules file (always 1).
     pub rules_version: IntGaugeVec,
+    /// Rules reload attempts, by trigger (sighup, file_change) and result (applied, unchanged, invalid).
+    pub rules_reloads: IntCounterVec,
     /// Process start time.
     pub start_time: Gauge,
     /// Incidents in each registered cell over the views (15m, 1h, 24h), by cell.
     pub cell_incidents: GaugeVec,
+    /// Accepted incident events (crate::event::is_incident), by district, community and type.
+    pub incidents: IntCounterVec,
+    /// The fraud target's metrics.
+    pub fraud: FraudMetrics,
+    /// Events of every type from each registered community over the views: every community
+    /// has a series (0 when silent), so an alert can notice a community whose devices stopped
+    /// reporting (162 communities × views: bounded).
+    pub community_events: GaugeVec,
+    /// One series per registered community (value 1) carrying its and its district's names, so
+    /// dashboards can join names onto the per-community series by `community`.
+    pub community_info: IntGaugeVec,
+    /// Alert deliveries by sink (alertmanager, webhook) and result (sent, failed, retried,
+    /// suppressed), one per alert state change and destination.
+    pub alert_deliveries: IntCounterVec,
+    /// Alerts dropped because a delivery queue was full, by sink.
+    pub alert_delivery_dropped: IntCounterVec,
+    /// From an alert's hand-off to a sink to the receiver's acknowledgement, by sink.
+    pub alert_delivery_latency: HistogramVec,
 }
+
+/// The `sink` label values of the alert delivery metrics.
+pub const ALERT_SINKS: [&str; 2] = ["alertmanager", "webhook"];
+
+/// The `result` label values of `gridwatch_alert_deliveries_total`.
+pub const ALERT_DELIVERY_RESULTS: [&str; 4] = ["sent", "failed", "retried", "suppressed"];
 
 /// Latency buckets from 1 ms to ~10 min.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -199,6 +225,13 @@ impl Metrics {
             ),
             &["version"],
         )?;
+        let rules_reloads = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_rules_reloads_total",
+                "Rules file reload attempts, by trigger and result; an invalid file leaves the running rules in place.",
+            ),
+            &["trigger", "result"],
+        )?;
         let start_time = Gauge::new(
             "gridwatch_start_time_seconds",
             "Unix time at which the process started its pipeline.",
@@ -209,6 +242,29 @@ impl Metrics {
                 "Incidents (all incident types) in one registered grid cell over a sliding view of closed panes.",
             ),
             &["district", "community", "grid", "view"],
+        )?;
+
+        let alert_deliveries = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_alert_deliveries_total",
+                "Alert state changes delivered per destination, by sink and result: sent (acknowledged), failed (given up after retries or rejected), retried (one per retry), suppressed (tracked but not paged).",
+            ),
+            &["sink", "result"],
+        )?;
+        let alert_delivery_dropped = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_alert_delivery_dropped_total",
+                "Alerts dropped (oldest first) because a sink's delivery queue was full.",
+            ),
+            &["sink"],
+        )?;
+        let alert_delivery_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "gridwatch_alert_delivery_latency_seconds",
+                "Wall time from an alert's hand-off to a sink to the receiver's acknowledgement, queueing and retries included.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["sink"],
         )?;
 
         registry.register(Box::new(events_received.clone()))?;
@@ -229,10 +285,40 @@ impl Metrics {
         registry.register(Box::new(dedup_entries.clone()))?;
         registry.register(Box::new(state_snapshot_bytes.clone()))?;
         registry.register(Box::new(sink_errors.clone()))?;
+        let community_events = GaugeVec::new(
+            Opts::new(
+                "gridwatch_community_events",
+                "Events (all types) from one registered community over a sliding view; 0 when the community is silent.",
+            ),
+            &["district", "community", "view"],
+        )?;
+        let community_info = IntGaugeVec::new(
+            Opts::new(
+                "gridwatch_community_info",
+                "Names of a registered community and of its district; the value is always 1.",
+            ),
+            &["district", "district_name", "community", "name"],
+        )?;
+
         registry.register(Box::new(build_info.clone()))?;
         registry.register(Box::new(rules_version.clone()))?;
+        registry.register(Box::new(rules_reloads.clone()))?;
         registry.register(Box::new(start_time.clone()))?;
         registry.register(Box::new(cell_incidents.clone()))?;
+        let incidents = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_incidents_total",
+                "Accepted incident events (every type but DEVICE_OFFLINE and VIDEO_LOSS), by district, community and event type.",
+            ),
+            &["district", "community", "event_type"],
+        )?;
+        registry.register(Box::new(incidents.clone()))?;
+        let fraud = FraudMetrics::register(&registry)?;
+        registry.register(Box::new(community_events.clone()))?;
+        registry.register(Box::new(community_info.clone()))?;
+        registry.register(Box::new(alert_deliveries.clone()))?;
+        registry.register(Box::new(alert_delivery_dropped.clone()))?;
+        registry.register(Box::new(alert_delivery_latency.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -248,8 +334,23 @@ impl Metrics {
         for reason in DeadLetterReason::ALL {
             dead_letters.with_label_values(&[reason.as_str()]);
         }
+        // The file sink exists in every deployment that writes outputs: a zero series lets
+        // the sink-error panel and alert see it before the first error.
+        sink_errors.with_label_values(&["file"]);
         for kind in ["immediate", "threshold"] {
             alert_latency.with_label_values(&[kind]);
+        }
+        for sink in ALERT_SINKS {
+            alert_delivery_dropped.with_label_values(&[sink]);
+            alert_delivery_latency.with_label_values(&[sink]);
+            for result in ALERT_DELIVERY_RESULTS {
+                alert_deliveries.with_label_values(&[sink, result]);
+            }
+        }
+        for trigger in ["sighup", "file_change"] {
+            for result in ["applied", "unchanged", "invalid"] {
+                rules_reloads.with_label_values(&[trigger, result]);
+            }
         }
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -281,8 +382,16 @@ impl Metrics {
             sink_errors,
             build_info,
             rules_version,
+            rules_reloads,
             start_time,
             cell_incidents,
+            incidents,
+            fraud,
+            community_events,
+            community_info,
+            alert_deliveries,
+            alert_delivery_dropped,
+            alert_delivery_latency,
         })
     }
 
@@ -294,6 +403,152 @@ impl Metrics {
             tracing::error!(%error, "metrics encoding failed");
         }
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// Scope labels of the fraud gauges: `scope` is `city`, `district` or `community`; `district`
+/// and `community` are empty for the coarser scopes (always filter on `scope`).
+const FRAUD_SCOPE_LABELS: &[&str] = &["scope", "district", "community"];
+
+/// Buckets of the warning-to-dissuasion time: 1 min to 30 days.
+const WARNING_TO_DISSUASION_BUCKETS: &[f64] = &[
+    60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0, 172800.0, 604800.0,
+    2592000.0,
+];
+
+/// The fraud target's metrics (see `src/fraud/`). The gauges are rewritten from each
+/// `FraudReport` (about once a second); the counters and the histogram move with accepted
+/// events. Label values are registry district codes and community ids only.
+#[derive(Clone)]
+pub struct FraudMetrics {
+    /// Cases (configured case types) year to date, per community (sum by district for more).
+    pub cases_ytd: IntGaugeVec,
+    /// Cases per 10,000 residents, year to date, by scope.
+    pub incidence_per_10k: GaugeVec,
+    /// Baseline cases per 10,000 residents over the same period of the baseline year.
+    pub baseline_incidence_per_10k: GaugeVec,
+    /// Drop = 1 − rate ratio vs the baseline's same period.
+    pub drop_ratio: GaugeVec,
+    /// Lower bound of the drop's exact interval.
+    pub drop_ci_low: GaugeVec,
+    /// Upper bound of the drop's exact interval.
+    pub drop_ci_high: GaugeVec,
+    /// Projected year-end drop vs the full baseline year.
+    pub projected_drop_ratio: GaugeVec,
+    /// Projected year-end cases per 10,000 residents.
+    pub projected_incidence_per_10k: GaugeVec,
+    /// 1 when the projected drop reaches the target, else 0.
+    pub on_track: GaugeVec,
+    /// Dissuaded ÷ warnings, year to date.
+    pub dissuasion_ratio: GaugeVec,
+    /// The target drop (0.6): the line on the dashboard.
+    pub target_drop_ratio: Gauge,
+    /// Accepted FRAUD_WARNING events, per community.
+    pub warnings: IntCounterVec,
+    /// Accepted FRAUD_DISSUADED events, per community.
+    pub dissuaded: IntCounterVec,
+    /// Warning-to-dissuasion time of paired dissuasions, by district.
+    pub warning_to_dissuasion_seconds: HistogramVec,
+}
+
+impl FraudMetrics {
+    /// Creates the fraud metrics and registers them in `registry`.
+    pub fn register(registry: &Registry) -> Result<FraudMetrics, prometheus::Error> {
+        let scoped_gauge = |name: &str, help: &str| -> Result<GaugeVec, prometheus::Error> {
+            let gauge = GaugeVec::new(Opts::new(name, help), FRAUD_SCOPE_LABELS)?;
+            registry.register(Box::new(gauge.clone()))?;
+            Ok(gauge)
+        };
+        let incidence_per_10k = scoped_gauge(
+            "gridwatch_fraud_incidence_per_10k",
+            "Fraud cases per 10,000 residents this local year so far, by scope (city, district, community; cases and residents summed before dividing).",
+        )?;
+        let baseline_incidence_per_10k = scoped_gauge(
+            "gridwatch_fraud_baseline_incidence_per_10k",
+            "Fraud cases per 10,000 residents over the same period of the baseline year (current month pro-rated), by scope.",
+        )?;
+        let drop_ratio = scoped_gauge(
+            "gridwatch_fraud_drop_ratio",
+            "Drop of the fraud rate vs the baseline's same period: 1 - rate_now / rate_baseline, by scope (absent when the baseline has no cases).",
+        )?;
+        let drop_ci_low = scoped_gauge(
+            "gridwatch_fraud_drop_ci_low",
+            "Lower bound of the exact (Clopper-Pearson, conditional) confidence interval of the fraud drop, by scope (absent when unbounded).",
+        )?;
+        let drop_ci_high = scoped_gauge(
+            "gridwatch_fraud_drop_ci_high",
+            "Upper bound of the exact (Clopper-Pearson, conditional) confidence interval of the fraud drop, by scope.",
+        )?;
+        let projected_drop_ratio = scoped_gauge(
+            "gridwatch_fraud_projected_drop_ratio",
+            "Projected year-end fraud drop at the current pace vs the whole baseline year, by scope.",
+        )?;
+        let projected_incidence_per_10k = scoped_gauge(
+            "gridwatch_fraud_projected_incidence_per_10k",
+            "Projected year-end fraud cases per 10,000 residents at the current pace, by scope.",
+        )?;
+        let on_track = scoped_gauge(
+            "gridwatch_fraud_on_track",
+            "1 when the projected year-end fraud drop reaches the target drop, else 0, by scope.",
+        )?;
+        let dissuasion_ratio = scoped_gauge(
+            "gridwatch_fraud_dissuasion_ratio",
+            "Fraud dissuasions divided by fraud warnings this local year so far, by scope.",
+        )?;
+        let cases_ytd = IntGaugeVec::new(
+            Opts::new(
+                "gridwatch_fraud_cases_ytd",
+                "Fraud cases (the configured case event types) this local year so far, per community.",
+            ),
+            &["district", "community"],
+        )?;
+        registry.register(Box::new(cases_ytd.clone()))?;
+        let target_drop_ratio = Gauge::new(
+            "gridwatch_fraud_target_drop_ratio",
+            "The fraud target: the drop of the fraud rate vs the baseline year to reach (0.6 = 60%).",
+        )?;
+        registry.register(Box::new(target_drop_ratio.clone()))?;
+        let warnings = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_fraud_warnings_total",
+                "Accepted FRAUD_WARNING events (anti-fraud warnings received), per community.",
+            ),
+            &["district", "community"],
+        )?;
+        registry.register(Box::new(warnings.clone()))?;
+        let dissuaded = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_fraud_dissuaded_total",
+                "Accepted FRAUD_DISSUADED events (dissuasions by grid workers), per community.",
+            ),
+            &["district", "community"],
+        )?;
+        registry.register(Box::new(dissuaded.clone()))?;
+        let warning_to_dissuasion_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "gridwatch_fraud_warning_to_dissuasion_seconds",
+                "Time from a fraud warning to the dissuasion paired with it (same phone pseudonym, else first-in-first-out per community), by district.",
+            )
+            .buckets(WARNING_TO_DISSUASION_BUCKETS.to_vec()),
+            &["district"],
+        )?;
+        registry.register(Box::new(warning_to_dissuasion_seconds.clone()))?;
+        Ok(FraudMetrics {
+            cases_ytd,
+            incidence_per_10k,
+            baseline_incidence_per_10k,
+            drop_ratio,
+            drop_ci_low,
+            drop_ci_high,
+            projected_drop_ratio,
+            projected_incidence_per_10k,
+            on_track,
+            dissuasion_ratio,
+            target_drop_ratio,
+            warnings,
+            dissuaded,
+            warning_to_dissuasion_seconds,
+        })
     }
 }
 

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::decode::{DeadLetterReason, DecodeSettings, Decoder, Rejection};
 use crate::dedup::Deduplicator;
 use crate::event::AcceptedEvent;
+use crate::fraud::FraudTracker;
 use crate::grid::{GridRegistry, GridResolveError};
 use crate::metrics::Metrics;
 use crate::proto::{Alert, AlertStatus, CellWindow, DeadLetter, IncidentEvent};
@@ -100,6 +101,8 @@ pub struct PipelineState {
     pub dedup: Deduplicator,
     /// Alert state of every rule.
     pub rules: RuleEngineState,
+    /// Fraud-target counts, when fraud tracking is enabled.
+    pub fraud: Option<FraudTracker>,
 }
 
 /// What happened to one record (for callers that count).
@@ -147,7 +150,15 @@ pub struct Pipeline {
     closed_panes: Vec<ClosedPane>,
     /// Settings kept for snapshots' compatibility check.
     settings: PipelineSettings,
+    /// Fraud-target counts (the service enables it; replay does not).
+    fraud: Option<FraudTracker>,
+    /// `gridwatch_incidents_total` handles, resolved on first use, indexed by
+    /// community index × [`INCIDENT_TYPE_SLOTS`] + event type number.
+    incident_counters: Vec<Option<prometheus::IntCounter>>,
 }
+
+/// Event type numbers per community in `incident_counters` (0 = unspecified … 23).
+const INCIDENT_TYPE_SLOTS: usize = crate::event::ALL_EVENT_TYPES.len() + 1;
 
 impl Pipeline {
     /// A pipeline with empty state.
@@ -196,6 +207,73 @@ impl Pipeline {
             source_name,
             closed_panes: Vec::new(),
             settings,
+            fraud: None,
+            incident_counters: Vec::new(),
+        }
+    }
+
+    /// Starts counting the fraud target with `tracker` (fed with every accepted event).
+    pub fn enable_fraud_tracking(&mut self, tracker: FraudTracker) {
+        self.fraud = Some(tracker);
+    }
+
+    /// The fraud tracker, when enabled.
+    pub fn fraud_tracker(&self) -> Option<&FraudTracker> {
+        self.fraud.as_ref()
+    }
+
+    /// Incident and fraud metrics of one accepted event; feeds the fraud tracker.
+    fn count_incident_and_fraud(&mut self, accepted: &AcceptedEvent) {
+        if !crate::event::is_incident(accepted.event_type) {
+            return;
+        }
+        let Some(cell) = self.registry.cells().get(accepted.cell.0 as usize) else {
+            return;
+        };
+        let community_slot = cell.community.0 as usize;
+        let Some(community) = self.registry.communities().get(community_slot) else {
+            return;
+        };
+        let slot = community_slot * INCIDENT_TYPE_SLOTS + accepted.event_type as usize;
+        if self.incident_counters.len() <= slot {
+            self.incident_counters.resize(slot + 1, None);
+        }
+        if let Some(handle) = self.incident_counters.get_mut(slot) {
+            handle
+                .get_or_insert_with(|| {
+                    self.metrics.incidents.with_label_values(&[
+                        community.district_code.as_str(),
+                        community.id.as_str(),
+                        accepted.event_type.as_str_name(),
+                    ])
+                })
+                .inc();
+        }
+        let fraud_labels = [community.district_code.as_str(), community.id.as_str()];
+        match accepted.event_type {
+            crate::proto::EventType::FraudWarning => self
+                .metrics
+                .fraud
+                .warnings
+                .with_label_values(&fraud_labels)
+                .inc(),
+            crate::proto::EventType::FraudDissuaded => self
+                .metrics
+                .fraud
+                .dissuaded
+                .with_label_values(&fraud_labels)
+                .inc(),
+            _ => {}
+        }
+        let Some(tracker) = self.fraud.as_mut() else {
+            return;
+        };
+        if let Some(paired) = tracker.on_event(accepted, &self.registry) {
+            self.metrics
+                .fraud
+                .warning_to_dissuasion_seconds
+                .with_label_values(&[community.district_code.as_str()])
+                .observe(paired.seconds);
         }
     }
 
@@ -292,6 +370,7 @@ impl Pipeline {
             occurred_at_millis: fields.occurred_at_millis,
             cell,
         };
+        self.count_incident_and_fraud(&accepted);
         let first_new_alert = outputs.alerts.len();
         self.rules
             .on_event(&accepted, &self.registry, &mut outputs.alerts);
@@ -503,6 +582,32 @@ impl Pipeline {
             .top_cells(span_index, self.windows.open_panes(), top_n)
     }
 
+    /// Events of one cell per event type and view (closed panes plus open ones): for each type
+    /// with any events, its number and one count per view. For the operator API.
+    pub fn cell_activity(&self, cell: crate::grid::CellIndex) -> Vec<(i32, Vec<u64>)> {
+        let view_count = self.settings.view_spans_millis.len();
+        let mut activity = Vec::new();
+        for event_type in crate::event::ALL_EVENT_TYPES {
+            let key = PaneKey {
+                cell,
+                event_type: event_type as i32,
+            };
+            let open_count: u64 = self
+                .windows
+                .open_panes()
+                .filter(|(_, open_key, _)| *open_key == key)
+                .map(|(_, _, counts)| u64::from(counts.count))
+                .sum();
+            let per_view: Vec<u64> = (0..view_count)
+                .map(|view_index| self.views.count(key, view_index) + open_count)
+                .collect();
+            if per_view.iter().any(|count| *count > 0) {
+                activity.push((event_type as i32, per_view));
+            }
+        }
+        activity
+    }
+
     /// The sliding views, for per-cell metrics.
     pub fn views(&self) -> &SlidingViews {
         &self.views
@@ -522,6 +627,7 @@ impl Pipeline {
             views: self.views.clone(),
             dedup: self.dedup.clone(),
             rules: self.rules.state().clone(),
+            fraud: self.fraud.clone(),
         }
     }
 
@@ -533,6 +639,9 @@ impl Pipeline {
         self.views = state.views;
         self.dedup = state.dedup;
         self.rules.restore_state(state.rules);
+        if let (Some(running), Some(restored)) = (self.fraud.as_mut(), state.fraud) {
+            running.restore(restored);
+        }
     }
 }
 

@@ -14,12 +14,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiState, CellActivity, Health, LiveView};
+use crate::api::{ApiState, CellActivity, CellDetail, CellQuery, Health, LiveView};
 use crate::config::{Config, SimulatorPacing, SourceKind};
+use crate::fraud::{FraudBaseline, FraudSettings, FraudTracker};
 use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
 use crate::pipeline::{Outputs, Pipeline, PipelineSettings};
 use crate::rules::RuleSet;
+use crate::sink::delivery::AlertDelivery;
 use crate::sink::file::JsonlFileSink;
 use crate::source::file::FileSource;
 use crate::source::simulator::{Pacing, Simulator, SimulatorSettings, SimulatorSource};
@@ -49,9 +51,15 @@ pub enum ServiceError {
     /// An output could not be opened.
     #[error(transparent)]
     Sink(#[from] crate::sink::file::FileSinkError),
+    /// Alert delivery could not start.
+    #[error(transparent)]
+    Delivery(#[from] crate::sink::delivery::DeliveryError),
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Http(#[from] std::io::Error),
+    /// The fraud settings or baseline are invalid.
+    #[error(transparent)]
+    Fraud(#[from] crate::fraud::FraudError),
 }
 
 /// Records per source batch.
@@ -60,6 +68,8 @@ const BATCH_SIZE: usize = 1024;
 const CHANNEL_BATCHES: usize = 8;
 /// How often the pipeline advances by wall time, publishes the live view and flushes sinks.
 const TICK: Duration = Duration::from_secs(1);
+/// How long shutdown waits for queued alerts to be delivered.
+const ALERT_DELIVERY_GRACE: Duration = Duration::from_secs(5);
 /// Cells kept per view in the live view.
 const LIVE_TOP_CELLS: usize = 100;
 
@@ -90,6 +100,24 @@ pub fn load_rules(config: &Config) -> Result<RuleSet, ServiceError> {
     })
 }
 
+/// Loads the fraud baseline named by the config (`fraud_baseline.csv` of `seeds.dir`, or the
+/// embedded one) and checks it has the baseline year.
+pub fn load_fraud_baseline(
+    config: &Config,
+    settings: &FraudSettings,
+) -> Result<FraudBaseline, ServiceError> {
+    let baseline = match &config.seeds.dir {
+        Some(directory) => {
+            FraudBaseline::from_seed_dir(directory).map_err(crate::fraud::FraudError::Baseline)?
+        }
+        None => FraudBaseline::embedded().map_err(crate::fraud::FraudError::Baseline)?,
+    };
+    if !baseline.has_year(settings.baseline_year) {
+        return Err(crate::fraud::FraudError::MissingBaselineYear(settings.baseline_year).into());
+    }
+    Ok(baseline)
+}
+
 /// Runs the service until `shutdown` completes. HTTP is served on `listener` (bind it to port
 /// 0 in tests).
 pub async fn run(
@@ -104,6 +132,7 @@ pub async fn run(
         SourceKind::File => "file",
     };
     let metrics = Arc::new(Metrics::new(&[source_name], rules.version())?);
+    set_community_info(&metrics, &registry);
     let health = Arc::new(Health::default());
     let rules_version = rules.version().to_string();
     let mut pipeline = Pipeline::new(
@@ -113,6 +142,9 @@ pub async fn run(
         metrics.clone(),
         source_name,
     );
+    let fraud_settings = FraudSettings::from_config(&config.fraud)?;
+    let fraud_baseline = load_fraud_baseline(&config, &fraud_settings)?;
+    pipeline.enable_fraud_tracking(FraudTracker::new(&fraud_settings));
     if let Some(path) = &config.state.snapshot_path {
         restore_snapshot_file(&mut pipeline, path);
     }
@@ -123,6 +155,10 @@ pub async fn run(
         Some(directory) => Some(JsonlFileSink::open(directory, true)?),
         None => None,
     };
+    let alert_delivery = AlertDelivery::start(&config.alerting, registry.clone(), &metrics)?;
+    if let Some(delivery) = &alert_delivery {
+        delivery.offer_active(&pipeline.active_alerts());
+    }
 
     let cancel = CancellationToken::new();
     let (batch_sender, batch_receiver) = mpsc::channel::<Vec<SourceRecord>>(CHANNEL_BATCHES);
@@ -167,10 +203,12 @@ pub async fn run(
         views: view_names(&config),
         ..LiveView::default()
     }));
+    let (cell_query_sender, cell_query_receiver) = mpsc::channel::<CellQuery>(64);
     let api_state = ApiState {
         metrics: metrics.clone(),
         live: live_receiver,
         health: health.clone(),
+        cell_queries: cell_query_sender,
     };
     let local_address = listener.local_addr()?;
     tracing::info!(address = %local_address, source = source_name, rules_version = %rules_version, "gridwatch serving");
@@ -185,6 +223,7 @@ pub async fn run(
     let mut loop_state = PipelineLoop {
         pipeline,
         sink,
+        alert_delivery,
         outputs: Outputs::default(),
         metrics: metrics.clone(),
         health: health.clone(),
@@ -194,12 +233,19 @@ pub async fn run(
         snapshot_path: config.state.snapshot_path.clone(),
         snapshot_interval: config.state.snapshot_interval,
         last_snapshot: Instant::now(),
+        fraud_settings,
+        fraud_baseline,
     };
-    loop_state.drive(batch_receiver, shutdown).await;
+    loop_state
+        .drive(batch_receiver, cell_query_receiver, shutdown)
+        .await;
     cancel.cancel();
     loop_state.shut_down();
     sink = loop_state.sink.take();
     drop(sink);
+    if let Some(delivery) = loop_state.alert_delivery.take() {
+        delivery.shut_down(ALERT_DELIVERY_GRACE).await;
+    }
     if let Err(error) = source_task.await {
         tracing::error!(%error, "source task failed");
     }
@@ -209,6 +255,25 @@ pub async fn run(
     }
     tracing::info!("gridwatch stopped");
     Ok(())
+}
+
+/// Publishes `gridwatch_community_info` (names by community id) for dashboard joins.
+fn set_community_info(metrics: &Metrics, registry: &GridRegistry) {
+    for community in registry.communities() {
+        let district_name = registry
+            .district(&community.district_code)
+            .map(|district| district.name_zh.as_str())
+            .unwrap_or_default();
+        metrics
+            .community_info
+            .with_label_values(&[
+                community.district_code.as_str(),
+                district_name,
+                community.id.as_str(),
+                community.name.as_str(),
+            ])
+            .set(1);
+    }
 }
 
 fn view_names(config: &Config) -> Vec<String> {
@@ -265,6 +330,8 @@ struct PipelineLoop {
     pipeline: Pipeline,
     /// JSONL outputs, when configured.
     sink: Option<JsonlFileSink>,
+    /// Alertmanager / webhook delivery, when configured (hand-off never blocks).
+    alert_delivery: Option<AlertDelivery>,
     /// Reused output buffer.
     outputs: Outputs,
     /// Metrics (gauges refreshed on each tick).
@@ -283,12 +350,17 @@ struct PipelineLoop {
     snapshot_interval: Duration,
     /// When the last snapshot was written.
     last_snapshot: Instant,
+    /// The fraud target's settings (report and metrics on each tick).
+    fraud_settings: FraudSettings,
+    /// The fraud target's baseline.
+    fraud_baseline: FraudBaseline,
 }
 
 impl PipelineLoop {
     async fn drive(
         &mut self,
         mut batch_receiver: mpsc::Receiver<Vec<SourceRecord>>,
+        mut cell_query_receiver: mpsc::Receiver<CellQuery>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
         let mut shutdown = std::pin::pin!(shutdown);
@@ -310,6 +382,10 @@ impl PipelineLoop {
                     }
                 },
                 _ = ticker.tick() => self.on_tick(),
+                Some(query) = cell_query_receiver.recv() => {
+                    let detail = self.cell_detail(&query.grid_id);
+                    let _ = query.reply.send(detail);
+                }
             }
         }
     }
@@ -351,6 +427,9 @@ impl PipelineLoop {
         if self.outputs.is_empty() {
             return;
         }
+        if let Some(delivery) = &self.alert_delivery {
+            delivery.offer(&self.outputs.alerts);
+        }
         if let Some(sink) = self.sink.as_mut() {
             if let Err(error) = sink.write(&self.outputs) {
                 tracing::error!(%error, "writing outputs failed");
@@ -373,26 +452,22 @@ impl PipelineLoop {
                 self.pipeline
                     .top_cells(view_index, LIVE_TOP_CELLS)
                     .into_iter()
-                    .map(|(cell_index, events)| {
-                        let cell = registry.cell(cell_index);
-                        let community = registry.community(cell.community);
-                        let district_name = registry
-                            .district(&community.district_code)
-                            .map(|district| district.name_zh.clone())
-                            .unwrap_or_default();
-                        CellActivity {
-                            grid_id: cell.grid_id.clone(),
-                            community_id: community.id.clone(),
-                            community_name: community.name.clone(),
-                            district_code: community.district_code.clone(),
-                            district_name,
-                            events,
-                        }
-                    })
+                    .map(|(cell_index, events)| cell_activity(&registry, cell_index, events))
                     .collect()
             })
             .collect();
         self.update_cell_gauges(&registry);
+        let fraud = self.pipeline.fraud_tracker().map(|tracker| {
+            tracker.report(
+                wall_clock_millis(),
+                &registry,
+                &self.fraud_baseline,
+                &self.fraud_settings,
+            )
+        });
+        if let Some(report) = &fraud {
+            crate::fraud::publish_metrics(report, &self.metrics.fraud);
+        }
         let live = LiveView {
             watermark: self
                 .pipeline
@@ -402,18 +477,62 @@ impl PipelineLoop {
             hottest_cells,
             active_alerts: self.pipeline.active_alerts(),
             rules_version: self.rules_version.clone(),
+            fraud,
         };
         self.live_sender.send_replace(Arc::new(live));
     }
 
+    fn cell_detail(&self, grid_id: &str) -> Option<CellDetail> {
+        let registry = self.pipeline.registry().clone();
+        let cell_index = registry.cell_by_grid_id(grid_id)?;
+        let activity = self.pipeline.cell_activity(cell_index);
+        let events_in_first_view: u64 = activity
+            .iter()
+            .filter_map(|(_, counts)| counts.first())
+            .sum();
+        let events_by_type = activity
+            .into_iter()
+            .map(|(event_type, counts)| {
+                let name = crate::proto::EventType::try_from(event_type)
+                    .map(|known| known.as_str_name().to_string())
+                    .unwrap_or_else(|_| event_type.to_string());
+                (name, counts)
+            })
+            .collect();
+        let active_alerts = self
+            .pipeline
+            .active_alerts()
+            .into_iter()
+            .filter(|alert| alert.grid_id == grid_id)
+            .collect();
+        Some(CellDetail {
+            cell: cell_activity(&registry, cell_index, events_in_first_view),
+            watermark: self
+                .pipeline
+                .watermark_millis()
+                .map(crate::time::millis_to_rfc3339),
+            views: self.view_labels.clone(),
+            events_by_type,
+            active_alerts,
+        })
+    }
+
     /// Per-cell incident gauges, for registered cells only (bounded label set): cells with no
-    /// incidents in a view have no series for that view.
+    /// incidents in a view have no series for that view. Per-community event gauges cover
+    /// every registered community, silent ones included (0).
     fn update_cell_gauges(&self, registry: &GridRegistry) {
         self.metrics.cell_incidents.reset();
         for (view_index, view_label) in self.view_labels.iter().enumerate() {
             let mut incidents_by_cell: std::collections::BTreeMap<crate::grid::CellIndex, u64> =
                 std::collections::BTreeMap::new();
+            let mut events_by_community = vec![0_u64; registry.communities().len()];
             for (key, count) in self.pipeline.views().counts(view_index) {
+                let community_index = registry.cell(key.cell).community;
+                if let Some(community_events) =
+                    events_by_community.get_mut(community_index.0 as usize)
+                {
+                    *community_events += count;
+                }
                 let is_incident = crate::proto::EventType::try_from(key.event_type)
                     .map(crate::event::is_incident)
                     .unwrap_or(false);
@@ -433,6 +552,16 @@ impl PipelineLoop {
                         view_label.as_str(),
                     ])
                     .set(incidents as f64);
+            }
+            for (community, events) in registry.communities().iter().zip(&events_by_community) {
+                self.metrics
+                    .community_events
+                    .with_label_values(&[
+                        community.district_code.as_str(),
+                        community.id.as_str(),
+                        view_label.as_str(),
+                    ])
+                    .set(*events as f64);
             }
         }
     }
@@ -470,6 +599,28 @@ impl PipelineLoop {
         if self.snapshot_path.is_some() {
             self.write_snapshot();
         }
+    }
+}
+
+/// Where a cell is (names and codes) and how many events it had.
+fn cell_activity(
+    registry: &GridRegistry,
+    cell_index: crate::grid::CellIndex,
+    events: u64,
+) -> CellActivity {
+    let cell = registry.cell(cell_index);
+    let community = registry.community(cell.community);
+    let district_name = registry
+        .district(&community.district_code)
+        .map(|district| district.name_zh.clone())
+        .unwrap_or_default();
+    CellActivity {
+        grid_id: cell.grid_id.clone(),
+        community_id: community.id.clone(),
+        community_name: community.name.clone(),
+        district_code: community.district_code.clone(),
+        district_name,
+        events,
     }
 }
 

@@ -117,6 +117,23 @@ async fn run_serves_metrics_api_and_flushes_outputs_on_shutdown() {
     );
     assert_eq!(listed[0]["grid_id"].as_str().unwrap().len(), 14);
 
+    let hottest_grid = listed[0]["grid_id"].as_str().unwrap();
+    let (status, detail) = get_text(&client, &format!("{base}/api/v1/cells/{hottest_grid}")).await;
+    assert_eq!(status, 200, "{detail}");
+    let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
+    assert_eq!(detail["grid_id"], hottest_grid);
+    assert_eq!(detail["views"].as_array().unwrap().len(), 3);
+    let by_type = detail["events_by_type"].as_object().unwrap();
+    assert!(!by_type.is_empty(), "{detail}");
+    // The 15 min view slides while the backlog is processed, so only presence is stable.
+    let first_view_total: u64 = by_type
+        .values()
+        .map(|counts| counts[0].as_u64().unwrap())
+        .sum();
+    assert!(first_view_total > 0, "{detail}");
+    let (status, _) = get_text(&client, &format!("{base}/api/v1/cells/99999999999999")).await;
+    assert_eq!(status, 404);
+
     let (status, body) = get_text(&client, &format!("{base}/api/v1/cells?view=7m")).await;
     assert_eq!(status, 400, "{body}");
 

@@ -1,0 +1,162 @@
+//! Hot reload of the rules file: on SIGHUP and whenever the file changes on disk, the file is
+//! read and validated whole. A valid file whose version (hash) differs from the running one is
+//! handed to the pipeline task, which swaps it in between two records; an invalid file is
+//! logged and counted, and the running rules keep firing.
+//!
+//! The directory is watched rather than the file, because editors and config-map updates
+//! replace files by renaming over them. Bursts of file events are coalesced.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::Watcher;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::rules::RuleSet;
+
+/// File events closer together than this are one change.
+const COALESCE: Duration = Duration::from_millis(250);
+
+/// What triggered a reload (a metric label and a log field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadTrigger {
+    /// The process received SIGHUP.
+    Signal,
+    /// The file changed on disk.
+    FileChange,
+}
+
+impl ReloadTrigger {
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadTrigger::Signal => "sighup",
+            ReloadTrigger::FileChange => "file_change",
+        }
+    }
+}
+
+/// Errors starting the watcher.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot watch rules file {path}: {source}")]
+pub struct WatchError {
+    /// The watched file.
+    path: String,
+    /// The watcher's error.
+    source: notify::Error,
+}
+
+/// Reads and validates the rules file; `Ok(None)` when its version equals `running_version`.
+pub fn load_if_changed(
+    path: &Path,
+    pane_size_millis: i64,
+    running_version: &str,
+) -> Result<Option<RuleSet>, String> {
+    let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read: {error}"))?;
+    let rules =
+        RuleSet::from_toml_str(&text, pane_size_millis).map_err(|error| error.to_string())?;
+    if rules.version() == running_version {
+        return Ok(None);
+    }
+    Ok(Some(rules))
+}
+
+/// Watches `path` and SIGHUP until `cancel`; sends each valid, changed rule set.
+///
+/// `running_version` starts as the loaded rules' version and follows what was sent.
+pub fn spawn(
+    path: PathBuf,
+    pane_size_millis: i64,
+    running_version: String,
+    metrics: std::sync::Arc<Metrics>,
+    rules_sender: mpsc::Sender<RuleSet>,
+    cancel: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>, WatchError> {
+    let (event_sender, mut event_receiver) = mpsc::unbounded_channel::<()>();
+    let watched_file_name = path.file_name().map(|name| name.to_os_string());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else {
+            return;
+        };
+        let touches_file = event.paths.iter().any(|changed| {
+            changed.file_name().map(|name| name.to_os_string()) == watched_file_name
+        });
+        if touches_file && !matches!(event.kind, notify::EventKind::Access(_)) {
+            let _ = event_sender.send(());
+        }
+    })
+    .map_err(|source| WatchError {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    watcher
+        .watch(&directory, notify::RecursiveMode::NonRecursive)
+        .map_err(|source| WatchError {
+            path: path.display().to_string(),
+            source,
+        })?;
+
+    let task = tokio::spawn(async move {
+        // The watcher stops when dropped: keep it alive for the task's lifetime.
+        let _watcher = watcher;
+        let mut running_version = running_version;
+        #[cfg(unix)]
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let hangup_received = async {
+                match hangup.as_mut() {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hangup_received = std::future::pending::<()>();
+            let trigger = tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = hangup_received => ReloadTrigger::Signal,
+                Some(()) = event_receiver.recv() => {
+                    tokio::time::sleep(COALESCE).await;
+                    while event_receiver.try_recv().is_ok() {}
+                    ReloadTrigger::FileChange
+                }
+            };
+            match load_if_changed(&path, pane_size_millis, &running_version) {
+                Ok(None) => {
+                    metrics
+                        .rules_reloads
+                        .with_label_values(&[trigger.as_str(), "unchanged"])
+                        .inc();
+                }
+                Ok(Some(rules)) => {
+                    tracing::info!(trigger = trigger.as_str(), version = rules.version(), path = %path.display(), "rules file reloaded");
+                    metrics
+                        .rules_reloads
+                        .with_label_values(&[trigger.as_str(), "applied"])
+                        .inc();
+                    running_version = rules.version().to_string();
+                    if rules_sender.send(rules).await.is_err() {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(trigger = trigger.as_str(), path = %path.display(), %error, "rules file rejected; the running rules stay");
+                    metrics
+                        .rules_reloads
+                        .with_label_values(&[trigger.as_str(), "invalid"])
+                        .inc();
+                }
+            }
+        }
+    });
+    Ok(task)
+}

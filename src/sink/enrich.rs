@@ -1,0 +1,356 @@
+//! Alert enrichment: the labels, annotations and links an [`Alert`] carries when it leaves
+//! gridwatch for Alertmanager or a webhook. Pure functions of the alert, the registry and the
+//! configured external URL, so they are tested without any network.
+//!
+//! - **Labels identify an alert** and are kept stable and low-cardinality (Alertmanager groups,
+//!   inhibits and silences by them): `alertname`, `severity`, `district`, `community`, `grid`,
+//!   `event_type`, `rule`. Empty values are left out (an empty label is no label).
+//! - `alertname` is `Gridwatch` followed by the rule name in UpperCamelCase
+//!   (`life_safety` → `GridwatchLifeSafety`), so gridwatch alerts are recognisable among other
+//!   Alertmanager clients' alerts; the rule name itself is the `rule` label.
+//! - `severity` maps the 1–4 scale (1 most severe, GB/T 28181 alarm priority) to
+//!   Alertmanager's customary names: 1 → `critical`, 2 → `warning`, 3 and 4 (and anything
+//!   else) → `info`.
+//! - **Annotations describe it** and may change between state changes: `summary` (English),
+//!   `summary_zh` (Chinese, with the district and community names and the Chinese type name),
+//!   `description` (observed vs threshold, and the expected value when the rule has one),
+//!   `event_ids`, `alert_id`, `fingerprint`, `device_id` (when known) and `operator_url`, the
+//!   operator API's view of the cell: `{external_url}/api/v1/cells/{grid}` (also the
+//!   `generatorURL`).
+//!
+//! [`should_deliver`] is the single place that decides whether an alert pages at all.
+
+use std::collections::BTreeMap;
+
+use crate::grid::GridRegistry;
+use crate::proto::{Alert, AlertStatus, EventType};
+
+/// Whether `alert` is delivered to Alertmanager and the webhook. Alerts that are tracked but
+/// must not page (suppressed alerts) return `false`; the sinks count them as
+/// `gridwatch_alert_deliveries_total{result="suppressed"}` instead of sending them.
+///
+/// Today every alert with a known status is delivered; once the `Alert` proto carries
+/// `suppressed_by`, this becomes `alert.suppressed_by.is_empty()` (and the status check).
+pub fn should_deliver(alert: &Alert) -> bool {
+    alert.status == AlertStatus::Firing as i32 || alert.status == AlertStatus::Resolved as i32
+}
+
+/// The value a statistical rule expected, when it has one (shown in the description).
+///
+/// Today's `Alert` has no `expected` field, so this is `None`; once the proto carries
+/// `double expected`, return `Some(alert.expected)` when it is positive.
+fn expected_value(_alert: &Alert) -> Option<f64> {
+    None
+}
+
+/// `Gridwatch` + the rule name in UpperCamelCase: `life_safety` → `GridwatchLifeSafety`.
+/// Characters other than ASCII letters and digits separate words.
+pub fn alert_name(rule: &str) -> String {
+    let mut name = String::from("Gridwatch");
+    for word in rule.split(|character: char| !character.is_ascii_alphanumeric()) {
+        let mut characters = word.chars();
+        if let Some(first) = characters.next() {
+            name.push(first.to_ascii_uppercase());
+            name.extend(characters);
+        }
+    }
+    name
+}
+
+/// Alertmanager severity name of a 1–4 severity: 1 `critical`, 2 `warning`, otherwise `info`.
+pub fn severity_label(severity: u32) -> &'static str {
+    match severity {
+        1 => "critical",
+        2 => "warning",
+        _ => "info",
+    }
+}
+
+/// The event type's proto name (`FIRE_SMOKE`), or `EVENT_TYPE_UNSPECIFIED` for unknown numbers.
+fn event_type_of(alert: &Alert) -> EventType {
+    EventType::try_from(alert.event_type).unwrap_or(EventType::Unspecified)
+}
+
+/// The operator API's view of one grid cell: `{external_url}/api/v1/cells/{grid_id}`.
+pub fn operator_url(external_url: &str, grid_id: &str) -> String {
+    format!(
+        "{}/api/v1/cells/{}",
+        external_url.trim_end_matches('/'),
+        grid_id
+    )
+}
+
+/// The identifying labels of an alert in Alertmanager (see the module docs).
+pub fn alertmanager_labels(alert: &Alert, registry: &GridRegistry) -> BTreeMap<String, String> {
+    let district = if alert.district_id.is_empty() {
+        registry
+            .community_by_id(&alert.community_id)
+            .map(|community| registry.community(community).district_code.clone())
+            .unwrap_or_default()
+    } else {
+        alert.district_id.clone()
+    };
+    let candidates = [
+        ("alertname", alert_name(&alert.rule)),
+        ("severity", severity_label(alert.severity).to_string()),
+        ("district", district),
+        ("community", alert.community_id.clone()),
+        ("grid", alert.grid_id.clone()),
+        ("event_type", event_type_of(alert).as_str_name().to_string()),
+        ("rule", alert.rule.clone()),
+    ];
+    candidates
+        .into_iter()
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(name, value)| (name.to_string(), value))
+        .collect()
+}
+
+/// Formats a count-like value without a trailing `.0` (3 rather than 3.0).
+fn format_value(value: f64) -> String {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+/// The descriptive annotations of an alert (see the module docs).
+pub fn annotations(
+    alert: &Alert,
+    registry: &GridRegistry,
+    external_url: &str,
+) -> BTreeMap<String, String> {
+    let event_type = event_type_of(alert);
+    let community_index = registry.community_by_id(&alert.community_id);
+    let community_name = community_index
+        .map(|index| registry.community(index).name.clone())
+        .unwrap_or_else(|| alert.community_id.clone());
+    let district = registry.district(&alert.district_id);
+    let district_name_en = district
+        .map(|district| district.name_en.clone())
+        .unwrap_or_else(|| alert.district_id.clone());
+    let district_name_zh = district
+        .map(|district| district.name_zh.clone())
+        .unwrap_or_default();
+    let resolved = alert.status == AlertStatus::Resolved as i32;
+    let observed = format_value(alert.observed);
+    let threshold = format_value(alert.threshold);
+    let expected = expected_value(alert);
+
+    let summary = format!(
+        "{}{} in grid {} of community {} ({}, {}): {} events (threshold {})",
+        if resolved { "Resolved: " } else { "" },
+        event_type.as_str_name(),
+        alert.grid_id,
+        alert.community_id,
+        community_name,
+        district_name_en,
+        observed,
+        threshold,
+    );
+    let summary_zh = format!(
+        "{}{}{} 网格{} {}：{}起（阈值{}）",
+        if resolved { "【已恢复】" } else { "" },
+        district_name_zh,
+        community_name,
+        alert.grid_id,
+        crate::event::chinese_name(event_type),
+        observed,
+        threshold,
+    );
+    let mut description = format!(
+        "Rule {} ({}) observed {} {} event(s) in grid {} against a threshold of {}",
+        alert.rule,
+        alert.rule_kind,
+        observed,
+        event_type.as_str_name(),
+        alert.grid_id,
+        threshold,
+    );
+    if let Some(expected) = expected.filter(|expected| *expected > 0.0) {
+        description.push_str(&format!(" (expected {})", format_value(expected)));
+    }
+    if let Some(starts_at) = &alert.starts_at {
+        description.push_str(&format!(
+            "; firing since {}",
+            crate::time::millis_to_rfc3339(crate::time::timestamp_to_millis(starts_at))
+        ));
+    }
+    if let Some(ends_at) = alert.ends_at.as_ref().filter(|_| resolved) {
+        description.push_str(&format!(
+            "; resolved at {}",
+            crate::time::millis_to_rfc3339(crate::time::timestamp_to_millis(ends_at))
+        ));
+    }
+    description.push('.');
+
+    let mut annotations = BTreeMap::new();
+    annotations.insert("summary".to_string(), summary);
+    annotations.insert("summary_zh".to_string(), summary_zh);
+    annotations.insert("description".to_string(), description);
+    annotations.insert("event_ids".to_string(), alert.event_ids.join(","));
+    annotations.insert("alert_id".to_string(), alert.alert_id.clone());
+    annotations.insert("fingerprint".to_string(), alert.fingerprint.clone());
+    if !alert.device_id.is_empty() {
+        annotations.insert("device_id".to_string(), alert.device_id.clone());
+    }
+    annotations.insert(
+        "operator_url".to_string(),
+        operator_url(external_url, &alert.grid_id),
+    );
+    annotations
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::millis_to_timestamp;
+
+    /// A firing life-safety alert in the first cell of the embedded registry.
+    pub(crate) fn sample_alert(registry: &GridRegistry) -> Alert {
+        let cell = registry.cell(crate::grid::CellIndex(0));
+        let community = registry.community(cell.community);
+        Alert {
+            alert_id: "0123456789abcdef0123456789abcdef".to_string(),
+            fingerprint: "0123456789abcdef".to_string(),
+            rule: "life_safety".to_string(),
+            rule_kind: "immediate".to_string(),
+            status: AlertStatus::Firing as i32,
+            grid_id: cell.grid_id.clone(),
+            community_id: community.id.clone(),
+            district_id: community.district_code.clone(),
+            event_type: EventType::FireSmoke as i32,
+            severity: 1,
+            starts_at: Some(millis_to_timestamp(1_772_409_600_000)),
+            ends_at: None,
+            observed: 3.0,
+            threshold: 1.0,
+            event_ids: vec!["e1".to_string(), "e2".to_string()],
+            device_id: "41061100001320000001".to_string(),
+            updated_at: Some(millis_to_timestamp(1_772_409_660_000)),
+            ..Alert::default()
+        }
+    }
+
+    #[test]
+    fn alert_name_is_gridwatch_and_the_rule_in_upper_camel_case() {
+        assert_eq!(alert_name("life_safety"), "GridwatchLifeSafety");
+        assert_eq!(
+            alert_name("perimeter_intrusion_burst"),
+            "GridwatchPerimeterIntrusionBurst"
+        );
+        assert_eq!(alert_name("fraud-spike 2"), "GridwatchFraudSpike2");
+        assert_eq!(alert_name(""), "Gridwatch");
+    }
+
+    #[test]
+    fn severity_one_is_critical_two_warning_and_the_rest_info() {
+        assert_eq!(severity_label(1), "critical");
+        assert_eq!(severity_label(2), "warning");
+        assert_eq!(severity_label(3), "info");
+        assert_eq!(severity_label(4), "info");
+        assert_eq!(severity_label(0), "info");
+    }
+
+    #[test]
+    fn labels_are_the_seven_identifying_ones() {
+        let registry = GridRegistry::embedded();
+        let alert = sample_alert(&registry);
+        let labels = alertmanager_labels(&alert, &registry);
+        let names: Vec<&str> = labels.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "alertname",
+                "community",
+                "district",
+                "event_type",
+                "grid",
+                "rule",
+                "severity"
+            ]
+        );
+        assert_eq!(labels["alertname"], "GridwatchLifeSafety");
+        assert_eq!(labels["severity"], "critical");
+        assert_eq!(labels["event_type"], "FIRE_SMOKE");
+        assert_eq!(labels["grid"], alert.grid_id);
+        assert_eq!(labels["community"], alert.community_id);
+        assert_eq!(labels["district"].len(), 6);
+        assert_eq!(labels["rule"], "life_safety");
+    }
+
+    #[test]
+    fn labels_do_not_change_between_state_changes_of_one_alert() {
+        let registry = GridRegistry::embedded();
+        let firing = sample_alert(&registry);
+        let mut resolved = firing.clone();
+        resolved.status = AlertStatus::Resolved as i32;
+        resolved.ends_at = Some(millis_to_timestamp(1_772_409_900_000));
+        resolved.observed = 5.0;
+        resolved.event_ids.push("e3".to_string());
+        assert_eq!(
+            alertmanager_labels(&firing, &registry),
+            alertmanager_labels(&resolved, &registry)
+        );
+    }
+
+    #[test]
+    fn missing_district_is_looked_up_and_empty_labels_are_left_out() {
+        let registry = GridRegistry::embedded();
+        let mut alert = sample_alert(&registry);
+        let district = alert.district_id.clone();
+        alert.district_id.clear();
+        alert.grid_id.clear();
+        let labels = alertmanager_labels(&alert, &registry);
+        assert_eq!(labels["district"], district);
+        assert!(!labels.contains_key("grid"));
+    }
+
+    #[test]
+    fn annotations_carry_both_summaries_the_numbers_and_the_operator_link() {
+        let registry = GridRegistry::embedded();
+        let alert = sample_alert(&registry);
+        let community_index = registry.community_by_id(&alert.community_id).unwrap();
+        let community_name = registry.community(community_index).name.clone();
+        let annotations = annotations(&alert, &registry, "https://gridwatch.example/");
+        assert!(
+            annotations["summary"].contains("FIRE_SMOKE"),
+            "{annotations:?}"
+        );
+        assert!(annotations["summary"].contains(&alert.grid_id));
+        assert!(annotations["summary_zh"].contains(&community_name));
+        assert!(annotations["summary_zh"].contains("烟感报警"));
+        assert!(annotations["description"].contains("observed 3 FIRE_SMOKE"));
+        assert!(annotations["description"].contains("threshold of 1"));
+        assert!(annotations["description"].contains("firing since 2026-03-02T00:00:00"));
+        assert_eq!(annotations["event_ids"], "e1,e2");
+        assert_eq!(
+            annotations["operator_url"],
+            format!("https://gridwatch.example/api/v1/cells/{}", alert.grid_id)
+        );
+    }
+
+    #[test]
+    fn resolved_annotations_say_so_in_both_languages() {
+        let registry = GridRegistry::embedded();
+        let mut alert = sample_alert(&registry);
+        alert.status = AlertStatus::Resolved as i32;
+        alert.ends_at = Some(millis_to_timestamp(1_772_409_900_000));
+        let annotations = annotations(&alert, &registry, "http://127.0.0.1:9750");
+        assert!(annotations["summary"].starts_with("Resolved: "));
+        assert!(annotations["summary_zh"].starts_with("【已恢复】"));
+        assert!(annotations["description"].contains("resolved at 2026-03-02T00:05:00"));
+    }
+
+    #[test]
+    fn alerts_with_a_known_status_are_delivered() {
+        let registry = GridRegistry::embedded();
+        let mut alert = sample_alert(&registry);
+        assert!(should_deliver(&alert));
+        alert.status = AlertStatus::Resolved as i32;
+        assert!(should_deliver(&alert));
+        alert.status = AlertStatus::Unspecified as i32;
+        assert!(!should_deliver(&alert));
+    }
+}
