@@ -199,11 +199,39 @@ async fn cells_handler(State(state): State<ApiState>, Query(query): Query<CellsQ
     .into_response()
 }
 
-async fn alerts_handler(State(state): State<ApiState>) -> Response {
+/// Query of `/api/v1/alerts`.
+#[derive(Debug, Deserialize)]
+pub struct AlertsQuery {
+    /// Only alerts of this community (12-digit id), e.g. for community-scope rules.
+    pub community: Option<String>,
+    /// Only alerts of this grid cell (14-digit id).
+    pub grid: Option<String>,
+}
+
+async fn alerts_handler(
+    State(state): State<ApiState>,
+    Query(query): Query<AlertsQuery>,
+) -> Response {
     let live = state.live.borrow().clone();
+    let alerts: Vec<&Alert> = live
+        .active_alerts
+        .iter()
+        .filter(|alert| {
+            query
+                .community
+                .as_ref()
+                .is_none_or(|community| &alert.community_id == community)
+        })
+        .filter(|alert| {
+            query
+                .grid
+                .as_ref()
+                .is_none_or(|grid| &alert.grid_id == grid)
+        })
+        .collect();
     Json(serde_json::json!({
         "rules_version": live.rules_version,
-        "alerts": live.active_alerts,
+        "alerts": alerts,
     }))
     .into_response()
 }

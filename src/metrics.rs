@@ -36,6 +36,8 @@ pub struct Metrics {
     pub alerts_active: IntGaugeVec,
     /// Repeats absorbed by a rule's per-device cooldown, by rule.
     pub alerts_suppressed: IntCounterVec,
+    /// FIRING alert changes inside a maintenance window (tracked, not paged), by rule.
+    pub alerts_maintenance_suppressed: IntCounterVec,
     /// Current operator watermark as a Unix time.
     pub watermark_timestamp: Gauge,
     /// Wall clock minus the watermark.
@@ -162,6 +164,13 @@ impl Metrics {
             ),
             &["rule"],
         )?;
+        let alerts_maintenance_suppressed = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_alerts_maintenance_suppressed_total",
+                "Firing alert changes inside a maintenance window of the rules file: written and tracked, never paged.",
+            ),
+            &["rule"],
+        )?;
         let watermark_timestamp = Gauge::new(
             "gridwatch_watermark_timestamp_seconds",
             "Current event-time watermark as a Unix time.",
@@ -276,6 +285,7 @@ impl Metrics {
         registry.register(Box::new(alerts.clone()))?;
         registry.register(Box::new(alerts_active.clone()))?;
         registry.register(Box::new(alerts_suppressed.clone()))?;
+        registry.register(Box::new(alerts_maintenance_suppressed.clone()))?;
         registry.register(Box::new(watermark_timestamp.clone()))?;
         registry.register(Box::new(watermark_lag.clone()))?;
         registry.register(Box::new(processing_latency.clone()))?;
@@ -337,7 +347,7 @@ impl Metrics {
         // The file sink exists in every deployment that writes outputs: a zero series lets
         // the sink-error panel and alert see it before the first error.
         sink_errors.with_label_values(&["file"]);
-        for kind in ["immediate", "threshold"] {
+        for kind in ["immediate", "threshold", "spike", "cusum", "data_gap"] {
             alert_latency.with_label_values(&[kind]);
         }
         for sink in ALERT_SINKS {
@@ -371,6 +381,7 @@ impl Metrics {
             alerts,
             alerts_active,
             alerts_suppressed,
+            alerts_maintenance_suppressed,
             watermark_timestamp,
             watermark_lag,
             processing_latency,

@@ -488,6 +488,12 @@ impl Pipeline {
                 .alerts
                 .with_label_values(&[alert.rule.as_str(), status])
                 .inc();
+            if alert.status == AlertStatus::Firing as i32 && !alert.suppressed_by.is_empty() {
+                self.metrics
+                    .alerts_maintenance_suppressed
+                    .with_label_values(&[alert.rule.as_str()])
+                    .inc();
+            }
             if alert.status == AlertStatus::Firing as i32 {
                 if let Some(updated_at) = alert.updated_at.as_ref().or(alert.starts_at.as_ref()) {
                     let latency_millis = wall_millis - crate::time::timestamp_to_millis(updated_at);
@@ -520,6 +526,15 @@ impl Pipeline {
             event_id: rejected.rejection.event_id,
         });
         RecordResult::Rejected(reason)
+    }
+
+    /// Swaps in a new (validated) rule set between two records: unchanged rules keep their
+    /// state; firing alerts of removed or changed rules are resolved into `outputs`. Windows,
+    /// views and dedup state are untouched.
+    pub fn replace_rules(&mut self, rules: RuleSet, wall_millis: i64, outputs: &mut Outputs) {
+        let first_new_alert = outputs.alerts.len();
+        self.rules.replace_rules(rules, &mut outputs.alerts);
+        self.observe_alerts(first_new_alert, outputs, wall_millis);
     }
 
     /// Refreshes the state-size gauges and the watermark gauges.

@@ -102,13 +102,14 @@ pub fn spawn(
             source,
         })?;
 
+    // Registered before returning, so a SIGHUP right after start is a reload, never the
+    // default action (which would end the process).
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let task = tokio::spawn(async move {
         // The watcher stops when dropped: keep it alive for the task's lifetime.
         let _watcher = watcher;
         let mut running_version = running_version;
-        #[cfg(unix)]
-        let mut hangup =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
             #[cfg(unix)]
             let hangup_received = async {

@@ -210,6 +210,28 @@ pub async fn run(
         health: health.clone(),
         cell_queries: cell_query_sender,
     };
+    // Before the HTTP server: once it answers, SIGHUP is already a reload.
+    let (rules_sender, rules_receiver) = mpsc::channel::<RuleSet>(4);
+    let reload_task = match &config.rules.path {
+        Some(path) => match crate::reload::spawn(
+            path.clone(),
+            config.window_settings().size_millis,
+            rules_version.clone(),
+            metrics.clone(),
+            rules_sender,
+            cancel.clone(),
+        ) {
+            Ok(task) => Some(task),
+            Err(error) => {
+                tracing::error!(%error, "rules hot reload is off");
+                None
+            }
+        },
+        None => {
+            tracing::info!("rules are the embedded defaults; set rules.path to reload them on SIGHUP or change");
+            None
+        }
+    };
     let local_address = listener.local_addr()?;
     tracing::info!(address = %local_address, source = source_name, rules_version = %rules_version, "gridwatch serving");
     let server_cancel = cancel.clone();
@@ -237,7 +259,12 @@ pub async fn run(
         fraud_baseline,
     };
     loop_state
-        .drive(batch_receiver, cell_query_receiver, shutdown)
+        .drive(
+            batch_receiver,
+            cell_query_receiver,
+            rules_receiver,
+            shutdown,
+        )
         .await;
     cancel.cancel();
     loop_state.shut_down();
@@ -248,6 +275,11 @@ pub async fn run(
     }
     if let Err(error) = source_task.await {
         tracing::error!(%error, "source task failed");
+    }
+    if let Some(task) = reload_task {
+        if let Err(error) = task.await {
+            tracing::error!(%error, "rules reload task failed");
+        }
     }
     match server.await {
         Ok(result) => result?,
@@ -276,13 +308,26 @@ fn set_community_info(metrics: &Metrics, registry: &GridRegistry) {
     }
 }
 
+/// Names of the views as the API and the `view` metric label spell them: "15m", "1h", "24h".
 fn view_names(config: &Config) -> Vec<String> {
     config
         .window
         .views
         .iter()
-        .map(|span| humantime::format_duration(*span).to_string())
+        .map(|span| view_name(*span))
         .collect()
+}
+
+/// The shortest whole-unit spelling of a view span: hours, else minutes, else seconds.
+fn view_name(span: Duration) -> String {
+    let seconds = span.as_secs();
+    if seconds > 0 && seconds % 3600 == 0 {
+        return format!("{}h", seconds / 3600);
+    }
+    if seconds > 0 && seconds % 60 == 0 {
+        return format!("{}m", seconds / 60);
+    }
+    format!("{seconds}s")
 }
 
 /// Pulls batches from a source into the channel until cancelled or the source ends.
@@ -361,6 +406,7 @@ impl PipelineLoop {
         &mut self,
         mut batch_receiver: mpsc::Receiver<Vec<SourceRecord>>,
         mut cell_query_receiver: mpsc::Receiver<CellQuery>,
+        mut rules_receiver: mpsc::Receiver<RuleSet>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
         let mut shutdown = std::pin::pin!(shutdown);
@@ -382,6 +428,7 @@ impl PipelineLoop {
                     }
                 },
                 _ = ticker.tick() => self.on_tick(),
+                Some(rules) = rules_receiver.recv() => self.on_new_rules(rules),
                 Some(query) = cell_query_receiver.recv() => {
                     let detail = self.cell_detail(&query.grid_id);
                     let _ = query.reply.send(detail);
@@ -480,6 +527,20 @@ impl PipelineLoop {
             fraud,
         };
         self.live_sender.send_replace(Arc::new(live));
+    }
+
+    fn on_new_rules(&mut self, rules: RuleSet) {
+        let version = rules.version().to_string();
+        self.pipeline
+            .replace_rules(rules, wall_clock_millis(), &mut self.outputs);
+        self.write_outputs();
+        self.metrics.rules_version.reset();
+        self.metrics
+            .rules_version
+            .with_label_values(&[version.as_str()])
+            .set(1);
+        tracing::info!(version = %version, "new rules running");
+        self.rules_version = version;
     }
 
     fn cell_detail(&self, grid_id: &str) -> Option<CellDetail> {
@@ -640,5 +701,19 @@ fn restore_snapshot_file(pipeline: &mut Pipeline, path: &Path) {
         Err(error) => {
             tracing::error!(%error, path = %path.display(), "cannot restore state snapshot; starting empty")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_names_are_the_short_spellings_the_api_documents() {
+        let names: Vec<String> = [900, 3600, 86_400, 90, 5400]
+            .into_iter()
+            .map(|seconds| view_name(Duration::from_secs(seconds)))
+            .collect();
+        assert_eq!(names, ["15m", "1h", "24h", "90s", "90m"]);
     }
 }

@@ -149,62 +149,113 @@ fn check_config_reports_every_problem_and_fails() {
     }
 }
 
+/// A `gridwatch run` child process and the HTTP address it printed.
+struct RunningService {
+    /// The process.
+    child: std::process::Child,
+    /// host:port of its HTTP endpoint.
+    address: String,
+}
+
+impl RunningService {
+    /// Starts `gridwatch run` with a 30 min simulator backlog and the given extra variables.
+    fn start(extra_environment: &[(&str, &std::ffi::OsStr)]) -> RunningService {
+        use std::io::{BufRead, BufReader};
+        let mut command = gridwatch();
+        command
+            .arg("run")
+            .env("GRIDWATCH_HTTP__LISTEN", "127.0.0.1:0")
+            .env("GRIDWATCH_SIMULATOR__BACKFILL", "30m")
+            .env("GRIDWATCH_SIMULATOR__RATE_MULTIPLIER", "5")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        for (name, value) in extra_environment {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first_line = String::new();
+        stdout.read_line(&mut first_line).unwrap();
+        let address = first_line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {first_line:?}"))
+            .to_string();
+        RunningService { child, address }
+    }
+
+    /// The body of `GET /metrics`, if the service answers.
+    fn metrics(&self) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&self.address).ok()?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body).ok()?;
+        Some(body)
+    }
+
+    /// Waits up to 60 s until a metrics line satisfies `predicate`.
+    fn wait_for_metric_line(&self, what: &str, predicate: impl Fn(&str) -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if self
+                .metrics()
+                .is_some_and(|body| body.lines().any(&predicate))
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// Sends a signal with `kill`.
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
 #[test]
 fn run_prints_its_address_and_sigterm_flushes_outputs_and_exits_cleanly() {
-    use std::io::{BufRead, BufReader};
     let directory = tempfile::tempdir().unwrap();
-    let mut child = gridwatch()
-        .arg("run")
-        .env("GRIDWATCH_HTTP__LISTEN", "127.0.0.1:0")
-        .env("GRIDWATCH_SIMULATOR__BACKFILL", "30m")
-        .env("GRIDWATCH_SIMULATOR__RATE_MULTIPLIER", "5")
-        .env("GRIDWATCH_OUTPUT__DIR", directory.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut first_line = String::new();
-    stdout.read_line(&mut first_line).unwrap();
-    let address = first_line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {first_line:?}"))
-        .to_string();
-    // Wait until windows were emitted (the 30 min backfill closes many at once).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let metrics = std::net::TcpStream::connect(&address)
-            .ok()
-            .and_then(|mut stream| {
-                use std::io::{Read, Write};
-                stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
-                let mut body = String::new();
-                stream.read_to_string(&mut body).ok()?;
-                Some(body)
-            });
-        let emitted = metrics.as_deref().is_some_and(|body| {
-            body.lines().any(|line| {
-                line.starts_with("gridwatch_windows_emitted_total ") && !line.ends_with(" 0")
-            })
-        });
-        if emitted {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no windows emitted in time"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
+    let mut service =
+        RunningService::start(&[("GRIDWATCH_OUTPUT__DIR", directory.path().as_os_str())]);
+    // The 30 min backlog closes many windows at once.
+    service.wait_for_metric_line("windows", |line| {
+        line.starts_with("gridwatch_windows_emitted_total ") && !line.ends_with(" 0")
+    });
+    service.signal("TERM");
+    let exit = service.child.wait().unwrap();
     assert!(exit.success(), "gridwatch exits 0 on SIGTERM: {exit:?}");
     let windows = std::fs::read_to_string(directory.path().join("windows.jsonl")).unwrap();
     assert!(windows.lines().count() > 0, "windows flushed at shutdown");
+}
+
+#[test]
+fn sighup_rereads_the_rules_file() {
+    let directory = tempfile::tempdir().unwrap();
+    let rules_path = directory.path().join("rules.toml");
+    std::fs::copy("seeds/rules.toml", &rules_path).unwrap();
+    let mut service = RunningService::start(&[("GRIDWATCH_RULES__PATH", rules_path.as_os_str())]);
+    service.wait_for_metric_line("the service", |line| {
+        line.starts_with("gridwatch_build_info")
+    });
+    service.signal("HUP");
+    // The file did not change: the reload is counted as unchanged, and the process lives on.
+    service.wait_for_metric_line("the sighup reload", |line| {
+        line.starts_with("gridwatch_rules_reloads_total")
+            && line.contains("trigger=\"sighup\"")
+            && line.contains("result=\"unchanged\"")
+            && line.ends_with(" 1")
+    });
+    service.signal("TERM");
+    assert!(service.child.wait().unwrap().success());
 }

@@ -97,7 +97,7 @@ pub fn postable_alert(
         annotations: annotations(alert, registry, external_url),
         starts_at: millis_to_rfc3339(starts_at_millis),
         ends_at: millis_to_rfc3339(ends_at_millis),
-        generator_url: operator_url(external_url, &alert.grid_id),
+        generator_url: operator_url(external_url, alert),
     }
 }
 

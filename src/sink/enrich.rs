@@ -32,15 +32,15 @@ use crate::proto::{Alert, AlertStatus, EventType};
 /// Today every alert with a known status is delivered; once the `Alert` proto carries
 /// `suppressed_by`, this becomes `alert.suppressed_by.is_empty()` (and the status check).
 pub fn should_deliver(alert: &Alert) -> bool {
-    alert.status == AlertStatus::Firing as i32 || alert.status == AlertStatus::Resolved as i32
+    let known_status =
+        alert.status == AlertStatus::Firing as i32 || alert.status == AlertStatus::Resolved as i32;
+    // A maintenance window marks FIRING changes only, so a resolution is always delivered.
+    known_status && alert.suppressed_by.is_empty()
 }
 
 /// The value a statistical rule expected, when it has one (shown in the description).
-///
-/// Today's `Alert` has no `expected` field, so this is `None`; once the proto carries
-/// `double expected`, return `Some(alert.expected)` when it is positive.
-fn expected_value(_alert: &Alert) -> Option<f64> {
-    None
+fn expected_value(alert: &Alert) -> Option<f64> {
+    (alert.expected > 0.0).then_some(alert.expected)
 }
 
 /// `Gridwatch` + the rule name in UpperCamelCase: `life_safety` → `GridwatchLifeSafety`.
@@ -72,12 +72,15 @@ fn event_type_of(alert: &Alert) -> EventType {
 }
 
 /// The operator API's view of one grid cell: `{external_url}/api/v1/cells/{grid_id}`.
-pub fn operator_url(external_url: &str, grid_id: &str) -> String {
-    format!(
-        "{}/api/v1/cells/{}",
-        external_url.trim_end_matches('/'),
-        grid_id
-    )
+///
+/// A community-scope alert has no grid: its link is the community's firing alerts,
+/// `{external_url}/api/v1/alerts?community={community_id}`.
+pub fn operator_url(external_url: &str, alert: &Alert) -> String {
+    let base = external_url.trim_end_matches('/');
+    if alert.grid_id.is_empty() {
+        return format!("{base}/api/v1/alerts?community={}", alert.community_id);
+    }
+    format!("{base}/api/v1/cells/{}", alert.grid_id)
 }
 
 /// The identifying labels of an alert in Alertmanager (see the module docs).
@@ -197,7 +200,7 @@ pub fn annotations(
     }
     annotations.insert(
         "operator_url".to_string(),
-        operator_url(external_url, &alert.grid_id),
+        operator_url(external_url, alert),
     );
     annotations
 }
@@ -352,5 +355,61 @@ mod tests {
         assert!(should_deliver(&alert));
         alert.status = AlertStatus::Unspecified as i32;
         assert!(!should_deliver(&alert));
+    }
+}
+
+#[cfg(test)]
+mod statistical_and_suppressed_alert_tests {
+    use super::*;
+    use crate::proto::EventType;
+
+    fn community_spike_alert() -> Alert {
+        let registry = GridRegistry::embedded();
+        let community = &registry.communities()[0];
+        Alert {
+            alert_id: "a1".into(),
+            fingerprint: "f1".into(),
+            rule: "fraud_wave_spike".into(),
+            rule_kind: "spike".into(),
+            status: AlertStatus::Firing as i32,
+            community_id: community.id.clone(),
+            district_id: community.district_code.clone(),
+            event_type: EventType::FraudWarning as i32,
+            severity: 2,
+            observed: 9.0,
+            threshold: 3.0,
+            expected: 0.75,
+            p_value: 1.5e-7,
+            ..Alert::default()
+        }
+    }
+
+    #[test]
+    fn maintenance_suppressed_firing_alert_is_not_delivered_but_its_resolution_is() {
+        let mut alert = community_spike_alert();
+        alert.suppressed_by = "planned-works".into();
+        assert!(!should_deliver(&alert));
+        alert.status = AlertStatus::Resolved as i32;
+        alert.suppressed_by.clear();
+        assert!(should_deliver(&alert));
+    }
+
+    #[test]
+    fn community_alert_links_to_the_community_alerts_and_shows_the_expected_value() {
+        let registry = GridRegistry::embedded();
+        let alert = community_spike_alert();
+        assert_eq!(
+            operator_url("http://127.0.0.1:9750/", &alert),
+            format!(
+                "http://127.0.0.1:9750/api/v1/alerts?community={}",
+                alert.community_id
+            )
+        );
+        let annotations = annotations(&alert, &registry, "http://127.0.0.1:9750");
+        assert!(
+            annotations["description"].contains("0.75"),
+            "{annotations:?}"
+        );
+        assert!(!alertmanager_labels(&alert, &registry).contains_key("grid"));
     }
 }
