@@ -20,6 +20,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// Records handed to the pipeline, by source.
     pub events_received: IntCounterVec,
+    /// Records that decoded into an `IncidentEvent` (before validation), by source.
+    pub events_decoded: IntCounterVec,
     /// Events accepted into windows, by source and event type.
     pub events_accepted: IntCounterVec,
     /// Re-sent events recognised by event id, by source.
@@ -111,6 +113,13 @@ impl Metrics {
             Opts::new(
                 "gridwatch_events_received_total",
                 "Records handed to the pipeline by a source.",
+            ),
+            &["source"],
+        )?;
+        let events_decoded = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_events_decoded_total",
+                "Records that decoded into an IncidentEvent (JSON or protobuf), before validation, by source.",
             ),
             &["source"],
         )?;
@@ -277,6 +286,7 @@ impl Metrics {
         )?;
 
         registry.register(Box::new(events_received.clone()))?;
+        registry.register(Box::new(events_decoded.clone()))?;
         registry.register(Box::new(events_accepted.clone()))?;
         registry.register(Box::new(events_duplicate.clone()))?;
         registry.register(Box::new(dead_letters.clone()))?;
@@ -336,6 +346,7 @@ impl Metrics {
 
         for source in sources {
             events_received.with_label_values(&[*source]);
+            events_decoded.with_label_values(&[*source]);
             events_duplicate.with_label_values(&[*source]);
             for event_type in ALL_EVENT_TYPES {
                 events_accepted.with_label_values(&[*source, event_type.as_str_name()]);
@@ -373,6 +384,7 @@ impl Metrics {
         Ok(Metrics {
             registry,
             events_received,
+            events_decoded,
             events_accepted,
             events_duplicate,
             dead_letters,

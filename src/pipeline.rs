@@ -144,6 +144,8 @@ pub struct Pipeline {
     duplicates: prometheus::IntCounter,
     /// Handle for records received from this source.
     received: prometheus::IntCounter,
+    /// Handle for records of this source that decoded.
+    decoded: prometheus::IntCounter,
     /// Source name for dead letters.
     source_name: &'static str,
     /// Reused buffer for panes closed by one watermark advance.
@@ -201,6 +203,7 @@ impl Pipeline {
             rules: RuleEngine::new(rules),
             duplicates: metrics.events_duplicate.with_label_values(&[source_name]),
             received: metrics.events_received.with_label_values(&[source_name]),
+            decoded: metrics.events_decoded.with_label_values(&[source_name]),
             accepted_by_type,
             dead_letters_by_reason,
             metrics,
@@ -302,6 +305,7 @@ impl Pipeline {
         outputs: &mut Outputs,
     ) -> Result<RecordResult, RejectedInput> {
         let (mut event, format) = self.decode_payload(payload)?;
+        self.decoded.inc();
         let rejected = |rejection: Rejection, event: &IncidentEvent| RejectedInput {
             rejection,
             payload: encode_event(event, format),

@@ -305,3 +305,38 @@ fn arbitrary_lines_never_panic() {
     }
     assert_eq!(outputs.dead_letters.len(), lines.len());
 }
+
+#[test]
+fn received_decoded_and_dead_letter_counters_tell_decoding_from_validation_failures() {
+    let (mut pipeline, metrics) = default_pipeline();
+    let mut outputs = Outputs::default();
+    let valid = event_line(
+        "a",
+        &registered_grid_id(),
+        "LOITERING",
+        common::START_MILLIS,
+    );
+    let unknown_grid = event_line("b", "99999999999999", "LOITERING", common::START_MILLIS);
+    pipeline.process(json_record(&valid, 1), WALL_MILLIS, &mut outputs);
+    pipeline.process(json_record(&unknown_grid, 2), WALL_MILLIS, &mut outputs);
+    pipeline.process(json_record("{broken", 3), WALL_MILLIS, &mut outputs);
+    assert_eq!(
+        metrics.events_received.with_label_values(&["file"]).get(),
+        3
+    );
+    assert_eq!(metrics.events_decoded.with_label_values(&["file"]).get(), 2);
+    assert_eq!(
+        metrics
+            .dead_letters
+            .with_label_values(&["unknown_grid"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        metrics
+            .dead_letters
+            .with_label_values(&["invalid_json"])
+            .get(),
+        1
+    );
+}
