@@ -41,7 +41,7 @@ use super::alert::{alert_id, fingerprint, AlertOccurrence, RULE_KIND_DATA_GAP};
 use super::baseline::BaselineView;
 use super::ruleset::{AlertScope, DataGapRule, Rule, RuleSet};
 use super::statistics::poisson_zero_probability;
-use super::threshold::pane_start;
+use super::threshold::next_pane_boundary;
 use super::{unit_count, unit_labels, CellLabels};
 use crate::event::AcceptedEvent;
 use crate::grid::{CellIndex, GridRegistry};
@@ -236,14 +236,13 @@ pub(crate) fn on_watermark(
     out: &mut Vec<Alert>,
 ) {
     let observed_since = *state.observed_since_millis.get_or_insert(watermark_millis);
-    let aligned_millis = pane_start(watermark_millis, rules.pane_size_millis());
-    if state
-        .last_evaluated_aligned_millis
-        .is_some_and(|last_evaluated_millis| aligned_millis <= last_evaluated_millis)
-    {
+    let Some(aligned_millis) = next_pane_boundary(
+        &mut state.last_evaluated_aligned_millis,
+        watermark_millis,
+        rules.pane_size_millis(),
+    ) else {
         return;
-    }
-    state.last_evaluated_aligned_millis = Some(aligned_millis);
+    };
     state.units.retain(|rule_name, units| {
         if matches!(rules.rule(rule_name), Some(Rule::DataGap(_))) {
             return true;

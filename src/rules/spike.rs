@@ -58,7 +58,7 @@ use super::alert::{alert_id, fingerprint, push_capped_event_id, AlertOccurrence,
 use super::baseline::BaselineView;
 use super::ruleset::{Rule, RuleSet, SpikeRule};
 use super::statistics::{benjamini_hochberg, critical_count, poisson_upper_tail};
-use super::threshold::{pane_start, remember_recent_event, RecentEvent};
+use super::threshold::{next_pane_boundary, pane_start, remember_recent_event, RecentEvent};
 use super::{unit_count, unit_labels};
 use crate::event::AcceptedEvent;
 use crate::grid::GridRegistry;
@@ -128,14 +128,13 @@ pub(crate) fn on_watermark(
     watermark_millis: i64,
     out: &mut Vec<Alert>,
 ) {
-    let aligned_millis = pane_start(watermark_millis, rules.pane_size_millis());
-    if state
-        .last_evaluated_aligned_millis
-        .is_some_and(|last_evaluated_millis| aligned_millis <= last_evaluated_millis)
-    {
+    let Some(aligned_millis) = next_pane_boundary(
+        &mut state.last_evaluated_aligned_millis,
+        watermark_millis,
+        rules.pane_size_millis(),
+    ) else {
         return;
-    }
-    state.last_evaluated_aligned_millis = Some(aligned_millis);
+    };
     for (rule_name, series_by_key) in &mut state.series {
         let Some(Rule::Spike(rule)) = rules.rule(rule_name) else {
             for series in series_by_key.values() {

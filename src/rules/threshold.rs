@@ -59,6 +59,23 @@ pub(crate) fn pane_start(millis: i64, pane_size_millis: i64) -> i64 {
     millis.saturating_sub(millis.rem_euclid(pane_size_millis))
 }
 
+/// The pane boundary at or below `watermark_millis` when it is newer than the last one
+/// evaluated (and records it), else `None`: rules that evaluate once per pane boundary call
+/// this first.
+pub(crate) fn next_pane_boundary(
+    last_evaluated_aligned_millis: &mut Option<i64>,
+    watermark_millis: i64,
+    pane_size_millis: i64,
+) -> Option<i64> {
+    let aligned_millis = pane_start(watermark_millis, pane_size_millis);
+    if last_evaluated_aligned_millis.is_some_and(|last_evaluated| aligned_millis <= last_evaluated)
+    {
+        return None;
+    }
+    *last_evaluated_aligned_millis = Some(aligned_millis);
+    Some(aligned_millis)
+}
+
 /// Counts one event matched by `rule` in the series of `unit_key` (cell or community index,
 /// per the rule's scope; `labels` are the unit's); appends a FIRING alert when it completes
 /// the condition and the series was not firing. Returns whether it fired.
@@ -174,14 +191,13 @@ pub(crate) fn on_watermark(
     watermark_millis: i64,
     resolved: &mut Vec<Alert>,
 ) {
-    let aligned_millis = pane_start(watermark_millis, rules.pane_size_millis());
-    if state
-        .last_evaluated_aligned_millis
-        .is_some_and(|last_evaluated_millis| aligned_millis <= last_evaluated_millis)
-    {
+    let Some(aligned_millis) = next_pane_boundary(
+        &mut state.last_evaluated_aligned_millis,
+        watermark_millis,
+        rules.pane_size_millis(),
+    ) else {
         return;
-    }
-    state.last_evaluated_aligned_millis = Some(aligned_millis);
+    };
     for (rule_name, series_by_cell) in &mut state.series {
         let Some(Rule::Threshold(rule)) = rules.rule(rule_name) else {
             for series in series_by_cell.values() {
