@@ -2,17 +2,14 @@
 //! (backfill, and fraud waves so that fraud events occur at any hour), then check
 //! `GET /api/v1/fraud` and the fraud metrics.
 
+mod common;
+
 use std::time::Duration;
 
+use common::{get_text, wait_for_body, InProcessService};
 use gridwatch::config::{Config, SimulatorPacing};
 use gridwatch::grid::GridRegistry;
 use gridwatch::source::simulator::{Scenario, ScenarioDuration, ScenarioTime};
-
-async fn get_text(client: &reqwest::Client, url: &str) -> (u16, String) {
-    let response = client.get(url).send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.text().await.expect("body"))
-}
 
 /// Polls `url` until `predicate` holds on its JSON body, or panics after `timeout`.
 async fn wait_for_json(
@@ -21,21 +18,11 @@ async fn wait_for_json(
     timeout: Duration,
     predicate: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let (status, body) = get_text(client, url).await;
-        if status == 200 {
-            let value: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
-            if predicate(&value) {
-                return value;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting on {url}; last status {status}, body:\n{body}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let body = wait_for_body(client, url, timeout, |body| {
+        serde_json::from_str::<serde_json::Value>(body).is_ok_and(|value| predicate(&value))
+    })
+    .await;
+    serde_json::from_str(&body).expect("JSON body")
 }
 
 fn count(entry: &serde_json::Value, field: &str) -> u64 {
@@ -86,14 +73,9 @@ async fn fraud_api_reports_city_districts_and_communities_consistently() {
             multiplier: 5_000.0,
         })
         .collect();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (shutdown_sender, shutdown_receiver) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(gridwatch::service::run(config, listener, async move {
-        let _ = shutdown_receiver.await;
-    }));
+    let service = InProcessService::start(config).await;
     let client = reqwest::Client::new();
-    let base = format!("http://{address}");
+    let base = service.base_url.clone();
 
     let report = wait_for_json(
         &client,
@@ -191,10 +173,5 @@ async fn fraud_api_reports_city_districts_and_communities_consistently() {
     assert_eq!(warnings_series, 162, "one warnings series per community");
     assert!(metrics.contains("event_type=\"FRAUD_WARNING\""));
 
-    shutdown_sender.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(20), service)
-        .await
-        .expect("service stops")
-        .unwrap()
-        .unwrap();
+    service.stop().await;
 }

@@ -1,9 +1,12 @@
 //! Rules hot reload through the running service: a valid change takes effect without losing
 //! window state; an invalid file is rejected (logged, counted) and the old rules keep firing.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
+use common::{metric_value, InProcessService};
 use gridwatch::config::Config;
 use gridwatch::grid::GridRegistry;
 use gridwatch::source::simulator::{Scenario, ScenarioTime};
@@ -20,24 +23,7 @@ async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
 }
 
 async fn get_text(client: &reqwest::Client, url: &str) -> String {
-    client
-        .get(url)
-        .send()
-        .await
-        .expect("request")
-        .text()
-        .await
-        .expect("body")
-}
-
-/// The value of the first series of `name` whose line contains every `label`.
-fn series_value(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
-        .find(|line| labels.iter().all(|label| line.contains(label)))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
+    common::get_text(client, url).await.1
 }
 
 /// Polls until `predicate` holds, or panics after `timeout` with `what`.
@@ -95,12 +81,8 @@ async fn valid_rules_change_applies_without_losing_state_and_invalid_file_keeps_
         grid_id: fire_grid.clone(),
         at: ScenarioTime::AfterStart((30 * 60 + 12) * 1000),
     }];
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (shutdown_sender, shutdown_receiver) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(gridwatch::service::run(config, listener, async move {
-        let _ = shutdown_receiver.await;
-    }));
+    let service = InProcessService::start(config).await;
+    let base = service.base_url.clone();
     let client = reqwest::Client::new();
 
     wait_until(
@@ -108,7 +90,7 @@ async fn valid_rules_change_applies_without_losing_state_and_invalid_file_keeps_
         "windows from the backlog",
         || async {
             let metrics = get_text(&client, &format!("{base}/metrics")).await;
-            series_value(&metrics, "gridwatch_windows_emitted_total", &[])
+            metric_value(&metrics, "gridwatch_windows_emitted_total", &[])
                 .is_some_and(|value| value > 0.0)
         },
     )
@@ -151,7 +133,7 @@ async fn valid_rules_change_applies_without_losing_state_and_invalid_file_keeps_
         .to_string();
     let metrics = get_text(&client, &format!("{base}/metrics")).await;
     assert_eq!(
-        series_value(
+        metric_value(
             &metrics,
             "gridwatch_rules_reloads_total",
             &["trigger=\"file_change\"", "result=\"applied\""]
@@ -160,7 +142,7 @@ async fn valid_rules_change_applies_without_losing_state_and_invalid_file_keeps_
         "{metrics}"
     );
     assert_eq!(
-        series_value(
+        metric_value(
             &metrics,
             "gridwatch_rules_version_info",
             &[&format!("version=\"{new_version}\"")]
@@ -182,7 +164,7 @@ async fn valid_rules_change_applies_without_losing_state_and_invalid_file_keeps_
         "the invalid file to be counted",
         || async {
             let metrics = get_text(&client, &format!("{base}/metrics")).await;
-            series_value(
+            metric_value(
                 &metrics,
                 "gridwatch_rules_reloads_total",
                 &["trigger=\"file_change\"", "result=\"invalid\""],
@@ -210,10 +192,5 @@ async fn valid_rules_change_applies_without_losing_state_and_invalid_file_keeps_
     )
     .await;
 
-    shutdown_sender.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(20), service)
-        .await
-        .expect("service stops")
-        .unwrap()
-        .unwrap();
+    service.stop().await;
 }

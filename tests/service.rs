@@ -5,42 +5,8 @@ mod common;
 
 use std::time::Duration;
 
+use common::{get_text, metric_value, wait_for_body, InProcessService};
 use gridwatch::config::{Config, SimulatorPacing};
-
-async fn get_text(client: &reqwest::Client, url: &str) -> (u16, String) {
-    let response = client.get(url).send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.text().await.expect("body"))
-}
-
-/// Polls `url` until `predicate` holds on its body, or panics after `timeout`.
-async fn wait_for_body(
-    client: &reqwest::Client,
-    url: &str,
-    timeout: Duration,
-    predicate: impl Fn(&str) -> bool,
-) -> String {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let (status, body) = get_text(client, url).await;
-        if status == 200 && predicate(&body) {
-            return body;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting on {url}; last body:\n{body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn metric_value(metrics_text: &str, series: &str) -> Option<f64> {
-    metrics_text
-        .lines()
-        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_metrics_api_and_flushes_outputs_on_shutdown() {
@@ -50,14 +16,9 @@ async fn run_serves_metrics_api_and_flushes_outputs_on_shutdown() {
     config.simulator.backfill = Duration::from_secs(30 * 60);
     config.simulator.rate_multiplier = 5.0;
     config.output.dir = Some(output_directory.path().to_path_buf());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (shutdown_sender, shutdown_receiver) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(gridwatch::service::run(config, listener, async move {
-        let _ = shutdown_receiver.await;
-    }));
+    let service = InProcessService::start(config).await;
     let client = reqwest::Client::new();
-    let base = format!("http://{address}");
+    let base = service.base_url.clone();
 
     wait_for_body(
         &client,
@@ -78,14 +39,16 @@ async fn run_serves_metrics_api_and_flushes_outputs_on_shutdown() {
         &format!("{base}/metrics"),
         Duration::from_secs(60),
         |body| {
-            metric_value(body, "gridwatch_windows_emitted_total").is_some_and(|value| value > 0.0)
+            metric_value(body, "gridwatch_windows_emitted_total", &[])
+                .is_some_and(|value| value > 0.0)
         },
     )
     .await;
     assert!(
         metric_value(
             &metrics,
-            "gridwatch_events_received_total{source=\"simulator\"}"
+            "gridwatch_events_received_total",
+            &["source=\"simulator\""]
         )
         .unwrap()
             > 0.0
@@ -93,7 +56,7 @@ async fn run_serves_metrics_api_and_flushes_outputs_on_shutdown() {
     assert!(metrics.contains("# HELP gridwatch_dead_letters_total"));
     assert!(metrics.contains("gridwatch_processing_latency_seconds_bucket"));
     assert!(
-        metric_value(&metrics, "gridwatch_watermark_lag_seconds").is_some(),
+        metric_value(&metrics, "gridwatch_watermark_lag_seconds", &[]).is_some(),
         "{metrics}"
     );
 
@@ -143,12 +106,7 @@ async fn run_serves_metrics_api_and_flushes_outputs_on_shutdown() {
     assert!(alerts["alerts"].is_array());
     assert!(!alerts["rules_version"].as_str().unwrap().is_empty());
 
-    shutdown_sender.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(20), service)
-        .await
-        .expect("service stops")
-        .unwrap()
-        .unwrap();
+    service.stop().await;
     let windows = std::fs::read_to_string(output_directory.path().join("windows.jsonl")).unwrap();
     assert!(
         windows.lines().count() > 0,
@@ -168,28 +126,19 @@ async fn shutdown_writes_a_state_snapshot_that_restores_into_a_pipeline() {
     config.simulator.backfill = Duration::from_secs(20 * 60);
     config.simulator.rate_multiplier = 5.0;
     config.state.snapshot_path = Some(snapshot_path.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (shutdown_sender, shutdown_receiver) = tokio::sync::oneshot::channel::<()>();
-    let service = tokio::spawn(gridwatch::service::run(config, listener, async move {
-        let _ = shutdown_receiver.await;
-    }));
+    let service = InProcessService::start(config).await;
     let client = reqwest::Client::new();
     wait_for_body(
         &client,
-        &format!("http://{address}/metrics"),
+        &service.url("/metrics"),
         Duration::from_secs(60),
         |body| {
-            metric_value(body, "gridwatch_windows_emitted_total").is_some_and(|value| value > 0.0)
+            metric_value(body, "gridwatch_windows_emitted_total", &[])
+                .is_some_and(|value| value > 0.0)
         },
     )
     .await;
-    shutdown_sender.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(20), service)
-        .await
-        .expect("service stops")
-        .unwrap()
-        .unwrap();
+    service.stop().await;
 
     let bytes = std::fs::read(&snapshot_path).expect("snapshot written at shutdown");
     let (mut pipeline, _) = common::default_pipeline();

@@ -77,3 +77,96 @@ pub fn sorted_window_lines(outputs: &Outputs) -> Vec<String> {
     lines.sort();
     lines
 }
+
+/// A gridwatch service running in this test process on a free 127.0.0.1 port.
+pub struct InProcessService {
+    /// `http://127.0.0.1:<port>`.
+    pub base_url: String,
+    /// Completes the service's shutdown future.
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The running `service::run`.
+    task: Option<tokio::task::JoinHandle<Result<(), gridwatch::service::ServiceError>>>,
+}
+
+impl InProcessService {
+    /// Starts `gridwatch::service::run(config)` on port 0.
+    pub async fn start(config: Config) -> InProcessService {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let (shutdown, shutdown_receiver) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(gridwatch::service::run(config, listener, async move {
+            let _ = shutdown_receiver.await;
+        }));
+        InProcessService {
+            base_url,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    /// The URL of `path` (starting with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Shuts the service down and checks that it stopped cleanly within 20 s.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(std::time::Duration::from_secs(20), task)
+            .await
+            .expect("service stops within 20 s")
+            .expect("service task")
+            .expect("service ends without error");
+    }
+}
+
+/// Status and body of a GET.
+pub async fn get_text(client: &reqwest::Client, url: &str) -> (u16, String) {
+    let response = client.get(url).send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+/// Polls `url` until it answers 200 with a body satisfying `predicate`, or panics after
+/// `timeout` showing the last body.
+pub async fn wait_for_body(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: std::time::Duration,
+    predicate: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let (status, body) = get_text(client, url).await;
+        if status == 200 && predicate(&body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting on {url}; last status {status}, body:\n{body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// The value of the first sample line of `name` containing every label fragment
+/// (e.g. `trigger="sighup"`); `None` when there is none.
+pub fn metric_value(metrics_text: &str, name: &str, label_fragments: &[&str]) -> Option<f64> {
+    metrics_text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .find(|line| {
+            label_fragments
+                .iter()
+                .all(|fragment| line.contains(fragment))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
