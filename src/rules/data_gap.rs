@@ -7,7 +7,7 @@
 //!   reported offline within `[t − window, t]` (default window 10 min) are counted; at least
 //!   `min_offline_devices` (default 3) fires at once, at the event's time. `observed` = the
 //!   distinct devices, `threshold` = `min_offline_devices`, `event_type` = DEVICE_OFFLINE.
-//! - **Silence**: at every pane boundary `b`, a unit whose last *activity* (any accepted event
+//! - **Silence**: at the first pane boundary `b` of every 5 minutes of event time, a unit whose last *activity* (any accepted event
 //!   except DEVICE_OFFLINE and VIDEO_LOSS, which report the problem rather than activity) is
 //!   at least `silence` (default 2 h) before `b` is tested: E = the seeded expectation of all
 //!   event types over `[last activity, b)` (the unit's cells summed; [`super::baseline`],
@@ -226,7 +226,11 @@ fn new_occurrence(
     }
 }
 
-/// Tests silence at a new watermark (once per pane boundary); appends FIRING alerts (and
+/// How often (event time) silence is tested: a unit that has been silent long enough fires at
+/// the first check after that, i.e. at most this much later.
+pub(crate) const SILENCE_CHECK_INTERVAL_MILLIS: i64 = 5 * 60 * 1000;
+
+/// Tests silence at a new watermark (at most once per [`SILENCE_CHECK_INTERVAL_MILLIS`]); appends FIRING alerts (and
 /// RESOLVED ones of rules no longer in `rules`).
 pub(crate) fn on_watermark(
     state: &mut DataGapState,
@@ -236,6 +240,7 @@ pub(crate) fn on_watermark(
     out: &mut Vec<Alert>,
 ) {
     let observed_since = *state.observed_since_millis.get_or_insert(watermark_millis);
+    let previously_evaluated_millis = state.last_evaluated_aligned_millis;
     let Some(aligned_millis) = next_pane_boundary(
         &mut state.last_evaluated_aligned_millis,
         watermark_millis,
@@ -271,6 +276,15 @@ pub(crate) fn on_watermark(
                     ends_at > aligned_millis.saturating_sub(rule.silence_millis)
                 })
         });
+        // Silence is tested once per SILENCE_CHECK_INTERVAL_MILLIS of event time, not at every
+        // pane: it walks every unit, and silences of an hour or more lose nothing by it.
+        let silence_check_due = previously_evaluated_millis.is_none_or(|previous_millis| {
+            previous_millis.div_euclid(SILENCE_CHECK_INTERVAL_MILLIS)
+                != aligned_millis.div_euclid(SILENCE_CHECK_INTERVAL_MILLIS)
+        });
+        if !silence_check_due {
+            continue;
+        }
         let unit_total = u32::try_from(unit_count(registry, rule.unit)).unwrap_or(u32::MAX);
         for unit_key in 0..unit_total {
             if units
@@ -279,12 +293,14 @@ pub(crate) fn on_watermark(
             {
                 continue;
             }
-            let cells: Vec<CellIndex> = match rule.unit {
-                AlertScope::Cell => vec![CellIndex(unit_key)],
+            // Borrowed, not collected: this loop runs for every unit at every pane boundary.
+            let single_cell = [CellIndex(unit_key)];
+            let cells: &[CellIndex] = match rule.unit {
+                AlertScope::Cell => &single_cell,
                 AlertScope::Community => registry
                     .communities()
                     .get(unit_key as usize)
-                    .map(|community| community.cells.clone())
+                    .map(|community| community.cells.as_slice())
                     .unwrap_or_default(),
             };
             let silent_since = cells
