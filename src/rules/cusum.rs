@@ -69,11 +69,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{alert_id, fingerprint, push_capped_event_id, AlertOccurrence, RULE_KIND_CUSUM};
+use super::alert::{alert_id, fingerprint, AlertOccurrence, RULE_KIND_CUSUM};
 use super::baseline::BaselineView;
 use super::ruleset::{CusumRule, Rule, RuleSet};
 use super::statistics::cusum_reference_value;
-use super::threshold::{pane_start, remember_recent_event, RecentEvent};
+use super::threshold::{count_matching_event, pane_start, RecentEvent};
 use super::unit_labels;
 use crate::event::AcceptedEvent;
 use crate::proto::{Alert, EventType};
@@ -491,16 +491,13 @@ pub(crate) fn on_matching_event(
         .or_default()
         .entry((unit_key, accepted_event.event_type as i32))
         .or_default();
-    let count = series.interval_counts.entry(interval_start).or_insert(0);
-    *count = count.saturating_add(1);
-    remember_recent_event(
+    count_matching_event(
+        &mut series.interval_counts,
+        interval_start,
         &mut series.recent_events,
-        accepted_event.occurred_at_millis,
-        &accepted_event.event.event_id,
+        series.firing.as_mut(),
+        accepted_event,
     );
-    if let Some(firing) = &mut series.firing {
-        push_capped_event_id(&mut firing.event_ids, &accepted_event.event.event_id);
-    }
 }
 
 /// Updates every chart with the intervals the watermark completed; appends FIRING and

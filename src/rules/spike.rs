@@ -54,11 +54,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{alert_id, fingerprint, push_capped_event_id, AlertOccurrence, RULE_KIND_SPIKE};
+use super::alert::{alert_id, fingerprint, AlertOccurrence, RULE_KIND_SPIKE};
 use super::baseline::BaselineView;
 use super::ruleset::{Rule, RuleSet, SpikeRule};
 use super::statistics::{benjamini_hochberg, critical_count, poisson_upper_tail};
-use super::threshold::{next_pane_boundary, pane_start, remember_recent_event, RecentEvent};
+use super::threshold::{count_matching_event, next_pane_boundary, pane_start, RecentEvent};
 use super::{unit_count, unit_labels};
 use crate::event::AcceptedEvent;
 use crate::grid::GridRegistry;
@@ -106,16 +106,13 @@ pub(crate) fn on_matching_event(
         .entry((unit_key, accepted_event.event_type as i32))
         .or_default();
     let pane = pane_start(accepted_event.occurred_at_millis, pane_size_millis);
-    let count = series.pane_counts.entry(pane).or_insert(0);
-    *count = count.saturating_add(1);
-    remember_recent_event(
+    count_matching_event(
+        &mut series.pane_counts,
+        pane,
         &mut series.recent_events,
-        accepted_event.occurred_at_millis,
-        &accepted_event.event.event_id,
+        series.firing.as_mut(),
+        accepted_event,
     );
-    if let Some(firing) = &mut series.firing {
-        push_capped_event_id(&mut firing.event_ids, &accepted_event.event.event_id);
-    }
 }
 
 /// Evaluates every spike series at a new watermark (once per pane boundary); appends FIRING

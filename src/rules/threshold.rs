@@ -159,6 +159,27 @@ pub(crate) fn on_matching_event(
     true
 }
 
+/// Counts one matching event of a statistical series in its time bucket (pane or interval),
+/// remembers its id for a future alert, and adds the id to the firing alert, if any.
+pub(crate) fn count_matching_event(
+    bucket_counts: &mut BTreeMap<i64, u32>,
+    bucket_start_millis: i64,
+    recent_events: &mut Vec<RecentEvent>,
+    firing: Option<&mut super::alert::AlertOccurrence>,
+    accepted_event: &crate::event::AcceptedEvent<'_>,
+) {
+    let count = bucket_counts.entry(bucket_start_millis).or_insert(0);
+    *count = count.saturating_add(1);
+    remember_recent_event(
+        recent_events,
+        accepted_event.occurred_at_millis,
+        &accepted_event.event.event_id,
+    );
+    if let Some(firing) = firing {
+        super::alert::push_capped_event_id(&mut firing.event_ids, &accepted_event.event.event_id);
+    }
+}
+
 /// Inserts an event in time order (after equal times, so arrival order breaks ties) and drops
 /// the oldest beyond the cap.
 pub(crate) fn remember_recent_event(
