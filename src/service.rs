@@ -251,6 +251,7 @@ pub async fn run(
         health: health.clone(),
         live_sender,
         view_labels,
+        cell_series: std::collections::BTreeSet::new(),
         rules_version,
         snapshot_path: config.state.snapshot_path.clone(),
         snapshot_interval: config.state.snapshot_interval,
@@ -387,6 +388,8 @@ struct PipelineLoop {
     live_sender: watch::Sender<Arc<LiveView>>,
     /// Names of the views, e.g. "15m".
     view_labels: Vec<String>,
+    /// (cell, view) pairs that currently have a `gridwatch_cell_incidents` series.
+    cell_series: std::collections::BTreeSet<(crate::grid::CellIndex, usize)>,
     /// Rules version for the live view.
     rules_version: String,
     /// Where snapshots go, when configured.
@@ -581,8 +584,10 @@ impl PipelineLoop {
     /// Per-cell incident gauges, for registered cells only (bounded label set): cells with no
     /// incidents in a view have no series for that view. Per-community event gauges cover
     /// every registered community, silent ones included (0).
-    fn update_cell_gauges(&self, registry: &GridRegistry) {
-        self.metrics.cell_incidents.reset();
+    fn update_cell_gauges(&mut self, registry: &GridRegistry) {
+        // Set the new values first, then remove only the series that went to zero: a reset
+        // would let a concurrent scrape see every cell series missing for a moment.
+        let mut cell_series_now = std::collections::BTreeSet::new();
         for (view_index, view_label) in self.view_labels.iter().enumerate() {
             let mut incidents_by_cell: std::collections::BTreeMap<crate::grid::CellIndex, u64> =
                 std::collections::BTreeMap::new();
@@ -602,6 +607,7 @@ impl PipelineLoop {
                 }
             }
             for (cell_index, incidents) in incidents_by_cell {
+                cell_series_now.insert((cell_index, view_index));
                 let cell = registry.cell(cell_index);
                 let community = registry.community(cell.community);
                 self.metrics
@@ -625,6 +631,20 @@ impl PipelineLoop {
                     .set(*events as f64);
             }
         }
+        for (cell_index, view_index) in self.cell_series.difference(&cell_series_now) {
+            let cell = registry.cell(*cell_index);
+            let community = registry.community(cell.community);
+            let Some(view_label) = self.view_labels.get(*view_index) else {
+                continue;
+            };
+            let _ = self.metrics.cell_incidents.remove_label_values(&[
+                community.district_code.as_str(),
+                community.id.as_str(),
+                cell.grid_id.as_str(),
+                view_label.as_str(),
+            ]);
+        }
+        self.cell_series = cell_series_now;
     }
 
     fn write_snapshot(&mut self) {
