@@ -4,9 +4,11 @@
 //!
 //! ```text
 //! source/ ──► decode ──► grid ──► dedup ──► window ──► rules ──► sink/
-//! (simulator,  (JSON or   (which   (event_id  (event-time (immediate, (JSONL files;
-//!  file replay, protobuf,  cell)    horizon)   tumbling    threshold)  Kafka and
-//!  Kafka later) validate)                      panes)                  Alertmanager later)
+//! (simulator,  (JSON or   (which   (event_id  (event-time (immediate, (JSONL files,
+//!  file replay, protobuf,  cell)    horizon)   tumbling    threshold,  Alertmanager,
+//!  Kafka next)  validate)                      panes,      spike,      CloudEvents
+//!                                              sliding     cusum,      webhook)
+//!                                              views)      data_gap)
 //! ```
 //!
 //! [`pipeline::Pipeline`] wires the synchronous stages together: it takes one source record
@@ -16,6 +18,8 @@
 //! command: sources, HTTP [`api`], [`metrics`], graceful shutdown) and [`replay`] (a file, as
 //! fast as possible). [`config`] holds the layered TOML + `GRIDWATCH_*` configuration, and
 //! [`seeds`] generates the reference data (communities, cells, devices) that [`grid`] loads.
+//! Beside the flow: [`fraud`] tracks the city's fraud-incidence target, [`reload`] swaps in a
+//! changed rules file, and [`event`] holds the taxonomy.
 
 pub mod api;
 pub mod config;
