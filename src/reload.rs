@@ -63,19 +63,16 @@ pub fn load_if_changed(
     Ok(Some(rules))
 }
 
-/// Watches `path` and SIGHUP until `cancel`; sends each valid, changed rule set.
-///
-/// `running_version` starts as the loaded rules' version and follows what was sent.
-pub fn spawn(
-    path: PathBuf,
-    pane_size_millis: i64,
-    running_version: String,
-    metrics: std::sync::Arc<Metrics>,
-    rules_sender: mpsc::Sender<RuleSet>,
-    cancel: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>, WatchError> {
-    let (event_sender, mut event_receiver) = mpsc::unbounded_channel::<()>();
+/// Starts a watcher on the directory of `path` whose events go to `event_sender`.
+fn watch_file(
+    path: &Path,
+    event_sender: mpsc::UnboundedSender<()>,
+) -> Result<notify::RecommendedWatcher, WatchError> {
     let watched_file_name = path.file_name().map(|name| name.to_os_string());
+    let watch_error = |source| WatchError {
+        path: path.display().to_string(),
+        source,
+    };
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else {
             return;
@@ -87,20 +84,38 @@ pub fn spawn(
             let _ = event_sender.send(());
         }
     })
-    .map_err(|source| WatchError {
-        path: path.display().to_string(),
-        source,
-    })?;
+    .map_err(watch_error)?;
     let directory = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
     };
     watcher
         .watch(&directory, notify::RecursiveMode::NonRecursive)
-        .map_err(|source| WatchError {
-            path: path.display().to_string(),
-            source,
-        })?;
+        .map_err(watch_error)?;
+    Ok(watcher)
+}
+
+/// Watches `path` and SIGHUP until `cancel`; sends each valid, changed rule set.
+///
+/// `running_version` starts as the loaded rules' version and follows what was sent. When the
+/// file cannot be watched (e.g. the inotify instance limit is reached), the error is logged and
+/// SIGHUP still reloads.
+pub fn spawn(
+    path: PathBuf,
+    pane_size_millis: i64,
+    running_version: String,
+    metrics: std::sync::Arc<Metrics>,
+    rules_sender: mpsc::Sender<RuleSet>,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let (event_sender, mut event_receiver) = mpsc::unbounded_channel::<()>();
+    let watcher = match watch_file(&path, event_sender) {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            tracing::error!(%error, "rules file changes are not watched; SIGHUP still reloads");
+            None
+        }
+    };
 
     // Registered before returning, so a SIGHUP right after start is a reload, never the
     // default action (which would end the process).
@@ -159,5 +174,5 @@ pub fn spawn(
             }
         }
     });
-    Ok(task)
+    task
 }

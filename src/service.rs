@@ -213,20 +213,14 @@ pub async fn run(
     // Before the HTTP server: once it answers, SIGHUP is already a reload.
     let (rules_sender, rules_receiver) = mpsc::channel::<RuleSet>(4);
     let reload_task = match &config.rules.path {
-        Some(path) => match crate::reload::spawn(
+        Some(path) => Some(crate::reload::spawn(
             path.clone(),
             config.window_settings().size_millis,
             rules_version.clone(),
             metrics.clone(),
             rules_sender,
             cancel.clone(),
-        ) {
-            Ok(task) => Some(task),
-            Err(error) => {
-                tracing::error!(%error, "rules hot reload is off");
-                None
-            }
-        },
+        )),
         None => {
             tracing::info!("rules are the embedded defaults; set rules.path to reload them on SIGHUP or change");
             None
