@@ -80,7 +80,14 @@ fn watch_file(
         let touches_file = event.paths.iter().any(|changed| {
             changed.file_name().map(|name| name.to_os_string()) == watched_file_name
         });
-        if touches_file && !matches!(event.kind, notify::EventKind::Access(_)) {
+        // Reading the file (ours included) yields access and attribute (atime) events: only
+        // creations, renames, content writes and removals can change the rules.
+        let may_change_content = !matches!(
+            event.kind,
+            notify::EventKind::Access(_)
+                | notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_))
+        );
+        if touches_file && may_change_content {
             let _ = event_sender.send(());
         }
     })
