@@ -150,16 +150,32 @@ fn window_end_millis(line: &str) -> i64 {
     gridwatch::time::rfc3339_to_millis(window["windowEnd"].as_str().unwrap()).unwrap()
 }
 
-/// Round trip: simulator events produced to a one-partition topic, consumed by the service
-/// (`source.kind = "kafka"`), give exactly the windows `replay` gives for the same events,
-/// for every window the service could finalize.
+/// Round trip: simulator events produced (protobuf) to a one-partition topic, consumed by the
+/// service (`source.kind = "kafka"`), give exactly the windows `replay` gives for the same
+/// events, for every window the service could finalize; the group's committed offset is then
+/// the end of the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produced_protobuf_events_give_the_windows_replay_gives() {
+    round_trip(KafkaPayloadFormat::Protobuf).await;
+}
+
+/// The same round trip with JSON records on a topic configured as protobuf: the records'
+/// `content-type: application/json` header selects the decoder per record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_records_are_decoded_by_their_content_type_header() {
+    round_trip(KafkaPayloadFormat::Json).await;
+}
+
+/// Produces [`ROUND_TRIP_EVENTS`] simulator events in `format` to a fresh tansu, runs the
+/// service on them (its `kafka.format` stays the default, protobuf), and compares its windows
+/// with a replay of the same events.
 ///
 /// The service never force-closes open windows at shutdown (a live stream has no end), while
 /// replay closes every window at the end of its file. So the service's windows must equal the
 /// replay's windows that end at or before the service's final watermark (the largest
-/// `occurred_at` minus `max_out_of_orderness`); the rest are still open in the service.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn produced_simulator_events_give_the_windows_replay_gives() {
+/// `occurred_at` minus `max_out_of_orderness`); the rest are still open in the service. One
+/// partition keeps the order of the events, hence which of them are duplicates, the same.
+async fn round_trip(format: KafkaPayloadFormat) {
     let Some(binary) = tansu_binary() else {
         return;
     };
@@ -181,31 +197,28 @@ async fn produced_simulator_events_give_the_windows_replay_gives() {
         topic: topic.to_string(),
         events: Some(ROUND_TRIP_EVENTS as u64),
         rate_per_second: None,
-        format: KafkaPayloadFormat::Protobuf,
+        format,
         properties: Default::default(),
     };
+    let produce_started = std::time::Instant::now();
     let sent = produce_simulated(&options, &mut simulator).await.unwrap();
     assert_eq!(sent, ROUND_TRIP_EVENTS as u64);
+    println!(
+        "{sent} events produced and acknowledged in {:?}",
+        produce_started.elapsed()
+    );
     let events = simulated_events(7, ROUND_TRIP_EVENTS, 1.0);
 
     let directory = tempfile::tempdir().unwrap();
     let service_output = directory.path().join("service");
+    let group_id = "gridwatch-round-trip";
     let mut config = Config::default();
     config.source.kind = SourceKind::Kafka;
     config.kafka.brokers = broker.address.clone();
-    config.kafka.group_id = "gridwatch-round-trip".to_string();
+    config.kafka.group_id = group_id.to_string();
     config.kafka.topics = vec![topic.to_string()];
-    // tansu holds a group join until the rebalance timeout, which follows
-    // max.poll.interval.ms (measured); librdkafka wants it ≥ session.timeout.ms.
-    for (key, value) in [
-        ("max.poll.interval.ms", "10000"),
-        ("session.timeout.ms", "6000"),
-    ] {
-        config
-            .kafka
-            .properties
-            .insert(key.to_string(), value.to_string());
-    }
+    assert_eq!(config.kafka.format, KafkaPayloadFormat::Protobuf);
+    config.kafka.properties = fast_group_join_properties();
     config.output.dir = Some(service_output.clone());
     // Idle advance by processing time would close more windows the longer the test runs.
     config.window.idle_timeout = Duration::from_secs(3600);
@@ -213,7 +226,7 @@ async fn produced_simulator_events_give_the_windows_replay_gives() {
     let consume_started = std::time::Instant::now();
     let service = InProcessService::start(config).await;
     let client = reqwest::Client::new();
-    wait_for_body(
+    let metrics = wait_for_body(
         &client,
         &service.url("/metrics"),
         Duration::from_secs(45),
@@ -230,7 +243,17 @@ async fn produced_simulator_events_give_the_windows_replay_gives() {
         "all {ROUND_TRIP_EVENTS} events consumed {:?} after the service started",
         consume_started.elapsed()
     );
+    assert_eq!(
+        metric_value(&metrics, "gridwatch_dead_letters_total", &["invalid_"]).unwrap_or(0.0),
+        0.0,
+        "every record decodes: {metrics}"
+    );
     service.stop().await;
+    assert_eq!(
+        committed_offset(&broker.address, group_id, topic),
+        Some(ROUND_TRIP_EVENTS as i64),
+        "the group's offset is committed up to the end of the processed records"
+    );
 
     let replay_input = directory.path().join("events.pb");
     let mut writer =
@@ -288,4 +311,37 @@ async fn produced_simulator_events_give_the_windows_replay_gives() {
         expected.len(),
         replay_windows.len()
     );
+}
+
+/// Consumer properties for a quick group join on tansu, which holds a join until the
+/// rebalance timeout (it follows `max.poll.interval.ms`, measured); librdkafka wants that at
+/// least `session.timeout.ms`.
+fn fast_group_join_properties() -> std::collections::BTreeMap<String, String> {
+    [
+        ("max.poll.interval.ms", "10000"),
+        ("session.timeout.ms", "6000"),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value.to_string()))
+    .collect()
+}
+
+/// The committed offset of `group_id` on partition 0 of `topic`, if any.
+fn committed_offset(brokers: &str, group_id: &str, topic: &str) -> Option<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    partitions.add_partition(topic, 0);
+    let committed = consumer
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .unwrap();
+    match committed.find_partition(topic, 0)?.offset() {
+        rdkafka::Offset::Offset(offset) => Some(offset),
+        _ => None,
+    }
 }
