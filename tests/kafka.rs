@@ -345,3 +345,68 @@ fn committed_offset(brokers: &str, group_id: &str, topic: &str) -> Option<i64> {
         _ => None,
     }
 }
+
+/// `gridwatch produce --events N` puts exactly N records on the topic, keyed and with a
+/// `content-type` header naming the format.
+#[test]
+fn produce_command_writes_the_requested_number_of_keyed_records() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let broker = TansuBroker::start(&binary);
+    let topic = "gridwatch.events.json";
+    broker.create_topic(topic, 1);
+    let output = Command::new(env!("CARGO_BIN_EXE_gridwatch"))
+        .args(["produce", "--brokers", &broker.address, "--topic", topic])
+        .args(["--events", "250", "--format", "json", "--seed", "3"])
+        .output()
+        .expect("run gridwatch produce");
+    assert!(
+        output.status.success(),
+        "gridwatch produce failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("produced 250 events"));
+
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .set("group.id", "produce-check")
+        .create()
+        .unwrap();
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    partitions
+        .add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&partitions).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut messages = Vec::new();
+    while messages.len() < 250 {
+        if let Some(received) = consumer.poll(Duration::from_millis(200)) {
+            messages.push(received.unwrap().detach());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of 250 records within 20 s",
+            messages.len()
+        );
+    }
+    let offsets: Vec<i64> = messages.iter().map(|message| message.offset()).collect();
+    assert_eq!(offsets, (0..250).collect::<Vec<i64>>());
+    let watermarks = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap();
+    println!("tansu reports watermarks {watermarks:?} for 250 records at offsets 0..=249");
+    let message = &messages[0];
+    let event: gridwatch::proto::IncidentEvent =
+        serde_json::from_slice(message.payload().unwrap()).unwrap();
+    let key = std::str::from_utf8(message.key().unwrap()).unwrap();
+    assert_eq!(key, gridwatch::source::kafka::record_key(&event));
+    let content_type = message
+        .headers()
+        .and_then(|headers| headers.iter().find(|header| header.key == "content-type"))
+        .and_then(|header| header.value)
+        .unwrap();
+    assert_eq!(content_type, b"application/json");
+}
