@@ -408,3 +408,119 @@ fn produce_command_writes_the_requested_number_of_keyed_records() {
         .unwrap();
     assert_eq!(content_type, b"application/json");
 }
+
+/// Malformed records in the topic are dead-lettered with their Kafka partition and offset,
+/// and the consumer moves past them to the valid records behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_records_are_dead_lettered_and_consumption_continues() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let broker = TansuBroker::start(&binary);
+    let topic = "gridwatch.events.poison";
+    broker.create_topic(topic, 1);
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .create()
+        .unwrap();
+    let poison: [&[u8]; 2] = [b"\xff\xff\xff not protobuf", b"{\"event_id\": "];
+    for (index, payload) in poison.iter().enumerate() {
+        let mut record = FutureRecord::to(topic).key("poison").payload(*payload);
+        if index == 1 {
+            record = record.headers(rdkafka::message::OwnedHeaders::new().insert(
+                rdkafka::message::Header {
+                    key: "content-type",
+                    value: Some("application/json"),
+                },
+            ));
+        }
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(error, _)| error)
+            .unwrap();
+    }
+    let settings = SimulatorSettings {
+        seed: 11,
+        start_millis: START_MILLIS,
+        ..SimulatorSettings::default()
+    };
+    let mut simulator = Simulator::new(settings, GridRegistry::embedded()).unwrap();
+    let options = ProduceOptions {
+        brokers: broker.address.clone(),
+        topic: topic.to_string(),
+        events: Some(100),
+        rate_per_second: None,
+        format: KafkaPayloadFormat::Protobuf,
+        properties: Default::default(),
+    };
+    produce_simulated(&options, &mut simulator).await.unwrap();
+
+    let directory = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.source.kind = SourceKind::Kafka;
+    config.kafka.brokers = broker.address.clone();
+    config.kafka.group_id = "gridwatch-poison".to_string();
+    config.kafka.topics = vec![topic.to_string()];
+    config.kafka.properties = fast_group_join_properties();
+    config.output.dir = Some(directory.path().to_path_buf());
+    let service = InProcessService::start(config).await;
+    let client = reqwest::Client::new();
+    let metrics = wait_for_body(
+        &client,
+        &service.url("/metrics"),
+        Duration::from_secs(45),
+        |body| {
+            metric_value(
+                body,
+                "gridwatch_events_received_total",
+                &["source=\"kafka\""],
+            ) == Some(102.0)
+        },
+    )
+    .await;
+    for reason in ["invalid_protobuf", "invalid_json"] {
+        assert_eq!(
+            metric_value(
+                &metrics,
+                "gridwatch_dead_letters_total",
+                &[&format!("reason=\"{reason}\"")]
+            ),
+            Some(1.0),
+            "{reason}: {metrics}"
+        );
+    }
+    service.stop().await;
+    let dead_letters: Vec<serde_json::Value> =
+        window_lines(&directory.path().join("dead_letter.jsonl"))
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+    let summary: Vec<(String, String, String)> = dead_letters
+        .iter()
+        .filter(|letter| letter["reason"].as_str().unwrap().starts_with("invalid_"))
+        .map(|letter| {
+            (
+                letter["reason"].as_str().unwrap().to_string(),
+                letter["source"].as_str().unwrap().to_string(),
+                letter["position"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "invalid_protobuf".to_string(),
+                "kafka".to_string(),
+                "partition 0 position 0".to_string()
+            ),
+            (
+                "invalid_json".to_string(),
+                "kafka".to_string(),
+                "partition 0 position 1".to_string()
+            ),
+        ]
+    );
+}
