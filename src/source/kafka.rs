@@ -35,6 +35,8 @@ pub const JSON_CONTENT_TYPE: &str = "application/json";
 pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
 /// Kafka partitions per topic representable in a source partition id.
 const PARTITIONS_PER_TOPIC: u32 = 1 << 16;
+/// Records the load generator has waiting for acknowledgement before it waits for them.
+const MAX_IN_FLIGHT: usize = 1000;
 /// How long to wait after a consumer error before polling again.
 const CONSUMER_ERROR_BACKOFF: Duration = Duration::from_millis(200);
 
@@ -223,11 +225,15 @@ impl Source for KafkaSource {
                 }
             };
             match received {
-                Ok(message) => {
-                    if let Some(record) = self.record_of(&message) {
-                        batch.push(record);
-                    }
-                }
+                Ok(message) => match self.record_of(&message) {
+                    Some(record) => batch.push(record),
+                    None => tracing::warn!(
+                        topic = message.topic(),
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        "skipping a record gridwatch cannot number (partition beyond 65535?)"
+                    ),
+                },
                 Err(error) => {
                     tracing::warn!(%error, "kafka consumer error");
                     if !batch.is_empty() {
@@ -355,7 +361,6 @@ pub async fn produce_simulated(
     let started = tokio::time::Instant::now();
     let mut sent: u64 = 0;
     let mut in_flight = Vec::new();
-    const MAX_IN_FLIGHT: usize = 1000;
     while options.events.is_none_or(|limit| sent < limit) {
         if let Some(rate) = options.rate_per_second.filter(|rate| *rate > 0.0) {
             let due = started + Duration::from_secs_f64(sent as f64 / rate);
