@@ -27,6 +27,8 @@ pub struct Config {
     pub simulator: SimulatorConfig,
     /// File replay settings (used when `source.kind = "file"`).
     pub file: FileConfig,
+    /// Kafka consumer settings (used when `source.kind = "kafka"`).
+    pub kafka: KafkaConfig,
     /// Event-time windows and watermark.
     pub window: WindowConfig,
     /// Validation limits and dedup.
@@ -75,6 +77,94 @@ pub enum SourceKind {
     Simulator,
     /// A JSONL or length-delimited protobuf file, read once.
     File,
+    /// Kafka topics, consumed in a consumer group (see [`KafkaConfig`]).
+    Kafka,
+}
+
+/// Payload format of Kafka records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaPayloadFormat {
+    /// One protobuf `IncidentEvent` per record (no length prefix).
+    Protobuf,
+    /// One proto3-JSON `IncidentEvent` per record.
+    Json,
+}
+
+impl KafkaPayloadFormat {
+    /// The decoder's input format for one record of this payload format.
+    pub fn input_format(self) -> InputFormat {
+        match self {
+            KafkaPayloadFormat::Protobuf => InputFormat::Protobuf,
+            KafkaPayloadFormat::Json => InputFormat::Jsonl,
+        }
+    }
+}
+
+/// The Kafka source (`[kafka]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port...]` (librdkafka `bootstrap.servers`).
+    pub brokers: String,
+    /// Consumer group id: instances sharing it split the partitions between them.
+    pub group_id: String,
+    /// Topics to consume.
+    pub topics: Vec<String>,
+    /// Payload format of records without a `content-type` header (default protobuf).
+    pub format: KafkaPayloadFormat,
+    /// Any librdkafka property, passed through as is (TLS, SASL, timeouts...); applied after
+    /// gridwatch's own settings, so these win.
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".to_string(),
+            group_id: "gridwatch".to_string(),
+            topics: vec!["gridwatch.events.v1".to_string()],
+            format: KafkaPayloadFormat::Protobuf,
+            properties: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Appends every problem of the `[kafka]` section to `problems`.
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.brokers.trim().is_empty() {
+            problems.push("kafka.brokers must name at least one host:port".to_string());
+        }
+        if self.group_id.trim().is_empty() {
+            problems.push("kafka.group_id must not be empty".to_string());
+        }
+        if self.topics.is_empty() {
+            problems.push("kafka.topics must list at least one topic".to_string());
+        }
+        for topic in &self.topics {
+            let valid = !topic.is_empty()
+                && topic.len() <= 249
+                && topic.chars().all(|character| {
+                    character.is_ascii_alphanumeric() || "._-".contains(character)
+                });
+            if !valid {
+                problems.push(format!(
+                    "kafka.topics: {topic:?} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"
+                ));
+            }
+        }
+        if self.topics.len() > usize::from(u16::MAX) {
+            problems.push("kafka.topics lists too many topics".to_string());
+        }
+        for key in ["enable.auto.commit", "group.id", "bootstrap.servers"] {
+            if self.properties.contains_key(key) {
+                problems.push(format!(
+                    "kafka.properties.{key:?} is set by gridwatch (use kafka.brokers / kafka.group_id; offsets are committed after processing)"
+                ));
+            }
+        }
+    }
 }
 
 /// Simulator settings.
@@ -592,6 +682,9 @@ impl Config {
         if self.source.kind == SourceKind::File && self.file.path.is_none() {
             problems.push("source.kind = \"file\" needs file.path".to_string());
         }
+        if self.source.kind == SourceKind::Kafka {
+            self.kafka.validate(&mut problems);
+        }
         if self.http.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!(
                 "http.listen {:?} is not an address like 127.0.0.1:9750",
@@ -709,6 +802,44 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn kafka_source_problems_are_listed() {
+        let error = Config::from_toml_str(
+            "[source]\nkind = \"kafka\"\n[kafka]\nbrokers = \"\"\ngroup_id = \"\"\ntopics = [\"bad topic\"]\nproperties = { \"enable.auto.commit\" = \"true\" }",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems } = error else {
+            panic!("expected Invalid, got {error}");
+        };
+        let text = problems.join("\n");
+        for expected in [
+            "kafka.brokers",
+            "kafka.group_id",
+            "\"bad topic\"",
+            "enable.auto.commit",
+        ] {
+            assert!(text.contains(expected), "missing {expected} in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn kafka_section_parses_format_and_properties() {
+        let config = Config::from_toml_str(
+            "[source]\nkind = \"kafka\"\n[kafka]\nbrokers = \"b:9092\"\ntopics = [\"events\"]\nformat = \"json\"\n[kafka.properties]\n\"security.protocol\" = \"ssl\"",
+        )
+        .unwrap();
+        assert_eq!(config.kafka.format, KafkaPayloadFormat::Json);
+        assert_eq!(config.kafka.format.input_format(), InputFormat::Jsonl);
+        assert_eq!(
+            config
+                .kafka
+                .properties
+                .get("security.protocol")
+                .map(String::as_str),
+            Some("ssl")
+        );
     }
 
     #[test]

