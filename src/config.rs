@@ -116,6 +116,76 @@ pub struct KafkaConfig {
     /// Any librdkafka property, passed through as is (TLS, SASL, timeouts...); applied after
     /// gridwatch's own settings, so these win.
     pub properties: std::collections::BTreeMap<String, String>,
+    /// Output topics (`[kafka.sinks]`): windows, alerts and dead letters produced to Kafka.
+    pub sinks: KafkaSinksConfig,
+}
+
+/// The Kafka output topics (`[kafka.sinks]`), produced to `kafka.brokers` with
+/// `kafka.properties` applied; any source may feed them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSinksConfig {
+    /// Whether gridwatch produces its outputs to Kafka at all (off by default).
+    pub enabled: bool,
+    /// Topic of alert state changes (`Alert` protobuf, CloudEvents headers); empty = off.
+    pub alerts_topic: String,
+    /// Topic of final windows (`CellWindow` protobuf); empty = off.
+    pub windows_topic: String,
+    /// Topic of dead letters (the original bytes, reason headers); empty = off.
+    pub dead_letter_topic: String,
+}
+
+impl Default for KafkaSinksConfig {
+    fn default() -> Self {
+        KafkaSinksConfig {
+            enabled: false,
+            alerts_topic: "gridwatch.alerts.v1".to_string(),
+            windows_topic: "gridwatch.windows.v1".to_string(),
+            dead_letter_topic: "gridwatch.deadletter.v1".to_string(),
+        }
+    }
+}
+
+/// Whether `topic` is a valid Kafka topic name (1-249 of a-z A-Z 0-9 . _ -).
+fn is_kafka_topic_name(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 249
+        && topic
+            .chars()
+            .all(|character| character.is_ascii_alphanumeric() || "._-".contains(character))
+}
+
+impl KafkaSinksConfig {
+    /// Appends every problem of `[kafka.sinks]` to `problems` (only when enabled).
+    fn validate(&self, brokers: &str, problems: &mut Vec<String>) {
+        if !self.enabled {
+            return;
+        }
+        if brokers.trim().is_empty() {
+            problems.push(
+                "kafka.brokers must name at least one host:port when kafka.sinks.enabled"
+                    .to_string(),
+            );
+        }
+        let named_topics = [
+            ("alerts_topic", &self.alerts_topic),
+            ("windows_topic", &self.windows_topic),
+            ("dead_letter_topic", &self.dead_letter_topic),
+        ];
+        for (field, topic) in named_topics {
+            if !topic.is_empty() && !is_kafka_topic_name(topic) {
+                problems.push(format!(
+                    "kafka.sinks.{field}: {topic:?} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -; empty = off)"
+                ));
+            }
+        }
+        if self.alerts_topic.is_empty()
+            && self.windows_topic.is_empty()
+            && self.dead_letter_topic.is_empty()
+        {
+            problems.push("kafka.sinks.enabled but every topic is empty".to_string());
+        }
+    }
 }
 
 impl Default for KafkaConfig {
@@ -126,6 +196,7 @@ impl Default for KafkaConfig {
             topics: vec!["gridwatch.events.v1".to_string()],
             format: KafkaPayloadFormat::Protobuf,
             properties: std::collections::BTreeMap::new(),
+            sinks: KafkaSinksConfig::default(),
         }
     }
 }
@@ -143,12 +214,7 @@ impl KafkaConfig {
             problems.push("kafka.topics must list at least one topic".to_string());
         }
         for topic in &self.topics {
-            let valid = !topic.is_empty()
-                && topic.len() <= 249
-                && topic.chars().all(|character| {
-                    character.is_ascii_alphanumeric() || "._-".contains(character)
-                });
-            if !valid {
+            if !is_kafka_topic_name(topic) {
                 problems.push(format!(
                     "kafka.topics: {topic:?} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"
                 ));
@@ -685,6 +751,9 @@ impl Config {
         if self.source.kind == SourceKind::Kafka {
             self.kafka.validate(&mut problems);
         }
+        self.kafka
+            .sinks
+            .validate(&self.kafka.brokers, &mut problems);
         if self.http.listen.parse::<SocketAddr>().is_err() {
             problems.push(format!(
                 "http.listen {:?} is not an address like 127.0.0.1:9750",
@@ -840,6 +909,33 @@ mod tests {
                 .map(String::as_str),
             Some("ssl")
         );
+    }
+
+    #[test]
+    fn kafka_sinks_are_off_by_default_and_their_problems_are_listed() {
+        let config = Config::default();
+        assert!(!config.kafka.sinks.enabled);
+        assert_eq!(config.kafka.sinks.windows_topic, "gridwatch.windows.v1");
+        assert_eq!(config.kafka.sinks.alerts_topic, "gridwatch.alerts.v1");
+        assert_eq!(
+            config.kafka.sinks.dead_letter_topic,
+            "gridwatch.deadletter.v1"
+        );
+        config.validate().unwrap();
+        let mut invalid = Config::default();
+        invalid.kafka.brokers = String::new();
+        invalid.kafka.sinks.enabled = true;
+        invalid.kafka.sinks.windows_topic = "bad topic".to_string();
+        let problems = invalid.validate().unwrap_err().to_string();
+        assert!(problems.contains("kafka.sinks.windows_topic"), "{problems}");
+        assert!(problems.contains("kafka.brokers"), "{problems}");
+        let mut all_off = Config::default();
+        all_off.kafka.sinks.enabled = true;
+        all_off.kafka.sinks.windows_topic.clear();
+        all_off.kafka.sinks.alerts_topic.clear();
+        all_off.kafka.sinks.dead_letter_topic.clear();
+        let problems = all_off.validate().unwrap_err().to_string();
+        assert!(problems.contains("every topic is empty"), "{problems}");
     }
 
     #[test]

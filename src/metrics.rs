@@ -86,6 +86,11 @@ pub struct Metrics {
     pub alert_delivery_dropped: IntCounterVec,
     /// From an alert's hand-off to a sink to the receiver's acknowledgement, by sink.
     pub alert_delivery_latency: HistogramVec,
+    /// Records the broker acknowledged on a Kafka output topic, by topic.
+    pub kafka_produced: IntCounterVec,
+    /// Records lost on a Kafka output topic (queue full past its grace, or delivery failed),
+    /// by topic.
+    pub kafka_produce_errors: IntCounterVec,
 }
 
 /// The `sink` label values of the alert delivery metrics.
@@ -339,6 +344,22 @@ impl Metrics {
         registry.register(Box::new(alert_deliveries.clone()))?;
         registry.register(Box::new(alert_delivery_dropped.clone()))?;
         registry.register(Box::new(alert_delivery_latency.clone()))?;
+        let kafka_produced = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_kafka_produced_total",
+                "Records acknowledged by the broker on a Kafka output topic, by topic.",
+            ),
+            &["topic"],
+        )?;
+        let kafka_produce_errors = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_kafka_produce_errors_total",
+                "Records lost on a Kafka output topic (producer queue full past its grace, or delivery failed), by topic.",
+            ),
+            &["topic"],
+        )?;
+        registry.register(Box::new(kafka_produced.clone()))?;
+        registry.register(Box::new(kafka_produce_errors.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -415,6 +436,8 @@ impl Metrics {
             alert_deliveries,
             alert_delivery_dropped,
             alert_delivery_latency,
+            kafka_produced,
+            kafka_produce_errors,
         })
     }
 

@@ -23,6 +23,7 @@ use crate::pipeline::{Outputs, Pipeline, PipelineSettings};
 use crate::rules::RuleSet;
 use crate::sink::delivery::AlertDelivery;
 use crate::sink::file::JsonlFileSink;
+use crate::sink::kafka::KafkaSink;
 use crate::source::file::FileSource;
 use crate::source::kafka::{KafkaOffsetCommitter, KafkaSource};
 use crate::source::simulator::{Pacing, Simulator, SimulatorSettings, SimulatorSource};
@@ -74,6 +75,8 @@ const CHANNEL_BATCHES: usize = 8;
 const TICK: Duration = Duration::from_secs(1);
 /// How long shutdown waits for queued alerts to be delivered.
 const ALERT_DELIVERY_GRACE: Duration = Duration::from_secs(5);
+/// How long shutdown waits for Kafka output records to be acknowledged.
+const KAFKA_SINK_FLUSH_GRACE: Duration = Duration::from_secs(10);
 /// Cells kept per view in the live view.
 const LIVE_TOP_CELLS: usize = 100;
 
@@ -160,6 +163,11 @@ pub async fn run(
         Some(directory) => Some(JsonlFileSink::open(directory, true)?),
         None => None,
     };
+    let kafka_sink = KafkaSink::create(
+        &config.kafka,
+        crate::sink::webhook::event_source(&config.alerting.instance),
+        &metrics,
+    )?;
     let alert_delivery = AlertDelivery::start(&config.alerting, registry.clone(), &metrics)?;
     if let Some(delivery) = &alert_delivery {
         delivery.offer_active(&pipeline.active_alerts());
@@ -255,6 +263,7 @@ pub async fn run(
     let mut loop_state = PipelineLoop {
         pipeline,
         sink,
+        kafka_sink,
         alert_delivery,
         offset_committer,
         outputs: Outputs::default(),
@@ -387,6 +396,8 @@ struct PipelineLoop {
     pipeline: Pipeline,
     /// JSONL outputs, when configured.
     sink: Option<JsonlFileSink>,
+    /// Kafka output topics, when `kafka.sinks.enabled` (queueing waits boundedly).
+    kafka_sink: Option<KafkaSink>,
     /// Alertmanager / webhook delivery, when configured (hand-off never blocks).
     alert_delivery: Option<AlertDelivery>,
     /// Commits Kafka offsets once a batch's outputs are written (Kafka source only).
@@ -518,6 +529,15 @@ impl PipelineLoop {
         }
         if let Some(delivery) = &self.alert_delivery {
             delivery.offer(&self.outputs.alerts);
+        }
+        if let Some(kafka_sink) = &self.kafka_sink {
+            let dropped = kafka_sink.write(&self.outputs);
+            if dropped > 0 {
+                tracing::error!(
+                    dropped,
+                    "kafka output records dropped (producer queue full or refused)"
+                );
+            }
         }
         if let Some(sink) = self.sink.as_mut() {
             if let Err(error) = sink.write(&self.outputs) {
@@ -714,6 +734,11 @@ impl PipelineLoop {
         if let Some(sink) = self.sink.as_mut() {
             if let Err(error) = sink.flush() {
                 tracing::error!(%error, "flushing outputs at shutdown failed");
+            }
+        }
+        if let Some(kafka_sink) = &self.kafka_sink {
+            if let Err(error) = kafka_sink.flush(KAFKA_SINK_FLUSH_GRACE) {
+                tracing::error!(%error, "kafka output records not all acknowledged at shutdown");
             }
         }
         if self.snapshot_path.is_some() {

@@ -184,6 +184,9 @@ async fn round_trip(format: KafkaPayloadFormat) {
     println!("tansu listening after {:?}", broker_started.elapsed());
     let topic = "gridwatch.events.v1";
     broker.create_topic(topic, 1);
+    for output_topic in OUTPUT_TOPICS {
+        broker.create_topic(output_topic, 1);
+    }
 
     let settings = SimulatorSettings {
         seed: 7,
@@ -220,6 +223,7 @@ async fn round_trip(format: KafkaPayloadFormat) {
     assert_eq!(config.kafka.format, KafkaPayloadFormat::Protobuf);
     config.kafka.properties = fast_group_join_properties();
     config.output.dir = Some(service_output.clone());
+    config.kafka.sinks.enabled = true;
     // Idle advance by processing time would close more windows the longer the test runs.
     config.window.idle_timeout = Duration::from_secs(3600);
     config.validate().unwrap();
@@ -311,6 +315,140 @@ async fn round_trip(format: KafkaPayloadFormat) {
         expected.len(),
         replay_windows.len()
     );
+    check_windows_topic(&broker.address, &service_output);
+    let alert_lines = window_lines(&service_output.join("alerts.jsonl"));
+    let alert_records = consume_topic(&broker.address, "gridwatch.alerts.v1", alert_lines.len());
+    assert_eq!(alert_records.len(), alert_lines.len());
+}
+
+/// The default output topics, created before the service starts.
+const OUTPUT_TOPICS: [&str; 3] = [
+    "gridwatch.windows.v1",
+    "gridwatch.alerts.v1",
+    "gridwatch.deadletter.v1",
+];
+
+/// Every record of partition 0 of `topic`: polls until `expected` records arrived (30 s at
+/// most), then 2 s more so that extra records would be seen too.
+fn consume_topic(
+    brokers: &str,
+    topic: &str,
+    expected: usize,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("check-{topic}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    partitions
+        .add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&partitions).unwrap();
+    let mut messages = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while messages.len() < expected && std::time::Instant::now() < deadline {
+        if let Some(received) = consumer.poll(Duration::from_millis(200)) {
+            messages.push(received.unwrap().detach());
+        }
+    }
+    let extra_deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < extra_deadline {
+        if let Some(received) = consumer.poll(Duration::from_millis(200)) {
+            messages.push(received.unwrap().detach());
+        }
+    }
+    assert!(
+        messages.iter().all(|message| message.topic() == topic),
+        "records of another topic"
+    );
+    messages
+}
+
+/// The value of header `name` of `message`, as text.
+fn header_text(message: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
+    use rdkafka::message::{Headers, Message};
+    message
+        .headers()?
+        .iter()
+        .find(|header| header.key == name)
+        .and_then(|header| header.value)
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+}
+
+/// The windows topic holds exactly the windows of `windows.jsonl`, in the same order, keyed
+/// `grid|TYPE|window_start millis`.
+fn check_windows_topic(brokers: &str, output_dir: &Path) {
+    use prost::Message as _;
+    use rdkafka::message::Message;
+    let window_lines_written = window_lines(&output_dir.join("windows.jsonl"));
+    let window_records = consume_topic(brokers, "gridwatch.windows.v1", window_lines_written.len());
+    assert_eq!(window_records.len(), window_lines_written.len());
+    for (record, line) in window_records.iter().zip(&window_lines_written) {
+        let window = gridwatch::proto::CellWindow::decode(record.payload().unwrap()).unwrap();
+        assert_eq!(&serde_json::to_string(&window).unwrap(), line);
+        let event_type = gridwatch::proto::EventType::try_from(window.event_type).unwrap();
+        let start = window.window_start.unwrap();
+        let expected_key = format!(
+            "{}|{}|{}",
+            window.grid_id,
+            event_type.as_str_name(),
+            start.seconds * 1000 + i64::from(start.nanos) / 1_000_000
+        );
+        assert_eq!(record.key().unwrap(), expected_key.as_bytes());
+        assert_eq!(
+            header_text(record, "content-type").as_deref(),
+            Some("application/x-protobuf")
+        );
+    }
+    println!(
+        "{} window records equal windows.jsonl",
+        window_records.len()
+    );
+}
+
+/// The alerts topic holds the alerts of `alerts.jsonl` (at least one), in order, keyed by
+/// fingerprint, with CloudEvents binary-mode headers.
+fn check_alerts_topic(brokers: &str, output_dir: &Path) {
+    use prost::Message as _;
+    use rdkafka::message::Message;
+
+    let alert_lines = window_lines(&output_dir.join("alerts.jsonl"));
+    assert!(!alert_lines.is_empty(), "the round trip raises alerts");
+    let alert_records = consume_topic(brokers, "gridwatch.alerts.v1", alert_lines.len());
+    assert_eq!(alert_records.len(), alert_lines.len());
+    for (record, line) in alert_records.iter().zip(&alert_lines) {
+        let alert = gridwatch::proto::Alert::decode(record.payload().unwrap()).unwrap();
+        assert_eq!(&serde_json::to_string(&alert).unwrap(), line);
+        assert_eq!(record.key().unwrap(), alert.fingerprint.as_bytes());
+        let resolved = alert.status == gridwatch::proto::AlertStatus::Resolved as i32;
+        let status_word = if resolved { "resolved" } else { "firing" };
+        let ce_id = header_text(record, "ce_id").unwrap();
+        assert!(
+            ce_id.starts_with(&format!("{}:{}:", alert.alert_id, status_word)),
+            "{ce_id}"
+        );
+        assert_eq!(
+            header_text(record, "ce_specversion").as_deref(),
+            Some("1.0")
+        );
+        assert_eq!(
+            header_text(record, "ce_type").as_deref(),
+            Some(if resolved {
+                "cn.gridwatch.alert.resolved.v1"
+            } else {
+                "cn.gridwatch.alert.firing.v1"
+            })
+        );
+        assert!(header_text(record, "ce_source")
+            .unwrap()
+            .starts_with("gridwatch/"));
+        assert!(header_text(record, "ce_time").is_some());
+    }
+    println!("{} alert records equal alerts.jsonl", alert_records.len());
 }
 
 /// Consumer properties for a quick group join on tansu: a join takes about half of
@@ -420,6 +558,9 @@ async fn malformed_records_are_dead_lettered_and_consumption_continues() {
     let broker = TansuBroker::start(&binary);
     let topic = "gridwatch.events.poison";
     broker.create_topic(topic, 1);
+    for output_topic in OUTPUT_TOPICS {
+        broker.create_topic(output_topic, 1);
+    }
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &broker.address)
         .create()
@@ -456,6 +597,18 @@ async fn malformed_records_are_dead_lettered_and_consumption_continues() {
         properties: Default::default(),
     };
     produce_simulated(&options, &mut simulator).await.unwrap();
+    // A fire: the immediate `life_safety` rule raises an alert for the alerts topic.
+    let mut fire = simulator.next_event();
+    fire.event_type = gridwatch::proto::EventType::FireSmoke as i32;
+    let fire_bytes = prost::Message::encode_to_vec(&fire);
+    producer
+        .send(
+            FutureRecord::to(topic).key("fire").payload(&fire_bytes),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(error, _)| error)
+        .unwrap();
 
     let directory = tempfile::tempdir().unwrap();
     let mut config = Config::default();
@@ -464,6 +617,7 @@ async fn malformed_records_are_dead_lettered_and_consumption_continues() {
     config.kafka.group_id = "gridwatch-poison".to_string();
     config.kafka.topics = vec![topic.to_string()];
     config.kafka.properties = fast_group_join_properties();
+    config.kafka.sinks.enabled = true;
     config.output.dir = Some(directory.path().to_path_buf());
     let service = InProcessService::start(config).await;
     let client = reqwest::Client::new();
@@ -476,7 +630,7 @@ async fn malformed_records_are_dead_lettered_and_consumption_continues() {
                 body,
                 "gridwatch_events_received_total",
                 &["source=\"kafka\""],
-            ) == Some(102.0)
+            ) == Some(103.0)
         },
     )
     .await;
@@ -523,4 +677,46 @@ async fn malformed_records_are_dead_lettered_and_consumption_continues() {
             ),
         ]
     );
+    let dead_letter_records = consume_topic(
+        &broker.address,
+        "gridwatch.deadletter.v1",
+        dead_letters.len(),
+    );
+    assert_eq!(dead_letter_records.len(), dead_letters.len());
+    let poison_on_topic: Vec<(Vec<u8>, String, String, String)> = dead_letter_records
+        .iter()
+        .filter(|record| {
+            header_text(record, "reason").is_some_and(|reason| reason.starts_with("invalid_"))
+        })
+        .map(|record| {
+            use rdkafka::message::Message;
+            (
+                record.payload().unwrap_or_default().to_vec(),
+                header_text(record, "reason").unwrap(),
+                header_text(record, "source").unwrap(),
+                header_text(record, "position").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        poison_on_topic,
+        vec![
+            (
+                poison[0].to_vec(),
+                "invalid_protobuf".to_string(),
+                "kafka".to_string(),
+                "partition 0 position 0".to_string()
+            ),
+            (
+                poison[1].to_vec(),
+                "invalid_json".to_string(),
+                "kafka".to_string(),
+                "partition 0 position 1".to_string()
+            ),
+        ]
+    );
+    assert!(dead_letter_records
+        .iter()
+        .all(|record| header_text(record, "detail").is_some()));
+    check_alerts_topic(&broker.address, directory.path());
 }

@@ -6,4 +6,5 @@ pub mod alertmanager;
 pub mod delivery;
 pub mod enrich;
 pub mod file;
+pub mod kafka;
 pub mod webhook;

@@ -1,0 +1,411 @@
+//! Kafka output topics (`[kafka.sinks]`): final windows, alert state changes and dead letters,
+//! produced by an idempotent librdkafka producer (`enable.idempotence=true`, with the
+//! `[kafka] properties` pass-through applied over gridwatch's settings).
+//!
+//! | topic (default)            | key                                           | value                    | headers |
+//! |----------------------------|-----------------------------------------------|--------------------------|---------|
+//! | `gridwatch.windows.v1`     | `{grid_id}\|{EVENT_TYPE}\|{window_start millis}` | `CellWindow` protobuf  | `content-type` |
+//! | `gridwatch.alerts.v1`      | the alert's fingerprint                       | `Alert` protobuf         | CloudEvents 1.0 binary mode: `ce_id`, `ce_source`, `ce_type`, `ce_specversion`, `ce_time`; `content-type` |
+//! | `gridwatch.deadletter.v1`  | none                                          | the original payload bytes | `reason`, `detail`, `source`, `position` |
+//!
+//! Outputs are deterministic: the same input gives byte-identical records with the same keys
+//! (protobuf encoding of the same message is stable, and `ce_id` is
+//! `<alert_id>:<status>:<updated_at millis>`, the webhook's id). Downstream consumers should
+//! upsert or deduplicate by key (windows, alerts) or by `ce_id` (alert state changes): a record
+//! re-sent after a crash and replay is then seen once.
+//!
+//! Producing never blocks the pipeline loop for long: records are queued with a non-blocking
+//! send on a [`ThreadedProducer`] (its own thread polls deliveries); while librdkafka's queue
+//! is full, one [`KafkaSink::write`] call waits at most [`QUEUE_FULL_GRACE`] in total, then
+//! drops and counts the rest in `gridwatch_kafka_produce_errors_total{topic}`. Acknowledged
+//! records count in `gridwatch_kafka_produced_total{topic}`.
+
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+use crate::config::KafkaConfig;
+use crate::metrics::Metrics;
+use crate::pipeline::Outputs;
+use crate::proto::{Alert, CellWindow, DeadLetter};
+use crate::sink::webhook::cloud_event;
+use crate::source::kafka::{KafkaError, CONTENT_TYPE_HEADER, PROTOBUF_CONTENT_TYPE};
+use crate::time::timestamp_to_millis;
+
+/// How long one [`KafkaSink::write`] waits in total for room in a full producer queue.
+pub const QUEUE_FULL_GRACE: Duration = Duration::from_millis(500);
+/// The wait between retries of a send into a full queue.
+const QUEUE_FULL_RETRY: Duration = Duration::from_millis(5);
+
+/// Counts deliveries per topic from librdkafka's delivery callbacks.
+pub struct DeliveryCounter {
+    /// `gridwatch_kafka_produced_total{topic}`.
+    produced: prometheus::IntCounterVec,
+    /// `gridwatch_kafka_produce_errors_total{topic}`.
+    produce_errors: prometheus::IntCounterVec,
+}
+
+impl ClientContext for DeliveryCounter {}
+
+impl ProducerContext for DeliveryCounter {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, delivery_result: &DeliveryResult<'_>, _opaque: Self::DeliveryOpaque) {
+        match delivery_result {
+            Ok(message) => self.produced.with_label_values(&[message.topic()]).inc(),
+            Err((error, message)) => {
+                tracing::warn!(%error, topic = message.topic(), "kafka output record not delivered");
+                self.produce_errors
+                    .with_label_values(&[message.topic()])
+                    .inc();
+            }
+        }
+    }
+}
+
+/// The output topics in use; `None` = that output is not produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSinkTopics {
+    /// Final windows.
+    pub windows: Option<String>,
+    /// Alert state changes.
+    pub alerts: Option<String>,
+    /// Dead letters.
+    pub dead_letters: Option<String>,
+}
+
+impl KafkaSinkTopics {
+    /// The topics of `[kafka.sinks]`; empty names are off.
+    pub fn from_config(config: &KafkaConfig) -> KafkaSinkTopics {
+        let named = |topic: &String| Some(topic.clone()).filter(|name| !name.is_empty());
+        KafkaSinkTopics {
+            windows: named(&config.sinks.windows_topic),
+            alerts: named(&config.sinks.alerts_topic),
+            dead_letters: named(&config.sinks.dead_letter_topic),
+        }
+    }
+}
+
+/// Produces outputs to their Kafka topics.
+pub struct KafkaSink {
+    /// The idempotent producer; its thread polls delivery reports.
+    producer: ThreadedProducer<DeliveryCounter>,
+    /// Which topics are produced.
+    topics: KafkaSinkTopics,
+    /// CloudEvents `source` of alert records (`gridwatch/<instance>`).
+    event_source: String,
+    /// `gridwatch_kafka_produce_errors_total`, for records dropped before queueing.
+    produce_errors: prometheus::IntCounterVec,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("KafkaSink")
+            .field("topics", &self.topics)
+            .field("event_source", &self.event_source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One record ready to queue.
+pub struct OutputRecord {
+    /// Destination topic.
+    pub topic: String,
+    /// Record key (none for dead letters).
+    pub key: Option<String>,
+    /// Record value.
+    pub value: Vec<u8>,
+    /// Headers, in order.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// The key of a window record: `{grid_id}|{EVENT_TYPE name}|{window_start millis}`.
+pub fn window_key(window: &CellWindow) -> String {
+    let event_type_name = crate::proto::EventType::try_from(window.event_type)
+        .map(|known| known.as_str_name().to_string())
+        .unwrap_or_else(|_| window.event_type.to_string());
+    let window_start_millis = window
+        .window_start
+        .as_ref()
+        .map(timestamp_to_millis)
+        .unwrap_or_default();
+    format!(
+        "{}|{}|{}",
+        window.grid_id, event_type_name, window_start_millis
+    )
+}
+
+/// The record of a final window on `topic`.
+pub fn window_record(window: &CellWindow, topic: &str) -> OutputRecord {
+    OutputRecord {
+        topic: topic.to_string(),
+        key: Some(window_key(window)),
+        value: window.encode_to_vec(),
+        headers: vec![(CONTENT_TYPE_HEADER, PROTOBUF_CONTENT_TYPE.to_string())],
+    }
+}
+
+/// The record of an alert state change on `topic`: CloudEvents 1.0 binary mode, with the
+/// webhook's id, type and time.
+pub fn alert_record(alert: &Alert, topic: &str, event_source: &str) -> OutputRecord {
+    let event = cloud_event(alert, event_source);
+    OutputRecord {
+        topic: topic.to_string(),
+        key: Some(alert.fingerprint.clone()),
+        value: alert.encode_to_vec(),
+        headers: vec![
+            ("ce_specversion", event.specversion),
+            ("ce_id", event.id),
+            ("ce_source", event.source),
+            ("ce_type", event.event_type),
+            ("ce_time", event.time),
+            ("ce_subject", event.subject),
+            (CONTENT_TYPE_HEADER, PROTOBUF_CONTENT_TYPE.to_string()),
+        ],
+    }
+}
+
+/// The record of a dead letter on `topic`: the original bytes, and why in headers.
+pub fn dead_letter_record(dead_letter: &DeadLetter, topic: &str) -> OutputRecord {
+    OutputRecord {
+        topic: topic.to_string(),
+        key: None,
+        value: dead_letter.payload.clone(),
+        headers: vec![
+            ("reason", dead_letter.reason.clone()),
+            ("detail", dead_letter.detail.clone()),
+            ("source", dead_letter.source.clone()),
+            ("position", dead_letter.position.clone()),
+        ],
+    }
+}
+
+impl KafkaSink {
+    /// Creates the idempotent producer for `[kafka.sinks]`; `None` when the sinks are off.
+    pub fn create(
+        config: &KafkaConfig,
+        event_source: String,
+        metrics: &Metrics,
+    ) -> Result<Option<KafkaSink>, KafkaError> {
+        if !config.sinks.enabled {
+            return Ok(None);
+        }
+        let topics = KafkaSinkTopics::from_config(config);
+        let mut client_config = ClientConfig::new();
+        client_config
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5");
+        for (key, value) in &config.properties {
+            client_config.set(key, value);
+        }
+        let context = DeliveryCounter {
+            produced: metrics.kafka_produced.clone(),
+            produce_errors: metrics.kafka_produce_errors.clone(),
+        };
+        for topic in [&topics.windows, &topics.alerts, &topics.dead_letters]
+            .into_iter()
+            .flatten()
+        {
+            metrics.kafka_produced.with_label_values(&[topic.as_str()]);
+            metrics
+                .kafka_produce_errors
+                .with_label_values(&[topic.as_str()]);
+        }
+        let producer: ThreadedProducer<DeliveryCounter> = client_config
+            .create_with_context(context)
+            .map_err(|source| KafkaError::Client {
+                context: "creating the output producer".to_string(),
+                source,
+            })?;
+        Ok(Some(KafkaSink {
+            producer,
+            topics,
+            event_source,
+            produce_errors: metrics.kafka_produce_errors.clone(),
+        }))
+    }
+
+    /// The records of one batch of outputs, in output order: windows, alerts, dead letters.
+    pub fn records_of(&self, outputs: &Outputs) -> Vec<OutputRecord> {
+        let mut records = Vec::new();
+        if let Some(topic) = &self.topics.windows {
+            records.extend(
+                outputs
+                    .windows
+                    .iter()
+                    .map(|window| window_record(window, topic)),
+            );
+        }
+        if let Some(topic) = &self.topics.alerts {
+            records.extend(
+                outputs
+                    .alerts
+                    .iter()
+                    .map(|alert| alert_record(alert, topic, &self.event_source)),
+            );
+        }
+        if let Some(topic) = &self.topics.dead_letters {
+            records.extend(
+                outputs
+                    .dead_letters
+                    .iter()
+                    .map(|dead_letter| dead_letter_record(dead_letter, topic)),
+            );
+        }
+        records
+    }
+
+    /// Queues every output of a batch; returns how many records were dropped (queue full past
+    /// [`QUEUE_FULL_GRACE`], or refused), each counted as a produce error.
+    pub fn write(&self, outputs: &Outputs) -> usize {
+        let deadline = Instant::now() + QUEUE_FULL_GRACE;
+        let mut dropped = 0;
+        for record in self.records_of(outputs) {
+            if !self.send(&record, deadline) {
+                dropped += 1;
+                self.produce_errors
+                    .with_label_values(&[record.topic.as_str()])
+                    .inc();
+            }
+        }
+        dropped
+    }
+
+    /// Queues one record, retrying while the queue is full until `deadline`; whether it was
+    /// queued.
+    fn send(&self, record: &OutputRecord, deadline: Instant) -> bool {
+        loop {
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for (key, value) in &record.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                });
+            }
+            let mut base_record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&record.topic)
+                .payload(record.value.as_slice())
+                .headers(headers);
+            if let Some(key) = &record.key {
+                base_record = base_record.key(key.as_str());
+            }
+            match self.producer.send(base_record) {
+                Ok(()) => return true,
+                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                    if Instant::now() < deadline =>
+                {
+                    std::thread::sleep(QUEUE_FULL_RETRY);
+                }
+                Err((error, _)) => {
+                    tracing::warn!(%error, topic = %record.topic, "kafka output record dropped");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for every queued record to be acknowledged (shutdown).
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer
+            .flush(timeout)
+            .map_err(|source| KafkaError::Client {
+                context: "flushing the output producer".to_string(),
+                source,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{AlertStatus, EventType};
+
+    fn timestamp(millis: i64) -> pbjson_types::Timestamp {
+        pbjson_types::Timestamp {
+            seconds: millis.div_euclid(1000),
+            nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+        }
+    }
+
+    #[test]
+    fn window_records_are_keyed_by_grid_type_and_start_and_decode_back() {
+        let window = CellWindow {
+            grid_id: "41060200100101".to_string(),
+            event_type: EventType::FireSmoke as i32,
+            window_start: Some(timestamp(1_767_225_600_000)),
+            window_end: Some(timestamp(1_767_225_660_000)),
+            count: 3,
+            ..CellWindow::default()
+        };
+        let record = window_record(&window, "w");
+        assert_eq!(
+            record.key.as_deref(),
+            Some("41060200100101|FIRE_SMOKE|1767225600000")
+        );
+        assert_eq!(CellWindow::decode(record.value.as_slice()).unwrap(), window);
+        let again = window_record(&window, "w");
+        assert_eq!(again.value, record.value, "encoding is deterministic");
+    }
+
+    #[test]
+    fn alert_records_carry_cloudevents_binary_headers_with_the_webhook_id() {
+        let alert = Alert {
+            alert_id: "a1".to_string(),
+            fingerprint: "fp1".to_string(),
+            status: AlertStatus::Resolved as i32,
+            updated_at: Some(timestamp(5_000)),
+            ..Alert::default()
+        };
+        let record = alert_record(&alert, "alerts", "gridwatch/test");
+        assert_eq!(record.key.as_deref(), Some("fp1"));
+        let header = |name: &str| {
+            record
+                .headers
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.clone())
+        };
+        assert_eq!(header("ce_id").as_deref(), Some("a1:resolved:5000"));
+        assert_eq!(
+            header("ce_type").as_deref(),
+            Some(crate::sink::webhook::RESOLVED_EVENT_TYPE)
+        );
+        assert_eq!(header("ce_specversion").as_deref(), Some("1.0"));
+        assert_eq!(header("ce_source").as_deref(), Some("gridwatch/test"));
+        assert_eq!(
+            header("content-type").as_deref(),
+            Some("application/x-protobuf")
+        );
+        assert_eq!(Alert::decode(record.value.as_slice()).unwrap(), alert);
+    }
+
+    #[test]
+    fn dead_letter_records_carry_the_original_bytes_and_the_reason() {
+        let dead_letter = DeadLetter {
+            reason: "invalid_json".to_string(),
+            detail: "eof".to_string(),
+            payload: b"{\"x\":".to_vec(),
+            source: "kafka".to_string(),
+            position: "partition 0 position 1".to_string(),
+            event_id: String::new(),
+        };
+        let record = dead_letter_record(&dead_letter, "dlq");
+        assert_eq!(record.value, b"{\"x\":");
+        assert_eq!(record.key, None);
+        assert_eq!(
+            record.headers,
+            vec![
+                ("reason", "invalid_json".to_string()),
+                ("detail", "eof".to_string()),
+                ("source", "kafka".to_string()),
+                ("position", "partition 0 position 1".to_string()),
+            ]
+        );
+    }
+}
