@@ -5,7 +5,7 @@
 //! | topic (default)            | key                                           | value                    | headers |
 //! |----------------------------|-----------------------------------------------|--------------------------|---------|
 //! | `gridwatch.windows.v1`     | `{grid_id}\|{EVENT_TYPE}\|{window_start millis}` | `CellWindow` protobuf  | `content-type` |
-//! | `gridwatch.alerts.v1`      | the alert's fingerprint                       | `Alert` protobuf         | CloudEvents 1.0 binary mode: `ce_id`, `ce_source`, `ce_type`, `ce_specversion`, `ce_time`; `content-type` |
+//! | `gridwatch.alerts.v1`      | the alert's fingerprint                       | `Alert` protobuf         | CloudEvents 1.0 binary mode: `ce_id`, `ce_source`, `ce_type`, `ce_specversion`, `ce_time`, `ce_subject` (grid id); `content-type` |
 //! | `gridwatch.deadletter.v1`  | none                                          | the original payload bytes | `reason`, `detail`, `source`, `position` |
 //!
 //! Outputs are deterministic: the same input gives byte-identical records with the same keys
