@@ -645,6 +645,24 @@ async fn malformed_records_are_dead_lettered_and_consumption_continues() {
             "{reason}: {metrics}"
         );
     }
+    // Both poison records and the fire's alert are acknowledged by the broker.
+    wait_for_body(
+        &client,
+        &service.url("/metrics"),
+        Duration::from_secs(20),
+        |body| {
+            let produced = |topic: &str| {
+                metric_value(
+                    body,
+                    "gridwatch_kafka_produced_total",
+                    &[&format!("topic=\"{topic}\"")],
+                )
+                .unwrap_or(0.0)
+            };
+            produced("gridwatch.deadletter.v1") >= 2.0 && produced("gridwatch.alerts.v1") >= 1.0
+        },
+    )
+    .await;
     service.stop().await;
     let dead_letters: Vec<serde_json::Value> =
         window_lines(&directory.path().join("dead_letter.jsonl"))
@@ -718,5 +736,25 @@ async fn malformed_records_are_dead_lettered_and_consumption_continues() {
     assert!(dead_letter_records
         .iter()
         .all(|record| header_text(record, "detail").is_some()));
+    let poison_input_positions: Vec<(String, String, String)> = dead_letter_records
+        .iter()
+        .filter(|record| {
+            header_text(record, "reason").is_some_and(|reason| reason.starts_with("invalid_"))
+        })
+        .map(|record| {
+            (
+                header_text(record, "kafka_topic").unwrap(),
+                header_text(record, "kafka_partition").unwrap(),
+                header_text(record, "kafka_offset").unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        poison_input_positions,
+        vec![
+            (topic.to_string(), "0".to_string(), "0".to_string()),
+            (topic.to_string(), "0".to_string(), "1".to_string()),
+        ]
+    );
     check_alerts_topic(&broker.address, directory.path());
 }

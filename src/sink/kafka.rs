@@ -6,7 +6,7 @@
 //! |----------------------------|-----------------------------------------------|--------------------------|---------|
 //! | `gridwatch.windows.v1`     | `{grid_id}\|{EVENT_TYPE}\|{window_start millis}` | `CellWindow` protobuf  | `content-type` |
 //! | `gridwatch.alerts.v1`      | the alert's fingerprint                       | `Alert` protobuf         | CloudEvents 1.0 binary mode: `ce_id`, `ce_source`, `ce_type`, `ce_specversion`, `ce_time`, `ce_subject` (grid id); `content-type` |
-//! | `gridwatch.deadletter.v1`  | none                                          | the original payload bytes | `reason`, `detail`, `source`, `position` |
+//! | `gridwatch.deadletter.v1`  | none                                          | the original payload bytes | `reason`, `detail`, `source`, `position`; Kafka input: `kafka_topic`, `kafka_partition`, `kafka_offset` |
 //!
 //! Outputs are deterministic: the same input gives byte-identical records with the same keys
 //! (protobuf encoding of the same message is stable, and `ce_id` is
@@ -34,7 +34,9 @@ use crate::metrics::Metrics;
 use crate::pipeline::Outputs;
 use crate::proto::{Alert, CellWindow, DeadLetter};
 use crate::sink::webhook::cloud_event;
-use crate::source::kafka::{KafkaError, CONTENT_TYPE_HEADER, PROTOBUF_CONTENT_TYPE};
+use crate::source::kafka::{
+    split_source_partition_id, KafkaError, CONTENT_TYPE_HEADER, PROTOBUF_CONTENT_TYPE,
+};
 use crate::time::timestamp_to_millis;
 
 /// How long one [`KafkaSink::write`] waits in total for room in a full producer queue.
@@ -99,6 +101,8 @@ pub struct KafkaSink {
     topics: KafkaSinkTopics,
     /// CloudEvents `source` of alert records (`gridwatch/<instance>`).
     event_source: String,
+    /// The Kafka source's topics in config order, to name a dead letter's input topic.
+    input_topics: Vec<String>,
     /// `gridwatch_kafka_produce_errors_total`, for records dropped before queueing.
     produce_errors: prometheus::IntCounterVec,
 }
@@ -171,18 +175,49 @@ pub fn alert_record(alert: &Alert, topic: &str, event_source: &str) -> OutputRec
     }
 }
 
-/// The record of a dead letter on `topic`: the original bytes, and why in headers.
-pub fn dead_letter_record(dead_letter: &DeadLetter, topic: &str) -> OutputRecord {
+/// The Kafka `(topic, partition, offset)` of a dead letter from the Kafka source, read from
+/// its `position` text (`partition <source partition id> position <offset>`, see
+/// [`crate::source::kafka`]) and the input topics in config order; `None` for other sources.
+pub fn kafka_input_position(
+    dead_letter: &DeadLetter,
+    input_topics: &[String],
+) -> Option<(String, i32, u64)> {
+    if dead_letter.source != "kafka" {
+        return None;
+    }
+    let rest = dead_letter.position.strip_prefix("partition ")?;
+    let (partition_text, offset_text) = rest.split_once(" position ")?;
+    let source_partition: u32 = partition_text.parse().ok()?;
+    let offset: u64 = offset_text.parse().ok()?;
+    let (topic_index, kafka_partition) = split_source_partition_id(source_partition);
+    let topic = input_topics.get(topic_index)?;
+    Some((topic.clone(), kafka_partition, offset))
+}
+
+/// The record of a dead letter on `topic`: the original bytes, and why in headers; for Kafka
+/// input also `kafka_topic`, `kafka_partition` and `kafka_offset` of the original record.
+pub fn dead_letter_record(
+    dead_letter: &DeadLetter,
+    topic: &str,
+    input_topics: &[String],
+) -> OutputRecord {
+    let mut headers = vec![
+        ("reason", dead_letter.reason.clone()),
+        ("detail", dead_letter.detail.clone()),
+        ("source", dead_letter.source.clone()),
+        ("position", dead_letter.position.clone()),
+    ];
+    if let Some((input_topic, partition, offset)) = kafka_input_position(dead_letter, input_topics)
+    {
+        headers.push(("kafka_topic", input_topic));
+        headers.push(("kafka_partition", partition.to_string()));
+        headers.push(("kafka_offset", offset.to_string()));
+    }
     OutputRecord {
         topic: topic.to_string(),
         key: None,
         value: dead_letter.payload.clone(),
-        headers: vec![
-            ("reason", dead_letter.reason.clone()),
-            ("detail", dead_letter.detail.clone()),
-            ("source", dead_letter.source.clone()),
-            ("position", dead_letter.position.clone()),
-        ],
+        headers,
     }
 }
 
@@ -228,6 +263,7 @@ impl KafkaSink {
             producer,
             topics,
             event_source,
+            input_topics: config.topics.clone(),
             produce_errors: metrics.kafka_produce_errors.clone(),
         }))
     }
@@ -256,7 +292,7 @@ impl KafkaSink {
                 outputs
                     .dead_letters
                     .iter()
-                    .map(|dead_letter| dead_letter_record(dead_letter, topic)),
+                    .map(|dead_letter| dead_letter_record(dead_letter, topic, &self.input_topics)),
             );
         }
         records
@@ -395,7 +431,8 @@ mod tests {
             position: "partition 0 position 1".to_string(),
             event_id: String::new(),
         };
-        let record = dead_letter_record(&dead_letter, "dlq");
+        let input_topics = vec!["events.a".to_string(), "events.b".to_string()];
+        let record = dead_letter_record(&dead_letter, "dlq", &input_topics);
         assert_eq!(record.value, b"{\"x\":");
         assert_eq!(record.key, None);
         assert_eq!(
@@ -405,7 +442,31 @@ mod tests {
                 ("detail", "eof".to_string()),
                 ("source", "kafka".to_string()),
                 ("position", "partition 0 position 1".to_string()),
+                ("kafka_topic", "events.a".to_string()),
+                ("kafka_partition", "0".to_string()),
+                ("kafka_offset", "1".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn kafka_input_position_names_the_topic_of_a_dense_partition_id() {
+        let input_topics = vec!["events.a".to_string(), "events.b".to_string()];
+        let mut dead_letter = DeadLetter {
+            source: "kafka".to_string(),
+            position: format!("partition {} position 42", 65_536 + 3),
+            ..DeadLetter::default()
+        };
+        assert_eq!(
+            kafka_input_position(&dead_letter, &input_topics),
+            Some(("events.b".to_string(), 3, 42))
+        );
+        dead_letter.position = format!("partition {} position 42", 2 * 65_536);
+        assert_eq!(kafka_input_position(&dead_letter, &input_topics), None);
+        dead_letter.position = "line 7".to_string();
+        assert_eq!(kafka_input_position(&dead_letter, &input_topics), None);
+        dead_letter.source = "file".to_string();
+        dead_letter.position = "partition 0 position 1".to_string();
+        assert_eq!(kafka_input_position(&dead_letter, &input_topics), None);
     }
 }
