@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod tansu;
+
 use std::sync::Arc;
 
 use gridwatch::config::Config;
