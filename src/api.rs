@@ -5,7 +5,7 @@
 //! Handlers only read [`LiveView`], which the pipeline task publishes about once a second
 //! through a `watch` channel: no handler ever touches the pipeline's state directly.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
@@ -61,6 +61,8 @@ pub struct Health {
     /// Wall time (ms) at which the source last delivered records or reported itself healthy;
     /// 0 until then. `/readyz` needs it.
     pub source_ready_millis: AtomicI64,
+    /// Set while the source's cluster does not answer (Kafka): `/readyz` is not ready then.
+    pub source_unreachable: AtomicBool,
 }
 
 /// A pipeline loop silent longer than this is reported unhealthy.
@@ -150,6 +152,13 @@ async fn healthz_handler(State(state): State<ApiState>) -> Response {
 async fn readyz_handler(State(state): State<ApiState>) -> Response {
     if state.health.source_ready_millis.load(Ordering::Relaxed) == 0 {
         return (StatusCode::SERVICE_UNAVAILABLE, "source not ready\n").into_response();
+    }
+    if state.health.source_unreachable.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "kafka cluster unreachable\n",
+        )
+            .into_response();
     }
     (StatusCode::OK, "ready\n").into_response()
 }

@@ -118,6 +118,17 @@ pub struct KafkaConfig {
     pub properties: std::collections::BTreeMap<String, String>,
     /// Output topics (`[kafka.sinks]`): windows, alerts and dead letters produced to Kafka.
     pub sinks: KafkaSinksConfig,
+    /// Topic of per-partition state snapshots (must exist; compacted on a real cluster): one
+    /// record per input partition and snapshot, keyed `<topic>/<partition>`.
+    pub state_topic: String,
+    /// How often each owned partition's state is snapshotted to `state_topic` and its offset
+    /// committed (also on revoke and shutdown). A crash replays at most this much input.
+    #[serde(with = "humantime_serde")]
+    pub snapshot_interval: Duration,
+    /// How long a rebalance may wait for a partition's state to be read from `state_topic`
+    /// (on assignment) or written (on revoke).
+    #[serde(with = "humantime_serde")]
+    pub state_timeout: Duration,
 }
 
 /// The Kafka output topics (`[kafka.sinks]`), produced to `kafka.brokers` with
@@ -197,6 +208,9 @@ impl Default for KafkaConfig {
             format: KafkaPayloadFormat::Protobuf,
             properties: std::collections::BTreeMap::new(),
             sinks: KafkaSinksConfig::default(),
+            state_topic: "gridwatch.state.v1".to_string(),
+            snapshot_interval: Duration::from_secs(10),
+            state_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -219,6 +233,21 @@ impl KafkaConfig {
                     "kafka.topics: {topic:?} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"
                 ));
             }
+        }
+        if !is_kafka_topic_name(&self.state_topic) {
+            problems.push(format!(
+                "kafka.state_topic: {:?} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)",
+                self.state_topic
+            ));
+        }
+        if self.topics.contains(&self.state_topic) {
+            problems.push("kafka.state_topic must not be one of kafka.topics".to_string());
+        }
+        if self.snapshot_interval.is_zero() {
+            problems.push("kafka.snapshot_interval must be positive".to_string());
+        }
+        if self.state_timeout.is_zero() {
+            problems.push("kafka.state_timeout must be positive".to_string());
         }
         if self.topics.len() > usize::from(u16::MAX) {
             problems.push("kafka.topics lists too many topics".to_string());
@@ -750,6 +779,12 @@ impl Config {
         }
         if self.source.kind == SourceKind::Kafka {
             self.kafka.validate(&mut problems);
+            if self.state.snapshot_path.is_some() {
+                problems.push(
+                    "state.snapshot_path is for the simulator and file sources; with source.kind = \"kafka\" state lives in kafka.state_topic"
+                        .to_string(),
+                );
+            }
         }
         self.kafka
             .sinks

@@ -6,15 +6,16 @@
 //! source/ ──► decode ──► grid ──► dedup ──► window ──► rules ──► sink/
 //! (simulator,  (JSON or   (which   (event_id  (event-time (immediate, (JSONL files,
 //!  file replay, protobuf,  cell)    horizon)   tumbling    threshold,  Alertmanager,
-//!  Kafka next)  validate)                      panes,      spike,      CloudEvents
-//!                                              sliding     cusum,      webhook)
+//!  Kafka)       validate)                      panes,      spike,      CloudEvents
+//!                                              sliding     cusum,      webhook, Kafka)
 //!                                              views)      data_gap)
 //! ```
 //!
 //! [`pipeline::Pipeline`] wires the synchronous stages together: it takes one source record
 //! and the current wall-clock time, and appends final windows, alert state changes and dead
 //! letters to an [`pipeline::Outputs`] buffer. Everything stateful in it can be snapshotted to
-//! bytes and restored ([`state`]). The async shell around it lives in [`service`] (the `run`
+//! bytes and restored ([`state`]); [`partitions`] keeps one pipeline per input partition, the
+//! unit of state that follows a Kafka partition from instance to instance. The async shell around it lives in [`service`] (the `run`
 //! command: sources, HTTP [`api`], [`metrics`], graceful shutdown) and [`replay`] (a file, as
 //! fast as possible). [`config`] holds the layered TOML + `GRIDWATCH_*` configuration, and
 //! [`seeds`] generates the reference data (communities, cells, devices) that [`grid`] loads.
@@ -29,6 +30,7 @@ pub mod event;
 pub mod fraud;
 pub mod grid;
 pub mod metrics;
+pub mod partitions;
 pub mod pipeline;
 pub mod proto;
 pub mod reload;

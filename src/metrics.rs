@@ -91,6 +91,8 @@ pub struct Metrics {
     /// Records lost on a Kafka output topic (queue full past its grace, or delivery failed),
     /// by topic.
     pub kafka_produce_errors: IntCounterVec,
+    /// The Kafka consumer: lag, watermarks, rebalances, state snapshots, commits.
+    pub kafka: KafkaMetrics,
 }
 
 /// The `sink` label values of the alert delivery metrics.
@@ -360,6 +362,7 @@ impl Metrics {
         )?;
         registry.register(Box::new(kafka_produced.clone()))?;
         registry.register(Box::new(kafka_produce_errors.clone()))?;
+        let kafka = KafkaMetrics::register(&registry)?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -438,6 +441,7 @@ impl Metrics {
             alert_delivery_latency,
             kafka_produced,
             kafka_produce_errors,
+            kafka,
         })
     }
 
@@ -619,5 +623,147 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("gridwatch_rules_version_info{version=\"abc123\"} 1"));
+    }
+}
+
+/// Metrics of the Kafka consumer (`source.kind = "kafka"`). Per-partition series are labelled
+/// with the input topic and the Kafka partition number; they exist only for partitions this
+/// instance owns (removed on revoke), so `sum` over the group's instances is the group's view.
+#[derive(Clone)]
+pub struct KafkaMetrics {
+    /// Records in a partition not yet processed: the broker's high watermark minus the next
+    /// offset the pipeline will process (the `GridwatchConsumerLagGrowing` alert's input).
+    pub consumer_lag: IntGaugeVec,
+    /// Event-time watermark of each owned partition, epoch seconds.
+    pub partition_watermark: GaugeVec,
+    /// Partitions this instance owns now.
+    pub assigned_partitions: IntGauge,
+    /// Rebalance events by kind (assign, revoke).
+    pub rebalances: IntCounterVec,
+    /// Partition state snapshots written to the state topic, by result (ok, failed).
+    pub snapshots: IntCounterVec,
+    /// Time from starting a snapshot round to the broker's acknowledgement of its records.
+    pub snapshot_duration: Histogram,
+    /// Size of each partition snapshot record.
+    pub snapshot_size: Histogram,
+    /// Partitions restored on assignment, by result (restored, empty, invalid).
+    pub restores: IntCounterVec,
+    /// Group offset commits, by result (ok, failed).
+    pub commits: IntCounterVec,
+    /// Times the consumer paused its partitions because the pipeline was behind.
+    pub pauses: IntCounter,
+    /// By consumer group: 1 while the cluster answers metadata requests, 0 while it does not
+    /// (no series without a Kafka source).
+    pub broker_up: IntGaugeVec,
+}
+
+impl KafkaMetrics {
+    /// Creates the Kafka consumer metrics and registers them in `registry`.
+    pub fn register(registry: &Registry) -> Result<KafkaMetrics, prometheus::Error> {
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "gridwatch_kafka_consumer_lag",
+                "Records of an owned input partition not yet processed (broker high watermark minus the next offset to process).",
+            ),
+            &["topic", "partition"],
+        )?;
+        let partition_watermark = GaugeVec::new(
+            Opts::new(
+                "gridwatch_kafka_partition_watermark_timestamp_seconds",
+                "Event-time watermark of an owned input partition, epoch seconds.",
+            ),
+            &["topic", "partition"],
+        )?;
+        let assigned_partitions = IntGauge::new(
+            "gridwatch_kafka_assigned_partitions",
+            "Input partitions this instance owns.",
+        )?;
+        let rebalances = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_kafka_rebalances_total",
+                "Consumer-group rebalance events handled, by kind (assign, revoke).",
+            ),
+            &["kind"],
+        )?;
+        let snapshots = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_kafka_state_snapshots_total",
+                "Partition state snapshots written to the state topic, by result (ok, failed).",
+            ),
+            &["result"],
+        )?;
+        let snapshot_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "gridwatch_kafka_state_snapshot_duration_seconds",
+                "Time of one snapshot round: outputs acknowledged, partition states serialized and acknowledged on the state topic.",
+            )
+            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        )?;
+        let snapshot_size = Histogram::with_opts(
+            HistogramOpts::new(
+                "gridwatch_kafka_state_snapshot_size_bytes",
+                "Size of one partition's state snapshot record.",
+            )
+            .buckets(prometheus::exponential_buckets(1024.0, 4.0, 9)?),
+        )?;
+        let restores = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_kafka_state_restores_total",
+                "Partitions assigned to this instance, by how their state started (restored, empty, invalid).",
+            ),
+            &["result"],
+        )?;
+        let commits = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_kafka_commits_total",
+                "Consumer-group offset commits (after the snapshots they follow), by result (ok, failed).",
+            ),
+            &["result"],
+        )?;
+        let pauses = IntCounter::new(
+            "gridwatch_kafka_consumer_pauses_total",
+            "Times the consumer paused its partitions because the pipeline's input queue was full.",
+        )?;
+        let broker_up = IntGaugeVec::new(
+            Opts::new(
+                "gridwatch_kafka_broker_up",
+                "1 while the Kafka cluster answers metadata requests within the probe timeout, else 0, by consumer group.",
+            ),
+            &["group"],
+        )?;
+        registry.register(Box::new(consumer_lag.clone()))?;
+        registry.register(Box::new(partition_watermark.clone()))?;
+        registry.register(Box::new(assigned_partitions.clone()))?;
+        registry.register(Box::new(rebalances.clone()))?;
+        registry.register(Box::new(snapshots.clone()))?;
+        registry.register(Box::new(snapshot_duration.clone()))?;
+        registry.register(Box::new(snapshot_size.clone()))?;
+        registry.register(Box::new(restores.clone()))?;
+        registry.register(Box::new(commits.clone()))?;
+        registry.register(Box::new(pauses.clone()))?;
+        registry.register(Box::new(broker_up.clone()))?;
+        for kind in ["assign", "revoke"] {
+            rebalances.with_label_values(&[kind]);
+        }
+        for result in ["ok", "failed"] {
+            snapshots.with_label_values(&[result]);
+            commits.with_label_values(&[result]);
+        }
+        for result in ["restored", "empty", "invalid"] {
+            restores.with_label_values(&[result]);
+        }
+        Ok(KafkaMetrics {
+            consumer_lag,
+            partition_watermark,
+            assigned_partitions,
+            rebalances,
+            snapshots,
+            snapshot_duration,
+            snapshot_size,
+            restores,
+            commits,
+            pauses,
+            broker_up,
+        })
     }
 }

@@ -38,6 +38,10 @@ pub struct PipelineSettings {
     pub dedup_horizon_millis: i64,
     /// Validation limits and the pseudonymization key.
     pub decode: DecodeSettings,
+    /// Whether this pipeline sees only part of the city (one Kafka partition): data-gap
+    /// silence is then tested only for cells that have had activity here, since the other
+    /// cells' events go to other partitions.
+    pub partial_input: bool,
 }
 
 impl PipelineSettings {
@@ -57,6 +61,7 @@ impl PipelineSettings {
                 min_occurred_at_millis: crate::decode::DEFAULT_MIN_OCCURRED_AT_MILLIS,
                 pseudonymization_key: config.privacy.pseudonymization_key.as_bytes().to_vec(),
             },
+            partial_input: false,
         }
     }
 }
@@ -200,7 +205,11 @@ impl Pipeline {
             )
             .with_allowed_lateness(settings.window.allowed_lateness_millis),
             dedup: Deduplicator::new(settings.dedup_horizon_millis),
-            rules: RuleEngine::new(rules),
+            rules: {
+                let mut engine = RuleEngine::new(rules);
+                engine.set_partial_input(settings.partial_input);
+                engine
+            },
             duplicates: metrics.events_duplicate.with_label_values(&[source_name]),
             received: metrics.events_received.with_label_values(&[source_name]),
             decoded: metrics.events_decoded.with_label_values(&[source_name]),
@@ -541,38 +550,14 @@ impl Pipeline {
         self.observe_alerts(first_new_alert, outputs, wall_millis);
     }
 
-    /// Refreshes the state-size gauges and the watermark gauges.
-    pub fn update_gauges(&self, wall_millis: i64) {
-        self.metrics
-            .open_panes
-            .set(self.windows.open_pane_count() as i64);
-        self.metrics.dedup_entries.set(self.dedup.len() as i64);
-        if let Some(watermark) = self.watermark_millis {
-            self.metrics
-                .watermark_timestamp
-                .set(watermark as f64 / 1000.0);
-            self.metrics
-                .watermark_lag
-                .set((wall_millis - watermark) as f64 / 1000.0);
-        }
-        let mut active_by_rule_and_severity: std::collections::BTreeMap<(String, u32), i64> =
-            std::collections::BTreeMap::new();
-        for rule in self.rules.rules().rules() {
-            for severity in 1..=4_u32 {
-                active_by_rule_and_severity.insert((rule.name().to_string(), severity), 0);
-            }
-        }
-        for alert in self.rules.active_alerts() {
-            *active_by_rule_and_severity
-                .entry((alert.rule.clone(), alert.severity))
-                .or_default() += 1;
-        }
-        for ((rule, severity), count) in active_by_rule_and_severity {
-            self.metrics
-                .alerts_active
-                .with_label_values(&[rule.as_str(), &severity.to_string()])
-                .set(count);
-        }
+    /// Open (cell, type, window) panes.
+    pub fn open_pane_count(&self) -> usize {
+        self.windows.open_pane_count()
+    }
+
+    /// Event ids remembered by the dedup set.
+    pub fn dedup_entry_count(&self) -> usize {
+        self.dedup.len()
     }
 
     /// The current operator watermark.

@@ -16,18 +16,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{ApiState, CellActivity, CellDetail, CellQuery, Health, LiveView};
 use crate::config::{Config, SimulatorPacing, SourceKind};
-use crate::fraud::{FraudBaseline, FraudSettings, FraudTracker};
+use crate::fraud::{FraudBaseline, FraudSettings};
 use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
-use crate::pipeline::{Outputs, Pipeline, PipelineSettings};
+use crate::partitions::{PartitionedPipelines, PipelineFactory};
+use crate::pipeline::{Outputs, PipelineSettings};
 use crate::rules::RuleSet;
 use crate::sink::delivery::AlertDelivery;
 use crate::sink::file::JsonlFileSink;
 use crate::sink::kafka::KafkaSink;
 use crate::source::file::FileSource;
-use crate::source::kafka::{KafkaOffsetCommitter, KafkaSource};
+use crate::source::kafka::KafkaSource;
 use crate::source::simulator::{Pacing, Simulator, SimulatorSettings, SimulatorSource};
-use crate::source::{Source, SourceRecord};
+use crate::source::{AssignedPartition, Source, SourceMessage};
+use crate::state::kafka::{SnapshotRecord, StateWriter};
 use crate::time::wall_clock_millis;
 
 /// Errors that stop the service from starting or running.
@@ -77,6 +79,9 @@ const TICK: Duration = Duration::from_secs(1);
 const ALERT_DELIVERY_GRACE: Duration = Duration::from_secs(5);
 /// How long shutdown waits for Kafka output records to be acknowledged.
 const KAFKA_SINK_FLUSH_GRACE: Duration = Duration::from_secs(10);
+/// How long a periodic snapshot round waits for output and state acknowledgements (short:
+/// the pipeline does not process meanwhile, and `/healthz` goes stale after 15 s).
+const PERIODIC_SNAPSHOT_GRACE: Duration = Duration::from_secs(5);
 /// Cells kept per view in the live view.
 const LIVE_TOP_CELLS: usize = 100;
 
@@ -125,6 +130,20 @@ pub fn load_fraud_baseline(
     Ok(baseline)
 }
 
+/// The settings of each partition's pipeline. With a Kafka source, a partition's watermark
+/// moves with its own records only (no processing-time advance while it is idle), so a replay
+/// after a crash decides lateness exactly as the first run did — idle partitions never hold
+/// others back, since state is per partition — and data-gap silence is tested only for the
+/// partition's own cells.
+pub fn partition_pipeline_settings(config: &Config) -> PipelineSettings {
+    let mut settings = PipelineSettings::from_config(config);
+    if config.source.kind == SourceKind::Kafka {
+        settings.window.idle_timeout_millis = i64::MAX;
+        settings.partial_input = true;
+    }
+    settings
+}
+
 /// Runs the service until `shutdown` completes. HTTP is served on `listener` (bind it to port
 /// 0 in tests).
 pub async fn run(
@@ -143,18 +162,18 @@ pub async fn run(
     set_community_info(&metrics, &registry);
     let health = Arc::new(Health::default());
     let rules_version = rules.version().to_string();
-    let mut pipeline = Pipeline::new(
-        PipelineSettings::from_config(&config),
-        registry.clone(),
-        rules,
-        metrics.clone(),
-        source_name,
-    );
     let fraud_settings = FraudSettings::from_config(&config.fraud)?;
     let fraud_baseline = load_fraud_baseline(&config, &fraud_settings)?;
-    pipeline.enable_fraud_tracking(FraudTracker::new(&fraud_settings));
+    let mut pipelines = PartitionedPipelines::new(PipelineFactory {
+        settings: partition_pipeline_settings(&config),
+        registry: registry.clone(),
+        rules,
+        metrics: metrics.clone(),
+        source_name,
+        fraud_settings: Some(fraud_settings.clone()),
+    });
     if let Some(path) = &config.state.snapshot_path {
-        restore_snapshot_file(&mut pipeline, path);
+        restore_snapshot_file(&mut pipelines, path);
     }
     if config.privacy.pseudonymization_key == crate::config::DEFAULT_PSEUDONYMIZATION_KEY {
         tracing::warn!("using the built-in pseudonymization key; set privacy.pseudonymization_key for real data");
@@ -170,12 +189,13 @@ pub async fn run(
     )?;
     let alert_delivery = AlertDelivery::start(&config.alerting, registry.clone(), &metrics)?;
     if let Some(delivery) = &alert_delivery {
-        delivery.offer_active(&pipeline.active_alerts());
+        delivery.offer_active(&pipelines.active_alerts());
     }
 
     let cancel = CancellationToken::new();
-    let (batch_sender, batch_receiver) = mpsc::channel::<Vec<SourceRecord>>(CHANNEL_BATCHES);
-    let mut offset_committer = None;
+    let (batch_sender, batch_receiver) = mpsc::channel::<SourceMessage>(CHANNEL_BATCHES);
+    let mut kafka_source = None;
+    let mut state_writer = None;
     let source_task = match config.source.kind {
         SourceKind::Simulator => {
             let settings = SimulatorSettings {
@@ -193,32 +213,34 @@ pub async fn run(
             let simulator = Simulator::new(settings, registry.clone())
                 .map_err(crate::source::SourceError::Simulator)?;
             let source = SimulatorSource::new(simulator, pacing);
-            tokio::spawn(source_loop(
+            Some(tokio::spawn(source_loop(
                 source,
                 batch_sender,
                 cancel.clone(),
                 health.clone(),
-            ))
+            )))
         }
         SourceKind::File => {
             let path = config.file.path.clone().unwrap_or_default();
             let source = FileSource::open(&path, config.file.format)?;
-            tokio::spawn(source_loop(
+            Some(tokio::spawn(source_loop(
                 source,
                 batch_sender,
                 cancel.clone(),
                 health.clone(),
-            ))
+            )))
         }
         SourceKind::Kafka => {
-            let (source, committer) = KafkaSource::subscribe(&config.kafka)?;
-            offset_committer = Some(committer);
-            tokio::spawn(source_loop(
-                source,
+            state_writer = Some(StateWriter::create(&config.kafka)?);
+            kafka_source = Some(KafkaSource::start(
+                &config.kafka,
                 batch_sender,
-                cancel.clone(),
-                health.clone(),
-            ))
+                metrics.clone(),
+            )?);
+            health
+                .source_ready_millis
+                .store(wall_clock_millis(), Ordering::Relaxed);
+            None
         }
     };
 
@@ -261,11 +283,15 @@ pub async fn run(
 
     let view_labels = view_names(&config);
     let mut loop_state = PipelineLoop {
-        pipeline,
+        pipelines,
         sink,
         kafka_sink,
         alert_delivery,
-        offset_committer,
+        kafka_source,
+        state_writer,
+        kafka_snapshot_interval: config.kafka.snapshot_interval,
+        kafka_state_timeout: config.kafka.state_timeout,
+        last_kafka_snapshot: Instant::now(),
         outputs: Outputs::default(),
         metrics: metrics.clone(),
         health: health.clone(),
@@ -288,14 +314,22 @@ pub async fn run(
         )
         .await;
     cancel.cancel();
-    loop_state.shut_down();
+    loop_state.shut_down().await;
     sink = loop_state.sink.take();
     drop(sink);
+    if let Some(source) = loop_state.kafka_source.take() {
+        // Joining the consumer thread lets it leave the group; it blocks, so off the runtime.
+        if let Err(error) = tokio::task::spawn_blocking(move || source.stop()).await {
+            tracing::error!(%error, "stopping the kafka consumer failed");
+        }
+    }
     if let Some(delivery) = loop_state.alert_delivery.take() {
         delivery.shut_down(ALERT_DELIVERY_GRACE).await;
     }
-    if let Err(error) = source_task.await {
-        tracing::error!(%error, "source task failed");
+    if let Some(task) = source_task {
+        if let Err(error) = task.await {
+            tracing::error!(%error, "source task failed");
+        }
     }
     if let Some(task) = reload_task {
         if let Err(error) = task.await {
@@ -354,7 +388,7 @@ fn view_name(span: Duration) -> String {
 /// Pulls batches from a source into the channel until cancelled or the source ends.
 async fn source_loop<S: Source>(
     mut source: S,
-    batch_sender: mpsc::Sender<Vec<SourceRecord>>,
+    batch_sender: mpsc::Sender<SourceMessage>,
     cancel: CancellationToken,
     health: Arc<Health>,
 ) {
@@ -371,7 +405,11 @@ async fn source_loop<S: Source>(
                 health
                     .source_ready_millis
                     .store(wall_clock_millis(), Ordering::Relaxed);
-                if batch_sender.send(records).await.is_err() {
+                if batch_sender
+                    .send(SourceMessage::Records(records))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -392,16 +430,24 @@ async fn source_loop<S: Source>(
 
 /// The pipeline task's state.
 struct PipelineLoop {
-    /// The synchronous pipeline.
-    pipeline: Pipeline,
+    /// One synchronous pipeline per owned input partition.
+    pipelines: PartitionedPipelines,
     /// JSONL outputs, when configured.
     sink: Option<JsonlFileSink>,
     /// Kafka output topics, when `kafka.sinks.enabled` (queueing waits boundedly).
     kafka_sink: Option<KafkaSink>,
     /// Alertmanager / webhook delivery, when configured (hand-off never blocks).
     alert_delivery: Option<AlertDelivery>,
-    /// Commits Kafka offsets once a batch's outputs are written (Kafka source only).
-    offset_committer: Option<KafkaOffsetCommitter>,
+    /// The Kafka consumer (Kafka source only): commits offsets, reports lag and reachability.
+    kafka_source: Option<KafkaSource>,
+    /// Writes partition snapshots to the state topic (Kafka source only).
+    state_writer: Option<StateWriter>,
+    /// How often partitions are snapshotted and their offsets committed.
+    kafka_snapshot_interval: Duration,
+    /// How long a revoke may take to snapshot its partitions.
+    kafka_state_timeout: Duration,
+    /// When the last Kafka snapshot round ran.
+    last_kafka_snapshot: Instant,
     /// Reused output buffer.
     outputs: Outputs,
     /// Metrics (gauges refreshed on each tick).
@@ -431,7 +477,7 @@ struct PipelineLoop {
 impl PipelineLoop {
     async fn drive(
         &mut self,
-        mut batch_receiver: mpsc::Receiver<Vec<SourceRecord>>,
+        mut batch_receiver: mpsc::Receiver<SourceMessage>,
         mut cell_query_receiver: mpsc::Receiver<CellQuery>,
         mut rules_receiver: mpsc::Receiver<RuleSet>,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -440,21 +486,26 @@ impl PipelineLoop {
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut input_open = true;
-        self.on_tick();
+        self.on_tick().await;
         loop {
             tokio::select! {
                 _ = &mut shutdown => return,
-                batch = batch_receiver.recv(), if input_open => match batch {
-                    Some(records) => self.on_batch(records),
+                message = batch_receiver.recv(), if input_open => match message {
+                    Some(SourceMessage::Records(records)) => self.on_batch(records),
+                    Some(SourceMessage::Assigned(partitions)) => self.on_assigned(partitions),
+                    Some(SourceMessage::Revoked { partitions, done }) => {
+                        let committable = self.on_revoked(&partitions).await;
+                        let _ = done.send(committable);
+                    }
                     None => {
                         input_open = false;
                         let wall_millis = wall_clock_millis();
-                        self.pipeline.finish(wall_millis, &mut self.outputs);
+                        self.pipelines.finish(wall_millis, &mut self.outputs);
                         self.write_outputs();
                         tracing::info!("input ended; all windows closed; still serving until shutdown");
                     }
                 },
-                _ = ticker.tick() => self.on_tick(),
+                _ = ticker.tick() => self.on_tick().await,
                 Some(rules) = rules_receiver.recv() => self.on_new_rules(rules),
                 Some(query) = cell_query_receiver.recv() => {
                     let detail = self.cell_detail(&query.grid_id);
@@ -464,51 +515,238 @@ impl PipelineLoop {
         }
     }
 
-    fn on_batch(&mut self, records: Vec<SourceRecord>) {
+    fn on_batch(&mut self, records: Vec<crate::source::SourceRecord>) {
         let started = Instant::now();
         let wall_millis = wall_clock_millis();
-        let processed_positions: Vec<(u32, u64)> = match &self.offset_committer {
-            Some(_) => records
-                .iter()
-                .map(|record| (record.partition, record.position))
-                .collect(),
-            None => Vec::new(),
-        };
         for record in records {
-            self.pipeline
+            self.pipelines
                 .process(record, wall_millis, &mut self.outputs);
         }
         self.write_outputs();
-        self.commit_offsets(processed_positions);
         self.metrics
             .processing_latency
             .observe(started.elapsed().as_secs_f64());
     }
 
-    /// Commits the Kafka offsets after `processed_positions` once the outputs they produced
-    /// reached the files (Kafka source only).
-    fn commit_offsets(&mut self, processed_positions: Vec<(u32, u64)>) {
-        let Some(committer) = &self.offset_committer else {
-            return;
-        };
-        if let Some(sink) = self.sink.as_mut() {
-            if let Err(error) = sink.flush() {
-                tracing::error!(%error, "flushing outputs failed; offsets not committed");
-                self.metrics.sink_errors.with_label_values(&["file"]).inc();
-                return;
-            }
-        }
-        if let Err(error) = committer.commit_processed(processed_positions) {
-            tracing::warn!(%error, "committing kafka offsets failed");
+    /// Takes over newly assigned Kafka partitions with their restored state.
+    fn on_assigned(&mut self, partitions: Vec<AssignedPartition>) {
+        for assigned in partitions {
+            let (snapshot_bytes, next_offset) = match &assigned.snapshot {
+                Some(snapshot) => (Some(snapshot.bytes.as_slice()), Some(snapshot.next_offset)),
+                None => (None, None),
+            };
+            let result = match self.pipelines.assign(
+                assigned.partition,
+                snapshot_bytes,
+                next_offset,
+            ) {
+                Ok(()) if snapshot_bytes.is_some() => "restored",
+                Ok(()) => "empty",
+                Err(error) => {
+                    tracing::error!(%error, partition = assigned.partition, "partition snapshot does not restore; the partition starts empty");
+                    "invalid"
+                }
+            };
+            self.metrics
+                .kafka
+                .restores
+                .with_label_values(&[result])
+                .inc();
         }
     }
 
-    fn on_tick(&mut self) {
+    /// Snapshots revoked partitions (their records all processed: the consumer sent them
+    /// first), drops them, and returns the offsets their acknowledged snapshots cover.
+    async fn on_revoked(&mut self, partitions: &[u32]) -> Vec<(u32, u64)> {
+        let timeout = self.kafka_state_timeout;
+        let committable = self.snapshot_round(Some(partitions), timeout).await;
+        for partition in partitions {
+            self.pipelines.revoke(*partition);
+            self.remove_partition_series(*partition);
+        }
+        tracing::info!(partitions = ?partitions, snapshotted = committable.len(), "partitions released");
+        committable
+    }
+
+    /// One snapshot round over `only` (or every owned partition): outputs acknowledged, each
+    /// changed partition's state written to the state topic and acknowledged. Returns the
+    /// `(partition, next offset)` pairs now safe to commit; nothing when any step failed.
+    async fn snapshot_round(&mut self, only: Option<&[u32]>, timeout: Duration) -> Vec<(u32, u64)> {
+        if self.state_writer.is_none() {
+            return Vec::new();
+        }
+        let Some(topics) = self
+            .kafka_source
+            .as_ref()
+            .map(|source| source.topics().clone())
+        else {
+            return Vec::new();
+        };
+        let started = Instant::now();
+        self.write_outputs();
+        if let Some(sink) = self.sink.as_mut() {
+            if let Err(error) = sink.flush() {
+                tracing::error!(%error, "flushing outputs failed; no snapshot this round");
+                self.metrics.sink_errors.with_label_values(&["file"]).inc();
+                return Vec::new();
+            }
+        }
+        if let Some(kafka_sink) = &self.kafka_sink {
+            if let Err(error) = kafka_sink.flush(timeout) {
+                tracing::warn!(%error, "kafka outputs not acknowledged; no snapshot this round");
+                return Vec::new();
+            }
+        }
+        let mut records = Vec::new();
+        for (partition, owned) in self.pipelines.partitions() {
+            if only.is_some_and(|selected| !selected.contains(&partition)) {
+                continue;
+            }
+            let Some(next_offset) = owned.next_position else {
+                continue;
+            };
+            if owned.snapshotted_position == Some(next_offset) {
+                continue;
+            }
+            let (topic_index, kafka_partition) =
+                crate::source::kafka::split_source_partition_id(partition);
+            let Some(input_topic) = topics.get(topic_index) else {
+                continue;
+            };
+            match crate::state::snapshot(&owned.pipeline) {
+                Ok(bytes) => {
+                    self.metrics.kafka.snapshot_size.observe(bytes.len() as f64);
+                    records.push((
+                        partition,
+                        SnapshotRecord {
+                            input_topic: input_topic.clone(),
+                            input_partition: kafka_partition,
+                            next_offset,
+                            bytes,
+                        },
+                    ));
+                }
+                Err(error) => {
+                    tracing::error!(%error, partition, "serializing partition state failed");
+                    self.metrics
+                        .kafka
+                        .snapshots
+                        .with_label_values(&["failed"])
+                        .inc();
+                }
+            }
+        }
+        if records.is_empty() {
+            return Vec::new();
+        }
+        let snapshot_records: Vec<SnapshotRecord> =
+            records.iter().map(|(_, record)| record.clone()).collect();
+        let Some(state_writer) = &self.state_writer else {
+            return Vec::new();
+        };
+        if let Err(error) = state_writer.write(&snapshot_records, timeout).await {
+            tracing::warn!(%error, partitions = records.len(), "partition snapshots not acknowledged; offsets not committed");
+            self.metrics
+                .kafka
+                .snapshots
+                .with_label_values(&["failed"])
+                .inc_by(records.len() as u64);
+            return Vec::new();
+        }
+        self.metrics
+            .kafka
+            .snapshots
+            .with_label_values(&["ok"])
+            .inc_by(records.len() as u64);
+        self.metrics
+            .kafka
+            .snapshot_duration
+            .observe(started.elapsed().as_secs_f64());
+        let snapshotted: Vec<(u32, u64)> = records
+            .iter()
+            .map(|(partition, record)| (*partition, record.next_offset))
+            .collect();
+        for (partition, owned) in self.pipelines.partitions_mut() {
+            if let Some((_, next_offset)) = snapshotted.iter().find(|(done, _)| *done == partition)
+            {
+                owned.snapshotted_position = Some(*next_offset);
+            }
+        }
+        snapshotted
+    }
+
+    /// Kafka lag and per-partition watermark gauges of the owned partitions.
+    fn update_kafka_gauges(&self) {
+        let Some(kafka_source) = &self.kafka_source else {
+            return;
+        };
+        let reachable = kafka_source
+            .progress()
+            .broker_reachable
+            .load(Ordering::Relaxed);
+        self.health
+            .source_unreachable
+            .store(!reachable, Ordering::Relaxed);
+        let high_watermarks = match kafka_source.progress().high_watermarks.lock() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let topics = kafka_source.topics();
+        for (partition, owned) in self.pipelines.partitions() {
+            let (topic_index, kafka_partition) =
+                crate::source::kafka::split_source_partition_id(partition);
+            let Some(topic) = topics.get(topic_index) else {
+                continue;
+            };
+            let partition_label = kafka_partition.to_string();
+            let labels = [topic.as_str(), partition_label.as_str()];
+            if let Some(high_watermark) = high_watermarks.get(&partition) {
+                let next_offset = owned
+                    .next_position
+                    .and_then(|next| i64::try_from(next).ok())
+                    .unwrap_or(0);
+                self.metrics
+                    .kafka
+                    .consumer_lag
+                    .with_label_values(&labels)
+                    .set((high_watermark - next_offset).max(0));
+            }
+            if let Some(watermark) = owned.pipeline.watermark_millis() {
+                self.metrics
+                    .kafka
+                    .partition_watermark
+                    .with_label_values(&labels)
+                    .set(watermark as f64 / 1000.0);
+            }
+        }
+    }
+
+    /// Removes the per-partition series of a partition no longer owned.
+    fn remove_partition_series(&self, partition: u32) {
+        let Some(kafka_source) = &self.kafka_source else {
+            return;
+        };
+        let (topic_index, kafka_partition) =
+            crate::source::kafka::split_source_partition_id(partition);
+        let Some(topic) = kafka_source.topics().get(topic_index) else {
+            return;
+        };
+        let partition_label = kafka_partition.to_string();
+        let labels = [topic.as_str(), partition_label.as_str()];
+        let _ = self.metrics.kafka.consumer_lag.remove_label_values(&labels);
+        let _ = self
+            .metrics
+            .kafka
+            .partition_watermark
+            .remove_label_values(&labels);
+    }
+
+    async fn on_tick(&mut self) {
         let wall_millis = wall_clock_millis();
         self.health
             .pipeline_heartbeat_millis
             .store(wall_millis, Ordering::Relaxed);
-        self.pipeline.advance(wall_millis, &mut self.outputs);
+        self.pipelines.advance(wall_millis, &mut self.outputs);
         self.write_outputs();
         if let Some(sink) = self.sink.as_mut() {
             if let Err(error) = sink.flush() {
@@ -516,10 +754,24 @@ impl PipelineLoop {
                 self.metrics.sink_errors.with_label_values(&["file"]).inc();
             }
         }
-        self.pipeline.update_gauges(wall_millis);
+        self.pipelines.update_gauges(wall_millis);
+        self.update_kafka_gauges();
         self.publish_live_view();
         if self.snapshot_path.is_some() && self.last_snapshot.elapsed() >= self.snapshot_interval {
             self.write_snapshot();
+        }
+        let broker_reachable = !self.health.source_unreachable.load(Ordering::Relaxed);
+        if self.kafka_source.is_some()
+            && broker_reachable
+            && self.last_kafka_snapshot.elapsed() >= self.kafka_snapshot_interval
+        {
+            self.last_kafka_snapshot = Instant::now();
+            let committable = self
+                .snapshot_round(None, PERIODIC_SNAPSHOT_GRACE.min(self.kafka_state_timeout))
+                .await;
+            if let Some(kafka_source) = &self.kafka_source {
+                kafka_source.commit_async(committable);
+            }
         }
     }
 
@@ -555,10 +807,10 @@ impl PipelineLoop {
     }
 
     fn publish_live_view(&mut self) {
-        let registry = self.pipeline.registry().clone();
+        let registry = self.pipelines.registry().clone();
         let hottest_cells = (0..self.view_labels.len())
             .map(|view_index| {
-                self.pipeline
+                self.pipelines
                     .top_cells(view_index, LIVE_TOP_CELLS)
                     .into_iter()
                     .map(|(cell_index, events)| cell_activity(&registry, cell_index, events))
@@ -566,7 +818,7 @@ impl PipelineLoop {
             })
             .collect();
         self.update_cell_gauges(&registry);
-        let fraud = self.pipeline.fraud_tracker().map(|tracker| {
+        let fraud = self.pipelines.fraud_tracker().map(|tracker| {
             tracker.report(
                 wall_clock_millis(),
                 &registry,
@@ -579,12 +831,12 @@ impl PipelineLoop {
         }
         let live = LiveView {
             watermark: self
-                .pipeline
+                .pipelines
                 .watermark_millis()
                 .map(crate::time::millis_to_rfc3339),
             views: self.view_labels.clone(),
             hottest_cells,
-            active_alerts: self.pipeline.active_alerts(),
+            active_alerts: self.pipelines.active_alerts(),
             rules_version: self.rules_version.clone(),
             fraud,
         };
@@ -593,7 +845,7 @@ impl PipelineLoop {
 
     fn on_new_rules(&mut self, rules: RuleSet) {
         let version = rules.version().to_string();
-        self.pipeline
+        self.pipelines
             .replace_rules(rules, wall_clock_millis(), &mut self.outputs);
         self.write_outputs();
         self.metrics.rules_version.reset();
@@ -606,9 +858,9 @@ impl PipelineLoop {
     }
 
     fn cell_detail(&self, grid_id: &str) -> Option<CellDetail> {
-        let registry = self.pipeline.registry().clone();
+        let registry = self.pipelines.registry().clone();
         let cell_index = registry.cell_by_grid_id(grid_id)?;
-        let activity = self.pipeline.cell_activity(cell_index);
+        let activity = self.pipelines.cell_activity(cell_index);
         let events_in_first_view: u64 = activity
             .iter()
             .filter_map(|(_, counts)| counts.first())
@@ -623,7 +875,7 @@ impl PipelineLoop {
             })
             .collect();
         let active_alerts = self
-            .pipeline
+            .pipelines
             .active_alerts()
             .into_iter()
             .filter(|alert| alert.grid_id == grid_id)
@@ -631,7 +883,7 @@ impl PipelineLoop {
         Some(CellDetail {
             cell: cell_activity(&registry, cell_index, events_in_first_view),
             watermark: self
-                .pipeline
+                .pipelines
                 .watermark_millis()
                 .map(crate::time::millis_to_rfc3339),
             views: self.view_labels.clone(),
@@ -651,7 +903,7 @@ impl PipelineLoop {
             let mut incidents_by_cell: std::collections::BTreeMap<crate::grid::CellIndex, u64> =
                 std::collections::BTreeMap::new();
             let mut events_by_community = vec![0_u64; registry.communities().len()];
-            for (key, count) in self.pipeline.views().counts(view_index) {
+            for (key, count) in self.pipelines.view_counts(view_index) {
                 let community_index = registry.cell(key.cell).community;
                 if let Some(community_events) =
                     events_by_community.get_mut(community_index.0 as usize)
@@ -711,7 +963,10 @@ impl PipelineLoop {
             return;
         };
         self.last_snapshot = Instant::now();
-        let bytes = match crate::state::snapshot(&self.pipeline) {
+        let Some((_, owned)) = self.pipelines.partitions().next() else {
+            return;
+        };
+        let bytes = match crate::state::snapshot(&owned.pipeline) {
             Ok(bytes) => bytes,
             Err(error) => {
                 tracing::error!(%error, "state snapshot failed");
@@ -729,7 +984,8 @@ impl PipelineLoop {
         }
     }
 
-    fn shut_down(&mut self) {
+    /// Last outputs, flushes, the last snapshots (file, or state topic + synchronous commit).
+    async fn shut_down(&mut self) {
         self.write_outputs();
         if let Some(sink) = self.sink.as_mut() {
             if let Err(error) = sink.flush() {
@@ -743,6 +999,19 @@ impl PipelineLoop {
         }
         if self.snapshot_path.is_some() {
             self.write_snapshot();
+        }
+        if self.kafka_source.is_some() {
+            let committable = self.snapshot_round(None, self.kafka_state_timeout).await;
+            if let Some(kafka_source) = &self.kafka_source {
+                let commit = kafka_source.commit(committable);
+                match tokio::time::timeout(self.kafka_state_timeout, commit).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::error!(%error, "committing offsets at shutdown failed")
+                    }
+                    Err(_elapsed) => tracing::error!("committing offsets at shutdown timed out"),
+                }
+            }
         }
     }
 }
@@ -769,7 +1038,8 @@ fn cell_activity(
     }
 }
 
-fn restore_snapshot_file(pipeline: &mut Pipeline, path: &Path) {
+/// Restores partition 0 (the simulator's or the file's) from the snapshot file, if any.
+fn restore_snapshot_file(pipelines: &mut PartitionedPipelines, path: &Path) {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
@@ -778,7 +1048,7 @@ fn restore_snapshot_file(pipeline: &mut Pipeline, path: &Path) {
             return;
         }
     };
-    match crate::state::restore(pipeline, &bytes) {
+    match pipelines.assign(0, Some(&bytes), None) {
         Ok(()) => {
             tracing::info!(path = %path.display(), bytes = bytes.len(), "state restored from snapshot")
         }

@@ -213,11 +213,12 @@ async fn round_trip(format: KafkaPayloadFormat) {
     assert_eq!(alert_records.len(), alert_lines.len());
 }
 
-/// The default output topics, created before the service starts.
-const OUTPUT_TOPICS: [&str; 3] = [
+/// The default output topics and the state topic, created before the service starts.
+const OUTPUT_TOPICS: [&str; 4] = [
     "gridwatch.windows.v1",
     "gridwatch.alerts.v1",
     "gridwatch.deadletter.v1",
+    "gridwatch.state.v1",
 ];
 
 /// The windows topic holds exactly the windows of `windows.jsonl`, in the same order, keyed

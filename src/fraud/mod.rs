@@ -286,6 +286,25 @@ impl FraudTracker {
         self.pending_warnings = restored.pending_warnings;
     }
 
+    /// Adds the year counts of `other` (another partition's tracker) to this one, for a report
+    /// over several partitions. Pending warnings are not merged: pairing stays per partition.
+    pub fn add_counts_of(&mut self, other: &FraudTracker) {
+        for (year, other_counts) in &other.years {
+            let counts = self.years.entry(*year).or_default();
+            if counts.len() < other_counts.len() {
+                counts.resize(other_counts.len(), CommunityYearCounts::default());
+            }
+            for (total, added) in counts.iter_mut().zip(other_counts) {
+                total.warnings += added.warnings;
+                total.dissuaded += added.dissuaded;
+                total.reported += added.reported;
+                total.cases_filed += added.cases_filed;
+                total.paired_dissuasions += added.paired_dissuasions;
+                total.warning_to_dissuasion_seconds_sum += added.warning_to_dissuasion_seconds_sum;
+            }
+        }
+    }
+
     /// Counts one accepted event (only the four fraud-chain types matter).
     ///
     /// Pairing: a `FRAUD_DISSUADED` takes the earliest unpaired `FRAUD_WARNING` of the same

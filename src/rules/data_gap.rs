@@ -16,6 +16,11 @@
 //!   E, `p_value` = e^(−E), `event_type` unspecified. A unit with no activity since the
 //!   engine's first watermark counts as silent since then.
 //!
+//! With a partial input (one Kafka partition of a topic keyed by cell,
+//! [`super::RuleEngine::set_partial_input`]) only cells that have had activity in this engine
+//! are tested — the others belong to other partitions — and a community's silence is tested
+//! over those of its cells.
+//!
 //! **Choosing α.** Every event starts a new chance for a gap, so the false-alarm rate is about
 //! (events per week) × α per unit: a simulated cell sees ~500 events a week, and with α = 1e-3
 //! a week of 120 normal cells produced false silences after ordinary quiet nights. With the
@@ -237,6 +242,7 @@ pub(crate) fn on_watermark(
     rules: &RuleSet,
     baseline: &BaselineView<'_>,
     watermark_millis: i64,
+    partial_input: bool,
     out: &mut Vec<Alert>,
 ) {
     let observed_since = *state.observed_since_millis.get_or_insert(watermark_millis);
@@ -295,7 +301,7 @@ pub(crate) fn on_watermark(
             }
             // Borrowed, not collected: this loop runs for every unit at every pane boundary.
             let single_cell = [CellIndex(unit_key)];
-            let cells: &[CellIndex] = match rule.unit {
+            let unit_cells: &[CellIndex] = match rule.unit {
                 AlertScope::Cell => &single_cell,
                 AlertScope::Community => registry
                     .communities()
@@ -303,6 +309,21 @@ pub(crate) fn on_watermark(
                     .map(|community| community.cells.as_slice())
                     .unwrap_or_default(),
             };
+            // With partial input, only this engine's cells (those it saw activity of) count.
+            let cells_seen_here: Vec<CellIndex>;
+            let cells: &[CellIndex] = if partial_input {
+                cells_seen_here = unit_cells
+                    .iter()
+                    .copied()
+                    .filter(|cell| state.last_activity_millis.contains_key(&cell.0))
+                    .collect();
+                &cells_seen_here
+            } else {
+                unit_cells
+            };
+            if cells.is_empty() {
+                continue;
+            }
             let silent_since = cells
                 .iter()
                 .map(|cell| {

@@ -345,9 +345,19 @@ pub struct RuleEngine {
     earliest_immediate_resolution_millis: Option<i64>,
     /// CUSUM k and h per λ0 bucket (derived, not in the snapshot).
     cusum_limits: CusumLimitsCache,
+    /// The engine sees one partition of the city: data-gap silence only for cells with
+    /// activity here (a setting, not state).
+    partial_input: bool,
 }
 
 impl RuleEngine {
+    /// Marks the engine as seeing only part of the city's cells (one Kafka partition of an
+    /// input keyed by cell): data-gap silence is then tested only for cells that have had
+    /// activity in this engine, and a community's silence only over those of its cells.
+    pub fn set_partial_input(&mut self, partial_input: bool) {
+        self.partial_input = partial_input;
+    }
+
     /// An engine with empty state and the embedded seeded baseline ([`Baseline::embedded`]).
     pub fn new(rules: RuleSet) -> Self {
         RuleEngine::with_baseline(rules, Baseline::embedded())
@@ -365,6 +375,7 @@ impl RuleEngine {
             stats: RuleStats::default(),
             earliest_immediate_resolution_millis: None,
             cusum_limits: CusumLimitsCache::default(),
+            partial_input: false,
         };
         engine.index_rules();
         engine
@@ -797,6 +808,7 @@ impl RuleEngine {
             &self.rules,
             &baseline_view,
             watermark_millis,
+            self.partial_input,
             &mut changes,
         );
         self.state

@@ -23,7 +23,6 @@
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -232,13 +231,14 @@ impl KafkaSink {
             return Ok(None);
         }
         let topics = KafkaSinkTopics::from_config(config);
-        let mut client_config = ClientConfig::new();
+        let mut client_config = crate::state::kafka::non_group_client_config(config);
         client_config
-            .set("bootstrap.servers", &config.brokers)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5");
         for (key, value) in &config.properties {
-            client_config.set(key, value);
+            if key == "enable.idempotence" || key == "linger.ms" {
+                client_config.set(key, value);
+            }
         }
         let context = DeliveryCounter {
             produced: metrics.kafka_produced.clone(),

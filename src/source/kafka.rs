@@ -12,20 +12,26 @@
 //! after a batch was processed and its outputs were written.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prost::Message as _;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
 
 use crate::config::{KafkaConfig, KafkaPayloadFormat};
+use crate::metrics::Metrics;
 use crate::proto::IncidentEvent;
 use crate::source::simulator::Simulator;
-use crate::source::{RecordPayload, Source, SourceError, SourceRecord};
+use crate::source::{AssignedPartition, RecordPayload, SourceError, SourceMessage, SourceRecord};
 
 /// The header naming a record's payload format.
 pub const CONTENT_TYPE_HEADER: &str = "content-type";
@@ -37,8 +43,6 @@ pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
 const PARTITIONS_PER_TOPIC: u32 = 1 << 16;
 /// Records the load generator has waiting for acknowledgement before it waits for them.
 const MAX_IN_FLIGHT: usize = 1000;
-/// How long to wait after a consumer error before polling again.
-const CONSUMER_ERROR_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Errors of the Kafka client.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +58,9 @@ pub enum KafkaError {
     /// An event could not be encoded.
     #[error(transparent)]
     Encode(#[from] SourceError),
+    /// A consumer thread could not start or has stopped.
+    #[error("kafka consumer thread: {0}")]
+    Thread(String),
 }
 
 /// The source partition id of `(topic_index, kafka_partition)`; `None` when out of range.
@@ -98,30 +105,48 @@ fn consumer_client_config(config: &KafkaConfig) -> ClientConfig {
         .set("bootstrap.servers", &config.brokers)
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "1000");
     for (key, value) in &config.properties {
         client_config.set(key, value);
     }
     client_config
 }
 
-/// Consumes the configured topics in the configured group.
-pub struct KafkaSource {
-    /// The consumer, shared with the [`KafkaOffsetCommitter`].
-    consumer: Arc<StreamConsumer>,
-    /// The subscribed topics, in config order (the topic index of source partition ids).
-    topics: Arc<Vec<String>>,
-    /// Format of records without a `content-type` header.
-    default_format: KafkaPayloadFormat,
+/// What the consumer thread shares with the pipeline task.
+#[derive(Debug, Clone, Default)]
+pub struct ConsumerProgress {
+    /// Broker high watermark per source partition, from librdkafka statistics (Fetch
+    /// responses), for the lag gauge.
+    pub high_watermarks: Arc<Mutex<BTreeMap<u32, i64>>>,
+    /// Whether the cluster answered the last metadata probe (`/readyz`).
+    pub broker_reachable: Arc<AtomicBool>,
 }
 
-/// Commits processed offsets of a [`KafkaSource`]'s consumer.
-#[derive(Clone)]
-pub struct KafkaOffsetCommitter {
-    /// The consumer whose group offsets are committed.
-    consumer: Arc<StreamConsumer>,
+/// A request to commit offsets, served by the consumer thread (which alone owns the consumer).
+#[derive(Debug)]
+pub struct CommitRequest {
+    /// `(source partition, next offset)` pairs.
+    pub offsets: Vec<(u32, u64)>,
+    /// Synchronous when set: the result is sent back here.
+    pub reply: Option<tokio::sync::oneshot::Sender<Result<(), KafkaError>>>,
+}
+
+/// The running Kafka consumer: a dedicated thread polling a consumer in the group, and a
+/// probe thread checking that the cluster answers.
+pub struct KafkaSource {
+    /// Tells both threads to stop.
+    stop: Arc<AtomicBool>,
+    /// The consumer thread (joined on shutdown, so the consumer leaves the group cleanly).
+    consumer_thread: Option<std::thread::JoinHandle<()>>,
+    /// The probe thread.
+    probe_thread: Option<std::thread::JoinHandle<()>>,
+    /// Commit requests to the consumer thread.
+    commit_sender: std::sync::mpsc::Sender<CommitRequest>,
     /// Topic names by topic index.
     topics: Arc<Vec<String>>,
+    /// Lag and reachability, shared with the threads.
+    progress: ConsumerProgress,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -129,33 +154,322 @@ impl std::fmt::Debug for KafkaSource {
         formatter
             .debug_struct("KafkaSource")
             .field("topics", &self.topics)
-            .field("default_format", &self.default_format)
             .finish_non_exhaustive()
     }
 }
 
-impl std::fmt::Debug for KafkaOffsetCommitter {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("KafkaOffsetCommitter")
-            .field("topics", &self.topics)
-            .finish_non_exhaustive()
+/// The consumer's callbacks: rebalances hand partitions and their state to the pipeline.
+struct GroupContext {
+    /// Subscribed topics by topic index.
+    topics: Arc<Vec<String>>,
+    /// To the pipeline task (records, assignments, revocations), in order.
+    sender: mpsc::Sender<SourceMessage>,
+    /// Records polled but not yet handed over (the pipeline was behind); sent before any
+    /// rebalance message so the order per partition holds.
+    pending: Mutex<Vec<SourceRecord>>,
+    /// Reads partition state on assignment.
+    state_reader: crate::state::kafka::StateReader,
+    /// How long to wait for state on assignment and for the pipeline on revoke.
+    state_timeout: Duration,
+    /// Rebalance, restore and commit counts.
+    metrics: Arc<Metrics>,
+    /// High watermarks from statistics.
+    progress: ConsumerProgress,
+    /// Set after every rebalance: the new assignment starts unpaused.
+    assignment_changed: AtomicBool,
+}
+
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut high_watermarks = match self.progress.high_watermarks.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for (topic_name, topic) in &statistics.topics {
+            let Some(topic_index) = self.topics.iter().position(|name| name == topic_name) else {
+                continue;
+            };
+            for (kafka_partition, partition) in &topic.partitions {
+                if partition.hi_offset < 0 {
+                    continue;
+                }
+                if let Some(source_partition) = source_partition_id(topic_index, *kafka_partition) {
+                    high_watermarks.insert(source_partition, partition.hi_offset);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka client error");
     }
 }
+
+impl GroupContext {
+    /// Hands `message` to the pipeline, waiting while its queue is full; false when the
+    /// pipeline is gone (shutdown).
+    fn send_blocking(&self, message: SourceMessage) -> bool {
+        self.sender.blocking_send(message).is_ok()
+    }
+
+    /// Sends the records polled so far before a rebalance message.
+    fn send_pending(&self) -> bool {
+        let records = {
+            let mut pending = lock(&self.pending);
+            std::mem::take(&mut *pending)
+        };
+        if records.is_empty() {
+            return true;
+        }
+        self.send_blocking(SourceMessage::Records(records))
+    }
+
+    /// Reads the state of newly assigned partitions, tells the pipeline, and positions the
+    /// consumer at each restored snapshot's offset (others resume from the committed offset).
+    fn on_assign(&self, assignment: &mut TopicPartitionList) {
+        self.metrics
+            .kafka
+            .rebalances
+            .with_label_values(&["assign"])
+            .inc();
+        let wanted: Vec<(String, i32)> = assignment
+            .elements()
+            .iter()
+            .map(|element| (element.topic().to_string(), element.partition()))
+            .collect();
+        let snapshots = match self.state_reader.read_latest(&wanted, self.state_timeout) {
+            Ok(snapshots) => snapshots,
+            Err(error) => {
+                tracing::error!(%error, "cannot read partition state; the partitions start empty from their committed offsets");
+                self.metrics
+                    .kafka
+                    .restores
+                    .with_label_values(&["invalid"])
+                    .inc_by(wanted.len() as u64);
+                BTreeMap::new()
+            }
+        };
+        let mut assigned = Vec::with_capacity(wanted.len());
+        for (topic, kafka_partition) in wanted {
+            let Some(topic_index) = self.topics.iter().position(|name| *name == topic) else {
+                continue;
+            };
+            let Some(partition) = source_partition_id(topic_index, kafka_partition) else {
+                continue;
+            };
+            let snapshot = snapshots.get(&(topic.clone(), kafka_partition)).cloned();
+            if let Some(found) = &snapshot {
+                let resume_at = i64::try_from(found.next_offset).unwrap_or(i64::MAX);
+                if let Err(error) = assignment.set_partition_offset(
+                    &topic,
+                    kafka_partition,
+                    Offset::Offset(resume_at),
+                ) {
+                    tracing::error!(%error, topic = %topic, partition = kafka_partition, "cannot position the consumer at the snapshot's offset");
+                }
+            }
+            tracing::info!(
+                topic = %topic,
+                partition = kafka_partition,
+                resume_offset = snapshot.as_ref().map(|found| found.next_offset),
+                state_bytes = snapshot.as_ref().map(|found| found.bytes.len()),
+                "partition assigned"
+            );
+            assigned.push(AssignedPartition {
+                partition,
+                snapshot,
+            });
+        }
+        self.send_blocking(SourceMessage::Assigned(assigned));
+    }
+
+    /// Hands the pipeline every record of the revoked partitions, waits until their state is
+    /// snapshotted, and commits the offsets the snapshots cover.
+    fn on_revoke(&self, consumer: &BaseConsumer<GroupContext>, revoked: &TopicPartitionList) {
+        self.metrics
+            .kafka
+            .rebalances
+            .with_label_values(&["revoke"])
+            .inc();
+        let partitions: Vec<u32> = revoked
+            .elements()
+            .iter()
+            .filter_map(|element| {
+                let topic_index = self
+                    .topics
+                    .iter()
+                    .position(|name| name == element.topic())?;
+                source_partition_id(topic_index, element.partition())
+            })
+            .collect();
+        if partitions.is_empty() || !self.send_pending() {
+            return;
+        }
+        let (done, done_receiver) = std::sync::mpsc::sync_channel(1);
+        if !self.send_blocking(SourceMessage::Revoked { partitions, done }) {
+            return;
+        }
+        // The pipeline may wait for the outputs and then the state records, each up to the
+        // state timeout.
+        match done_receiver.recv_timeout(self.state_timeout.saturating_mul(3)) {
+            Ok(offsets) => {
+                // Counted and logged inside; the partitions are released either way.
+                let _ = commit_offsets(
+                    consumer,
+                    &self.topics,
+                    &offsets,
+                    CommitMode::Sync,
+                    &self.metrics,
+                );
+            }
+            Err(error) => {
+                tracing::error!(%error, "the pipeline did not snapshot the revoked partitions in time; their offsets stay as last committed")
+            }
+        }
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn rebalance(
+        &self,
+        base_consumer: &BaseConsumer<GroupContext>,
+        error: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        self.assignment_changed.store(true, Ordering::Relaxed);
+        let cooperative = matches!(
+            base_consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match error {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.on_assign(partitions);
+                let assigned = if cooperative {
+                    base_consumer.incremental_assign(partitions)
+                } else {
+                    base_consumer.assign(partitions)
+                };
+                if let Err(error) = assigned {
+                    tracing::error!(%error, "assigning partitions failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.on_revoke(base_consumer, partitions);
+                let released = if cooperative {
+                    base_consumer.incremental_unassign(partitions)
+                } else {
+                    base_consumer.unassign()
+                };
+                if let Err(error) = released {
+                    tracing::error!(%error, "releasing partitions failed");
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error; releasing the assignment");
+                if let Err(error) = base_consumer.unassign() {
+                    tracing::error!(%error, "releasing partitions failed");
+                }
+            }
+        }
+        let owned = base_consumer
+            .assignment()
+            .map(|assignment| assignment.count())
+            .unwrap_or(0);
+        self.metrics.kafka.assigned_partitions.set(owned as i64);
+    }
+}
+
+/// Locks `mutex`, taking over a poisoned one (its data stays usable: a list of records).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Commits `(source partition, next offset)` pairs for the group and counts the result.
+fn commit_offsets(
+    consumer: &BaseConsumer<GroupContext>,
+    topics: &[String],
+    offsets: &[(u32, u64)],
+    mode: CommitMode,
+    metrics: &Metrics,
+) -> Result<(), KafkaError> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    let result = offset_list(topics, offsets).and_then(|list| {
+        consumer
+            .commit(&list, mode)
+            .map_err(|source| KafkaError::Client {
+                context: "committing offsets".to_string(),
+                source,
+            })
+    });
+    let label = if result.is_ok() { "ok" } else { "failed" };
+    metrics.kafka.commits.with_label_values(&[label]).inc();
+    if let Err(error) = &result {
+        tracing::warn!(%error, "offset commit failed");
+    }
+    result
+}
+
+/// The topic-partition list of `(source partition, next offset)` pairs.
+fn offset_list(
+    topics: &[String],
+    offsets: &[(u32, u64)],
+) -> Result<TopicPartitionList, KafkaError> {
+    let mut list = TopicPartitionList::new();
+    for (source_partition, next_offset) in offsets {
+        let (topic_index, kafka_partition) = split_source_partition_id(*source_partition);
+        let Some(topic) = topics.get(topic_index) else {
+            continue;
+        };
+        let offset = i64::try_from(*next_offset).unwrap_or(i64::MAX);
+        list.add_partition_offset(topic, kafka_partition, Offset::Offset(offset))
+            .map_err(|source| KafkaError::Client {
+                context: format!("offset {offset} of {topic}/{kafka_partition}"),
+                source,
+            })?;
+    }
+    Ok(list)
+}
+
+/// Records polled per hand-over to the pipeline.
+const RECORDS_PER_BATCH: usize = 1024;
+/// How long one poll waits for a record.
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// How often the probe asks the cluster for metadata, and how long it waits.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a metadata probe may take before the cluster counts as unreachable.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl KafkaSource {
-    /// Creates the consumer and subscribes to `config.topics`; returns the source and the
-    /// committer the pipeline uses once a batch's outputs are written.
-    pub fn subscribe(
+    /// Subscribes to `config.topics` in `config.group_id` and starts the consumer thread,
+    /// which sends [`SourceMessage`]s to `sender`.
+    pub fn start(
         config: &KafkaConfig,
-    ) -> Result<(KafkaSource, KafkaOffsetCommitter), KafkaError> {
-        let consumer: StreamConsumer =
-            consumer_client_config(config)
-                .create()
-                .map_err(|source| KafkaError::Client {
-                    context: "creating the consumer".to_string(),
-                    source,
-                })?;
+        sender: mpsc::Sender<SourceMessage>,
+        metrics: Arc<Metrics>,
+    ) -> Result<KafkaSource, KafkaError> {
+        let topics = Arc::new(config.topics.clone());
+        let progress = ConsumerProgress::default();
+        let context = GroupContext {
+            topics: topics.clone(),
+            sender,
+            pending: Mutex::new(Vec::new()),
+            state_reader: crate::state::kafka::StateReader::create(config)?,
+            state_timeout: config.state_timeout,
+            metrics: metrics.clone(),
+            progress: progress.clone(),
+            assignment_changed: AtomicBool::new(false),
+        };
+        let consumer: BaseConsumer<GroupContext> = consumer_client_config(config)
+            .create_with_context(context)
+            .map_err(|source| KafkaError::Client {
+                context: "creating the consumer".to_string(),
+                source,
+            })?;
         let topic_names: Vec<&str> = config.topics.iter().map(String::as_str).collect();
         consumer
             .subscribe(&topic_names)
@@ -163,129 +477,275 @@ impl KafkaSource {
                 context: format!("subscribing to {topic_names:?}"),
                 source,
             })?;
-        let consumer = Arc::new(consumer);
-        let topics = Arc::new(config.topics.clone());
-        let committer = KafkaOffsetCommitter {
-            consumer: consumer.clone(),
-            topics: topics.clone(),
-        };
-        let source = KafkaSource {
-            consumer,
+        let probe: BaseConsumer = crate::state::kafka::non_group_client_config(config)
+            .create()
+            .map_err(|source| KafkaError::Client {
+                context: "creating the metadata probe".to_string(),
+                source,
+            })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (commit_sender, commit_receiver) = std::sync::mpsc::channel();
+        let default_format = config.format;
+        let consumer_stop = stop.clone();
+        let consumer_topics = topics.clone();
+        let consumer_thread = std::thread::Builder::new()
+            .name("kafka-consumer".to_string())
+            .spawn(move || {
+                poll_loop(
+                    consumer,
+                    &consumer_topics,
+                    default_format,
+                    &consumer_stop,
+                    &commit_receiver,
+                )
+            })
+            .map_err(|error| KafkaError::Thread(error.to_string()))?;
+        let probe_stop = stop.clone();
+        let probe_progress = progress.clone();
+        let group_id = config.group_id.clone();
+        let probe_thread = std::thread::Builder::new()
+            .name("kafka-probe".to_string())
+            .spawn(move || probe_loop(&probe, &probe_stop, &probe_progress, &metrics, &group_id))
+            .map_err(|error| KafkaError::Thread(error.to_string()))?;
+        Ok(KafkaSource {
+            stop,
+            consumer_thread: Some(consumer_thread),
+            probe_thread: Some(probe_thread),
+            commit_sender,
             topics,
-            default_format: config.format,
-        };
-        Ok((source, committer))
-    }
-
-    /// The record of one Kafka message, or `None` for a topic or partition gridwatch cannot
-    /// number (never for subscribed topics).
-    fn record_of(&self, message: &rdkafka::message::BorrowedMessage<'_>) -> Option<SourceRecord> {
-        let topic_index = self
-            .topics
-            .iter()
-            .position(|topic| topic == message.topic())?;
-        let partition = source_partition_id(topic_index, message.partition())?;
-        let position = u64::try_from(message.offset()).ok()?;
-        let header_format = message.headers().and_then(|headers| {
-            headers
-                .iter()
-                .filter(|header| header.key.eq_ignore_ascii_case(CONTENT_TYPE_HEADER))
-                .find_map(|header| header.value.and_then(format_of_content_type))
-        });
-        let format = header_format.unwrap_or(self.default_format).input_format();
-        let bytes = bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default());
-        Some(SourceRecord {
-            payload: RecordPayload::Encoded { bytes, format },
-            partition,
-            position,
+            progress,
         })
     }
-}
 
-impl Source for KafkaSource {
-    fn name(&self) -> &'static str {
-        "kafka"
+    /// Lag and reachability, updated by the threads.
+    pub fn progress(&self) -> &ConsumerProgress {
+        &self.progress
     }
 
-    async fn next_batch(
-        &mut self,
-        max_records: usize,
-    ) -> Result<Option<Vec<SourceRecord>>, SourceError> {
-        let batch_size = max_records.max(1);
-        let mut batch = Vec::with_capacity(batch_size.min(4096));
-        loop {
-            // The first record is awaited; the rest only while they are already buffered
-            // (a zero timeout still polls the receive once).
-            let received = if batch.is_empty() {
-                self.consumer.recv().await
-            } else {
-                match tokio::time::timeout(Duration::ZERO, self.consumer.recv()).await {
-                    Ok(received) => received,
-                    Err(_elapsed) => return Ok(Some(batch)),
-                }
-            };
-            match received {
-                Ok(message) => match self.record_of(&message) {
-                    Some(record) => batch.push(record),
-                    None => tracing::warn!(
-                        topic = message.topic(),
-                        partition = message.partition(),
-                        offset = message.offset(),
-                        "skipping a record gridwatch cannot number (partition beyond 65535?)"
-                    ),
-                },
-                Err(error) => {
-                    tracing::warn!(%error, "kafka consumer error");
-                    if !batch.is_empty() {
-                        return Ok(Some(batch));
-                    }
-                    tokio::time::sleep(CONSUMER_ERROR_BACKOFF).await;
-                }
-            }
-            if batch.len() >= batch_size {
-                return Ok(Some(batch));
-            }
-        }
+    /// The subscribed topics by topic index.
+    pub fn topics(&self) -> &Arc<Vec<String>> {
+        &self.topics
     }
-}
 
-impl KafkaOffsetCommitter {
-    /// Commits, per source partition, the offset after the largest processed position in
-    /// `processed` (pairs of source partition id and Kafka offset), asynchronously.
-    pub fn commit_processed(
-        &self,
-        processed: impl IntoIterator<Item = (u32, u64)>,
-    ) -> Result<(), KafkaError> {
-        let mut next_offsets: BTreeMap<u32, u64> = BTreeMap::new();
-        for (partition, position) in processed {
-            let next = position.saturating_add(1);
-            let entry = next_offsets.entry(partition).or_insert(next);
-            *entry = (*entry).max(next);
+    /// Asks the consumer thread to commit `offsets` without waiting for it (result in
+    /// `gridwatch_kafka_commits_total`).
+    pub fn commit_async(&self, offsets: Vec<(u32, u64)>) {
+        if offsets.is_empty() {
+            return;
         }
-        if next_offsets.is_empty() {
+        let _ = self.commit_sender.send(CommitRequest {
+            offsets,
+            reply: None,
+        });
+    }
+
+    /// Commits `offsets` and waits for the result (shutdown).
+    pub async fn commit(&self, offsets: Vec<(u32, u64)>) -> Result<(), KafkaError> {
+        if offsets.is_empty() {
             return Ok(());
         }
-        let mut list = TopicPartitionList::new();
-        for (source_partition, next_offset) in next_offsets {
-            let (topic_index, kafka_partition) = split_source_partition_id(source_partition);
-            let Some(topic) = self.topics.get(topic_index) else {
-                continue;
-            };
-            let Ok(offset) = i64::try_from(next_offset) else {
-                continue;
-            };
-            list.add_partition_offset(topic, kafka_partition, Offset::Offset(offset))
-                .map_err(|source| KafkaError::Client {
-                    context: format!("offset {offset} of {topic}/{kafka_partition}"),
-                    source,
-                })?;
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let request = CommitRequest {
+            offsets,
+            reply: Some(reply),
+        };
+        if self.commit_sender.send(request).is_err() {
+            return Err(KafkaError::Thread(
+                "the consumer thread has stopped".to_string(),
+            ));
         }
-        self.consumer
-            .commit(&list, CommitMode::Async)
-            .map_err(|source| KafkaError::Client {
-                context: "committing offsets".to_string(),
-                source,
-            })
+        result.await.unwrap_or_else(|_dropped| {
+            Err(KafkaError::Thread(
+                "the consumer thread has stopped".to_string(),
+            ))
+        })
+    }
+
+    /// Stops both threads; the consumer leaves the group (its revoke callback finds the
+    /// pipeline gone and releases the partitions at their committed offsets).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for handle in [self.consumer_thread.take(), self.probe_thread.take()]
+            .into_iter()
+            .flatten()
+        {
+            if handle.join().is_err() {
+                tracing::error!("a kafka thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The record of one Kafka message, or `None` for a topic or partition gridwatch cannot
+/// number (never for subscribed topics).
+fn record_of(
+    topics: &[String],
+    default_format: KafkaPayloadFormat,
+    message: &rdkafka::message::BorrowedMessage<'_>,
+) -> Option<SourceRecord> {
+    let topic_index = topics.iter().position(|topic| topic == message.topic())?;
+    let partition = source_partition_id(topic_index, message.partition())?;
+    let position = u64::try_from(message.offset()).ok()?;
+    let header_format = message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .filter(|header| header.key.eq_ignore_ascii_case(CONTENT_TYPE_HEADER))
+            .find_map(|header| header.value.and_then(format_of_content_type))
+    });
+    let format = header_format.unwrap_or(default_format).input_format();
+    let bytes = bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default());
+    Some(SourceRecord {
+        payload: RecordPayload::Encoded { bytes, format },
+        partition,
+        position,
+    })
+}
+
+/// The consumer thread: polls records into batches and hands them over; while the pipeline
+/// is behind (its queue full) the assigned partitions are paused — polling continues, so the
+/// group membership and rebalances are served — and resumed once the batch went through.
+fn poll_loop(
+    consumer: BaseConsumer<GroupContext>,
+    topics: &[String],
+    default_format: KafkaPayloadFormat,
+    stop: &AtomicBool,
+    commit_requests: &std::sync::mpsc::Receiver<CommitRequest>,
+) {
+    let context = consumer.context();
+    let mut paused = false;
+    while !stop.load(Ordering::Relaxed) {
+        while let Ok(request) = commit_requests.try_recv() {
+            // Synchronous (one round trip, on this thread): the result is known and counted
+            // here rather than in a callback.
+            let result = commit_offsets(
+                &consumer,
+                topics,
+                &request.offsets,
+                CommitMode::Sync,
+                &context.metrics,
+            );
+            if let Some(reply) = request.reply {
+                let _ = reply.send(result);
+            }
+        }
+        if context.assignment_changed.swap(false, Ordering::Relaxed) {
+            paused = false;
+        }
+        let pending_full = lock(&context.pending).len() >= RECORDS_PER_BATCH;
+        if !pending_full {
+            let mut timeout = POLL_TIMEOUT;
+            loop {
+                let Some(polled) = consumer.poll(timeout) else {
+                    break;
+                };
+                timeout = Duration::ZERO;
+                match polled {
+                    Ok(message) => match record_of(topics, default_format, &message) {
+                        Some(record) => {
+                            let mut pending = lock(&context.pending);
+                            pending.push(record);
+                            if pending.len() >= RECORDS_PER_BATCH {
+                                break;
+                            }
+                        }
+                        None => tracing::warn!(
+                            topic = message.topic(),
+                            partition = message.partition(),
+                            offset = message.offset(),
+                            "skipping a record gridwatch cannot number (partition beyond 65535?)"
+                        ),
+                    },
+                    Err(error) => {
+                        tracing::warn!(%error, "kafka consumer error");
+                        break;
+                    }
+                }
+            }
+        } else {
+            // Serve rebalances and heartbeats; paused partitions deliver nothing new.
+            if let Some(Ok(message)) = consumer.poll(POLL_TIMEOUT) {
+                if let Some(record) = record_of(topics, default_format, &message) {
+                    lock(&context.pending).push(record);
+                }
+            }
+        }
+        let records = std::mem::take(&mut *lock(&context.pending));
+        if records.is_empty() {
+            continue;
+        }
+        match context.sender.try_send(SourceMessage::Records(records)) {
+            Ok(()) => {
+                if paused {
+                    set_paused(&consumer, false);
+                    paused = false;
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(SourceMessage::Records(records))) => {
+                lock(&context.pending).splice(0..0, records);
+                if !paused {
+                    set_paused(&consumer, true);
+                    context.metrics.kafka.pauses.inc();
+                    paused = true;
+                }
+            }
+            Err(mpsc::error::TrySendError::Full(_other)) => {}
+            Err(mpsc::error::TrySendError::Closed(_records)) => return,
+        }
+    }
+}
+
+/// Pauses or resumes every assigned partition.
+fn set_paused(consumer: &BaseConsumer<GroupContext>, pause: bool) {
+    let assignment = match consumer.assignment() {
+        Ok(assignment) => assignment,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the assignment to pause or resume it");
+            return;
+        }
+    };
+    let result = if pause {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    };
+    match result {
+        Ok(()) => tracing::debug!(
+            pause,
+            partitions = assignment.count(),
+            "consumer flow control"
+        ),
+        Err(error) => tracing::warn!(%error, pause, "pause/resume failed"),
+    }
+}
+
+/// The probe thread: asks the cluster for metadata every second; the answer (within 2 s) is
+/// what `/readyz` and `gridwatch_kafka_broker_up` report.
+fn probe_loop(
+    probe: &BaseConsumer,
+    stop: &AtomicBool,
+    progress: &ConsumerProgress,
+    metrics: &Metrics,
+    group_id: &str,
+) {
+    let broker_up = metrics.kafka.broker_up.with_label_values(&[group_id]);
+    while !stop.load(Ordering::Relaxed) {
+        let started = std::time::Instant::now();
+        let reachable = probe.fetch_metadata(None, PROBE_TIMEOUT).is_ok();
+        let was_reachable = progress.broker_reachable.swap(reachable, Ordering::Relaxed);
+        if was_reachable != reachable {
+            tracing::info!(reachable, "kafka cluster reachability changed");
+        }
+        broker_up.set(i64::from(reachable));
+        let next_probe = started + PROBE_INTERVAL;
+        while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < next_probe {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 

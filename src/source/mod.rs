@@ -80,6 +80,34 @@ pub struct SourceRecord {
     pub position: u64,
 }
 
+/// What a source hands the pipeline task, in order.
+#[derive(Debug)]
+pub enum SourceMessage {
+    /// Records to process.
+    Records(Vec<SourceRecord>),
+    /// Kafka: partitions now owned, each with the state to start from. Sent before any of
+    /// their records.
+    Assigned(Vec<AssignedPartition>),
+    /// Kafka: partitions being taken away. Sent after every record of theirs; the consumer
+    /// waits for the reply — the next offsets whose snapshots the state topic acknowledged,
+    /// which it commits — before it releases them.
+    Revoked {
+        /// Source partition ids.
+        partitions: Vec<u32>,
+        /// Where the pipeline answers with `(source partition, next offset)` to commit.
+        done: std::sync::mpsc::SyncSender<Vec<(u32, u64)>>,
+    },
+}
+
+/// A partition handed to this instance by a rebalance.
+#[derive(Debug)]
+pub struct AssignedPartition {
+    /// Source partition id.
+    pub partition: u32,
+    /// Its latest snapshot from the state topic, if any (the consumer resumes at its offset).
+    pub snapshot: Option<crate::state::kafka::PartitionSnapshot>,
+}
+
 /// Errors a source can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -107,7 +135,8 @@ pub enum SourceError {
     Task(String),
 }
 
-/// An async source of records; the Kafka consumer (next issue) implements this too.
+/// An async source of records (simulator, file); the Kafka consumer runs on its own thread
+/// ([`kafka::KafkaSource`]) because its rebalance callbacks must block.
 pub trait Source: Send {
     /// Name used in metrics labels and dead letters ("simulator", "file", "kafka").
     fn name(&self) -> &'static str;

@@ -1,9 +1,12 @@
 //! State snapshots: the pipeline's panes, views, dedup set, watermarks and alert state as
-//! bytes, and back. The Kafka issue stores one snapshot per input partition; the service can
-//! keep one in a file across restarts (`[state] snapshot_path`).
+//! bytes, and back. With a Kafka source, one snapshot per input partition goes to the state
+//! topic ([`kafka`]); otherwise the service can keep one in a file across restarts
+//! (`[state] snapshot_path`).
 //!
 //! Format: a magic/version header, then the [`PipelineState`] in postcard. A snapshot taken
 //! with different window settings is refused rather than silently mis-read.
+
+pub mod kafka;
 
 use serde::{Deserialize, Serialize};
 

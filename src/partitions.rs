@@ -1,0 +1,437 @@
+//! One [`Pipeline`] per input partition: the unit of state that moves between instances when
+//! a Kafka consumer group rebalances.
+//!
+//! The input topic is keyed by grid cell, so every cell's events arrive on one partition and
+//! the state of a partition (panes, views, dedup set, alert state, fraud counts) is
+//! independent of the others. Keeping one pipeline per partition makes that independence
+//! structural: a partition's state is snapshotted, released on revoke and restored on
+//! assignment as a whole, and which events are late depends only on that partition's own
+//! records (its own watermark), never on how partitions interleave — so a replay after a
+//! crash gives byte-identical outputs.
+//!
+//! The read side (live view, API, gauges) merges over the owned partitions: the operator
+//! watermark is the minimum of the partitions' watermarks, cell counts are summed.
+//!
+//! Non-Kafka sources (simulator, file) use a single partition 0 whose pipeline keeps the
+//! processing-time idle advance of [`crate::window::watermark`].
+//!
+//! Like [`Pipeline`], this is synchronous: time is an argument, no tasks or locks.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::fraud::{FraudSettings, FraudTracker};
+use crate::grid::{CellIndex, GridRegistry};
+use crate::metrics::Metrics;
+use crate::pipeline::{Outputs, Pipeline, PipelineSettings};
+use crate::proto::Alert;
+use crate::rules::RuleSet;
+use crate::source::SourceRecord;
+use crate::state::SnapshotError;
+use crate::window::PaneKey;
+
+/// What a new partition pipeline is built from.
+pub struct PipelineFactory {
+    /// Window, dedup and decode settings of every partition pipeline.
+    pub settings: PipelineSettings,
+    /// Communities, cells and devices (shared).
+    pub registry: Arc<GridRegistry>,
+    /// The rules new partitions start with (replaced on reload).
+    pub rules: RuleSet,
+    /// Where the pipelines count.
+    pub metrics: Arc<Metrics>,
+    /// Source name for metrics and dead letters.
+    pub source_name: &'static str,
+    /// When set, every partition tracks the fraud target.
+    pub fraud_settings: Option<FraudSettings>,
+}
+
+impl PipelineFactory {
+    /// A pipeline with empty state.
+    fn new_pipeline(&self) -> Pipeline {
+        let mut pipeline = Pipeline::new(
+            self.settings.clone(),
+            self.registry.clone(),
+            self.rules.clone(),
+            self.metrics.clone(),
+            self.source_name,
+        );
+        if let Some(fraud_settings) = &self.fraud_settings {
+            pipeline.enable_fraud_tracking(FraudTracker::new(fraud_settings));
+        }
+        pipeline
+    }
+}
+
+/// One partition this instance owns.
+pub struct OwnedPartition {
+    /// The partition's pipeline and state.
+    pub pipeline: Pipeline,
+    /// Position after the last record processed (the Kafka offset to resume from); `None`
+    /// before the first record of a partition without a restored snapshot.
+    pub next_position: Option<u64>,
+    /// `next_position` of the last snapshot the state topic acknowledged (nothing to write
+    /// while unchanged).
+    pub snapshotted_position: Option<u64>,
+}
+
+/// The pipelines of the partitions this instance owns.
+pub struct PartitionedPipelines {
+    /// How partitions that appear are set up.
+    factory: PipelineFactory,
+    /// Owned partitions by source partition id.
+    partitions: BTreeMap<u32, OwnedPartition>,
+}
+
+impl PartitionedPipelines {
+    /// No partitions yet: they appear with their first record or on assignment.
+    pub fn new(factory: PipelineFactory) -> PartitionedPipelines {
+        PartitionedPipelines {
+            factory,
+            partitions: BTreeMap::new(),
+        }
+    }
+
+    /// The partition's entry, created empty when it is new.
+    fn owned(&mut self, partition: u32) -> &mut OwnedPartition {
+        let factory = &self.factory;
+        self.partitions
+            .entry(partition)
+            .or_insert_with(|| OwnedPartition {
+                pipeline: factory.new_pipeline(),
+                next_position: None,
+                snapshotted_position: None,
+            })
+    }
+
+    /// Processes one record in its partition's pipeline at wall time `wall_millis`.
+    pub fn process(&mut self, record: SourceRecord, wall_millis: i64, outputs: &mut Outputs) {
+        let owned = self.owned(record.partition);
+        let next_position = record.position.saturating_add(1);
+        owned.next_position = Some(
+            owned
+                .next_position
+                .map_or(next_position, |current| current.max(next_position)),
+        );
+        owned.pipeline.process(record, wall_millis, outputs);
+    }
+
+    /// Takes ownership of `partition`: its state from `snapshot` (bytes of
+    /// [`crate::state::snapshot`]) when given, else empty; `next_position` is where its input
+    /// resumes. Replaces any state the partition had here.
+    pub fn assign(
+        &mut self,
+        partition: u32,
+        snapshot: Option<&[u8]>,
+        next_position: Option<u64>,
+    ) -> Result<(), SnapshotError> {
+        let mut pipeline = self.factory.new_pipeline();
+        let restored = match snapshot {
+            Some(bytes) => crate::state::restore(&mut pipeline, bytes),
+            None => Ok(()),
+        };
+        let resumed_position = if restored.is_ok() {
+            next_position
+        } else {
+            None
+        };
+        self.partitions.insert(
+            partition,
+            OwnedPartition {
+                pipeline,
+                next_position: resumed_position,
+                snapshotted_position: resumed_position,
+            },
+        );
+        restored
+    }
+
+    /// Gives up `partition`, returning its state (for a last snapshot).
+    pub fn revoke(&mut self, partition: u32) -> Option<OwnedPartition> {
+        self.partitions.remove(&partition)
+    }
+
+    /// The owned partitions, by source partition id.
+    pub fn partitions(&self) -> impl Iterator<Item = (u32, &OwnedPartition)> {
+        self.partitions
+            .iter()
+            .map(|(partition, owned)| (*partition, owned))
+    }
+
+    /// The owned partitions, to record snapshot positions.
+    pub fn partitions_mut(&mut self) -> impl Iterator<Item = (u32, &mut OwnedPartition)> {
+        self.partitions
+            .iter_mut()
+            .map(|(partition, owned)| (*partition, owned))
+    }
+
+    /// One owned partition.
+    pub fn partition(&self, partition: u32) -> Option<&OwnedPartition> {
+        self.partitions.get(&partition)
+    }
+
+    /// Advances every partition by wall time (see [`Pipeline::advance`]).
+    pub fn advance(&mut self, wall_millis: i64, outputs: &mut Outputs) {
+        for owned in self.partitions.values_mut() {
+            owned.pipeline.advance(wall_millis, outputs);
+        }
+    }
+
+    /// End of input: closes every open window of every partition.
+    pub fn finish(&mut self, wall_millis: i64, outputs: &mut Outputs) {
+        for owned in self.partitions.values_mut() {
+            owned.pipeline.finish(wall_millis, outputs);
+        }
+    }
+
+    /// New rules for every partition (and for partitions that appear later).
+    pub fn replace_rules(&mut self, rules: RuleSet, wall_millis: i64, outputs: &mut Outputs) {
+        for owned in self.partitions.values_mut() {
+            owned
+                .pipeline
+                .replace_rules(rules.clone(), wall_millis, outputs);
+        }
+        self.factory.rules = rules;
+    }
+
+    /// The registry every partition resolves against.
+    pub fn registry(&self) -> &Arc<GridRegistry> {
+        &self.factory.registry
+    }
+
+    /// The operator watermark: the minimum over partitions that have one.
+    pub fn watermark_millis(&self) -> Option<i64> {
+        self.partitions
+            .values()
+            .filter_map(|owned| owned.pipeline.watermark_millis())
+            .min()
+    }
+
+    /// Currently firing alerts of every partition, ordered by fingerprint.
+    pub fn active_alerts(&self) -> Vec<Alert> {
+        let mut alerts: Vec<Alert> = self
+            .partitions
+            .values()
+            .flat_map(|owned| owned.pipeline.active_alerts())
+            .collect();
+        alerts.sort_by(|left, right| left.fingerprint.cmp(&right.fingerprint));
+        alerts
+    }
+
+    /// The hottest cells over view `view_index`, summed over partitions.
+    pub fn top_cells(&self, view_index: usize, top_n: usize) -> Vec<(CellIndex, u64)> {
+        let mut totals_by_cell: BTreeMap<CellIndex, u64> = BTreeMap::new();
+        for owned in self.partitions.values() {
+            for (cell, events) in owned.pipeline.top_cells(view_index, top_n) {
+                let total = totals_by_cell.entry(cell).or_default();
+                *total = total.saturating_add(events);
+            }
+        }
+        let mut ranked: Vec<(CellIndex, u64)> = totals_by_cell.into_iter().collect();
+        ranked.sort_by(|left, right| right.1.cmp(&left.1).then(left.0.cmp(&right.0)));
+        ranked.truncate(top_n);
+        ranked
+    }
+
+    /// Events of one cell per event type and view, summed over partitions.
+    pub fn cell_activity(&self, cell: CellIndex) -> Vec<(i32, Vec<u64>)> {
+        let mut by_type: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
+        for owned in self.partitions.values() {
+            for (event_type, counts) in owned.pipeline.cell_activity(cell) {
+                let totals = by_type.entry(event_type).or_default();
+                if totals.len() < counts.len() {
+                    totals.resize(counts.len(), 0);
+                }
+                for (total, count) in totals.iter_mut().zip(counts) {
+                    *total = total.saturating_add(count);
+                }
+            }
+        }
+        by_type.into_iter().collect()
+    }
+
+    /// Per-(cell, type) counts of closed panes in a view, over every partition.
+    pub fn view_counts(&self, view_index: usize) -> Vec<(PaneKey, u64)> {
+        self.partitions
+            .values()
+            .flat_map(|owned| owned.pipeline.views().counts(view_index))
+            .collect()
+    }
+
+    /// The fraud counts of every partition added up, when fraud tracking is on.
+    pub fn fraud_tracker(&self) -> Option<FraudTracker> {
+        let settings = self.factory.fraud_settings.as_ref()?;
+        let mut merged = FraudTracker::new(settings);
+        for owned in self.partitions.values() {
+            if let Some(tracker) = owned.pipeline.fraud_tracker() {
+                merged.add_counts_of(tracker);
+            }
+        }
+        Some(merged)
+    }
+
+    /// Refreshes the state-size, watermark and active-alert gauges over every partition.
+    pub fn update_gauges(&self, wall_millis: i64) {
+        let metrics = &self.factory.metrics;
+        let open_panes: usize = self
+            .partitions
+            .values()
+            .map(|owned| owned.pipeline.open_pane_count())
+            .sum();
+        let dedup_entries: usize = self
+            .partitions
+            .values()
+            .map(|owned| owned.pipeline.dedup_entry_count())
+            .sum();
+        metrics.open_panes.set(open_panes as i64);
+        metrics.dedup_entries.set(dedup_entries as i64);
+        if let Some(watermark) = self.watermark_millis() {
+            metrics.watermark_timestamp.set(watermark as f64 / 1000.0);
+            metrics
+                .watermark_lag
+                .set((wall_millis - watermark) as f64 / 1000.0);
+        }
+        let mut active_by_rule_and_severity: BTreeMap<(String, u32), i64> = BTreeMap::new();
+        for rule in self.factory.rules.rules() {
+            for severity in 1..=4_u32 {
+                active_by_rule_and_severity.insert((rule.name().to_string(), severity), 0);
+            }
+        }
+        for alert in self.active_alerts() {
+            *active_by_rule_and_severity
+                .entry((alert.rule.clone(), alert.severity))
+                .or_default() += 1;
+        }
+        for ((rule, severity), count) in active_by_rule_and_severity {
+            metrics
+                .alerts_active
+                .with_label_values(&[rule.as_str(), &severity.to_string()])
+                .set(count);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::IncidentEvent;
+    use crate::source::RecordPayload;
+
+    /// A factory over the embedded seeds and default rules.
+    fn factory(idle_timeout_millis: i64) -> PipelineFactory {
+        let mut config = crate::config::Config::default();
+        config.window.idle_timeout = std::time::Duration::from_millis(idle_timeout_millis as u64);
+        let rules =
+            crate::rules::RuleSet::embedded_default(config.window_settings().size_millis).unwrap();
+        let metrics = Arc::new(Metrics::new(&["kafka"], rules.version()).unwrap());
+        PipelineFactory {
+            settings: PipelineSettings::from_config(&config),
+            registry: GridRegistry::embedded(),
+            rules,
+            metrics,
+            source_name: "kafka",
+            fraud_settings: None,
+        }
+    }
+
+    /// An accepted event of `grid_id` at `occurred_at_millis`.
+    fn record(
+        grid_id: &str,
+        event_id: &str,
+        occurred_at_millis: i64,
+        partition: u32,
+        position: u64,
+    ) -> SourceRecord {
+        let event = IncidentEvent {
+            event_id: event_id.to_string(),
+            grid_id: grid_id.to_string(),
+            event_type: crate::proto::EventType::Tailgating as i32,
+            occurred_at: Some(crate::time::millis_to_timestamp(occurred_at_millis)),
+            ..IncidentEvent::default()
+        };
+        SourceRecord {
+            payload: RecordPayload::Event(Box::new(event)),
+            partition,
+            position,
+        }
+    }
+
+    const T0: i64 = 1_772_409_600_000;
+    const WALL: i64 = T0 + 3_600_000;
+
+    #[test]
+    fn a_busy_partition_does_not_make_a_slow_partitions_events_late() {
+        let registry = GridRegistry::embedded();
+        let grid_a = registry.cells()[0].grid_id.clone();
+        let grid_b = registry.cells()[1].grid_id.clone();
+        let mut pipelines = PartitionedPipelines::new(factory(60_000));
+        let mut outputs = Outputs::default();
+        // Partition 1 races ten minutes ahead; partition 2 is still at T0.
+        pipelines.process(
+            record(&grid_a, "a1", T0 + 600_000, 1, 0),
+            WALL,
+            &mut outputs,
+        );
+        pipelines.process(record(&grid_b, "b1", T0, 2, 0), WALL, &mut outputs);
+        assert!(
+            outputs.dead_letters.is_empty(),
+            "{:?}",
+            outputs.dead_letters
+        );
+        assert_eq!(pipelines.watermark_millis(), Some(T0 - 10_000));
+    }
+
+    #[test]
+    fn a_partition_restored_from_its_snapshot_continues_where_it_stopped() {
+        let registry = GridRegistry::embedded();
+        let grid = registry.cells()[0].grid_id.clone();
+        let mut original = PartitionedPipelines::new(factory(60_000));
+        let mut original_outputs = Outputs::default();
+        for minute in 0..5_i64 {
+            let event_id = format!("e{minute}");
+            original.process(
+                record(&grid, &event_id, T0 + minute * 60_000, 3, minute as u64),
+                WALL,
+                &mut original_outputs,
+            );
+        }
+        let owned = original.revoke(3).unwrap();
+        assert_eq!(owned.next_position, Some(5));
+        let snapshot = crate::state::snapshot(&owned.pipeline).unwrap();
+
+        let mut restored = PartitionedPipelines::new(factory(60_000));
+        restored
+            .assign(3, Some(&snapshot), owned.next_position)
+            .unwrap();
+        let mut continued_outputs = Outputs::default();
+        restored.process(
+            record(&grid, "e9", T0 + 9 * 60_000, 3, 5),
+            WALL,
+            &mut continued_outputs,
+        );
+        let mut uninterrupted = PartitionedPipelines::new(factory(60_000));
+        let mut uninterrupted_outputs = Outputs::default();
+        for minute in [0_i64, 1, 2, 3, 4, 9] {
+            let event_id = format!("e{minute}");
+            uninterrupted.process(
+                record(&grid, &event_id, T0 + minute * 60_000, 3, 0),
+                WALL,
+                &mut uninterrupted_outputs,
+            );
+        }
+        original_outputs.windows.extend(continued_outputs.windows);
+        assert_eq!(original_outputs.windows, uninterrupted_outputs.windows);
+        assert!(!original_outputs.windows.is_empty());
+        assert_eq!(restored.partition(3).unwrap().next_position, Some(6));
+    }
+
+    #[test]
+    fn a_snapshot_that_does_not_decode_starts_the_partition_empty() {
+        let mut pipelines = PartitionedPipelines::new(factory(60_000));
+        let result = pipelines.assign(7, Some(b"not a snapshot"), Some(42));
+        assert!(result.is_err());
+        let owned = pipelines.partition(7).unwrap();
+        assert_eq!(owned.next_position, None);
+        assert_eq!(owned.pipeline.watermark_millis(), None);
+    }
+}

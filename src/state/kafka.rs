@@ -1,0 +1,433 @@
+//! Partition state in a Kafka topic (`kafka.state_topic`, default `gridwatch.state.v1`): one
+//! record per snapshot of one input partition, keyed `<input topic>/<partition>`, value = the
+//! [`crate::state::snapshot`] bytes of that partition's pipeline, headers
+//! `gridwatch_next_offset` (the input offset the state is complete up to, exclusive),
+//! `gridwatch_input_topic` and `gridwatch_input_partition`.
+//!
+//! The snapshot of input partition `p` goes to state partition `p mod n` (`n` = the state
+//! topic's partition count), so restoring a partition reads one state partition, from its
+//! start to its end (end = librdkafka's partition EOF, which comes from Fetch responses; tansu's
+//! ListOffsets high watermark is wrong, measured, so it is not used). Among the records of a
+//! key, the one with the largest `gridwatch_next_offset` wins: state is a deterministic
+//! function of the input prefix, so any snapshot at offset N — whoever wrote it, even a zombie
+//! instance whose record arrived late — is the state after the first N records.
+//!
+//! The topic grows by one record per partition and snapshot interval: on a real Kafka cluster
+//! create it with `cleanup.policy=compact` (the latest record per key is all a restore needs)
+//! and a `max.message.bytes` above the largest `gridwatch_kafka_state_snapshot_size_bytes`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError as ClientError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+use crate::source::kafka::KafkaError;
+
+/// Header: the input offset the snapshot's state is complete up to (exclusive), decimal.
+pub const NEXT_OFFSET_HEADER: &str = "gridwatch_next_offset";
+/// Header: the input topic of the snapshot's partition.
+pub const INPUT_TOPIC_HEADER: &str = "gridwatch_input_topic";
+/// Header: the input partition number of the snapshot.
+pub const INPUT_PARTITION_HEADER: &str = "gridwatch_input_partition";
+/// How long metadata lookups of the state topic may take.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest state record the producer accepts (librdkafka `message.max.bytes`).
+const MAX_STATE_RECORD_BYTES: &str = "100000000";
+
+/// The record key of an input partition's state.
+pub fn state_key(input_topic: &str, input_partition: i32) -> String {
+    format!("{input_topic}/{input_partition}")
+}
+
+/// The state partition that holds input partition `input_partition`'s snapshots.
+pub fn state_partition_of(input_partition: i32, state_partition_count: i32) -> i32 {
+    input_partition.rem_euclid(state_partition_count.max(1))
+}
+
+/// The latest snapshot of one input partition found in the state topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionSnapshot {
+    /// Input offset to resume consuming from.
+    pub next_offset: u64,
+    /// [`crate::state::snapshot`] bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// One snapshot to write.
+#[derive(Debug, Clone)]
+pub struct SnapshotRecord {
+    /// Input topic of the partition.
+    pub input_topic: String,
+    /// Input partition number.
+    pub input_partition: i32,
+    /// Input offset the state is complete up to (exclusive).
+    pub next_offset: u64,
+    /// [`crate::state::snapshot`] bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// The partition count of `topic`, looked up through `client`'s metadata.
+fn partition_count<C: rdkafka::client::ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+) -> Result<i32, KafkaError> {
+    let metadata = client
+        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .map_err(|source| KafkaError::Client {
+            context: format!("reading metadata of the state topic {topic}"),
+            source,
+        })?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|candidate| candidate.name() == topic)
+        .filter(|found| found.error().is_none())
+        .map(|found| found.partitions().len())
+        .unwrap_or(0);
+    if partitions == 0 {
+        return Err(KafkaError::Client {
+            context: format!(
+                "the state topic {topic} does not exist (create it, compacted, before starting gridwatch)"
+            ),
+            source: ClientError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+        });
+    }
+    Ok(i32::try_from(partitions).unwrap_or(i32::MAX))
+}
+
+/// librdkafka settings of clients outside the consumer group (state producer and reader, the
+/// metadata probe, tools): brokers and the user's
+/// properties (TLS, SASL), minus consumer-group settings that make no sense here.
+pub fn non_group_client_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client_config = ClientConfig::new();
+    client_config.set("bootstrap.servers", &config.brokers);
+    for (key, value) in &config.properties {
+        if matches!(
+            key.as_str(),
+            "group.id"
+                | "session.timeout.ms"
+                | "max.poll.interval.ms"
+                | "heartbeat.interval.ms"
+                | "partition.assignment.strategy"
+                | "group.instance.id"
+                | "auto.offset.reset"
+                | "enable.auto.commit"
+                | "enable.auto.offset.store"
+                | "statistics.interval.ms"
+        ) {
+            continue;
+        }
+        client_config.set(key, value);
+    }
+    client_config
+}
+
+/// Writes partition snapshots to the state topic (idempotent producer, compressed).
+pub struct StateWriter {
+    /// The producer.
+    producer: FutureProducer,
+    /// The state topic.
+    topic: String,
+    /// The state topic's partition count, looked up once.
+    state_partition_count: i32,
+}
+
+impl std::fmt::Debug for StateWriter {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("StateWriter")
+            .field("topic", &self.topic)
+            .field("state_partition_count", &self.state_partition_count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StateWriter {
+    /// Creates the producer and looks up the state topic (which must exist).
+    pub fn create(config: &KafkaConfig) -> Result<StateWriter, KafkaError> {
+        let producer: FutureProducer = non_group_client_config(config)
+            .set("enable.idempotence", "true")
+            .set("compression.type", "lz4")
+            .set("message.max.bytes", MAX_STATE_RECORD_BYTES)
+            .set("linger.ms", "0")
+            .create()
+            .map_err(|source| KafkaError::Client {
+                context: "creating the state producer".to_string(),
+                source,
+            })?;
+        let state_partition_count = partition_count(producer.client(), &config.state_topic)?;
+        Ok(StateWriter {
+            producer,
+            topic: config.state_topic.clone(),
+            state_partition_count,
+        })
+    }
+
+    /// Produces every snapshot and waits (at most `timeout`) until the broker acknowledged
+    /// all of them; the first failure is the error.
+    pub async fn write(
+        &self,
+        snapshots: &[SnapshotRecord],
+        timeout: Duration,
+    ) -> Result<(), KafkaError> {
+        let mut deliveries = Vec::with_capacity(snapshots.len());
+        for snapshot in snapshots {
+            let key = state_key(&snapshot.input_topic, snapshot.input_partition);
+            let next_offset = snapshot.next_offset.to_string();
+            let input_partition = snapshot.input_partition.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: NEXT_OFFSET_HEADER,
+                    value: Some(next_offset.as_str()),
+                })
+                .insert(Header {
+                    key: INPUT_TOPIC_HEADER,
+                    value: Some(snapshot.input_topic.as_str()),
+                })
+                .insert(Header {
+                    key: INPUT_PARTITION_HEADER,
+                    value: Some(input_partition.as_str()),
+                });
+            let record = FutureRecord::to(&self.topic)
+                .partition(state_partition_of(
+                    snapshot.input_partition,
+                    self.state_partition_count,
+                ))
+                .key(key.as_str())
+                .payload(snapshot.bytes.as_slice())
+                .headers(headers);
+            let delivery = self
+                .producer
+                .send_result(record)
+                .map_err(|(source, _record)| KafkaError::Client {
+                    context: format!("queueing a state snapshot of {key}"),
+                    source,
+                })?;
+            deliveries.push(delivery);
+        }
+        let all_acknowledged = async {
+            for delivery in deliveries {
+                match delivery.await {
+                    Ok(Ok(_delivered)) => {}
+                    Ok(Err((source, _message))) => {
+                        return Err(KafkaError::Client {
+                            context: format!("writing a state snapshot to {}", self.topic),
+                            source,
+                        })
+                    }
+                    Err(_cancelled) => {
+                        return Err(KafkaError::Client {
+                            context: format!("writing a state snapshot to {}", self.topic),
+                            source: ClientError::Canceled,
+                        })
+                    }
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(timeout, all_acknowledged).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(KafkaError::Client {
+                context: format!(
+                    "state snapshots not acknowledged by {} within {timeout:?}",
+                    self.topic
+                ),
+                source: ClientError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+            }),
+        }
+    }
+}
+
+/// Client callbacks of the state reader: the partition ends it reads to are expected, not
+/// errors worth a log line.
+struct StateReaderContext;
+
+impl rdkafka::client::ClientContext for StateReaderContext {
+    fn error(&self, error: ClientError, reason: &str) {
+        let is_partition_end = matches!(
+            error,
+            ClientError::PartitionEOF(_) | ClientError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if is_partition_end {
+            return;
+        }
+        tracing::warn!(%error, reason, "state reader client error");
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for StateReaderContext {}
+
+/// Finds the latest snapshots of input partitions (blocking; runs on the consumer thread
+/// during a rebalance).
+pub struct StateReader {
+    /// A consumer outside any group, assigned state partitions explicitly.
+    consumer: BaseConsumer<StateReaderContext>,
+    /// The state topic.
+    topic: String,
+}
+
+impl std::fmt::Debug for StateReader {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("StateReader")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The value of header `name`, as text.
+fn header_text<'message>(
+    message: &'message rdkafka::message::BorrowedMessage<'_>,
+    name: &str,
+) -> Option<&'message str> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|header| header.key == name)
+        .and_then(|header| header.value)
+        .and_then(|value| std::str::from_utf8(value).ok())
+}
+
+impl StateReader {
+    /// Creates the reader.
+    pub fn create(config: &KafkaConfig) -> Result<StateReader, KafkaError> {
+        let consumer: BaseConsumer<StateReaderContext> = non_group_client_config(config)
+            .set("group.id", format!("{}-state-reader", config.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest")
+            .create_with_context(StateReaderContext)
+            .map_err(|source| KafkaError::Client {
+                context: "creating the state reader".to_string(),
+                source,
+            })?;
+        Ok(StateReader {
+            consumer,
+            topic: config.state_topic.clone(),
+        })
+    }
+
+    /// The latest snapshot of each of `input_partitions` (input topic, partition) that has
+    /// one, reading the state partitions that hold them to their end (at most `timeout`).
+    pub fn read_latest(
+        &self,
+        input_partitions: &[(String, i32)],
+        timeout: Duration,
+    ) -> Result<BTreeMap<(String, i32), PartitionSnapshot>, KafkaError> {
+        let mut latest: BTreeMap<(String, i32), PartitionSnapshot> = BTreeMap::new();
+        if input_partitions.is_empty() {
+            return Ok(latest);
+        }
+        let state_partition_count = partition_count(self.consumer.client(), &self.topic)?;
+        let wanted_keys: BTreeMap<String, (String, i32)> = input_partitions
+            .iter()
+            .map(|(topic, partition)| (state_key(topic, *partition), (topic.clone(), *partition)))
+            .collect();
+        let mut state_partitions: Vec<i32> = input_partitions
+            .iter()
+            .map(|(_, partition)| state_partition_of(*partition, state_partition_count))
+            .collect();
+        state_partitions.sort_unstable();
+        state_partitions.dedup();
+        let mut assignment = TopicPartitionList::new();
+        for state_partition in &state_partitions {
+            assignment
+                .add_partition_offset(&self.topic, *state_partition, Offset::Beginning)
+                .map_err(|source| KafkaError::Client {
+                    context: format!("state partition {state_partition}"),
+                    source,
+                })?;
+        }
+        self.consumer
+            .assign(&assignment)
+            .map_err(|source| KafkaError::Client {
+                context: format!("assigning {} state partitions", state_partitions.len()),
+                source,
+            })?;
+        let mut unfinished: std::collections::BTreeSet<i32> =
+            state_partitions.iter().copied().collect();
+        let deadline = Instant::now() + timeout;
+        let read_result = loop {
+            if unfinished.is_empty() {
+                break Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break Err(KafkaError::Client {
+                    context: format!(
+                        "state partitions {unfinished:?} of {} not read to their end within {timeout:?}",
+                        self.topic
+                    ),
+                    source: ClientError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut),
+                });
+            }
+            let Some(polled) = self.consumer.poll(deadline - now) else {
+                continue;
+            };
+            let message = match polled {
+                Ok(message) => message,
+                Err(ClientError::PartitionEOF(state_partition)) => {
+                    unfinished.remove(&state_partition);
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, topic = %self.topic, "state reader error");
+                    continue;
+                }
+            };
+            let Some(key) = message.key().and_then(|key| std::str::from_utf8(key).ok()) else {
+                continue;
+            };
+            let Some(input_partition) = wanted_keys.get(key) else {
+                continue;
+            };
+            let Some(next_offset) =
+                header_text(&message, NEXT_OFFSET_HEADER).and_then(|text| text.parse::<u64>().ok())
+            else {
+                tracing::warn!(
+                    key,
+                    offset = message.offset(),
+                    "state record without a next offset; skipped"
+                );
+                continue;
+            };
+            let is_newer = latest
+                .get(input_partition)
+                .is_none_or(|found| next_offset >= found.next_offset);
+            if is_newer {
+                latest.insert(
+                    input_partition.clone(),
+                    PartitionSnapshot {
+                        next_offset,
+                        bytes: message.payload().unwrap_or_default().to_vec(),
+                    },
+                );
+            }
+        };
+        if let Err(error) = self.consumer.unassign() {
+            tracing::warn!(%error, "state reader unassign failed");
+        }
+        read_result.map(|()| latest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_partitions_spread_over_the_state_partitions() {
+        assert_eq!(state_partition_of(0, 6), 0);
+        assert_eq!(state_partition_of(7, 6), 1);
+        assert_eq!(state_partition_of(5, 1), 0);
+        assert_eq!(state_partition_of(3, 0), 0);
+        assert_eq!(state_key("gridwatch.events.v1", 4), "gridwatch.events.v1/4");
+    }
+}
