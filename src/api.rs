@@ -61,8 +61,9 @@ pub struct Health {
     /// Wall time (ms) at which the source last delivered records or reported itself healthy;
     /// 0 until then. `/readyz` needs it.
     pub source_ready_millis: AtomicI64,
-    /// Set while the source's cluster does not answer (Kafka): `/readyz` is not ready then.
-    pub source_unreachable: AtomicBool,
+    /// The Kafka source's cluster reachability (its metadata probe), once a Kafka source
+    /// runs: `/readyz` is not ready while it is false.
+    pub kafka_broker_reachable: std::sync::OnceLock<std::sync::Arc<AtomicBool>>,
 }
 
 /// A pipeline loop silent longer than this is reported unhealthy.
@@ -153,7 +154,12 @@ async fn readyz_handler(State(state): State<ApiState>) -> Response {
     if state.health.source_ready_millis.load(Ordering::Relaxed) == 0 {
         return (StatusCode::SERVICE_UNAVAILABLE, "source not ready\n").into_response();
     }
-    if state.health.source_unreachable.load(Ordering::Relaxed) {
+    let broker_unreachable = state
+        .health
+        .kafka_broker_reachable
+        .get()
+        .is_some_and(|reachable| !reachable.load(Ordering::Relaxed));
+    if broker_unreachable {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "kafka cluster unreachable\n",

@@ -232,11 +232,11 @@ pub async fn run(
         }
         SourceKind::Kafka => {
             state_writer = Some(StateWriter::create(&config.kafka)?);
-            kafka_source = Some(KafkaSource::start(
-                &config.kafka,
-                batch_sender,
-                metrics.clone(),
-            )?);
+            let source = KafkaSource::start(&config.kafka, batch_sender, metrics.clone())?;
+            let _ = health
+                .kafka_broker_reachable
+                .set(source.progress().broker_reachable.clone());
+            kafka_source = Some(source);
             health
                 .source_ready_millis
                 .store(wall_clock_millis(), Ordering::Relaxed);
@@ -680,13 +680,6 @@ impl PipelineLoop {
         let Some(kafka_source) = &self.kafka_source else {
             return;
         };
-        let reachable = kafka_source
-            .progress()
-            .broker_reachable
-            .load(Ordering::Relaxed);
-        self.health
-            .source_unreachable
-            .store(!reachable, Ordering::Relaxed);
         let high_watermarks = match kafka_source.progress().high_watermarks.lock() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -760,11 +753,11 @@ impl PipelineLoop {
         if self.snapshot_path.is_some() && self.last_snapshot.elapsed() >= self.snapshot_interval {
             self.write_snapshot();
         }
-        let broker_reachable = !self.health.source_unreachable.load(Ordering::Relaxed);
-        if self.kafka_source.is_some()
-            && broker_reachable
-            && self.last_kafka_snapshot.elapsed() >= self.kafka_snapshot_interval
-        {
+        let broker_reachable = self
+            .kafka_source
+            .as_ref()
+            .is_some_and(|source| source.progress().broker_reachable.load(Ordering::Relaxed));
+        if broker_reachable && self.last_kafka_snapshot.elapsed() >= self.kafka_snapshot_interval {
             self.last_kafka_snapshot = Instant::now();
             let committable = self
                 .snapshot_round(None, PERIODIC_SNAPSHOT_GRACE.min(self.kafka_state_timeout))

@@ -349,7 +349,8 @@ fn produce_command_writes_the_requested_number_of_keyed_records() {
     let event: gridwatch::proto::IncidentEvent =
         serde_json::from_slice(message.payload().unwrap()).unwrap();
     let key = std::str::from_utf8(message.key().unwrap()).unwrap();
-    assert_eq!(key, gridwatch::source::kafka::record_key(&event));
+    let registry = GridRegistry::embedded();
+    assert_eq!(key, gridwatch::source::kafka::record_key(&event, &registry));
     let content_type = message
         .headers()
         .and_then(|headers| headers.iter().find(|header| header.key == "content-type"))

@@ -464,3 +464,144 @@ fn killed_instances_resume_from_their_snapshots_and_outputs_equal_the_reference(
     last.stop();
     assert_outputs_equal_reference(&broker.address);
 }
+
+/// Three instances share six partitions; one is killed mid-run: the survivors take its
+/// partitions with their state from the state topic, and the outputs equal the reference.
+#[test]
+fn survivors_take_over_a_killed_instances_partitions_with_their_state() {
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let broker = broker_with_topics(&binary, 6);
+    let temporary = tempfile::tempdir().unwrap();
+    let directory = temporary.path().to_path_buf();
+    let group_id = "gridwatch-scale-out";
+    let producer = spawn_producer(&broker.address, 12_000, 400.0);
+    let instances: Vec<Instance> = (1..=3)
+        .map(|number| {
+            Instance::start(
+                &broker.address,
+                group_id,
+                &directory,
+                &format!("member-{number}"),
+            )
+        })
+        .collect();
+    let assigned = "gridwatch_kafka_assigned_partitions";
+    let snapshots = "gridwatch_kafka_state_snapshots_total{result=\"ok\"}";
+    // The group is stable once each member owns two of the six partitions.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let owned: Vec<Option<f64>> = instances
+            .iter()
+            .map(|instance| instance.metric(assigned))
+            .collect();
+        if owned.iter().all(|partitions| *partitions == Some(2.0)) {
+            println!("three members own two partitions each");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group did not spread six partitions over three members: {owned:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut instances = instances.into_iter();
+    let victim = instances.next().unwrap();
+    let survivors: Vec<Instance> = instances.collect();
+    let snapshots_so_far = victim.metric(snapshots).unwrap_or(0.0);
+    victim.wait_for_metric(snapshots, snapshots_so_far + 2.0, Duration::from_secs(60));
+    victim.kill_hard();
+    let produced = producer.join().unwrap();
+    assert_eq!(produced, 12_000);
+    let ends = end_offsets(&read_topic(&broker.address, INPUT_TOPIC));
+    assert_eq!(ends.len(), 6, "every partition received events");
+    wait_for_commits(&broker.address, group_id, &ends, Duration::from_secs(120));
+    let survivor_partitions: f64 = survivors
+        .iter()
+        .map(|instance| instance.metric(assigned).unwrap_or(0.0))
+        .sum();
+    assert_eq!(
+        survivor_partitions, 6.0,
+        "the survivors own all six partitions"
+    );
+    let restored: f64 = survivors
+        .iter()
+        .map(|instance| {
+            instance
+                .metric("gridwatch_kafka_state_restores_total{result=\"restored\"}")
+                .unwrap_or(0.0)
+        })
+        .sum();
+    assert!(
+        restored >= 2.0,
+        "the victim's two partitions were not restored from the state topic ({restored})"
+    );
+    for survivor in survivors {
+        survivor.stop();
+    }
+    assert_outputs_equal_reference(&broker.address);
+}
+
+/// The broker is paused (SIGSTOP) for 20 s mid-run: `/readyz` reports not-ready while it is
+/// unreachable and ready again after, and the run completes with the reference's results.
+#[test]
+fn a_paused_broker_makes_the_instance_unready_and_the_run_completes_unchanged() {
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let broker = broker_with_topics(&binary, 3);
+    let temporary = tempfile::tempdir().unwrap();
+    let directory = temporary.path().to_path_buf();
+    let group_id = "gridwatch-outage";
+    let producer = spawn_producer(&broker.address, 10_000, 400.0);
+    let instance = Instance::start(&broker.address, group_id, &directory, "outage");
+    instance.wait_for_metric(
+        "gridwatch_kafka_state_snapshots_total{result=\"ok\"}",
+        1.0,
+        Duration::from_secs(60),
+    );
+    assert_eq!(instance.get("/readyz").map(|(status, _)| status), Some(200));
+    let broker_pid = broker.child.id().to_string();
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .args([name, &broker_pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let paused_at = Instant::now();
+    let mut unready_after = None;
+    while paused_at.elapsed() < Duration::from_secs(20) {
+        let status = instance.get("/readyz").map(|(status, _)| status);
+        if unready_after.is_none() && status == Some(503) {
+            unready_after = Some(paused_at.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    signal("-CONT");
+    let unready_after = unready_after.expect("/readyz stayed ready while the broker was paused");
+    println!("/readyz reported not-ready {unready_after:?} after the broker was paused");
+    let resumed_at = Instant::now();
+    loop {
+        if instance.get("/readyz").map(|(status, _)| status) == Some(200) {
+            println!(
+                "ready again {:?} after the broker resumed",
+                resumed_at.elapsed()
+            );
+            break;
+        }
+        assert!(
+            resumed_at.elapsed() < Duration::from_secs(30),
+            "/readyz did not recover after the broker resumed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let produced = producer.join().unwrap();
+    assert_eq!(produced, 10_000);
+    let ends = end_offsets(&read_topic(&broker.address, INPUT_TOPIC));
+    wait_for_commits(&broker.address, group_id, &ends, Duration::from_secs(120));
+    instance.stop();
+    assert_outputs_equal_reference(&broker.address);
+}

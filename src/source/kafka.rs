@@ -28,6 +28,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::config::{KafkaConfig, KafkaPayloadFormat};
+use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
 use crate::proto::IncidentEvent;
 use crate::source::simulator::Simulator;
@@ -766,11 +767,20 @@ pub struct ProduceOptions {
     pub properties: BTreeMap<String, String>,
 }
 
-/// The record key of an event: its grid id, else its device id, else its event id (so that
-/// one cell's events stay in order on one partition).
-pub fn record_key(event: &IncidentEvent) -> &str {
+/// The record key of an event: the grid id of its cell, so that one cell's events stay in
+/// order on one partition and its state lives in one partition's pipeline. An event without a
+/// grid id (coordinates or a device only) is keyed by the cell `registry` resolves it to;
+/// one that resolves to none by its device id, else its event id (it will be dead-lettered
+/// anyway).
+pub fn record_key<'event>(
+    event: &'event IncidentEvent,
+    registry: &'event GridRegistry,
+) -> &'event str {
     if !event.grid_id.is_empty() {
         return &event.grid_id;
+    }
+    if let Ok(cell) = registry.resolve(event) {
+        return &registry.cell(cell).grid_id;
     }
     if !event.device_id.is_empty() {
         return &event.device_id;
@@ -818,6 +828,7 @@ pub async fn produce_simulated(
         KafkaPayloadFormat::Protobuf => PROTOBUF_CONTENT_TYPE,
         KafkaPayloadFormat::Json => JSON_CONTENT_TYPE,
     };
+    let registry = simulator.registry().clone();
     let started = tokio::time::Instant::now();
     let mut sent: u64 = 0;
     let mut in_flight = Vec::new();
@@ -833,7 +844,7 @@ pub async fn produce_simulated(
             value: Some(content_type),
         });
         let record = FutureRecord::to(&options.topic)
-            .key(record_key(&event))
+            .key(record_key(&event, &registry))
             .payload(&value)
             .headers(headers);
         let delivery =
@@ -907,18 +918,27 @@ mod tests {
     }
 
     #[test]
-    fn record_key_prefers_grid_then_device_then_event_id() {
+    fn record_key_is_the_cell_of_the_event_whatever_identifies_it() {
+        let registry = crate::grid::GridRegistry::embedded();
+        let cell = registry.cells()[5].clone();
+        let device = registry.devices_in_cell(crate::grid::CellIndex(5))[0].clone();
         let mut event = IncidentEvent {
             event_id: "e".to_string(),
-            device_id: "d".to_string(),
-            grid_id: "g".to_string(),
+            device_id: device.device_id.clone(),
+            grid_id: cell.grid_id.clone(),
             ..IncidentEvent::default()
         };
-        assert_eq!(record_key(&event), "g");
+        assert_eq!(record_key(&event, &registry), cell.grid_id);
         event.grid_id.clear();
-        assert_eq!(record_key(&event), "d");
+        assert_eq!(
+            record_key(&event, &registry),
+            cell.grid_id,
+            "by the device's cell"
+        );
+        event.device_id = "unknown-device".to_string();
+        assert_eq!(record_key(&event, &registry), "unknown-device");
         event.device_id.clear();
-        assert_eq!(record_key(&event), "e");
+        assert_eq!(record_key(&event, &registry), "e");
     }
 
     #[test]
