@@ -98,6 +98,11 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         rate_multiplier: f64,
     },
+    /// Dead-letter tools.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Validate a config file and the rules file it names (or a rules file itself); report every problem.
     CheckConfig {
         /// The config (or rules) TOML file.
@@ -108,6 +113,39 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "seeds")]
         out_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DlqCommand {
+    /// Re-inject dead letters after a fix: read every partition of the dead-letter topic up to
+    /// its current end and produce the records of the selected reasons to --to (same value and
+    /// key, content-type when the original format is known, header gridwatch_replayed_from).
+    Replay {
+        /// Bootstrap servers, host:port[,host:port...].
+        #[arg(long)]
+        brokers: String,
+        /// The dead-letter topic to read.
+        #[arg(long, default_value = gridwatch::sink::dlq::DEFAULT_DEAD_LETTER_TOPIC)]
+        from: String,
+        /// The topic to produce the replayed records to (e.g. the original input topic).
+        #[arg(long)]
+        to: String,
+        /// Replay only dead letters of this reason (repeatable; default: every reason).
+        #[arg(long = "reason", value_parser = clap::builder::PossibleValuesParser::new(
+            gridwatch::decode::DeadLetterReason::ALL.map(|reason| reason.as_str())
+        ))]
+        reasons: Vec<String>,
+        /// Only count what would be replayed; produce nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// A librdkafka property key=value for the consumer and producer (TLS, SASL, timeouts;
+        /// repeatable).
+        #[arg(long = "property", value_parser = gridwatch::sink::dlq::parse_property)]
+        properties: Vec<(String, String)>,
+        /// Fail when reading or acknowledgement makes no progress for this long.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        stall_timeout: std::time::Duration,
     },
 }
 
@@ -233,6 +271,30 @@ fn execute(command: Command) -> anyhow::Result<()> {
                     println!("interrupted; records handed to the producer may not all be delivered")
                 }
             }
+            Ok(())
+        }
+        Command::Dlq {
+            command:
+                DlqCommand::Replay {
+                    brokers,
+                    from,
+                    to,
+                    reasons,
+                    dry_run,
+                    properties,
+                    stall_timeout,
+                },
+        } => {
+            init_logging(&Config::default());
+            let options = gridwatch::sink::dlq::ReplayOptions {
+                reasons: gridwatch::sink::dlq::ReasonFilter::only(reasons),
+                dry_run,
+                properties: properties.into_iter().collect(),
+                stall_timeout,
+                ..gridwatch::sink::dlq::ReplayOptions::new(&brokers, &from, &to)
+            };
+            let summary = gridwatch::sink::dlq::replay_dead_letters(&options)?;
+            println!("{summary}");
             Ok(())
         }
         Command::CheckConfig { file } => check_config(&file),
