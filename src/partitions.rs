@@ -434,4 +434,40 @@ mod tests {
         assert_eq!(owned.next_position, None);
         assert_eq!(owned.pipeline.watermark_millis(), None);
     }
+
+    /// Data-gap alerts raised when one cell's events arrive every minute for six daytime
+    /// hours, with the pipeline seeing the whole city or only a partition of it.
+    fn data_gap_alerts_over_six_hours(partial_input: bool) -> Vec<crate::proto::Alert> {
+        let registry = GridRegistry::embedded();
+        let grid = registry.cells()[0].grid_id.clone();
+        let mut factory = factory(60_000);
+        factory.settings.partial_input = partial_input;
+        let mut pipelines = PartitionedPipelines::new(factory);
+        let mut outputs = Outputs::default();
+        for minute in 0..360_i64 {
+            let event_id = format!("e{minute}");
+            let occurred_at_millis = T0 + minute * 60_000;
+            pipelines.process(
+                record(&grid, &event_id, occurred_at_millis, 0, minute as u64),
+                occurred_at_millis + 1_000,
+                &mut outputs,
+            );
+        }
+        outputs
+            .alerts
+            .into_iter()
+            .filter(|alert| alert.rule_kind == crate::rules::alert::RULE_KIND_DATA_GAP)
+            .collect()
+    }
+
+    #[test]
+    fn a_partition_reports_no_data_gaps_for_cells_it_never_consumed() {
+        let whole_city = data_gap_alerts_over_six_hours(false);
+        assert!(
+            !whole_city.is_empty(),
+            "seeing the whole city, the other cells' daytime silence is a data gap"
+        );
+        let one_partition = data_gap_alerts_over_six_hours(true);
+        assert!(one_partition.is_empty(), "{one_partition:#?}");
+    }
 }
