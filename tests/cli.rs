@@ -1,5 +1,7 @@
 //! The `gridwatch` binary end to end: simulate → replay in both formats, and check-config.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -160,7 +162,7 @@ struct RunningService {
 impl RunningService {
     /// Starts `gridwatch run` with a 30 min simulator backlog and the given extra variables.
     fn start(extra_environment: &[(&str, &std::ffi::OsStr)]) -> RunningService {
-        use std::io::{BufRead, BufReader};
+        use std::io::BufReader;
         let mut command = gridwatch();
         command
             .arg("run")
@@ -174,14 +176,7 @@ impl RunningService {
         }
         let mut child = command.spawn().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut first_line = String::new();
-        stdout.read_line(&mut first_line).unwrap();
-        let address = first_line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("no address in {first_line:?}"))
-            .to_string();
+        let address = common::read_http_address(&mut stdout);
         RunningService { child, address }
     }
 

@@ -8,13 +8,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::tansu::{tansu_binary, TansuBroker};
+use common::tansu::{checking_consumer, committed_offsets, tansu_binary, TansuBroker};
 use gridwatch::config::{Config, KafkaPayloadFormat, SourceKind};
 use gridwatch::partitions::{PartitionedPipelines, PipelineFactory};
 use gridwatch::pipeline::Outputs;
@@ -22,7 +22,7 @@ use gridwatch::source::kafka::{produce_simulated, source_partition_id, ProduceOp
 use gridwatch::source::simulator::{Simulator, SimulatorSettings};
 use gridwatch::source::{InputFormat, RecordPayload, SourceRecord};
 use prost::Message as _;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 
 /// The input topic.
@@ -123,14 +123,7 @@ level = "info"
             .spawn()
             .expect("start gridwatch");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut first_line = String::new();
-        stdout.read_line(&mut first_line).unwrap();
-        let address = first_line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("{name}: no address in {first_line:?}"))
-            .to_string();
+        let address = common::read_http_address(&mut stdout);
         // Keep reading stdout so the process never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut sink = String::new();
@@ -222,13 +215,11 @@ impl Drop for Instance {
 
 /// Every record of every partition of `topic` from the beginning to the end.
 fn read_topic(brokers: &str, topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "kafka-recovery-check")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
+    let consumer = checking_consumer(
+        brokers,
+        "kafka-recovery-check",
+        &[("enable.partition.eof", "true")],
+    );
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap();
@@ -269,30 +260,10 @@ fn end_offsets(input: &[rdkafka::message::OwnedMessage]) -> BTreeMap<i32, i64> {
 
 /// Waits until `group_id` committed every partition's end offset.
 fn wait_for_commits(brokers: &str, group_id: &str, ends: &BTreeMap<i32, i64>, timeout: Duration) {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group_id)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut partitions = rdkafka::TopicPartitionList::new();
-    for partition in ends.keys() {
-        partitions.add_partition(INPUT_TOPIC, *partition);
-    }
+    let partitions: Vec<i32> = ends.keys().copied().collect();
     let deadline = Instant::now() + timeout;
     loop {
-        let committed: BTreeMap<i32, i64> = consumer
-            .committed_offsets(partitions.clone(), Duration::from_secs(10))
-            .map(|list| {
-                list.elements()
-                    .iter()
-                    .filter_map(|element| match element.offset() {
-                        rdkafka::Offset::Offset(offset) => Some((element.partition(), offset)),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let committed = committed_offsets(brokers, group_id, INPUT_TOPIC, &partitions);
         if &committed == ends {
             return;
         }

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaConfRes;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -507,13 +507,7 @@ fn queue_record(
         .unwrap_or_default();
     let deadline = Instant::now() + stall_timeout;
     loop {
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for (key, value) in &record.headers {
-            headers = headers.insert(Header {
-                key,
-                value: Some(value.as_bytes()),
-            });
-        }
+        let headers = crate::sink::kafka::owned_headers(&record.headers);
         let mut base_record: BaseRecord<'_, [u8], [u8], Box<String>> =
             BaseRecord::with_opaque_to(to_topic, Box::new(replayed_from.clone())).headers(headers);
         if let Some(key) = &record.key {

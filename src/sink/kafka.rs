@@ -128,6 +128,18 @@ pub struct OutputRecord {
     pub headers: Vec<(&'static str, String)>,
 }
 
+/// librdkafka headers of `(name, text value)` pairs, in order.
+pub fn owned_headers(headers: &[(&str, String)]) -> OwnedHeaders {
+    let mut owned = OwnedHeaders::new_with_capacity(headers.len());
+    for (key, value) in headers {
+        owned = owned.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        });
+    }
+    owned
+}
+
 /// The key of a window record: `{grid_id}|{EVENT_TYPE name}|{window_start millis}`.
 pub fn window_key(window: &CellWindow) -> String {
     let event_type_name = crate::proto::EventType::try_from(window.event_type)
@@ -318,13 +330,7 @@ impl KafkaSink {
     /// queued.
     fn send(&self, record: &OutputRecord, deadline: Instant) -> bool {
         loop {
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-            for (key, value) in &record.headers {
-                headers = headers.insert(Header {
-                    key,
-                    value: Some(value.as_bytes()),
-                });
-            }
+            let headers = owned_headers(&record.headers);
             let mut base_record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&record.topic)
                 .payload(record.value.as_slice())
                 .headers(headers);

@@ -172,3 +172,16 @@ pub fn metric_value(metrics_text: &str, name: &str, label_fragments: &[&str]) ->
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse().ok())
 }
+
+/// The `host:port` the `gridwatch run` binary prints on the first line of its stdout
+/// ("... http://host:port ...").
+pub fn read_http_address(stdout: &mut impl std::io::BufRead) -> String {
+    let mut first_line = String::new();
+    stdout.read_line(&mut first_line).unwrap();
+    first_line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {first_line:?}"))
+        .to_string()
+}

@@ -129,14 +129,9 @@ pub fn consume_topic(
     topic: &str,
     expected: usize,
 ) -> Vec<rdkafka::message::OwnedMessage> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::consumer::Consumer;
     use rdkafka::message::Message;
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("check-{topic}"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let consumer = checking_consumer(brokers, &format!("check-{topic}"), &[]);
     let mut partitions = rdkafka::TopicPartitionList::new();
     partitions
         .add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
@@ -184,22 +179,56 @@ pub fn fast_group_join_properties() -> std::collections::BTreeMap<String, String
         .collect()
 }
 
-/// The committed offset of `group_id` on partition 0 of `topic`, if any.
-pub fn committed_offset(brokers: &str, group_id: &str, topic: &str) -> Option<i64> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+/// A consumer for checks: `group_id` (only for offset lookups; partitions are assigned
+/// explicitly), no auto-commit, then `extra` settings.
+pub fn checking_consumer(
+    brokers: &str,
+    group_id: &str,
+    extra: &[(&str, &str)],
+) -> rdkafka::consumer::BaseConsumer {
+    let mut config = rdkafka::ClientConfig::new();
+    config
         .set("bootstrap.servers", brokers)
         .set("group.id", group_id)
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut partitions = rdkafka::TopicPartitionList::new();
-    partitions.add_partition(topic, 0);
-    let committed = consumer
-        .committed_offsets(partitions, Duration::from_secs(10))
-        .unwrap();
-    match committed.find_partition(topic, 0)?.offset() {
-        rdkafka::Offset::Offset(offset) => Some(offset),
-        _ => None,
+        .set("enable.auto.commit", "false");
+    for (key, value) in extra {
+        config.set(*key, *value);
     }
+    config.create().unwrap()
+}
+
+/// The offsets `group_id` committed on `partitions` of `topic` (partitions without one are
+/// absent).
+pub fn committed_offsets(
+    brokers: &str,
+    group_id: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> std::collections::BTreeMap<i32, i64> {
+    use rdkafka::consumer::Consumer;
+    let consumer = checking_consumer(brokers, group_id, &[]);
+    let mut list = rdkafka::TopicPartitionList::new();
+    for partition in partitions {
+        list.add_partition(topic, *partition);
+    }
+    consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .map(|committed| {
+            committed
+                .elements()
+                .iter()
+                .filter_map(|element| match element.offset() {
+                    rdkafka::Offset::Offset(offset) => Some((element.partition(), offset)),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The committed offset of `group_id` on partition 0 of `topic`, if any.
+pub fn committed_offset(brokers: &str, group_id: &str, topic: &str) -> Option<i64> {
+    committed_offsets(brokers, group_id, topic, &[0])
+        .get(&0)
+        .copied()
 }
