@@ -113,6 +113,8 @@ pub struct KafkaConfig {
     pub topics: Vec<String>,
     /// Payload format of records without a `content-type` header (default protobuf).
     pub format: KafkaPayloadFormat,
+    /// Per-topic payload formats overriding `format` (e.g. a legacy JSON topic).
+    pub topic_formats: std::collections::BTreeMap<String, KafkaPayloadFormat>,
     /// Any librdkafka property, passed through as is (TLS, SASL, timeouts...); applied after
     /// gridwatch's own settings, so these win.
     pub properties: std::collections::BTreeMap<String, String>,
@@ -206,6 +208,7 @@ impl Default for KafkaConfig {
             group_id: "gridwatch".to_string(),
             topics: vec!["gridwatch.events.v1".to_string()],
             format: KafkaPayloadFormat::Protobuf,
+            topic_formats: std::collections::BTreeMap::new(),
             properties: std::collections::BTreeMap::new(),
             sinks: KafkaSinksConfig::default(),
             state_topic: "gridwatch.state.v1".to_string(),
@@ -216,8 +219,23 @@ impl Default for KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// The payload format of records of `topic` without a `content-type` header.
+    pub fn format_of_topic(&self, topic: &str) -> KafkaPayloadFormat {
+        self.topic_formats
+            .get(topic)
+            .copied()
+            .unwrap_or(self.format)
+    }
+
     /// Appends every problem of the `[kafka]` section to `problems`.
     fn validate(&self, problems: &mut Vec<String>) {
+        for topic in self.topic_formats.keys() {
+            if !self.topics.contains(topic) {
+                problems.push(format!(
+                    "kafka.topic_formats names {topic:?}, which is not in kafka.topics"
+                ));
+            }
+        }
         if self.brokers.trim().is_empty() {
             problems.push("kafka.brokers must name at least one host:port".to_string());
         }
@@ -911,7 +929,7 @@ mod tests {
     #[test]
     fn kafka_source_problems_are_listed() {
         let error = Config::from_toml_str(
-            "[source]\nkind = \"kafka\"\n[kafka]\nbrokers = \"\"\ngroup_id = \"\"\ntopics = [\"bad topic\"]\nproperties = { \"enable.auto.commit\" = \"true\" }",
+            "[source]\nkind = \"kafka\"\n[kafka]\nbrokers = \"\"\ngroup_id = \"\"\ntopics = [\"bad topic\"]\nstate_topic = \"bad topic\"\nsnapshot_interval = \"0s\"\ntopic_formats = { \"other\" = \"json\" }\nproperties = { \"enable.auto.commit\" = \"true\" }\n[state]\nsnapshot_path = \"x.snapshot\"",
         )
         .unwrap_err();
         let ConfigError::Invalid { problems } = error else {
@@ -923,6 +941,10 @@ mod tests {
             "kafka.group_id",
             "\"bad topic\"",
             "enable.auto.commit",
+            "kafka.state_topic",
+            "kafka.snapshot_interval",
+            "kafka.topic_formats names \"other\"",
+            "state.snapshot_path",
         ] {
             assert!(text.contains(expected), "missing {expected} in:\n{text}");
         }
@@ -936,6 +958,22 @@ mod tests {
         .unwrap();
         assert_eq!(config.kafka.format, KafkaPayloadFormat::Json);
         assert_eq!(config.kafka.format.input_format(), InputFormat::Jsonl);
+        assert_eq!(
+            config.kafka.format_of_topic("events"),
+            KafkaPayloadFormat::Json
+        );
+        let per_topic = Config::from_toml_str(
+            "[source]\nkind = \"kafka\"\n[kafka]\ntopics = [\"events\", \"legacy\"]\n[kafka.topic_formats]\nlegacy = \"json\"",
+        )
+        .unwrap();
+        assert_eq!(
+            per_topic.kafka.format_of_topic("events"),
+            KafkaPayloadFormat::Protobuf
+        );
+        assert_eq!(
+            per_topic.kafka.format_of_topic("legacy"),
+            KafkaPayloadFormat::Json
+        );
         assert_eq!(
             config
                 .kafka

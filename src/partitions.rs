@@ -73,6 +73,9 @@ pub struct OwnedPartition {
     /// `next_position` of the last snapshot the state topic acknowledged (nothing to write
     /// while unchanged).
     pub snapshotted_position: Option<u64>,
+    /// Wall time of the partition's latest record: an idle partition stops holding the
+    /// operator watermark back.
+    pub last_record_wall_millis: Option<i64>,
 }
 
 /// The pipelines of the partitions this instance owns.
@@ -81,6 +84,9 @@ pub struct PartitionedPipelines {
     factory: PipelineFactory,
     /// Owned partitions by source partition id.
     partitions: BTreeMap<u32, OwnedPartition>,
+    /// Wall-clock silence after which a partition no longer holds the operator watermark
+    /// back (`window.idle_timeout`; never by default).
+    operator_idle_timeout_millis: i64,
 }
 
 impl PartitionedPipelines {
@@ -89,7 +95,15 @@ impl PartitionedPipelines {
         PartitionedPipelines {
             factory,
             partitions: BTreeMap::new(),
+            operator_idle_timeout_millis: i64::MAX,
         }
+    }
+
+    /// Lets partitions without a record for `idle_timeout_millis` of wall time stop holding
+    /// the operator watermark back.
+    pub fn with_operator_idle_timeout(mut self, idle_timeout_millis: i64) -> PartitionedPipelines {
+        self.operator_idle_timeout_millis = idle_timeout_millis.max(0);
+        self
     }
 
     /// The partition's entry, created empty when it is new.
@@ -101,6 +115,7 @@ impl PartitionedPipelines {
                 pipeline: factory.new_pipeline(),
                 next_position: None,
                 snapshotted_position: None,
+                last_record_wall_millis: None,
             })
     }
 
@@ -112,6 +127,11 @@ impl PartitionedPipelines {
             owned
                 .next_position
                 .map_or(next_position, |current| current.max(next_position)),
+        );
+        owned.last_record_wall_millis = Some(
+            owned
+                .last_record_wall_millis
+                .map_or(wall_millis, |latest| latest.max(wall_millis)),
         );
         owned.pipeline.process(record, wall_millis, outputs);
     }
@@ -141,6 +161,7 @@ impl PartitionedPipelines {
                 pipeline,
                 next_position: resumed_position,
                 snapshotted_position: resumed_position,
+                last_record_wall_millis: None,
             },
         );
         restored
@@ -199,12 +220,28 @@ impl PartitionedPipelines {
         &self.factory.registry
     }
 
-    /// The operator watermark: the minimum over partitions that have one.
-    pub fn watermark_millis(&self) -> Option<i64> {
-        self.partitions
+    /// The operator watermark at wall time `wall_millis`: the minimum over the partitions
+    /// that have a watermark and had a record within the operator idle timeout; when every
+    /// such partition is idle, the maximum (nothing holds it back). For display and metrics:
+    /// each partition's windows close by its own watermark.
+    pub fn watermark_millis(&self, wall_millis: i64) -> Option<i64> {
+        let is_active = |owned: &OwnedPartition| {
+            owned.last_record_wall_millis.is_some_and(|latest| {
+                wall_millis.saturating_sub(latest) < self.operator_idle_timeout_millis
+            })
+        };
+        let active_minimum = self
+            .partitions
             .values()
+            .filter(|owned| is_active(owned))
             .filter_map(|owned| owned.pipeline.watermark_millis())
-            .min()
+            .min();
+        active_minimum.or_else(|| {
+            self.partitions
+                .values()
+                .filter_map(|owned| owned.pipeline.watermark_millis())
+                .max()
+        })
     }
 
     /// Currently firing alerts of every partition, ordered by fingerprint.
@@ -285,7 +322,7 @@ impl PartitionedPipelines {
             .sum();
         metrics.open_panes.set(open_panes as i64);
         metrics.dedup_entries.set(dedup_entries as i64);
-        if let Some(watermark) = self.watermark_millis() {
+        if let Some(watermark) = self.watermark_millis(wall_millis) {
             metrics.watermark_timestamp.set(watermark as f64 / 1000.0);
             metrics
                 .watermark_lag
@@ -378,7 +415,40 @@ mod tests {
             "{:?}",
             outputs.dead_letters
         );
-        assert_eq!(pipelines.watermark_millis(), Some(T0 - 10_000));
+        assert_eq!(pipelines.watermark_millis(WALL), Some(T0 - 10_000));
+    }
+
+    #[test]
+    fn an_idle_partition_stops_holding_the_operator_watermark_back() {
+        let registry = GridRegistry::embedded();
+        let grid_a = registry.cells()[0].grid_id.clone();
+        let grid_b = registry.cells()[1].grid_id.clone();
+        let mut pipelines =
+            PartitionedPipelines::new(factory(60_000)).with_operator_idle_timeout(30_000);
+        let mut outputs = Outputs::default();
+        pipelines.process(record(&grid_b, "b1", T0, 2, 0), WALL, &mut outputs);
+        let later = WALL + 60_000;
+        pipelines.process(
+            record(&grid_a, "a1", T0 + 600_000, 1, 0),
+            later,
+            &mut outputs,
+        );
+        assert_eq!(
+            pipelines.watermark_millis(later),
+            Some(T0 + 590_000),
+            "2 is idle"
+        );
+        assert_eq!(
+            pipelines.watermark_millis(WALL),
+            Some(T0 - 10_000),
+            "both active"
+        );
+        let much_later = WALL + 600_000;
+        assert_eq!(
+            pipelines.watermark_millis(much_later),
+            Some(T0 + 590_000),
+            "both idle: the maximum"
+        );
     }
 
     #[test]

@@ -171,7 +171,8 @@ pub async fn run(
         metrics: metrics.clone(),
         source_name,
         fraud_settings: Some(fraud_settings.clone()),
-    });
+    })
+    .with_operator_idle_timeout(config.window_settings().idle_timeout_millis);
     if let Some(path) = &config.state.snapshot_path {
         restore_snapshot_file(&mut pipelines, path);
     }
@@ -825,7 +826,7 @@ impl PipelineLoop {
         let live = LiveView {
             watermark: self
                 .pipelines
-                .watermark_millis()
+                .watermark_millis(wall_clock_millis())
                 .map(crate::time::millis_to_rfc3339),
             views: self.view_labels.clone(),
             hottest_cells,
@@ -877,7 +878,7 @@ impl PipelineLoop {
             cell: cell_activity(&registry, cell_index, events_in_first_view),
             watermark: self
                 .pipelines
-                .watermark_millis()
+                .watermark_millis(wall_clock_millis())
                 .map(crate::time::millis_to_rfc3339),
             views: self.view_labels.clone(),
             events_by_type,

@@ -5,8 +5,8 @@
 //! the topic's index in `kafka.topics` times 65 536 plus the Kafka partition — so that
 //! watermarks stay per input partition even with several topics, and whose `position` is the
 //! Kafka offset. A `content-type` header of `application/json` selects JSON for that record,
-//! `application/x-protobuf` (or `application/protobuf`) protobuf; otherwise `kafka.format`
-//! applies.
+//! `application/x-protobuf` (or `application/protobuf`) protobuf; otherwise the topic's entry
+//! in `kafka.topic_formats`, else `kafka.format`, applies.
 //!
 //! Offsets are not auto-committed: the service calls [`KafkaOffsetCommitter::commit_processed`]
 //! after a batch was processed and its outputs were written.
@@ -486,7 +486,11 @@ impl KafkaSource {
             })?;
         let stop = Arc::new(AtomicBool::new(false));
         let (commit_sender, commit_receiver) = std::sync::mpsc::channel();
-        let default_format = config.format;
+        let formats_by_topic: Vec<KafkaPayloadFormat> = config
+            .topics
+            .iter()
+            .map(|topic| config.format_of_topic(topic))
+            .collect();
         let consumer_stop = stop.clone();
         let consumer_topics = topics.clone();
         let consumer_thread = std::thread::Builder::new()
@@ -495,7 +499,7 @@ impl KafkaSource {
                 poll_loop(
                     consumer,
                     &consumer_topics,
-                    default_format,
+                    &formats_by_topic,
                     &consumer_stop,
                     &commit_receiver,
                 )
@@ -587,7 +591,7 @@ impl Drop for KafkaSource {
 /// number (never for subscribed topics).
 fn record_of(
     topics: &[String],
-    default_format: KafkaPayloadFormat,
+    formats_by_topic: &[KafkaPayloadFormat],
     message: &rdkafka::message::BorrowedMessage<'_>,
 ) -> Option<SourceRecord> {
     let topic_index = topics.iter().position(|topic| topic == message.topic())?;
@@ -599,7 +603,11 @@ fn record_of(
             .filter(|header| header.key.eq_ignore_ascii_case(CONTENT_TYPE_HEADER))
             .find_map(|header| header.value.and_then(format_of_content_type))
     });
-    let format = header_format.unwrap_or(default_format).input_format();
+    let topic_format = formats_by_topic
+        .get(topic_index)
+        .copied()
+        .unwrap_or(KafkaPayloadFormat::Protobuf);
+    let format = header_format.unwrap_or(topic_format).input_format();
     let bytes = bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default());
     Some(SourceRecord {
         payload: RecordPayload::Encoded { bytes, format },
@@ -614,7 +622,7 @@ fn record_of(
 fn poll_loop(
     consumer: BaseConsumer<GroupContext>,
     topics: &[String],
-    default_format: KafkaPayloadFormat,
+    formats_by_topic: &[KafkaPayloadFormat],
     stop: &AtomicBool,
     commit_requests: &std::sync::mpsc::Receiver<CommitRequest>,
 ) {
@@ -647,7 +655,7 @@ fn poll_loop(
                 };
                 timeout = Duration::ZERO;
                 match polled {
-                    Ok(message) => match record_of(topics, default_format, &message) {
+                    Ok(message) => match record_of(topics, formats_by_topic, &message) {
                         Some(record) => {
                             let mut pending = lock(&context.pending);
                             pending.push(record);
@@ -671,7 +679,7 @@ fn poll_loop(
         } else {
             // Serve rebalances and heartbeats; paused partitions deliver nothing new.
             if let Some(Ok(message)) = consumer.poll(POLL_TIMEOUT) {
-                if let Some(record) = record_of(topics, default_format, &message) {
+                if let Some(record) = record_of(topics, formats_by_topic, &message) {
                     lock(&context.pending).push(record);
                 }
             }
