@@ -18,13 +18,13 @@
 //!    `auto.offset.reset=earliest`, then `kafka.properties`) in its own group reads all N
 //!    records; timed from the first record to the N-th (the group join is reported apart).
 //! 3. gridwatch: `gridwatch::service::run` in-process with `source.kind = "kafka"`, a fresh
-//!    group, file outputs to a temporary directory, Kafka output topics on, a state snapshot
-//!    file with a short interval. Timed from the first record processed (the first `/metrics`
+//!    group, file outputs to a temporary directory, Kafka output topics on, partition state
+//!    snapshots to the state topic every second (each followed by the offset commit). Timed from the first record processed (the first `/metrics`
 //!    scrape showing `gridwatch_events_received_total{source="kafka"}` above zero; the records
 //!    counted at that scrape are left out of the rate) to the first moment the group's
 //!    committed offsets reach the end of every partition (polled every 50 ms with a separate
-//!    consumer of the same group id; a commit means the records were processed and their
-//!    outputs written). After the first record `/metrics` is scraped only every 500 ms (it
+//!    consumer of the same group id; a commit means the records were processed, their outputs
+//!    acknowledged and the partition's state snapshot acknowledged). After the first record `/metrics` is scraped only every 500 ms (it
 //!    costs the service CPU), to report when all N records were received. The bench relies only on the config interface, `/metrics` and the
 //!    committed offsets, not on how the service is built inside.
 //!
@@ -66,7 +66,7 @@ const OBSERVE_INTERVAL: Duration = Duration::from_millis(50);
 /// in a profile with a scrape every 50 ms), while the committed offsets, which end the
 /// measurement, are still polled every 50 ms.
 const SCRAPES_AFTER_FIRST_RECORD_EVERY: u64 = 10;
-/// How often the service writes its state snapshot during the run.
+/// How often the service snapshots partition state (and then commits) during the run.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest a phase may take before the bench gives up.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -185,7 +185,7 @@ struct GridwatchResult {
     batches: f64,
     /// Lines of `windows.jsonl` after shutdown.
     window_lines_written: usize,
-    /// `state.snapshot_interval` of the run.
+    /// `kafka.snapshot_interval` of the run (state snapshots, then offset commits).
     snapshot_interval_seconds: f64,
 }
 
@@ -236,6 +236,7 @@ fn main() {
 
     let broker = tansu::TansuBroker::start(&binary);
     broker.create_topic(INPUT_TOPIC, settings.partitions);
+    broker.create_topic(&Config::default().kafka.state_topic, settings.partitions);
     let sinks = gridwatch::config::KafkaSinksConfig::default();
     for output_topic in [
         &sinks.windows_topic,
@@ -508,16 +509,15 @@ async fn gridwatch_run(
     config.output.dir = Some(output_directory.clone());
     config.http.listen = "127.0.0.1:0".to_string();
     config.privacy.pseudonymization_key = "kafka-e2e-bench".to_string();
-    config.state.snapshot_path = Some(directory.path().join("state.snapshot"));
-    config.state.snapshot_interval = SNAPSHOT_INTERVAL;
+    config.kafka.snapshot_interval = SNAPSHOT_INTERVAL;
     if let Err(problems) = config.validate() {
         panic!("bench config invalid: {problems:?}");
     }
     println!(
-        "gridwatch: group {group_id}, kafka sinks {}, outputs in {}, state.snapshot_interval = {:?}",
+        "gridwatch: group {group_id}, kafka sinks {}, outputs in {}, kafka.snapshot_interval = {:?}",
         if settings.kafka_sinks { "on" } else { "OFF" },
         output_directory.display(),
-        config.state.snapshot_interval
+        config.kafka.snapshot_interval
     );
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -685,7 +685,7 @@ fn print_table(report: &Report) {
         report.gridwatch.join_seconds
     );
     println!(
-        "produce {:.0} events/s; gridwatch: all received after {}, committed after {:.3} s; {} windows emitted ({} lines written), dead letters {:?}, {} output records produced to Kafka, {} produce errors; state.snapshot_interval {} s",
+        "produce {:.0} events/s; gridwatch: all received after {}, committed after {:.3} s; {} windows emitted ({} lines written), dead letters {:?}, {} output records produced to Kafka, {} produce errors; kafka.snapshot_interval {} s",
         report.produce_events_per_second,
         all_received_text(report.gridwatch.all_received_seconds),
         report.gridwatch.seconds,
