@@ -121,7 +121,7 @@ pub struct KafkaConfig {
     /// Output topics (`[kafka.sinks]`): windows, alerts and dead letters produced to Kafka.
     pub sinks: KafkaSinksConfig,
     /// Topic of per-partition state snapshots (must exist; compacted on a real cluster): one
-    /// record per input partition and snapshot, keyed `<topic>/<partition>`.
+    /// record per input partition and snapshot, keyed `<group_id>/<topic>/<partition>`.
     pub state_topic: String,
     /// How often each owned partition's state is snapshotted to `state_topic` and its offset
     /// committed (also on revoke and shutdown). A crash replays at most this much input.

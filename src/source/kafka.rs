@@ -440,6 +440,12 @@ fn offset_list(
 const RECORDS_PER_BATCH: usize = 1024;
 /// How long one poll waits for a record.
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long the pipeline's queue must stay full before the partitions are paused.
+const PAUSE_AFTER_FULL: Duration = Duration::from_secs(1);
+/// How often a full queue is retried before pausing.
+const FULL_RETRY_INTERVAL: Duration = Duration::from_millis(1);
+/// How long a poll waits while paused (how soon a freed queue is noticed).
+const PAUSED_POLL_TIMEOUT: Duration = Duration::from_millis(10);
 /// How often the probe asks the cluster for metadata, and how long it waits.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a metadata probe may take before the cluster counts as unreachable.
@@ -616,9 +622,10 @@ fn record_of(
     })
 }
 
-/// The consumer thread: polls records into batches and hands them over; while the pipeline
-/// is behind (its queue full) the assigned partitions are paused — polling continues, so the
-/// group membership and rebalances are served — and resumed once the batch went through.
+/// The consumer thread: polls records into batches and hands them over. A full pipeline queue
+/// is retried every millisecond for up to a second (a tick or a snapshot round); when it stays
+/// full longer, the assigned partitions are paused — polling continues, so the group
+/// membership and rebalances are served — and resumed once the batch went through.
 fn poll_loop(
     consumer: BaseConsumer<GroupContext>,
     topics: &[String],
@@ -628,6 +635,8 @@ fn poll_loop(
 ) {
     let context = consumer.context();
     let mut paused = false;
+    // Since when the pipeline's queue has been full (None while it takes batches).
+    let mut full_since: Option<std::time::Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         while let Ok(request) = commit_requests.try_recv() {
             // Synchronous (one round trip, on this thread): the result is known and counted
@@ -676,9 +685,10 @@ fn poll_loop(
                     }
                 }
             }
-        } else {
-            // Serve rebalances and heartbeats; paused partitions deliver nothing new.
-            if let Some(Ok(message)) = consumer.poll(POLL_TIMEOUT) {
+        } else if paused {
+            // Serve rebalances; paused partitions deliver nothing new (a record fetched before
+            // the pause is kept).
+            if let Some(Ok(message)) = consumer.poll(PAUSED_POLL_TIMEOUT) {
                 if let Some(record) = record_of(topics, formats_by_topic, &message) {
                     lock(&context.pending).push(record);
                 }
@@ -690,6 +700,7 @@ fn poll_loop(
         }
         match context.sender.try_send(SourceMessage::Records(records)) {
             Ok(()) => {
+                full_since = None;
                 if paused {
                     set_paused(&consumer, false);
                     paused = false;
@@ -697,10 +708,20 @@ fn poll_loop(
             }
             Err(mpsc::error::TrySendError::Full(SourceMessage::Records(records))) => {
                 lock(&context.pending).splice(0..0, records);
-                if !paused {
+                let full_for = full_since
+                    .get_or_insert_with(std::time::Instant::now)
+                    .elapsed();
+                if paused {
+                    continue;
+                }
+                if full_for >= PAUSE_AFTER_FULL {
                     set_paused(&consumer, true);
                     context.metrics.kafka.pauses.inc();
                     paused = true;
+                } else {
+                    // A short stall (a tick, a snapshot round): wait rather than pause, since
+                    // a resume restarts fetching from scratch.
+                    std::thread::sleep(FULL_RETRY_INTERVAL);
                 }
             }
             Err(mpsc::error::TrySendError::Full(_other)) => {}

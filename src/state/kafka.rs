@@ -1,5 +1,6 @@
 //! Partition state in a Kafka topic (`kafka.state_topic`, default `gridwatch.state.v1`): one
-//! record per snapshot of one input partition, keyed `<input topic>/<partition>`, value = the
+//! record per snapshot of one input partition, keyed `<group id>/<input topic>/<partition>`
+//! (consumer groups are independent consumers, each with its own state), value = the
 //! [`crate::state::snapshot`] bytes of that partition's pipeline, headers
 //! `gridwatch_next_offset` (the input offset the state is complete up to, exclusive),
 //! `gridwatch_input_topic` and `gridwatch_input_partition`.
@@ -41,9 +42,10 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest state record the producer accepts (librdkafka `message.max.bytes`).
 const MAX_STATE_RECORD_BYTES: &str = "100000000";
 
-/// The record key of an input partition's state.
-pub fn state_key(input_topic: &str, input_partition: i32) -> String {
-    format!("{input_topic}/{input_partition}")
+/// The record key of an input partition's state in consumer group `group_id`: groups are
+/// independent consumers of the same input, each with its own state.
+pub fn state_key(group_id: &str, input_topic: &str, input_partition: i32) -> String {
+    format!("{group_id}/{input_topic}/{input_partition}")
 }
 
 /// The state partition that holds input partition `input_partition`'s snapshots.
@@ -137,6 +139,8 @@ pub struct StateWriter {
     topic: String,
     /// The state topic's partition count, looked up once.
     state_partition_count: i32,
+    /// The consumer group whose state this is (part of every key).
+    group_id: String,
 }
 
 impl std::fmt::Debug for StateWriter {
@@ -167,6 +171,7 @@ impl StateWriter {
             producer,
             topic: config.state_topic.clone(),
             state_partition_count,
+            group_id: config.group_id.clone(),
         })
     }
 
@@ -179,7 +184,11 @@ impl StateWriter {
     ) -> Result<(), KafkaError> {
         let mut deliveries = Vec::with_capacity(snapshots.len());
         for snapshot in snapshots {
-            let key = state_key(&snapshot.input_topic, snapshot.input_partition);
+            let key = state_key(
+                &self.group_id,
+                &snapshot.input_topic,
+                snapshot.input_partition,
+            );
             let next_offset = snapshot.next_offset.to_string();
             let input_partition = snapshot.input_partition.to_string();
             let headers = OwnedHeaders::new()
@@ -271,6 +280,8 @@ pub struct StateReader {
     consumer: BaseConsumer<StateReaderContext>,
     /// The state topic.
     topic: String,
+    /// The consumer group whose state is read (part of every key).
+    group_id: String,
 }
 
 impl std::fmt::Debug for StateReader {
@@ -311,6 +322,7 @@ impl StateReader {
         Ok(StateReader {
             consumer,
             topic: config.state_topic.clone(),
+            group_id: config.group_id.clone(),
         })
     }
 
@@ -328,7 +340,12 @@ impl StateReader {
         let state_partition_count = partition_count(self.consumer.client(), &self.topic)?;
         let wanted_keys: BTreeMap<String, (String, i32)> = input_partitions
             .iter()
-            .map(|(topic, partition)| (state_key(topic, *partition), (topic.clone(), *partition)))
+            .map(|(topic, partition)| {
+                (
+                    state_key(&self.group_id, topic, *partition),
+                    (topic.clone(), *partition),
+                )
+            })
             .collect();
         let mut state_partitions: Vec<i32> = input_partitions
             .iter()
@@ -428,6 +445,9 @@ mod tests {
         assert_eq!(state_partition_of(7, 6), 1);
         assert_eq!(state_partition_of(5, 1), 0);
         assert_eq!(state_partition_of(3, 0), 0);
-        assert_eq!(state_key("gridwatch.events.v1", 4), "gridwatch.events.v1/4");
+        assert_eq!(
+            state_key("gridwatch", "gridwatch.events.v1", 4),
+            "gridwatch/gridwatch.events.v1/4"
+        );
     }
 }
