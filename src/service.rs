@@ -67,6 +67,14 @@ pub enum ServiceError {
     /// The fraud settings or baseline are invalid.
     #[error(transparent)]
     Fraud(#[from] crate::fraud::FraudError),
+    /// Kafka output records were lost (dropped or not delivered) with a Kafka source: the
+    /// service stops without committing past them, so that a restart replays them from the
+    /// last snapshot.
+    #[error("{lost} kafka output records were lost; stopping without committing so that a restart re-sends them from the last snapshot")]
+    OutputsLost {
+        /// Records lost.
+        lost: u64,
+    },
 }
 
 /// Records per source batch.
@@ -293,6 +301,7 @@ pub async fn run(
         kafka_snapshot_interval: config.kafka.snapshot_interval,
         kafka_state_timeout: config.kafka.state_timeout,
         last_kafka_snapshot: Instant::now(),
+        outputs_lost: None,
         outputs: Outputs::default(),
         metrics: metrics.clone(),
         health: health.clone(),
@@ -316,6 +325,7 @@ pub async fn run(
         .await;
     cancel.cancel();
     loop_state.shut_down().await;
+    let outputs_lost = loop_state.outputs_lost;
     sink = loop_state.sink.take();
     drop(sink);
     if let Some(source) = loop_state.kafka_source.take() {
@@ -340,6 +350,9 @@ pub async fn run(
     match server.await {
         Ok(result) => result?,
         Err(error) => tracing::error!(%error, "http server task failed"),
+    }
+    if let Some(lost) = outputs_lost {
+        return Err(ServiceError::OutputsLost { lost });
     }
     tracing::info!("gridwatch stopped");
     Ok(())
@@ -449,6 +462,9 @@ struct PipelineLoop {
     kafka_state_timeout: Duration,
     /// When the last Kafka snapshot round ran.
     last_kafka_snapshot: Instant,
+    /// Set when Kafka output records were lost with a Kafka source: the loop stops, nothing
+    /// more is committed.
+    outputs_lost: Option<u64>,
     /// Reused output buffer.
     outputs: Outputs,
     /// Metrics (gauges refreshed on each tick).
@@ -489,6 +505,9 @@ impl PipelineLoop {
         let mut input_open = true;
         self.on_tick().await;
         loop {
+            if self.outputs_lost.is_some() {
+                return;
+            }
             tokio::select! {
                 _ = &mut shutdown => return,
                 message = batch_receiver.recv(), if input_open => match message {
@@ -595,6 +614,15 @@ impl PipelineLoop {
         if let Some(kafka_sink) = &self.kafka_sink {
             if let Err(error) = kafka_sink.flush(timeout) {
                 tracing::warn!(%error, "kafka outputs not acknowledged; no snapshot this round");
+                return Vec::new();
+            }
+            let lost = kafka_sink.lost_records();
+            if lost > 0 {
+                tracing::error!(
+                    lost,
+                    "kafka output records lost; stopping without committing, a restart re-sends them from the last snapshot"
+                );
+                self.outputs_lost = Some(lost);
                 return Vec::new();
             }
         }
@@ -994,7 +1022,7 @@ impl PipelineLoop {
         if self.snapshot_path.is_some() {
             self.write_snapshot();
         }
-        if self.kafka_source.is_some() {
+        if self.kafka_source.is_some() && self.outputs_lost.is_none() {
             let committable = self.snapshot_round(None, self.kafka_state_timeout).await;
             if let Some(kafka_source) = &self.kafka_source {
                 let commit = kafka_source.commit(committable);

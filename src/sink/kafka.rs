@@ -20,6 +20,8 @@
 //! drops and counts the rest in `gridwatch_kafka_produce_errors_total{topic}`. Acknowledged
 //! records count in `gridwatch_kafka_produced_total{topic}`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
@@ -49,6 +51,8 @@ pub struct DeliveryCounter {
     produced: prometheus::IntCounterVec,
     /// `gridwatch_kafka_produce_errors_total{topic}`.
     produce_errors: prometheus::IntCounterVec,
+    /// Records lost so far (dropped or not delivered), shared with the [`KafkaSink`].
+    lost: Arc<AtomicU64>,
 }
 
 impl ClientContext for DeliveryCounter {}
@@ -64,6 +68,7 @@ impl ProducerContext for DeliveryCounter {
                 self.produce_errors
                     .with_label_values(&[message.topic()])
                     .inc();
+                self.lost.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -104,6 +109,9 @@ pub struct KafkaSink {
     input_topics: Vec<String>,
     /// `gridwatch_kafka_produce_errors_total`, for records dropped before queueing.
     produce_errors: prometheus::IntCounterVec,
+    /// Records lost so far (dropped before queueing or not delivered): with a Kafka source,
+    /// offsets must not be committed past a loss.
+    lost: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -252,9 +260,11 @@ impl KafkaSink {
                 client_config.set(key, value);
             }
         }
+        let lost = Arc::new(AtomicU64::new(0));
         let context = DeliveryCounter {
             produced: metrics.kafka_produced.clone(),
             produce_errors: metrics.kafka_produce_errors.clone(),
+            lost: lost.clone(),
         };
         for topic in [&topics.windows, &topics.alerts, &topics.dead_letters]
             .into_iter()
@@ -277,7 +287,13 @@ impl KafkaSink {
             event_source,
             input_topics: config.topics.clone(),
             produce_errors: metrics.kafka_produce_errors.clone(),
+            lost,
         }))
+    }
+
+    /// Output records lost since the sink started (dropped before queueing, or not delivered).
+    pub fn lost_records(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
     }
 
     /// The records of one batch of outputs, in output order: windows, alerts, dead letters.
@@ -318,6 +334,7 @@ impl KafkaSink {
         for record in self.records_of(outputs) {
             if !self.send(&record, deadline) {
                 dropped += 1;
+                self.lost.fetch_add(1, Ordering::Relaxed);
                 self.produce_errors
                     .with_label_values(&[record.topic.as_str()])
                     .inc();
