@@ -309,23 +309,17 @@ pub(crate) fn on_watermark(
                     .map(|community| community.cells.as_slice())
                     .unwrap_or_default(),
             };
-            // With partial input, only this engine's cells (those it saw activity of) count.
-            let cells_seen_here: Vec<CellIndex>;
-            let cells: &[CellIndex] = if partial_input {
-                cells_seen_here = unit_cells
-                    .iter()
-                    .copied()
-                    .filter(|cell| state.last_activity_millis.contains_key(&cell.0))
-                    .collect();
-                &cells_seen_here
-            } else {
-                unit_cells
+            // With partial input, only this engine's cells (those it saw activity of) count;
+            // filtered on the fly, since this runs for every unit.
+            let counts_here = |cell: &&CellIndex| {
+                !partial_input || state.last_activity_millis.contains_key(&cell.0)
             };
-            if cells.is_empty() {
+            if !unit_cells.iter().any(|cell| counts_here(&cell)) {
                 continue;
             }
-            let silent_since = cells
+            let silent_since = unit_cells
                 .iter()
+                .filter(counts_here)
                 .map(|cell| {
                     state
                         .last_activity_millis
@@ -339,8 +333,9 @@ pub(crate) fn on_watermark(
             if aligned_millis.saturating_sub(silent_since) < rule.silence_millis {
                 continue;
             }
-            let expected: f64 = cells
+            let expected: f64 = unit_cells
                 .iter()
+                .filter(counts_here)
                 .map(|cell| baseline.seeded_all_types_count(*cell, silent_since, aligned_millis))
                 .sum();
             let p_value = poisson_zero_probability(expected);
