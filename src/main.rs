@@ -167,12 +167,14 @@ fn execute(command: Command) -> anyhow::Result<()> {
             init_logging(&config);
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
             runtime.block_on(async move {
+                // Before the address is announced: from then on SIGTERM is a clean shutdown.
+                let shutdown = shutdown_signal();
                 let listener = tokio::net::TcpListener::bind(&config.http.listen)
                     .await
                     .with_context(|| format!("binding {}", config.http.listen))?;
                 let address = listener.local_addr()?;
                 println!("gridwatch listening on http://{address} (metrics at /metrics, hottest cells at /api/v1/cells?top=10)");
-                gridwatch::service::run(config, listener, shutdown_signal()).await?;
+                gridwatch::service::run(config, listener, shutdown).await?;
                 Ok(())
             })
         }
@@ -346,29 +348,57 @@ fn init_logging(config: &Config) {
     };
 }
 
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on SIGINT or SIGTERM. The handlers are registered when this is called, not when
+/// the future is first polled: a signal that arrives while the service is busy starting (or
+/// before its loop first polls this future) is a shutdown, never the default action that
+/// would kill the process without flushing.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    let registered = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let (interrupt, terminate) = registered;
+            let interrupt_received = async {
+                match interrupt {
+                    Ok(mut stream) => {
+                        stream.recv().await;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot listen for SIGINT");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            let terminate_received = async {
+                match terminate {
+                    Ok(mut stream) => {
+                        stream.recv().await;
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "cannot listen for SIGTERM");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = interrupt_received => tracing::info!("received SIGINT; shutting down"),
+                _ = terminate_received => tracing::info!("received SIGTERM; shutting down"),
             }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
+        }
+        #[cfg(not(unix))]
+        {
+            if let Err(error) = tokio::signal::ctrl_c().await {
+                tracing::error!(%error, "cannot listen for ctrl-c");
                 std::future::pending::<()>().await;
             }
+            tracing::info!("received ctrl-c; shutting down");
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => tracing::info!("received SIGINT; shutting down"),
-        _ = terminate => tracing::info!("received SIGTERM; shutting down"),
     }
 }
