@@ -231,7 +231,21 @@ impl Baseline {
         let Some(seed) = self.seed(event_type) else {
             return 0.0;
         };
-        let per_day = match seed.rate {
+        self.seeded_daily_rate(registry, cell, event_type) * seed.hour_share(local_hour)
+    }
+
+    /// Seeded expected events per day of `event_type` in `cell` (0 for a per-cell type whose
+    /// cell has no device that can report it).
+    fn seeded_daily_rate(
+        &self,
+        registry: &GridRegistry,
+        cell: CellIndex,
+        event_type: EventType,
+    ) -> f64 {
+        let Some(seed) = self.seed(event_type) else {
+            return 0.0;
+        };
+        match seed.rate {
             SeedRate::PerCellPerDay(rate) => {
                 let has_capable_device = registry
                     .devices_in_cell(cell)
@@ -254,8 +268,26 @@ impl Baseline {
                     f64::from(community.population) / community.cells.len().max(1) as f64;
                 rate * residents_in_cell / 10_000.0 / 365.0
             }
-        };
-        per_day * seed.hour_share(local_hour)
+        }
+    }
+
+    /// Seeded expected events per hour of every type together in `cell`, by local hour of
+    /// day: each type's daily rate (and device check) once, then its hour shares.
+    fn seeded_all_types_hourly_rates(&self, registry: &GridRegistry, cell: CellIndex) -> [f64; 24] {
+        let mut hourly = [0.0; 24];
+        for event_type in crate::event::ALL_EVENT_TYPES {
+            let Some(seed) = self.seed(event_type) else {
+                continue;
+            };
+            let per_day = self.seeded_daily_rate(registry, cell, event_type);
+            if per_day == 0.0 {
+                continue;
+            }
+            for (local_hour, rate) in hourly.iter_mut().enumerate() {
+                *rate += per_day * seed.hour_share(local_hour);
+            }
+        }
+        hourly
     }
 }
 
@@ -516,6 +548,9 @@ impl BaselineView<'_> {
     /// Seeded expected events of every type together in `cell` over `[from, to)` (truncated
     /// to its most recent 7 days): the data-gap expectation.
     pub(crate) fn seeded_all_types_count(&self, cell: CellIndex, from: i64, to: i64) -> f64 {
+        let hourly_by_local_hour = self
+            .seeds
+            .seeded_all_types_hourly_rates(self.registry, cell);
         let earliest_from = to.saturating_sub(MAX_EXPECTATION_SPAN_HOURS * HOUR_MILLIS);
         let mut segment_start = from.max(earliest_from);
         let mut expected = 0.0;
@@ -524,14 +559,10 @@ impl BaselineView<'_> {
             let hour_end = hour.saturating_add(1).saturating_mul(HOUR_MILLIS);
             let segment_end = hour_end.min(to);
             let fraction = (segment_end - segment_start) as f64 / HOUR_MILLIS as f64;
-            let local_hour = local_hour_of_day(hour);
-            let hourly: f64 = crate::event::ALL_EVENT_TYPES
-                .iter()
-                .map(|event_type| {
-                    self.seeds
-                        .seeded_hourly_rate(self.registry, cell, *event_type, local_hour)
-                })
-                .sum();
+            let hourly = hourly_by_local_hour
+                .get(local_hour_of_day(hour))
+                .copied()
+                .unwrap_or(0.0);
             expected += fraction * hourly;
             if segment_end <= segment_start {
                 break;
