@@ -570,3 +570,71 @@ async fn malformed_records_are_dead_lettered_and_consumption_continues() {
     );
     check_alerts_topic(&broker.address, directory.path());
 }
+
+/// With a Kafka source, output records the broker refuses must not be committed past: the
+/// service stops with `OutputsLost` and commits nothing, so a restart re-sends them from the
+/// last snapshot. librdkafka's in-process mock cluster refuses the produce requests (tansu
+/// accepts every record).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_output_records_stop_the_service_without_committing() {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let mock_cluster = MockCluster::new(1).unwrap();
+    let topic = "gridwatch.events.v1";
+    mock_cluster.create_topic(topic, 1, 1).unwrap();
+    for output_topic in OUTPUT_TOPICS {
+        mock_cluster.create_topic(output_topic, 1, 1).unwrap();
+    }
+    let brokers = mock_cluster.bootstrap_servers();
+    let mut simulator = Simulator::new(
+        SimulatorSettings {
+            seed: 5,
+            start_millis: START_MILLIS,
+            ..SimulatorSettings::default()
+        },
+        GridRegistry::embedded(),
+    )
+    .unwrap();
+    let options = ProduceOptions {
+        brokers: brokers.clone(),
+        topic: topic.to_string(),
+        events: Some(300),
+        rate_per_second: None,
+        format: KafkaPayloadFormat::Protobuf,
+        properties: Default::default(),
+    };
+    assert_eq!(
+        produce_simulated(&options, &mut simulator).await.unwrap(),
+        300
+    );
+    // From now on every produce request is refused (not retriable).
+    mock_cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 10_000],
+    );
+
+    let group_id = "gridwatch-refused";
+    let mut config = Config::default();
+    config.source.kind = SourceKind::Kafka;
+    config.kafka.brokers = brokers.clone();
+    config.kafka.group_id = group_id.to_string();
+    config.kafka.topics = vec![topic.to_string()];
+    config.kafka.properties = fast_group_join_properties();
+    config.kafka.sinks.enabled = true;
+    config.kafka.snapshot_interval = Duration::from_secs(1);
+    config.validate().unwrap();
+    let service = InProcessService::start(config).await;
+    let result = service.ended_by_itself(Duration::from_secs(60)).await;
+    match result {
+        Err(gridwatch::service::ServiceError::OutputsLost { lost }) => {
+            assert!(lost > 0);
+            println!("the service stopped after {lost} refused output records");
+        }
+        other => panic!("expected OutputsLost, got {other:?}"),
+    }
+    assert_eq!(
+        committed_offset(&brokers, group_id, topic),
+        None,
+        "nothing is committed past lost outputs"
+    );
+}

@@ -111,6 +111,21 @@ impl InProcessService {
         format!("{}{path}", self.base_url)
     }
 
+    /// Waits (at most `timeout`) for the service to end on its own, without a shutdown, and
+    /// returns its result; panics if it is still running.
+    pub async fn ended_by_itself(
+        mut self,
+        timeout: std::time::Duration,
+    ) -> Result<(), gridwatch::service::ServiceError> {
+        let task = self.task.take().expect("running");
+        let result = tokio::time::timeout(timeout, task)
+            .await
+            .expect("the service ends by itself in time")
+            .expect("service task");
+        drop(self.shutdown.take());
+        result
+    }
+
     /// Shuts the service down and checks that it stopped cleanly within 20 s.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {
