@@ -145,15 +145,36 @@ impl PartitionedPipelines {
         snapshot: Option<&[u8]>,
         next_position: Option<u64>,
     ) -> Result<(), SnapshotError> {
+        let window = self.factory.settings.window;
+        match snapshot
+            .map(|bytes| crate::state::decode(bytes, window))
+            .transpose()
+        {
+            Ok(state) => {
+                self.assign_state(partition, state.map(|state| (state, next_position)));
+                Ok(())
+            }
+            Err(error) => {
+                self.assign_state(partition, None);
+                Err(error)
+            }
+        }
+    }
+
+    /// Takes ownership of `partition` with a decoded state and the position its input resumes
+    /// at, or empty. Replaces any state the partition had here.
+    pub fn assign_state(
+        &mut self,
+        partition: u32,
+        restored: Option<(crate::pipeline::PipelineState, Option<u64>)>,
+    ) {
         let mut pipeline = self.factory.new_pipeline();
-        let restored = match snapshot {
-            Some(bytes) => crate::state::restore(&mut pipeline, bytes),
-            None => Ok(()),
-        };
-        let resumed_position = if restored.is_ok() {
-            next_position
-        } else {
-            None
+        let resumed_position = match restored {
+            Some((state, next_position)) => {
+                pipeline.restore_state(state);
+                next_position
+            }
+            None => None,
         };
         self.partitions.insert(
             partition,
@@ -164,7 +185,6 @@ impl PartitionedPipelines {
                 last_record_wall_millis: None,
             },
         );
-        restored
     }
 
     /// Gives up `partition`, returning its state (for a last snapshot).

@@ -241,7 +241,12 @@ pub async fn run(
         }
         SourceKind::Kafka => {
             state_writer = Some(StateWriter::create(&config.kafka)?);
-            let source = KafkaSource::start(&config.kafka, batch_sender, metrics.clone())?;
+            let source = KafkaSource::start(
+                &config.kafka,
+                config.window_settings(),
+                batch_sender,
+                metrics.clone(),
+            )?;
             let _ = health
                 .kafka_broker_reachable
                 .set(source.progress().broker_reachable.clone());
@@ -549,29 +554,13 @@ impl PipelineLoop {
     }
 
     /// Takes over newly assigned Kafka partitions with their restored state.
+    /// (The consumer thread decoded the snapshots and counted the restores.)
     fn on_assigned(&mut self, partitions: Vec<AssignedPartition>) {
         for assigned in partitions {
-            let (snapshot_bytes, next_offset) = match &assigned.snapshot {
-                Some(snapshot) => (Some(snapshot.bytes.as_slice()), Some(snapshot.next_offset)),
-                None => (None, None),
-            };
-            let result = match self.pipelines.assign(
-                assigned.partition,
-                snapshot_bytes,
-                next_offset,
-            ) {
-                Ok(()) if snapshot_bytes.is_some() => "restored",
-                Ok(()) => "empty",
-                Err(error) => {
-                    tracing::error!(%error, partition = assigned.partition, "partition snapshot does not restore; the partition starts empty");
-                    "invalid"
-                }
-            };
-            self.metrics
-                .kafka
-                .restores
-                .with_label_values(&[result])
-                .inc();
+            let restored = assigned
+                .restored
+                .map(|(state, next_offset)| (state, Some(next_offset)));
+            self.pipelines.assign_state(assigned.partition, restored);
         }
     }
 

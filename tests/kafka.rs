@@ -107,15 +107,9 @@ async fn round_trip(format: KafkaPayloadFormat) {
     let directory = tempfile::tempdir().unwrap();
     let service_output = directory.path().join("service");
     let group_id = "gridwatch-round-trip";
-    let mut config = Config::default();
-    config.source.kind = SourceKind::Kafka;
-    config.kafka.brokers = broker.address.clone();
-    config.kafka.group_id = group_id.to_string();
-    config.kafka.topics = vec![topic.to_string()];
+    let mut config = kafka_source_config(&broker.address, group_id, topic);
     assert_eq!(config.kafka.format, KafkaPayloadFormat::Protobuf);
-    config.kafka.properties = fast_group_join_properties();
     config.output.dir = Some(service_output.clone());
-    config.kafka.sinks.enabled = true;
     // Idle advance by processing time would close more windows the longer the test runs.
     config.window.idle_timeout = Duration::from_secs(3600);
     config.validate().unwrap();
@@ -211,6 +205,19 @@ async fn round_trip(format: KafkaPayloadFormat) {
     let alert_lines = window_lines(&service_output.join("alerts.jsonl"));
     let alert_records = consume_topic(&broker.address, "gridwatch.alerts.v1", alert_lines.len());
     assert_eq!(alert_records.len(), alert_lines.len());
+}
+
+/// A service consuming `topic` from `brokers` in `group_id`, with a quick group join and the
+/// Kafka output topics on.
+fn kafka_source_config(brokers: &str, group_id: &str, topic: &str) -> Config {
+    let mut config = Config::default();
+    config.source.kind = SourceKind::Kafka;
+    config.kafka.brokers = brokers.to_string();
+    config.kafka.group_id = group_id.to_string();
+    config.kafka.topics = vec![topic.to_string()];
+    config.kafka.properties = fast_group_join_properties();
+    config.kafka.sinks.enabled = true;
+    config
 }
 
 /// The default output topics and the state topic, created before the service starts.
@@ -423,13 +430,7 @@ async fn malformed_records_are_dead_lettered_and_consumption_continues() {
         .unwrap();
 
     let directory = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.source.kind = SourceKind::Kafka;
-    config.kafka.brokers = broker.address.clone();
-    config.kafka.group_id = "gridwatch-poison".to_string();
-    config.kafka.topics = vec![topic.to_string()];
-    config.kafka.properties = fast_group_join_properties();
-    config.kafka.sinks.enabled = true;
+    let mut config = kafka_source_config(&broker.address, "gridwatch-poison", topic);
     config.output.dir = Some(directory.path().to_path_buf());
     let service = InProcessService::start(config).await;
     let client = reqwest::Client::new();
@@ -614,13 +615,7 @@ async fn refused_output_records_stop_the_service_without_committing() {
     );
 
     let group_id = "gridwatch-refused";
-    let mut config = Config::default();
-    config.source.kind = SourceKind::Kafka;
-    config.kafka.brokers = brokers.clone();
-    config.kafka.group_id = group_id.to_string();
-    config.kafka.topics = vec![topic.to_string()];
-    config.kafka.properties = fast_group_join_properties();
-    config.kafka.sinks.enabled = true;
+    let mut config = kafka_source_config(&brokers, group_id, topic);
     config.kafka.snapshot_interval = Duration::from_secs(1);
     config.validate().unwrap();
     let service = InProcessService::start(config).await;
@@ -637,4 +632,91 @@ async fn refused_output_records_stop_the_service_without_committing() {
         None,
         "nothing is committed past lost outputs"
     );
+}
+
+/// A state record that does not decode is counted as an invalid restore, and its partition
+/// starts empty from the committed offset (here: the beginning) — never at the corrupt
+/// record's offset, which would skip records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_record_that_does_not_decode_does_not_move_the_partition_past_its_commit() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let broker = TansuBroker::start(&binary);
+    let topic = "gridwatch.events.corrupt";
+    broker.create_topic(topic, 1);
+    for output_topic in OUTPUT_TOPICS {
+        broker.create_topic(output_topic, 1);
+    }
+    let mut simulator = Simulator::new(
+        SimulatorSettings {
+            seed: 8,
+            start_millis: START_MILLIS,
+            ..SimulatorSettings::default()
+        },
+        GridRegistry::embedded(),
+    )
+    .unwrap();
+    let options = ProduceOptions {
+        brokers: broker.address.clone(),
+        topic: topic.to_string(),
+        events: Some(200),
+        rate_per_second: None,
+        format: KafkaPayloadFormat::Protobuf,
+        properties: Default::default(),
+    };
+    assert_eq!(
+        produce_simulated(&options, &mut simulator).await.unwrap(),
+        200
+    );
+    let group_id = "gridwatch-corrupt-state";
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .create()
+        .unwrap();
+    let key = gridwatch::state::kafka::state_key(group_id, topic, 0);
+    producer
+        .send(
+            FutureRecord::<str, [u8]>::to("gridwatch.state.v1")
+                .partition(0)
+                .key(key.as_str())
+                .payload(b"not a gridwatch snapshot".as_slice())
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: gridwatch::state::kafka::NEXT_OFFSET_HEADER,
+                    value: Some("150"),
+                })),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(error, _)| error)
+        .unwrap();
+
+    let service =
+        InProcessService::start(kafka_source_config(&broker.address, group_id, topic)).await;
+    let client = reqwest::Client::new();
+    let metrics = wait_for_body(
+        &client,
+        &service.url("/metrics"),
+        Duration::from_secs(45),
+        |body| {
+            metric_value(
+                body,
+                "gridwatch_events_received_total",
+                &["source=\"kafka\""],
+            ) == Some(200.0)
+        },
+    )
+    .await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "gridwatch_kafka_state_restores_total",
+            &["result=\"invalid\""]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    service.stop().await;
 }

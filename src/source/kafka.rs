@@ -33,6 +33,7 @@ use crate::metrics::Metrics;
 use crate::proto::IncidentEvent;
 use crate::source::simulator::Simulator;
 use crate::source::{AssignedPartition, RecordPayload, SourceError, SourceMessage, SourceRecord};
+use crate::window::WindowSettings;
 
 /// The header naming a record's payload format.
 pub const CONTENT_TYPE_HEADER: &str = "content-type";
@@ -176,6 +177,8 @@ struct GroupContext {
     state_reader: crate::state::kafka::StateReader,
     /// How long to wait for state on assignment and for the pipeline on revoke.
     state_timeout: Duration,
+    /// The running window settings: a snapshot taken with other pane shapes is not used.
+    window: WindowSettings,
     /// Rebalance, restore and commit counts.
     metrics: Arc<Metrics>,
     /// High watermarks from statistics.
@@ -262,9 +265,31 @@ impl GroupContext {
             let Some(partition) = source_partition_id(topic_index, kafka_partition) else {
                 continue;
             };
-            let snapshot = snapshots.get(&(topic.clone(), kafka_partition)).cloned();
-            if let Some(found) = &snapshot {
-                let resume_at = i64::try_from(found.next_offset).unwrap_or(i64::MAX);
+            let snapshot = snapshots.get(&(topic.clone(), kafka_partition));
+            // Decoded here, before the consumer is positioned at its offset: a snapshot that
+            // does not restore must not move the partition past its committed offset.
+            let restored = match snapshot {
+                None => None,
+                Some(found) => match crate::state::decode(&found.bytes, self.window) {
+                    Ok(state) => Some((state, found.next_offset)),
+                    Err(error) => {
+                        tracing::error!(%error, topic = %topic, partition = kafka_partition, "partition snapshot does not restore; the partition starts empty from its committed offset");
+                        None
+                    }
+                },
+            };
+            let restore_result = match (snapshot, &restored) {
+                (_, Some(_)) => "restored",
+                (Some(_), None) => "invalid",
+                (None, None) => "empty",
+            };
+            self.metrics
+                .kafka
+                .restores
+                .with_label_values(&[restore_result])
+                .inc();
+            if let Some((_, next_offset)) = &restored {
+                let resume_at = i64::try_from(*next_offset).unwrap_or(i64::MAX);
                 if let Err(error) = assignment.set_partition_offset(
                     &topic,
                     kafka_partition,
@@ -276,13 +301,14 @@ impl GroupContext {
             tracing::info!(
                 topic = %topic,
                 partition = kafka_partition,
-                resume_offset = snapshot.as_ref().map(|found| found.next_offset),
-                state_bytes = snapshot.as_ref().map(|found| found.bytes.len()),
+                resume_offset = restored.as_ref().map(|(_, next_offset)| *next_offset),
+                state_bytes = snapshot.map(|found| found.bytes.len()),
+                restore = restore_result,
                 "partition assigned"
             );
             assigned.push(AssignedPartition {
                 partition,
-                snapshot,
+                restored,
             });
         }
         self.send_blocking(SourceMessage::Assigned(assigned));
@@ -457,9 +483,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl KafkaSource {
     /// Subscribes to `config.topics` in `config.group_id` and starts the consumer thread,
-    /// which sends [`SourceMessage`]s to `sender`.
+    /// which sends [`SourceMessage`]s to `sender`; restored snapshots are checked against the
+    /// running `window` settings.
     pub fn start(
         config: &KafkaConfig,
+        window: WindowSettings,
         sender: mpsc::Sender<SourceMessage>,
         metrics: Arc<Metrics>,
     ) -> Result<KafkaSource, KafkaError> {
@@ -471,6 +499,7 @@ impl KafkaSource {
             pending: Mutex::new(Vec::new()),
             state_reader: crate::state::kafka::StateReader::create(config)?,
             state_timeout: config.state_timeout,
+            window,
             metrics: metrics.clone(),
             progress: progress.clone(),
             assignment_changed: AtomicBool::new(false),

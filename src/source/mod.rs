@@ -104,8 +104,10 @@ pub enum SourceMessage {
 pub struct AssignedPartition {
     /// Source partition id.
     pub partition: u32,
-    /// Its latest snapshot from the state topic, if any (the consumer resumes at its offset).
-    pub snapshot: Option<crate::state::kafka::PartitionSnapshot>,
+    /// Its state from the latest snapshot in the state topic, decoded, and the offset the
+    /// consumer resumes at; `None` when there is no usable snapshot (the consumer resumes at
+    /// the committed offset).
+    pub restored: Option<(crate::pipeline::PipelineState, u64)>,
 }
 
 /// Errors a source can fail with.

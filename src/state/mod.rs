@@ -54,11 +54,18 @@ pub fn snapshot(pipeline: &Pipeline) -> Result<Vec<u8>, SnapshotError> {
 
 /// Restores a pipeline's state from [`snapshot`] bytes.
 pub fn restore(pipeline: &mut Pipeline, bytes: &[u8]) -> Result<(), SnapshotError> {
+    let state = decode(bytes, pipeline.settings().window)?;
+    pipeline.restore_state(state);
+    Ok(())
+}
+
+/// The state in [`snapshot`] bytes, checked against the `running` window settings (so a
+/// snapshot can be validated before anything depends on it, e.g. the offset it resumes at).
+pub fn decode(bytes: &[u8], running: WindowSettings) -> Result<PipelineState, SnapshotError> {
     let Some(body_bytes) = bytes.strip_prefix(SNAPSHOT_MAGIC.as_slice()) else {
         return Err(SnapshotError::BadHeader);
     };
     let body: SnapshotBody = postcard::from_bytes(body_bytes)?;
-    let running = pipeline.settings().window;
     // Pane size and lateness shape the stored panes and views; out-of-orderness and the idle
     // timeout only change how the watermark moves from here on, so they may differ.
     let same_shape = body.window.size_millis == running.size_millis
@@ -69,8 +76,7 @@ pub fn restore(pipeline: &mut Pipeline, bytes: &[u8]) -> Result<(), SnapshotErro
             running,
         });
     }
-    pipeline.restore_state(body.state);
-    Ok(())
+    Ok(body.state)
 }
 
 /// Serde for hash maps that are part of a snapshot: written as entries sorted by key, so the
