@@ -348,6 +348,24 @@ fn init_logging(config: &Config) {
     };
 }
 
+/// Resolves when the registered signal arrives; never when it could not be registered (the
+/// error is logged).
+#[cfg(unix)]
+async fn signal_received(
+    registered: std::io::Result<tokio::signal::unix::Signal>,
+    name: &'static str,
+) {
+    match registered {
+        Ok(mut stream) => {
+            stream.recv().await;
+        }
+        Err(error) => {
+            tracing::error!(%error, signal = name, "cannot listen for the signal");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM. The handlers are registered when this is called, not when
 /// the future is first polled: a signal that arrives while the service is busy starting (or
 /// before its loop first polls this future) is a shutdown, never the default action that
@@ -365,31 +383,9 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
         #[cfg(unix)]
         {
             let (interrupt, terminate) = registered;
-            let interrupt_received = async {
-                match interrupt {
-                    Ok(mut stream) => {
-                        stream.recv().await;
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "cannot listen for SIGINT");
-                        std::future::pending::<()>().await;
-                    }
-                }
-            };
-            let terminate_received = async {
-                match terminate {
-                    Ok(mut stream) => {
-                        stream.recv().await;
-                    }
-                    Err(error) => {
-                        tracing::error!(%error, "cannot listen for SIGTERM");
-                        std::future::pending::<()>().await;
-                    }
-                }
-            };
             tokio::select! {
-                _ = interrupt_received => tracing::info!("received SIGINT; shutting down"),
-                _ = terminate_received => tracing::info!("received SIGTERM; shutting down"),
+                _ = signal_received(interrupt, "SIGINT") => tracing::info!("received SIGINT; shutting down"),
+                _ = signal_received(terminate, "SIGTERM") => tracing::info!("received SIGTERM; shutting down"),
             }
         }
         #[cfg(not(unix))]

@@ -199,11 +199,9 @@ impl PartitionedPipelines {
             .map(|(partition, owned)| (*partition, owned))
     }
 
-    /// The owned partitions, to record snapshot positions.
-    pub fn partitions_mut(&mut self) -> impl Iterator<Item = (u32, &mut OwnedPartition)> {
-        self.partitions
-            .iter_mut()
-            .map(|(partition, owned)| (*partition, owned))
+    /// One owned partition, to record its snapshot position.
+    pub fn partition_mut(&mut self, partition: u32) -> Option<&mut OwnedPartition> {
+        self.partitions.get_mut(&partition)
     }
 
     /// One owned partition.

@@ -581,16 +581,9 @@ impl PipelineLoop {
     /// changed partition's state written to the state topic and acknowledged. Returns the
     /// `(partition, next offset)` pairs now safe to commit; nothing when any step failed.
     async fn snapshot_round(&mut self, only: Option<&[u32]>, timeout: Duration) -> Vec<(u32, u64)> {
-        if self.state_writer.is_none() {
+        if self.state_writer.is_none() || self.kafka_source.is_none() {
             return Vec::new();
         }
-        let Some(topics) = self
-            .kafka_source
-            .as_ref()
-            .map(|source| source.topics().clone())
-        else {
-            return Vec::new();
-        };
         let started = Instant::now();
         self.write_outputs();
         if let Some(sink) = self.sink.as_mut() {
@@ -615,7 +608,12 @@ impl PipelineLoop {
                 return Vec::new();
             }
         }
-        let mut records = Vec::new();
+        let Some(kafka_source) = &self.kafka_source else {
+            return Vec::new();
+        };
+        // In step: the partition and offset each state record covers, and the records.
+        let mut snapshotted: Vec<(u32, u64)> = Vec::new();
+        let mut records: Vec<SnapshotRecord> = Vec::new();
         for (partition, owned) in self.pipelines.partitions() {
             if only.is_some_and(|selected| !selected.contains(&partition)) {
                 continue;
@@ -626,23 +624,20 @@ impl PipelineLoop {
             if owned.snapshotted_position == Some(next_offset) {
                 continue;
             }
-            let (topic_index, kafka_partition) =
-                crate::source::kafka::split_source_partition_id(partition);
-            let Some(input_topic) = topics.get(topic_index) else {
+            let Some((input_topic, kafka_partition)) = kafka_source.topic_partition_of(partition)
+            else {
                 continue;
             };
             match crate::state::snapshot(&owned.pipeline) {
                 Ok(bytes) => {
                     self.metrics.kafka.snapshot_size.observe(bytes.len() as f64);
-                    records.push((
-                        partition,
-                        SnapshotRecord {
-                            input_topic: input_topic.clone(),
-                            input_partition: kafka_partition,
-                            next_offset,
-                            bytes,
-                        },
-                    ));
+                    snapshotted.push((partition, next_offset));
+                    records.push(SnapshotRecord {
+                        input_topic: input_topic.to_string(),
+                        input_partition: kafka_partition,
+                        next_offset,
+                        bytes,
+                    });
                 }
                 Err(error) => {
                     tracing::error!(%error, partition, "serializing partition state failed");
@@ -657,12 +652,10 @@ impl PipelineLoop {
         if records.is_empty() {
             return Vec::new();
         }
-        let snapshot_records: Vec<SnapshotRecord> =
-            records.iter().map(|(_, record)| record.clone()).collect();
         let Some(state_writer) = &self.state_writer else {
             return Vec::new();
         };
-        if let Err(error) = state_writer.write(&snapshot_records, timeout).await {
+        if let Err(error) = state_writer.write(&records, timeout).await {
             tracing::warn!(%error, partitions = records.len(), "partition snapshots not acknowledged; offsets not committed");
             self.metrics
                 .kafka
@@ -680,13 +673,8 @@ impl PipelineLoop {
             .kafka
             .snapshot_duration
             .observe(started.elapsed().as_secs_f64());
-        let snapshotted: Vec<(u32, u64)> = records
-            .iter()
-            .map(|(partition, record)| (*partition, record.next_offset))
-            .collect();
-        for (partition, owned) in self.pipelines.partitions_mut() {
-            if let Some((_, next_offset)) = snapshotted.iter().find(|(done, _)| *done == partition)
-            {
+        for (partition, next_offset) in &snapshotted {
+            if let Some(owned) = self.pipelines.partition_mut(*partition) {
                 owned.snapshotted_position = Some(*next_offset);
             }
         }
@@ -698,19 +686,13 @@ impl PipelineLoop {
         let Some(kafka_source) = &self.kafka_source else {
             return;
         };
-        let high_watermarks = match kafka_source.progress().high_watermarks.lock() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
-        let topics = kafka_source.topics();
+        let high_watermarks = kafka_source.progress().high_watermarks_now();
         for (partition, owned) in self.pipelines.partitions() {
-            let (topic_index, kafka_partition) =
-                crate::source::kafka::split_source_partition_id(partition);
-            let Some(topic) = topics.get(topic_index) else {
+            let Some((topic, kafka_partition)) = kafka_source.topic_partition_of(partition) else {
                 continue;
             };
             let partition_label = kafka_partition.to_string();
-            let labels = [topic.as_str(), partition_label.as_str()];
+            let labels = [topic, partition_label.as_str()];
             if let Some(high_watermark) = high_watermarks.get(&partition) {
                 let next_offset = owned
                     .next_position
@@ -737,13 +719,11 @@ impl PipelineLoop {
         let Some(kafka_source) = &self.kafka_source else {
             return;
         };
-        let (topic_index, kafka_partition) =
-            crate::source::kafka::split_source_partition_id(partition);
-        let Some(topic) = kafka_source.topics().get(topic_index) else {
+        let Some((topic, kafka_partition)) = kafka_source.topic_partition_of(partition) else {
             return;
         };
         let partition_label = kafka_partition.to_string();
-        let labels = [topic.as_str(), partition_label.as_str()];
+        let labels = [topic, partition_label.as_str()];
         let _ = self.metrics.kafka.consumer_lag.remove_label_values(&labels);
         let _ = self
             .metrics

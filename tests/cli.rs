@@ -182,12 +182,7 @@ impl RunningService {
 
     /// The body of `GET /metrics`, if the service answers.
     fn metrics(&self) -> Option<String> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(&self.address).ok()?;
-        stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
-        let mut body = String::new();
-        stream.read_to_string(&mut body).ok()?;
-        Some(body)
+        common::http_get(&self.address, "/metrics").map(|(_, body)| body)
     }
 
     /// Waits up to 60 s until a metrics line satisfies `predicate`.

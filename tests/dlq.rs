@@ -15,8 +15,8 @@ use std::time::Duration;
 use common::tansu::{consume_topic, header_text, tansu_binary, TansuBroker};
 use gridwatch::proto::{DeadLetter, IncidentEvent};
 use gridwatch::sink::dlq::{replay_dead_letters, ReasonFilter, ReplayOptions, ReplaySummary};
-use gridwatch::sink::kafka::dead_letter_record;
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use gridwatch::sink::kafka::{dead_letter_record, owned_headers};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// The dead-letter topic of the tests.
@@ -127,13 +127,7 @@ async fn broker_with_dead_letters(
         let output =
             dead_letter_record(&dead_letter, DEAD_LETTER_TOPIC, &[INPUT_TOPIC.to_string()]);
         assert_eq!(output.key, None, "the sink writes dead letters without key");
-        let mut headers = OwnedHeaders::new();
-        for (name, value) in &output.headers {
-            headers = headers.insert(Header {
-                key: name,
-                value: Some(value.as_bytes()),
-            });
-        }
+        let headers = owned_headers(&output.headers);
         let partition = (index % 3) as i32;
         let mut record = FutureRecord::to(&output.topic)
             .partition(partition)
@@ -391,13 +385,7 @@ async fn refused_delivery_fails_the_replay_naming_the_dead_letter() {
         .unwrap();
     let (dead_letter, _key) = dead_letters().remove(0);
     let output = dead_letter_record(&dead_letter, DEAD_LETTER_TOPIC, &[INPUT_TOPIC.to_string()]);
-    let mut headers = OwnedHeaders::new();
-    for (name, value) in &output.headers {
-        headers = headers.insert(Header {
-            key: name,
-            value: Some(value.as_bytes()),
-        });
-    }
+    let headers = owned_headers(&output.headers);
     producer
         .send(
             FutureRecord::<str, [u8]>::to(DEAD_LETTER_TOPIC)

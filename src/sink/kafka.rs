@@ -251,15 +251,10 @@ impl KafkaSink {
             return Ok(None);
         }
         let topics = KafkaSinkTopics::from_config(config);
-        let mut client_config = crate::state::kafka::non_group_client_config(config);
-        client_config
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5");
-        for (key, value) in &config.properties {
-            if key == "enable.idempotence" || key == "linger.ms" {
-                client_config.set(key, value);
-            }
-        }
+        let client_config = crate::state::kafka::non_group_client_config(
+            config,
+            &[("enable.idempotence", "true"), ("linger.ms", "5")],
+        );
         let lost = Arc::new(AtomicU64::new(0));
         let context = DeliveryCounter {
             produced: metrics.kafka_produced.clone(),

@@ -77,6 +77,13 @@ pub fn source_partition_id(topic_index: usize, kafka_partition: i32) -> Option<u
         .checked_add(kafka_partition)
 }
 
+/// The source partition id of `kafka_partition` of `topic`, when `topic` is one of `topics`
+/// (in config order) and the partition can be numbered.
+pub fn source_partition_of(topics: &[String], topic: &str, kafka_partition: i32) -> Option<u32> {
+    let topic_index = topics.iter().position(|name| name == topic)?;
+    source_partition_id(topic_index, kafka_partition)
+}
+
 /// The `(topic_index, kafka_partition)` of a source partition id.
 pub fn split_source_partition_id(source_partition: u32) -> (usize, i32) {
     let topic_index = (source_partition / PARTITIONS_PER_TOPIC) as usize;
@@ -127,6 +134,13 @@ pub struct ConsumerProgress {
     pub high_watermarks: Arc<Mutex<BTreeMap<u32, i64>>>,
     /// Whether the cluster answered the last metadata probe (`/readyz`).
     pub broker_reachable: Arc<AtomicBool>,
+}
+
+impl ConsumerProgress {
+    /// The latest broker high watermark of every source partition seen in statistics.
+    pub fn high_watermarks_now(&self) -> BTreeMap<u32, i64> {
+        lock(&self.high_watermarks).clone()
+    }
 }
 
 /// A request to commit offsets, served by the consumer thread (which alone owns the consumer).
@@ -189,19 +203,15 @@ struct GroupContext {
 
 impl ClientContext for GroupContext {
     fn stats(&self, statistics: Statistics) {
-        let mut high_watermarks = match self.progress.high_watermarks.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut high_watermarks = lock(&self.progress.high_watermarks);
         for (topic_name, topic) in &statistics.topics {
-            let Some(topic_index) = self.topics.iter().position(|name| name == topic_name) else {
-                continue;
-            };
             for (kafka_partition, partition) in &topic.partitions {
                 if partition.hi_offset < 0 {
                     continue;
                 }
-                if let Some(source_partition) = source_partition_id(topic_index, *kafka_partition) {
+                if let Some(source_partition) =
+                    source_partition_of(&self.topics, topic_name, *kafka_partition)
+                {
                     high_watermarks.insert(source_partition, partition.hi_offset);
                 }
             }
@@ -259,10 +269,7 @@ impl GroupContext {
         };
         let mut assigned = Vec::with_capacity(wanted.len());
         for (topic, kafka_partition) in wanted {
-            let Some(topic_index) = self.topics.iter().position(|name| *name == topic) else {
-                continue;
-            };
-            let Some(partition) = source_partition_id(topic_index, kafka_partition) else {
+            let Some(partition) = source_partition_of(&self.topics, &topic, kafka_partition) else {
                 continue;
             };
             let snapshot = snapshots.get(&(topic.clone(), kafka_partition));
@@ -326,11 +333,7 @@ impl GroupContext {
             .elements()
             .iter()
             .filter_map(|element| {
-                let topic_index = self
-                    .topics
-                    .iter()
-                    .position(|name| name == element.topic())?;
-                source_partition_id(topic_index, element.partition())
+                source_partition_of(&self.topics, element.topic(), element.partition())
             })
             .collect();
         if partitions.is_empty() || !self.send_pending() {
@@ -345,13 +348,7 @@ impl GroupContext {
         match done_receiver.recv_timeout(self.state_timeout.saturating_mul(3)) {
             Ok(offsets) => {
                 // Counted and logged inside; the partitions are released either way.
-                let _ = commit_offsets(
-                    consumer,
-                    &self.topics,
-                    &offsets,
-                    CommitMode::Sync,
-                    &self.metrics,
-                );
+                let _ = commit_offsets(consumer, &self.topics, &offsets, &self.metrics);
             }
             Err(error) => {
                 tracing::error!(%error, "the pipeline did not snapshot the revoked partitions in time; their offsets stay as last committed")
@@ -418,12 +415,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
-/// Commits `(source partition, next offset)` pairs for the group and counts the result.
+/// Commits `(source partition, next offset)` pairs for the group, synchronously (one round
+/// trip, on the consumer thread), and counts the result.
 fn commit_offsets(
     consumer: &BaseConsumer<GroupContext>,
     topics: &[String],
     offsets: &[(u32, u64)],
-    mode: CommitMode,
     metrics: &Metrics,
 ) -> Result<(), KafkaError> {
     if offsets.is_empty() {
@@ -431,7 +428,7 @@ fn commit_offsets(
     }
     let result = offset_list(topics, offsets).and_then(|list| {
         consumer
-            .commit(&list, mode)
+            .commit(&list, CommitMode::Sync)
             .map_err(|source| KafkaError::Client {
                 context: "committing offsets".to_string(),
                 source,
@@ -517,7 +514,7 @@ impl KafkaSource {
                 context: format!("subscribing to {topic_names:?}"),
                 source,
             })?;
-        let probe: BaseConsumer = crate::state::kafka::non_group_client_config(config)
+        let probe: BaseConsumer = crate::state::kafka::non_group_client_config(config, &[])
             .create()
             .map_err(|source| KafkaError::Client {
                 context: "creating the metadata probe".to_string(),
@@ -566,9 +563,12 @@ impl KafkaSource {
         &self.progress
     }
 
-    /// The subscribed topics by topic index.
-    pub fn topics(&self) -> &Arc<Vec<String>> {
-        &self.topics
+    /// The input topic and Kafka partition of a source partition id, when it numbers one of
+    /// the subscribed topics.
+    pub fn topic_partition_of(&self, source_partition: u32) -> Option<(&str, i32)> {
+        let (topic_index, kafka_partition) = split_source_partition_id(source_partition);
+        let topic = self.topics.get(topic_index)?;
+        Some((topic.as_str(), kafka_partition))
     }
 
     /// Asks the consumer thread to commit `offsets` without waiting for it (result in
@@ -674,13 +674,7 @@ fn poll_loop(
         while let Ok(request) = commit_requests.try_recv() {
             // Synchronous (one round trip, on this thread): the result is known and counted
             // here rather than in a callback.
-            let result = commit_offsets(
-                &consumer,
-                topics,
-                &request.offsets,
-                CommitMode::Sync,
-                &context.metrics,
-            );
+            let result = commit_offsets(&consumer, topics, &request.offsets, &context.metrics);
             if let Some(reply) = request.reply {
                 let _ = reply.send(result);
             }

@@ -105,11 +105,15 @@ fn partition_count<C: rdkafka::client::ClientContext>(
 }
 
 /// librdkafka settings of clients outside the consumer group (state producer and reader, the
-/// metadata probe, tools): brokers and the user's
-/// properties (TLS, SASL), minus consumer-group settings that make no sense here.
-pub fn non_group_client_config(config: &KafkaConfig) -> ClientConfig {
+/// metadata probe, the output producer): brokers, then `defaults`, then the user's properties
+/// (TLS, SASL, and overrides of the defaults), minus consumer-group settings that make no
+/// sense here.
+pub fn non_group_client_config(config: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConfig {
     let mut client_config = ClientConfig::new();
     client_config.set("bootstrap.servers", &config.brokers);
+    for (key, value) in defaults {
+        client_config.set(*key, *value);
+    }
     for (key, value) in &config.properties {
         if matches!(
             key.as_str(),
@@ -156,7 +160,7 @@ impl std::fmt::Debug for StateWriter {
 impl StateWriter {
     /// Creates the producer and looks up the state topic (which must exist).
     pub fn create(config: &KafkaConfig) -> Result<StateWriter, KafkaError> {
-        let producer: FutureProducer = non_group_client_config(config)
+        let producer: FutureProducer = non_group_client_config(config, &[])
             .set("enable.idempotence", "true")
             .set("compression.type", "lz4")
             .set("message.max.bytes", MAX_STATE_RECORD_BYTES)
@@ -309,7 +313,7 @@ fn header_text<'message>(
 impl StateReader {
     /// Creates the reader.
     pub fn create(config: &KafkaConfig) -> Result<StateReader, KafkaError> {
-        let consumer: BaseConsumer<StateReaderContext> = non_group_client_config(config)
+        let consumer: BaseConsumer<StateReaderContext> = non_group_client_config(config, &[])
             .set("group.id", format!("{}-state-reader", config.group_id))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")

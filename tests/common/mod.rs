@@ -200,3 +200,21 @@ pub fn read_http_address(stdout: &mut impl std::io::BufRead) -> String {
         .unwrap_or_else(|| panic!("no address in {first_line:?}"))
         .to_string()
 }
+
+/// Status and body of a blocking `GET path` to `address` (`host:port`), for tests that drive
+/// the real binary from plain threads; `None` when it does not answer within 5 s.
+pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    Some((status, body.to_string()))
+}
