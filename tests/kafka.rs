@@ -72,34 +72,13 @@ async fn round_trip(format: KafkaPayloadFormat) {
         return;
     };
     let broker_started = std::time::Instant::now();
-    let broker = TansuBroker::start(&binary);
-    println!("tansu listening after {:?}", broker_started.elapsed());
     let topic = "gridwatch.events.v1";
-    broker.create_topic(topic, 1);
-    for output_topic in OUTPUT_TOPICS {
-        broker.create_topic(output_topic, 1);
-    }
-
-    let settings = SimulatorSettings {
-        seed: 7,
-        start_millis: START_MILLIS,
-        rate_multiplier: 1.0,
-        ..SimulatorSettings::default()
-    };
-    let mut simulator = Simulator::new(settings, GridRegistry::embedded()).unwrap();
-    let options = ProduceOptions {
-        brokers: broker.address.clone(),
-        topic: topic.to_string(),
-        events: Some(ROUND_TRIP_EVENTS as u64),
-        rate_per_second: None,
-        format,
-        properties: Default::default(),
-    };
+    let broker = broker_with_topic(&binary, topic);
+    println!("tansu listening after {:?}", broker_started.elapsed());
     let produce_started = std::time::Instant::now();
-    let sent = produce_simulated(&options, &mut simulator).await.unwrap();
-    assert_eq!(sent, ROUND_TRIP_EVENTS as u64);
+    produce_events(&broker.address, topic, 7, ROUND_TRIP_EVENTS as u64, format).await;
     println!(
-        "{sent} events produced and acknowledged in {:?}",
+        "{ROUND_TRIP_EVENTS} events produced and acknowledged in {:?}",
         produce_started.elapsed()
     );
     let events = simulated_events(7, ROUND_TRIP_EVENTS, 1.0);
@@ -205,6 +184,44 @@ async fn round_trip(format: KafkaPayloadFormat) {
     let alert_lines = window_lines(&service_output.join("alerts.jsonl"));
     let alert_records = consume_topic(&broker.address, "gridwatch.alerts.v1", alert_lines.len());
     assert_eq!(alert_records.len(), alert_lines.len());
+}
+
+/// A tansu broker with `topic` (one partition), the output topics and the state topic.
+fn broker_with_topic(binary: &Path, topic: &str) -> TansuBroker {
+    let broker = TansuBroker::start(binary);
+    broker.create_topic(topic, 1);
+    for output_topic in OUTPUT_TOPICS {
+        broker.create_topic(output_topic, 1);
+    }
+    broker
+}
+
+/// Produces `events` simulator events (seed `seed`, starting at [`START_MILLIS`]) to `topic`
+/// in `format`, all acknowledged; returns the simulator for more events.
+async fn produce_events(
+    brokers: &str,
+    topic: &str,
+    seed: u64,
+    events: u64,
+    format: KafkaPayloadFormat,
+) -> Simulator {
+    let settings = SimulatorSettings {
+        seed,
+        start_millis: START_MILLIS,
+        ..SimulatorSettings::default()
+    };
+    let mut simulator = Simulator::new(settings, GridRegistry::embedded()).unwrap();
+    let options = ProduceOptions {
+        brokers: brokers.to_string(),
+        topic: topic.to_string(),
+        events: Some(events),
+        rate_per_second: None,
+        format,
+        properties: Default::default(),
+    };
+    let sent = produce_simulated(&options, &mut simulator).await.unwrap();
+    assert_eq!(sent, events);
+    simulator
 }
 
 /// A service consuming `topic` from `brokers` in `group_id`, with a quick group join and the
@@ -374,12 +391,8 @@ async fn malformed_records_are_dead_lettered_and_consumption_continues() {
     let Some(binary) = tansu_binary() else {
         return;
     };
-    let broker = TansuBroker::start(&binary);
     let topic = "gridwatch.events.poison";
-    broker.create_topic(topic, 1);
-    for output_topic in OUTPUT_TOPICS {
-        broker.create_topic(output_topic, 1);
-    }
+    let broker = broker_with_topic(&binary, topic);
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &broker.address)
         .create()
@@ -401,21 +414,14 @@ async fn malformed_records_are_dead_lettered_and_consumption_continues() {
             .map_err(|(error, _)| error)
             .unwrap();
     }
-    let settings = SimulatorSettings {
-        seed: 11,
-        start_millis: START_MILLIS,
-        ..SimulatorSettings::default()
-    };
-    let mut simulator = Simulator::new(settings, GridRegistry::embedded()).unwrap();
-    let options = ProduceOptions {
-        brokers: broker.address.clone(),
-        topic: topic.to_string(),
-        events: Some(100),
-        rate_per_second: None,
-        format: KafkaPayloadFormat::Protobuf,
-        properties: Default::default(),
-    };
-    produce_simulated(&options, &mut simulator).await.unwrap();
+    let mut simulator = produce_events(
+        &broker.address,
+        topic,
+        11,
+        100,
+        KafkaPayloadFormat::Protobuf,
+    )
+    .await;
     // A fire: the immediate `life_safety` rule raises an alert for the alerts topic.
     let mut fire = simulator.next_event();
     fire.event_type = gridwatch::proto::EventType::FireSmoke as i32;
@@ -587,27 +593,7 @@ async fn refused_output_records_stop_the_service_without_committing() {
         mock_cluster.create_topic(output_topic, 1, 1).unwrap();
     }
     let brokers = mock_cluster.bootstrap_servers();
-    let mut simulator = Simulator::new(
-        SimulatorSettings {
-            seed: 5,
-            start_millis: START_MILLIS,
-            ..SimulatorSettings::default()
-        },
-        GridRegistry::embedded(),
-    )
-    .unwrap();
-    let options = ProduceOptions {
-        brokers: brokers.clone(),
-        topic: topic.to_string(),
-        events: Some(300),
-        rate_per_second: None,
-        format: KafkaPayloadFormat::Protobuf,
-        properties: Default::default(),
-    };
-    assert_eq!(
-        produce_simulated(&options, &mut simulator).await.unwrap(),
-        300
-    );
+    produce_events(&brokers, topic, 5, 300, KafkaPayloadFormat::Protobuf).await;
     // From now on every produce request is refused (not retriable).
     mock_cluster.request_errors(
         RDKafkaApiKey::Produce,
@@ -644,33 +630,9 @@ async fn a_state_record_that_does_not_decode_does_not_move_the_partition_past_it
     let Some(binary) = tansu_binary() else {
         return;
     };
-    let broker = TansuBroker::start(&binary);
     let topic = "gridwatch.events.corrupt";
-    broker.create_topic(topic, 1);
-    for output_topic in OUTPUT_TOPICS {
-        broker.create_topic(output_topic, 1);
-    }
-    let mut simulator = Simulator::new(
-        SimulatorSettings {
-            seed: 8,
-            start_millis: START_MILLIS,
-            ..SimulatorSettings::default()
-        },
-        GridRegistry::embedded(),
-    )
-    .unwrap();
-    let options = ProduceOptions {
-        brokers: broker.address.clone(),
-        topic: topic.to_string(),
-        events: Some(200),
-        rate_per_second: None,
-        format: KafkaPayloadFormat::Protobuf,
-        properties: Default::default(),
-    };
-    assert_eq!(
-        produce_simulated(&options, &mut simulator).await.unwrap(),
-        200
-    );
+    let broker = broker_with_topic(&binary, topic);
+    produce_events(&broker.address, topic, 8, 200, KafkaPayloadFormat::Protobuf).await;
     let group_id = "gridwatch-corrupt-state";
     let producer: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &broker.address)
