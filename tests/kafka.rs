@@ -94,20 +94,7 @@ async fn round_trip(format: KafkaPayloadFormat) {
     config.validate().unwrap();
     let consume_started = std::time::Instant::now();
     let service = InProcessService::start(config).await;
-    let client = reqwest::Client::new();
-    let metrics = wait_for_body(
-        &client,
-        &service.url("/metrics"),
-        Duration::from_secs(45),
-        |body| {
-            metric_value(
-                body,
-                "gridwatch_events_received_total",
-                &["source=\"kafka\""],
-            ) == Some(ROUND_TRIP_EVENTS as f64)
-        },
-    )
-    .await;
+    let metrics = wait_for_kafka_records(&service, ROUND_TRIP_EVENTS as f64).await;
     println!(
         "all {ROUND_TRIP_EVENTS} events consumed {:?} after the service started",
         consume_started.elapsed()
@@ -184,6 +171,24 @@ async fn round_trip(format: KafkaPayloadFormat) {
     let alert_lines = window_lines(&service_output.join("alerts.jsonl"));
     let alert_records = consume_topic(&broker.address, "gridwatch.alerts.v1", alert_lines.len());
     assert_eq!(alert_records.len(), alert_lines.len());
+}
+
+/// The service's metrics once it has received `count` Kafka records (45 s at most).
+async fn wait_for_kafka_records(service: &InProcessService, count: f64) -> String {
+    let client = reqwest::Client::new();
+    wait_for_body(
+        &client,
+        &service.url("/metrics"),
+        Duration::from_secs(45),
+        |body| {
+            metric_value(
+                body,
+                "gridwatch_events_received_total",
+                &["source=\"kafka\""],
+            ) == Some(count)
+        },
+    )
+    .await
 }
 
 /// A tansu broker with `topic` (one partition), the output topics and the state topic.
@@ -439,20 +444,7 @@ async fn malformed_records_are_dead_lettered_and_consumption_continues() {
     let mut config = kafka_source_config(&broker.address, "gridwatch-poison", topic);
     config.output.dir = Some(directory.path().to_path_buf());
     let service = InProcessService::start(config).await;
-    let client = reqwest::Client::new();
-    let metrics = wait_for_body(
-        &client,
-        &service.url("/metrics"),
-        Duration::from_secs(45),
-        |body| {
-            metric_value(
-                body,
-                "gridwatch_events_received_total",
-                &["source=\"kafka\""],
-            ) == Some(103.0)
-        },
-    )
-    .await;
+    let metrics = wait_for_kafka_records(&service, 103.0).await;
     for reason in ["invalid_protobuf", "invalid_json"] {
         assert_eq!(
             metric_value(
@@ -466,7 +458,7 @@ async fn malformed_records_are_dead_lettered_and_consumption_continues() {
     }
     // Both poison records and the fire's alert are acknowledged by the broker.
     wait_for_body(
-        &client,
+        &reqwest::Client::new(),
         &service.url("/metrics"),
         Duration::from_secs(20),
         |body| {
@@ -657,20 +649,7 @@ async fn a_state_record_that_does_not_decode_does_not_move_the_partition_past_it
 
     let service =
         InProcessService::start(kafka_source_config(&broker.address, group_id, topic)).await;
-    let client = reqwest::Client::new();
-    let metrics = wait_for_body(
-        &client,
-        &service.url("/metrics"),
-        Duration::from_secs(45),
-        |body| {
-            metric_value(
-                body,
-                "gridwatch_events_received_total",
-                &["source=\"kafka\""],
-            ) == Some(200.0)
-        },
-    )
-    .await;
+    let metrics = wait_for_kafka_records(&service, 200.0).await;
     assert_eq!(
         metric_value(
             &metrics,
