@@ -1,8 +1,10 @@
-//! `gridwatch run`: the service. A source task feeds record batches through a bounded channel
-//! (backpressure) to the pipeline task, which owns the [`Pipeline`] and publishes a
-//! [`LiveView`] for the HTTP API about once a second. Shutdown (the `shutdown` future) stops
-//! the source, writes the last outputs, flushes the sinks and the state snapshot, then stops
-//! the HTTP server.
+//! `gridwatch run`: the service. A source task (simulator, file) or the Kafka consumer thread
+//! feeds record batches through a bounded channel (backpressure) to the pipeline task, which
+//! owns the [`PartitionedPipelines`] and publishes a [`LiveView`] for the HTTP API about once
+//! a second. With Kafka it also snapshots partition state to the state topic and commits the
+//! offsets the snapshots cover (periodically, on revoke, at shutdown). Shutdown (the
+//! `shutdown` future) stops the source, writes the last outputs, flushes the sinks and the
+//! state snapshot, then stops the HTTP server.
 
 use std::future::Future;
 use std::path::Path;

@@ -1,15 +1,17 @@
-//! The Kafka source: an rdkafka [`StreamConsumer`] in a consumer group, and the simulator as a
-//! Kafka load generator ([`produce_simulated`], behind `gridwatch produce`).
+//! The Kafka source: a consumer in a consumer group on its own thread ([`KafkaSource`]), and
+//! the simulator as a Kafka load generator ([`produce_simulated`], behind `gridwatch produce`).
 //!
 //! Records become [`SourceRecord`]s whose `partition` is a dense id of (topic, partition) —
-//! the topic's index in `kafka.topics` times 65 536 plus the Kafka partition — so that
-//! watermarks stay per input partition even with several topics, and whose `position` is the
-//! Kafka offset. A `content-type` header of `application/json` selects JSON for that record,
-//! `application/x-protobuf` (or `application/protobuf`) protobuf; otherwise the topic's entry
-//! in `kafka.topic_formats`, else `kafka.format`, applies.
+//! the topic's index in `kafka.topics` times 65 536 plus the Kafka partition — so that state
+//! and watermarks stay per input partition even with several topics, and whose `position` is
+//! the Kafka offset. A `content-type` header of `application/json` selects JSON for that
+//! record, `application/x-protobuf` (or `application/protobuf`) protobuf; otherwise the
+//! topic's entry in `kafka.topic_formats`, else `kafka.format`, applies.
 //!
-//! Offsets are not auto-committed: the service calls [`KafkaOffsetCommitter::commit_processed`]
-//! after a batch was processed and its outputs were written.
+//! Offsets are never auto-committed: rebalances hand partitions (with their restored state)
+//! to the pipeline and take them back after their last snapshot, and the service commits
+//! through [`KafkaSource::commit_async`] / [`KafkaSource::commit`] only what an acknowledged
+//! state snapshot covers (see `crate::service`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -72,11 +72,11 @@ pub enum RecordPayload {
 pub struct SourceRecord {
     /// The record's content.
     pub payload: RecordPayload,
-    /// Input partition (0 for simulator and files; Kafka partition later) — watermarks are per
-    /// partition.
+    /// Input partition (0 for simulator and files; a dense (topic, partition) id for Kafka) —
+    /// state and watermarks are per partition.
     pub partition: u32,
     /// Position within the partition: 1-based line number for JSONL, byte offset for protobuf,
-    /// 1-based delivery sequence for the simulator, Kafka offset later.
+    /// 1-based delivery sequence for the simulator, the offset for Kafka.
     pub position: u64,
 }
 
