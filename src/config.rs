@@ -360,7 +360,19 @@ pub struct WindowConfig {
     /// Spans of the sliding views derived from panes (default 15m, 1h, 24h).
     #[serde(with = "duration_list")]
     pub views: Vec<Duration>,
+    /// A source (device, or reporting system) whose event is further than this ahead of its
+    /// partition's event time does not move the watermark on its own (default 10 min): one
+    /// fast clock must not make everyone else's events late. See README "The window contract".
+    #[serde(with = "humantime_serde")]
+    pub clock_jump_tolerance: Duration,
+    /// How many sources may be that far ahead at once without moving the watermark; one more
+    /// reporting the same jump makes it believed (default 2, at most 16).
+    pub fast_clock_sources: u16,
 }
+
+/// Upper bound of `window.fast_clock_sources`: the per-partition list of sources ahead has
+/// at most one more entry, scanned on every event that is ahead.
+pub const MAX_FAST_CLOCK_SOURCES: u16 = 16;
 
 impl Default for WindowConfig {
     fn default() -> Self {
@@ -374,6 +386,8 @@ impl Default for WindowConfig {
                 Duration::from_secs(3600),
                 Duration::from_secs(24 * 3600),
             ],
+            clock_jump_tolerance: Duration::from_secs(10 * 60),
+            fast_clock_sources: 2,
         }
     }
 }
@@ -777,6 +791,19 @@ impl Config {
         if window.views.is_empty() {
             problems.push("window.views must list at least one span (e.g. \"15m\")".to_string());
         }
+        if window.clock_jump_tolerance <= window.max_out_of_orderness {
+            problems.push(format!(
+                "window.clock_jump_tolerance {} must exceed window.max_out_of_orderness {}: a jump within the out-of-orderness bound is ordinary disorder",
+                humantime::format_duration(window.clock_jump_tolerance),
+                humantime::format_duration(window.max_out_of_orderness)
+            ));
+        }
+        if window.fast_clock_sources > MAX_FAST_CLOCK_SOURCES {
+            problems.push(format!(
+                "window.fast_clock_sources must be at most {MAX_FAST_CLOCK_SOURCES}, got {}",
+                window.fast_clock_sources
+            ));
+        }
         let smallest_useful_horizon =
             window.size + window.max_out_of_orderness + window.allowed_lateness;
         if self.ingest.dedup_horizon < smallest_useful_horizon {
@@ -840,6 +867,14 @@ impl Config {
             max_out_of_orderness_millis: duration_millis(self.window.max_out_of_orderness),
             allowed_lateness_millis: duration_millis(self.window.allowed_lateness),
             idle_timeout_millis: duration_millis(self.window.idle_timeout),
+        }
+    }
+
+    /// The clock guard of every partition's watermark ([`crate::window::progress`]).
+    pub fn clock_guard_settings(&self) -> crate::window::progress::ClockGuardSettings {
+        crate::window::progress::ClockGuardSettings {
+            jump_tolerance_millis: duration_millis(self.window.clock_jump_tolerance),
+            tolerated_fast_sources: self.window.fast_clock_sources,
         }
     }
 }

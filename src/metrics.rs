@@ -30,6 +30,12 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     /// Events whose window was already final.
     pub late_events: IntCounter,
+    /// Life-safety (immediate) alert changes raised by late events, by rule: the window was
+    /// final, the alarm still went out.
+    pub late_alerts: IntCounterVec,
+    /// Accepted events whose time was too far ahead of their partition to move the watermark
+    /// (a fast device clock), by device: registered device ids only, else "unregistered".
+    pub clock_ahead_events: IntCounterVec,
     /// Final windows emitted.
     pub windows_emitted: IntCounter,
     /// Alert state changes, by rule and status (firing, resolved).
@@ -154,6 +160,20 @@ impl Metrics {
         let late_events = IntCounter::new(
             "gridwatch_late_events_total",
             "Events whose window was already final when they arrived (also dead-lettered as reason=late).",
+        )?;
+        let late_alerts = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_late_alerts_total",
+                "Life-safety alert changes raised by events whose window was already final (the event is also dead-lettered as late), by rule.",
+            ),
+            &["rule"],
+        )?;
+        let clock_ahead_events = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_clock_ahead_events_total",
+                "Accepted events too far ahead of their partition's event time to move the watermark (window.clock_jump_tolerance), by registered device id (else unregistered): a device clock to fix.",
+            ),
+            &["device_id"],
         )?;
         let windows_emitted = IntCounter::new(
             "gridwatch_windows_emitted_total",
@@ -298,6 +318,8 @@ impl Metrics {
         registry.register(Box::new(events_duplicate.clone()))?;
         registry.register(Box::new(dead_letters.clone()))?;
         registry.register(Box::new(late_events.clone()))?;
+        registry.register(Box::new(late_alerts.clone()))?;
+        registry.register(Box::new(clock_ahead_events.clone()))?;
         registry.register(Box::new(windows_emitted.clone()))?;
         registry.register(Box::new(alerts.clone()))?;
         registry.register(Box::new(alerts_active.clone()))?;
@@ -413,6 +435,8 @@ impl Metrics {
             events_duplicate,
             dead_letters,
             late_events,
+            late_alerts,
+            clock_ahead_events,
             windows_emitted,
             alerts,
             alerts_active,

@@ -22,6 +22,7 @@ use crate::proto::{Alert, AlertStatus, CellWindow, DeadLetter, IncidentEvent};
 use crate::rules::{RuleEngine, RuleEngineState, RuleSet};
 use crate::source::{InputFormat, RecordPayload, SourceRecord};
 use crate::time::millis_to_timestamp;
+use crate::window::progress::{source_key, ClockGuardSettings, ProgressObservation};
 use crate::window::sliding::SlidingViews;
 use crate::window::tumbling::{RecordOutcome, TumblingWindows};
 use crate::window::watermark::WatermarkTracker;
@@ -32,6 +33,8 @@ use crate::window::{ClosedPane, PaneKey, WindowSettings};
 pub struct PipelineSettings {
     /// Pane size, out-of-orderness, lateness, idle timeout.
     pub window: WindowSettings,
+    /// How far one source may run ahead before it is no longer believed alone.
+    pub clock_guard: ClockGuardSettings,
     /// Spans of the sliding views (e.g. 15 min, 1 h, 24 h), multiples of the pane size.
     pub view_spans_millis: Vec<i64>,
     /// Event-time horizon of the dedup set.
@@ -49,6 +52,7 @@ impl PipelineSettings {
     pub fn from_config(config: &crate::config::Config) -> PipelineSettings {
         PipelineSettings {
             window: config.window_settings(),
+            clock_guard: config.clock_guard_settings(),
             view_spans_millis: config
                 .window
                 .views
@@ -159,10 +163,16 @@ pub struct Pipeline {
     settings: PipelineSettings,
     /// Fraud-target counts (the service enables it; replay does not).
     fraud: Option<FraudTracker>,
+    /// Sources already logged as running ahead (at most [`MAX_CLOCK_AHEAD_SOURCES_LOGGED`]), so
+    /// a fast clock is named once, not on every event; the metric counts every event.
+    clock_ahead_sources_logged: rustc_hash::FxHashSet<u64>,
     /// `gridwatch_incidents_total` handles, resolved on first use, indexed by
     /// community index × [`INCIDENT_TYPE_SLOTS`] + event type number.
     incident_counters: Vec<Option<prometheus::IntCounter>>,
 }
+
+/// How many fast-clock sources one pipeline names in its log before it only counts them.
+const MAX_CLOCK_AHEAD_SOURCES_LOGGED: usize = 1024;
 
 /// Event type numbers per community in `incident_counters` (0 = unspecified … 23).
 const INCIDENT_TYPE_SLOTS: usize = crate::event::ALL_EVENT_TYPES.len() + 1;
@@ -196,7 +206,8 @@ impl Pipeline {
             watermarks: WatermarkTracker::new(
                 settings.window.max_out_of_orderness_millis,
                 settings.window.idle_timeout_millis,
-            ),
+            )
+            .with_clock_guard(settings.clock_guard),
             watermark_millis: None,
             windows: TumblingWindows::new(settings.window),
             views: SlidingViews::new(
@@ -220,6 +231,7 @@ impl Pipeline {
             closed_panes: Vec::new(),
             settings,
             fraud: None,
+            clock_ahead_sources_logged: rustc_hash::FxHashSet::default(),
             incident_counters: Vec::new(),
         }
     }
@@ -289,6 +301,32 @@ impl Pipeline {
         }
     }
 
+    /// Counts (and logs, once per source) an event held ahead of its partition's event time:
+    /// the device's clock is wrong and someone has to fix it.
+    fn count_clock_ahead(&mut self, event: &IncidentEvent, lead_millis: i64) {
+        let registered_device = self.registry.device(&event.device_id).is_some();
+        let device_label = if registered_device {
+            event.device_id.as_str()
+        } else {
+            "unregistered"
+        };
+        self.metrics
+            .clock_ahead_events
+            .with_label_values(&[device_label])
+            .inc();
+        let key = source_key(&event.device_id, &event.source);
+        if self.clock_ahead_sources_logged.len() >= MAX_CLOCK_AHEAD_SOURCES_LOGGED
+            || !self.clock_ahead_sources_logged.insert(key)
+        {
+            return;
+        }
+        tracing::warn!(
+            device_id = device_label,
+            lead_seconds = lead_millis / 1000,
+            "event time far ahead of its partition: the watermark ignores this clock until other sources corroborate it"
+        );
+    }
+
     /// Processes one record at wall time `wall_millis`, appending to `outputs`.
     pub fn process(
         &mut self,
@@ -354,11 +392,24 @@ impl Pipeline {
             fields.severity,
             self.watermark_millis,
         );
+        let accepted = AcceptedEvent {
+            event: &event,
+            event_type: fields.event_type,
+            severity: fields.severity,
+            occurred_at_millis: fields.occurred_at_millis,
+            cell,
+        };
         if let RecordOutcome::Late {
             window_end_millis,
             watermark_millis,
         } = outcome
         {
+            // The window is final, but nothing about windows may stop a fire, gas, SOS or
+            // fall alarm: immediate rules still see the event.
+            let first_new_alert = outputs.alerts.len();
+            self.rules
+                .on_late_event(&accepted, &self.registry, &mut outputs.alerts);
+            self.observe_alerts(first_new_alert, outputs, wall_millis);
             self.metrics.late_events.inc();
             let rejection = Rejection {
                 reason: DeadLetterReason::Late,
@@ -376,20 +427,20 @@ impl Pipeline {
         if let Some(counter) = self.accepted_by_type.get(fields.event_type as usize) {
             counter.inc();
         }
-        let accepted = AcceptedEvent {
-            event: &event,
-            event_type: fields.event_type,
-            severity: fields.severity,
-            occurred_at_millis: fields.occurred_at_millis,
-            cell,
-        };
         self.count_incident_and_fraud(&accepted);
         let first_new_alert = outputs.alerts.len();
         self.rules
             .on_event(&accepted, &self.registry, &mut outputs.alerts);
         self.observe_alerts(first_new_alert, outputs, wall_millis);
-        self.watermarks
-            .observe(partition, fields.occurred_at_millis, wall_millis);
+        let observation = self.watermarks.observe_source(
+            partition,
+            source_key(&event.device_id, &event.source),
+            fields.occurred_at_millis,
+            wall_millis,
+        );
+        if let ProgressObservation::HeldAhead { lead_millis } = observation {
+            self.count_clock_ahead(&event, lead_millis);
+        }
         self.advance(wall_millis, outputs);
         Ok(RecordResult::Accepted)
     }
@@ -501,6 +552,12 @@ impl Pipeline {
                 .alerts
                 .with_label_values(&[alert.rule.as_str(), status])
                 .inc();
+            if alert.late {
+                self.metrics
+                    .late_alerts
+                    .with_label_values(&[alert.rule.as_str()])
+                    .inc();
+            }
             if alert.status == AlertStatus::Firing as i32 && !alert.suppressed_by.is_empty() {
                 self.metrics
                     .alerts_maintenance_suppressed

@@ -1,5 +1,5 @@
-//! Golden test: `tests/fixtures/golden/events.jsonl` through `replay` gives exactly the
-//! committed windows, alerts and dead letters (see the fixture's README for what each line
+//! Golden tests: `tests/fixtures/<fixture>/events.jsonl` through `replay` gives exactly the
+//! committed windows, alerts and dead letters (see each fixture's README for what each line
 //! exercises). `GRIDWATCH_BLESS=1` rewrites the expected files after a deliberate change.
 
 use std::path::Path;
@@ -10,26 +10,40 @@ use gridwatch::replay::{replay, ReplayOptions};
 use gridwatch::rules::RuleSet;
 use gridwatch::source::InputFormat;
 
-const FIXTURE: &str = "tests/fixtures/golden";
-
 #[test]
 fn golden_replay_matches_expected_windows_alerts_and_dead_letters() {
+    let summary = replay_fixture_and_compare("tests/fixtures/golden");
+    assert_eq!(summary.records, 22);
+    assert_eq!(summary.duplicates, 2);
+    assert_eq!(summary.dead_letter_total(), 9);
+}
+
+/// A smoke detector whose clock is 55 minutes fast, then a late fire alarm: the fast clock
+/// moves no watermark, the late alarm is dead-lettered and still alerted.
+#[test]
+fn golden_fast_clock_replay_matches_expected_windows_alerts_and_dead_letters() {
+    let summary = replay_fixture_and_compare("tests/fixtures/golden_fast_clock");
+    assert_eq!(summary.records, 8);
+    assert_eq!(summary.duplicates, 0);
+    assert_eq!(summary.dead_letter_total(), 2);
+}
+
+/// Replays `fixture`'s events with the default configuration and compares (or, with
+/// `GRIDWATCH_BLESS`, rewrites) its expected outputs.
+fn replay_fixture_and_compare(fixture: &str) -> gridwatch::replay::ReplaySummary {
     let output_directory = tempfile::tempdir().unwrap();
     let config = Config::default();
     let options = ReplayOptions {
-        input: Path::new(FIXTURE).join("events.jsonl"),
+        input: Path::new(fixture).join("events.jsonl"),
         format: InputFormat::Jsonl,
         output_dir: output_directory.path().to_path_buf(),
         show_progress: false,
     };
     let rules = RuleSet::embedded_default(config.window_settings().size_millis).unwrap();
     let summary = replay(&options, &config, GridRegistry::embedded(), rules).unwrap();
-    assert_eq!(summary.records, 22);
-    assert_eq!(summary.duplicates, 2);
-    assert_eq!(summary.dead_letter_total(), 9);
 
     let bless = std::env::var_os("GRIDWATCH_BLESS").is_some();
-    let expected_directory = Path::new(FIXTURE).join("expected");
+    let expected_directory = Path::new(fixture).join("expected");
     for name in ["windows.jsonl", "alerts.jsonl", "dead_letter.jsonl"] {
         let actual = std::fs::read_to_string(output_directory.path().join(name)).unwrap();
         let expected_path = expected_directory.join(name);
@@ -47,4 +61,5 @@ fn golden_replay_matches_expected_windows_alerts_and_dead_letters() {
             expected_path.display()
         );
     }
+    summary
 }

@@ -17,7 +17,9 @@ use common::tansu::{
     committed_offset, consume_topic, fast_group_join_properties, header_text, tansu_binary,
     TansuBroker,
 };
-use common::{metric_value, simulated_events, wait_for_body, InProcessService, START_MILLIS};
+use common::{
+    metric_value, simulated_events, smoke_detector, wait_for_body, InProcessService, START_MILLIS,
+};
 use gridwatch::config::{Config, KafkaPayloadFormat, SourceKind};
 use gridwatch::grid::GridRegistry;
 use gridwatch::source::kafka::{produce_simulated, ProduceOptions};
@@ -111,28 +113,7 @@ async fn round_trip(format: KafkaPayloadFormat) {
         "the group's offset is committed up to the end of the processed records"
     );
 
-    let replay_input = directory.path().join("events.pb");
-    let mut writer =
-        gridwatch::source::file::EventWriter::create(&replay_input, InputFormat::Protobuf).unwrap();
-    for event in &events {
-        writer.write(event).unwrap();
-    }
-    writer.finish().unwrap();
-    let replay_output = directory.path().join("replay");
-    let replay_config = Config::default();
-    gridwatch::replay::replay(
-        &gridwatch::replay::ReplayOptions {
-            input: replay_input,
-            format: InputFormat::Protobuf,
-            output_dir: replay_output.clone(),
-            show_progress: false,
-        },
-        &replay_config,
-        gridwatch::service::load_registry(&replay_config).unwrap(),
-        gridwatch::service::load_rules(&replay_config).unwrap(),
-    )
-    .unwrap();
-
+    let replay_windows = replay_window_lines(&events, directory.path());
     let largest_occurred_millis = events
         .iter()
         .filter_map(|event| event.occurred_at.as_ref())
@@ -141,7 +122,6 @@ async fn round_trip(format: KafkaPayloadFormat) {
         .unwrap();
     let final_watermark_millis = largest_occurred_millis - 10_000;
     let service_windows = window_lines(&service_output.join("windows.jsonl"));
-    let replay_windows = window_lines(&replay_output.join("windows.jsonl"));
     let expected: BTreeSet<&String> = replay_windows
         .iter()
         .filter(|line| window_end_millis(line) <= final_watermark_millis)
@@ -173,7 +153,150 @@ async fn round_trip(format: KafkaPayloadFormat) {
     assert_eq!(alert_records.len(), alert_lines.len());
 }
 
-/// The service's metrics once it has received `count` Kafka records (45 s at most).
+/// The windows `replay` writes for `events` (protobuf file in `directory`, default config).
+fn replay_window_lines(
+    events: &[gridwatch::proto::IncidentEvent],
+    directory: &Path,
+) -> Vec<String> {
+    let replay_input = directory.join("events.pb");
+    let mut writer =
+        gridwatch::source::file::EventWriter::create(&replay_input, InputFormat::Protobuf).unwrap();
+    for event in events {
+        writer.write(event).unwrap();
+    }
+    writer.finish().unwrap();
+    let replay_output = directory.join("replay");
+    let replay_config = Config::default();
+    gridwatch::replay::replay(
+        &gridwatch::replay::ReplayOptions {
+            input: replay_input,
+            format: InputFormat::Protobuf,
+            output_dir: replay_output.clone(),
+            show_progress: false,
+        },
+        &replay_config,
+        gridwatch::service::load_registry(&replay_config).unwrap(),
+        gridwatch::service::load_rules(&replay_config).unwrap(),
+    )
+    .unwrap();
+    window_lines(&replay_output.join("windows.jsonl"))
+}
+
+/// One device whose clock is 55 minutes fast, in the middle of a one-partition stream: the
+/// service dead-letters nothing as late, counts the fast clock under its device, alerts its
+/// fire at once, and every final window equals the replay's of the stream without that event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_fast_clock_on_a_partition_makes_no_other_event_late() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    const HALF: usize = 1_500;
+    let topic = "gridwatch.events.fast-clock";
+    let broker = broker_with_topic(&binary, topic);
+    let mut simulator = produce_events(
+        &broker.address,
+        topic,
+        13,
+        HALF as u64,
+        KafkaPayloadFormat::Protobuf,
+    )
+    .await;
+    let honest_events = simulated_events(13, 2 * HALF, 1.0);
+    let (smoke_detector_id, _) = smoke_detector();
+    let middle_millis = honest_events[HALF - 1]
+        .occurred_at
+        .as_ref()
+        .unwrap()
+        .seconds
+        * 1000;
+    let fast_clock_fire = gridwatch::proto::IncidentEvent {
+        event_id: "fast-clock-fire".to_string(),
+        source: "gateway".to_string(),
+        device_id: smoke_detector_id.clone(),
+        event_type: gridwatch::proto::EventType::FireSmoke as i32,
+        occurred_at: Some(gridwatch::time::millis_to_timestamp(
+            middle_millis + 55 * 60_000,
+        )),
+        ..Default::default()
+    };
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .create()
+        .unwrap();
+    let fire_bytes = prost::Message::encode_to_vec(&fast_clock_fire);
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .key("fast-clock")
+                .payload(&fire_bytes),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(error, _)| error)
+        .unwrap();
+    let options = ProduceOptions {
+        brokers: broker.address.clone(),
+        topic: topic.to_string(),
+        events: Some(HALF as u64),
+        rate_per_second: None,
+        format: KafkaPayloadFormat::Protobuf,
+        properties: Default::default(),
+    };
+    assert_eq!(
+        produce_simulated(&options, &mut simulator).await.unwrap(),
+        HALF as u64
+    );
+
+    let directory = tempfile::tempdir().unwrap();
+    let service_output = directory.path().join("service");
+    let mut config = kafka_source_config(&broker.address, "gridwatch-fast-clock", topic);
+    config.output.dir = Some(service_output.clone());
+    let service = InProcessService::start(config).await;
+    let metrics = wait_for_kafka_records(&service, (2 * HALF + 1) as f64).await;
+    assert_eq!(
+        metric_value(&metrics, "gridwatch_late_events_total", &[]),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "gridwatch_clock_ahead_events_total",
+            &[&format!("device_id=\"{smoke_detector_id}\"")]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    service.stop().await;
+    let alerts = std::fs::read_to_string(service_output.join("alerts.jsonl")).unwrap();
+    assert!(
+        alerts
+            .lines()
+            .any(|line| line.contains("fast-clock-fire") && line.contains("FIRING")),
+        "the fast clock's own fire is alerted: {alerts}"
+    );
+
+    let final_watermark_millis = honest_events
+        .iter()
+        .filter_map(|event| event.occurred_at.as_ref())
+        .map(|timestamp| timestamp.seconds * 1000 + i64::from(timestamp.nanos) / 1_000_000)
+        .max()
+        .unwrap()
+        - 10_000;
+    let expected: BTreeSet<String> = replay_window_lines(&honest_events, directory.path())
+        .into_iter()
+        .filter(|line| window_end_millis(line) <= final_watermark_millis)
+        .collect();
+    let received: BTreeSet<String> = window_lines(&service_output.join("windows.jsonl"))
+        .into_iter()
+        .collect();
+    assert!(expected.len() > 100, "{}", expected.len());
+    assert_eq!(received, expected);
+}
+
+/// The service's metrics once it has received and processed `count` Kafka records (45 s at
+/// most).
 async fn wait_for_kafka_records(service: &InProcessService, count: f64) -> String {
     let client = reqwest::Client::new();
     wait_for_body(
@@ -181,11 +304,22 @@ async fn wait_for_kafka_records(service: &InProcessService, count: f64) -> Strin
         &service.url("/metrics"),
         Duration::from_secs(45),
         |body| {
-            metric_value(
-                body,
-                "gridwatch_events_received_total",
-                &["source=\"kafka\""],
-            ) == Some(count)
+            let kafka_metric = |name: &str| metric_value(body, name, &["source=\"kafka\""]);
+            let undecodable = |reason: &str| {
+                metric_value(
+                    body,
+                    "gridwatch_dead_letters_total",
+                    &[&format!("reason=\"{reason}\"")],
+                )
+                .unwrap_or(0.0)
+            };
+            // Received counts records handed over by the consumer thread; the pipeline task
+            // processes them a moment later, so also wait until each decoded or was
+            // dead-lettered as undecodable.
+            let processed = kafka_metric("gridwatch_events_decoded_total").unwrap_or(0.0)
+                + undecodable("invalid_protobuf")
+                + undecodable("invalid_json");
+            kafka_metric("gridwatch_events_received_total") == Some(count) && processed == count
         },
     )
     .await

@@ -138,6 +138,7 @@ impl AlertOccurrence {
             expected: self.expected,
             p_value: self.p_value,
             suppressed_by: String::new(),
+            late: false,
         }
     }
 }

@@ -191,7 +191,7 @@ pub use threshold::{RecentEvent, ThresholdSeries, ThresholdState};
 
 use crate::event::AcceptedEvent;
 use crate::grid::{CellIndex, GridRegistry};
-use crate::proto::{Alert, AlertStatus};
+use crate::proto::{Alert, AlertStatus, EventType};
 use baseline::BaselineView;
 use immediate::ImmediateOutcome;
 
@@ -457,6 +457,55 @@ impl RuleEngine {
         }
     }
 
+    /// Called for a valid, located, non-duplicate event whose window was already final (it is
+    /// dead-lettered as late): only immediate (life-safety) rules see it, since a late window
+    /// must never stop a fire, gas, SOS or fall alarm. The alert changes it causes are marked
+    /// `late`. Counting rules, baselines and data-gap activity do not see it, as its window
+    /// was already decided without it.
+    pub fn on_late_event(
+        &mut self,
+        accepted_event: &AcceptedEvent<'_>,
+        registry: &GridRegistry,
+        out: &mut Vec<Alert>,
+    ) {
+        let Some(rule_indexes) =
+            rules_of_event_type(&self.rule_indexes_by_event_type, accepted_event.event_type)
+        else {
+            return;
+        };
+        let Some(labels) = cell_labels(registry, accepted_event.cell) else {
+            self.stats.events_with_unknown_cell =
+                self.stats.events_with_unknown_cell.saturating_add(1);
+            return;
+        };
+        let first_new_alert = out.len();
+        for rule_index in rule_indexes {
+            let Some(Rule::Immediate(immediate_rule)) = self.rules.rules().get(*rule_index) else {
+                continue;
+            };
+            let counters = self
+                .stats
+                .per_rule
+                .entry(immediate_rule.name.clone())
+                .or_default();
+            apply_immediate_rule(
+                &mut self.state.immediate,
+                &mut self.earliest_immediate_resolution_millis,
+                counters,
+                immediate_rule,
+                accepted_event,
+                &labels,
+                out,
+            );
+        }
+        if let Some(new_alerts) = out.get_mut(first_new_alert..) {
+            for alert in new_alerts.iter_mut() {
+                alert.late = true;
+            }
+            self.mark_suppressed(new_alerts);
+        }
+    }
+
     /// Called whenever the operator watermark advances (after windows were flushed); appends
     /// the alert state changes it causes (RESOLVED alerts of every kind, FIRING alerts of
     /// spike, cusum and data-gap rules), sorted by fingerprint and marked with `suppressed_by`.
@@ -607,9 +656,7 @@ impl RuleEngine {
     }
 
     fn has_rules_for(&self, accepted_event: &AcceptedEvent<'_>) -> bool {
-        usize::try_from(accepted_event.event_type as i32)
-            .ok()
-            .and_then(|type_number| self.rule_indexes_by_event_type.get(type_number))
+        rules_of_event_type(&self.rule_indexes_by_event_type, accepted_event.event_type)
             .is_some_and(|rule_indexes| !rule_indexes.is_empty())
     }
 
@@ -647,9 +694,8 @@ impl RuleEngine {
         registry: &GridRegistry,
         out: &mut Vec<Alert>,
     ) {
-        let Some(rule_indexes) = usize::try_from(accepted_event.event_type as i32)
-            .ok()
-            .and_then(|type_number| self.rule_indexes_by_event_type.get(type_number))
+        let Some(rule_indexes) =
+            rules_of_event_type(&self.rule_indexes_by_event_type, accepted_event.event_type)
         else {
             return;
         };
@@ -664,30 +710,15 @@ impl RuleEngine {
                 .entry(rule.name().to_string())
                 .or_default();
             match rule {
-                Rule::Immediate(immediate_rule) => {
-                    let (outcome, resolves_at_millis) = immediate::on_matching_event(
-                        &mut self.state.immediate,
-                        immediate_rule,
-                        accepted_event,
-                        labels,
-                        out,
-                    );
-                    match outcome {
-                        ImmediateOutcome::Fired => {
-                            counters.fired = counters.fired.saturating_add(1)
-                        }
-                        ImmediateOutcome::Updated => {
-                            counters.updated = counters.updated.saturating_add(1)
-                        }
-                        ImmediateOutcome::Suppressed => {
-                            counters.suppressed_repeats =
-                                counters.suppressed_repeats.saturating_add(1)
-                        }
-                    }
-                    if let Some(earliest_millis) = &mut self.earliest_immediate_resolution_millis {
-                        *earliest_millis = (*earliest_millis).min(resolves_at_millis);
-                    }
-                }
+                Rule::Immediate(immediate_rule) => apply_immediate_rule(
+                    &mut self.state.immediate,
+                    &mut self.earliest_immediate_resolution_millis,
+                    counters,
+                    immediate_rule,
+                    accepted_event,
+                    labels,
+                    out,
+                ),
                 Rule::Threshold(threshold_rule) => {
                     let Some(unit_key) =
                         unit_key_of(registry, threshold_rule.unit, accepted_event.cell)
@@ -831,3 +862,39 @@ impl RuleEngine {
 mod tests;
 #[cfg(test)]
 mod tests_stats;
+
+/// The indexes of the rules `event_type` feeds (a free function, so the engine can borrow them
+/// while it mutates its state).
+fn rules_of_event_type(
+    rule_indexes_by_event_type: &[Vec<usize>],
+    event_type: EventType,
+) -> Option<&Vec<usize>> {
+    usize::try_from(event_type as i32)
+        .ok()
+        .and_then(|type_number| rule_indexes_by_event_type.get(type_number))
+}
+
+/// One event matched by an immediate rule: fires, updates or suppresses its alert, counts the
+/// outcome and lowers the engine's earliest immediate resolution.
+fn apply_immediate_rule(
+    state: &mut immediate::ImmediateState,
+    earliest_immediate_resolution_millis: &mut Option<i64>,
+    counters: &mut RuleCounters,
+    immediate_rule: &ruleset::ImmediateRule,
+    accepted_event: &AcceptedEvent<'_>,
+    labels: &CellLabels<'_>,
+    out: &mut Vec<Alert>,
+) {
+    let (outcome, resolves_at_millis) =
+        immediate::on_matching_event(state, immediate_rule, accepted_event, labels, out);
+    match outcome {
+        ImmediateOutcome::Fired => counters.fired = counters.fired.saturating_add(1),
+        ImmediateOutcome::Updated => counters.updated = counters.updated.saturating_add(1),
+        ImmediateOutcome::Suppressed => {
+            counters.suppressed_repeats = counters.suppressed_repeats.saturating_add(1)
+        }
+    }
+    if let Some(earliest_millis) = earliest_immediate_resolution_millis {
+        *earliest_millis = (*earliest_millis).min(resolves_at_millis);
+    }
+}

@@ -14,7 +14,9 @@
 //! - **Annotations describe it** and may change between state changes: `summary` (English),
 //!   `summary_zh` (Chinese, with the district and community names and the Chinese type name),
 //!   `description` (observed vs threshold, and the expected value when the rule has one),
-//!   `event_ids`, `alert_id`, `fingerprint`, `device_id` (when known) and `operator_url`, the
+//!   `event_ids`, `alert_id`, `fingerprint`, `device_id` (when known), `late` (`"true"` when
+//!   the alarm came from an event whose window was already final: the alarm is real, its
+//!   window count does not include it) and `operator_url`, the
 //!   operator API's view of the cell: `{external_url}/api/v1/cells/{grid}` (also the
 //!   `generatorURL`).
 //!
@@ -198,6 +200,9 @@ pub fn annotations(
     if !alert.device_id.is_empty() {
         annotations.insert("device_id".to_string(), alert.device_id.clone());
     }
+    if alert.late {
+        annotations.insert("late".to_string(), "true".to_string());
+    }
     annotations.insert(
         "operator_url".to_string(),
         operator_url(external_url, alert),
@@ -331,6 +336,18 @@ mod tests {
         assert_eq!(
             annotations["operator_url"],
             format!("https://gridwatch.example/api/v1/cells/{}", alert.grid_id)
+        );
+    }
+
+    #[test]
+    fn late_alarms_say_so_and_others_carry_no_late_annotation() {
+        let registry = GridRegistry::embedded();
+        let mut alert = sample_alert(&registry);
+        assert!(!annotations(&alert, &registry, "http://127.0.0.1:9750").contains_key("late"));
+        alert.late = true;
+        assert_eq!(
+            annotations(&alert, &registry, "http://127.0.0.1:9750")["late"],
+            "true"
         );
     }
 

@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::pipeline::{Pipeline, PipelineState};
 use crate::window::WindowSettings;
 
-/// First bytes of every snapshot.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"GWSNAP01";
+/// First bytes of every snapshot. The number changes whenever the encoded state changes shape
+/// (02: per-partition progress with the sources held ahead), so an older snapshot is refused
+/// with a clear error instead of mis-read.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"GWSNAP02";
 
 /// Errors restoring a snapshot.
 #[derive(Debug, thiserror::Error)]

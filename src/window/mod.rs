@@ -3,6 +3,7 @@
 //!
 //! All synchronous; time is always an argument. See README "Window contract".
 
+pub mod progress;
 pub mod sliding;
 pub mod tumbling;
 pub mod watermark;

@@ -7,17 +7,24 @@
 //! partition is idle, the watermark advances with processing time (see
 //! [`WatermarkTracker::watermark`]). The operator watermark never decreases, and there is none
 //! before the first event.
+//!
+//! A partition's own progress is not simply its largest event time: one source with a clock
+//! far ahead is not believed on its own ([`super::progress`]), so a bad clock cannot make
+//! other sources' events late.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::progress::{ClockGuardSettings, CorroboratedProgress, ProgressObservation};
+
 /// What the tracker knows about one partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct PartitionProgress {
-    /// Largest `occurred_at` (epoch millis) among the accepted events of this partition; the
-    /// partition promises (up to the out-of-orderness bound) not to go below it again.
-    max_event_time_millis: i64,
+    /// Largest believed `occurred_at` (epoch millis) among the accepted events of this
+    /// partition; the partition promises (up to the out-of-orderness bound) not to go below it
+    /// again. Sources far ahead are held out of it until corroborated.
+    event_time: CorroboratedProgress,
     /// Wall-clock time (epoch millis) of the partition's most recent event; decides idleness.
     last_activity_wall_millis: i64,
 }
@@ -32,6 +39,8 @@ pub struct WatermarkTracker {
     max_out_of_orderness_millis: i64,
     /// Wall-clock silence after which a partition no longer holds the watermark back.
     idle_timeout_millis: i64,
+    /// How far one source may jump ahead on its own ([`super::progress`]).
+    clock_guard: ClockGuardSettings,
     /// Progress of each partition that has delivered at least one event and was not removed.
     partitions: BTreeMap<u32, PartitionProgress>,
     /// The last watermark handed out; kept so that the watermark never decreases (for example
@@ -47,25 +56,50 @@ impl WatermarkTracker {
         Self {
             max_out_of_orderness_millis: max_out_of_orderness_millis.max(0),
             idle_timeout_millis: idle_timeout_millis.max(0),
+            clock_guard: ClockGuardSettings::OFF,
             partitions: BTreeMap::new(),
             current_watermark_millis: None,
         }
     }
 
-    /// Records an accepted event's time for a partition at wall time `wall_millis`.
-    ///
-    /// The partition's maximum event time only grows; its last activity is the latest wall time
-    /// seen (a wall clock stepping backwards does not make the partition look older).
+    /// The same tracker with a clock guard: a source far ahead of its partition does not move
+    /// the partition's watermark until enough other sources corroborate the time.
+    pub fn with_clock_guard(mut self, clock_guard: ClockGuardSettings) -> Self {
+        self.clock_guard = clock_guard;
+        self
+    }
+
+    /// Records an accepted event's time for a partition at wall time `wall_millis`, from a
+    /// single anonymous source (every event is one clock's word).
     pub fn observe(&mut self, partition: u32, occurred_at_millis: i64, wall_millis: i64) {
+        self.observe_source(partition, 0, occurred_at_millis, wall_millis);
+    }
+
+    /// Records an accepted event of the source `source_key` ([`super::progress::source_key`])
+    /// for a partition at wall time `wall_millis`; says whether the event moved the
+    /// partition's progress or was held ahead.
+    ///
+    /// The partition's progress only grows; its last activity is the latest wall time seen (a
+    /// wall clock stepping backwards does not make the partition look older).
+    pub fn observe_source(
+        &mut self,
+        partition: u32,
+        source_key: u64,
+        occurred_at_millis: i64,
+        wall_millis: i64,
+    ) -> ProgressObservation {
+        let clock_guard = self.clock_guard;
         let progress = self
             .partitions
             .entry(partition)
-            .or_insert(PartitionProgress {
-                max_event_time_millis: occurred_at_millis,
+            .or_insert_with(|| PartitionProgress {
+                event_time: CorroboratedProgress::starting_at(occurred_at_millis),
                 last_activity_wall_millis: wall_millis,
             });
-        progress.max_event_time_millis = progress.max_event_time_millis.max(occurred_at_millis);
         progress.last_activity_wall_millis = progress.last_activity_wall_millis.max(wall_millis);
+        progress
+            .event_time
+            .observe(source_key, occurred_at_millis, clock_guard)
     }
 
     /// Current operator watermark (monotonic), `None` before any event.
@@ -129,7 +163,8 @@ impl WatermarkTracker {
     /// One partition's own watermark.
     fn partition_watermark(&self, progress: &PartitionProgress) -> i64 {
         progress
-            .max_event_time_millis
+            .event_time
+            .progress_millis()
             .saturating_sub(self.max_out_of_orderness_millis)
     }
 
@@ -138,7 +173,7 @@ impl WatermarkTracker {
         self.partitions.remove(&partition);
     }
 
-    /// Per-partition watermarks (for metrics): `(partition, max_event_time − ooo)`, by partition.
+    /// Per-partition watermarks (for metrics): `(partition, progress − ooo)`, by partition.
     pub fn partition_watermarks(&self) -> Vec<(u32, i64)> {
         self.partitions
             .iter()

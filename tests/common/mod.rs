@@ -22,9 +22,19 @@ pub const WALL_MILLIS: i64 = START_MILLIS + 86_400_000 * 30;
 /// A pipeline with the default configuration and embedded seeds and rules, as replay runs it
 /// (no processing-time watermark advance).
 pub fn default_pipeline() -> (Pipeline, Arc<Metrics>) {
-    let config = Config::default();
-    let mut settings = PipelineSettings::from_config(&config);
+    pipeline_with_settings(replay_pipeline_settings())
+}
+
+/// The default configuration's pipeline settings, as replay runs them (no processing-time
+/// watermark advance).
+pub fn replay_pipeline_settings() -> PipelineSettings {
+    let mut settings = PipelineSettings::from_config(&Config::default());
     settings.window.idle_timeout_millis = i64::MAX;
+    settings
+}
+
+/// A pipeline with `settings` and the embedded seeds and rules.
+pub fn pipeline_with_settings(settings: PipelineSettings) -> (Pipeline, Arc<Metrics>) {
     let rules = RuleSet::embedded_default(settings.window.size_millis).unwrap();
     let metrics = Arc::new(Metrics::new(&["file"], rules.version()).unwrap());
     let pipeline = Pipeline::new(
@@ -35,6 +45,22 @@ pub fn default_pipeline() -> (Pipeline, Arc<Metrics>) {
         "file",
     );
     (pipeline, metrics)
+}
+
+/// A registered smoke detector (its FIRE_SMOKE events locate by device alone): its device id
+/// and its community id.
+pub fn smoke_detector() -> (String, String) {
+    let registry = GridRegistry::embedded();
+    let device = (0..registry.cells().len())
+        .flat_map(|index| registry.devices_in_cell(gridwatch::grid::CellIndex(index as u32)))
+        .find(|device| {
+            device
+                .event_types
+                .contains(&gridwatch::proto::EventType::FireSmoke)
+        })
+        .expect("the seeds have smoke detectors");
+    let community_id = registry.community_of(device.cell).id.clone();
+    (device.device_id.clone(), community_id)
 }
 
 /// Simulator events with the default realism (jitter, duplicates, coordinates).
