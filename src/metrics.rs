@@ -404,7 +404,7 @@ impl Metrics {
         // The file sink exists in every deployment that writes outputs: a zero series lets
         // the sink-error panel and alert see it before the first error.
         sink_errors.with_label_values(&["file"]);
-        for kind in ["immediate", "threshold", "spike", "cusum", "data_gap"] {
+        for kind in crate::rules::RULE_KIND_NAMES {
             alert_latency.with_label_values(&[kind]);
         }
         for sink in ALERT_SINKS {

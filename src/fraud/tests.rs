@@ -3,9 +3,12 @@
 
 use proptest::prelude::*;
 
+use super::calendar::HOUR_MILLIS;
 use super::*;
-use crate::grid::{Cell, CellIndex, Community, District};
-use crate::proto::IncidentEvent;
+use crate::config::{FraudConfig, PopulationSource};
+use crate::event::AcceptedEvent;
+use crate::grid::{Cell, CellIndex, Community, CommunityIndex, District, GridRegistry};
+use crate::proto::{EventType, IncidentEvent};
 
 /// Community ids of the test registry: two in Qibin (populations 1,000 and 9,000), one in Xun
 /// (5,000).

@@ -6,20 +6,9 @@ use sha2::{Digest, Sha256};
 use crate::proto::{Alert, AlertStatus};
 use crate::time::millis_to_timestamp;
 
-/// `rule_kind` of alerts raised by immediate rules.
-pub const RULE_KIND_IMMEDIATE: &str = "immediate";
-
-/// `rule_kind` of alerts raised by threshold rules.
-pub const RULE_KIND_THRESHOLD: &str = "threshold";
-
-/// `rule_kind` of alerts raised by spike rules.
-pub const RULE_KIND_SPIKE: &str = "spike";
-
-/// `rule_kind` of alerts raised by CUSUM rules.
-pub const RULE_KIND_CUSUM: &str = "cusum";
-
-/// `rule_kind` of alerts raised by data-gap rules.
-pub const RULE_KIND_DATA_GAP: &str = "data_gap";
+/// `rule_kind` of data-gap alerts, at the path other modules use (each kind names its own
+/// `rule_kind` in its file).
+pub use super::data_gap::RULE_KIND_DATA_GAP;
 
 /// At most this many event ids are carried by an alert (the most recent ones, oldest first).
 pub const MAX_ALERT_EVENT_IDS: usize = 20;
@@ -67,7 +56,7 @@ pub struct AlertOccurrence {
     pub fingerprint: String,
     /// Name of the rule that raised it.
     pub rule: String,
-    /// `"immediate"` or `"threshold"`.
+    /// The `NAME` of the rule's kind ([`super::RuleKind::NAME`]).
     pub rule_kind: String,
     /// 14-digit grid id of the cell, copied from the registry when it fired (empty for
     /// community-scope rules).

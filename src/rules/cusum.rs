@@ -66,17 +66,197 @@
 //! week of 10 communities (20 charts × 672 intervals; the ARL predicts 0.7).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{alert_id, fingerprint, AlertOccurrence, RULE_KIND_CUSUM};
+use super::alert::{alert_id, fingerprint, AlertOccurrence};
 use super::baseline::BaselineView;
-use super::ruleset::{CusumRule, Rule, RuleSet};
+use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
+use super::ruleset::{AlertScope, RuleSet, RuleValidation};
+use super::series::{
+    collect_firing_series, count_matching_event, event_ids_before, pane_start,
+    remove_series_of_rule, AlertLifecycle, AlertingSeries, RecentEvent, SeriesByRule,
+};
 use super::statistics::cusum_reference_value;
-use super::threshold::{count_matching_event, pane_start, RecentEvent};
-use super::unit_labels;
-use crate::event::AcceptedEvent;
+use super::units::unit_labels;
 use crate::proto::{Alert, EventType};
+
+/// `rule_kind` of alerts raised by CUSUM rules.
+pub const RULE_KIND_CUSUM: &str = "cusum";
+
+/// Default `shift` (λ1 / λ0) of a CUSUM rule.
+pub const DEFAULT_CUSUM_SHIFT: f64 = 2.0;
+/// Default in-control average run length `arl0` (in intervals) of a CUSUM rule.
+pub const DEFAULT_CUSUM_ARL0: f64 = 2000.0;
+/// Smallest accepted `arl0`: below it the chart alarms every few intervals anyway.
+pub const MIN_CUSUM_ARL0: f64 = 10.0;
+/// Largest accepted `arl0` (keeps the numeric search for `h` bounded).
+pub const MAX_CUSUM_ARL0: f64 = 1.0e7;
+
+/// A `kind = "cusum"` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CusumSpec {
+    /// Unique rule name.
+    name: String,
+    /// Proto enum names of the matched types (one chart per type).
+    event_types: Vec<String>,
+    /// Counting interval of the chart.
+    #[serde(with = "humantime_serde")]
+    interval: Duration,
+    /// Per cell (default) or per community.
+    #[serde(default)]
+    scope: AlertScope,
+    /// Out-of-control mean as a multiple of the in-control mean (λ1 / λ0).
+    #[serde(default = "default_cusum_shift")]
+    shift: f64,
+    /// Target in-control average run length, in intervals.
+    #[serde(default = "default_cusum_arl0")]
+    arl0: f64,
+    /// Alert severity (default: the most severe default severity of the types).
+    #[serde(default)]
+    severity: Option<i64>,
+}
+
+fn default_cusum_shift() -> f64 {
+    DEFAULT_CUSUM_SHIFT
+}
+
+fn default_cusum_arl0() -> f64 {
+    DEFAULT_CUSUM_ARL0
+}
+
+/// A one-sided Poisson CUSUM chart per unit and type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CusumRule {
+    /// Unique rule name (`[a-z0-9_]+`), the `rule` of its alerts.
+    pub name: String,
+    /// Matched event types (one chart per unit and type), sorted, without duplicates.
+    pub event_types: Vec<EventType>,
+    /// Counting interval, a positive multiple of the pane size.
+    pub interval_millis: i64,
+    /// Per cell or per community.
+    pub unit: AlertScope,
+    /// λ1 / λ0, greater than 1.
+    pub shift: f64,
+    /// Target in-control average run length in intervals.
+    pub arl0: f64,
+    /// Severity of the alerts (1..=4).
+    pub severity: u8,
+}
+
+impl RuleKind for CusumRule {
+    const NAME: &'static str = RULE_KIND_CUSUM;
+    const LEARNS_BASELINE: bool = true;
+    type Spec = CusumSpec;
+    type State = CusumState;
+    /// k and h per λ0 bucket: derived, so not in the snapshot.
+    type Derived = CusumLimitsCache;
+
+    fn spec_name(spec: &CusumSpec) -> &str {
+        &spec.name
+    }
+
+    fn from_spec(spec: CusumSpec, validation: &mut RuleValidation<'_>) -> CusumRule {
+        let event_types = validation.event_types(&spec.event_types);
+        let interval_millis = validation.pane_multiple(spec.interval, "interval");
+        let CusumSpec { shift, arl0, .. } = spec;
+        if !(shift.is_finite() && shift > 1.0 && shift <= 100.0) {
+            validation.problem(format!(
+                "shift must be greater than 1 and at most 100, got {shift}"
+            ));
+        }
+        if !(arl0.is_finite() && (MIN_CUSUM_ARL0..=MAX_CUSUM_ARL0).contains(&arl0)) {
+            validation.problem(format!(
+                "arl0 must be between {MIN_CUSUM_ARL0} and {MAX_CUSUM_ARL0} intervals, got {arl0}"
+            ));
+        }
+        let severity = validation.severity(spec.severity, &event_types);
+        CusumRule {
+            name: spec.name,
+            event_types,
+            interval_millis,
+            unit: spec.scope,
+            shift,
+            arl0,
+            severity,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn event_types(&self) -> &[EventType] {
+        &self.event_types
+    }
+
+    /// Counts the event in the chart of its unit and type (ignored when its interval was
+    /// already folded in).
+    fn on_matching_event(
+        &self,
+        state: &mut CusumState,
+        _derived: &mut CusumLimitsCache,
+        event: &MatchingEvent<'_>,
+        _out: &mut Vec<Alert>,
+    ) -> EventOutcome {
+        let Some(unit_key) = event.unit_key(self.unit) else {
+            return EventOutcome::default();
+        };
+        let accepted_event = event.accepted_event;
+        let interval_start = pane_start(accepted_event.occurred_at_millis, self.interval_millis);
+        if state
+            .updated_until_millis
+            .get(&self.name)
+            .is_some_and(|updated_until| interval_start < *updated_until)
+        {
+            return EventOutcome::default();
+        }
+        let series = state
+            .series
+            .entry(self.name.clone())
+            .or_default()
+            .entry((unit_key, accepted_event.event_type as i32))
+            .or_default();
+        count_matching_event(
+            &mut series.interval_counts,
+            interval_start,
+            &mut series.recent_events,
+            series.alert.firing.as_mut(),
+            accepted_event,
+        );
+        EventOutcome::default()
+    }
+
+    fn on_watermark(
+        state: &mut CusumState,
+        derived: &mut CusumLimitsCache,
+        watermark: &WatermarkContext<'_>,
+        out: &mut Vec<Alert>,
+    ) {
+        on_watermark(
+            state,
+            watermark.rules,
+            &watermark.baseline,
+            derived,
+            watermark.watermark_millis,
+            out,
+        );
+    }
+
+    fn remove_rule(state: &mut CusumState, rule_name: &str, firing: &mut Vec<AlertOccurrence>) {
+        remove_series_of_rule(&mut state.series, rule_name, firing);
+        state.updated_until_millis.remove(rule_name);
+    }
+
+    fn collect_firing<'state>(
+        state: &'state CusumState,
+        firing: &mut Vec<&'state AlertOccurrence>,
+    ) {
+        collect_firing_series(&state.series, firing);
+    }
+}
 
 /// Smallest λ0 a chart uses (events per interval).
 pub const MIN_CUSUM_EXPECTED: f64 = 1e-4;
@@ -89,7 +269,7 @@ const BUCKETS_PER_DECADE: f64 = 20.0;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CusumState {
     /// Charts by rule name, then by (unit, `EventType as i32`).
-    pub series: BTreeMap<String, BTreeMap<(u32, i32), CusumSeries>>,
+    pub series: SeriesByRule<(u32, i32), CusumSeries>,
     /// Per rule name: the end of the last interval the charts were updated with.
     pub updated_until_millis: BTreeMap<String, i64>,
 }
@@ -106,10 +286,14 @@ pub struct CusumSeries {
     pub last_decision_interval: f64,
     /// The most recent matching events, for the alert's event ids.
     pub recent_events: Vec<RecentEvent>,
-    /// The firing alert, if any.
-    pub firing: Option<AlertOccurrence>,
-    /// `ends_at` of the last resolved occurrence: the next starts no earlier.
-    pub previous_ends_at_millis: Option<i64>,
+    /// The chart's alert.
+    pub alert: AlertLifecycle,
+}
+
+impl AlertingSeries for CusumSeries {
+    fn alert(&self) -> &AlertLifecycle {
+        &self.alert
+    }
 }
 
 /// k and h of one λ0 bucket.
@@ -469,41 +653,10 @@ fn solve_linear_system(matrix: &mut [f64], mut right_hand_side: Vec<f64>) -> Opt
     Some(solution)
 }
 
-/// Counts one event matched by `rule` in the chart of `unit_key` (ignored when its interval
-/// was already folded in).
-pub(crate) fn on_matching_event(
-    state: &mut CusumState,
-    rule: &CusumRule,
-    accepted_event: &AcceptedEvent<'_>,
-    unit_key: u32,
-) {
-    let interval_start = pane_start(accepted_event.occurred_at_millis, rule.interval_millis);
-    if state
-        .updated_until_millis
-        .get(&rule.name)
-        .is_some_and(|updated_until| interval_start < *updated_until)
-    {
-        return;
-    }
-    let series = state
-        .series
-        .entry(rule.name.clone())
-        .or_default()
-        .entry((unit_key, accepted_event.event_type as i32))
-        .or_default();
-    count_matching_event(
-        &mut series.interval_counts,
-        interval_start,
-        &mut series.recent_events,
-        series.firing.as_mut(),
-        accepted_event,
-    );
-}
-
 /// Updates every chart with the intervals the watermark completed; appends FIRING and
 /// RESOLVED alerts in unspecified order. Charts of rules no longer in `rules` resolve at the watermark and are
 /// forgotten.
-pub(crate) fn on_watermark(
+fn on_watermark(
     state: &mut CusumState,
     rules: &RuleSet,
     baseline: &BaselineView<'_>,
@@ -512,23 +665,20 @@ pub(crate) fn on_watermark(
     out: &mut Vec<Alert>,
 ) {
     state.series.retain(|rule_name, series_by_key| {
-        if matches!(rules.rule(rule_name), Some(Rule::Cusum(_))) {
+        if rules.rule_of_kind::<CusumRule>(rule_name).is_some() {
             return true;
         }
-        for series in series_by_key.values() {
-            if let Some(firing) = &series.firing {
-                out.push(firing.resolved_alert(watermark_millis.max(firing.updated_at_millis)));
-            }
+        for series in series_by_key.values_mut() {
+            series
+                .alert
+                .resolve_no_earlier_than_last_update(watermark_millis, out);
         }
         false
     });
     state
         .updated_until_millis
-        .retain(|rule_name, _| matches!(rules.rule(rule_name), Some(Rule::Cusum(_))));
-    for rule in rules.rules() {
-        let Rule::Cusum(rule) = rule else {
-            continue;
-        };
+        .retain(|rule_name, _| rules.rule_of_kind::<CusumRule>(rule_name).is_some());
+    for rule in rules.rules_of_kind::<CusumRule>() {
         let completed_until = pane_start(watermark_millis, rule.interval_millis);
         let Some(updated_until) = state.updated_until_millis.get(&rule.name).copied() else {
             state
@@ -558,7 +708,7 @@ pub(crate) fn on_watermark(
         }
         series_by_key.retain(|_, series| {
             series.interval_counts = series.interval_counts.split_off(&completed_until);
-            series.firing.is_some() || series.statistic > 0.0 || !series.interval_counts.is_empty()
+            series.alert.is_firing() || series.statistic > 0.0 || !series.interval_counts.is_empty()
         });
         if series_by_key.is_empty() {
             state.series.remove(&rule.name);
@@ -584,7 +734,7 @@ fn update_charts(
             .get(&interval_start)
             .copied()
             .unwrap_or(0);
-        if count == 0 && series.statistic <= 0.0 && series.firing.is_none() {
+        if count == 0 && series.statistic <= 0.0 && !series.alert.is_firing() {
             continue;
         }
         let Some(event_type) = EventType::try_from(key.1).ok() else {
@@ -603,13 +753,12 @@ fn update_charts(
         }
         series.last_decision_interval = limits.decision_interval;
         series.statistic = (series.statistic + f64::from(count) - limits.reference).max(0.0);
-        match &mut series.firing {
+        match &mut series.alert.firing {
             Some(firing) => {
                 if series.statistic <= 0.0 {
-                    let ends_at_millis = interval_end.max(firing.updated_at_millis);
-                    out.push(firing.resolved_alert(ends_at_millis));
-                    series.previous_ends_at_millis = Some(ends_at_millis);
-                    series.firing = None;
+                    series
+                        .alert
+                        .resolve_no_earlier_than_last_update(interval_end, out);
                 } else {
                     firing.observed = firing.observed.max(series.statistic);
                 }
@@ -621,18 +770,14 @@ fn update_charts(
                 let Some(labels) = unit_labels(baseline.registry, rule.unit, key.0) else {
                     continue;
                 };
-                let starts_at_millis = series
-                    .previous_ends_at_millis
-                    .map_or(interval_end, |ends_at_millis| {
-                        ends_at_millis.max(interval_end)
-                    });
+                let starts_at_millis = series.alert.next_start_millis(interval_end);
                 let alert_fingerprint =
                     fingerprint(&rule.name, labels.location(), event_type.as_str_name());
                 let occurrence = AlertOccurrence {
                     alert_id: alert_id(&alert_fingerprint, starts_at_millis),
                     fingerprint: alert_fingerprint,
                     rule: rule.name.clone(),
-                    rule_kind: RULE_KIND_CUSUM.to_string(),
+                    rule_kind: CusumRule::NAME.to_string(),
                     grid_id: labels.grid_id.to_string(),
                     community_id: labels.community_id.to_string(),
                     district_id: labels.district_id.to_string(),
@@ -644,16 +789,10 @@ fn update_charts(
                     threshold: limits.decision_interval,
                     expected,
                     p_value: 0.0,
-                    event_ids: series
-                        .recent_events
-                        .iter()
-                        .filter(|recent| recent.occurred_at_millis < interval_end)
-                        .map(|recent| recent.event_id.clone())
-                        .collect(),
+                    event_ids: event_ids_before(&series.recent_events, interval_end),
                     device_id: String::new(),
                 };
-                out.push(occurrence.firing_alert());
-                series.firing = Some(occurrence);
+                series.alert.fire(occurrence, out);
             }
         }
     }

@@ -39,21 +39,105 @@
 //! blind is serious). Fingerprint: (rule, grid id or community id, `"data_gap"`).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{alert_id, fingerprint, AlertOccurrence, RULE_KIND_DATA_GAP};
+use super::alert::{alert_id, fingerprint, AlertOccurrence};
 use super::baseline::BaselineView;
-use super::ruleset::{AlertScope, DataGapRule, Rule, RuleSet};
+use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
+use super::ruleset::{AlertScope, RuleSet, RuleValidation};
+use super::series::{
+    collect_firing_series, next_pane_boundary, remove_series_of_rule, AlertLifecycle,
+    AlertingSeries, SeriesByRule,
+};
 use super::statistics::poisson_zero_probability;
-use super::threshold::next_pane_boundary;
-use super::{unit_count, unit_labels, CellLabels};
-use crate::event::AcceptedEvent;
+use super::units::{unit_count, unit_key_of, unit_labels, CellLabels};
+use crate::event::{AcceptedEvent, ALL_EVENT_TYPES};
 use crate::grid::{CellIndex, GridRegistry};
 use crate::proto::{Alert, EventType};
 
+/// `rule_kind` of alerts raised by data-gap rules.
+pub const RULE_KIND_DATA_GAP: &str = "data_gap";
+
 /// Fingerprint scope of data-gap alerts.
 const DATA_GAP_SCOPE: &str = "data_gap";
+
+/// Default `window` of a data-gap rule (distinct offline devices are counted within it).
+pub const DEFAULT_DATA_GAP_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// Default `min_offline_devices` of a data-gap rule.
+pub const DEFAULT_MIN_OFFLINE_DEVICES: i64 = 3;
+/// Default `silence` of a data-gap rule: shorter silences never alert.
+pub const DEFAULT_DATA_GAP_SILENCE: Duration = Duration::from_secs(2 * 60 * 60);
+/// Default `alpha` of a data-gap rule: the silence alerts once P(no events) < alpha. Small
+/// because every event starts a new chance of a gap: a cell sees ~500 events a week, so the
+/// city's 1,911 cells get ~1e6 chances a week, and α = 1e-7 keeps false alarms near 0.1 a week.
+pub const DEFAULT_DATA_GAP_ALPHA: f64 = 1e-7;
+/// Default severity of a cell-scope data-gap rule (operations, not an incident).
+pub const DEFAULT_DATA_GAP_CELL_SEVERITY: u8 = 4;
+/// Default severity of a community-scope data-gap rule (a whole community blind is serious).
+pub const DEFAULT_DATA_GAP_COMMUNITY_SEVERITY: u8 = 2;
+
+/// A `kind = "data_gap"` table as written (no `event_types`: it sees every event).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataGapSpec {
+    /// Unique rule name.
+    name: String,
+    /// Per cell (default) or per community.
+    #[serde(default)]
+    scope: AlertScope,
+    /// Window in which distinct offline devices are counted.
+    #[serde(default = "default_data_gap_window", with = "humantime_serde")]
+    window: Duration,
+    /// Distinct devices reporting DEVICE_OFFLINE within `window` that alert.
+    #[serde(default = "default_min_offline_devices")]
+    min_offline_devices: i64,
+    /// Shortest silence that may alert.
+    #[serde(default = "default_data_gap_silence", with = "humantime_serde")]
+    silence: Duration,
+    /// The silence alerts once P(no events | baseline) < alpha.
+    #[serde(default = "default_data_gap_alpha")]
+    alpha: f64,
+    /// Alert severity (default 4 per cell, 2 per community).
+    #[serde(default)]
+    severity: Option<i64>,
+}
+
+fn default_data_gap_window() -> Duration {
+    DEFAULT_DATA_GAP_WINDOW
+}
+
+fn default_min_offline_devices() -> i64 {
+    DEFAULT_MIN_OFFLINE_DEVICES
+}
+
+fn default_data_gap_silence() -> Duration {
+    DEFAULT_DATA_GAP_SILENCE
+}
+
+fn default_data_gap_alpha() -> f64 {
+    DEFAULT_DATA_GAP_ALPHA
+}
+
+/// An operations rule: a cell (or community) whose devices go offline or that falls silent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataGapRule {
+    /// Unique rule name (`[a-z0-9_]+`), the `rule` of its alerts.
+    pub name: String,
+    /// Per cell or per community.
+    pub unit: AlertScope,
+    /// Window in which distinct DEVICE_OFFLINE devices are counted.
+    pub window_millis: i64,
+    /// Distinct offline devices within `window_millis` that fire (at least 1).
+    pub min_offline_devices: u32,
+    /// Shortest silence that may fire.
+    pub silence_millis: i64,
+    /// The silence fires once P(no events over it | baseline) < alpha, in (0, 1).
+    pub alpha: f64,
+    /// Severity of the alerts (1..=4).
+    pub severity: u8,
+}
 
 /// Mutable state of all data-gap rules.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -63,7 +147,7 @@ pub struct DataGapState {
     /// The first watermark the engine saw: units without activity are silent since then.
     pub observed_since_millis: Option<i64>,
     /// Per rule name, then per unit (`CellIndex.0` or `CommunityIndex.0`).
-    pub units: BTreeMap<String, BTreeMap<u32, DataGapUnit>>,
+    pub units: SeriesByRule<u32, DataGapUnit>,
     /// Pane-aligned watermark of the last silence evaluation.
     pub last_evaluated_aligned_millis: Option<i64>,
 }
@@ -73,10 +157,130 @@ pub struct DataGapState {
 pub struct DataGapUnit {
     /// Per device id: the time of its latest DEVICE_OFFLINE report within the window.
     pub offline_devices: BTreeMap<String, i64>,
-    /// The firing alert, if any.
-    pub firing: Option<AlertOccurrence>,
-    /// `ends_at` of the last resolved occurrence: the next starts no earlier.
-    pub previous_ends_at_millis: Option<i64>,
+    /// The unit's alert.
+    pub alert: AlertLifecycle,
+}
+
+impl AlertingSeries for DataGapUnit {
+    fn alert(&self) -> &AlertLifecycle {
+        &self.alert
+    }
+}
+
+/// What the engine keeps derived for data-gap rules.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DataGapDerived {
+    /// Whether some rule is a data-gap rule: activity is recorded only then, so the state
+    /// does not grow for deployments without one.
+    has_rules: bool,
+}
+
+impl RuleKind for DataGapRule {
+    const NAME: &'static str = RULE_KIND_DATA_GAP;
+    type Spec = DataGapSpec;
+    type State = DataGapState;
+    type Derived = DataGapDerived;
+
+    fn spec_name(spec: &DataGapSpec) -> &str {
+        &spec.name
+    }
+
+    fn from_spec(spec: DataGapSpec, validation: &mut RuleValidation<'_>) -> DataGapRule {
+        let window_millis = validation.duration(spec.window, "window");
+        let silence_millis = validation.pane_multiple(spec.silence, "silence");
+        let min_offline_devices = validation.count(spec.min_offline_devices, "min_offline_devices");
+        let alpha = spec.alpha;
+        if !(alpha.is_finite() && alpha > 0.0 && alpha < 1.0) {
+            validation.problem(format!(
+                "alpha must be strictly between 0 and 1, got {alpha}"
+            ));
+        }
+        let default_severity_of_scope = match spec.scope {
+            AlertScope::Cell => DEFAULT_DATA_GAP_CELL_SEVERITY,
+            AlertScope::Community => DEFAULT_DATA_GAP_COMMUNITY_SEVERITY,
+        };
+        let severity = match spec.severity {
+            None => default_severity_of_scope,
+            Some(_) => validation.severity(spec.severity, &[]),
+        };
+        DataGapRule {
+            name: spec.name,
+            unit: spec.scope,
+            window_millis,
+            min_offline_devices,
+            silence_millis,
+            alpha,
+            severity,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Every type: any event may be activity or an offline report.
+    fn event_types(&self) -> &[EventType] {
+        &ALL_EVENT_TYPES
+    }
+
+    fn derive(rules: &RuleSet) -> DataGapDerived {
+        DataGapDerived {
+            has_rules: rules.rules_of_kind::<DataGapRule>().next().is_some(),
+        }
+    }
+
+    /// Records activity before the rules run: shared by every data-gap rule.
+    fn observe_event(
+        state: &mut DataGapState,
+        derived: &DataGapDerived,
+        accepted_event: &AcceptedEvent<'_>,
+    ) {
+        if derived.has_rules {
+            record_activity(state, accepted_event);
+        }
+    }
+
+    fn on_matching_event(
+        &self,
+        state: &mut DataGapState,
+        _derived: &mut DataGapDerived,
+        event: &MatchingEvent<'_>,
+        out: &mut Vec<Alert>,
+    ) -> EventOutcome {
+        let (fired, resolved) = on_event(state, self, event.registry, event.accepted_event, out);
+        EventOutcome {
+            fired,
+            resolved,
+            ..EventOutcome::default()
+        }
+    }
+
+    fn on_watermark(
+        state: &mut DataGapState,
+        _derived: &mut DataGapDerived,
+        watermark: &WatermarkContext<'_>,
+        out: &mut Vec<Alert>,
+    ) {
+        on_watermark(
+            state,
+            watermark.rules,
+            &watermark.baseline,
+            watermark.watermark_millis,
+            watermark.partial_input,
+            out,
+        );
+    }
+
+    fn remove_rule(state: &mut DataGapState, rule_name: &str, firing: &mut Vec<AlertOccurrence>) {
+        remove_series_of_rule(&mut state.units, rule_name, firing);
+    }
+
+    fn collect_firing<'state>(
+        state: &'state DataGapState,
+        firing: &mut Vec<&'state AlertOccurrence>,
+    ) {
+        collect_firing_series(&state.units, firing);
+    }
 }
 
 /// Whether an event shows the cell is producing data.
@@ -84,19 +288,8 @@ fn is_activity(event_type: EventType) -> bool {
     !matches!(event_type, EventType::DeviceOffline | EventType::VideoLoss)
 }
 
-/// The unit of `cell` under `scope`.
-fn unit_of(registry: &GridRegistry, scope: AlertScope, cell: CellIndex) -> Option<u32> {
-    match scope {
-        AlertScope::Cell => Some(cell.0),
-        AlertScope::Community => registry
-            .cells()
-            .get(cell.0 as usize)
-            .map(|cell_record| cell_record.community.0),
-    }
-}
-
 /// Records activity (before the rules run): shared by every data-gap rule.
-pub(crate) fn record_activity(state: &mut DataGapState, accepted_event: &AcceptedEvent<'_>) {
+fn record_activity(state: &mut DataGapState, accepted_event: &AcceptedEvent<'_>) {
     if !is_activity(accepted_event.event_type) {
         return;
     }
@@ -109,14 +302,14 @@ pub(crate) fn record_activity(state: &mut DataGapState, accepted_event: &Accepte
 
 /// Applies one event to `rule`: activity resolves a firing alert of the unit; an offline
 /// report may fire. Returns `(fired, resolved)`.
-pub(crate) fn on_event(
+fn on_event(
     state: &mut DataGapState,
     rule: &DataGapRule,
     registry: &GridRegistry,
     accepted_event: &AcceptedEvent<'_>,
     out: &mut Vec<Alert>,
 ) -> (bool, bool) {
-    let Some(unit_key) = unit_of(registry, rule.unit, accepted_event.cell) else {
+    let Some(unit_key) = unit_key_of(registry, rule.unit, accepted_event.cell) else {
         return (false, false);
     };
     let occurred_at_millis = accepted_event.occurred_at_millis;
@@ -129,13 +322,10 @@ pub(crate) fn on_event(
             return (false, false);
         };
         unit.offline_devices.clear();
-        let Some(firing) = unit.firing.take() else {
-            return (false, false);
-        };
-        let ends_at_millis = occurred_at_millis.max(firing.updated_at_millis);
-        out.push(firing.resolved_alert(ends_at_millis));
-        unit.previous_ends_at_millis = Some(ends_at_millis);
-        return (false, true);
+        let resolved = unit
+            .alert
+            .resolve_no_earlier_than_last_update(occurred_at_millis, out);
+        return (false, resolved);
     }
     if accepted_event.event_type != EventType::DeviceOffline {
         return (false, false);
@@ -159,7 +349,7 @@ pub(crate) fn on_event(
         .values()
         .filter(|reported_at| **reported_at <= occurred_at_millis)
         .count();
-    if unit.firing.is_some() || offline_count < rule.min_offline_devices as usize {
+    if unit.alert.is_firing() || offline_count < rule.min_offline_devices as usize {
         return (false, false);
     }
     let Some(labels) = unit_labels(registry, rule.unit, unit_key) else {
@@ -168,8 +358,7 @@ pub(crate) fn on_event(
     let occurrence = new_occurrence(
         rule,
         &labels,
-        unit.previous_ends_at_millis,
-        occurred_at_millis,
+        unit.alert.next_start_millis(occurred_at_millis),
         OccurrenceValues {
             event_type: EventType::DeviceOffline as i32,
             observed: offline_count as f64,
@@ -179,8 +368,7 @@ pub(crate) fn on_event(
             event_ids: vec![accepted_event.event.event_id.clone()],
         },
     );
-    out.push(occurrence.firing_alert());
-    unit.firing = Some(occurrence);
+    unit.alert.fire(occurrence, out);
     (true, false)
 }
 
@@ -203,18 +391,15 @@ struct OccurrenceValues {
 fn new_occurrence(
     rule: &DataGapRule,
     labels: &CellLabels<'_>,
-    previous_ends_at_millis: Option<i64>,
-    at_millis: i64,
+    starts_at_millis: i64,
     values: OccurrenceValues,
 ) -> AlertOccurrence {
-    let starts_at_millis =
-        previous_ends_at_millis.map_or(at_millis, |ends_at_millis| ends_at_millis.max(at_millis));
     let alert_fingerprint = fingerprint(&rule.name, labels.location(), DATA_GAP_SCOPE);
     AlertOccurrence {
         alert_id: alert_id(&alert_fingerprint, starts_at_millis),
         fingerprint: alert_fingerprint,
         rule: rule.name.clone(),
-        rule_kind: RULE_KIND_DATA_GAP.to_string(),
+        rule_kind: DataGapRule::NAME.to_string(),
         grid_id: labels.grid_id.to_string(),
         community_id: labels.community_id.to_string(),
         district_id: labels.district_id.to_string(),
@@ -237,7 +422,7 @@ pub(crate) const SILENCE_CHECK_INTERVAL_MILLIS: i64 = 5 * 60 * 1000;
 
 /// Tests silence at a new watermark (at most once per [`SILENCE_CHECK_INTERVAL_MILLIS`]); appends FIRING alerts (and
 /// RESOLVED ones of rules no longer in `rules`).
-pub(crate) fn on_watermark(
+fn on_watermark(
     state: &mut DataGapState,
     rules: &RuleSet,
     baseline: &BaselineView<'_>,
@@ -255,30 +440,26 @@ pub(crate) fn on_watermark(
         return;
     };
     state.units.retain(|rule_name, units| {
-        if matches!(rules.rule(rule_name), Some(Rule::DataGap(_))) {
+        if rules.rule_of_kind::<DataGapRule>(rule_name).is_some() {
             return true;
         }
-        for unit in units.values() {
-            if let Some(firing) = &unit.firing {
-                out.push(firing.resolved_alert(aligned_millis.max(firing.updated_at_millis)));
-            }
+        for unit in units.values_mut() {
+            unit.alert
+                .resolve_no_earlier_than_last_update(aligned_millis, out);
         }
         false
     });
     let registry = baseline.registry;
-    for rule in rules.rules() {
-        let Rule::DataGap(rule) = rule else {
-            continue;
-        };
+    for rule in rules.rules_of_kind::<DataGapRule>() {
         let units = state.units.entry(rule.name.clone()).or_default();
         // Forget offline reports that left the window.
         let window_start = aligned_millis.saturating_sub(rule.window_millis);
         units.retain(|_, unit| {
             unit.offline_devices
                 .retain(|_, reported_at| *reported_at >= window_start);
-            unit.firing.is_some()
+            unit.alert.is_firing()
                 || !unit.offline_devices.is_empty()
-                || unit.previous_ends_at_millis.is_some_and(|ends_at| {
+                || unit.alert.previous_ends_at_millis.is_some_and(|ends_at| {
                     ends_at > aligned_millis.saturating_sub(rule.silence_millis)
                 })
         });
@@ -295,7 +476,7 @@ pub(crate) fn on_watermark(
         for unit_key in 0..unit_total {
             if units
                 .get(&unit_key)
-                .is_some_and(|unit| unit.firing.is_some())
+                .is_some_and(|unit| unit.alert.is_firing())
             {
                 continue;
             }
@@ -349,8 +530,7 @@ pub(crate) fn on_watermark(
             let occurrence = new_occurrence(
                 rule,
                 &labels,
-                unit.previous_ends_at_millis,
-                aligned_millis,
+                unit.alert.next_start_millis(aligned_millis),
                 OccurrenceValues {
                     event_type: EventType::Unspecified as i32,
                     observed: 0.0,
@@ -360,8 +540,7 @@ pub(crate) fn on_watermark(
                     event_ids: Vec::new(),
                 },
             );
-            out.push(occurrence.firing_alert());
-            unit.firing = Some(occurrence);
+            unit.alert.fire(occurrence, out);
         }
     }
 }

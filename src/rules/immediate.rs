@@ -2,16 +2,150 @@
 //! alert for the rule's cooldown; resolve once the watermark passes the last event + cooldown.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{
-    alert_id, fingerprint, push_capped_event_id, AlertOccurrence, RULE_KIND_IMMEDIATE,
-};
-use super::ruleset::ImmediateRule;
-use super::CellLabels;
+use super::alert::{alert_id, fingerprint, push_capped_event_id, AlertOccurrence};
+use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
+use super::ruleset::RuleValidation;
+use super::units::CellLabels;
 use crate::event::AcceptedEvent;
-use crate::proto::Alert;
+use crate::proto::{Alert, EventType};
+
+/// `rule_kind` of alerts raised by immediate rules.
+pub const RULE_KIND_IMMEDIATE: &str = "immediate";
+
+/// Cooldown of an immediate rule that does not set one.
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(5 * 60);
+
+/// A `kind = "immediate"` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImmediateSpec {
+    /// Unique rule name.
+    name: String,
+    /// Proto enum names of the matched types.
+    event_types: Vec<String>,
+    /// Per-device cooldown for repeats.
+    #[serde(default = "default_cooldown", with = "humantime_serde")]
+    cooldown: Duration,
+}
+
+fn default_cooldown() -> Duration {
+    DEFAULT_COOLDOWN
+}
+
+/// A rule that alerts on every matching event, folding a device's repeats into the firing
+/// alert for `cooldown_millis`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImmediateRule {
+    /// Unique rule name (`[a-z0-9_]+`), the `rule` of its alerts.
+    pub name: String,
+    /// Matched event types, sorted by enum number, without duplicates.
+    pub event_types: Vec<EventType>,
+    /// Per-device cooldown for repeats, and how long after the last matching event the alert
+    /// resolves.
+    pub cooldown_millis: i64,
+}
+
+/// What the engine keeps derived for immediate rules.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ImmediateDerived {
+    /// No immediate alert resolves (nor is a resolved one forgotten) before this watermark (a
+    /// lower bound; `None` means unknown): lets frequent watermark advances skip scanning the
+    /// immediate state, which holds every firing life-safety alert of the city.
+    earliest_resolution_millis: Option<i64>,
+}
+
+impl RuleKind for ImmediateRule {
+    const NAME: &'static str = RULE_KIND_IMMEDIATE;
+    const SEES_LATE_EVENTS: bool = true;
+    type Spec = ImmediateSpec;
+    type State = ImmediateState;
+    type Derived = ImmediateDerived;
+
+    fn spec_name(spec: &ImmediateSpec) -> &str {
+        &spec.name
+    }
+
+    fn from_spec(spec: ImmediateSpec, validation: &mut RuleValidation<'_>) -> ImmediateRule {
+        let event_types = validation.event_types(&spec.event_types);
+        let cooldown_millis = validation.duration(spec.cooldown, "cooldown");
+        ImmediateRule {
+            name: spec.name,
+            event_types,
+            cooldown_millis,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn event_types(&self) -> &[EventType] {
+        &self.event_types
+    }
+
+    fn on_matching_event(
+        &self,
+        state: &mut ImmediateState,
+        derived: &mut ImmediateDerived,
+        event: &MatchingEvent<'_>,
+        out: &mut Vec<Alert>,
+    ) -> EventOutcome {
+        let (outcome, resolves_at_millis) =
+            on_matching_event(state, self, event.accepted_event, event.cell_labels, out);
+        if let Some(earliest_millis) = &mut derived.earliest_resolution_millis {
+            *earliest_millis = (*earliest_millis).min(resolves_at_millis);
+        }
+        EventOutcome {
+            fired: outcome == ImmediateOutcome::Fired,
+            updated: outcome == ImmediateOutcome::Updated,
+            suppressed_repeat: outcome == ImmediateOutcome::Suppressed,
+            resolved: false,
+        }
+    }
+
+    fn on_watermark(
+        state: &mut ImmediateState,
+        derived: &mut ImmediateDerived,
+        watermark: &WatermarkContext<'_>,
+        out: &mut Vec<Alert>,
+    ) {
+        let may_resolve = derived
+            .earliest_resolution_millis
+            .is_none_or(|earliest_millis| watermark.watermark_millis >= earliest_millis);
+        if may_resolve {
+            let earliest_remaining_millis = resolve_due(state, watermark.watermark_millis, out);
+            derived.earliest_resolution_millis = Some(earliest_remaining_millis);
+        }
+    }
+
+    fn remove_rule(state: &mut ImmediateState, rule_name: &str, firing: &mut Vec<AlertOccurrence>) {
+        if let Some(firing_alerts) = state.firing.remove(rule_name) {
+            firing.extend(
+                firing_alerts
+                    .into_values()
+                    .map(|firing_alert| firing_alert.occurrence),
+            );
+        }
+        state.recently_resolved.remove(rule_name);
+    }
+
+    fn collect_firing<'state>(
+        state: &'state ImmediateState,
+        firing: &mut Vec<&'state AlertOccurrence>,
+    ) {
+        firing.extend(
+            state
+                .firing
+                .values()
+                .flat_map(|alerts_of_rule| alerts_of_rule.values())
+                .map(|firing_alert| &firing_alert.occurrence),
+        );
+    }
+}
 
 /// Mutable state of all immediate rules: the firing alerts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

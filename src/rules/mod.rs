@@ -6,6 +6,16 @@
 //! [`statistics`]), and the operations rule `data_gap` ([`data_gap`]). Maintenance windows
 //! ([`suppression`]) mark alerts instead of dropping them.
 //!
+//! # Where a kind lives
+//!
+//! Each kind is one file: its `[[rule]]` table, validation, snapshot state and runtime, behind
+//! the [`RuleKind`] trait ([`kind`]). The engine below knows no kind by name: the kinds are
+//! listed once, in [`kinds`], which writes the [`Rule`] enum, the tagged rules-file table,
+//! the snapshot state ([`RuleEngineState`], one field per kind) and the loops over kinds.
+//! What every kind's series share — the alert lifecycle that keeps occurrences from
+//! overlapping, pane counts, recent event ids — is in [`series`]; alert units and their labels
+//! are in [`units`]. Adding a kind is therefore one file plus one line in [`kinds`].
+//!
 //! Everything is synchronous, owns no tasks or locks, and is deterministic: the same events and
 //! watermarks in the same order produce the same alerts with the same ids (all state lives in
 //! `BTreeMap`s; time is only ever event time passed in as an argument).
@@ -163,112 +173,34 @@ pub mod baseline;
 pub mod cusum;
 pub mod data_gap;
 pub mod immediate;
+pub mod kind;
+pub mod kinds;
 pub mod ruleset;
+pub mod series;
 pub mod spike;
 pub mod statistics;
 pub mod suppression;
 pub mod threshold;
+pub mod units;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
-
-pub use alert::{
-    alert_id, fingerprint, AlertOccurrence, MAX_ALERT_EVENT_IDS, RULE_KIND_CUSUM,
-    RULE_KIND_DATA_GAP, RULE_KIND_IMMEDIATE, RULE_KIND_SPIKE, RULE_KIND_THRESHOLD,
-};
+pub use alert::{alert_id, fingerprint, AlertOccurrence, MAX_ALERT_EVENT_IDS};
 pub use baseline::{Baseline, BaselineError, BaselineState, SeedRate, TypeSeed};
-pub use cusum::{CusumLimits, CusumLimitsCache, CusumSeries, CusumState};
-pub use data_gap::{DataGapState, DataGapUnit};
-pub use immediate::{FiringImmediateAlert, ImmediateState, ResolvedImmediateAlert};
+pub use kind::RuleKind;
+pub use kinds::{Rule, RuleEngineState, RULE_KIND_NAMES};
 pub use ruleset::{
-    AlertScope, BaselineSettings, CusumRule, DataGapRule, ImmediateRule, Rule, RuleSet, RulesError,
-    SpikeRule, Suppression, SuppressionTarget, ThresholdRule, DEFAULT_COOLDOWN,
+    AlertScope, BaselineSettings, RuleSet, RulesError, Suppression, SuppressionTarget,
     EMBEDDED_RULES_TOML, MAX_RULE_DURATION,
 };
-pub use spike::{SpikeSeries, SpikeState};
-pub use threshold::{RecentEvent, ThresholdSeries, ThresholdState};
+pub use series::{AlertLifecycle, RecentEvent};
 
 use crate::event::AcceptedEvent;
-use crate::grid::{CellIndex, GridRegistry};
+use crate::grid::GridRegistry;
 use crate::proto::{Alert, AlertStatus, EventType};
-use baseline::BaselineView;
-use immediate::ImmediateOutcome;
-
-/// The registry labels of a cell (or of a community, with an empty grid id) that alerts carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CellLabels<'a> {
-    /// 14-digit grid id (empty for a community-scope alert).
-    pub(crate) grid_id: &'a str,
-    /// 12-digit community code.
-    pub(crate) community_id: &'a str,
-    /// 6-digit district code.
-    pub(crate) district_id: &'a str,
-}
-
-impl CellLabels<'_> {
-    /// What the fingerprint names: the grid id, or the community id when there is none.
-    pub(crate) fn location(&self) -> &str {
-        if self.grid_id.is_empty() {
-            self.community_id
-        } else {
-            self.grid_id
-        }
-    }
-}
-
-/// The labels of a cell, or `None` for an index that is not in `registry`.
-fn cell_labels(registry: &GridRegistry, cell: CellIndex) -> Option<CellLabels<'_>> {
-    let cell_record = registry.cells().get(usize::try_from(cell.0).ok()?)?;
-    let community = registry
-        .communities()
-        .get(usize::try_from(cell_record.community.0).ok()?)?;
-    Some(CellLabels {
-        grid_id: &cell_record.grid_id,
-        community_id: &community.id,
-        district_id: &community.district_code,
-    })
-}
-
-/// The labels of a unit: a cell (`CellIndex.0`) or a community (`CommunityIndex.0`).
-pub(crate) fn unit_labels(
-    registry: &GridRegistry,
-    scope: AlertScope,
-    unit_key: u32,
-) -> Option<CellLabels<'_>> {
-    match scope {
-        AlertScope::Cell => cell_labels(registry, CellIndex(unit_key)),
-        AlertScope::Community => {
-            let community = registry
-                .communities()
-                .get(usize::try_from(unit_key).ok()?)?;
-            Some(CellLabels {
-                grid_id: "",
-                community_id: &community.id,
-                district_id: &community.district_code,
-            })
-        }
-    }
-}
-
-/// Number of units of a scope in the registry (cells or communities).
-pub(crate) fn unit_count(registry: &GridRegistry, scope: AlertScope) -> usize {
-    match scope {
-        AlertScope::Cell => registry.cells().len(),
-        AlertScope::Community => registry.communities().len(),
-    }
-}
-
-/// The unit key of `cell` under `scope`: the cell's index, or its community's.
-fn unit_key_of(registry: &GridRegistry, scope: AlertScope, cell: CellIndex) -> Option<u32> {
-    match scope {
-        AlertScope::Cell => Some(cell.0),
-        AlertScope::Community => registry
-            .cells()
-            .get(usize::try_from(cell.0).ok()?)
-            .map(|cell_record| cell_record.community.0),
-    }
-}
+use kind::{EventOutcome, MatchingEvent};
+use kinds::{DerivedKindState, WatermarkInputs};
+use units::cell_labels;
 
 /// Counters of one rule, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -301,24 +233,22 @@ pub struct RuleStats {
     pub maintenance_suppressed_total: u64,
 }
 
-/// The engine's mutable state, the part that a snapshot must carry (postcard-friendly and
-/// deterministic: only `BTreeMap`s, `Vec`s and plain values).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RuleEngineState {
-    /// Firing immediate alerts.
-    pub immediate: ImmediateState,
-    /// Threshold pane counts and firing threshold alerts.
-    pub threshold: ThresholdState,
-    /// Spike pane counts and firing spike alerts.
-    pub spike: SpikeState,
-    /// CUSUM charts and firing CUSUM alerts.
-    pub cusum: CusumState,
-    /// Activity, offline reports and firing data-gap alerts.
-    pub data_gap: DataGapState,
-    /// The learned baseline (hourly counts of the learned types).
-    pub baseline: BaselineState,
-    /// The latest watermark seen: the `ends_at` of alerts resolved by a rule replacement.
-    pub last_watermark_millis: Option<i64>,
+impl RuleCounters {
+    /// Counts what one matching event did.
+    fn record(&mut self, outcome: EventOutcome) {
+        if outcome.fired {
+            self.fired = self.fired.saturating_add(1);
+        }
+        if outcome.updated {
+            self.updated = self.updated.saturating_add(1);
+        }
+        if outcome.suppressed_repeat {
+            self.suppressed_repeats = self.suppressed_repeats.saturating_add(1);
+        }
+        if outcome.resolved {
+            self.resolved = self.resolved.saturating_add(1);
+        }
+    }
 }
 
 /// Evaluates a [`RuleSet`] over accepted events and watermark advances.
@@ -330,21 +260,16 @@ pub struct RuleEngine {
     baseline: Baseline,
     /// Rule indexes by `EventType as i32`, in file order: which rules an event type feeds.
     rule_indexes_by_event_type: Vec<Vec<usize>>,
-    /// `EventType as i32` of the types used by spike and CUSUM rules (their baseline is
-    /// learned).
+    /// `EventType as i32` of the types whose baseline is learned (those of rules that need
+    /// it, [`Rule::learns_baseline`]).
     learned_types: BTreeSet<i32>,
-    /// Whether some rule is a data-gap rule (activity must be recorded).
-    has_data_gap_rules: bool,
     /// The snapshot-able state.
     state: RuleEngineState,
+    /// What each kind derives from the rules (caches, indexes): rebuilt whenever the rules or
+    /// the state are replaced, so not in the snapshot.
+    derived: DerivedKindState,
     /// Counters for metrics.
     stats: RuleStats,
-    /// No immediate alert resolves (nor is a resolved one forgotten) before this watermark (a
-    /// lower bound; `None` means unknown): lets frequent watermark advances skip scanning the
-    /// immediate state. Derived, so not in the snapshot.
-    earliest_immediate_resolution_millis: Option<i64>,
-    /// CUSUM k and h per λ0 bucket (derived, not in the snapshot).
-    cusum_limits: CusumLimitsCache,
     /// The engine sees one partition of the city: data-gap silence only for cells with
     /// activity here (a setting, not state).
     partial_input: bool,
@@ -366,15 +291,13 @@ impl RuleEngine {
     /// An engine with empty state and the given seeded baseline.
     pub fn with_baseline(rules: RuleSet, baseline: Baseline) -> Self {
         let mut engine = RuleEngine {
+            derived: DerivedKindState::new(&rules),
             rules,
             baseline,
             rule_indexes_by_event_type: Vec::new(),
             learned_types: BTreeSet::new(),
-            has_data_gap_rules: false,
             state: RuleEngineState::default(),
             stats: RuleStats::default(),
-            earliest_immediate_resolution_millis: None,
-            cusum_limits: CusumLimitsCache::default(),
             partial_input: false,
         };
         engine.index_rules();
@@ -385,18 +308,13 @@ impl RuleEngine {
     fn index_rules(&mut self) {
         let mut rule_indexes_by_event_type: Vec<Vec<usize>> = Vec::new();
         let mut learned_types: BTreeSet<i32> = BTreeSet::new();
-        let mut has_data_gap_rules = false;
         for (rule_index, rule) in self.rules.rules().iter().enumerate() {
             self.stats
                 .per_rule
                 .entry(rule.name().to_string())
                 .or_default();
-            match rule {
-                Rule::Spike(_) | Rule::Cusum(_) => {
-                    learned_types.extend(rule.event_types().iter().map(|t| *t as i32));
-                }
-                Rule::DataGap(_) => has_data_gap_rules = true,
-                Rule::Immediate(_) | Rule::Threshold(_) => {}
+            if rule.learns_baseline() {
+                learned_types.extend(rule.event_types().iter().map(|t| *t as i32));
             }
             for event_type in rule.event_types() {
                 let Ok(type_number) = usize::try_from(*event_type as i32) else {
@@ -413,7 +331,7 @@ impl RuleEngine {
         self.rule_indexes_by_event_type = rule_indexes_by_event_type;
         self.state.baseline.set_learned_types(&learned_types);
         self.learned_types = learned_types;
-        self.has_data_gap_rules = has_data_gap_rules;
+        self.derived = DerivedKindState::new(&self.rules);
     }
 
     /// The rules being evaluated.
@@ -442,16 +360,20 @@ impl RuleEngine {
                 self.stats.events_with_unknown_cell.saturating_add(1);
             return;
         };
-        if self.has_data_gap_rules {
-            data_gap::record_activity(&mut self.state.data_gap, accepted_event);
-        }
+        self.state.observe_event(&self.derived, accepted_event);
         self.state.baseline.on_event(
             accepted_event.cell,
             accepted_event.event_type,
             accepted_event.occurred_at_millis,
         );
         let first_new_alert = out.len();
-        self.apply_matching_event(accepted_event, &labels, registry, out);
+        let matching_event = MatchingEvent {
+            accepted_event,
+            cell_labels: &labels,
+            registry,
+            pane_size_millis: self.rules.pane_size_millis(),
+        };
+        self.apply_matching_event(&matching_event, out);
         if let Some(new_alerts) = out.get_mut(first_new_alert..) {
             self.mark_suppressed(new_alerts);
         }
@@ -479,24 +401,26 @@ impl RuleEngine {
             return;
         };
         let first_new_alert = out.len();
+        let matching_event = MatchingEvent {
+            accepted_event,
+            cell_labels: &labels,
+            registry,
+            pane_size_millis: self.rules.pane_size_millis(),
+        };
         for rule_index in rule_indexes {
-            let Some(Rule::Immediate(immediate_rule)) = self.rules.rules().get(*rule_index) else {
+            let Some(rule) = self.rules.rules().get(*rule_index) else {
                 continue;
             };
-            let counters = self
-                .stats
+            if !rule.sees_late_events() {
+                continue;
+            }
+            let outcome =
+                rule.on_matching_event(&mut self.state, &mut self.derived, &matching_event, out);
+            self.stats
                 .per_rule
-                .entry(immediate_rule.name.clone())
-                .or_default();
-            apply_immediate_rule(
-                &mut self.state.immediate,
-                &mut self.earliest_immediate_resolution_millis,
-                counters,
-                immediate_rule,
-                accepted_event,
-                &labels,
-                out,
-            );
+                .entry(rule.name().to_string())
+                .or_default()
+                .record(outcome);
         }
         if let Some(new_alerts) = out.get_mut(first_new_alert..) {
             for alert in new_alerts.iter_mut() {
@@ -531,106 +455,35 @@ impl RuleEngine {
             .filter(|old_rule| rules.rule(old_rule.name()) != Some(*old_rule))
             .map(|old_rule| old_rule.name().to_string())
             .collect();
-        let last_watermark_millis = self.state.last_watermark_millis;
-        let ends_at = |occurrence: &AlertOccurrence| {
-            last_watermark_millis.map_or(occurrence.updated_at_millis, |watermark| {
-                watermark.max(occurrence.updated_at_millis)
-            })
-        };
-        let mut resolved: Vec<Alert> = Vec::new();
+        let mut dropped_firing: Vec<AlertOccurrence> = Vec::new();
         for rule_name in &dropped_rule_names {
-            if let Some(firing_alerts) = self.state.immediate.firing.remove(rule_name) {
-                resolved.extend(firing_alerts.values().map(|firing| {
-                    firing
-                        .occurrence
-                        .resolved_alert(ends_at(&firing.occurrence))
-                }));
-            }
-            self.state.immediate.recently_resolved.remove(rule_name);
-            if let Some(series) = self.state.threshold.series.remove(rule_name) {
-                resolved.extend(series.values().filter_map(|series| {
-                    series
-                        .firing
-                        .as_ref()
-                        .map(|firing| firing.resolved_alert(ends_at(firing)))
-                }));
-            }
-            if let Some(series) = self.state.spike.series.remove(rule_name) {
-                resolved.extend(series.values().filter_map(|series| {
-                    series
-                        .firing
-                        .as_ref()
-                        .map(|firing| firing.resolved_alert(ends_at(firing)))
-                }));
-            }
-            if let Some(series) = self.state.cusum.series.remove(rule_name) {
-                resolved.extend(series.values().filter_map(|series| {
-                    series
-                        .firing
-                        .as_ref()
-                        .map(|firing| firing.resolved_alert(ends_at(firing)))
-                }));
-            }
-            self.state.cusum.updated_until_millis.remove(rule_name);
-            if let Some(units) = self.state.data_gap.units.remove(rule_name) {
-                resolved.extend(units.values().filter_map(|unit| {
-                    unit.firing
-                        .as_ref()
-                        .map(|firing| firing.resolved_alert(ends_at(firing)))
-                }));
-            }
+            self.state.remove_rule(rule_name, &mut dropped_firing);
         }
+        let last_watermark_millis = self.state.last_watermark_millis;
+        let mut resolved: Vec<Alert> = dropped_firing
+            .iter()
+            .map(|occurrence| {
+                let ends_at_millis = last_watermark_millis
+                    .map_or(occurrence.updated_at_millis, |watermark| {
+                        watermark.max(occurrence.updated_at_millis)
+                    });
+                occurrence.resolved_alert(ends_at_millis)
+            })
+            .collect();
         resolved.sort_by(|left, right| left.fingerprint.cmp(&right.fingerprint));
         self.count_resolved(&resolved);
         out.append(&mut resolved);
         self.rules = rules;
         self.index_rules();
-        self.earliest_immediate_resolution_millis = None;
     }
 
     /// Currently firing alerts, sorted by fingerprint, marked with `suppressed_by` at their
     /// `updated_at`.
     pub fn active_alerts(&self) -> Vec<Alert> {
-        let immediate_alerts = self
+        let mut alerts: Vec<Alert> = self
             .state
-            .immediate
-            .firing
-            .values()
-            .flat_map(|alerts_of_rule| alerts_of_rule.values())
-            .map(|firing| &firing.occurrence);
-        let threshold_alerts = self
-            .state
-            .threshold
-            .series
-            .values()
-            .flat_map(|series_by_cell| series_by_cell.values())
-            .filter_map(|series| series.firing.as_ref());
-        let spike_alerts = self
-            .state
-            .spike
-            .series
-            .values()
-            .flat_map(|series_by_key| series_by_key.values())
-            .filter_map(|series| series.firing.as_ref());
-        let cusum_alerts = self
-            .state
-            .cusum
-            .series
-            .values()
-            .flat_map(|series_by_key| series_by_key.values())
-            .filter_map(|series| series.firing.as_ref());
-        let data_gap_alerts = self
-            .state
-            .data_gap
-            .units
-            .values()
-            .flat_map(|units| units.values())
-            .filter_map(|unit| unit.firing.as_ref());
-        let mut alerts: Vec<Alert> = immediate_alerts
-            .chain(threshold_alerts)
-            .chain(spike_alerts)
-            .chain(cusum_alerts)
-            .chain(data_gap_alerts)
+            .firing_alerts()
+            .into_iter()
             .map(AlertOccurrence::firing_alert)
             .collect();
         alerts.sort_by(|left, right| left.fingerprint.cmp(&right.fingerprint));
@@ -652,7 +505,7 @@ impl RuleEngine {
     pub fn restore_state(&mut self, state: RuleEngineState) {
         self.state = state;
         self.state.baseline.set_learned_types(&self.learned_types);
-        self.earliest_immediate_resolution_millis = None;
+        self.derived = DerivedKindState::new(&self.rules);
     }
 
     fn has_rules_for(&self, accepted_event: &AcceptedEvent<'_>) -> bool {
@@ -686,103 +539,25 @@ impl RuleEngine {
         }
     }
 
-    /// [`RuleEngine::on_event`] once the cell's labels are known.
-    fn apply_matching_event(
-        &mut self,
-        accepted_event: &AcceptedEvent<'_>,
-        labels: &CellLabels<'_>,
-        registry: &GridRegistry,
-        out: &mut Vec<Alert>,
-    ) {
-        let Some(rule_indexes) =
-            rules_of_event_type(&self.rule_indexes_by_event_type, accepted_event.event_type)
-        else {
+    /// Hands an event of a known cell to every rule matching its type, in file order.
+    fn apply_matching_event(&mut self, matching_event: &MatchingEvent<'_>, out: &mut Vec<Alert>) {
+        let Some(rule_indexes) = rules_of_event_type(
+            &self.rule_indexes_by_event_type,
+            matching_event.accepted_event.event_type,
+        ) else {
             return;
         };
-        let pane_size_millis = self.rules.pane_size_millis();
         for rule_index in rule_indexes {
             let Some(rule) = self.rules.rules().get(*rule_index) else {
                 continue;
             };
-            let counters = self
-                .stats
+            let outcome =
+                rule.on_matching_event(&mut self.state, &mut self.derived, matching_event, out);
+            self.stats
                 .per_rule
                 .entry(rule.name().to_string())
-                .or_default();
-            match rule {
-                Rule::Immediate(immediate_rule) => apply_immediate_rule(
-                    &mut self.state.immediate,
-                    &mut self.earliest_immediate_resolution_millis,
-                    counters,
-                    immediate_rule,
-                    accepted_event,
-                    labels,
-                    out,
-                ),
-                Rule::Threshold(threshold_rule) => {
-                    let Some(unit_key) =
-                        unit_key_of(registry, threshold_rule.unit, accepted_event.cell)
-                    else {
-                        continue;
-                    };
-                    let Some(unit_labels) = unit_labels(registry, threshold_rule.unit, unit_key)
-                    else {
-                        continue;
-                    };
-                    let fired = threshold::on_matching_event(
-                        &mut self.state.threshold,
-                        threshold_rule,
-                        pane_size_millis,
-                        accepted_event,
-                        unit_key,
-                        &unit_labels,
-                        out,
-                    );
-                    if fired {
-                        counters.fired = counters.fired.saturating_add(1);
-                    }
-                }
-                Rule::Spike(spike_rule) => {
-                    if let Some(unit_key) =
-                        unit_key_of(registry, spike_rule.unit, accepted_event.cell)
-                    {
-                        spike::on_matching_event(
-                            &mut self.state.spike,
-                            spike_rule,
-                            pane_size_millis,
-                            accepted_event,
-                            unit_key,
-                        );
-                    }
-                }
-                Rule::Cusum(cusum_rule) => {
-                    if let Some(unit_key) =
-                        unit_key_of(registry, cusum_rule.unit, accepted_event.cell)
-                    {
-                        cusum::on_matching_event(
-                            &mut self.state.cusum,
-                            cusum_rule,
-                            accepted_event,
-                            unit_key,
-                        );
-                    }
-                }
-                Rule::DataGap(data_gap_rule) => {
-                    let (fired, resolved) = data_gap::on_event(
-                        &mut self.state.data_gap,
-                        data_gap_rule,
-                        registry,
-                        accepted_event,
-                        out,
-                    );
-                    if fired {
-                        counters.fired = counters.fired.saturating_add(1);
-                    }
-                    if resolved {
-                        counters.resolved = counters.resolved.saturating_add(1);
-                    }
-                }
-            }
+                .or_default()
+                .record(outcome);
         }
     }
 
@@ -799,49 +574,15 @@ impl RuleEngine {
                 .map_or(watermark_millis, |last| last.max(watermark_millis)),
         );
         let mut changes: Vec<Alert> = Vec::new();
-        let may_resolve_immediate = self
-            .earliest_immediate_resolution_millis
-            .is_none_or(|earliest_millis| watermark_millis >= earliest_millis);
-        if may_resolve_immediate {
-            let earliest_remaining_millis =
-                immediate::resolve_due(&mut self.state.immediate, watermark_millis, &mut changes);
-            self.earliest_immediate_resolution_millis = Some(earliest_remaining_millis);
-        }
-        threshold::on_watermark(
-            &mut self.state.threshold,
-            &self.rules,
+        let inputs = WatermarkInputs {
             watermark_millis,
-            &mut changes,
-        );
-        let baseline_view = BaselineView {
+            rules: &self.rules,
             seeds: &self.baseline,
-            state: &self.state.baseline,
-            settings: self.rules.baseline_settings(),
             registry,
+            partial_input: self.partial_input,
         };
-        spike::on_watermark(
-            &mut self.state.spike,
-            &self.rules,
-            &baseline_view,
-            watermark_millis,
-            &mut changes,
-        );
-        cusum::on_watermark(
-            &mut self.state.cusum,
-            &self.rules,
-            &baseline_view,
-            &mut self.cusum_limits,
-            watermark_millis,
-            &mut changes,
-        );
-        data_gap::on_watermark(
-            &mut self.state.data_gap,
-            &self.rules,
-            &baseline_view,
-            watermark_millis,
-            self.partial_input,
-            &mut changes,
-        );
+        self.state
+            .on_watermark(&mut self.derived, &inputs, &mut changes);
         self.state
             .baseline
             .on_watermark(watermark_millis, self.rules.baseline_settings());
@@ -872,29 +613,4 @@ fn rules_of_event_type(
     usize::try_from(event_type as i32)
         .ok()
         .and_then(|type_number| rule_indexes_by_event_type.get(type_number))
-}
-
-/// One event matched by an immediate rule: fires, updates or suppresses its alert, counts the
-/// outcome and lowers the engine's earliest immediate resolution.
-fn apply_immediate_rule(
-    state: &mut immediate::ImmediateState,
-    earliest_immediate_resolution_millis: &mut Option<i64>,
-    counters: &mut RuleCounters,
-    immediate_rule: &ruleset::ImmediateRule,
-    accepted_event: &AcceptedEvent<'_>,
-    labels: &CellLabels<'_>,
-    out: &mut Vec<Alert>,
-) {
-    let (outcome, resolves_at_millis) =
-        immediate::on_matching_event(state, immediate_rule, accepted_event, labels, out);
-    match outcome {
-        ImmediateOutcome::Fired => counters.fired = counters.fired.saturating_add(1),
-        ImmediateOutcome::Updated => counters.updated = counters.updated.saturating_add(1),
-        ImmediateOutcome::Suppressed => {
-            counters.suppressed_repeats = counters.suppressed_repeats.saturating_add(1)
-        }
-    }
-    if let Some(earliest_millis) = earliest_immediate_resolution_millis {
-        *earliest_millis = (*earliest_millis).min(resolves_at_millis);
-    }
 }

@@ -7,46 +7,20 @@ use std::time::Duration;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::event::{default_severity, ALL_EVENT_TYPES};
+use super::kind::RegisteredKind;
+pub use super::kinds::Rule;
+use super::kinds::RuleSpec;
+use crate::event::default_severity;
 use crate::proto::EventType;
 use crate::time::rfc3339_to_millis;
 
 /// The default rules, embedded in the binary (`seeds/rules.toml`).
 pub const EMBEDDED_RULES_TOML: &str = include_str!("../../seeds/rules.toml");
 
-/// Cooldown of an immediate rule that does not set one.
-pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(5 * 60);
-
 /// Longest accepted `window`, `interval`, `silence` or `cooldown` (30 days): keeps every time
 /// computation far from `i64` overflow and bounds the panes kept per series.
 pub const MAX_RULE_DURATION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
-/// Default `min_count` of a spike rule.
-pub const DEFAULT_SPIKE_MIN_COUNT: i64 = 3;
-/// Default false discovery rate `fdr` (Benjamini–Hochberg q) of a spike rule.
-pub const DEFAULT_SPIKE_FDR: f64 = 0.01;
-/// Default `shift` (λ1 / λ0) of a CUSUM rule.
-pub const DEFAULT_CUSUM_SHIFT: f64 = 2.0;
-/// Default in-control average run length `arl0` (in intervals) of a CUSUM rule.
-pub const DEFAULT_CUSUM_ARL0: f64 = 2000.0;
-/// Smallest accepted `arl0`: below it the chart alarms every few intervals anyway.
-pub const MIN_CUSUM_ARL0: f64 = 10.0;
-/// Largest accepted `arl0` (keeps the numeric search for `h` bounded).
-pub const MAX_CUSUM_ARL0: f64 = 1.0e7;
-/// Default `window` of a data-gap rule (distinct offline devices are counted within it).
-pub const DEFAULT_DATA_GAP_WINDOW: Duration = Duration::from_secs(10 * 60);
-/// Default `min_offline_devices` of a data-gap rule.
-pub const DEFAULT_MIN_OFFLINE_DEVICES: i64 = 3;
-/// Default `silence` of a data-gap rule: shorter silences never alert.
-pub const DEFAULT_DATA_GAP_SILENCE: Duration = Duration::from_secs(2 * 60 * 60);
-/// Default `alpha` of a data-gap rule: the silence alerts once P(no events) < alpha. Small
-/// because every event starts a new chance of a gap: a cell sees ~500 events a week, so the
-/// city's 1,911 cells get ~1e6 chances a week, and α = 1e-7 keeps false alarms near 0.1 a week.
-pub const DEFAULT_DATA_GAP_ALPHA: f64 = 1e-7;
-/// Default severity of a cell-scope data-gap rule (operations, not an incident).
-pub const DEFAULT_DATA_GAP_CELL_SEVERITY: u8 = 4;
-/// Default severity of a community-scope data-gap rule (a whole community blind is serious).
-pub const DEFAULT_DATA_GAP_COMMUNITY_SEVERITY: u8 = 2;
 /// Default `[baseline] weeks`: the learned baseline is the mean of this many weeks.
 pub const DEFAULT_BASELINE_WEEKS: u32 = 4;
 /// Default `[baseline] shrinkage_weeks` (k of the shrinkage formula).
@@ -131,143 +105,6 @@ struct SuppressionSpec {
     rules: Option<Vec<String>>,
 }
 
-/// One `[[rule]]` table as written, before validation.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-enum RuleSpec {
-    /// `kind = "immediate"`.
-    Immediate {
-        /// Unique rule name.
-        name: String,
-        /// Proto enum names of the matched types.
-        event_types: Vec<String>,
-        /// Per-device cooldown for repeats.
-        #[serde(default = "default_cooldown", with = "humantime_serde")]
-        cooldown: Duration,
-    },
-    /// `kind = "threshold"`.
-    Threshold {
-        /// Unique rule name.
-        name: String,
-        /// Proto enum names of the matched types.
-        event_types: Vec<String>,
-        /// Sliding window length.
-        #[serde(with = "humantime_serde")]
-        window: Duration,
-        /// Signed so that a negative value is a validation problem, not a parse error.
-        min_count: i64,
-        /// Signed and wide so that any out-of-range value is a validation problem.
-        #[serde(default)]
-        severity: Option<i64>,
-        /// Per cell (default) or per community.
-        #[serde(default)]
-        scope: AlertScope,
-    },
-    /// `kind = "spike"`.
-    Spike {
-        /// Unique rule name.
-        name: String,
-        /// Proto enum names of the matched types (one series per type).
-        event_types: Vec<String>,
-        /// Counting window, ending at the evaluated pane boundary.
-        #[serde(with = "humantime_serde")]
-        window: Duration,
-        /// Per cell (default) or per community.
-        #[serde(default)]
-        scope: AlertScope,
-        /// Smallest count that may alert.
-        #[serde(default = "default_spike_min_count")]
-        min_count: i64,
-        /// Benjamini–Hochberg false discovery rate q.
-        #[serde(default = "default_spike_fdr")]
-        fdr: f64,
-        /// Alert severity (default: the most severe default severity of the types).
-        #[serde(default)]
-        severity: Option<i64>,
-    },
-    /// `kind = "cusum"`.
-    Cusum {
-        /// Unique rule name.
-        name: String,
-        /// Proto enum names of the matched types (one chart per type).
-        event_types: Vec<String>,
-        /// Counting interval of the chart.
-        #[serde(with = "humantime_serde")]
-        interval: Duration,
-        /// Per cell (default) or per community.
-        #[serde(default)]
-        scope: AlertScope,
-        /// Out-of-control mean as a multiple of the in-control mean (λ1 / λ0).
-        #[serde(default = "default_cusum_shift")]
-        shift: f64,
-        /// Target in-control average run length, in intervals.
-        #[serde(default = "default_cusum_arl0")]
-        arl0: f64,
-        /// Alert severity (default: the most severe default severity of the types).
-        #[serde(default)]
-        severity: Option<i64>,
-    },
-    /// `kind = "data_gap"`.
-    DataGap {
-        /// Unique rule name.
-        name: String,
-        /// Per cell (default) or per community.
-        #[serde(default)]
-        scope: AlertScope,
-        /// Window in which distinct offline devices are counted.
-        #[serde(default = "default_data_gap_window", with = "humantime_serde")]
-        window: Duration,
-        /// Distinct devices reporting DEVICE_OFFLINE within `window` that alert.
-        #[serde(default = "default_min_offline_devices")]
-        min_offline_devices: i64,
-        /// Shortest silence that may alert.
-        #[serde(default = "default_data_gap_silence", with = "humantime_serde")]
-        silence: Duration,
-        /// The silence alerts once P(no events | baseline) < alpha.
-        #[serde(default = "default_data_gap_alpha")]
-        alpha: f64,
-        /// Alert severity (default 4 per cell, 2 per community).
-        #[serde(default)]
-        severity: Option<i64>,
-    },
-}
-
-fn default_cooldown() -> Duration {
-    DEFAULT_COOLDOWN
-}
-
-fn default_spike_min_count() -> i64 {
-    DEFAULT_SPIKE_MIN_COUNT
-}
-
-fn default_spike_fdr() -> f64 {
-    DEFAULT_SPIKE_FDR
-}
-
-fn default_cusum_shift() -> f64 {
-    DEFAULT_CUSUM_SHIFT
-}
-
-fn default_cusum_arl0() -> f64 {
-    DEFAULT_CUSUM_ARL0
-}
-
-fn default_data_gap_window() -> Duration {
-    DEFAULT_DATA_GAP_WINDOW
-}
-
-fn default_min_offline_devices() -> i64 {
-    DEFAULT_MIN_OFFLINE_DEVICES
-}
-
-fn default_data_gap_silence() -> Duration {
-    DEFAULT_DATA_GAP_SILENCE
-}
-
-fn default_data_gap_alpha() -> f64 {
-    DEFAULT_DATA_GAP_ALPHA
-}
-
 /// What one alert series covers: one grid cell, or one whole community (its cells summed).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -277,150 +114,6 @@ pub enum AlertScope {
     Cell,
     /// One series per community (`scope = "community"`): alerts carry no `grid_id`.
     Community,
-}
-
-/// A rule that alerts on every matching event, folding a device's repeats into the firing
-/// alert for `cooldown_millis`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImmediateRule {
-    /// Unique rule name (`[a-z0-9_]+`), the `rule` of its alerts.
-    pub name: String,
-    /// Matched event types, sorted by enum number, without duplicates.
-    pub event_types: Vec<EventType>,
-    /// Per-device cooldown for repeats, and how long after the last matching event the alert
-    /// resolves.
-    pub cooldown_millis: i64,
-}
-
-/// A rule that alerts when at least `min_count` matching events of one cell (or community)
-/// fall within a sliding window.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ThresholdRule {
-    /// Unique rule name (`[a-z0-9_]+`), the `rule` of its alerts.
-    pub name: String,
-    /// Matched event types, sorted by enum number, without duplicates.
-    pub event_types: Vec<EventType>,
-    /// Sliding window length, a positive multiple of the pane size.
-    pub window_millis: i64,
-    /// Events in the window needed to fire (at least 1).
-    pub min_count: u32,
-    /// Severity of the alerts (1..=4): as configured, else the most severe default severity
-    /// of the matched types.
-    pub severity: u8,
-    /// The alert scope used in fingerprints: the sorted type names joined by `+`.
-    pub scope: String,
-    /// Whether events are counted per cell or per community.
-    pub unit: AlertScope,
-}
-
-/// A rule that alerts when a window's count of one type is improbably high under the
-/// Poisson baseline (Benjamini–Hochberg across the rule's series); see [`super::spike`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct SpikeRule {
-    /// Unique rule name (`[a-z0-9_]+`), the `rule` of its alerts.
-    pub name: String,
-    /// Matched event types (one series per unit and type), sorted, without duplicates.
-    pub event_types: Vec<EventType>,
-    /// Counting window, a positive multiple of the pane size.
-    pub window_millis: i64,
-    /// Per cell or per community.
-    pub unit: AlertScope,
-    /// Smallest count that may alert (at least 1).
-    pub min_count: u32,
-    /// Benjamini–Hochberg false discovery rate, in (0, 1).
-    pub fdr: f64,
-    /// Severity of the alerts (1..=4).
-    pub severity: u8,
-}
-
-/// A one-sided Poisson CUSUM chart per unit and type; see [`super::cusum`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct CusumRule {
-    /// Unique rule name (`[a-z0-9_]+`), the `rule` of its alerts.
-    pub name: String,
-    /// Matched event types (one chart per unit and type), sorted, without duplicates.
-    pub event_types: Vec<EventType>,
-    /// Counting interval, a positive multiple of the pane size.
-    pub interval_millis: i64,
-    /// Per cell or per community.
-    pub unit: AlertScope,
-    /// λ1 / λ0, greater than 1.
-    pub shift: f64,
-    /// Target in-control average run length in intervals.
-    pub arl0: f64,
-    /// Severity of the alerts (1..=4).
-    pub severity: u8,
-}
-
-/// An operations rule: a cell (or community) whose devices go offline or that falls silent;
-/// see [`super::data_gap`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct DataGapRule {
-    /// Unique rule name (`[a-z0-9_]+`), the `rule` of its alerts.
-    pub name: String,
-    /// Per cell or per community.
-    pub unit: AlertScope,
-    /// Window in which distinct DEVICE_OFFLINE devices are counted.
-    pub window_millis: i64,
-    /// Distinct offline devices within `window_millis` that fire (at least 1).
-    pub min_offline_devices: u32,
-    /// Shortest silence that may fire.
-    pub silence_millis: i64,
-    /// The silence fires once P(no events over it | baseline) < alpha, in (0, 1).
-    pub alpha: f64,
-    /// Severity of the alerts (1..=4).
-    pub severity: u8,
-}
-
-/// One validated rule. Two rules are the same definition when they compare equal (every
-/// field is canonical: defaults filled in, types sorted).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Rule {
-    /// Alert on every matching event.
-    Immediate(ImmediateRule),
-    /// Alert on a count in a sliding window.
-    Threshold(ThresholdRule),
-    /// Alert on an improbable count under the baseline.
-    Spike(SpikeRule),
-    /// Alert on a sustained upward shift of the rate.
-    Cusum(CusumRule),
-    /// Alert operations about silent cells and offline devices.
-    DataGap(DataGapRule),
-}
-
-impl Rule {
-    /// The rule's unique name.
-    pub fn name(&self) -> &str {
-        match self {
-            Rule::Immediate(rule) => &rule.name,
-            Rule::Threshold(rule) => &rule.name,
-            Rule::Spike(rule) => &rule.name,
-            Rule::Cusum(rule) => &rule.name,
-            Rule::DataGap(rule) => &rule.name,
-        }
-    }
-
-    /// The `rule_kind` of its alerts.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Rule::Immediate(_) => super::alert::RULE_KIND_IMMEDIATE,
-            Rule::Threshold(_) => super::alert::RULE_KIND_THRESHOLD,
-            Rule::Spike(_) => super::alert::RULE_KIND_SPIKE,
-            Rule::Cusum(_) => super::alert::RULE_KIND_CUSUM,
-            Rule::DataGap(_) => super::alert::RULE_KIND_DATA_GAP,
-        }
-    }
-
-    /// The event types the rule sees (a data-gap rule sees every type).
-    pub fn event_types(&self) -> &[EventType] {
-        match self {
-            Rule::Immediate(rule) => &rule.event_types,
-            Rule::Threshold(rule) => &rule.event_types,
-            Rule::Spike(rule) => &rule.event_types,
-            Rule::Cusum(rule) => &rule.event_types,
-            Rule::DataGap(_) => &ALL_EVENT_TYPES,
-        }
-    }
 }
 
 /// What a maintenance window covers.
@@ -508,14 +201,16 @@ impl RuleSet {
         let mut seen_names: BTreeSet<String> = BTreeSet::new();
         let mut rules: Vec<Rule> = Vec::with_capacity(rules_file.rule.len());
         for (zero_based_index, rule_spec) in rules_file.rule.into_iter().enumerate() {
-            let rule_index = zero_based_index + 1;
-            if let Some(rule) = validate_rule(
-                rule_spec,
-                rule_index,
+            let problems_before = problems.len();
+            let mut validation = RuleValidation::new(
+                zero_based_index + 1,
+                rule_spec.name(),
                 pane_size_millis,
                 &mut seen_names,
                 &mut problems,
-            ) {
+            );
+            let rule = rule_spec.validate(&mut validation);
+            if problems.len() == problems_before {
                 rules.push(rule);
             }
         }
@@ -556,6 +251,16 @@ impl RuleSet {
         self.rules.iter().find(|rule| rule.name() == name)
     }
 
+    /// The rules of kind `K`, in file order.
+    pub fn rules_of_kind<K: RegisteredKind + 'static>(&self) -> impl Iterator<Item = &K> {
+        self.rules.iter().filter_map(K::from_rule)
+    }
+
+    /// The rule named `name` if it is of kind `K`.
+    pub fn rule_of_kind<K: RegisteredKind + 'static>(&self, name: &str) -> Option<&K> {
+        self.rule(name).and_then(K::from_rule)
+    }
+
     /// The maintenance windows, in file order.
     pub fn suppressions(&self) -> &[Suppression] {
         &self.suppressions
@@ -579,212 +284,147 @@ fn text_version(text: &str) -> String {
     version
 }
 
-/// Validates one rule, pushing each problem; returns the rule only when it has none.
-fn validate_rule(
-    rule_spec: RuleSpec,
-    rule_index: usize,
+/// The validation of one `[[rule]]` table: what every kind checks the same way (names, event
+/// types, durations, counts, severities), each problem labelled with the rule's 1-based index
+/// and name so that all problems of a file can be reported at once.
+pub struct RuleValidation<'a> {
+    /// `rule {index} ({name:?})`, the prefix of every problem.
+    label: String,
+    /// Pane size that windows must be multiples of.
     pane_size_millis: i64,
-    seen_names: &mut BTreeSet<String>,
-    problems: &mut Vec<String>,
-) -> Option<Rule> {
-    let problems_before = problems.len();
-    let name = match &rule_spec {
-        RuleSpec::Immediate { name, .. }
-        | RuleSpec::Threshold { name, .. }
-        | RuleSpec::Spike { name, .. }
-        | RuleSpec::Cusum { name, .. }
-        | RuleSpec::DataGap { name, .. } => name.clone(),
-    };
-    let label = format!("rule {rule_index} ({name:?})");
-    validate_name(&name, &label, seen_names, problems);
-    let event_types = match &rule_spec {
-        RuleSpec::Immediate { event_types, .. }
-        | RuleSpec::Threshold { event_types, .. }
-        | RuleSpec::Spike { event_types, .. }
-        | RuleSpec::Cusum { event_types, .. } => {
-            validate_event_types(event_types, &label, problems)
+    /// Every problem of the file so far.
+    problems: &'a mut Vec<String>,
+}
+
+impl<'a> RuleValidation<'a> {
+    /// Starts validating the table at `rule_index` (1-based) named `name`, checking the name
+    /// first: snake_case, and unique among `seen_names`.
+    pub(crate) fn new(
+        rule_index: usize,
+        name: &str,
+        pane_size_millis: i64,
+        seen_names: &mut BTreeSet<String>,
+        problems: &'a mut Vec<String>,
+    ) -> RuleValidation<'a> {
+        let mut validation = RuleValidation {
+            label: format!("rule {rule_index} ({name:?})"),
+            pane_size_millis,
+            problems,
+        };
+        let is_snake_case = !name.is_empty()
+            && name
+                .bytes()
+                .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_');
+        if !is_snake_case {
+            validation.problem("name must be non-empty snake_case ([a-z0-9_]+)");
         }
-        RuleSpec::DataGap { .. } => Vec::new(),
-    };
-    let pane_multiple = |duration: Duration, field: &str, problems: &mut Vec<String>| -> i64 {
-        let millis = validate_duration(duration, field, &label, problems);
+        if !seen_names.insert(name.to_string()) {
+            validation.problem(format!("duplicate rule name {name:?}"));
+        }
+        validation
+    }
+
+    /// Reports a problem of this rule.
+    pub(crate) fn problem(&mut self, message: impl std::fmt::Display) {
+        self.problems.push(format!("{}: {message}", self.label));
+    }
+
+    /// The event types named, sorted by enum number; every unknown, unspecified or repeated
+    /// name is a problem, and so is an empty list.
+    pub(crate) fn event_types(&mut self, names: &[String]) -> Vec<EventType> {
+        if names.is_empty() {
+            self.problem("event_types is empty");
+            return Vec::new();
+        }
+        let mut event_types: Vec<EventType> = Vec::with_capacity(names.len());
+        let mut unknown_names: Vec<&str> = Vec::new();
+        for name in names {
+            match EventType::from_str_name(name) {
+                None => unknown_names.push(name),
+                Some(EventType::Unspecified) => {
+                    self.problem("EVENT_TYPE_UNSPECIFIED cannot be matched by a rule");
+                }
+                Some(event_type) => {
+                    if event_types.contains(&event_type) {
+                        self.problem(format!("event type {name} is listed twice"));
+                    } else {
+                        event_types.push(event_type);
+                    }
+                }
+            }
+        }
+        if !unknown_names.is_empty() {
+            self.problem(format!("unknown event types: {}", unknown_names.join(", ")));
+        }
+        event_types.sort_unstable();
+        event_types
+    }
+
+    /// The duration in whole milliseconds, or 0 with a problem when it is zero or too long.
+    pub(crate) fn duration(&mut self, duration: Duration, field: &str) -> i64 {
+        if duration > MAX_RULE_DURATION {
+            self.problem(format!(
+                "{field} {} is longer than the maximum {}",
+                humantime_serde::re::humantime::format_duration(duration),
+                humantime_serde::re::humantime::format_duration(MAX_RULE_DURATION)
+            ));
+            return 0;
+        }
+        // At most 30 days, so the conversion cannot fail; 0 stands for "invalid" anyway.
+        let millis = i64::try_from(duration.as_millis()).unwrap_or(0);
+        if millis <= 0 {
+            self.problem(format!("{field} must be at least 1 ms"));
+            return 0;
+        }
+        millis
+    }
+
+    /// [`RuleValidation::duration`] that must also be a multiple of the pane size: series
+    /// are counted in panes, so any other length could not be evaluated exactly.
+    pub(crate) fn pane_multiple(&mut self, duration: Duration, field: &str) -> i64 {
+        let millis = self.duration(duration, field);
+        let pane_size_millis = self.pane_size_millis;
         if pane_size_millis > 0 && millis > 0 && millis % pane_size_millis != 0 {
-            problems.push(format!(
-                "{label}: {field} {} is not a multiple of the pane size ({pane_size_millis} ms)",
+            self.problem(format!(
+                "{field} {} is not a multiple of the pane size ({pane_size_millis} ms)",
                 humantime_serde::re::humantime::format_duration(duration)
             ));
         }
         millis
-    };
-    let rule = match rule_spec {
-        RuleSpec::Immediate { cooldown, .. } => {
-            let cooldown_millis = validate_duration(cooldown, "cooldown", &label, problems);
-            Rule::Immediate(ImmediateRule {
-                name,
-                event_types,
-                cooldown_millis,
-            })
-        }
-        RuleSpec::Threshold {
-            window,
-            min_count,
-            severity,
-            scope,
-            ..
-        } => {
-            let window_millis = pane_multiple(window, "window", problems);
-            let valid_min_count = validate_count(min_count, "min_count", &label, problems);
-            let valid_severity = validate_severity(severity, &event_types, &label, problems);
-            let mut type_names: Vec<&str> = event_types
-                .iter()
-                .map(|event_type| event_type.as_str_name())
-                .collect();
-            type_names.sort_unstable();
-            Rule::Threshold(ThresholdRule {
-                name,
-                scope: type_names.join("+"),
-                event_types,
-                window_millis,
-                min_count: valid_min_count,
-                severity: valid_severity,
-                unit: scope,
-            })
-        }
-        RuleSpec::Spike {
-            window,
-            scope,
-            min_count,
-            fdr,
-            severity,
-            ..
-        } => {
-            let window_millis = pane_multiple(window, "window", problems);
-            let valid_min_count = validate_count(min_count, "min_count", &label, problems);
-            if !(fdr.is_finite() && fdr > 0.0 && fdr < 1.0) {
-                problems.push(format!(
-                    "{label}: fdr must be strictly between 0 and 1, got {fdr}"
-                ));
-            }
-            let valid_severity = validate_severity(severity, &event_types, &label, problems);
-            Rule::Spike(SpikeRule {
-                name,
-                event_types,
-                window_millis,
-                unit: scope,
-                min_count: valid_min_count,
-                fdr,
-                severity: valid_severity,
-            })
-        }
-        RuleSpec::Cusum {
-            interval,
-            scope,
-            shift,
-            arl0,
-            severity,
-            ..
-        } => {
-            let interval_millis = pane_multiple(interval, "interval", problems);
-            if !(shift.is_finite() && shift > 1.0 && shift <= 100.0) {
-                problems.push(format!(
-                    "{label}: shift must be greater than 1 and at most 100, got {shift}"
-                ));
-            }
-            if !(arl0.is_finite() && (MIN_CUSUM_ARL0..=MAX_CUSUM_ARL0).contains(&arl0)) {
-                problems.push(format!(
-                    "{label}: arl0 must be between {MIN_CUSUM_ARL0} and {MAX_CUSUM_ARL0} intervals, got {arl0}"
-                ));
-            }
-            let valid_severity = validate_severity(severity, &event_types, &label, problems);
-            Rule::Cusum(CusumRule {
-                name,
-                event_types,
-                interval_millis,
-                unit: scope,
-                shift,
-                arl0,
-                severity: valid_severity,
-            })
-        }
-        RuleSpec::DataGap {
-            scope,
-            window,
-            min_offline_devices,
-            silence,
-            alpha,
-            severity,
-            ..
-        } => {
-            let window_millis = validate_duration(window, "window", &label, problems);
-            let silence_millis = pane_multiple(silence, "silence", problems);
-            let valid_min_offline_devices =
-                validate_count(min_offline_devices, "min_offline_devices", &label, problems);
-            if !(alpha.is_finite() && alpha > 0.0 && alpha < 1.0) {
-                problems.push(format!(
-                    "{label}: alpha must be strictly between 0 and 1, got {alpha}"
-                ));
-            }
-            let default_severity_of_scope = match scope {
-                AlertScope::Cell => DEFAULT_DATA_GAP_CELL_SEVERITY,
-                AlertScope::Community => DEFAULT_DATA_GAP_COMMUNITY_SEVERITY,
-            };
-            let valid_severity = match severity {
-                None => default_severity_of_scope,
-                Some(_) => validate_severity(severity, &[], &label, problems),
-            };
-            Rule::DataGap(DataGapRule {
-                name,
-                unit: scope,
-                window_millis,
-                min_offline_devices: valid_min_offline_devices,
-                silence_millis,
-                alpha,
-                severity: valid_severity,
-            })
-        }
-    };
-    if problems.len() > problems_before {
-        return None;
     }
-    Some(rule)
-}
 
-/// A count field that must be between 1 and `u32::MAX`; 1 with a problem otherwise.
-fn validate_count(value: i64, field: &str, label: &str, problems: &mut Vec<String>) -> u32 {
-    match u32::try_from(value) {
-        Ok(count) if count >= 1 => count,
-        _ => {
-            problems.push(format!(
-                "{label}: {field} must be between 1 and {}, got {value}",
-                u32::MAX
-            ));
-            1
-        }
-    }
-}
-
-/// The configured severity (1..=4), or the most severe default severity of the types.
-fn validate_severity(
-    severity: Option<i64>,
-    event_types: &[EventType],
-    label: &str,
-    problems: &mut Vec<String>,
-) -> u8 {
-    match severity {
-        None => event_types
-            .iter()
-            .map(|event_type| default_severity(*event_type))
-            .min()
-            .unwrap_or(4),
-        Some(configured) => match u8::try_from(configured) {
-            Ok(value) if (1..=4).contains(&value) => value,
+    /// A count field that must be between 1 and `u32::MAX`; 1 with a problem otherwise.
+    pub(crate) fn count(&mut self, value: i64, field: &str) -> u32 {
+        match u32::try_from(value) {
+            Ok(count) if count >= 1 => count,
             _ => {
-                problems.push(format!(
-                    "{label}: severity must be between 1 and 4, got {configured}"
+                self.problem(format!(
+                    "{field} must be between 1 and {}, got {value}",
+                    u32::MAX
                 ));
-                4
+                1
             }
-        },
+        }
+    }
+
+    /// The configured severity (1..=4), or the most severe default severity of the types.
+    pub(crate) fn severity(&mut self, severity: Option<i64>, event_types: &[EventType]) -> u8 {
+        match severity {
+            None => event_types
+                .iter()
+                .map(|event_type| default_severity(*event_type))
+                .min()
+                .unwrap_or(4),
+            Some(configured) => match u8::try_from(configured) {
+                Ok(value) if (1..=4).contains(&value) => value,
+                _ => {
+                    self.problem(format!(
+                        "severity must be between 1 and 4, got {configured}"
+                    ));
+                    4
+                }
+            },
+        }
     }
 }
 
@@ -911,88 +551,6 @@ fn parse_suppression_time(
             None
         }
     }
-}
-
-fn validate_name(
-    name: &str,
-    label: &str,
-    seen_names: &mut BTreeSet<String>,
-    problems: &mut Vec<String>,
-) {
-    let is_snake_case = !name.is_empty()
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_');
-    if !is_snake_case {
-        problems.push(format!(
-            "{label}: name must be non-empty snake_case ([a-z0-9_]+)"
-        ));
-    }
-    if !seen_names.insert(name.to_string()) {
-        problems.push(format!("{label}: duplicate rule name {name:?}"));
-    }
-}
-
-fn validate_event_types(
-    names: &[String],
-    label: &str,
-    problems: &mut Vec<String>,
-) -> Vec<EventType> {
-    if names.is_empty() {
-        problems.push(format!("{label}: event_types is empty"));
-        return Vec::new();
-    }
-    let mut event_types: Vec<EventType> = Vec::with_capacity(names.len());
-    let mut unknown_names: Vec<&str> = Vec::new();
-    for name in names {
-        match EventType::from_str_name(name) {
-            None => unknown_names.push(name),
-            Some(EventType::Unspecified) => {
-                problems.push(format!(
-                    "{label}: EVENT_TYPE_UNSPECIFIED cannot be matched by a rule"
-                ));
-            }
-            Some(event_type) => {
-                if event_types.contains(&event_type) {
-                    problems.push(format!("{label}: event type {name} is listed twice"));
-                } else {
-                    event_types.push(event_type);
-                }
-            }
-        }
-    }
-    if !unknown_names.is_empty() {
-        problems.push(format!(
-            "{label}: unknown event types: {}",
-            unknown_names.join(", ")
-        ));
-    }
-    event_types.sort_unstable();
-    event_types
-}
-
-/// The duration in whole milliseconds, or 0 with a problem when it is zero or too long.
-fn validate_duration(
-    duration: Duration,
-    field: &str,
-    label: &str,
-    problems: &mut Vec<String>,
-) -> i64 {
-    if duration > MAX_RULE_DURATION {
-        problems.push(format!(
-            "{label}: {field} {} is longer than the maximum {}",
-            humantime_serde::re::humantime::format_duration(duration),
-            humantime_serde::re::humantime::format_duration(MAX_RULE_DURATION)
-        ));
-        return 0;
-    }
-    // At most 30 days, so the conversion cannot fail; 0 stands for "invalid" anyway.
-    let millis = i64::try_from(duration.as_millis()).unwrap_or(0);
-    if millis <= 0 {
-        problems.push(format!("{label}: {field} must be at least 1 ms"));
-        return 0;
-    }
-    millis
 }
 
 #[cfg(test)]

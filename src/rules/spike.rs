@@ -51,21 +51,86 @@
 //!   of the default spike rules (`fraud_wave_spike`, `door_forced_spike`; measured: 0).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{alert_id, fingerprint, AlertOccurrence, RULE_KIND_SPIKE};
+use super::alert::{alert_id, fingerprint, AlertOccurrence};
 use super::baseline::BaselineView;
-use super::ruleset::{Rule, RuleSet, SpikeRule};
+use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
+use super::ruleset::{AlertScope, RuleValidation};
+use super::series::{
+    collect_firing_series, count_matching_event, event_ids_before, next_pane_boundary, pane_start,
+    remove_series_of_rule, AlertLifecycle, AlertingSeries, RecentEvent, SeriesByRule,
+};
 use super::statistics::{benjamini_hochberg, critical_count, poisson_upper_tail};
-use super::threshold::{count_matching_event, next_pane_boundary, pane_start, RecentEvent};
-use super::{unit_count, unit_labels};
-use crate::event::AcceptedEvent;
+use super::units::{unit_count, unit_labels};
 use crate::grid::GridRegistry;
 use crate::proto::{Alert, EventType};
 
+/// `rule_kind` of alerts raised by spike rules.
+pub const RULE_KIND_SPIKE: &str = "spike";
+
 /// Smallest expectation a spike test uses (events per window).
 pub const MIN_SPIKE_EXPECTED: f64 = 0.01;
+
+/// Default `min_count` of a spike rule.
+pub const DEFAULT_SPIKE_MIN_COUNT: i64 = 3;
+/// Default false discovery rate `fdr` (Benjamini–Hochberg q) of a spike rule.
+pub const DEFAULT_SPIKE_FDR: f64 = 0.01;
+
+/// A `kind = "spike"` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpikeSpec {
+    /// Unique rule name.
+    name: String,
+    /// Proto enum names of the matched types (one series per type).
+    event_types: Vec<String>,
+    /// Counting window, ending at the evaluated pane boundary.
+    #[serde(with = "humantime_serde")]
+    window: Duration,
+    /// Per cell (default) or per community.
+    #[serde(default)]
+    scope: AlertScope,
+    /// Smallest count that may alert.
+    #[serde(default = "default_spike_min_count")]
+    min_count: i64,
+    /// Benjamini–Hochberg false discovery rate q.
+    #[serde(default = "default_spike_fdr")]
+    fdr: f64,
+    /// Alert severity (default: the most severe default severity of the types).
+    #[serde(default)]
+    severity: Option<i64>,
+}
+
+fn default_spike_min_count() -> i64 {
+    DEFAULT_SPIKE_MIN_COUNT
+}
+
+fn default_spike_fdr() -> f64 {
+    DEFAULT_SPIKE_FDR
+}
+
+/// A rule that alerts when a window's count of one type is improbably high under the
+/// Poisson baseline (Benjamini–Hochberg across the rule's series).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpikeRule {
+    /// Unique rule name (`[a-z0-9_]+`), the `rule` of its alerts.
+    pub name: String,
+    /// Matched event types (one series per unit and type), sorted, without duplicates.
+    pub event_types: Vec<EventType>,
+    /// Counting window, a positive multiple of the pane size.
+    pub window_millis: i64,
+    /// Per cell or per community.
+    pub unit: AlertScope,
+    /// Smallest count that may alert (at least 1).
+    pub min_count: u32,
+    /// Benjamini–Hochberg false discovery rate, in (0, 1).
+    pub fdr: f64,
+    /// Severity of the alerts (1..=4).
+    pub severity: u8,
+}
 
 /// Mutable state of all spike rules.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -73,7 +138,7 @@ pub struct SpikeState {
     /// Series by rule name, then by (unit, `EventType as i32`), where the unit is a
     /// `CellIndex.0` or a `CommunityIndex.0` per the rule's scope. A series exists while it
     /// has panes in the window or is firing.
-    pub series: BTreeMap<String, BTreeMap<(u32, i32), SpikeSeries>>,
+    pub series: SeriesByRule<(u32, i32), SpikeSeries>,
     /// Pane-aligned watermark of the last evaluation (once per pane boundary).
     pub last_evaluated_aligned_millis: Option<i64>,
 }
@@ -85,68 +150,132 @@ pub struct SpikeSeries {
     pub pane_counts: BTreeMap<i64, u32>,
     /// The most recent matching events, for the alert's event ids.
     pub recent_events: Vec<RecentEvent>,
-    /// The firing alert, if any.
-    pub firing: Option<AlertOccurrence>,
-    /// `ends_at` of the last resolved occurrence: the next starts no earlier.
-    pub previous_ends_at_millis: Option<i64>,
+    /// The series' alert.
+    pub alert: AlertLifecycle,
 }
 
-/// Counts one event matched by `rule` in the series of `unit_key`.
-pub(crate) fn on_matching_event(
-    state: &mut SpikeState,
-    rule: &SpikeRule,
-    pane_size_millis: i64,
-    accepted_event: &AcceptedEvent<'_>,
-    unit_key: u32,
-) {
-    let series = state
-        .series
-        .entry(rule.name.clone())
-        .or_default()
-        .entry((unit_key, accepted_event.event_type as i32))
-        .or_default();
-    let pane = pane_start(accepted_event.occurred_at_millis, pane_size_millis);
-    count_matching_event(
-        &mut series.pane_counts,
-        pane,
-        &mut series.recent_events,
-        series.firing.as_mut(),
-        accepted_event,
-    );
-}
-
-/// Evaluates every spike series at a new watermark (once per pane boundary); appends FIRING
-/// and RESOLVED alerts in unspecified order. Series of rules no longer in `rules` resolve at
-/// the boundary and are forgotten.
-pub(crate) fn on_watermark(
-    state: &mut SpikeState,
-    rules: &RuleSet,
-    baseline: &BaselineView<'_>,
-    watermark_millis: i64,
-    out: &mut Vec<Alert>,
-) {
-    let Some(aligned_millis) = next_pane_boundary(
-        &mut state.last_evaluated_aligned_millis,
-        watermark_millis,
-        rules.pane_size_millis(),
-    ) else {
-        return;
-    };
-    for (rule_name, series_by_key) in &mut state.series {
-        let Some(Rule::Spike(rule)) = rules.rule(rule_name) else {
-            for series in series_by_key.values() {
-                if let Some(firing) = &series.firing {
-                    out.push(firing.resolved_alert(aligned_millis.max(firing.updated_at_millis)));
-                }
-            }
-            series_by_key.clear();
-            continue;
-        };
-        evaluate_rule(rule, series_by_key, baseline, aligned_millis, out);
+impl AlertingSeries for SpikeSeries {
+    fn alert(&self) -> &AlertLifecycle {
+        &self.alert
     }
-    state
-        .series
-        .retain(|_, series_by_key| !series_by_key.is_empty());
+}
+
+impl RuleKind for SpikeRule {
+    const NAME: &'static str = RULE_KIND_SPIKE;
+    const LEARNS_BASELINE: bool = true;
+    type Spec = SpikeSpec;
+    type State = SpikeState;
+    type Derived = ();
+
+    fn spec_name(spec: &SpikeSpec) -> &str {
+        &spec.name
+    }
+
+    fn from_spec(spec: SpikeSpec, validation: &mut RuleValidation<'_>) -> SpikeRule {
+        let event_types = validation.event_types(&spec.event_types);
+        let window_millis = validation.pane_multiple(spec.window, "window");
+        let min_count = validation.count(spec.min_count, "min_count");
+        let fdr = spec.fdr;
+        if !(fdr.is_finite() && fdr > 0.0 && fdr < 1.0) {
+            validation.problem(format!("fdr must be strictly between 0 and 1, got {fdr}"));
+        }
+        let severity = validation.severity(spec.severity, &event_types);
+        SpikeRule {
+            name: spec.name,
+            event_types,
+            window_millis,
+            unit: spec.scope,
+            min_count,
+            fdr,
+            severity,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn event_types(&self) -> &[EventType] {
+        &self.event_types
+    }
+
+    /// Counts the event in the series of its unit and type.
+    fn on_matching_event(
+        &self,
+        state: &mut SpikeState,
+        _derived: &mut (),
+        event: &MatchingEvent<'_>,
+        _out: &mut Vec<Alert>,
+    ) -> EventOutcome {
+        let Some(unit_key) = event.unit_key(self.unit) else {
+            return EventOutcome::default();
+        };
+        let accepted_event = event.accepted_event;
+        let series = state
+            .series
+            .entry(self.name.clone())
+            .or_default()
+            .entry((unit_key, accepted_event.event_type as i32))
+            .or_default();
+        let pane = pane_start(accepted_event.occurred_at_millis, event.pane_size_millis);
+        count_matching_event(
+            &mut series.pane_counts,
+            pane,
+            &mut series.recent_events,
+            series.alert.firing.as_mut(),
+            accepted_event,
+        );
+        EventOutcome::default()
+    }
+
+    /// Evaluates every spike series at a new watermark (once per pane boundary). Series of
+    /// rules no longer in the rule set resolve at the boundary and are forgotten.
+    fn on_watermark(
+        state: &mut SpikeState,
+        _derived: &mut (),
+        watermark: &WatermarkContext<'_>,
+        out: &mut Vec<Alert>,
+    ) {
+        let Some(aligned_millis) = next_pane_boundary(
+            &mut state.last_evaluated_aligned_millis,
+            watermark.watermark_millis,
+            watermark.rules.pane_size_millis(),
+        ) else {
+            return;
+        };
+        for (rule_name, series_by_key) in &mut state.series {
+            let Some(rule) = watermark.rules.rule_of_kind::<SpikeRule>(rule_name) else {
+                for series in series_by_key.values_mut() {
+                    series
+                        .alert
+                        .resolve_no_earlier_than_last_update(aligned_millis, out);
+                }
+                series_by_key.clear();
+                continue;
+            };
+            evaluate_rule(
+                rule,
+                series_by_key,
+                &watermark.baseline,
+                aligned_millis,
+                out,
+            );
+        }
+        state
+            .series
+            .retain(|_, series_by_key| !series_by_key.is_empty());
+    }
+
+    fn remove_rule(state: &mut SpikeState, rule_name: &str, firing: &mut Vec<AlertOccurrence>) {
+        remove_series_of_rule(&mut state.series, rule_name, firing);
+    }
+
+    fn collect_firing<'state>(
+        state: &'state SpikeState,
+        firing: &mut Vec<&'state AlertOccurrence>,
+    ) {
+        collect_firing_series(&state.series, firing);
+    }
 }
 
 /// One test of one series at one boundary.
@@ -206,15 +335,14 @@ fn evaluate_rule(
         }
     }
     series_by_key.retain(|key, series| {
-        match (&mut series.firing, significant.get(key)) {
+        match (&mut series.alert.firing, significant.get(key)) {
             (Some(firing), Some(test)) => {
                 firing.observed = firing.observed.max(test.count as f64);
             }
-            (Some(firing), None) => {
-                let ends_at_millis = aligned_millis.max(firing.updated_at_millis);
-                out.push(firing.resolved_alert(ends_at_millis));
-                series.previous_ends_at_millis = Some(ends_at_millis);
-                series.firing = None;
+            (Some(_), None) => {
+                series
+                    .alert
+                    .resolve_no_earlier_than_last_update(aligned_millis, out);
             }
             (None, Some(test)) => {
                 if let Some(occurrence) = new_occurrence(
@@ -225,13 +353,12 @@ fn evaluate_rule(
                     decision.cutoff,
                     aligned_millis,
                 ) {
-                    out.push(occurrence.firing_alert());
-                    series.firing = Some(occurrence);
+                    series.alert.fire(occurrence, out);
                 }
             }
             (None, None) => {}
         }
-        series.firing.is_some() || !series.pane_counts.is_empty()
+        series.alert.is_firing() || !series.pane_counts.is_empty()
     });
 }
 
@@ -245,11 +372,7 @@ fn new_occurrence(
 ) -> Option<AlertOccurrence> {
     let labels = unit_labels(registry, rule.unit, test.key.0)?;
     let event_type = EventType::try_from(test.key.1).ok()?;
-    let starts_at_millis = series
-        .previous_ends_at_millis
-        .map_or(aligned_millis, |ends_at_millis| {
-            ends_at_millis.max(aligned_millis)
-        });
+    let starts_at_millis = series.alert.next_start_millis(aligned_millis);
     let alert_fingerprint = fingerprint(&rule.name, labels.location(), event_type.as_str_name());
     let critical = critical_count(test.expected, cutoff)
         .unwrap_or(test.count)
@@ -258,7 +381,7 @@ fn new_occurrence(
         alert_id: alert_id(&alert_fingerprint, starts_at_millis),
         fingerprint: alert_fingerprint,
         rule: rule.name.clone(),
-        rule_kind: RULE_KIND_SPIKE.to_string(),
+        rule_kind: SpikeRule::NAME.to_string(),
         grid_id: labels.grid_id.to_string(),
         community_id: labels.community_id.to_string(),
         district_id: labels.district_id.to_string(),
@@ -270,12 +393,7 @@ fn new_occurrence(
         threshold: critical as f64,
         expected: test.expected,
         p_value: test.p_value,
-        event_ids: series
-            .recent_events
-            .iter()
-            .filter(|recent| recent.occurred_at_millis < aligned_millis)
-            .map(|recent| recent.event_id.clone())
-            .collect(),
+        event_ids: event_ids_before(&series.recent_events, aligned_millis),
         device_id: String::new(),
     })
 }

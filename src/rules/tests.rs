@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::event::default_severity;
-use crate::grid::{Cell, Community, CommunityIndex, District};
+use crate::grid::{Cell, CellIndex, Community, CommunityIndex, District};
 use crate::proto::{AlertStatus, EventType, IncidentEvent};
 use crate::time::timestamp_to_millis;
 

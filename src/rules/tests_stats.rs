@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::baseline::{epoch_hour, BaselineView, HOUR_MILLIS};
 use super::tests::{single, tiny_registry, Harness, MINUTE, T0};
 use super::*;
-use crate::grid::{Cell, Community, CommunityIndex, Device};
+use crate::grid::{Cell, CellIndex, Community, CommunityIndex, Device};
 use crate::proto::{AlertStatus, EventType, IncidentEvent};
 use crate::source::simulator::{
     Scenario, ScenarioDuration, ScenarioTime, Simulator, SimulatorSettings,

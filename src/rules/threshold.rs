@@ -3,24 +3,72 @@
 //! when the watermark slides it below.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{
-    alert_id, fingerprint, push_capped_event_id, AlertOccurrence, MAX_ALERT_EVENT_IDS,
-    RULE_KIND_THRESHOLD,
+use super::alert::{alert_id, fingerprint, push_capped_event_id, AlertOccurrence};
+use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
+use super::ruleset::{AlertScope, RuleSet, RuleValidation};
+use super::series::{
+    collect_firing_series, next_pane_boundary, pane_start, remember_recent_event,
+    remove_series_of_rule, AlertLifecycle, AlertingSeries, RecentEvent, SeriesByRule,
 };
-use super::ruleset::{Rule, RuleSet, ThresholdRule};
-use super::CellLabels;
+use super::units::CellLabels;
 use crate::event::AcceptedEvent;
-use crate::proto::Alert;
+use crate::proto::{Alert, EventType};
+
+/// `rule_kind` of alerts raised by threshold rules.
+pub const RULE_KIND_THRESHOLD: &str = "threshold";
+
+/// A `kind = "threshold"` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdSpec {
+    /// Unique rule name.
+    name: String,
+    /// Proto enum names of the matched types.
+    event_types: Vec<String>,
+    /// Sliding window length.
+    #[serde(with = "humantime_serde")]
+    window: Duration,
+    /// Signed so that a negative value is a validation problem, not a parse error.
+    min_count: i64,
+    /// Signed and wide so that any out-of-range value is a validation problem.
+    #[serde(default)]
+    severity: Option<i64>,
+    /// Per cell (default) or per community.
+    #[serde(default)]
+    scope: AlertScope,
+}
+
+/// A rule that alerts when at least `min_count` matching events of one cell (or community)
+/// fall within a sliding window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThresholdRule {
+    /// Unique rule name (`[a-z0-9_]+`), the `rule` of its alerts.
+    pub name: String,
+    /// Matched event types, sorted by enum number, without duplicates.
+    pub event_types: Vec<EventType>,
+    /// Sliding window length, a positive multiple of the pane size.
+    pub window_millis: i64,
+    /// Events in the window needed to fire (at least 1).
+    pub min_count: u32,
+    /// Severity of the alerts (1..=4): as configured, else the most severe default severity
+    /// of the matched types.
+    pub severity: u8,
+    /// The alert scope used in fingerprints: the sorted type names joined by `+`.
+    pub scope: String,
+    /// Whether events are counted per cell or per community.
+    pub unit: AlertScope,
+}
 
 /// Mutable state of all threshold rules.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ThresholdState {
     /// Series by rule name, then by unit: `CellIndex.0` (cell scope) or `CommunityIndex.0`
     /// (community scope). A series exists while it has panes in the window or is firing.
-    pub series: BTreeMap<String, BTreeMap<u32, ThresholdSeries>>,
+    pub series: SeriesByRule<u32, ThresholdSeries>,
     /// Pane-aligned watermark of the last evaluation: resolution only depends on it, so
     /// evaluation runs once per pane boundary (kept in the snapshot so that a restored engine
     /// evaluates exactly when the original would have).
@@ -33,53 +81,110 @@ pub struct ThresholdSeries {
     /// Matching events per pane start (epoch millis, aligned to the pane size).
     pub pane_counts: BTreeMap<i64, u32>,
     /// The most recent matching events by event time (at most
-    /// [`MAX_ALERT_EVENT_IDS`], oldest first): the event ids of an alert when it fires.
+    /// [`super::MAX_ALERT_EVENT_IDS`], oldest first): the event ids of an alert when it fires.
     pub recent_events: Vec<RecentEvent>,
-    /// The firing alert, if any.
-    pub firing: Option<AlertOccurrence>,
-    /// `ends_at` of the last resolved occurrence while the series is kept: the next one starts
-    /// no earlier, so occurrences never overlap and alert ids never repeat.
-    pub previous_ends_at_millis: Option<i64>,
+    /// The series' alert.
+    pub alert: AlertLifecycle,
 }
 
-/// A matching event remembered for the `event_ids` of a future alert.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecentEvent {
-    /// Its event time, to keep the list in time order and prune it with the panes.
-    pub occurred_at_millis: i64,
-    /// Its id.
-    pub event_id: String,
-}
-
-/// Start of the pane containing `millis` (saturating at the far past instead of overflowing).
-pub(crate) fn pane_start(millis: i64, pane_size_millis: i64) -> i64 {
-    if pane_size_millis <= 0 {
-        return millis;
+impl AlertingSeries for ThresholdSeries {
+    fn alert(&self) -> &AlertLifecycle {
+        &self.alert
     }
-    millis.saturating_sub(millis.rem_euclid(pane_size_millis))
 }
 
-/// The pane boundary at or below `watermark_millis` when it is newer than the last one
-/// evaluated (and records it), else `None`: rules that evaluate once per pane boundary call
-/// this first.
-pub(crate) fn next_pane_boundary(
-    last_evaluated_aligned_millis: &mut Option<i64>,
-    watermark_millis: i64,
-    pane_size_millis: i64,
-) -> Option<i64> {
-    let aligned_millis = pane_start(watermark_millis, pane_size_millis);
-    if last_evaluated_aligned_millis.is_some_and(|last_evaluated| aligned_millis <= last_evaluated)
-    {
-        return None;
+impl RuleKind for ThresholdRule {
+    const NAME: &'static str = RULE_KIND_THRESHOLD;
+    type Spec = ThresholdSpec;
+    type State = ThresholdState;
+    type Derived = ();
+
+    fn spec_name(spec: &ThresholdSpec) -> &str {
+        &spec.name
     }
-    *last_evaluated_aligned_millis = Some(aligned_millis);
-    Some(aligned_millis)
+
+    fn from_spec(spec: ThresholdSpec, validation: &mut RuleValidation<'_>) -> ThresholdRule {
+        let event_types = validation.event_types(&spec.event_types);
+        let window_millis = validation.pane_multiple(spec.window, "window");
+        let min_count = validation.count(spec.min_count, "min_count");
+        let severity = validation.severity(spec.severity, &event_types);
+        let mut type_names: Vec<&str> = event_types
+            .iter()
+            .map(|event_type| event_type.as_str_name())
+            .collect();
+        type_names.sort_unstable();
+        ThresholdRule {
+            name: spec.name,
+            scope: type_names.join("+"),
+            event_types,
+            window_millis,
+            min_count,
+            severity,
+            unit: spec.scope,
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn event_types(&self) -> &[EventType] {
+        &self.event_types
+    }
+
+    fn on_matching_event(
+        &self,
+        state: &mut ThresholdState,
+        _derived: &mut (),
+        event: &MatchingEvent<'_>,
+        out: &mut Vec<Alert>,
+    ) -> EventOutcome {
+        let Some(unit_key) = event.unit_key(self.unit) else {
+            return EventOutcome::default();
+        };
+        let Some(unit_labels) = event.unit_labels(self.unit, unit_key) else {
+            return EventOutcome::default();
+        };
+        let fired = on_matching_event(
+            state,
+            self,
+            event.pane_size_millis,
+            event.accepted_event,
+            unit_key,
+            &unit_labels,
+            out,
+        );
+        EventOutcome {
+            fired,
+            ..EventOutcome::default()
+        }
+    }
+
+    fn on_watermark(
+        state: &mut ThresholdState,
+        _derived: &mut (),
+        watermark: &WatermarkContext<'_>,
+        out: &mut Vec<Alert>,
+    ) {
+        on_watermark(state, watermark.rules, watermark.watermark_millis, out);
+    }
+
+    fn remove_rule(state: &mut ThresholdState, rule_name: &str, firing: &mut Vec<AlertOccurrence>) {
+        remove_series_of_rule(&mut state.series, rule_name, firing);
+    }
+
+    fn collect_firing<'state>(
+        state: &'state ThresholdState,
+        firing: &mut Vec<&'state AlertOccurrence>,
+    ) {
+        collect_firing_series(&state.series, firing);
+    }
 }
 
 /// Counts one event matched by `rule` in the series of `unit_key` (cell or community index,
 /// per the rule's scope; `labels` are the unit's); appends a FIRING alert when it completes
 /// the condition and the series was not firing. Returns whether it fired.
-pub(crate) fn on_matching_event(
+fn on_matching_event(
     state: &mut ThresholdState,
     rule: &ThresholdRule,
     pane_size_millis: i64,
@@ -111,7 +216,7 @@ pub(crate) fn on_matching_event(
         .range(lowest_counted_pane_start..=event_pane_start)
         .map(|(_, count)| u64::from(*count))
         .sum();
-    if let Some(firing) = &mut series.firing {
+    if let Some(firing) = &mut series.alert.firing {
         firing.observed = firing.observed.max(window_count as f64);
         push_capped_event_id(&mut firing.event_ids, event_id);
         return false;
@@ -129,17 +234,13 @@ pub(crate) fn on_matching_event(
         })
         .map(|recent| recent.event_id.clone())
         .collect();
-    let starts_at_millis = series
-        .previous_ends_at_millis
-        .map_or(occurred_at_millis, |ends_at_millis| {
-            ends_at_millis.max(occurred_at_millis)
-        });
+    let starts_at_millis = series.alert.next_start_millis(occurred_at_millis);
     let alert_fingerprint = fingerprint(&rule.name, labels.location(), &rule.scope);
     let occurrence = AlertOccurrence {
         alert_id: alert_id(&alert_fingerprint, starts_at_millis),
         fingerprint: alert_fingerprint,
         rule: rule.name.clone(),
-        rule_kind: RULE_KIND_THRESHOLD.to_string(),
+        rule_kind: ThresholdRule::NAME.to_string(),
         grid_id: labels.grid_id.to_string(),
         community_id: labels.community_id.to_string(),
         district_id: labels.district_id.to_string(),
@@ -154,59 +255,15 @@ pub(crate) fn on_matching_event(
         event_ids,
         device_id: String::new(),
     };
-    out.push(occurrence.firing_alert());
-    series.firing = Some(occurrence);
+    series.alert.fire(occurrence, out);
     true
-}
-
-/// Counts one matching event of a statistical series in its time bucket (pane or interval),
-/// remembers its id for a future alert, and adds the id to the firing alert, if any.
-pub(crate) fn count_matching_event(
-    bucket_counts: &mut BTreeMap<i64, u32>,
-    bucket_start_millis: i64,
-    recent_events: &mut Vec<RecentEvent>,
-    firing: Option<&mut super::alert::AlertOccurrence>,
-    accepted_event: &crate::event::AcceptedEvent<'_>,
-) {
-    let count = bucket_counts.entry(bucket_start_millis).or_insert(0);
-    *count = count.saturating_add(1);
-    remember_recent_event(
-        recent_events,
-        accepted_event.occurred_at_millis,
-        &accepted_event.event.event_id,
-    );
-    if let Some(firing) = firing {
-        super::alert::push_capped_event_id(&mut firing.event_ids, &accepted_event.event.event_id);
-    }
-}
-
-/// Inserts an event in time order (after equal times, so arrival order breaks ties) and drops
-/// the oldest beyond the cap.
-pub(crate) fn remember_recent_event(
-    recent_events: &mut Vec<RecentEvent>,
-    occurred_at_millis: i64,
-    event_id: &str,
-) {
-    let position =
-        recent_events.partition_point(|recent| recent.occurred_at_millis <= occurred_at_millis);
-    recent_events.insert(
-        position,
-        RecentEvent {
-            occurred_at_millis,
-            event_id: event_id.to_string(),
-        },
-    );
-    if recent_events.len() > MAX_ALERT_EVENT_IDS {
-        let excess = recent_events.len() - MAX_ALERT_EVENT_IDS;
-        recent_events.drain(..excess);
-    }
 }
 
 /// Evaluates every series at a new watermark: once per pane boundary, prunes panes older than
 /// `aligned − window`, resolves firing series whose remaining count is below `min_count`
 /// (`ends_at = aligned`) and forgets empty series. Series of rules no longer in `rules` are
 /// resolved at `aligned` and forgotten. RESOLVED alerts are appended in unspecified order.
-pub(crate) fn on_watermark(
+fn on_watermark(
     state: &mut ThresholdState,
     rules: &RuleSet,
     watermark_millis: i64,
@@ -220,11 +277,9 @@ pub(crate) fn on_watermark(
         return;
     };
     for (rule_name, series_by_cell) in &mut state.series {
-        let Some(Rule::Threshold(rule)) = rules.rule(rule_name) else {
-            for series in series_by_cell.values() {
-                if let Some(firing) = &series.firing {
-                    resolved.push(firing.resolved_alert(aligned_millis));
-                }
+        let Some(rule) = rules.rule_of_kind::<ThresholdRule>(rule_name) else {
+            for series in series_by_cell.values_mut() {
+                series.alert.resolve(aligned_millis, resolved);
             }
             series_by_cell.clear();
             continue;
@@ -240,14 +295,10 @@ pub(crate) fn on_watermark(
                 .values()
                 .map(|count| u64::from(*count))
                 .sum();
-            if let Some(firing) = &series.firing {
-                if remaining_count < u64::from(rule.min_count) {
-                    resolved.push(firing.resolved_alert(aligned_millis));
-                    series.firing = None;
-                    series.previous_ends_at_millis = Some(aligned_millis);
-                }
+            if remaining_count < u64::from(rule.min_count) {
+                series.alert.resolve(aligned_millis, resolved);
             }
-            series.firing.is_some() || !series.pane_counts.is_empty()
+            series.alert.is_firing() || !series.pane_counts.is_empty()
         });
     }
     state

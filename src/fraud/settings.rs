@@ -1,0 +1,145 @@
+//! The validated `[fraud]` settings: what counts as a case, the baseline year, the target and
+//! the confidence of its interval. Validated here, at the boundary, so that the tracker and the
+//! report never see an impossible setting.
+
+use serde::{Deserialize, Serialize};
+
+use super::baseline::FraudBaselineError;
+use super::calendar::HOUR_MILLIS;
+use crate::config::{FraudConfig, PopulationSource};
+use crate::proto::EventType;
+
+/// The event types whose baseline column exists and that may count as a "case".
+pub const CASE_EVENT_TYPE_CHOICES: [EventType; 2] =
+    [EventType::FraudCaseFiled, EventType::FraudReported];
+
+/// Errors of the fraud module at its boundary (configuration, baseline).
+#[derive(Debug, thiserror::Error)]
+pub enum FraudError {
+    /// The `[fraud]` configuration is invalid.
+    #[error("invalid [fraud] configuration: {}", problems.join("; "))]
+    InvalidSettings {
+        /// One line per problem.
+        problems: Vec<String>,
+    },
+    /// The baseline file could not be loaded.
+    #[error(transparent)]
+    Baseline(#[from] FraudBaselineError),
+    /// The baseline file has no row for the configured baseline year.
+    #[error("the fraud baseline has no rows for baseline_year {0}")]
+    MissingBaselineYear(i32),
+}
+
+/// The validated `[fraud]` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FraudSettings {
+    /// Which accepted event types count as a case (their baseline columns are summed).
+    pub case_event_types: Vec<EventType>,
+    /// The year the target compares against.
+    pub baseline_year: i32,
+    /// The drop the city must reach (0.60).
+    pub target_drop: f64,
+    /// Two-sided confidence level of the drop's interval (0.95).
+    pub confidence: f64,
+    /// Where populations come from (the registry's `communities.csv`).
+    pub population_source: PopulationSource,
+    /// Local time's offset from UTC in hours (+8): year and month boundaries.
+    pub timezone_offset_hours: i32,
+    /// How far back a dissuasion may be paired with a warning (event time).
+    pub warning_pairing_horizon_millis: i64,
+}
+
+impl Default for FraudSettings {
+    fn default() -> Self {
+        FraudSettings {
+            case_event_types: vec![EventType::FraudCaseFiled],
+            baseline_year: 2023,
+            target_drop: 0.60,
+            confidence: 0.95,
+            population_source: PopulationSource::Seeds,
+            timezone_offset_hours: 8,
+            warning_pairing_horizon_millis: 30 * 24 * HOUR_MILLIS,
+        }
+    }
+}
+
+/// Every problem of a `[fraud]` section (empty when valid); [`crate::config::Config::validate`]
+/// lists them with the others.
+pub fn config_problems(config: &FraudConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    if config.case_event_types.is_empty() {
+        problems.push("fraud.case_event_types must name at least one event type".to_string());
+    }
+    let mut seen = Vec::new();
+    for name in &config.case_event_types {
+        let allowed = EventType::from_str_name(name)
+            .is_some_and(|event_type| CASE_EVENT_TYPE_CHOICES.contains(&event_type));
+        if !allowed {
+            problems.push(format!(
+                "fraud.case_event_types: {name:?} is not FRAUD_CASE_FILED or FRAUD_REPORTED (the types with a baseline column)"
+            ));
+        }
+        if seen.contains(&name) {
+            problems.push(format!("fraud.case_event_types lists {name:?} twice"));
+        }
+        seen.push(name);
+    }
+    if !(2000..=9999).contains(&config.baseline_year) {
+        problems.push(format!(
+            "fraud.baseline_year must be between 2000 and 9999, got {}",
+            config.baseline_year
+        ));
+    }
+    if !(config.target_drop.is_finite() && config.target_drop > 0.0 && config.target_drop <= 1.0) {
+        problems.push(format!(
+            "fraud.target_drop must be in (0, 1], got {}",
+            config.target_drop
+        ));
+    }
+    if !(config.confidence.is_finite() && config.confidence > 0.0 && config.confidence < 1.0) {
+        problems.push(format!(
+            "fraud.confidence must be strictly between 0 and 1, got {}",
+            config.confidence
+        ));
+    }
+    if !(-12..=14).contains(&config.timezone_offset_hours) {
+        problems.push(format!(
+            "fraud.timezone_offset_hours must be between -12 and 14, got {}",
+            config.timezone_offset_hours
+        ));
+    }
+    if config.warning_pairing_horizon.is_zero() {
+        problems.push("fraud.warning_pairing_horizon must be positive".to_string());
+    }
+    problems
+}
+
+impl FraudSettings {
+    /// The settings a `[fraud]` section describes, or every problem with it.
+    pub fn from_config(config: &FraudConfig) -> Result<FraudSettings, FraudError> {
+        let problems = config_problems(config);
+        if !problems.is_empty() {
+            return Err(FraudError::InvalidSettings { problems });
+        }
+        Ok(FraudSettings {
+            case_event_types: config
+                .case_event_types
+                .iter()
+                .filter_map(|name| EventType::from_str_name(name))
+                .collect(),
+            baseline_year: config.baseline_year,
+            target_drop: config.target_drop,
+            confidence: config.confidence,
+            population_source: config.population_source,
+            timezone_offset_hours: config.timezone_offset_hours,
+            warning_pairing_horizon_millis: crate::config::duration_millis(
+                config.warning_pairing_horizon,
+            ),
+        })
+    }
+
+    /// Whether `event_type` counts as a case.
+    pub fn is_case(&self, event_type: EventType) -> bool {
+        self.case_event_types.contains(&event_type)
+    }
+}

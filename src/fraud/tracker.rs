@@ -1,0 +1,283 @@
+//! The tracker: counts of the anti-fraud chain (warning → dissuasion → report → case filed) per
+//! community and local calendar year, and the pairing of each dissuasion with a warning that
+//! times the warning-to-dissuasion lever. It is the fraud state a snapshot carries.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::calendar;
+use super::settings::FraudSettings;
+use crate::event::AcceptedEvent;
+use crate::grid::{CommunityIndex, GridRegistry};
+use crate::proto::EventType;
+
+/// Calendar years of counts kept: the newest year seen and the two before it (so a late event
+/// of last year, or a report just after New Year, still finds its year).
+const KEPT_YEARS: i32 = 3;
+/// Most unpaired warnings remembered per community (the oldest are forgotten first).
+const MAX_PENDING_WARNINGS_PER_COMMUNITY: usize = 1024;
+/// Counts of one community in one local calendar year.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommunityYearCounts {
+    /// `FRAUD_WARNING` events: warnings received (a lever).
+    pub warnings: u64,
+    /// `FRAUD_DISSUADED` events: dissuasions by grid workers (a lever).
+    pub dissuaded: u64,
+    /// `FRAUD_REPORTED` events (a possible case definition).
+    pub reported: u64,
+    /// `FRAUD_CASE_FILED` events (the default case definition).
+    pub cases_filed: u64,
+    /// Dissuasions of this year paired with a warning (how many times were observed).
+    pub paired_dissuasions: u64,
+    /// Sum of the paired warning-to-dissuasion times, in seconds (for the mean).
+    pub warning_to_dissuasion_seconds_sum: f64,
+}
+
+impl CommunityYearCounts {
+    /// The count of the configured case types.
+    pub fn cases(&self, case_event_types: &[EventType]) -> u64 {
+        case_event_types
+            .iter()
+            .map(|event_type| match event_type {
+                EventType::FraudCaseFiled => self.cases_filed,
+                EventType::FraudReported => self.reported,
+                EventType::FraudWarning => self.warnings,
+                EventType::FraudDissuaded => self.dissuaded,
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+/// A warning waiting for its dissuasion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct PendingWarning {
+    /// The warning's event time.
+    occurred_at_millis: i64,
+    /// Its pseudonymized `phone` attribute, when it carried one.
+    phone: Option<String>,
+}
+
+/// A dissuasion paired with its warning (what the histogram observes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PairedDissuasion {
+    /// The community of both events.
+    pub community: CommunityIndex,
+    /// Dissuasion `occurred_at` minus warning `occurred_at`, in seconds (never negative).
+    pub seconds: f64,
+    /// Whether the pair was matched by phone pseudonym (else first-in-first-out).
+    pub matched_by_phone: bool,
+}
+
+/// Counts of the anti-fraud chain per community and local year, and the unpaired warnings.
+///
+/// Years: each event counts in the local calendar year of its `occurred_at`, whatever the
+/// wall clock; the newest year seen and the two before it are kept (older ones are dropped),
+/// so a report is always about the year of its `now` and a New Year rollover needs no reset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FraudTracker {
+    /// Local time's offset from UTC in hours (year boundaries).
+    timezone_offset_hours: i32,
+    /// How far back a dissuasion may reach for its warning.
+    warning_pairing_horizon_millis: i64,
+    /// year → counts indexed by community index.
+    years: BTreeMap<i32, Vec<CommunityYearCounts>>,
+    /// Unpaired warnings per community index, oldest first.
+    pending_warnings: Vec<VecDeque<PendingWarning>>,
+}
+
+impl FraudTracker {
+    /// An empty tracker.
+    pub fn new(settings: &FraudSettings) -> FraudTracker {
+        FraudTracker {
+            timezone_offset_hours: settings.timezone_offset_hours,
+            warning_pairing_horizon_millis: settings.warning_pairing_horizon_millis,
+            years: BTreeMap::new(),
+            pending_warnings: Vec::new(),
+        }
+    }
+
+    /// Takes over the counts and pending warnings of a restored snapshot, keeping this
+    /// tracker's settings (the running configuration wins).
+    pub fn restore(&mut self, restored: FraudTracker) {
+        self.years = restored.years;
+        self.pending_warnings = restored.pending_warnings;
+    }
+
+    /// Adds the year counts of `other` (another partition's tracker) to this one, for a report
+    /// over several partitions. Pending warnings are not merged: pairing stays per partition.
+    pub fn add_counts_of(&mut self, other: &FraudTracker) {
+        for (year, other_counts) in &other.years {
+            let counts = self.years.entry(*year).or_default();
+            if counts.len() < other_counts.len() {
+                counts.resize(other_counts.len(), CommunityYearCounts::default());
+            }
+            for (total, added) in counts.iter_mut().zip(other_counts) {
+                total.warnings += added.warnings;
+                total.dissuaded += added.dissuaded;
+                total.reported += added.reported;
+                total.cases_filed += added.cases_filed;
+                total.paired_dissuasions += added.paired_dissuasions;
+                total.warning_to_dissuasion_seconds_sum += added.warning_to_dissuasion_seconds_sum;
+            }
+        }
+    }
+
+    /// Counts one accepted event (only the four fraud-chain types matter).
+    ///
+    /// Pairing: a `FRAUD_DISSUADED` takes the earliest unpaired `FRAUD_WARNING` of the same
+    /// community whose `phone` attribute (pseudonymized) equals its own, when both carry one;
+    /// otherwise the earliest unpaired warning of the community (first in, first out). Only
+    /// warnings that occurred no later than the dissuasion and no earlier than
+    /// `warning_pairing_horizon` before it qualify; a dissuasion with none stays unpaired, and a
+    /// warning never dissuaded stays pending until it leaves the horizon. Pairing follows
+    /// arrival order: a dissuasion that arrives before its warning is not paired later.
+    pub fn on_event(
+        &mut self,
+        accepted: &AcceptedEvent,
+        registry: &GridRegistry,
+    ) -> Option<PairedDissuasion> {
+        let is_fraud_chain = matches!(
+            accepted.event_type,
+            EventType::FraudWarning
+                | EventType::FraudDissuaded
+                | EventType::FraudReported
+                | EventType::FraudCaseFiled
+        );
+        if !is_fraud_chain {
+            return None;
+        }
+        let community = registry.cells().get(accepted.cell.0 as usize)?.community;
+        let community_slot = community.0 as usize;
+        let community_count = registry.communities().len().max(community_slot + 1);
+        let year = calendar::local_year(accepted.occurred_at_millis, self.timezone_offset_hours);
+        let newest_year = self.years.keys().next_back().copied().unwrap_or(year);
+        if year <= newest_year - KEPT_YEARS {
+            return None;
+        }
+        let year_counts = self
+            .years
+            .entry(year)
+            .or_insert_with(|| vec![CommunityYearCounts::default(); community_count]);
+        if year_counts.len() < community_count {
+            year_counts.resize(community_count, CommunityYearCounts::default());
+        }
+        let counts = year_counts.get_mut(community_slot)?;
+        let phone = accepted
+            .event
+            .attributes
+            .get("phone")
+            .filter(|phone| !phone.is_empty())
+            .cloned();
+        let mut paired = None;
+        match accepted.event_type {
+            EventType::FraudWarning => counts.warnings += 1,
+            EventType::FraudReported => counts.reported += 1,
+            EventType::FraudCaseFiled => counts.cases_filed += 1,
+            EventType::FraudDissuaded => counts.dissuaded += 1,
+            _ => {}
+        }
+        if self.pending_warnings.len() < community_count {
+            self.pending_warnings
+                .resize_with(community_count, VecDeque::new);
+        }
+        let horizon_start = accepted
+            .occurred_at_millis
+            .saturating_sub(self.warning_pairing_horizon_millis);
+        if let Some(pending) = self.pending_warnings.get_mut(community_slot) {
+            while pending
+                .front()
+                .is_some_and(|warning| warning.occurred_at_millis < horizon_start)
+            {
+                pending.pop_front();
+            }
+            match accepted.event_type {
+                EventType::FraudWarning => {
+                    let position = pending.partition_point(|warning| {
+                        warning.occurred_at_millis <= accepted.occurred_at_millis
+                    });
+                    pending.insert(
+                        position,
+                        PendingWarning {
+                            occurred_at_millis: accepted.occurred_at_millis,
+                            phone,
+                        },
+                    );
+                    while pending.len() > MAX_PENDING_WARNINGS_PER_COMMUNITY {
+                        pending.pop_front();
+                    }
+                }
+                EventType::FraudDissuaded => {
+                    paired = take_matching_warning(pending, accepted.occurred_at_millis, phone)
+                        .map(|(warning, matched_by_phone)| PairedDissuasion {
+                            community,
+                            seconds: (accepted.occurred_at_millis - warning.occurred_at_millis)
+                                .max(0) as f64
+                                / 1000.0,
+                            matched_by_phone,
+                        });
+                }
+                _ => {}
+            }
+        }
+        if let Some(pair) = &paired {
+            counts.paired_dissuasions += 1;
+            counts.warning_to_dissuasion_seconds_sum += pair.seconds;
+        }
+        let oldest_kept_year = self
+            .years
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(year)
+            .saturating_sub(KEPT_YEARS - 1);
+        self.years
+            .retain(|kept_year, _| *kept_year >= oldest_kept_year);
+        paired
+    }
+
+    /// The counts of one community in one local year (zeros when none).
+    pub fn counts(&self, year: i32, community: CommunityIndex) -> CommunityYearCounts {
+        self.years
+            .get(&year)
+            .and_then(|counts| counts.get(community.0 as usize))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Years with counts, oldest first.
+    pub fn years(&self) -> Vec<i32> {
+        self.years.keys().copied().collect()
+    }
+
+    /// Unpaired warnings currently remembered (all communities).
+    pub fn pending_warning_count(&self) -> usize {
+        self.pending_warnings.iter().map(VecDeque::len).sum()
+    }
+}
+
+/// Removes and returns the warning a dissuasion at `dissuaded_at_millis` pairs with: the
+/// earliest eligible one with the same phone, else the earliest eligible one (the queue is
+/// sorted by occurrence, so "eligible" = occurred no later than the dissuasion).
+fn take_matching_warning(
+    pending: &mut VecDeque<PendingWarning>,
+    dissuaded_at_millis: i64,
+    phone: Option<String>,
+) -> Option<(PendingWarning, bool)> {
+    let eligible_count =
+        pending.partition_point(|warning| warning.occurred_at_millis <= dissuaded_at_millis);
+    if eligible_count == 0 {
+        return None;
+    }
+    if let Some(phone) = phone {
+        let phone_match = pending
+            .iter()
+            .take(eligible_count)
+            .position(|warning| warning.phone.as_deref() == Some(phone.as_str()));
+        if let Some(position) = phone_match {
+            return pending.remove(position).map(|warning| (warning, true));
+        }
+    }
+    pending.pop_front().map(|warning| (warning, false))
+}

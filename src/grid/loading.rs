@@ -1,0 +1,521 @@
+//! Loading the registry: from the seed files embedded in the binary, from a seed directory, or
+//! from parts (tests), validating every identifier and reference once so that resolution can
+//! trust them.
+
+use rustc_hash::FxHashMap as HashMap;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use geo::{BoundingRect, Centroid, Contains, InteriorPoint};
+use rstar::primitives::Rectangle;
+use rstar::RTree;
+use serde::Deserialize;
+
+use super::model::{
+    Cell, CellBox, CellIndex, Community, CommunityIndex, Device, DeviceKind, District, GridRegistry,
+};
+
+/// Errors loading the registry from seed files.
+#[derive(Debug, thiserror::Error)]
+pub enum GridLoadError {
+    /// A seed file could not be read.
+    #[error("cannot read seed file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// A seed file's content is invalid.
+    #[error("invalid seed file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Whether `text` is exactly `digit_count` ASCII digits.
+fn is_digit_string(text: &str, digit_count: usize) -> bool {
+    text.len() == digit_count && text.bytes().all(|byte| byte.is_ascii_digit())
+}
+
+/// A row of `districts.csv`.
+#[derive(Debug, Deserialize)]
+struct DistrictRow {
+    /// 6-digit division code.
+    code: String,
+    /// Chinese name.
+    name_zh: String,
+    /// Pinyin name.
+    name_en: String,
+}
+
+/// A row of `communities.csv`.
+#[derive(Debug, Deserialize)]
+struct CommunityRow {
+    /// 12-digit community code.
+    community_id: String,
+    /// Community name.
+    name: String,
+    /// 6-digit division code.
+    district_code: String,
+    /// Resident population.
+    population: u32,
+    /// WGS-84 longitude of the centroid.
+    centroid_lon: f64,
+    /// WGS-84 latitude of the centroid.
+    centroid_lat: f64,
+}
+
+/// A row of `devices.csv`.
+#[derive(Debug, Deserialize)]
+struct DeviceRow {
+    /// 20-digit device id.
+    device_id: String,
+    /// 14-digit grid id of the cell it is installed in.
+    grid_id: String,
+    /// Device kind (snake_case).
+    kind: String,
+}
+
+/// Builds a `GridLoadError::Invalid`.
+fn invalid(path: &str, message: String) -> GridLoadError {
+    GridLoadError::Invalid {
+        path: path.to_string(),
+        message,
+    }
+}
+
+/// Deserializes every row of a CSV text with a header line.
+fn parse_csv_rows<Row: serde::de::DeserializeOwned>(
+    path: &str,
+    text: &str,
+) -> Result<Vec<Row>, GridLoadError> {
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let mut rows = Vec::new();
+    for row_result in reader.deserialize::<Row>() {
+        let row = row_result.map_err(|error| invalid(path, error.to_string()))?;
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Reads a string property of a GeoJSON feature.
+fn feature_string_property<'a>(
+    feature: &'a geojson::Feature,
+    name: &str,
+    feature_number: usize,
+) -> Result<&'a str, GridLoadError> {
+    feature
+        .properties
+        .as_ref()
+        .and_then(|properties| properties.get(name))
+        .and_then(|value| value.as_str())
+        .ok_or_else(|| {
+            invalid(
+                GRIDS_FILE,
+                format!("feature {feature_number} has no string property {name:?}"),
+            )
+        })
+}
+
+/// File name of the districts seed.
+const DISTRICTS_FILE: &str = "districts.csv";
+/// File name of the communities seed.
+const COMMUNITIES_FILE: &str = "communities.csv";
+/// File name of the grid polygons seed.
+const GRIDS_FILE: &str = "grids.geojson";
+/// File name of the devices seed.
+const DEVICES_FILE: &str = "devices.csv";
+
+impl GridRegistry {
+    /// The registry built from the seeds embedded in the binary (`seeds/`), loaded once.
+    ///
+    /// The embedded seeds are compile-time data checked by this module's tests; should they
+    /// ever fail to load, this panics with the loader's message rather than run with an empty
+    /// registry that would reject every event.
+    pub fn embedded() -> Arc<GridRegistry> {
+        static EMBEDDED_REGISTRY: OnceLock<Arc<GridRegistry>> = OnceLock::new();
+        EMBEDDED_REGISTRY
+            .get_or_init(|| {
+                let registry = GridRegistry::from_seed_texts(
+                    include_str!("../../seeds/districts.csv"),
+                    include_str!("../../seeds/communities.csv"),
+                    include_str!("../../seeds/grids.geojson"),
+                    include_str!("../../seeds/devices.csv"),
+                )
+                .unwrap_or_else(|error| panic!("the embedded seeds are invalid: {error}"));
+                Arc::new(registry)
+            })
+            .clone()
+    }
+
+    /// Loads the registry from the four seed files in `dir` (`districts.csv`,
+    /// `communities.csv`, `grids.geojson`, `devices.csv`).
+    pub fn from_seed_dir(dir: &Path) -> Result<GridRegistry, GridLoadError> {
+        let read = |file_name: &str| -> Result<String, GridLoadError> {
+            let path = dir.join(file_name);
+            std::fs::read_to_string(&path).map_err(|source| GridLoadError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let districts_csv = read(DISTRICTS_FILE)?;
+        let communities_csv = read(COMMUNITIES_FILE)?;
+        let grids_geojson = read(GRIDS_FILE)?;
+        let devices_csv = read(DEVICES_FILE)?;
+        GridRegistry::from_seed_texts(
+            &districts_csv,
+            &communities_csv,
+            &grids_geojson,
+            &devices_csv,
+        )
+    }
+
+    /// Loads the registry from the texts of the four seed files.
+    pub fn from_seed_texts(
+        districts_csv: &str,
+        communities_csv: &str,
+        grids_geojson: &str,
+        devices_csv: &str,
+    ) -> Result<GridRegistry, GridLoadError> {
+        let districts: Vec<District> =
+            parse_csv_rows::<DistrictRow>(DISTRICTS_FILE, districts_csv)?
+                .into_iter()
+                .map(|row| District {
+                    code: row.code,
+                    name_zh: row.name_zh,
+                    name_en: row.name_en,
+                })
+                .collect();
+
+        let communities: Vec<Community> =
+            parse_csv_rows::<CommunityRow>(COMMUNITIES_FILE, communities_csv)?
+                .into_iter()
+                .map(|row| Community {
+                    id: row.community_id,
+                    name: row.name,
+                    district_code: row.district_code,
+                    population: row.population,
+                    centroid: (row.centroid_lon, row.centroid_lat),
+                    cells: Vec::new(),
+                })
+                .collect();
+        let mut community_by_id: HashMap<&str, CommunityIndex> = HashMap::default();
+        for (position, community) in communities.iter().enumerate() {
+            let index = u32::try_from(position)
+                .map_err(|_| invalid(COMMUNITIES_FILE, "too many communities".to_string()))?;
+            community_by_id.insert(community.id.as_str(), CommunityIndex(index));
+        }
+
+        let feature_collection: geojson::FeatureCollection = grids_geojson
+            .parse()
+            .map_err(|error: geojson::Error| invalid(GRIDS_FILE, error.to_string()))?;
+        let mut cells = Vec::with_capacity(feature_collection.features.len());
+        for (feature_number, feature) in feature_collection.features.iter().enumerate() {
+            let grid_id = feature_string_property(feature, "grid_id", feature_number)?;
+            let community_id = feature_string_property(feature, "community_id", feature_number)?;
+            let community = *community_by_id.get(community_id).ok_or_else(|| {
+                invalid(
+                    GRIDS_FILE,
+                    format!("grid {grid_id}: unknown community_id {community_id}"),
+                )
+            })?;
+            let geometry = feature
+                .geometry
+                .as_ref()
+                .ok_or_else(|| invalid(GRIDS_FILE, format!("grid {grid_id} has no geometry")))?;
+            let polygon = geo::Polygon::<f64>::try_from(&geometry.value).map_err(|error| {
+                invalid(
+                    GRIDS_FILE,
+                    format!("grid {grid_id}: geometry is not a polygon: {error}"),
+                )
+            })?;
+            cells.push(Cell {
+                grid_id: grid_id.to_string(),
+                community,
+                polygon,
+            });
+        }
+        drop(community_by_id);
+
+        let cell_by_grid_id: HashMap<&str, CellIndex> = cells
+            .iter()
+            .enumerate()
+            .filter_map(|(position, cell)| {
+                u32::try_from(position)
+                    .ok()
+                    .map(|index| (cell.grid_id.as_str(), CellIndex(index)))
+            })
+            .collect();
+        let mut devices = Vec::new();
+        for (row_number, row) in parse_csv_rows::<DeviceRow>(DEVICES_FILE, devices_csv)?
+            .into_iter()
+            .enumerate()
+        {
+            let kind = DeviceKind::from_name(&row.kind).ok_or_else(|| {
+                invalid(
+                    DEVICES_FILE,
+                    format!("row {}: unknown device kind {:?}", row_number + 1, row.kind),
+                )
+            })?;
+            let cell = *cell_by_grid_id.get(row.grid_id.as_str()).ok_or_else(|| {
+                invalid(
+                    DEVICES_FILE,
+                    format!(
+                        "device {}: grid {} is not in {GRIDS_FILE}",
+                        row.device_id, row.grid_id
+                    ),
+                )
+            })?;
+            devices.push(Device {
+                device_id: row.device_id,
+                cell,
+                event_types: kind.event_types().to_vec(),
+            });
+        }
+        drop(cell_by_grid_id);
+
+        GridRegistry::from_parts(districts, communities, cells, devices)
+    }
+
+    /// Builds a registry from its parts, validating identifiers and references.
+    ///
+    /// `Community::cells` is computed from the cells when it is empty; when it is given it must
+    /// list exactly that community's cells. Used by the seed loaders and by unit tests that
+    /// need a tiny registry.
+    pub fn from_parts(
+        districts: Vec<District>,
+        mut communities: Vec<Community>,
+        cells: Vec<Cell>,
+        devices: Vec<Device>,
+    ) -> Result<GridRegistry, GridLoadError> {
+        let mut district_position_by_code: HashMap<String, usize> = HashMap::default();
+        for (position, district) in districts.iter().enumerate() {
+            if !is_digit_string(&district.code, 6) {
+                return Err(invalid(
+                    DISTRICTS_FILE,
+                    format!("district code {:?} is not 6 digits", district.code),
+                ));
+            }
+            if district_position_by_code
+                .insert(district.code.clone(), position)
+                .is_some()
+            {
+                return Err(invalid(
+                    DISTRICTS_FILE,
+                    format!("duplicate district code {}", district.code),
+                ));
+            }
+        }
+
+        let community_count = u32::try_from(communities.len())
+            .map_err(|_| invalid(COMMUNITIES_FILE, "too many communities".to_string()))?;
+        let mut community_by_id: HashMap<String, CommunityIndex> = HashMap::default();
+        let mut community_district = Vec::with_capacity(communities.len());
+        for (index, community) in (0..community_count).zip(communities.iter()) {
+            if !is_digit_string(&community.id, 12) {
+                return Err(invalid(
+                    COMMUNITIES_FILE,
+                    format!("community id {:?} is not 12 digits", community.id),
+                ));
+            }
+            let district_position = *district_position_by_code
+                .get(&community.district_code)
+                .ok_or_else(|| {
+                    invalid(
+                        COMMUNITIES_FILE,
+                        format!(
+                            "community {}: unknown district code {:?}",
+                            community.id, community.district_code
+                        ),
+                    )
+                })?;
+            if !community.id.starts_with(&community.district_code) {
+                return Err(invalid(
+                    COMMUNITIES_FILE,
+                    format!(
+                        "community {} does not start with its district code {}",
+                        community.id, community.district_code
+                    ),
+                ));
+            }
+            if !(community.centroid.0.is_finite() && community.centroid.1.is_finite()) {
+                return Err(invalid(
+                    COMMUNITIES_FILE,
+                    format!("community {} has a non-finite centroid", community.id),
+                ));
+            }
+            if community_by_id
+                .insert(community.id.clone(), CommunityIndex(index))
+                .is_some()
+            {
+                return Err(invalid(
+                    COMMUNITIES_FILE,
+                    format!("duplicate community id {}", community.id),
+                ));
+            }
+            community_district.push(district_position);
+        }
+
+        let cell_count = u32::try_from(cells.len())
+            .map_err(|_| invalid(GRIDS_FILE, "too many cells".to_string()))?;
+        let mut cell_by_grid_id: HashMap<String, CellIndex> = HashMap::default();
+        let mut computed_community_cells: Vec<Vec<CellIndex>> = vec![Vec::new(); communities.len()];
+        let mut cell_boxes_to_load = Vec::with_capacity(cells.len());
+        let mut cell_representative_points = Vec::with_capacity(cells.len());
+        for (index, cell) in (0..cell_count).zip(cells.iter()) {
+            let cell_index = CellIndex(index);
+            if !is_digit_string(&cell.grid_id, 14) {
+                return Err(invalid(
+                    GRIDS_FILE,
+                    format!("grid id {:?} is not 14 digits", cell.grid_id),
+                ));
+            }
+            let community = communities.get(cell.community.0 as usize).ok_or_else(|| {
+                invalid(
+                    GRIDS_FILE,
+                    format!(
+                        "grid {}: community index {} out of range",
+                        cell.grid_id, cell.community.0
+                    ),
+                )
+            })?;
+            if !cell.grid_id.starts_with(&community.id) {
+                return Err(invalid(
+                    GRIDS_FILE,
+                    format!(
+                        "grid {} does not belong to its community {}",
+                        cell.grid_id, community.id
+                    ),
+                ));
+            }
+            if cell_by_grid_id
+                .insert(cell.grid_id.clone(), cell_index)
+                .is_some()
+            {
+                return Err(invalid(
+                    GRIDS_FILE,
+                    format!("duplicate grid id {}", cell.grid_id),
+                ));
+            }
+            let all_coordinates_finite = cell
+                .polygon
+                .exterior()
+                .coords()
+                .chain(
+                    cell.polygon
+                        .interiors()
+                        .iter()
+                        .flat_map(|ring| ring.coords()),
+                )
+                .all(|coordinate| coordinate.x.is_finite() && coordinate.y.is_finite());
+            if !all_coordinates_finite {
+                return Err(invalid(
+                    GRIDS_FILE,
+                    format!("grid {} has non-finite coordinates", cell.grid_id),
+                ));
+            }
+            let bounding_rect = cell.polygon.bounding_rect().ok_or_else(|| {
+                invalid(
+                    GRIDS_FILE,
+                    format!("grid {} has an empty polygon", cell.grid_id),
+                )
+            })?;
+            cell_boxes_to_load.push(CellBox::new(
+                Rectangle::from_corners(
+                    [bounding_rect.min().x, bounding_rect.min().y],
+                    [bounding_rect.max().x, bounding_rect.max().y],
+                ),
+                cell_index,
+            ));
+            cell_representative_points.push(representative_point(&cell.polygon, bounding_rect));
+            if let Some(community_cells) =
+                computed_community_cells.get_mut(cell.community.0 as usize)
+            {
+                community_cells.push(cell_index);
+            }
+        }
+
+        for (community, computed_cells) in communities.iter_mut().zip(computed_community_cells) {
+            if community.cells.is_empty() {
+                community.cells = computed_cells;
+                continue;
+            }
+            let mut given_cells = community.cells.clone();
+            given_cells.sort();
+            given_cells.dedup();
+            if given_cells != computed_cells {
+                return Err(invalid(
+                    COMMUNITIES_FILE,
+                    format!(
+                        "community {} lists cells that do not match the cells pointing to it",
+                        community.id
+                    ),
+                ));
+            }
+            community.cells = given_cells;
+        }
+
+        let mut devices_by_cell: Vec<Vec<Device>> = vec![Vec::new(); cells.len()];
+        let mut device_location_by_id: HashMap<String, (CellIndex, usize)> = HashMap::default();
+        for device in devices {
+            if !is_digit_string(&device.device_id, 20) {
+                return Err(invalid(
+                    DEVICES_FILE,
+                    format!("device id {:?} is not 20 digits", device.device_id),
+                ));
+            }
+            let Some(cell_devices) = devices_by_cell.get_mut(device.cell.0 as usize) else {
+                return Err(invalid(
+                    DEVICES_FILE,
+                    format!(
+                        "device {}: cell index {} out of range",
+                        device.device_id, device.cell.0
+                    ),
+                ));
+            };
+            let location = (device.cell, cell_devices.len());
+            if device_location_by_id
+                .insert(device.device_id.clone(), location)
+                .is_some()
+            {
+                return Err(invalid(
+                    DEVICES_FILE,
+                    format!("duplicate device id {}", device.device_id),
+                ));
+            }
+            cell_devices.push(device);
+        }
+
+        Ok(GridRegistry {
+            districts,
+            communities,
+            community_district,
+            cells,
+            cell_representative_points,
+            devices_by_cell,
+            cell_by_grid_id,
+            device_location_by_id,
+            community_by_id,
+            cell_boxes: RTree::bulk_load(cell_boxes_to_load),
+        })
+    }
+}
+
+/// A point inside `polygon`: the centroid when the polygon contains it, else geo's interior
+/// point, else the bounding-box centre.
+fn representative_point(polygon: &geo::Polygon<f64>, bounding_rect: geo::Rect<f64>) -> (f64, f64) {
+    if let Some(centroid) = polygon.centroid() {
+        if polygon.contains(&centroid) {
+            return (centroid.x(), centroid.y());
+        }
+    }
+    if let Some(interior_point) = polygon.interior_point() {
+        return (interior_point.x(), interior_point.y());
+    }
+    let centre = bounding_rect.center();
+    (centre.x, centre.y)
+}
