@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod config;
+pub mod dead_letter;
 pub mod decode;
 pub mod dedup;
 pub mod event;
@@ -39,6 +40,7 @@ pub mod rules;
 pub mod seeds;
 pub mod service;
 pub mod sink;
+pub mod sorted_map;
 pub mod source;
 pub mod state;
 pub mod time;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gridwatch::config::{Config, LogFormat};
-use gridwatch::source::InputFormat;
+use gridwatch::decode::InputFormat;
 
 /// mimalloc: the pipeline allocates many short-lived strings per event (decoding), where it
 /// is markedly faster than the system allocator.
@@ -133,7 +133,7 @@ enum DlqCommand {
         to: String,
         /// Replay only dead letters of this reason (repeatable; default: every reason).
         #[arg(long = "reason", value_parser = clap::builder::PossibleValuesParser::new(
-            gridwatch::decode::DeadLetterReason::ALL.map(|reason| reason.as_str())
+            gridwatch::dead_letter::DeadLetterReason::ALL.map(|reason| reason.as_str())
         ))]
         reasons: Vec<String>,
         /// Only count what would be replayed; produce nothing.

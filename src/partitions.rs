@@ -23,12 +23,42 @@ use std::sync::Arc;
 use crate::fraud::{FraudSettings, FraudTracker};
 use crate::grid::{CellIndex, GridRegistry};
 use crate::metrics::Metrics;
-use crate::pipeline::{Outputs, Pipeline, PipelineSettings};
+use crate::pipeline::{Outputs, Pipeline, PipelineSettings, PipelineState};
 use crate::proto::Alert;
 use crate::rules::RuleSet;
 use crate::source::SourceRecord;
 use crate::state::SnapshotError;
 use crate::window::PaneKey;
+
+/// What a source hands the pipeline task, in order.
+#[derive(Debug)]
+pub enum SourceMessage {
+    /// Records to process.
+    Records(Vec<SourceRecord>),
+    /// Kafka: partitions now owned, each with the state to start from. Sent before any of
+    /// their records.
+    Assigned(Vec<AssignedPartition>),
+    /// Kafka: partitions being taken away. Sent after every record of theirs; the consumer
+    /// waits for the reply — the next offsets whose snapshots the state topic acknowledged,
+    /// which it commits — before it releases them.
+    Revoked {
+        /// Source partition ids.
+        partitions: Vec<u32>,
+        /// Where the pipeline answers with `(source partition, next offset)` to commit.
+        done: std::sync::mpsc::SyncSender<Vec<(u32, u64)>>,
+    },
+}
+
+/// A partition handed to this instance by a rebalance.
+#[derive(Debug)]
+pub struct AssignedPartition {
+    /// Source partition id.
+    pub partition: u32,
+    /// Its state from the latest snapshot in the state topic, decoded, and the offset the
+    /// consumer resumes at; `None` when there is no usable snapshot (the consumer resumes at
+    /// the committed offset).
+    pub restored: Option<(PipelineState, u64)>,
+}
 
 /// What a new partition pipeline is built from.
 pub struct PipelineFactory {
@@ -163,11 +193,7 @@ impl PartitionedPipelines {
 
     /// Takes ownership of `partition` with a decoded state and the position its input resumes
     /// at, or empty. Replaces any state the partition had here.
-    pub fn assign_state(
-        &mut self,
-        partition: u32,
-        restored: Option<(crate::pipeline::PipelineState, Option<u64>)>,
-    ) {
+    pub fn assign_state(&mut self, partition: u32, restored: Option<(PipelineState, Option<u64>)>) {
         let mut pipeline = self.factory.new_pipeline();
         let resumed_position = match restored {
             Some((state, next_position)) => {

@@ -21,7 +21,7 @@ use crate::config::{Config, SimulatorPacing, SourceKind};
 use crate::fraud::{FraudBaseline, FraudSettings};
 use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
-use crate::partitions::{PartitionedPipelines, PipelineFactory};
+use crate::partitions::{AssignedPartition, PartitionedPipelines, PipelineFactory, SourceMessage};
 use crate::pipeline::{Outputs, PipelineSettings};
 use crate::rules::RuleSet;
 use crate::sink::delivery::AlertDelivery;
@@ -30,7 +30,7 @@ use crate::sink::kafka::KafkaSink;
 use crate::source::file::FileSource;
 use crate::source::kafka::KafkaSource;
 use crate::source::simulator::{Pacing, Simulator, SimulatorSettings, SimulatorSource};
-use crate::source::{AssignedPartition, Source, SourceMessage};
+use crate::source::Source;
 use crate::state::kafka::{SnapshotRecord, StateWriter};
 use crate::time::wall_clock_millis;
 
@@ -212,7 +212,7 @@ pub async fn run(
             let settings = SimulatorSettings {
                 seed: config.simulator.seed,
                 start_millis: wall_clock_millis()
-                    - crate::config::duration_millis(config.simulator.backfill),
+                    - crate::time::duration_millis(config.simulator.backfill),
                 rate_multiplier: config.simulator.rate_multiplier,
                 scenarios: config.simulator.scenarios.clone(),
                 ..SimulatorSettings::default()

@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use gridwatch::config::Config;
+use gridwatch::decode::InputFormat;
 use gridwatch::grid::GridRegistry;
 use gridwatch::replay::{replay, ReplayOptions};
 use gridwatch::rules::RuleSet;
-use gridwatch::source::InputFormat;
 
 const FIXTURE: &str = "tests/fixtures/golden";
 

@@ -19,10 +19,10 @@ use common::tansu::{
 };
 use common::{metric_value, simulated_events, wait_for_body, InProcessService, START_MILLIS};
 use gridwatch::config::{Config, KafkaPayloadFormat, SourceKind};
+use gridwatch::decode::InputFormat;
 use gridwatch::grid::GridRegistry;
 use gridwatch::source::kafka::{produce_simulated, ProduceOptions};
 use gridwatch::source::simulator::{Simulator, SimulatorSettings};
-use gridwatch::source::InputFormat;
 
 /// Events produced in the round trip.
 const ROUND_TRIP_EVENTS: usize = 2_000;

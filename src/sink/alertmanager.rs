@@ -87,7 +87,7 @@ pub fn postable_alert(
             .unwrap_or(now_millis);
         resolved_millis.min(now_millis).max(starts_at_millis)
     } else {
-        let resend_millis = crate::config::duration_millis(resend_interval);
+        let resend_millis = crate::time::duration_millis(resend_interval);
         now_millis
             .saturating_add(resend_millis.saturating_mul(ENDS_AT_RESEND_INTERVALS))
             .max(starts_at_millis)

@@ -44,7 +44,7 @@ use crate::source::kafka::{
 /// The header of a replayed record naming the dead letter it came from,
 /// `<dead-letter topic>/<partition>/<offset>`.
 pub const REPLAYED_FROM_HEADER: &str = "gridwatch_replayed_from";
-/// The dead-letter header holding the rejection reason (see [`crate::decode::DeadLetterReason`]).
+/// The dead-letter header holding the rejection reason (see [`crate::dead_letter::DeadLetterReason`]).
 pub const REASON_HEADER: &str = "reason";
 /// The dead-letter header naming the source the record was read from (`kafka`, `file`,
 /// `simulator`).

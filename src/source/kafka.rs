@@ -32,9 +32,10 @@ use tokio::sync::mpsc;
 use crate::config::{KafkaConfig, KafkaPayloadFormat};
 use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
+use crate::partitions::{AssignedPartition, SourceMessage};
 use crate::proto::IncidentEvent;
 use crate::source::simulator::Simulator;
-use crate::source::{AssignedPartition, RecordPayload, SourceError, SourceMessage, SourceRecord};
+use crate::source::{RecordPayload, SourceError, SourceRecord};
 use crate::window::WindowSettings;
 
 /// The header naming a record's payload format.
