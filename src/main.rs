@@ -252,7 +252,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 ..gridwatch::source::simulator::SimulatorSettings::default()
             };
             let mut simulator = gridwatch::source::simulator::Simulator::new(settings, registry)?;
-            let options = gridwatch::source::kafka::ProduceOptions {
+            let options = gridwatch::tools::produce::ProduceOptions {
                 brokers,
                 topic,
                 events: events.or(if rate.is_some() { None } else { Some(10_000) }),
@@ -263,7 +263,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
             let sent = runtime.block_on(async {
                 tokio::select! {
-                    sent = gridwatch::source::kafka::produce_simulated(&options, &mut simulator) => sent.map(Some),
+                    sent = gridwatch::tools::produce::produce_simulated(&options, &mut simulator) => sent.map(Some),
                     () = shutdown_signal() => Ok(None),
                 }
             })?;

@@ -62,7 +62,7 @@ pub enum ServiceError {
     Delivery(#[from] crate::sink::delivery::DeliveryError),
     /// The Kafka consumer could not start.
     #[error(transparent)]
-    Kafka(#[from] crate::source::kafka::KafkaError),
+    Kafka(#[from] crate::kafka::KafkaError),
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Http(#[from] std::io::Error),

@@ -26,18 +26,20 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
 use crate::config::KafkaConfig;
+use crate::kafka::{
+    non_group_client_config, owned_headers, split_source_partition_id, KafkaError,
+    CONTENT_TYPE_HEADER, DETAIL_HEADER, KAFKA_OFFSET_HEADER, KAFKA_PARTITION_HEADER,
+    KAFKA_TOPIC_HEADER, POSITION_HEADER, PROTOBUF_CONTENT_TYPE, REASON_HEADER, SOURCE_HEADER,
+};
 use crate::metrics::Metrics;
 use crate::pipeline::Outputs;
 use crate::proto::{Alert, CellWindow, DeadLetter};
 use crate::sink::webhook::cloud_event;
-use crate::source::kafka::{
-    split_source_partition_id, KafkaError, CONTENT_TYPE_HEADER, PROTOBUF_CONTENT_TYPE,
-};
 use crate::time::timestamp_to_millis;
 
 /// How long one [`KafkaSink::write`] waits in total for room in a full producer queue.
@@ -136,18 +138,6 @@ pub struct OutputRecord {
     pub headers: Vec<(&'static str, String)>,
 }
 
-/// librdkafka headers of `(name, text value)` pairs, in order.
-pub fn owned_headers(headers: &[(&str, String)]) -> OwnedHeaders {
-    let mut owned = OwnedHeaders::new_with_capacity(headers.len());
-    for (key, value) in headers {
-        owned = owned.insert(Header {
-            key,
-            value: Some(value.as_bytes()),
-        });
-    }
-    owned
-}
-
 /// The key of a window record: `{grid_id}|{EVENT_TYPE name}|{window_start millis}`.
 pub fn window_key(window: &CellWindow) -> String {
     let event_type_name = crate::proto::EventType::try_from(window.event_type)
@@ -221,16 +211,16 @@ pub fn dead_letter_record(
     input_topics: &[String],
 ) -> OutputRecord {
     let mut headers = vec![
-        ("reason", dead_letter.reason.clone()),
-        ("detail", dead_letter.detail.clone()),
-        ("source", dead_letter.source.clone()),
-        ("position", dead_letter.position.clone()),
+        (REASON_HEADER, dead_letter.reason.clone()),
+        (DETAIL_HEADER, dead_letter.detail.clone()),
+        (SOURCE_HEADER, dead_letter.source.clone()),
+        (POSITION_HEADER, dead_letter.position.clone()),
     ];
     if let Some((input_topic, partition, offset)) = kafka_input_position(dead_letter, input_topics)
     {
-        headers.push(("kafka_topic", input_topic));
-        headers.push(("kafka_partition", partition.to_string()));
-        headers.push(("kafka_offset", offset.to_string()));
+        headers.push((KAFKA_TOPIC_HEADER, input_topic));
+        headers.push((KAFKA_PARTITION_HEADER, partition.to_string()));
+        headers.push((KAFKA_OFFSET_HEADER, offset.to_string()));
     }
     OutputRecord {
         topic: topic.to_string(),
@@ -251,7 +241,7 @@ impl KafkaSink {
             return Ok(None);
         }
         let topics = KafkaSinkTopics::from_config(config);
-        let client_config = crate::state::kafka::non_group_client_config(
+        let client_config = non_group_client_config(
             config,
             &[("enable.idempotence", "true"), ("linger.ms", "5")],
         );
