@@ -195,7 +195,7 @@ pub async fn run(
     };
     let kafka_sink = KafkaSink::create(
         &config.kafka,
-        crate::sink::webhook::event_source(&config.alerting.instance),
+        crate::sink::cloudevents::event_source(&config.alerting.instance),
         &metrics,
     )?;
     let alert_delivery = AlertDelivery::start(&config.alerting, registry.clone(), &metrics)?;

@@ -39,7 +39,7 @@ use crate::kafka::{
 use crate::metrics::Metrics;
 use crate::pipeline::Outputs;
 use crate::proto::{Alert, CellWindow, DeadLetter};
-use crate::sink::webhook::cloud_event;
+use crate::sink::cloudevents::CloudEventAttributes;
 use crate::time::timestamp_to_millis;
 
 /// How long one [`KafkaSink::write`] waits in total for room in a full producer queue.
@@ -167,20 +167,15 @@ pub fn window_record(window: &CellWindow, topic: &str) -> OutputRecord {
 /// The record of an alert state change on `topic`: CloudEvents 1.0 binary mode, with the
 /// webhook's id, type and time.
 pub fn alert_record(alert: &Alert, topic: &str, event_source: &str) -> OutputRecord {
-    let event = cloud_event(alert, event_source);
+    let mut headers = CloudEventAttributes::of_alert(alert, event_source)
+        .kafka_headers()
+        .to_vec();
+    headers.push((CONTENT_TYPE_HEADER, PROTOBUF_CONTENT_TYPE.to_string()));
     OutputRecord {
         topic: topic.to_string(),
         key: Some(alert.fingerprint.clone()),
         value: alert.encode_to_vec(),
-        headers: vec![
-            ("ce_specversion", event.specversion),
-            ("ce_id", event.id),
-            ("ce_source", event.source),
-            ("ce_type", event.event_type),
-            ("ce_time", event.time),
-            ("ce_subject", event.subject),
-            (CONTENT_TYPE_HEADER, PROTOBUF_CONTENT_TYPE.to_string()),
-        ],
+        headers,
     }
 }
 
@@ -418,7 +413,7 @@ mod tests {
         assert_eq!(header("ce_id").as_deref(), Some("a1:resolved:5000"));
         assert_eq!(
             header("ce_type").as_deref(),
-            Some(crate::sink::webhook::RESOLVED_EVENT_TYPE)
+            Some(crate::sink::cloudevents::RESOLVED_EVENT_TYPE)
         );
         assert_eq!(header("ce_specversion").as_deref(), Some("1.0"));
         assert_eq!(header("ce_source").as_deref(), Some("gridwatch/test"));
