@@ -38,8 +38,8 @@ use std::time::{Duration, Instant};
 
 use gridwatch::config::{Config, KafkaPayloadFormat, SourceKind};
 use gridwatch::grid::GridRegistry;
-use gridwatch::source::kafka::{produce_simulated, ProduceOptions};
 use gridwatch::source::simulator::{Simulator, SimulatorSettings};
+use gridwatch::tools::produce::{produce_simulated, ProduceOptions};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;

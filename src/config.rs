@@ -14,8 +14,10 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
+use crate::decode::InputFormat;
+use crate::proto::EventType;
 use crate::source::simulator::Scenario;
-use crate::source::InputFormat;
+use crate::time::duration_millis;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -554,6 +556,67 @@ impl Default for FraudConfig {
     }
 }
 
+/// The event types whose baseline column exists and that may count as a "case".
+pub const FRAUD_CASE_EVENT_TYPE_CHOICES: [EventType; 2] =
+    [EventType::FraudCaseFiled, EventType::FraudReported];
+
+impl FraudConfig {
+    /// Every problem of the `[fraud]` section (empty when valid): [`Config::validate`] lists
+    /// them with the others, and `FraudSettings::from_config` refuses a section that has any.
+    pub fn problems(&self) -> Vec<String> {
+        let config = self;
+        let mut problems = Vec::new();
+        if config.case_event_types.is_empty() {
+            problems.push("fraud.case_event_types must name at least one event type".to_string());
+        }
+        let mut seen = Vec::new();
+        for name in &config.case_event_types {
+            let allowed = EventType::from_str_name(name)
+                .is_some_and(|event_type| FRAUD_CASE_EVENT_TYPE_CHOICES.contains(&event_type));
+            if !allowed {
+                problems.push(format!(
+                "fraud.case_event_types: {name:?} is not FRAUD_CASE_FILED or FRAUD_REPORTED (the types with a baseline column)"
+            ));
+            }
+            if seen.contains(&name) {
+                problems.push(format!("fraud.case_event_types lists {name:?} twice"));
+            }
+            seen.push(name);
+        }
+        if !(2000..=9999).contains(&config.baseline_year) {
+            problems.push(format!(
+                "fraud.baseline_year must be between 2000 and 9999, got {}",
+                config.baseline_year
+            ));
+        }
+        if !(config.target_drop.is_finite()
+            && config.target_drop > 0.0
+            && config.target_drop <= 1.0)
+        {
+            problems.push(format!(
+                "fraud.target_drop must be in (0, 1], got {}",
+                config.target_drop
+            ));
+        }
+        if !(config.confidence.is_finite() && config.confidence > 0.0 && config.confidence < 1.0) {
+            problems.push(format!(
+                "fraud.confidence must be strictly between 0 and 1, got {}",
+                config.confidence
+            ));
+        }
+        if !(-12..=14).contains(&config.timezone_offset_hours) {
+            problems.push(format!(
+                "fraud.timezone_offset_hours must be between -12 and 14, got {}",
+                config.timezone_offset_hours
+            ));
+        }
+        if config.warning_pairing_horizon.is_zero() {
+            problems.push("fraud.warning_pairing_horizon must be positive".to_string());
+        }
+        problems
+    }
+}
+
 /// Where the fraud target's resident populations come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -853,7 +916,7 @@ impl Config {
                 self.log.level
             ));
         }
-        problems.extend(crate::fraud::config_problems(&self.fraud));
+        problems.extend(self.fraud.problems());
         if problems.is_empty() {
             return Ok(());
         }
@@ -905,11 +968,6 @@ mod duration_list {
             .map(|text| humantime::parse_duration(text).map_err(serde::de::Error::custom))
             .collect()
     }
-}
-
-/// A duration in whole milliseconds, saturating at `i64::MAX`.
-pub fn duration_millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

@@ -11,77 +11,31 @@ use hmac::{Hmac, Mac};
 use prost::Message;
 use sha2::Sha256;
 
+use crate::dead_letter::DeadLetterReason;
 use crate::event::default_severity;
 use crate::proto::{EventType, IncidentEvent};
-use crate::source::InputFormat;
 use crate::time::timestamp_to_millis;
 
-/// Why an input was rejected. The snake_case names are stable: they are metric label values
-/// and dead-letter `reason` fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DeadLetterReason {
-    /// The line is not JSON, or not a JSON object matching `IncidentEvent`.
-    InvalidJson,
-    /// The bytes are not a protobuf `IncidentEvent` (or the stream could not be framed).
-    InvalidProtobuf,
-    /// `event_id` is empty: without it an event cannot be deduplicated.
-    MissingEventId,
-    /// `event_type` is missing, unspecified, or not in the taxonomy.
-    UnknownEventType,
-    /// `severity` is not 0 (type default) or 1..=4.
-    SeverityOutOfRange,
-    /// `occurred_at` is absent.
-    MissingOccurredAt,
-    /// `occurred_at` is further ahead of the wall clock than the allowed skew, or absurdly old.
-    TimestampOutOfRange,
-    /// No registered grid cell matches the grid id, the device or the coordinates.
-    UnknownGrid,
-    /// Coordinates are present but not valid numbers in range.
-    InvalidCoordinates,
-    /// The event's window was already final when it arrived.
-    Late,
+/// Wire format of encoded records.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    /// One proto3-JSON `IncidentEvent` per line.
+    Jsonl,
+    /// Length-delimited protobuf `IncidentEvent`s (varint length prefix, as prost's
+    /// `encode_length_delimited`).
+    Protobuf,
 }
 
-impl DeadLetterReason {
-    /// Every reason, for pre-registering metric series.
-    pub const ALL: [DeadLetterReason; 10] = [
-        DeadLetterReason::InvalidJson,
-        DeadLetterReason::InvalidProtobuf,
-        DeadLetterReason::MissingEventId,
-        DeadLetterReason::UnknownEventType,
-        DeadLetterReason::SeverityOutOfRange,
-        DeadLetterReason::MissingOccurredAt,
-        DeadLetterReason::TimestampOutOfRange,
-        DeadLetterReason::UnknownGrid,
-        DeadLetterReason::InvalidCoordinates,
-        DeadLetterReason::Late,
-    ];
-
-    /// The stable snake_case name.
+impl InputFormat {
+    /// The lowercase name used in configuration and on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
-            DeadLetterReason::InvalidJson => "invalid_json",
-            DeadLetterReason::InvalidProtobuf => "invalid_protobuf",
-            DeadLetterReason::MissingEventId => "missing_event_id",
-            DeadLetterReason::UnknownEventType => "unknown_event_type",
-            DeadLetterReason::SeverityOutOfRange => "severity_out_of_range",
-            DeadLetterReason::MissingOccurredAt => "missing_occurred_at",
-            DeadLetterReason::TimestampOutOfRange => "timestamp_out_of_range",
-            DeadLetterReason::UnknownGrid => "unknown_grid",
-            DeadLetterReason::InvalidCoordinates => "invalid_coordinates",
-            DeadLetterReason::Late => "late",
+            InputFormat::Jsonl => "jsonl",
+            InputFormat::Protobuf => "protobuf",
         }
-    }
-
-    /// Position of the reason in [`DeadLetterReason::ALL`], for per-reason counter arrays.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl std::fmt::Display for DeadLetterReason {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(self.as_str())
     }
 }
 

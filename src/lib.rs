@@ -24,11 +24,13 @@
 
 pub mod api;
 pub mod config;
+pub mod dead_letter;
 pub mod decode;
 pub mod dedup;
 pub mod event;
 pub mod fraud;
 pub mod grid;
+pub mod kafka;
 pub mod metrics;
 pub mod partitions;
 pub mod pipeline;
@@ -39,7 +41,9 @@ pub mod rules;
 pub mod seeds;
 pub mod service;
 pub mod sink;
+pub mod sorted_map;
 pub mod source;
 pub mod state;
 pub mod time;
+pub mod tools;
 pub mod window;

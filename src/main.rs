@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gridwatch::config::{Config, LogFormat};
-use gridwatch::source::InputFormat;
+use gridwatch::decode::InputFormat;
 
 /// mimalloc: the pipeline allocates many short-lived strings per event (decoding), where it
 /// is markedly faster than the system allocator.
@@ -133,7 +133,7 @@ enum DlqCommand {
         to: String,
         /// Replay only dead letters of this reason (repeatable; default: every reason).
         #[arg(long = "reason", value_parser = clap::builder::PossibleValuesParser::new(
-            gridwatch::decode::DeadLetterReason::ALL.map(|reason| reason.as_str())
+            gridwatch::dead_letter::DeadLetterReason::ALL.map(|reason| reason.as_str())
         ))]
         reasons: Vec<String>,
         /// Only count what would be replayed; produce nothing.
@@ -252,7 +252,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 ..gridwatch::source::simulator::SimulatorSettings::default()
             };
             let mut simulator = gridwatch::source::simulator::Simulator::new(settings, registry)?;
-            let options = gridwatch::source::kafka::ProduceOptions {
+            let options = gridwatch::tools::produce::ProduceOptions {
                 brokers,
                 topic,
                 events: events.or(if rate.is_some() { None } else { Some(10_000) }),
@@ -263,7 +263,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
             let sent = runtime.block_on(async {
                 tokio::select! {
-                    sent = gridwatch::source::kafka::produce_simulated(&options, &mut simulator) => sent.map(Some),
+                    sent = gridwatch::tools::produce::produce_simulated(&options, &mut simulator) => sent.map(Some),
                     () = shutdown_signal() => Ok(None),
                 }
             })?;

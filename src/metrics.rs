@@ -10,7 +10,7 @@ use prometheus::{
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::decode::DeadLetterReason;
+use crate::dead_letter::DeadLetterReason;
 use crate::event::ALL_EVENT_TYPES;
 
 /// Every metric gridwatch exports.

@@ -23,12 +23,42 @@ use std::sync::Arc;
 use crate::fraud::{FraudSettings, FraudTracker};
 use crate::grid::{CellIndex, GridRegistry};
 use crate::metrics::Metrics;
-use crate::pipeline::{Outputs, Pipeline, PipelineSettings};
+use crate::pipeline::{Outputs, Pipeline, PipelineSettings, PipelineState};
 use crate::proto::Alert;
 use crate::rules::RuleSet;
 use crate::source::SourceRecord;
 use crate::state::SnapshotError;
 use crate::window::PaneKey;
+
+/// What a source hands the pipeline task, in order.
+#[derive(Debug)]
+pub enum SourceMessage {
+    /// Records to process.
+    Records(Vec<SourceRecord>),
+    /// Kafka: partitions now owned, each with the state to start from. Sent before any of
+    /// their records.
+    Assigned(Vec<AssignedPartition>),
+    /// Kafka: partitions being taken away. Sent after every record of theirs; the consumer
+    /// waits for the reply — the next offsets whose snapshots the state topic acknowledged,
+    /// which it commits — before it releases them.
+    Revoked {
+        /// Source partition ids.
+        partitions: Vec<u32>,
+        /// Where the pipeline answers with `(source partition, next offset)` to commit.
+        done: std::sync::mpsc::SyncSender<Vec<(u32, u64)>>,
+    },
+}
+
+/// A partition handed to this instance by a rebalance.
+#[derive(Debug)]
+pub struct AssignedPartition {
+    /// Source partition id.
+    pub partition: u32,
+    /// Its state from the latest snapshot in the state topic, decoded, and the offset the
+    /// consumer resumes at; `None` when there is no usable snapshot (the consumer resumes at
+    /// the committed offset).
+    pub restored: Option<(PipelineState, u64)>,
+}
 
 /// What a new partition pipeline is built from.
 pub struct PipelineFactory {
@@ -76,6 +106,17 @@ pub struct OwnedPartition {
     /// Wall time of the partition's latest record: an idle partition stops holding the
     /// operator watermark back.
     pub last_record_wall_millis: Option<i64>,
+}
+
+/// The input offset a new snapshot of `owned` would cover, when one is due: the partition
+/// has a position (it processed a record or was restored) and moved since its last
+/// acknowledged snapshot. `None` means nothing new to write.
+pub fn snapshot_due(owned: &OwnedPartition) -> Option<u64> {
+    let next_position = owned.next_position?;
+    if owned.snapshotted_position == Some(next_position) {
+        return None;
+    }
+    Some(next_position)
 }
 
 /// The pipelines of the partitions this instance owns.
@@ -163,11 +204,7 @@ impl PartitionedPipelines {
 
     /// Takes ownership of `partition` with a decoded state and the position its input resumes
     /// at, or empty. Replaces any state the partition had here.
-    pub fn assign_state(
-        &mut self,
-        partition: u32,
-        restored: Option<(crate::pipeline::PipelineState, Option<u64>)>,
-    ) {
+    pub fn assign_state(&mut self, partition: u32, restored: Option<(PipelineState, Option<u64>)>) {
         let mut pipeline = self.factory.new_pipeline();
         let resumed_position = match restored {
             Some((state, next_position)) => {
@@ -207,6 +244,30 @@ impl PartitionedPipelines {
     /// One owned partition.
     pub fn partition(&self, partition: u32) -> Option<&OwnedPartition> {
         self.partitions.get(&partition)
+    }
+
+    /// The partitions a snapshot round writes, with the input offset each snapshot covers
+    /// (exclusive): among `only` (every owned partition when `None`), those that are
+    /// [`snapshot_due`]. With the offsets committed only after the state topic acknowledged
+    /// these snapshots, a restart resumes each partition exactly where its state stops
+    /// (effectively once).
+    pub fn snapshots_due(&self, only: Option<&[u32]>) -> Vec<(u32, u64)> {
+        self.partitions
+            .iter()
+            .filter(|(partition, _)| only.is_none_or(|selected| selected.contains(partition)))
+            .filter_map(|(partition, owned)| Some((*partition, snapshot_due(owned)?)))
+            .collect()
+    }
+
+    /// Records that the state topic acknowledged the snapshots of `acknowledged`
+    /// (`(partition, next offset)` pairs): they are not written again until their partitions
+    /// move on.
+    pub fn mark_snapshotted(&mut self, acknowledged: &[(u32, u64)]) {
+        for (partition, next_position) in acknowledged {
+            if let Some(owned) = self.partitions.get_mut(partition) {
+                owned.snapshotted_position = Some(*next_position);
+            }
+        }
     }
 
     /// Advances every partition by wall time (see [`Pipeline::advance`]).
@@ -557,5 +618,69 @@ mod tests {
         );
         let one_partition = data_gap_alerts_over_six_hours(true);
         assert!(one_partition.is_empty(), "{one_partition:#?}");
+    }
+
+    #[test]
+    fn a_partition_without_records_or_a_restored_snapshot_is_not_due() {
+        let mut pipelines = PartitionedPipelines::new(factory(60_000));
+        pipelines.assign_state(3, None);
+        assert_eq!(pipelines.snapshots_due(None), []);
+    }
+
+    #[test]
+    fn a_partition_is_due_at_the_offset_after_its_last_record() {
+        let registry = GridRegistry::embedded();
+        let grid = registry.cells()[0].grid_id.clone();
+        let mut pipelines = PartitionedPipelines::new(factory(60_000));
+        let mut outputs = Outputs::default();
+        pipelines.process(record(&grid, "a", T0, 1, 41), WALL, &mut outputs);
+        pipelines.process(record(&grid, "b", T0, 1, 42), WALL, &mut outputs);
+        assert_eq!(pipelines.snapshots_due(None), [(1, 43)]);
+    }
+
+    #[test]
+    fn an_acknowledged_snapshot_is_not_written_again_until_new_records_arrive() {
+        let registry = GridRegistry::embedded();
+        let grid = registry.cells()[0].grid_id.clone();
+        let mut pipelines = PartitionedPipelines::new(factory(60_000));
+        let mut outputs = Outputs::default();
+        pipelines.process(record(&grid, "a", T0, 1, 0), WALL, &mut outputs);
+        pipelines.mark_snapshotted(&[(1, 1)]);
+        assert_eq!(pipelines.snapshots_due(None), []);
+        pipelines.process(record(&grid, "b", T0, 1, 1), WALL, &mut outputs);
+        assert_eq!(pipelines.snapshots_due(None), [(1, 2)]);
+    }
+
+    #[test]
+    fn a_restored_partition_is_due_only_once_it_moves_past_its_snapshot() {
+        let registry = GridRegistry::embedded();
+        let grid = registry.cells()[0].grid_id.clone();
+        let mut pipelines = PartitionedPipelines::new(factory(60_000));
+        let mut outputs = Outputs::default();
+        let state = PartitionedPipelines::new(factory(60_000))
+            .factory
+            .new_pipeline()
+            .state();
+        pipelines.assign_state(2, Some((state, Some(100))));
+        assert_eq!(
+            pipelines.snapshots_due(None),
+            [],
+            "the snapshot it came from"
+        );
+        pipelines.process(record(&grid, "a", T0, 2, 100), WALL, &mut outputs);
+        assert_eq!(pipelines.snapshots_due(None), [(2, 101)]);
+    }
+
+    #[test]
+    fn a_revoke_round_snapshots_only_the_revoked_partitions() {
+        let registry = GridRegistry::embedded();
+        let grid = registry.cells()[0].grid_id.clone();
+        let mut pipelines = PartitionedPipelines::new(factory(60_000));
+        let mut outputs = Outputs::default();
+        for partition in [1, 2, 3] {
+            pipelines.process(record(&grid, "a", T0, partition, 9), WALL, &mut outputs);
+        }
+        assert_eq!(pipelines.snapshots_due(Some(&[3, 1])), [(1, 10), (3, 10)]);
+        assert_eq!(pipelines.snapshots_due(None).len(), 3);
     }
 }

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use prost::Message;
 use serde::{Deserialize, Serialize};
 
-use crate::decode::{DeadLetterReason, DecodeSettings, Decoder, Rejection};
+use crate::dead_letter::DeadLetterReason;
+use crate::decode::{DecodeSettings, Decoder, InputFormat, Rejection};
 use crate::dedup::Deduplicator;
 use crate::event::AcceptedEvent;
 use crate::fraud::FraudTracker;
@@ -20,7 +21,7 @@ use crate::grid::{GridRegistry, GridResolveError};
 use crate::metrics::Metrics;
 use crate::proto::{Alert, AlertStatus, CellWindow, DeadLetter, IncidentEvent};
 use crate::rules::{RuleEngine, RuleEngineState, RuleSet};
-use crate::source::{InputFormat, RecordPayload, SourceRecord};
+use crate::source::{RecordPayload, SourceRecord};
 use crate::time::millis_to_timestamp;
 use crate::window::progress::{source_key, ClockGuardSettings, ProgressObservation};
 use crate::window::sliding::SlidingViews;
@@ -57,11 +58,11 @@ impl PipelineSettings {
                 .window
                 .views
                 .iter()
-                .map(|span| crate::config::duration_millis(*span))
+                .map(|span| crate::time::duration_millis(*span))
                 .collect(),
-            dedup_horizon_millis: crate::config::duration_millis(config.ingest.dedup_horizon),
+            dedup_horizon_millis: crate::time::duration_millis(config.ingest.dedup_horizon),
             decode: DecodeSettings {
-                max_clock_skew_millis: crate::config::duration_millis(config.ingest.max_clock_skew),
+                max_clock_skew_millis: crate::time::duration_millis(config.ingest.max_clock_skew),
                 min_occurred_at_millis: crate::decode::DEFAULT_MIN_OCCURRED_AT_MILLIS,
                 pseudonymization_key: config.privacy.pseudonymization_key.as_bytes().to_vec(),
             },

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::decode::InputFormat;
 use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
 use crate::pipeline::{Outputs, Pipeline, PipelineSettings, RecordResult};
 use crate::rules::RuleSet;
 use crate::sink::file::JsonlFileSink;
 use crate::source::file::FileReader;
-use crate::source::InputFormat;
 
 /// What to replay and where to write.
 #[derive(Debug, Clone)]

@@ -3,6 +3,10 @@
 
 use pbjson_types::Timestamp;
 
+/// An instant later than any real one: "never" for deadlines and expiries stored as epoch
+/// milliseconds (e.g. an idle timeout that never fires).
+pub const NEVER_MILLIS: i64 = i64::MAX;
+
 /// Milliseconds since the Unix epoch of a protobuf timestamp.
 ///
 /// Saturates instead of overflowing, so that absurd inputs become absurd (and rejected) times
@@ -20,6 +24,11 @@ pub fn millis_to_timestamp(millis: i64) -> Timestamp {
         seconds: millis.div_euclid(1000),
         nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
     }
+}
+
+/// A duration in whole milliseconds, saturating at `i64::MAX`.
+pub fn duration_millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(NEVER_MILLIS)
 }
 
 /// RFC 3339 text (UTC, millisecond precision) of an epoch-milliseconds instant.

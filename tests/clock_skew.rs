@@ -88,7 +88,7 @@ fn a_late_fire_alarm_is_dead_lettered_and_still_alerted() {
 
     assert_eq!(
         result,
-        RecordResult::Rejected(gridwatch::decode::DeadLetterReason::Late)
+        RecordResult::Rejected(gridwatch::dead_letter::DeadLetterReason::Late)
     );
     assert_eq!(outputs.dead_letters.len(), 1);
     assert_eq!(outputs.dead_letters[0].reason, "late");

@@ -6,10 +6,11 @@ mod common;
 
 use bytes::Bytes;
 use common::{default_pipeline, WALL_MILLIS};
-use gridwatch::decode::DeadLetterReason;
+use gridwatch::dead_letter::DeadLetterReason;
+use gridwatch::decode::InputFormat;
 use gridwatch::grid::GridRegistry;
 use gridwatch::pipeline::{Outputs, RecordResult};
-use gridwatch::source::{InputFormat, RecordPayload, SourceRecord};
+use gridwatch::source::{RecordPayload, SourceRecord};
 use gridwatch::time::millis_to_rfc3339;
 
 fn json_record(line: &str, position: u64) -> SourceRecord {

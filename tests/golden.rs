@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use gridwatch::config::Config;
+use gridwatch::decode::InputFormat;
 use gridwatch::grid::GridRegistry;
 use gridwatch::replay::{replay, ReplayOptions};
 use gridwatch::rules::RuleSet;
-use gridwatch::source::InputFormat;
 
 #[test]
 fn golden_replay_matches_expected_windows_alerts_and_dead_letters() {

@@ -21,10 +21,10 @@ use common::{
     metric_value, simulated_events, smoke_detector, wait_for_body, InProcessService, START_MILLIS,
 };
 use gridwatch::config::{Config, KafkaPayloadFormat, SourceKind};
+use gridwatch::decode::InputFormat;
 use gridwatch::grid::GridRegistry;
-use gridwatch::source::kafka::{produce_simulated, ProduceOptions};
 use gridwatch::source::simulator::{Simulator, SimulatorSettings};
-use gridwatch::source::InputFormat;
+use gridwatch::tools::produce::{produce_simulated, ProduceOptions};
 
 /// Events produced in the round trip.
 const ROUND_TRIP_EVENTS: usize = 2_000;
@@ -513,7 +513,10 @@ fn produce_command_writes_the_requested_number_of_keyed_records() {
         serde_json::from_slice(message.payload().unwrap()).unwrap();
     let key = std::str::from_utf8(message.key().unwrap()).unwrap();
     let registry = GridRegistry::embedded();
-    assert_eq!(key, gridwatch::source::kafka::record_key(&event, &registry));
+    assert_eq!(
+        key,
+        gridwatch::tools::produce::record_key(&event, &registry)
+    );
     let content_type = message
         .headers()
         .and_then(|headers| headers.iter().find(|header| header.key == "content-type"))
@@ -772,7 +775,7 @@ async fn a_state_record_that_does_not_decode_does_not_move_the_partition_past_it
                 .key(key.as_str())
                 .payload(b"not a gridwatch snapshot".as_slice())
                 .headers(OwnedHeaders::new().insert(Header {
-                    key: gridwatch::state::kafka::NEXT_OFFSET_HEADER,
+                    key: gridwatch::kafka::NEXT_OFFSET_HEADER,
                     value: Some("150"),
                 })),
             Duration::from_secs(10),

@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 
 use common::tansu::{checking_consumer, committed_offsets, tansu_binary, TansuBroker};
 use gridwatch::config::{Config, KafkaPayloadFormat, SourceKind};
+use gridwatch::decode::InputFormat;
+use gridwatch::kafka::source_partition_id;
 use gridwatch::partitions::{PartitionedPipelines, PipelineFactory};
 use gridwatch::pipeline::Outputs;
-use gridwatch::source::kafka::{produce_simulated, source_partition_id, ProduceOptions};
 use gridwatch::source::simulator::{Simulator, SimulatorSettings};
-use gridwatch::source::{InputFormat, RecordPayload, SourceRecord};
+use gridwatch::source::{RecordPayload, SourceRecord};
+use gridwatch::tools::produce::{produce_simulated, ProduceOptions};
 use prost::Message as _;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;

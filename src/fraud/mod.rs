@@ -46,7 +46,7 @@ pub mod tracker;
 pub use baseline::{BaselineMonth, FraudBaseline, FraudBaselineError};
 pub use calendar::YearToDate;
 pub use report::{publish_metrics, FraudEntry, FraudReport, FraudScope};
-pub use settings::{config_problems, FraudError, FraudSettings, CASE_EVENT_TYPE_CHOICES};
+pub use settings::{FraudError, FraudSettings};
 pub use stats::{exact_rate_ratio, DropInterval, RateRatioError, RateRatioInterval};
 pub use tracker::{CommunityYearCounts, FraudTracker, PairedDissuasion};
 

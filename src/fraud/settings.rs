@@ -9,10 +9,6 @@ use super::calendar::HOUR_MILLIS;
 use crate::config::{FraudConfig, PopulationSource};
 use crate::proto::EventType;
 
-/// The event types whose baseline column exists and that may count as a "case".
-pub const CASE_EVENT_TYPE_CHOICES: [EventType; 2] =
-    [EventType::FraudCaseFiled, EventType::FraudReported];
-
 /// Errors of the fraud module at its boundary (configuration, baseline).
 #[derive(Debug, thiserror::Error)]
 pub enum FraudError {
@@ -63,61 +59,10 @@ impl Default for FraudSettings {
     }
 }
 
-/// Every problem of a `[fraud]` section (empty when valid); [`crate::config::Config::validate`]
-/// lists them with the others.
-pub fn config_problems(config: &FraudConfig) -> Vec<String> {
-    let mut problems = Vec::new();
-    if config.case_event_types.is_empty() {
-        problems.push("fraud.case_event_types must name at least one event type".to_string());
-    }
-    let mut seen = Vec::new();
-    for name in &config.case_event_types {
-        let allowed = EventType::from_str_name(name)
-            .is_some_and(|event_type| CASE_EVENT_TYPE_CHOICES.contains(&event_type));
-        if !allowed {
-            problems.push(format!(
-                "fraud.case_event_types: {name:?} is not FRAUD_CASE_FILED or FRAUD_REPORTED (the types with a baseline column)"
-            ));
-        }
-        if seen.contains(&name) {
-            problems.push(format!("fraud.case_event_types lists {name:?} twice"));
-        }
-        seen.push(name);
-    }
-    if !(2000..=9999).contains(&config.baseline_year) {
-        problems.push(format!(
-            "fraud.baseline_year must be between 2000 and 9999, got {}",
-            config.baseline_year
-        ));
-    }
-    if !(config.target_drop.is_finite() && config.target_drop > 0.0 && config.target_drop <= 1.0) {
-        problems.push(format!(
-            "fraud.target_drop must be in (0, 1], got {}",
-            config.target_drop
-        ));
-    }
-    if !(config.confidence.is_finite() && config.confidence > 0.0 && config.confidence < 1.0) {
-        problems.push(format!(
-            "fraud.confidence must be strictly between 0 and 1, got {}",
-            config.confidence
-        ));
-    }
-    if !(-12..=14).contains(&config.timezone_offset_hours) {
-        problems.push(format!(
-            "fraud.timezone_offset_hours must be between -12 and 14, got {}",
-            config.timezone_offset_hours
-        ));
-    }
-    if config.warning_pairing_horizon.is_zero() {
-        problems.push("fraud.warning_pairing_horizon must be positive".to_string());
-    }
-    problems
-}
-
 impl FraudSettings {
     /// The settings a `[fraud]` section describes, or every problem with it.
     pub fn from_config(config: &FraudConfig) -> Result<FraudSettings, FraudError> {
-        let problems = config_problems(config);
+        let problems = config.problems();
         if !problems.is_empty() {
             return Err(FraudError::InvalidSettings { problems });
         }
@@ -132,7 +77,7 @@ impl FraudSettings {
             confidence: config.confidence,
             population_source: config.population_source,
             timezone_offset_hours: config.timezone_offset_hours,
-            warning_pairing_horizon_millis: crate::config::duration_millis(
+            warning_pairing_horizon_millis: crate::time::duration_millis(
                 config.warning_pairing_horizon,
             ),
         })

@@ -484,7 +484,7 @@ fn invalid_fraud_config_lists_every_problem() {
         timezone_offset_hours: 20,
         warning_pairing_horizon: std::time::Duration::ZERO,
     };
-    let problems = config_problems(&config);
+    let problems = config.problems();
     assert_eq!(problems.len(), 7, "{problems:#?}");
     assert!(FraudSettings::from_config(&config).is_err());
     let defaults = FraudSettings::from_config(&FraudConfig::default()).unwrap();

@@ -33,10 +33,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::AlertingConfig;
 use crate::grid::GridRegistry;
 use crate::proto::{Alert, AlertStatus};
-use crate::sink::delivery::{
-    lock, send_once, send_with_retry, AlertQueue, DeliveryError, QueuedAlert, RetryPolicy,
-    SinkMetrics,
-};
+use crate::sink::delivery::queue::{lock, QueuedAlert};
+use crate::sink::delivery::retry::{send_once, AttemptError};
+use crate::sink::delivery::worker::{http_client, DeliveryError, Destination};
 use crate::sink::enrich::{alertmanager_labels, annotations, operator_url};
 use crate::time::{millis_to_rfc3339, timestamp_to_millis, wall_clock_millis};
 
@@ -87,7 +86,7 @@ pub fn postable_alert(
             .unwrap_or(now_millis);
         resolved_millis.min(now_millis).max(starts_at_millis)
     } else {
-        let resend_millis = crate::config::duration_millis(resend_interval);
+        let resend_millis = crate::time::duration_millis(resend_interval);
         now_millis
             .saturating_add(resend_millis.saturating_mul(ENDS_AT_RESEND_INTERVALS))
             .max(starts_at_millis)
@@ -146,14 +145,14 @@ pub fn alerts_endpoint(base_url: &str) -> Result<reqwest::Url, DeliveryError> {
     })
 }
 
-/// The delivery task of one Alertmanager.
-pub(crate) struct AlertmanagerWorker {
+/// One Alertmanager as a delivery destination: state changes in batches, with retries (by
+/// the [`DeliveryWorker`](crate::sink::delivery::worker::DeliveryWorker)), and every firing
+/// alert re-sent every resend interval.
+pub(crate) struct AlertmanagerDestination {
     /// HTTP client with the configured timeout.
     client: reqwest::Client,
     /// `{url}/api/v2/alerts`.
     endpoint: reqwest::Url,
-    /// State changes waiting for this Alertmanager.
-    queue: Arc<AlertQueue>,
     /// Firing alerts shared by every Alertmanager's resend loop.
     active_alerts: Arc<Mutex<ActiveAlerts>>,
     /// For labels and annotations.
@@ -162,69 +161,31 @@ pub(crate) struct AlertmanagerWorker {
     external_url: String,
     /// How often firing alerts are re-sent.
     resend_interval: Duration,
-    /// Retries of state changes.
-    policy: RetryPolicy,
-    /// Delivery metrics of the `alertmanager` sink.
-    metrics: SinkMetrics,
-    /// Shutdown.
-    cancel: CancellationToken,
 }
 
-impl AlertmanagerWorker {
-    /// A worker for the Alertmanager at `base_url`.
-    #[allow(clippy::too_many_arguments)] // one constructor, called once, every part needed
+impl AlertmanagerDestination {
+    /// The Alertmanager at `base_url`.
     pub(crate) fn new(
         base_url: &str,
         config: &AlertingConfig,
-        policy: RetryPolicy,
         registry: Arc<GridRegistry>,
-        queue: Arc<AlertQueue>,
         active_alerts: Arc<Mutex<ActiveAlerts>>,
-        metrics: SinkMetrics,
-        cancel: CancellationToken,
-    ) -> Result<AlertmanagerWorker, DeliveryError> {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .user_agent(concat!("gridwatch/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|source| DeliveryError::Client {
-                sink: "alertmanager",
-                source,
-            })?;
-        Ok(AlertmanagerWorker {
-            client,
+    ) -> Result<AlertmanagerDestination, DeliveryError> {
+        Ok(AlertmanagerDestination {
+            client: http_client("alertmanager", config.timeout)?,
             endpoint: alerts_endpoint(base_url)?,
-            queue,
             active_alerts,
             registry,
             external_url: config.external_url.clone(),
             resend_interval: config.resend_interval,
-            policy,
-            metrics,
-            cancel,
         })
     }
 
-    /// Delivers state changes as they come and re-sends firing alerts every resend interval,
-    /// until shutdown; then gives what is queued one attempt.
-    pub(crate) async fn run(self) {
-        let mut resend = tokio::time::interval(self.resend_interval);
-        resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => break,
-                _ = self.queue.wait() => self.deliver_queued().await,
-                _ = resend.tick() => self.resend_active().await,
-            }
-        }
-        self.flush_on_shutdown().await;
-    }
-
-    /// The request body of a batch at the current wall time.
-    fn body(&self, alerts: &[&Alert]) -> Vec<PostableAlert> {
+    /// The POST of `alerts` at the current wall time (`endsAt` of firing alerts moves with it,
+    /// so every attempt computes it afresh).
+    fn post(&self, alerts: &[Alert]) -> reqwest::RequestBuilder {
         let now_millis = wall_clock_millis();
-        alerts
+        let body: Vec<PostableAlert> = alerts
             .iter()
             .map(|alert| {
                 postable_alert(
@@ -235,88 +196,49 @@ impl AlertmanagerWorker {
                     self.resend_interval,
                 )
             })
-            .collect()
-    }
-
-    /// Sends everything queued, batch by batch, with retries.
-    async fn deliver_queued(&self) {
-        loop {
-            let batch = self.queue.take_batch(MAX_BATCH_ALERTS);
-            if batch.is_empty() {
-                return;
-            }
-            let alerts: Vec<&Alert> = batch.iter().map(|queued| &queued.alert).collect();
-            let result = send_with_retry(
-                || {
-                    self.client
-                        .post(self.endpoint.clone())
-                        .json(&self.body(&alerts))
-                },
-                &self.policy,
-                &self.metrics.retried,
-                batch.len() as u64,
-                "alertmanager",
-                &self.cancel,
-            )
-            .await;
-            self.record(&batch, result);
-            if self.cancel.is_cancelled() {
-                return;
-            }
-        }
-    }
-
-    /// Counts a batch's outcome.
-    fn record(&self, batch: &[QueuedAlert], result: Result<(), super::delivery::AttemptError>) {
-        match result {
-            Ok(()) => self.metrics.record_sent(batch),
-            Err(error) => {
-                self.metrics.failed.inc_by(batch.len() as u64);
-                tracing::error!(
-                    endpoint = %self.endpoint,
-                    alerts = batch.len(),
-                    %error,
-                    "alert delivery to Alertmanager failed"
-                );
-            }
-        }
+            .collect();
+        self.client.post(self.endpoint.clone()).json(&body)
     }
 
     /// Re-sends every firing alert once (no retries: the next resend is the retry).
-    async fn resend_active(&self) {
+    async fn resend_active(&self, cancel: &CancellationToken) {
         let firing: Vec<Alert> = lock(&self.active_alerts).firing().cloned().collect();
         for chunk in firing.chunks(MAX_BATCH_ALERTS) {
-            let alerts: Vec<&Alert> = chunk.iter().collect();
-            let request = self
-                .client
-                .post(self.endpoint.clone())
-                .json(&self.body(&alerts));
             let result = tokio::select! {
-                result = send_once(request) => result,
-                _ = self.cancel.cancelled() => return,
+                result = send_once(self.post(chunk)) => result,
+                _ = cancel.cancelled() => return,
             };
             if let Err(error) = result {
-                tracing::warn!(endpoint = %self.endpoint, %error, "re-sending firing alerts to Alertmanager failed");
+                tracing::warn!(endpoint = %self.endpoint, %error, "re-sending firing alerts to alertmanager failed");
                 return;
             }
         }
     }
+}
 
-    /// At shutdown: one attempt for whatever is still queued.
-    async fn flush_on_shutdown(&self) {
-        loop {
-            let batch = self.queue.take_batch(MAX_BATCH_ALERTS);
-            if batch.is_empty() {
-                return;
-            }
-            let alerts: Vec<&Alert> = batch.iter().map(|queued| &queued.alert).collect();
-            let request = self
-                .client
-                .post(self.endpoint.clone())
-                .json(&self.body(&alerts));
-            let result = send_once(request).await;
-            self.record(&batch, result);
-        }
+impl Destination for AlertmanagerDestination {
+    const SINK: &'static str = "alertmanager";
+    const MAX_BATCH_ALERTS: usize = MAX_BATCH_ALERTS;
+    type Prepared = Vec<Alert>;
+
+    fn prepare(&self, batch: &[QueuedAlert]) -> Result<Vec<Alert>, AttemptError> {
+        Ok(batch.iter().map(|queued| queued.alert.clone()).collect())
+    }
+
+    fn request(&self, alerts: &Vec<Alert>) -> reqwest::RequestBuilder {
+        self.post(alerts)
+    }
+
+    fn receiver(&self) -> String {
+        self.endpoint.to_string()
+    }
+
+    fn periodic_interval(&self) -> Option<Duration> {
+        Some(self.resend_interval)
+    }
+
+    fn periodic(&self, cancel: &CancellationToken) -> impl std::future::Future<Output = ()> + Send {
+        self.resend_active(cancel)
     }
 }
 

@@ -29,26 +29,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaConfRes;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::source::kafka::{
-    KafkaError, CONTENT_TYPE_HEADER, JSON_CONTENT_TYPE, PROTOBUF_CONTENT_TYPE,
+use crate::kafka::{
+    client_config, header_value, message_headers, owned_headers, KafkaError, CONTENT_TYPE_HEADER,
+    JSON_CONTENT_TYPE, PROTOBUF_CONTENT_TYPE, REASON_HEADER, REPLAYED_FROM_HEADER, SOURCE_HEADER,
 };
 
-/// The header of a replayed record naming the dead letter it came from,
-/// `<dead-letter topic>/<partition>/<offset>`.
-pub const REPLAYED_FROM_HEADER: &str = "gridwatch_replayed_from";
-/// The dead-letter header holding the rejection reason (see [`crate::decode::DeadLetterReason`]).
-pub const REASON_HEADER: &str = "reason";
-/// The dead-letter header naming the source the record was read from (`kafka`, `file`,
-/// `simulator`).
-pub const SOURCE_HEADER: &str = "source";
 /// The per-reason key of dead letters without a `reason` header (not written by gridwatch,
 /// but a dead-letter topic may hold anything).
 pub const MISSING_REASON: &str = "(none)";
@@ -130,14 +122,6 @@ pub struct ReplayDecision {
     pub reason: String,
     /// The record to produce; `None` when the reason is not selected.
     pub replay: Option<ReplayRecord>,
-}
-
-/// The value of the first header named exactly `name`.
-fn header_value<'a>(headers: &[(&'a str, Option<&'a [u8]>)], name: &str) -> Option<&'a [u8]> {
-    headers
-        .iter()
-        .find(|(key, _)| *key == name)
-        .and_then(|(_, value)| *value)
 }
 
 /// The `content-type` the dead letter's payload was originally in, when the headers tell:
@@ -392,14 +376,6 @@ impl ClientContext for ReplayConsumerContext {
 
 impl ConsumerContext for ReplayConsumerContext {}
 
-/// A [`KafkaError::Client`] with `context`.
-fn client_error(context: impl Into<String>, source: RdKafkaError) -> KafkaError {
-    KafkaError::Client {
-        context: context.into(),
-        source,
-    }
-}
-
 /// The partitions of `topic`, sorted, from the cluster's metadata.
 fn topic_partitions(
     consumer: &BaseConsumer<ReplayConsumerContext>,
@@ -408,9 +384,11 @@ fn topic_partitions(
 ) -> Result<Vec<i32>, KafkaError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), timeout)
-        .map_err(|source| client_error(format!("fetching the metadata of {topic}"), source))?;
+        .map_err(|source| {
+            KafkaError::client(format!("fetching the metadata of {topic}"), source)
+        })?;
     let Some(topic_metadata) = metadata.topics().iter().find(|entry| entry.name() == topic) else {
-        return Err(client_error(
+        return Err(KafkaError::client(
             format!("topic {topic} is not in the cluster's metadata"),
             RdKafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
         ));
@@ -422,7 +400,10 @@ fn topic_partitions(
         } else {
             format!("reading the metadata of {topic}")
         };
-        return Err(client_error(context, RdKafkaError::MetadataFetch(code)));
+        return Err(KafkaError::client(
+            context,
+            RdKafkaError::MetadataFetch(code),
+        ));
     }
     let mut partitions: Vec<i32> = topic_metadata
         .partitions()
@@ -431,7 +412,7 @@ fn topic_partitions(
         .collect();
     partitions.sort_unstable();
     if partitions.is_empty() {
-        return Err(client_error(
+        return Err(KafkaError::client(
             format!("topic {topic} has no partitions"),
             RdKafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
         ));
@@ -444,51 +425,33 @@ fn topic_partitions(
 fn create_consumer(
     options: &ReplayOptions,
 ) -> Result<BaseConsumer<ReplayConsumerContext>, KafkaError> {
-    let mut client_config = ClientConfig::new();
-    client_config
-        .set("bootstrap.servers", &options.brokers)
-        // librdkafka's consumer refuses `assign` without a group id; with explicit assignment
-        // the group is never joined and, auto-commit off, nothing is committed to it.
-        .set("group.id", REPLAY_GROUP_ID)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest");
-    for (key, value) in &options.properties {
-        client_config.set(key, value);
-    }
+    // librdkafka's consumer refuses `assign` without a group id; with explicit assignment
+    // the group is never joined and, auto-commit off, nothing is committed to it.
+    let mut client_config = client_config(
+        &options.brokers,
+        &[
+            ("group.id", REPLAY_GROUP_ID),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+        ],
+        &options.properties,
+    );
     // The end of each partition is detected with these events: not overridable.
     client_config.set("enable.partition.eof", "true");
     client_config
         .create_with_context(ReplayConsumerContext)
-        .map_err(|source| client_error("creating the dead-letter consumer", source))
+        .map_err(|source| KafkaError::client("creating the dead-letter consumer", source))
 }
 
 /// The idempotent producer of replayed records.
 fn create_producer(options: &ReplayOptions) -> Result<BaseProducer<DeliveryTally>, KafkaError> {
-    let mut client_config = ClientConfig::new();
-    client_config
-        .set("bootstrap.servers", &options.brokers)
-        .set("linger.ms", "5");
-    for (key, value) in &options.properties {
-        client_config.set(key, value);
-    }
+    let mut client_config =
+        client_config(&options.brokers, &[("linger.ms", "5")], &options.properties);
     client_config.set("enable.idempotence", "true");
     client_config
         .create_with_context(DeliveryTally::default())
-        .map_err(|source| client_error("creating the replay producer", source))
-}
-
-/// The `(key, value)` headers of a consumed message.
-fn message_headers<'a>(message: &'a BorrowedMessage<'a>) -> Vec<(&'a str, Option<&'a [u8]>)> {
-    message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .map(|header| (header.key, header.value))
-                .collect()
-        })
-        .unwrap_or_default()
+        .map_err(|source| KafkaError::client("creating the replay producer", source))
 }
 
 /// Queues one replayed record, serving delivery reports while librdkafka's queue is full
@@ -507,7 +470,7 @@ fn queue_record(
         .unwrap_or_default();
     let deadline = Instant::now() + stall_timeout;
     loop {
-        let headers = crate::sink::kafka::owned_headers(&record.headers);
+        let headers = owned_headers(&record.headers);
         let mut base_record: BaseRecord<'_, [u8], [u8], Box<String>> =
             BaseRecord::with_opaque_to(to_topic, Box::new(replayed_from.clone())).headers(headers);
         if let Some(key) = &record.key {
@@ -527,7 +490,7 @@ fn queue_record(
                 producer.poll(POLL_INTERVAL);
             }
             Err((source, _)) => {
-                return Err(client_error(
+                return Err(KafkaError::client(
                     format!("queueing the replay of {replayed_from} for {to_topic}"),
                     source,
                 ))
@@ -550,7 +513,7 @@ fn await_acknowledgements(
             Ok(()) => return Ok(()),
             Err(RdKafkaError::Flush(RDKafkaErrorCode::OperationTimedOut)) => {}
             Err(source) => {
-                return Err(client_error(
+                return Err(KafkaError::client(
                     format!("waiting for the acknowledgements of {to_topic}"),
                     source,
                 ))
@@ -562,7 +525,7 @@ fn await_acknowledgements(
             last_progress = Instant::now();
         }
         if last_progress.elapsed() >= stall_timeout {
-            return Err(client_error(
+            return Err(KafkaError::client(
                 format!(
                     "{in_flight} replayed records to {to_topic} still unacknowledged after {stall_timeout:?} without progress"
                 ),
@@ -578,7 +541,7 @@ fn await_acknowledgements(
 /// exist, or no progress for `options.stall_timeout`.
 pub fn replay_dead_letters(options: &ReplayOptions) -> Result<ReplaySummary, KafkaError> {
     if options.from_topic == options.to_topic {
-        return Err(client_error(
+        return Err(KafkaError::client(
             "refusing to replay a dead-letter topic into itself",
             RdKafkaError::ClientConfig(
                 RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
@@ -594,10 +557,10 @@ pub fn replay_dead_letters(options: &ReplayOptions) -> Result<ReplaySummary, Kaf
     for partition in &partitions {
         assignment
             .add_partition_offset(&options.from_topic, *partition, Offset::Beginning)
-            .map_err(|source| client_error("building the partition assignment", source))?;
+            .map_err(|source| KafkaError::client("building the partition assignment", source))?;
     }
     consumer.assign(&assignment).map_err(|source| {
-        client_error(
+        KafkaError::client(
             format!("assigning the partitions of {}", options.from_topic),
             source,
         )
@@ -617,7 +580,7 @@ pub fn replay_dead_letters(options: &ReplayOptions) -> Result<ReplaySummary, Kaf
     let mut unfinished: BTreeSet<i32> = partitions.iter().copied().collect();
     let mut last_progress = Instant::now();
     let stalled = |waiting_partitions: &BTreeSet<i32>| {
-        client_error(
+        KafkaError::client(
             format!(
                 "no progress reading partitions {waiting_partitions:?} of {} for {:?}",
                 options.from_topic, options.stall_timeout
@@ -700,7 +663,7 @@ fn delivery_failure(
     replayed_from: String,
     source: RdKafkaError,
 ) -> KafkaError {
-    client_error(
+    KafkaError::client(
         format!(
             "the replay of dead letter {replayed_from} to {} was not delivered (records already acknowledged stay on {}; re-running replays them again)",
             options.to_topic, options.to_topic

@@ -26,18 +26,20 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
 use crate::config::KafkaConfig;
+use crate::kafka::{
+    non_group_client_config, owned_headers, split_source_partition_id, KafkaError,
+    CONTENT_TYPE_HEADER, DETAIL_HEADER, KAFKA_OFFSET_HEADER, KAFKA_PARTITION_HEADER,
+    KAFKA_TOPIC_HEADER, POSITION_HEADER, PROTOBUF_CONTENT_TYPE, REASON_HEADER, SOURCE_HEADER,
+};
 use crate::metrics::Metrics;
 use crate::pipeline::Outputs;
 use crate::proto::{Alert, CellWindow, DeadLetter};
-use crate::sink::webhook::cloud_event;
-use crate::source::kafka::{
-    split_source_partition_id, KafkaError, CONTENT_TYPE_HEADER, PROTOBUF_CONTENT_TYPE,
-};
+use crate::sink::cloudevents::CloudEventAttributes;
 use crate::time::timestamp_to_millis;
 
 /// How long one [`KafkaSink::write`] waits in total for room in a full producer queue.
@@ -136,18 +138,6 @@ pub struct OutputRecord {
     pub headers: Vec<(&'static str, String)>,
 }
 
-/// librdkafka headers of `(name, text value)` pairs, in order.
-pub fn owned_headers(headers: &[(&str, String)]) -> OwnedHeaders {
-    let mut owned = OwnedHeaders::new_with_capacity(headers.len());
-    for (key, value) in headers {
-        owned = owned.insert(Header {
-            key,
-            value: Some(value.as_bytes()),
-        });
-    }
-    owned
-}
-
 /// The key of a window record: `{grid_id}|{EVENT_TYPE name}|{window_start millis}`.
 pub fn window_key(window: &CellWindow) -> String {
     let event_type_name = crate::proto::EventType::try_from(window.event_type)
@@ -177,20 +167,15 @@ pub fn window_record(window: &CellWindow, topic: &str) -> OutputRecord {
 /// The record of an alert state change on `topic`: CloudEvents 1.0 binary mode, with the
 /// webhook's id, type and time.
 pub fn alert_record(alert: &Alert, topic: &str, event_source: &str) -> OutputRecord {
-    let event = cloud_event(alert, event_source);
+    let mut headers = CloudEventAttributes::of_alert(alert, event_source)
+        .kafka_headers()
+        .to_vec();
+    headers.push((CONTENT_TYPE_HEADER, PROTOBUF_CONTENT_TYPE.to_string()));
     OutputRecord {
         topic: topic.to_string(),
         key: Some(alert.fingerprint.clone()),
         value: alert.encode_to_vec(),
-        headers: vec![
-            ("ce_specversion", event.specversion),
-            ("ce_id", event.id),
-            ("ce_source", event.source),
-            ("ce_type", event.event_type),
-            ("ce_time", event.time),
-            ("ce_subject", event.subject),
-            (CONTENT_TYPE_HEADER, PROTOBUF_CONTENT_TYPE.to_string()),
-        ],
+        headers,
     }
 }
 
@@ -221,16 +206,16 @@ pub fn dead_letter_record(
     input_topics: &[String],
 ) -> OutputRecord {
     let mut headers = vec![
-        ("reason", dead_letter.reason.clone()),
-        ("detail", dead_letter.detail.clone()),
-        ("source", dead_letter.source.clone()),
-        ("position", dead_letter.position.clone()),
+        (REASON_HEADER, dead_letter.reason.clone()),
+        (DETAIL_HEADER, dead_letter.detail.clone()),
+        (SOURCE_HEADER, dead_letter.source.clone()),
+        (POSITION_HEADER, dead_letter.position.clone()),
     ];
     if let Some((input_topic, partition, offset)) = kafka_input_position(dead_letter, input_topics)
     {
-        headers.push(("kafka_topic", input_topic));
-        headers.push(("kafka_partition", partition.to_string()));
-        headers.push(("kafka_offset", offset.to_string()));
+        headers.push((KAFKA_TOPIC_HEADER, input_topic));
+        headers.push((KAFKA_PARTITION_HEADER, partition.to_string()));
+        headers.push((KAFKA_OFFSET_HEADER, offset.to_string()));
     }
     OutputRecord {
         topic: topic.to_string(),
@@ -251,7 +236,7 @@ impl KafkaSink {
             return Ok(None);
         }
         let topics = KafkaSinkTopics::from_config(config);
-        let client_config = crate::state::kafka::non_group_client_config(
+        let client_config = non_group_client_config(
             config,
             &[("enable.idempotence", "true"), ("linger.ms", "5")],
         );
@@ -428,7 +413,7 @@ mod tests {
         assert_eq!(header("ce_id").as_deref(), Some("a1:resolved:5000"));
         assert_eq!(
             header("ce_type").as_deref(),
-            Some(crate::sink::webhook::RESOLVED_EVENT_TYPE)
+            Some(crate::sink::cloudevents::RESOLVED_EVENT_TYPE)
         );
         assert_eq!(header("ce_specversion").as_deref(), Some("1.0"));
         assert_eq!(header("ce_source").as_deref(), Some("gridwatch/test"));

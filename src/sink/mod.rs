@@ -4,6 +4,7 @@
 //! dead letters [`kafka`] wrote.
 
 pub mod alertmanager;
+pub mod cloudevents;
 pub mod delivery;
 pub mod dlq;
 pub mod enrich;

@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use prost::Message;
 
-use super::{InputFormat, RecordPayload, Source, SourceError, SourceRecord};
+use super::{RecordPayload, Source, SourceError, SourceRecord};
+use crate::decode::InputFormat;
 use crate::proto::IncidentEvent;
 
 /// Largest protobuf message length accepted from a length prefix; anything larger is treated

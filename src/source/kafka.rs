@@ -1,5 +1,6 @@
-//! The Kafka source: a consumer in a consumer group on its own thread ([`KafkaSource`]), and
-//! the simulator as a Kafka load generator ([`produce_simulated`], behind `gridwatch produce`).
+//! The Kafka source: a consumer in a consumer group on its own thread ([`KafkaSource`]). The
+//! load generator behind `gridwatch produce` is [`crate::tools::produce`]; what every Kafka
+//! client shares (errors, headers, partition ids, client settings) is [`crate::kafka`].
 //!
 //! Records become [`SourceRecord`]s whose `partition` is a dense id of (topic, partition) —
 //! the topic's index in `kafka.topics` times 65 536 plus the Kafka partition — so that state
@@ -18,115 +19,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prost::Message as _;
 use rdkafka::client::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{Headers, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use crate::config::{KafkaConfig, KafkaPayloadFormat};
-use crate::grid::GridRegistry;
+use crate::kafka::{
+    format_of_content_type, group_client_config, non_group_client_config, source_partition_id,
+    source_partition_of, split_source_partition_id, KafkaError, CONTENT_TYPE_HEADER,
+};
 use crate::metrics::Metrics;
-use crate::proto::IncidentEvent;
-use crate::source::simulator::Simulator;
-use crate::source::{AssignedPartition, RecordPayload, SourceError, SourceMessage, SourceRecord};
+use crate::partitions::{AssignedPartition, SourceMessage};
+use crate::source::{RecordPayload, SourceRecord};
 use crate::window::WindowSettings;
-
-/// The header naming a record's payload format.
-pub const CONTENT_TYPE_HEADER: &str = "content-type";
-/// `content-type` of JSON records.
-pub const JSON_CONTENT_TYPE: &str = "application/json";
-/// `content-type` of protobuf records.
-pub const PROTOBUF_CONTENT_TYPE: &str = "application/x-protobuf";
-/// Kafka partitions per topic representable in a source partition id.
-const PARTITIONS_PER_TOPIC: u32 = 1 << 16;
-/// Records the load generator has waiting for acknowledgement before it waits for them.
-const MAX_IN_FLIGHT: usize = 1000;
-
-/// Errors of the Kafka client.
-#[derive(Debug, thiserror::Error)]
-pub enum KafkaError {
-    /// librdkafka refused the configuration or an operation.
-    #[error("kafka: {context}: {source}")]
-    Client {
-        /// What gridwatch was doing.
-        context: String,
-        /// The underlying error.
-        source: rdkafka::error::KafkaError,
-    },
-    /// An event could not be encoded.
-    #[error(transparent)]
-    Encode(#[from] SourceError),
-    /// A consumer thread could not start or has stopped.
-    #[error("kafka consumer thread: {0}")]
-    Thread(String),
-}
-
-/// The source partition id of `(topic_index, kafka_partition)`; `None` when out of range.
-pub fn source_partition_id(topic_index: usize, kafka_partition: i32) -> Option<u32> {
-    let topic_index = u32::try_from(topic_index).ok()?;
-    let kafka_partition = u32::try_from(kafka_partition).ok()?;
-    if kafka_partition >= PARTITIONS_PER_TOPIC {
-        return None;
-    }
-    topic_index
-        .checked_mul(PARTITIONS_PER_TOPIC)?
-        .checked_add(kafka_partition)
-}
-
-/// The source partition id of `kafka_partition` of `topic`, when `topic` is one of `topics`
-/// (in config order) and the partition can be numbered.
-pub fn source_partition_of(topics: &[String], topic: &str, kafka_partition: i32) -> Option<u32> {
-    let topic_index = topics.iter().position(|name| name == topic)?;
-    source_partition_id(topic_index, kafka_partition)
-}
-
-/// The `(topic_index, kafka_partition)` of a source partition id.
-pub fn split_source_partition_id(source_partition: u32) -> (usize, i32) {
-    let topic_index = (source_partition / PARTITIONS_PER_TOPIC) as usize;
-    // Below 2^16, so it fits an i32.
-    let kafka_partition = (source_partition % PARTITIONS_PER_TOPIC) as i32;
-    (topic_index, kafka_partition)
-}
-
-/// The payload format named by a `content-type` header value, if it names one.
-pub fn format_of_content_type(content_type: &[u8]) -> Option<KafkaPayloadFormat> {
-    let text = std::str::from_utf8(content_type).ok()?;
-    let media_type = text.split(';').next().unwrap_or_default().trim();
-    if media_type.eq_ignore_ascii_case(JSON_CONTENT_TYPE) {
-        return Some(KafkaPayloadFormat::Json);
-    }
-    if media_type.eq_ignore_ascii_case(PROTOBUF_CONTENT_TYPE)
-        || media_type.eq_ignore_ascii_case("application/protobuf")
-    {
-        return Some(KafkaPayloadFormat::Protobuf);
-    }
-    None
-}
-
-/// The librdkafka settings of the consumer: gridwatch's, then `kafka.properties` over them.
-fn consumer_client_config(config: &KafkaConfig) -> ClientConfig {
-    let mut client_config = ClientConfig::new();
-    client_config
-        .set("bootstrap.servers", &config.brokers)
-        .set("group.id", &config.group_id)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "1000")
-        // librdkafka stops fetching a partition whose local queue is over its threshold for
-        // this long (default 1 s): a consumer that processes rather than just counts drains
-        // the queue well before that and then idles (measured: half the run waiting).
-        .set("fetch.queue.backoff.ms", "20");
-    for (key, value) in &config.properties {
-        client_config.set(key, value);
-    }
-    client_config
-}
 
 /// What the consumer thread shares with the pipeline task.
 #[derive(Debug, Clone, Default)]
@@ -503,7 +412,7 @@ impl KafkaSource {
             progress: progress.clone(),
             assignment_changed: AtomicBool::new(false),
         };
-        let consumer: BaseConsumer<GroupContext> = consumer_client_config(config)
+        let consumer: BaseConsumer<GroupContext> = group_client_config(config)
             .create_with_context(context)
             .map_err(|source| KafkaError::Client {
                 context: "creating the consumer".to_string(),
@@ -516,12 +425,13 @@ impl KafkaSource {
                 context: format!("subscribing to {topic_names:?}"),
                 source,
             })?;
-        let probe: BaseConsumer = crate::state::kafka::non_group_client_config(config, &[])
-            .create()
-            .map_err(|source| KafkaError::Client {
-                context: "creating the metadata probe".to_string(),
-                source,
-            })?;
+        let probe: BaseConsumer =
+            non_group_client_config(config, &[])
+                .create()
+                .map_err(|source| KafkaError::Client {
+                    context: "creating the metadata probe".to_string(),
+                    source,
+                })?;
         let stop = Arc::new(AtomicBool::new(false));
         let (commit_sender, commit_receiver) = std::sync::mpsc::channel();
         let formats_by_topic: Vec<KafkaPayloadFormat> = config
@@ -805,211 +715,5 @@ fn probe_loop(
         while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < next_probe {
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-/// What `gridwatch produce` sends.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProduceOptions {
-    /// Bootstrap servers.
-    pub brokers: String,
-    /// Destination topic.
-    pub topic: String,
-    /// Stop after this many events; `None` runs until the future is dropped.
-    pub events: Option<u64>,
-    /// Events per second; `None` sends as fast as the broker acknowledges.
-    pub rate_per_second: Option<f64>,
-    /// Payload format (and `content-type` header).
-    pub format: KafkaPayloadFormat,
-    /// librdkafka properties for the producer (e.g. TLS/SASL), applied last.
-    pub properties: BTreeMap<String, String>,
-}
-
-/// The record key of an event: the grid id of its cell, so that one cell's events stay in
-/// order on one partition and its state lives in one partition's pipeline. An event without a
-/// grid id (coordinates or a device only) is keyed by the cell `registry` resolves it to;
-/// one that resolves to none by its device id, else its event id (it will be dead-lettered
-/// anyway).
-pub fn record_key<'event>(
-    event: &'event IncidentEvent,
-    registry: &'event GridRegistry,
-) -> &'event str {
-    if !event.grid_id.is_empty() {
-        return &event.grid_id;
-    }
-    if let Ok(cell) = registry.resolve(event) {
-        return &registry.cell(cell).grid_id;
-    }
-    if !event.device_id.is_empty() {
-        return &event.device_id;
-    }
-    &event.event_id
-}
-
-/// One event's record value in `format`.
-pub fn encode_record_value(
-    event: &IncidentEvent,
-    format: KafkaPayloadFormat,
-) -> Result<Vec<u8>, SourceError> {
-    match format {
-        KafkaPayloadFormat::Protobuf => Ok(event.encode_to_vec()),
-        KafkaPayloadFormat::Json => {
-            serde_json::to_vec(event).map_err(|source| SourceError::Serialize {
-                event_id: event.event_id.clone(),
-                source,
-            })
-        }
-    }
-}
-
-/// Produces the simulator's events to `options.topic` (acknowledged by the broker) and returns
-/// how many were sent.
-pub async fn produce_simulated(
-    options: &ProduceOptions,
-    simulator: &mut Simulator,
-) -> Result<u64, KafkaError> {
-    let mut client_config = ClientConfig::new();
-    client_config
-        .set("bootstrap.servers", &options.brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5");
-    for (key, value) in &options.properties {
-        client_config.set(key, value);
-    }
-    let producer: FutureProducer = client_config
-        .create()
-        .map_err(|source| KafkaError::Client {
-            context: "creating the producer".to_string(),
-            source,
-        })?;
-    let content_type = match options.format {
-        KafkaPayloadFormat::Protobuf => PROTOBUF_CONTENT_TYPE,
-        KafkaPayloadFormat::Json => JSON_CONTENT_TYPE,
-    };
-    let registry = simulator.registry().clone();
-    let started = tokio::time::Instant::now();
-    let mut sent: u64 = 0;
-    let mut in_flight = Vec::new();
-    while options.events.is_none_or(|limit| sent < limit) {
-        if let Some(rate) = options.rate_per_second.filter(|rate| *rate > 0.0) {
-            let due = started + Duration::from_secs_f64(sent as f64 / rate);
-            tokio::time::sleep_until(due).await;
-        }
-        let event = simulator.next_event();
-        let value = encode_record_value(&event, options.format)?;
-        let headers = OwnedHeaders::new().insert(Header {
-            key: CONTENT_TYPE_HEADER,
-            value: Some(content_type),
-        });
-        let record = FutureRecord::to(&options.topic)
-            .key(record_key(&event, &registry))
-            .payload(&value)
-            .headers(headers);
-        let delivery =
-            producer
-                .send_result(record)
-                .map_err(|(source, _record)| KafkaError::Client {
-                    context: format!("queueing a record for {}", options.topic),
-                    source,
-                })?;
-        in_flight.push(delivery);
-        sent += 1;
-        if in_flight.len() >= MAX_IN_FLIGHT {
-            await_deliveries(&mut in_flight, &options.topic).await?;
-        }
-    }
-    await_deliveries(&mut in_flight, &options.topic).await?;
-    Ok(sent)
-}
-
-/// Waits for every queued delivery; the first failure is the error.
-async fn await_deliveries(
-    in_flight: &mut Vec<rdkafka::producer::DeliveryFuture>,
-    topic: &str,
-) -> Result<(), KafkaError> {
-    for delivery in in_flight.drain(..) {
-        match delivery.await {
-            Ok(Ok(_delivered)) => {}
-            Ok(Err((source, _message))) => {
-                return Err(KafkaError::Client {
-                    context: format!("producing to {topic}"),
-                    source,
-                })
-            }
-            Err(_cancelled) => {
-                return Err(KafkaError::Client {
-                    context: format!("producing to {topic}"),
-                    source: rdkafka::error::KafkaError::Canceled,
-                })
-            }
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn source_partition_ids_round_trip_and_reject_out_of_range() {
-        assert_eq!(source_partition_id(0, 5), Some(5));
-        assert_eq!(source_partition_id(2, 7), Some(2 * 65_536 + 7));
-        assert_eq!(split_source_partition_id(2 * 65_536 + 7), (2, 7));
-        assert_eq!(source_partition_id(0, -1), None);
-        assert_eq!(source_partition_id(0, 65_536), None);
-        assert_eq!(source_partition_id(70_000, 0), None);
-    }
-
-    #[test]
-    fn content_type_selects_the_format_and_ignores_parameters() {
-        assert_eq!(
-            format_of_content_type(b"application/json; charset=utf-8"),
-            Some(KafkaPayloadFormat::Json)
-        );
-        assert_eq!(
-            format_of_content_type(b"application/x-protobuf"),
-            Some(KafkaPayloadFormat::Protobuf)
-        );
-        assert_eq!(format_of_content_type(b"text/plain"), None);
-        assert_eq!(format_of_content_type(&[0xff, 0xfe]), None);
-    }
-
-    #[test]
-    fn record_key_is_the_cell_of_the_event_whatever_identifies_it() {
-        let registry = crate::grid::GridRegistry::embedded();
-        let cell = registry.cells()[5].clone();
-        let device = registry.devices_in_cell(crate::grid::CellIndex(5))[0].clone();
-        let mut event = IncidentEvent {
-            event_id: "e".to_string(),
-            device_id: device.device_id.clone(),
-            grid_id: cell.grid_id.clone(),
-            ..IncidentEvent::default()
-        };
-        assert_eq!(record_key(&event, &registry), cell.grid_id);
-        event.grid_id.clear();
-        assert_eq!(
-            record_key(&event, &registry),
-            cell.grid_id,
-            "by the device's cell"
-        );
-        event.device_id = "unknown-device".to_string();
-        assert_eq!(record_key(&event, &registry), "unknown-device");
-        event.device_id.clear();
-        assert_eq!(record_key(&event, &registry), "e");
-    }
-
-    #[test]
-    fn encoded_values_decode_back_to_the_event() {
-        let event = IncidentEvent {
-            event_id: "e-1".to_string(),
-            grid_id: "41060200100101".to_string(),
-            ..IncidentEvent::default()
-        };
-        let protobuf = encode_record_value(&event, KafkaPayloadFormat::Protobuf).unwrap();
-        assert_eq!(IncidentEvent::decode(protobuf.as_slice()).unwrap(), event);
-        let json = encode_record_value(&event, KafkaPayloadFormat::Json).unwrap();
-        let decoded: IncidentEvent = serde_json::from_slice(&json).unwrap();
-        assert_eq!(decoded, event);
     }
 }

@@ -17,30 +17,8 @@ pub mod file;
 pub mod kafka;
 pub mod simulator;
 
+use crate::decode::InputFormat;
 use crate::proto::IncidentEvent;
-
-/// Wire format of encoded records.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum InputFormat {
-    /// One proto3-JSON `IncidentEvent` per line.
-    Jsonl,
-    /// Length-delimited protobuf `IncidentEvent`s (varint length prefix, as prost's
-    /// `encode_length_delimited`).
-    Protobuf,
-}
-
-impl InputFormat {
-    /// The lowercase name used in configuration and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InputFormat::Jsonl => "jsonl",
-            InputFormat::Protobuf => "protobuf",
-        }
-    }
-}
 
 /// What a source hands the pipeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,36 +56,6 @@ pub struct SourceRecord {
     /// Position within the partition: 1-based line number for JSONL, byte offset for protobuf,
     /// 1-based delivery sequence for the simulator, the offset for Kafka.
     pub position: u64,
-}
-
-/// What a source hands the pipeline task, in order.
-#[derive(Debug)]
-pub enum SourceMessage {
-    /// Records to process.
-    Records(Vec<SourceRecord>),
-    /// Kafka: partitions now owned, each with the state to start from. Sent before any of
-    /// their records.
-    Assigned(Vec<AssignedPartition>),
-    /// Kafka: partitions being taken away. Sent after every record of theirs; the consumer
-    /// waits for the reply — the next offsets whose snapshots the state topic acknowledged,
-    /// which it commits — before it releases them.
-    Revoked {
-        /// Source partition ids.
-        partitions: Vec<u32>,
-        /// Where the pipeline answers with `(source partition, next offset)` to commit.
-        done: std::sync::mpsc::SyncSender<Vec<(u32, u64)>>,
-    },
-}
-
-/// A partition handed to this instance by a rebalance.
-#[derive(Debug)]
-pub struct AssignedPartition {
-    /// Source partition id.
-    pub partition: u32,
-    /// Its state from the latest snapshot in the state topic, decoded, and the offset the
-    /// consumer resumes at; `None` when there is no usable snapshot (the consumer resumes at
-    /// the committed offset).
-    pub restored: Option<(crate::pipeline::PipelineState, u64)>,
 }
 
 /// Errors a source can fail with.

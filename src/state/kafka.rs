@@ -20,23 +20,19 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as ClientError;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
-use crate::source::kafka::KafkaError;
+use crate::kafka::{
+    header_text, non_group_client_config, KafkaError, INPUT_PARTITION_HEADER, INPUT_TOPIC_HEADER,
+    NEXT_OFFSET_HEADER,
+};
 
-/// Header: the input offset the snapshot's state is complete up to (exclusive), decimal.
-pub const NEXT_OFFSET_HEADER: &str = "gridwatch_next_offset";
-/// Header: the input topic of the snapshot's partition.
-pub const INPUT_TOPIC_HEADER: &str = "gridwatch_input_topic";
-/// Header: the input partition number of the snapshot.
-pub const INPUT_PARTITION_HEADER: &str = "gridwatch_input_partition";
 /// How long metadata lookups of the state topic may take.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest state record the producer accepts (librdkafka `message.max.bytes`).
@@ -102,37 +98,6 @@ fn partition_count<C: rdkafka::client::ClientContext>(
         });
     }
     Ok(i32::try_from(partitions).unwrap_or(i32::MAX))
-}
-
-/// librdkafka settings of clients outside the consumer group (state producer and reader, the
-/// metadata probe, the output producer): brokers, then `defaults`, then the user's properties
-/// (TLS, SASL, and overrides of the defaults), minus consumer-group settings that make no
-/// sense here.
-pub fn non_group_client_config(config: &KafkaConfig, defaults: &[(&str, &str)]) -> ClientConfig {
-    let mut client_config = ClientConfig::new();
-    client_config.set("bootstrap.servers", &config.brokers);
-    for (key, value) in defaults {
-        client_config.set(*key, *value);
-    }
-    for (key, value) in &config.properties {
-        if matches!(
-            key.as_str(),
-            "group.id"
-                | "session.timeout.ms"
-                | "max.poll.interval.ms"
-                | "heartbeat.interval.ms"
-                | "partition.assignment.strategy"
-                | "group.instance.id"
-                | "auto.offset.reset"
-                | "enable.auto.commit"
-                | "enable.auto.offset.store"
-                | "statistics.interval.ms"
-        ) {
-            continue;
-        }
-        client_config.set(key, value);
-    }
-    client_config
 }
 
 /// Writes partition snapshots to the state topic (idempotent producer, compressed).
@@ -295,19 +260,6 @@ impl std::fmt::Debug for StateReader {
             .field("topic", &self.topic)
             .finish_non_exhaustive()
     }
-}
-
-/// The value of header `name`, as text.
-fn header_text<'message>(
-    message: &'message rdkafka::message::BorrowedMessage<'_>,
-    name: &str,
-) -> Option<&'message str> {
-    let headers = message.headers()?;
-    headers
-        .iter()
-        .find(|header| header.key == name)
-        .and_then(|header| header.value)
-        .and_then(|value| std::str::from_utf8(value).ok())
 }
 
 impl StateReader {

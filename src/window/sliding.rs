@@ -35,7 +35,7 @@ struct SlidingView {
     /// Sum of closed-pane counts per key inside the view; keys whose sum drops to 0 are removed,
     /// so the map only holds non-zero entries. A hash map (this is the hot path of every closed
     /// pane), written to snapshots in key order.
-    #[serde(with = "crate::state::sorted_map")]
+    #[serde(with = "crate::sorted_map")]
     sums: rustc_hash::FxHashMap<PaneKey, u64>,
 }
 

@@ -1,0 +1,397 @@
+//! `gridwatch run`: the service. A source task (simulator, file) or the Kafka consumer thread
+//! feeds record batches through a bounded channel (backpressure) to the pipeline task, which
+//! owns the [`PartitionedPipelines`] and publishes a [`LiveView`] for the HTTP API about once
+//! a second. With Kafka it also snapshots partition state to the state topic and commits the
+//! offsets the snapshots cover (periodically, on revoke, at shutdown). Shutdown (the
+//! `shutdown` future) stops the source, writes the last outputs, flushes the sinks and the
+//! state snapshot, then stops the HTTP server.
+
+//!
+//! This file is the wiring; each idea has its room: [`source_task`] (pumping a source into
+//! the channel), [`pipeline_loop`] (the select loop), [`output_sinks`] (files, Kafka topics
+//! and alert delivery together), [`checkpointing`] (state across restarts), [`live_view`]
+//! and [`gauges`] (what the API and Prometheus show, computed from the partitions).
+
+mod checkpointing;
+mod gauges;
+mod live_view;
+mod output_sinks;
+mod pipeline_loop;
+mod source_task;
+#[cfg(test)]
+mod test_support;
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{ApiState, CellQuery, Health, LiveView};
+use crate::config::{Config, SimulatorPacing, SourceKind};
+use crate::fraud::{FraudBaseline, FraudSettings};
+use crate::grid::GridRegistry;
+use crate::metrics::Metrics;
+use crate::partitions::{PartitionedPipelines, PipelineFactory, SourceMessage};
+use crate::pipeline::{Outputs, PipelineSettings};
+use crate::rules::RuleSet;
+use crate::sink::delivery::AlertDelivery;
+use crate::sink::file::JsonlFileSink;
+use crate::sink::kafka::KafkaSink;
+use crate::source::file::FileSource;
+use crate::source::kafka::KafkaSource;
+use crate::source::simulator::{Pacing, Simulator, SimulatorSettings, SimulatorSource};
+use crate::state::kafka::StateWriter;
+use crate::time::wall_clock_millis;
+use checkpointing::{Checkpointing, FileCheckpoint, KafkaCheckpoint};
+use gauges::CellGauges;
+use live_view::view_names;
+use output_sinks::OutputSinks;
+use pipeline_loop::PipelineLoop;
+use source_task::source_loop;
+
+/// Errors that stop the service from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Reference data could not be loaded.
+    #[error(transparent)]
+    Seeds(#[from] crate::grid::GridLoadError),
+    /// The rules file is missing or invalid.
+    #[error("rules file {path}: {message}")]
+    Rules {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Metrics could not be registered.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
+    /// The source could not be opened.
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    /// An output could not be opened.
+    #[error(transparent)]
+    Sink(#[from] crate::sink::file::FileSinkError),
+    /// Alert delivery could not start.
+    #[error(transparent)]
+    Delivery(#[from] crate::sink::delivery::DeliveryError),
+    /// The Kafka consumer could not start.
+    #[error(transparent)]
+    Kafka(#[from] crate::kafka::KafkaError),
+    /// The HTTP server failed.
+    #[error("http server: {0}")]
+    Http(#[from] std::io::Error),
+    /// The fraud settings or baseline are invalid.
+    #[error(transparent)]
+    Fraud(#[from] crate::fraud::FraudError),
+    /// Kafka output records were lost (dropped or not delivered) with a Kafka source: the
+    /// service stops without committing past them, so that a restart replays them from the
+    /// last snapshot.
+    #[error("{lost} kafka output records were lost; stopping without committing so that a restart re-sends them from the last snapshot")]
+    OutputsLost {
+        /// Records lost.
+        lost: u64,
+    },
+}
+
+/// Batches buffered between the source and the pipeline (backpressure beyond this).
+const CHANNEL_BATCHES: usize = 8;
+/// How long shutdown waits for queued alerts to be delivered.
+const ALERT_DELIVERY_GRACE: Duration = Duration::from_secs(5);
+
+/// Loads the registry named by the config (or the embedded seeds).
+pub fn load_registry(config: &Config) -> Result<Arc<GridRegistry>, ServiceError> {
+    match &config.seeds.dir {
+        Some(directory) => Ok(Arc::new(GridRegistry::from_seed_dir(directory)?)),
+        None => Ok(GridRegistry::embedded()),
+    }
+}
+
+/// Loads the rules named by the config (or the embedded default rules).
+pub fn load_rules(config: &Config) -> Result<RuleSet, ServiceError> {
+    let pane_size_millis = config.window_settings().size_millis;
+    let Some(path) = &config.rules.path else {
+        return RuleSet::embedded_default(pane_size_millis).map_err(|error| ServiceError::Rules {
+            path: "(embedded seeds/rules.toml)".to_string(),
+            message: error.to_string(),
+        });
+    };
+    let text = std::fs::read_to_string(path).map_err(|error| ServiceError::Rules {
+        path: path.display().to_string(),
+        message: error.to_string(),
+    })?;
+    RuleSet::from_toml_str(&text, pane_size_millis).map_err(|error| ServiceError::Rules {
+        path: path.display().to_string(),
+        message: error.to_string(),
+    })
+}
+
+/// Loads the fraud baseline named by the config (`fraud_baseline.csv` of `seeds.dir`, or the
+/// embedded one) and checks it has the baseline year.
+pub fn load_fraud_baseline(
+    config: &Config,
+    settings: &FraudSettings,
+) -> Result<FraudBaseline, ServiceError> {
+    let baseline = match &config.seeds.dir {
+        Some(directory) => {
+            FraudBaseline::from_seed_dir(directory).map_err(crate::fraud::FraudError::Baseline)?
+        }
+        None => FraudBaseline::embedded().map_err(crate::fraud::FraudError::Baseline)?,
+    };
+    if !baseline.has_year(settings.baseline_year) {
+        return Err(crate::fraud::FraudError::MissingBaselineYear(settings.baseline_year).into());
+    }
+    Ok(baseline)
+}
+
+/// The settings of each partition's pipeline. With a Kafka source, a partition's watermark
+/// moves with its own records only (no processing-time advance while it is idle), so a replay
+/// after a crash decides lateness exactly as the first run did — idle partitions never hold
+/// others back, since state is per partition — and data-gap silence is tested only for the
+/// partition's own cells.
+pub fn partition_pipeline_settings(config: &Config) -> PipelineSettings {
+    let mut settings = PipelineSettings::from_config(config);
+    if config.source.kind == SourceKind::Kafka {
+        settings.window.idle_timeout_millis = i64::MAX;
+        settings.partial_input = true;
+    }
+    settings
+}
+
+/// Runs the service until `shutdown` completes. HTTP is served on `listener` (bind it to port
+/// 0 in tests).
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServiceError> {
+    let registry = load_registry(&config)?;
+    let rules = load_rules(&config)?;
+    let source_name = match config.source.kind {
+        SourceKind::Simulator => "simulator",
+        SourceKind::File => "file",
+        SourceKind::Kafka => "kafka",
+    };
+    let metrics = Arc::new(Metrics::new(&[source_name], rules.version())?);
+    set_community_info(&metrics, &registry);
+    let health = Arc::new(Health::default());
+    let rules_version = rules.version().to_string();
+    let fraud_settings = FraudSettings::from_config(&config.fraud)?;
+    let fraud_baseline = load_fraud_baseline(&config, &fraud_settings)?;
+    let mut pipelines = PartitionedPipelines::new(PipelineFactory {
+        settings: partition_pipeline_settings(&config),
+        registry: registry.clone(),
+        rules,
+        metrics: metrics.clone(),
+        source_name,
+        fraud_settings: Some(fraud_settings.clone()),
+    })
+    .with_operator_idle_timeout(config.window_settings().idle_timeout_millis);
+    let file_checkpoint = config
+        .state
+        .snapshot_path
+        .clone()
+        .map(|path| FileCheckpoint::new(path, config.state.snapshot_interval));
+    if let Some(checkpoint) = &file_checkpoint {
+        checkpoint.restore(&mut pipelines);
+    }
+    if config.privacy.pseudonymization_key == crate::config::DEFAULT_PSEUDONYMIZATION_KEY {
+        tracing::warn!("using the built-in pseudonymization key; set privacy.pseudonymization_key for real data");
+    }
+    let sinks = OutputSinks {
+        file: match &config.output.dir {
+            Some(directory) => Some(JsonlFileSink::open(directory, true)?),
+            None => None,
+        },
+        kafka: KafkaSink::create(
+            &config.kafka,
+            crate::sink::cloudevents::event_source(&config.alerting.instance),
+            &metrics,
+        )?,
+        delivery: AlertDelivery::start(&config.alerting, registry.clone(), &metrics)?,
+        metrics: metrics.clone(),
+    };
+    if let Some(delivery) = &sinks.delivery {
+        delivery.offer_active(&pipelines.active_alerts());
+    }
+
+    let cancel = CancellationToken::new();
+    let (batch_sender, batch_receiver) = mpsc::channel::<SourceMessage>(CHANNEL_BATCHES);
+    let mut checkpointing = match file_checkpoint {
+        Some(checkpoint) => Checkpointing::File(checkpoint),
+        None => Checkpointing::None,
+    };
+    let source_task = match config.source.kind {
+        SourceKind::Simulator => {
+            let settings = SimulatorSettings {
+                seed: config.simulator.seed,
+                start_millis: wall_clock_millis()
+                    - crate::time::duration_millis(config.simulator.backfill),
+                rate_multiplier: config.simulator.rate_multiplier,
+                scenarios: config.simulator.scenarios.clone(),
+                ..SimulatorSettings::default()
+            };
+            let pacing = match config.simulator.pacing {
+                SimulatorPacing::Realtime => Pacing::RealTime,
+                SimulatorPacing::Fast => Pacing::AsFastAsPossible,
+            };
+            let simulator = Simulator::new(settings, registry.clone())
+                .map_err(crate::source::SourceError::Simulator)?;
+            let source = SimulatorSource::new(simulator, pacing);
+            Some(tokio::spawn(source_loop(
+                source,
+                batch_sender,
+                cancel.clone(),
+                health.clone(),
+            )))
+        }
+        SourceKind::File => {
+            let path = config.file.path.clone().unwrap_or_default();
+            let source = FileSource::open(&path, config.file.format)?;
+            Some(tokio::spawn(source_loop(
+                source,
+                batch_sender,
+                cancel.clone(),
+                health.clone(),
+            )))
+        }
+        SourceKind::Kafka => {
+            let state_writer = StateWriter::create(&config.kafka)?;
+            let source = KafkaSource::start(
+                &config.kafka,
+                config.window_settings(),
+                batch_sender,
+                metrics.clone(),
+            )?;
+            let _ = health
+                .kafka_broker_reachable
+                .set(source.progress().broker_reachable.clone());
+            checkpointing = Checkpointing::Kafka(KafkaCheckpoint::new(
+                source,
+                state_writer,
+                config.kafka.snapshot_interval,
+                config.kafka.state_timeout,
+            ));
+            health
+                .source_ready_millis
+                .store(wall_clock_millis(), Ordering::Relaxed);
+            None
+        }
+    };
+
+    let (live_sender, live_receiver) = watch::channel(Arc::new(LiveView {
+        rules_version: rules_version.clone(),
+        views: view_names(&config),
+        ..LiveView::default()
+    }));
+    let (cell_query_sender, cell_query_receiver) = mpsc::channel::<CellQuery>(64);
+    let api_state = ApiState {
+        metrics: metrics.clone(),
+        live: live_receiver,
+        health: health.clone(),
+        cell_queries: cell_query_sender,
+    };
+    // Before the HTTP server: once it answers, SIGHUP is already a reload.
+    let (rules_sender, rules_receiver) = mpsc::channel::<RuleSet>(4);
+    let reload_task = match &config.rules.path {
+        Some(path) => Some(crate::reload::spawn(
+            path.clone(),
+            config.window_settings().size_millis,
+            rules_version.clone(),
+            metrics.clone(),
+            rules_sender,
+            cancel.clone(),
+        )),
+        None => {
+            tracing::info!("rules are the embedded defaults; set rules.path to reload them on SIGHUP or change");
+            None
+        }
+    };
+    let local_address = listener.local_addr()?;
+    tracing::info!(address = %local_address, source = source_name, rules_version = %rules_version, "gridwatch serving");
+    let server_cancel = cancel.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, crate::api::router(api_state))
+            .with_graceful_shutdown(async move { server_cancel.cancelled().await })
+            .await
+    });
+
+    let mut loop_state = PipelineLoop {
+        pipelines,
+        sinks,
+        checkpointing,
+        outputs_lost: None,
+        outputs: Outputs::default(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        live_sender,
+        view_labels: view_names(&config),
+        cell_gauges: CellGauges::default(),
+        rules_version,
+        fraud_settings,
+        fraud_baseline,
+    };
+    loop_state
+        .drive(
+            batch_receiver,
+            cell_query_receiver,
+            rules_receiver,
+            shutdown,
+        )
+        .await;
+    cancel.cancel();
+    loop_state.shut_down().await;
+    let outputs_lost = loop_state.outputs_lost;
+    if let Checkpointing::Kafka(kafka) =
+        std::mem::replace(&mut loop_state.checkpointing, Checkpointing::None)
+    {
+        // Joining the consumer thread lets it leave the group; it blocks, so off the runtime.
+        let source = kafka.source;
+        if let Err(error) = tokio::task::spawn_blocking(move || source.stop()).await {
+            tracing::error!(%error, "stopping the kafka consumer failed");
+        }
+    }
+    loop_state.sinks.shut_down(ALERT_DELIVERY_GRACE).await;
+    if let Some(task) = source_task {
+        if let Err(error) = task.await {
+            tracing::error!(%error, "source task failed");
+        }
+    }
+    if let Some(task) = reload_task {
+        if let Err(error) = task.await {
+            tracing::error!(%error, "rules reload task failed");
+        }
+    }
+    match server.await {
+        Ok(result) => result?,
+        Err(error) => tracing::error!(%error, "http server task failed"),
+    }
+    if let Some(lost) = outputs_lost {
+        return Err(ServiceError::OutputsLost { lost });
+    }
+    tracing::info!("gridwatch stopped");
+    Ok(())
+}
+
+/// Publishes `gridwatch_community_info` (names by community id) for dashboard joins.
+fn set_community_info(metrics: &Metrics, registry: &GridRegistry) {
+    for community in registry.communities() {
+        let district_name = registry
+            .district(&community.district_code)
+            .map(|district| district.name_zh.as_str())
+            .unwrap_or_default();
+        metrics
+            .community_info
+            .with_label_values(&[
+                community.district_code.as_str(),
+                district_name,
+                community.id.as_str(),
+                community.name.as_str(),
+            ])
+            .set(1);
+    }
+}

@@ -1,0 +1,164 @@
+//! Where the pipeline's outputs go in the service: the JSONL files, the Kafka output topics
+//! and alert delivery, written, flushed and shut down together — one place instead of the
+//! same block at every tick, snapshot round and shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::kafka::KafkaError;
+use crate::metrics::Metrics;
+use crate::pipeline::Outputs;
+use crate::sink::delivery::AlertDelivery;
+use crate::sink::file::{FileSinkError, JsonlFileSink};
+use crate::sink::kafka::KafkaSink;
+
+/// Why the outputs written so far are not all durable.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FlushError {
+    /// The JSONL files could not be flushed.
+    #[error("flushing the output files: {0}")]
+    File(#[source] FileSinkError),
+    /// The Kafka output topics did not acknowledge everything in time.
+    #[error("kafka outputs not acknowledged: {0}")]
+    KafkaNotAcknowledged(#[source] KafkaError),
+    /// Kafka output records were dropped or not delivered since the sink started: committing
+    /// input past them would lose them for good.
+    #[error("{lost} kafka output records were lost")]
+    KafkaRecordsLost {
+        /// Records lost so far.
+        lost: u64,
+    },
+}
+
+/// The configured sinks; each is optional.
+pub(crate) struct OutputSinks {
+    /// JSONL outputs (`output.dir`).
+    pub(crate) file: Option<JsonlFileSink>,
+    /// Kafka output topics (`kafka.sinks.enabled`); queueing waits boundedly.
+    pub(crate) kafka: Option<KafkaSink>,
+    /// Alertmanager / webhook delivery; the hand-off never blocks.
+    pub(crate) delivery: Option<AlertDelivery>,
+    /// Counts outputs the file sink could not write.
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl OutputSinks {
+    /// Hands `outputs` to every sink and clears the buffer for reuse. Failures are logged and
+    /// counted, never fatal: processing goes on (a snapshot round checks durability with
+    /// [`OutputSinks::flush`] before it commits anything).
+    pub(crate) fn write(&mut self, outputs: &mut Outputs) {
+        if outputs.is_empty() {
+            return;
+        }
+        if let Some(delivery) = &self.delivery {
+            delivery.offer(&outputs.alerts);
+        }
+        if let Some(kafka_sink) = &self.kafka {
+            let dropped = kafka_sink.write(outputs);
+            if dropped > 0 {
+                tracing::error!(
+                    dropped,
+                    "kafka output records dropped (producer queue full or refused)"
+                );
+            }
+        }
+        if let Some(file_sink) = self.file.as_mut() {
+            if let Err(error) = file_sink.write(outputs) {
+                tracing::error!(%error, "writing outputs failed");
+                let lost =
+                    outputs.windows.len() + outputs.alerts.len() + outputs.dead_letters.len();
+                self.metrics
+                    .sink_errors
+                    .with_label_values(&["file"])
+                    .inc_by(lost as u64);
+            }
+        }
+        outputs.clear();
+    }
+
+    /// Flushes the files and, with `kafka_timeout`, waits that long for the Kafka outputs to
+    /// be acknowledged and checks that none was lost. Both are attempted whatever the other
+    /// gives; lost Kafka records are reported first (they must stop all commits). A file
+    /// flush failure is counted in `gridwatch_sink_errors_total{sink="file"}`.
+    pub(crate) fn flush(&mut self, kafka_timeout: Option<Duration>) -> Result<(), FlushError> {
+        let file_flushed = match self.file.as_mut().map(JsonlFileSink::flush) {
+            Some(Err(error)) => {
+                self.metrics.sink_errors.with_label_values(&["file"]).inc();
+                Err(FlushError::File(error))
+            }
+            Some(Ok(())) | None => Ok(()),
+        };
+        let (Some(kafka_sink), Some(timeout)) = (&self.kafka, kafka_timeout) else {
+            return file_flushed;
+        };
+        let kafka_acknowledged = kafka_sink
+            .flush(timeout)
+            .map_err(FlushError::KafkaNotAcknowledged);
+        let lost = kafka_sink.lost_records();
+        if lost > 0 {
+            return Err(FlushError::KafkaRecordsLost { lost });
+        }
+        file_flushed.and(kafka_acknowledged)
+    }
+
+    /// Closes the files, then gives queued alerts at most `alert_delivery_grace` to be
+    /// delivered. (The Kafka producer goes with the sinks: it was flushed already.)
+    pub(crate) async fn shut_down(&mut self, alert_delivery_grace: Duration) {
+        self.file = None;
+        if let Some(delivery) = self.delivery.take() {
+            delivery.shut_down(alert_delivery_grace).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{CellWindow, DeadLetter};
+
+    fn file_sinks(directory: &std::path::Path) -> OutputSinks {
+        OutputSinks {
+            file: Some(JsonlFileSink::open(directory, true).unwrap()),
+            kafka: None,
+            delivery: None,
+            metrics: Arc::new(Metrics::new(&["file"], "test").unwrap()),
+        }
+    }
+
+    #[test]
+    fn written_outputs_reach_the_files_on_flush_and_the_buffer_is_reused() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut sinks = file_sinks(directory.path());
+        let mut outputs = Outputs::default();
+        outputs.windows.push(CellWindow {
+            grid_id: "g".to_string(),
+            ..CellWindow::default()
+        });
+        outputs.dead_letters.push(DeadLetter {
+            reason: "late".to_string(),
+            ..DeadLetter::default()
+        });
+        sinks.write(&mut outputs);
+        assert!(outputs.is_empty(), "cleared for the next batch");
+        sinks.flush(Some(Duration::from_secs(1))).unwrap();
+        let read = |name: &str| std::fs::read_to_string(directory.path().join(name)).unwrap();
+        assert_eq!(read(crate::sink::file::WINDOWS_FILE).lines().count(), 1);
+        assert_eq!(read(crate::sink::file::DEAD_LETTER_FILE).lines().count(), 1);
+        assert_eq!(read(crate::sink::file::ALERTS_FILE), "");
+    }
+
+    #[test]
+    fn without_sinks_writing_and_flushing_do_nothing() {
+        let mut sinks = OutputSinks {
+            file: None,
+            kafka: None,
+            delivery: None,
+            metrics: Arc::new(Metrics::new(&["file"], "test").unwrap()),
+        };
+        let mut outputs = Outputs::default();
+        outputs.alerts.push(crate::proto::Alert::default());
+        sinks.write(&mut outputs);
+        assert!(outputs.is_empty());
+        assert!(sinks.flush(Some(Duration::from_secs(1))).is_ok());
+    }
+}

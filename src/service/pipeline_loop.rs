@@ -1,0 +1,301 @@
+//! The pipeline task: one `select!` loop over source batches, Kafka rebalances, the
+//! one-second tick, reloaded rules and the API's cell queries. It owns the
+//! [`PartitionedPipelines`] and hands their outputs to the [`OutputSinks`]; what it shows
+//! ([`super::live_view`], [`super::gauges`]) and how it keeps state ([`Checkpointing`]) live
+//! in their own rooms.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use super::checkpointing::Checkpointing;
+use super::gauges::{
+    partition_gauges, publish_partition_gauges, remove_partition_series, view_counts, CellGauges,
+};
+use super::live_view::{cell_detail, live_view};
+use super::output_sinks::{FlushError, OutputSinks};
+use crate::api::{CellQuery, Health, LiveView};
+use crate::fraud::{FraudBaseline, FraudSettings};
+use crate::metrics::Metrics;
+use crate::partitions::{AssignedPartition, PartitionedPipelines, SourceMessage};
+use crate::pipeline::Outputs;
+use crate::rules::RuleSet;
+use crate::source::SourceRecord;
+use crate::time::wall_clock_millis;
+
+/// How often the pipeline advances by wall time, publishes the live view and flushes sinks.
+const TICK: Duration = Duration::from_secs(1);
+/// How long shutdown waits for Kafka output records to be acknowledged.
+const KAFKA_SINK_FLUSH_GRACE: Duration = Duration::from_secs(10);
+/// How long a periodic snapshot round waits for output and state acknowledgements (short:
+/// the pipeline does not process meanwhile, and `/healthz` goes stale after 15 s).
+const PERIODIC_SNAPSHOT_GRACE: Duration = Duration::from_secs(5);
+
+/// The pipeline task's state.
+pub(crate) struct PipelineLoop {
+    /// One synchronous pipeline per owned input partition.
+    pub(crate) pipelines: PartitionedPipelines,
+    /// Where outputs go.
+    pub(crate) sinks: OutputSinks,
+    /// How state survives restarts (and, with Kafka, which offsets are committed).
+    pub(crate) checkpointing: Checkpointing,
+    /// Set when Kafka output records were lost with a Kafka source: the loop stops and
+    /// nothing more is committed, so a restart re-sends them from the last snapshot.
+    pub(crate) outputs_lost: Option<u64>,
+    /// The output buffer, reused between batches.
+    pub(crate) outputs: Outputs,
+    /// Processing latency, gauges, fraud metrics.
+    pub(crate) metrics: Arc<Metrics>,
+    /// The pipeline's heartbeat for `/healthz`.
+    pub(crate) health: Arc<Health>,
+    /// Publishes the live view to the API.
+    pub(crate) live_sender: watch::Sender<Arc<LiveView>>,
+    /// Names of the views, e.g. "15m" (API and the `view` metric label).
+    pub(crate) view_labels: Vec<String>,
+    /// The cell incident series published, to remove those of cells gone quiet.
+    pub(crate) cell_gauges: CellGauges,
+    /// Version of the running rules, for the live view.
+    pub(crate) rules_version: String,
+    /// The fraud target's settings (report and metrics on each tick).
+    pub(crate) fraud_settings: FraudSettings,
+    /// The fraud target's baseline.
+    pub(crate) fraud_baseline: FraudBaseline,
+}
+
+impl PipelineLoop {
+    /// Runs until `shutdown` completes or Kafka outputs were lost. The input ending does not
+    /// stop it: the service keeps serving its last state.
+    pub(crate) async fn drive(
+        &mut self,
+        mut batch_receiver: mpsc::Receiver<SourceMessage>,
+        mut cell_query_receiver: mpsc::Receiver<CellQuery>,
+        mut rules_receiver: mpsc::Receiver<RuleSet>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut input_open = true;
+        self.on_tick().await;
+        loop {
+            if self.outputs_lost.is_some() {
+                return;
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                message = batch_receiver.recv(), if input_open => match message {
+                    Some(SourceMessage::Records(records)) => self.on_batch(records),
+                    Some(SourceMessage::Assigned(partitions)) => self.on_assigned(partitions),
+                    Some(SourceMessage::Revoked { partitions, done }) => {
+                        let committable = self.on_revoked(&partitions).await;
+                        let _ = done.send(committable);
+                    }
+                    None => {
+                        input_open = false;
+                        self.pipelines.finish(wall_clock_millis(), &mut self.outputs);
+                        self.sinks.write(&mut self.outputs);
+                        tracing::info!("input ended; all windows closed; still serving until shutdown");
+                    }
+                },
+                _ = ticker.tick() => self.on_tick().await,
+                Some(rules) = rules_receiver.recv() => self.on_new_rules(rules),
+                Some(query) = cell_query_receiver.recv() => {
+                    let detail = cell_detail(&self.pipelines, &query.grid_id, &self.view_labels, wall_clock_millis());
+                    let _ = query.reply.send(detail);
+                }
+            }
+        }
+    }
+
+    fn on_batch(&mut self, records: Vec<SourceRecord>) {
+        let started = Instant::now();
+        let wall_millis = wall_clock_millis();
+        for record in records {
+            self.pipelines
+                .process(record, wall_millis, &mut self.outputs);
+        }
+        self.sinks.write(&mut self.outputs);
+        self.metrics
+            .processing_latency
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Takes over newly assigned Kafka partitions with their restored state.
+    /// (The consumer thread decoded the snapshots and counted the restores.)
+    fn on_assigned(&mut self, partitions: Vec<AssignedPartition>) {
+        for assigned in partitions {
+            let restored = assigned
+                .restored
+                .map(|(state, next_offset)| (state, Some(next_offset)));
+            self.pipelines.assign_state(assigned.partition, restored);
+        }
+    }
+
+    /// Snapshots revoked partitions (their records all processed: the consumer sent them
+    /// first), drops them, and returns the offsets their acknowledged snapshots cover.
+    async fn on_revoked(&mut self, partitions: &[u32]) -> Vec<(u32, u64)> {
+        let Checkpointing::Kafka(kafka) = &self.checkpointing else {
+            return Vec::new();
+        };
+        let timeout = kafka.state_timeout;
+        let committable = self.snapshot_round(Some(partitions), timeout).await;
+        for partition in partitions {
+            self.pipelines.revoke(*partition);
+            if let Some((topic, kafka_partition)) = self
+                .checkpointing
+                .kafka_source()
+                .and_then(|source| source.topic_partition_of(*partition))
+            {
+                remove_partition_series(&self.metrics, topic, kafka_partition);
+            }
+        }
+        tracing::info!(partitions = ?partitions, snapshotted = committable.len(), "partitions released");
+        committable
+    }
+
+    /// One Kafka snapshot round over `only` (or every owned partition): outputs made durable,
+    /// each changed partition's state written to the state topic and acknowledged. Returns
+    /// the `(partition, next offset)` pairs now safe to commit; nothing when any step failed.
+    async fn snapshot_round(&mut self, only: Option<&[u32]>, timeout: Duration) -> Vec<(u32, u64)> {
+        let round_started = Instant::now();
+        let Checkpointing::Kafka(kafka) = &self.checkpointing else {
+            return Vec::new();
+        };
+        self.sinks.write(&mut self.outputs);
+        match self.sinks.flush(Some(timeout)) {
+            Ok(()) => {}
+            Err(FlushError::KafkaRecordsLost { lost }) => {
+                tracing::error!(
+                    lost,
+                    "kafka output records lost; stopping without committing, a restart re-sends them from the last snapshot"
+                );
+                self.outputs_lost = Some(lost);
+                return Vec::new();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "outputs not durable; no snapshot this round");
+                return Vec::new();
+            }
+        }
+        kafka
+            .write_snapshots(
+                &mut self.pipelines,
+                only,
+                timeout,
+                &self.metrics,
+                round_started,
+            )
+            .await
+    }
+
+    async fn on_tick(&mut self) {
+        let wall_millis = wall_clock_millis();
+        self.health
+            .pipeline_heartbeat_millis
+            .store(wall_millis, Ordering::Relaxed);
+        self.pipelines.advance(wall_millis, &mut self.outputs);
+        self.sinks.write(&mut self.outputs);
+        if let Err(error) = self.sinks.flush(None) {
+            tracing::error!(%error, "flushing outputs failed");
+        }
+        self.pipelines.update_gauges(wall_millis);
+        self.publish_gauges_and_live_view(wall_millis);
+        match &mut self.checkpointing {
+            Checkpointing::None => {}
+            Checkpointing::File(file) => {
+                if file.is_due() {
+                    file.write(&self.pipelines, &self.metrics);
+                }
+            }
+            Checkpointing::Kafka(kafka) => {
+                if kafka.start_periodic_round() {
+                    let timeout = PERIODIC_SNAPSHOT_GRACE.min(kafka.state_timeout);
+                    let committable = self.snapshot_round(None, timeout).await;
+                    if let Some(source) = self.checkpointing.kafka_source() {
+                        source.commit_async(committable);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Kafka partition gauges, cell and community gauges, the fraud report and its metrics,
+    /// and the live view for the API.
+    fn publish_gauges_and_live_view(&mut self, wall_millis: i64) {
+        if let Some(source) = self.checkpointing.kafka_source() {
+            let high_watermarks = source.progress().high_watermarks_now();
+            let gauges = partition_gauges(&self.pipelines, &high_watermarks, |partition| {
+                source.topic_partition_of(partition)
+            });
+            publish_partition_gauges(&self.metrics, &gauges);
+        }
+        let registry = self.pipelines.registry().clone();
+        let counts = view_counts(&self.pipelines, self.view_labels.len());
+        self.cell_gauges
+            .publish(&self.metrics, &registry, &self.view_labels, &counts);
+        let fraud = self.pipelines.fraud_tracker().map(|tracker| {
+            tracker.report(
+                wall_millis,
+                &registry,
+                &self.fraud_baseline,
+                &self.fraud_settings,
+            )
+        });
+        if let Some(report) = &fraud {
+            crate::fraud::publish_metrics(report, &self.metrics.fraud);
+        }
+        let live = live_view(
+            &self.pipelines,
+            &self.view_labels,
+            &self.rules_version,
+            fraud,
+            wall_millis,
+        );
+        self.live_sender.send_replace(Arc::new(live));
+    }
+
+    fn on_new_rules(&mut self, rules: RuleSet) {
+        let version = rules.version().to_string();
+        self.pipelines
+            .replace_rules(rules, wall_clock_millis(), &mut self.outputs);
+        self.sinks.write(&mut self.outputs);
+        self.metrics.rules_version.reset();
+        self.metrics
+            .rules_version
+            .with_label_values(&[version.as_str()])
+            .set(1);
+        tracing::info!(version = %version, "new rules running");
+        self.rules_version = version;
+    }
+
+    /// Last outputs, flushes, the last snapshots (file, or state topic + synchronous commit).
+    pub(crate) async fn shut_down(&mut self) {
+        self.sinks.write(&mut self.outputs);
+        if let Err(error) = self.sinks.flush(Some(KAFKA_SINK_FLUSH_GRACE)) {
+            tracing::error!(%error, "outputs not all durable at shutdown");
+        }
+        let state_timeout = match &mut self.checkpointing {
+            Checkpointing::None => return,
+            Checkpointing::File(file) => {
+                file.write(&self.pipelines, &self.metrics);
+                return;
+            }
+            Checkpointing::Kafka(kafka) => kafka.state_timeout,
+        };
+        if self.outputs_lost.is_some() {
+            return;
+        }
+        let committable = self.snapshot_round(None, state_timeout).await;
+        let Some(source) = self.checkpointing.kafka_source() else {
+            return;
+        };
+        match tokio::time::timeout(state_timeout, source.commit(committable)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "committing offsets at shutdown failed"),
+            Err(_elapsed) => tracing::error!("committing offsets at shutdown timed out"),
+        }
+    }
+}

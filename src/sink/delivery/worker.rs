@@ -1,0 +1,310 @@
+//! The one delivery loop every destination runs: wait for queued state changes, send them
+//! batch by batch with retries, run the destination's periodic work (Alertmanager's resend)
+//! in between, and at shutdown give what is still queued one attempt. A [`Destination`] says
+//! only what is specific to it: how a batch becomes a request.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{Histogram, IntCounter};
+use tokio_util::sync::CancellationToken;
+
+use super::queue::{AlertQueue, QueuedAlert};
+use super::retry::{send_once, send_with_retry, AttemptError, RetryPolicy};
+use crate::metrics::Metrics;
+
+/// Errors starting alert delivery.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The HTTP client could not be built (e.g. no TLS backend).
+    #[error("cannot build the HTTP client for {sink}: {source}")]
+    Client {
+        /// `alertmanager` or `webhook`.
+        sink: &'static str,
+        /// The client error.
+        source: reqwest::Error,
+    },
+    /// A configured URL is not usable.
+    #[error("invalid {sink} URL {url:?}: {message}")]
+    Url {
+        /// `alertmanager` or `webhook`.
+        sink: &'static str,
+        /// The URL as configured.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The HTTP client of a destination: `timeout` per request, gridwatch's user agent.
+pub(crate) fn http_client(
+    sink: &'static str,
+    timeout: Duration,
+) -> Result<reqwest::Client, DeliveryError> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .user_agent(concat!("gridwatch/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|source| DeliveryError::Client { sink, source })
+}
+
+/// The counters and histogram of one sink.
+#[derive(Clone)]
+pub(crate) struct SinkMetrics {
+    /// `result="sent"`.
+    pub(crate) sent: IntCounter,
+    /// `result="failed"`.
+    pub(crate) failed: IntCounter,
+    /// `result="retried"`.
+    pub(crate) retried: IntCounter,
+    /// `result="suppressed"`.
+    pub(crate) suppressed: IntCounter,
+    /// Dropped from a full queue.
+    pub(crate) dropped: IntCounter,
+    /// Hand-off to acknowledgement.
+    pub(crate) latency: Histogram,
+}
+
+impl SinkMetrics {
+    /// The series of `sink` (`alertmanager` or `webhook`).
+    pub(crate) fn new(metrics: &Metrics, sink: &str) -> SinkMetrics {
+        let result = |name: &str| metrics.alert_deliveries.with_label_values(&[sink, name]);
+        SinkMetrics {
+            sent: result("sent"),
+            failed: result("failed"),
+            retried: result("retried"),
+            suppressed: result("suppressed"),
+            dropped: metrics.alert_delivery_dropped.with_label_values(&[sink]),
+            latency: metrics.alert_delivery_latency.with_label_values(&[sink]),
+        }
+    }
+
+    /// Counts a delivered batch and observes each alert's latency.
+    pub(crate) fn record_sent(&self, batch: &[QueuedAlert]) {
+        self.sent.inc_by(batch.len() as u64);
+        for queued in batch {
+            self.latency
+                .observe(queued.handed_off.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// What is specific to one kind of receiver (Alertmanager, the webhook).
+pub(crate) trait Destination: Send + Sync + 'static {
+    /// The `sink` label of its metrics and logs.
+    const SINK: &'static str;
+    /// Most alerts in one request.
+    const MAX_BATCH_ALERTS: usize;
+    /// A batch made ready to send: built once, sent again by each retry.
+    type Prepared: Send + Sync;
+
+    /// Readies a batch (fails when it cannot be serialized: nothing is sent).
+    fn prepare(&self, batch: &[QueuedAlert]) -> Result<Self::Prepared, AttemptError>;
+
+    /// The request of one attempt.
+    fn request(&self, prepared: &Self::Prepared) -> reqwest::RequestBuilder;
+
+    /// Names the receiver in logs (never a URL with credentials or tokens in it).
+    fn receiver(&self) -> String;
+
+    /// How often [`Destination::periodic`] runs; `None` for never.
+    fn periodic_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Work between state changes (Alertmanager re-sends its firing alerts).
+    fn periodic(&self, cancel: &CancellationToken) -> impl Future<Output = ()> + Send {
+        let _ = cancel;
+        async {}
+    }
+}
+
+/// One destination's delivery task.
+pub(crate) struct DeliveryWorker<D: Destination> {
+    /// What is specific to the receiver.
+    destination: D,
+    /// State changes waiting for this receiver.
+    queue: Arc<AlertQueue>,
+    /// Retries of state changes.
+    policy: RetryPolicy,
+    /// Delivery metrics of the destination's sink.
+    metrics: SinkMetrics,
+    /// Stops the loop; queued alerts then get one attempt.
+    cancel: CancellationToken,
+}
+
+impl<D: Destination> DeliveryWorker<D> {
+    /// A worker delivering `queue` to `destination`.
+    pub(crate) fn new(
+        destination: D,
+        queue: Arc<AlertQueue>,
+        policy: RetryPolicy,
+        metrics: SinkMetrics,
+        cancel: CancellationToken,
+    ) -> DeliveryWorker<D> {
+        DeliveryWorker {
+            destination,
+            queue,
+            policy,
+            metrics,
+            cancel,
+        }
+    }
+
+    /// Delivers state changes as they come and runs the periodic work, until shutdown; then
+    /// gives what is queued one attempt.
+    pub(crate) async fn run(self) {
+        // Without periodic work the ticker exists (any period) but its branch is disabled.
+        let periodic_interval = self.destination.periodic_interval();
+        let mut ticker =
+            tokio::time::interval(periodic_interval.unwrap_or(Duration::from_secs(3600)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break,
+                _ = self.queue.wait() => self.deliver_queued().await,
+                _ = ticker.tick(), if periodic_interval.is_some() => {
+                    self.destination.periodic(&self.cancel).await
+                }
+            }
+        }
+        self.flush_on_shutdown().await;
+    }
+
+    /// Sends everything queued, batch by batch, with retries.
+    async fn deliver_queued(&self) {
+        loop {
+            let batch = self.queue.take_batch(D::MAX_BATCH_ALERTS);
+            if batch.is_empty() {
+                return;
+            }
+            let result = match self.destination.prepare(&batch) {
+                Ok(prepared) => {
+                    send_with_retry(
+                        || self.destination.request(&prepared),
+                        &self.policy,
+                        &self.metrics.retried,
+                        batch.len() as u64,
+                        D::SINK,
+                        &self.cancel,
+                    )
+                    .await
+                }
+                Err(error) => Err(error),
+            };
+            self.record(&batch, result);
+            if self.cancel.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    /// At shutdown: one attempt for whatever is still queued.
+    async fn flush_on_shutdown(&self) {
+        loop {
+            let batch = self.queue.take_batch(D::MAX_BATCH_ALERTS);
+            if batch.is_empty() {
+                return;
+            }
+            let result = match self.destination.prepare(&batch) {
+                Ok(prepared) => send_once(self.destination.request(&prepared)).await,
+                Err(error) => Err(error),
+            };
+            self.record(&batch, result);
+        }
+    }
+
+    /// Counts a batch's outcome.
+    fn record(&self, batch: &[QueuedAlert], result: Result<(), AttemptError>) {
+        let Err(error) = result else {
+            self.metrics.record_sent(batch);
+            return;
+        };
+        self.metrics.failed.inc_by(batch.len() as u64);
+        tracing::error!(
+            sink = D::SINK,
+            receiver = %self.destination.receiver(),
+            alerts = batch.len(),
+            first_alert_id = batch.first().map(|queued| queued.alert.alert_id.as_str()).unwrap_or_default(),
+            %error,
+            "alert delivery failed"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use prometheus::HistogramOpts;
+
+    use super::*;
+    use crate::proto::Alert;
+
+    /// A destination whose batches never serialize (and whose requests would go nowhere).
+    struct Unserializable;
+
+    impl Destination for Unserializable {
+        const SINK: &'static str = "test";
+        const MAX_BATCH_ALERTS: usize = 2;
+        type Prepared = ();
+
+        fn prepare(&self, _batch: &[QueuedAlert]) -> Result<(), AttemptError> {
+            Err(AttemptError::Encode(serde::ser::Error::custom(
+                "not serializable",
+            )))
+        }
+
+        fn request(&self, _prepared: &()) -> reqwest::RequestBuilder {
+            reqwest::Client::new().post("http://127.0.0.1:9/unreachable")
+        }
+
+        fn receiver(&self) -> String {
+            "test".to_string()
+        }
+    }
+
+    fn sink_metrics() -> SinkMetrics {
+        let counter = |name: &str| IntCounter::new(name, "test").unwrap();
+        SinkMetrics {
+            sent: counter("sent"),
+            failed: counter("failed"),
+            retried: counter("retried"),
+            suppressed: counter("suppressed"),
+            dropped: counter("dropped"),
+            latency: Histogram::with_opts(HistogramOpts::new("latency", "test")).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_cannot_be_serialized_fails_at_once_without_retries() {
+        let metrics = sink_metrics();
+        let queue = Arc::new(AlertQueue::new(10, metrics.dropped.clone()));
+        for index in 0..3 {
+            let alert = Alert {
+                alert_id: index.to_string(),
+                ..Alert::default()
+            };
+            queue.offer(alert, Instant::now());
+        }
+        let policy = RetryPolicy {
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(1),
+            max_attempts: 5,
+        };
+        let worker = DeliveryWorker::new(
+            Unserializable,
+            queue.clone(),
+            policy,
+            metrics.clone(),
+            CancellationToken::new(),
+        );
+        worker.deliver_queued().await;
+        assert_eq!(metrics.failed.get(), 3, "every alert of both batches");
+        assert_eq!(metrics.retried.get(), 0, "an encoding error is not retried");
+        assert_eq!(metrics.sent.get(), 0);
+        assert!(queue.take_batch(10).is_empty());
+    }
+}
