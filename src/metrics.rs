@@ -30,6 +30,9 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     /// Events whose window was already final.
     pub late_events: IntCounter,
+    /// Partition states at assignment or start, by store (file, kafka) and how they started
+    /// (restored, empty, invalid: a snapshot that did not fit was refused).
+    pub state_restores: IntCounterVec,
     /// Life-safety (immediate) alert changes raised by late events, by rule: the window was
     /// final, the alarm still went out.
     pub late_alerts: IntCounterVec,
@@ -161,6 +164,18 @@ impl Metrics {
             "gridwatch_late_events_total",
             "Events whose window was already final when they arrived (also dead-lettered as reason=late).",
         )?;
+        let state_restores = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_state_restores_total",
+                "Partition states at assignment or start, by store (file, kafka) and result: restored, empty, or invalid (a snapshot that does not fit the running settings or registry was refused; the partition started empty from its committed offset).",
+            ),
+            &["store", "result"],
+        )?;
+        for store in ["file", "kafka"] {
+            for result in ["restored", "empty", "invalid"] {
+                state_restores.with_label_values(&[store, result]);
+            }
+        }
         let late_alerts = IntCounterVec::new(
             Opts::new(
                 "gridwatch_late_alerts_total",
@@ -319,6 +334,7 @@ impl Metrics {
         registry.register(Box::new(dead_letters.clone()))?;
         registry.register(Box::new(late_events.clone()))?;
         registry.register(Box::new(late_alerts.clone()))?;
+        registry.register(Box::new(state_restores.clone()))?;
         registry.register(Box::new(clock_ahead_events.clone()))?;
         registry.register(Box::new(windows_emitted.clone()))?;
         registry.register(Box::new(alerts.clone()))?;
@@ -435,6 +451,7 @@ impl Metrics {
             events_duplicate,
             dead_letters,
             late_events,
+            state_restores,
             late_alerts,
             clock_ahead_events,
             windows_emitted,
@@ -670,8 +687,6 @@ pub struct KafkaMetrics {
     pub snapshot_duration: Histogram,
     /// Size of each partition snapshot record.
     pub snapshot_size: Histogram,
-    /// Partitions restored on assignment, by result (restored, empty, invalid).
-    pub restores: IntCounterVec,
     /// Group offset commits, by result (ok, failed).
     pub commits: IntCounterVec,
     /// Times the consumer paused its partitions because the pipeline was behind.
@@ -730,13 +745,6 @@ impl KafkaMetrics {
             )
             .buckets(prometheus::exponential_buckets(1024.0, 4.0, 9)?),
         )?;
-        let restores = IntCounterVec::new(
-            Opts::new(
-                "gridwatch_kafka_state_restores_total",
-                "Partitions assigned to this instance, by how their state started (restored, empty, invalid).",
-            ),
-            &["result"],
-        )?;
         let commits = IntCounterVec::new(
             Opts::new(
                 "gridwatch_kafka_commits_total",
@@ -762,7 +770,6 @@ impl KafkaMetrics {
         registry.register(Box::new(snapshots.clone()))?;
         registry.register(Box::new(snapshot_duration.clone()))?;
         registry.register(Box::new(snapshot_size.clone()))?;
-        registry.register(Box::new(restores.clone()))?;
         registry.register(Box::new(commits.clone()))?;
         registry.register(Box::new(pauses.clone()))?;
         registry.register(Box::new(broker_up.clone()))?;
@@ -773,9 +780,6 @@ impl KafkaMetrics {
             snapshots.with_label_values(&[result]);
             commits.with_label_values(&[result]);
         }
-        for result in ["restored", "empty", "invalid"] {
-            restores.with_label_values(&[result]);
-        }
         Ok(KafkaMetrics {
             consumer_lag,
             partition_watermark,
@@ -784,7 +788,6 @@ impl KafkaMetrics {
             snapshots,
             snapshot_duration,
             snapshot_size,
-            restores,
             commits,
             pauses,
             broker_up,

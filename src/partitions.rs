@@ -186,9 +186,9 @@ impl PartitionedPipelines {
         snapshot: Option<&[u8]>,
         next_position: Option<u64>,
     ) -> Result<(), SnapshotError> {
-        let window = self.factory.settings.window;
+        let fit = crate::state::SnapshotFit::new(&self.factory.settings, &self.factory.registry);
         match snapshot
-            .map(|bytes| crate::state::decode(bytes, window))
+            .map(|bytes| crate::state::decode(bytes, &fit))
             .transpose()
         {
             Ok(state) => {

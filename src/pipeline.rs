@@ -115,6 +115,27 @@ pub struct PipelineState {
     pub fraud: Option<FraudTracker>,
 }
 
+impl PipelineState {
+    /// Checks every index and bound of a restored state against what the running pipelines
+    /// can restore (see [`crate::state::decode`]).
+    pub fn check_bounds(
+        &self,
+        fit: &crate::state::SnapshotFit,
+    ) -> Result<(), crate::grid::StateOutOfBounds> {
+        self.windows.check_bounds(&fit.registry, fit.window)?;
+        self.views.check_bounds(
+            &fit.registry,
+            fit.window.size_millis,
+            &fit.view_spans_millis,
+        )?;
+        self.rules.check_bounds(&fit.registry)?;
+        match &self.fraud {
+            Some(fraud) => fraud.check_bounds(&fit.registry),
+            None => Ok(()),
+        }
+    }
+}
+
 /// What happened to one record (for callers that count).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecordResult {

@@ -790,8 +790,8 @@ async fn a_state_record_that_does_not_decode_does_not_move_the_partition_past_it
     assert_eq!(
         metric_value(
             &metrics,
-            "gridwatch_kafka_state_restores_total",
-            &["result=\"invalid\""]
+            "gridwatch_state_restores_total",
+            &["result=\"invalid\"", "store=\"kafka\""]
         ),
         Some(1.0),
         "{metrics}"

@@ -419,7 +419,7 @@ fn killed_instances_resume_from_their_snapshots_and_outputs_equal_the_reference(
     let ends = end_offsets(&read_topic(&broker.address, INPUT_TOPIC));
     wait_for_commits(&broker.address, group_id, &ends, Duration::from_secs(90));
     let restored = last
-        .metric("gridwatch_kafka_state_restores_total{result=\"restored\"}")
+        .metric("gridwatch_state_restores_total{result=\"restored\",store=\"kafka\"}")
         .unwrap_or(0.0);
     assert!(
         restored >= 1.0,
@@ -493,7 +493,7 @@ fn survivors_take_over_a_killed_instances_partitions_with_their_state() {
         .iter()
         .map(|instance| {
             instance
-                .metric("gridwatch_kafka_state_restores_total{result=\"restored\"}")
+                .metric("gridwatch_state_restores_total{result=\"restored\",store=\"kafka\"}")
                 .unwrap_or(0.0)
         })
         .sum();

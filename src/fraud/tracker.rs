@@ -98,6 +98,30 @@ impl FraudTracker {
         }
     }
 
+    /// Checks restored counts: no year or warning list has more communities than the registry.
+    pub fn check_bounds(
+        &self,
+        shape: &crate::grid::RegistryShape,
+    ) -> Result<(), crate::grid::StateOutOfBounds> {
+        let longest = self
+            .years
+            .values()
+            .map(Vec::len)
+            .chain(std::iter::once(self.pending_warnings.len()))
+            .max()
+            .unwrap_or(0);
+        if longest <= shape.community_count {
+            return Ok(());
+        }
+        Err(crate::grid::StateOutOfBounds::new(
+            "fraud counts",
+            format!(
+                "{longest} communities counted, the registry has {}",
+                shape.community_count
+            ),
+        ))
+    }
+
     /// Takes over the counts and pending warnings of a restored snapshot, keeping this
     /// tracker's settings (the running configuration wins).
     pub fn restore(&mut self, restored: FraudTracker) {

@@ -15,12 +15,14 @@ pub mod coords;
 pub mod loading;
 pub mod model;
 pub mod resolution;
+pub mod shape;
 
 pub use loading::GridLoadError;
 pub use model::{
     Cell, CellIndex, Community, CommunityIndex, Device, DeviceKind, District, GridRegistry,
 };
 pub use resolution::GridResolveError;
+pub use shape::{RegistryShape, StateOutOfBounds};
 
 #[cfg(test)]
 mod tests;

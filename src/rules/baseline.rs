@@ -333,6 +333,20 @@ pub struct BaselineState {
 }
 
 impl BaselineState {
+    /// Checks every cell and type of the learned counts against the running registry.
+    pub(crate) fn check_bounds(
+        &self,
+        shape: &crate::grid::RegistryShape,
+    ) -> Result<(), crate::grid::StateOutOfBounds> {
+        self.types
+            .keys()
+            .try_for_each(|event_type| shape.check_event_type("learned baseline", *event_type))?;
+        self.hour_counts.keys().try_for_each(|(cell, event_type)| {
+            shape.check_cell("learned baseline", *cell)?;
+            shape.check_event_type("learned baseline", *event_type)
+        })
+    }
+
     /// Makes `learned_types` exactly the learned types: new ones start learning now, dropped
     /// ones lose their counts.
     pub(crate) fn set_learned_types(&mut self, learned_types: &BTreeSet<i32>) {

@@ -250,6 +250,13 @@ impl RuleKind for CusumRule {
         state.updated_until_millis.remove(rule_name);
     }
 
+    fn check_state_bounds(
+        state: &Self::State,
+        shape: &crate::grid::RegistryShape,
+    ) -> Result<(), crate::grid::StateOutOfBounds> {
+        super::series::check_series_bounds(&state.series, "cusum rules", shape)
+    }
+
     fn collect_firing<'state>(
         state: &'state CusumState,
         firing: &mut Vec<&'state AlertOccurrence>,

@@ -275,6 +275,17 @@ impl RuleKind for DataGapRule {
         remove_series_of_rule(&mut state.units, rule_name, firing);
     }
 
+    fn check_state_bounds(
+        state: &Self::State,
+        shape: &crate::grid::RegistryShape,
+    ) -> Result<(), crate::grid::StateOutOfBounds> {
+        state
+            .last_activity_millis
+            .keys()
+            .try_for_each(|cell| shape.check_cell("data-gap activity", *cell))?;
+        super::series::check_series_bounds(&state.units, "data-gap rules", shape)
+    }
+
     fn collect_firing<'state>(
         state: &'state DataGapState,
         firing: &mut Vec<&'state AlertOccurrence>,

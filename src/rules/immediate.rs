@@ -133,6 +133,23 @@ impl RuleKind for ImmediateRule {
         state.recently_resolved.remove(rule_name);
     }
 
+    fn check_state_bounds(
+        state: &Self::State,
+        shape: &crate::grid::RegistryShape,
+    ) -> Result<(), crate::grid::StateOutOfBounds> {
+        let firing_keys = state.firing.values().flat_map(|alerts| alerts.keys());
+        let resolved_keys = state
+            .recently_resolved
+            .values()
+            .flat_map(|alerts| alerts.keys());
+        firing_keys
+            .chain(resolved_keys)
+            .try_for_each(|(cell, event_type)| {
+                shape.check_cell("immediate rules", *cell)?;
+                shape.check_event_type("immediate rules", *event_type)
+            })
+    }
+
     fn collect_firing<'state>(
         state: &'state ImmediateState,
         firing: &mut Vec<&'state AlertOccurrence>,

@@ -18,7 +18,7 @@ use super::kinds::Rule;
 use super::ruleset::{AlertScope, RuleSet, RuleValidation};
 use super::units::{unit_key_of, unit_labels, CellLabels};
 use crate::event::AcceptedEvent;
-use crate::grid::GridRegistry;
+use crate::grid::{GridRegistry, RegistryShape, StateOutOfBounds};
 use crate::proto::{Alert, EventType};
 
 /// A kind of rule, implemented by its validated rule type (e.g. [`super::spike::SpikeRule`]).
@@ -92,6 +92,13 @@ pub trait RuleKind: Debug + Clone + PartialEq + Sized {
     /// Drops the state of `rule_name` (removed or changed by a reload), appending its firing
     /// alerts to `firing` so that the engine resolves them.
     fn remove_rule(state: &mut Self::State, rule_name: &str, firing: &mut Vec<AlertOccurrence>);
+
+    /// Checks every cell, community and event type index in a restored state against the
+    /// running registry (see [`crate::grid::shape`]).
+    fn check_state_bounds(
+        state: &Self::State,
+        shape: &RegistryShape,
+    ) -> Result<(), StateOutOfBounds>;
 
     /// Appends every firing alert of the kind.
     fn collect_firing<'state>(

@@ -14,7 +14,7 @@ use super::baseline::{Baseline, BaselineState, BaselineView};
 use super::kind::{EventOutcome, MatchingEvent, RegisteredKind, RuleKind, WatermarkContext};
 use super::ruleset::{RuleSet, RuleValidation};
 use crate::event::AcceptedEvent;
-use crate::grid::GridRegistry;
+use crate::grid::{GridRegistry, RegistryShape, StateOutOfBounds};
 use crate::proto::{Alert, EventType};
 
 /// Writes the registry from a list of `state_field: Variant(RuleType)` lines (see the module
@@ -186,6 +186,13 @@ macro_rules! register_rule_kinds {
                     partial_input: inputs.partial_input,
                 };
                 $( <$rule as RuleKind>::on_watermark(&mut self.$field, &mut derived.$field, &watermark, out); )+
+            }
+
+            /// Checks every index in a restored state against the running registry: a snapshot
+            /// from another registry, or a forged one, is refused instead of crashing a tick.
+            pub fn check_bounds(&self, shape: &RegistryShape) -> Result<(), StateOutOfBounds> {
+                $( <$rule as RuleKind>::check_state_bounds(&self.$field, shape)?; )+
+                self.baseline.check_bounds(shape)
             }
 
             /// Drops the state of a rule in every kind, appending its firing alerts.

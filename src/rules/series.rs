@@ -206,6 +206,49 @@ pub(crate) fn collect_firing_series<'state, Key, Series: AlertingSeries>(
     );
 }
 
+/// A series key that names a place (and maybe a type) of the registry.
+pub(crate) trait SeriesKeyBounds {
+    /// Checks the key against the running registry.
+    fn check_bounds(
+        &self,
+        part: &'static str,
+        shape: &crate::grid::RegistryShape,
+    ) -> Result<(), crate::grid::StateOutOfBounds>;
+}
+
+impl SeriesKeyBounds for u32 {
+    fn check_bounds(
+        &self,
+        part: &'static str,
+        shape: &crate::grid::RegistryShape,
+    ) -> Result<(), crate::grid::StateOutOfBounds> {
+        shape.check_unit(part, *self)
+    }
+}
+
+impl SeriesKeyBounds for (u32, i32) {
+    fn check_bounds(
+        &self,
+        part: &'static str,
+        shape: &crate::grid::RegistryShape,
+    ) -> Result<(), crate::grid::StateOutOfBounds> {
+        shape.check_unit(part, self.0)?;
+        shape.check_event_type(part, self.1)
+    }
+}
+
+/// Checks every key of every rule's series.
+pub(crate) fn check_series_bounds<Key: SeriesKeyBounds, Series>(
+    series_by_rule: &SeriesByRule<Key, Series>,
+    part: &'static str,
+    shape: &crate::grid::RegistryShape,
+) -> Result<(), crate::grid::StateOutOfBounds> {
+    series_by_rule
+        .values()
+        .flat_map(|series| series.keys())
+        .try_for_each(|key| key.check_bounds(part, shape))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

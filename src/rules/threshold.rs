@@ -173,6 +173,13 @@ impl RuleKind for ThresholdRule {
         remove_series_of_rule(&mut state.series, rule_name, firing);
     }
 
+    fn check_state_bounds(
+        state: &Self::State,
+        shape: &crate::grid::RegistryShape,
+    ) -> Result<(), crate::grid::StateOutOfBounds> {
+        super::series::check_series_bounds(&state.series, "threshold rules", shape)
+    }
+
     fn collect_firing<'state>(
         state: &'state ThresholdState,
         firing: &mut Vec<&'state AlertOccurrence>,

@@ -58,23 +58,36 @@ impl FileCheckpoint {
     }
 
     /// Restores partition 0 from the file, if there is one; a file that cannot be read or
-    /// restored is logged and the partition starts empty.
-    pub(crate) fn restore(&self, pipelines: &mut PartitionedPipelines) {
+    /// restored (it does not fit the running settings or registry) is logged and counted, and
+    /// the partition starts empty.
+    pub(crate) fn restore(&self, pipelines: &mut PartitionedPipelines, metrics: &Metrics) {
         let path = &self.path;
+        let count = |result: &str| {
+            metrics
+                .state_restores
+                .with_label_values(&["file", result])
+                .inc()
+        };
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                count("empty");
+                return;
+            }
             Err(error) => {
                 tracing::error!(%error, path = %path.display(), "cannot read state snapshot; starting empty");
+                count("invalid");
                 return;
             }
         };
         match pipelines.assign(0, Some(&bytes), None) {
             Ok(()) => {
-                tracing::info!(path = %path.display(), bytes = bytes.len(), "state restored from snapshot")
+                tracing::info!(path = %path.display(), bytes = bytes.len(), "state restored from snapshot");
+                count("restored");
             }
             Err(error) => {
-                tracing::error!(%error, path = %path.display(), "cannot restore state snapshot; starting empty")
+                tracing::error!(%error, path = %path.display(), "cannot restore state snapshot; starting empty");
+                count("invalid");
             }
         }
     }
@@ -241,12 +254,53 @@ mod tests {
         assert!(path.exists() && !path.with_extension("tmp").exists());
 
         let (mut after, _) = pipelines();
-        checkpoint.restore(&mut after);
+        checkpoint.restore(&mut after, &metrics);
         let snapshot_of = |pipelines: &PartitionedPipelines| {
             let (_, owned) = pipelines.partitions().next().unwrap();
             crate::state::snapshot(&owned.pipeline).unwrap()
         };
         assert_eq!(snapshot_of(&after), snapshot_of(&before));
+        assert_eq!(
+            metrics
+                .state_restores
+                .with_label_values(&["file", "restored"])
+                .get(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_file_snapshot_of_another_registry_is_refused_counted_and_the_partition_starts_empty() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("state.snap");
+        let (mut before, registry) = pipelines();
+        accepted_event(&mut before, &registry.cells()[0].grid_id, "a", T0);
+        let metrics = Metrics::new(&["file"], "test").unwrap();
+        let mut checkpoint = FileCheckpoint::new(path.clone(), Duration::from_secs(60));
+        checkpoint.write(&before, &metrics);
+        // Same bytes, but the fingerprint no longer names the running registry.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let fingerprint = crate::grid::RegistryShape::of(&registry)
+            .fingerprint
+            .to_le_bytes();
+        let at = bytes
+            .windows(8)
+            .position(|window| window == fingerprint)
+            .expect("the snapshot carries the registry fingerprint");
+        bytes[at] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+
+        let (mut after, _) = pipelines();
+        checkpoint.restore(&mut after, &metrics);
+        assert_eq!(
+            metrics
+                .state_restores
+                .with_label_values(&["file", "invalid"])
+                .get(),
+            1
+        );
+        let (_, owned) = after.partitions().next().unwrap();
+        assert_eq!(owned.pipeline.open_pane_count(), 0, "started empty");
     }
 
     #[test]
@@ -254,15 +308,16 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("state.snap");
         let checkpoint = FileCheckpoint::new(path.clone(), Duration::from_secs(60));
+        let metrics = Metrics::new(&["file"], "test").unwrap();
         let (mut pipelines, _) = pipelines();
-        checkpoint.restore(&mut pipelines);
+        checkpoint.restore(&mut pipelines, &metrics);
         assert_eq!(
             pipelines.partitions().count(),
             0,
             "no file: nothing assigned"
         );
         std::fs::write(&path, b"not a snapshot").unwrap();
-        checkpoint.restore(&mut pipelines);
+        checkpoint.restore(&mut pipelines, &metrics);
         let (_, owned) = pipelines.partitions().next().unwrap();
         assert_eq!(owned.next_position, None, "partition 0 starts empty");
     }

@@ -197,7 +197,7 @@ pub async fn run(
         .clone()
         .map(|path| FileCheckpoint::new(path, config.state.snapshot_interval));
     if let Some(checkpoint) = &file_checkpoint {
-        checkpoint.restore(&mut pipelines);
+        checkpoint.restore(&mut pipelines, &metrics);
     }
     if config.privacy.pseudonymization_key == crate::config::DEFAULT_PSEUDONYMIZATION_KEY {
         tracing::warn!("using the built-in pseudonymization key; set privacy.pseudonymization_key for real data");
@@ -263,7 +263,7 @@ pub async fn run(
             let state_writer = StateWriter::create(&config.kafka)?;
             let source = KafkaSource::start(
                 &config.kafka,
-                config.window_settings(),
+                crate::state::SnapshotFit::new(&partition_pipeline_settings(&config), &registry),
                 batch_sender,
                 metrics.clone(),
             )?;

@@ -35,7 +35,6 @@ use crate::kafka::{
 use crate::metrics::Metrics;
 use crate::partitions::{AssignedPartition, SourceMessage};
 use crate::source::{RecordPayload, SourceRecord};
-use crate::window::WindowSettings;
 
 /// What the consumer thread shares with the pipeline task.
 #[derive(Debug, Clone, Default)]
@@ -102,8 +101,8 @@ struct GroupContext {
     state_reader: crate::state::kafka::StateReader,
     /// How long to wait for state on assignment and for the pipeline on revoke.
     state_timeout: Duration,
-    /// The running window settings: a snapshot taken with other pane shapes is not used.
-    window: WindowSettings,
+    /// What the running pipelines can restore: a snapshot that does not fit is not used.
+    snapshot_fit: crate::state::SnapshotFit,
     /// Rebalance, restore and commit counts.
     metrics: Arc<Metrics>,
     /// High watermarks from statistics.
@@ -171,9 +170,8 @@ impl GroupContext {
             Err(error) => {
                 tracing::error!(%error, "cannot read partition state; the partitions start empty from their committed offsets");
                 self.metrics
-                    .kafka
-                    .restores
-                    .with_label_values(&["invalid"])
+                    .state_restores
+                    .with_label_values(&["kafka", "invalid"])
                     .inc_by(wanted.len() as u64);
                 BTreeMap::new()
             }
@@ -188,7 +186,7 @@ impl GroupContext {
             // does not restore must not move the partition past its committed offset.
             let restored = match snapshot {
                 None => None,
-                Some(found) => match crate::state::decode(&found.bytes, self.window) {
+                Some(found) => match crate::state::decode(&found.bytes, &self.snapshot_fit) {
                     Ok(state) => Some((state, found.next_offset)),
                     Err(error) => {
                         tracing::error!(%error, topic = %topic, partition = kafka_partition, "partition snapshot does not restore; the partition starts empty from its committed offset");
@@ -202,9 +200,8 @@ impl GroupContext {
                 (None, None) => "empty",
             };
             self.metrics
-                .kafka
-                .restores
-                .with_label_values(&[restore_result])
+                .state_restores
+                .with_label_values(&["kafka", restore_result])
                 .inc();
             if let Some((_, next_offset)) = &restored {
                 let resume_at = i64::try_from(*next_offset).unwrap_or(i64::MAX);
@@ -391,11 +388,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl KafkaSource {
     /// Subscribes to `config.topics` in `config.group_id` and starts the consumer thread,
-    /// which sends [`SourceMessage`]s to `sender`; restored snapshots are checked against the
-    /// running `window` settings.
+    /// which sends [`SourceMessage`]s to `sender`; restored snapshots are checked against
+    /// `snapshot_fit` (settings, registry, every index).
     pub fn start(
         config: &KafkaConfig,
-        window: WindowSettings,
+        snapshot_fit: crate::state::SnapshotFit,
         sender: mpsc::Sender<SourceMessage>,
         metrics: Arc<Metrics>,
     ) -> Result<KafkaSource, KafkaError> {
@@ -407,7 +404,7 @@ impl KafkaSource {
             pending: Mutex::new(Vec::new()),
             state_reader: crate::state::kafka::StateReader::create(config)?,
             state_timeout: config.state_timeout,
-            window,
+            snapshot_fit,
             metrics: metrics.clone(),
             progress: progress.clone(),
             assignment_changed: AtomicBool::new(false),

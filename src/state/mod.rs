@@ -3,14 +3,19 @@
 //! topic ([`kafka`]); otherwise the service can keep one in a file across restarts
 //! (`[state] snapshot_path`).
 //!
-//! Format: a magic/version header, then the [`PipelineState`] in postcard. A snapshot taken
-//! with different window settings is refused rather than silently mis-read.
+//! Format: a magic/version header, then the window settings, view spans and registry
+//! fingerprint the state was taken with, and the [`PipelineState`], in postcard. A snapshot is
+//! untrusted input (anyone who can write the state topic can write one): one taken with other
+//! window settings, views or `seeds/`, or holding any index the running registry does not have,
+//! is refused with a [`SnapshotError`] rather than mis-read or allowed to crash a later tick;
+//! the partition then starts empty from its committed offset.
 
 pub mod kafka;
 
 use serde::{Deserialize, Serialize};
 
-use crate::pipeline::{Pipeline, PipelineState};
+use crate::grid::{GridRegistry, RegistryShape, StateOutOfBounds};
+use crate::pipeline::{Pipeline, PipelineSettings, PipelineState};
 use crate::window::WindowSettings;
 
 /// First bytes of every snapshot. The number changes whenever the encoded state changes shape
@@ -35,11 +40,62 @@ pub enum SnapshotError {
         /// What the pipeline runs with.
         running: WindowSettings,
     },
+    /// The snapshot was taken with other sliding views.
+    #[error("snapshot views {snapshot:?} (ms) differ from the running views {running:?}")]
+    ViewsMismatch {
+        /// What the snapshot was taken with.
+        snapshot: Vec<i64>,
+        /// What the pipeline runs with.
+        running: Vec<i64>,
+    },
+    /// The snapshot was taken with another registry (`seeds/`): its cell and community
+    /// indexes name other places.
+    #[error("snapshot registry fingerprint {snapshot:016x} differs from the running registry's {running:016x} (other seeds)")]
+    RegistryMismatch {
+        /// Fingerprint the snapshot was taken with.
+        snapshot: u64,
+        /// Fingerprint of the running registry.
+        running: u64,
+    },
+    /// An index or bound in the state does not fit the running registry or settings.
+    #[error("snapshot state does not fit: {0}")]
+    OutOfBounds(#[from] StateOutOfBounds),
+}
+
+/// What a snapshot must fit to be restored here: the running pane shape and views, and the
+/// registry whose indexes it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotFit {
+    /// Running window settings (pane size and lateness must match).
+    pub window: WindowSettings,
+    /// Running view spans (must match).
+    pub view_spans_millis: Vec<i64>,
+    /// Running registry's sizes and fingerprint.
+    pub registry: RegistryShape,
+}
+
+impl SnapshotFit {
+    /// What pipelines with `settings` over `registry` can restore.
+    pub fn new(settings: &PipelineSettings, registry: &GridRegistry) -> SnapshotFit {
+        SnapshotFit {
+            window: settings.window,
+            view_spans_millis: settings.view_spans_millis.clone(),
+            registry: RegistryShape::of(registry),
+        }
+    }
+
+    /// What `pipeline` can restore.
+    pub fn of(pipeline: &Pipeline) -> SnapshotFit {
+        SnapshotFit::new(pipeline.settings(), pipeline.registry())
+    }
 }
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody {
     window: WindowSettings,
+    view_spans_millis: Vec<i64>,
+    /// Little-endian bytes of [`RegistryShape::fingerprint`] (fixed width in the encoding).
+    registry_fingerprint: [u8; 8],
     state: PipelineState,
 }
 
@@ -47,6 +103,10 @@ struct SnapshotBody {
 pub fn snapshot(pipeline: &Pipeline) -> Result<Vec<u8>, SnapshotError> {
     let body = SnapshotBody {
         window: pipeline.settings().window,
+        view_spans_millis: pipeline.settings().view_spans_millis.clone(),
+        registry_fingerprint: RegistryShape::of(pipeline.registry())
+            .fingerprint
+            .to_le_bytes(),
         state: pipeline.state(),
     };
     let mut bytes = SNAPSHOT_MAGIC.to_vec();
@@ -56,20 +116,22 @@ pub fn snapshot(pipeline: &Pipeline) -> Result<Vec<u8>, SnapshotError> {
 
 /// Restores a pipeline's state from [`snapshot`] bytes.
 pub fn restore(pipeline: &mut Pipeline, bytes: &[u8]) -> Result<(), SnapshotError> {
-    let state = decode(bytes, pipeline.settings().window)?;
+    let state = decode(bytes, &SnapshotFit::of(pipeline))?;
     pipeline.restore_state(state);
     Ok(())
 }
 
-/// The state in [`snapshot`] bytes, checked against the `running` window settings (so a
-/// snapshot can be validated before anything depends on it, e.g. the offset it resumes at).
-pub fn decode(bytes: &[u8], running: WindowSettings) -> Result<PipelineState, SnapshotError> {
+/// The state in [`snapshot`] bytes, checked against what the running pipelines can restore
+/// (`fit`): settings, registry fingerprint and every index. Validated before anything depends
+/// on it, e.g. the offset it resumes at.
+pub fn decode(bytes: &[u8], fit: &SnapshotFit) -> Result<PipelineState, SnapshotError> {
     let Some(body_bytes) = bytes.strip_prefix(SNAPSHOT_MAGIC.as_slice()) else {
         return Err(SnapshotError::BadHeader);
     };
     let body: SnapshotBody = postcard::from_bytes(body_bytes)?;
     // Pane size and lateness shape the stored panes and views; out-of-orderness and the idle
     // timeout only change how the watermark moves from here on, so they may differ.
+    let running = fit.window;
     let same_shape = body.window.size_millis == running.size_millis
         && body.window.allowed_lateness_millis == running.allowed_lateness_millis;
     if !same_shape {
@@ -78,5 +140,20 @@ pub fn decode(bytes: &[u8], running: WindowSettings) -> Result<PipelineState, Sn
             running,
         });
     }
+    if body.view_spans_millis != fit.view_spans_millis {
+        return Err(SnapshotError::ViewsMismatch {
+            snapshot: body.view_spans_millis,
+            running: fit.view_spans_millis.clone(),
+        });
+    }
+    let snapshot_fingerprint = u64::from_le_bytes(body.registry_fingerprint);
+    if snapshot_fingerprint != fit.registry.fingerprint {
+        return Err(SnapshotError::RegistryMismatch {
+            snapshot: snapshot_fingerprint,
+            running: fit.registry.fingerprint,
+        });
+    }
+    // The header can be forged along with the body: every index is checked as well.
+    body.state.check_bounds(fit)?;
     Ok(body.state)
 }

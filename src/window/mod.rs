@@ -21,6 +21,18 @@ pub struct PaneKey {
     pub event_type: i32,
 }
 
+impl PaneKey {
+    /// Checks the cell and type against the running registry (restored state).
+    pub fn check_bounds(
+        &self,
+        part: &'static str,
+        shape: &crate::grid::RegistryShape,
+    ) -> Result<(), crate::grid::StateOutOfBounds> {
+        shape.check_cell(part, self.cell.0)?;
+        shape.check_event_type(part, self.event_type)
+    }
+}
+
 /// Aggregates of one pane.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaneCounts {

@@ -106,6 +106,34 @@ impl SlidingViews {
         self
     }
 
+    /// Checks restored views: the same pane size and spans as the running views, and every key
+    /// naming a cell and type of the registry.
+    pub fn check_bounds(
+        &self,
+        shape: &crate::grid::RegistryShape,
+        pane_size_millis: i64,
+        spans_millis: &[i64],
+    ) -> Result<(), crate::grid::StateOutOfBounds> {
+        if self.pane_size_millis != pane_size_millis.max(1) || self.spans_millis() != spans_millis {
+            return Err(crate::grid::StateOutOfBounds::new(
+                "sliding views",
+                format!(
+                    "spans {:?} over {} ms panes differ from the running {spans_millis:?} over {pane_size_millis} ms",
+                    self.spans_millis(),
+                    self.pane_size_millis
+                ),
+            ));
+        }
+        let view_keys = self.views.iter().flat_map(|view| view.sums.keys());
+        let queued_keys = self
+            .queue
+            .values()
+            .flat_map(|panes| panes.iter().map(|(key, _)| key));
+        view_keys
+            .chain(queued_keys)
+            .try_for_each(|key| key.check_bounds("sliding views", shape))
+    }
+
     /// The spans of the views, by `span_index`.
     pub fn spans_millis(&self) -> Vec<i64> {
         self.views.iter().map(|view| view.span_millis).collect()

@@ -68,6 +68,32 @@ impl TumblingWindows {
         }
     }
 
+    /// Checks restored panes: the pane shape must be the running one (`running`), and every
+    /// key must name a cell and type of the registry.
+    pub fn check_bounds(
+        &self,
+        shape: &crate::grid::RegistryShape,
+        running: WindowSettings,
+    ) -> Result<(), crate::grid::StateOutOfBounds> {
+        let same_shape = self.settings.size_millis == running.size_millis.max(1)
+            && self.settings.allowed_lateness_millis == running.allowed_lateness_millis.max(0);
+        if !same_shape {
+            return Err(crate::grid::StateOutOfBounds::new(
+                "open panes",
+                format!(
+                    "pane size {} ms / lateness {} ms differ from the running {} ms / {} ms",
+                    self.settings.size_millis,
+                    self.settings.allowed_lateness_millis,
+                    running.size_millis,
+                    running.allowed_lateness_millis
+                ),
+            ));
+        }
+        self.open
+            .keys()
+            .try_for_each(|(_, key)| key.check_bounds("open panes", shape))
+    }
+
     /// The (sanitized) settings in use.
     pub fn settings(&self) -> WindowSettings {
         self.settings
