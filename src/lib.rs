@@ -38,6 +38,7 @@ pub mod replay;
 pub mod rules;
 pub mod seeds;
 pub mod service;
+pub mod simulator;
 pub mod sink;
 pub mod source;
 pub mod state;
