@@ -20,7 +20,8 @@
 //! fast as possible). [`config`] holds the layered TOML + `GRIDWATCH_*` configuration, and
 //! [`seeds`] generates the reference data (communities, cells, devices) that [`grid`] loads.
 //! Beside the flow: [`fraud`] tracks the city's fraud-incidence target, [`reload`] swaps in a
-//! changed rules file, and [`event`] holds the taxonomy.
+//! changed rules file, [`simulator`] generates the seeded event streams that the simulator
+//! source paces and `gridwatch simulate` writes, and [`event`] holds the taxonomy.
 
 pub mod api;
 pub mod config;
@@ -40,6 +41,7 @@ pub mod replay;
 pub mod rules;
 pub mod seeds;
 pub mod service;
+pub mod simulator;
 pub mod sink;
 pub mod sorted_map;
 pub mod source;

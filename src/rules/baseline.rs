@@ -12,7 +12,7 @@
 //! FRAUD_WARNING,per_10k_residents_per_year,120.0,office_hours,0.1,0.05,...
 //! ```
 //!
-//! The numbers are the simulator's documented table (`src/source/simulator.rs`; a test keeps
+//! The numbers are the simulator's documented table (`src/simulator/profiles.rs`; a test keeps
 //! them equal). The profile is normalized to mean 1, so the seeded rate of local hour `h` is
 //! `per_day × profile[h] / mean(profile) / 24` events per hour. `per_cell_per_day` types need
 //! a device able to report them: a cell with no such device expects none (as in the
@@ -591,7 +591,7 @@ impl BaselineView<'_> {
 mod tests {
     use super::*;
     use crate::event::ALL_EVENT_TYPES;
-    use crate::source::simulator::{type_model, BaseRate};
+    use crate::simulator::profiles::{type_model, BaseRate};
 
     #[test]
     fn embedded_csv_equals_the_simulator_model() {

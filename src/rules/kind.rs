@@ -6,6 +6,15 @@
 //! listed once, in [`super::kinds`]. So a new kind is one file — its rules-file table
 //! (`Spec`), validation, snapshot state and runtime, with `impl RuleKind` — plus one line of
 //! registration.
+//!
+//! # Adding a kind
+//!
+//! 1. Write `src/rules/<kind>.rs`: the `[[rule]]` table as a `Spec` struct
+//!    (`deny_unknown_fields`), the validated rule type, the snapshot `State` (series carry an
+//!    [`super::series::AlertLifecycle`], so occurrences never overlap), and `impl RuleKind`
+//!    for the rule type.
+//! 2. Declare the module in `src/rules/mod.rs` and append one line to the list in
+//!    [`super::kinds`] (at the end: the snapshot state serializes in list order).
 
 use std::fmt::Debug;
 
