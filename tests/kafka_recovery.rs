@@ -138,6 +138,11 @@ level = "info"
         }
     }
 
+    /// Whether the process is still running (it has not exited by itself).
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Status and body of `GET path`, if the process answers.
     fn get(&self, path: &str) -> Option<(u16, String)> {
         common::http_get(&self.address, path)
@@ -504,6 +509,62 @@ fn survivors_take_over_a_killed_instances_partitions_with_their_state() {
     for survivor in survivors {
         survivor.stop();
     }
+    assert_outputs_equal_reference(&broker.address);
+}
+
+/// An instance started while the broker is paused (SIGSTOP) keeps running — it serves
+/// `/healthz`, reports not-ready, and retries — and once the broker resumes 20 s later it
+/// consumes everything with the reference's results.
+#[test]
+fn an_instance_started_during_a_broker_outage_waits_it_out_and_completes_unchanged() {
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let broker = broker_with_topics(&binary, 3);
+    let temporary = tempfile::tempdir().unwrap();
+    let directory = temporary.path().to_path_buf();
+    let group_id = "gridwatch-started-in-outage";
+    let produced = spawn_producer(&broker.address, 3_000, 3_000.0)
+        .join()
+        .unwrap();
+    assert_eq!(produced, 3_000);
+    let broker_pid = broker.child.id().to_string();
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .args([name, &broker_pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let paused_at = Instant::now();
+    let mut instance = Instance::start(&broker.address, group_id, &directory, "waiting");
+    let mut healthy_checks = 0;
+    while paused_at.elapsed() < Duration::from_secs(20) {
+        assert!(
+            instance.is_running(),
+            "the instance exited during the outage; see {}/waiting.log",
+            directory.display()
+        );
+        if instance.get("/healthz").map(|(status, _)| status) == Some(200) {
+            healthy_checks += 1;
+        }
+        assert_ne!(
+            instance.get("/readyz").map(|(status, _)| status),
+            Some(200),
+            "ready while the broker is paused"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    signal("-CONT");
+    assert!(
+        healthy_checks > 10,
+        "/healthz answered {healthy_checks} times"
+    );
+    let ends = end_offsets(&read_topic(&broker.address, INPUT_TOPIC));
+    wait_for_commits(&broker.address, group_id, &ends, Duration::from_secs(120));
+    assert!(instance.is_running());
+    instance.stop();
     assert_outputs_equal_reference(&broker.address);
 }
 

@@ -152,6 +152,35 @@ impl GroupContext {
         self.send_blocking(SourceMessage::Records(records))
     }
 
+    /// The latest snapshots of `wanted`, retried with backoff while the state topic cannot be
+    /// read (a broker outage during a rebalance or at start): starting the partitions empty
+    /// would throw their state away, and the cluster has to come back before anything can be
+    /// consumed anyway. `None` once the pipeline is gone (shutdown).
+    fn read_partition_state(
+        &self,
+        wanted: &[(String, i32)],
+    ) -> Option<BTreeMap<(String, i32), crate::state::kafka::PartitionSnapshot>> {
+        let mut delays = backon::BackoffBuilder::build(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(STATE_READ_RETRY_MIN_DELAY)
+                .with_max_delay(STATE_READ_RETRY_MAX_DELAY)
+                .without_max_times(),
+        );
+        loop {
+            match self.state_reader.read_latest(wanted, self.state_timeout) {
+                Ok(snapshots) => return Some(snapshots),
+                Err(error) => {
+                    if self.sender.is_closed() {
+                        return None;
+                    }
+                    let delay = delays.next().unwrap_or(STATE_READ_RETRY_MAX_DELAY);
+                    tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "cannot read partition state yet; retrying (the partitions wait for their state)");
+                    std::thread::sleep(delay);
+                }
+            }
+        }
+    }
+
     /// Reads the state of newly assigned partitions, tells the pipeline, and positions the
     /// consumer at each restored snapshot's offset (others resume from the committed offset).
     fn on_assign(&self, assignment: &mut TopicPartitionList) {
@@ -165,16 +194,8 @@ impl GroupContext {
             .iter()
             .map(|element| (element.topic().to_string(), element.partition()))
             .collect();
-        let snapshots = match self.state_reader.read_latest(&wanted, self.state_timeout) {
-            Ok(snapshots) => snapshots,
-            Err(error) => {
-                tracing::error!(%error, "cannot read partition state; the partitions start empty from their committed offsets");
-                self.metrics
-                    .state_restores
-                    .with_label_values(&["kafka", "invalid"])
-                    .inc_by(wanted.len() as u64);
-                BTreeMap::new()
-            }
+        let Some(snapshots) = self.read_partition_state(&wanted) else {
+            return;
         };
         let mut assigned = Vec::with_capacity(wanted.len());
         for (topic, kafka_partition) in wanted {
@@ -379,6 +400,10 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 const PAUSE_AFTER_FULL: Duration = Duration::from_secs(1);
 /// How often a full queue is retried before pausing.
 const FULL_RETRY_INTERVAL: Duration = Duration::from_millis(1);
+/// First wait before reading the state topic again after a failed read.
+const STATE_READ_RETRY_MIN_DELAY: Duration = Duration::from_millis(500);
+/// Longest wait between reads of an unreachable state topic.
+const STATE_READ_RETRY_MAX_DELAY: Duration = Duration::from_secs(15);
 /// How long a poll waits while paused (how soon a freed queue is noticed).
 const PAUSED_POLL_TIMEOUT: Duration = Duration::from_millis(10);
 /// How often the probe asks the cluster for metadata, and how long it waits.

@@ -106,8 +106,9 @@ pub struct StateWriter {
     producer: FutureProducer,
     /// The state topic.
     topic: String,
-    /// The state topic's partition count, looked up once.
-    state_partition_count: i32,
+    /// The state topic's partition count, looked up at the first write (not at start: an
+    /// instance started during a broker outage must keep running and wait it out).
+    state_partition_count: std::sync::OnceLock<i32>,
     /// The consumer group whose state this is (part of every key).
     group_id: String,
 }
@@ -123,7 +124,8 @@ impl std::fmt::Debug for StateWriter {
 }
 
 impl StateWriter {
-    /// Creates the producer and looks up the state topic (which must exist).
+    /// Creates the producer; the state topic (which must exist) is looked up at the first
+    /// write, so creating needs no broker.
     pub fn create(config: &KafkaConfig) -> Result<StateWriter, KafkaError> {
         let producer: FutureProducer = non_group_client_config(config, &[])
             .set("enable.idempotence", "true")
@@ -135,13 +137,28 @@ impl StateWriter {
                 context: "creating the state producer".to_string(),
                 source,
             })?;
-        let state_partition_count = partition_count(producer.client(), &config.state_topic)?;
         Ok(StateWriter {
             producer,
             topic: config.state_topic.clone(),
-            state_partition_count,
+            state_partition_count: std::sync::OnceLock::new(),
             group_id: config.group_id.clone(),
         })
+    }
+
+    /// The state topic's partition count: looked up (off the async runtime, since the metadata
+    /// request blocks) until it is known once.
+    async fn state_partition_count(&self) -> Result<i32, KafkaError> {
+        if let Some(count) = self.state_partition_count.get() {
+            return Ok(*count);
+        }
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        let count = tokio::task::spawn_blocking(move || partition_count(producer.client(), &topic))
+            .await
+            .map_err(|join_error| {
+                KafkaError::Thread(format!("looking up the state topic: {join_error}"))
+            })??;
+        Ok(*self.state_partition_count.get_or_init(|| count))
     }
 
     /// Produces every snapshot and waits (at most `timeout`) until the broker acknowledged
@@ -151,6 +168,7 @@ impl StateWriter {
         snapshots: &[SnapshotRecord],
         timeout: Duration,
     ) -> Result<(), KafkaError> {
+        let state_partition_count = self.state_partition_count().await?;
         let mut deliveries = Vec::with_capacity(snapshots.len());
         for snapshot in snapshots {
             let key = state_key(
@@ -176,7 +194,7 @@ impl StateWriter {
             let record = FutureRecord::to(&self.topic)
                 .partition(state_partition_of(
                     snapshot.input_partition,
-                    self.state_partition_count,
+                    state_partition_count,
                 ))
                 .key(key.as_str())
                 .payload(snapshot.bytes.as_slice())
