@@ -154,10 +154,25 @@ fn main() -> std::process::ExitCode {
     match execute(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", error_report(&error));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each cause only when the message so far does not
+/// already say it (most errors print their source in their own message; `{:#}` would repeat
+/// it, e.g. "No such file or directory (os error 2): No such file or directory (os error 2)").
+fn error_report(error: &anyhow::Error) -> String {
+    let mut report = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause_text = cause.to_string();
+        if !report.contains(&cause_text) {
+            report.push_str(": ");
+            report.push_str(&cause_text);
+        }
+    }
+    report
 }
 
 fn execute(command: Command) -> anyhow::Result<()> {

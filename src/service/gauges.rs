@@ -245,7 +245,12 @@ mod tests {
         let labels = vec!["15m".to_string()];
         let mut gauges = CellGauges::default();
         accepted_event(&mut pipelines, &registry.cells()[0].grid_id, "a", T0);
-        accepted_event(&mut pipelines, &registry.cells()[1].grid_id, "b", T0 + 300_000);
+        accepted_event(
+            &mut pipelines,
+            &registry.cells()[1].grid_id,
+            "b",
+            T0 + 300_000,
+        );
         gauges.publish(&metrics, &registry, &labels, &view_counts(&pipelines, 1));
         assert_eq!(gauges.published.len(), 1);
         gauges.publish(&metrics, &registry, &labels, &ViewCounts::default());
