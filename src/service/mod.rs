@@ -62,9 +62,9 @@ pub enum ServiceError {
     /// The rules file is missing or invalid.
     #[error("rules file {path}: {source}")]
     Rules {
-        /// The file.
+        /// The rules file as configured (or the embedded defaults), for the operator to fix.
         path: String,
-        /// What is wrong.
+        /// Why it could not be read or is invalid.
         #[source]
         source: RulesFileError,
     },
@@ -94,7 +94,7 @@ pub enum ServiceError {
     /// last snapshot.
     #[error("{lost} kafka output records were lost; stopping without committing so that a restart re-sends them from the last snapshot")]
     OutputsLost {
-        /// Records lost.
+        /// Records lost since the sink started: what the restart will re-send.
         lost: u64,
     },
 }

@@ -70,7 +70,7 @@ pub struct KafkaSource {
     stop: Arc<AtomicBool>,
     /// The consumer thread (joined on shutdown, so the consumer leaves the group cleanly).
     consumer_thread: Option<std::thread::JoinHandle<()>>,
-    /// The probe thread.
+    /// The thread probing cluster reachability for `/readyz` (joined on shutdown).
     probe_thread: Option<std::thread::JoinHandle<()>>,
     /// Commit requests to the consumer thread.
     commit_sender: std::sync::mpsc::Sender<CommitRequest>,

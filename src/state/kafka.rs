@@ -102,7 +102,7 @@ fn partition_count<C: rdkafka::client::ClientContext>(
 
 /// Writes partition snapshots to the state topic (idempotent producer, compressed).
 pub struct StateWriter {
-    /// The producer.
+    /// Idempotent, so a retried snapshot is never written twice out of order.
     producer: FutureProducer,
     /// The state topic.
     topic: String,

@@ -32,7 +32,7 @@ pub enum DeliveryError {
         sink: &'static str,
         /// The URL as configured.
         url: String,
-        /// What is wrong.
+        /// Why the URL does not parse.
         message: String,
     },
 }
