@@ -656,6 +656,13 @@ mod tests {
         assert!(one_partition.is_empty(), "{one_partition:#?}");
     }
 
+    /// Empty pipelines, an output buffer and the grid id of a registered cell.
+    fn empty_pipelines_and_a_cell() -> (String, PartitionedPipelines, Outputs) {
+        let grid = GridRegistry::embedded().cells()[0].grid_id.clone();
+        let pipelines = PartitionedPipelines::new(factory(60_000));
+        (grid, pipelines, Outputs::default())
+    }
+
     #[test]
     fn a_partition_without_records_or_a_restored_snapshot_is_not_due() {
         let mut pipelines = PartitionedPipelines::new(factory(60_000));
@@ -665,10 +672,7 @@ mod tests {
 
     #[test]
     fn a_partition_is_due_at_the_offset_after_its_last_record() {
-        let registry = GridRegistry::embedded();
-        let grid = registry.cells()[0].grid_id.clone();
-        let mut pipelines = PartitionedPipelines::new(factory(60_000));
-        let mut outputs = Outputs::default();
+        let (grid, mut pipelines, mut outputs) = empty_pipelines_and_a_cell();
         pipelines.process(record(&grid, "a", T0, 1, 41), WALL, &mut outputs);
         pipelines.process(record(&grid, "b", T0, 1, 42), WALL, &mut outputs);
         assert_eq!(pipelines.snapshots_due(None), [(1, 43)]);
@@ -676,10 +680,7 @@ mod tests {
 
     #[test]
     fn an_acknowledged_snapshot_is_not_written_again_until_new_records_arrive() {
-        let registry = GridRegistry::embedded();
-        let grid = registry.cells()[0].grid_id.clone();
-        let mut pipelines = PartitionedPipelines::new(factory(60_000));
-        let mut outputs = Outputs::default();
+        let (grid, mut pipelines, mut outputs) = empty_pipelines_and_a_cell();
         pipelines.process(record(&grid, "a", T0, 1, 0), WALL, &mut outputs);
         pipelines.mark_snapshotted(&[(1, 1)]);
         assert_eq!(pipelines.snapshots_due(None), []);
@@ -689,10 +690,7 @@ mod tests {
 
     #[test]
     fn a_restored_partition_is_due_only_once_it_moves_past_its_snapshot() {
-        let registry = GridRegistry::embedded();
-        let grid = registry.cells()[0].grid_id.clone();
-        let mut pipelines = PartitionedPipelines::new(factory(60_000));
-        let mut outputs = Outputs::default();
+        let (grid, mut pipelines, mut outputs) = empty_pipelines_and_a_cell();
         let state = PartitionedPipelines::new(factory(60_000))
             .factory
             .new_pipeline()
@@ -709,10 +707,7 @@ mod tests {
 
     #[test]
     fn a_revoke_round_snapshots_only_the_revoked_partitions() {
-        let registry = GridRegistry::embedded();
-        let grid = registry.cells()[0].grid_id.clone();
-        let mut pipelines = PartitionedPipelines::new(factory(60_000));
-        let mut outputs = Outputs::default();
+        let (grid, mut pipelines, mut outputs) = empty_pipelines_and_a_cell();
         for partition in [1, 2, 3] {
             pipelines.process(record(&grid, "a", T0, partition, 9), WALL, &mut outputs);
         }
