@@ -2,7 +2,7 @@
 //! names and content types, the dense source partition ids, the librdkafka client settings
 //! and the header helpers. A leaf: the source ([`crate::source::kafka`]), the state topic
 //! ([`crate::state::kafka`]), the output topics ([`crate::sink::kafka`]), `dlq replay`
-//! ([`crate::sink::dlq`]) and the load generator ([`crate::tools::produce`]) depend on it,
+//! ([`crate::tools::dlq_replay`]) and the load generator ([`crate::tools::produce`]) depend on it,
 //! never the other way round.
 
 use std::collections::BTreeMap;

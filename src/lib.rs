@@ -23,7 +23,8 @@
 //! partition is due for a snapshot. The async shell around it lives in [`service`] (the `run`
 //! command: sources, HTTP [`api`], [`metrics`], graceful shutdown) and [`replay`] (a file, as
 //! fast as possible). [`config`] holds the layered TOML + `GRIDWATCH_*` configuration, and
-//! [`seeds`] generates the reference data (communities, cells, devices) that [`grid`] loads.
+//! `gridwatch gen-seeds` ([`tools::gen_seeds`]) generates the reference data (communities,
+//! cells, devices) that [`grid`] loads.
 //! Beside the flow: [`fraud`] tracks the city's fraud-incidence target, [`reload`] swaps in a
 //! changed rules file, and [`event`] holds the taxonomy. [`kafka`] is what every Kafka client
 //! shares (errors, headers, partition ids, client settings); [`tools`] holds the load
@@ -45,7 +46,6 @@ pub mod proto;
 pub mod reload;
 pub mod replay;
 pub mod rules;
-pub mod seeds;
 pub mod service;
 pub mod sink;
 pub mod sorted_map;

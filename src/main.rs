@@ -126,7 +126,7 @@ enum DlqCommand {
         #[arg(long)]
         brokers: String,
         /// The dead-letter topic to read.
-        #[arg(long, default_value = gridwatch::sink::dlq::DEFAULT_DEAD_LETTER_TOPIC)]
+        #[arg(long, default_value = gridwatch::tools::dlq_replay::DEFAULT_DEAD_LETTER_TOPIC)]
         from: String,
         /// The topic to produce the replayed records to (e.g. the original input topic).
         #[arg(long)]
@@ -141,7 +141,7 @@ enum DlqCommand {
         dry_run: bool,
         /// A librdkafka property key=value for the consumer and producer (TLS, SASL, timeouts;
         /// repeatable).
-        #[arg(long = "property", value_parser = gridwatch::sink::dlq::parse_property)]
+        #[arg(long = "property", value_parser = gridwatch::tools::dlq_replay::parse_property)]
         properties: Vec<(String, String)>,
         /// Fail when reading or acknowledgement makes no progress for this long.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -303,20 +303,20 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 },
         } => {
             init_logging(&Config::default());
-            let options = gridwatch::sink::dlq::ReplayOptions {
-                reasons: gridwatch::sink::dlq::ReasonFilter::only(reasons),
+            let options = gridwatch::tools::dlq_replay::ReplayOptions {
+                reasons: gridwatch::tools::dlq_replay::ReasonFilter::only(reasons),
                 dry_run,
                 properties: properties.into_iter().collect(),
                 stall_timeout,
-                ..gridwatch::sink::dlq::ReplayOptions::new(&brokers, &from, &to)
+                ..gridwatch::tools::dlq_replay::ReplayOptions::new(&brokers, &from, &to)
             };
-            let summary = gridwatch::sink::dlq::replay_dead_letters(&options)?;
+            let summary = gridwatch::tools::dlq_replay::replay_dead_letters(&options)?;
             println!("{summary}");
             Ok(())
         }
         Command::CheckConfig { file } => check_config(&file),
         Command::GenSeeds { out_dir } => {
-            gridwatch::seeds::generate_seeds(&out_dir)?;
+            gridwatch::tools::gen_seeds::generate_seeds(&out_dir)?;
             println!("seeds written to {}", out_dir.display());
             Ok(())
         }
