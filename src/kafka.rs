@@ -57,9 +57,12 @@ pub enum KafkaError {
         /// The underlying error.
         source: rdkafka::error::KafkaError,
     },
-    /// A consumer thread could not start or has stopped.
-    #[error("kafka consumer thread: {0}")]
-    Thread(String),
+    /// A consumer or probe thread could not be started.
+    #[error("a kafka client thread cannot start: {0}")]
+    ThreadStart(#[source] std::io::Error),
+    /// The consumer thread has stopped: nothing can be committed any more.
+    #[error("kafka consumer thread: the consumer thread has stopped")]
+    ConsumerStopped,
 }
 
 impl KafkaError {
