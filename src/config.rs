@@ -773,15 +773,42 @@ impl AlertingConfig {
 /// Errors loading or validating configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The configuration file named does not exist.
+    #[error("cannot load configuration: config file {path} does not exist")]
+    MissingFile {
+        /// The path given.
+        path: String,
+    },
     /// The file or environment could not be parsed into the schema.
-    #[error("cannot load configuration: {0}")]
-    Load(String),
+    #[error("cannot load configuration: {message}")]
+    Load {
+        /// Every parse error, joined (figment's own message names only the first).
+        message: String,
+        /// The parse errors.
+        #[source]
+        source: Box<figment::Error>,
+    },
     /// The configuration parsed but is not valid; every problem is listed.
     #[error("invalid configuration:\n  - {}", problems.join("\n  - "))]
     Invalid {
         /// One line per problem.
         problems: Vec<String>,
     },
+}
+
+impl ConfigError {
+    /// A [`ConfigError::Load`] naming every error of `error`.
+    fn load(error: figment::Error) -> ConfigError {
+        let messages: Vec<String> = error
+            .clone()
+            .into_iter()
+            .map(|each| each.to_string())
+            .collect();
+        ConfigError::Load {
+            message: messages.join("; "),
+            source: Box::new(error),
+        }
+    }
 }
 
 impl Config {
@@ -791,10 +818,9 @@ impl Config {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(config_path) = path {
             if !config_path.exists() {
-                return Err(ConfigError::Load(format!(
-                    "config file {} does not exist",
-                    config_path.display()
-                )));
+                return Err(ConfigError::MissingFile {
+                    path: config_path.display().to_string(),
+                });
             }
             figment = figment.merge(Toml::file(config_path));
         }
@@ -805,10 +831,7 @@ impl Config {
                 .filter(|key| key.as_str().contains("__"))
                 .split("__"),
         );
-        let config: Config = figment.extract().map_err(|error| {
-            let messages: Vec<String> = error.into_iter().map(|each| each.to_string()).collect();
-            ConfigError::Load(messages.join("; "))
-        })?;
+        let config: Config = figment.extract().map_err(ConfigError::load)?;
         config.validate()?;
         Ok(config)
     }
@@ -818,7 +841,7 @@ impl Config {
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::string(text))
             .extract()
-            .map_err(|error| ConfigError::Load(error.to_string()))?;
+            .map_err(ConfigError::load)?;
         config.validate()?;
         Ok(config)
     }

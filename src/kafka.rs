@@ -2,7 +2,7 @@
 //! names and content types, the dense source partition ids, the librdkafka client settings
 //! and the header helpers. A leaf: the source ([`crate::source::kafka`]), the state topic
 //! ([`crate::state::kafka`]), the output topics ([`crate::sink::kafka`]), `dlq replay`
-//! ([`crate::sink::dlq`]) and the load generator ([`crate::tools::produce`]) depend on it,
+//! ([`crate::tools::dlq_replay`]) and the load generator ([`crate::tools::produce`]) depend on it,
 //! never the other way round.
 
 use std::collections::BTreeMap;
@@ -57,9 +57,22 @@ pub enum KafkaError {
         /// The underlying error.
         source: rdkafka::error::KafkaError,
     },
-    /// A consumer thread could not start or has stopped.
-    #[error("kafka consumer thread: {0}")]
-    Thread(String),
+    /// A consumer or probe thread could not be started.
+    #[error("a kafka client thread cannot start: {0}")]
+    ThreadStart(#[source] std::io::Error),
+    /// A blocking lookup handed to a worker thread did not finish (the runtime is shutting
+    /// down).
+    #[error("kafka: {context}: the lookup task did not finish")]
+    LookupAborted {
+        /// What gridwatch was looking up.
+        context: &'static str,
+        /// Why the task did not finish.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The consumer thread has stopped: nothing can be committed any more.
+    #[error("kafka consumer thread: the consumer thread has stopped")]
+    ConsumerStopped,
 }
 
 impl KafkaError {

@@ -3,25 +3,33 @@
 //! The flow of one event, module by module:
 //!
 //! ```text
-//! source/ ──► decode ──► grid ──► dedup ──► window ──► rules ──► sink/
-//! (simulator,  (JSON or   (which   (event_id  (event-time (immediate, (JSONL files,
-//!  file replay, protobuf,  cell)    horizon)   tumbling    threshold,  Alertmanager,
-//!  Kafka)       validate)                      panes,      spike,      CloudEvents
-//!                                              sliding     cusum,      webhook, Kafka)
-//!                                              views)      data_gap)
+//! source/ ──► decode ──► grid/ ──► dedup ──┬─► window/ ──► final windows ──┐
+//! (simulator, (JSON or   (which   (event_id │   (panes, sliding views)     │
+//!  file,       protobuf,  cell)    horizon) ├─► rules/ ───► alert changes ─┼─► sink/
+//!  Kafka)      validate)                    │   (immediate, threshold,     │   (JSONL, Kafka
+//!                                           │    spike, cusum, data_gap)   │    topics,
+//!                                           └─► fraud/ ───► fraud report   │    Alertmanager,
+//!   rejected at any step ──► dead letters ([`dead_letter`]) ───────────────┘    webhook)
 //! ```
+//!
+//! An accepted event fans out to the window, the rules and the fraud tracker; rules keep
+//! their own series and do not consume windows.
 //!
 //! [`pipeline::Pipeline`] wires the synchronous stages together: it takes one source record
 //! and the current wall-clock time, and appends final windows, alert state changes and dead
 //! letters to an [`pipeline::Outputs`] buffer. Everything stateful in it can be snapshotted to
 //! bytes and restored ([`state`]); [`partitions`] keeps one pipeline per input partition, the
-//! unit of state that follows a Kafka partition from instance to instance. The async shell around it lives in [`service`] (the `run`
+//! unit of state that follows a Kafka partition from instance to instance, and decides which
+//! partition is due for a snapshot. The async shell around it lives in [`service`] (the `run`
 //! command: sources, HTTP [`api`], [`metrics`], graceful shutdown) and [`replay`] (a file, as
 //! fast as possible). [`config`] holds the layered TOML + `GRIDWATCH_*` configuration, and
-//! [`seeds`] generates the reference data (communities, cells, devices) that [`grid`] loads.
+//! `gridwatch gen-seeds` ([`tools::gen_seeds`]) generates the reference data (communities,
+//! cells, devices) that [`grid`] loads.
 //! Beside the flow: [`fraud`] tracks the city's fraud-incidence target, [`reload`] swaps in a
 //! changed rules file, [`simulator`] generates the seeded event streams that the simulator
-//! source paces and `gridwatch simulate` writes, and [`event`] holds the taxonomy.
+//! source paces and `gridwatch simulate` writes, and [`event`] holds the taxonomy. [`kafka`] is
+//! what every Kafka client shares (errors, headers, partition ids, client settings); [`tools`]
+//! holds the code of the other commands (`produce`, `gen-seeds`, `dlq replay`).
 
 pub mod api;
 pub mod config;
@@ -39,7 +47,6 @@ pub mod proto;
 pub mod reload;
 pub mod replay;
 pub mod rules;
-pub mod seeds;
 pub mod service;
 pub mod simulator;
 pub mod sink;

@@ -126,7 +126,7 @@ enum DlqCommand {
         #[arg(long)]
         brokers: String,
         /// The dead-letter topic to read.
-        #[arg(long, default_value = gridwatch::sink::dlq::DEFAULT_DEAD_LETTER_TOPIC)]
+        #[arg(long, default_value = gridwatch::tools::dlq_replay::DEFAULT_DEAD_LETTER_TOPIC)]
         from: String,
         /// The topic to produce the replayed records to (e.g. the original input topic).
         #[arg(long)]
@@ -141,7 +141,7 @@ enum DlqCommand {
         dry_run: bool,
         /// A librdkafka property key=value for the consumer and producer (TLS, SASL, timeouts;
         /// repeatable).
-        #[arg(long = "property", value_parser = gridwatch::sink::dlq::parse_property)]
+        #[arg(long = "property", value_parser = gridwatch::tools::dlq_replay::parse_property)]
         properties: Vec<(String, String)>,
         /// Fail when reading or acknowledgement makes no progress for this long.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -154,10 +154,25 @@ fn main() -> std::process::ExitCode {
     match execute(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", error_report(&error));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each cause only when the message so far does not
+/// already say it (most errors print their source in their own message; `{:#}` would repeat
+/// it, e.g. "No such file or directory (os error 2): No such file or directory (os error 2)").
+fn error_report(error: &anyhow::Error) -> String {
+    let mut report = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause_text = cause.to_string();
+        if !report.contains(&cause_text) {
+            report.push_str(": ");
+            report.push_str(&cause_text);
+        }
+    }
+    report
 }
 
 fn execute(command: Command) -> anyhow::Result<()> {
@@ -288,20 +303,20 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 },
         } => {
             init_logging(&Config::default());
-            let options = gridwatch::sink::dlq::ReplayOptions {
-                reasons: gridwatch::sink::dlq::ReasonFilter::only(reasons),
+            let options = gridwatch::tools::dlq_replay::ReplayOptions {
+                reasons: gridwatch::tools::dlq_replay::ReasonFilter::only(reasons),
                 dry_run,
                 properties: properties.into_iter().collect(),
                 stall_timeout,
-                ..gridwatch::sink::dlq::ReplayOptions::new(&brokers, &from, &to)
+                ..gridwatch::tools::dlq_replay::ReplayOptions::new(&brokers, &from, &to)
             };
-            let summary = gridwatch::sink::dlq::replay_dead_letters(&options)?;
+            let summary = gridwatch::tools::dlq_replay::replay_dead_letters(&options)?;
             println!("{summary}");
             Ok(())
         }
         Command::CheckConfig { file } => check_config(&file),
         Command::GenSeeds { out_dir } => {
-            gridwatch::seeds::generate_seeds(&out_dir)?;
+            gridwatch::tools::gen_seeds::generate_seeds(&out_dir)?;
             println!("seeds written to {}", out_dir.display());
             Ok(())
         }

@@ -28,6 +28,7 @@ use crate::proto::Alert;
 use crate::rules::RuleSet;
 use crate::source::SourceRecord;
 use crate::state::SnapshotError;
+use crate::time::NEVER_MILLIS;
 use crate::window::PaneKey;
 
 /// What a source hands the pipeline task, in order.
@@ -106,6 +107,9 @@ pub struct OwnedPartition {
     /// Wall time of the partition's latest record: an idle partition stops holding the
     /// operator watermark back.
     pub last_record_wall_millis: Option<i64>,
+    /// Cooldown-suppressed repeats per rule already added to
+    /// `gridwatch_alerts_suppressed_total` (the engine counts them; metrics get the growth).
+    exported_suppressed_repeats: BTreeMap<String, u64>,
 }
 
 /// The input offset a new snapshot of `owned` would cover, when one is due: the partition
@@ -117,6 +121,26 @@ pub fn snapshot_due(owned: &OwnedPartition) -> Option<u64> {
         return None;
     }
     Some(next_position)
+}
+
+/// Adds the growth of `owned`'s per-rule suppressed-repeat counts to the metric. A count
+/// lower than the one exported (the engine restarted counting) counts from zero.
+fn export_suppressed_repeats(owned: &mut OwnedPartition, metrics: &Metrics) {
+    for (rule, counters) in &owned.pipeline.rules().stats().per_rule {
+        let current = counters.suppressed_repeats;
+        let exported = owned
+            .exported_suppressed_repeats
+            .entry(rule.clone())
+            .or_default();
+        let growth = current.checked_sub(*exported).unwrap_or(current);
+        *exported = current;
+        if growth > 0 {
+            metrics
+                .alerts_suppressed
+                .with_label_values(&[rule.as_str()])
+                .inc_by(growth);
+        }
+    }
 }
 
 /// The pipelines of the partitions this instance owns.
@@ -136,7 +160,7 @@ impl PartitionedPipelines {
         PartitionedPipelines {
             factory,
             partitions: BTreeMap::new(),
-            operator_idle_timeout_millis: i64::MAX,
+            operator_idle_timeout_millis: NEVER_MILLIS,
         }
     }
 
@@ -157,6 +181,7 @@ impl PartitionedPipelines {
                 next_position: None,
                 snapshotted_position: None,
                 last_record_wall_millis: None,
+                exported_suppressed_repeats: BTreeMap::new(),
             })
     }
 
@@ -220,13 +245,24 @@ impl PartitionedPipelines {
                 next_position: resumed_position,
                 snapshotted_position: resumed_position,
                 last_record_wall_millis: None,
+                exported_suppressed_repeats: BTreeMap::new(),
             },
         );
     }
 
     /// Gives up `partition`, returning its state (for a last snapshot).
     pub fn revoke(&mut self, partition: u32) -> Option<OwnedPartition> {
-        self.partitions.remove(&partition)
+        let mut owned = self.partitions.remove(&partition)?;
+        export_suppressed_repeats(&mut owned, &self.factory.metrics);
+        Some(owned)
+    }
+
+    /// Adds the repeats each rule's device cooldown absorbed since the last call to
+    /// `gridwatch_alerts_suppressed_total{rule}` (called on every tick).
+    pub fn export_suppressed_repeats(&mut self) {
+        for owned in self.partitions.values_mut() {
+            export_suppressed_repeats(owned, &self.factory.metrics);
+        }
     }
 
     /// The owned partitions, by source partition id.
@@ -620,6 +656,13 @@ mod tests {
         assert!(one_partition.is_empty(), "{one_partition:#?}");
     }
 
+    /// Empty pipelines, an output buffer and the grid id of a registered cell.
+    fn empty_pipelines_and_a_cell() -> (String, PartitionedPipelines, Outputs) {
+        let grid = GridRegistry::embedded().cells()[0].grid_id.clone();
+        let pipelines = PartitionedPipelines::new(factory(60_000));
+        (grid, pipelines, Outputs::default())
+    }
+
     #[test]
     fn a_partition_without_records_or_a_restored_snapshot_is_not_due() {
         let mut pipelines = PartitionedPipelines::new(factory(60_000));
@@ -629,10 +672,7 @@ mod tests {
 
     #[test]
     fn a_partition_is_due_at_the_offset_after_its_last_record() {
-        let registry = GridRegistry::embedded();
-        let grid = registry.cells()[0].grid_id.clone();
-        let mut pipelines = PartitionedPipelines::new(factory(60_000));
-        let mut outputs = Outputs::default();
+        let (grid, mut pipelines, mut outputs) = empty_pipelines_and_a_cell();
         pipelines.process(record(&grid, "a", T0, 1, 41), WALL, &mut outputs);
         pipelines.process(record(&grid, "b", T0, 1, 42), WALL, &mut outputs);
         assert_eq!(pipelines.snapshots_due(None), [(1, 43)]);
@@ -640,10 +680,7 @@ mod tests {
 
     #[test]
     fn an_acknowledged_snapshot_is_not_written_again_until_new_records_arrive() {
-        let registry = GridRegistry::embedded();
-        let grid = registry.cells()[0].grid_id.clone();
-        let mut pipelines = PartitionedPipelines::new(factory(60_000));
-        let mut outputs = Outputs::default();
+        let (grid, mut pipelines, mut outputs) = empty_pipelines_and_a_cell();
         pipelines.process(record(&grid, "a", T0, 1, 0), WALL, &mut outputs);
         pipelines.mark_snapshotted(&[(1, 1)]);
         assert_eq!(pipelines.snapshots_due(None), []);
@@ -653,10 +690,7 @@ mod tests {
 
     #[test]
     fn a_restored_partition_is_due_only_once_it_moves_past_its_snapshot() {
-        let registry = GridRegistry::embedded();
-        let grid = registry.cells()[0].grid_id.clone();
-        let mut pipelines = PartitionedPipelines::new(factory(60_000));
-        let mut outputs = Outputs::default();
+        let (grid, mut pipelines, mut outputs) = empty_pipelines_and_a_cell();
         let state = PartitionedPipelines::new(factory(60_000))
             .factory
             .new_pipeline()
@@ -673,14 +707,53 @@ mod tests {
 
     #[test]
     fn a_revoke_round_snapshots_only_the_revoked_partitions() {
-        let registry = GridRegistry::embedded();
-        let grid = registry.cells()[0].grid_id.clone();
-        let mut pipelines = PartitionedPipelines::new(factory(60_000));
-        let mut outputs = Outputs::default();
+        let (grid, mut pipelines, mut outputs) = empty_pipelines_and_a_cell();
         for partition in [1, 2, 3] {
             pipelines.process(record(&grid, "a", T0, partition, 9), WALL, &mut outputs);
         }
         assert_eq!(pipelines.snapshots_due(Some(&[3, 1])), [(1, 10), (3, 10)]);
         assert_eq!(pipelines.snapshots_due(None).len(), 3);
+    }
+
+    #[test]
+    fn repeats_absorbed_by_a_device_cooldown_are_counted_once_in_the_suppressed_metric() {
+        let registry = GridRegistry::embedded();
+        let cell = registry.cell(CellIndex(0));
+        let device = registry.devices_in_cell(CellIndex(0))[0].device_id.clone();
+        let factory = factory(60_000);
+        let metrics = factory.metrics.clone();
+        let mut pipelines = PartitionedPipelines::new(factory);
+        let mut outputs = Outputs::default();
+        for (position, event_id) in ["fire-1", "fire-2", "fire-3"].into_iter().enumerate() {
+            let event = IncidentEvent {
+                event_id: event_id.to_string(),
+                grid_id: cell.grid_id.clone(),
+                device_id: device.clone(),
+                event_type: crate::proto::EventType::FireSmoke as i32,
+                occurred_at: Some(crate::time::millis_to_timestamp(
+                    T0 + position as i64 * 1000,
+                )),
+                ..IncidentEvent::default()
+            };
+            let record = SourceRecord {
+                payload: RecordPayload::Event(Box::new(event)),
+                partition: 0,
+                position: position as u64,
+            };
+            pipelines.process(record, WALL, &mut outputs);
+        }
+        let suppressed_total = || {
+            metrics
+                .alerts_suppressed
+                .with_label_values(&["life_safety"])
+                .get()
+        };
+        assert_eq!(suppressed_total(), 0, "nothing exported before the tick");
+        pipelines.export_suppressed_repeats();
+        assert_eq!(suppressed_total(), 2);
+        pipelines.export_suppressed_repeats();
+        assert_eq!(suppressed_total(), 2, "each repeat is counted once");
+        pipelines.revoke(0);
+        assert_eq!(suppressed_total(), 2);
     }
 }

@@ -740,6 +740,11 @@ struct RejectedInput {
 fn encode_event(event: &IncidentEvent, format: InputFormat) -> Vec<u8> {
     match format {
         InputFormat::Protobuf => event.encode_to_vec(),
-        InputFormat::Jsonl => serde_json::to_vec(event).unwrap_or_default(),
+        InputFormat::Jsonl => serde_json::to_vec(event).unwrap_or_else(|error| {
+            // Cannot happen for a decoded event; if it ever does, say so rather than write a
+            // dead letter whose empty payload looks like an empty input.
+            tracing::error!(%error, event_id = %event.event_id, "cannot re-encode a dead-lettered event as json; its payload is left empty");
+            Vec::new()
+        }),
     }
 }

@@ -110,7 +110,7 @@ pub fn replay(
 ) -> Result<ReplaySummary, ReplayError> {
     let started = Instant::now();
     let mut settings = PipelineSettings::from_config(config);
-    settings.window.idle_timeout_millis = i64::MAX;
+    settings.window.idle_timeout_millis = crate::time::NEVER_MILLIS;
     let metrics = Arc::new(Metrics::new(&["file"], rules.version())?);
     let mut pipeline = Pipeline::new(settings, registry, rules, metrics, "file");
     let mut reader = FileReader::open(&options.input, options.format)?;

@@ -15,8 +15,10 @@ use std::time::Duration;
 use common::tansu::{consume_topic, header_text, tansu_binary, TansuBroker};
 use gridwatch::kafka::owned_headers;
 use gridwatch::proto::{DeadLetter, IncidentEvent};
-use gridwatch::sink::dlq::{replay_dead_letters, ReasonFilter, ReplayOptions, ReplaySummary};
 use gridwatch::sink::kafka::dead_letter_record;
+use gridwatch::tools::dlq_replay::{
+    replay_dead_letters, ReasonFilter, ReplayOptions, ReplaySummary,
+};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 

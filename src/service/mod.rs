@@ -60,12 +60,13 @@ pub enum ServiceError {
     #[error(transparent)]
     Seeds(#[from] crate::grid::GridLoadError),
     /// The rules file is missing or invalid.
-    #[error("rules file {path}: {message}")]
+    #[error("rules file {path}: {source}")]
     Rules {
-        /// The file.
+        /// The rules file as configured (or the embedded defaults), for the operator to fix.
         path: String,
-        /// What is wrong.
-        message: String,
+        /// Why it could not be read or is invalid.
+        #[source]
+        source: RulesFileError,
     },
     /// Metrics could not be registered.
     #[error(transparent)]
@@ -93,9 +94,20 @@ pub enum ServiceError {
     /// last snapshot.
     #[error("{lost} kafka output records were lost; stopping without committing so that a restart re-sends them from the last snapshot")]
     OutputsLost {
-        /// Records lost.
+        /// Records lost since the sink started: what the restart will re-send.
         lost: u64,
     },
+}
+
+/// Why the rules could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesFileError {
+    /// The file could not be read.
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    /// The file is not a valid rules file.
+    #[error(transparent)]
+    Invalid(#[from] crate::rules::RulesError),
 }
 
 /// Batches buffered between the source and the pipeline (backpressure beyond this).
@@ -117,17 +129,15 @@ pub fn load_rules(config: &Config) -> Result<RuleSet, ServiceError> {
     let Some(path) = &config.rules.path else {
         return RuleSet::embedded_default(pane_size_millis).map_err(|error| ServiceError::Rules {
             path: "(embedded seeds/rules.toml)".to_string(),
-            message: error.to_string(),
+            source: error.into(),
         });
     };
-    let text = std::fs::read_to_string(path).map_err(|error| ServiceError::Rules {
+    let rules_file_error = |source: RulesFileError| ServiceError::Rules {
         path: path.display().to_string(),
-        message: error.to_string(),
-    })?;
-    RuleSet::from_toml_str(&text, pane_size_millis).map_err(|error| ServiceError::Rules {
-        path: path.display().to_string(),
-        message: error.to_string(),
-    })
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(|error| rules_file_error(error.into()))?;
+    RuleSet::from_toml_str(&text, pane_size_millis).map_err(|error| rules_file_error(error.into()))
 }
 
 /// Loads the fraud baseline named by the config (`fraud_baseline.csv` of `seeds.dir`, or the
@@ -156,7 +166,7 @@ pub fn load_fraud_baseline(
 pub fn partition_pipeline_settings(config: &Config) -> PipelineSettings {
     let mut settings = PipelineSettings::from_config(config);
     if config.source.kind == SourceKind::Kafka {
-        settings.window.idle_timeout_millis = i64::MAX;
+        settings.window.idle_timeout_millis = crate::time::NEVER_MILLIS;
         settings.partial_input = true;
     }
     settings

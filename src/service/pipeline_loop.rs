@@ -202,6 +202,7 @@ impl PipelineLoop {
             tracing::error!(%error, "flushing outputs failed");
         }
         self.pipelines.update_gauges(wall_millis);
+        self.pipelines.export_suppressed_repeats();
         self.publish_gauges_and_live_view(wall_millis);
         match &mut self.checkpointing {
             Checkpointing::None => {}

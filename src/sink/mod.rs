@@ -1,12 +1,12 @@
 //! Sinks: where outputs go. JSONL files take whole [`crate::pipeline::Outputs`] batches;
 //! alert state changes are also delivered to Alertmanager and a CloudEvents webhook
-//! ([`delivery`]), enriched with labels and annotations ([`enrich`]). [`dlq`] replays the
-//! dead letters [`kafka`] wrote.
+//! ([`delivery`]), enriched with labels and annotations ([`enrich`]); [`kafka`] writes the
+//! output topics (`gridwatch dlq replay`, [`crate::tools::dlq_replay`], reads its dead
+//! letters back).
 
 pub mod alertmanager;
 pub mod cloudevents;
 pub mod delivery;
-pub mod dlq;
 pub mod enrich;
 pub mod file;
 pub mod kafka;

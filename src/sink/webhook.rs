@@ -72,7 +72,7 @@ pub fn verify_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
 pub(crate) struct WebhookDestination {
     /// HTTP client with the configured timeout.
     client: reqwest::Client,
-    /// The receiver.
+    /// Where events are POSTed (may carry a token: never logged whole).
     url: reqwest::Url,
     /// HMAC key; empty sends no signature.
     secret: Vec<u8>,

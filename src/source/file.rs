@@ -340,10 +340,9 @@ impl Source for FileSource {
             return Err(error);
         }
         let Some(mut reader) = self.reader.take() else {
-            return Err(SourceError::Task(format!(
-                "the reader of {} was lost by an earlier failed read",
-                self.path.display()
-            )));
+            return Err(SourceError::ReaderLost {
+                path: self.path.display().to_string(),
+            });
         };
         let max_records = max_records.max(1);
         let join_result = tokio::task::spawn_blocking(move || {
@@ -351,8 +350,7 @@ impl Source for FileSource {
             (reader, batch, error)
         })
         .await;
-        let (reader, batch, error) =
-            join_result.map_err(|join_error| SourceError::Task(join_error.to_string()))?;
+        let (reader, batch, error) = join_result.map_err(SourceError::Task)?;
         self.reader = Some(reader);
         if batch.is_empty() {
             return match error {

@@ -69,7 +69,7 @@ pub struct KafkaSource {
     stop: Arc<AtomicBool>,
     /// The consumer thread (joined on shutdown, so the consumer leaves the group cleanly).
     consumer_thread: Option<std::thread::JoinHandle<()>>,
-    /// The probe thread.
+    /// The thread probing cluster reachability for `/readyz` (joined on shutdown).
     probe_thread: Option<std::thread::JoinHandle<()>>,
     /// Commit requests to the consumer thread.
     commit_sender: std::sync::mpsc::Sender<CommitRequest>,
@@ -474,14 +474,14 @@ impl KafkaSource {
                     &commit_receiver,
                 )
             })
-            .map_err(|error| KafkaError::Thread(error.to_string()))?;
+            .map_err(KafkaError::ThreadStart)?;
         let probe_stop = stop.clone();
         let probe_progress = progress.clone();
         let group_id = config.group_id.clone();
         let probe_thread = std::thread::Builder::new()
             .name("kafka-probe".to_string())
             .spawn(move || probe_loop(&probe, &probe_stop, &probe_progress, &metrics, &group_id))
-            .map_err(|error| KafkaError::Thread(error.to_string()))?;
+            .map_err(KafkaError::ThreadStart)?;
         Ok(KafkaSource {
             stop,
             consumer_thread: Some(consumer_thread),
@@ -528,15 +528,9 @@ impl KafkaSource {
             reply: Some(reply),
         };
         if self.commit_sender.send(request).is_err() {
-            return Err(KafkaError::Thread(
-                "the consumer thread has stopped".to_string(),
-            ));
+            return Err(KafkaError::ConsumerStopped);
         }
-        result.await.unwrap_or_else(|_dropped| {
-            Err(KafkaError::Thread(
-                "the consumer thread has stopped".to_string(),
-            ))
-        })
+        result.await.unwrap_or(Err(KafkaError::ConsumerStopped))
     }
 
     /// Stops both threads; the consumer leaves the group (its revoke callback finds the

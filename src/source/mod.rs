@@ -82,7 +82,13 @@ pub enum SourceError {
     Simulator(#[from] simulator::SimulatorError),
     /// A blocking reader task panicked or was cancelled.
     #[error("source reader task failed: {0}")]
-    Task(String),
+    Task(#[source] tokio::task::JoinError),
+    /// An earlier read failed so badly that the file's reader was lost with its task.
+    #[error("the reader of {path} was lost by an earlier failed read")]
+    ReaderLost {
+        /// The file being read.
+        path: String,
+    },
 }
 
 /// An async source of records (simulator, file); the Kafka consumer runs on its own thread

@@ -102,7 +102,7 @@ fn partition_count<C: rdkafka::client::ClientContext>(
 
 /// Writes partition snapshots to the state topic (idempotent producer, compressed).
 pub struct StateWriter {
-    /// The producer.
+    /// Idempotent, so a retried snapshot is never written twice out of order.
     producer: FutureProducer,
     /// The state topic.
     topic: String,
@@ -155,8 +155,9 @@ impl StateWriter {
         let topic = self.topic.clone();
         let count = tokio::task::spawn_blocking(move || partition_count(producer.client(), &topic))
             .await
-            .map_err(|join_error| {
-                KafkaError::Thread(format!("looking up the state topic: {join_error}"))
+            .map_err(|source| KafkaError::LookupAborted {
+                context: "looking up the state topic",
+                source,
             })??;
         Ok(*self.state_partition_count.get_or_init(|| count))
     }

@@ -1,5 +1,10 @@
-//! The code of the command-line tools beside `run` and `replay`: `gridwatch produce` (the
-//! simulator as a Kafka load generator). `gen-seeds` lives in [`crate::seeds`] and
-//! `dlq replay` in [`crate::sink::dlq`], beside the formats they write and read.
+//! The code of the command-line tools beside `run` and `replay`, one module per command:
+//! `gridwatch produce` ([`produce`], the simulator as a Kafka load generator), `gridwatch
+//! gen-seeds` ([`gen_seeds`], the reference data) and `gridwatch dlq replay`
+//! ([`dlq_replay`], re-injecting dead letters after a fix). What they share with the service
+//! (record formats, Kafka headers and client settings) lives in the service's own modules,
+//! e.g. [`crate::kafka`] and [`crate::sink::kafka`].
 
+pub mod dlq_replay;
+pub mod gen_seeds;
 pub mod produce;

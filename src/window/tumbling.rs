@@ -471,8 +471,10 @@ pub(crate) mod tests {
         window_settings: WindowSettings,
         events: &[(i64, PaneKey, u8)],
     ) -> (Vec<ClosedPane>, usize) {
-        let mut tracker =
-            WatermarkTracker::new(window_settings.max_out_of_orderness_millis, i64::MAX);
+        let mut tracker = WatermarkTracker::new(
+            window_settings.max_out_of_orderness_millis,
+            crate::time::NEVER_MILLIS,
+        );
         let mut windows = TumblingWindows::new(window_settings);
         let mut out = Vec::new();
         let mut accepted = 0;

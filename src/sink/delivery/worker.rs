@@ -32,7 +32,7 @@ pub enum DeliveryError {
         sink: &'static str,
         /// The URL as configured.
         url: String,
-        /// What is wrong.
+        /// Why the URL does not parse.
         message: String,
     },
 }
@@ -164,24 +164,26 @@ impl<D: Destination> DeliveryWorker<D> {
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
-                _ = self.queue.wait() => self.deliver_queued().await,
+                _ = self.queue.wait() => self.drain_queue(true).await,
                 _ = ticker.tick(), if periodic_interval.is_some() => {
                     self.destination.periodic(&self.cancel).await
                 }
             }
         }
-        self.flush_on_shutdown().await;
+        // At shutdown: one attempt for whatever is still queued.
+        self.drain_queue(false).await;
     }
 
-    /// Sends everything queued, batch by batch, with retries.
-    async fn deliver_queued(&self) {
+    /// Sends everything queued, batch by batch: while running with retries (stopping when
+    /// shutdown interrupts them), at shutdown (`with_retries` false) one attempt per batch.
+    async fn drain_queue(&self, with_retries: bool) {
         loop {
             let batch = self.queue.take_batch(D::MAX_BATCH_ALERTS);
             if batch.is_empty() {
                 return;
             }
             let result = match self.destination.prepare(&batch) {
-                Ok(prepared) => {
+                Ok(prepared) if with_retries => {
                     send_with_retry(
                         || self.destination.request(&prepared),
                         &self.policy,
@@ -192,27 +194,13 @@ impl<D: Destination> DeliveryWorker<D> {
                     )
                     .await
                 }
-                Err(error) => Err(error),
-            };
-            self.record(&batch, result);
-            if self.cancel.is_cancelled() {
-                return;
-            }
-        }
-    }
-
-    /// At shutdown: one attempt for whatever is still queued.
-    async fn flush_on_shutdown(&self) {
-        loop {
-            let batch = self.queue.take_batch(D::MAX_BATCH_ALERTS);
-            if batch.is_empty() {
-                return;
-            }
-            let result = match self.destination.prepare(&batch) {
                 Ok(prepared) => send_once(self.destination.request(&prepared)).await,
                 Err(error) => Err(error),
             };
             self.record(&batch, result);
+            if with_retries && self.cancel.is_cancelled() {
+                return;
+            }
         }
     }
 
@@ -301,7 +289,7 @@ mod tests {
             metrics.clone(),
             CancellationToken::new(),
         );
-        worker.deliver_queued().await;
+        worker.drain_queue(true).await;
         assert_eq!(metrics.failed.get(), 3, "every alert of both batches");
         assert_eq!(metrics.retried.get(), 0, "an encoding error is not retried");
         assert_eq!(metrics.sent.get(), 0);

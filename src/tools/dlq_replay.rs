@@ -1,10 +1,10 @@
 //! `gridwatch dlq replay`: re-inject dead letters after a fix.
 //!
-//! It lives under `sink/`, beside [`crate::sink::kafka`], because it is the reader of exactly
-//! the record format that module's [`crate::sink::kafka::dead_letter_record`] writes to
+//! It reads exactly the record format [`crate::sink::kafka::dead_letter_record`] writes to
 //! `gridwatch.deadletter.v1` (no key, value = the original or re-encoded payload, headers
 //! `reason`, `detail`, `source`, `position` and, for Kafka input, `kafka_topic`,
-//! `kafka_partition`, `kafka_offset`), and the two must change together.
+//! `kafka_partition`, `kafka_offset`); the header names live once, in [`crate::kafka`], so
+//! writer and reader cannot drift apart.
 //!
 //! The work is split in two:
 //! - [`decide_replay`] (synchronous, no I/O): one dead-letter record and the selected reasons
