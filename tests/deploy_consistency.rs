@@ -365,7 +365,7 @@ fn gridwatch_variables_in_manifests_name_real_config_keys() {
     }
     assert!(variables.len() >= 4, "{variables:?}");
     let run_help = gridwatch_help("run");
-    for (origin, key, value) in &variables {
+    for (origin, key, _) in &variables {
         if !key.contains("__") {
             assert!(
                 run_help.contains(&format!("env: {key}")),
@@ -373,9 +373,19 @@ fn gridwatch_variables_in_manifests_name_real_config_keys() {
             );
             continue;
         }
-        let single = BTreeMap::from([(key.clone(), value.clone())]);
-        if let Err(error) = load_with_environment("", &single) {
-            panic!("{origin}: {key}={value} is not a valid config key/value: {error}");
+    }
+    // Each origin's variables are loaded together: they form one configuration, and some only
+    // make sense together (listening on 0.0.0.0 needs the API tokens file).
+    let origins: std::collections::BTreeSet<&String> =
+        variables.iter().map(|(origin, _, _)| origin).collect();
+    for origin in origins {
+        let environment: BTreeMap<String, String> = variables
+            .iter()
+            .filter(|(variable_origin, key, _)| variable_origin == origin && key.contains("__"))
+            .map(|(_, key, value)| (key.clone(), value.clone()))
+            .collect();
+        if let Err(error) = load_with_environment("", &environment) {
+            panic!("{origin}: {environment:?} is not a valid configuration: {error}");
         }
     }
     // The check can fail: a misspelled key is an unknown field.
