@@ -598,3 +598,43 @@ fn compose_mounts_and_build_refer_to_existing_files() {
         }
     }
 }
+
+#[test]
+fn api_tokens_come_from_a_secret_mounted_where_the_config_and_image_look() {
+    let config = Config::from_toml_str(&configmap_toml()).unwrap_or_else(|error| panic!("{error}"));
+    let tokens_file = config
+        .http
+        .tokens_file
+        .expect("the ConfigMap listens on 0.0.0.0, so it names http.tokens_file");
+    let tokens_directory = tokens_file
+        .parent()
+        .and_then(|directory| directory.to_str())
+        .expect("tokens_file has a directory")
+        .to_string();
+    let container = gridwatch_container();
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|mount| mount["mountPath"].as_str() == Some(tokens_directory.as_str()))
+        .unwrap_or_else(|| panic!("nothing is mounted at {tokens_directory}"));
+    let volume_name = mount["name"].as_str().expect("volumeMount name");
+    let deployment = kubernetes_manifest("deployment.yaml", "Deployment");
+    let volume = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|volume| volume["name"].as_str() == Some(volume_name))
+        .unwrap_or_else(|| panic!("no volume {volume_name}"));
+    assert!(
+        volume["secret"]["secretName"].as_str().is_some(),
+        "the tokens volume must be a Secret, not a ConfigMap: {volume:?}"
+    );
+    let image_tokens_file = dockerfile_environment()
+        .get("GRIDWATCH_HTTP__TOKENS_FILE")
+        .cloned()
+        .expect("the image listens on 0.0.0.0, so it sets GRIDWATCH_HTTP__TOKENS_FILE");
+    assert_eq!(Some(image_tokens_file.as_str()), tokens_file.to_str());
+}
