@@ -278,6 +278,50 @@ async fn a_thousand_slow_clients_neither_block_healthz_nor_hold_their_connection
     service.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_wait_until_a_slow_one_times_out() {
+    const MAX_CONNECTIONS: usize = 4;
+    const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
+    let mut config = Config::default();
+    config.http.max_connections = MAX_CONNECTIONS;
+    config.http.header_read_timeout = HEADER_READ_TIMEOUT;
+    let service = InProcessService::start(config).await;
+    let unpooled = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    wait_until_healthy(&unpooled, &service.base_url).await;
+    let address = service.base_url.trim_start_matches("http://").to_string();
+    let mut slow_clients = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        slow_clients.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let blocked = tokio::time::timeout(
+        Duration::from_millis(500),
+        unpooled.get(service.url("/healthz")).send(),
+    )
+    .await;
+    assert!(blocked.is_err(), "every slot is taken: the request waits");
+    let healthz = tokio::time::timeout(
+        HEADER_READ_TIMEOUT + Duration::from_secs(3),
+        unpooled.get(service.url("/healthz")).send(),
+    )
+    .await
+    .expect("a slot frees once a slow client's header time is up")
+    .unwrap();
+    assert_eq!(healthz.status(), 200);
+    assert!(started.elapsed() < HEADER_READ_TIMEOUT + Duration::from_secs(3));
+    drop(slow_clients);
+    service.stop().await;
+}
+
 /// A self-signed certificate for `gridwatch.test` as (certificate PEM, key PEM).
 fn self_signed_certificate() -> (String, String) {
     let certified = rcgen::generate_simple_self_signed(vec!["gridwatch.test".to_string()])
