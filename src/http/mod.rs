@@ -174,9 +174,73 @@ pub fn secured_router(api: Router, admin: AdminState, security: &HttpSecurity) -
     ))
 }
 
-/// Serves `router` on `listener` until `cancel`: at most `max_connections` at once (further
-/// clients wait in the kernel's backlog, costing no descriptor here), each on its own task,
-/// with TLS when configured. At shutdown open connections get [`SHUTDOWN_GRACE`] to finish.
+/// Extra connections accepted once every regular slot is taken, so that a probe still gets
+/// in while slow clients hold the regular ones: a sixteenth of the limit, at least 16.
+fn overflow_connections(max_connections: usize) -> usize {
+    (max_connections / 16).max(16)
+}
+
+/// An overflow connection must send its headers within this (or the configured time, if
+/// shorter) and serves one request: a probe answers in milliseconds, a slow client is cut
+/// after a second and frees its slot for the next.
+const OVERFLOW_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The right to serve one connection; dropping it frees the slot.
+struct ConnectionSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    overflow: bool,
+}
+
+/// Connection slots: `max_connections` regular ones, then a few short-lived overflow ones.
+struct ConnectionSlots {
+    regular: Arc<Semaphore>,
+    overflow: Arc<Semaphore>,
+}
+
+impl ConnectionSlots {
+    fn new(max_connections: usize) -> ConnectionSlots {
+        ConnectionSlots {
+            regular: Arc::new(Semaphore::new(max_connections)),
+            overflow: Arc::new(Semaphore::new(overflow_connections(max_connections))),
+        }
+    }
+
+    /// Waits for a free slot, regular ones first.
+    async fn acquire(&self) -> Option<ConnectionSlot> {
+        if let Ok(permit) = self.regular.clone().try_acquire_owned() {
+            return Some(ConnectionSlot {
+                _permit: permit,
+                overflow: false,
+            });
+        }
+        let (permit, overflow) = tokio::select! {
+            biased;
+            permit = self.regular.clone().acquire_owned() => (permit, false),
+            permit = self.overflow.clone().acquire_owned() => (permit, true),
+        };
+        permit.ok().map(|permit| ConnectionSlot {
+            _permit: permit,
+            overflow,
+        })
+    }
+
+    /// Waits (at most `grace`) until every connection has ended.
+    async fn all_released(&self, max_connections: usize, grace: Duration) -> bool {
+        let regular = u32::try_from(max_connections).unwrap_or(u32::MAX);
+        let overflow = u32::try_from(overflow_connections(max_connections)).unwrap_or(u32::MAX);
+        tokio::time::timeout(grace, async {
+            let _ = self.regular.acquire_many(regular).await;
+            let _ = self.overflow.acquire_many(overflow).await;
+        })
+        .await
+        .is_ok()
+    }
+}
+
+/// Serves `router` on `listener` until `cancel`: at most `max_connections` at once, plus a
+/// few overflow connections with a one-second header time; further clients wait in the
+/// kernel's backlog, costing no descriptor here. Each connection runs on its own task, with
+/// TLS when configured. At shutdown open connections get [`SHUTDOWN_GRACE`] to finish.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -197,14 +261,13 @@ pub async fn serve(
         },
         None => None,
     };
-    let max_connections = security.max_connections;
-    let connection_slots = Arc::new(Semaphore::new(max_connections));
+    let slots = ConnectionSlots::new(security.max_connections);
     loop {
         let slot = tokio::select! {
             _ = cancel.cancelled() => break,
-            slot = connection_slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
+            slot = slots.acquire() => match slot {
+                Some(slot) => slot,
+                None => break,
             },
         };
         let (stream, peer) = tokio::select! {
@@ -218,32 +281,41 @@ pub async fn serve(
                 }
             },
         };
-        let router = router.clone();
+        let connection = ConnectionSettings {
+            peer,
+            router: router.clone(),
+            header_read_timeout: if slot.overflow {
+                security
+                    .header_read_timeout
+                    .min(OVERFLOW_HEADER_READ_TIMEOUT)
+            } else {
+                security.header_read_timeout
+            },
+            keep_alive: !slot.overflow,
+            cancel: cancel.clone(),
+        };
         let acceptor = acceptor.clone();
-        let cancel = cancel.clone();
-        let header_read_timeout = security.header_read_timeout;
         tokio::spawn(async move {
             // Held for the connection's life: its drop frees the slot.
             let _slot = slot;
             let _ = stream.set_nodelay(true);
             let Some(acceptor) = acceptor else {
-                serve_connection(stream, peer, router, header_read_timeout, cancel).await;
+                serve_connection(stream, connection).await;
                 return;
             };
-            match tokio::time::timeout(header_read_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => {
-                    serve_connection(tls_stream, peer, router, header_read_timeout, cancel).await;
-                }
+            match tokio::time::timeout(connection.header_read_timeout, acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(tls_stream)) => serve_connection(tls_stream, connection).await,
                 Ok(Err(error)) => tracing::debug!(%error, "tls handshake failed"),
                 Err(_) => tracing::debug!("tls handshake timed out"),
             }
         });
     }
     drop(listener);
-    let all_slots = u32::try_from(max_connections).unwrap_or(u32::MAX);
-    if tokio::time::timeout(SHUTDOWN_GRACE, connection_slots.acquire_many(all_slots))
+    if !slots
+        .all_released(security.max_connections, SHUTDOWN_GRACE)
         .await
-        .is_err()
     {
         tracing::warn!("http connections still open at shutdown are dropped");
     }
@@ -253,17 +325,27 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves HTTP/1.1 on one connection until it ends or `cancel` (then gracefully).
-async fn serve_connection<Io>(
-    io: Io,
+/// How one connection is served.
+struct ConnectionSettings {
+    /// The client (the rate limit's key).
     peer: SocketAddr,
+    /// The routes.
     router: Router,
+    /// Time for each request's headers.
     header_read_timeout: Duration,
+    /// Whether more than one request may use the connection.
+    keep_alive: bool,
+    /// Shutdown.
     cancel: CancellationToken,
-) where
+}
+
+/// Serves HTTP/1.1 on one connection until it ends or shutdown (then gracefully).
+async fn serve_connection<Io>(io: Io, settings: ConnectionSettings)
+where
     Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let client = ClientAddress(peer.ip());
+    let client = ClientAddress(settings.peer.ip());
+    let router = settings.router;
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(client);
@@ -272,7 +354,8 @@ async fn serve_connection<Io>(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(settings.header_read_timeout)
+        .keep_alive(settings.keep_alive);
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {
@@ -281,7 +364,7 @@ async fn serve_connection<Io>(
                 tracing::debug!(%error, "http connection ended with an error");
             }
         }
-        _ = cancel.cancelled() => {
+        _ = settings.cancel.cancelled() => {
             connection.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, connection).await;
         }
