@@ -239,8 +239,36 @@ fn unauthorized(challenge: &'static str, detail: &str) -> Response {
     response
 }
 
-/// Middleware: lets a request through when its route is open or its token's role suffices;
-/// answers 401 (no or unknown token) or 403 (role too low) otherwise.
+/// The answer refusing `request` on a route that needs `required`, or `None` when its token's
+/// role suffices. Logs say what was refused, never the path or the token (client input).
+fn refusal(tokens: &ApiTokens, required: Role, request: &Request) -> Option<Response> {
+    let Some(presented) = bearer_token(request) else {
+        return Some(unauthorized(
+            "Bearer realm=\"gridwatch\"",
+            "this route needs an Authorization: Bearer token",
+        ));
+    };
+    let Some(role) = tokens.role_of(presented) else {
+        tracing::debug!("http request with an unknown token refused");
+        return Some(unauthorized(
+            "Bearer realm=\"gridwatch\", error=\"invalid_token\"",
+            "the bearer token is not valid",
+        ));
+    };
+    if role.grants(required) {
+        return None;
+    }
+    tracing::debug!("http request refused: role too low");
+    Some(problem_response(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        "this route needs the admin role",
+    ))
+}
+
+/// Middleware around every route: lets a request through when its route is open (see
+/// [`required_role`]) or its token's role suffices; answers 401 (no or unknown token) or 403
+/// (role too low) otherwise.
 pub async fn authorize(
     State(policy): State<AccessPolicy>,
     request: Request,
@@ -252,34 +280,26 @@ pub async fn authorize(
     let Some(required) = required_role(request.uri().path(), policy.metrics_require_token) else {
         return next.run(request).await;
     };
-    let Some(presented) = bearer_token(&request) else {
-        return unauthorized(
-            "Bearer realm=\"gridwatch\"",
-            "this route needs an Authorization: Bearer token",
-        );
-    };
-    let Some(role) = tokens.role_of(presented) else {
-        tracing::info!(
-            path = request.uri().path(),
-            "http request with an unknown token refused"
-        );
-        return unauthorized(
-            "Bearer realm=\"gridwatch\", error=\"invalid_token\"",
-            "the bearer token is not valid",
-        );
-    };
-    if !role.grants(required) {
-        tracing::info!(
-            path = request.uri().path(),
-            "http request refused: role too low"
-        );
-        return problem_response(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            "this route needs the admin role",
-        );
+    match refusal(tokens, required, &request) {
+        Some(refused) => refused,
+        None => next.run(request).await,
     }
-    next.run(request).await
+}
+
+/// Middleware on the admin routes themselves: whatever path reached them, they need the admin
+/// role (a second check that does not depend on how [`required_role`] reads the path).
+pub async fn authorize_admin(
+    State(policy): State<AccessPolicy>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(tokens) = &policy.tokens else {
+        return next.run(request).await;
+    };
+    match refusal(tokens, Role::Admin, &request) {
+        Some(refused) => refused,
+        None => next.run(request).await,
+    }
 }
 
 #[cfg(test)]
@@ -334,6 +354,35 @@ mod tests {
         }
         let empty = ApiTokens::parse("# nothing\n", "tokens").unwrap_err();
         assert!(matches!(empty, TokenError::Empty { .. }));
+    }
+
+    #[tokio::test]
+    async fn admin_guarded_routes_refuse_viewers_whatever_their_path() {
+        use tower::ServiceExt;
+        let policy = AccessPolicy {
+            tokens: Some(Arc::new(tokens())),
+            metrics_require_token: false,
+        };
+        let router = axum::Router::new()
+            .route("/healthz", axum::routing::post(|| async { "changed" }))
+            .route_layer(axum::middleware::from_fn_with_state(
+                policy,
+                authorize_admin,
+            ));
+        let request_with = |token: &str| {
+            axum::http::Request::post("/healthz")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let viewer = router
+            .clone()
+            .oneshot(request_with(VIEWER_TOKEN))
+            .await
+            .unwrap();
+        assert_eq!(viewer.status(), StatusCode::FORBIDDEN);
+        let admin = router.oneshot(request_with(ADMIN_TOKEN)).await.unwrap();
+        assert_eq!(admin.status(), StatusCode::OK);
     }
 
     #[test]

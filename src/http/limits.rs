@@ -46,12 +46,27 @@ impl ClientRateLimit {
 
     /// Whether `client` may make one more request now; otherwise how long until it may.
     fn check(&self, client: IpAddr) -> Result<(), Duration> {
+        let client = rate_key(client);
         if self.limiter.len() > TRACKED_CLIENTS_BEFORE_PRUNING {
             self.limiter.retain_recent();
         }
         self.limiter
             .check_key(&client)
             .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
+    }
+}
+
+/// The address a client is limited as: IPv6 clients by their /64 (one host may use a whole
+/// /64, so single addresses would let it multiply its rate), IPv4-mapped ones as IPv4.
+fn rate_key(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V4(_) => client,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !u128::from(u64::MAX),
+            )),
+        },
     }
 }
 
@@ -122,6 +137,17 @@ mod tests {
         let wait = limit.check(noisy).unwrap_err();
         assert!(wait <= Duration::from_secs(1), "{wait:?}");
         assert!(limit.check(quiet).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_of_one_64_share_a_limit() {
+        let first: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let second: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let elsewhere: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(rate_key(first), rate_key(second));
+        assert_ne!(rate_key(first), rate_key(elsewhere));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(rate_key(mapped), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
     }
 
     #[test]

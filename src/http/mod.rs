@@ -153,11 +153,14 @@ async fn reload_handler(State(admin): State<AdminState>) -> Response {
 /// The API router with the admin routes, authentication, the rate limit and the request
 /// timeout (outermost first: timeout, rate limit, authentication, handler).
 pub fn secured_router(api: Router, admin: AdminState, security: &HttpSecurity) -> Router {
-    let mut router = api.merge(
-        Router::new()
-            .route("/api/v1/admin/reload", post(reload_handler))
-            .with_state(admin),
-    );
+    let admin_routes = Router::new()
+        .route("/api/v1/admin/reload", post(reload_handler))
+        .route_layer(axum::middleware::from_fn_with_state(
+            security.access.clone(),
+            auth::authorize_admin,
+        ))
+        .with_state(admin);
+    let mut router = api.merge(admin_routes);
     router = router.layer(axum::middleware::from_fn_with_state(
         security.access.clone(),
         auth::authorize,
