@@ -266,6 +266,24 @@ fn refusal(tokens: &ApiTokens, required: Role, request: &Request) -> Option<Resp
     ))
 }
 
+/// Runs `request` when no tokens are configured, its route needs no role, or its token's role
+/// suffices; answers the refusal otherwise.
+async fn run_if_allowed(
+    policy: &AccessPolicy,
+    required: Option<Role>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let refused = match (&policy.tokens, required) {
+        (Some(tokens), Some(required)) => refusal(tokens, required, &request),
+        _ => None,
+    };
+    match refused {
+        Some(refused) => refused,
+        None => next.run(request).await,
+    }
+}
+
 /// Middleware around every route: lets a request through when its route is open (see
 /// [`required_role`]) or its token's role suffices; answers 401 (no or unknown token) or 403
 /// (role too low) otherwise.
@@ -274,16 +292,8 @@ pub async fn authorize(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(tokens) = &policy.tokens else {
-        return next.run(request).await;
-    };
-    let Some(required) = required_role(request.uri().path(), policy.metrics_require_token) else {
-        return next.run(request).await;
-    };
-    match refusal(tokens, required, &request) {
-        Some(refused) => refused,
-        None => next.run(request).await,
-    }
+    let required = required_role(request.uri().path(), policy.metrics_require_token);
+    run_if_allowed(&policy, required, request, next).await
 }
 
 /// Middleware on the admin routes themselves: whatever path reached them, they need the admin
@@ -293,13 +303,7 @@ pub async fn authorize_admin(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(tokens) = &policy.tokens else {
-        return next.run(request).await;
-    };
-    match refusal(tokens, Role::Admin, &request) {
-        Some(refused) => refused,
-        None => next.run(request).await,
-    }
+    run_if_allowed(&policy, Some(Role::Admin), request, next).await
 }
 
 #[cfg(test)]
