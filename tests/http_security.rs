@@ -323,6 +323,43 @@ async fn beyond_the_connection_limit_slow_clients_are_cut_after_a_second_so_prob
     service.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_time() {
+    const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(2);
+    let mut config = Config::default();
+    config.http.header_read_timeout = HEADER_READ_TIMEOUT;
+    let service = InProcessService::start(config).await;
+    wait_until_healthy(&reqwest::Client::new(), &service.base_url).await;
+    let address = service.base_url.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: gridwatch\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 1024];
+    let closed = tokio::time::timeout(HEADER_READ_TIMEOUT + Duration::from_secs(3), async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(count) => received.extend_from_slice(buffer.get(..count).unwrap_or_default()),
+            }
+        }
+    })
+    .await;
+    assert!(
+        String::from_utf8_lossy(&received).starts_with("HTTP/1.1 200"),
+        "the request was answered"
+    );
+    assert!(
+        closed.is_ok(),
+        "the idle connection was still open after {:?}",
+        started.elapsed()
+    );
+    service.stop().await;
+}
+
 /// A self-signed certificate for `gridwatch.test` as (certificate PEM, key PEM).
 fn self_signed_certificate() -> (String, String) {
     let certified = rcgen::generate_simple_self_signed(vec!["gridwatch.test".to_string()])
