@@ -424,21 +424,102 @@ pub struct RulesConfig {
     pub path: Option<PathBuf>,
 }
 
-/// HTTP endpoint settings.
+/// HTTP endpoint settings (see the README's "HTTP security" part).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Listen address for `/metrics`, `/healthz`, `/readyz` and `/api/v1/*`.
     pub listen: String,
+    /// A file of API bearer tokens, one `<role> <token>` per line (roles `viewer`, `admin`).
+    /// The tokens themselves never live in the config, so `check-config` cannot print them;
+    /// `GRIDWATCH_HTTP_TOKENS` may carry the same lines instead. Without any token the API is
+    /// open, which is only allowed on a loopback `listen` address.
+    pub tokens_file: Option<PathBuf>,
+    /// Whether `/metrics` needs a token (viewer) too; off by default so that scrapers on the
+    /// cluster network need no secret.
+    pub metrics_require_token: bool,
+    /// PEM certificate chain for HTTPS; needs `tls_key_file`. Re-read when the file changes.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for HTTPS; needs `tls_cert_file`. Re-read when the file changes.
+    pub tls_key_file: Option<PathBuf>,
+    /// How long a client may take to send a request's headers (and the TLS handshake) before
+    /// the connection is closed: slow clients cannot hold connections for long.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long one request may take before it is answered 503.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Connections served at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Requests per second each client address may make to the API and `/metrics` (the
+    /// probes `/healthz` and `/readyz` are never limited); 0 turns the limit off.
+    pub rate_limit_per_second: u32,
+    /// Requests a client may make in one burst above the steady rate.
+    pub rate_limit_burst: u32,
 }
 
 /// Default HTTP listen address.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9750";
 
+/// The environment variable that may carry API tokens (same lines as `http.tokens_file`).
+pub const HTTP_TOKENS_VARIABLE: &str = "GRIDWATCH_HTTP_TOKENS";
+
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: DEFAULT_HTTP_LISTEN.to_string(),
+            tokens_file: None,
+            metrics_require_token: false,
+            tls_cert_file: None,
+            tls_key_file: None,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            rate_limit_per_second: 20,
+            rate_limit_burst: 40,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Whether API tokens are configured (a file, or the environment variable).
+    pub fn tokens_configured(&self) -> bool {
+        self.tokens_file.is_some()
+            || std::env::var_os(HTTP_TOKENS_VARIABLE).is_some_and(|value| !value.is_empty())
+    }
+
+    /// Appends every problem of the `[http]` section to `problems`.
+    fn validate(&self, problems: &mut Vec<String>) {
+        match self.listen.parse::<SocketAddr>() {
+            Err(_) => problems.push(format!(
+                "http.listen {:?} is not an address like 127.0.0.1:9750",
+                self.listen
+            )),
+            Ok(address) if !address.ip().is_loopback() && !self.tokens_configured() => {
+                problems.push(format!(
+                    "http.listen {address} is reachable from other hosts but no API tokens are configured: set http.tokens_file (or {HTTP_TOKENS_VARIABLE}) with `viewer <token>` and `admin <token>` lines, or listen on 127.0.0.1"
+                ));
+            }
+            Ok(_) => {}
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            problems
+                .push("http.tls_cert_file and http.tls_key_file must be set together".to_string());
+        }
+        if self.header_read_timeout.is_zero() {
+            problems.push("http.header_read_timeout must be positive".to_string());
+        }
+        if self.request_timeout.is_zero() {
+            problems.push("http.request_timeout must be positive".to_string());
+        }
+        if self.max_connections == 0 {
+            problems.push("http.max_connections must be positive".to_string());
+        }
+        if self.rate_limit_per_second > 0 && self.rate_limit_burst == 0 {
+            problems.push(
+                "http.rate_limit_burst must be positive when http.rate_limit_per_second is set"
+                    .to_string(),
+            );
         }
     }
 }
@@ -920,12 +1001,7 @@ impl Config {
         self.kafka
             .sinks
             .validate(&self.kafka.brokers, &mut problems);
-        if self.http.listen.parse::<SocketAddr>().is_err() {
-            problems.push(format!(
-                "http.listen {:?} is not an address like 127.0.0.1:9750",
-                self.http.listen
-            ));
-        }
+        self.http.validate(&mut problems);
         if self.privacy.pseudonymization_key.is_empty() {
             problems.push("privacy.pseudonymization_key must not be empty".to_string());
         }
@@ -1040,6 +1116,45 @@ mod tests {
         ] {
             assert!(text.contains(expected), "missing {expected} in:\n{text}");
         }
+    }
+
+    /// Checks that `toml` is rejected with a problem mentioning each of `expected`.
+    fn assert_rejected_with(toml: &str, expected: &[&str]) {
+        let text = match Config::from_toml_str(toml) {
+            Err(ConfigError::Invalid { problems }) => problems.join("\n"),
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        let missing: Vec<&&str> = expected
+            .iter()
+            .filter(|each| !text.contains(**each))
+            .collect();
+        assert!(missing.is_empty(), "missing {missing:?} in:\n{text}");
+    }
+
+    #[test]
+    fn listening_beyond_loopback_without_tokens_is_refused_with_the_other_http_problems() {
+        assert_rejected_with(
+            "[window]\nsize = \"0s\"\n[http]\nlisten = \"0.0.0.0:9750\"\ntls_cert_file = \"cert.pem\"\nheader_read_timeout = \"0s\"\nrequest_timeout = \"0s\"\nmax_connections = 0\nrate_limit_burst = 0",
+            &[
+                "window.size",
+                "http.listen 0.0.0.0:9750 is reachable from other hosts but no API tokens are configured",
+                "http.tls_cert_file and http.tls_key_file must be set together",
+                "http.header_read_timeout",
+                "http.request_timeout",
+                "http.max_connections",
+                "http.rate_limit_burst",
+            ],
+        );
+    }
+
+    #[test]
+    fn listening_beyond_loopback_with_a_tokens_file_is_allowed() {
+        let config = Config::from_toml_str(
+            "[http]\nlisten = \"0.0.0.0:9750\"\ntokens_file = \"/run/secrets/api-tokens\"",
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+        assert!(config.http.tokens_configured());
+        assert_eq!(config.http.max_connections, 1024);
     }
 
     #[test]

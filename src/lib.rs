@@ -39,6 +39,7 @@ pub mod dedup;
 pub mod event;
 pub mod fraud;
 pub mod grid;
+pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod partitions;

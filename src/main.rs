@@ -188,7 +188,12 @@ fn execute(command: Command) -> anyhow::Result<()> {
                     .await
                     .with_context(|| format!("binding {}", config.http.listen))?;
                 let address = listener.local_addr()?;
-                println!("gridwatch listening on http://{address} (metrics at /metrics, hottest cells at /api/v1/cells?top=10)");
+                let scheme = if config.http.tls_cert_file.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                println!("gridwatch listening on {scheme}://{address} (metrics at /metrics, hottest cells at /api/v1/cells?top=10)");
                 gridwatch::service::run(config, listener, shutdown).await?;
                 Ok(())
             })

@@ -3,6 +3,9 @@
 //! handed to the pipeline task, which swaps it in between two records; an invalid file is
 //! logged and counted, and the running rules keep firing.
 //!
+//! An admin may also ask for a reload over HTTP (`POST /api/v1/admin/reload`): that request
+//! goes through the same path as SIGHUP and is answered with the outcome.
+//!
 //! The directory is watched rather than the file, because editors and config-map updates
 //! replace files by renaming over them. Bursts of file events are coalesced.
 
@@ -26,6 +29,8 @@ pub enum ReloadTrigger {
     Signal,
     /// The file changed on disk.
     FileChange,
+    /// An admin asked over HTTP.
+    Api,
 }
 
 impl ReloadTrigger {
@@ -34,6 +39,7 @@ impl ReloadTrigger {
         match self {
             ReloadTrigger::Signal => "sighup",
             ReloadTrigger::FileChange => "file_change",
+            ReloadTrigger::Api => "api",
         }
     }
 }
@@ -46,6 +52,33 @@ pub struct WatchError {
     path: String,
     /// The watcher's error.
     source: notify::Error,
+}
+
+/// What a reload asked for over HTTP did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A new, valid rule set is handed to the pipeline.
+    Applied {
+        /// Its version.
+        version: String,
+    },
+    /// The file holds the running rules.
+    Unchanged {
+        /// The running version.
+        version: String,
+    },
+    /// The file is unreadable or invalid; the running rules stay.
+    Rejected {
+        /// Why.
+        message: String,
+    },
+}
+
+/// A reload asked for over HTTP; the outcome goes to `reply`.
+#[derive(Debug)]
+pub struct ReloadRequest {
+    /// Where the outcome goes.
+    pub reply: tokio::sync::oneshot::Sender<ReloadOutcome>,
 }
 
 /// Reads and validates the rules file; `Ok(None)` when its version equals `running_version`.
@@ -102,7 +135,8 @@ fn watch_file(
     Ok(watcher)
 }
 
-/// Watches `path` and SIGHUP until `cancel`; sends each valid, changed rule set.
+/// Watches `path`, SIGHUP and `api_requests` until `cancel`; sends each valid, changed rule
+/// set, and answers each API request with the outcome.
 ///
 /// `running_version` starts as the loaded rules' version and follows what was sent. When the
 /// file cannot be watched (e.g. the inotify instance limit is reached), the error is logged and
@@ -113,6 +147,7 @@ pub fn spawn(
     running_version: String,
     metrics: std::sync::Arc<Metrics>,
     rules_sender: mpsc::Sender<RuleSet>,
+    mut api_requests: mpsc::Receiver<ReloadRequest>,
     cancel: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let (event_sender, mut event_receiver) = mpsc::unbounded_channel::<()>();
@@ -144,21 +179,25 @@ pub fn spawn(
             };
             #[cfg(not(unix))]
             let hangup_received = std::future::pending::<()>();
-            let trigger = tokio::select! {
+            let (trigger, reply) = tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = hangup_received => ReloadTrigger::Signal,
+                _ = hangup_received => (ReloadTrigger::Signal, None),
+                Some(request) = api_requests.recv() => (ReloadTrigger::Api, Some(request.reply)),
                 Some(()) = event_receiver.recv() => {
                     tokio::time::sleep(COALESCE).await;
                     while event_receiver.try_recv().is_ok() {}
-                    ReloadTrigger::FileChange
+                    (ReloadTrigger::FileChange, None)
                 }
             };
-            match load_if_changed(&path, pane_size_millis, &running_version) {
+            let outcome = match load_if_changed(&path, pane_size_millis, &running_version) {
                 Ok(None) => {
                     metrics
                         .rules_reloads
                         .with_label_values(&[trigger.as_str(), "unchanged"])
                         .inc();
+                    ReloadOutcome::Unchanged {
+                        version: running_version.clone(),
+                    }
                 }
                 Ok(Some(rules)) => {
                     tracing::info!(trigger = trigger.as_str(), version = rules.version(), path = %path.display(), "rules file reloaded");
@@ -170,6 +209,9 @@ pub fn spawn(
                     if rules_sender.send(rules).await.is_err() {
                         return;
                     }
+                    ReloadOutcome::Applied {
+                        version: running_version.clone(),
+                    }
                 }
                 Err(error) => {
                     tracing::error!(trigger = trigger.as_str(), path = %path.display(), %error, "rules file rejected; the running rules stay");
@@ -177,7 +219,12 @@ pub fn spawn(
                         .rules_reloads
                         .with_label_values(&[trigger.as_str(), "invalid"])
                         .inc();
+                    ReloadOutcome::Rejected { message: error }
                 }
+            };
+            if let Some(reply) = reply {
+                // The asker may have given up (timeout): nothing to do then.
+                let _ = reply.send(outcome);
             }
         }
     });

@@ -365,7 +365,7 @@ fn gridwatch_variables_in_manifests_name_real_config_keys() {
     }
     assert!(variables.len() >= 4, "{variables:?}");
     let run_help = gridwatch_help("run");
-    for (origin, key, value) in &variables {
+    for (origin, key, _) in &variables {
         if !key.contains("__") {
             assert!(
                 run_help.contains(&format!("env: {key}")),
@@ -373,9 +373,19 @@ fn gridwatch_variables_in_manifests_name_real_config_keys() {
             );
             continue;
         }
-        let single = BTreeMap::from([(key.clone(), value.clone())]);
-        if let Err(error) = load_with_environment("", &single) {
-            panic!("{origin}: {key}={value} is not a valid config key/value: {error}");
+    }
+    // Each origin's variables are loaded together: they form one configuration, and some only
+    // make sense together (listening on 0.0.0.0 needs the API tokens file).
+    let origins: std::collections::BTreeSet<&String> =
+        variables.iter().map(|(origin, _, _)| origin).collect();
+    for origin in origins {
+        let environment: BTreeMap<String, String> = variables
+            .iter()
+            .filter(|(variable_origin, key, _)| variable_origin == origin && key.contains("__"))
+            .map(|(_, key, value)| (key.clone(), value.clone()))
+            .collect();
+        if let Err(error) = load_with_environment("", &environment) {
+            panic!("{origin}: {environment:?} is not a valid configuration: {error}");
         }
     }
     // The check can fail: a misspelled key is an unknown field.
@@ -587,4 +597,44 @@ fn compose_mounts_and_build_refer_to_existing_files() {
             }
         }
     }
+}
+
+#[test]
+fn api_tokens_come_from_a_secret_mounted_where_the_config_and_image_look() {
+    let config = Config::from_toml_str(&configmap_toml()).unwrap_or_else(|error| panic!("{error}"));
+    let tokens_file = config
+        .http
+        .tokens_file
+        .expect("the ConfigMap listens on 0.0.0.0, so it names http.tokens_file");
+    let tokens_directory = tokens_file
+        .parent()
+        .and_then(|directory| directory.to_str())
+        .expect("tokens_file has a directory")
+        .to_string();
+    let container = gridwatch_container();
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|mount| mount["mountPath"].as_str() == Some(tokens_directory.as_str()))
+        .unwrap_or_else(|| panic!("nothing is mounted at {tokens_directory}"));
+    let volume_name = mount["name"].as_str().expect("volumeMount name");
+    let deployment = kubernetes_manifest("deployment.yaml", "Deployment");
+    let volume = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|volume| volume["name"].as_str() == Some(volume_name))
+        .unwrap_or_else(|| panic!("no volume {volume_name}"));
+    assert!(
+        volume["secret"]["secretName"].as_str().is_some(),
+        "the tokens volume must be a Secret, not a ConfigMap: {volume:?}"
+    );
+    let image_tokens_file = dockerfile_environment()
+        .get("GRIDWATCH_HTTP__TOKENS_FILE")
+        .cloned()
+        .expect("the image listens on 0.0.0.0, so it sets GRIDWATCH_HTTP__TOKENS_FILE");
+    assert_eq!(Some(image_tokens_file.as_str()), tokens_file.to_str());
 }

@@ -86,6 +86,9 @@ pub enum ServiceError {
     /// The HTTP server failed.
     #[error("http server: {0}")]
     Http(#[from] std::io::Error),
+    /// The HTTP server's tokens or certificate could not be loaded.
+    #[error(transparent)]
+    HttpSetup(#[from] crate::http::HttpSetupError),
     /// The fraud settings or baseline are invalid.
     #[error(transparent)]
     Fraud(#[from] crate::fraud::FraudError),
@@ -181,6 +184,7 @@ pub async fn run(
 ) -> Result<(), ServiceError> {
     let registry = load_registry(&config)?;
     let rules = load_rules(&config)?;
+    let http_security = crate::http::HttpSecurity::from_config(&config.http)?;
     let source_name = match config.source.kind {
         SourceKind::Simulator => "simulator",
         SourceKind::File => "file",
@@ -307,28 +311,43 @@ pub async fn run(
     };
     // Before the HTTP server: once it answers, SIGHUP is already a reload.
     let (rules_sender, rules_receiver) = mpsc::channel::<RuleSet>(4);
+    let mut admin_state = crate::http::AdminState::default();
     let reload_task = match &config.rules.path {
-        Some(path) => Some(crate::reload::spawn(
-            path.clone(),
-            config.window_settings().size_millis,
-            rules_version.clone(),
-            metrics.clone(),
-            rules_sender,
-            cancel.clone(),
-        )),
+        Some(path) => {
+            let (reload_request_sender, reload_request_receiver) = mpsc::channel(4);
+            admin_state.reload_requests = Some(reload_request_sender);
+            Some(crate::reload::spawn(
+                path.clone(),
+                config.window_settings().size_millis,
+                rules_version.clone(),
+                metrics.clone(),
+                rules_sender,
+                reload_request_receiver,
+                cancel.clone(),
+            ))
+        }
         None => {
             tracing::info!("rules are the embedded defaults; set rules.path to reload them on SIGHUP or change");
             None
         }
     };
     let local_address = listener.local_addr()?;
-    tracing::info!(address = %local_address, source = source_name, rules_version = %rules_version, "gridwatch serving");
-    let server_cancel = cancel.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, crate::api::router(api_state))
-            .with_graceful_shutdown(async move { server_cancel.cancelled().await })
-            .await
-    });
+    tracing::info!(
+        address = %local_address,
+        scheme = http_security.scheme(),
+        tokens = http_security.access.tokens.is_some(),
+        source = source_name,
+        rules_version = %rules_version,
+        "gridwatch serving"
+    );
+    let router =
+        crate::http::secured_router(crate::api::router(api_state), admin_state, &http_security);
+    let server = tokio::spawn(crate::http::serve(
+        listener,
+        router,
+        http_security,
+        cancel.clone(),
+    ));
 
     let mut loop_state = PipelineLoop {
         pipelines,
