@@ -405,13 +405,63 @@ pub struct IngestConfig {
     /// Event-time horizon over which re-sent event ids are recognised (default 10 min).
     #[serde(with = "humantime_serde")]
     pub dedup_horizon: Duration,
+    /// Largest record (line, message, Kafka value) in bytes (default 1 MiB); a longer one is
+    /// dead-lettered `oversized` without being buffered whole.
+    pub max_record_bytes: usize,
+    /// Largest dead-letter payload kept, in bytes (default 64 KiB); the rest is cut.
+    pub max_dead_letter_payload_bytes: usize,
+    /// Largest `event_id`, `device_id`, `source`, `grid_id` or `community_id` in bytes
+    /// (default 256); a longer one is dead-lettered `field_too_long`.
+    pub max_id_bytes: usize,
+    /// Most attributes per event (default 64).
+    pub max_attributes: usize,
+    /// Largest attribute, key plus value, in bytes (default 4096).
+    pub max_attribute_bytes: usize,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
+        let limits = crate::limits::IngestLimits::default();
         IngestConfig {
             max_clock_skew: Duration::from_secs(3600),
             dedup_horizon: Duration::from_secs(600),
+            max_record_bytes: limits.max_record_bytes,
+            max_dead_letter_payload_bytes: limits.max_dead_letter_payload_bytes,
+            max_id_bytes: limits.max_id_bytes,
+            max_attributes: limits.max_attributes,
+            max_attribute_bytes: limits.max_attribute_bytes,
+        }
+    }
+}
+
+impl IngestConfig {
+    /// The input limits this section sets.
+    pub fn limits(&self) -> crate::limits::IngestLimits {
+        crate::limits::IngestLimits {
+            max_record_bytes: self.max_record_bytes,
+            max_dead_letter_payload_bytes: self.max_dead_letter_payload_bytes,
+            max_id_bytes: self.max_id_bytes,
+            max_attributes: self.max_attributes,
+            max_attribute_bytes: self.max_attribute_bytes,
+        }
+    }
+
+    /// Every problem of the limits (each must be positive).
+    fn limit_problems(&self, problems: &mut Vec<String>) {
+        let limits = [
+            ("ingest.max_record_bytes", self.max_record_bytes),
+            (
+                "ingest.max_dead_letter_payload_bytes",
+                self.max_dead_letter_payload_bytes,
+            ),
+            ("ingest.max_id_bytes", self.max_id_bytes),
+            ("ingest.max_attributes", self.max_attributes),
+            ("ingest.max_attribute_bytes", self.max_attribute_bytes),
+        ];
+        for (name, value) in limits {
+            if value == 0 {
+                problems.push(format!("{name} must be positive"));
+            }
         }
     }
 }
@@ -965,6 +1015,7 @@ impl Config {
                 humantime::format_duration(window.max_out_of_orderness)
             ));
         }
+        self.ingest.limit_problems(&mut problems);
         if window.fast_clock_sources > MAX_FAST_CLOCK_SOURCES {
             problems.push(format!(
                 "window.fast_clock_sources must be at most {MAX_FAST_CLOCK_SOURCES}, got {}",

@@ -26,11 +26,15 @@ pub enum DeadLetterReason {
     InvalidCoordinates,
     /// The event's window was already final when it arrived.
     Late,
+    /// The record is larger than `ingest.max_record_bytes` (only its first bytes are kept).
+    Oversized,
+    /// An id or attribute is larger than its limit (`ingest.max_id_bytes`, …).
+    FieldTooLong,
 }
 
 impl DeadLetterReason {
     /// Every reason, for pre-registering metric series.
-    pub const ALL: [DeadLetterReason; 10] = [
+    pub const ALL: [DeadLetterReason; 12] = [
         DeadLetterReason::InvalidJson,
         DeadLetterReason::InvalidProtobuf,
         DeadLetterReason::MissingEventId,
@@ -41,6 +45,8 @@ impl DeadLetterReason {
         DeadLetterReason::UnknownGrid,
         DeadLetterReason::InvalidCoordinates,
         DeadLetterReason::Late,
+        DeadLetterReason::Oversized,
+        DeadLetterReason::FieldTooLong,
     ];
 
     /// The stable snake_case name.
@@ -56,6 +62,8 @@ impl DeadLetterReason {
             DeadLetterReason::UnknownGrid => "unknown_grid",
             DeadLetterReason::InvalidCoordinates => "invalid_coordinates",
             DeadLetterReason::Late => "late",
+            DeadLetterReason::Oversized => "oversized",
+            DeadLetterReason::FieldTooLong => "field_too_long",
         }
     }
 

@@ -41,6 +41,7 @@ pub mod fraud;
 pub mod grid;
 pub mod http;
 pub mod kafka;
+pub mod limits;
 pub mod metrics;
 pub mod partitions;
 pub mod pipeline;

@@ -42,6 +42,8 @@ pub struct PipelineSettings {
     pub dedup_horizon_millis: i64,
     /// Validation limits and the pseudonymization key.
     pub decode: DecodeSettings,
+    /// What one record may cost (sizes of records, ids, attributes, dead letters).
+    pub limits: crate::limits::IngestLimits,
     /// Whether this pipeline sees only part of the city (one Kafka partition): data-gap
     /// silence is then tested only for cells that have had activity here, since the other
     /// cells' events go to other partitions.
@@ -66,6 +68,7 @@ impl PipelineSettings {
                 min_occurred_at_millis: crate::decode::DEFAULT_MIN_OCCURRED_AT_MILLIS,
                 pseudonymization_key: config.privacy.pseudonymization_key.as_bytes().to_vec(),
             },
+            limits: config.ingest.limits(),
             partial_input: false,
         }
     }
@@ -375,6 +378,22 @@ impl Pipeline {
     ) -> Result<RecordResult, RejectedInput> {
         let (mut event, format) = self.decode_payload(payload)?;
         self.decoded.inc();
+        if let Err(too_long) = crate::limits::check_event_fields(&event, &self.settings.limits) {
+            // Cut the id a dead letter names to the limit: the whole id is what was refused.
+            let event_id = crate::limits::truncate_at_char_boundary(
+                &event.event_id,
+                self.settings.limits.max_id_bytes,
+            )
+            .to_string();
+            return Err(RejectedInput {
+                rejection: Rejection {
+                    reason: DeadLetterReason::FieldTooLong,
+                    detail: too_long.to_string(),
+                    event_id,
+                },
+                payload: encode_event(&event, format),
+            });
+        }
         let rejected = |rejection: Rejection, event: &IncidentEvent| RejectedInput {
             rejection,
             payload: encode_event(event, format),
@@ -467,12 +486,40 @@ impl Pipeline {
         Ok(RecordResult::Accepted)
     }
 
+    /// The rejection of a record of `total_bytes` above the record limit, keeping (scrubbed)
+    /// only as much of its first bytes as a dead letter may carry.
+    fn oversized(&self, first_bytes: &[u8], total_bytes: u64) -> RejectedInput {
+        let kept = first_bytes
+            .get(..self.settings.limits.max_dead_letter_payload_bytes)
+            .unwrap_or(first_bytes);
+        RejectedInput {
+            rejection: Rejection {
+                reason: DeadLetterReason::Oversized,
+                detail: format!(
+                    "record of {total_bytes} bytes is above the {}-byte limit (ingest.max_record_bytes)",
+                    self.settings.limits.max_record_bytes
+                ),
+                event_id: String::new(),
+            },
+            payload: self.decoder.scrub_undecodable(kept),
+        }
+    }
+
     /// The decoded event and the format its dead letters are written in.
     fn decode_payload(
         &self,
         payload: RecordPayload,
     ) -> Result<(IncidentEvent, InputFormat), RejectedInput> {
         match payload {
+            RecordPayload::Encoded { bytes, .. }
+                if bytes.len() > self.settings.limits.max_record_bytes =>
+            {
+                Err(self.oversized(&bytes, bytes.len() as u64))
+            }
+            RecordPayload::Oversized {
+                prefix,
+                total_bytes,
+            } => Err(self.oversized(&prefix, total_bytes)),
             RecordPayload::Encoded { bytes, format } => match self.decoder.decode(&bytes, format) {
                 Ok(event) => Ok((event, format)),
                 Err(rejection) => Err(RejectedInput {
@@ -609,10 +656,20 @@ impl Pipeline {
         if let Some(counter) = self.dead_letters_by_reason.get(reason.index()) {
             counter.inc();
         }
+        let mut detail = rejected.rejection.detail;
+        let mut payload = rejected.payload;
+        let payload_limit = self.settings.limits.max_dead_letter_payload_bytes;
+        if payload.len() > payload_limit {
+            detail.push_str(&format!(
+                " (payload cut from {} to {payload_limit} bytes)",
+                payload.len()
+            ));
+            payload.truncate(payload_limit);
+        }
         outputs.dead_letters.push(DeadLetter {
             reason: reason.as_str().to_string(),
-            detail: rejected.rejection.detail,
-            payload: rejected.payload,
+            detail,
+            payload,
             source: self.source_name.to_string(),
             position: format!("partition {partition} position {position}"),
             event_id: rejected.rejection.event_id,

@@ -113,7 +113,8 @@ pub fn replay(
     settings.window.idle_timeout_millis = crate::time::NEVER_MILLIS;
     let metrics = Arc::new(Metrics::new(&["file"], rules.version())?);
     let mut pipeline = Pipeline::new(settings, registry, rules, metrics, "file");
-    let mut reader = FileReader::open(&options.input, options.format)?;
+    let mut reader = FileReader::open(&options.input, options.format)?
+        .with_max_record_bytes(config.ingest.max_record_bytes);
     let mut sink = JsonlFileSink::open(&options.output_dir, false)?;
     let progress = progress_bar(options.show_progress, reader.total_bytes());
     let wall_millis = crate::time::wall_clock_millis();

@@ -341,3 +341,44 @@ fn received_decoded_and_dead_letter_counters_tell_decoding_from_validation_failu
         1
     );
 }
+
+#[test]
+fn an_id_above_its_limit_is_dead_lettered_naming_the_field_not_the_value() {
+    let grid_id = registered_grid_id();
+    let long_device = "9".repeat(50_000);
+    let line = format!(
+        r#"{{"event_id":"long","grid_id":"{grid_id}","device_id":"{long_device}","event_type":"SOS","occurred_at":"{}"}}"#,
+        millis_to_rfc3339(common::START_MILLIS)
+    );
+    assert_rejected(&[], &line, DeadLetterReason::FieldTooLong);
+    let (mut pipeline, _) = default_pipeline();
+    let mut outputs = Outputs::default();
+    pipeline.process(json_record(&line, 1), WALL_MILLIS, &mut outputs);
+    let dead_letter = &outputs.dead_letters[0];
+    assert_eq!(
+        dead_letter.detail,
+        "device_id is 50000 bytes, above the 256-byte limit"
+    );
+    assert!(outputs.alerts.is_empty(), "refused before any rule");
+}
+
+#[test]
+fn a_record_above_the_record_limit_is_dead_lettered_oversized_with_a_capped_payload() {
+    let grid_id = registered_grid_id();
+    let huge_note = "x".repeat(2 * 1024 * 1024);
+    let line = format!(
+        r#"{{"event_id":"big","grid_id":"{grid_id}","event_type":"SOS","occurred_at":"{}","attributes":{{"note":"{huge_note}"}}}}"#,
+        millis_to_rfc3339(common::START_MILLIS)
+    );
+    assert_rejected(&[], &line, DeadLetterReason::Oversized);
+    let (mut pipeline, _) = default_pipeline();
+    let mut outputs = Outputs::default();
+    pipeline.process(json_record(&line, 1), WALL_MILLIS, &mut outputs);
+    let dead_letter = &outputs.dead_letters[0];
+    assert_eq!(dead_letter.payload.len(), 64 * 1024);
+    assert!(
+        dead_letter.detail.contains("above the 1048576-byte limit"),
+        "{}",
+        dead_letter.detail
+    );
+}

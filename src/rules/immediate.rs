@@ -1,5 +1,10 @@
 //! Immediate rules: alert on every matching event, folding a device's repeats into the firing
 //! alert for the rule's cooldown; resolve once the watermark passes the last event + cooldown.
+//!
+//! A firing alert changes at most once per pane: another device's report inside the pane of
+//! the alert's last change is counted (and its id kept, capped) but goes out with the next
+//! change, so a flood of devices in one cell cannot make the alert re-emit itself per device.
+//! Devices past their cooldown are forgotten once an alert remembers many.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -94,8 +99,14 @@ impl RuleKind for ImmediateRule {
         event: &MatchingEvent<'_>,
         out: &mut Vec<Alert>,
     ) -> EventOutcome {
-        let (outcome, resolves_at_millis) =
-            on_matching_event(state, self, event.accepted_event, event.cell_labels, out);
+        let (outcome, resolves_at_millis) = on_matching_event(
+            state,
+            self,
+            event.accepted_event,
+            event.cell_labels,
+            event.pane_size_millis,
+            out,
+        );
         if let Some(earliest_millis) = &mut derived.earliest_resolution_millis {
             *earliest_millis = (*earliest_millis).min(resolves_at_millis);
         }
@@ -230,6 +241,7 @@ pub(crate) fn on_matching_event(
     rule: &ImmediateRule,
     accepted_event: &AcceptedEvent<'_>,
     labels: &CellLabels<'_>,
+    pane_size_millis: i64,
     out: &mut Vec<Alert>,
 ) -> (ImmediateOutcome, i64) {
     let occurred_at_millis = accepted_event.occurred_at_millis;
@@ -301,12 +313,41 @@ pub(crate) fn on_matching_event(
     if inside_device_cooldown {
         return (ImmediateOutcome::Suppressed, firing.resolves_at_millis());
     }
+    forget_devices_past_cooldown(firing, occurred_at_millis, rule.cooldown_millis);
     firing
         .device_last_emitted_millis
         .insert(device_id.to_string(), occurred_at_millis);
+    // One change per alert per pane: a flood of new devices in one cell cannot make the alert
+    // re-emit itself once per device. The event is in the state (count, event ids) and goes
+    // out with the alert's next change.
+    let pane_of = |millis: i64| millis.div_euclid(pane_size_millis.max(1));
+    if pane_of(occurred_at_millis) <= pane_of(firing.occurrence.updated_at_millis) {
+        return (ImmediateOutcome::Suppressed, firing.resolves_at_millis());
+    }
     firing.occurrence.updated_at_millis = occurred_at_millis;
     out.push(firing.occurrence.firing_alert());
     (ImmediateOutcome::Updated, firing.resolves_at_millis())
+}
+
+/// Devices remembered per firing alert beyond which those past their cooldown are forgotten.
+const DEVICES_REMEMBERED_BEFORE_EXPIRY: usize = 64;
+
+/// Forgets the devices whose cooldown has passed at `occurred_at_millis` (they can no longer
+/// suppress anything), once the alert remembers many: a long-firing alert's device map stays
+/// as large as the devices active within one cooldown, not every device ever seen.
+fn forget_devices_past_cooldown(
+    firing: &mut FiringImmediateAlert,
+    occurred_at_millis: i64,
+    cooldown_millis: i64,
+) {
+    if firing.device_last_emitted_millis.len() < DEVICES_REMEMBERED_BEFORE_EXPIRY {
+        return;
+    }
+    firing
+        .device_last_emitted_millis
+        .retain(|_, last_emitted_millis| {
+            last_emitted_millis.saturating_add(cooldown_millis) > occurred_at_millis
+        });
 }
 
 /// Resolves every alert whose last event + cooldown ≤ `watermark_millis` (remembering its end

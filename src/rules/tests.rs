@@ -386,6 +386,56 @@ fn event_ids_are_capped_at_twenty_most_recent() {
     assert_eq!(active.observed, 25.0);
 }
 
+#[test]
+fn a_flood_of_new_devices_changes_the_alert_at_most_once_per_pane() {
+    let mut harness = Harness::new(TEST_RULES);
+    let mut emitted = Vec::new();
+    for device in 0..2_000 {
+        emitted.extend(harness.event(
+            &format!("e{device}"),
+            EventType::FireSmoke,
+            &format!("dev-{device}"),
+            1,
+            T0 + device,
+        ));
+    }
+    assert_eq!(
+        emitted.len(),
+        1,
+        "one FIRING, no update inside the same pane"
+    );
+    let next_pane = harness.event("late-comer", EventType::FireSmoke, "dev-x", 1, T0 + MINUTE);
+    let updated = single(next_pane);
+    assert_eq!(updated.observed, 2_001.0, "every event is counted");
+    assert_eq!(updated.event_ids.len(), MAX_ALERT_EVENT_IDS);
+    assert_eq!(harness.counters("life_safety").updated, 1);
+}
+
+#[test]
+fn a_long_firing_alert_forgets_devices_past_their_cooldown() {
+    let mut harness = Harness::new(TEST_RULES);
+    // A new device every minute for three hours keeps the alert firing.
+    for minute in 0..180 {
+        harness.event(
+            &format!("e{minute}"),
+            EventType::FireSmoke,
+            &format!("dev-{minute}"),
+            1,
+            T0 + minute * MINUTE,
+        );
+    }
+    let remembered: usize = harness
+        .engine
+        .state()
+        .immediate
+        .firing
+        .values()
+        .flat_map(|alerts| alerts.values())
+        .map(|firing| firing.device_last_emitted_millis.len())
+        .sum();
+    assert!(remembered <= 64, "{remembered} devices remembered");
+}
+
 // ---------------------------------------------------------------- threshold
 
 #[test]

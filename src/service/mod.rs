@@ -265,7 +265,8 @@ pub async fn run(
         }
         SourceKind::File => {
             let path = config.file.path.clone().unwrap_or_default();
-            let source = FileSource::open(&path, config.file.format)?;
+            let source = FileSource::open(&path, config.file.format)?
+                .with_max_record_bytes(config.ingest.max_record_bytes);
             Some(tokio::spawn(source_loop(
                 source,
                 batch_sender,

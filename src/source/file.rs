@@ -66,6 +66,9 @@ pub struct FileReader<R = File> {
     finished: bool,
     /// Reused line buffer (JSONL).
     line_buffer: Vec<u8>,
+    /// Largest record: a longer JSONL line is skipped without being buffered whole and comes
+    /// out as [`RecordPayload::Oversized`].
+    max_record_bytes: usize,
 }
 
 /// Opens `path` for reading records in `format`.
@@ -108,7 +111,14 @@ impl<R: Read> FileReader<R> {
             lines_read: 0,
             finished: false,
             line_buffer: Vec::new(),
+            max_record_bytes: crate::limits::DEFAULT_MAX_RECORD_BYTES,
         }
+    }
+
+    /// The same reader with another record limit (`ingest.max_record_bytes`).
+    pub fn with_max_record_bytes(mut self, max_record_bytes: usize) -> FileReader<R> {
+        self.max_record_bytes = max_record_bytes.max(1);
+        self
     }
 
     /// The input's size in bytes (0 when unknown), for a progress bar.
@@ -129,8 +139,10 @@ impl<R: Read> FileReader<R> {
     fn next_jsonl_record(&mut self) -> Result<Option<SourceRecord>, SourceError> {
         loop {
             self.line_buffer.clear();
-            let consumed = self
-                .reader
+            // At most the limit plus a "\r\n": a longer line is never buffered whole.
+            let readable = (self.max_record_bytes as u64).saturating_add(2);
+            let consumed = (&mut self.reader)
+                .take(readable)
                 .read_until(b'\n', &mut self.line_buffer)
                 .map_err(|source| io_error(&self.label, source))?;
             if consumed == 0 {
@@ -138,6 +150,20 @@ impl<R: Read> FileReader<R> {
             }
             self.bytes_read += consumed as u64;
             self.lines_read += 1;
+            if !self.line_buffer.ends_with(b"\n") && consumed as u64 == readable {
+                let skipped = self.skip_rest_of_line()?;
+                self.bytes_read += skipped;
+                let mut prefix = std::mem::take(&mut self.line_buffer);
+                prefix.truncate(self.max_record_bytes);
+                return Ok(Some(SourceRecord {
+                    payload: RecordPayload::Oversized {
+                        prefix: Bytes::from(prefix),
+                        total_bytes: (consumed as u64).saturating_add(skipped),
+                    },
+                    partition: 0,
+                    position: self.lines_read,
+                }));
+            }
             let mut line: &[u8] = &self.line_buffer;
             if let Some(without_newline) = line.strip_suffix(b"\n") {
                 line = without_newline;
@@ -148,14 +174,50 @@ impl<R: Read> FileReader<R> {
             if line.is_empty() {
                 continue;
             }
-            return Ok(Some(SourceRecord {
-                payload: RecordPayload::Encoded {
+            let payload = if line.len() > self.max_record_bytes {
+                RecordPayload::Oversized {
+                    prefix: Bytes::copy_from_slice(
+                        line.get(..self.max_record_bytes).unwrap_or(line),
+                    ),
+                    total_bytes: line.len() as u64,
+                }
+            } else {
+                RecordPayload::Encoded {
                     bytes: Bytes::copy_from_slice(line),
                     format: InputFormat::Jsonl,
-                },
+                }
+            };
+            return Ok(Some(SourceRecord {
+                payload,
                 partition: 0,
                 position: self.lines_read,
             }));
+        }
+    }
+
+    /// Consumes the rest of the current line (through its newline) without keeping it;
+    /// returns the bytes skipped.
+    fn skip_rest_of_line(&mut self) -> Result<u64, SourceError> {
+        let mut skipped: u64 = 0;
+        loop {
+            let available = self
+                .reader
+                .fill_buf()
+                .map_err(|source| io_error(&self.label, source))?;
+            if available.is_empty() {
+                return Ok(skipped);
+            }
+            match available.iter().position(|byte| *byte == b'\n') {
+                Some(newline) => {
+                    self.reader.consume(newline + 1);
+                    return Ok(skipped + newline as u64 + 1);
+                }
+                None => {
+                    let length = available.len();
+                    self.reader.consume(length);
+                    skipped += length as u64;
+                }
+            }
         }
     }
 
@@ -297,6 +359,15 @@ impl FileSource {
             path,
             deferred_error: None,
         })
+    }
+
+    /// The same source with another record limit (`ingest.max_record_bytes`).
+    pub fn with_max_record_bytes(mut self, max_record_bytes: usize) -> FileSource {
+        self.reader = self
+            .reader
+            .take()
+            .map(|reader| reader.with_max_record_bytes(max_record_bytes));
+        self
     }
 
     /// The file's size in bytes, for a progress bar.
@@ -515,6 +586,31 @@ mod tests {
                 (6, &b"{\"c\":3}"[..]),
             ]
         );
+    }
+
+    #[test]
+    fn a_jsonl_line_over_the_limit_is_skipped_as_oversized_and_the_next_line_is_read() {
+        let mut input = b"{\"a\":1}\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 10_000));
+        input.extend_from_slice(b"\n{\"b\":2}\n");
+        let records: Vec<SourceRecord> =
+            FileReader::new(input.as_slice(), InputFormat::Jsonl, "test")
+                .with_max_record_bytes(100)
+                .map(Result::unwrap)
+                .collect();
+        assert_eq!(records.len(), 3);
+        let RecordPayload::Oversized {
+            prefix,
+            total_bytes,
+        } = &records[1].payload
+        else {
+            panic!("{:?}", records[1].payload);
+        };
+        assert_eq!(prefix.len(), 100);
+        assert_eq!(*total_bytes, 10_001);
+        assert_eq!(records[1].position, 2);
+        assert_eq!(encoded_bytes(&records[2]), b"{\"b\":2}");
+        assert_eq!(records[2].position, 3);
     }
 
     #[test]

@@ -43,6 +43,14 @@ pub enum RecordPayload {
         /// Why framing failed, for the dead letter's detail.
         detail: String,
     },
+    /// A record larger than the record limit: only its first bytes were kept (a file line is
+    /// skipped without being buffered whole); dead-lettered as `oversized`.
+    Oversized {
+        /// The record's first bytes (at most the limit).
+        prefix: bytes::Bytes,
+        /// The record's whole size.
+        total_bytes: u64,
+    },
 }
 
 /// One record read from a source.
