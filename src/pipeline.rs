@@ -64,7 +64,7 @@ impl PipelineSettings {
             decode: DecodeSettings {
                 max_clock_skew_millis: crate::time::duration_millis(config.ingest.max_clock_skew),
                 min_occurred_at_millis: crate::decode::DEFAULT_MIN_OCCURRED_AT_MILLIS,
-                pseudonymization_key: config.privacy.pseudonymization_key.as_bytes().to_vec(),
+                privacy: config.privacy.settings(),
             },
             partial_input: false,
         }
@@ -584,17 +584,19 @@ impl Pipeline {
         position: u64,
         outputs: &mut Outputs,
     ) -> RecordResult {
-        let reason = rejected.rejection.reason;
+        // Every detail text is written not to echo input; this catches what a future one might.
+        let rejection = self.decoder.scrub_rejection(rejected.rejection);
+        let reason = rejection.reason;
         if let Some(counter) = self.dead_letters_by_reason.get(reason.index()) {
             counter.inc();
         }
         outputs.dead_letters.push(DeadLetter {
             reason: reason.as_str().to_string(),
-            detail: rejected.rejection.detail,
+            detail: rejection.detail,
             payload: rejected.payload,
             source: self.source_name.to_string(),
             position: format!("partition {partition} position {position}"),
-            event_id: rejected.rejection.event_id,
+            event_id: rejection.event_id,
         });
         RecordResult::Rejected(reason)
     }
