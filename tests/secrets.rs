@@ -233,3 +233,30 @@ fn the_running_service_never_logs_or_serves_a_secret_while_delivery_fails() {
         assert_no_marker(&path.display().to_string(), &content);
     }
 }
+
+#[test]
+fn dlq_replay_refuses_a_secret_kafka_property_on_the_command_line() {
+    let output = gridwatch()
+        .args([
+            "dlq",
+            "replay",
+            "--brokers",
+            "127.0.0.1:1",
+            "--to",
+            "events",
+        ])
+        .args(["--property", &format!("sasl.password={}", MARKERS[4])])
+        .output()
+        .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "{printed}");
+    assert!(
+        printed.contains("--property-file sasl.password"),
+        "{printed}"
+    );
+    assert_no_marker("dlq replay", &printed);
+}
