@@ -117,6 +117,16 @@ fn every_failure_was_logged(log: &str) -> bool {
         && log.contains("re-sending firing alerts to alertmanager failed")
 }
 
+/// Whether the command succeeded, and everything it printed (stdout, then stderr).
+fn status_and_printed(output: &std::process::Output) -> (bool, String) {
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), printed)
+}
+
 fn assert_no_marker(origin: &str, text: &str) {
     let leaked: Vec<&str> = MARKERS
         .iter()
@@ -135,12 +145,8 @@ fn check_config_never_prints_a_secret_valid_or_not() {
         .arg(&valid)
         .output()
         .unwrap();
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{printed}");
+    let (succeeded, printed) = status_and_printed(&output);
+    assert!(succeeded, "{printed}");
     assert_no_marker("check-config of a valid config", &printed);
 
     let invalid_directory = tempfile::tempdir().unwrap();
@@ -169,12 +175,8 @@ fn check_config_never_prints_a_secret_valid_or_not() {
         .arg(&invalid)
         .output()
         .unwrap();
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(!output.status.success(), "{printed}");
+    let (succeeded, printed) = status_and_printed(&output);
+    assert!(!succeeded, "{printed}");
     assert!(printed.contains("alerting.alertmanager_urls"), "{printed}");
     assert!(printed.contains("alerting.external_url"), "{printed}");
     assert_no_marker("check-config of an invalid config", &printed);
@@ -248,12 +250,8 @@ fn dlq_replay_refuses_a_secret_kafka_property_on_the_command_line() {
         .args(["--property", &format!("sasl.password={}", MARKERS[4])])
         .output()
         .unwrap();
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(!output.status.success(), "{printed}");
+    let (succeeded, printed) = status_and_printed(&output);
+    assert!(!succeeded, "{printed}");
     assert!(
         printed.contains("--property-file sasl.password"),
         "{printed}"
