@@ -2,7 +2,8 @@
 //! position an event can carry them (attribute keys and values, free text, event ids, device
 //! ids, the source, bad JSON, bad protobuf), never appears in clear in any output: the replay
 //! output files (dead-letter payloads decoded), the binary's stdout and stderr, and — for the
-//! running service — its logs, `/metrics` and `/api/v1/*`.
+//! running service — its logs, `/metrics` and `/api/v1/*`; and, through a Kafka-protocol
+//! broker (tansu), the output topics' values and headers.
 
 mod common;
 
@@ -17,6 +18,7 @@ use gridwatch::decode::InputFormat;
 use gridwatch::proto::IncidentEvent;
 use prost::Message;
 
+use common::tansu::{consume_topic, fast_group_join_properties, tansu_binary, TansuBroker};
 use common::{get_text, metric_value, InProcessService};
 
 /// A registered grid cell of the embedded seeds.
@@ -298,4 +300,102 @@ async fn no_phone_or_id_number_reaches_the_running_services_logs_metrics_or_api(
         "logs are captured: {captured}"
     );
     assert_no_number_in_clear("service logs", &captured);
+}
+
+/// The records of `topic` (partition 0) as text: values, keys and every header.
+fn topic_texts(brokers: &str, topic: &str, expected: usize) -> (usize, String) {
+    use rdkafka::message::{Headers, Message};
+    let messages = consume_topic(brokers, topic, expected);
+    let mut texts = String::new();
+    for message in &messages {
+        for bytes in [message.payload(), message.key()].into_iter().flatten() {
+            texts.push_str(&String::from_utf8_lossy(bytes));
+            texts.push('\n');
+        }
+        for header in message
+            .headers()
+            .into_iter()
+            .flat_map(|headers| headers.iter())
+        {
+            texts.push_str(header.key);
+            texts.push('=');
+            texts.push_str(&String::from_utf8_lossy(header.value.unwrap_or_default()));
+            texts.push('\n');
+        }
+    }
+    (messages.len(), texts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_phone_or_id_number_reaches_a_kafka_output_topic_or_header() {
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let broker = TansuBroker::start(&binary);
+    let input_topic = "privacy.events";
+    for topic in [
+        input_topic,
+        "gridwatch.windows.v1",
+        "gridwatch.alerts.v1",
+        "gridwatch.deadletter.v1",
+        "gridwatch.state.v1",
+    ] {
+        broker.create_topic(topic, 1);
+    }
+    let corpus = jsonl_corpus();
+    let records: Vec<&str> = corpus.lines().collect();
+    {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &broker.address)
+            .create()
+            .unwrap();
+        for record in &records {
+            producer
+                .send(BaseRecord::<(), str>::to(input_topic).payload(*record))
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(20)).unwrap();
+    }
+    let mut config = Config::default();
+    config.source.kind = SourceKind::Kafka;
+    config.kafka.brokers = broker.address.clone();
+    config.kafka.group_id = "privacy".to_string();
+    config.kafka.topics = vec![input_topic.to_string()];
+    config.kafka.format = gridwatch::config::KafkaPayloadFormat::Json;
+    config.kafka.properties = fast_group_join_properties();
+    config.kafka.sinks.enabled = true;
+    config.privacy.pseudonymization_key = "a key only this test knows".into();
+    config.validate().unwrap();
+    let service = InProcessService::start(config).await;
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = get_text(&client, &service.url("/metrics")).await;
+        let received = metric_value(
+            &body,
+            "gridwatch_events_received_total",
+            &["source=\"kafka\""],
+        );
+        if received == Some(records.len() as f64) {
+            assert_no_number_in_clear("/metrics (kafka)", &body);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the corpus is not consumed: {received:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    service.stop().await;
+    let (dead_letters, dead_letter_texts) =
+        topic_texts(&broker.address, "gridwatch.deadletter.v1", 6);
+    assert!(dead_letters >= 6, "{dead_letter_texts}");
+    assert!(dead_letter_texts.contains("detail="), "{dead_letter_texts}");
+    assert_no_number_in_clear("dead-letter topic", &dead_letter_texts);
+    let (alerts, alert_texts) = topic_texts(&broker.address, "gridwatch.alerts.v1", 1);
+    assert!(alerts >= 1, "the fire events raise an alert");
+    assert_no_number_in_clear("alerts topic", &alert_texts);
+    let (_, window_texts) = topic_texts(&broker.address, "gridwatch.windows.v1", 0);
+    assert_no_number_in_clear("windows topic", &window_texts);
 }
