@@ -105,8 +105,8 @@ impl KafkaPayloadFormat {
     }
 }
 
-/// The Kafka source (`[kafka]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The Kafka source (`[kafka]`). `Debug` prints secret properties as `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port...]` (librdkafka `bootstrap.servers`).
@@ -705,8 +705,8 @@ pub enum LogFormat {
 }
 
 /// Alert delivery (see [`crate::sink::delivery`]): Alertmanager API v2 and a CloudEvents
-/// webhook. Both are off by default.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// webhook. Both are off by default. `Debug` prints URL credentials as `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertingConfig {
     /// Alertmanager base URLs, e.g. `["http://am-0:9093", "http://am-1:9093"]`. Every URL (an
@@ -767,8 +767,8 @@ impl Default for AlertingConfig {
     }
 }
 
-/// The CloudEvents webhook (`[alerting.webhook]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The CloudEvents webhook (`[alerting.webhook]`). `Debug` prints URL credentials as `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
     /// Receiver URL; empty disables the webhook.
@@ -791,6 +791,64 @@ impl Default for WebhookConfig {
             secret_file: None,
             timeout: Duration::from_secs(5),
         }
+    }
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field("format", &self.format)
+            .field("topic_formats", &self.topic_formats)
+            .field(
+                "properties",
+                &crate::secret::redacted_properties(&self.properties),
+            )
+            .field("property_files", &self.property_files)
+            .field("sinks", &self.sinks)
+            .field("state_topic", &self.state_topic)
+            .field("snapshot_interval", &self.snapshot_interval)
+            .field("state_timeout", &self.state_timeout)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AlertingConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self
+            .alertmanager_urls
+            .iter()
+            .map(|url| redact_url(url))
+            .collect();
+        formatter
+            .debug_struct("AlertingConfig")
+            .field("alertmanager_urls", &urls)
+            .field("alertmanager_urls_file", &self.alertmanager_urls_file)
+            .field("resend_interval", &self.resend_interval)
+            .field("external_url", &redact_url(&self.external_url))
+            .field("instance", &self.instance)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("timeout", &self.timeout)
+            .field("retry_initial_backoff", &self.retry_initial_backoff)
+            .field("retry_max_backoff", &self.retry_max_backoff)
+            .field("retry_max_attempts", &self.retry_max_attempts)
+            .field("webhook", &self.webhook)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("WebhookConfig")
+            .field("url", &redact_url(&self.url))
+            .field("secret", &self.secret)
+            .field("secret_file", &self.secret_file)
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 
@@ -1338,7 +1396,15 @@ mod tests {
         config.privacy.pseudonymization_key = Secret::new("marker-key-7f3a");
         config.alerting.webhook.secret = Secret::new("marker-webhook-7f3a");
         config.alerting.alertmanager_urls = vec!["http://user:marker-am-7f3a@[broken".to_string()];
+        config.alerting.webhook.url = "https://user:marker-hook-7f3a@hooks.example/".to_string();
+        config
+            .kafka
+            .properties
+            .insert("sasl.password".to_string(), "marker-sasl-7f3a".to_string());
         let debug = format!("{config:?}");
+        for marker in ["marker-am-7f3a", "marker-hook-7f3a", "marker-sasl-7f3a"] {
+            assert!(!debug.contains(marker), "{debug}");
+        }
         assert!(!debug.contains("marker-key-7f3a"), "{debug}");
         assert!(!debug.contains("marker-webhook-7f3a"), "{debug}");
         let problems = config.validate().unwrap_err().to_string();

@@ -128,6 +128,23 @@ pub fn is_secret_kafka_property(name: &str) -> bool {
         .any(|marker| lowercase_name.contains(marker))
 }
 
+/// `properties` with the values of secret ones replaced by `***`, for `Debug` output.
+pub fn redacted_properties(
+    properties: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<&str, &str> {
+    properties
+        .iter()
+        .map(|(name, value)| {
+            let shown = if is_secret_kafka_property(name) {
+                REDACTED
+            } else {
+                value.as_str()
+            };
+            (name.as_str(), shown)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
