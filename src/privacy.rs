@@ -166,19 +166,24 @@ impl Pseudonymizer {
         ] {
             self.scrub_in_place(field);
         }
-        if event.attributes.is_empty() {
-            return;
-        }
-        let attributes = std::mem::take(&mut event.attributes);
-        for (key, value) in attributes {
-            let value = if self.is_pii_attribute_key(&key) {
-                self.pseudonymize_whole(&value)
+        // In place: the hot path (no personal data) allocates nothing.
+        let mut keys_to_scrub = Vec::new();
+        for (key, value) in event.attributes.iter_mut() {
+            if self.is_pii_attribute_key(key) {
+                if !value.is_empty() && !Pseudonymizer::is_pseudonym(value) {
+                    *value = self.pseudonymize_whole(value);
+                }
             } else {
-                self.scrub_text(&value).into_owned()
-            };
-            event
-                .attributes
-                .insert(self.scrub_text(&key).into_owned(), value);
+                self.scrub_in_place(value);
+            }
+            if let Cow::Owned(scrubbed_key) = self.scrub_text(key) {
+                keys_to_scrub.push((key.clone(), scrubbed_key));
+            }
+        }
+        for (key, scrubbed_key) in keys_to_scrub {
+            if let Some(value) = event.attributes.remove(&key) {
+                event.attributes.insert(scrubbed_key, value);
+            }
         }
     }
 
@@ -200,6 +205,11 @@ impl Pseudonymizer {
         let Some(pattern) = &self.pii_values else {
             return mask_every_digit(bytes);
         };
+        // Most fields hold no number of these shapes; `is_match` answers that without
+        // resolving capture groups.
+        if !pattern.is_match(bytes) {
+            return Cow::Borrowed(bytes);
+        }
         let mut scrubbed: Option<Vec<u8>> = None;
         let mut copied_until = 0;
         for captures in pattern.captures_iter(bytes) {
