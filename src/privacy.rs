@@ -507,6 +507,37 @@ mod tests {
         assert_eq!(event, once, "idempotent");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_mobile_spelling_inside_any_text_is_scrubbed(
+            prefix in "[a-zA-Z :,.;()电话]{0,12}",
+            country_code in proptest::sample::select(vec!["", "+86", "0086", "+86 ", "0086-", "86"]),
+            first in "1[3-9][0-9]",
+            middle in "[0-9]{4}",
+            last in "[0-9]{4}",
+            separator in proptest::sample::select(vec!["", " ", "-"]),
+            suffix in "[a-zA-Z :,.;()。]{0,12}",
+        ) {
+            let number = format!("{first}{separator}{middle}{separator}{last}");
+            let text = format!("{prefix}{country_code}{number}{suffix}");
+            let scrubbed = pseudonymizer().scrub_text(&text).into_owned();
+            proptest::prop_assert!(!scrubbed.contains(&number), "{} -> {}", text, scrubbed);
+            let digits = [first.as_str(), middle.as_str(), last.as_str()].concat();
+            proptest::prop_assert!(!scrubbed.contains(&digits));
+            proptest::prop_assert!(scrubbed.contains("pseudo:k1:"));
+        }
+
+        #[test]
+        fn scrubbing_arbitrary_bytes_never_panics_and_is_idempotent(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)
+        ) {
+            let scrubber = pseudonymizer();
+            let once = scrubber.scrub_bytes(&bytes).into_owned();
+            let twice = scrubber.scrub_bytes(&once).into_owned();
+            proptest::prop_assert_eq!(once, twice);
+        }
+    }
+
     #[test]
     fn an_invalid_key_id_is_written_as_a_visible_stand_in() {
         for key_id in ["", "K1", "1k", "k-1", "k123456789", "13800138000"] {
