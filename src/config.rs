@@ -1441,6 +1441,27 @@ mod tests {
 
     #[test]
     #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+    fn a_numeric_secret_from_the_environment_is_taken_as_text_not_quoted_in_an_error() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GRIDWATCH_PRIVACY__PSEUDONYMIZATION_KEY", "98765432123");
+            jail.set_env("GRIDWATCH_ALERTING__WEBHOOK__SECRET", "true");
+            let config = Config::load(None).map_err(|error| error.to_string())?;
+            assert_eq!(config.privacy.pseudonymization_key.expose(), "98765432123");
+            assert_eq!(config.alerting.webhook.secret.expose(), "true");
+            // figment reads an unquoted all-digit value as a number (leading zeros lost): the
+            // README says to quote such a secret or use a file.
+            jail.set_env("GRIDWATCH_PRIVACY__PSEUDONYMIZATION_KEY", "\"000123\"");
+            let config = Config::load(None).map_err(|error| error.to_string())?;
+            assert_eq!(config.privacy.pseudonymization_key.expose(), "000123");
+            jail.set_env("GRIDWATCH_ALERTING__WEBHOOK__SECRET", "[98765432123]");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(!error.contains("98765432123"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
     fn environment_overrides_file() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
