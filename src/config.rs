@@ -942,10 +942,7 @@ impl Config {
                 .filter(|key| key.as_str().contains("__"))
                 .split("__"),
         );
-        let config: Config = figment.extract().map_err(|error| {
-            let messages: Vec<String> = error.into_iter().map(|each| each.to_string()).collect();
-            ConfigError::Load(messages.join("; "))
-        })?;
+        let config: Config = figment.extract().map_err(load_error)?;
         let mut config = config;
         config.read_secret_files()?;
         config.validate()?;
@@ -1011,7 +1008,7 @@ impl Config {
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::string(text))
             .extract()
-            .map_err(|error| ConfigError::Load(error.to_string()))?;
+            .map_err(load_error)?;
         config.validate()?;
         Ok(config)
     }
@@ -1130,6 +1127,58 @@ impl Config {
             jump_tolerance_millis: duration_millis(self.window.clock_jump_tolerance),
             tolerated_fast_sources: self.window.fast_clock_sources,
         }
+    }
+}
+
+/// Every problem of a figment error. A type or value error under a key that may hold a secret
+/// (a key, secret, password, URL or librdkafka property) names the shape of the offending
+/// value, never the value: `alertmanager_urls = "http://user:pass@am"` (a string, not a list)
+/// must not print the password.
+fn load_error(error: figment::Error) -> ConfigError {
+    let messages: Vec<String> = error
+        .into_iter()
+        .map(|each| {
+            let path = each.path.join(".").to_lowercase();
+            let may_hold_secret = ["key", "secret", "password", "url", "propert"]
+                .iter()
+                .any(|marker| path.contains(marker));
+            let described = match &each.kind {
+                figment::error::Kind::InvalidType(actual, expected) if may_hold_secret => {
+                    format!(
+                        "invalid type: found {}, expected {expected}",
+                        shape_of(actual)
+                    )
+                }
+                figment::error::Kind::InvalidValue(actual, expected) if may_hold_secret => {
+                    format!(
+                        "invalid value: found {}, expected {expected}",
+                        shape_of(actual)
+                    )
+                }
+                _ => return each.to_string(),
+            };
+            let source = each
+                .metadata
+                .as_ref()
+                .map(|metadata| format!(" in {}", metadata.name))
+                .unwrap_or_default();
+            format!("{described} for key {path:?}{source}")
+        })
+        .collect();
+    ConfigError::Load(messages.join("; "))
+}
+
+/// What kind of value `actual` is, without its content.
+fn shape_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_) => "a number",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Seq => "a sequence",
+        Actual::Map => "a map",
+        _ => "a value of another kind",
     }
 }
 
@@ -1456,6 +1505,17 @@ mod tests {
             jail.set_env("GRIDWATCH_ALERTING__WEBHOOK__SECRET", "[98765432123]");
             let error = Config::load(None).unwrap_err().to_string();
             assert!(!error.contains("98765432123"), "{error}");
+            jail.set_env(
+                "GRIDWATCH_ALERTING__ALERTMANAGER_URLS",
+                "http://ops:marker-7f3a@am:9093",
+            );
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(!error.contains("marker-7f3a"), "{error}");
+            assert!(error.contains("alertmanager_urls"), "{error}");
+            assert!(
+                error.contains("found a string, expected a sequence"),
+                "{error}"
+            );
             Ok(())
         });
     }
