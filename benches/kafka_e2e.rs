@@ -508,7 +508,7 @@ async fn gridwatch_run(
     config.kafka.sinks.enabled = settings.kafka_sinks;
     config.output.dir = Some(output_directory.clone());
     config.http.listen = "127.0.0.1:0".to_string();
-    config.privacy.pseudonymization_key = "kafka-e2e-bench".to_string();
+    config.privacy.pseudonymization_key = "kafka-e2e-bench".into();
     config.kafka.snapshot_interval = SNAPSHOT_INTERVAL;
     if let Err(problems) = config.validate() {
         panic!("bench config invalid: {problems:?}");

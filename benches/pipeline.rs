@@ -37,7 +37,11 @@ fn decoder() -> Decoder {
     Decoder::new(DecodeSettings {
         max_clock_skew_millis: 3_600_000,
         min_occurred_at_millis: DEFAULT_MIN_OCCURRED_AT_MILLIS,
-        pseudonymization_key: b"bench".to_vec(),
+        privacy: gridwatch::privacy::PrivacySettings {
+            key: b"bench".to_vec(),
+            key_id: "k1".to_string(),
+            pii_attribute_keys: vec!["phone".to_string()],
+        },
     })
 }
 

@@ -15,7 +15,9 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::decode::InputFormat;
+use crate::privacy::{PrivacySettings, DEFAULT_PII_ATTRIBUTE_KEYS};
 use crate::proto::EventType;
+use crate::secret::{redact_url, Secret};
 use crate::source::simulator::Scenario;
 use crate::time::duration_millis;
 
@@ -103,8 +105,8 @@ impl KafkaPayloadFormat {
     }
 }
 
-/// The Kafka source (`[kafka]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The Kafka source (`[kafka]`). `Debug` prints secret properties as `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port...]` (librdkafka `bootstrap.servers`).
@@ -118,8 +120,12 @@ pub struct KafkaConfig {
     /// Per-topic payload formats overriding `format` (e.g. a legacy JSON topic).
     pub topic_formats: std::collections::BTreeMap<String, KafkaPayloadFormat>,
     /// Any librdkafka property, passed through as is (TLS, SASL, timeouts...); applied after
-    /// gridwatch's own settings, so these win.
+    /// gridwatch's own settings, so these win. Put secrets (`sasl.password`,
+    /// `ssl.key.password`) in `property_files` instead: the config file is not a secret store.
     pub properties: std::collections::BTreeMap<String, String>,
+    /// librdkafka properties whose value is read from a file at start (a secret mount), e.g.
+    /// `"sasl.password" = "/run/secrets/kafka-password"`; a trailing newline is dropped.
+    pub property_files: std::collections::BTreeMap<String, PathBuf>,
     /// Output topics (`[kafka.sinks]`): windows, alerts and dead letters produced to Kafka.
     pub sinks: KafkaSinksConfig,
     /// Topic of per-partition state snapshots (must exist; compacted on a real cluster): one
@@ -212,6 +218,7 @@ impl Default for KafkaConfig {
             format: KafkaPayloadFormat::Protobuf,
             topic_formats: std::collections::BTreeMap::new(),
             properties: std::collections::BTreeMap::new(),
+            property_files: std::collections::BTreeMap::new(),
             sinks: KafkaSinksConfig::default(),
             state_topic: "gridwatch.state.v1".to_string(),
             snapshot_interval: Duration::from_secs(10),
@@ -582,22 +589,83 @@ pub struct OutputConfig {
     pub dir: Option<PathBuf>,
 }
 
-/// Personal-data handling.
+/// Personal-data handling (`[privacy]`, see [`crate::privacy`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PrivacyConfig {
-    /// HMAC key for phone-number pseudonyms. Set it in production
-    /// (`GRIDWATCH_PRIVACY__PSEUDONYMIZATION_KEY`); the built-in default is logged as a warning.
-    pub pseudonymization_key: String,
+    /// HMAC key for pseudonyms. Set it from the environment
+    /// (`GRIDWATCH_PRIVACY__PSEUDONYMIZATION_KEY`) or `pseudonymization_key_file`; the
+    /// built-in default is refused for a Kafka source unless `allow_builtin_key`.
+    pub pseudonymization_key: Secret,
+    /// A file holding the key (a secret mount); read at start, a trailing newline dropped.
+    pub pseudonymization_key_file: Option<PathBuf>,
+    /// Id of the key, written into every pseudonym (`pseudo:k1:…`): change it with the key,
+    /// so pseudonyms of different keys are told apart. 1–8 lowercase letters or digits,
+    /// starting with a letter.
+    pub key_id: String,
+    /// Accept the built-in key with a Kafka source (test data only: anyone can reverse
+    /// pseudonyms made with the public key).
+    pub allow_builtin_key: bool,
+    /// Attribute keys whose values are personal whatever they look like. Entries of up to
+    /// three characters (`tel`) match whole tokens of a key, longer ones anywhere in it.
+    pub pii_attribute_keys: Vec<String>,
 }
 
 /// The built-in pseudonymization key: fine for the simulator, never for real data.
 pub const DEFAULT_PSEUDONYMIZATION_KEY: &str = "gridwatch-default-key-change-me";
 
+/// The default `privacy.key_id`.
+pub const DEFAULT_PSEUDONYM_KEY_ID: &str = "k1";
+
 impl Default for PrivacyConfig {
     fn default() -> Self {
         PrivacyConfig {
-            pseudonymization_key: DEFAULT_PSEUDONYMIZATION_KEY.to_string(),
+            pseudonymization_key: Secret::new(DEFAULT_PSEUDONYMIZATION_KEY),
+            pseudonymization_key_file: None,
+            key_id: DEFAULT_PSEUDONYM_KEY_ID.to_string(),
+            allow_builtin_key: false,
+            pii_attribute_keys: DEFAULT_PII_ATTRIBUTE_KEYS
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        }
+    }
+}
+
+impl PrivacyConfig {
+    /// Whether the key is the public built-in one.
+    pub fn uses_builtin_key(&self) -> bool {
+        self.pseudonymization_key.expose() == DEFAULT_PSEUDONYMIZATION_KEY
+    }
+
+    /// What the decoder's pseudonymizer takes.
+    pub fn settings(&self) -> PrivacySettings {
+        PrivacySettings {
+            key: self.pseudonymization_key.expose().as_bytes().to_vec(),
+            key_id: self.key_id.clone(),
+            pii_attribute_keys: self.pii_attribute_keys.clone(),
+        }
+    }
+
+    /// Appends every problem of the `[privacy]` section to `problems`.
+    fn validate(&self, source_kind: SourceKind, problems: &mut Vec<String>) {
+        if self.pseudonymization_key.is_empty() {
+            problems.push("privacy.pseudonymization_key must not be empty".to_string());
+        }
+        if !crate::privacy::is_valid_key_id(&self.key_id) {
+            problems.push(format!(
+                "privacy.key_id {:?} must be 1 to 8 lowercase ASCII letters or digits, starting with a letter",
+                self.key_id
+            ));
+        }
+        if source_kind == SourceKind::Kafka && self.uses_builtin_key() && !self.allow_builtin_key {
+            problems.push(
+                "privacy.pseudonymization_key is the public built-in key, which lets anyone reverse pseudonyms: set GRIDWATCH_PRIVACY__PSEUDONYMIZATION_KEY or privacy.pseudonymization_key_file for a Kafka source (or privacy.allow_builtin_key = true for test data)"
+                    .to_string(),
+            );
+        }
+        if self.pii_attribute_keys.iter().any(String::is_empty) {
+            problems.push("privacy.pii_attribute_keys must not contain an empty key".to_string());
         }
     }
 }
@@ -768,13 +836,18 @@ pub enum LogFormat {
 }
 
 /// Alert delivery (see [`crate::sink::delivery`]): Alertmanager API v2 and a CloudEvents
-/// webhook. Both are off by default.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// webhook. Both are off by default. `Debug` prints URL credentials as `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertingConfig {
     /// Alertmanager base URLs, e.g. `["http://am-0:9093", "http://am-1:9093"]`. Every URL (an
     /// HA cluster's members) receives every alert. Empty disables Alertmanager delivery.
+    /// Credentials (`http://user:pass@am:9093`) are sent as basic auth and printed as `***`;
+    /// put such URLs in `alertmanager_urls_file` or the environment, not in the config file.
     pub alertmanager_urls: Vec<String>,
+    /// A file (a secret mount) with more Alertmanager base URLs, one per line; blank lines
+    /// and `#` comments are skipped. Read at start.
+    pub alertmanager_urls_file: Option<PathBuf>,
     /// How often every firing alert is re-sent to Alertmanager (default 60 s); firing alerts
     /// carry `endsAt = now + 4 × resend_interval`, as Prometheus does.
     #[serde(with = "humantime_serde")]
@@ -811,6 +884,7 @@ impl Default for AlertingConfig {
     fn default() -> Self {
         AlertingConfig {
             alertmanager_urls: Vec::new(),
+            alertmanager_urls_file: None,
             resend_interval: Duration::from_secs(60),
             external_url: DEFAULT_EXTERNAL_URL.to_string(),
             instance: String::new(),
@@ -824,14 +898,17 @@ impl Default for AlertingConfig {
     }
 }
 
-/// The CloudEvents webhook (`[alerting.webhook]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The CloudEvents webhook (`[alerting.webhook]`). `Debug` prints URL credentials as `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
     /// Receiver URL; empty disables the webhook.
     pub url: String,
     /// HMAC-SHA256 key for the `X-Gridwatch-Signature` header; empty sends no signature.
-    pub secret: String,
+    /// Set it from the environment (`GRIDWATCH_ALERTING__WEBHOOK__SECRET`) or `secret_file`.
+    pub secret: Secret,
+    /// A file holding the secret (a secret mount); read at start, a trailing newline dropped.
+    pub secret_file: Option<PathBuf>,
     /// Per-request timeout (default 5 s).
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -841,9 +918,68 @@ impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig {
             url: String::new(),
-            secret: String::new(),
+            secret: Secret::default(),
+            secret_file: None,
             timeout: Duration::from_secs(5),
         }
+    }
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field("format", &self.format)
+            .field("topic_formats", &self.topic_formats)
+            .field(
+                "properties",
+                &crate::secret::redacted_properties(&self.properties),
+            )
+            .field("property_files", &self.property_files)
+            .field("sinks", &self.sinks)
+            .field("state_topic", &self.state_topic)
+            .field("snapshot_interval", &self.snapshot_interval)
+            .field("state_timeout", &self.state_timeout)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AlertingConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self
+            .alertmanager_urls
+            .iter()
+            .map(|url| redact_url(url))
+            .collect();
+        formatter
+            .debug_struct("AlertingConfig")
+            .field("alertmanager_urls", &urls)
+            .field("alertmanager_urls_file", &self.alertmanager_urls_file)
+            .field("resend_interval", &self.resend_interval)
+            .field("external_url", &redact_url(&self.external_url))
+            .field("instance", &self.instance)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("timeout", &self.timeout)
+            .field("retry_initial_backoff", &self.retry_initial_backoff)
+            .field("retry_max_backoff", &self.retry_max_backoff)
+            .field("retry_max_attempts", &self.retry_max_attempts)
+            .field("webhook", &self.webhook)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("WebhookConfig")
+            .field("url", &redact_url(&self.url))
+            .field("secret", &self.secret)
+            .field("secret_file", &self.secret_file)
+            .field("timeout", &self.timeout)
+            .finish()
     }
 }
 
@@ -860,20 +996,21 @@ impl AlertingConfig {
         for url in &self.alertmanager_urls {
             if !is_http_url(url) {
                 problems.push(format!(
-                    "alerting.alertmanager_urls: {url:?} is not an http(s) URL like http://127.0.0.1:9093"
+                    "alerting.alertmanager_urls: {:?} is not an http(s) URL like http://127.0.0.1:9093",
+                    redact_url(url)
                 ));
             }
         }
         if !is_http_url(&self.external_url) {
             problems.push(format!(
                 "alerting.external_url {:?} is not an http(s) URL",
-                self.external_url
+                redact_url(&self.external_url)
             ));
         }
         if !self.webhook.url.is_empty() && !is_http_url(&self.webhook.url) {
             problems.push(format!(
                 "alerting.webhook.url {:?} is not an http(s) URL",
-                self.webhook.url
+                redact_url(&self.webhook.url)
             ));
         }
         for (name, value) in [
@@ -913,11 +1050,13 @@ pub enum ConfigError {
     /// The file or environment could not be parsed into the schema.
     #[error("cannot load configuration: {message}")]
     Load {
-        /// Every parse error, joined (figment's own message names only the first).
+        /// Every parse error, joined (figment's own message names only the first), with the
+        /// values of keys that may hold a secret described by shape only.
         message: String,
-        /// The parse errors.
+        /// The parse errors, kept only when none of them is under a key that may hold a
+        /// secret (figment's own messages quote the offending value).
         #[source]
-        source: Box<figment::Error>,
+        source: Option<Box<figment::Error>>,
     },
     /// The configuration parsed but is not valid; every problem is listed.
     #[error("invalid configuration:\n  - {}", problems.join("\n  - "))]
@@ -925,21 +1064,6 @@ pub enum ConfigError {
         /// One line per problem.
         problems: Vec<String>,
     },
-}
-
-impl ConfigError {
-    /// A [`ConfigError::Load`] naming every error of `error`.
-    fn load(error: figment::Error) -> ConfigError {
-        let messages: Vec<String> = error
-            .clone()
-            .into_iter()
-            .map(|each| each.to_string())
-            .collect();
-        ConfigError::Load {
-            message: messages.join("; "),
-            source: Box::new(error),
-        }
-    }
 }
 
 impl Config {
@@ -962,9 +1086,65 @@ impl Config {
                 .filter(|key| key.as_str().contains("__"))
                 .split("__"),
         );
-        let config: Config = figment.extract().map_err(ConfigError::load)?;
+        let config: Config = figment.extract().map_err(load_error)?;
+        let mut config = config;
+        config.read_secret_files()?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads the secrets named by `*_file` keys into their settings (the only IO of loading
+    /// besides the config file). Every unreadable file is listed by path; contents never are.
+    pub fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if let Some(path) = &self.privacy.pseudonymization_key_file {
+            if !self.privacy.uses_builtin_key() {
+                problems.push("set privacy.pseudonymization_key or privacy.pseudonymization_key_file, not both".to_string());
+            }
+            if let Some(key) =
+                read_secret_file("privacy.pseudonymization_key_file", path, &mut problems)
+            {
+                self.privacy.pseudonymization_key = Secret::new(key);
+            }
+        }
+        if let Some(path) = &self.alerting.webhook.secret_file {
+            if !self.alerting.webhook.secret.is_empty() {
+                problems.push(
+                    "set alerting.webhook.secret or alerting.webhook.secret_file, not both"
+                        .to_string(),
+                );
+            }
+            if let Some(secret) =
+                read_secret_file("alerting.webhook.secret_file", path, &mut problems)
+            {
+                self.alerting.webhook.secret = Secret::new(secret);
+            }
+        }
+        if let Some(path) = &self.alerting.alertmanager_urls_file {
+            if let Some(text) =
+                read_secret_file("alerting.alertmanager_urls_file", path, &mut problems)
+            {
+                self.alerting.alertmanager_urls.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                        .map(ToString::to_string),
+                );
+            }
+        }
+        for (property, path) in &self.kafka.property_files {
+            if self.kafka.properties.contains_key(property) {
+                problems.push(format!("kafka.property_files.{property:?} is also set in kafka.properties; set it once"));
+            }
+            let setting = format!("kafka.property_files.{property:?}");
+            if let Some(value) = read_secret_file(&setting, path, &mut problems) {
+                self.kafka.properties.insert(property.clone(), value);
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid { problems })
     }
 
     /// Parses a TOML text over the defaults (no environment), and validates it.
@@ -972,7 +1152,7 @@ impl Config {
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::string(text))
             .extract()
-            .map_err(ConfigError::load)?;
+            .map_err(load_error)?;
         config.validate()?;
         Ok(config)
     }
@@ -1053,9 +1233,7 @@ impl Config {
             .sinks
             .validate(&self.kafka.brokers, &mut problems);
         self.http.validate(&mut problems);
-        if self.privacy.pseudonymization_key.is_empty() {
-            problems.push("privacy.pseudonymization_key must not be empty".to_string());
-        }
+        self.privacy.validate(self.source.kind, &mut problems);
         if self.state.snapshot_interval.is_zero() {
             problems.push("state.snapshot_interval must be positive".to_string());
         }
@@ -1088,6 +1266,79 @@ impl Config {
         crate::window::progress::ClockGuardSettings {
             jump_tolerance_millis: duration_millis(self.window.clock_jump_tolerance),
             tolerated_fast_sources: self.window.fast_clock_sources,
+        }
+    }
+}
+
+/// Every problem of a figment error. A type or value error under a key that may hold a secret
+/// (a key, secret, password, URL or librdkafka property) names the shape of the offending
+/// value, never the value: `alertmanager_urls = "http://user:pass@am"` (a string, not a list)
+/// must not print the password.
+fn load_error(error: figment::Error) -> ConfigError {
+    let mut any_redacted = false;
+    let messages: Vec<String> = error
+        .clone()
+        .into_iter()
+        .map(|each| {
+            let path = each.path.join(".").to_lowercase();
+            let may_hold_secret = ["key", "secret", "password", "url", "propert"]
+                .iter()
+                .any(|marker| path.contains(marker));
+            let described = match &each.kind {
+                figment::error::Kind::InvalidType(actual, expected) if may_hold_secret => {
+                    format!(
+                        "invalid type: found {}, expected {expected}",
+                        shape_of(actual)
+                    )
+                }
+                figment::error::Kind::InvalidValue(actual, expected) if may_hold_secret => {
+                    format!(
+                        "invalid value: found {}, expected {expected}",
+                        shape_of(actual)
+                    )
+                }
+                _ => return each.to_string(),
+            };
+            any_redacted = true;
+            let source = each
+                .metadata
+                .as_ref()
+                .map(|metadata| format!(" in {}", metadata.name))
+                .unwrap_or_default();
+            format!("{described} for key {path:?}{source}")
+        })
+        .collect();
+    ConfigError::Load {
+        message: messages.join("; "),
+        source: (!any_redacted).then(|| Box::new(error)),
+    }
+}
+
+/// What kind of value `actual` is, without its content.
+fn shape_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_) => "a number",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Seq => "a sequence",
+        Actual::Map => "a map",
+        _ => "a value of another kind",
+    }
+}
+
+/// The content of the secret file `path` for `setting`, without its trailing newline; a
+/// problem naming the path (never the content) when it cannot be read.
+fn read_secret_file(setting: &str, path: &Path, problems: &mut Vec<String>) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(content) => Some(content.trim_end_matches(['\n', '\r']).to_string()),
+        Err(error) => {
+            problems.push(format!(
+                "{setting}: cannot read {}: {error}",
+                path.display()
+            ));
+            None
         }
     }
 }
@@ -1235,7 +1486,7 @@ mod tests {
     #[test]
     fn kafka_section_parses_format_and_properties() {
         let config = Config::from_toml_str(
-            "[source]\nkind = \"kafka\"\n[kafka]\nbrokers = \"b:9092\"\ntopics = [\"events\"]\nformat = \"json\"\n[kafka.properties]\n\"security.protocol\" = \"ssl\"",
+            "[source]\nkind = \"kafka\"\n[kafka]\nbrokers = \"b:9092\"\ntopics = [\"events\"]\nformat = \"json\"\n[kafka.properties]\n\"security.protocol\" = \"ssl\"\n[privacy]\nallow_builtin_key = true",
         )
         .unwrap();
         assert_eq!(config.kafka.format, KafkaPayloadFormat::Json);
@@ -1245,7 +1496,7 @@ mod tests {
             KafkaPayloadFormat::Json
         );
         let per_topic = Config::from_toml_str(
-            "[source]\nkind = \"kafka\"\n[kafka]\ntopics = [\"events\", \"legacy\"]\n[kafka.topic_formats]\nlegacy = \"json\"",
+            "[source]\nkind = \"kafka\"\n[kafka]\ntopics = [\"events\", \"legacy\"]\n[kafka.topic_formats]\nlegacy = \"json\"\n[privacy]\nallow_builtin_key = true",
         )
         .unwrap();
         assert_eq!(
@@ -1349,7 +1600,107 @@ mod tests {
                 config.alerting.webhook.url,
                 "https://hooks.example/gridwatch"
             );
-            assert_eq!(config.alerting.webhook.secret, "s3cret");
+            assert_eq!(config.alerting.webhook.secret.expose(), "s3cret");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_builtin_key_is_refused_for_kafka_unless_allowed_and_key_ids_are_checked() {
+        let kafka = "[source]\nkind = \"kafka\"\n[kafka]\ntopics = [\"events\"]\n";
+        let error = Config::from_toml_str(kafka).unwrap_err().to_string();
+        assert!(error.contains("built-in key"), "{error}");
+        Config::from_toml_str(&format!("{kafka}[privacy]\nallow_builtin_key = true")).unwrap();
+        Config::from_toml_str(&format!(
+            "{kafka}[privacy]\npseudonymization_key = \"a real key\""
+        ))
+        .unwrap();
+        Config::from_toml_str("").unwrap();
+        let error =
+            Config::from_toml_str("[privacy]\nkey_id = \"K-1\"\npseudonymization_key = \"\"")
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("privacy.key_id"), "{error}");
+        assert!(error.contains("must not be empty"), "{error}");
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output_or_problems() {
+        let mut config = Config::default();
+        config.privacy.pseudonymization_key = Secret::new("marker-key-7f3a");
+        config.alerting.webhook.secret = Secret::new("marker-webhook-7f3a");
+        config.alerting.alertmanager_urls = vec!["http://user:marker-am-7f3a@[broken".to_string()];
+        config.alerting.webhook.url = "https://user:marker-hook-7f3a@hooks.example/".to_string();
+        config
+            .kafka
+            .properties
+            .insert("sasl.password".to_string(), "marker-sasl-7f3a".to_string());
+        let debug = format!("{config:?}");
+        for marker in ["marker-am-7f3a", "marker-hook-7f3a", "marker-sasl-7f3a"] {
+            assert!(!debug.contains(marker), "{debug}");
+        }
+        assert!(!debug.contains("marker-key-7f3a"), "{debug}");
+        assert!(!debug.contains("marker-webhook-7f3a"), "{debug}");
+        let problems = config.validate().unwrap_err().to_string();
+        assert!(!problems.contains("marker-am-7f3a"), "{problems}");
+        assert!(
+            problems.contains("alerting.alertmanager_urls"),
+            "{problems}"
+        );
+    }
+
+    #[test]
+    fn secret_files_are_read_at_load_and_unreadable_ones_are_listed_by_path() {
+        let directory = tempfile::tempdir().unwrap();
+        let key_path = directory.path().join("key");
+        std::fs::write(&key_path, "from-a-file\n").unwrap();
+        let urls_path = directory.path().join("alertmanagers");
+        std::fs::write(&urls_path, "# comment\nhttp://u:p@am-0:9093\n\n").unwrap();
+        let mut config = Config::default();
+        config.privacy.pseudonymization_key_file = Some(key_path);
+        config.alerting.alertmanager_urls_file = Some(urls_path);
+        config.kafka.property_files.insert(
+            "sasl.password".to_string(),
+            directory.path().join("missing"),
+        );
+        let error = config.read_secret_files().unwrap_err().to_string();
+        assert!(error.contains("kafka.property_files"), "{error}");
+        assert!(error.contains("missing"), "{error}");
+        assert_eq!(config.privacy.pseudonymization_key.expose(), "from-a-file");
+        assert_eq!(
+            config.alerting.alertmanager_urls,
+            vec!["http://u:p@am-0:9093"]
+        );
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+    fn a_numeric_secret_from_the_environment_is_taken_as_text_not_quoted_in_an_error() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("GRIDWATCH_PRIVACY__PSEUDONYMIZATION_KEY", "98765432123");
+            jail.set_env("GRIDWATCH_ALERTING__WEBHOOK__SECRET", "true");
+            let config = Config::load(None).map_err(|error| error.to_string())?;
+            assert_eq!(config.privacy.pseudonymization_key.expose(), "98765432123");
+            assert_eq!(config.alerting.webhook.secret.expose(), "true");
+            // figment reads an unquoted all-digit value as a number (leading zeros lost): the
+            // README says to quote such a secret or use a file.
+            jail.set_env("GRIDWATCH_PRIVACY__PSEUDONYMIZATION_KEY", "\"000123\"");
+            let config = Config::load(None).map_err(|error| error.to_string())?;
+            assert_eq!(config.privacy.pseudonymization_key.expose(), "000123");
+            jail.set_env("GRIDWATCH_ALERTING__WEBHOOK__SECRET", "[98765432123]");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(!error.contains("98765432123"), "{error}");
+            jail.set_env(
+                "GRIDWATCH_ALERTING__ALERTMANAGER_URLS",
+                "http://ops:marker-7f3a@am:9093",
+            );
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(!error.contains("marker-7f3a"), "{error}");
+            assert!(error.contains("alertmanager_urls"), "{error}");
+            assert!(
+                error.contains("found a string, expected a sequence"),
+                "{error}"
+            );
             Ok(())
         });
     }

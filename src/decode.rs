@@ -4,15 +4,15 @@
 //! JSON follows the proto3 JSON mapping of `IncidentEvent` (pbjson): snake_case or
 //! lowerCamelCase field names, `occurred_at` as RFC 3339, `event_type` as the enum name
 //! (`"FIRE_SMOKE"`) or number; unknown fields are ignored so newer producers keep working.
-//! Phone numbers in attributes are pseudonymized with a keyed hash (HMAC-SHA-256) before the
-//! event reaches any output, dead letters included.
+//! Personal data (phone and ID-card numbers, personal attributes) is pseudonymized by
+//! [`crate::privacy`] before the event reaches any output, dead letters included; rejection
+//! details describe what was wrong without echoing input values.
 
-use hmac::{Hmac, Mac};
 use prost::Message;
-use sha2::Sha256;
 
 use crate::dead_letter::DeadLetterReason;
 use crate::event::default_severity;
+use crate::privacy::{PrivacySettings, Pseudonymizer};
 use crate::proto::{EventType, IncidentEvent};
 use crate::time::timestamp_to_millis;
 
@@ -79,24 +79,20 @@ pub struct DecodeSettings {
     pub max_clock_skew_millis: i64,
     /// An `occurred_at` before this instant is `timestamp_out_of_range` (catches zeroed clocks).
     pub min_occurred_at_millis: i64,
-    /// HMAC key for pseudonymizing phone numbers.
-    pub pseudonymization_key: Vec<u8>,
+    /// Key, key id and personal attribute keys for pseudonyms.
+    pub privacy: PrivacySettings,
 }
 
 /// 2000-01-01T00:00:00Z: nothing in this system happened earlier.
 pub const DEFAULT_MIN_OCCURRED_AT_MILLIS: i64 = 946_684_800_000;
-
-/// Prefix of a pseudonymized value; values that carry it are not hashed again (so a
-/// re-injected dead letter keeps its pseudonym).
-pub const PSEUDONYM_PREFIX: &str = "pseudo:";
 
 /// Decodes and validates events.
 #[derive(Clone)]
 pub struct Decoder {
     /// Limits and keys.
     settings: DecodeSettings,
-    /// HMAC state keyed once, cloned per value.
-    pseudonymizer: Hmac<Sha256>,
+    /// Replaces personal data with pseudonyms.
+    pseudonymizer: Pseudonymizer,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -118,22 +114,38 @@ impl std::fmt::Debug for Decoder {
 impl Decoder {
     /// A decoder with the given settings.
     pub fn new(settings: DecodeSettings) -> Decoder {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let pseudonymizer = <Hmac<Sha256> as Mac>::new_from_slice(&settings.pseudonymization_key)
-            .unwrap_or_else(|_| unreachable!("hmac accepts any key length"));
+        let pseudonymizer = Pseudonymizer::new(&settings.privacy);
         Decoder {
             settings,
             pseudonymizer,
         }
     }
 
-    /// Decodes one record's bytes.
+    /// Decodes one record's bytes. A rejection's event id is scrubbed of personal data.
     pub fn decode(&self, bytes: &[u8], format: InputFormat) -> Result<IncidentEvent, Rejection> {
-        match format {
+        let decoded = match format {
             InputFormat::Jsonl => decode_json(bytes),
+            // prost's messages name fields and wire problems, never values.
             InputFormat::Protobuf => IncidentEvent::decode(bytes).map_err(|error| {
                 Rejection::new(DeadLetterReason::InvalidProtobuf, error.to_string(), "")
             }),
+        };
+        decoded.map_err(|rejection| self.scrub_rejection(rejection))
+    }
+
+    /// `rejection` with personal data scrubbed from its detail and event id: the last line of
+    /// defence for texts that may carry input (the pipeline applies it to every dead letter).
+    pub fn scrub_rejection(&self, rejection: Rejection) -> Rejection {
+        Rejection {
+            reason: rejection.reason,
+            detail: self
+                .pseudonymizer
+                .scrub_text(&rejection.detail)
+                .into_owned(),
+            event_id: self
+                .pseudonymizer
+                .scrub_text(&rejection.event_id)
+                .into_owned(),
         }
     }
 
@@ -217,57 +229,17 @@ impl Decoder {
         })
     }
 
-    /// Replaces every phone-like attribute value (key containing "phone" or "mobile") with a
-    /// keyed-hash pseudonym. Idempotent.
+    /// Replaces personal data in `event` with pseudonyms (see [`crate::privacy`]). Idempotent.
     pub fn pseudonymize(&self, event: &mut IncidentEvent) {
-        for (key, value) in event.attributes.iter_mut() {
-            if !is_phone_attribute(key) || value.starts_with(PSEUDONYM_PREFIX) {
-                continue;
-            }
-            let digits: String = value.chars().filter(char::is_ascii_digit).collect();
-            *value = self.pseudonym(&digits);
-        }
+        self.pseudonymizer.pseudonymize_event(event);
     }
 
-    /// Scrubs phone-number-like digit runs (11 digits starting with 1, bounded by non-digits)
-    /// from bytes that could not be decoded, so that even a dead letter of a broken record
-    /// carries no phone number in clear.
+    /// Scrubs phone and ID-card numbers (every format [`crate::privacy`] knows) from bytes
+    /// that could not be decoded, so that even a dead letter of a broken record carries none
+    /// in clear.
     pub fn scrub_undecodable(&self, bytes: &[u8]) -> Vec<u8> {
-        let mut scrubbed = Vec::with_capacity(bytes.len());
-        let mut index = 0;
-        while index < bytes.len() {
-            let run_end = bytes[index..]
-                .iter()
-                .position(|byte| !byte.is_ascii_digit())
-                .map_or(bytes.len(), |offset| index + offset);
-            if run_end == index {
-                scrubbed.push(bytes[index]);
-                index += 1;
-                continue;
-            }
-            let run = &bytes[index..run_end];
-            if run.len() == 11 && run[0] == b'1' {
-                let digits = String::from_utf8_lossy(run);
-                scrubbed.extend_from_slice(self.pseudonym(&digits).as_bytes());
-            } else {
-                scrubbed.extend_from_slice(run);
-            }
-            index = run_end;
-        }
-        scrubbed
+        self.pseudonymizer.scrub_bytes(bytes).into_owned()
     }
-
-    fn pseudonym(&self, digits: &str) -> String {
-        let mut mac = self.pseudonymizer.clone();
-        mac.update(digits.as_bytes());
-        let digest = mac.finalize().into_bytes();
-        format!("{PSEUDONYM_PREFIX}{}", hex::encode(&digest[..8]))
-    }
-}
-
-fn is_phone_attribute(key: &str) -> bool {
-    let lowercase_key = key.to_ascii_lowercase();
-    lowercase_key.contains("phone") || lowercase_key.contains("mobile")
 }
 
 fn decode_json(bytes: &[u8]) -> Result<IncidentEvent, Rejection> {
@@ -282,7 +254,7 @@ fn classify_json_error(bytes: &[u8], error: serde_json::Error) -> Rejection {
     let invalid_json = |detail: String| Rejection::new(DeadLetterReason::InvalidJson, detail, "");
     let Ok(serde_json::Value::Object(object)) = serde_json::from_slice::<serde_json::Value>(bytes)
     else {
-        return invalid_json(error.to_string());
+        return invalid_json(json_error_detail(&error));
     };
     let event_id = object
         .get("event_id")
@@ -299,16 +271,56 @@ fn classify_json_error(bytes: &[u8], error: serde_json::Error) -> Rejection {
         _ => false,
     };
     if event_type_is_unknown {
-        let shown = event_type_value
-            .map(ToString::to_string)
-            .unwrap_or_default();
+        let shown = shown_event_type(event_type_value);
         return Rejection::new(
             DeadLetterReason::UnknownEventType,
             format!("event_type {shown} is not in the taxonomy"),
             event_id,
         );
     }
-    Rejection::new(DeadLetterReason::InvalidJson, error.to_string(), event_id)
+    Rejection::new(
+        DeadLetterReason::InvalidJson,
+        json_error_detail(&error),
+        event_id,
+    )
+}
+
+/// serde_json's syntax errors are fixed texts with a position; its data errors quote the
+/// offending value ("invalid type: string \"13800138000\"…"), so only their position is kept.
+fn json_error_detail(error: &serde_json::Error) -> String {
+    match error.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => error.to_string(),
+        serde_json::error::Category::Data | serde_json::error::Category::Io => format!(
+            "a field has the wrong type or an invalid value at line {} column {}",
+            error.line(),
+            error.column()
+        ),
+    }
+}
+
+/// How an unknown `event_type` is shown in a detail: a name made only of letters and `_`
+/// (it cannot carry a number) or an in-range number; anything else is described, not echoed.
+fn shown_event_type(value: Option<&serde_json::Value>) -> String {
+    match value {
+        Some(serde_json::Value::String(name))
+            if name.len() <= 64
+                && name
+                    .chars()
+                    .all(|character| character.is_ascii_alphabetic() || character == '_') =>
+        {
+            format!("{name:?}")
+        }
+        Some(serde_json::Value::String(_)) => "(a string that is not a type name)".to_string(),
+        Some(serde_json::Value::Number(number))
+            if number
+                .as_i64()
+                .is_some_and(|value| i32::try_from(value).is_ok()) =>
+        {
+            number.to_string()
+        }
+        Some(_) => "(a value that is not a type name or number)".to_string(),
+        None => String::new(),
+    }
 }
 
 #[cfg(test)]
@@ -320,8 +332,16 @@ mod tests {
         Decoder::new(DecodeSettings {
             max_clock_skew_millis: 3_600_000,
             min_occurred_at_millis: DEFAULT_MIN_OCCURRED_AT_MILLIS,
-            pseudonymization_key: b"test-key".to_vec(),
+            privacy: test_privacy_settings(b"test-key"),
         })
+    }
+
+    fn test_privacy_settings(key: &[u8]) -> PrivacySettings {
+        PrivacySettings {
+            key: key.to_vec(),
+            key_id: "k1".to_string(),
+            pii_attribute_keys: vec!["phone".to_string(), "mobile".to_string()],
+        }
     }
 
     fn wall() -> i64 {
@@ -458,7 +478,10 @@ mod tests {
         let line = r#"{"event_id":"f1","event_type":"FRAUD_WARNING","occurred_at":"2026-03-02T11:00:00Z","attributes":{"phone":"138-0013-8000","victim_mobile":"13900139000","channel":"96110"}}"#;
         let (event, _) = decode_and_validate(line).unwrap();
         let phone = event.attributes.get("phone").unwrap();
-        assert!(phone.starts_with(PSEUDONYM_PREFIX), "{phone}");
+        assert!(
+            phone.starts_with(crate::privacy::PSEUDONYM_PREFIX),
+            "{phone}"
+        );
         assert!(!phone.contains("13800138000"));
         assert_eq!(event.attributes.get("channel").unwrap(), "96110");
         let (again, _) = decode_and_validate(line).unwrap();
@@ -473,7 +496,7 @@ mod tests {
             "pseudonymizing twice changes nothing"
         );
         let other_key = Decoder::new(DecodeSettings {
-            pseudonymization_key: b"other".to_vec(),
+            privacy: test_privacy_settings(b"other"),
             ..decoder().settings
         });
         let mut with_other_key = decoder()
@@ -493,7 +516,7 @@ mod tests {
         );
         let text = String::from_utf8(scrubbed).unwrap();
         assert!(!text.contains("13800138000\""), "{text}");
-        assert!(text.contains(PSEUDONYM_PREFIX));
+        assert!(text.contains(crate::privacy::PSEUDONYM_PREFIX));
         assert!(text.contains("41060000131100000001"));
         assert!(
             text.contains("138001380001"),

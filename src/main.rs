@@ -141,8 +141,15 @@ enum DlqCommand {
         dry_run: bool,
         /// A librdkafka property key=value for the consumer and producer (TLS, SASL, timeouts;
         /// repeatable).
+        /// Secret properties (`sasl.password`, `ssl.key.password`…) are refused here: the
+        /// command line is visible to every local user; use --property-file.
         #[arg(long = "property", value_parser = gridwatch::tools::dlq_replay::parse_property)]
         properties: Vec<(String, String)>,
+        /// A librdkafka property whose value is read from a file, key=path (secrets such as
+        /// `sasl.password=/run/secrets/kafka-password`; a trailing newline is dropped;
+        /// repeatable).
+        #[arg(long = "property-file", value_parser = gridwatch::tools::dlq_replay::parse_property)]
+        property_files: Vec<(String, String)>,
         /// Fail when reading or acknowledgement makes no progress for this long.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         stall_timeout: std::time::Duration,
@@ -304,6 +311,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
                     reasons,
                     dry_run,
                     properties,
+                    property_files,
                     stall_timeout,
                 },
         } => {
@@ -311,7 +319,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
             let options = gridwatch::tools::dlq_replay::ReplayOptions {
                 reasons: gridwatch::tools::dlq_replay::ReasonFilter::only(reasons),
                 dry_run,
-                properties: properties.into_iter().collect(),
+                properties: kafka_properties(properties, property_files)?,
                 stall_timeout,
                 ..gridwatch::tools::dlq_replay::ReplayOptions::new(&brokers, &from, &to)
             };
@@ -326,6 +334,29 @@ fn execute(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The librdkafka properties of `dlq replay`: `--property` ones (never a secret: argv is
+/// public), then `--property-file` ones read from their files.
+fn kafka_properties(
+    properties: Vec<(String, String)>,
+    property_files: Vec<(String, String)>,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut merged = std::collections::BTreeMap::new();
+    for (key, value) in properties {
+        if gridwatch::secret::is_secret_kafka_property(&key) {
+            anyhow::bail!(
+                "--property {key}=… would show a secret in the process list; use --property-file {key}=PATH"
+            );
+        }
+        merged.insert(key, value);
+    }
+    for (key, path) in property_files {
+        let content = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading --property-file {key}={path}"))?;
+        merged.insert(key, content.trim_end_matches(['\n', '\r']).to_string());
+    }
+    Ok(merged)
 }
 
 /// Validates a config file (and the rules file it names), or a rules file on its own.

@@ -66,7 +66,7 @@ impl PipelineSettings {
             decode: DecodeSettings {
                 max_clock_skew_millis: crate::time::duration_millis(config.ingest.max_clock_skew),
                 min_occurred_at_millis: crate::decode::DEFAULT_MIN_OCCURRED_AT_MILLIS,
-                pseudonymization_key: config.privacy.pseudonymization_key.as_bytes().to_vec(),
+                privacy: config.privacy.settings(),
             },
             limits: config.ingest.limits(),
             partial_input: false,
@@ -652,11 +652,13 @@ impl Pipeline {
         position: u64,
         outputs: &mut Outputs,
     ) -> RecordResult {
-        let reason = rejected.rejection.reason;
+        // Every detail text is written not to echo input; this catches what a future one might.
+        let rejection = self.decoder.scrub_rejection(rejected.rejection);
+        let reason = rejection.reason;
         if let Some(counter) = self.dead_letters_by_reason.get(reason.index()) {
             counter.inc();
         }
-        let mut detail = rejected.rejection.detail;
+        let mut detail = rejection.detail;
         let mut payload = rejected.payload;
         let payload_limit = self.settings.limits.max_dead_letter_payload_bytes;
         if payload.len() > payload_limit {
@@ -672,7 +674,7 @@ impl Pipeline {
             payload,
             source: self.source_name.to_string(),
             position: format!("partition {partition} position {position}"),
-            event_id: rejected.rejection.event_id,
+            event_id: rejection.event_id,
         });
         RecordResult::Rejected(reason)
     }

@@ -110,6 +110,10 @@ snapshot_interval = "1s"
 [kafka.sinks]
 enabled = true
 
+# Simulated test data, compared with a reference made with the default configuration.
+[privacy]
+allow_builtin_key = true
+
 [log]
 level = "info"
 "#

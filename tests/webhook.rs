@@ -96,8 +96,9 @@ fn webhook_alerting(url: String, secret: &str) -> AlertingConfig {
         retry_max_attempts: 6,
         webhook: WebhookConfig {
             url,
-            secret: secret.to_string(),
+            secret: secret.into(),
             timeout: Duration::from_secs(2),
+            ..WebhookConfig::default()
         },
         ..AlertingConfig::default()
     }
@@ -318,8 +319,8 @@ async fn pipeline_keeps_processing_while_every_alert_destination_is_down() {
         retry_max_attempts: 1000,
         webhook: WebhookConfig {
             url: webhook_url,
-            secret: String::new(),
             timeout: Duration::from_millis(500),
+            ..WebhookConfig::default()
         },
         ..AlertingConfig::default()
     };

@@ -10,8 +10,9 @@ use crate::proto::{Crs, IncidentEvent};
 /// Why an event could not be placed in a cell.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GridResolveError {
-    /// No grid id, device or coordinates matched the registry.
-    #[error("no registered grid cell matches grid_id {grid_id:?}, device_id {device_id:?} or the coordinates")]
+    /// No grid id, device or coordinates matched the registry. The text names no value: it
+    /// becomes a dead letter's `detail` (and a Kafka header), which must not echo input.
+    #[error("no registered grid cell matches the event's grid_id, device_id or coordinates")]
     UnknownGrid {
         /// The grid id the event carried (may be empty).
         grid_id: String,
@@ -19,7 +20,9 @@ pub enum GridResolveError {
         device_id: String,
     },
     /// Coordinates are present but not finite or outside the valid range.
-    #[error("invalid coordinates lat {lat} lon {lon}")]
+    #[error(
+        "invalid coordinates: lat and lon must be finite, within ±90 and ±180, in a known crs"
+    )]
     InvalidCoordinates {
         /// Latitude as received.
         lat: f64,

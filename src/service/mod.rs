@@ -213,7 +213,7 @@ pub async fn run(
     if let Some(checkpoint) = &file_checkpoint {
         checkpoint.restore(&mut pipelines, &metrics);
     }
-    if config.privacy.pseudonymization_key == crate::config::DEFAULT_PSEUDONYMIZATION_KEY {
+    if config.privacy.uses_builtin_key() {
         tracing::warn!("using the built-in pseudonymization key; set privacy.pseudonymization_key for real data");
     }
     let sinks = OutputSinks {

@@ -140,7 +140,7 @@ pub fn alerts_endpoint(base_url: &str) -> Result<reqwest::Url, DeliveryError> {
     let text = format!("{}/api/v2/alerts", base_url.trim_end_matches('/'));
     reqwest::Url::parse(&text).map_err(|error| DeliveryError::Url {
         sink: "alertmanager",
-        url: base_url.to_string(),
+        url: crate::secret::redact_url(base_url),
         message: error.to_string(),
     })
 }
@@ -151,8 +151,11 @@ pub fn alerts_endpoint(base_url: &str) -> Result<reqwest::Url, DeliveryError> {
 pub(crate) struct AlertmanagerDestination {
     /// HTTP client with the configured timeout.
     client: reqwest::Client,
-    /// `{url}/api/v2/alerts`.
+    /// `{url}/api/v2/alerts` without credentials: what logs and errors show.
     endpoint: reqwest::Url,
+    /// `user`, `password` from the configured URL's `user:pass@`, sent as basic auth so that
+    /// the endpoint itself never carries them into a log line or a reqwest error.
+    basic_auth: Option<(String, crate::secret::Secret)>,
     /// Firing alerts shared by every Alertmanager's resend loop.
     active_alerts: Arc<Mutex<ActiveAlerts>>,
     /// For labels and annotations.
@@ -171,9 +174,12 @@ impl AlertmanagerDestination {
         registry: Arc<GridRegistry>,
         active_alerts: Arc<Mutex<ActiveAlerts>>,
     ) -> Result<AlertmanagerDestination, DeliveryError> {
+        let (endpoint, basic_auth) =
+            crate::secret::split_url_credentials(&alerts_endpoint(base_url)?);
         Ok(AlertmanagerDestination {
             client: http_client("alertmanager", config.timeout)?,
-            endpoint: alerts_endpoint(base_url)?,
+            endpoint,
+            basic_auth,
             active_alerts,
             registry,
             external_url: config.external_url.clone(),
@@ -197,7 +203,11 @@ impl AlertmanagerDestination {
                 )
             })
             .collect();
-        self.client.post(self.endpoint.clone()).json(&body)
+        let request = self.client.post(self.endpoint.clone()).json(&body);
+        match &self.basic_auth {
+            Some((username, password)) => request.basic_auth(username, Some(password.expose())),
+            None => request,
+        }
     }
 
     /// Re-sends every firing alert once (no retries: the next resend is the retry).

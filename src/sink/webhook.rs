@@ -85,13 +85,13 @@ impl WebhookDestination {
     pub(crate) fn new(config: &AlertingConfig) -> Result<WebhookDestination, DeliveryError> {
         let url = reqwest::Url::parse(&config.webhook.url).map_err(|error| DeliveryError::Url {
             sink: "webhook",
-            url: config.webhook.url.clone(),
+            url: crate::secret::redact_url(&config.webhook.url),
             message: error.to_string(),
         })?;
         Ok(WebhookDestination {
             client: http_client("webhook", config.webhook.timeout)?,
             url,
-            secret: config.webhook.secret.as_bytes().to_vec(),
+            secret: config.webhook.secret.expose().as_bytes().to_vec(),
             source: event_source(&config.instance),
         })
     }

@@ -1,0 +1,553 @@
+//! Personal data: which attribute keys and which value shapes are personal (phone numbers,
+//! resident ID-card numbers), and the keyed pseudonyms that replace them before a decoded
+//! event, or the bytes of an undecodable record, reach any output.
+//!
+//! Two rules, applied together:
+//! - **by key**: an attribute whose key matches the configured list (`phone`, `tel`, `电话`,
+//!   `联系电话`…) is replaced whole by a pseudonym, whatever its value looks like;
+//! - **by shape**: anywhere else (every attribute key and value, free text, `event_id`,
+//!   `device_id`, `source`, `grid_id`, `community_id`, and undecodable bytes), every run that
+//!   looks like a mainland mobile number (with or without `+86`/`0086`, with `-` or space
+//!   separators), a landline with its area code, or an 18-digit ID-card number is replaced by
+//!   the pseudonym of its digits. Runs are bounded by non-digits, so 14-digit grid ids and
+//!   20-digit device ids are left alone.
+//!
+//! A pseudonym is `pseudo:<key id>:<32 letters>`: the first 128 bits of HMAC-SHA-256 over the
+//! normalized number, one letter `a`–`p` per nibble. Letters only, so a genuine pseudonym can
+//! never contain a digit run that looks like a phone or ID number, and a value that is
+//! *exactly* a pseudonym can be kept as is (a replayed dead letter keeps its pseudonyms);
+//! anything else that merely starts with `pseudo:` is scrubbed like any other text. The key id
+//! lets keys rotate: pseudonyms of different keys never collide silently.
+
+use std::borrow::Cow;
+
+use hmac::{Hmac, Mac};
+use regex::bytes::Regex;
+use sha2::Sha256;
+
+use crate::proto::IncidentEvent;
+
+/// Prefix of every pseudonym.
+pub const PSEUDONYM_PREFIX: &str = "pseudo:";
+
+/// Letters after the key id: 32 nibbles, 128 bits.
+pub const PSEUDONYM_LETTERS: usize = 32;
+
+/// Attribute keys treated as personal by default (matched as described in
+/// [`key_matches`]).
+pub const DEFAULT_PII_ATTRIBUTE_KEYS: [&str; 14] = [
+    "phone",
+    "mobile",
+    "tel",
+    "telephone",
+    "msisdn",
+    "contact",
+    "id_card",
+    "电话",
+    "手机",
+    "联系方式",
+    "联系电话",
+    "号码",
+    "身份证",
+    "证件",
+];
+
+/// Phone and ID-card shapes; `pii` is the personal run, the group before it a non-digit or
+/// the start (Rust's regex has no look-behind; the end is checked by hand).
+const PII_VALUE_PATTERN: &str = concat!(
+    r"(?:^|[^0-9])(?P<pii>",
+    // 18-digit resident ID card: region, birth date, sequence, check digit (or X).
+    r"[1-9][0-9]{5}(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{3}[0-9Xx]",
+    // Mainland mobile with country code: +86, 0086 or a bare 86.
+    r"|(?:\+|00)?86[ -]?1[3-9][0-9][ -]?[0-9]{4}[ -]?[0-9]{4}",
+    // Mainland mobile: 138 0013 8000, 138-0013-8000, 13800138000.
+    r"|1[3-9][0-9][ -]?[0-9]{4}[ -]?[0-9]{4}",
+    // Landline with country code (area code without its 0).
+    r"|(?:\+|00)86[ -]?[1-9][0-9]{1,2}[ -]?[0-9]{3,4}[ -]?[0-9]{4}",
+    // Landline with area code: 010-12345678, 0371 1234 5678, 01012345678.
+    r"|0[1-9][0-9]{1,2}[ -]?[0-9]{3,4}[ -]?[0-9]{4}",
+    r")",
+);
+
+/// The key id written when the configured one is invalid (only reachable when configuration
+/// validation was bypassed): visibly wrong, and still unable to look like a number.
+pub const INVALID_KEY_ID_STAND_IN: &str = "invalid";
+
+/// Whether `key_id` is a valid key id: short, lowercase, starting with a letter, so that it
+/// can never itself look like a phone number.
+pub fn is_valid_key_id(key_id: &str) -> bool {
+    let mut characters = key_id.chars();
+    let starts_with_letter = characters
+        .next()
+        .is_some_and(|first| first.is_ascii_lowercase());
+    starts_with_letter
+        && key_id.len() <= 8
+        && characters.all(|each| each.is_ascii_lowercase() || each.is_ascii_digit())
+}
+
+/// What the pseudonymizer needs: the key, its id and the personal attribute keys.
+#[derive(Clone)]
+pub struct PrivacySettings {
+    /// HMAC key.
+    pub key: Vec<u8>,
+    /// Key id written into every pseudonym (`k1`).
+    pub key_id: String,
+    /// Attribute keys whose values are personal whatever they look like.
+    pub pii_attribute_keys: Vec<String>,
+}
+
+impl std::fmt::Debug for PrivacySettings {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PrivacySettings")
+            .field("key", &"***")
+            .field("key_id", &self.key_id)
+            .field("pii_attribute_keys", &self.pii_attribute_keys)
+            .finish()
+    }
+}
+
+/// Replaces personal data with keyed pseudonyms.
+#[derive(Clone)]
+pub struct Pseudonymizer {
+    /// HMAC state keyed once, cloned per value.
+    mac: Hmac<Sha256>,
+    /// `pseudo:<key id>:`.
+    prefix: String,
+    /// Lowercased personal attribute keys.
+    pii_attribute_keys: Vec<String>,
+    /// The value shapes; `None` only if the constant pattern failed to compile (a unit test
+    /// proves it does not), in which case every digit is masked rather than risking a leak.
+    pii_values: Option<Regex>,
+}
+
+impl std::fmt::Debug for Pseudonymizer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Pseudonymizer")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pseudonymizer {
+    /// A pseudonymizer for `settings`. Infallible so that every pipeline constructor stays
+    /// so: `Config::validate` refuses an empty key or an invalid key id, and a key id that
+    /// slipped past validation is written as [`INVALID_KEY_ID_STAND_IN`].
+    pub fn new(settings: &PrivacySettings) -> Pseudonymizer {
+        let key_id = if is_valid_key_id(&settings.key_id) {
+            settings.key_id.as_str()
+        } else {
+            INVALID_KEY_ID_STAND_IN
+        };
+        // HMAC accepts keys of any length, the empty one included.
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(&settings.key)
+            .unwrap_or_else(|_| <Hmac<Sha256> as Mac>::new(&Default::default()));
+        Pseudonymizer {
+            mac,
+            prefix: format!("{PSEUDONYM_PREFIX}{key_id}:"),
+            pii_attribute_keys: settings
+                .pii_attribute_keys
+                .iter()
+                .map(|key| key.to_lowercase())
+                .collect(),
+            pii_values: Regex::new(PII_VALUE_PATTERN).ok(),
+        }
+    }
+
+    /// Pseudonymizes every personal value of `event` in place (see the module doc). Idempotent.
+    pub fn pseudonymize_event(&self, event: &mut IncidentEvent) {
+        for field in [
+            &mut event.event_id,
+            &mut event.source,
+            &mut event.device_id,
+            &mut event.community_id,
+            &mut event.grid_id,
+        ] {
+            self.scrub_in_place(field);
+        }
+        // In place: the hot path (no personal data) allocates nothing.
+        let mut keys_to_scrub = Vec::new();
+        for (key, value) in event.attributes.iter_mut() {
+            if self.is_pii_attribute_key(key) {
+                if !value.is_empty() && !Pseudonymizer::is_pseudonym(value) {
+                    *value = self.pseudonymize_whole(value);
+                }
+            } else {
+                self.scrub_in_place(value);
+            }
+            if let Cow::Owned(scrubbed_key) = self.scrub_text(key) {
+                keys_to_scrub.push((key.clone(), scrubbed_key));
+            }
+        }
+        for (key, scrubbed_key) in keys_to_scrub {
+            if let Some(value) = event.attributes.remove(&key) {
+                event.attributes.insert(scrubbed_key, value);
+            }
+        }
+    }
+
+    /// `text` with every phone or ID-card number replaced by its pseudonym.
+    pub fn scrub_text<'text>(&self, text: &'text str) -> Cow<'text, str> {
+        match self.scrub_bytes(text.as_bytes()) {
+            Cow::Borrowed(_) => Cow::Borrowed(text),
+            // Only ASCII digit runs were replaced by ASCII text, so the bytes stay UTF-8.
+            Cow::Owned(bytes) => Cow::Owned(match String::from_utf8(bytes) {
+                Ok(scrubbed) => scrubbed,
+                Err(error) => String::from_utf8_lossy(error.as_bytes()).into_owned(),
+            }),
+        }
+    }
+
+    /// `bytes` (possibly not UTF-8: a broken record) with every phone or ID-card number
+    /// replaced by its pseudonym.
+    pub fn scrub_bytes<'bytes>(&self, bytes: &'bytes [u8]) -> Cow<'bytes, [u8]> {
+        let Some(pattern) = &self.pii_values else {
+            return mask_every_digit(bytes);
+        };
+        // Most fields hold no number of these shapes; `is_match` answers that without
+        // resolving capture groups.
+        if !pattern.is_match(bytes) {
+            return Cow::Borrowed(bytes);
+        }
+        let mut scrubbed: Option<Vec<u8>> = None;
+        let mut copied_until = 0;
+        for captures in pattern.captures_iter(bytes) {
+            let Some(personal) = captures.name("pii") else {
+                continue;
+            };
+            let followed_by_digit = bytes
+                .get(personal.end())
+                .is_some_and(|next| next.is_ascii_digit());
+            if followed_by_digit {
+                continue;
+            }
+            let output = scrubbed.get_or_insert_with(|| Vec::with_capacity(bytes.len() + 32));
+            output.extend_from_slice(bytes.get(copied_until..personal.start()).unwrap_or(&[]));
+            let identity = normalized_number(personal.as_bytes());
+            output.extend_from_slice(self.pseudonym(identity.as_bytes()).as_bytes());
+            copied_until = personal.end();
+        }
+        let Some(mut output) = scrubbed else {
+            return Cow::Borrowed(bytes);
+        };
+        output.extend_from_slice(bytes.get(copied_until..).unwrap_or(&[]));
+        Cow::Owned(output)
+    }
+
+    /// Whether `key` names a personal attribute: a configured ASCII entry of up to three
+    /// characters (`tel`) must be a whole token of the key (split at anything but letters and
+    /// digits), so that `hotel` or `satellite` are not phones; other entries match anywhere in
+    /// the key, case-insensitively (`victim_mobile`, `cellphone`, `手机号`, `紧急联系电话`).
+    pub fn is_pii_attribute_key(&self, key: &str) -> bool {
+        let lowercase_key = key.to_lowercase();
+        self.pii_attribute_keys
+            .iter()
+            .any(|entry| key_matches(&lowercase_key, entry))
+    }
+
+    /// Whether `value` is exactly a pseudonym of some key: kept as is on re-injection.
+    pub fn is_pseudonym(value: &str) -> bool {
+        let Some(rest) = value.strip_prefix(PSEUDONYM_PREFIX) else {
+            return false;
+        };
+        let Some((key_id, letters)) = rest.split_once(':') else {
+            return false;
+        };
+        is_valid_key_id(key_id)
+            && letters.len() == PSEUDONYM_LETTERS
+            && letters
+                .bytes()
+                .all(|letter| (b'a'..=b'p').contains(&letter))
+    }
+
+    /// The pseudonym of a personal attribute's whole value: kept when it already is one,
+    /// empty stays empty, else the pseudonym of its normalized digits (or of the whole text
+    /// when it has none).
+    fn pseudonymize_whole(&self, value: &str) -> String {
+        if value.is_empty() || Pseudonymizer::is_pseudonym(value) {
+            return value.to_string();
+        }
+        let identity = normalized_number(value.as_bytes());
+        if identity.is_empty() {
+            return self.pseudonym(value.as_bytes());
+        }
+        self.pseudonym(identity.as_bytes())
+    }
+
+    fn scrub_in_place(&self, field: &mut String) {
+        if let Cow::Owned(scrubbed) = self.scrub_text(field) {
+            *field = scrubbed;
+        }
+    }
+
+    /// `pseudo:<key id>:` and 128 bits of HMAC-SHA-256, one letter `a`–`p` per nibble.
+    pub fn pseudonym(&self, identity: &[u8]) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(identity);
+        let digest = mac.finalize().into_bytes();
+        let mut pseudonym = String::with_capacity(self.prefix.len() + PSEUDONYM_LETTERS);
+        pseudonym.push_str(&self.prefix);
+        for byte in digest.iter().take(PSEUDONYM_LETTERS / 2) {
+            pseudonym.push(nibble_letter(byte >> 4));
+            pseudonym.push(nibble_letter(byte & 0x0f));
+        }
+        pseudonym
+    }
+}
+
+/// See [`Pseudonymizer::is_pii_attribute_key`].
+fn key_matches(lowercase_key: &str, entry: &str) -> bool {
+    if entry.is_empty() {
+        return false;
+    }
+    let short_latin_entry = entry.is_ascii() && entry.len() <= 3;
+    if !short_latin_entry {
+        return lowercase_key.contains(entry);
+    }
+    lowercase_key
+        .split(|character: char| !character.is_alphanumeric())
+        .any(|token| token == entry)
+}
+
+fn nibble_letter(nibble: u8) -> char {
+    char::from(b'a' + (nibble & 0x0f))
+}
+
+/// The number's identity, so that `+86 138-0013-8000` and `13800138000` share a pseudonym:
+/// its digits (and an ID card's `X`), without the country code; a landline that came with the
+/// country code gets its trunk `0` back.
+fn normalized_number(text: &[u8]) -> String {
+    let compact: String = text
+        .iter()
+        .filter(|byte| byte.is_ascii_digit() || **byte == b'x' || **byte == b'X' || **byte == b'+')
+        .map(|byte| char::from(byte.to_ascii_uppercase()))
+        .collect();
+    let without_country_code = if let Some(rest) = compact.strip_prefix("+86") {
+        Some(rest)
+    } else if let Some(rest) = compact.strip_prefix("0086") {
+        Some(rest)
+    } else if compact.len() == 13 && compact.starts_with("861") {
+        compact.get(2..)
+    } else {
+        None
+    };
+    let Some(national) = without_country_code else {
+        return compact.replace('+', "");
+    };
+    let is_mobile = national.len() == 11 && national.starts_with('1');
+    if is_mobile || national.starts_with('0') {
+        return national.to_string();
+    }
+    format!("0{national}")
+}
+
+/// The fallback when the pattern is unavailable: every ASCII digit becomes `#`.
+fn mask_every_digit(bytes: &[u8]) -> Cow<'_, [u8]> {
+    if !bytes.iter().any(u8::is_ascii_digit) {
+        return Cow::Borrowed(bytes);
+    }
+    Cow::Owned(
+        bytes
+            .iter()
+            .map(|byte| if byte.is_ascii_digit() { b'#' } else { *byte })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pseudonymizer() -> Pseudonymizer {
+        Pseudonymizer::new(&PrivacySettings {
+            key: b"test-key".to_vec(),
+            key_id: "k1".to_string(),
+            pii_attribute_keys: DEFAULT_PII_ATTRIBUTE_KEYS
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn the_value_pattern_compiles() {
+        assert!(Regex::new(PII_VALUE_PATTERN).is_ok());
+    }
+
+    #[test]
+    fn every_phone_and_id_format_is_scrubbed_from_text() {
+        let scrubber = pseudonymizer();
+        for (text, secret) in [
+            ("call 13800138000 now", "13800138000"),
+            ("+8613800138000", "13800138000"),
+            ("0086 138 0013 8000", "0013"),
+            ("138-0013-8000", "0013-8000"),
+            ("138 0013 8000", "0013 8000"),
+            ("tel:010-12345678", "12345678"),
+            ("0371 6888 1234", "6888 1234"),
+            ("+86 10 12345678", "12345678"),
+            ("id 11010119900307851X.", "1101011990030785"),
+            ("110101199003078515", "110101199003078515"),
+            ("电话13800138000。", "13800138000"),
+            ("13800138000,13900139000", "13900139000"),
+        ] {
+            let scrubbed = scrubber.scrub_text(text);
+            assert!(!scrubbed.contains(secret), "{text} -> {scrubbed}");
+            assert!(scrubbed.contains("pseudo:k1:"), "{text} -> {scrubbed}");
+        }
+    }
+
+    #[test]
+    fn grid_ids_device_ids_and_other_numbers_are_left_alone() {
+        let scrubber = pseudonymizer();
+        for text in [
+            "41061100100101",
+            "41060000131100000001",
+            "138001380001",
+            "e001",
+            "2026-03-02T08:00:00Z",
+            "lat 34.7466 lon 113.6253",
+            "96110",
+        ] {
+            assert_eq!(scrubber.scrub_text(text), text);
+        }
+    }
+
+    #[test]
+    fn spellings_of_one_number_share_a_pseudonym() {
+        let scrubber = pseudonymizer();
+        let plain = scrubber.scrub_text("13800138000").into_owned();
+        for other in ["+86 138-0013-8000", "008613800138000", "138 0013 8000"] {
+            assert_eq!(scrubber.scrub_text(other), plain, "{other}");
+        }
+        assert_eq!(
+            scrubber.scrub_text("+86 10 12345678"),
+            scrubber.scrub_text("010-12345678")
+        );
+    }
+
+    #[test]
+    fn pseudonyms_carry_the_key_id_and_128_bits_in_letters_and_are_kept_on_replay() {
+        let scrubber = pseudonymizer();
+        let pseudonym = scrubber.scrub_text("13800138000").into_owned();
+        let letters = pseudonym.strip_prefix("pseudo:k1:").unwrap();
+        assert_eq!(letters.len(), 32);
+        assert!(letters
+            .bytes()
+            .all(|letter| (b'a'..=b'p').contains(&letter)));
+        assert!(Pseudonymizer::is_pseudonym(&pseudonym));
+        assert_eq!(scrubber.scrub_text(&pseudonym), pseudonym);
+        assert_eq!(scrubber.pseudonymize_whole(&pseudonym), pseudonym);
+    }
+
+    #[test]
+    fn a_forged_pseudo_value_is_not_trusted() {
+        let scrubber = pseudonymizer();
+        for forged in [
+            "pseudo:13800138000",
+            "pseudo:k1:13800138000",
+            "pseudo:k1:abcd",
+        ] {
+            let whole = scrubber.pseudonymize_whole(forged);
+            assert!(Pseudonymizer::is_pseudonym(&whole), "{forged} -> {whole}");
+            assert!(!scrubber.scrub_text(forged).contains("13800138000"));
+        }
+    }
+
+    #[test]
+    fn personal_keys_match_tokens_and_chinese_names_but_not_lookalikes() {
+        let scrubber = pseudonymizer();
+        for key in [
+            "phone",
+            "victim_mobile",
+            "Tel",
+            "contact-tel",
+            "联系电话",
+            "紧急联系方式",
+            "手机号",
+        ] {
+            assert!(scrubber.is_pii_attribute_key(key), "{key}");
+        }
+        for key in ["hotel", "satellite", "channel", "scenario"] {
+            assert!(!scrubber.is_pii_attribute_key(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn personal_attribute_values_are_pseudonymized_whole_and_keys_are_scrubbed() {
+        let scrubber = pseudonymizer();
+        let mut event = IncidentEvent {
+            event_id: "evt-13800138000".to_string(),
+            device_id: "+86 139 0013 9000".to_string(),
+            attributes: [
+                ("tel".to_string(), "ask the guard".to_string()),
+                ("13700137000".to_string(), "x".to_string()),
+                ("note".to_string(), "callback 0371-68881234".to_string()),
+                ("channel".to_string(), "96110".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        };
+        scrubber.pseudonymize_event(&mut event);
+        let text = format!("{event:?}");
+        for secret in [
+            "13800138000",
+            "0013 9000",
+            "13700137000",
+            "68881234",
+            "ask the guard",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert_eq!(event.attributes.get("channel").unwrap(), "96110");
+        let once = event.clone();
+        scrubber.pseudonymize_event(&mut event);
+        assert_eq!(event, once, "idempotent");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_mobile_spelling_inside_any_text_is_scrubbed(
+            prefix in "[a-zA-Z :,.;()电话]{0,12}",
+            country_code in proptest::sample::select(vec!["", "+86", "0086", "+86 ", "0086-", "86"]),
+            first in "1[3-9][0-9]",
+            middle in "[0-9]{4}",
+            last in "[0-9]{4}",
+            separator in proptest::sample::select(vec!["", " ", "-"]),
+            suffix in "[a-zA-Z :,.;()。]{0,12}",
+        ) {
+            let number = format!("{first}{separator}{middle}{separator}{last}");
+            let text = format!("{prefix}{country_code}{number}{suffix}");
+            let scrubbed = pseudonymizer().scrub_text(&text).into_owned();
+            proptest::prop_assert!(!scrubbed.contains(&number), "{} -> {}", text, scrubbed);
+            let digits = [first.as_str(), middle.as_str(), last.as_str()].concat();
+            proptest::prop_assert!(!scrubbed.contains(&digits));
+            proptest::prop_assert!(scrubbed.contains("pseudo:k1:"));
+        }
+
+        #[test]
+        fn scrubbing_arbitrary_bytes_never_panics_and_is_idempotent(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)
+        ) {
+            let scrubber = pseudonymizer();
+            let once = scrubber.scrub_bytes(&bytes).into_owned();
+            let twice = scrubber.scrub_bytes(&once).into_owned();
+            proptest::prop_assert_eq!(once, twice);
+        }
+    }
+
+    #[test]
+    fn an_invalid_key_id_is_written_as_a_visible_stand_in() {
+        for key_id in ["", "K1", "1k", "k-1", "k123456789", "13800138000"] {
+            assert!(!is_valid_key_id(key_id), "{key_id:?}");
+            let pseudonymizer = Pseudonymizer::new(&PrivacySettings {
+                key: b"key".to_vec(),
+                key_id: key_id.to_string(),
+                pii_attribute_keys: Vec::new(),
+            });
+            assert!(pseudonymizer.pseudonym(b"1").starts_with("pseudo:invalid:"));
+        }
+    }
+}
