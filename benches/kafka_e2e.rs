@@ -46,7 +46,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 #[allow(dead_code)]
-#[path = "../tests/common/tansu.rs"]
+#[path = "../tests/it/support/tansu.rs"]
 mod tansu;
 
 /// Default number of events produced and consumed.

@@ -5,6 +5,7 @@
 //! running service — its logs, `/metrics` and `/api/v1/*`; and, through a Kafka-protocol
 //! broker (tansu), the output topics' values and headers.
 
+#[path = "it/support/mod.rs"]
 mod common;
 
 use std::path::Path;

@@ -2,11 +2,9 @@
 //! (backfill, and fraud waves so that fraud events occur at any hour), then check
 //! `GET /api/v1/fraud` and the fraud metrics.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{get_text, wait_for_body, InProcessService};
+use crate::support::{get_text, wait_for_body, InProcessService};
 use gridwatch::config::{Config, SimulatorPacing};
 use gridwatch::grid::GridRegistry;
 use gridwatch::source::simulator::{Scenario, ScenarioDuration, ScenarioTime};

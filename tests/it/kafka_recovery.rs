@@ -1,11 +1,9 @@
-//! Effectively-once against a REAL Kafka-protocol broker (tansu, see `common::tansu`): the
+//! Effectively-once against a REAL Kafka-protocol broker (tansu, see `crate::support::tansu`): the
 //! real `gridwatch` binary consumes a multi-partition topic in a consumer group while events
 //! are still being produced, and is killed with SIGKILL, scaled out, or cut off from a paused
 //! broker. Afterwards the windows and alerts on the output topics must equal an uninterrupted
 //! run's — computed here by feeding each input partition, read back in offset order, through
 //! the same per-partition pipelines — with every re-sent record byte-identical under its key.
-
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Read};
@@ -14,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::tansu::{checking_consumer, committed_offsets, tansu_binary, TansuBroker};
+use crate::support::tansu::{checking_consumer, committed_offsets, tansu_binary, TansuBroker};
 use gridwatch::config::{Config, KafkaPayloadFormat, SourceKind};
 use gridwatch::decode::InputFormat;
 use gridwatch::kafka::source_partition_id;
@@ -64,7 +62,7 @@ fn spawn_producer(brokers: &str, events: u64, rate: f64) -> std::thread::JoinHan
             .unwrap();
         let settings = SimulatorSettings {
             seed: 11,
-            start_millis: common::START_MILLIS,
+            start_millis: crate::support::START_MILLIS,
             ..SimulatorSettings::default()
         };
         let mut simulator =
@@ -129,7 +127,7 @@ level = "info"
             .spawn()
             .expect("start gridwatch");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let address = common::read_http_address(&mut stdout);
+        let address = crate::support::read_http_address(&mut stdout);
         // Keep reading stdout so the process never blocks on a full pipe.
         std::thread::spawn(move || {
             let mut sink = String::new();
@@ -149,7 +147,7 @@ level = "info"
 
     /// Status and body of `GET path`, if the process answers.
     fn get(&self, path: &str) -> Option<(u16, String)> {
-        common::http_get(&self.address, path)
+        crate::support::http_get(&self.address, path)
     }
 
     /// The value of a metric series (first line starting with `series`), if present.

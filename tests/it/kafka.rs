@@ -6,18 +6,16 @@
 //! Under `CI=true` a missing broker fails the tests; otherwise they print
 //! "skipping: tansu not installed" and pass.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::tansu::{
+use crate::support::tansu::{
     committed_offset, consume_topic, fast_group_join_properties, header_text, tansu_binary,
     TansuBroker,
 };
-use common::{
+use crate::support::{
     metric_value, simulated_events, smoke_detector, wait_for_body, InProcessService, START_MILLIS,
 };
 use gridwatch::config::{Config, KafkaPayloadFormat, SourceKind};

@@ -2,12 +2,10 @@
 //! *and* alerted; one device whose clock runs far ahead, in the middle of a 100 k-event
 //! replay, changes no other window, loses no alarm and raises no data gap.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use common::{
+use crate::support::{
     pipeline_with_settings, record, replay_pipeline_settings, simulated_events, smoke_detector,
     sorted_window_lines, START_MILLIS, WALL_MILLIS,
 };

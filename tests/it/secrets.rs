@@ -5,8 +5,6 @@
 //! `/api/v1/*`, or the output files — while alert delivery to the credentialed receivers is
 //! failing and being logged.
 
-mod common;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -197,7 +195,7 @@ fn the_running_service_never_logs_or_serves_a_secret_while_delivery_fails() {
         .spawn()
         .unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let address = common::read_http_address(&mut stdout);
+    let address = crate::support::read_http_address(&mut stdout);
     let mut served = String::new();
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
@@ -213,7 +211,7 @@ fn the_running_service_never_logs_or_serves_a_secret_while_delivery_fails() {
         "/api/v1/cells?top=20",
         "/api/v1/fraud",
     ] {
-        if let Some((_, body)) = common::http_get(&address, path) {
+        if let Some((_, body)) = crate::support::http_get(&address, path) {
             served.push_str(&body);
         }
     }

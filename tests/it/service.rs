@@ -1,11 +1,9 @@
 //! The whole service in-process: start `run` on port 0 with the simulator, scrape `/metrics`,
 //! query the API, shut down, and check the outputs were flushed.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{get_text, metric_value, wait_for_body, InProcessService};
+use crate::support::{get_text, metric_value, wait_for_body, InProcessService};
 use gridwatch::config::{Config, SimulatorPacing};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,7 +140,7 @@ async fn shutdown_writes_a_state_snapshot_that_restores_into_a_pipeline() {
     service.stop().await;
 
     let bytes = std::fs::read(&snapshot_path).expect("snapshot written at shutdown");
-    let (mut pipeline, _) = common::default_pipeline();
+    let (mut pipeline, _) = crate::support::default_pipeline();
     assert_eq!(pipeline.watermark_millis(), None);
     gridwatch::state::restore(&mut pipeline, &bytes).unwrap();
     assert!(

@@ -1,12 +1,10 @@
 //! Rules hot reload through the running service: a valid change takes effect without losing
 //! window state; an invalid file is rejected (logged, counted) and the old rules keep firing.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::{metric_value, InProcessService};
+use crate::support::{metric_value, InProcessService};
 use gridwatch::config::Config;
 use gridwatch::grid::GridRegistry;
 use gridwatch::source::simulator::{Scenario, ScenarioTime};
@@ -23,7 +21,7 @@ async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
 }
 
 async fn get_text(client: &reqwest::Client, url: &str) -> String {
-    common::get_text(client, url).await.1
+    crate::support::get_text(client, url).await.1
 }
 
 /// Polls until `predicate` holds, or panics after `timeout` with `what`.

@@ -2,13 +2,11 @@
 //! certificate files that are re-read when they change, and slow clients that cannot keep
 //! `/healthz` from answering. Every service here listens on 127.0.0.1 only.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::InProcessService;
+use crate::support::InProcessService;
 use gridwatch::config::Config;
 use reqwest::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

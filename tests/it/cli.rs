@@ -1,7 +1,5 @@
 //! The `gridwatch` binary end to end: simulate → replay in both formats, and check-config.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -176,13 +174,13 @@ impl RunningService {
         }
         let mut child = command.spawn().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let address = common::read_http_address(&mut stdout);
+        let address = crate::support::read_http_address(&mut stdout);
         RunningService { child, address }
     }
 
     /// The body of `GET /metrics`, if the service answers.
     fn metrics(&self) -> Option<String> {
-        common::http_get(&self.address, "/metrics").map(|(_, body)| body)
+        crate::support::http_get(&self.address, "/metrics").map(|(_, body)| body)
     }
 
     /// Waits up to 60 s until a metrics line satisfies `predicate`.

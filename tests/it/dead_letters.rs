@@ -2,10 +2,8 @@
 //! reason, the dead letter carries the payload and position, the per-reason counter moves,
 //! and nothing panics.
 
-mod common;
-
+use crate::support::{default_pipeline, WALL_MILLIS};
 use bytes::Bytes;
-use common::{default_pipeline, WALL_MILLIS};
 use gridwatch::dead_letter::DeadLetterReason;
 use gridwatch::decode::InputFormat;
 use gridwatch::grid::GridRegistry;
@@ -135,7 +133,7 @@ fn missing_event_id_is_dead_lettered() {
     let line = format!(
         r#"{{"grid_id":"{}","event_type":"SOS","occurred_at":"{}"}}"#,
         registered_grid_id(),
-        millis_to_rfc3339(common::START_MILLIS)
+        millis_to_rfc3339(crate::support::START_MILLIS)
     );
     assert_rejected(&[], &line, DeadLetterReason::MissingEventId);
 }
@@ -146,7 +144,7 @@ fn unknown_event_type_is_dead_lettered() {
         "e1",
         &registered_grid_id(),
         "UFO_SIGHTING",
-        common::START_MILLIS,
+        crate::support::START_MILLIS,
     );
     assert_rejected(&[], &line, DeadLetterReason::UnknownEventType);
 }
@@ -156,7 +154,7 @@ fn severity_out_of_range_is_dead_lettered() {
     let line = format!(
         r#"{{"event_id":"e1","grid_id":"{}","event_type":"SOS","severity":9,"occurred_at":"{}"}}"#,
         registered_grid_id(),
-        millis_to_rfc3339(common::START_MILLIS)
+        millis_to_rfc3339(crate::support::START_MILLIS)
     );
     assert_rejected(&[], &line, DeadLetterReason::SeverityOutOfRange);
 }
@@ -180,7 +178,7 @@ fn event_from_a_clock_in_the_future_is_dead_lettered_and_does_not_move_the_water
     let mut outputs = Outputs::default();
     pipeline.process(
         json_record(
-            &event_line("a", &grid_id, "LOITERING", common::START_MILLIS),
+            &event_line("a", &grid_id, "LOITERING", crate::support::START_MILLIS),
             1,
         ),
         WALL_MILLIS,
@@ -193,14 +191,19 @@ fn event_from_a_clock_in_the_future_is_dead_lettered_and_does_not_move_the_water
         watermark_before,
         "a bad clock never drags the watermark"
     );
-    let on_time = event_line("b", &grid_id, "LOITERING", common::START_MILLIS + 1_000);
+    let on_time = event_line(
+        "b",
+        &grid_id,
+        "LOITERING",
+        crate::support::START_MILLIS + 1_000,
+    );
     let result = pipeline.process(json_record(&on_time, 3), WALL_MILLIS, &mut outputs);
     assert_eq!(result, RecordResult::Accepted, "everyone else is not late");
 }
 
 #[test]
 fn unknown_grid_is_dead_lettered() {
-    let line = event_line("e1", "99999999999999", "SOS", common::START_MILLIS);
+    let line = event_line("e1", "99999999999999", "SOS", crate::support::START_MILLIS);
     assert_rejected(&[], &line, DeadLetterReason::UnknownGrid);
 }
 
@@ -208,7 +211,7 @@ fn unknown_grid_is_dead_lettered() {
 fn invalid_coordinates_are_dead_lettered() {
     let line = format!(
         r#"{{"event_id":"e1","event_type":"SOS","lat":123.0,"lon":114.3,"crs":"GCJ02","occurred_at":"{}"}}"#,
-        millis_to_rfc3339(common::START_MILLIS)
+        millis_to_rfc3339(crate::support::START_MILLIS)
     );
     assert_rejected(&[], &line, DeadLetterReason::InvalidCoordinates);
 }
@@ -216,7 +219,7 @@ fn invalid_coordinates_are_dead_lettered() {
 #[test]
 fn late_event_goes_to_dead_letters_with_reason_late() {
     let grid_id = registered_grid_id();
-    let start = common::START_MILLIS;
+    let start = crate::support::START_MILLIS;
     // The second event moves the watermark to start + 5 min − 10 s: the first minute is final.
     let warm_up = vec![
         event_line("a", &grid_id, "LOITERING", start + 1_000),
@@ -239,7 +242,7 @@ fn late_event_goes_to_dead_letters_with_reason_late() {
 #[test]
 fn resent_event_is_a_duplicate_not_a_dead_letter_even_after_its_window_closed() {
     let grid_id = registered_grid_id();
-    let start = common::START_MILLIS;
+    let start = crate::support::START_MILLIS;
     let (mut pipeline, metrics) = default_pipeline();
     let mut outputs = Outputs::default();
     let first = event_line("a", &grid_id, "LOITERING", start + 1_000);
@@ -268,7 +271,7 @@ fn resent_event_is_a_duplicate_not_a_dead_letter_even_after_its_window_closed() 
 fn phone_numbers_never_reach_dead_letters_in_clear() {
     let line = format!(
         r#"{{"event_id":"f1","grid_id":"99999999999999","event_type":"FRAUD_WARNING","occurred_at":"{}","attributes":{{"phone":"13800138000"}}}}"#,
-        millis_to_rfc3339(common::START_MILLIS)
+        millis_to_rfc3339(crate::support::START_MILLIS)
     );
     let broken = r#"{"event_id":"f2","attributes":{"phone":"13800138000"#;
     let (mut pipeline, _) = default_pipeline();
@@ -315,9 +318,14 @@ fn received_decoded_and_dead_letter_counters_tell_decoding_from_validation_failu
         "a",
         &registered_grid_id(),
         "LOITERING",
-        common::START_MILLIS,
+        crate::support::START_MILLIS,
     );
-    let unknown_grid = event_line("b", "99999999999999", "LOITERING", common::START_MILLIS);
+    let unknown_grid = event_line(
+        "b",
+        "99999999999999",
+        "LOITERING",
+        crate::support::START_MILLIS,
+    );
     pipeline.process(json_record(&valid, 1), WALL_MILLIS, &mut outputs);
     pipeline.process(json_record(&unknown_grid, 2), WALL_MILLIS, &mut outputs);
     pipeline.process(json_record("{broken", 3), WALL_MILLIS, &mut outputs);
@@ -348,7 +356,7 @@ fn an_id_above_its_limit_is_dead_lettered_naming_the_field_not_the_value() {
     let long_device = "9".repeat(50_000);
     let line = format!(
         r#"{{"event_id":"long","grid_id":"{grid_id}","device_id":"{long_device}","event_type":"SOS","occurred_at":"{}"}}"#,
-        millis_to_rfc3339(common::START_MILLIS)
+        millis_to_rfc3339(crate::support::START_MILLIS)
     );
     assert_rejected(&[], &line, DeadLetterReason::FieldTooLong);
     let (mut pipeline, _) = default_pipeline();
@@ -368,7 +376,7 @@ fn a_record_above_the_record_limit_is_dead_lettered_oversized_with_a_capped_payl
     let huge_note = "x".repeat(2 * 1024 * 1024);
     let line = format!(
         r#"{{"event_id":"big","grid_id":"{grid_id}","event_type":"SOS","occurred_at":"{}","attributes":{{"note":"{huge_note}"}}}}"#,
-        millis_to_rfc3339(common::START_MILLIS)
+        millis_to_rfc3339(crate::support::START_MILLIS)
     );
     assert_rejected(&[], &line, DeadLetterReason::Oversized);
     let (mut pipeline, _) = default_pipeline();

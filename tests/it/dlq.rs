@@ -1,18 +1,16 @@
 //! `gridwatch dlq replay` against a REAL Kafka-protocol broker: tansu 0.6 (see
-//! `tests/common/tansu.rs`). Dead letters are put on a multi-partition dead-letter topic in
+//! `tests/it/support/tansu.rs`). Dead letters are put on a multi-partition dead-letter topic in
 //! exactly the format the service's Kafka sink writes
 //! ([`gridwatch::sink::kafka::dead_letter_record`]), then replayed.
 //!
 //! Under `CI=true` a missing broker fails the tests; otherwise they print
 //! "skipping: tansu not installed" and pass.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use common::tansu::{consume_topic, header_text, tansu_binary, TansuBroker};
+use crate::support::tansu::{consume_topic, header_text, tansu_binary, TansuBroker};
 use gridwatch::kafka::owned_headers;
 use gridwatch::proto::{DeadLetter, IncidentEvent};
 use gridwatch::sink::kafka::dead_letter_record;
@@ -30,7 +28,7 @@ const DEAD_LETTER_PARTITIONS: i32 = 4;
 const INPUT_TOPIC: &str = "gridwatch.events.v1";
 
 /// Runs the tests of this file one at a time: each picks its broker's port by binding port 0
-/// and releasing it (tests/common/tansu.rs), and librdkafka's mock cluster binds ephemeral
+/// and releasing it (tests/it/support/tansu.rs), and librdkafka's mock cluster binds ephemeral
 /// ports too, so parallel tests could race for a port (a full-suite run once found its
 /// broker's address refusing connections mid-test).
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

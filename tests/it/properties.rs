@@ -1,10 +1,8 @@
 //! Properties of the window contract, over simulator streams (proptest).
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::{
+use crate::support::{
     default_pipeline, record, run_events, simulated_events, sorted_window_lines, WALL_MILLIS,
 };
 use gridwatch::pipeline::{Outputs, RecordResult};

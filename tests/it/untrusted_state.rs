@@ -3,11 +3,9 @@
 //! do not fit, is refused with a clear error; and whatever bytes decode, the restored pipeline
 //! never panics.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{record, replay_pipeline_settings, simulated_events, WALL_MILLIS};
+use crate::support::{record, replay_pipeline_settings, simulated_events, WALL_MILLIS};
 use gridwatch::grid::{Cell, GridRegistry, RegistryShape};
 use gridwatch::metrics::Metrics;
 use gridwatch::pipeline::{Outputs, Pipeline};

@@ -1,0 +1,24 @@
+//! The integration tests, as one binary: every file below is a module, `support` holds the
+//! helpers they share. One binary links rdkafka and the service once instead of once per
+//! file. (`tests/privacy.rs` stays apart: it installs a process-wide log subscriber.)
+
+mod support;
+
+mod alertmanager;
+mod cli;
+mod clock_skew;
+mod dead_letters;
+mod deploy_consistency;
+mod dlq;
+mod fraud_api;
+mod golden;
+mod http_security;
+mod kafka;
+mod kafka_recovery;
+mod prometheus;
+mod properties;
+mod reload;
+mod secrets;
+mod service;
+mod untrusted_state;
+mod webhook;
