@@ -5,6 +5,10 @@
 //! ([`crate::tools::dlq_replay`]) and the load generator ([`crate::tools::produce`]) depend on it,
 //! never the other way round.
 
+// No panic path reachable from input, state or configuration (README "Security").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
+
 use std::collections::BTreeMap;
 
 use rdkafka::config::ClientConfig;

@@ -17,6 +17,10 @@
 //!
 //! Like [`Pipeline`], this is synchronous: time is an argument, no tasks or locks.
 
+// No panic path reachable from input, state or configuration (README "Security").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

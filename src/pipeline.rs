@@ -7,6 +7,10 @@
 //! entries and resolve alerts). The watermark advances after every accepted event, so which
 //! events are late never depends on how the input was batched.
 
+// No panic path reachable from input, state or configuration (README "Security").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
+
 use std::sync::Arc;
 
 use prost::Message;
@@ -536,8 +540,13 @@ impl Pipeline {
     fn emit_closed_panes(&mut self, wall_millis: i64, outputs: &mut Outputs) {
         for pane in &self.closed_panes {
             self.views.on_pane_closed(pane);
-            let cell = self.registry.cell(pane.key.cell);
-            let community = self.registry.community(cell.community);
+            // A pane's cell comes from window state, which a restore checks against this
+            // registry (`state::check_bounds`); should a foreign index slip through anyway,
+            // its window is not emitted rather than the process panicking.
+            let Some((cell, community)) = self.registry.get_cell_and_community(pane.key.cell)
+            else {
+                continue;
+            };
             outputs.windows.push(CellWindow {
                 grid_id: cell.grid_id.clone(),
                 community_id: community.id.clone(),
@@ -564,7 +573,8 @@ impl Pipeline {
     }
 
     fn observe_alerts(&self, first_new_alert: usize, outputs: &Outputs, wall_millis: i64) {
-        for alert in &outputs.alerts[first_new_alert..] {
+        let new_alerts = outputs.alerts.get(first_new_alert..).unwrap_or_default();
+        for alert in new_alerts {
             let status = if alert.status == AlertStatus::Resolved as i32 {
                 "resolved"
             } else {

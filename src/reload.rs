@@ -6,6 +6,10 @@
 //! The directory is watched rather than the file, because editors and config-map updates
 //! replace files by renaming over them. Bursts of file events are coalesced.
 
+// No panic path reachable from input, state or configuration (README "Security").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -5,6 +5,10 @@
 //! and the watermark never advances with processing time, so the same file always gives the
 //! same outputs.
 
+// No panic path reachable from input, state or configuration (README "Security").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -4,6 +4,10 @@
 //! A leaf module: the stages' state structs name it in `#[serde(with)]` without depending on
 //! [`crate::state`], which depends on them.
 
+// No panic path reachable from input, state or configuration (README "Security").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
+
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 

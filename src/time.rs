@@ -1,6 +1,10 @@
 //! Conversions between epoch milliseconds (what the stages compute with) and protobuf
 //! `Timestamp`s / RFC 3339 strings (what the schemas carry).
 
+// No panic path reachable from input, state or configuration (README "Security").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
+
 use pbjson_types::Timestamp;
 
 /// An instant later than any real one: "never" for deadlines and expiries stored as epoch

@@ -36,6 +36,10 @@
 //!   behind first (`target_drop − drop` descending); entries whose drop is undefined come last;
 //!   ties by code.
 
+// No panic path reachable from input, state or configuration (README "Security").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
+
 pub mod baseline;
 pub mod calendar;
 pub mod report;

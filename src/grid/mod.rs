@@ -11,6 +11,10 @@
 //!
 //! Everything here is synchronous and owns no tasks or locks.
 
+// No panic path reachable from input, state or configuration (README "Security").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
+
 pub mod coords;
 pub mod loading;
 pub mod model;

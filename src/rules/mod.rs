@@ -168,6 +168,10 @@
 //! later), sorted by fingerprint, so nothing vanishes silently. Counters ([`RuleStats`]) are
 //! kept for every name (they count from process start, like Prometheus counters).
 
+// No panic path reachable from input, state or configuration (README "Security").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
+
 pub mod alert;
 pub mod baseline;
 pub mod cusum;

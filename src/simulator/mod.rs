@@ -74,6 +74,10 @@
 //!
 //! Everything is deterministic for a seed ([`rand_chacha::ChaCha8Rng`]).
 
+// No panic path reachable from input, state or configuration (README "Security").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
+
 pub mod disorder;
 pub mod generator;
 pub mod profiles;

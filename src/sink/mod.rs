@@ -4,6 +4,10 @@
 //! output topics (`gridwatch dlq replay`, [`crate::tools::dlq_replay`], reads its dead
 //! letters back).
 
+// No panic path reachable from input, state or configuration (README "Security").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
+
 pub mod alertmanager;
 pub mod cloudevents;
 pub mod delivery;

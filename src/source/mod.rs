@@ -13,6 +13,10 @@
 //!   such files).
 //! - [`kafka::KafkaSource`]: Kafka topics consumed in a consumer group.
 
+// No panic path reachable from input, state or configuration (README "Security").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
+
 pub mod file;
 pub mod kafka;
 pub mod simulator;

@@ -10,6 +10,10 @@
 //! is refused with a [`SnapshotError`] rather than mis-read or allowed to crash a later tick;
 //! the partition then starts empty from its committed offset.
 
+// No panic path reachable from input, state or configuration (README "Security").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
+
 pub mod kafka;
 
 use serde::{Deserialize, Serialize};

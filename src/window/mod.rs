@@ -3,6 +3,10 @@
 //!
 //! All synchronous; time is always an argument. See README "Window contract".
 
+// No panic path reachable from input, state or configuration (README "Security").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
+
 pub mod progress;
 pub mod sliding;
 pub mod tumbling;
