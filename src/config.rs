@@ -890,8 +890,12 @@ impl Config {
                 window.fast_clock_sources
             ));
         }
-        let smallest_useful_horizon =
-            window.size + window.max_out_of_orderness + window.allowed_lateness;
+        // Saturating: the durations come from the file, and a sum past `Duration::MAX` is a
+        // problem to report, not a panic.
+        let smallest_useful_horizon = window
+            .size
+            .saturating_add(window.max_out_of_orderness)
+            .saturating_add(window.allowed_lateness);
         if self.ingest.dedup_horizon < smallest_useful_horizon {
             problems.push(format!(
                 "ingest.dedup_horizon {} must be at least window.size + max_out_of_orderness + allowed_lateness = {}, or re-sent events of still-open windows would be counted twice",
