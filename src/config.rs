@@ -6,6 +6,10 @@
 //! `GRIDWATCH_WINDOW__SIZE=2m` or `GRIDWATCH_HTTP__LISTEN=0.0.0.0:9750`. Variables without a
 //! `__` (such as `GRIDWATCH_CONFIG`, the config file path) are not configuration keys.
 
+// No panic path reachable from input, state or configuration (README "Security").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
