@@ -121,20 +121,21 @@ pub struct PipelineState {
 
 impl PipelineState {
     /// Checks every index and bound of a restored state against what the running pipelines
-    /// can restore (see [`crate::state::decode`]).
+    /// can restore: their registry's shape, pane settings and view spans (see
+    /// `state::decode`, which calls this with its `SnapshotFit`; the parts are passed
+    /// one by one so that this module need not know the snapshot module).
     pub fn check_bounds(
         &self,
-        fit: &crate::state::SnapshotFit,
+        registry: &crate::grid::RegistryShape,
+        window: crate::window::WindowSettings,
+        view_spans_millis: &[i64],
     ) -> Result<(), crate::grid::StateOutOfBounds> {
-        self.windows.check_bounds(&fit.registry, fit.window)?;
-        self.views.check_bounds(
-            &fit.registry,
-            fit.window.size_millis,
-            &fit.view_spans_millis,
-        )?;
-        self.rules.check_bounds(&fit.registry)?;
+        self.windows.check_bounds(registry, window)?;
+        self.views
+            .check_bounds(registry, window.size_millis, view_spans_millis)?;
+        self.rules.check_bounds(registry)?;
         match &self.fraud {
-            Some(fraud) => fraud.check_bounds(&fit.registry),
+            Some(fraud) => fraud.check_bounds(registry),
             None => Ok(()),
         }
     }

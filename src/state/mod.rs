@@ -158,6 +158,7 @@ pub fn decode(bytes: &[u8], fit: &SnapshotFit) -> Result<PipelineState, Snapshot
         });
     }
     // The header can be forged along with the body: every index is checked as well.
-    body.state.check_bounds(fit)?;
+    body.state
+        .check_bounds(&fit.registry, fit.window, &fit.view_spans_millis)?;
     Ok(body.state)
 }
