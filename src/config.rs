@@ -6,6 +6,8 @@
 //! `GRIDWATCH_WINDOW__SIZE=2m` or `GRIDWATCH_HTTP__LISTEN=0.0.0.0:9750`. Variables without a
 //! `__` (such as `GRIDWATCH_CONFIG`, the config file path) are not configuration keys.
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -1202,8 +1204,12 @@ impl Config {
                 window.fast_clock_sources
             ));
         }
-        let smallest_useful_horizon =
-            window.size + window.max_out_of_orderness + window.allowed_lateness;
+        // Saturating: the durations come from the file, and a sum past `Duration::MAX` is a
+        // problem to report, not a panic.
+        let smallest_useful_horizon = window
+            .size
+            .saturating_add(window.max_out_of_orderness)
+            .saturating_add(window.allowed_lateness);
         if self.ingest.dedup_horizon < smallest_useful_horizon {
             problems.push(format!(
                 "ingest.dedup_horizon {} must be at least window.size + max_out_of_orderness + allowed_lateness = {}, or re-sent events of still-open windows would be counted twice",

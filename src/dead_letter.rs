@@ -2,6 +2,8 @@
 //! resolution (`unknown_grid`, `invalid_coordinates`) and windowing (`late`). A leaf, so that
 //! every stage and the metrics can name a reason without depending on each other.
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 /// Why an input was rejected. The snake_case names are stable: they are metric label values
 /// and dead-letter `reason` fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

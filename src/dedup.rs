@@ -26,6 +26,8 @@
 //! (16 bytes + 1 control byte at a load factor between 7/16 and 7/8). Snapshots carry only the
 //! buckets (≈ 8 bytes per id); the lookup index is rebuilt on restore.
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

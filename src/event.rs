@@ -1,6 +1,8 @@
 //! The event taxonomy (default severities, which types are incidents) and [`AcceptedEvent`],
 //! the form in which a validated, located event travels from `grid` to `window` and `rules`.
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 use crate::grid::CellIndex;
 use crate::proto::{EventType, IncidentEvent};
 

@@ -5,6 +5,8 @@
 //! ([`crate::tools::dlq_replay`]) and the load generator ([`crate::tools::produce`]) depend on it,
 //! never the other way round.
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 use std::collections::BTreeMap;
 
 use rdkafka::config::ClientConfig;

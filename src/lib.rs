@@ -31,6 +31,9 @@
 //! what every Kafka client shares (errors, headers, partition ids, client settings); [`tools`]
 //! holds the code of the other commands (`produce`, `gen-seeds`, `dlq replay`).
 
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
+
 pub mod api;
 pub mod config;
 pub mod dead_letter;

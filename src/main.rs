@@ -1,5 +1,9 @@
 //! The `gridwatch` command line: a thin shell over the library.
 
+// No panic path reachable from input, state or configuration (README "Security").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
+
 use std::path::PathBuf;
 
 use anyhow::Context;

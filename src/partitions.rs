@@ -17,6 +17,8 @@
 //!
 //! Like [`Pipeline`], this is synchronous: time is an argument, no tasks or locks.
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -7,6 +7,8 @@
 //! entries and resolve alerts). The watermark advances after every accepted event, so which
 //! events are late never depends on how the input was batched.
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 use std::sync::Arc;
 
 use prost::Message;
@@ -120,20 +122,21 @@ pub struct PipelineState {
 
 impl PipelineState {
     /// Checks every index and bound of a restored state against what the running pipelines
-    /// can restore (see [`crate::state::decode`]).
+    /// can restore: their registry's shape, pane settings and view spans (see
+    /// `state::decode`, which calls this with its `SnapshotFit`; the parts are passed
+    /// one by one so that this module need not know the snapshot module).
     pub fn check_bounds(
         &self,
-        fit: &crate::state::SnapshotFit,
+        registry: &crate::grid::RegistryShape,
+        window: crate::window::WindowSettings,
+        view_spans_millis: &[i64],
     ) -> Result<(), crate::grid::StateOutOfBounds> {
-        self.windows.check_bounds(&fit.registry, fit.window)?;
-        self.views.check_bounds(
-            &fit.registry,
-            fit.window.size_millis,
-            &fit.view_spans_millis,
-        )?;
-        self.rules.check_bounds(&fit.registry)?;
+        self.windows.check_bounds(registry, window)?;
+        self.views
+            .check_bounds(registry, window.size_millis, view_spans_millis)?;
+        self.rules.check_bounds(registry)?;
         match &self.fraud {
-            Some(fraud) => fraud.check_bounds(&fit.registry),
+            Some(fraud) => fraud.check_bounds(registry),
             None => Ok(()),
         }
     }
@@ -583,8 +586,13 @@ impl Pipeline {
     fn emit_closed_panes(&mut self, wall_millis: i64, outputs: &mut Outputs) {
         for pane in &self.closed_panes {
             self.views.on_pane_closed(pane);
-            let cell = self.registry.cell(pane.key.cell);
-            let community = self.registry.community(cell.community);
+            // A pane's cell comes from window state, which a restore checks against this
+            // registry (`state::check_bounds`); should a foreign index slip through anyway,
+            // its window is not emitted rather than the process panicking.
+            let Some((cell, community)) = self.registry.get_cell_and_community(pane.key.cell)
+            else {
+                continue;
+            };
             outputs.windows.push(CellWindow {
                 grid_id: cell.grid_id.clone(),
                 community_id: community.id.clone(),
@@ -611,7 +619,8 @@ impl Pipeline {
     }
 
     fn observe_alerts(&self, first_new_alert: usize, outputs: &Outputs, wall_millis: i64) {
-        for alert in &outputs.alerts[first_new_alert..] {
+        let new_alerts = outputs.alerts.get(first_new_alert..).unwrap_or_default();
+        for alert in new_alerts {
             let status = if alert.status == AlertStatus::Resolved as i32 {
                 "resolved"
             } else {

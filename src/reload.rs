@@ -9,6 +9,8 @@
 //! The directory is watched rather than the file, because editors and config-map updates
 //! replace files by renaming over them. Bursts of file events are coalesced.
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

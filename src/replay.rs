@@ -5,6 +5,8 @@
 //! and the watermark never advances with processing time, so the same file always gives the
 //! same outputs.
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

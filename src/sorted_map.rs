@@ -4,6 +4,8 @@
 //! A leaf module: the stages' state structs name it in `#[serde(with)]` without depending on
 //! [`crate::state`], which depends on them.
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 

@@ -1,6 +1,8 @@
 //! Conversions between epoch milliseconds (what the stages compute with) and protobuf
 //! `Timestamp`s / RFC 3339 strings (what the schemas carry).
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 use pbjson_types::Timestamp;
 
 /// An instant later than any real one: "never" for deadlines and expiries stored as epoch

@@ -36,6 +36,8 @@
 //!   behind first (`target_drop − drop` descending); entries whose drop is undefined come last;
 //!   ties by code.
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 pub mod baseline;
 pub mod calendar;
 pub mod report;

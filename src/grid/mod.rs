@@ -11,6 +11,8 @@
 //!
 //! Everything here is synchronous and owns no tasks or locks.
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 pub mod coords;
 pub mod loading;
 pub mod model;

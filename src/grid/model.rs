@@ -239,14 +239,41 @@ impl GridRegistry {
         self.devices_by_cell.get(cell.0 as usize)?.get(position)
     }
 
-    /// A cell by index. Panics on an index not from this registry.
+    /// A cell by index, for an index this registry minted (resolution, or iteration over
+    /// [`Self::cells`]). Panics on an index not from this registry: code holding an index
+    /// from restored state or from another component uses [`Self::get_cell`] instead.
+    #[allow(clippy::indexing_slicing)] // an index minted by this registry is below `cells.len()`
     pub fn cell(&self, cell: CellIndex) -> &Cell {
         &self.cells[cell.0 as usize]
     }
 
-    /// A community by index. Panics on an index not from this registry.
+    /// A cell by index, or `None` for an index not from this registry: the accessor for
+    /// indexes that crossed a trust boundary (restored state), so that a forged or foreign
+    /// index costs one event or window rather than the process.
+    pub fn get_cell(&self, cell: CellIndex) -> Option<&Cell> {
+        self.cells.get(cell.0 as usize)
+    }
+
+    /// A community by index, for an index this registry minted. Panics on an index not from
+    /// this registry: code holding an index from restored state uses
+    /// [`Self::get_community`] instead.
+    #[allow(clippy::indexing_slicing)] // an index minted by this registry is below `communities.len()`
     pub fn community(&self, community: CommunityIndex) -> &Community {
         &self.communities[community.0 as usize]
+    }
+
+    /// A community by index, or `None` for an index not from this registry (see
+    /// [`Self::get_cell`]).
+    pub fn get_community(&self, community: CommunityIndex) -> Option<&Community> {
+        self.communities.get(community.0 as usize)
+    }
+
+    /// A cell and its community, or `None` when either index is not from this registry: the
+    /// pair every output row names, looked up without a panic path.
+    pub fn get_cell_and_community(&self, cell: CellIndex) -> Option<(&Cell, &Community)> {
+        let cell = self.get_cell(cell)?;
+        let community = self.get_community(cell.community)?;
+        Some((cell, community))
     }
 
     /// The community of a cell.
@@ -264,7 +291,9 @@ impl GridRegistry {
         self.districts.iter().find(|district| district.code == code)
     }
 
-    /// The district of a cell. Panics on an index not from this registry.
+    /// The district of a cell, for an index this registry minted. Panics on an index not
+    /// from this registry.
+    #[allow(clippy::indexing_slicing)] // loading builds `community_district` parallel to `communities`, each entry an index into `districts`
     pub fn district_of(&self, cell: CellIndex) -> &District {
         let community = self.cell(cell).community;
         &self.districts[self.community_district[community.0 as usize]]
@@ -272,7 +301,9 @@ impl GridRegistry {
 
     /// A WGS-84 (longitude, latitude) point inside the cell: its centroid, or an interior
     /// point when the centroid falls outside a concave polygon. Simulators use it to emit
-    /// coordinates that resolve back to the cell. Panics on an index not from this registry.
+    /// coordinates that resolve back to the cell. Panics on an index not from this registry
+    /// (simulators only iterate over the registry's own cells).
+    #[allow(clippy::indexing_slicing)] // `cell_representative_points` is parallel to `cells`
     pub fn cell_centroid(&self, cell: CellIndex) -> (f64, f64) {
         self.cell_representative_points[cell.0 as usize]
     }

@@ -168,6 +168,8 @@
 //! later), sorted by fingerprint, so nothing vanishes silently. Counters ([`RuleStats`]) are
 //! kept for every name (they count from process start, like Prometheus counters).
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 pub mod alert;
 pub mod baseline;
 pub mod cusum;

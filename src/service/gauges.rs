@@ -26,7 +26,12 @@ pub(crate) fn view_counts(pipelines: &PartitionedPipelines, view_count: usize) -
     for view_index in 0..view_count {
         let mut events_by_community = vec![0_u64; registry.communities().len()];
         for (key, count) in pipelines.view_counts(view_index) {
-            let community_index = registry.cell(key.cell).community;
+            // Keys come from (restored) view state: one the registry does not know is skipped,
+            // so that `publish` only ever sees this registry's cells.
+            let Some(cell) = registry.get_cell(key.cell) else {
+                continue;
+            };
+            let community_index = cell.community;
             if let Some(community_events) = events_by_community.get_mut(community_index.0 as usize)
             {
                 *community_events += count;

@@ -74,6 +74,8 @@
 //!
 //! Everything is deterministic for a seed ([`rand_chacha::ChaCha8Rng`]).
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 pub mod disorder;
 pub mod generator;
 pub mod profiles;

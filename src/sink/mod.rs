@@ -4,6 +4,8 @@
 //! output topics (`gridwatch dlq replay`, [`crate::tools::dlq_replay`], reads its dead
 //! letters back).
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 pub mod alertmanager;
 pub mod cloudevents;
 pub mod delivery;

@@ -13,6 +13,8 @@
 //!   such files).
 //! - [`kafka::KafkaSource`]: Kafka topics consumed in a consumer group.
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 pub mod file;
 pub mod kafka;
 pub mod simulator;

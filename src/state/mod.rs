@@ -10,6 +10,8 @@
 //! is refused with a [`SnapshotError`] rather than mis-read or allowed to crash a later tick;
 //! the partition then starts empty from its committed offset.
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 pub mod kafka;
 
 use serde::{Deserialize, Serialize};
@@ -154,6 +156,7 @@ pub fn decode(bytes: &[u8], fit: &SnapshotFit) -> Result<PipelineState, Snapshot
         });
     }
     // The header can be forged along with the body: every index is checked as well.
-    body.state.check_bounds(fit)?;
+    body.state
+        .check_bounds(&fit.registry, fit.window, &fit.view_spans_millis)?;
     Ok(body.state)
 }

@@ -5,6 +5,8 @@
 //! (record formats, Kafka headers and client settings) lives in the service's own modules,
 //! e.g. [`crate::kafka`] and [`crate::sink::kafka`].
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 pub mod dlq_replay;
 pub mod gen_seeds;
 pub mod produce;

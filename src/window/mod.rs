@@ -3,6 +3,8 @@
 //!
 //! All synchronous; time is always an argument. See README "Window contract".
 
+// No panic path reachable from input, state or configuration (README "Security").
+
 pub mod progress;
 pub mod sliding;
 pub mod tumbling;

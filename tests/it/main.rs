@@ -11,6 +11,7 @@ mod dead_letters;
 mod deploy_consistency;
 mod dlq;
 mod fraud_api;
+mod fuzz;
 mod golden;
 mod http_security;
 mod kafka;

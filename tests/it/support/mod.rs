@@ -244,3 +244,52 @@ pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
     let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
     Some((status, body.to_string()))
 }
+
+/// A pipeline as replay runs it over `registry`.
+pub fn pipeline_over(registry: Arc<GridRegistry>) -> Pipeline {
+    let settings = replay_pipeline_settings();
+    let rules = RuleSet::embedded_default(settings.window.size_millis).unwrap();
+    let metrics = Arc::new(Metrics::new(&["file"], rules.version()).unwrap());
+    Pipeline::new(settings, registry, rules, metrics, "file")
+}
+
+/// Exercises everything a restored pipeline does: records, watermark advances (closing panes,
+/// resolving alerts), the operator queries and a new snapshot.
+pub fn use_restored(pipeline: &mut Pipeline, continuation: &[gridwatch::proto::IncidentEvent]) {
+    let mut outputs = Outputs::default();
+    for (position, event) in continuation.iter().enumerate() {
+        pipeline.process(record(event, position as u64), WALL_MILLIS, &mut outputs);
+    }
+    pipeline.advance(WALL_MILLIS, &mut outputs);
+    for view in 0..pipeline.settings().view_spans_millis.len() {
+        pipeline.top_cells(view, 10);
+    }
+    for cell in 0..pipeline.registry().cells().len().min(50) {
+        pipeline.cell_activity(gridwatch::grid::CellIndex(cell as u32));
+    }
+    pipeline.active_alerts();
+    gridwatch::state::snapshot(pipeline).unwrap();
+    pipeline.finish(WALL_MILLIS, &mut outputs);
+}
+
+/// A snapshot after 1,000 events and the 300 events that follow them.
+pub struct SnapshotFixture {
+    pub snapshot: Vec<u8>,
+    pub continuation: Vec<gridwatch::proto::IncidentEvent>,
+}
+
+pub fn snapshot_fixture() -> &'static SnapshotFixture {
+    static FIXTURE: std::sync::OnceLock<SnapshotFixture> = std::sync::OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let events = simulated_events(9, 1_300, 1.0);
+        let mut pipeline = pipeline_over(GridRegistry::embedded());
+        let mut outputs = Outputs::default();
+        for (position, event) in events[..1_000].iter().enumerate() {
+            pipeline.process(record(event, position as u64), WALL_MILLIS, &mut outputs);
+        }
+        SnapshotFixture {
+            snapshot: gridwatch::state::snapshot(&pipeline).unwrap(),
+            continuation: events[1_000..].to_vec(),
+        }
+    })
+}
