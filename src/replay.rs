@@ -102,6 +102,8 @@ pub enum ReplayError {
 
 /// Outputs are written in chunks of this many records.
 const WRITE_EVERY_RECORDS: u64 = 4096;
+/// Dead-letter payload bytes buffered before the outputs are written anyway.
+const MAX_BUFFERED_DEAD_LETTER_BYTES: usize = 4 * 1024 * 1024;
 
 /// Replays `options.input` with `config`'s window, ingest and privacy settings.
 pub fn replay(
@@ -122,16 +124,27 @@ pub fn replay(
     let wall_millis = crate::time::wall_clock_millis();
     let mut summary = ReplaySummary::default();
     let mut outputs = Outputs::default();
+    let mut buffered_dead_letter_bytes: usize = 0;
     while let Some(record) = reader.next() {
         let record = record?;
         summary.records += 1;
         match pipeline.process(record, wall_millis, &mut outputs) {
             RecordResult::Accepted => summary.accepted += 1,
             RecordResult::Duplicate => summary.duplicates += 1,
-            RecordResult::Rejected(_) => {}
+            RecordResult::Rejected(_) => {
+                buffered_dead_letter_bytes += outputs
+                    .dead_letters
+                    .last()
+                    .map_or(0, |dead_letter| dead_letter.payload.len());
+            }
         }
-        if summary.records % WRITE_EVERY_RECORDS == 0 {
+        // Dead letters of hostile input are large (up to the payload limit each): written
+        // early, so that buffering them never holds much of the input in memory.
+        if summary.records % WRITE_EVERY_RECORDS == 0
+            || buffered_dead_letter_bytes > MAX_BUFFERED_DEAD_LETTER_BYTES
+        {
             drain(&mut outputs, &mut sink, &mut summary)?;
+            buffered_dead_letter_bytes = 0;
             progress.set_position(reader.bytes_read());
         }
     }

@@ -514,6 +514,15 @@ fn survivors_take_over_a_killed_instances_partitions_with_their_state() {
     assert_outputs_equal_reference(&broker.address);
 }
 
+/// Sends `signal` (`-STOP`, `-CONT`) to `process` with kill(1).
+fn signal_process(process: &std::process::Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &process.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 /// An instance started while the broker is paused (SIGSTOP) keeps running — it serves
 /// `/healthz`, reports not-ready, and retries — and once the broker resumes 20 s later it
 /// consumes everything with the reference's results.
@@ -530,14 +539,7 @@ fn an_instance_started_during_a_broker_outage_waits_it_out_and_completes_unchang
         .join()
         .unwrap();
     assert_eq!(produced, 3_000);
-    let broker_pid = broker.child.id().to_string();
-    let signal = |name: &str| {
-        let status = Command::new("kill")
-            .args([name, &broker_pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
+    let signal = |name: &str| signal_process(&broker.child, name);
     signal("-STOP");
     let paused_at = Instant::now();
     let mut instance = Instance::start(&broker.address, group_id, &directory, "waiting");
@@ -589,14 +591,7 @@ fn a_paused_broker_makes_the_instance_unready_and_the_run_completes_unchanged() 
         Duration::from_secs(60),
     );
     assert_eq!(instance.get("/readyz").map(|(status, _)| status), Some(200));
-    let broker_pid = broker.child.id().to_string();
-    let signal = |name: &str| {
-        let status = Command::new("kill")
-            .args([name, &broker_pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
+    let signal = |name: &str| signal_process(&broker.child, name);
     signal("-STOP");
     let paused_at = Instant::now();
     let mut unready_after = None;
