@@ -21,15 +21,19 @@ use crate::event::AcceptedEvent;
 use crate::fraud::FraudTracker;
 use crate::grid::{GridRegistry, GridResolveError};
 use crate::metrics::Metrics;
-use crate::proto::{Alert, AlertStatus, CellWindow, DeadLetter, IncidentEvent};
+use crate::proto::{Alert, CellWindow, DeadLetter, IncidentEvent};
 use crate::rules::{RuleEngine, RuleEngineState, RuleSet};
 use crate::source::{RecordPayload, SourceRecord};
 use crate::time::millis_to_timestamp;
 use crate::window::progress::{source_key, ClockGuardSettings, ProgressObservation};
+
+mod metrics;
+
 use crate::window::sliding::SlidingViews;
 use crate::window::tumbling::{RecordOutcome, TumblingWindows};
 use crate::window::watermark::WatermarkTracker;
 use crate::window::{ClosedPane, PaneKey, WindowSettings};
+use metrics::PipelineMetrics;
 
 /// Settings of one pipeline.
 #[derive(Debug, Clone)]
@@ -171,18 +175,8 @@ pub struct Pipeline {
     dedup: Deduplicator,
     /// Alert rules and their state.
     rules: RuleEngine,
-    /// Where counts go.
-    metrics: Arc<Metrics>,
-    /// Metric handles resolved once, indexed by event type number.
-    accepted_by_type: Vec<prometheus::IntCounter>,
-    /// Metric handles resolved once, indexed by [`DeadLetterReason::index`].
-    dead_letters_by_reason: Vec<prometheus::IntCounter>,
-    /// Handle for duplicates of this source.
-    duplicates: prometheus::IntCounter,
-    /// Handle for records received from this source.
-    received: prometheus::IntCounter,
-    /// Handle for records of this source that decoded.
-    decoded: prometheus::IntCounter,
+    /// Its Prometheus handles, resolved once.
+    metrics: PipelineMetrics,
     /// Source name for dead letters.
     source_name: &'static str,
     /// Reused buffer for panes closed by one watermark advance.
@@ -191,19 +185,7 @@ pub struct Pipeline {
     settings: PipelineSettings,
     /// Fraud-target counts (the service enables it; replay does not).
     fraud: Option<FraudTracker>,
-    /// Sources already logged as running ahead (at most [`MAX_CLOCK_AHEAD_SOURCES_LOGGED`]), so
-    /// a fast clock is named once, not on every event; the metric counts every event.
-    clock_ahead_sources_logged: rustc_hash::FxHashSet<u64>,
-    /// `gridwatch_incidents_total` handles, resolved on first use, indexed by
-    /// community index × [`INCIDENT_TYPE_SLOTS`] + event type number.
-    incident_counters: Vec<Option<prometheus::IntCounter>>,
 }
-
-/// How many fast-clock sources one pipeline names in its log before it only counts them.
-const MAX_CLOCK_AHEAD_SOURCES_LOGGED: usize = 1024;
-
-/// Event type numbers per community in `incident_counters` (0 = unspecified … 23).
-const INCIDENT_TYPE_SLOTS: usize = crate::event::ALL_EVENT_TYPES.len() + 1;
 
 impl Pipeline {
     /// A pipeline with empty state.
@@ -214,20 +196,6 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         source_name: &'static str,
     ) -> Pipeline {
-        let accepted_by_type = (0..=crate::event::ALL_EVENT_TYPES.len() as i32)
-            .map(|number| {
-                let name = crate::proto::EventType::try_from(number)
-                    .map(|event_type| event_type.as_str_name())
-                    .unwrap_or("EVENT_TYPE_UNSPECIFIED");
-                metrics
-                    .events_accepted
-                    .with_label_values(&[source_name, name])
-            })
-            .collect();
-        let dead_letters_by_reason = DeadLetterReason::ALL
-            .iter()
-            .map(|reason| metrics.dead_letters.with_label_values(&[reason.as_str()]))
-            .collect();
         Pipeline {
             decoder: Decoder::new(settings.decode.clone()),
             registry,
@@ -249,18 +217,11 @@ impl Pipeline {
                 engine.set_partial_input(settings.partial_input);
                 engine
             },
-            duplicates: metrics.events_duplicate.with_label_values(&[source_name]),
-            received: metrics.events_received.with_label_values(&[source_name]),
-            decoded: metrics.events_decoded.with_label_values(&[source_name]),
-            accepted_by_type,
-            dead_letters_by_reason,
-            metrics,
+            metrics: PipelineMetrics::new(metrics, source_name),
             source_name,
             closed_panes: Vec::new(),
             settings,
             fraud: None,
-            clock_ahead_sources_logged: rustc_hash::FxHashSet::default(),
-            incident_counters: Vec::new(),
         }
     }
 
@@ -279,80 +240,18 @@ impl Pipeline {
         if !crate::event::is_incident(accepted.event_type) {
             return;
         }
-        let Some(cell) = self.registry.cells().get(accepted.cell.0 as usize) else {
+        let Some((cell, community)) = self.registry.get_cell_and_community(accepted.cell) else {
             return;
         };
-        let community_slot = cell.community.0 as usize;
-        let Some(community) = self.registry.communities().get(community_slot) else {
-            return;
-        };
-        let slot = community_slot * INCIDENT_TYPE_SLOTS + accepted.event_type as usize;
-        if self.incident_counters.len() <= slot {
-            self.incident_counters.resize(slot + 1, None);
-        }
-        if let Some(handle) = self.incident_counters.get_mut(slot) {
-            handle
-                .get_or_insert_with(|| {
-                    self.metrics.incidents.with_label_values(&[
-                        community.district_code.as_str(),
-                        community.id.as_str(),
-                        accepted.event_type.as_str_name(),
-                    ])
-                })
-                .inc();
-        }
-        let fraud_labels = [community.district_code.as_str(), community.id.as_str()];
-        match accepted.event_type {
-            crate::proto::EventType::FraudWarning => self
-                .metrics
-                .fraud
-                .warnings
-                .with_label_values(&fraud_labels)
-                .inc(),
-            crate::proto::EventType::FraudDissuaded => self
-                .metrics
-                .fraud
-                .dissuaded
-                .with_label_values(&fraud_labels)
-                .inc(),
-            _ => {}
-        }
+        self.metrics
+            .record_incident(cell.community, community, accepted.event_type);
         let Some(tracker) = self.fraud.as_mut() else {
             return;
         };
         if let Some(paired) = tracker.on_event(accepted, &self.registry) {
             self.metrics
-                .fraud
-                .warning_to_dissuasion_seconds
-                .with_label_values(&[community.district_code.as_str()])
-                .observe(paired.seconds);
+                .record_warning_to_dissuasion(&community.district_code, paired.seconds);
         }
-    }
-
-    /// Counts (and logs, once per source) an event held ahead of its partition's event time:
-    /// the device's clock is wrong and someone has to fix it.
-    fn count_clock_ahead(&mut self, event: &IncidentEvent, lead_millis: i64) {
-        let registered_device = self.registry.device(&event.device_id).is_some();
-        let device_label = if registered_device {
-            event.device_id.as_str()
-        } else {
-            "unregistered"
-        };
-        self.metrics
-            .clock_ahead_events
-            .with_label_values(&[device_label])
-            .inc();
-        let key = source_key(&event.device_id, &event.source);
-        if self.clock_ahead_sources_logged.len() >= MAX_CLOCK_AHEAD_SOURCES_LOGGED
-            || !self.clock_ahead_sources_logged.insert(key)
-        {
-            return;
-        }
-        tracing::warn!(
-            device_id = device_label,
-            lead_seconds = lead_millis / 1000,
-            "event time far ahead of its partition: the watermark ignores this clock until other sources corroborate it"
-        );
     }
 
     /// Processes one record at wall time `wall_millis`, appending to `outputs`.
@@ -362,7 +261,7 @@ impl Pipeline {
         wall_millis: i64,
         outputs: &mut Outputs,
     ) -> RecordResult {
-        self.received.inc();
+        self.metrics.record_received();
         let partition = record.partition;
         let position = record.position;
         match self.admit(record.payload, partition, wall_millis, outputs) {
@@ -380,7 +279,7 @@ impl Pipeline {
         outputs: &mut Outputs,
     ) -> Result<RecordResult, RejectedInput> {
         let (mut event, format) = self.decode_payload(payload)?;
-        self.decoded.inc();
+        self.metrics.record_decoded();
         if let Err(too_long) = crate::limits::check_event_fields(&event, &self.settings.limits) {
             // Cut the id a dead letter names to the limit: the whole id is what was refused.
             let event_id = crate::limits::truncate_at_char_boundary(
@@ -423,7 +322,7 @@ impl Pipeline {
             }
         };
         if self.dedup.is_duplicate(&event.event_id) {
-            self.duplicates.inc();
+            self.metrics.record_duplicate();
             return Ok(RecordResult::Duplicate);
         }
         let key = PaneKey {
@@ -454,7 +353,7 @@ impl Pipeline {
             self.rules
                 .on_late_event(&accepted, &self.registry, &mut outputs.alerts);
             self.observe_alerts(first_new_alert, outputs, wall_millis);
-            self.metrics.late_events.inc();
+            self.metrics.record_late_event();
             let rejection = Rejection {
                 reason: DeadLetterReason::Late,
                 detail: format!(
@@ -468,9 +367,7 @@ impl Pipeline {
         }
         self.dedup
             .remember(&event.event_id, fields.occurred_at_millis);
-        if let Some(counter) = self.accepted_by_type.get(fields.event_type as usize) {
-            counter.inc();
-        }
+        self.metrics.record_accepted(fields.event_type);
         self.count_incident_and_fraud(&accepted);
         let first_new_alert = outputs.alerts.len();
         self.rules
@@ -483,7 +380,8 @@ impl Pipeline {
             wall_millis,
         );
         if let ProgressObservation::HeldAhead { lead_millis } = observation {
-            self.count_clock_ahead(&event, lead_millis);
+            self.metrics
+                .record_clock_ahead(&self.registry, &event, lead_millis);
         }
         self.advance(wall_millis, outputs);
         Ok(RecordResult::Accepted)
@@ -610,48 +508,13 @@ impl Pipeline {
                 district_id: community.district_code.clone(),
             });
             self.metrics
-                .window_emit_delay
-                .observe((wall_millis - pane.window_end_millis).max(0) as f64 / 1000.0);
+                .record_window_emitted(pane.window_end_millis, wall_millis);
         }
-        self.metrics
-            .windows_emitted
-            .inc_by(self.closed_panes.len() as u64);
     }
 
     fn observe_alerts(&self, first_new_alert: usize, outputs: &Outputs, wall_millis: i64) {
         let new_alerts = outputs.alerts.get(first_new_alert..).unwrap_or_default();
-        for alert in new_alerts {
-            let status = if alert.status == AlertStatus::Resolved as i32 {
-                "resolved"
-            } else {
-                "firing"
-            };
-            self.metrics
-                .alerts
-                .with_label_values(&[alert.rule.as_str(), status])
-                .inc();
-            if alert.late {
-                self.metrics
-                    .late_alerts
-                    .with_label_values(&[alert.rule.as_str()])
-                    .inc();
-            }
-            if alert.status == AlertStatus::Firing as i32 && !alert.suppressed_by.is_empty() {
-                self.metrics
-                    .alerts_maintenance_suppressed
-                    .with_label_values(&[alert.rule.as_str()])
-                    .inc();
-            }
-            if alert.status == AlertStatus::Firing as i32 {
-                if let Some(updated_at) = alert.updated_at.as_ref().or(alert.starts_at.as_ref()) {
-                    let latency_millis = wall_millis - crate::time::timestamp_to_millis(updated_at);
-                    self.metrics
-                        .alert_latency
-                        .with_label_values(&[alert.rule_kind.as_str()])
-                        .observe(latency_millis.max(0) as f64 / 1000.0);
-                }
-            }
-        }
+        self.metrics.record_alerts(new_alerts, wall_millis);
     }
 
     fn reject(
@@ -664,9 +527,7 @@ impl Pipeline {
         // Every detail text is written not to echo input; this catches what a future one might.
         let rejection = self.decoder.scrub_rejection(rejected.rejection);
         let reason = rejection.reason;
-        if let Some(counter) = self.dead_letters_by_reason.get(reason.index()) {
-            counter.inc();
-        }
+        self.metrics.record_dead_letter(reason);
         let mut detail = rejection.detail;
         let mut payload = rejected.payload;
         let payload_limit = self.settings.limits.max_dead_letter_payload_bytes;

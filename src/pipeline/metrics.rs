@@ -1,0 +1,232 @@
+//! The pipeline's Prometheus handles, resolved once per pipeline so that the per-record path
+//! never looks a label set up, and one `record_*` method per thing the pipeline counts.
+
+use std::sync::Arc;
+
+use crate::dead_letter::DeadLetterReason;
+use crate::grid::{Community, CommunityIndex, GridRegistry};
+use crate::metrics::Metrics;
+use crate::proto::{Alert, AlertStatus, EventType, IncidentEvent};
+use crate::window::progress::source_key;
+
+/// How many fast-clock sources one pipeline names in its log before it only counts them.
+const MAX_CLOCK_AHEAD_SOURCES_LOGGED: usize = 1024;
+
+/// Event type numbers per community in `incident_counters` (0 = unspecified … 23).
+const INCIDENT_TYPE_SLOTS: usize = crate::event::ALL_EVENT_TYPES.len() + 1;
+
+/// What one pipeline counts, and where.
+pub(super) struct PipelineMetrics {
+    /// The registry of every metric.
+    metrics: Arc<Metrics>,
+    /// `gridwatch_events_accepted_total` of this source, indexed by event type number.
+    accepted_by_type: Vec<prometheus::IntCounter>,
+    /// `gridwatch_dead_letters_total`, indexed by [`DeadLetterReason::index`].
+    dead_letters_by_reason: Vec<prometheus::IntCounter>,
+    /// Duplicates of this source.
+    duplicates: prometheus::IntCounter,
+    /// Records received from this source.
+    received: prometheus::IntCounter,
+    /// Records of this source that decoded.
+    decoded: prometheus::IntCounter,
+    /// `gridwatch_incidents_total` handles, resolved on first use, indexed by community
+    /// index × [`INCIDENT_TYPE_SLOTS`] + event type number.
+    incident_counters: Vec<Option<prometheus::IntCounter>>,
+    /// Sources already logged as running ahead (at most [`MAX_CLOCK_AHEAD_SOURCES_LOGGED`]),
+    /// so a fast clock is named once, not on every event; the metric counts every event.
+    clock_ahead_sources_logged: rustc_hash::FxHashSet<u64>,
+}
+
+impl PipelineMetrics {
+    /// The handles of `source_name` in `metrics`.
+    pub(super) fn new(metrics: Arc<Metrics>, source_name: &'static str) -> PipelineMetrics {
+        let accepted_by_type = (0..=crate::event::ALL_EVENT_TYPES.len() as i32)
+            .map(|number| {
+                let name = EventType::try_from(number)
+                    .map(|event_type| event_type.as_str_name())
+                    .unwrap_or("EVENT_TYPE_UNSPECIFIED");
+                metrics
+                    .events_accepted
+                    .with_label_values(&[source_name, name])
+            })
+            .collect();
+        let dead_letters_by_reason = DeadLetterReason::ALL
+            .iter()
+            .map(|reason| metrics.dead_letters.with_label_values(&[reason.as_str()]))
+            .collect();
+        PipelineMetrics {
+            duplicates: metrics.events_duplicate.with_label_values(&[source_name]),
+            received: metrics.events_received.with_label_values(&[source_name]),
+            decoded: metrics.events_decoded.with_label_values(&[source_name]),
+            accepted_by_type,
+            dead_letters_by_reason,
+            incident_counters: Vec::new(),
+            clock_ahead_sources_logged: rustc_hash::FxHashSet::default(),
+            metrics,
+        }
+    }
+
+    /// A record arrived.
+    pub(super) fn record_received(&self) {
+        self.received.inc();
+    }
+
+    /// A record decoded.
+    pub(super) fn record_decoded(&self) {
+        self.decoded.inc();
+    }
+
+    /// A re-sent event was recognised.
+    pub(super) fn record_duplicate(&self) {
+        self.duplicates.inc();
+    }
+
+    /// An event was accepted into its window.
+    pub(super) fn record_accepted(&self, event_type: EventType) {
+        if let Some(counter) = self.accepted_by_type.get(event_type as usize) {
+            counter.inc();
+        }
+    }
+
+    /// A record was dead-lettered.
+    pub(super) fn record_dead_letter(&self, reason: DeadLetterReason) {
+        if let Some(counter) = self.dead_letters_by_reason.get(reason.index()) {
+            counter.inc();
+        }
+    }
+
+    /// An event arrived after its window was final.
+    pub(super) fn record_late_event(&self) {
+        self.metrics.late_events.inc();
+    }
+
+    /// An accepted incident of `community` (at `community_index`): incidents per community
+    /// and type, and the fraud warning and dissuasion counters.
+    pub(super) fn record_incident(
+        &mut self,
+        community_index: CommunityIndex,
+        community: &Community,
+        event_type: EventType,
+    ) {
+        let slot = (community_index.0 as usize)
+            .saturating_mul(INCIDENT_TYPE_SLOTS)
+            .saturating_add(event_type as usize);
+        if self.incident_counters.len() <= slot {
+            self.incident_counters.resize(slot + 1, None);
+        }
+        if let Some(handle) = self.incident_counters.get_mut(slot) {
+            handle
+                .get_or_insert_with(|| {
+                    self.metrics.incidents.with_label_values(&[
+                        community.district_code.as_str(),
+                        community.id.as_str(),
+                        event_type.as_str_name(),
+                    ])
+                })
+                .inc();
+        }
+        let fraud_labels = [community.district_code.as_str(), community.id.as_str()];
+        match event_type {
+            EventType::FraudWarning => self
+                .metrics
+                .fraud
+                .warnings
+                .with_label_values(&fraud_labels)
+                .inc(),
+            EventType::FraudDissuaded => self
+                .metrics
+                .fraud
+                .dissuaded
+                .with_label_values(&fraud_labels)
+                .inc(),
+            _ => {}
+        }
+    }
+
+    /// A dissuasion was paired with its warning `seconds` later.
+    pub(super) fn record_warning_to_dissuasion(&self, district_code: &str, seconds: f64) {
+        self.metrics
+            .fraud
+            .warning_to_dissuasion_seconds
+            .with_label_values(&[district_code])
+            .observe(seconds);
+    }
+
+    /// Counts (and logs, once per source) an event held ahead of its partition's event time:
+    /// the device's clock is wrong and someone has to fix it.
+    pub(super) fn record_clock_ahead(
+        &mut self,
+        registry: &GridRegistry,
+        event: &IncidentEvent,
+        lead_millis: i64,
+    ) {
+        let registered_device = registry.device(&event.device_id).is_some();
+        let device_label = if registered_device {
+            event.device_id.as_str()
+        } else {
+            "unregistered"
+        };
+        self.metrics
+            .clock_ahead_events
+            .with_label_values(&[device_label])
+            .inc();
+        let key = source_key(&event.device_id, &event.source);
+        if self.clock_ahead_sources_logged.len() >= MAX_CLOCK_AHEAD_SOURCES_LOGGED
+            || !self.clock_ahead_sources_logged.insert(key)
+        {
+            return;
+        }
+        tracing::warn!(
+            device_id = device_label,
+            lead_seconds = lead_millis / 1000,
+            "event time far ahead of its partition: the watermark ignores this clock until other sources corroborate it"
+        );
+    }
+
+    /// A final window was emitted at wall time `wall_millis`.
+    pub(super) fn record_window_emitted(&self, window_end_millis: i64, wall_millis: i64) {
+        self.metrics
+            .window_emit_delay
+            .observe(wall_millis.saturating_sub(window_end_millis).max(0) as f64 / 1000.0);
+        self.metrics.windows_emitted.inc();
+    }
+
+    /// Alert state changes emitted at wall time `wall_millis`.
+    pub(super) fn record_alerts(&self, alerts: &[Alert], wall_millis: i64) {
+        for alert in alerts {
+            let firing = alert.status == AlertStatus::Firing as i32;
+            let status = if alert.status == AlertStatus::Resolved as i32 {
+                "resolved"
+            } else {
+                "firing"
+            };
+            self.metrics
+                .alerts
+                .with_label_values(&[alert.rule.as_str(), status])
+                .inc();
+            if alert.late {
+                self.metrics
+                    .late_alerts
+                    .with_label_values(&[alert.rule.as_str()])
+                    .inc();
+            }
+            if firing && !alert.suppressed_by.is_empty() {
+                self.metrics
+                    .alerts_maintenance_suppressed
+                    .with_label_values(&[alert.rule.as_str()])
+                    .inc();
+            }
+            if !firing {
+                continue;
+            }
+            if let Some(updated_at) = alert.updated_at.as_ref().or(alert.starts_at.as_ref()) {
+                let latency_millis =
+                    wall_millis.saturating_sub(crate::time::timestamp_to_millis(updated_at));
+                self.metrics
+                    .alert_latency
+                    .with_label_values(&[alert.rule_kind.as_str()])
+                    .observe(latency_millis.max(0) as f64 / 1000.0);
+            }
+        }
+    }
+}
