@@ -20,9 +20,11 @@
 //! letters to an [`pipeline::Outputs`] buffer. Everything stateful in it can be snapshotted to
 //! bytes and restored ([`state`]); [`partitions`] keeps one pipeline per input partition, the
 //! unit of state that follows a Kafka partition from instance to instance, and decides which
-//! partition is due for a snapshot. The async shell around it lives in [`service`] (the `run`
-//! command: sources, HTTP [`api`], [`metrics`], graceful shutdown) and [`replay`] (a file, as
-//! fast as possible). [`config`] holds the layered TOML + `GRIDWATCH_*` configuration, and
+//! partition is due for a snapshot. Untrusted input is bounded by [`limits`] and stripped of
+//! personal data by [`privacy`] while it is decoded; restored state is checked against the
+//! registry's shape ([`grid::shape`]). The async shell around it lives in [`service`] (the
+//! `run` command: sources, HTTP [`api`] behind the locked-down server of [`http`], [`metrics`],
+//! graceful shutdown) and [`replay`] (a file, as fast as possible). [`config`] holds the layered TOML + `GRIDWATCH_*` configuration, and
 //! `gridwatch gen-seeds` ([`tools::gen_seeds`]) generates the reference data (communities,
 //! cells, devices) that [`grid`] loads.
 //! Beside the flow: [`fraud`] tracks the city's fraud-incidence target, [`reload`] swaps in a
