@@ -105,9 +105,10 @@ impl Outputs {
     }
 }
 
-/// Everything stateful in a pipeline: what a snapshot holds.
+/// The state of every stage but the rules (whose engine keeps its own): the one place a new
+/// stateful stage is added, snapshotted and restored as a whole.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PipelineState {
+pub struct StageState {
     /// Per-partition watermarks.
     pub watermarks: WatermarkTracker,
     /// The last watermark the pipeline acted on (windows closed up to it).
@@ -118,10 +119,17 @@ pub struct PipelineState {
     pub views: SlidingViews,
     /// Accepted event ids within the horizon.
     pub dedup: Deduplicator,
-    /// Alert state of every rule.
-    pub rules: RuleEngineState,
     /// Fraud-target counts, when fraud tracking is enabled.
     pub fraud: Option<FraudTracker>,
+}
+
+/// Everything stateful in a pipeline: what a snapshot holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelineState {
+    /// Watermarks, panes, views, dedup set, fraud counts.
+    pub stages: StageState,
+    /// Alert state of every rule.
+    pub rules: RuleEngineState,
 }
 
 impl PipelineState {
@@ -135,11 +143,12 @@ impl PipelineState {
         window: crate::window::WindowSettings,
         view_spans_millis: &[i64],
     ) -> Result<(), crate::grid::StateOutOfBounds> {
-        self.windows.check_bounds(registry, window)?;
-        self.views
+        self.stages.windows.check_bounds(registry, window)?;
+        self.stages
+            .views
             .check_bounds(registry, window.size_millis, view_spans_millis)?;
         self.rules.check_bounds(registry)?;
-        match &self.fraud {
+        match &self.stages.fraud {
             Some(fraud) => fraud.check_bounds(registry),
             None => Ok(()),
         }
@@ -163,16 +172,8 @@ pub struct Pipeline {
     decoder: Decoder,
     /// Communities, cells and devices.
     registry: Arc<GridRegistry>,
-    /// The stateful stages (snapshotted as a whole).
-    watermarks: WatermarkTracker,
-    /// Last watermark acted on.
-    watermark_millis: Option<i64>,
-    /// Open panes.
-    windows: TumblingWindows,
-    /// Sliding views over closed panes.
-    views: SlidingViews,
-    /// Dedup set.
-    dedup: Deduplicator,
+    /// The stateful stages but the rules (snapshotted as a whole with the rules' state).
+    stages: StageState,
     /// Alert rules and their state.
     rules: RuleEngine,
     /// Its Prometheus handles, resolved once.
@@ -183,8 +184,6 @@ pub struct Pipeline {
     closed_panes: Vec<ClosedPane>,
     /// Settings kept for snapshots' compatibility check.
     settings: PipelineSettings,
-    /// Fraud-target counts (the service enables it; replay does not).
-    fraud: Option<FraudTracker>,
 }
 
 impl Pipeline {
@@ -199,19 +198,23 @@ impl Pipeline {
         Pipeline {
             decoder: Decoder::new(settings.decode.clone()),
             registry,
-            watermarks: WatermarkTracker::new(
-                settings.window.max_out_of_orderness_millis,
-                settings.window.idle_timeout_millis,
-            )
-            .with_clock_guard(settings.clock_guard),
-            watermark_millis: None,
-            windows: TumblingWindows::new(settings.window),
-            views: SlidingViews::new(
-                settings.view_spans_millis.clone(),
-                settings.window.size_millis,
-            )
-            .with_allowed_lateness(settings.window.allowed_lateness_millis),
-            dedup: Deduplicator::new(settings.dedup_horizon_millis),
+            stages: StageState {
+                watermarks: WatermarkTracker::new(
+                    settings.window.max_out_of_orderness_millis,
+                    settings.window.idle_timeout_millis,
+                )
+                .with_clock_guard(settings.clock_guard),
+                watermark_millis: None,
+                windows: TumblingWindows::new(settings.window),
+                views: SlidingViews::new(
+                    settings.view_spans_millis.clone(),
+                    settings.window.size_millis,
+                )
+                .with_allowed_lateness(settings.window.allowed_lateness_millis),
+                dedup: Deduplicator::new(settings.dedup_horizon_millis),
+                // The service enables it (enable_fraud_tracking); replay does not.
+                fraud: None,
+            },
             rules: {
                 let mut engine = RuleEngine::new(rules);
                 engine.set_partial_input(settings.partial_input);
@@ -221,18 +224,17 @@ impl Pipeline {
             source_name,
             closed_panes: Vec::new(),
             settings,
-            fraud: None,
         }
     }
 
     /// Starts counting the fraud target with `tracker` (fed with every accepted event).
     pub fn enable_fraud_tracking(&mut self, tracker: FraudTracker) {
-        self.fraud = Some(tracker);
+        self.stages.fraud = Some(tracker);
     }
 
     /// The fraud tracker, when enabled.
     pub fn fraud_tracker(&self) -> Option<&FraudTracker> {
-        self.fraud.as_ref()
+        self.stages.fraud.as_ref()
     }
 
     /// Incident and fraud metrics of one accepted event; feeds the fraud tracker.
@@ -245,7 +247,7 @@ impl Pipeline {
         };
         self.metrics
             .record_incident(cell.community, community, accepted.event_type);
-        let Some(tracker) = self.fraud.as_mut() else {
+        let Some(tracker) = self.stages.fraud.as_mut() else {
             return;
         };
         if let Some(paired) = tracker.on_event(accepted, &self.registry) {
@@ -321,7 +323,7 @@ impl Pipeline {
                 return Err(rejected(rejection, &event));
             }
         };
-        if self.dedup.is_duplicate(&event.event_id) {
+        if self.stages.dedup.is_duplicate(&event.event_id) {
             self.metrics.record_duplicate();
             return Ok(RecordResult::Duplicate);
         }
@@ -329,11 +331,11 @@ impl Pipeline {
             cell,
             event_type: fields.event_type as i32,
         };
-        let outcome = self.windows.record(
+        let outcome = self.stages.windows.record(
             key,
             fields.occurred_at_millis,
             fields.severity,
-            self.watermark_millis,
+            self.stages.watermark_millis,
         );
         let accepted = AcceptedEvent {
             event: &event,
@@ -365,7 +367,8 @@ impl Pipeline {
             };
             return Err(rejected(rejection, &event));
         }
-        self.dedup
+        self.stages
+            .dedup
             .remember(&event.event_id, fields.occurred_at_millis);
         self.metrics.record_accepted(fields.event_type);
         self.count_incident_and_fraud(&accepted);
@@ -373,7 +376,7 @@ impl Pipeline {
         self.rules
             .on_event(&accepted, &self.registry, &mut outputs.alerts);
         self.observe_alerts(first_new_alert, outputs, wall_millis);
-        let observation = self.watermarks.observe_source(
+        let observation = self.stages.watermarks.observe_source(
             partition,
             source_key(&event.device_id, &event.source),
             fields.occurred_at_millis,
@@ -453,21 +456,24 @@ impl Pipeline {
     /// Moves the watermark to what the partitions (and, for idle ones, the wall clock) allow,
     /// closing final windows, expiring dedup entries and resolving alerts.
     pub fn advance(&mut self, wall_millis: i64, outputs: &mut Outputs) {
-        let Some(watermark) = self.watermarks.watermark(wall_millis) else {
+        let Some(watermark) = self.stages.watermarks.watermark(wall_millis) else {
             return;
         };
         if self
+            .stages
             .watermark_millis
             .is_some_and(|current| watermark <= current)
         {
             return;
         }
-        self.watermark_millis = Some(watermark);
+        self.stages.watermark_millis = Some(watermark);
         self.closed_panes.clear();
-        self.windows.flush_until(watermark, &mut self.closed_panes);
+        self.stages
+            .windows
+            .flush_until(watermark, &mut self.closed_panes);
         self.emit_closed_panes(wall_millis, outputs);
-        self.views.advance(watermark);
-        self.dedup.expire(watermark);
+        self.stages.views.advance(watermark);
+        self.stages.dedup.expire(watermark);
         let first_new_alert = outputs.alerts.len();
         self.rules
             .on_watermark(watermark, &self.registry, &mut outputs.alerts);
@@ -477,13 +483,13 @@ impl Pipeline {
     /// End of input (a file replay): closes and emits every open window.
     pub fn finish(&mut self, wall_millis: i64, outputs: &mut Outputs) {
         self.closed_panes.clear();
-        self.windows.flush_all(&mut self.closed_panes);
+        self.stages.windows.flush_all(&mut self.closed_panes);
         self.emit_closed_panes(wall_millis, outputs);
     }
 
     fn emit_closed_panes(&mut self, wall_millis: i64, outputs: &mut Outputs) {
         for pane in &self.closed_panes {
-            self.views.on_pane_closed(pane);
+            self.stages.views.on_pane_closed(pane);
             // A pane's cell comes from window state, which a restore checks against this
             // registry (`state::check_bounds`); should a foreign index slip through anyway,
             // its window is not emitted rather than the process panicking.
@@ -560,17 +566,17 @@ impl Pipeline {
 
     /// Open (cell, type, window) panes.
     pub fn open_pane_count(&self) -> usize {
-        self.windows.open_pane_count()
+        self.stages.windows.open_pane_count()
     }
 
     /// Event ids remembered by the dedup set.
     pub fn dedup_entry_count(&self) -> usize {
-        self.dedup.len()
+        self.stages.dedup.len()
     }
 
     /// The current operator watermark.
     pub fn watermark_millis(&self) -> Option<i64> {
-        self.watermark_millis
+        self.stages.watermark_millis
     }
 
     /// Currently firing alerts.
@@ -590,8 +596,9 @@ impl Pipeline {
 
     /// The hottest cells over view `span_index` (closed panes plus open ones).
     pub fn top_cells(&self, span_index: usize, top_n: usize) -> Vec<(crate::grid::CellIndex, u64)> {
-        self.views
-            .top_cells(span_index, self.windows.open_panes(), top_n)
+        self.stages
+            .views
+            .top_cells(span_index, self.stages.windows.open_panes(), top_n)
     }
 
     /// Events of one cell per event type and view (closed panes plus open ones): for each type
@@ -605,13 +612,14 @@ impl Pipeline {
                 event_type: event_type as i32,
             };
             let open_count: u64 = self
+                .stages
                 .windows
                 .open_panes()
                 .filter(|(_, open_key, _)| *open_key == key)
                 .map(|(_, _, counts)| u64::from(counts.count))
                 .sum();
             let per_view: Vec<u64> = (0..view_count)
-                .map(|view_index| self.views.count(key, view_index) + open_count)
+                .map(|view_index| self.stages.views.count(key, view_index) + open_count)
                 .collect();
             if per_view.iter().any(|count| *count > 0) {
                 activity.push((event_type as i32, per_view));
@@ -622,7 +630,7 @@ impl Pipeline {
 
     /// The sliding views, for per-cell metrics.
     pub fn views(&self) -> &SlidingViews {
-        &self.views
+        &self.stages.views
     }
 
     /// The settings the pipeline runs with.
@@ -633,27 +641,26 @@ impl Pipeline {
     /// A copy of all mutable state.
     pub fn state(&self) -> PipelineState {
         PipelineState {
-            watermarks: self.watermarks.clone(),
-            watermark_millis: self.watermark_millis,
-            windows: self.windows.clone(),
-            views: self.views.clone(),
-            dedup: self.dedup.clone(),
+            stages: self.stages.clone(),
             rules: self.rules.state().clone(),
-            fraud: self.fraud.clone(),
         }
     }
 
-    /// Replaces all mutable state (after a restore).
+    /// Replaces all mutable state (after a restore). Fraud counts are taken over only when
+    /// this pipeline tracks fraud, and keep this pipeline's fraud settings (the running
+    /// configuration wins).
     pub fn restore_state(&mut self, state: PipelineState) {
-        self.watermarks = state.watermarks;
-        self.watermark_millis = state.watermark_millis;
-        self.windows = state.windows;
-        self.views = state.views;
-        self.dedup = state.dedup;
-        self.rules.restore_state(state.rules);
-        if let (Some(running), Some(restored)) = (self.fraud.as_mut(), state.fraud) {
-            running.restore(restored);
-        }
+        let running_fraud = self.stages.fraud.take();
+        let PipelineState { stages, rules } = state;
+        let restored_fraud = stages.fraud.clone();
+        self.stages = stages;
+        self.stages.fraud = running_fraud.map(|mut running| {
+            if let Some(restored) = restored_fraud {
+                running.restore(restored);
+            }
+            running
+        });
+        self.rules.restore_state(rules);
     }
 }
 
