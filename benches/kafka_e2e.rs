@@ -49,6 +49,9 @@ use rdkafka::{Offset, TopicPartitionList};
 #[path = "../tests/it/support/tansu.rs"]
 mod tansu;
 
+#[path = "../tests/it/support/tools.rs"]
+mod tools;
+
 /// Default number of events produced and consumed.
 const DEFAULT_EVENTS: u64 = 300_000;
 /// Default number of partitions of the input topic.

@@ -20,22 +20,10 @@ use serde_json::Value;
 
 /// The Alertmanager binary on PATH, or `None` (a test failure under CI).
 fn alertmanager_binary() -> Option<PathBuf> {
-    let path_variable = std::env::var_os("PATH").unwrap_or_default();
-    for directory in std::env::split_paths(&path_variable) {
-        for name in ["prometheus-alertmanager", "alertmanager"] {
-            let candidate = directory.join(name);
-            if candidate.is_file() {
-                return Some(candidate);
-            }
-        }
-    }
-    let under_ci = std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false");
-    assert!(
-        !under_ci,
-        "CI is set but no prometheus-alertmanager/alertmanager binary is on PATH (.ci/run installs it)"
-    );
-    println!("skipping: alertmanager not installed");
-    None
+    crate::support::tools::tool_on_path(
+        &["prometheus-alertmanager", "alertmanager"],
+        ".ci/run installs the Debian package prometheus-alertmanager",
+    )
 }
 
 /// A running Alertmanager, killed when dropped.
@@ -146,29 +134,12 @@ impl Drop for AlertmanagerProcess {
 
 /// A firing life-safety alert in cell `cell_index` of the embedded registry, started a minute ago.
 fn firing_alert(registry: &GridRegistry, cell_index: u32, fingerprint: &str) -> Alert {
-    let cell = registry.cell(CellIndex(cell_index));
-    let community = registry.community(cell.community);
-    let starts_at_millis = wall_clock_millis() - 60_000;
-    Alert {
-        alert_id: format!("{fingerprint}-occurrence"),
-        fingerprint: fingerprint.to_string(),
-        rule: "life_safety".to_string(),
-        rule_kind: "immediate".to_string(),
-        status: AlertStatus::Firing as i32,
-        grid_id: cell.grid_id.clone(),
-        community_id: community.id.clone(),
-        district_id: community.district_code.clone(),
-        event_type: EventType::FireSmoke as i32,
-        severity: 1,
-        starts_at: Some(millis_to_timestamp(starts_at_millis)),
-        ends_at: None,
-        observed: 1.0,
-        threshold: 1.0,
-        event_ids: vec!["evt-1".to_string()],
-        device_id: String::new(),
-        updated_at: Some(millis_to_timestamp(starts_at_millis)),
-        ..Alert::default()
-    }
+    crate::support::firing_alert(
+        registry,
+        cell_index,
+        fingerprint,
+        wall_clock_millis() - 60_000,
+    )
 }
 
 fn resolved(alert: &Alert) -> Alert {

@@ -37,20 +37,7 @@ fn repository_path(relative: &str) -> PathBuf {
 /// The tool's path, or `None` (after printing a notice) when it is missing and CI is unset.
 /// Panics when it is missing under `CI=true`: `.ci/run` must have installed it.
 fn required_tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|directory| directory.join(name))
-            .find(|candidate| candidate.is_file())
-    });
-    if found.is_none() {
-        let on_ci = std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false");
-        assert!(
-            !on_ci,
-            "`{name}` is not on PATH under CI=true: .ci/run installs the Debian package `prometheus`"
-        );
-        eprintln!("SKIPPED: `{name}` is not on PATH (install the Debian package `prometheus`); set CI=true to make this a failure");
-    }
-    found
+    crate::support::tools::tool_on_path(&[name], ".ci/run installs the Debian package prometheus")
 }
 
 /// A `prometheus` process, killed when dropped.

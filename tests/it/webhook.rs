@@ -13,7 +13,7 @@ use axum::routing::post;
 use gridwatch::config::{AlertingConfig, Config, SimulatorPacing, WebhookConfig};
 use gridwatch::grid::{CellIndex, GridRegistry};
 use gridwatch::metrics::Metrics;
-use gridwatch::proto::{Alert, AlertStatus, EventType};
+use gridwatch::proto::{Alert, AlertStatus};
 use gridwatch::sink::delivery::AlertDelivery;
 use gridwatch::source::simulator::{Scenario, ScenarioTime};
 use gridwatch::time::{millis_to_timestamp, timestamp_to_millis};
@@ -105,26 +105,7 @@ fn webhook_alerting(url: String, secret: &str) -> AlertingConfig {
 }
 
 fn firing_alert(registry: &GridRegistry) -> Alert {
-    let cell = registry.cell(CellIndex(3));
-    let community = registry.community(cell.community);
-    Alert {
-        alert_id: "5f0c3d1e9a8b7c6d5f0c3d1e9a8b7c6d".to_string(),
-        fingerprint: "5f0c3d1e9a8b7c6d".to_string(),
-        rule: "life_safety".to_string(),
-        rule_kind: "immediate".to_string(),
-        status: AlertStatus::Firing as i32,
-        grid_id: cell.grid_id.clone(),
-        community_id: community.id.clone(),
-        district_id: community.district_code.clone(),
-        event_type: EventType::GasLeak as i32,
-        severity: 1,
-        starts_at: Some(millis_to_timestamp(1_772_409_600_000)),
-        observed: 1.0,
-        threshold: 1.0,
-        event_ids: vec!["evt-9".to_string()],
-        updated_at: Some(millis_to_timestamp(1_772_409_600_000)),
-        ..Alert::default()
-    }
+    crate::support::firing_alert(registry, 3, "5f0c3d1e9a8b7c6d", 1_772_409_600_000)
 }
 
 fn counter(metrics: &Metrics, result: &str) -> u64 {
@@ -259,22 +240,6 @@ async fn rejected_event_is_not_retried_and_counts_as_failed() {
     assert_eq!(counter(&metrics, "sent"), 0);
 }
 
-/// The sum of the series of `name` whose labels contain every fragment (0 when none).
-fn metric_value(metrics_text: &str, name: &str, label_fragments: &[&str]) -> f64 {
-    metrics_text
-        .lines()
-        .filter(|line| {
-            line.starts_with(name)
-                && line[name.len()..].starts_with(['{', ' '])
-                && label_fragments
-                    .iter()
-                    .all(|fragment| line.contains(fragment))
-        })
-        .filter_map(|line| line.rsplit(' ').next())
-        .filter_map(|value| value.parse::<f64>().ok())
-        .sum()
-}
-
 async fn scrape(client: &reqwest::Client, base: &str) -> String {
     client
         .get(format!("{base}/metrics"))
@@ -337,7 +302,7 @@ async fn pipeline_keeps_processing_while_every_alert_destination_is_down() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let caught_up = loop {
         let text = scrape(&client, &base).await;
-        let alerts = metric_value(
+        let alerts = crate::support::metric_sum(
             &text,
             "gridwatch_alerts_total",
             &["rule=\"life_safety\"", "status=\"firing\""],
@@ -356,14 +321,14 @@ async fn pipeline_keeps_processing_while_every_alert_destination_is_down() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let received_before = metric_value(
+    let received_before = crate::support::metric_sum(
         &caught_up,
         "gridwatch_events_received_total",
         &["source=\"simulator\""],
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let later = scrape(&client, &base).await;
-    let received_after = metric_value(
+    let received_after = crate::support::metric_sum(
         &later,
         "gridwatch_events_received_total",
         &["source=\"simulator\""],
@@ -375,7 +340,7 @@ async fn pipeline_keeps_processing_while_every_alert_destination_is_down() {
     for sink in ["alertmanager", "webhook"] {
         let sink_label = format!("sink=\"{sink}\"");
         assert_eq!(
-            metric_value(
+            crate::support::metric_sum(
                 &later,
                 "gridwatch_alert_deliveries_total",
                 &[&sink_label, "result=\"sent\""]
@@ -384,7 +349,7 @@ async fn pipeline_keeps_processing_while_every_alert_destination_is_down() {
             "{sink} is down"
         );
         assert!(
-            metric_value(
+            crate::support::metric_sum(
                 &later,
                 "gridwatch_alert_deliveries_total",
                 &[&sink_label, "result=\"retried\""]
@@ -393,10 +358,10 @@ async fn pipeline_keeps_processing_while_every_alert_destination_is_down() {
         );
     }
     let life_safety_alerts =
-        metric_value(&later, "gridwatch_alerts_total", &["rule=\"life_safety\""]);
+        crate::support::metric_sum(&later, "gridwatch_alerts_total", &["rule=\"life_safety\""]);
     assert!(life_safety_alerts >= 4.0, "two fires fire and resolve");
     assert!(
-        metric_value(
+        crate::support::metric_sum(
             &later,
             "gridwatch_alert_delivery_dropped_total",
             &["sink=\"webhook\""]

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod tansu;
+pub mod tools;
 
 use std::sync::Arc;
 
@@ -292,4 +293,52 @@ pub fn snapshot_fixture() -> &'static SnapshotFixture {
             continuation: events[1_000..].to_vec(),
         }
     })
+}
+
+/// The sum of every sample of `name` whose labels contain every fragment (0 when none) — for
+/// counters split over labels the test does not care about ([`metric_value`] takes the first).
+pub fn metric_sum(metrics_text: &str, name: &str, label_fragments: &[&str]) -> f64 {
+    metrics_text
+        .lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                && label_fragments
+                    .iter()
+                    .all(|fragment| line.contains(fragment))
+        })
+        .filter_map(|line| line.rsplit(' ').next())
+        .filter_map(|value| value.parse::<f64>().ok())
+        .sum()
+}
+
+/// A firing life-safety (FIRE_SMOKE) alert in cell `cell_index` of `registry`, started at
+/// `starts_at_millis`, for the alert delivery tests.
+pub fn firing_alert(
+    registry: &gridwatch::grid::GridRegistry,
+    cell_index: u32,
+    fingerprint: &str,
+    starts_at_millis: i64,
+) -> gridwatch::proto::Alert {
+    use gridwatch::proto::{Alert, AlertStatus, EventType};
+    let cell = registry.cell(gridwatch::grid::CellIndex(cell_index));
+    let community = registry.community(cell.community);
+    Alert {
+        alert_id: format!("{fingerprint}-occurrence"),
+        fingerprint: fingerprint.to_string(),
+        rule: "life_safety".to_string(),
+        rule_kind: "immediate".to_string(),
+        status: AlertStatus::Firing as i32,
+        grid_id: cell.grid_id.clone(),
+        community_id: community.id.clone(),
+        district_id: community.district_code.clone(),
+        event_type: EventType::FireSmoke as i32,
+        severity: 1,
+        starts_at: Some(gridwatch::time::millis_to_timestamp(starts_at_millis)),
+        observed: 1.0,
+        threshold: 1.0,
+        event_ids: vec!["evt-1".to_string()],
+        updated_at: Some(gridwatch::time::millis_to_timestamp(starts_at_millis)),
+        ..Alert::default()
+    }
 }

@@ -31,20 +31,10 @@ pub fn tansu_binary() -> Option<PathBuf> {
             }
         }
     }
-    let path_variable = std::env::var_os("PATH").unwrap_or_default();
-    for directory in std::env::split_paths(&path_variable) {
-        let candidate = directory.join("tansu");
-        if candidate.is_file() {
-            return Some(candidate);
-        }
-    }
-    let under_ci = std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false");
-    assert!(
-        !under_ci,
-        "CI is set but no tansu broker was found (.ci/run installs it into .ci/venv-tansu and sets GRIDWATCH_TANSU_BIN)"
-    );
-    println!("skipping: tansu not installed (run .ci/run, or set GRIDWATCH_TANSU_BIN)");
-    None
+    super::tools::tool_on_path(
+        &["tansu"],
+        ".ci/run installs it into .ci/venv-tansu and sets GRIDWATCH_TANSU_BIN",
+    )
 }
 
 /// A running tansu broker with in-memory storage, killed when dropped.
