@@ -282,26 +282,27 @@ impl Pipeline {
     ) -> Result<RecordResult, RejectedInput> {
         let (mut event, format) = self.decode_payload(payload)?;
         self.metrics.record_decoded();
+        let rejected = |rejection: Rejection, event: &IncidentEvent| RejectedInput {
+            rejection,
+            payload: encode_event(event, format),
+        };
         if let Err(too_long) = crate::limits::check_event_fields(&event, &self.settings.limits) {
+            // Refused before validation, which pseudonymizes: its dead letter must not carry
+            // personal data in clear either.
+            self.decoder.pseudonymize(&mut event);
             // Cut the id a dead letter names to the limit: the whole id is what was refused.
             let event_id = crate::limits::truncate_at_char_boundary(
                 &event.event_id,
                 self.settings.limits.max_id_bytes,
             )
             .to_string();
-            return Err(RejectedInput {
-                rejection: Rejection {
-                    reason: DeadLetterReason::FieldTooLong,
-                    detail: too_long.to_string(),
-                    event_id,
-                },
-                payload: encode_event(&event, format),
-            });
+            let rejection = Rejection {
+                reason: DeadLetterReason::FieldTooLong,
+                detail: too_long.to_string(),
+                event_id,
+            };
+            return Err(rejected(rejection, &event));
         }
-        let rejected = |rejection: Rejection, event: &IncidentEvent| RejectedInput {
-            rejection,
-            payload: encode_event(event, format),
-        };
         let fields = match self.decoder.validate(&mut event, wall_millis) {
             Ok(fields) => fields,
             Err(rejection) => return Err(rejected(rejection, &event)),

@@ -355,7 +355,7 @@ fn an_id_above_its_limit_is_dead_lettered_naming_the_field_not_the_value() {
     let grid_id = registered_grid_id();
     let long_device = "9".repeat(50_000);
     let line = format!(
-        r#"{{"event_id":"long","grid_id":"{grid_id}","device_id":"{long_device}","event_type":"SOS","occurred_at":"{}"}}"#,
+        r#"{{"event_id":"long","grid_id":"{grid_id}","device_id":"{long_device}","event_type":"SOS","occurred_at":"{}","attributes":{{"phone":"13800138000"}}}}"#,
         millis_to_rfc3339(crate::support::START_MILLIS)
     );
     assert_rejected(&[], &line, DeadLetterReason::FieldTooLong);
@@ -368,6 +368,11 @@ fn an_id_above_its_limit_is_dead_lettered_naming_the_field_not_the_value() {
         "device_id is 50000 bytes, above the 256-byte limit"
     );
     assert!(outputs.alerts.is_empty(), "refused before any rule");
+    let payload = String::from_utf8_lossy(&dead_letter.payload);
+    assert!(
+        !payload.contains("13800138000") && payload.contains("pseudo:"),
+        "refused before validation, the payload is still pseudonymized: {payload:.200}"
+    );
 }
 
 #[test]
