@@ -121,6 +121,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/alerts", get(alerts_handler))
         .route("/api/v1/fraud", get(fraud_handler))
         .with_state(state)
+        .merge(crate::console::router())
 }
 
 async fn metrics_handler(State(state): State<ApiState>) -> Response {

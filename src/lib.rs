@@ -23,7 +23,7 @@
 //! partition is due for a snapshot. Untrusted input is bounded by [`limits`] and stripped of
 //! personal data by [`privacy`] while it is decoded; restored state is checked against the
 //! registry's shape ([`grid::shape`]). The async shell around it lives in [`service`] (the
-//! `run` command: sources, HTTP [`api`] behind the locked-down server of [`http`], [`metrics`],
+//! `run` command: sources, HTTP [`api`] and the operators' page ([`console`]) behind the locked-down server of [`http`], [`metrics`],
 //! graceful shutdown) and [`replay`] (a file, as fast as possible). [`config`] holds the layered TOML + `GRIDWATCH_*` configuration, and
 //! `gridwatch gen-seeds` ([`tools::gen_seeds`]) generates the reference data (communities,
 //! cells, devices) that [`grid`] loads.
@@ -38,6 +38,7 @@
 
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod dead_letter;
 pub mod decode;
 pub mod dedup;

@@ -205,10 +205,13 @@ pub struct AccessPolicy {
 }
 
 /// The role `path` needs, `None` for open routes. Unknown paths need a viewer token, so an
-/// anonymous client cannot even learn which routes exist.
+/// anonymous client cannot even learn which routes exist. The console's shell (`/` and its
+/// static assets under `/console/`) is open: it carries no data, and it is what asks the
+/// operator for a token when the API answers 401.
 pub fn required_role(path: &str, metrics_require_token: bool) -> Option<Role> {
     match path {
-        "/healthz" | "/readyz" => None,
+        "/healthz" | "/readyz" | "/" => None,
+        _ if path.starts_with("/console/") => None,
         "/metrics" if !metrics_require_token => None,
         _ if path.starts_with("/api/v1/admin/") => Some(Role::Admin),
         _ => Some(Role::Viewer),
@@ -398,6 +401,9 @@ mod tests {
     fn probes_are_open_admin_routes_need_admin_and_everything_else_a_viewer() {
         assert_eq!(required_role("/healthz", true), None);
         assert_eq!(required_role("/readyz", true), None);
+        assert_eq!(required_role("/", true), None);
+        assert_eq!(required_role("/console/app.js", true), None);
+        assert_eq!(required_role("/consolex", true), Some(Role::Viewer));
         assert_eq!(required_role("/metrics", false), None);
         assert_eq!(required_role("/metrics", true), Some(Role::Viewer));
         assert_eq!(required_role("/api/v1/cells", false), Some(Role::Viewer));

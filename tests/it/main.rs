@@ -7,6 +7,7 @@ mod support;
 mod alertmanager;
 mod cli;
 mod clock_skew;
+mod console_browser;
 mod dead_letters;
 mod deploy_consistency;
 mod dlq;

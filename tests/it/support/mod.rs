@@ -121,6 +121,12 @@ impl InProcessService {
     /// Starts `gridwatch::service::run(config)` on port 0.
     pub async fn start(config: Config) -> InProcessService {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        InProcessService::start_on(config, listener)
+    }
+
+    /// Starts `gridwatch::service::run(config)` on `listener` (e.g. the port of a service that
+    /// was stopped, to restart it where its clients are).
+    pub fn start_on(config: Config, listener: tokio::net::TcpListener) -> InProcessService {
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, shutdown_receiver) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(gridwatch::service::run(config, listener, async move {

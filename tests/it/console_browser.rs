@@ -1,0 +1,548 @@
+//! The console in a real browser: gridwatch runs in-process on the simulator with a fire, and
+//! headless Chromium (Debian's `chromium`, driven over WebDriver by `chromedriver`) opens `/`.
+//! Everything asserted is read from the page itself: the cells drawn, the fire's alert in the
+//! list and its cell marked, the labels after the English toggle, the browser's console, and
+//! the page going from "reconnecting" back to live data across a service restart. Screenshots
+//! at the wall (1920×1080) and laptop (1366×768) sizes go to
+//! `$CARGO_TARGET_TMPDIR/console-screenshots/`; page weight, time to first render and JS heap
+//! are printed (`cargo test --test it console -- --nocapture`).
+//!
+//! Locally the test is skipped when Chromium or the read-model API is missing; under `CI=true`
+//! both are failures (`.ci/run` installs `chromium` and `chromium-driver`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder};
+use gridwatch::config::{Config, SimulatorPacing};
+use gridwatch::grid::{CellIndex, GridRegistry};
+use gridwatch::proto::EventType;
+use gridwatch::source::simulator::{Scenario, ScenarioTime};
+use serde_json::{json, Value};
+
+use crate::support::tools::tool_on_path;
+use crate::support::InProcessService;
+
+const INSTALL_HINT: &str = "apt-get install chromium chromium-driver";
+/// The city's cells (`seeds/grids.geojson`).
+const CELLS: u64 = 1_911;
+/// Simulated history before the service starts.
+const BACKFILL_SECONDS: u64 = 120;
+/// The fire starts this long after the service: the page is loaded and live by then.
+const FIRE_AFTER_START_SECONDS: u64 = 20;
+
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| !value.is_empty() && value != "false")
+}
+
+/// A cell with a smoke detector: the fire scenario's alarms locate there.
+fn cell_with_a_smoke_detector(registry: &GridRegistry) -> String {
+    let cell = (0..registry.cells().len() as u32)
+        .map(CellIndex)
+        .find(|cell| {
+            registry
+                .devices_in_cell(*cell)
+                .iter()
+                .any(|device| device.event_types.contains(&EventType::FireSmoke))
+        })
+        .expect("a cell with a smoke detector");
+    registry.cell(cell).grid_id.clone()
+}
+
+/// The simulator in real time with a fire in `grid_id` `FIRE_AFTER_START_SECONDS` after start.
+fn fire_config(grid_id: &str) -> Config {
+    let mut config = Config::default();
+    config.simulator.pacing = SimulatorPacing::Realtime;
+    config.simulator.backfill = Duration::from_secs(BACKFILL_SECONDS);
+    config.simulator.rate_multiplier = 3.0;
+    config.simulator.scenarios = vec![Scenario::Fire {
+        grid_id: grid_id.to_string(),
+        at: ScenarioTime::AfterStart(
+            i64::try_from((BACKFILL_SECONDS + FIRE_AFTER_START_SECONDS) * 1000).unwrap(),
+        ),
+    }];
+    config.window.max_out_of_orderness = Duration::from_secs(2);
+    config.window.idle_timeout = Duration::from_secs(2);
+    config.validate().unwrap();
+    config
+}
+
+/// `chromedriver` on a free port, killed when dropped.
+struct ChromeDriver {
+    url: String,
+    _process: tokio::process::Child,
+}
+
+impl ChromeDriver {
+    async fn start(binary: &PathBuf) -> ChromeDriver {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let process = tokio::process::Command::new(binary)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = client
+                .get(format!("{url}/status"))
+                .send()
+                .await
+                .ok()
+                .map(|response| response.status().is_success())
+                .unwrap_or(false);
+            if ready {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chromedriver answers /status within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ChromeDriver {
+            url,
+            _process: process,
+        }
+    }
+
+    /// A headless Chromium session that keeps the browser's console log and exposes precise
+    /// heap figures and `gc()` (for the heap samples).
+    async fn session(&self, chromium: &PathBuf) -> Client {
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".to_string(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--window-size=1920,1080", "--enable-precise-memory-info",
+                    "--js-flags=--expose-gc", "--no-first-run", "--disable-extensions",
+                ],
+            }),
+        );
+        capabilities.insert("goog:loggingPrefs".to_string(), json!({ "browser": "ALL" }));
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector)
+            .capabilities(capabilities)
+            .connect(&self.url)
+            .await
+            .expect("a Chromium session")
+    }
+
+    /// The browser console entries logged since the last call (chromedriver's log endpoint).
+    async fn browser_log(&self, browser: &Client) -> Vec<Value> {
+        let session = browser.session_id().await.unwrap().unwrap();
+        let answer: Value = reqwest::Client::new()
+            .post(format!("{}/session/{session}/se/log", self.url))
+            .json(&json!({ "type": "browser" }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["value"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+/// Runs `script` (a function body) in the page and returns its value.
+async fn eval(browser: &Client, script: &str) -> Value {
+    browser.execute(script, vec![]).await.unwrap()
+}
+
+/// Polls `script` until it returns a truthy value; panics with `what` after `timeout`.
+async fn wait_until(browser: &Client, script: &str, timeout: Duration, what: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let value = eval(browser, script).await;
+        let truthy = match &value {
+            Value::Null => false,
+            Value::Bool(flag) => *flag,
+            Value::Number(number) => number.as_f64() != Some(0.0),
+            Value::String(text) => !text.is_empty(),
+            _ => true,
+        };
+        if truthy {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let probe = eval(
+                browser,
+                "return JSON.stringify({probe: window.__gridwatch, cells: document.querySelectorAll('#cells path').length})",
+            )
+            .await;
+            panic!("{what}: not within {timeout:?}; page state: {probe}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Severe browser console entries that are not the expected failed requests of a restart.
+fn unexpected_errors(entries: &[Value], restarting: bool) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|entry| entry["level"] == "SEVERE")
+        .map(|entry| entry["message"].as_str().unwrap_or_default().to_string())
+        .filter(|message| !(restarting && message.contains("net::ERR_")))
+        .collect()
+}
+
+async fn screenshot(browser: &Client, width: u32, height: u32, name: &str) -> PathBuf {
+    browser.set_window_size(width, height).await.unwrap();
+    // Let the layout (and the wall/laptop class) settle after the resize.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let directory = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    std::fs::create_dir_all(&directory).unwrap();
+    let path = directory.join(name);
+    let png = browser.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    std::fs::write(&path, png).unwrap();
+    println!("screenshot: {}", path.display());
+    path
+}
+
+/// What the page says about its own load: bytes transferred (the page, its assets and the
+/// GeoJSON; the never-ending stream is left out), time to first full render and JS heap.
+async fn page_figures(browser: &Client) -> Value {
+    eval(
+        browser,
+        "const entries = performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'));
+         const loaded = entries.filter((entry) => !entry.name.includes('/api/v1/stream'));
+         return {
+           transferred: loaded.reduce((sum, entry) => sum + (entry.transferSize || 0), 0),
+           resources: loaded.map((entry) => [entry.name.replace(location.origin, ''), entry.transferSize, entry.decodedBodySize]),
+           first_render_millis: window.__gridwatch.firstRenderMillis,
+           heap: performance.memory ? performance.memory.usedJSHeapSize : null,
+         };",
+    )
+    .await
+}
+
+/// The browser, the driver and the service, or `None` (after a notice) when this machine
+/// cannot run the test and CI is unset.
+struct Setup {
+    chromium: PathBuf,
+    driver: ChromeDriver,
+}
+
+async fn setup() -> Option<Setup> {
+    let driver_binary = tool_on_path(&["chromedriver"], INSTALL_HINT)?;
+    let chromium = tool_on_path(&["chromium", "chromium-browser"], INSTALL_HINT)?;
+    Some(Setup {
+        chromium,
+        driver: ChromeDriver::start(&driver_binary).await,
+    })
+}
+
+/// Whether the service serves the endpoints the console reads; when it does not (the API
+/// of docs/read-model-and-api.md not merged yet), the test is skipped locally and fails in CI.
+async fn api_is_there(base_url: &str) -> bool {
+    let client = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = client
+            .get(format!("{base_url}/api/v1/cells.geojson?view=1h"))
+            .send()
+            .await
+            .map(|response| response.status().as_u16())
+            .unwrap_or(0);
+        match status {
+            200 => return true,
+            404 | 405 => {
+                assert!(
+                    !under_ci(),
+                    "CI is set but {base_url}/api/v1/cells.geojson answers {status}"
+                );
+                println!("skipping: the service has no /api/v1/cells.geojson yet ({status})");
+                return false;
+            }
+            _ if tokio::time::Instant::now() >= deadline => {
+                panic!("/api/v1/cells.geojson answered {status} for 30 s")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_shows_the_city_and_a_fire_in_chromium_and_survives_a_restart() {
+    let Some(setup) = setup().await else {
+        return;
+    };
+    let grid_id = cell_with_a_smoke_detector(&GridRegistry::embedded());
+    let service = InProcessService::start(fire_config(&grid_id)).await;
+    let base_url = service.base_url.clone();
+    if !api_is_there(&base_url).await {
+        service.stop().await;
+        return;
+    }
+    let browser = setup.driver.session(&setup.chromium).await;
+    browser.goto(&format!("{base_url}/")).await.unwrap();
+
+    // Every cell of the city is drawn, and the page reports its first full render.
+    let drawn = wait_until(
+        &browser,
+        "const n = document.querySelectorAll('#cells path[data-grid]').length; return n >= 1911 ? n : 0;",
+        Duration::from_secs(30),
+        "the city's cells are drawn",
+    )
+    .await;
+    assert_eq!(drawn.as_u64(), Some(CELLS));
+    wait_until(
+        &browser,
+        "return window.__gridwatch.firstRenderMillis !== null && window.__gridwatch.connection === 'live';",
+        Duration::from_secs(20),
+        "first render done and the stream live",
+    )
+    .await;
+    assert_eq!(
+        eval(&browser, "return document.documentElement.lang").await,
+        "zh-CN",
+        "Chinese by default"
+    );
+
+    // The fire: its life-safety alert enters the list within 5 s of its first event (the
+    // alert's starts_at), its cell pulses and the red banner names it.
+    let selector =
+        format!("#alerts li[data-grid='{grid_id}'][data-life-safety='true'][data-status='FIRING']");
+    let shown = wait_until(
+        &browser,
+        &format!(
+            "const item = document.querySelector(\"{selector}\");
+             if (!item) return null;
+             const fingerprint = item.dataset.fingerprint;
+             const alert = Array.from(document.querySelectorAll('#alerts li')).indexOf(item);
+             return {{fingerprint, position: alert, shown_at: window.__gridwatch.alertShown[fingerprint]}};"
+        ),
+        Duration::from_secs(BACKFILL_SECONDS + FIRE_AFTER_START_SECONDS + 60),
+        "the fire's life-safety alert in the list",
+    )
+    .await;
+    let fingerprint = shown["fingerprint"].as_str().unwrap().to_string();
+    let alert: Value = reqwest::get(format!("{base_url}/api/v1/alerts?grid={grid_id}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let starts_at = alert["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|alert| alert["fingerprint"] == fingerprint.as_str())
+        .map(|alert| alert["starts_at"].as_str().unwrap().to_string())
+        .expect("the page's alert is the API's");
+    let starts_millis = chrono::DateTime::parse_from_rfc3339(&starts_at)
+        .unwrap()
+        .timestamp_millis();
+    let shown_millis = shown["shown_at"].as_i64().unwrap();
+    let delay_millis = shown_millis - starts_millis;
+    println!("fire alert shown {delay_millis} ms after its event ({starts_at})");
+    assert!(
+        delay_millis <= 5_000,
+        "the fire's alert reached the list {delay_millis} ms after its event"
+    );
+    assert_eq!(shown["position"], 0, "a life-safety alert is listed first");
+    let marked = eval(
+        &browser,
+        &format!(
+            "const cell = document.querySelector(\"#cells path[data-grid='{grid_id}']\");
+             return {{cell: cell.getAttribute('class'), banner: !document.getElementById('banner').hidden,
+                      ring: document.querySelectorAll('#markers circle.ls').length}};"
+        ),
+    )
+    .await;
+    assert!(
+        marked["cell"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .any(|class| class == "ls"),
+        "the fire's cell pulses: {marked}"
+    );
+    assert_eq!(marked["banner"], true, "the red banner is up: {marked}");
+    assert!(marked["ring"].as_u64().unwrap() >= 1, "{marked}");
+
+    let figures = page_figures(&browser).await;
+    println!("console figures: {figures}");
+    let transferred = figures["transferred"].as_u64().unwrap();
+    assert!(
+        transferred <= 1_000_000,
+        "page weight {transferred} bytes > 1 MB: {figures}"
+    );
+    screenshot(&browser, 1920, 1080, "wall-1920x1080-zh.png").await;
+    let wall = eval(
+        &browser,
+        "return document.documentElement.classList.contains('wall')",
+    )
+    .await;
+    assert_eq!(wall, true, "1920 px wide is the wall layout");
+
+    // The English toggle changes the labels (and the event type names), and back.
+    let label = "return document.querySelector('#alerts-panel h2 [data-i18n]').textContent + '|' + document.querySelector(\"".to_string()
+        + &selector
+        + " .rule\").textContent + '|' + document.documentElement.lang";
+    assert_eq!(
+        eval(&browser, &label).await,
+        "告警|life_safety · 烟感报警|zh-CN"
+    );
+    browser
+        .find(fantoccini::Locator::Id("lang-toggle"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(
+        eval(&browser, &label).await,
+        "Alerts|life_safety · Fire / smoke|en"
+    );
+    let errors = unexpected_errors(&setup.driver.browser_log(&browser).await, false);
+    let page_errors = eval(&browser, "return window.__gridwatch.errors").await;
+    assert!(errors.is_empty(), "browser console errors: {errors:?}");
+    assert_eq!(page_errors, json!([]), "errors caught in the page");
+
+    // A restart: the page shows that it is reconnecting, then live data from the new service
+    // on the same port, without a reload.
+    let address: SocketAddr = base_url.trim_start_matches("http://").parse().unwrap();
+    let events_before = eval(&browser, "return window.__gridwatch.streamEvents").await;
+    service.stop().await;
+    wait_until(
+        &browser,
+        "return window.__gridwatch.connection === 'reconnecting' && document.getElementById('connection').dataset.state === 'reconnecting';",
+        Duration::from_secs(15),
+        "the page shows it is reconnecting",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let listener = rebind(address).await;
+    let mut config = fire_config(&grid_id);
+    config.simulator.scenarios.clear();
+    let restarted = InProcessService::start_on(config, listener);
+    wait_until(
+        &browser,
+        "return window.__gridwatch.connection === 'live' && window.__gridwatch.connects >= 2;",
+        Duration::from_secs(40),
+        "the page is live again after the restart",
+    )
+    .await;
+    let events_after_reconnect = eval(&browser, "return window.__gridwatch.streamEvents").await;
+    wait_until(
+        &browser,
+        &format!("return window.__gridwatch.streamEvents > {events_after_reconnect} && document.querySelectorAll('#pipeline .item').length > 0;"),
+        Duration::from_secs(20),
+        "live events from the new service",
+    )
+    .await;
+    assert!(events_after_reconnect.as_u64() >= events_before.as_u64());
+    assert_eq!(
+        eval(
+            &browser,
+            "return document.querySelectorAll('#cells path[data-grid]').length"
+        )
+        .await,
+        json!(CELLS)
+    );
+    screenshot(&browser, 1366, 768, "laptop-1366x768-en.png").await;
+    let wall = eval(
+        &browser,
+        "return document.documentElement.classList.contains('wall')",
+    )
+    .await;
+    assert_eq!(wall, false, "1366 px wide is the laptop layout");
+    let errors = unexpected_errors(&setup.driver.browser_log(&browser).await, true);
+    assert!(errors.is_empty(), "browser console errors: {errors:?}");
+    assert_eq!(
+        eval(&browser, "return window.__gridwatch.errors").await,
+        json!([])
+    );
+
+    browser.close().await.unwrap();
+    restarted.stop().await;
+}
+
+/// Binds `address` again once the stopped service has released it.
+async fn rebind(address: SocketAddr) -> tokio::net::TcpListener {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => return listener,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                println!("rebinding {address}: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => panic!("cannot rebind {address}: {error}"),
+        }
+    }
+}
+
+/// Samples the page's JS heap (after a forced GC) over `GRIDWATCH_SOAK_SECONDS` (default
+/// 600) of live updates and prints the series; the heap must stay flat (the last sample
+/// within 50 % + 2 MB of the first after warm-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "ten minutes: run with --ignored to measure the console's heap over live updates"]
+async fn console_heap_stays_flat_over_ten_minutes_of_live_updates() {
+    let Some(setup) = setup().await else {
+        return;
+    };
+    let seconds: u64 = std::env::var("GRIDWATCH_SOAK_SECONDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(600);
+    let grid_id = cell_with_a_smoke_detector(&GridRegistry::embedded());
+    let mut config = fire_config(&grid_id);
+    config.simulator.rate_multiplier = 10.0;
+    let service = InProcessService::start(config).await;
+    if !api_is_there(&service.base_url).await {
+        service.stop().await;
+        return;
+    }
+    let browser = setup.driver.session(&setup.chromium).await;
+    browser
+        .goto(&format!("{}/", service.base_url))
+        .await
+        .unwrap();
+    wait_until(
+        &browser,
+        "return window.__gridwatch.connection === 'live';",
+        Duration::from_secs(60),
+        "the page is live",
+    )
+    .await;
+    let sample = "if (window.gc) window.gc(); return {heap: performance.memory.usedJSHeapSize, events: window.__gridwatch.streamEvents, nodes: document.getElementsByTagName('*').length};";
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let first = eval(&browser, sample).await;
+    println!("soak t=0s {first}");
+    let mut last = first.clone();
+    let step = 30;
+    let mut elapsed = 0;
+    while elapsed < seconds {
+        tokio::time::sleep(Duration::from_secs(step)).await;
+        elapsed += step;
+        last = eval(&browser, sample).await;
+        println!("soak t={elapsed}s {last}");
+    }
+    let first_heap = first["heap"].as_f64().unwrap();
+    let last_heap = last["heap"].as_f64().unwrap();
+    assert!(
+        last["events"].as_u64() > first["events"].as_u64(),
+        "live updates arrived during the soak"
+    );
+    assert!(
+        last_heap <= first_heap * 1.5 + 2_000_000.0,
+        "heap grew from {first_heap} to {last_heap} bytes"
+    );
+    let errors = unexpected_errors(&setup.driver.browser_log(&browser).await, false);
+    assert!(errors.is_empty(), "browser console errors: {errors:?}");
+    browser.close().await.unwrap();
+    service.stop().await;
+}
