@@ -624,15 +624,18 @@
     if ((a.severity || 9) !== (b.severity || 9)) return (a.severity || 9) - (b.severity || 9);
     return String(a.starts_at || '').localeCompare(String(b.starts_at || ''));
   }
+  // Statistical rules (spike, cusum) carry the expected count: observed vs expected says
+  // more than their internal threshold. Count rules compare with their threshold.
   function measureLine(alert) {
-    const observed = fmtNumber(alert.observed, alert.observed % 1 ? 1 : 0);
-    if (alert.threshold !== null && alert.threshold !== undefined) {
-      return t('observed') + ' ' + observed + ' / ' + t('threshold') + ' ' + fmtNumber(alert.threshold, alert.threshold % 1 ? 1 : 0);
-    }
+    const digits = (value) => (Number(value) % 1 ? 1 : 0);
+    const observed = t('observed') + ' ' + fmtNumber(alert.observed, digits(alert.observed));
     if (alert.expected !== null && alert.expected !== undefined) {
-      return t('observed') + ' ' + observed + ' / ' + t('expected') + ' ' + fmtNumber(alert.expected, 1);
+      return observed + ' / ' + t('expected') + ' ' + fmtNumber(alert.expected, 1);
     }
-    return t('observed') + ' ' + observed;
+    if (alert.threshold !== null && alert.threshold !== undefined) {
+      return observed + ' / ' + t('threshold') + ' ' + fmtNumber(alert.threshold, digits(alert.threshold));
+    }
+    return observed;
   }
 
   function applyAlert(alert, live) {
@@ -904,7 +907,9 @@
     const assigned = instances.reduce((sum, instance) => sum + ((instance.partitions || []).length), 0);
     item('partitions', (status.partitions_total !== undefined && status.partitions_total !== null)
       ? assigned + ' / ' + status.partitions_total : String(assigned));
-    if (status.source) item('source', status.source);
+    const sources = status.source ? [status.source]
+      : Array.from(new Set(instances.map((instance) => instance.source).filter(Boolean)));
+    if (sources.length) item('source', sources.join(', '));
     if (status.read_model_lag_seconds !== undefined) item('readModelLag', fmtNumber(status.read_model_lag_seconds, 1) + ' s');
     if (status.watermark) setWatermark(status.watermark);
   }
