@@ -91,6 +91,7 @@
     sound: false,
     cells: new Map(), // grid_id -> {props, el, counts: [15m, 1h, 24h] (null = unknown)}
     communities: new Map(), // community_id -> {name, district_id, district_name, district_name_en}
+    districts: new Map(), // district_id -> {district_name, district_name_en} (from the GeoJSON)
     alerts: new Map(), // fingerprint -> Alert
     acknowledged: new Set(), // fingerprints of life-safety alerts the operator acknowledged
     seenAlerts: new Set(),
@@ -270,6 +271,9 @@
       counts[VIEWS.indexOf(state.view)] = Number(props.events) || 0;
       const lifeSafety = Boolean(props.life_safety_firing);
       state.cells.set(gridId, { props, el: path, counts, lifeSafety, streamLifeSafety: lifeSafety });
+      if (props.district_id && !state.districts.has(props.district_id)) {
+        state.districts.set(props.district_id, { district_name: props.district_name, district_name_en: props.district_name_en });
+      }
       if (props.community_id && !state.communities.has(props.community_id)) {
         state.communities.set(props.community_id, {
           name: props.community_name, district_id: props.district_id,
@@ -322,6 +326,8 @@
     renderDistrictLabels();
     computeBreaks();
     recolourAll();
+    // Alerts may have arrived before the map: mark their cells now.
+    markAlertCells(Array.from(state.alerts.values()));
     $('map-loading').hidden = true;
     state.mapReady = true;
   }
@@ -735,7 +741,7 @@
       }
       if (state.project && Array.isArray(alert.centroid)) {
         const [cx, cy] = state.project(alert.centroid[0], alert.centroid[1]);
-        const r = (state.cellSize || 10) * (alert.grid_id ? 3 : 6);
+        const r = (state.cellSize || 10) * (alert.grid_id ? 3 : 4);
         markers.appendChild(svg('circle', { cx: cx.toFixed(1), cy: cy.toFixed(1), r: r.toFixed(1), class: alert.life_safety ? 'ls' : '', 'data-fingerprint': alert.fingerprint }));
       }
     }
@@ -859,7 +865,9 @@
     for (const entry of rows) {
       const item = el('li', entry.__scope);
       const name = entry.__scope === 'city' ? t('city')
-        : entry.__scope === 'district' ? districtName({ district_name: entry.district_name, district_name_en: entry.district_name_en, district_id: entry.district_code || entry.district_id })
+        : entry.__scope === 'district' ? districtName(Object.assign(
+          { district_name: entry.district_name, district_name_en: entry.district_name_en, district_id: entry.district_code || entry.district_id },
+          state.districts.get(entry.district_code || entry.district_id) || {}))
           : (entry.community_name || entry.community_id);
       const label = el('span', 'name', name);
       label.title = name + ' · ' + t('drop') + ' ' + fmtPercent(entry.drop) + ' [' + fmtPercent(entry.drop_ci_low) + ', ' + fmtPercent(entry.drop_ci_high) + ']';
