@@ -398,7 +398,8 @@ mod tests {
     }
 
     #[test]
-    fn probes_are_open_admin_routes_need_admin_and_everything_else_a_viewer() {
+    fn probes_and_the_console_shell_are_open_admin_routes_need_admin_and_everything_else_a_viewer()
+    {
         assert_eq!(required_role("/healthz", true), None);
         assert_eq!(required_role("/readyz", true), None);
         assert_eq!(required_role("/", true), None);
