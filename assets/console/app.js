@@ -605,11 +605,11 @@
       head.appendChild(el('th', '', t('byType')));
       head.appendChild(el('th', '', t('count')));
       windowTable.appendChild(head);
-      for (const window of windows) {
+      for (const pane of windows) {
         const row = el('tr');
-        row.appendChild(el('td', '', fmtTime(window.window_start || window.start)));
-        row.appendChild(el('td', '', typeName(window.event_type)));
-        row.appendChild(el('td', 'n', window.count));
+        row.appendChild(el('td', '', fmtTime(pane.window_start || pane.windowStart || pane.start)));
+        row.appendChild(el('td', '', typeName(pane.event_type || pane.eventType)));
+        row.appendChild(el('td', 'n', pane.count));
         windowTable.appendChild(row);
       }
       body.appendChild(windowTable);
