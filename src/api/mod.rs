@@ -16,6 +16,14 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+pub mod catalog;
+pub mod openapi;
+pub mod problem;
+pub mod query;
+pub mod stream_limits;
+
+pub use openapi::openapi_document;
+
 use crate::metrics::Metrics;
 use crate::proto::Alert;
 

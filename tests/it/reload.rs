@@ -10,14 +10,8 @@ use gridwatch::grid::GridRegistry;
 use gridwatch::source::simulator::{Scenario, ScenarioTime};
 
 async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
-    client
-        .get(url)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json")
+    let (_, body) = crate::support::get_text(client, url).await;
+    serde_json::from_str(&body).expect("json")
 }
 
 async fn get_text(client: &reqwest::Client, url: &str) -> String {
