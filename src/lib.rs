@@ -52,6 +52,7 @@ pub mod partitions;
 pub mod pipeline;
 pub mod privacy;
 pub mod proto;
+pub mod read_model;
 pub mod reload;
 pub mod replay;
 pub mod rules;

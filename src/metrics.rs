@@ -69,6 +69,9 @@ pub struct Metrics {
     pub state_snapshot_bytes: IntGauge,
     /// Output records that could not be written, by sink.
     pub sink_errors: IntCounterVec,
+    /// Output records the city-wide read model received, by kind and result (`applied` or
+    /// why not).
+    pub read_model_records: IntCounterVec,
     /// Build information (always 1).
     pub build_info: IntGaugeVec,
     /// Version (hash) of the loaded rules file (always 1).
@@ -273,6 +276,14 @@ impl Metrics {
             ),
             &["sink"],
         )?;
+        let read_model_records = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_read_model_records_total",
+                "Output records the city-wide read model received, by kind and result (applied, or why not).",
+            ),
+            &["kind", "result"],
+        )?;
+        registry.register(Box::new(read_model_records.clone()))?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "gridwatch_build_info",
@@ -470,6 +481,7 @@ impl Metrics {
             dedup_entries,
             state_snapshot_bytes,
             sink_errors,
+            read_model_records,
             build_info,
             rules_version,
             rules_reloads,

@@ -35,6 +35,18 @@ pub struct CommunityYearCounts {
 }
 
 impl CommunityYearCounts {
+    /// Adds `other`'s counts (saturating: counts from outside are not trusted to be small).
+    pub fn add(&mut self, other: &CommunityYearCounts) {
+        self.warnings = self.warnings.saturating_add(other.warnings);
+        self.dissuaded = self.dissuaded.saturating_add(other.dissuaded);
+        self.reported = self.reported.saturating_add(other.reported);
+        self.cases_filed = self.cases_filed.saturating_add(other.cases_filed);
+        self.paired_dissuasions = self
+            .paired_dissuasions
+            .saturating_add(other.paired_dissuasions);
+        self.warning_to_dissuasion_seconds_sum += other.warning_to_dissuasion_seconds_sum;
+    }
+
     /// The count of the configured case types.
     pub fn cases(&self, case_event_types: &[EventType]) -> u64 {
         case_event_types
@@ -138,13 +150,43 @@ impl FraudTracker {
                 counts.resize(other_counts.len(), CommunityYearCounts::default());
             }
             for (total, added) in counts.iter_mut().zip(other_counts) {
-                total.warnings += added.warnings;
-                total.dissuaded += added.dissuaded;
-                total.reported += added.reported;
-                total.cases_filed += added.cases_filed;
-                total.paired_dissuasions += added.paired_dissuasions;
-                total.warning_to_dissuasion_seconds_sum += added.warning_to_dissuasion_seconds_sum;
+                total.add(added);
             }
+        }
+    }
+
+    /// Every community's counts of every kept year, for publishing a partition's counts to
+    /// the city-wide read model (communities without counts are skipped).
+    pub fn year_counts(&self) -> impl Iterator<Item = (i32, CommunityIndex, &CommunityYearCounts)> {
+        self.years.iter().flat_map(|(year, counts)| {
+            counts
+                .iter()
+                .enumerate()
+                .filter(|(_, counts)| **counts != CommunityYearCounts::default())
+                .map(move |(slot, counts)| (*year, CommunityIndex(slot as u32), counts))
+        })
+    }
+
+    /// Adds one community's counts of one year (another partition's, as the read model
+    /// received them). A community index beyond `community_count` is ignored: it cannot be
+    /// reported, and growing the table for it would let one record allocate without bound.
+    pub fn add_year_counts(
+        &mut self,
+        year: i32,
+        community: CommunityIndex,
+        added: &CommunityYearCounts,
+        community_count: usize,
+    ) {
+        let slot = community.0 as usize;
+        if slot >= community_count {
+            return;
+        }
+        let counts = self.years.entry(year).or_default();
+        if counts.len() <= slot {
+            counts.resize(slot + 1, CommunityYearCounts::default());
+        }
+        if let Some(total) = counts.get_mut(slot) {
+            total.add(added);
         }
     }
 

@@ -1,0 +1,194 @@
+//! The city-wide read model: what the API, the live stream and the console show, built from
+//! gridwatch's own **output records** rather than from the pipeline's state, so every instance
+//! shows the whole city whichever input partitions it owns (see
+//! `docs/read-model-and-api.md`).
+//!
+//! - [`city`]: [`CityModel`], the synchronous model (`apply` a record, `publish` a snapshot);
+//! - [`snapshot`]: [`CitySnapshot`], the immutable picture readers get;
+//! - [`views`]: the serializable shapes (alerts, cells, areas, the pipeline strip);
+//! - [`feed`]: the change feed behind `GET /api/v1/stream`.
+//!
+//! [`ReadModelWriter`] owns the model (in the pipeline task with a simulator or file source,
+//! in the output-topic reader with Kafka); [`ReadModel`] is the readers' cheap, cloneable
+//! handle: [`ReadModel::snapshot`] is one atomic load, never blocked by the writer.
+
+pub mod city;
+pub mod feed;
+pub mod snapshot;
+pub mod views;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+pub use city::{CityModel, CityModelSettings, FraudReporting, RecordRejected};
+pub use feed::{ChangeFeed, Resume, Subscription};
+pub use snapshot::{AreaState, CellState, CitySnapshot, WindowView};
+pub use views::{
+    AlertView, AreaView, CellCounts, CellView, CellsChange, InstanceView, PipelineStatus, Place,
+    StreamEvent, StreamPayload,
+};
+
+use crate::proto::{Alert, CellWindow, FraudPartial, InstanceStatus};
+
+/// One output record, whatever carried it (a Kafka topic or the pipeline in-process).
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputRecord {
+    /// A closed pane (`windows` topic).
+    Window(CellWindow),
+    /// An alert state change (`alerts` topic).
+    Alert(Alert),
+    /// One input partition's fraud-chain counts (status topic, `fraud/…` keys).
+    FraudPartial(FraudPartial),
+    /// One instance's health (status topic, `instance/…` keys).
+    InstanceStatus(InstanceStatus),
+    /// An instance stopped cleanly (a tombstone of its `instance/…` key).
+    InstanceGone {
+        /// The instance's name.
+        instance_id: String,
+    },
+}
+
+impl OutputRecord {
+    /// The metric label of the record's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OutputRecord::Window(_) => "window",
+            OutputRecord::Alert(_) => "alert",
+            OutputRecord::FraudPartial(_) => "fraud_partial",
+            OutputRecord::InstanceStatus(_) | OutputRecord::InstanceGone { .. } => {
+                "instance_status"
+            }
+        }
+    }
+}
+
+/// The readers' handle: the current snapshot and the change feed.
+#[derive(Debug, Clone)]
+pub struct ReadModel {
+    current: Arc<ArcSwap<CitySnapshot>>,
+    feed: Arc<ChangeFeed>,
+}
+
+impl ReadModel {
+    /// The newest snapshot (one atomic load; the writer never waits for it).
+    pub fn snapshot(&self) -> Arc<CitySnapshot> {
+        self.current.load_full()
+    }
+
+    /// Subscribes to the stream after `last_event_id` (see [`ChangeFeed::subscribe`]).
+    pub fn subscribe(&self, last_event_id: Option<u64>) -> Subscription {
+        self.feed.subscribe(last_event_id)
+    }
+
+    /// Live stream subscribers.
+    pub fn subscriber_count(&self) -> usize {
+        self.feed.subscriber_count()
+    }
+}
+
+/// The writer: owns the [`CityModel`], publishes snapshots and stream events.
+pub struct ReadModelWriter {
+    model: CityModel,
+    current: Arc<ArcSwap<CitySnapshot>>,
+    feed: Arc<ChangeFeed>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+impl std::fmt::Debug for ReadModelWriter {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ReadModelWriter")
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReadModelWriter {
+    /// A writer over `model` and the handle readers use.
+    pub fn new(model: CityModel) -> (ReadModelWriter, ReadModel) {
+        let registry = model.registry().clone();
+        let empty = CitySnapshot::empty(
+            registry,
+            model.settings().view_names.clone(),
+            model.settings().rules_version.clone(),
+        );
+        let current = Arc::new(ArcSwap::from_pointee(empty));
+        let feed = Arc::new(ChangeFeed::new());
+        let reader = ReadModel {
+            current: current.clone(),
+            feed: feed.clone(),
+        };
+        (
+            ReadModelWriter {
+                model,
+                current,
+                feed,
+                metrics: None,
+            },
+            reader,
+        )
+    }
+
+    /// Counts applied and rejected records in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> ReadModelWriter {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Applies one record (rejections are counted, and logged at debug: a shared topic may
+    /// carry another deployment's records).
+    pub fn apply(&mut self, record: OutputRecord, wall_millis: i64) {
+        let kind = record.kind();
+        let result = match self.model.apply(record, wall_millis) {
+            Ok(()) => "applied",
+            Err(rejected) => {
+                tracing::debug!(
+                    kind,
+                    reason = rejected.as_str(),
+                    "read model record not applied"
+                );
+                rejected.as_str()
+            }
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics
+                .read_model_records
+                .with_label_values(&[kind, result])
+                .inc();
+        }
+    }
+
+    /// Applies the windows and alerts of one batch of pipeline outputs (the in-process feed).
+    pub fn apply_outputs(&mut self, outputs: &crate::pipeline::Outputs, wall_millis: i64) {
+        for window in &outputs.windows {
+            self.apply(OutputRecord::Window(window.clone()), wall_millis);
+        }
+        for alert in &outputs.alerts {
+            self.apply(OutputRecord::Alert(alert.clone()), wall_millis);
+        }
+    }
+
+    /// How far the model trails its source, for the pipeline strip.
+    pub fn set_feed_lag_seconds(&mut self, lag_seconds: f64) {
+        self.model.set_feed_lag_seconds(lag_seconds);
+    }
+
+    /// Publishes the stream events of what changed, then the snapshot that includes them.
+    pub fn publish(&mut self, wall_millis: i64) {
+        let (mut snapshot, payloads) = self.model.publish(wall_millis);
+        for payload in payloads {
+            self.feed.publish(payload);
+        }
+        snapshot.last_event_id = self.feed.current_id();
+        self.current.store(Arc::new(snapshot));
+    }
+
+    /// The readers' handle.
+    pub fn reader(&self) -> ReadModel {
+        ReadModel {
+            current: self.current.clone(),
+            feed: self.feed.clone(),
+        }
+    }
+}
