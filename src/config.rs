@@ -882,7 +882,7 @@ impl FraudConfig {
 }
 
 /// Where the fraud target's resident populations come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PopulationSource {
     /// The `population` column of the registry's `communities.csv`, the same for the current

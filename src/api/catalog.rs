@@ -5,6 +5,9 @@
 
 use std::collections::BTreeSet;
 
+use serde::Serialize;
+use utoipa::ToSchema;
+
 use super::problem::{Allowed, ApiError};
 use crate::event::ALL_EVENT_TYPES;
 use crate::grid::GridRegistry;
@@ -28,7 +31,7 @@ pub struct Catalog {
     /// Community ids (12-digit), sorted.
     pub community_ids: BTreeSet<String>,
     /// Each cell's GeoJSON geometry, by cell index.
-    pub cell_geometries: Vec<String>,
+    pub cell_geometries: Vec<PolygonGeometry>,
 }
 
 impl Catalog {
@@ -154,11 +157,25 @@ fn ring_coordinates(ring: &geo::LineString<f64>) -> Vec<[f64; 2]> {
         .collect()
 }
 
-/// The GeoJSON `Polygon` geometry of `polygon` (exterior ring, then holes), as JSON text.
-fn polygon_geometry(polygon: &geo::Polygon<f64>) -> String {
+/// A GeoJSON `Polygon` geometry (RFC 7946): the exterior ring, then holes; each ring closed.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PolygonGeometry {
+    /// Always `Polygon`.
+    #[serde(rename = "type")]
+    #[schema(example = "Polygon")]
+    pub geometry_type: String,
+    /// Rings of WGS-84 `[longitude, latitude]` positions.
+    pub coordinates: Vec<Vec<[f64; 2]>>,
+}
+
+/// The GeoJSON geometry of `polygon`.
+fn polygon_geometry(polygon: &geo::Polygon<f64>) -> PolygonGeometry {
     let mut rings = vec![ring_coordinates(polygon.exterior())];
     rings.extend(polygon.interiors().iter().map(ring_coordinates));
-    serde_json::json!({"type": "Polygon", "coordinates": rings}).to_string()
+    PolygonGeometry {
+        geometry_type: "Polygon".to_string(),
+        coordinates: rings,
+    }
 }
 
 #[cfg(test)]
@@ -221,7 +238,7 @@ mod tests {
         let catalog = catalog();
         assert_eq!(catalog.cell_geometries.len(), 1911);
         for geometry in &catalog.cell_geometries {
-            let value: serde_json::Value = serde_json::from_str(geometry).unwrap();
+            let value = serde_json::to_value(geometry).unwrap();
             assert_eq!(value["type"], "Polygon");
             let ring = value["coordinates"][0].as_array().unwrap();
             assert!(ring.len() >= 4);
