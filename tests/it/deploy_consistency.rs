@@ -9,9 +9,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use gridwatch::api::{ApiState, Health};
-use gridwatch::read_model::{CityModel, CityModelSettings, ReadModelWriter};
 use gridwatch::config::{Config, DEFAULT_HTTP_LISTEN};
 use gridwatch::metrics::Metrics;
+use gridwatch::read_model::{CityModel, CityModelSettings, ReadModelWriter};
 use serde_norway::Value as Yaml;
 
 /// A compose volume whose host file is written by a parallel change (Alertmanager delivery):

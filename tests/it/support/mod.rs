@@ -257,7 +257,20 @@ pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let content_type = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        .map(|(_, value)| value.trim())
+        .unwrap_or_default();
+    openapi::check_response(
+        "GET",
+        &format!("http://{address}{path}"),
+        status,
+        content_type,
+        body,
+    );
     Some((status, body.to_string()))
 }
 
