@@ -515,6 +515,18 @@ pub struct HttpConfig {
     pub rate_limit_per_second: u32,
     /// Requests a client may make in one burst above the steady rate.
     pub rate_limit_burst: u32,
+    /// Origins (`scheme://host[:port]`) whose browser pages may call the API cross-origin
+    /// (CORS), e.g. a Grafana on another host; empty (the default) sends no CORS headers, so
+    /// only the console served by gridwatch itself can use the API from a browser.
+    pub cors_allowed_origins: Vec<String>,
+    /// `/api/v1/stream` connections one client address may hold at once: a console needs
+    /// one, a few tabs a few; a client opening thousands is refused (429) instead of holding
+    /// connection slots and replay work.
+    pub max_streams_per_client: usize,
+    /// `/api/v1/stream` connections served at once in total, whoever holds them; each costs a
+    /// connection slot and a bounded buffer, so this bounds what streaming can take from the
+    /// rest of the API.
+    pub max_streams: usize,
 }
 
 /// Default HTTP listen address.
@@ -536,6 +548,9 @@ impl Default for HttpConfig {
             max_connections: 1024,
             rate_limit_per_second: 20,
             rate_limit_burst: 40,
+            cors_allowed_origins: Vec::new(),
+            max_streams_per_client: 4,
+            max_streams: 200,
         }
     }
 }
@@ -580,7 +595,55 @@ impl HttpConfig {
                     .to_string(),
             );
         }
+        if self.max_streams == 0 {
+            problems.push("http.max_streams must be positive".to_string());
+        }
+        if self.max_streams_per_client == 0 || self.max_streams_per_client > self.max_streams {
+            problems.push(format!(
+                "http.max_streams_per_client must be between 1 and http.max_streams ({})",
+                self.max_streams
+            ));
+        }
+        if self.max_streams > self.max_connections {
+            problems.push(format!(
+                "http.max_streams ({}) must not exceed http.max_connections ({}): streams would hold every connection slot",
+                self.max_streams, self.max_connections
+            ));
+        }
+        for origin in &self.cors_allowed_origins {
+            if !is_cors_origin(origin) {
+                problems.push(format!(
+                    "http.cors_allowed_origins entry {origin:?} is not an origin like https://grafana.example.org (scheme, host, optional port; no path, no wildcard)"
+                ));
+            }
+        }
     }
+}
+
+/// Whether `origin` is a browser origin: `http://` or `https://`, a host of letters, digits,
+/// dots, dashes (or a bracketed IPv6 address), an optional port, nothing after; the exact
+/// string a browser sends in `Origin`, which CORS compares byte for byte.
+fn is_cors_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && !port.contains(']') => (host, Some(port)),
+        _ => (rest, None),
+    };
+    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.chars().all(|character| {
+                character.is_ascii_alphanumeric() || matches!(character, '.' | '-')
+            })
+    };
+    let port_ok = port.is_none_or(|port| port.parse::<u16>().is_ok_and(|port| port > 0));
+    host_ok && port_ok
 }
 
 /// File outputs of the service.
@@ -819,7 +882,7 @@ impl FraudConfig {
 }
 
 /// Where the fraud target's resident populations come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PopulationSource {
     /// The `population` column of the registry's `communities.csv`, the same for the current
@@ -1453,6 +1516,32 @@ mod tests {
                 "http.rate_limit_burst",
             ],
         );
+    }
+
+    #[test]
+    fn stream_caps_and_cors_origins_are_validated() {
+        assert_rejected_with(
+            "[http]\nmax_streams = 0\nmax_streams_per_client = 0\ncors_allowed_origins = [\"*\", \"https://grafana.example.org/path\", \"ftp://x\"]",
+            &[
+                "http.max_streams must be positive",
+                "http.max_streams_per_client must be between 1",
+                "\"*\" is not an origin",
+                "\"https://grafana.example.org/path\" is not an origin",
+                "\"ftp://x\" is not an origin",
+            ],
+        );
+        assert_rejected_with(
+            "[http]\nmax_connections = 10\nmax_streams = 20",
+            &["http.max_streams (20) must not exceed http.max_connections (10)"],
+        );
+        let config = Config::from_toml_str(
+            "[http]\ncors_allowed_origins = [\"https://grafana.example.org\", \"http://10.0.0.5:3000\", \"http://[::1]:3000\"]",
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(config.http.cors_allowed_origins.len(), 3);
+        assert_eq!(config.http.max_streams_per_client, 4);
+        assert_eq!(config.http.max_streams, 200);
+        assert!(Config::default().http.cors_allowed_origins.is_empty());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! every community, ordered furthest behind the target first; and its Prometheus gauges.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::baseline::FraudBaseline;
 use super::calendar::{self, YearToDate};
@@ -130,7 +131,7 @@ impl FraudTracker {
 }
 
 /// The scope of a report entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FraudScope {
     /// The whole city (all communities).
@@ -153,7 +154,7 @@ impl FraudScope {
 }
 
 /// The fraud target for one scope (city, district or community), year to date.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FraudEntry {
     /// City, district or community.
     pub scope: FraudScope,
@@ -210,7 +211,7 @@ pub struct FraudEntry {
 }
 
 /// What `GET /api/v1/fraud` returns.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FraudReport {
     /// When the report was computed (wall time, RFC 3339).
     pub as_of: String,

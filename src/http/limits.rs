@@ -58,7 +58,7 @@ impl ClientRateLimit {
 
 /// The address a client is limited as: IPv6 clients by their /64 (one host may use a whole
 /// /64, so single addresses would let it multiply its rate), IPv4-mapped ones as IPv4.
-fn rate_key(client: IpAddr) -> IpAddr {
+pub(crate) fn rate_key(client: IpAddr) -> IpAddr {
     match client {
         IpAddr::V4(_) => client,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -29,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::HttpConfig;
 use crate::reload::{ReloadOutcome, ReloadRequest};
@@ -70,6 +71,8 @@ pub struct HttpSecurity {
     pub max_connections: usize,
     /// Requests per second and burst per client.
     pub rate: (u32, u32),
+    /// Browser origins allowed to call the API cross-origin; empty: no CORS headers.
+    pub cors_allowed_origins: Vec<HeaderValue>,
 }
 
 impl HttpSecurity {
@@ -90,6 +93,11 @@ impl HttpSecurity {
             request_timeout: config.request_timeout,
             max_connections: config.max_connections.max(1),
             rate: (config.rate_limit_per_second, config.rate_limit_burst),
+            cors_allowed_origins: config
+                .cors_allowed_origins
+                .iter()
+                .filter_map(|origin| HeaderValue::from_str(origin).ok())
+                .collect(),
         })
     }
 
@@ -150,8 +158,30 @@ async fn reload_handler(State(admin): State<AdminState>) -> Response {
     }
 }
 
+/// CORS for the configured origins: GET (and the preflight) with the `Authorization` header,
+/// exposing nothing beyond the CORS-safelisted headers; `None` when no origin is configured,
+/// so that by default browsers keep other sites' pages away from the API.
+fn cors_layer(origins: &[HeaderValue]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+            .allow_methods([Method::GET])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::ACCEPT,
+                HeaderName::from_static("last-event-id"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
 /// The API router with the admin routes, authentication, the rate limit and the request
-/// timeout (outermost first: timeout, rate limit, authentication, handler).
+/// timeout (outermost first: CORS, timeout, rate limit, authentication, handler). CORS is
+/// outermost because a browser's preflight carries no token: it must be answered before
+/// authentication would refuse it.
 pub fn secured_router(api: Router, admin: AdminState, security: &HttpSecurity) -> Router {
     let admin_routes = Router::new()
         .route("/api/v1/admin/reload", post(reload_handler))
@@ -171,10 +201,14 @@ pub fn secured_router(api: Router, admin: AdminState, security: &HttpSecurity) -
             limits::limit_rate,
         ));
     }
-    router.layer(axum::middleware::from_fn_with_state(
+    router = router.layer(axum::middleware::from_fn_with_state(
         security.request_timeout,
         limits::limit_duration,
-    ))
+    ));
+    match cors_layer(&security.cors_allowed_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }
 
 /// Extra connections accepted once every regular slot is taken, so that a probe still gets

@@ -230,6 +230,11 @@ impl CityModel {
         &self.registry
     }
 
+    /// The version of the rules now running (after a reload), shown from the next publish.
+    pub fn set_rules_version(&mut self, rules_version: String) {
+        self.settings.rules_version = rules_version;
+    }
+
     /// How far the model trails the output topics, for the pipeline strip.
     pub fn set_feed_lag_seconds(&mut self, lag_seconds: f64) {
         self.feed_lag_seconds = lag_seconds;

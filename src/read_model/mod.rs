@@ -169,6 +169,11 @@ impl ReadModelWriter {
         }
     }
 
+    /// The version of the rules now running (after a reload), shown from the next publish.
+    pub fn set_rules_version(&mut self, rules_version: String) {
+        self.model.set_rules_version(rules_version);
+    }
+
     /// How far the model trails its source, for the pipeline strip.
     pub fn set_feed_lag_seconds(&mut self, lag_seconds: f64) {
         self.model.set_feed_lag_seconds(lag_seconds);

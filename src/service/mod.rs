@@ -17,6 +17,7 @@ mod gauges;
 mod live_view;
 mod output_sinks;
 mod pipeline_loop;
+mod read_model_feed;
 mod source_task;
 #[cfg(test)]
 mod test_support;
@@ -27,16 +28,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{ApiState, CellQuery, Health, LiveView};
+use crate::api::{ApiState, Health};
 use crate::config::{Config, SimulatorPacing, SourceKind};
 use crate::fraud::{FraudBaseline, FraudSettings};
 use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
 use crate::partitions::{PartitionedPipelines, PipelineFactory, SourceMessage};
 use crate::pipeline::{Outputs, PipelineSettings};
+use crate::read_model::{CityModel, CityModelSettings, FraudReporting, ReadModelWriter};
 use crate::rules::RuleSet;
 use crate::sink::delivery::AlertDelivery;
 use crate::sink::file::JsonlFileSink;
@@ -51,6 +53,7 @@ use gauges::CellGauges;
 use live_view::view_names;
 use output_sinks::OutputSinks;
 use pipeline_loop::PipelineLoop;
+use read_model_feed::ReadModelFeed;
 use source_task::source_loop;
 
 /// Errors that stop the service from starting or running.
@@ -89,6 +92,9 @@ pub enum ServiceError {
     /// The HTTP server's tokens or certificate could not be loaded.
     #[error(transparent)]
     HttpSetup(#[from] crate::http::HttpSetupError),
+    /// The API could not be set up.
+    #[error(transparent)]
+    Api(#[from] crate::api::ApiSetupError),
     /// The fraud settings or baseline are invalid.
     #[error(transparent)]
     Fraud(#[from] crate::fraud::FraudError),
@@ -298,18 +304,33 @@ pub async fn run(
         }
     };
 
-    let (live_sender, live_receiver) = watch::channel(Arc::new(LiveView {
-        rules_version: rules_version.clone(),
-        views: view_names(&config),
-        ..LiveView::default()
-    }));
-    let (cell_query_sender, cell_query_receiver) = mpsc::channel::<CellQuery>(64);
-    let api_state = ApiState {
-        metrics: metrics.clone(),
-        live: live_receiver,
-        health: health.clone(),
-        cell_queries: cell_query_sender,
-    };
+    let (read_model_writer, read_model) = ReadModelWriter::new(CityModel::new(
+        registry.clone(),
+        CityModelSettings::new(
+            view_names(&config),
+            config
+                .window
+                .views
+                .iter()
+                .map(|span| crate::time::duration_millis(*span))
+                .collect(),
+            rules_version.clone(),
+        ),
+        Some(FraudReporting {
+            settings: fraud_settings.clone(),
+            baseline: fraud_baseline.clone(),
+        }),
+    ));
+    let read_model_writer = read_model_writer.with_metrics(metrics.clone());
+    let api_state = ApiState::new(
+        metrics.clone(),
+        health.clone(),
+        read_model,
+        &registry,
+        view_names(&config),
+        &config.http,
+        cancel.clone(),
+    )?;
     // Before the HTTP server: once it answers, SIGHUP is already a reload.
     let (rules_sender, rules_receiver) = mpsc::channel::<RuleSet>(4);
     let mut admin_state = crate::http::AdminState::default();
@@ -358,20 +379,14 @@ pub async fn run(
         outputs: Outputs::default(),
         metrics: metrics.clone(),
         health: health.clone(),
-        live_sender,
+        read_model: ReadModelFeed::new(read_model_writer, instance_name(&config), source_name),
         view_labels: view_names(&config),
         cell_gauges: CellGauges::default(),
-        rules_version,
         fraud_settings,
         fraud_baseline,
     };
     loop_state
-        .drive(
-            batch_receiver,
-            cell_query_receiver,
-            rules_receiver,
-            shutdown,
-        )
+        .drive(batch_receiver, rules_receiver, shutdown)
         .await;
     cancel.cancel();
     loop_state.shut_down().await;
@@ -405,6 +420,16 @@ pub async fn run(
     }
     tracing::info!("gridwatch stopped");
     Ok(())
+}
+
+/// This instance's name in the pipeline strip: `alerting.instance`, else `local`.
+fn instance_name(config: &Config) -> String {
+    let configured = config.alerting.instance.trim();
+    if configured.is_empty() {
+        "local".to_string()
+    } else {
+        configured.to_string()
+    }
 }
 
 /// Publishes `gridwatch_community_info` (names by community id) for dashboard joins.

@@ -1,23 +1,22 @@
 //! The pipeline task: one `select!` loop over source batches, Kafka rebalances, the
-//! one-second tick, reloaded rules and the API's cell queries. It owns the
-//! [`PartitionedPipelines`] and hands their outputs to the [`OutputSinks`]; what it shows
-//! ([`super::live_view`], [`super::gauges`]) and how it keeps state ([`Checkpointing`]) live
-//! in their own rooms.
+//! one-second tick and reloaded rules. It owns the [`PartitionedPipelines`] and hands their
+//! outputs to the [`OutputSinks`] and the read model ([`ReadModelFeed`]); what it shows
+//! ([`super::gauges`]) and how it keeps state ([`Checkpointing`]) live in their own rooms.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::checkpointing::Checkpointing;
 use super::gauges::{
     partition_gauges, publish_partition_gauges, remove_partition_series, view_counts, CellGauges,
 };
-use super::live_view::{cell_detail, live_view};
 use super::output_sinks::{FlushError, OutputSinks};
-use crate::api::{CellQuery, Health, LiveView};
+use super::read_model_feed::ReadModelFeed;
+use crate::api::Health;
 use crate::fraud::{FraudBaseline, FraudSettings};
 use crate::metrics::Metrics;
 use crate::partitions::{AssignedPartition, PartitionedPipelines, SourceMessage};
@@ -51,14 +50,12 @@ pub(crate) struct PipelineLoop {
     pub(crate) metrics: Arc<Metrics>,
     /// The pipeline's heartbeat for `/healthz`.
     pub(crate) health: Arc<Health>,
-    /// Publishes the live view to the API.
-    pub(crate) live_sender: watch::Sender<Arc<LiveView>>,
+    /// Feeds the city-wide read model the API reads.
+    pub(crate) read_model: ReadModelFeed,
     /// Names of the views, e.g. "15m" (API and the `view` metric label).
     pub(crate) view_labels: Vec<String>,
     /// The cell incident series published, to remove those of cells gone quiet.
     pub(crate) cell_gauges: CellGauges,
-    /// Version of the running rules, for the live view.
-    pub(crate) rules_version: String,
     /// The fraud target's settings (report and metrics on each tick).
     pub(crate) fraud_settings: FraudSettings,
     /// The fraud target's baseline.
@@ -71,7 +68,6 @@ impl PipelineLoop {
     pub(crate) async fn drive(
         &mut self,
         mut batch_receiver: mpsc::Receiver<SourceMessage>,
-        mut cell_query_receiver: mpsc::Receiver<CellQuery>,
         mut rules_receiver: mpsc::Receiver<RuleSet>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
@@ -96,18 +92,21 @@ impl PipelineLoop {
                     None => {
                         input_open = false;
                         self.pipelines.finish(wall_clock_millis(), &mut self.outputs);
-                        self.sinks.write(&mut self.outputs);
+                        self.write_outputs();
                         tracing::info!("input ended; all windows closed; still serving until shutdown");
                     }
                 },
                 _ = ticker.tick() => self.on_tick().await,
                 Some(rules) = rules_receiver.recv() => self.on_new_rules(rules),
-                Some(query) = cell_query_receiver.recv() => {
-                    let detail = cell_detail(&self.pipelines, &query.grid_id, &self.view_labels, wall_clock_millis());
-                    let _ = query.reply.send(detail);
-                }
             }
         }
+    }
+
+    /// Hands the buffered outputs to the read model, then to the sinks (which drain them).
+    fn write_outputs(&mut self) {
+        self.read_model
+            .apply_outputs(&self.outputs, wall_clock_millis());
+        self.sinks.write(&mut self.outputs);
     }
 
     fn on_batch(&mut self, records: Vec<SourceRecord>) {
@@ -117,7 +116,7 @@ impl PipelineLoop {
             self.pipelines
                 .process(record, wall_millis, &mut self.outputs);
         }
-        self.sinks.write(&mut self.outputs);
+        self.write_outputs();
         self.metrics
             .processing_latency
             .observe(started.elapsed().as_secs_f64());
@@ -161,10 +160,10 @@ impl PipelineLoop {
     /// the `(partition, next offset)` pairs now safe to commit; nothing when any step failed.
     async fn snapshot_round(&mut self, only: Option<&[u32]>, timeout: Duration) -> Vec<(u32, u64)> {
         let round_started = Instant::now();
-        let Checkpointing::Kafka(kafka) = &self.checkpointing else {
+        if !matches!(self.checkpointing, Checkpointing::Kafka(_)) {
             return Vec::new();
-        };
-        self.sinks.write(&mut self.outputs);
+        }
+        self.write_outputs();
         match self.sinks.flush(Some(timeout)) {
             Ok(()) => {}
             Err(FlushError::KafkaRecordsLost { lost }) => {
@@ -180,6 +179,9 @@ impl PipelineLoop {
                 return Vec::new();
             }
         }
+        let Checkpointing::Kafka(kafka) = &self.checkpointing else {
+            return Vec::new();
+        };
         kafka
             .write_snapshots(
                 &mut self.pipelines,
@@ -197,13 +199,13 @@ impl PipelineLoop {
             .pipeline_heartbeat_millis
             .store(wall_millis, Ordering::Relaxed);
         self.pipelines.advance(wall_millis, &mut self.outputs);
-        self.sinks.write(&mut self.outputs);
+        self.write_outputs();
         if let Err(error) = self.sinks.flush(None) {
             tracing::error!(%error, "flushing outputs failed");
         }
         self.pipelines.update_gauges(wall_millis);
         self.pipelines.export_suppressed_repeats();
-        self.publish_gauges_and_live_view(wall_millis);
+        self.publish_gauges_and_read_model(wall_millis);
         match &mut self.checkpointing {
             Checkpointing::None => {}
             Checkpointing::File(file) => {
@@ -223,9 +225,9 @@ impl PipelineLoop {
         }
     }
 
-    /// Kafka partition gauges, cell and community gauges, the fraud report and its metrics,
-    /// and the live view for the API.
-    fn publish_gauges_and_live_view(&mut self, wall_millis: i64) {
+    /// Kafka partition gauges, cell and community gauges, the fraud metrics, and the read
+    /// model's tick (fraud counts, instance health, publish).
+    fn publish_gauges_and_read_model(&mut self, wall_millis: i64) {
         if let Some(source) = self.checkpointing.kafka_source() {
             let high_watermarks = source.progress().high_watermarks_now();
             let gauges = partition_gauges(&self.pipelines, &high_watermarks, |partition| {
@@ -248,33 +250,27 @@ impl PipelineLoop {
         if let Some(report) = &fraud {
             crate::fraud::publish_metrics(report, &self.metrics.fraud);
         }
-        let live = live_view(
-            &self.pipelines,
-            &self.view_labels,
-            &self.rules_version,
-            fraud,
-            wall_millis,
-        );
-        self.live_sender.send_replace(Arc::new(live));
+        self.read_model
+            .tick(&self.pipelines, &self.metrics, wall_millis);
     }
 
     fn on_new_rules(&mut self, rules: RuleSet) {
         let version = rules.version().to_string();
         self.pipelines
             .replace_rules(rules, wall_clock_millis(), &mut self.outputs);
-        self.sinks.write(&mut self.outputs);
+        self.write_outputs();
         self.metrics.rules_version.reset();
         self.metrics
             .rules_version
             .with_label_values(&[version.as_str()])
             .set(1);
         tracing::info!(version = %version, "new rules running");
-        self.rules_version = version;
+        self.read_model.writer.set_rules_version(version);
     }
 
     /// Last outputs, flushes, the last snapshots (file, or state topic + synchronous commit).
     pub(crate) async fn shut_down(&mut self) {
-        self.sinks.write(&mut self.outputs);
+        self.write_outputs();
         if let Err(error) = self.sinks.flush(Some(KAFKA_SINK_FLUSH_GRACE)) {
             tracing::error!(%error, "outputs not all durable at shutdown");
         }

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use gridwatch::api::{ApiState, Health, LiveView};
+use gridwatch::api::{ApiState, Health};
 use gridwatch::config::{Config, DEFAULT_HTTP_LISTEN};
 use gridwatch::metrics::Metrics;
+use gridwatch::read_model::{CityModel, CityModelSettings, ReadModelWriter};
 use serde_norway::Value as Yaml;
 
 /// A compose volume whose host file is written by a parallel change (Alertmanager delivery):
@@ -456,13 +457,23 @@ async fn probe_and_scrape_paths_are_served_by_the_router() {
             .to_string(),
     );
     assert_eq!(paths, ["/healthz", "/readyz", "/metrics"]);
-    let (_live_sender, live_receiver) = tokio::sync::watch::channel(Arc::new(LiveView::default()));
-    let state = ApiState {
-        metrics: Arc::new(Metrics::new(&["simulator"], "test").unwrap()),
-        live: live_receiver,
-        health: Arc::new(Health::default()),
-        cell_queries: tokio::sync::mpsc::channel(1).0,
-    };
+    let registry = gridwatch::grid::GridRegistry::embedded();
+    let views = vec!["15m".to_string()];
+    let (_writer, read_model) = ReadModelWriter::new(CityModel::new(
+        registry.clone(),
+        CityModelSettings::new(views.clone(), vec![900_000], "test".to_string()),
+        None,
+    ));
+    let state = ApiState::new(
+        Arc::new(Metrics::new(&["simulator"], "test").unwrap()),
+        Arc::new(Health::default()),
+        read_model,
+        &registry,
+        views,
+        &Config::default().http,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let server =

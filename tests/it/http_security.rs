@@ -109,7 +109,8 @@ async fn tokens_gate_the_api_by_role_while_probes_and_metrics_stay_open() {
         Some("Bearer realm=\"gridwatch\"")
     );
     assert_eq!(content_type(&anonymous), "application/problem+json");
-    let problem: serde_json::Value = anonymous.json().await.unwrap();
+    let (_, body) = crate::support::checked_text(&service.url("/api/v1/alerts"), anonymous).await;
+    let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(problem["status"], 401);
 
     let wrong = send(
@@ -127,7 +128,16 @@ async fn tokens_gate_the_api_by_role_while_probes_and_metrics_stay_open() {
     );
 
     let viewer_read = send(&service, Method::GET, "/api/v1/alerts", Some(VIEWER_TOKEN)).await;
-    assert_eq!(viewer_read.status(), 200);
+    let (status, body) =
+        crate::support::checked_text(&service.url("/api/v1/alerts"), viewer_read).await;
+    assert_eq!(status, 200, "{body}");
+    let alerts: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(alerts["alerts"].is_array() && alerts.get("next_cursor").is_some());
+    // Unknown routes need a token too (anonymous clients cannot map the API); with one they
+    // are a 404 problem.
+    let unknown = send(&service, Method::GET, "/api/v1/nowhere", Some(VIEWER_TOKEN)).await;
+    let (status, _) = crate::support::checked_text(&service.url("/api/v1/nowhere"), unknown).await;
+    assert_eq!(status, 404);
 
     let viewer_reload = send(&service, Method::POST, RELOAD, Some(VIEWER_TOKEN)).await;
     assert_eq!(viewer_reload.status(), 403);

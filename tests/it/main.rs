@@ -5,6 +5,7 @@
 mod support;
 
 mod alertmanager;
+mod api;
 mod cli;
 mod clock_skew;
 mod console_browser;

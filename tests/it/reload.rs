@@ -10,14 +10,8 @@ use gridwatch::grid::GridRegistry;
 use gridwatch::source::simulator::{Scenario, ScenarioTime};
 
 async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
-    client
-        .get(url)
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json")
+    let (_, body) = crate::support::get_text(client, url).await;
+    serde_json::from_str(&body).expect("json")
 }
 
 async fn get_text(client: &reqwest::Client, url: &str) -> String {
@@ -183,7 +177,7 @@ async fn valid_rules_change_applies_without_losing_state_and_invalid_file_keeps_
             let alerts = get_json(&client, &format!("{base}/api/v1/alerts?grid={fire_grid}")).await;
             alerts["alerts"].as_array().is_some_and(|alerts| {
                 alerts.iter().any(|alert| {
-                    alert["rule"] == "life_safety" && alert["eventType"] == "FIRE_SMOKE"
+                    alert["rule"] == "life_safety" && alert["event_type"] == "FIRE_SMOKE"
                 })
             })
         },

@@ -79,25 +79,35 @@ async fn run_serves_metrics_api_and_flushes_outputs_on_shutdown() {
     assert_eq!(listed[0]["grid_id"].as_str().unwrap().len(), 14);
 
     let hottest_grid = listed[0]["grid_id"].as_str().unwrap();
-    let (status, detail) = get_text(&client, &format!("{base}/api/v1/cells/{hottest_grid}")).await;
+    // The 15 min view slides while the backlog is processed (between the listing and this
+    // request its events may all leave it); the 24 h view holds the whole simulated hour.
+    let (status, detail) = get_text(
+        &client,
+        &format!("{base}/api/v1/cells/{hottest_grid}?view=24h"),
+    )
+    .await;
     assert_eq!(status, 200, "{detail}");
     let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
     assert_eq!(detail["grid_id"], hottest_grid);
-    assert_eq!(detail["views"].as_array().unwrap().len(), 3);
+    assert_eq!(detail["view"], "24h");
+    assert_eq!(detail["centroid"].as_array().unwrap().len(), 2);
+    assert!(detail["district_name_en"].as_str().is_some(), "{detail}");
     let by_type = detail["events_by_type"].as_object().unwrap();
     assert!(!by_type.is_empty(), "{detail}");
-    // The 15 min view slides while the backlog is processed (between the listing and this
-    // request its events may all leave it); the 24 h view holds the whole simulated hour.
-    let day_view_total: u64 = by_type
-        .values()
-        .map(|counts| counts[2].as_u64().unwrap())
-        .sum();
+    let day_view_total: u64 = by_type.values().map(|count| count.as_u64().unwrap()).sum();
     assert!(day_view_total > 0, "{detail}");
+    assert_eq!(detail["events"].as_u64(), Some(day_view_total));
+    let windows = detail["windows"].as_array().unwrap();
+    assert!(!windows.is_empty() && windows.len() <= 60, "{detail}");
+    assert!(windows[0]["window_end"].as_str().unwrap().ends_with('Z'));
+    assert!(detail["alerts"].is_array());
     let (status, _) = get_text(&client, &format!("{base}/api/v1/cells/99999999999999")).await;
     assert_eq!(status, 404);
 
     let (status, body) = get_text(&client, &format!("{base}/api/v1/cells?view=7m")).await;
     assert_eq!(status, 400, "{body}");
+    let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(problem["parameter"], "view");
 
     let (status, alerts) = get_text(&client, &format!("{base}/api/v1/alerts")).await;
     assert_eq!(status, 200);

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod openapi;
 pub mod tansu;
 pub mod tools;
 
@@ -173,11 +174,25 @@ impl InProcessService {
     }
 }
 
-/// Status and body of a GET.
+/// Status and body of a GET; an `/api/v1/` JSON answer is checked against the OpenAPI
+/// document ([`openapi::check_response`]).
 pub async fn get_text(client: &reqwest::Client, url: &str) -> (u16, String) {
     let response = client.get(url).send().await.expect("request");
+    checked_text(url, response).await
+}
+
+/// Status and body of `response` to a GET of `url`, checked as [`get_text`] does.
+pub async fn checked_text(url: &str, response: reqwest::Response) -> (u16, String) {
     let status = response.status().as_u16();
-    (status, response.text().await.expect("body"))
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = response.text().await.expect("body");
+    openapi::check_response("GET", url, status, &content_type, &body);
+    (status, body)
 }
 
 /// Polls `url` until it answers 200 with a body satisfying `predicate`, or panics after
@@ -248,7 +263,20 @@ pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let content_type = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        .map(|(_, value)| value.trim())
+        .unwrap_or_default();
+    openapi::check_response(
+        "GET",
+        &format!("http://{address}{path}"),
+        status,
+        content_type,
+        body,
+    );
     Some((status, body.to_string()))
 }
 
