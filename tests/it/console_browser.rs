@@ -236,6 +236,10 @@ async fn page_figures(browser: &Client) -> Value {
            transferred: loaded.reduce((sum, entry) => sum + (entry.transferSize || 0), 0),
            resources: loaded.map((entry) => [entry.name.replace(location.origin, ''), entry.transferSize, entry.decodedBodySize]),
            first_render_millis: window.__gridwatch.firstRenderMillis,
+           geojson_fetch_millis: loaded.filter((entry) => entry.name.includes('cells.geojson'))
+             .map((entry) => Math.round(entry.responseEnd - entry.startTime))[0],
+           geojson_waiting_millis: loaded.filter((entry) => entry.name.includes('cells.geojson'))
+             .map((entry) => Math.round(entry.responseStart - entry.requestStart))[0],
            heap: performance.memory ? performance.memory.usedJSHeapSize : null,
          };",
     )
@@ -249,6 +253,10 @@ struct Setup {
     driver: ChromeDriver,
 }
 
+/// One browser test at a time: two Chromiums and two services on a 2-core runner would blur
+/// the timings the tests assert.
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn setup() -> Option<Setup> {
     let driver_binary = tool_on_path(&["chromedriver"], INSTALL_HINT)?;
     let chromium = tool_on_path(&["chromium", "chromium-browser"], INSTALL_HINT)?;
@@ -260,12 +268,15 @@ async fn setup() -> Option<Setup> {
 
 /// Whether the service serves the endpoints the console reads; when it does not (the API
 /// of docs/read-model-and-api.md not merged yet), the test is skipped locally and fails in CI.
-async fn api_is_there(base_url: &str) -> bool {
+async fn api_is_there(base_url: &str, token: Option<&str>) -> bool {
     let client = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let status = client
-            .get(format!("{base_url}/api/v1/cells.geojson?view=1h"))
+        let mut request = client.get(format!("{base_url}/api/v1/cells.geojson?view=1h"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let status = request
             .send()
             .await
             .map(|response| response.status().as_u16())
@@ -290,13 +301,14 @@ async fn api_is_there(base_url: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_shows_the_city_and_a_fire_in_chromium_and_survives_a_restart() {
+    let _one_browser = ONE_BROWSER.lock().await;
     let Some(setup) = setup().await else {
         return;
     };
     let grid_id = cell_with_a_smoke_detector(&GridRegistry::embedded());
     let service = InProcessService::start(fire_config(&grid_id)).await;
     let base_url = service.base_url.clone();
-    if !api_is_there(&base_url).await {
+    if !api_is_there(&base_url, None).await {
         service.stop().await;
         return;
     }
@@ -485,6 +497,85 @@ async fn console_shows_the_city_and_a_fire_in_chromium_and_survives_a_restart() 
     restarted.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_asks_for_a_token_on_401_and_then_reads_the_api_with_it() {
+    let _one_browser = ONE_BROWSER.lock().await;
+    let Some(setup) = setup().await else {
+        return;
+    };
+    let directory = tempfile::tempdir().unwrap();
+    let token = "console-test-viewer-token-1234";
+    let tokens_path = directory.path().join("tokens");
+    std::fs::write(&tokens_path, format!("viewer {token}\n")).unwrap();
+    let mut config = Config::default();
+    config.simulator.backfill = Duration::from_secs(60);
+    config.http.tokens_file = Some(tokens_path);
+    let service = InProcessService::start(config).await;
+    let base_url = service.base_url.clone();
+    if !api_is_there(&base_url, Some(token)).await {
+        service.stop().await;
+        return;
+    }
+    let browser = setup.driver.session(&setup.chromium).await;
+    // The shell loads without a token; the API's 401 makes the page ask for one.
+    browser.goto(&format!("{base_url}/")).await.unwrap();
+    wait_until(
+        &browser,
+        "return !document.getElementById('token-dialog').hidden && window.__gridwatch.connection === 'unauthorized';",
+        Duration::from_secs(20),
+        "the page asks for a token",
+    )
+    .await;
+    assert_eq!(
+        eval(
+            &browser,
+            "return document.querySelectorAll('#cells path').length"
+        )
+        .await,
+        json!(0),
+        "nothing is drawn without a token"
+    );
+    browser
+        .find(fantoccini::Locator::Id("token-input"))
+        .await
+        .unwrap()
+        .send_keys(token)
+        .await
+        .unwrap();
+    browser
+        .find(fantoccini::Locator::Css("#token-form button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_until(
+        &browser,
+        "return document.querySelectorAll('#cells path[data-grid]').length === 1911 && window.__gridwatch.connection === 'live' && document.getElementById('token-dialog').hidden;",
+        Duration::from_secs(30),
+        "the map and the stream with the token",
+    )
+    .await;
+    let kept = eval(&browser, "return [sessionStorage.getItem('gridwatch.token') !== null, location.href.includes('token')]").await;
+    assert_eq!(
+        kept,
+        json!([true, false]),
+        "kept in sessionStorage, never in the URL"
+    );
+    // The refused requests before the token are the only console errors.
+    let errors: Vec<String> = unexpected_errors(&setup.driver.browser_log(&browser).await, false)
+        .into_iter()
+        .filter(|message| !message.contains("status of 401"))
+        .collect();
+    assert!(errors.is_empty(), "browser console errors: {errors:?}");
+    assert_eq!(
+        eval(&browser, "return window.__gridwatch.errors").await,
+        json!([])
+    );
+    browser.close().await.unwrap();
+    service.stop().await;
+}
+
 /// Binds `address` again once the stopped service has released it.
 async fn rebind(address: SocketAddr) -> tokio::net::TcpListener {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -506,6 +597,7 @@ async fn rebind(address: SocketAddr) -> tokio::net::TcpListener {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "ten minutes: run with --ignored to measure the console's heap over live updates"]
 async fn console_heap_stays_flat_over_ten_minutes_of_live_updates() {
+    let _one_browser = ONE_BROWSER.lock().await;
     let Some(setup) = setup().await else {
         return;
     };
@@ -517,7 +609,7 @@ async fn console_heap_stays_flat_over_ten_minutes_of_live_updates() {
     let mut config = fire_config(&grid_id);
     config.simulator.rate_multiplier = 10.0;
     let service = InProcessService::start(config).await;
-    if !api_is_there(&service.base_url).await {
+    if !api_is_there(&service.base_url, None).await {
         service.stop().await;
         return;
     }
