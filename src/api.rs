@@ -108,6 +108,8 @@ pub struct ApiState {
     pub health: Arc<Health>,
     /// Asks the pipeline task about one cell.
     pub cell_queries: tokio::sync::mpsc::Sender<CellQuery>,
+    /// The city-wide read model.
+    pub read_model: crate::read_model::ReadModel,
 }
 
 /// The router with every endpoint.

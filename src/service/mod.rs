@@ -18,6 +18,7 @@ mod live_view;
 mod output_sinks;
 mod pipeline_loop;
 mod source_task;
+mod status;
 #[cfg(test)]
 mod test_support;
 
@@ -37,6 +38,7 @@ use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
 use crate::partitions::{PartitionedPipelines, PipelineFactory, SourceMessage};
 use crate::pipeline::{Outputs, PipelineSettings};
+use crate::read_model::{CityModel, CityModelSettings, FraudReporting, ReadModel, ReadModelWriter};
 use crate::rules::RuleSet;
 use crate::sink::delivery::AlertDelivery;
 use crate::sink::file::JsonlFileSink;
@@ -52,6 +54,7 @@ use live_view::view_names;
 use output_sinks::OutputSinks;
 use pipeline_loop::PipelineLoop;
 use source_task::source_loop;
+use status::StatusReporter;
 
 /// Errors that stop the service from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +219,16 @@ pub async fn run(
     if config.privacy.uses_builtin_key() {
         tracing::warn!("using the built-in pseudonymization key; set privacy.pseudonymization_key for real data");
     }
+    let (read_model_writer, read_model) = city_read_model(
+        &config,
+        &registry,
+        &rules_version,
+        FraudReporting {
+            settings: fraud_settings.clone(),
+            baseline: fraud_baseline.clone(),
+        },
+    );
+    let read_model_writer = read_model_writer.with_metrics(metrics.clone());
     let sinks = OutputSinks {
         file: match &config.output.dir {
             Some(directory) => Some(JsonlFileSink::open(directory, true)?),
@@ -227,6 +240,7 @@ pub async fn run(
             &metrics,
         )?,
         delivery: AlertDelivery::start(&config.alerting, registry.clone(), &metrics)?,
+        read_model: Some(read_model_writer),
         metrics: metrics.clone(),
     };
     if let Some(delivery) = &sinks.delivery {
@@ -309,6 +323,7 @@ pub async fn run(
         live: live_receiver,
         health: health.clone(),
         cell_queries: cell_query_sender,
+        read_model,
     };
     // Before the HTTP server: once it answers, SIGHUP is already a reload.
     let (rules_sender, rules_receiver) = mpsc::channel::<RuleSet>(4);
@@ -364,6 +379,10 @@ pub async fn run(
         rules_version,
         fraud_settings,
         fraud_baseline,
+        status: StatusReporter::new(
+            crate::sink::cloudevents::instance_name(&config.alerting.instance),
+            source_name,
+        ),
     };
     loop_state
         .drive(
@@ -405,6 +424,27 @@ pub async fn run(
     }
     tracing::info!("gridwatch stopped");
     Ok(())
+}
+
+/// The city-wide read model of `registry`'s city with the configured views, and its readers'
+/// handle.
+pub fn city_read_model(
+    config: &Config,
+    registry: &Arc<GridRegistry>,
+    rules_version: &str,
+    fraud: FraudReporting,
+) -> (ReadModelWriter, ReadModel) {
+    let settings = CityModelSettings::new(
+        view_names(config),
+        config
+            .window
+            .views
+            .iter()
+            .map(|span| crate::time::duration_millis(*span))
+            .collect(),
+        rules_version.to_string(),
+    );
+    ReadModelWriter::new(CityModel::new(registry.clone(), settings, Some(fraud)))
 }
 
 /// Publishes `gridwatch_community_info` (names by community id) for dashboard joins.

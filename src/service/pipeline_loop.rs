@@ -17,11 +17,13 @@ use super::gauges::{
 };
 use super::live_view::{cell_detail, live_view};
 use super::output_sinks::{FlushError, OutputSinks};
+use super::status::{fraud_partials, StatusReporter};
 use crate::api::{CellQuery, Health, LiveView};
 use crate::fraud::{FraudBaseline, FraudSettings};
 use crate::metrics::Metrics;
 use crate::partitions::{AssignedPartition, PartitionedPipelines, SourceMessage};
 use crate::pipeline::Outputs;
+use crate::read_model::OutputRecord;
 use crate::rules::RuleSet;
 use crate::source::SourceRecord;
 use crate::time::wall_clock_millis;
@@ -63,6 +65,8 @@ pub(crate) struct PipelineLoop {
     pub(crate) fraud_settings: FraudSettings,
     /// The fraud target's baseline.
     pub(crate) fraud_baseline: FraudBaseline,
+    /// Builds this instance's status records for the city-wide read model.
+    pub(crate) status: StatusReporter,
 }
 
 impl PipelineLoop {
@@ -204,6 +208,11 @@ impl PipelineLoop {
         self.pipelines.update_gauges(wall_millis);
         self.pipelines.export_suppressed_repeats();
         self.publish_gauges_and_live_view(wall_millis);
+        if self.status.is_due(wall_millis) {
+            let records = self.status_records(wall_millis);
+            self.sinks.write_status(records, wall_millis);
+        }
+        self.sinks.publish_read_model(wall_millis);
         match &mut self.checkpointing {
             Checkpointing::None => {}
             Checkpointing::File(file) => {
@@ -258,6 +267,35 @@ impl PipelineLoop {
         self.live_sender.send_replace(Arc::new(live));
     }
 
+    /// This instance's fraud partials (one per owned partition) and instance status.
+    fn status_records(&mut self, wall_millis: i64) -> Vec<OutputRecord> {
+        let kafka_source = self.checkpointing.kafka_source();
+        let partition_name = |partition: u32| match kafka_source
+            .and_then(|source| source.topic_partition_of(partition))
+        {
+            Some((topic, kafka_partition)) => format!("{topic}/{kafka_partition}"),
+            None => format!("local/{partition}"),
+        };
+        let broker_reachable = self
+            .health
+            .kafka_broker_reachable
+            .get()
+            .is_none_or(|reachable| reachable.load(Ordering::Relaxed));
+        let mut records: Vec<OutputRecord> =
+            fraud_partials(&self.pipelines, &partition_name, wall_millis)
+                .into_iter()
+                .map(OutputRecord::FraudPartial)
+                .collect();
+        records.push(OutputRecord::InstanceStatus(self.status.instance_status(
+            &self.pipelines,
+            &self.metrics,
+            broker_reachable,
+            &partition_name,
+            wall_millis,
+        )));
+        records
+    }
+
     fn on_new_rules(&mut self, rules: RuleSet) {
         let version = rules.version().to_string();
         self.pipelines
@@ -275,6 +313,10 @@ impl PipelineLoop {
     /// Last outputs, flushes, the last snapshots (file, or state topic + synchronous commit).
     pub(crate) async fn shut_down(&mut self) {
         self.sinks.write(&mut self.outputs);
+        let gone = OutputRecord::InstanceGone {
+            instance_id: self.status.instance_id.clone(),
+        };
+        self.sinks.write_status(vec![gone], wall_clock_millis());
         if let Err(error) = self.sinks.flush(Some(KAFKA_SINK_FLUSH_GRACE)) {
             tracing::error!(%error, "outputs not all durable at shutdown");
         }

@@ -462,6 +462,18 @@ async fn probe_and_scrape_paths_are_served_by_the_router() {
         live: live_receiver,
         health: Arc::new(Health::default()),
         cell_queries: tokio::sync::mpsc::channel(1).0,
+        read_model: gridwatch::read_model::ReadModelWriter::new(
+            gridwatch::read_model::CityModel::new(
+                gridwatch::grid::GridRegistry::embedded(),
+                gridwatch::read_model::CityModelSettings::new(
+                    Vec::new(),
+                    Vec::new(),
+                    String::new(),
+                ),
+                None,
+            ),
+        )
+        .1,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
