@@ -174,3 +174,92 @@ pub async fn stream(
         .keep_alive(keep_alive)
         .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::stream_limits::StreamLimits;
+    use crate::read_model::{CellsChange, StreamPayload};
+
+    fn event(id: u64) -> Arc<StreamEvent> {
+        Arc::new(StreamEvent {
+            id,
+            payload: StreamPayload::Cells(CellsChange {
+                watermark: None,
+                views: vec!["15m".to_string()],
+                cells: Vec::new(),
+            }),
+        })
+    }
+
+    fn client(
+        live: broadcast::Receiver<Arc<StreamEvent>>,
+        last_id: u64,
+    ) -> (ClientStream, StreamLimits) {
+        let registry = prometheus::Registry::new();
+        let limits = StreamLimits::new(1, 1, StreamMetrics::register(&registry).unwrap());
+        let permit = limits.admit(IpAddr::V4(Ipv4Addr::LOCALHOST)).unwrap();
+        let client = ClientStream {
+            first: VecDeque::new(),
+            live,
+            last_id,
+            shutdown: CancellationToken::new(),
+            metrics: limits.metrics().clone(),
+            _permit: permit,
+        };
+        (client, limits)
+    }
+
+    #[tokio::test]
+    async fn live_events_already_replayed_are_not_sent_twice() {
+        let (sender, receiver) = broadcast::channel(8);
+        let (mut client, _limits) = client(receiver, 11);
+        for id in [10, 11, 12] {
+            sender.send(event(id)).unwrap();
+        }
+        assert!(client.next_event().await.is_some());
+        assert_eq!(client.last_id, 12, "10 and 11 were skipped");
+    }
+
+    #[tokio::test]
+    async fn a_client_behind_the_live_feed_is_dropped_counted_and_frees_its_place() {
+        let (sender, receiver) = broadcast::channel(2);
+        let (mut client, limits) = client(receiver, 0);
+        for id in 1..=5 {
+            sender.send(event(id)).unwrap();
+        }
+        assert!(client.next_event().await.is_none(), "the stream ends");
+        assert_eq!(
+            limits
+                .metrics()
+                .dropped
+                .with_label_values(&["slow_client"])
+                .get(),
+            1
+        );
+        assert!(limits.admit(IpAddr::V4(Ipv4Addr::LOCALHOST)).is_err());
+        drop(client);
+        assert!(limits.admit(IpAddr::V4(Ipv4Addr::LOCALHOST)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_an_idle_stream() {
+        let (_sender, receiver) = broadcast::channel(2);
+        let (mut client, _limits) = client(receiver, 0);
+        client.shutdown.cancel();
+        assert!(client.next_event().await.is_none());
+    }
+
+    #[test]
+    fn a_malformed_last_event_id_is_a_bad_parameter() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(last_event_id(&headers).unwrap(), None);
+        headers.insert("last-event-id", "42".parse().unwrap());
+        assert_eq!(last_event_id(&headers).unwrap(), Some(42));
+        headers.insert("last-event-id", "x".parse().unwrap());
+        assert!(matches!(
+            last_event_id(&headers),
+            Err(ApiError::BadParameter { .. })
+        ));
+    }
+}

@@ -188,6 +188,12 @@ mod tests {
         for _ in 0..REPLAY_EVENTS {
             feed.publish(cells_payload("x"));
         }
+        // The event after `first` is still kept: a complete replay.
+        assert!(matches!(
+            feed.subscribe(Some(first)).resume,
+            Resume::Replay(events) if events.len() == REPLAY_EVENTS
+        ));
+        feed.publish(cells_payload("y"));
         assert!(matches!(feed.subscribe(Some(first)).resume, Resume::Reset));
         assert!(matches!(feed.subscribe(Some(1)).resume, Resume::Reset));
         let future_id = feed.current_id() + 10;

@@ -17,6 +17,9 @@ pub mod feed;
 pub mod snapshot;
 pub mod views;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;

@@ -1,7 +1,7 @@
 //! `gridwatch run`: the service. A source task (simulator, file) or the Kafka consumer thread
 //! feeds record batches through a bounded channel (backpressure) to the pipeline task, which
-//! owns the [`PartitionedPipelines`] and publishes a [`LiveView`] for the HTTP API about once
-//! a second. With Kafka it also snapshots partition state to the state topic and commits the
+//! owns the [`PartitionedPipelines`] and feeds the city-wide read model the HTTP API reads
+//! (published about once a second). With Kafka it also snapshots partition state to the state topic and commits the
 //! offsets the snapshots cover (periodically, on revoke, at shutdown). Shutdown (the
 //! `shutdown` future) stops the source, writes the last outputs, flushes the sinks and the
 //! state snapshot, then stops the HTTP server.
@@ -10,15 +10,15 @@
 //! This file is the wiring; each idea has its room: [`source_task`] (pumping a source into
 //! the channel), [`pipeline_loop`] (the select loop), [`output_sinks`] (files, Kafka topics
 //! and alert delivery together), [`checkpointing`] (state across restarts), [`live_view`]
-//! and [`gauges`] (what the API and Prometheus show, computed from the partitions).
+//! (view names) and [`gauges`] (what Prometheus shows, computed from the partitions).
 
 mod checkpointing;
 mod gauges;
 mod live_view;
 mod output_sinks;
 mod pipeline_loop;
-mod read_model_feed;
 mod source_task;
+mod status;
 #[cfg(test)]
 mod test_support;
 
@@ -38,7 +38,7 @@ use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
 use crate::partitions::{PartitionedPipelines, PipelineFactory, SourceMessage};
 use crate::pipeline::{Outputs, PipelineSettings};
-use crate::read_model::{CityModel, CityModelSettings, FraudReporting, ReadModelWriter};
+use crate::read_model::{CityModel, CityModelSettings, FraudReporting, ReadModel, ReadModelWriter};
 use crate::rules::RuleSet;
 use crate::sink::delivery::AlertDelivery;
 use crate::sink::file::JsonlFileSink;
@@ -53,8 +53,8 @@ use gauges::CellGauges;
 use live_view::view_names;
 use output_sinks::OutputSinks;
 use pipeline_loop::PipelineLoop;
-use read_model_feed::ReadModelFeed;
 use source_task::source_loop;
+use status::StatusReporter;
 
 /// Errors that stop the service from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +222,16 @@ pub async fn run(
     if config.privacy.uses_builtin_key() {
         tracing::warn!("using the built-in pseudonymization key; set privacy.pseudonymization_key for real data");
     }
+    let (read_model_writer, read_model) = city_read_model(
+        &config,
+        &registry,
+        &rules_version,
+        FraudReporting {
+            settings: fraud_settings.clone(),
+            baseline: fraud_baseline.clone(),
+        },
+    );
+    let read_model_writer = read_model_writer.with_metrics(metrics.clone());
     let sinks = OutputSinks {
         file: match &config.output.dir {
             Some(directory) => Some(JsonlFileSink::open(directory, true)?),
@@ -233,6 +243,7 @@ pub async fn run(
             &metrics,
         )?,
         delivery: AlertDelivery::start(&config.alerting, registry.clone(), &metrics)?,
+        read_model: Some(read_model_writer),
         metrics: metrics.clone(),
     };
     if let Some(delivery) = &sinks.delivery {
@@ -304,24 +315,6 @@ pub async fn run(
         }
     };
 
-    let (read_model_writer, read_model) = ReadModelWriter::new(CityModel::new(
-        registry.clone(),
-        CityModelSettings::new(
-            view_names(&config),
-            config
-                .window
-                .views
-                .iter()
-                .map(|span| crate::time::duration_millis(*span))
-                .collect(),
-            rules_version.clone(),
-        ),
-        Some(FraudReporting {
-            settings: fraud_settings.clone(),
-            baseline: fraud_baseline.clone(),
-        }),
-    ));
-    let read_model_writer = read_model_writer.with_metrics(metrics.clone());
     let api_state = ApiState::new(
         metrics.clone(),
         health.clone(),
@@ -379,11 +372,14 @@ pub async fn run(
         outputs: Outputs::default(),
         metrics: metrics.clone(),
         health: health.clone(),
-        read_model: ReadModelFeed::new(read_model_writer, instance_name(&config), source_name),
         view_labels: view_names(&config),
         cell_gauges: CellGauges::default(),
         fraud_settings,
         fraud_baseline,
+        status: StatusReporter::new(
+            crate::sink::cloudevents::instance_name(&config.alerting.instance),
+            source_name,
+        ),
     };
     loop_state
         .drive(batch_receiver, rules_receiver, shutdown)
@@ -422,14 +418,25 @@ pub async fn run(
     Ok(())
 }
 
-/// This instance's name in the pipeline strip: `alerting.instance`, else `local`.
-fn instance_name(config: &Config) -> String {
-    let configured = config.alerting.instance.trim();
-    if configured.is_empty() {
-        "local".to_string()
-    } else {
-        configured.to_string()
-    }
+/// The city-wide read model of `registry`'s city with the configured views, and its readers'
+/// handle.
+pub fn city_read_model(
+    config: &Config,
+    registry: &Arc<GridRegistry>,
+    rules_version: &str,
+    fraud: FraudReporting,
+) -> (ReadModelWriter, ReadModel) {
+    let settings = CityModelSettings::new(
+        view_names(config),
+        config
+            .window
+            .views
+            .iter()
+            .map(|span| crate::time::duration_millis(*span))
+            .collect(),
+        rules_version.to_string(),
+    );
+    ReadModelWriter::new(CityModel::new(registry.clone(), settings, Some(fraud)))
 }
 
 /// Publishes `gridwatch_community_info` (names by community id) for dashboard joins.

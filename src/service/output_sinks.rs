@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::kafka::KafkaError;
 use crate::metrics::Metrics;
 use crate::pipeline::Outputs;
+use crate::read_model::{OutputRecord, ReadModelWriter};
 use crate::sink::delivery::AlertDelivery;
 use crate::sink::file::{FileSinkError, JsonlFileSink};
 use crate::sink::kafka::KafkaSink;
@@ -38,6 +39,9 @@ pub(crate) struct OutputSinks {
     pub(crate) kafka: Option<KafkaSink>,
     /// Alertmanager / webhook delivery; the hand-off never blocks.
     pub(crate) delivery: Option<AlertDelivery>,
+    /// The city-wide read model fed in-process (simulator, file, or Kafka without output
+    /// topics); `None` when it reads the output topics instead.
+    pub(crate) read_model: Option<ReadModelWriter>,
     /// Counts outputs the file sink could not write.
     pub(crate) metrics: Arc<Metrics>,
 }
@@ -49,6 +53,9 @@ impl OutputSinks {
     pub(crate) fn write(&mut self, outputs: &mut Outputs) {
         if outputs.is_empty() {
             return;
+        }
+        if let Some(read_model) = self.read_model.as_mut() {
+            read_model.apply_outputs(outputs, crate::time::wall_clock_millis());
         }
         if let Some(delivery) = &self.delivery {
             delivery.offer(&outputs.alerts);
@@ -74,6 +81,23 @@ impl OutputSinks {
             }
         }
         outputs.clear();
+    }
+
+    /// Hands this instance's status records (fraud partials, instance status) to the
+    /// in-process read model.
+    pub(crate) fn write_status(&mut self, records: Vec<OutputRecord>, wall_millis: i64) {
+        if let Some(read_model) = self.read_model.as_mut() {
+            for record in records {
+                read_model.apply(record, wall_millis);
+            }
+        }
+    }
+
+    /// Publishes the in-process read model's snapshot and stream events.
+    pub(crate) fn publish_read_model(&mut self, wall_millis: i64) {
+        if let Some(read_model) = self.read_model.as_mut() {
+            read_model.publish(wall_millis);
+        }
     }
 
     /// Flushes the files and, with `kafka_timeout`, waits that long for the Kafka outputs to
@@ -121,6 +145,7 @@ mod tests {
             file: Some(JsonlFileSink::open(directory, true).unwrap()),
             kafka: None,
             delivery: None,
+            read_model: None,
             metrics: Arc::new(Metrics::new(&["file"], "test").unwrap()),
         }
     }
@@ -153,6 +178,7 @@ mod tests {
             file: None,
             kafka: None,
             delivery: None,
+            read_model: None,
             metrics: Arc::new(Metrics::new(&["file"], "test").unwrap()),
         };
         let mut outputs = Outputs::default();

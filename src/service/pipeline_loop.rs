@@ -1,7 +1,8 @@
 //! The pipeline task: one `select!` loop over source batches, Kafka rebalances, the
-//! one-second tick and reloaded rules. It owns the [`PartitionedPipelines`] and hands their
-//! outputs to the [`OutputSinks`] and the read model ([`ReadModelFeed`]); what it shows
-//! ([`super::gauges`]) and how it keeps state ([`Checkpointing`]) live in their own rooms.
+//! one-second tick, reloaded rules and the API's cell queries. It owns the
+//! [`PartitionedPipelines`] and hands their outputs to the [`OutputSinks`]; what it shows
+//! ([`super::live_view`], [`super::gauges`]) and how it keeps state ([`Checkpointing`]) live
+//! in their own rooms.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -15,12 +16,13 @@ use super::gauges::{
     partition_gauges, publish_partition_gauges, remove_partition_series, view_counts, CellGauges,
 };
 use super::output_sinks::{FlushError, OutputSinks};
-use super::read_model_feed::ReadModelFeed;
+use super::status::{fraud_partials, StatusReporter};
 use crate::api::Health;
 use crate::fraud::{FraudBaseline, FraudSettings};
 use crate::metrics::Metrics;
 use crate::partitions::{AssignedPartition, PartitionedPipelines, SourceMessage};
 use crate::pipeline::Outputs;
+use crate::read_model::OutputRecord;
 use crate::rules::RuleSet;
 use crate::source::SourceRecord;
 use crate::time::wall_clock_millis;
@@ -50,8 +52,6 @@ pub(crate) struct PipelineLoop {
     pub(crate) metrics: Arc<Metrics>,
     /// The pipeline's heartbeat for `/healthz`.
     pub(crate) health: Arc<Health>,
-    /// Feeds the city-wide read model the API reads.
-    pub(crate) read_model: ReadModelFeed,
     /// Names of the views, e.g. "15m" (API and the `view` metric label).
     pub(crate) view_labels: Vec<String>,
     /// The cell incident series published, to remove those of cells gone quiet.
@@ -60,6 +60,8 @@ pub(crate) struct PipelineLoop {
     pub(crate) fraud_settings: FraudSettings,
     /// The fraud target's baseline.
     pub(crate) fraud_baseline: FraudBaseline,
+    /// Builds this instance's status records for the city-wide read model.
+    pub(crate) status: StatusReporter,
 }
 
 impl PipelineLoop {
@@ -92,7 +94,7 @@ impl PipelineLoop {
                     None => {
                         input_open = false;
                         self.pipelines.finish(wall_clock_millis(), &mut self.outputs);
-                        self.write_outputs();
+                        self.sinks.write(&mut self.outputs);
                         tracing::info!("input ended; all windows closed; still serving until shutdown");
                     }
                 },
@@ -102,13 +104,6 @@ impl PipelineLoop {
         }
     }
 
-    /// Hands the buffered outputs to the read model, then to the sinks (which drain them).
-    fn write_outputs(&mut self) {
-        self.read_model
-            .apply_outputs(&self.outputs, wall_clock_millis());
-        self.sinks.write(&mut self.outputs);
-    }
-
     fn on_batch(&mut self, records: Vec<SourceRecord>) {
         let started = Instant::now();
         let wall_millis = wall_clock_millis();
@@ -116,7 +111,7 @@ impl PipelineLoop {
             self.pipelines
                 .process(record, wall_millis, &mut self.outputs);
         }
-        self.write_outputs();
+        self.sinks.write(&mut self.outputs);
         self.metrics
             .processing_latency
             .observe(started.elapsed().as_secs_f64());
@@ -160,10 +155,10 @@ impl PipelineLoop {
     /// the `(partition, next offset)` pairs now safe to commit; nothing when any step failed.
     async fn snapshot_round(&mut self, only: Option<&[u32]>, timeout: Duration) -> Vec<(u32, u64)> {
         let round_started = Instant::now();
-        if !matches!(self.checkpointing, Checkpointing::Kafka(_)) {
+        let Checkpointing::Kafka(kafka) = &self.checkpointing else {
             return Vec::new();
-        }
-        self.write_outputs();
+        };
+        self.sinks.write(&mut self.outputs);
         match self.sinks.flush(Some(timeout)) {
             Ok(()) => {}
             Err(FlushError::KafkaRecordsLost { lost }) => {
@@ -179,9 +174,6 @@ impl PipelineLoop {
                 return Vec::new();
             }
         }
-        let Checkpointing::Kafka(kafka) = &self.checkpointing else {
-            return Vec::new();
-        };
         kafka
             .write_snapshots(
                 &mut self.pipelines,
@@ -199,13 +191,18 @@ impl PipelineLoop {
             .pipeline_heartbeat_millis
             .store(wall_millis, Ordering::Relaxed);
         self.pipelines.advance(wall_millis, &mut self.outputs);
-        self.write_outputs();
+        self.sinks.write(&mut self.outputs);
         if let Err(error) = self.sinks.flush(None) {
             tracing::error!(%error, "flushing outputs failed");
         }
         self.pipelines.update_gauges(wall_millis);
         self.pipelines.export_suppressed_repeats();
-        self.publish_gauges_and_read_model(wall_millis);
+        self.publish_gauges(wall_millis);
+        if self.status.is_due(wall_millis) {
+            let records = self.status_records(wall_millis);
+            self.sinks.write_status(records, wall_millis);
+        }
+        self.sinks.publish_read_model(wall_millis);
         match &mut self.checkpointing {
             Checkpointing::None => {}
             Checkpointing::File(file) => {
@@ -225,9 +222,9 @@ impl PipelineLoop {
         }
     }
 
-    /// Kafka partition gauges, cell and community gauges, the fraud metrics, and the read
-    /// model's tick (fraud counts, instance health, publish).
-    fn publish_gauges_and_read_model(&mut self, wall_millis: i64) {
+    /// Kafka partition gauges, cell and community gauges, and the fraud metrics. (The API
+    /// reads the read model, fed through the sinks.)
+    fn publish_gauges(&mut self, wall_millis: i64) {
         if let Some(source) = self.checkpointing.kafka_source() {
             let high_watermarks = source.progress().high_watermarks_now();
             let gauges = partition_gauges(&self.pipelines, &high_watermarks, |partition| {
@@ -250,27 +247,60 @@ impl PipelineLoop {
         if let Some(report) = &fraud {
             crate::fraud::publish_metrics(report, &self.metrics.fraud);
         }
-        self.read_model
-            .tick(&self.pipelines, &self.metrics, wall_millis);
+    }
+
+    /// This instance's fraud partials (one per owned partition) and instance status.
+    fn status_records(&mut self, wall_millis: i64) -> Vec<OutputRecord> {
+        let kafka_source = self.checkpointing.kafka_source();
+        let partition_name = |partition: u32| match kafka_source
+            .and_then(|source| source.topic_partition_of(partition))
+        {
+            Some((topic, kafka_partition)) => format!("{topic}/{kafka_partition}"),
+            None => format!("local/{partition}"),
+        };
+        let broker_reachable = self
+            .health
+            .kafka_broker_reachable
+            .get()
+            .is_none_or(|reachable| reachable.load(Ordering::Relaxed));
+        let mut records: Vec<OutputRecord> =
+            fraud_partials(&self.pipelines, &partition_name, wall_millis)
+                .into_iter()
+                .map(OutputRecord::FraudPartial)
+                .collect();
+        records.push(OutputRecord::InstanceStatus(self.status.instance_status(
+            &self.pipelines,
+            &self.metrics,
+            broker_reachable,
+            &partition_name,
+            wall_millis,
+        )));
+        records
     }
 
     fn on_new_rules(&mut self, rules: RuleSet) {
         let version = rules.version().to_string();
         self.pipelines
             .replace_rules(rules, wall_clock_millis(), &mut self.outputs);
-        self.write_outputs();
+        self.sinks.write(&mut self.outputs);
         self.metrics.rules_version.reset();
         self.metrics
             .rules_version
             .with_label_values(&[version.as_str()])
             .set(1);
         tracing::info!(version = %version, "new rules running");
-        self.read_model.writer.set_rules_version(version);
+        if let Some(read_model) = self.sinks.read_model.as_mut() {
+            read_model.set_rules_version(version);
+        }
     }
 
     /// Last outputs, flushes, the last snapshots (file, or state topic + synchronous commit).
     pub(crate) async fn shut_down(&mut self) {
-        self.write_outputs();
+        self.sinks.write(&mut self.outputs);
+        let gone = OutputRecord::InstanceGone {
+            instance_id: self.status.instance_id.clone(),
+        };
+        self.sinks.write_status(vec![gone], wall_clock_millis());
         if let Err(error) = self.sinks.flush(Some(KAFKA_SINK_FLUSH_GRACE)) {
             tracing::error!(%error, "outputs not all durable at shutdown");
         }

@@ -116,13 +116,18 @@ pub fn cloud_event(alert: &Alert, source: &str) -> Result<CloudEvent, serde_json
     })
 }
 
-/// The CloudEvents `source` of this process: `gridwatch/<instance>`, the host name when
-/// `instance` is empty (and `gridwatch/gridwatch` when even that is unknown).
+/// The CloudEvents `source` of this process: `gridwatch/<instance>` (see [`instance_name`]).
 pub fn event_source(instance: &str) -> String {
+    format!("gridwatch/{}", instance_name(instance))
+}
+
+/// This process's name among gridwatch instances: `instance` when configured, else the host
+/// name (a pod's name under Kubernetes), else `gridwatch`.
+pub fn instance_name(instance: &str) -> String {
     if !instance.is_empty() {
-        return format!("gridwatch/{instance}");
+        return instance.to_string();
     }
-    let host_name = std::env::var("HOSTNAME")
+    std::env::var("HOSTNAME")
         .ok()
         .filter(|name| !name.trim().is_empty())
         .or_else(|| {
@@ -131,8 +136,8 @@ pub fn event_source(instance: &str) -> String {
                 .map(|name| name.trim().to_string())
                 .filter(|name| !name.is_empty())
         })
-        .unwrap_or_else(|| "gridwatch".to_string());
-    format!("gridwatch/{}", host_name.trim())
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|| "gridwatch".to_string())
 }
 
 #[cfg(test)]

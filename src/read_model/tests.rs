@@ -1,0 +1,403 @@
+//! The city model's behaviour, record by record, with time as an argument.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::grid::GridRegistry;
+use crate::proto::{AlertStatus, CommunityYearCounts, EventType};
+use crate::time::millis_to_timestamp;
+
+/// 2026-03-02 00:00 UTC, on a minute boundary.
+const T0: i64 = 1_772_409_600_000;
+const MINUTE: i64 = 60_000;
+
+fn model() -> (CityModel, Arc<GridRegistry>) {
+    let registry = GridRegistry::embedded();
+    let settings = CityModelSettings::new(
+        vec!["15m".to_string(), "1h".to_string()],
+        vec![15 * MINUTE, 60 * MINUTE],
+        "v1".to_string(),
+    );
+    let fraud = FraudReporting {
+        settings: crate::fraud::FraudSettings::default(),
+        baseline: crate::fraud::FraudBaseline::embedded().unwrap(),
+    };
+    (
+        CityModel::new(registry.clone(), settings, Some(fraud)),
+        registry,
+    )
+}
+
+fn grid(registry: &GridRegistry, slot: usize) -> String {
+    registry.cells()[slot].grid_id.clone()
+}
+
+fn pane(grid_id: &str, event_type: EventType, start: i64, count: u64) -> OutputRecord {
+    OutputRecord::Window(crate::proto::CellWindow {
+        grid_id: grid_id.to_string(),
+        event_type: event_type as i32,
+        window_start: Some(millis_to_timestamp(start)),
+        window_end: Some(millis_to_timestamp(start + MINUTE)),
+        count,
+        ..Default::default()
+    })
+}
+
+fn alert(
+    grid_id: &str,
+    event_type: EventType,
+    severity: u32,
+    starts: i64,
+    status: AlertStatus,
+) -> OutputRecord {
+    let resolved = status == AlertStatus::Resolved;
+    OutputRecord::Alert(crate::proto::Alert {
+        alert_id: format!("{grid_id}-{starts}"),
+        fingerprint: format!("{grid_id}-{}", event_type as i32),
+        rule: "rule".to_string(),
+        rule_kind: "immediate".to_string(),
+        status: status as i32,
+        grid_id: grid_id.to_string(),
+        event_type: event_type as i32,
+        severity,
+        starts_at: Some(millis_to_timestamp(starts)),
+        updated_at: Some(millis_to_timestamp(starts + i64::from(resolved) * MINUTE)),
+        ends_at: resolved.then(|| millis_to_timestamp(starts + MINUTE)),
+        ..Default::default()
+    })
+}
+
+fn events(snapshot: &CitySnapshot, grid_id: &str) -> Vec<u64> {
+    snapshot.cell(grid_id).unwrap().events.clone()
+}
+
+#[test]
+fn a_pane_counts_in_every_view_covering_it_and_leaves_the_short_view_as_time_moves_on() {
+    let (mut model, registry) = model();
+    let cell = grid(&registry, 0);
+    model
+        .apply(pane(&cell, EventType::Tailgating, T0, 3), T0)
+        .unwrap();
+    let (snapshot, _) = model.publish(T0);
+    assert_eq!(events(&snapshot, &cell), [3, 3]);
+    // Another cell's pane 20 minutes later moves the watermark: the first pane is now only
+    // in the 1 h view.
+    let other = grid(&registry, 1);
+    model
+        .apply(pane(&other, EventType::Tailgating, T0 + 20 * MINUTE, 1), T0)
+        .unwrap();
+    let (snapshot, _) = model.publish(T0);
+    assert_eq!(events(&snapshot, &cell), [0, 3]);
+    assert_eq!(events(&snapshot, &other), [1, 1]);
+    assert_eq!(snapshot.watermark_millis, Some(T0 + 21 * MINUTE));
+    // And 70 minutes on, out of both.
+    model
+        .apply(pane(&other, EventType::Tailgating, T0 + 70 * MINUTE, 1), T0)
+        .unwrap();
+    let (snapshot, _) = model.publish(T0);
+    assert_eq!(events(&snapshot, &cell), [0, 0]);
+    assert_eq!(events(&snapshot, &other), [1, 2]);
+}
+
+#[test]
+fn a_pane_applied_twice_counts_once_and_a_corrected_pane_replaces_its_count() {
+    let (mut model, registry) = model();
+    let cell = grid(&registry, 0);
+    model
+        .apply(pane(&cell, EventType::Tailgating, T0, 3), T0)
+        .unwrap();
+    model
+        .apply(pane(&cell, EventType::Tailgating, T0, 3), T0)
+        .unwrap();
+    model
+        .apply(pane(&cell, EventType::DoorForced, T0, 1), T0)
+        .unwrap();
+    let (snapshot, _) = model.publish(T0);
+    assert_eq!(events(&snapshot, &cell), [4, 4]);
+    let view = snapshot.cell(&cell).unwrap().view(0);
+    assert_eq!(view.events_by_type["TAILGATING"], 3);
+    assert_eq!(view.events_by_type["DOOR_FORCED"], 1);
+    model
+        .apply(pane(&cell, EventType::Tailgating, T0, 5), T0)
+        .unwrap();
+    let (snapshot, _) = model.publish(T0);
+    assert_eq!(events(&snapshot, &cell), [6, 6]);
+    assert_eq!(snapshot.cell(&cell).unwrap().recent_windows.len(), 2);
+}
+
+#[test]
+fn records_about_unknown_places_or_without_times_are_rejected_not_counted() {
+    let (mut model, _registry) = model();
+    assert_eq!(
+        model.apply(pane("99999999999999", EventType::Tailgating, T0, 1), T0),
+        Err(RecordRejected::UnknownPlace)
+    );
+    let no_times = OutputRecord::Window(crate::proto::CellWindow {
+        grid_id: grid(&GridRegistry::embedded(), 0),
+        ..Default::default()
+    });
+    assert_eq!(model.apply(no_times, T0), Err(RecordRejected::Malformed));
+    let (snapshot, _) = model.publish(T0);
+    assert!(snapshot.rankings[0].is_empty());
+    assert_eq!(snapshot.watermark_millis, None);
+}
+
+#[test]
+fn hottest_cells_rank_by_events_in_the_view() {
+    let (mut model, registry) = model();
+    let (busy, quiet) = (grid(&registry, 5), grid(&registry, 3));
+    model
+        .apply(pane(&quiet, EventType::Tailgating, T0, 1), T0)
+        .unwrap();
+    model
+        .apply(pane(&busy, EventType::Tailgating, T0, 7), T0)
+        .unwrap();
+    let (snapshot, _) = model.publish(T0);
+    let ranked: Vec<String> = snapshot
+        .ranked_cells(0)
+        .map(|cell| cell.place.grid_id.clone().unwrap())
+        .collect();
+    assert_eq!(ranked, [busy, quiet]);
+}
+
+#[test]
+fn firing_alerts_list_life_safety_first_then_severity_then_age_and_resolved_ones_after() {
+    let (mut model, registry) = model();
+    let (a, b, c) = (grid(&registry, 0), grid(&registry, 1), grid(&registry, 2));
+    model
+        .apply(
+            alert(&a, EventType::DoorForced, 2, T0, AlertStatus::Firing),
+            T0,
+        )
+        .unwrap();
+    model
+        .apply(
+            alert(
+                &b,
+                EventType::FireSmoke,
+                1,
+                T0 + MINUTE,
+                AlertStatus::Firing,
+            ),
+            T0,
+        )
+        .unwrap();
+    model
+        .apply(
+            alert(&c, EventType::Loitering, 3, T0, AlertStatus::Firing),
+            T0,
+        )
+        .unwrap();
+    model
+        .apply(
+            alert(&c, EventType::Loitering, 3, T0, AlertStatus::Resolved),
+            T0,
+        )
+        .unwrap();
+    let (snapshot, payloads) = model.publish(T0);
+    let order: Vec<(&str, &str)> = snapshot
+        .alerts
+        .iter()
+        .map(|alert| (alert.event_type.as_str(), alert.status.as_str()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("FIRE_SMOKE", "FIRING"),
+            ("DOOR_FORCED", "FIRING"),
+            ("LOITERING", "RESOLVED")
+        ]
+    );
+    assert!(snapshot.alerts[0].life_safety);
+    assert_eq!(
+        snapshot.alerts[0].place.grid_id.as_deref(),
+        Some(b.as_str())
+    );
+    let cell = snapshot.cell(&b).unwrap();
+    assert!(cell.life_safety_firing);
+    assert_eq!(cell.firing_alerts, 1);
+    // One stream event per alert changed, the last state of each.
+    let alert_events = payloads
+        .iter()
+        .filter(|payload| matches!(payload, StreamPayload::Alert(_)))
+        .count();
+    assert_eq!(alert_events, 3);
+}
+
+#[test]
+fn an_older_change_of_an_alert_replayed_after_a_newer_one_is_ignored() {
+    let (mut model, registry) = model();
+    let cell = grid(&registry, 0);
+    model
+        .apply(
+            alert(&cell, EventType::FireSmoke, 1, T0, AlertStatus::Resolved),
+            T0,
+        )
+        .unwrap();
+    assert_eq!(
+        model.apply(
+            alert(&cell, EventType::FireSmoke, 1, T0, AlertStatus::Firing),
+            T0
+        ),
+        Err(RecordRejected::Superseded)
+    );
+    let (snapshot, _) = model.publish(T0);
+    assert_eq!(snapshot.alerts[0].status, "RESOLVED");
+    assert!(!snapshot.cell(&cell).unwrap().life_safety_firing);
+}
+
+#[test]
+fn a_resolved_alert_is_forgotten_fifteen_minutes_of_event_time_after_it_resolved() {
+    let (mut model, registry) = model();
+    let cell = grid(&registry, 0);
+    model
+        .apply(
+            alert(&cell, EventType::FireSmoke, 1, T0, AlertStatus::Resolved),
+            T0,
+        )
+        .unwrap();
+    model
+        .apply(pane(&cell, EventType::Tailgating, T0 + 15 * MINUTE, 1), T0)
+        .unwrap();
+    assert_eq!(
+        model.publish(T0).0.alerts.len(),
+        1,
+        "resolved 15 min ago: still listed"
+    );
+    model
+        .apply(pane(&cell, EventType::Tailgating, T0 + 17 * MINUTE, 1), T0)
+        .unwrap();
+    assert!(model.publish(T0).0.alerts.is_empty());
+}
+
+fn partial(partition: &str, community_id: &str, cases_filed: u64) -> OutputRecord {
+    OutputRecord::FraudPartial(crate::proto::FraudPartial {
+        partition: partition.to_string(),
+        counts: vec![CommunityYearCounts {
+            community_id: community_id.to_string(),
+            year: 2026,
+            cases_filed,
+            ..Default::default()
+        }],
+        updated_at: None,
+    })
+}
+
+#[test]
+fn fraud_counts_sum_over_partitions_and_a_newer_partial_of_a_partition_replaces_its_old_one() {
+    let (mut model, registry) = model();
+    let community = registry.communities()[0].id.clone();
+    model.apply(partial("events/0", &community, 2), T0).unwrap();
+    model.apply(partial("events/1", &community, 3), T0).unwrap();
+    model.apply(partial("events/0", &community, 4), T0).unwrap();
+    let (snapshot, payloads) = model.publish(T0);
+    let report = snapshot.fraud.as_ref().unwrap();
+    assert_eq!(report.city.cases_ytd, 7);
+    let entry = report
+        .communities
+        .iter()
+        .find(|entry| entry.community_id.as_deref() == Some(community.as_str()))
+        .unwrap();
+    assert_eq!(entry.cases_ytd, 7);
+    assert!(payloads
+        .iter()
+        .any(|payload| matches!(payload, StreamPayload::Fraud(_))));
+    let (_, payloads) = model.publish(T0 + 1000);
+    assert!(
+        !payloads
+            .iter()
+            .any(|payload| matches!(payload, StreamPayload::Fraud(_))),
+        "no fraud event without a change"
+    );
+}
+
+fn status(instance: &str, dead_late: u64, events_per_second: f64) -> OutputRecord {
+    OutputRecord::InstanceStatus(crate::proto::InstanceStatus {
+        instance_id: instance.to_string(),
+        partitions: vec!["events/0".to_string(), "events/1".to_string()],
+        events_per_second,
+        dead_letters_total: [("late".to_string(), dead_late)].into_iter().collect(),
+        broker_reachable: true,
+        source: "kafka".to_string(),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn the_pipeline_strip_sums_live_instances_and_differences_dead_letters_over_fifteen_minutes() {
+    let (mut model, _registry) = model();
+    model.apply(status("gw-1", 10, 100.0), T0).unwrap();
+    model.apply(status("gw-2", 0, 50.0), T0).unwrap();
+    model.apply(status("gw-1", 14, 100.0), T0 + 5_000).unwrap();
+    model.apply(status("gw-2", 0, 50.0), T0 + 5_000).unwrap();
+    let (snapshot, _) = model.publish(T0 + 5_000);
+    let strip = &snapshot.status;
+    assert_eq!(strip.events_per_second, 150.0);
+    assert_eq!(strip.partitions_total, 4);
+    assert_eq!(strip.dead_letters_15m["late"], 4);
+    assert_eq!(strip.broker_reachable, Some(true));
+    // gw-2 goes silent: stale after 15 s, no longer summed; gone after its tombstone.
+    model.apply(status("gw-1", 14, 100.0), T0 + 25_000).unwrap();
+    let (snapshot, _) = model.publish(T0 + 25_000);
+    let stale: Vec<bool> = snapshot.status.instances.iter().map(|i| i.stale).collect();
+    assert_eq!(stale, [false, true]);
+    assert_eq!(snapshot.status.events_per_second, 100.0);
+    model
+        .apply(
+            OutputRecord::InstanceGone {
+                instance_id: "gw-2".to_string(),
+            },
+            T0 + 26_000,
+        )
+        .unwrap();
+    assert_eq!(model.publish(T0 + 26_000).0.status.instances.len(), 1);
+}
+
+#[test]
+fn only_cells_whose_counts_changed_are_streamed() {
+    let (mut model, registry) = model();
+    let cell = grid(&registry, 0);
+    model
+        .apply(pane(&cell, EventType::Tailgating, T0, 1), T0)
+        .unwrap();
+    let (_, payloads) = model.publish(T0);
+    let changed: Vec<&CellsChange> = payloads
+        .iter()
+        .filter_map(|payload| match payload {
+            StreamPayload::Cells(change) => Some(change),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(changed.len(), 1);
+    assert_eq!(changed[0].cells.len(), 1);
+    assert_eq!(changed[0].cells[0].grid_id, cell);
+    let (_, payloads) = model.publish(T0 + 1000);
+    assert!(!payloads
+        .iter()
+        .any(|payload| matches!(payload, StreamPayload::Cells(_))));
+}
+
+#[test]
+fn the_writer_publishes_stream_events_before_the_snapshot_that_includes_them() {
+    let (model, registry) = model();
+    let (mut writer, reader) = ReadModelWriter::new(model);
+    let mut subscription = reader.subscribe(None);
+    writer.apply(pane(&grid(&registry, 0), EventType::Tailgating, T0, 2), T0);
+    writer.publish(T0);
+    let snapshot = reader.snapshot();
+    let event = subscription.live.try_recv().unwrap();
+    assert!(event.id <= snapshot.last_event_id);
+    assert_eq!(snapshot.cells[0].events, [2, 2]);
+    assert_eq!(
+        snapshot.districts.iter().map(|d| d.events[0]).sum::<u64>(),
+        2
+    );
+    assert_eq!(
+        snapshot
+            .communities
+            .iter()
+            .map(|c| c.events[0])
+            .sum::<u64>(),
+        2
+    );
+}
