@@ -315,6 +315,63 @@ shrinkage_weeks = 0.0
     assert!((expected_in_week(&harness, 3) - 1.0).abs() < 1e-12);
 }
 
+#[test]
+fn the_expectation_of_a_window_never_depends_on_the_window_own_events() {
+    // A 1 h spike window starting mid-hour: once its first hour closes, that hour must not
+    // count as a week of history for the window that contains it (issue 14: the burst being
+    // judged raised its own expected count).
+    let rules = r#"
+[[rule]]
+name = "fraud_spike"
+kind = "spike"
+event_types = ["FRAUD_WARNING"]
+window = "1h"
+
+[baseline]
+weeks = 4
+shrinkage_weeks = 0.0
+"#;
+    let hour_start = epoch_hour(T0 + HOUR_MILLIS) * HOUR_MILLIS;
+    let window_start = hour_start + 30 * MINUTE;
+    let registry = tiny_registry();
+    let expected_with_burst = |burst: i64| {
+        let mut harness = Harness::new(rules);
+        harness.watermark(T0);
+        for number in 0..burst {
+            harness.event(
+                &format!("b{number}"),
+                EventType::FraudWarning,
+                "",
+                0,
+                window_start + number * 1000,
+            );
+        }
+        // The watermark closes the window's first hour, not the window.
+        harness.watermark(hour_start + HOUR_MILLIS + 10 * MINUTE);
+        let view = BaselineView {
+            seeds: harness.engine.baseline(),
+            state: &harness.engine.state().baseline,
+            settings: harness.engine.rules().baseline_settings(),
+            registry: &registry,
+        };
+        view.expected_count(
+            AlertScope::Cell,
+            0,
+            EventType::FraudWarning,
+            window_start,
+            window_start + HOUR_MILLIS,
+        )
+    };
+    let quiet = expected_with_burst(0);
+    for burst in [1, 5, 50] {
+        let with_burst = expected_with_burst(burst);
+        assert!(
+            (with_burst - quiet).abs() < 1e-12,
+            "a burst of {burst} moved its own window's expectation from {quiet} to {with_burst}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Data gap on the tiny registry.
 // ---------------------------------------------------------------------------------------
