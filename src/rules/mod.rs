@@ -58,6 +58,8 @@
 //! scope = "community"             # optional, default "cell"
 //! shift = 2.0                     # optional: λ1/λ0, in (1, 100], default 2
 //! arl0 = 2000                     # optional: in-control ARL in intervals, 10..=1e7, default 2000
+//! min_events = 3                  # optional: events within min_events_within before it fires, 1..=20
+//! min_events_within = "24h"       # optional, default 24 h
 //! severity = 2                    # optional, as for threshold
 //!
 //! [[rule]]

@@ -372,6 +372,62 @@ shrinkage_weeks = 0.0
     }
 }
 
+#[test]
+fn cusum_on_a_near_zero_baseline_does_not_fire_on_isolated_events_but_on_a_corroborated_burst() {
+    // FRAUD_REPORTED in one cell is rare enough that λ0 per 15 min sits near the floor: S
+    // crosses h on the second event, however far apart (issue 14: two reports 28 h apart
+    // fired). `min_events` (default 3 within 24 h) asks for corroboration first.
+    let rules = r#"
+[[rule]]
+name = "report_cusum"
+kind = "cusum"
+event_types = ["FRAUD_REPORTED"]
+interval = "15m"
+"#;
+    let start = epoch_hour(T0 + HOUR_MILLIS) * HOUR_MILLIS;
+    let fired_with = |rules: &str, event_times: &[i64]| {
+        let mut harness = Harness::new(rules);
+        harness.watermark(start);
+        let mut alerts = Vec::new();
+        let last = event_times.iter().copied().max().unwrap_or(start);
+        let mut watermark = start;
+        for (number, occurred_at) in event_times.iter().enumerate() {
+            while watermark + 15 * MINUTE <= *occurred_at {
+                watermark += 15 * MINUTE;
+                alerts.extend(harness.watermark(watermark));
+            }
+            alerts.extend(harness.event(
+                &format!("r{number}"),
+                EventType::FraudReported,
+                "",
+                0,
+                *occurred_at,
+            ));
+        }
+        while watermark <= last + HOUR_MILLIS {
+            watermark += 15 * MINUTE;
+            alerts.extend(harness.watermark(watermark));
+        }
+        alerts
+            .iter()
+            .filter(|alert| status(alert) == AlertStatus::Firing)
+            .count()
+    };
+    let fired = |event_times: &[i64]| fired_with(rules, event_times);
+    let isolated = [start + MINUTE, start + 28 * HOUR_MILLIS + MINUTE];
+    let without_corroboration = format!("{rules}min_events = 1\n");
+    assert_eq!(
+        fired_with(&without_corroboration, &isolated),
+        1,
+        "the chart alone fires on the second isolated report"
+    );
+    assert_eq!(fired(&isolated), 0, "two reports 28 h apart are not a wave");
+    let pair = [start + MINUTE, start + 2 * MINUTE];
+    assert_eq!(fired(&pair), 0, "two reports are not a wave either");
+    let burst = [start + MINUTE, start + 20 * MINUTE, start + 40 * MINUTE];
+    assert_eq!(fired(&burst), 1, "three reports within the hour are");
+}
+
 // ---------------------------------------------------------------------------------------
 // Data gap on the tiny registry.
 // ---------------------------------------------------------------------------------------
