@@ -48,6 +48,7 @@
 //! scope = "community"             # optional, default "cell"
 //! min_count = 3                   # optional, default 3
 //! fdr = 0.01                      # optional: Benjamini–Hochberg q, in (0, 1), default 0.01
+//! resolve_at_expected = 1.0       # optional: resolve when count ≤ this × expected, 0..=100
 //! severity = 2                    # optional, as for threshold
 //!
 //! [[rule]]
