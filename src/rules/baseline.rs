@@ -409,12 +409,17 @@ impl BaselineState {
         }
     }
 
-    /// The closed hours of `event_type` with the same hour of week as `hour` (at most `weeks`
-    /// of them, the most recent first).
+    /// The closed hours of `event_type` with the same hour of week as `hour` that ended before
+    /// hour `before_hour` began (at most `weeks` of them, the most recent first).
+    ///
+    /// `before_hour` is the first hour of the window being judged: history must never include
+    /// the window itself, or a burst would raise its own expectation (the hour just closed
+    /// inside a sliding window counted as "one week of history" for that window).
     fn closed_same_hours_of_week(
         &self,
         event_type: i32,
         hour: i64,
+        before_hour: i64,
         settings: BaselineSettings,
     ) -> Vec<i64> {
         let Some(learning) = self.types.get(&event_type) else {
@@ -423,9 +428,10 @@ impl BaselineState {
         let Some(latest_closed) = learning.closed_hours.last().copied() else {
             return Vec::new();
         };
-        // The latest closed hour with the same hour of week as `hour`.
-        let offset = (latest_closed - hour).rem_euclid(HOURS_PER_WEEK);
-        let mut candidate = latest_closed - offset;
+        let latest_usable = latest_closed.min(before_hour.saturating_sub(1));
+        // The latest usable hour with the same hour of week as `hour`.
+        let offset = (latest_usable - hour).rem_euclid(HOURS_PER_WEEK);
+        let mut candidate = latest_usable - offset;
         let mut same_hours = Vec::new();
         for _ in 0..settings.weeks {
             if learning.closed_hours.contains(&candidate) {
@@ -471,12 +477,16 @@ impl BaselineView<'_> {
         cells: &[CellIndex],
         event_type: EventType,
         hour: i64,
+        window_first_hour: i64,
     ) -> f64 {
         let type_number = event_type as i32;
         let local_hour = local_hour_of_day(hour);
-        let same_hours = self
-            .state
-            .closed_same_hours_of_week(type_number, hour, self.settings);
+        let same_hours = self.state.closed_same_hours_of_week(
+            type_number,
+            hour,
+            window_first_hour,
+            self.settings,
+        );
         let observed_weeks = same_hours.len() as f64;
         let shrinkage = self.settings.shrinkage_weeks;
         let seed_of = |cell: CellIndex| {
@@ -544,13 +554,15 @@ impl BaselineView<'_> {
         };
         let earliest_from = to_millis.saturating_sub(MAX_EXPECTATION_SPAN_HOURS * HOUR_MILLIS);
         let mut segment_start = from_millis.max(earliest_from);
+        let window_first_hour = epoch_hour(segment_start);
         let mut expected = 0.0;
         while segment_start < to_millis {
             let hour = epoch_hour(segment_start);
             let hour_end = hour.saturating_add(1).saturating_mul(HOUR_MILLIS);
             let segment_end = hour_end.min(to_millis);
             let fraction = (segment_end - segment_start) as f64 / HOUR_MILLIS as f64;
-            expected += fraction * self.hourly_rate_of_cells(community, cells, event_type, hour);
+            expected += fraction
+                * self.hourly_rate_of_cells(community, cells, event_type, hour, window_first_hour);
             if segment_end <= segment_start {
                 break;
             }

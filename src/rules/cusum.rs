@@ -47,7 +47,11 @@
 //!
 //! # Lifecycle
 //!
-//! - FIRING at the interval end where S_t ≥ h: `observed` = S_t, `threshold` = h, `expected`
+//! - FIRING at the interval end where S_t ≥ h **and** at least `min_events` matching events
+//!   (default 3) fell within the last `min_events_within` (default 24 h). Where λ0 sits near
+//!   the floor, S crosses h on one or two isolated events however far apart (two fraud reports
+//!   28 h apart in one community fired before this check): a wave needs corroboration.
+//!   `observed` = S_t, `threshold` = h, `expected`
 //!   = λ0, `event_type` = the chart's type, `event_ids` = its recent events; while firing,
 //!   `observed` keeps the largest S.
 //! - RESOLVED at the first interval end where S_t is back at 0 (the chart has "forgotten" the
@@ -117,6 +121,20 @@ pub struct CusumSpec {
     /// Alert severity (default: the most severe default severity of the types).
     #[serde(default)]
     severity: Option<i64>,
+    /// Fewest matching events within `min_events_within` for the chart to fire (default 3).
+    #[serde(default = "default_cusum_min_events")]
+    min_events: u32,
+    /// The span those events must fall in (default 24 h).
+    #[serde(default = "default_cusum_min_events_within", with = "humantime_serde")]
+    min_events_within: Duration,
+}
+
+fn default_cusum_min_events() -> u32 {
+    DEFAULT_CUSUM_MIN_EVENTS
+}
+
+fn default_cusum_min_events_within() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 fn default_cusum_shift() -> f64 {
@@ -144,6 +162,12 @@ pub struct CusumRule {
     pub arl0: f64,
     /// Severity of the alerts (1..=4).
     pub severity: u8,
+    /// Fewest matching events within `min_events_within_millis` before the chart may fire:
+    /// where λ0 is near zero (a quiet community at night, a type that almost never happens)
+    /// S crosses h on one or two isolated events, which is not a wave.
+    pub min_events: u32,
+    /// The span of that corroboration.
+    pub min_events_within_millis: i64,
 }
 
 impl RuleKind for CusumRule {
@@ -173,6 +197,16 @@ impl RuleKind for CusumRule {
             ));
         }
         let severity = validation.severity(spec.severity, &event_types);
+        let min_events = spec.min_events;
+        if !(1..=MAX_CUSUM_MIN_EVENTS).contains(&min_events) {
+            validation.problem(format!(
+                "min_events must be between 1 and {MAX_CUSUM_MIN_EVENTS} (the events an alert remembers), got {min_events}"
+            ));
+        }
+        let min_events_within_millis = crate::time::duration_millis(spec.min_events_within);
+        if min_events_within_millis <= 0 {
+            validation.problem("min_events_within must be positive".to_string());
+        }
         CusumRule {
             name: spec.name,
             event_types,
@@ -181,6 +215,8 @@ impl RuleKind for CusumRule {
             shift,
             arl0,
             severity,
+            min_events,
+            min_events_within_millis,
         }
     }
 
@@ -264,6 +300,11 @@ impl RuleKind for CusumRule {
         collect_firing_series(&state.series, firing);
     }
 }
+
+/// Default fewest events within `min_events_within` before a chart may fire.
+pub const DEFAULT_CUSUM_MIN_EVENTS: u32 = 3;
+/// Largest `min_events`: the chart remembers this many recent events.
+pub const MAX_CUSUM_MIN_EVENTS: u32 = super::alert::MAX_ALERT_EVENT_IDS as u32;
 
 /// Smallest λ0 a chart uses (events per interval).
 pub const MIN_CUSUM_EXPECTED: f64 = 1e-4;
@@ -772,6 +813,18 @@ fn update_charts(
             }
             None => {
                 if series.statistic < limits.decision_interval {
+                    continue;
+                }
+                let corroborating = series
+                    .recent_events
+                    .iter()
+                    .filter(|recent| {
+                        recent.occurred_at_millis < interval_end
+                            && recent.occurred_at_millis
+                                >= interval_end.saturating_sub(rule.min_events_within_millis)
+                    })
+                    .count();
+                if corroborating < rule.min_events as usize {
                     continue;
                 }
                 let Some(labels) = unit_labels(baseline.registry, rule.unit, key.0) else {

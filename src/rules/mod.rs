@@ -48,6 +48,7 @@
 //! scope = "community"             # optional, default "cell"
 //! min_count = 3                   # optional, default 3
 //! fdr = 0.01                      # optional: Benjamini–Hochberg q, in (0, 1), default 0.01
+//! resolve_at_expected = 1.0       # optional: resolve when count ≤ this × expected, 0..=100
 //! severity = 2                    # optional, as for threshold
 //!
 //! [[rule]]
@@ -58,6 +59,8 @@
 //! scope = "community"             # optional, default "cell"
 //! shift = 2.0                     # optional: λ1/λ0, in (1, 100], default 2
 //! arl0 = 2000                     # optional: in-control ARL in intervals, 10..=1e7, default 2000
+//! min_events = 3                  # optional: events within min_events_within before it fires, 1..=20
+//! min_events_within = "24h"       # optional, default 24 h
 //! severity = 2                    # optional, as for threshold
 //!
 //! [[rule]]

@@ -36,8 +36,11 @@
 //!   λ, `p_value` = p, `event_type` = the series' type, `event_ids` = the window's events
 //!   (≤ 20, most recent). While firing nothing more is emitted; `observed` keeps the largest
 //!   count.
-//! - RESOLVED at the first later boundary where the condition no longer holds (not
-//!   significant, or count < `min_count`), `ends_at` = that boundary.
+//! - RESOLVED at the first later boundary where the window's count is back at or below
+//!   `resolve_at_expected` × λ (default 1: the baseline), `ends_at` = that boundary. Not at the
+//!   first window that is merely no longer significant: a wave's events come in clumps, the
+//!   sliding window holds more or fewer of them, and resolving there split one wave into
+//!   several occurrences (issue 14; `a_wave_straddling_hour_boundaries_is_one_alert_occurrence`).
 //! - Fingerprint: (rule, grid id — or community id for community scope —, type name).
 //!
 //! # Measured behaviour (asserted in `src/rules/tests_stats.rs`)
@@ -102,6 +105,15 @@ pub struct SpikeSpec {
     /// Alert severity (default: the most severe default severity of the types).
     #[serde(default)]
     severity: Option<i64>,
+    /// A firing alert resolves only when the window's count is back at or below this multiple
+    /// of the expected count (default 1.0), not at the first window that is merely no longer
+    /// significant.
+    #[serde(default = "default_spike_resolve_at_expected")]
+    resolve_at_expected: f64,
+}
+
+fn default_spike_resolve_at_expected() -> f64 {
+    1.0
 }
 
 fn default_spike_min_count() -> i64 {
@@ -130,6 +142,11 @@ pub struct SpikeRule {
     pub fdr: f64,
     /// Severity of the alerts (1..=4).
     pub severity: u8,
+    /// Hysteresis: a firing alert resolves once the window count is at most this multiple of
+    /// the expected count. A wave does not stay significant in every window (its events come
+    /// in clumps, and each evaluation tests a sliding window), so resolving at the first
+    /// non-significant window split one wave into several alert occurrences.
+    pub resolve_at_expected: f64,
 }
 
 /// Mutable state of all spike rules.
@@ -180,6 +197,12 @@ impl RuleKind for SpikeRule {
             validation.problem(format!("fdr must be strictly between 0 and 1, got {fdr}"));
         }
         let severity = validation.severity(spec.severity, &event_types);
+        let resolve_at_expected = spec.resolve_at_expected;
+        if !(resolve_at_expected.is_finite() && (0.0..=100.0).contains(&resolve_at_expected)) {
+            validation.problem(format!(
+                "resolve_at_expected must be between 0 and 100 (a multiple of the expected count), got {resolve_at_expected}"
+            ));
+        }
         SpikeRule {
             name: spec.name,
             event_types,
@@ -188,6 +211,7 @@ impl RuleKind for SpikeRule {
             min_count,
             fdr,
             severity,
+            resolve_at_expected,
         }
     }
 
@@ -347,9 +371,14 @@ fn evaluate_rule(
                 firing.observed = firing.observed.max(test.count as f64);
             }
             (Some(_), None) => {
-                series
-                    .alert
-                    .resolve_no_earlier_than_last_update(aligned_millis, out);
+                let still_above_baseline = tests.iter().any(|test| {
+                    test.key == *key && test.count as f64 > test.expected * rule.resolve_at_expected
+                });
+                if !still_above_baseline {
+                    series
+                        .alert
+                        .resolve_no_earlier_than_last_update(aligned_millis, out);
+                }
             }
             (None, Some(test)) => {
                 if let Some(occurrence) = new_occurrence(

@@ -78,15 +78,65 @@ fn spike_fires_at_the_pane_boundary_after_the_window_count_becomes_improbable() 
     assert_eq!(harness.engine.active_alerts().len(), 1);
     // Still inside the window: nothing more.
     assert!(harness.watermark(T0 + 30 * MINUTE).is_empty());
-    // The first event leaves the 1-hour window at T0 + 62 min: count 2 < min_count.
-    let resolved = single(harness.watermark(T0 + 62 * MINUTE));
+    // The first event leaves the 1-hour window at T0 + 62 min: count 2 < min_count, no longer
+    // significant, but still above the expected count: the alert holds (hysteresis).
+    assert!(harness.watermark(T0 + 62 * MINUTE).is_empty());
+    assert!(harness.watermark(T0 + 63 * MINUTE).is_empty());
+    // The last event leaves at T0 + 64 min: back at the baseline, resolved.
+    let resolved = single(harness.watermark(T0 + 64 * MINUTE));
     assert_eq!(status(&resolved), AlertStatus::Resolved);
     assert_eq!(resolved.alert_id, fired.alert_id);
     assert_eq!(
         resolved.ends_at.as_ref().map(timestamp_to_millis),
-        Some(pane_start_of(T0 + 62 * MINUTE))
+        Some(pane_start_of(T0 + 64 * MINUTE))
     );
     assert_eq!(harness.counters("door_spike").resolved, 1);
+}
+
+#[test]
+fn a_wave_straddling_hour_boundaries_is_one_alert_occurrence() {
+    // Forced doors in one cell, two every 40 minutes for three hours: a 1 h window holds four
+    // (significant) or two (not, below min_count), but the rate never returns to the
+    // baseline, so the wave is one occurrence, not one per significant window.
+    let mut harness = Harness::new(SPIKE_RULES);
+    harness.watermark(T0);
+    let clumps = [5, 45, 85, 125, 165];
+    let mut alerts = Vec::new();
+    let mut number = 0;
+    let mut watermark = T0;
+    for clump in clumps {
+        while watermark < T0 + clump * MINUTE {
+            watermark += MINUTE;
+            alerts.extend(harness.watermark(watermark));
+        }
+        for offset in 0..2 {
+            harness.event(
+                &format!("d{number}"),
+                EventType::DoorForced,
+                "",
+                1,
+                T0 + clump * MINUTE + offset * 1000,
+            );
+            number += 1;
+        }
+    }
+    while watermark < T0 + 300 * MINUTE {
+        watermark += MINUTE;
+        alerts.extend(harness.watermark(watermark));
+    }
+    let occurrences: std::collections::BTreeSet<&str> =
+        alerts.iter().map(|alert| alert.alert_id.as_str()).collect();
+    assert_eq!(occurrences.len(), 1, "one wave, one alert: {alerts:#?}");
+    let resolved: Vec<&Alert> = alerts
+        .iter()
+        .filter(|alert| status(alert) == AlertStatus::Resolved)
+        .collect();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(
+        resolved[0].ends_at.as_ref().map(timestamp_to_millis),
+        Some(T0 + 226 * MINUTE),
+        "resolved when the last clump left the 1 h window"
+    );
 }
 
 fn pane_start_of(millis: i64) -> i64 {
@@ -313,6 +363,119 @@ shrinkage_weeks = 0.0
     harness.watermark(hour_start + 2 * week + 2 * HOUR_MILLIS);
     // Weeks 1 and 2 now: (2 + 0) / 2; week 0 was forgotten.
     assert!((expected_in_week(&harness, 3) - 1.0).abs() < 1e-12);
+}
+
+#[test]
+fn the_expectation_of_a_window_never_depends_on_the_window_own_events() {
+    // A 1 h spike window starting mid-hour: once its first hour closes, that hour must not
+    // count as a week of history for the window that contains it (issue 14: the burst being
+    // judged raised its own expected count).
+    let rules = r#"
+[[rule]]
+name = "fraud_spike"
+kind = "spike"
+event_types = ["FRAUD_WARNING"]
+window = "1h"
+
+[baseline]
+weeks = 4
+shrinkage_weeks = 0.0
+"#;
+    let hour_start = epoch_hour(T0 + HOUR_MILLIS) * HOUR_MILLIS;
+    let window_start = hour_start + 30 * MINUTE;
+    let registry = tiny_registry();
+    let expected_with_burst = |burst: i64| {
+        let mut harness = Harness::new(rules);
+        harness.watermark(T0);
+        for number in 0..burst {
+            harness.event(
+                &format!("b{number}"),
+                EventType::FraudWarning,
+                "",
+                0,
+                window_start + number * 1000,
+            );
+        }
+        // The watermark closes the window's first hour, not the window.
+        harness.watermark(hour_start + HOUR_MILLIS + 10 * MINUTE);
+        let view = BaselineView {
+            seeds: harness.engine.baseline(),
+            state: &harness.engine.state().baseline,
+            settings: harness.engine.rules().baseline_settings(),
+            registry: &registry,
+        };
+        view.expected_count(
+            AlertScope::Cell,
+            0,
+            EventType::FraudWarning,
+            window_start,
+            window_start + HOUR_MILLIS,
+        )
+    };
+    let quiet = expected_with_burst(0);
+    for burst in [1, 5, 50] {
+        let with_burst = expected_with_burst(burst);
+        assert!(
+            (with_burst - quiet).abs() < 1e-12,
+            "a burst of {burst} moved its own window's expectation from {quiet} to {with_burst}"
+        );
+    }
+}
+
+#[test]
+fn cusum_on_a_near_zero_baseline_does_not_fire_on_isolated_events_but_on_a_corroborated_burst() {
+    // FRAUD_REPORTED in one cell is rare enough that λ0 per 15 min sits near the floor: S
+    // crosses h on the second event, however far apart (issue 14: two reports 28 h apart
+    // fired). `min_events` (default 3 within 24 h) asks for corroboration first.
+    let rules = r#"
+[[rule]]
+name = "report_cusum"
+kind = "cusum"
+event_types = ["FRAUD_REPORTED"]
+interval = "15m"
+"#;
+    let start = epoch_hour(T0 + HOUR_MILLIS) * HOUR_MILLIS;
+    let fired_with = |rules: &str, event_times: &[i64]| {
+        let mut harness = Harness::new(rules);
+        harness.watermark(start);
+        let mut alerts = Vec::new();
+        let last = event_times.iter().copied().max().unwrap_or(start);
+        let mut watermark = start;
+        for (number, occurred_at) in event_times.iter().enumerate() {
+            while watermark + 15 * MINUTE <= *occurred_at {
+                watermark += 15 * MINUTE;
+                alerts.extend(harness.watermark(watermark));
+            }
+            alerts.extend(harness.event(
+                &format!("r{number}"),
+                EventType::FraudReported,
+                "",
+                0,
+                *occurred_at,
+            ));
+        }
+        while watermark <= last + HOUR_MILLIS {
+            watermark += 15 * MINUTE;
+            alerts.extend(harness.watermark(watermark));
+        }
+        alerts
+            .iter()
+            .filter(|alert| status(alert) == AlertStatus::Firing)
+            .count()
+    };
+    let fired = |event_times: &[i64]| fired_with(rules, event_times);
+    let isolated = [start + MINUTE, start + 28 * HOUR_MILLIS + MINUTE];
+    let without_corroboration = format!("{rules}min_events = 1\n");
+    assert_eq!(
+        fired_with(&without_corroboration, &isolated),
+        1,
+        "the chart alone fires on the second isolated report"
+    );
+    assert_eq!(fired(&isolated), 0, "two reports 28 h apart are not a wave");
+    let pair = [start + MINUTE, start + 2 * MINUTE];
+    assert_eq!(fired(&pair), 0, "two reports are not a wave either");
+    let burst = [start + MINUTE, start + 20 * MINUTE, start + 40 * MINUTE];
+    assert_eq!(fired(&burst), 1, "three reports within the hour are");
 }
 
 // ---------------------------------------------------------------------------------------
