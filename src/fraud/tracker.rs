@@ -35,6 +35,32 @@ pub struct CommunityYearCounts {
 }
 
 impl CommunityYearCounts {
+    /// The counts a `FraudPartial` record carries (community and year are the caller's).
+    pub fn from_record(record: &crate::proto::CommunityYearCounts) -> CommunityYearCounts {
+        CommunityYearCounts {
+            warnings: record.warnings,
+            dissuaded: record.dissuaded,
+            reported: record.reported,
+            cases_filed: record.cases_filed,
+            paired_dissuasions: record.paired_dissuasions,
+            warning_to_dissuasion_seconds_sum: record.warning_to_dissuasion_seconds_sum,
+        }
+    }
+
+    /// These counts as a `FraudPartial` record of `community_id` in `year`.
+    pub fn to_record(&self, community_id: &str, year: i32) -> crate::proto::CommunityYearCounts {
+        crate::proto::CommunityYearCounts {
+            community_id: community_id.to_string(),
+            year,
+            warnings: self.warnings,
+            dissuaded: self.dissuaded,
+            reported: self.reported,
+            cases_filed: self.cases_filed,
+            paired_dissuasions: self.paired_dissuasions,
+            warning_to_dissuasion_seconds_sum: self.warning_to_dissuasion_seconds_sum,
+        }
+    }
+
     /// Adds `other`'s counts (saturating: counts from outside are not trusted to be small).
     pub fn add(&mut self, other: &CommunityYearCounts) {
         self.warnings = self.warnings.saturating_add(other.warnings);

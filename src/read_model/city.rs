@@ -713,14 +713,7 @@ impl CityModel {
                 tracker.add_year_counts(
                     counts.year,
                     community,
-                    &crate::fraud::CommunityYearCounts {
-                        warnings: counts.warnings,
-                        dissuaded: counts.dissuaded,
-                        reported: counts.reported,
-                        cases_filed: counts.cases_filed,
-                        paired_dissuasions: counts.paired_dissuasions,
-                        warning_to_dissuasion_seconds_sum: counts.warning_to_dissuasion_seconds_sum,
-                    },
+                    &crate::fraud::CommunityYearCounts::from_record(counts),
                     community_count,
                 );
             }

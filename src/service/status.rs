@@ -7,7 +7,7 @@
 
 use crate::metrics::Metrics;
 use crate::partitions::PartitionedPipelines;
-use crate::proto::{CommunityYearCounts, FraudPartial, InstanceStatus};
+use crate::proto::{FraudPartial, InstanceStatus};
 use crate::time::millis_to_timestamp;
 
 /// How often the status records are built.
@@ -109,16 +109,7 @@ pub(crate) fn fraud_partials(
                 .year_counts()
                 .filter_map(|(year, community, counts)| {
                     let community = registry.get_community(community)?;
-                    Some(CommunityYearCounts {
-                        community_id: community.id.clone(),
-                        year,
-                        warnings: counts.warnings,
-                        dissuaded: counts.dissuaded,
-                        reported: counts.reported,
-                        cases_filed: counts.cases_filed,
-                        paired_dissuasions: counts.paired_dissuasions,
-                        warning_to_dissuasion_seconds_sum: counts.warning_to_dissuasion_seconds_sum,
-                    })
+                    Some(counts.to_record(&community.id, year))
                 })
                 .collect();
             Some(FraudPartial {
