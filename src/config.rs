@@ -156,6 +156,10 @@ pub struct KafkaSinksConfig {
     pub windows_topic: String,
     /// Topic of dead letters (the original bytes, reason headers); empty = off.
     pub dead_letter_topic: String,
+    /// Compacted topic of the instances' status for the city-wide read model: per input
+    /// partition fraud counts (`fraud/<group>/<topic>/<partition>`) and per instance health
+    /// (`instance/<id>`, a tombstone at clean shutdown); empty = off.
+    pub status_topic: String,
 }
 
 impl Default for KafkaSinksConfig {
@@ -165,6 +169,7 @@ impl Default for KafkaSinksConfig {
             alerts_topic: "gridwatch.alerts.v1".to_string(),
             windows_topic: "gridwatch.windows.v1".to_string(),
             dead_letter_topic: "gridwatch.deadletter.v1".to_string(),
+            status_topic: "gridwatch.status.v1".to_string(),
         }
     }
 }
@@ -194,6 +199,7 @@ impl KafkaSinksConfig {
             ("alerts_topic", &self.alerts_topic),
             ("windows_topic", &self.windows_topic),
             ("dead_letter_topic", &self.dead_letter_topic),
+            ("status_topic", &self.status_topic),
         ];
         for (field, topic) in named_topics {
             if !topic.is_empty() && !is_kafka_topic_name(topic) {
@@ -205,6 +211,7 @@ impl KafkaSinksConfig {
         if self.alerts_topic.is_empty()
             && self.windows_topic.is_empty()
             && self.dead_letter_topic.is_empty()
+            && self.status_topic.is_empty()
         {
             problems.push("kafka.sinks.enabled but every topic is empty".to_string());
         }
@@ -1622,19 +1629,23 @@ mod tests {
             config.kafka.sinks.dead_letter_topic,
             "gridwatch.deadletter.v1"
         );
+        assert_eq!(config.kafka.sinks.status_topic, "gridwatch.status.v1");
         config.validate().unwrap();
         let mut invalid = Config::default();
         invalid.kafka.brokers = String::new();
         invalid.kafka.sinks.enabled = true;
         invalid.kafka.sinks.windows_topic = "bad topic".to_string();
+        invalid.kafka.sinks.status_topic = "status/v1".to_string();
         let problems = invalid.validate().unwrap_err().to_string();
         assert!(problems.contains("kafka.sinks.windows_topic"), "{problems}");
+        assert!(problems.contains("kafka.sinks.status_topic"), "{problems}");
         assert!(problems.contains("kafka.brokers"), "{problems}");
         let mut all_off = Config::default();
         all_off.kafka.sinks.enabled = true;
         all_off.kafka.sinks.windows_topic.clear();
         all_off.kafka.sinks.alerts_topic.clear();
         all_off.kafka.sinks.dead_letter_topic.clear();
+        all_off.kafka.sinks.status_topic.clear();
         let problems = all_off.validate().unwrap_err().to_string();
         assert!(problems.contains("every topic is empty"), "{problems}");
     }

@@ -45,6 +45,11 @@ pub const KAFKA_PARTITION_HEADER: &str = "kafka_partition";
 /// Dead-letter header (Kafka input): the offset of the original record.
 pub const KAFKA_OFFSET_HEADER: &str = "kafka_offset";
 
+/// Status-topic key prefix of a partition's fraud counts: `fraud/<group_id>/<topic>/<partition>`.
+pub const STATUS_FRAUD_KEY_PREFIX: &str = "fraud/";
+/// Status-topic key prefix of an instance's status: `instance/<instance_id>`.
+pub const STATUS_INSTANCE_KEY_PREFIX: &str = "instance/";
+
 /// Kafka partitions per topic representable in a source partition id.
 const PARTITIONS_PER_TOPIC: u32 = 1 << 16;
 

@@ -72,6 +72,11 @@ pub struct Metrics {
     /// Output records the city-wide read model received, by kind and result (`applied` or
     /// why not).
     pub read_model_records: IntCounterVec,
+    /// How far the city-wide read model trails the output topics it reads (0 when caught up
+    /// to their ends).
+    pub read_model_lag_seconds: Gauge,
+    /// Output-topic records the read model could not decode (skipped), by topic.
+    pub read_model_undecodable: IntCounterVec,
     /// Build information (always 1).
     pub build_info: IntGaugeVec,
     /// Version (hash) of the loaded rules file (always 1).
@@ -284,6 +289,19 @@ impl Metrics {
             &["kind", "result"],
         )?;
         registry.register(Box::new(read_model_records.clone()))?;
+        let read_model_lag_seconds = Gauge::new(
+            "gridwatch_read_model_lag_seconds",
+            "How far the city-wide read model trails the output topics it reads: wall time minus the newest record read, 0 when caught up to their ends.",
+        )?;
+        registry.register(Box::new(read_model_lag_seconds.clone()))?;
+        let read_model_undecodable = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_read_model_undecodable_total",
+                "Output-topic records the city-wide read model could not decode and skipped, by topic.",
+            ),
+            &["topic"],
+        )?;
+        registry.register(Box::new(read_model_undecodable.clone()))?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "gridwatch_build_info",
@@ -482,6 +500,8 @@ impl Metrics {
             state_snapshot_bytes,
             sink_errors,
             read_model_records,
+            read_model_lag_seconds,
+            read_model_undecodable,
             build_info,
             rules_version,
             rules_reloads,

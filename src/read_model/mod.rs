@@ -6,7 +6,9 @@
 //! - [`city`]: [`CityModel`], the synchronous model (`apply` a record, `publish` a snapshot);
 //! - [`snapshot`]: [`CitySnapshot`], the immutable picture readers get;
 //! - [`views`]: the serializable shapes (alerts, cells, areas, the pipeline strip);
-//! - [`feed`]: the change feed behind `GET /api/v1/stream`.
+//! - [`feed`]: the change feed behind `GET /api/v1/stream`;
+//! - [`kafka_feed`]: the model fed from the output topics (Kafka source with Kafka outputs),
+//!   read outside the consumer group.
 //!
 //! [`ReadModelWriter`] owns the model (in the pipeline task with a simulator or file source,
 //! in the output-topic reader with Kafka); [`ReadModel`] is the readers' cheap, cloneable
@@ -14,6 +16,7 @@
 
 pub mod city;
 pub mod feed;
+pub mod kafka_feed;
 pub mod snapshot;
 pub mod views;
 

@@ -232,6 +232,21 @@ pub async fn run(
         },
     );
     let read_model_writer = read_model_writer.with_metrics(metrics.clone());
+    // With Kafka outputs the model reads the output topics (the whole city); otherwise the
+    // pipeline feeds it in-process.
+    let (read_model_writer, kafka_read_model) =
+        match crate::read_model::kafka_feed::KafkaFeedSettings::from_config(&config) {
+            Some(settings) => (
+                None,
+                Some(crate::read_model::kafka_feed::KafkaReadModel::start(
+                    &config.kafka,
+                    settings,
+                    read_model_writer,
+                    metrics.clone(),
+                )?),
+            ),
+            None => (Some(read_model_writer), None),
+        };
     let sinks = OutputSinks {
         file: match &config.output.dir {
             Some(directory) => Some(JsonlFileSink::open(directory, true)?),
@@ -243,7 +258,7 @@ pub async fn run(
             &metrics,
         )?,
         delivery: AlertDelivery::start(&config.alerting, registry.clone(), &metrics)?,
-        read_model: Some(read_model_writer),
+        read_model: read_model_writer,
         metrics: metrics.clone(),
     };
     if let Some(delivery) = &sinks.delivery {
@@ -397,6 +412,9 @@ pub async fn run(
         }
     }
     loop_state.sinks.shut_down(ALERT_DELIVERY_GRACE).await;
+    if let Some(kafka_read_model) = kafka_read_model {
+        kafka_read_model.stop().await;
+    }
     if let Some(task) = source_task {
         if let Err(error) = task.await {
             tracing::error!(%error, "source task failed");

@@ -84,8 +84,14 @@ impl OutputSinks {
     }
 
     /// Hands this instance's status records (fraud partials, instance status) to the
-    /// in-process read model.
+    /// status topic (`kafka.sinks.status_topic`) and to the in-process read model.
     pub(crate) fn write_status(&mut self, records: Vec<OutputRecord>, wall_millis: i64) {
+        if let Some(kafka_sink) = &self.kafka {
+            let dropped = kafka_sink.write_status(&records);
+            if dropped > 0 {
+                tracing::warn!(dropped, "kafka status records dropped");
+            }
+        }
         if let Some(read_model) = self.read_model.as_mut() {
             for record in records {
                 read_model.apply(record, wall_millis);

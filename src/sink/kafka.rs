@@ -7,6 +7,7 @@
 //! | `gridwatch.windows.v1`     | `{grid_id}\|{EVENT_TYPE}\|{window_start millis}` | `CellWindow` protobuf  | `content-type` |
 //! | `gridwatch.alerts.v1`      | the alert's fingerprint                       | `Alert` protobuf         | CloudEvents 1.0 binary mode: `ce_id`, `ce_source`, `ce_type`, `ce_specversion`, `ce_time`, `ce_subject` (grid id); `content-type` |
 //! | `gridwatch.deadletter.v1`  | none                                          | the original payload bytes | `reason`, `detail`, `source`, `position`; Kafka input: `kafka_topic`, `kafka_partition`, `kafka_offset` |
+//! | `gridwatch.status.v1` (compacted) | `fraud/<group_id>/<topic>/<partition>`; `instance/<instance_id>` | `FraudPartial` protobuf; `InstanceStatus` protobuf, or none (a tombstone) at clean shutdown | `content-type` |
 //!
 //! Outputs are deterministic: the same input gives byte-identical records with the same keys
 //! (protobuf encoding of the same message is stable, and `ce_id` is
@@ -19,6 +20,10 @@
 //! is full, one [`KafkaSink::write`] call waits at most [`QUEUE_FULL_GRACE`] in total, then
 //! drops and counts the rest in `gridwatch_kafka_produce_errors_total{topic}`. Acknowledged
 //! records count in `gridwatch_kafka_produced_total{topic}`.
+//!
+//! Status records ([`KafkaSink::write_status`]) are rebuilt every few seconds, so one lost is
+//! replaced by the next: they count as produce errors but never as lost outputs (which would
+//! stop the service and its commits).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,10 +40,12 @@ use crate::kafka::{
     non_group_client_config, owned_headers, split_source_partition_id, KafkaError,
     CONTENT_TYPE_HEADER, DETAIL_HEADER, KAFKA_OFFSET_HEADER, KAFKA_PARTITION_HEADER,
     KAFKA_TOPIC_HEADER, POSITION_HEADER, PROTOBUF_CONTENT_TYPE, REASON_HEADER, SOURCE_HEADER,
+    STATUS_FRAUD_KEY_PREFIX, STATUS_INSTANCE_KEY_PREFIX,
 };
 use crate::metrics::Metrics;
 use crate::pipeline::Outputs;
-use crate::proto::{Alert, CellWindow, DeadLetter};
+use crate::proto::{Alert, CellWindow, DeadLetter, FraudPartial};
+use crate::read_model::OutputRecord as ReadModelRecord;
 use crate::sink::cloudevents::CloudEventAttributes;
 use crate::time::timestamp_to_millis;
 
@@ -55,6 +62,9 @@ pub struct DeliveryCounter {
     produce_errors: prometheus::IntCounterVec,
     /// Records lost so far (dropped or not delivered), shared with the [`KafkaSink`].
     lost: Arc<AtomicU64>,
+    /// The status topic, whose undelivered records are not losses (the next status replaces
+    /// them).
+    status_topic: Option<String>,
 }
 
 impl ClientContext for DeliveryCounter {}
@@ -70,7 +80,9 @@ impl ProducerContext for DeliveryCounter {
                 self.produce_errors
                     .with_label_values(&[message.topic()])
                     .inc();
-                self.lost.fetch_add(1, Ordering::Relaxed);
+                if self.status_topic.as_deref() != Some(message.topic()) {
+                    self.lost.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -85,6 +97,8 @@ pub struct KafkaSinkTopics {
     pub alerts: Option<String>,
     /// Dead letters.
     pub dead_letters: Option<String>,
+    /// Fraud partials and instance status for the city-wide read model (compacted).
+    pub status: Option<String>,
 }
 
 impl KafkaSinkTopics {
@@ -95,6 +109,7 @@ impl KafkaSinkTopics {
             windows: named(&config.sinks.windows_topic),
             alerts: named(&config.sinks.alerts_topic),
             dead_letters: named(&config.sinks.dead_letter_topic),
+            status: named(&config.sinks.status_topic),
         }
     }
 }
@@ -109,6 +124,9 @@ pub struct KafkaSink {
     event_source: String,
     /// The Kafka source's topics in config order, to name a dead letter's input topic.
     input_topics: Vec<String>,
+    /// `kafka.group_id`, in fraud-partial keys: deployments sharing a status topic keep
+    /// apart.
+    group_id: String,
     /// `gridwatch_kafka_produce_errors_total`, for records dropped before queueing.
     produce_errors: prometheus::IntCounterVec,
     /// Records lost so far (dropped before queueing or not delivered): with a Kafka source,
@@ -134,6 +152,63 @@ pub struct OutputRecord {
     pub key: Option<String>,
     /// Record value.
     pub value: Vec<u8>,
+    /// Headers, in order.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// The key of a fraud partial on the status topic: `fraud/<group_id>/<topic>/<partition>`
+/// (`partition` is the partial's `topic/partition`).
+pub fn fraud_partial_key(group_id: &str, partial: &FraudPartial) -> String {
+    format!("{STATUS_FRAUD_KEY_PREFIX}{group_id}/{}", partial.partition)
+}
+
+/// The key of an instance's status on the status topic: `instance/<instance_id>`.
+pub fn instance_key(instance_id: &str) -> String {
+    format!("{STATUS_INSTANCE_KEY_PREFIX}{instance_id}")
+}
+
+/// The status-topic record of a read-model record: a fraud partial, an instance status, or
+/// the tombstone (no value) of a stopped instance; `None` for windows and alerts, which have
+/// their own topics.
+pub fn status_record(
+    record: &ReadModelRecord,
+    topic: &str,
+    group_id: &str,
+) -> Option<StatusRecord> {
+    let (key, value) = match record {
+        ReadModelRecord::FraudPartial(partial) => (
+            fraud_partial_key(group_id, partial),
+            Some(partial.encode_to_vec()),
+        ),
+        ReadModelRecord::InstanceStatus(status) => (
+            instance_key(&status.instance_id),
+            Some(status.encode_to_vec()),
+        ),
+        ReadModelRecord::InstanceGone { instance_id } => (instance_key(instance_id), None),
+        ReadModelRecord::Window(_) | ReadModelRecord::Alert(_) => return None,
+    };
+    let headers = if value.is_some() {
+        vec![(CONTENT_TYPE_HEADER, PROTOBUF_CONTENT_TYPE.to_string())]
+    } else {
+        Vec::new()
+    };
+    Some(StatusRecord {
+        topic: topic.to_string(),
+        key,
+        value,
+        headers,
+    })
+}
+
+/// One status-topic record ready to queue: a value, or none for a tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRecord {
+    /// Destination topic.
+    pub topic: String,
+    /// Record key.
+    pub key: String,
+    /// Record value; `None` is a tombstone (compaction then drops the key).
+    pub value: Option<Vec<u8>>,
     /// Headers, in order.
     pub headers: Vec<(&'static str, String)>,
 }
@@ -245,10 +320,16 @@ impl KafkaSink {
             produced: metrics.kafka_produced.clone(),
             produce_errors: metrics.kafka_produce_errors.clone(),
             lost: lost.clone(),
+            status_topic: topics.status.clone(),
         };
-        for topic in [&topics.windows, &topics.alerts, &topics.dead_letters]
-            .into_iter()
-            .flatten()
+        for topic in [
+            &topics.windows,
+            &topics.alerts,
+            &topics.dead_letters,
+            &topics.status,
+        ]
+        .into_iter()
+        .flatten()
         {
             metrics.kafka_produced.with_label_values(&[topic.as_str()]);
             metrics
@@ -266,6 +347,7 @@ impl KafkaSink {
             topics,
             event_source,
             input_topics: config.topics.clone(),
+            group_id: config.group_id.clone(),
             produce_errors: metrics.kafka_produce_errors.clone(),
             lost,
         }))
@@ -323,16 +405,66 @@ impl KafkaSink {
         dropped
     }
 
+    /// Queues this instance's status records (fraud partials, instance status, the
+    /// tombstone at shutdown) on the status topic; windows and alerts in `records` are
+    /// ignored (they go with [`KafkaSink::write`]). Returns how many were dropped, each
+    /// counted as a produce error but not as a lost output (the next status replaces it).
+    pub fn write_status(&self, records: &[ReadModelRecord]) -> usize {
+        let Some(topic) = &self.topics.status else {
+            return 0;
+        };
+        let deadline = Instant::now() + QUEUE_FULL_GRACE;
+        let mut dropped = 0;
+        for record in records {
+            let Some(status) = status_record(record, topic, &self.group_id) else {
+                continue;
+            };
+            if !self.send_parts(
+                &status.topic,
+                Some(&status.key),
+                status.value.as_deref(),
+                &status.headers,
+                deadline,
+            ) {
+                dropped += 1;
+                self.produce_errors
+                    .with_label_values(&[status.topic.as_str()])
+                    .inc();
+            }
+        }
+        dropped
+    }
+
     /// Queues one record, retrying while the queue is full until `deadline`; whether it was
     /// queued.
     fn send(&self, record: &OutputRecord, deadline: Instant) -> bool {
+        self.send_parts(
+            &record.topic,
+            record.key.as_deref(),
+            Some(record.value.as_slice()),
+            &record.headers,
+            deadline,
+        )
+    }
+
+    /// Queues one record of `topic` (no value: a tombstone), retrying while the queue is
+    /// full until `deadline`; whether it was queued.
+    fn send_parts(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        value: Option<&[u8]>,
+        headers: &[(&'static str, String)],
+        deadline: Instant,
+    ) -> bool {
         loop {
-            let headers = owned_headers(&record.headers);
-            let mut base_record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&record.topic)
-                .payload(record.value.as_slice())
-                .headers(headers);
-            if let Some(key) = &record.key {
-                base_record = base_record.key(key.as_str());
+            let mut base_record: BaseRecord<'_, str, [u8]> =
+                BaseRecord::to(topic).headers(owned_headers(headers));
+            if let Some(value) = value {
+                base_record = base_record.payload(value);
+            }
+            if let Some(key) = key {
+                base_record = base_record.key(key);
             }
             match self.producer.send(base_record) {
                 Ok(()) => return true,
@@ -342,7 +474,7 @@ impl KafkaSink {
                     std::thread::sleep(QUEUE_FULL_RETRY);
                 }
                 Err((error, _)) => {
-                    tracing::warn!(%error, topic = %record.topic, "kafka output record dropped");
+                    tracing::warn!(%error, topic, "kafka output record dropped");
                     return false;
                 }
             }
@@ -422,6 +554,45 @@ mod tests {
             Some("application/x-protobuf")
         );
         assert_eq!(Alert::decode(record.value.as_slice()).unwrap(), alert);
+    }
+
+    #[test]
+    fn status_records_are_keyed_by_group_and_partition_or_instance_and_shutdown_is_a_tombstone() {
+        let partial = FraudPartial {
+            partition: "gridwatch.events.v1/3".to_string(),
+            ..FraudPartial::default()
+        };
+        let record = status_record(
+            &ReadModelRecord::FraudPartial(partial.clone()),
+            "status",
+            "gw",
+        )
+        .unwrap();
+        assert_eq!(record.key, "fraud/gw/gridwatch.events.v1/3");
+        assert_eq!(
+            FraudPartial::decode(record.value.unwrap().as_slice()).unwrap(),
+            partial
+        );
+        assert_eq!(
+            record.headers,
+            vec![("content-type", "application/x-protobuf".to_string())]
+        );
+        let status = crate::proto::InstanceStatus {
+            instance_id: "gw-1".to_string(),
+            ..crate::proto::InstanceStatus::default()
+        };
+        let record =
+            status_record(&ReadModelRecord::InstanceStatus(status), "status", "gw").unwrap();
+        assert_eq!(record.key, "instance/gw-1");
+        let gone = ReadModelRecord::InstanceGone {
+            instance_id: "gw-1".to_string(),
+        };
+        let tombstone = status_record(&gone, "status", "gw").unwrap();
+        assert_eq!(tombstone.key, "instance/gw-1");
+        assert_eq!(tombstone.value, None);
+        assert!(tombstone.headers.is_empty());
+        let window = ReadModelRecord::Window(CellWindow::default());
+        assert_eq!(status_record(&window, "status", "gw"), None);
     }
 
     #[test]
