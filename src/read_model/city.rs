@@ -752,7 +752,9 @@ impl CityModel {
         let mut instances = Vec::new();
         let mut events_per_second = 0.0;
         let mut dead_letters: BTreeMap<String, u64> = BTreeMap::new();
-        let mut partitions_total = 0_u32;
+        // Distinct partitions: after a rebalance a dead instance's last status still claims
+        // the partitions their new owners now report, until it goes stale.
+        let mut live_partitions = std::collections::BTreeSet::new();
         let mut oldest_watermark: Option<i64> = None;
         let mut broker_reachable: Option<bool> = None;
         for entry in self.instances.values() {
@@ -760,8 +762,7 @@ impl CityModel {
             let watermark = entry.status.watermark.as_ref().map(timestamp_to_millis);
             if !stale {
                 events_per_second += entry.status.events_per_second;
-                partitions_total =
-                    partitions_total.saturating_add(entry.status.partitions.len() as u32);
+                live_partitions.extend(entry.status.partitions.iter().map(String::as_str));
                 if let Some(watermark) = watermark {
                     oldest_watermark =
                         Some(oldest_watermark.map_or(watermark, |oldest| oldest.min(watermark)));
@@ -808,7 +809,7 @@ impl CityModel {
             dead_letters_15m: dead_letters,
             broker_reachable,
             read_model_lag_seconds: self.feed_lag_seconds,
-            partitions_total,
+            partitions_total: u32::try_from(live_partitions.len()).unwrap_or(u32::MAX),
             instances,
         }
     }

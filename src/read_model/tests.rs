@@ -333,7 +333,10 @@ fn the_pipeline_strip_sums_live_instances_and_differences_dead_letters_over_fift
     let (snapshot, _) = model.publish(T0 + 5_000);
     let strip = &snapshot.status;
     assert_eq!(strip.events_per_second, 150.0);
-    assert_eq!(strip.partitions_total, 4);
+    assert_eq!(
+        strip.partitions_total, 2,
+        "both claim events/0 and events/1"
+    );
     assert_eq!(strip.dead_letters_15m["late"], 4);
     assert_eq!(strip.broker_reachable, Some(true));
     // gw-2 goes silent: stale after 15 s, no longer summed; gone after its tombstone.
@@ -400,4 +403,15 @@ fn the_writer_publishes_stream_events_before_the_snapshot_that_includes_them() {
             .sum::<u64>(),
         2
     );
+}
+
+#[test]
+fn a_partition_claimed_by_a_dead_instance_and_its_new_owner_counts_once() {
+    let (mut model, _registry) = model();
+    // gw-1 held events/0 and events/1 and died; gw-2 took them over within the stale time.
+    model.apply(status("gw-1", 0, 10.0), T0).unwrap();
+    model.apply(status("gw-2", 0, 10.0), T0 + 1_000).unwrap();
+    let (snapshot, _) = model.publish(T0 + 2_000);
+    assert_eq!(snapshot.status.instances.len(), 2);
+    assert_eq!(snapshot.status.partitions_total, 2);
 }

@@ -296,7 +296,7 @@ pub struct PipelineStatus {
     pub broker_reachable: Option<bool>,
     /// How far the read model trails gridwatch's output topics, in seconds (0 in-process).
     pub read_model_lag_seconds: f64,
-    /// Input partitions owned by live instances.
+    /// Distinct input partitions claimed by live instances.
     pub partitions_total: u32,
     /// Every instance seen recently, live or stale.
     pub instances: Vec<InstanceView>,

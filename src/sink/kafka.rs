@@ -21,9 +21,11 @@
 //! drops and counts the rest in `gridwatch_kafka_produce_errors_total{topic}`. Acknowledged
 //! records count in `gridwatch_kafka_produced_total{topic}`.
 //!
-//! Status records ([`KafkaSink::write_status`]) are rebuilt every few seconds, so one lost is
-//! replaced by the next: they count as produce errors but never as lost outputs (which would
-//! stop the service and its commits).
+//! Status records ([`KafkaSink::write_status`]) go through a producer of their own: they are
+//! rebuilt every few seconds, so one lost is replaced by the next, and the outputs' flush —
+//! which gates offset commits — never waits for them (nor for a status topic that does not
+//! exist). They count as produce errors but never as lost outputs; the instance's tombstone
+//! is flushed when the sink is dropped at shutdown.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -51,6 +53,8 @@ use crate::time::timestamp_to_millis;
 
 /// How long one [`KafkaSink::write`] waits in total for room in a full producer queue.
 pub const QUEUE_FULL_GRACE: Duration = Duration::from_millis(500);
+/// How long a dropped sink waits for its status records (the instance's tombstone).
+const STATUS_FLUSH_GRACE: Duration = Duration::from_secs(2);
 /// The wait between retries of a send into a full queue.
 const QUEUE_FULL_RETRY: Duration = Duration::from_millis(5);
 
@@ -62,9 +66,6 @@ pub struct DeliveryCounter {
     produce_errors: prometheus::IntCounterVec,
     /// Records lost so far (dropped or not delivered), shared with the [`KafkaSink`].
     lost: Arc<AtomicU64>,
-    /// The status topic, whose undelivered records are not losses (the next status replaces
-    /// them).
-    status_topic: Option<String>,
 }
 
 impl ClientContext for DeliveryCounter {}
@@ -80,9 +81,7 @@ impl ProducerContext for DeliveryCounter {
                 self.produce_errors
                     .with_label_values(&[message.topic()])
                     .inc();
-                if self.status_topic.as_deref() != Some(message.topic()) {
-                    self.lost.fetch_add(1, Ordering::Relaxed);
-                }
+                self.lost.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -118,6 +117,9 @@ impl KafkaSinkTopics {
 pub struct KafkaSink {
     /// The idempotent producer; its thread polls delivery reports.
     producer: ThreadedProducer<DeliveryCounter>,
+    /// The status topic's producer (`None` without a status topic): apart from `producer`,
+    /// so that flushing the outputs never waits for status records.
+    status_producer: Option<ThreadedProducer<DeliveryCounter>>,
     /// Which topics are produced.
     topics: KafkaSinkTopics,
     /// CloudEvents `source` of alert records (`gridwatch/<instance>`).
@@ -320,7 +322,6 @@ impl KafkaSink {
             produced: metrics.kafka_produced.clone(),
             produce_errors: metrics.kafka_produce_errors.clone(),
             lost: lost.clone(),
-            status_topic: topics.status.clone(),
         };
         for topic in [
             &topics.windows,
@@ -342,8 +343,30 @@ impl KafkaSink {
                 context: "creating the output producer".to_string(),
                 source,
             })?;
+        let status_producer = match &topics.status {
+            None => None,
+            Some(_) => {
+                let status_config = non_group_client_config(
+                    config,
+                    &[("linger.ms", "5"), ("message.timeout.ms", "10000")],
+                );
+                let status_context = DeliveryCounter {
+                    produced: metrics.kafka_produced.clone(),
+                    produce_errors: metrics.kafka_produce_errors.clone(),
+                    lost: Arc::new(AtomicU64::new(0)),
+                };
+                Some(
+                    status_config
+                        .create_with_context(status_context)
+                        .map_err(|source| {
+                            KafkaError::client("creating the status producer", source)
+                        })?,
+                )
+            }
+        };
         Ok(Some(KafkaSink {
             producer,
+            status_producer,
             topics,
             event_source,
             input_topics: config.topics.clone(),
@@ -410,7 +433,7 @@ impl KafkaSink {
     /// ignored (they go with [`KafkaSink::write`]). Returns how many were dropped, each
     /// counted as a produce error but not as a lost output (the next status replaces it).
     pub fn write_status(&self, records: &[ReadModelRecord]) -> usize {
-        let Some(topic) = &self.topics.status else {
+        let (Some(topic), Some(producer)) = (&self.topics.status, &self.status_producer) else {
             return 0;
         };
         let deadline = Instant::now() + QUEUE_FULL_GRACE;
@@ -419,7 +442,8 @@ impl KafkaSink {
             let Some(status) = status_record(record, topic, &self.group_id) else {
                 continue;
             };
-            if !self.send_parts(
+            if !send_parts(
+                producer,
                 &status.topic,
                 Some(&status.key),
                 status.value.as_deref(),
@@ -438,47 +462,14 @@ impl KafkaSink {
     /// Queues one record, retrying while the queue is full until `deadline`; whether it was
     /// queued.
     fn send(&self, record: &OutputRecord, deadline: Instant) -> bool {
-        self.send_parts(
+        send_parts(
+            &self.producer,
             &record.topic,
             record.key.as_deref(),
             Some(record.value.as_slice()),
             &record.headers,
             deadline,
         )
-    }
-
-    /// Queues one record of `topic` (no value: a tombstone), retrying while the queue is
-    /// full until `deadline`; whether it was queued.
-    fn send_parts(
-        &self,
-        topic: &str,
-        key: Option<&str>,
-        value: Option<&[u8]>,
-        headers: &[(&'static str, String)],
-        deadline: Instant,
-    ) -> bool {
-        loop {
-            let mut base_record: BaseRecord<'_, str, [u8]> =
-                BaseRecord::to(topic).headers(owned_headers(headers));
-            if let Some(value) = value {
-                base_record = base_record.payload(value);
-            }
-            if let Some(key) = key {
-                base_record = base_record.key(key);
-            }
-            match self.producer.send(base_record) {
-                Ok(()) => return true,
-                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
-                    if Instant::now() < deadline =>
-                {
-                    std::thread::sleep(QUEUE_FULL_RETRY);
-                }
-                Err((error, _)) => {
-                    tracing::warn!(%error, topic, "kafka output record dropped");
-                    return false;
-                }
-            }
-        }
     }
 
     /// Waits up to `timeout` for every queued record to be acknowledged (shutdown).
@@ -489,6 +480,52 @@ impl KafkaSink {
                 context: "flushing the output producer".to_string(),
                 source,
             })
+    }
+}
+
+/// Queues one record of `topic` on `producer` (no value: a tombstone), retrying while the queue is
+/// full until `deadline`; whether it was queued.
+fn send_parts(
+    producer: &ThreadedProducer<DeliveryCounter>,
+    topic: &str,
+    key: Option<&str>,
+    value: Option<&[u8]>,
+    headers: &[(&'static str, String)],
+    deadline: Instant,
+) -> bool {
+    loop {
+        let mut base_record: BaseRecord<'_, str, [u8]> =
+            BaseRecord::to(topic).headers(owned_headers(headers));
+        if let Some(value) = value {
+            base_record = base_record.payload(value);
+        }
+        if let Some(key) = key {
+            base_record = base_record.key(key);
+        }
+        match producer.send(base_record) {
+            Ok(()) => return true,
+            Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))
+                if Instant::now() < deadline =>
+            {
+                std::thread::sleep(QUEUE_FULL_RETRY);
+            }
+            Err((error, _)) => {
+                tracing::warn!(%error, topic, "kafka output record dropped");
+                return false;
+            }
+        }
+    }
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        // The instance's tombstone (queued at shutdown) should reach the status topic; a
+        // status topic that does not exist must not hold the shutdown long.
+        if let Some(status_producer) = &self.status_producer {
+            if let Err(error) = status_producer.flush(STATUS_FLUSH_GRACE) {
+                tracing::warn!(%error, "status records not all delivered at shutdown");
+            }
+        }
     }
 }
 

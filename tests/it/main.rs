@@ -6,6 +6,7 @@ mod support;
 
 mod alertmanager;
 mod api;
+mod city_read_model;
 mod cli;
 mod clock_skew;
 mod console_browser;

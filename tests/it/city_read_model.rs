@@ -1,0 +1,729 @@
+//! The city-wide read model over Kafka, against a real Kafka-protocol broker (tansu 0.6, see
+//! `support::tansu`): every instance reads gridwatch's output topics outside the consumer
+//! group, so every instance shows the whole city, whichever input partitions it owns, and
+//! keeps showing it when an instance dies and its partitions move.
+//!
+//! Under `CI=true` a missing broker fails the tests; otherwise they print
+//! "skipping: tansu not installed" and pass.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use rdkafka::consumer::Consumer;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::support::tansu::{
+    checking_consumer, fast_group_join_properties, tansu_binary, TansuBroker,
+};
+use crate::support::{metric_sum, metric_value, START_MILLIS};
+use gridwatch::config::{Config, KafkaPayloadFormat, SourceKind};
+use gridwatch::grid::GridRegistry;
+use gridwatch::read_model::kafka_feed::{KafkaFeed, KafkaFeedSettings, StartOffset, TopicKind};
+use gridwatch::read_model::OutputRecord;
+use gridwatch::source::simulator::{Simulator, SimulatorSettings};
+use gridwatch::tools::produce::{produce_simulated, ProduceOptions};
+
+const INPUT_TOPIC: &str = "gridwatch.events.v1";
+const WINDOWS_TOPIC: &str = "gridwatch.windows.v1";
+const ALERTS_TOPIC: &str = "gridwatch.alerts.v1";
+const STATUS_TOPIC: &str = "gridwatch.status.v1";
+const INPUT_PARTITIONS: u32 = 6;
+
+/// Creates `topic` compacted (`cleanup.policy=compact`) when tansu takes the setting, else
+/// plain; says which.
+fn create_compacted_topic(broker: &TansuBroker, topic: &str, partitions: u32) -> bool {
+    let output = Command::new(&broker.binary)
+        .args(["topic", "create", topic])
+        .arg(format!("--broker=tcp://{}", broker.address))
+        .arg(format!("--partitions={partitions}"))
+        .arg("--config=cleanup.policy=compact")
+        .output()
+        .expect("run tansu topic create");
+    if output.status.success() {
+        return true;
+    }
+    println!(
+        "tansu refused cleanup.policy=compact ({}); creating {topic} plain",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    broker.create_topic(topic, partitions);
+    false
+}
+
+/// A gridwatch service in this process, which can be stopped cleanly or aborted.
+struct Member {
+    name: String,
+    base_url: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), gridwatch::service::ServiceError>>>,
+}
+
+impl Member {
+    async fn start(config: Config, name: &str) -> Member {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let (shutdown, shutdown_receiver) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(gridwatch::service::run(config, listener, async move {
+            let _ = shutdown_receiver.await;
+        }));
+        Member {
+            name: name.to_string(),
+            base_url,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    async fn get(&self, client: &reqwest::Client, path: &str) -> (u16, String) {
+        match client
+            .get(format!("{}{path}", self.base_url))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+        {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                (status, response.text().await.unwrap_or_default())
+            }
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    async fn metrics(&self, client: &reqwest::Client) -> String {
+        self.get(client, "/metrics").await.1
+    }
+
+    /// Ends the service without its shutdown: no last snapshot, no commit, no tombstone
+    /// (its consumer and reader threads notice they were dropped and stop).
+    async fn abort(mut self) {
+        let task = self.task.take().unwrap();
+        task.abort();
+        let _ = task.await;
+        println!("{} aborted", self.name);
+    }
+
+    async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("the service stops within 30 s")
+            .expect("service task")
+            .expect("the service ends without error");
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The config of member `name` of `group_id`: Kafka source and outputs (status topic on),
+/// quick group joins, snapshots every second.
+fn member_config(brokers: &str, group_id: &str, name: &str) -> Config {
+    let mut config = Config::default();
+    config.source.kind = SourceKind::Kafka;
+    config.kafka.brokers = brokers.to_string();
+    config.kafka.group_id = group_id.to_string();
+    config.kafka.topics = vec![INPUT_TOPIC.to_string()];
+    config.kafka.properties = fast_group_join_properties();
+    config.kafka.snapshot_interval = Duration::from_secs(1);
+    config.kafka.sinks.enabled = true;
+    config.alerting.instance = name.to_string();
+    config.privacy.allow_builtin_key = true;
+    config.validate().unwrap();
+    config
+}
+
+/// Records on the windows and alerts topics (one partition each), and the newest one's
+/// timestamp (when its producer sent it), epoch millis.
+fn output_topic_totals(consumer: &rdkafka::consumer::BaseConsumer) -> (i64, Option<i64>) {
+    let mut total = 0;
+    let mut newest: Option<i64> = None;
+    for topic in [WINDOWS_TOPIC, ALERTS_TOPIC] {
+        let (_low, high) = consumer
+            .fetch_watermarks(topic, 0, Duration::from_secs(5))
+            .unwrap();
+        total += high;
+        if high > 0 {
+            if let Some(timestamp) = record_timestamp(consumer, topic, high - 1) {
+                newest = Some(newest.map_or(timestamp, |other: i64| other.max(timestamp)));
+            }
+        }
+    }
+    (total, newest)
+}
+
+/// The timestamp of the record at `offset` of partition 0 of `topic`.
+fn record_timestamp(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    offset: i64,
+) -> Option<i64> {
+    use rdkafka::message::Message;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment
+        .add_partition_offset(topic, 0, rdkafka::Offset::Offset(offset))
+        .unwrap();
+    consumer.assign(&assignment).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            if message.offset() == offset {
+                return message.timestamp().to_millis();
+            }
+        }
+    }
+    None
+}
+
+/// Output records (windows and alerts) a member's read model received, applied or not.
+fn received_outputs(metrics: &str) -> f64 {
+    ["window", "alert"]
+        .iter()
+        .map(|kind| {
+            metric_sum(
+                metrics,
+                "gridwatch_read_model_records_total",
+                &[&format!("kind=\"{kind}\"")],
+            )
+        })
+        .sum()
+}
+
+/// Waits until the output topics stop growing (3 s without a new record) and every member's
+/// read model received all of their records; returns the totals, the newest record's time,
+/// and the lag: when every member had received them all, minus when the newest was produced.
+async fn wait_until_caught_up(
+    members: &[&Member],
+    client: &reqwest::Client,
+    consumer: &rdkafka::consumer::BaseConsumer,
+    timeout: Duration,
+) -> (i64, i64, Duration) {
+    let deadline = Instant::now() + timeout;
+    let mut last_total = -1;
+    let mut stable_since = Instant::now();
+    // When each member first held each count.
+    let mut first_seen: Vec<BTreeMap<i64, i64>> = vec![BTreeMap::new(); members.len()];
+    loop {
+        let (total, newest) = output_topic_totals(consumer);
+        if total != last_total {
+            last_total = total;
+            stable_since = Instant::now();
+        }
+        let now_millis = gridwatch::time::wall_clock_millis();
+        let mut counts = Vec::new();
+        for (index, member) in members.iter().enumerate() {
+            let count = received_outputs(&member.metrics(client).await) as i64;
+            first_seen[index].entry(count).or_insert(now_millis);
+            counts.push(count);
+        }
+        if stable_since.elapsed() >= Duration::from_secs(3)
+            // At least: a reader re-positioned after a metadata refresh may receive a record
+            // twice (applying it again changes nothing).
+            && counts.iter().all(|count| *count >= total)
+        {
+            let newest = newest.expect("output records were produced");
+            let all_had_it = first_seen
+                .iter()
+                .map(|seen| {
+                    seen.iter()
+                        .filter(|(count, _)| **count >= total)
+                        .map(|(_, at)| *at)
+                        .min()
+                        .unwrap()
+                })
+                .max()
+                .unwrap();
+            let lag = Duration::from_millis(u64::try_from(all_had_it - newest).unwrap_or(0));
+            return (total, newest, lag);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the members' read models did not catch up: topics {total}, members {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `body` as JSON without the wall-time fields (`generated_at`, `last_seen`, `updated_at` of
+/// instances…), which differ between instances by when they published.
+fn without_wall_times(body: &str) -> serde_json::Value {
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for key in ["generated_at", "as_of", "now"] {
+                    map.remove(key);
+                }
+                for child in map.values_mut() {
+                    strip(child);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut value: serde_json::Value =
+        serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.to_string()));
+    strip(&mut value);
+    value
+}
+
+/// The counts of a fraud report, per scope, sorted by place: what must agree between
+/// instances. (The baseline's pro-rated share, the drop and its interval are functions of the
+/// wall time each instance computed its report at, so they differ in the last digits.)
+fn fraud_counts(report: &serde_json::Value) -> serde_json::Value {
+    let entry_counts = |entry: &serde_json::Value| {
+        serde_json::json!({
+            "scope": entry["scope"],
+            "district_code": entry["district_code"],
+            "community_id": entry["community_id"],
+            "cases_ytd": entry["cases_ytd"],
+            "warnings": entry["warnings"],
+            "dissuaded": entry["dissuaded"],
+            "paired_dissuasions": entry["paired_dissuasions"],
+            "population": entry["population"],
+        })
+    };
+    let sorted = |entries: &serde_json::Value| {
+        let mut counts: Vec<serde_json::Value> = entries
+            .as_array()
+            .map(|entries| entries.iter().map(entry_counts).collect())
+            .unwrap_or_default();
+        counts.sort_by_key(|entry| entry.to_string());
+        serde_json::Value::Array(counts)
+    };
+    serde_json::json!({
+        "year": report["year"],
+        "city": entry_counts(&report["city"]),
+        "districts": sorted(&report["districts"]),
+        "communities": sorted(&report["communities"]),
+    })
+}
+
+/// Whether the members' API answers from the city-wide read model (the contract's
+/// `/api/v1/status` carries `read_model_lag_seconds`); until then it shows each instance's
+/// own partitions and the body comparison is left out.
+async fn api_reads_the_model(member: &Member, client: &reqwest::Client) -> bool {
+    let (status, body) = member.get(client, "/api/v1/status").await;
+    status == 200 && body.contains("read_model_lag_seconds")
+}
+
+/// The city paths compared across members.
+const CITY_PATHS: [&str; 3] = [
+    "/api/v1/alerts",
+    "/api/v1/cells?top=20&view=1h",
+    "/api/v1/fraud",
+];
+
+/// Waits (at most `timeout`) until every member answers each city path with the same body
+/// (wall times aside); returns the bodies and how long it took.
+async fn wait_for_equal_bodies(
+    members: &[&Member],
+    client: &reqwest::Client,
+    timeout: Duration,
+) -> (Vec<serde_json::Value>, Duration) {
+    let started = Instant::now();
+    loop {
+        let mut per_path = Vec::new();
+        let mut all_equal = true;
+        for path in CITY_PATHS {
+            let mut bodies = Vec::new();
+            for member in members {
+                let (status, body) = member.get(client, path).await;
+                assert_eq!(status, 200, "{} {path}: {body}", member.name);
+                let body = without_wall_times(&body);
+                bodies.push(if path == "/api/v1/fraud" {
+                    fraud_counts(&body)
+                } else {
+                    body
+                });
+            }
+            if bodies.windows(2).any(|pair| pair[0] != pair[1]) {
+                all_equal = false;
+                if started.elapsed() >= timeout {
+                    for (member, body) in members.iter().zip(&bodies) {
+                        println!("{} {path}:\n{body}", member.name);
+                    }
+                    panic!("the members disagree on {path}");
+                }
+            }
+            per_path.push(bodies.swap_remove(0));
+        }
+        if all_equal {
+            return (per_path, started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Produces `events` more events of `simulator` to the input topic, all acknowledged.
+async fn produce(brokers: &str, simulator: &mut Simulator, events: u64) {
+    let options = ProduceOptions {
+        brokers: brokers.to_string(),
+        topic: INPUT_TOPIC.to_string(),
+        events: Some(events),
+        rate_per_second: None,
+        format: KafkaPayloadFormat::Protobuf,
+        properties: Default::default(),
+    };
+    let sent = produce_simulated(&options, simulator).await.unwrap();
+    assert_eq!(sent, events);
+}
+
+/// Waits until each member owns `partitions` input partitions.
+async fn wait_for_assignment(members: &[&Member], client: &reqwest::Client, partitions: f64) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut owned = Vec::new();
+        for member in members {
+            owned.push(metric_value(
+                &member.metrics(client).await,
+                "gridwatch_kafka_assigned_partitions",
+                &[],
+            ));
+        }
+        if owned.iter().all(|count| *count == Some(partitions)) {
+            println!("{} members own {partitions} partitions each", members.len());
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the group did not settle at {partitions} partitions each: {owned:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Three instances in one group over six input partitions (two each): every instance's read
+/// model receives every output record (all partitions' windows and alerts), and their
+/// `/api/v1/alerts`, `/api/v1/cells?top=20&view=1h` and `/api/v1/fraud` agree; after one is
+/// aborted and its partitions move, the two left still agree and still have the whole city.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_instance_shows_the_whole_city_and_keeps_showing_it_when_one_dies() {
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let broker = TansuBroker::start(&binary);
+    broker.create_topic(INPUT_TOPIC, INPUT_PARTITIONS);
+    broker.create_topic("gridwatch.state.v1", INPUT_PARTITIONS);
+    for topic in [WINDOWS_TOPIC, ALERTS_TOPIC, "gridwatch.deadletter.v1"] {
+        broker.create_topic(topic, 1);
+    }
+    let compacted = create_compacted_topic(&broker, STATUS_TOPIC, 1);
+    println!("status topic created compacted: {compacted}");
+    let group_id = "gridwatch-city";
+    let client = reqwest::Client::new();
+    let mut members = Vec::new();
+    for number in 1..=3 {
+        let name = format!("gw-{number}");
+        members.push(Member::start(member_config(&broker.address, group_id, &name), &name).await);
+    }
+    let all: Vec<&Member> = members.iter().collect();
+    wait_for_assignment(&all, &client, 2.0).await;
+
+    let settings = SimulatorSettings {
+        seed: 23,
+        start_millis: START_MILLIS,
+        ..SimulatorSettings::default()
+    };
+    let mut simulator = Simulator::new(settings, GridRegistry::embedded()).unwrap();
+    produce(&broker.address, &mut simulator, 6_000).await;
+    let checker = checking_consumer(&broker.address, "city-check", &[]);
+    let (total, _newest, lag) =
+        wait_until_caught_up(&all, &client, &checker, Duration::from_secs(120)).await;
+    println!(
+        "3 instances: all {total} output records (windows and alerts) received by every read model {:.0} ms after the newest was produced",
+        lag.as_secs_f64() * 1000.0
+    );
+    assert!(total > 100, "too few outputs to compare: {total}");
+    for member in &all {
+        let metrics = member.metrics(&client).await;
+        let fraud_partials = metric_sum(
+            &metrics,
+            "gridwatch_read_model_records_total",
+            &["kind=\"fraud_partial\"", "result=\"applied\""],
+        );
+        assert!(
+            fraud_partials >= 6.0,
+            "{}: {fraud_partials} fraud partials",
+            member.name
+        );
+        let undecodable = metric_sum(&metrics, "gridwatch_read_model_undecodable_total", &[]);
+        assert_eq!(undecodable, 0.0, "{}", member.name);
+    }
+    let api_on_model = api_reads_the_model(&members[0], &client).await;
+    if api_on_model {
+        let (bodies, took) = wait_for_equal_bodies(&all, &client, Duration::from_secs(10)).await;
+        println!(
+            "3 instances answer the same alerts, cells and fraud ({:.0} ms after the read models had every record)",
+            took.as_secs_f64() * 1000.0
+        );
+        let alerts = bodies[0]["alerts"].as_array().map_or(0, Vec::len);
+        let cells = bodies[1]["cells"].as_array().map_or(0, Vec::len);
+        assert!(alerts > 0 && cells > 0, "alerts {alerts}, cells {cells}");
+    } else {
+        println!(
+            "the API does not answer from the read model on this branch yet (no read_model_lag_seconds in /api/v1/status): bodies not compared"
+        );
+    }
+
+    let victim = members.remove(0);
+    victim.abort().await;
+    let survivors: Vec<&Member> = members.iter().collect();
+    wait_for_assignment(&survivors, &client, 3.0).await;
+    produce(&broker.address, &mut simulator, 3_000).await;
+    let (after, _newest, lag) =
+        wait_until_caught_up(&survivors, &client, &checker, Duration::from_secs(120)).await;
+    println!(
+        "after the kill: all {after} output records received by both survivors {:.0} ms after the newest was produced",
+        lag.as_secs_f64() * 1000.0
+    );
+    assert!(after > total, "the moved partitions produced more outputs");
+    if api_on_model {
+        let (_bodies, took) =
+            wait_for_equal_bodies(&survivors, &client, Duration::from_secs(10)).await;
+        println!(
+            "2 survivors answer the same alerts, cells and fraud ({:.0} ms after their read models had every record)",
+            took.as_secs_f64() * 1000.0
+        );
+        let (_, status) = members[0].get(&client, "/api/v1/status").await;
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        if let Some(partitions) = status["partitions_total"].as_u64() {
+            assert_eq!(partitions, 6, "the whole city's partitions: {status}");
+        }
+    }
+    for member in members {
+        member.stop().await;
+    }
+}
+
+/// A window record for the feed test.
+fn window(grid_id: &str, count: u64) -> gridwatch::proto::CellWindow {
+    gridwatch::proto::CellWindow {
+        grid_id: grid_id.to_string(),
+        count,
+        ..gridwatch::proto::CellWindow::default()
+    }
+}
+
+/// Sends one record and waits for its acknowledgement.
+async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    key: &str,
+    value: Option<Vec<u8>>,
+    timestamp_millis: i64,
+) {
+    let mut record: FutureRecord<'_, str, Vec<u8>> = FutureRecord::to(topic)
+        .partition(partition)
+        .key(key)
+        .timestamp(timestamp_millis);
+    if let Some(value) = &value {
+        record = record.payload(value);
+    }
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(error, _)| error)
+        .unwrap();
+}
+
+/// The reader on its own: windows and alerts start at "now − lookback" (when the broker
+/// answers offsets-for-times; from the beginning otherwise), the status topic at its
+/// beginning; status keys become fraud partials of this group only, instance statuses and,
+/// for a tombstone, the instance's departure; an undecodable record is counted and skipped;
+/// the lag falls to 0 once everything is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reader_starts_at_the_lookback_and_decodes_the_status_keys() {
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let broker = TansuBroker::start(&binary);
+    broker.create_topic(WINDOWS_TOPIC, 2);
+    broker.create_topic(ALERTS_TOPIC, 1);
+    let compacted = create_compacted_topic(&broker, STATUS_TOPIC, 1);
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .create()
+        .unwrap();
+    let now = gridwatch::time::wall_clock_millis();
+    let two_days_ago = now - 2 * 86_400_000;
+    for partition in 0..2 {
+        for count in 1..=3 {
+            let old = window("old", count).encode_to_vec();
+            send(
+                &producer,
+                WINDOWS_TOPIC,
+                partition,
+                "k",
+                Some(old),
+                two_days_ago,
+            )
+            .await;
+        }
+        for count in 1..=2 {
+            let new = window("new", count).encode_to_vec();
+            send(&producer, WINDOWS_TOPIC, partition, "k", Some(new), now).await;
+        }
+    }
+    send(
+        &producer,
+        WINDOWS_TOPIC,
+        0,
+        "k",
+        Some(vec![0xff, 0xff]),
+        now,
+    )
+    .await;
+    let alert = gridwatch::proto::Alert {
+        fingerprint: "fp".to_string(),
+        ..gridwatch::proto::Alert::default()
+    };
+    send(
+        &producer,
+        ALERTS_TOPIC,
+        0,
+        "fp",
+        Some(alert.encode_to_vec()),
+        now,
+    )
+    .await;
+    let status = |id: &str| gridwatch::proto::InstanceStatus {
+        instance_id: id.to_string(),
+        ..gridwatch::proto::InstanceStatus::default()
+    };
+    let partial = |partition: &str| gridwatch::proto::FraudPartial {
+        partition: partition.to_string(),
+        ..gridwatch::proto::FraudPartial::default()
+    };
+    // Old status records are current all the same: the status topic is read whole.
+    let status_records: Vec<(&str, Option<Vec<u8>>)> = vec![
+        ("instance/gw-1", Some(status("gw-1").encode_to_vec())),
+        ("instance/gw-2", Some(status("gw-2").encode_to_vec())),
+        ("instance/gw-2", None),
+        (
+            "fraud/g/events/0",
+            Some(partial("events/0").encode_to_vec()),
+        ),
+        (
+            "fraud/other/events/0",
+            Some(partial("events/0").encode_to_vec()),
+        ),
+    ];
+    for (key, value) in status_records {
+        send(&producer, STATUS_TOPIC, 0, key, value, two_days_ago).await;
+    }
+
+    let metrics = Arc::new(gridwatch::metrics::Metrics::new(&["kafka"], "test").unwrap());
+    let mut config = Config::default();
+    config.kafka.brokers = broker.address.clone();
+    config.kafka.group_id = "g".to_string();
+    let settings = KafkaFeedSettings {
+        topics: vec![
+            (WINDOWS_TOPIC.to_string(), TopicKind::Windows),
+            (ALERTS_TOPIC.to_string(), TopicKind::Alerts),
+            (STATUS_TOPIC.to_string(), TopicKind::Status),
+        ],
+        group_id: "g".to_string(),
+        lookback_millis: 86_400_000 + 60_000,
+    };
+    let (sender, mut receiver) = tokio::sync::mpsc::channel(16);
+    let feed = KafkaFeed::start(&config.kafka, settings, sender, metrics.clone()).unwrap();
+    let mut records: Vec<OutputRecord> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline
+        && !(feed.lag().seconds() == 0.0
+            && records.iter().any(|r| matches!(r, OutputRecord::Alert(_))))
+    {
+        if let Ok(Some(batch)) =
+            tokio::time::timeout(Duration::from_millis(200), receiver.recv()).await
+        {
+            records.extend(batch);
+        }
+    }
+    // Anything still queued.
+    while let Ok(batch) = receiver.try_recv() {
+        records.extend(batch);
+    }
+    let starts = feed.start_offsets();
+    println!("start offsets: {starts:?}");
+    let answered = starts
+        .iter()
+        .filter(|((topic, _), _)| topic == WINDOWS_TOPIC)
+        .all(|(_, start)| *start == StartOffset::At(3));
+    println!(
+        "offsets-for-times: {}; status topic compacted at creation: {compacted}",
+        if answered {
+            "answered (windows start after the two-day-old records)"
+        } else {
+            "not answered: windows and alerts read from the beginning"
+        }
+    );
+    assert_eq!(
+        starts.get(&(STATUS_TOPIC.to_string(), 0)),
+        Some(&StartOffset::Beginning)
+    );
+    let window_grids: Vec<&str> = records
+        .iter()
+        .filter_map(|record| match record {
+            OutputRecord::Window(window) => Some(window.grid_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    let new_windows = window_grids.iter().filter(|grid| **grid == "new").count();
+    let old_windows = window_grids.iter().filter(|grid| **grid == "old").count();
+    assert_eq!(new_windows, 4, "{records:?}");
+    assert_eq!(old_windows, if answered { 0 } else { 6 }, "{records:?}");
+    assert_eq!(
+        records
+            .iter()
+            .filter(|record| matches!(record, OutputRecord::Alert(_)))
+            .count(),
+        1
+    );
+    let status_records: Vec<&OutputRecord> = records
+        .iter()
+        .filter(|record| {
+            matches!(
+                record,
+                OutputRecord::InstanceStatus(_)
+                    | OutputRecord::InstanceGone { .. }
+                    | OutputRecord::FraudPartial(_)
+            )
+        })
+        .collect();
+    assert_eq!(
+        status_records,
+        vec![
+            &OutputRecord::InstanceStatus(status("gw-1")),
+            &OutputRecord::InstanceStatus(status("gw-2")),
+            &OutputRecord::InstanceGone {
+                instance_id: "gw-2".to_string()
+            },
+            &OutputRecord::FraudPartial(partial("events/0")),
+        ],
+        "in order; the other group's partial is left out"
+    );
+    assert_eq!(
+        metrics
+            .read_model_undecodable
+            .with_label_values(&[WINDOWS_TOPIC])
+            .get(),
+        1
+    );
+    assert_eq!(feed.lag().seconds(), 0.0, "caught up");
+    assert_eq!(metrics.read_model_lag_seconds.get(), 0.0);
+    tokio::task::spawn_blocking(move || feed.stop())
+        .await
+        .unwrap();
+}
