@@ -189,14 +189,7 @@ mod tests {
         )
     }
 
-    fn allowed_of(error: ApiError) -> (String, Allowed) {
-        match error {
-            ApiError::BadParameter {
-                parameter, allowed, ..
-            } => (parameter, allowed),
-            other => panic!("expected a bad parameter, got {other:?}"),
-        }
-    }
+    use crate::api::problem::bad_parameter_of as allowed_of;
 
     #[test]
     fn views_default_to_the_first_and_unknown_ones_name_the_known() {

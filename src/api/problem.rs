@@ -169,6 +169,18 @@ pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
+/// The parameter and allowed values of a [`ApiError::BadParameter`] (tests of the
+/// extractors and the catalog).
+#[cfg(test)]
+pub(crate) fn bad_parameter_of(error: ApiError) -> (String, Allowed) {
+    match error {
+        ApiError::BadParameter {
+            parameter, allowed, ..
+        } => (parameter, allowed),
+        other => panic!("expected a bad parameter, got {other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

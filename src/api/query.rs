@@ -223,14 +223,7 @@ mod tests {
         }
     }
 
-    fn parameter_of(error: ApiError) -> (String, Allowed) {
-        match error {
-            ApiError::BadParameter {
-                parameter, allowed, ..
-            } => (parameter, allowed),
-            other => panic!("expected a bad parameter, got {other:?}"),
-        }
-    }
+    use crate::api::problem::bad_parameter_of as parameter_of;
 
     #[test]
     fn known_parameters_parse_and_percent_decoding_applies() {
