@@ -40,6 +40,9 @@
 
 pub mod baseline;
 pub mod calendar;
+pub mod coverage;
+pub mod history;
+pub mod ledger;
 pub mod report;
 pub mod settings;
 pub mod stats;
@@ -47,10 +50,12 @@ pub mod tracker;
 
 pub use baseline::{BaselineMonth, FraudBaseline, FraudBaselineError};
 pub use calendar::YearToDate;
-pub use report::{publish_metrics, FraudEntry, FraudReport, FraudScope};
+pub use coverage::TimeSpans;
+pub use ledger::{streamed_partial, FraudLedger};
+pub use report::{publish_metrics, FraudEntry, FraudReport, FraudScope, FraudStatus};
 pub use settings::{FraudError, FraudSettings};
 pub use stats::{exact_rate_ratio, DropInterval, RateRatioError, RateRatioInterval};
-pub use tracker::{CommunityYearCounts, FraudTracker, PairedDissuasion};
+pub use tracker::{ChainCounts, CommunityMonths, FraudTracker, PairedDissuasion};
 
 #[cfg(test)]
 mod tests;

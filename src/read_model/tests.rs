@@ -272,10 +272,14 @@ fn a_resolved_alert_is_forgotten_fifteen_minutes_of_event_time_after_it_resolved
 
 fn partial(partition: &str, community_id: &str, cases_filed: u64) -> OutputRecord {
     OutputRecord::FraudPartial(crate::proto::FraudPartial {
+        source: crate::proto::FraudCountSource::Streamed as i32,
+        coverage: Vec::new(),
+        community_first_seen_ms: Default::default(),
         partition: partition.to_string(),
         counts: vec![CommunityYearCounts {
             community_id: community_id.to_string(),
             year: 2026,
+            month: 1,
             cases_filed,
             ..Default::default()
         }],

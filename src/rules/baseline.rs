@@ -106,7 +106,7 @@ pub struct TypeSeed {
 
 impl TypeSeed {
     /// The share of the day's events falling in local hour `hour` (sums to 1 over the day).
-    fn hour_share(&self, hour: usize) -> f64 {
+    pub(crate) fn hour_share(&self, hour: usize) -> f64 {
         let total: f64 = self.profile.iter().sum();
         if total <= 0.0 {
             return 0.0;

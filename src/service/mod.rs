@@ -149,6 +149,43 @@ pub fn load_rules(config: &Config) -> Result<RuleSet, ServiceError> {
     RuleSet::from_toml_str(&text, pane_size_millis).map_err(|error| rules_file_error(error.into()))
 }
 
+/// The imported fraud history of `fraud.history_path`, when configured and present. A file
+/// that no longer validates (the registry changed since the import) is logged and skipped:
+/// the report then says `insufficient_data` rather than the service refusing to start.
+fn load_fraud_history(
+    config: &Config,
+    registry: &GridRegistry,
+    settings: &FraudSettings,
+) -> Option<crate::fraud::history::ImportedHistory> {
+    let path = config.fraud.history_path.as_ref()?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(path = %path.display(), "no imported fraud history yet");
+            return None;
+        }
+        Err(error) => {
+            tracing::error!(path = %path.display(), %error, "cannot read the imported fraud history");
+            return None;
+        }
+    };
+    match crate::fraud::history::ImportedHistory::from_csv(
+        &text,
+        registry,
+        crate::time::wall_clock_millis(),
+        settings.timezone_offset_hours,
+    ) {
+        Ok(history) => {
+            tracing::info!(path = %path.display(), rows = history.len(), "imported fraud history loaded");
+            Some(history)
+        }
+        Err(error) => {
+            tracing::error!(path = %path.display(), %error, "imported fraud history not loaded");
+            None
+        }
+    }
+}
+
 /// Loads the fraud baseline named by the config (`fraud_baseline.csv` of `seeds.dir`, or the
 /// embedded one) and checks it has the baseline year.
 pub fn load_fraud_baseline(
@@ -231,7 +268,15 @@ pub async fn run(
             baseline: fraud_baseline.clone(),
         },
     );
-    let read_model_writer = read_model_writer.with_metrics(metrics.clone());
+    let mut read_model_writer = read_model_writer.with_metrics(metrics.clone());
+    if let Some(history) = load_fraud_history(&config, &registry, &fraud_settings) {
+        read_model_writer.apply(
+            crate::read_model::OutputRecord::FraudPartial(
+                history.to_partial(crate::time::wall_clock_millis()),
+            ),
+            crate::time::wall_clock_millis(),
+        );
+    }
     // With Kafka outputs the model reads the output topics (the whole city); otherwise the
     // pipeline feeds it in-process.
     let (read_model_writer, kafka_read_model) =
@@ -389,8 +434,6 @@ pub async fn run(
         health: health.clone(),
         view_labels: view_names(&config),
         cell_gauges: CellGauges::default(),
-        fraud_settings,
-        fraud_baseline,
         status: StatusReporter::new(
             crate::sink::cloudevents::instance_name(&config.alerting.instance),
             source_name,
