@@ -107,6 +107,11 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// The fraud target's tools.
+    Fraud {
+        #[command(subcommand)]
+        command: FraudCommand,
+    },
     /// Validate a config file and the rules file it names (or a rules file itself); report every problem.
     CheckConfig {
         /// The config (or rules) TOML file.
@@ -117,6 +122,29 @@ enum Command {
         /// Output directory.
         #[arg(long, default_value = "seeds")]
         out_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FraudCommand {
+    /// Import the case history of the months before gridwatch saw the stream, so the fraud
+    /// report covers the real year to date (CSV: community_id,year,month,fraud_warnings,
+    /// fraud_reported,fraud_cases_filed[,fraud_dissuaded]; each row is one community's whole
+    /// month). Validated whole: every bad row is listed and nothing is imported. Stored in
+    /// fraud.history_path and, with Kafka outputs, on the status topic; importing again
+    /// replaces the previous import.
+    ///
+    /// Example: gridwatch fraud import --config gridwatch.toml --from cases-2026.csv
+    Import {
+        /// The CSV file of monthly counts per community.
+        #[arg(long)]
+        from: PathBuf,
+        /// Config TOML file (the registry, `[fraud]` and Kafka settings).
+        #[arg(long, env = "GRIDWATCH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Validate and summarize only; store nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -328,6 +356,28 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 ..gridwatch::tools::dlq_replay::ReplayOptions::new(&brokers, &from, &to)
             };
             let summary = gridwatch::tools::dlq_replay::replay_dead_letters(&options)?;
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Fraud {
+            command:
+                FraudCommand::Import {
+                    from,
+                    config,
+                    dry_run,
+                },
+        } => {
+            let config = Config::load(config.as_deref())?;
+            init_logging(&config);
+            let registry = gridwatch::service::load_registry(&config)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            let summary = runtime.block_on(gridwatch::tools::fraud_import::import_history(
+                &config,
+                &registry,
+                &from,
+                dry_run,
+                gridwatch::time::wall_clock_millis(),
+            ))?;
             println!("{summary}");
             Ok(())
         }
