@@ -569,6 +569,8 @@ pub struct FraudMetrics {
     pub projected_drop_ci_high: GaugeVec,
     /// Observed days needed for a verdict.
     pub minimum_coverage_days: Gauge,
+    /// Input partitions that carried a community's events, for communities on more than one.
+    pub community_input_partitions: GaugeVec,
     /// Cases per 10,000 residents, year to date, by scope.
     pub incidence_per_10k: GaugeVec,
     /// Baseline cases per 10,000 residents over the same period of the baseline year.
@@ -691,6 +693,14 @@ impl FraudMetrics {
             "Observed days a scope needs before its fraud drop is judged (insufficient_data below).",
         )?;
         registry.register(Box::new(minimum_coverage_days.clone()))?;
+        let community_input_partitions = GaugeVec::new(
+            Opts::new(
+                "gridwatch_community_input_partitions",
+                "Input partitions that carried a community's events, only for communities on more than one (their community-scope statistics are split: key the input by community id).",
+            ),
+            &["community"],
+        )?;
+        registry.register(Box::new(community_input_partitions.clone()))?;
         let dissuasion_ratio = scoped_gauge(
             "gridwatch_fraud_dissuasion_ratio",
             "Fraud dissuasions divided by fraud warnings this local year so far, by scope.",
@@ -744,6 +754,7 @@ impl FraudMetrics {
             projected_drop_ci_low,
             projected_drop_ci_high,
             minimum_coverage_days,
+            community_input_partitions,
             incidence_per_10k,
             baseline_incidence_per_10k,
             drop_ratio,

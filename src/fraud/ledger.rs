@@ -32,6 +32,8 @@ pub struct FraudLedger {
     imported: BTreeMap<i32, Vec<ImportedMonths>>,
     /// Streamed coverage by community index.
     coverage: Vec<TimeSpans>,
+    /// The named partitions that carried each community's events (by community index).
+    partitions_by_community: BTreeMap<u32, Vec<String>>,
 }
 
 /// Why a row of a partial record was not merged.
@@ -51,6 +53,7 @@ impl FraudLedger {
             streamed: BTreeMap::new(),
             imported: BTreeMap::new(),
             coverage: vec![TimeSpans::new(); community_count],
+            partitions_by_community: BTreeMap::new(),
         }
     }
 
@@ -113,8 +116,21 @@ impl FraudLedger {
                 continue;
             };
             self.add_coverage(community, &spans, *first_seen);
+            let partitions = self.partitions_by_community.entry(community.0).or_default();
+            if !partitions.contains(&partial.partition) {
+                partitions.push(partial.partition.clone());
+            }
         }
         skipped
+    }
+
+    /// Communities whose events arrived on more than one partition, with those partitions:
+    /// their community-scope statistics are split (the input is not keyed by community).
+    pub fn split_communities(&self) -> impl Iterator<Item = (CommunityIndex, &[String])> + '_ {
+        self.partitions_by_community
+            .iter()
+            .filter(|(_, partitions)| partitions.len() > 1)
+            .map(|(slot, partitions)| (CommunityIndex(*slot), partitions.as_slice()))
     }
 
     /// Streamed counts of one community and month.

@@ -52,7 +52,9 @@ pub use baseline::{BaselineMonth, FraudBaseline, FraudBaselineError};
 pub use calendar::YearToDate;
 pub use coverage::TimeSpans;
 pub use ledger::{streamed_partial, FraudLedger};
-pub use report::{publish_metrics, FraudEntry, FraudReport, FraudScope, FraudStatus};
+pub use report::{
+    publish_metrics, FraudEntry, FraudReport, FraudScope, FraudStatus, SplitCommunity,
+};
 pub use settings::{FraudError, FraudSettings};
 pub use stats::{exact_rate_ratio, DropInterval, RateRatioError, RateRatioInterval};
 pub use tracker::{ChainCounts, CommunityMonths, FraudTracker, PairedDissuasion};

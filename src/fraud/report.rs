@@ -130,6 +130,15 @@ impl FraudLedger {
             elapsed_days: year_to_date.elapsed_days,
             days_in_year: year_to_date.days_in_year,
             minimum_coverage_days: settings.minimum_coverage_days,
+            split_communities: self
+                .split_communities()
+                .filter_map(|(community, partitions)| {
+                    Some(SplitCommunity {
+                        community_id: registry.get_community(community)?.id.clone(),
+                        partitions: partitions.to_vec(),
+                    })
+                })
+                .collect(),
             city: context.entry(city_identity, &city_sums),
             districts,
             communities,
@@ -383,12 +392,25 @@ pub struct FraudReport {
     pub days_in_year: f64,
     /// Observed days a scope needs for a verdict (below: `insufficient_data`).
     pub minimum_coverage_days: f64,
+    /// Communities whose events arrived on more than one input partition: their
+    /// community-scope statistics are split (key the input by community id). Empty when the
+    /// input is keyed right.
+    pub split_communities: Vec<SplitCommunity>,
     /// The whole city.
     pub city: FraudEntry,
     /// Each district/county, furthest behind the target first.
     pub districts: Vec<FraudEntry>,
     /// Each community, furthest behind the target first.
     pub communities: Vec<FraudEntry>,
+}
+
+/// A community whose events arrived on several input partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SplitCommunity {
+    /// 12-digit community id.
+    pub community_id: String,
+    /// The partitions (`topic/partition`) that carried its events.
+    pub partitions: Vec<String>,
 }
 
 /// Sums over a scope's communities (summed before any division).
@@ -622,6 +644,13 @@ fn sort_by_distance_from_target(entries: &mut [FraudEntry]) {
 /// sets its series; a value that is undefined removes its series rather than exporting NaN.
 pub fn publish_metrics(report: &FraudReport, metrics: &crate::metrics::FraudMetrics) {
     metrics.target_drop_ratio.set(report.target_drop);
+    metrics.community_input_partitions.reset();
+    for split in &report.split_communities {
+        metrics
+            .community_input_partitions
+            .with_label_values(&[split.community_id.as_str()])
+            .set(split.partitions.len() as f64);
+    }
     metrics
         .minimum_coverage_days
         .set(report.minimum_coverage_days);

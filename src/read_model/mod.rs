@@ -202,6 +202,20 @@ impl ReadModelWriter {
                 .as_ref()
                 .is_some_and(|written| Arc::ptr_eq(written, report));
             if !already_written {
+                let newly_split = report.split_communities.iter().filter(|split| {
+                    self.fraud_report_in_metrics.as_ref().is_none_or(|old| {
+                        !old.split_communities
+                            .iter()
+                            .any(|old_split| old_split.community_id == split.community_id)
+                    })
+                });
+                for split in newly_split {
+                    tracing::warn!(
+                        community_id = %split.community_id,
+                        partitions = %split.partitions.join(","),
+                        "community events arrive on more than one input partition: its community-scope statistics are split; key the input by community id"
+                    );
+                }
                 crate::fraud::publish_metrics(report, &metrics.fraud);
                 self.fraud_report_in_metrics = Some(report.clone());
             }
