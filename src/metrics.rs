@@ -559,16 +559,16 @@ pub struct FraudMetrics {
     pub baseline_full_year_cases: IntGaugeVec,
     /// The verdict as a state set: 1 on the current `status`, 0 on the others, by scope.
     pub status: GaugeVec,
-    /// Observed days this year, by scope.
-    pub covered_days: GaugeVec,
+    /// Observed time this year in seconds, by scope.
+    pub covered_seconds: GaugeVec,
     /// Observed days ÷ elapsed days, by scope.
     pub coverage_ratio: GaugeVec,
     /// Lower bound of the projected year-end drop.
     pub projected_drop_ci_low: GaugeVec,
     /// Upper bound of the projected year-end drop.
     pub projected_drop_ci_high: GaugeVec,
-    /// Observed days needed for a verdict.
-    pub minimum_coverage_days: Gauge,
+    /// Observed time needed for a verdict, seconds.
+    pub minimum_coverage_seconds: Gauge,
     /// Input partitions that carried a community's events, for communities on more than one.
     pub community_input_partitions: GaugeVec,
     /// Cases per 10,000 residents, year to date, by scope.
@@ -647,13 +647,13 @@ impl FraudMetrics {
             &["scope", "district", "community", "status"],
         )?;
         registry.register(Box::new(status.clone()))?;
-        let covered_days = scoped_gauge(
-            "gridwatch_fraud_covered_days",
-            "Days of this local year observed (streamed spans and imported months; population-weighted over a scope's communities), by scope.",
+        let covered_seconds = scoped_gauge(
+            "gridwatch_fraud_covered_seconds",
+            "Time of this local year observed, in seconds (streamed spans and imported months; population-weighted over a scope's communities), by scope.",
         )?;
         let coverage_ratio = scoped_gauge(
             "gridwatch_fraud_coverage_ratio",
-            "Observed days divided by the days elapsed this local year, by scope.",
+            "Observed time divided by the time elapsed this local year, by scope.",
         )?;
         let projected_drop_ci_low = scoped_gauge(
             "gridwatch_fraud_projected_drop_ci_low",
@@ -688,11 +688,11 @@ impl FraudMetrics {
             community_labels,
         )?;
         registry.register(Box::new(baseline_full_year_cases.clone()))?;
-        let minimum_coverage_days = Gauge::new(
-            "gridwatch_fraud_minimum_coverage_days",
-            "Observed days a scope needs before its fraud drop is judged (insufficient_data below).",
+        let minimum_coverage_seconds = Gauge::new(
+            "gridwatch_fraud_minimum_coverage_seconds",
+            "Observed time a scope needs before its fraud drop is judged, in seconds (insufficient_data below).",
         )?;
-        registry.register(Box::new(minimum_coverage_days.clone()))?;
+        registry.register(Box::new(minimum_coverage_seconds.clone()))?;
         let community_input_partitions = GaugeVec::new(
             Opts::new(
                 "gridwatch_community_input_partitions",
@@ -749,11 +749,11 @@ impl FraudMetrics {
             baseline_cases_covered,
             baseline_full_year_cases,
             status,
-            covered_days,
+            covered_seconds,
             coverage_ratio,
             projected_drop_ci_low,
             projected_drop_ci_high,
-            minimum_coverage_days,
+            minimum_coverage_seconds,
             community_input_partitions,
             incidence_per_10k,
             baseline_incidence_per_10k,

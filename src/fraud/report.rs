@@ -18,6 +18,8 @@ use crate::grid::{CommunityIndex, GridRegistry};
 const PER_RESIDENTS: f64 = 10_000.0;
 /// Milliseconds per day.
 const DAY_MILLIS: f64 = 86_400_000.0;
+/// Seconds per day (metrics use the base unit).
+const SECONDS_PER_DAY: f64 = 86_400.0;
 
 impl FraudTracker {
     /// The report of this tracker alone (one partition, or counts already merged).
@@ -652,8 +654,8 @@ pub fn publish_metrics(report: &FraudReport, metrics: &crate::metrics::FraudMetr
             .set(split.partitions.len() as f64);
     }
     metrics
-        .minimum_coverage_days
-        .set(report.minimum_coverage_days);
+        .minimum_coverage_seconds
+        .set(report.minimum_coverage_days * SECONDS_PER_DAY);
     let entries = std::iter::once(&report.city)
         .chain(report.districts.iter())
         .chain(report.communities.iter());
@@ -682,7 +684,10 @@ pub fn publish_metrics(report: &FraudReport, metrics: &crate::metrics::FraudMetr
             ),
             (&metrics.on_track, on_track),
             (&metrics.dissuasion_ratio, entry.dissuasion_rate),
-            (&metrics.covered_days, Some(entry.covered_days)),
+            (
+                &metrics.covered_seconds,
+                Some(entry.covered_days * SECONDS_PER_DAY),
+            ),
             (&metrics.coverage_ratio, entry.coverage_ratio),
         ];
         for (gauge, value) in values {
