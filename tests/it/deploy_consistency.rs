@@ -493,6 +493,49 @@ async fn probe_and_scrape_paths_are_served_by_the_router() {
     server.abort();
 }
 
+/// A dashboard imports into any Grafana: it declares its Prometheus as the import input
+/// `DS_PROMETHEUS`, selects it through the `datasource` variable (which the import presets to
+/// `${DS_PROMETHEUS}` and provisioning resolves to the default Prometheus), and names no
+/// datasource uid anywhere (the provisioned uid `prometheus` exists only in this repository's
+/// stack).
+fn assert_importable_anywhere(dashboard: &serde_json::Value, name: &str) {
+    let inputs = dashboard["__inputs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        inputs.iter().any(|input| input["name"] == "DS_PROMETHEUS"
+            && input["type"] == "datasource"
+            && input["pluginId"] == "prometheus"),
+        "{name}: __inputs must declare DS_PROMETHEUS: {inputs:?}"
+    );
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let datasource = variables
+        .iter()
+        .find(|variable| variable["name"] == "datasource")
+        .unwrap_or_else(|| panic!("{name}: no datasource variable"));
+    assert_eq!(datasource["type"], "datasource", "{name}");
+    assert_eq!(datasource["query"], "prometheus", "{name}");
+    assert_eq!(datasource["current"]["value"], "${DS_PROMETHEUS}", "{name}");
+    let text = dashboard.to_string();
+    assert!(
+        !text.contains("\"uid\":\"prometheus\""),
+        "{name}: a hard-coded datasource uid remains"
+    );
+    for variable in &variables {
+        if variable["type"] == "query" {
+            assert_eq!(
+                variable["datasource"]["uid"], "${datasource}",
+                "{name}: variable {}",
+                variable["name"]
+            );
+        }
+    }
+}
+
 #[test]
 fn grafana_provisioning_matches_the_dashboards_and_compose_mounts() {
     let datasources = read_yaml("grafana/provisioning/datasources/prometheus.yml");
@@ -533,6 +576,7 @@ fn grafana_provisioning_matches_the_dashboards_and_compose_mounts() {
             "{name}"
         );
         uids.push(dashboard["uid"].as_str().expect("uid").to_string());
+        assert_importable_anywhere(&dashboard, &name);
         let mut stack: Vec<serde_json::Value> =
             dashboard["panels"].as_array().cloned().unwrap_or_default();
         while let Some(panel) = stack.pop() {
@@ -543,13 +587,13 @@ fn grafana_provisioning_matches_the_dashboards_and_compose_mounts() {
                 continue;
             }
             assert_eq!(
-                panel["datasource"]["uid"], "prometheus",
+                panel["datasource"]["uid"], "${datasource}",
                 "{name}: {}",
                 panel["title"]
             );
             for target in panel["targets"].as_array().cloned().unwrap_or_default() {
                 assert_eq!(
-                    target["datasource"]["uid"], "prometheus",
+                    target["datasource"]["uid"], "${datasource}",
                     "{name}: {}",
                     panel["title"]
                 );
