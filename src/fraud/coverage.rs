@@ -154,9 +154,10 @@ impl TimeSpans {
         while self.spans.len() > MAX_SPANS {
             let smallest_gap = self
                 .spans
-                .windows(2)
+                .iter()
+                .zip(self.spans.iter().skip(1))
                 .enumerate()
-                .min_by_key(|(_, pair)| pair[1].0.saturating_sub(pair[0].1))
+                .min_by_key(|(_, (left, right))| right.0.saturating_sub(left.1))
                 .map(|(index, _)| index);
             let Some(index) = smallest_gap else {
                 return;

@@ -420,7 +420,8 @@ async fn console_shows_the_city_and_a_fire_in_chromium_and_survives_a_restart() 
     )
     .await;
     assert!(
-        fraud["head"].as_str().unwrap().contains("已观测") && fraud["head"].as_str().unwrap().contains("数据不足"),
+        fraud["head"].as_str().unwrap().contains("已观测")
+            && fraud["head"].as_str().unwrap().contains("数据不足"),
         "{fraud}"
     );
     assert_eq!(fraud["statuses"], json!(["na"]), "{fraud}");
