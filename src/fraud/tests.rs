@@ -547,6 +547,8 @@ fn tracker_survives_a_postcard_snapshot() {
     let t0 = millis("2026-05-01T09:00:00+08:00");
     feeder.feed(0, EventType::FraudWarning, t0, Some("pseudo:aaa"));
     feeder.feed(1, EventType::FraudCaseFiled, t0, None);
+    feeder.cover(t0 - 3_600_000, t0);
+    assert!(!feeder.tracker.coverage().is_empty());
     let bytes = postcard::to_allocvec(&feeder.tracker).unwrap();
     let restored: FraudTracker = postcard::from_bytes(&bytes).unwrap();
     assert_eq!(restored, feeder.tracker);

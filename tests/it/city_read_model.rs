@@ -756,7 +756,11 @@ async fn fraud_wave_alerts(member: &Member, client: &reqwest::Client) -> Vec<ser
         .as_array()
         .unwrap()
         .iter()
-        .filter(|alert| alert["rule"].as_str().is_some_and(|rule| rule.starts_with("fraud_wave")))
+        .filter(|alert| {
+            alert["rule"]
+                .as_str()
+                .is_some_and(|rule| rule.starts_with("fraud_wave"))
+        })
         .map(|alert| {
             serde_json::json!({
                 "rule": alert["rule"],
@@ -799,12 +803,14 @@ async fn three_instances_and_one_raise_the_same_fraud_alerts_and_report() {
         .iter()
         .step_by(50)
         .take(3)
-        .map(|community| gridwatch::source::simulator::Scenario::FraudWave {
-            community_id: community.id.clone(),
-            start: gridwatch::source::simulator::ScenarioTime::AfterStart(20 * 60_000),
-            duration: gridwatch::source::simulator::ScenarioDuration(2 * 3_600_000),
-            multiplier: 400.0,
-        })
+        .map(
+            |community| gridwatch::source::simulator::Scenario::FraudWave {
+                community_id: community.id.clone(),
+                start: gridwatch::source::simulator::ScenarioTime::AfterStart(20 * 60_000),
+                duration: gridwatch::source::simulator::ScenarioDuration(2 * 3_600_000),
+                multiplier: 400.0,
+            },
+        )
         .collect();
     let settings = SimulatorSettings {
         seed: 31,
@@ -838,7 +844,9 @@ async fn three_instances_and_one_raise_the_same_fraud_alerts_and_report() {
         let (_, solo_fraud) = one.get(&client, "/api/v1/fraud").await;
         let solo_fraud = fraud_counts(&without_wall_times(&solo_fraud));
         let mut agree = !solo_alerts.is_empty()
-            && solo_fraud["city"]["cases_streamed"].as_u64().is_some_and(|cases| cases > 0);
+            && solo_fraud["city"]["cases_streamed"]
+                .as_u64()
+                .is_some_and(|cases| cases > 0);
         for member in &three {
             let (_, fraud) = member.get(&client, "/api/v1/fraud").await;
             agree &= fraud_wave_alerts(member, &client).await == solo_alerts
@@ -860,7 +868,11 @@ async fn three_instances_and_one_raise_the_same_fraud_alerts_and_report() {
         if Instant::now() >= deadline {
             println!("solo alerts: {solo_alerts:#?}");
             for member in &three {
-                println!("{} alerts: {:#?}", member.name, fraud_wave_alerts(member, &client).await);
+                println!(
+                    "{} alerts: {:#?}",
+                    member.name,
+                    fraud_wave_alerts(member, &client).await
+                );
             }
             panic!("three instances and one do not agree on the fraud alerts and report");
         }
@@ -873,7 +885,11 @@ async fn three_instances_and_one_raise_the_same_fraud_alerts_and_report() {
         report["city"]["warnings"],
         report["city"]["covered_days"]
     );
-    assert_eq!(report["split_communities"], serde_json::json!([]), "keyed by community: no split");
+    assert_eq!(
+        report["split_communities"],
+        serde_json::json!([]),
+        "keyed by community: no split"
+    );
     for member in three {
         member.stop().await;
     }

@@ -220,8 +220,7 @@ fn history_csv(registry: &GridRegistry, year: i32, months: u32, share: f64) -> (
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_imported_history_gives_a_verdict_on_day_one_and_survives_a_restart_without_a_snapshot()
-{
+async fn an_imported_history_gives_a_verdict_on_day_one_and_survives_restarts() {
     let registry = GridRegistry::embedded();
     let now = gridwatch::time::wall_clock_millis();
     let (year, month) = gridwatch::fraud::calendar::local_year_month(now, 8);
@@ -260,8 +259,11 @@ async fn an_imported_history_gives_a_verdict_on_day_one_and_survives_a_restart_w
 
     config.simulator.pacing = SimulatorPacing::Realtime;
     config.simulator.backfill = Duration::from_secs(5 * 60);
+    // The first start has no snapshot; it writes one at stop, which the second restores.
+    config.state.snapshot_path = Some(directory.path().join("state.snapshot"));
     let client = reqwest::Client::new();
     let mut reports = Vec::new();
+    let mut streamed_days = Vec::new();
     for _ in 0..2 {
         let service = InProcessService::start(config.clone()).await;
         let report = wait_for_json(
@@ -296,12 +298,18 @@ async fn an_imported_history_gives_a_verdict_on_day_one_and_survives_a_restart_w
             .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
             .sum();
         assert_eq!(imported_series, imported_cases);
+        streamed_days.push(city["covered_days_streamed"].as_f64().unwrap());
         reports.push((
             city["cases_imported"].clone(),
             city["baseline_full_year_cases"].clone(),
             city["covered_days_imported"].clone(),
         ));
     }
-    // A restart without a snapshot reports the same imported history.
+    // Restarted from the snapshot: the same imported history, and the streamed coverage of
+    // the first run is kept (the second run adds its own minutes to it).
     assert_eq!(reports[0], reports[1]);
+    assert!(
+        streamed_days[1] >= streamed_days[0] && streamed_days[0] > 0.0,
+        "streamed coverage kept across the restart: {streamed_days:?}"
+    );
 }
