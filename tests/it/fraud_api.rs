@@ -264,13 +264,22 @@ async fn an_imported_history_gives_a_verdict_on_day_one_and_survives_restarts() 
     let client = reqwest::Client::new();
     let mut reports = Vec::new();
     let mut streamed_days = Vec::new();
-    for _ in 0..2 {
+    // The first run observes 20 minutes, the second (restored) only 2 of its own: with the
+    // snapshot its coverage still holds the first run's (without, it fails: measured 0.0006
+    // days against 0.0128).
+    for backfill_minutes in [20, 2] {
+        config.simulator.backfill = Duration::from_secs(backfill_minutes * 60);
         let service = InProcessService::start(config.clone()).await;
         let report = wait_for_json(
             &client,
             &format!("{}/api/v1/fraud", service.base_url),
             Duration::from_secs(60),
-            |report| report["city"]["cases_imported"].as_u64() == Some(imported_cases),
+            |report| {
+                report["city"]["cases_imported"].as_u64() == Some(imported_cases)
+                    && report["city"]["covered_days_streamed"]
+                        .as_f64()
+                        .is_some_and(|days| days > 0.0)
+            },
         )
         .await;
         let (_, metrics) = get_text(&client, &format!("{}/metrics", service.base_url)).await;
@@ -309,7 +318,7 @@ async fn an_imported_history_gives_a_verdict_on_day_one_and_survives_restarts() 
     // the first run is kept (the second run adds its own minutes to it).
     assert_eq!(reports[0], reports[1]);
     assert!(
-        streamed_days[1] >= streamed_days[0] && streamed_days[0] > 0.0,
-        "streamed coverage kept across the restart: {streamed_days:?}"
+        streamed_days[1] >= 10.0 / 1440.0 && streamed_days[1] >= streamed_days[0] * 0.99,
+        "streamed coverage kept across the restart: {streamed_days:?} days"
     );
 }
