@@ -236,7 +236,65 @@ impl Default for KafkaConfig {
     }
 }
 
+/// Environment variables `GRIDWATCH_KAFKA_PROPERTY_<NAME>` set the librdkafka property
+/// `<name>`: lowercased, every `_` a `.` (`GRIDWATCH_KAFKA_PROPERTY_SASL_PASSWORD` →
+/// `sasl.password`); no librdkafka property that takes a string has an `_` in its name.
+pub const KAFKA_PROPERTY_VARIABLE_PREFIX: &str = "GRIDWATCH_KAFKA_PROPERTY_";
+
+/// [`KAFKA_PROPERTY_VARIABLE_PREFIX`] without `GRIDWATCH_`, as figment's filter sees it.
+const KAFKA_PROPERTY_VARIABLE_INFIX: &str = "KAFKA_PROPERTY_";
+
+/// The librdkafka properties set by `GRIDWATCH_KAFKA_PROPERTY_*` among `variables` (see
+/// [`KAFKA_PROPERTY_VARIABLE_PREFIX`]); a variable without a property name, or whose value is
+/// not UTF-8, is a problem named by the variable, never by its value.
+pub fn kafka_properties_from_environment(
+    variables: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Result<std::collections::BTreeMap<String, String>, Vec<String>> {
+    let mut properties = std::collections::BTreeMap::new();
+    let mut problems = Vec::new();
+    for (name, value) in variables {
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let Some(property) = name.strip_prefix(KAFKA_PROPERTY_VARIABLE_PREFIX) else {
+            continue;
+        };
+        let property = property.to_ascii_lowercase().replace('_', ".");
+        if property.is_empty() || property.split('.').any(str::is_empty) {
+            problems.push(format!(
+                "{name} does not name a librdkafka property: write {KAFKA_PROPERTY_VARIABLE_PREFIX}SECURITY_PROTOCOL for security.protocol"
+            ));
+            continue;
+        }
+        match value.into_string() {
+            Ok(value) => {
+                properties.insert(property, value);
+            }
+            Err(_) => problems.push(format!("{name}: the value is not UTF-8")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(properties)
+    } else {
+        Err(problems)
+    }
+}
+
 impl KafkaConfig {
+    /// Reads `property_files` into `properties`; every unreadable file (by path) and every
+    /// property set both ways goes to `problems`.
+    fn read_property_files(&mut self, problems: &mut Vec<String>) {
+        for (property, path) in &self.property_files {
+            if self.properties.contains_key(property) {
+                problems.push(format!("kafka.property_files.{property:?} is also set in kafka.properties (or {KAFKA_PROPERTY_VARIABLE_PREFIX}*); set it once"));
+            }
+            let setting = format!("kafka.property_files.{property:?}");
+            if let Some(value) = read_secret_file(&setting, path, problems) {
+                self.properties.insert(property.clone(), value);
+            }
+        }
+    }
+
     /// The payload format of records of `topic` without a `content-type` header.
     pub fn format_of_topic(&self, topic: &str) -> KafkaPayloadFormat {
         self.topic_formats
@@ -1142,6 +1200,31 @@ impl Config {
     /// Loads defaults, then `path` (if any), then `GRIDWATCH_*` environment variables, and
     /// validates the result.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = Config::extract(path)?;
+        config.read_secret_files()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The `[kafka]` settings of the configuration a command-line tool (`produce`, `dlq
+    /// replay`) shares with the service: defaults, `path`, `GRIDWATCH_*` variables (librdkafka
+    /// properties from `GRIDWATCH_KAFKA_PROPERTY_*` included) and `kafka.property_files` read,
+    /// so that TLS and SASL settings and their secrets never need the command line. The rest
+    /// of the configuration is parsed (unknown keys are still errors) but not validated: a
+    /// tool needs neither the pseudonymization key nor a valid HTTP section.
+    pub fn load_kafka_settings(path: Option<&Path>) -> Result<KafkaConfig, ConfigError> {
+        let mut config = Config::extract(path)?;
+        let mut problems = Vec::new();
+        config.kafka.read_property_files(&mut problems);
+        if problems.is_empty() {
+            return Ok(config.kafka);
+        }
+        Err(ConfigError::Invalid { problems })
+    }
+
+    /// Defaults, then `path`, then the environment, parsed into the schema (no secret file
+    /// read, nothing validated).
+    fn extract(path: Option<&Path>) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(config_path) = path {
             if !config_path.exists() {
@@ -1153,15 +1236,23 @@ impl Config {
         }
         // Only `GRIDWATCH_<SECTION>__<KEY>` variables are configuration: `GRIDWATCH_CONFIG`
         // (the file path) and other single-level names are not keys.
+        // `GRIDWATCH_KAFKA_PROPERTY_*` are librdkafka properties, whose dotted names figment's
+        // splitting cannot express: they are read below.
         figment = figment.merge(
             Env::prefixed("GRIDWATCH_")
-                .filter(|key| key.as_str().contains("__"))
+                .filter(|key| {
+                    key.as_str().contains("__")
+                        && !key
+                            .as_str()
+                            .to_ascii_uppercase()
+                            .starts_with(KAFKA_PROPERTY_VARIABLE_INFIX)
+                })
                 .split("__"),
         );
-        let config: Config = figment.extract().map_err(load_error)?;
-        let mut config = config;
-        config.read_secret_files()?;
-        config.validate()?;
+        let mut config: Config = figment.extract().map_err(load_error)?;
+        let from_environment = kafka_properties_from_environment(std::env::vars_os())
+            .map_err(|problems| ConfigError::Invalid { problems })?;
+        config.kafka.properties.extend(from_environment);
         Ok(config)
     }
 
@@ -1204,15 +1295,7 @@ impl Config {
                 );
             }
         }
-        for (property, path) in &self.kafka.property_files {
-            if self.kafka.properties.contains_key(property) {
-                problems.push(format!("kafka.property_files.{property:?} is also set in kafka.properties; set it once"));
-            }
-            let setting = format!("kafka.property_files.{property:?}");
-            if let Some(value) = read_secret_file(&setting, path, &mut problems) {
-                self.kafka.properties.insert(property.clone(), value);
-            }
-        }
+        self.kafka.read_property_files(&mut problems);
         if problems.is_empty() {
             return Ok(());
         }
