@@ -284,6 +284,9 @@ fn execute(command: Command) -> anyhow::Result<()> {
             rate_multiplier,
         } => {
             let config = Config::default();
+            // librdkafka's own errors (a refused SASL sign-in, an untrusted certificate) are
+            // logged: the producer's error alone would only say that delivery timed out.
+            init_logging(&config);
             let kafka = Config::load_kafka_settings(config_path.as_deref())?;
             check_tool_settings(&kafka.properties)?;
             let start_millis = match &start {

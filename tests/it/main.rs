@@ -19,6 +19,7 @@ mod golden;
 mod http_security;
 mod kafka;
 mod kafka_recovery;
+mod kafka_security;
 mod prometheus;
 mod properties;
 mod reload;
