@@ -1005,6 +1005,61 @@ pub struct AlertingConfig {
     pub retry_max_attempts: u32,
     /// The CloudEvents webhook.
     pub webhook: WebhookConfig,
+    /// TLS of the Alertmanager and webhook clients (`[alerting.tls]`).
+    pub tls: HttpClientTlsConfig,
+    /// How gridwatch signs in to Alertmanager (`[alerting.alertmanager_auth]`).
+    pub alertmanager_auth: AlertmanagerAuthConfig,
+}
+
+/// TLS of the alert-delivery HTTP clients. The system's trusted roots (and the Mozilla roots
+/// built in) are always trusted; `ca_file` adds a private CA (a city's own PKI) on top.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpClientTlsConfig {
+    /// A PEM bundle of CA certificates trusted besides the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// A PEM client certificate chain presented to receivers that ask for one (mutual TLS);
+    /// needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert_file`, from a secret
+    /// mount; rustls reads no encrypted keys.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Credentials for Alertmanager's `--web.config.file` (basic auth) or a proxy in front of it
+/// (bearer token). Secrets come from the environment
+/// (`GRIDWATCH_ALERTING__ALERTMANAGER_AUTH__PASSWORD`, `…__BEARER_TOKEN`) or `*_file` keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertmanagerAuthConfig {
+    /// Basic-auth user; needs a password.
+    pub username: String,
+    /// Basic-auth password.
+    pub password: Secret,
+    /// A file holding the basic-auth password; read at start, a trailing newline dropped.
+    pub password_file: Option<PathBuf>,
+    /// Bearer token sent as `Authorization: Bearer …` (instead of basic auth).
+    pub bearer_token: Secret,
+    /// A file holding the bearer token.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+impl AlertmanagerAuthConfig {
+    /// Appends every problem of `[alerting.alertmanager_auth]` to `problems` (after the secret
+    /// files were read).
+    fn validate(&self, problems: &mut Vec<String>) {
+        let has_password = !self.password.is_empty() || self.password_file.is_some();
+        let basic = !self.username.is_empty() || has_password;
+        if basic && (self.username.is_empty() || !has_password) {
+            problems.push("alerting.alertmanager_auth: basic auth needs both username and password (or password_file)".to_string());
+        }
+        if basic && (!self.bearer_token.is_empty() || self.bearer_token_file.is_some()) {
+            problems.push(
+                "alerting.alertmanager_auth: set basic auth (username, password) or bearer_token, not both"
+                    .to_string(),
+            );
+        }
+    }
 }
 
 /// Default `alerting.external_url`.
@@ -1024,6 +1079,8 @@ impl Default for AlertingConfig {
             retry_max_backoff: Duration::from_secs(30),
             retry_max_attempts: 8,
             webhook: WebhookConfig::default(),
+            tls: HttpClientTlsConfig::default(),
+            alertmanager_auth: AlertmanagerAuthConfig::default(),
         }
     }
 }
@@ -1097,6 +1154,8 @@ impl std::fmt::Debug for AlertingConfig {
             .field("retry_max_backoff", &self.retry_max_backoff)
             .field("retry_max_attempts", &self.retry_max_attempts)
             .field("webhook", &self.webhook)
+            .field("tls", &self.tls)
+            .field("alertmanager_auth", &self.alertmanager_auth)
             .finish()
     }
 }
@@ -1165,6 +1224,12 @@ impl AlertingConfig {
         if self.queue_capacity == 0 {
             problems.push("alerting.queue_capacity must be at least 1".to_string());
         }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            problems.push(
+                "alerting.tls.cert_file and alerting.tls.key_file must be set together".to_string(),
+            );
+        }
+        self.alertmanager_auth.validate(problems);
     }
 }
 
@@ -1281,6 +1346,29 @@ impl Config {
                 read_secret_file("alerting.webhook.secret_file", path, &mut problems)
             {
                 self.alerting.webhook.secret = Secret::new(secret);
+            }
+        }
+        let auth = &mut self.alerting.alertmanager_auth;
+        for (setting, path, secret) in [
+            (
+                "alerting.alertmanager_auth.password",
+                &auth.password_file,
+                &mut auth.password,
+            ),
+            (
+                "alerting.alertmanager_auth.bearer_token",
+                &auth.bearer_token_file,
+                &mut auth.bearer_token,
+            ),
+        ] {
+            let Some(path) = path else {
+                continue;
+            };
+            if !secret.is_empty() {
+                problems.push(format!("set {setting} or {setting}_file, not both"));
+            }
+            if let Some(value) = read_secret_file(&format!("{setting}_file"), path, &mut problems) {
+                *secret = Secret::new(value);
             }
         }
         if let Some(path) = &self.alerting.alertmanager_urls_file {

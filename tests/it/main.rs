@@ -4,6 +4,7 @@
 
 mod support;
 
+mod alert_routing;
 mod alertmanager;
 mod api;
 mod city_read_model;
