@@ -236,7 +236,65 @@ impl Default for KafkaConfig {
     }
 }
 
+/// Environment variables `GRIDWATCH_KAFKA_PROPERTY_<NAME>` set the librdkafka property
+/// `<name>`: lowercased, every `_` a `.` (`GRIDWATCH_KAFKA_PROPERTY_SASL_PASSWORD` →
+/// `sasl.password`); no librdkafka property that takes a string has an `_` in its name.
+pub const KAFKA_PROPERTY_VARIABLE_PREFIX: &str = "GRIDWATCH_KAFKA_PROPERTY_";
+
+/// [`KAFKA_PROPERTY_VARIABLE_PREFIX`] without `GRIDWATCH_`, as figment's filter sees it.
+const KAFKA_PROPERTY_VARIABLE_INFIX: &str = "KAFKA_PROPERTY_";
+
+/// The librdkafka properties set by `GRIDWATCH_KAFKA_PROPERTY_*` among `variables` (see
+/// [`KAFKA_PROPERTY_VARIABLE_PREFIX`]); a variable without a property name, or whose value is
+/// not UTF-8, is a problem named by the variable, never by its value.
+pub fn kafka_properties_from_environment(
+    variables: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Result<std::collections::BTreeMap<String, String>, Vec<String>> {
+    let mut properties = std::collections::BTreeMap::new();
+    let mut problems = Vec::new();
+    for (name, value) in variables {
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        let Some(property) = name.strip_prefix(KAFKA_PROPERTY_VARIABLE_PREFIX) else {
+            continue;
+        };
+        let property = property.to_ascii_lowercase().replace('_', ".");
+        if property.is_empty() || property.split('.').any(str::is_empty) {
+            problems.push(format!(
+                "{name} does not name a librdkafka property: write {KAFKA_PROPERTY_VARIABLE_PREFIX}SECURITY_PROTOCOL for security.protocol"
+            ));
+            continue;
+        }
+        match value.into_string() {
+            Ok(value) => {
+                properties.insert(property, value);
+            }
+            Err(_) => problems.push(format!("{name}: the value is not UTF-8")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(properties)
+    } else {
+        Err(problems)
+    }
+}
+
 impl KafkaConfig {
+    /// Reads `property_files` into `properties`; every unreadable file (by path) and every
+    /// property set both ways goes to `problems`.
+    fn read_property_files(&mut self, problems: &mut Vec<String>) {
+        for (property, path) in &self.property_files {
+            if self.properties.contains_key(property) {
+                problems.push(format!("kafka.property_files.{property:?} is also set in kafka.properties (or {KAFKA_PROPERTY_VARIABLE_PREFIX}*); set it once"));
+            }
+            let setting = format!("kafka.property_files.{property:?}");
+            if let Some(value) = read_secret_file(&setting, path, problems) {
+                self.properties.insert(property.clone(), value);
+            }
+        }
+    }
+
     /// The payload format of records of `topic` without a `content-type` header.
     pub fn format_of_topic(&self, topic: &str) -> KafkaPayloadFormat {
         self.topic_formats
@@ -975,6 +1033,61 @@ pub struct AlertingConfig {
     pub retry_max_attempts: u32,
     /// The CloudEvents webhook.
     pub webhook: WebhookConfig,
+    /// TLS of the Alertmanager and webhook clients (`[alerting.tls]`).
+    pub tls: HttpClientTlsConfig,
+    /// How gridwatch signs in to Alertmanager (`[alerting.alertmanager_auth]`).
+    pub alertmanager_auth: AlertmanagerAuthConfig,
+}
+
+/// TLS of the alert-delivery HTTP clients. The system's trusted roots (and the Mozilla roots
+/// built in) are always trusted; `ca_file` adds a private CA (a city's own PKI) on top.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpClientTlsConfig {
+    /// A PEM bundle of CA certificates trusted besides the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// A PEM client certificate chain presented to receivers that ask for one (mutual TLS);
+    /// needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert_file`, from a secret
+    /// mount; rustls reads no encrypted keys.
+    pub key_file: Option<PathBuf>,
+}
+
+/// Credentials for Alertmanager's `--web.config.file` (basic auth) or a proxy in front of it
+/// (bearer token). Secrets come from the environment
+/// (`GRIDWATCH_ALERTING__ALERTMANAGER_AUTH__PASSWORD`, `…__BEARER_TOKEN`) or `*_file` keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertmanagerAuthConfig {
+    /// Basic-auth user; needs a password.
+    pub username: String,
+    /// Basic-auth password.
+    pub password: Secret,
+    /// A file holding the basic-auth password; read at start, a trailing newline dropped.
+    pub password_file: Option<PathBuf>,
+    /// Bearer token sent as `Authorization: Bearer …` (instead of basic auth).
+    pub bearer_token: Secret,
+    /// A file holding the bearer token.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+impl AlertmanagerAuthConfig {
+    /// Appends every problem of `[alerting.alertmanager_auth]` to `problems` (after the secret
+    /// files were read).
+    fn validate(&self, problems: &mut Vec<String>) {
+        let has_password = !self.password.is_empty() || self.password_file.is_some();
+        let basic = !self.username.is_empty() || has_password;
+        if basic && (self.username.is_empty() || !has_password) {
+            problems.push("alerting.alertmanager_auth: basic auth needs both username and password (or password_file)".to_string());
+        }
+        if basic && (!self.bearer_token.is_empty() || self.bearer_token_file.is_some()) {
+            problems.push(
+                "alerting.alertmanager_auth: set basic auth (username, password) or bearer_token, not both"
+                    .to_string(),
+            );
+        }
+    }
 }
 
 /// Default `alerting.external_url`.
@@ -994,6 +1107,8 @@ impl Default for AlertingConfig {
             retry_max_backoff: Duration::from_secs(30),
             retry_max_attempts: 8,
             webhook: WebhookConfig::default(),
+            tls: HttpClientTlsConfig::default(),
+            alertmanager_auth: AlertmanagerAuthConfig::default(),
         }
     }
 }
@@ -1067,6 +1182,8 @@ impl std::fmt::Debug for AlertingConfig {
             .field("retry_max_backoff", &self.retry_max_backoff)
             .field("retry_max_attempts", &self.retry_max_attempts)
             .field("webhook", &self.webhook)
+            .field("tls", &self.tls)
+            .field("alertmanager_auth", &self.alertmanager_auth)
             .finish()
     }
 }
@@ -1135,6 +1252,12 @@ impl AlertingConfig {
         if self.queue_capacity == 0 {
             problems.push("alerting.queue_capacity must be at least 1".to_string());
         }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            problems.push(
+                "alerting.tls.cert_file and alerting.tls.key_file must be set together".to_string(),
+            );
+        }
+        self.alertmanager_auth.validate(problems);
     }
 }
 
@@ -1170,6 +1293,31 @@ impl Config {
     /// Loads defaults, then `path` (if any), then `GRIDWATCH_*` environment variables, and
     /// validates the result.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut config = Config::extract(path)?;
+        config.read_secret_files()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The `[kafka]` settings of the configuration a command-line tool (`produce`, `dlq
+    /// replay`) shares with the service: defaults, `path`, `GRIDWATCH_*` variables (librdkafka
+    /// properties from `GRIDWATCH_KAFKA_PROPERTY_*` included) and `kafka.property_files` read,
+    /// so that TLS and SASL settings and their secrets never need the command line. The rest
+    /// of the configuration is parsed (unknown keys are still errors) but not validated: a
+    /// tool needs neither the pseudonymization key nor a valid HTTP section.
+    pub fn load_kafka_settings(path: Option<&Path>) -> Result<KafkaConfig, ConfigError> {
+        let mut config = Config::extract(path)?;
+        let mut problems = Vec::new();
+        config.kafka.read_property_files(&mut problems);
+        if problems.is_empty() {
+            return Ok(config.kafka);
+        }
+        Err(ConfigError::Invalid { problems })
+    }
+
+    /// Defaults, then `path`, then the environment, parsed into the schema (no secret file
+    /// read, nothing validated).
+    fn extract(path: Option<&Path>) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(config_path) = path {
             if !config_path.exists() {
@@ -1181,15 +1329,23 @@ impl Config {
         }
         // Only `GRIDWATCH_<SECTION>__<KEY>` variables are configuration: `GRIDWATCH_CONFIG`
         // (the file path) and other single-level names are not keys.
+        // `GRIDWATCH_KAFKA_PROPERTY_*` are librdkafka properties, whose dotted names figment's
+        // splitting cannot express: they are read below.
         figment = figment.merge(
             Env::prefixed("GRIDWATCH_")
-                .filter(|key| key.as_str().contains("__"))
+                .filter(|key| {
+                    key.as_str().contains("__")
+                        && !key
+                            .as_str()
+                            .to_ascii_uppercase()
+                            .starts_with(KAFKA_PROPERTY_VARIABLE_INFIX)
+                })
                 .split("__"),
         );
-        let config: Config = figment.extract().map_err(load_error)?;
-        let mut config = config;
-        config.read_secret_files()?;
-        config.validate()?;
+        let mut config: Config = figment.extract().map_err(load_error)?;
+        let from_environment = kafka_properties_from_environment(std::env::vars_os())
+            .map_err(|problems| ConfigError::Invalid { problems })?;
+        config.kafka.properties.extend(from_environment);
         Ok(config)
     }
 
@@ -1220,6 +1376,29 @@ impl Config {
                 self.alerting.webhook.secret = Secret::new(secret);
             }
         }
+        let auth = &mut self.alerting.alertmanager_auth;
+        for (setting, path, secret) in [
+            (
+                "alerting.alertmanager_auth.password",
+                &auth.password_file,
+                &mut auth.password,
+            ),
+            (
+                "alerting.alertmanager_auth.bearer_token",
+                &auth.bearer_token_file,
+                &mut auth.bearer_token,
+            ),
+        ] {
+            let Some(path) = path else {
+                continue;
+            };
+            if !secret.is_empty() {
+                problems.push(format!("set {setting} or {setting}_file, not both"));
+            }
+            if let Some(value) = read_secret_file(&format!("{setting}_file"), path, &mut problems) {
+                *secret = Secret::new(value);
+            }
+        }
         if let Some(path) = &self.alerting.alertmanager_urls_file {
             if let Some(text) =
                 read_secret_file("alerting.alertmanager_urls_file", path, &mut problems)
@@ -1232,15 +1411,7 @@ impl Config {
                 );
             }
         }
-        for (property, path) in &self.kafka.property_files {
-            if self.kafka.properties.contains_key(property) {
-                problems.push(format!("kafka.property_files.{property:?} is also set in kafka.properties; set it once"));
-            }
-            let setting = format!("kafka.property_files.{property:?}");
-            if let Some(value) = read_secret_file(&setting, path, &mut problems) {
-                self.kafka.properties.insert(property.clone(), value);
-            }
-        }
+        self.kafka.read_property_files(&mut problems);
         if problems.is_empty() {
             return Ok(());
         }

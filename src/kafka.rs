@@ -203,6 +203,64 @@ pub fn client_config(
     client_config
 }
 
+/// Asks librdkafka itself whether `config`'s client settings are usable, without connecting:
+/// the consumer (gridwatch's settings and `kafka.properties`) and the idempotent producer of
+/// the outputs and state are created with `bootstrap.servers` removed, so librdkafka checks
+/// every property name and value, the security protocol (SSL needs OpenSSL in the build), the
+/// SASL mechanism (a provider must exist), the compression codec, and that the certificate and
+/// key files it is told to load load — and starts no broker connection. Every problem is
+/// returned, secret property values replaced by `***` (librdkafka may quote a value).
+pub fn check_client_settings(config: &KafkaConfig) -> Vec<String> {
+    let consumer_settings = group_client_config(config);
+    let producer_settings = non_group_client_config(config, &[("enable.idempotence", "true")]);
+    check_settings(
+        &[
+            ("consumer", consumer_settings),
+            ("producer", producer_settings),
+        ],
+        &config.properties,
+    )
+}
+
+/// The problems of a command-line tool's client settings (`brokers`, then `properties`), as
+/// [`check_client_settings`] finds them for the service.
+pub fn check_tool_client_settings(properties: &BTreeMap<String, String>) -> Vec<String> {
+    let settings = client_config("", &[], properties);
+    check_settings(&[("client", settings)], properties)
+}
+
+/// Creates a producer (or consumer) for each of `clients` without brokers and collects what
+/// librdkafka refuses, with the values of `properties` that are secrets redacted.
+fn check_settings(
+    clients: &[(&str, ClientConfig)],
+    properties: &BTreeMap<String, String>,
+) -> Vec<String> {
+    use rdkafka::config::RDKafkaLogLevel;
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::producer::BaseProducer;
+    let mut problems: Vec<String> = Vec::new();
+    for (role, settings) in clients {
+        let mut offline = settings.clone();
+        offline
+            .remove("bootstrap.servers")
+            .set_log_level(RDKafkaLogLevel::Emerg);
+        let created = if *role == "consumer" {
+            offline.create::<BaseConsumer>().map(drop)
+        } else {
+            offline.create::<BaseProducer>().map(drop)
+        };
+        if let Err(error) = created {
+            let text = crate::secret::redact_property_values(&error.to_string(), properties);
+            let problem =
+                format!("kafka.properties: librdkafka refuses the {role} settings: {text}");
+            if !problems.iter().any(|known| known.ends_with(&text)) {
+                problems.push(problem);
+            }
+        }
+    }
+    problems
+}
+
 /// librdkafka headers of `(name, text value)` pairs, in order.
 pub fn owned_headers(headers: &[(&str, String)]) -> OwnedHeaders {
     let mut owned = OwnedHeaders::new_with_capacity(headers.len());

@@ -77,9 +77,14 @@ enum Command {
     /// Produce simulator events to a Kafka topic (a load generator): key = grid id (else
     /// device id), value = one IncidentEvent, header content-type.
     Produce {
-        /// Bootstrap servers, host:port[,host:port...].
+        /// Bootstrap servers, host:port[,host:port...] (default: the config's kafka.brokers).
         #[arg(long)]
-        brokers: String,
+        brokers: Option<String>,
+        /// Config TOML file whose [kafka] brokers, properties and property_files (TLS, SASL,
+        /// compression) the producer uses, under GRIDWATCH_* variables; secrets never go on
+        /// the command line.
+        #[arg(long, env = "GRIDWATCH_CONFIG")]
+        config: Option<PathBuf>,
         /// Destination topic.
         #[arg(long)]
         topic: String,
@@ -154,9 +159,14 @@ enum DlqCommand {
     /// its current end and produce the records of the selected reasons to --to (same value and
     /// key, content-type when the original format is known, header gridwatch_replayed_from).
     Replay {
-        /// Bootstrap servers, host:port[,host:port...].
+        /// Bootstrap servers, host:port[,host:port...] (default: the config's kafka.brokers).
         #[arg(long)]
-        brokers: String,
+        brokers: Option<String>,
+        /// Config TOML file whose [kafka] brokers, properties and property_files (TLS, SASL)
+        /// the consumer and producer use, under GRIDWATCH_* variables; --property and
+        /// --property-file override them.
+        #[arg(long, env = "GRIDWATCH_CONFIG")]
+        config: Option<PathBuf>,
         /// The dead-letter topic to read.
         #[arg(long, default_value = gridwatch::tools::dlq_replay::DEFAULT_DEAD_LETTER_TOPIC)]
         from: String,
@@ -219,6 +229,9 @@ fn execute(command: Command) -> anyhow::Result<()> {
         Command::Run { config } => {
             let config = Config::load(config.as_deref())?;
             init_logging(&config);
+            // Before anything is announced: librdkafka refuses settings it cannot use (no
+            // SASL provider, a missing CA file) only when a client is created.
+            check_kafka_client_settings(&config)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
             runtime.block_on(async move {
                 // Before the address is announced: from then on SIGTERM is a clean shutdown.
@@ -289,6 +302,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Produce {
             brokers,
+            config: config_path,
             topic,
             events,
             rate,
@@ -298,6 +312,11 @@ fn execute(command: Command) -> anyhow::Result<()> {
             rate_multiplier,
         } => {
             let config = Config::default();
+            // librdkafka's own errors (a refused SASL sign-in, an untrusted certificate) are
+            // logged: the producer's error alone would only say that delivery timed out.
+            init_logging(&config);
+            let kafka = Config::load_kafka_settings(config_path.as_deref())?;
+            check_tool_settings(&kafka.properties)?;
             let start_millis = match &start {
                 Some(text) => gridwatch::time::rfc3339_to_millis(text)
                     .with_context(|| format!("--start {text:?} is not RFC 3339"))?,
@@ -312,12 +331,12 @@ fn execute(command: Command) -> anyhow::Result<()> {
             };
             let mut simulator = gridwatch::source::simulator::Simulator::new(settings, registry)?;
             let options = gridwatch::tools::produce::ProduceOptions {
-                brokers,
+                brokers: brokers.unwrap_or(kafka.brokers),
                 topic,
                 events: events.or(if rate.is_some() { None } else { Some(10_000) }),
                 rate_per_second: rate,
                 format,
-                properties: Default::default(),
+                properties: kafka.properties,
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
             let sent = runtime.block_on(async {
@@ -338,6 +357,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
             command:
                 DlqCommand::Replay {
                     brokers,
+                    config: config_path,
                     from,
                     to,
                     reasons,
@@ -348,10 +368,15 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 },
         } => {
             init_logging(&Config::default());
+            let kafka = Config::load_kafka_settings(config_path.as_deref())?;
+            let brokers = brokers.unwrap_or(kafka.brokers);
+            let mut merged = kafka.properties;
+            merged.extend(kafka_properties(properties, property_files)?);
+            check_tool_settings(&merged)?;
             let options = gridwatch::tools::dlq_replay::ReplayOptions {
                 reasons: gridwatch::tools::dlq_replay::ReasonFilter::only(reasons),
                 dry_run,
-                properties: kafka_properties(properties, property_files)?,
+                properties: merged,
                 stall_timeout,
                 ..gridwatch::tools::dlq_replay::ReplayOptions::new(&brokers, &from, &to)
             };
@@ -413,6 +438,35 @@ fn kafka_properties(
     Ok(merged)
 }
 
+/// Whether the service creates Kafka clients with `config`: a Kafka source or output topics.
+fn uses_kafka(config: &Config) -> bool {
+    config.source.kind == gridwatch::config::SourceKind::Kafka || config.kafka.sinks.enabled
+}
+
+/// librdkafka's verdict on the service's Kafka client settings, when it uses Kafka (or sets
+/// librdkafka properties): every problem at once, secrets redacted.
+fn check_kafka_client_settings(config: &Config) -> anyhow::Result<()> {
+    if !uses_kafka(config) && config.kafka.properties.is_empty() {
+        return Ok(());
+    }
+    let problems = gridwatch::kafka::check_client_settings(&config.kafka);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(gridwatch::config::ConfigError::Invalid { problems }.into())
+}
+
+/// librdkafka's verdict on a command-line tool's client settings.
+fn check_tool_settings(
+    properties: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    let problems = gridwatch::kafka::check_tool_client_settings(properties);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(gridwatch::config::ConfigError::Invalid { problems }.into())
+}
+
 /// Validates a config file (and the rules file it names), or a rules file on its own.
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let text =
@@ -431,6 +485,7 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let config = Config::load(Some(file))?;
+    check_kafka_client_settings(&config)?;
     let rules = gridwatch::service::load_rules(&config)?;
     println!(
         "{}: ok (rules version {}, {} rules)",
@@ -438,6 +493,10 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         rules.version(),
         rules.rules().len()
     );
+    if uses_kafka(&config) {
+        let (_, librdkafka_version) = rdkafka::util::get_rdkafka_version();
+        println!("kafka client settings: accepted by librdkafka {librdkafka_version} (no broker contacted)");
+    }
     Ok(())
 }
 

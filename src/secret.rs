@@ -200,6 +200,21 @@ pub fn redacted_properties(
         .collect()
 }
 
+/// `text` with the value of every secret librdkafka property of `properties` replaced by
+/// `***`: librdkafka error texts may quote a property value.
+pub fn redact_property_values(
+    text: &str,
+    properties: &std::collections::BTreeMap<String, String>,
+) -> String {
+    let mut redacted = text.to_string();
+    for (name, value) in properties {
+        if is_secret_kafka_property(name) && !value.is_empty() {
+            redacted = redacted.replace(value.as_str(), REDACTED);
+        }
+    }
+    redacted
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -153,9 +153,12 @@ pub(crate) struct AlertmanagerDestination {
     client: reqwest::Client,
     /// `{url}/api/v2/alerts` without credentials: what logs and errors show.
     endpoint: reqwest::Url,
-    /// `user`, `password` from the configured URL's `user:pass@`, sent as basic auth so that
-    /// the endpoint itself never carries them into a log line or a reqwest error.
+    /// `user`, `password` from the configured URL's `user:pass@` (else
+    /// `[alerting.alertmanager_auth]`), sent as basic auth so that the endpoint itself never
+    /// carries them into a log line or a reqwest error.
     basic_auth: Option<(String, crate::secret::Secret)>,
+    /// `alerting.alertmanager_auth.bearer_token`, when set.
+    bearer_token: Option<crate::secret::Secret>,
     /// Firing alerts shared by every Alertmanager's resend loop.
     active_alerts: Arc<Mutex<ActiveAlerts>>,
     /// For labels and annotations.
@@ -174,12 +177,18 @@ impl AlertmanagerDestination {
         registry: Arc<GridRegistry>,
         active_alerts: Arc<Mutex<ActiveAlerts>>,
     ) -> Result<AlertmanagerDestination, DeliveryError> {
-        let (endpoint, basic_auth) =
+        let (endpoint, url_credentials) =
             crate::secret::split_url_credentials(&alerts_endpoint(base_url)?);
+        let auth = &config.alertmanager_auth;
+        let basic_auth = url_credentials.or_else(|| {
+            (!auth.username.is_empty()).then(|| (auth.username.clone(), auth.password.clone()))
+        });
+        let bearer_token = (!auth.bearer_token.is_empty()).then(|| auth.bearer_token.clone());
         Ok(AlertmanagerDestination {
-            client: http_client("alertmanager", config.timeout)?,
+            client: http_client("alertmanager", config.timeout, &config.tls)?,
             endpoint,
             basic_auth,
+            bearer_token,
             active_alerts,
             registry,
             external_url: config.external_url.clone(),
@@ -204,9 +213,12 @@ impl AlertmanagerDestination {
             })
             .collect();
         let request = self.client.post(self.endpoint.clone()).json(&body);
-        match &self.basic_auth {
-            Some((username, password)) => request.basic_auth(username, Some(password.expose())),
-            None => request,
+        match (&self.basic_auth, &self.bearer_token) {
+            (Some((username, password)), _) => {
+                request.basic_auth(username, Some(password.expose()))
+            }
+            (None, Some(token)) => request.bearer_auth(token.expose()),
+            (None, None) => request,
         }
     }
 

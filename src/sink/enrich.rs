@@ -4,7 +4,12 @@
 //!
 //! - **Labels identify an alert** and are kept stable and low-cardinality (Alertmanager groups,
 //!   inhibits and silences by them): `alertname`, `severity`, `district`, `community`, `grid`,
-//!   `event_type`, `rule`. Empty values are left out (an empty label is no label).
+//!   `event_type`, `rule`, `team`. Empty values are left out (an empty label is no label).
+//! - `team` names the desk that acts on the alert, so Alertmanager routes by it
+//!   ([`team_label`]): `duty-desk` for life-safety event types (fire, gas, electrical, SOS,
+//!   falls, an elder inactive: the types whose default severity is 1), `anti-fraud` for the
+//!   fraud chain, `grid` (the community's grid staff) for the rest. Pipeline alerts from
+//!   Prometheus carry `team: ops`; none of gridwatch's does.
 //! - `alertname` is `Gridwatch` followed by the rule name in UpperCamelCase
 //!   (`life_safety` → `GridwatchLifeSafety`), so gridwatch alerts are recognisable among other
 //!   Alertmanager clients' alerts; the rule name itself is the `rule` label.
@@ -103,12 +108,27 @@ pub fn alertmanager_labels(alert: &Alert, registry: &GridRegistry) -> BTreeMap<S
         ("grid", alert.grid_id.clone()),
         ("event_type", event_type_of(alert).as_str_name().to_string()),
         ("rule", alert.rule.clone()),
+        ("team", team_label(event_type_of(alert)).to_string()),
     ];
     candidates
         .into_iter()
         .filter(|(_, value)| !value.is_empty())
         .map(|(name, value)| (name.to_string(), value))
         .collect()
+}
+
+/// The `team` label of alerts about `event_type` (see the module docs): a property of the
+/// event type, never of a rule's configurable severity, so a re-tuned rule cannot page
+/// another desk.
+pub fn team_label(event_type: EventType) -> &'static str {
+    match event_type {
+        EventType::FraudWarning
+        | EventType::FraudDissuaded
+        | EventType::FraudReported
+        | EventType::FraudCaseFiled => "anti-fraud",
+        other if crate::event::default_severity(other) == 1 => "duty-desk",
+        _ => "grid",
+    }
 }
 
 /// Formats a count-like value without a trailing `.0` (3 rather than 3.0).
@@ -262,7 +282,7 @@ mod tests {
     }
 
     #[test]
-    fn labels_are_the_seven_identifying_ones() {
+    fn labels_are_the_eight_identifying_ones() {
         let registry = GridRegistry::embedded();
         let alert = sample_alert(&registry);
         let labels = alertmanager_labels(&alert, &registry);
@@ -276,9 +296,11 @@ mod tests {
                 "event_type",
                 "grid",
                 "rule",
-                "severity"
+                "severity",
+                "team"
             ]
         );
+        assert_eq!(labels["team"], "duty-desk");
         assert_eq!(labels["alertname"], "GridwatchLifeSafety");
         assert_eq!(labels["severity"], "critical");
         assert_eq!(labels["event_type"], "FIRE_SMOKE");
@@ -286,6 +308,17 @@ mod tests {
         assert_eq!(labels["community"], alert.community_id);
         assert_eq!(labels["district"].len(), 6);
         assert_eq!(labels["rule"], "life_safety");
+    }
+
+    #[test]
+    fn the_team_follows_the_event_type() {
+        assert_eq!(team_label(EventType::GasLeak), "duty-desk");
+        assert_eq!(team_label(EventType::ElderFall), "duty-desk");
+        assert_eq!(team_label(EventType::FraudWarning), "anti-fraud");
+        assert_eq!(team_label(EventType::FraudCaseFiled), "anti-fraud");
+        assert_eq!(team_label(EventType::PerimeterIntrusion), "grid");
+        assert_eq!(team_label(EventType::DeviceOffline), "grid");
+        assert_eq!(team_label(EventType::Unspecified), "grid");
     }
 
     #[test]

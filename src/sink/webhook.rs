@@ -89,7 +89,7 @@ impl WebhookDestination {
             message: error.to_string(),
         })?;
         Ok(WebhookDestination {
-            client: http_client("webhook", config.webhook.timeout)?,
+            client: http_client("webhook", config.webhook.timeout, &config.tls)?,
             url,
             secret: config.webhook.secret.expose().as_bytes().to_vec(),
             source: event_source(&config.instance),

@@ -39,6 +39,16 @@ struct AlertmanagerProcess {
 impl AlertmanagerProcess {
     /// Starts `binary` with the deploy configuration and waits until `/-/ready` answers 200.
     async fn start(binary: &Path) -> AlertmanagerProcess {
+        AlertmanagerProcess::start_with(binary, None, &reqwest::Client::new()).await
+    }
+
+    /// Starts `binary` with the deploy configuration and `--web.config.file=web_config` (TLS,
+    /// basic auth) when given, and waits until `/-/ready` answers 200 to `client`.
+    async fn start_with(
+        binary: &Path,
+        web_config: Option<&Path>,
+        client: &reqwest::Client,
+    ) -> AlertmanagerProcess {
         let directory = tempfile::tempdir().unwrap();
         let config_path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/alertmanager/alertmanager.yml");
@@ -53,17 +63,22 @@ impl AlertmanagerProcess {
             .arg(format!("--storage.path={}", directory.path().display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--cluster.listen-address=")
+            .args(web_config.map(|path| format!("--web.config.file={}", path.display())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("start alertmanager");
+        let scheme = if web_config.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let process = AlertmanagerProcess {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             directory,
         };
-        let client = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let ready = client
@@ -509,4 +524,240 @@ async fn service_fire_scenario_reaches_alertmanager_and_resolves_after_the_coold
         .expect("service stops")
         .unwrap()
         .unwrap();
+}
+
+/// Alertmanager serving TLS (a certificate of a test CA, not in any system store) with basic
+/// auth (a bcrypt hash made here) through `--web.config.file`: gridwatch delivers once it
+/// trusts `alerting.tls.ca_file` and signs in with `[alerting.alertmanager_auth]` (password
+/// from a file); without the CA, or with a wrong password, every delivery fails (a 401 is
+/// not retried) and the alert never shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_behind_tls_and_basic_auth_receives_alerts_from_a_trusting_signed_in_client() {
+    let Some(binary) = alertmanager_binary() else {
+        return;
+    };
+    let certificates = crate::support::secure_kafka::TestCertificates::generate();
+    let (cert_path, key_path) = certificates.server_files();
+    let password = "am-password-91c2";
+    let hash = bcrypt::hash(password, 6).unwrap();
+    let web_config = certificates.directory.path().join("web.yml");
+    std::fs::write(
+        &web_config,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  gridwatch: '{hash}'\n",
+            cert_path.display(),
+            key_path.display()
+        ),
+    )
+    .unwrap();
+    let ca =
+        reqwest::Certificate::from_pem(&std::fs::read(&certificates.ca_path).unwrap()).unwrap();
+    let test_client = reqwest::Client::builder()
+        .add_root_certificate(ca.clone())
+        .build()
+        .unwrap();
+    let alertmanager =
+        AlertmanagerProcess::start_with(&binary, Some(&web_config), &authenticated(&ca, password))
+            .await;
+    assert!(alertmanager.url.starts_with("https://"));
+    let unauthenticated = test_client
+        .get(format!("{}/api/v2/alerts", alertmanager.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401, "basic auth is enforced");
+
+    let registry = GridRegistry::embedded();
+    let password_file = certificates.directory.path().join("am-password");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let secured = |ca_file: Option<&Path>, password: &str| {
+        let mut config = alerting(vec![alertmanager.url.clone()]);
+        config.tls.ca_file = ca_file.map(Path::to_path_buf);
+        config.alertmanager_auth.username = "gridwatch".to_string();
+        config.alertmanager_auth.password = gridwatch::secret::Secret::new(password);
+        config
+    };
+
+    // Without the private CA: the system roots do not know it.
+    let metrics = Metrics::new(&["test"], "v").unwrap();
+    let untrusting = AlertDelivery::start(&secured(None, password), registry.clone(), &metrics)
+        .unwrap()
+        .unwrap();
+    untrusting.offer(&[firing_alert(&registry, 1, "fp-untrusted")]);
+    wait_for_counter(&metrics, "failed", 1).await;
+    untrusting.shut_down(Duration::from_secs(2)).await;
+
+    // With the CA but a wrong password: 401, not retried.
+    let metrics = Metrics::new(&["test"], "v").unwrap();
+    let wrong = AlertDelivery::start(
+        &secured(Some(&certificates.ca_path), "not-the-password"),
+        registry.clone(),
+        &metrics,
+    )
+    .unwrap()
+    .unwrap();
+    wrong.offer(&[firing_alert(&registry, 2, "fp-wrong-password")]);
+    wait_for_counter(&metrics, "failed", 1).await;
+    assert_eq!(
+        counter(&metrics, "alertmanager", "retried"),
+        0,
+        "a 401 is final"
+    );
+    wrong.shut_down(Duration::from_secs(2)).await;
+
+    // With the CA and the password read from its file, as `Config::load` does.
+    let mut config = secured(Some(&certificates.ca_path), "");
+    config.alertmanager_auth.password = gridwatch::secret::Secret::default();
+    let mut full = gridwatch::config::Config {
+        alerting: config,
+        ..gridwatch::config::Config::default()
+    };
+    full.alerting.alertmanager_auth.password_file = Some(password_file);
+    full.read_secret_files().unwrap();
+    full.validate().unwrap();
+    let metrics = Metrics::new(&["test"], "v").unwrap();
+    let delivery = AlertDelivery::start(&full.alerting, registry.clone(), &metrics)
+        .unwrap()
+        .unwrap();
+    let firing = firing_alert(&registry, 0, "fp-secured");
+    delivery.offer(std::slice::from_ref(&firing));
+    let client = authenticated(&ca, password);
+    alertmanager
+        .wait_for_grid(
+            &client,
+            &firing.grid_id,
+            Duration::from_secs(15),
+            "the alert delivered over TLS with basic auth",
+            |alerts| alerts.len() == 1,
+        )
+        .await;
+    for other in [1, 2] {
+        let grid = &firing_alert(&registry, other, "x").grid_id;
+        assert!(alertmanager.alerts_of_grid(&client, grid).await.is_empty());
+    }
+    delivery.shut_down(Duration::from_secs(5)).await;
+    assert_eq!(counter(&metrics, "alertmanager", "failed"), 0);
+}
+
+/// A client trusting `ca` with basic auth `gridwatch:password` on every request.
+fn authenticated(ca: &reqwest::Certificate, password: &str) -> reqwest::Client {
+    use base64::Engine as _;
+    use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("gridwatch:{password}"));
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str(&format!("Basic {token}")).unwrap(),
+    );
+    reqwest::Client::builder()
+        .add_root_certificate(ca.clone())
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// Waits (10 s at most) until `result` deliveries to Alertmanager reach `at_least`.
+async fn wait_for_counter(metrics: &Metrics, result: &str, at_least: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while counter(metrics, "alertmanager", result) < at_least {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {result} delivery within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Inhibition never crosses instances or cells: an alert only inhibits targets that carry the
+/// `equal` labels with the same values (real Alertmanager, alerts posted to its API).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inhibition_stays_within_one_instance_and_one_cell() {
+    let Some(binary) = alertmanager_binary() else {
+        return;
+    };
+    let alertmanager = AlertmanagerProcess::start(&binary).await;
+    let client = reqwest::Client::new();
+    let registry = GridRegistry::embedded();
+    let now = wall_clock_millis();
+    let pipeline = |name: &str, severity: &str, instance: &str| {
+        serde_json::json!({
+            "labels": {"alertname": name, "severity": severity, "team": "ops",
+                        "job": "gridwatch", "instance": instance},
+            "startsAt": gridwatch::time::millis_to_rfc3339(now - 60_000),
+        })
+    };
+    let life_safety = firing_alert(&registry, 5, "fp-life");
+    let mut lower = life_safety.clone();
+    lower.rule = "smoke_threshold".to_string();
+    lower.severity = 2;
+    let mut other_cell = lower.clone();
+    let other = firing_alert(&registry, 6, "x");
+    other_cell.grid_id = other.grid_id.clone();
+    let as_posted = |alert: &Alert| {
+        let postable = gridwatch::sink::alertmanager::postable_alert(
+            alert,
+            &registry,
+            "http://127.0.0.1:9750",
+            now,
+            Duration::from_secs(60),
+        );
+        serde_json::to_value(postable).unwrap()
+    };
+    let body = serde_json::Value::Array(vec![
+        pipeline("GridwatchDown", "critical", "a:9750"),
+        pipeline("GridwatchWatermarkLagHigh", "warning", "a:9750"),
+        pipeline("GridwatchWatermarkLagHigh", "warning", "b:9750"),
+        as_posted(&life_safety),
+        as_posted(&lower),
+        as_posted(&other_cell),
+    ]);
+    let response = client
+        .post(format!("{}/api/v2/alerts", alertmanager.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{response:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alerts: Vec<Value> = client
+        .get(format!("{}/api/v2/alerts", alertmanager.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let inhibited = |predicate: &dyn Fn(&Value) -> bool| -> bool {
+        let alert = alerts
+            .iter()
+            .find(|alert| predicate(alert))
+            .unwrap_or_else(|| panic!("alert not found in {alerts:?}"));
+        !alert["status"]["inhibitedBy"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    };
+    let lag_of = |instance: &'static str| {
+        move |alert: &Value| {
+            label(alert, "alertname") == "GridwatchWatermarkLagHigh"
+                && label(alert, "instance") == instance
+        }
+    };
+    assert!(
+        inhibited(&lag_of("a:9750")),
+        "the down instance's own alert"
+    );
+    assert!(!inhibited(&lag_of("b:9750")), "another instance's alert");
+    assert!(!inhibited(
+        &|alert: &Value| label(alert, "alertname") == "GridwatchDown"
+    ));
+    assert!(inhibited(&|alert: &Value| label(alert, "rule")
+        == "smoke_threshold"
+        && label(alert, "grid") == life_safety.grid_id));
+    assert!(!inhibited(&|alert: &Value| label(alert, "rule")
+        == "smoke_threshold"
+        && label(alert, "grid") == other.grid_id));
+    assert!(!inhibited(
+        &|alert: &Value| label(alert, "rule") == "life_safety"
+    ));
 }

@@ -25,10 +25,10 @@ use gridwatch::source::simulator::{Simulator, SimulatorSettings};
 use gridwatch::tools::produce::{produce_simulated, ProduceOptions};
 
 /// Events produced in the round trip.
-const ROUND_TRIP_EVENTS: usize = 2_000;
+pub(crate) const ROUND_TRIP_EVENTS: usize = 2_000;
 
 /// Window lines of a `windows.jsonl`.
-fn window_lines(path: &Path) -> Vec<String> {
+pub(crate) fn window_lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
@@ -37,7 +37,7 @@ fn window_lines(path: &Path) -> Vec<String> {
 }
 
 /// `windowEnd` of a window line, epoch millis.
-fn window_end_millis(line: &str) -> i64 {
+pub(crate) fn window_end_millis(line: &str) -> i64 {
     let window: serde_json::Value = serde_json::from_str(line).unwrap();
     gridwatch::time::rfc3339_to_millis(window["windowEnd"].as_str().unwrap()).unwrap()
 }
@@ -152,7 +152,7 @@ async fn round_trip(format: KafkaPayloadFormat) {
 }
 
 /// The windows `replay` writes for `events` (protobuf file in `directory`, default config).
-fn replay_window_lines(
+pub(crate) fn replay_window_lines(
     events: &[gridwatch::proto::IncidentEvent],
     directory: &Path,
 ) -> Vec<String> {
@@ -295,7 +295,7 @@ async fn one_fast_clock_on_a_partition_makes_no_other_event_late() {
 
 /// The service's metrics once it has received and processed `count` Kafka records (45 s at
 /// most).
-async fn wait_for_kafka_records(service: &InProcessService, count: f64) -> String {
+pub(crate) async fn wait_for_kafka_records(service: &InProcessService, count: f64) -> String {
     let client = reqwest::Client::new();
     wait_for_body(
         &client,
@@ -363,7 +363,7 @@ async fn produce_events(
 
 /// A service consuming `topic` from `brokers` in `group_id`, with a quick group join and the
 /// Kafka output topics on.
-fn kafka_source_config(brokers: &str, group_id: &str, topic: &str) -> Config {
+pub(crate) fn kafka_source_config(brokers: &str, group_id: &str, topic: &str) -> Config {
     let mut config = Config::default();
     config.source.kind = SourceKind::Kafka;
     config.kafka.brokers = brokers.to_string();
@@ -377,7 +377,7 @@ fn kafka_source_config(brokers: &str, group_id: &str, topic: &str) -> Config {
 }
 
 /// The default output topics and the state topic, created before the service starts.
-const OUTPUT_TOPICS: [&str; 4] = [
+pub(crate) const OUTPUT_TOPICS: [&str; 4] = [
     "gridwatch.windows.v1",
     "gridwatch.alerts.v1",
     "gridwatch.deadletter.v1",

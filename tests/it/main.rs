@@ -4,6 +4,7 @@
 
 mod support;
 
+mod alert_routing;
 mod alertmanager;
 mod api;
 mod city_read_model;
@@ -19,6 +20,7 @@ mod golden;
 mod http_security;
 mod kafka;
 mod kafka_recovery;
+mod kafka_security;
 mod prometheus;
 mod properties;
 mod reload;

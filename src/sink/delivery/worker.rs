@@ -25,6 +25,16 @@ pub enum DeliveryError {
         /// The client error.
         source: reqwest::Error,
     },
+    /// A CA bundle or client certificate of `[alerting.tls]` cannot be used.
+    #[error("alerting.tls: {setting} {path}: {message}")]
+    Tls {
+        /// The setting (`ca_file`, `cert_file`/`key_file`).
+        setting: &'static str,
+        /// The file named by it.
+        path: String,
+        /// Why it cannot be used (never the file's content).
+        message: String,
+    },
     /// A configured URL is not usable.
     #[error("invalid {sink} URL {url:?}: {message}")]
     Url {
@@ -37,14 +47,50 @@ pub enum DeliveryError {
     },
 }
 
-/// The HTTP client of a destination: `timeout` per request, gridwatch's user agent.
+/// The HTTP client of a destination: `timeout` per request, gridwatch's user agent, the
+/// system's trusted roots (and the built-in Mozilla ones) plus `tls.ca_file`, and the client
+/// certificate of `tls.cert_file`/`key_file` when set. The files are read here, at start.
 pub(crate) fn http_client(
     sink: &'static str,
     timeout: Duration,
+    tls: &crate::config::HttpClientTlsConfig,
 ) -> Result<reqwest::Client, DeliveryError> {
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .timeout(timeout)
-        .user_agent(concat!("gridwatch/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!("gridwatch/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &tls.ca_file {
+        let tls_error = |message: String| DeliveryError::Tls {
+            setting: "ca_file",
+            path: path.display().to_string(),
+            message,
+        };
+        let pem = std::fs::read(path).map_err(|error| tls_error(error.to_string()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|error| tls_error(format!("not a PEM certificate bundle ({error})")))?;
+        if certificates.is_empty() {
+            return Err(tls_error("holds no PEM certificate".to_string()));
+        }
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    if let (Some(cert_path), Some(key_path)) = (&tls.cert_file, &tls.key_file) {
+        let tls_error = |message: String| DeliveryError::Tls {
+            setting: "cert_file/key_file",
+            path: format!("{} {}", cert_path.display(), key_path.display()),
+            message,
+        };
+        let mut pem = std::fs::read(cert_path).map_err(|error| tls_error(error.to_string()))?;
+        pem.push(b'\n');
+        pem.extend(std::fs::read(key_path).map_err(|error| tls_error(error.to_string()))?);
+        // The error of a key that does not parse says what kind of problem it is, never the
+        // key.
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|_| {
+            tls_error("not a PEM certificate chain and unencrypted private key".to_string())
+        })?;
+        builder = builder.identity(identity);
+    }
+    builder
         .build()
         .map_err(|source| DeliveryError::Client { sink, source })
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod openapi;
+pub mod secure_kafka;
 pub mod tansu;
 pub mod tools;
 

@@ -46,12 +46,19 @@ pub struct TansuBroker {
     /// `127.0.0.1:<port>`.
     pub address: String,
     /// Holds the broker log until the broker is gone.
-    _directory: tempfile::TempDir,
+    directory: tempfile::TempDir,
 }
 
 impl TansuBroker {
     /// Starts tansu on a free port and waits until it accepts connections.
     pub fn start(binary: &Path) -> TansuBroker {
+        TansuBroker::start_with(binary, None, &[])
+    }
+
+    /// Starts tansu on a free port advertising `advertised` (`host:port`; default its own
+    /// address) with `extra_args` (e.g. `--authentication`), and waits until it accepts
+    /// connections.
+    pub fn start_with(binary: &Path, advertised: Option<&str>, extra_args: &[&str]) -> TansuBroker {
         let directory = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -63,8 +70,12 @@ impl TansuBroker {
         let child = Command::new(binary)
             .arg("broker")
             .arg(format!("--listener-url=tcp://{address}"))
-            .arg(format!("--advertised-listener-url=tcp://{address}"))
+            .arg(format!(
+                "--advertised-listener-url=tcp://{}",
+                advertised.unwrap_or(&address)
+            ))
             .arg("--storage-engine=memory://tansu/")
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -74,7 +85,7 @@ impl TansuBroker {
             child,
             binary: binary.to_path_buf(),
             address,
-            _directory: directory,
+            directory,
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(&broker.address).is_err() {
@@ -86,6 +97,11 @@ impl TansuBroker {
             std::thread::sleep(Duration::from_millis(20));
         }
         broker
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.directory.path().join("tansu.log")).unwrap_or_default()
     }
 
     /// Creates `topic` with `partitions` partitions through tansu's own CLI.
