@@ -895,3 +895,78 @@ async fn three_instances_and_one_raise_the_same_fraud_alerts_and_report() {
     }
     one.stop().await;
 }
+
+/// `gridwatch fraud import` with Kafka outputs: the history goes to the compacted status topic
+/// as `fraud/<group>/imported`, and a running instance's report takes it within seconds,
+/// without a restart; importing it again changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_import_reaches_running_instances_through_the_status_topic() {
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let now = gridwatch::time::wall_clock_millis();
+    let (year, month) = gridwatch::fraud::calendar::local_year_month(now, 8);
+    if month == 1 {
+        println!("skipped in January: no past month of this year to import");
+        return;
+    }
+    let broker = TansuBroker::start(&binary);
+    broker.create_topic(INPUT_TOPIC, 2);
+    broker.create_topic("gridwatch.state.v1.import", 2);
+    for topic in [WINDOWS_TOPIC, ALERTS_TOPIC, "gridwatch.deadletter.v1"] {
+        broker.create_topic(&format!("{topic}.import"), 1);
+    }
+    create_compacted_topic(&broker, &format!("{STATUS_TOPIC}.import"), 1);
+    let config = isolated_member_config(&broker.address, "gridwatch-import", "gw-import", "import");
+    let member = Member::start(config.clone(), "gw-import").await;
+    let client = reqwest::Client::new();
+
+    let registry = GridRegistry::embedded();
+    let mut csv =
+        String::from("community_id,year,month,fraud_warnings,fraud_reported,fraud_cases_filed\n");
+    for community in registry.communities().iter().take(10) {
+        csv.push_str(&format!("{},{year},{},4,2,1\n", community.id, month - 1));
+    }
+    let directory = tempfile::tempdir().unwrap();
+    let file = directory.path().join("cases.csv");
+    std::fs::write(&file, csv).unwrap();
+    let summary =
+        gridwatch::tools::fraud_import::import_history(&config, &registry, &file, false, now)
+            .await
+            .unwrap();
+    assert_eq!(
+        summary.produced_to,
+        Some((
+            format!("{STATUS_TOPIC}.import"),
+            "fraud/gridwatch-import/imported".to_string()
+        ))
+    );
+    let started = Instant::now();
+    loop {
+        let (status, body) = member.get(&client, "/api/v1/fraud").await;
+        if status == 200 {
+            let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if report["city"]["cases_imported"].as_u64() == Some(10) {
+                println!(
+                    "the imported history reached the running instance's report {} ms after the import returned",
+                    started.elapsed().as_millis()
+                );
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the import did not reach the running instance: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Imported again: the same key replaces the record; the report is unchanged.
+    gridwatch::tools::fraud_import::import_history(&config, &registry, &file, false, now)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, body) = member.get(&client, "/api/v1/fraud").await;
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["city"]["cases_imported"], 10);
+    member.stop().await;
+}
