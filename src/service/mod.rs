@@ -317,6 +317,9 @@ pub async fn run(
             let _ = health
                 .kafka_broker_reachable
                 .set(source.progress().broker_reachable.clone());
+            let _ = health
+                .kafka_broker_seen
+                .set(source.progress().broker_seen.clone());
             checkpointing = Checkpointing::Kafka(KafkaCheckpoint::new(
                 source,
                 state_writer,
