@@ -368,3 +368,93 @@ fn the_compose_file_is_valid_under_the_compose_specification() {
         "{report}"
     );
 }
+
+/// The compose stack is wired end to end: Kafka advertises an address per network (the
+/// containers use the internal one, the host port publishes the external one), and gridwatch
+/// sends alerts to the Alertmanager service and CloudEvents to a receiver that listens there.
+#[test]
+fn the_compose_stack_wires_kafka_listeners_alertmanager_and_the_webhook_receiver() {
+    let compose = yaml("deploy/docker-compose.yml");
+    let services = &compose["services"];
+    let environment = |service: &str| services[service]["environment"].clone();
+    let kafka = environment("kafka");
+    let advertised = kafka["KAFKA_ADVERTISED_LISTENERS"].as_str().unwrap();
+    let listener = |name: &str| {
+        advertised
+            .split(',')
+            .find_map(|entry| entry.strip_prefix(&format!("{name}://")))
+            .unwrap_or_else(|| panic!("no {name} listener in {advertised}"))
+            .to_string()
+    };
+    let internal = listener("INTERNAL");
+    let external = listener("EXTERNAL");
+    assert!(internal.starts_with("kafka:"), "{internal}");
+    assert!(external.starts_with("localhost:"), "{external}");
+    let external_port = external.rsplit(':').next().unwrap();
+    let published: Vec<&str> = services["kafka"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(
+        published
+            .iter()
+            .any(|port| port.ends_with(&format!(":{external_port}:{external_port}"))),
+        "{published:?}"
+    );
+    let gridwatch = environment("gridwatch");
+    assert_eq!(
+        gridwatch["GRIDWATCH_KAFKA__BROKERS"].as_str(),
+        Some(internal.as_str())
+    );
+    let producer_command: Vec<&str> = services["producer"]["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(
+        producer_command.contains(&internal.as_str()),
+        "{producer_command:?}"
+    );
+
+    let urls: Vec<String> = serde_json::from_str(
+        gridwatch["GRIDWATCH_ALERTING__ALERTMANAGER_URLS"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(urls, ["http://alertmanager:9093"]);
+    assert!(services["alertmanager"].is_mapping());
+    let webhook = gridwatch["GRIDWATCH_ALERTING__WEBHOOK__URL"]
+        .as_str()
+        .unwrap();
+    assert!(
+        webhook.starts_with("http://alertmanager:9751/"),
+        "{webhook}"
+    );
+    let receiver = &services["webhook-receiver"];
+    assert_eq!(
+        receiver["network_mode"].as_str(),
+        Some("service:alertmanager")
+    );
+    let script = receiver["command"].as_sequence().unwrap().last().unwrap();
+    assert!(script.as_str().unwrap().contains("9751"), "{script:?}");
+    // Alertmanager's receivers post to that same listener (its network namespace).
+    let alertmanager =
+        std::fs::read_to_string(repository("deploy/alertmanager/alertmanager.yml")).unwrap();
+    let receiver_urls: Vec<&str> = alertmanager
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("- url: "))
+        .map(|url| url.trim_matches('\''))
+        .collect();
+    assert!(!receiver_urls.is_empty());
+    for url in receiver_urls {
+        assert!(
+            url.starts_with("http://127.0.0.1:9751/")
+                || url.starts_with("http://alertmanager:9751/"),
+            "Alertmanager receiver {url} reaches nothing in the compose stack"
+        );
+    }
+}
