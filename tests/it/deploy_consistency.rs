@@ -599,6 +599,13 @@ fn grafana_provisioning_matches_the_dashboards_and_compose_mounts() {
             if panel["type"] == "row" {
                 continue;
             }
+            assert!(
+                panel["fieldConfig"]["defaults"]["unit"]
+                    .as_str()
+                    .is_some_and(|unit| !unit.is_empty()),
+                "{name}: panel {} has no unit",
+                panel["title"]
+            );
             assert_eq!(
                 panel["datasource"]["uid"], "${datasource}",
                 "{name}: {}",
