@@ -122,6 +122,16 @@ enum Command {
         /// The config (or rules) TOML file.
         file: PathBuf,
     },
+    /// Probe the running service's /healthz over loopback (the image's HEALTHCHECK: it has no
+    /// curl); exit 0 on 200. Reads http.listen from the same config as `run`.
+    Healthcheck {
+        /// Config TOML file (layered over defaults, under GRIDWATCH_* variables).
+        #[arg(long, env = "GRIDWATCH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Give up after this long.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Regenerate the reference data in seeds/ (deterministic).
     GenSeeds {
         /// Output directory.
@@ -407,6 +417,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::CheckConfig { file } => check_config(&file),
+        Command::Healthcheck { config, timeout } => healthcheck(config.as_deref(), timeout),
         Command::GenSeeds { out_dir } => {
             gridwatch::tools::gen_seeds::generate_seeds(&out_dir)?;
             println!("seeds written to {}", out_dir.display());
@@ -465,6 +476,28 @@ fn check_tool_settings(
         return Ok(());
     }
     Err(gridwatch::config::ConfigError::Invalid { problems }.into())
+}
+
+/// `gridwatch healthcheck`: 200 from `/healthz` on the configured port, over loopback.
+fn healthcheck(
+    config: Option<&std::path::Path>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    use gridwatch::http::probe;
+    let config = Config::load(config)?;
+    if config.http.tls_cert_file.is_some() {
+        anyhow::bail!(
+            "healthcheck speaks plain HTTP but http.tls_cert_file is set; probe /healthz with an HTTPS client (e.g. a Kubernetes httpGet probe with scheme HTTPS)"
+        );
+    }
+    let address = probe::probe_address(&config.http.listen)?;
+    match probe::http_status(address, "/healthz", timeout)? {
+        200 => {
+            println!("healthy ({address}/healthz answered 200)");
+            Ok(())
+        }
+        status => anyhow::bail!("unhealthy: {address}/healthz answered {status}"),
+    }
 }
 
 /// Validates a config file (and the rules file it names), or a rules file on its own.

@@ -98,6 +98,9 @@ pub struct Metrics {
     /// One series per registered community (value 1) carrying its and its district's names, so
     /// dashboards can join names onto the per-community series by `community`.
     pub community_info: IntGaugeVec,
+    /// One series per registered grid cell (value 1) carrying its centroid (WGS-84), so the
+    /// Grafana geomap can place per-cell series by joining on `grid` (1 911 cells: bounded).
+    pub cell_info: IntGaugeVec,
     /// Alert deliveries by sink (alertmanager, webhook) and result (sent, failed, retried,
     /// suppressed), one per alert state change and destination.
     pub alert_deliveries: IntCounterVec,
@@ -412,6 +415,14 @@ impl Metrics {
         let fraud = FraudMetrics::register(&registry)?;
         registry.register(Box::new(community_events.clone()))?;
         registry.register(Box::new(community_info.clone()))?;
+        let cell_info = IntGaugeVec::new(
+            Opts::new(
+                "gridwatch_cell_info",
+                "Centroid of a registered grid cell (WGS-84 degrees) for map panels; the value is always 1.",
+            ),
+            &["district", "community", "grid", "latitude", "longitude"],
+        )?;
+        registry.register(Box::new(cell_info.clone()))?;
         registry.register(Box::new(alert_deliveries.clone()))?;
         registry.register(Box::new(alert_delivery_dropped.clone()))?;
         registry.register(Box::new(alert_delivery_latency.clone()))?;
@@ -511,6 +522,7 @@ impl Metrics {
             fraud,
             community_events,
             community_info,
+            cell_info,
             alert_deliveries,
             alert_delivery_dropped,
             alert_delivery_latency,

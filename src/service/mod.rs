@@ -235,6 +235,7 @@ pub async fn run(
     };
     let metrics = Arc::new(Metrics::new(&[source_name], rules.version())?);
     set_community_info(&metrics, &registry);
+    set_cell_info(&metrics, &registry);
     let health = Arc::new(Health::default());
     let rules_version = rules.version().to_string();
     let fraud_settings = FraudSettings::from_config(&config.fraud)?;
@@ -362,6 +363,9 @@ pub async fn run(
             let _ = health
                 .kafka_broker_reachable
                 .set(source.progress().broker_reachable.clone());
+            let _ = health
+                .kafka_broker_seen
+                .set(source.progress().broker_seen.clone());
             checkpointing = Checkpointing::Kafka(KafkaCheckpoint::new(
                 source,
                 state_writer,
@@ -500,6 +504,41 @@ pub fn city_read_model(
     ReadModelWriter::new(CityModel::new(registry.clone(), settings, Some(fraud)))
 }
 
+/// Publishes `gridwatch_cell_info` (each cell's centroid) for the dashboards' map.
+fn set_cell_info(metrics: &Metrics, registry: &GridRegistry) {
+    for (cell, (latitude, longitude)) in registry.cells().iter().zip(cell_centroids(registry)) {
+        let community = registry.community(cell.community);
+        metrics
+            .cell_info
+            .with_label_values(&[
+                community.district_code.as_str(),
+                community.id.as_str(),
+                cell.grid_id.as_str(),
+                &format!("{latitude:.6}"),
+                &format!("{longitude:.6}"),
+            ])
+            .set(1);
+    }
+}
+
+/// (latitude, longitude) of every cell's centroid, in `registry.cells()` order; a degenerate
+/// polygon (no area) falls back to its first vertex.
+fn cell_centroids(registry: &GridRegistry) -> Vec<(f64, f64)> {
+    use geo::Centroid;
+    registry
+        .cells()
+        .iter()
+        .map(|cell| {
+            let point = cell
+                .polygon
+                .centroid()
+                .or_else(|| cell.polygon.exterior().points().next())
+                .unwrap_or_else(|| geo::Point::new(0.0, 0.0));
+            (point.y(), point.x())
+        })
+        .collect()
+}
+
 /// Publishes `gridwatch_community_info` (names by community id) for dashboard joins.
 fn set_community_info(metrics: &Metrics, registry: &GridRegistry) {
     for community in registry.communities() {
@@ -516,5 +555,27 @@ fn set_community_info(metrics: &Metrics, registry: &GridRegistry) {
                 community.name.as_str(),
             ])
             .set(1);
+    }
+}
+
+#[cfg(test)]
+mod cell_info_tests {
+    use super::cell_centroids;
+    use crate::grid::GridRegistry;
+    use geo::Contains;
+
+    #[test]
+    fn every_cell_centroid_lies_inside_its_cell() {
+        let registry = GridRegistry::embedded();
+        let centroids = cell_centroids(&registry);
+        assert_eq!(centroids.len(), registry.cells().len());
+        for (cell, (latitude, longitude)) in registry.cells().iter().zip(&centroids) {
+            assert!(
+                cell.polygon
+                    .contains(&geo::Point::new(*longitude, *latitude)),
+                "{}: ({latitude}, {longitude})",
+                cell.grid_id
+            );
+        }
     }
 }
