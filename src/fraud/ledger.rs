@@ -141,18 +141,8 @@ impl FraudLedger {
         community: CommunityIndex,
         counts: &ChainCounts,
     ) {
-        let slot = community.0 as usize;
-        if slot >= self.community_count {
-            return;
-        }
         let community_count = self.community_count;
-        let year_counts = self
-            .streamed
-            .entry(year)
-            .or_insert_with(|| vec![CommunityMonths::default(); community_count]);
-        if let Some(total) = year_counts
-            .get_mut(slot)
-            .and_then(|months| months.get_mut(month.saturating_sub(1) as usize))
+        if let Some(total) = month_slot(&mut self.streamed, community_count, year, month, community)
         {
             total.add(counts);
         }
@@ -167,18 +157,9 @@ impl FraudLedger {
         community: CommunityIndex,
         counts: &ChainCounts,
     ) {
-        let slot = community.0 as usize;
-        if slot >= self.community_count {
-            return;
-        }
         let community_count = self.community_count;
-        let year_months = self
-            .imported
-            .entry(year)
-            .or_insert_with(|| vec![ImportedMonths::default(); community_count]);
-        if let Some(imported) = year_months
-            .get_mut(slot)
-            .and_then(|months| months.get_mut(month.saturating_sub(1) as usize))
+        if let Some(imported) =
+            month_slot(&mut self.imported, community_count, year, month, community)
         {
             imported
                 .get_or_insert_with(ChainCounts::default)
@@ -222,6 +203,26 @@ impl FraudLedger {
     pub fn coverage(&self, community: CommunityIndex) -> Option<&TimeSpans> {
         self.coverage.get(community.0 as usize)
     }
+}
+
+/// The slot of one community's month (1–12) in a year → community → months table, created
+/// on first use; `None` for a community beyond the registry or an impossible month.
+fn month_slot<T: Clone + Default>(
+    years: &mut BTreeMap<i32, Vec<[T; 12]>>,
+    community_count: usize,
+    year: i32,
+    month: u32,
+    community: CommunityIndex,
+) -> Option<&mut T> {
+    let slot = community.0 as usize;
+    if slot >= community_count {
+        return None;
+    }
+    years
+        .entry(year)
+        .or_insert_with(|| vec![<[T; 12]>::default(); community_count])
+        .get_mut(slot)?
+        .get_mut(month.checked_sub(1)? as usize)
 }
 
 /// A partition's streamed counts and coverage as a [`FraudPartial`] record.

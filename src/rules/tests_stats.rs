@@ -354,7 +354,8 @@ shrinkage_weeks = 0.0
         harness.watermark(hour_start + week_number * week + 2 * HOUR_MILLIS);
     }
     let registry = tiny_registry();
-    let expected_in_week = |harness: &Harness, week_number: i64| {
+    // (expected count, learned weeks) of the hour of week `week_number`, as alerts carry them.
+    let expectation_in_week = |harness: &Harness, week_number: i64| {
         let view = BaselineView {
             seeds: harness.engine.baseline(),
             state: &harness.engine.state().baseline,
@@ -362,33 +363,22 @@ shrinkage_weeks = 0.0
             registry: &registry,
         };
         let start = hour_start + week_number * week;
-        view.expected_count(
-            AlertScope::Cell,
-            0,
-            EventType::FraudWarning,
-            start,
-            start + HOUR_MILLIS,
+        let end = start + HOUR_MILLIS;
+        (
+            view.expected_count(AlertScope::Cell, 0, EventType::FraudWarning, start, end),
+            view.learned_weeks(EventType::FraudWarning, start, end),
         )
     };
-    // With k = 0 the expectation is the cell's own trailing mean: (6 + 2) / 2.
-    assert!((expected_in_week(&harness, 2) - 4.0).abs() < 1e-12);
-    // Its provenance, as alerts carry it: two learned weeks for week 2, none for week 0.
-    let learned_weeks_in_week = |harness: &Harness, week_number: i64| {
-        let view = BaselineView {
-            seeds: harness.engine.baseline(),
-            state: &harness.engine.state().baseline,
-            settings: harness.engine.rules().baseline_settings(),
-            registry: &registry,
-        };
-        let start = hour_start + week_number * week;
-        view.learned_weeks(EventType::FraudWarning, start, start + HOUR_MILLIS)
-    };
-    assert_eq!(learned_weeks_in_week(&harness, 2), 2);
-    assert_eq!(learned_weeks_in_week(&harness, 1), 1);
-    assert_eq!(learned_weeks_in_week(&harness, 0), 0);
+    // With k = 0 the expectation is the cell's own trailing mean: (6 + 2) / 2, from two
+    // learned weeks; week 1 rests on one, week 0 on the seeds alone.
+    let (expected, learned_weeks) = expectation_in_week(&harness, 2);
+    assert!((expected - 4.0).abs() < 1e-12);
+    assert_eq!(learned_weeks, 2);
+    assert_eq!(expectation_in_week(&harness, 1).1, 1);
+    assert_eq!(expectation_in_week(&harness, 0).1, 0);
     harness.watermark(hour_start + 2 * week + 2 * HOUR_MILLIS);
     // Weeks 1 and 2 now: (2 + 0) / 2; week 0 was forgotten.
-    assert!((expected_in_week(&harness, 3) - 1.0).abs() < 1e-12);
+    assert!((expectation_in_week(&harness, 3).0 - 1.0).abs() < 1e-12);
 }
 
 #[test]
