@@ -869,6 +869,17 @@ pub struct FraudConfig {
     /// How far back a dissuasion may be paired with a warning (warning-to-dissuasion time).
     #[serde(with = "humantime_serde")]
     pub warning_pairing_horizon: Duration,
+    /// Longest silence of a partition's stream (event time between two of its events) still
+    /// counted as observed; a longer one is a gap in the fraud report's coverage.
+    #[serde(with = "humantime_serde")]
+    pub coverage_max_gap: Duration,
+    /// Observed time a scope needs before its drop is judged: below it the status is
+    /// `insufficient_data` (never `on_track`).
+    #[serde(with = "humantime_serde")]
+    pub minimum_coverage: Duration,
+    /// The imported case history (`gridwatch fraud import` writes it; the service reads it at
+    /// start). Relative to the working directory.
+    pub history_path: Option<std::path::PathBuf>,
 }
 
 impl Default for FraudConfig {
@@ -881,6 +892,9 @@ impl Default for FraudConfig {
             population_source: PopulationSource::Seeds,
             timezone_offset_hours: 8,
             warning_pairing_horizon: Duration::from_secs(30 * 24 * 3600),
+            coverage_max_gap: Duration::from_secs(15 * 60),
+            minimum_coverage: Duration::from_secs(14 * 24 * 3600),
+            history_path: None,
         }
     }
 }
@@ -941,6 +955,20 @@ impl FraudConfig {
         }
         if config.warning_pairing_horizon.is_zero() {
             problems.push("fraud.warning_pairing_horizon must be positive".to_string());
+        }
+        if config.coverage_max_gap.is_zero()
+            || config.coverage_max_gap > Duration::from_secs(24 * 3600)
+        {
+            problems.push(format!(
+                "fraud.coverage_max_gap must be between 1s and 24h, got {}",
+                humantime::format_duration(config.coverage_max_gap)
+            ));
+        }
+        if config.minimum_coverage > Duration::from_secs(366 * 24 * 3600) {
+            problems.push(format!(
+                "fraud.minimum_coverage must be at most 366 days, got {}",
+                humantime::format_duration(config.minimum_coverage)
+            ));
         }
         problems
     }

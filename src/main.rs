@@ -112,16 +112,54 @@ enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// The fraud target's tools.
+    Fraud {
+        #[command(subcommand)]
+        command: FraudCommand,
+    },
     /// Validate a config file and the rules file it names (or a rules file itself); report every problem.
     CheckConfig {
         /// The config (or rules) TOML file.
         file: PathBuf,
+    },
+    /// Probe the running service's /healthz over loopback (the image's HEALTHCHECK: it has no
+    /// curl); exit 0 on 200. Reads http.listen from the same config as `run`.
+    Healthcheck {
+        /// Config TOML file (layered over defaults, under GRIDWATCH_* variables).
+        #[arg(long, env = "GRIDWATCH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Give up after this long.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
     /// Regenerate the reference data in seeds/ (deterministic).
     GenSeeds {
         /// Output directory.
         #[arg(long, default_value = "seeds")]
         out_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FraudCommand {
+    /// Import the case history of the months before gridwatch saw the stream, so the fraud
+    /// report covers the real year to date (CSV: community_id,year,month,fraud_warnings,
+    /// fraud_reported,fraud_cases_filed[,fraud_dissuaded]; each row is one community's whole
+    /// month). Validated whole: every bad row is listed and nothing is imported. Stored in
+    /// fraud.history_path and, with Kafka outputs, on the status topic; importing again
+    /// replaces the previous import.
+    ///
+    /// Example: gridwatch fraud import --config gridwatch.toml --from cases-2026.csv
+    Import {
+        /// The CSV file of monthly counts per community.
+        #[arg(long)]
+        from: PathBuf,
+        /// Config TOML file (the registry, `[fraud]` and Kafka settings).
+        #[arg(long, env = "GRIDWATCH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Validate and summarize only; store nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -356,7 +394,30 @@ fn execute(command: Command) -> anyhow::Result<()> {
             println!("{summary}");
             Ok(())
         }
+        Command::Fraud {
+            command:
+                FraudCommand::Import {
+                    from,
+                    config,
+                    dry_run,
+                },
+        } => {
+            let config = Config::load(config.as_deref())?;
+            init_logging(&config);
+            let registry = gridwatch::service::load_registry(&config)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            let summary = runtime.block_on(gridwatch::tools::fraud_import::import_history(
+                &config,
+                &registry,
+                &from,
+                dry_run,
+                gridwatch::time::wall_clock_millis(),
+            ))?;
+            println!("{summary}");
+            Ok(())
+        }
         Command::CheckConfig { file } => check_config(&file),
+        Command::Healthcheck { config, timeout } => healthcheck(config.as_deref(), timeout),
         Command::GenSeeds { out_dir } => {
             gridwatch::tools::gen_seeds::generate_seeds(&out_dir)?;
             println!("seeds written to {}", out_dir.display());
@@ -415,6 +476,28 @@ fn check_tool_settings(
         return Ok(());
     }
     Err(gridwatch::config::ConfigError::Invalid { problems }.into())
+}
+
+/// `gridwatch healthcheck`: 200 from `/healthz` on the configured port, over loopback.
+fn healthcheck(
+    config: Option<&std::path::Path>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    use gridwatch::http::probe;
+    let config = Config::load(config)?;
+    if config.http.tls_cert_file.is_some() {
+        anyhow::bail!(
+            "healthcheck speaks plain HTTP but http.tls_cert_file is set; probe /healthz with an HTTPS client (e.g. a Kubernetes httpGet probe with scheme HTTPS)"
+        );
+    }
+    let address = probe::probe_address(&config.http.listen)?;
+    match probe::http_status(address, "/healthz", timeout)? {
+        200 => {
+            println!("healthy ({address}/healthz answered 200)");
+            Ok(())
+        }
+        status => anyhow::bail!("unhealthy: {address}/healthz answered {status}"),
+    }
 }
 
 /// Validates a config file (and the rules file it names), or a rules file on its own.

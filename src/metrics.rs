@@ -98,6 +98,9 @@ pub struct Metrics {
     /// One series per registered community (value 1) carrying its and its district's names, so
     /// dashboards can join names onto the per-community series by `community`.
     pub community_info: IntGaugeVec,
+    /// One series per registered grid cell (value 1) carrying its centroid (WGS-84), so the
+    /// Grafana geomap can place per-cell series by joining on `grid` (1 911 cells: bounded).
+    pub cell_info: IntGaugeVec,
     /// Alert deliveries by sink (alertmanager, webhook) and result (sent, failed, retried,
     /// suppressed), one per alert state change and destination.
     pub alert_deliveries: IntCounterVec,
@@ -412,6 +415,14 @@ impl Metrics {
         let fraud = FraudMetrics::register(&registry)?;
         registry.register(Box::new(community_events.clone()))?;
         registry.register(Box::new(community_info.clone()))?;
+        let cell_info = IntGaugeVec::new(
+            Opts::new(
+                "gridwatch_cell_info",
+                "Centroid of a registered grid cell (WGS-84 degrees) for map panels; the value is always 1.",
+            ),
+            &["district", "community", "grid", "latitude", "longitude"],
+        )?;
+        registry.register(Box::new(cell_info.clone()))?;
         registry.register(Box::new(alert_deliveries.clone()))?;
         registry.register(Box::new(alert_delivery_dropped.clone()))?;
         registry.register(Box::new(alert_delivery_latency.clone()))?;
@@ -511,6 +522,7 @@ impl Metrics {
             fraud,
             community_events,
             community_info,
+            cell_info,
             alert_deliveries,
             alert_delivery_dropped,
             alert_delivery_latency,
@@ -541,13 +553,36 @@ const WARNING_TO_DISSUASION_BUCKETS: &[f64] = &[
     2592000.0,
 ];
 
-/// The fraud target's metrics (see `src/fraud/`). The gauges are rewritten from each
-/// `FraudReport` (about once a second); the counters and the histogram move with accepted
-/// events. Label values are registry district codes and community ids only.
+/// The fraud target's metrics (see `src/fraud/`). The gauges are rewritten from the city-wide
+/// `FraudReport` of the read model, so every instance exports the same whole-city series
+/// (aggregate over instances with `max without (instance)`, never `sum`); the counters and the
+/// histogram move with the events this instance accepted (sum them over instances). Label
+/// values are registry district codes and community ids only.
 #[derive(Clone)]
 pub struct FraudMetrics {
-    /// Cases (configured case types) year to date, per community (sum by district for more).
+    /// Cases (configured case types) year to date, per community and source (`imported`,
+    /// `streamed`).
     pub cases_ytd: IntGaugeVec,
+    /// Residents per community (sum them before dividing).
+    pub population: IntGaugeVec,
+    /// Baseline cases expected over the covered time, per community.
+    pub baseline_cases_covered: GaugeVec,
+    /// Cases of the whole baseline year, per community.
+    pub baseline_full_year_cases: IntGaugeVec,
+    /// The verdict as a state set: 1 on the current `status`, 0 on the others, by scope.
+    pub status: GaugeVec,
+    /// Observed time this year in seconds, by scope.
+    pub covered_seconds: GaugeVec,
+    /// Observed days ÷ elapsed days, by scope.
+    pub coverage_ratio: GaugeVec,
+    /// Lower bound of the projected year-end drop.
+    pub projected_drop_ci_low: GaugeVec,
+    /// Upper bound of the projected year-end drop.
+    pub projected_drop_ci_high: GaugeVec,
+    /// Observed time needed for a verdict, seconds.
+    pub minimum_coverage_seconds: Gauge,
+    /// Input partitions that carried a community's events, for communities on more than one.
+    pub community_input_partitions: GaugeVec,
     /// Cases per 10,000 residents, year to date, by scope.
     pub incidence_per_10k: GaugeVec,
     /// Baseline cases per 10,000 residents over the same period of the baseline year.
@@ -590,11 +625,11 @@ impl FraudMetrics {
         )?;
         let baseline_incidence_per_10k = scoped_gauge(
             "gridwatch_fraud_baseline_incidence_per_10k",
-            "Fraud cases per 10,000 residents over the same period of the baseline year (current month pro-rated), by scope.",
+            "Baseline fraud cases per 10,000 residents expected over the observed time (the baseline year's month and hour-of-day shape over the same spans), by scope.",
         )?;
         let drop_ratio = scoped_gauge(
             "gridwatch_fraud_drop_ratio",
-            "Drop of the fraud rate vs the baseline's same period: 1 - rate_now / rate_baseline, by scope (absent when the baseline has no cases).",
+            "Drop of the fraud rate vs the baseline over the observed time: 1 - observed / expected cases, by scope (absent when undefined).",
         )?;
         let drop_ci_low = scoped_gauge(
             "gridwatch_fraud_drop_ci_low",
@@ -606,16 +641,78 @@ impl FraudMetrics {
         )?;
         let projected_drop_ratio = scoped_gauge(
             "gridwatch_fraud_projected_drop_ratio",
-            "Projected year-end fraud drop at the current pace vs the whole baseline year, by scope.",
+            "Projected year-end fraud drop vs the whole baseline year (observed cases plus the baseline's remaining cases at the observed ratio), by scope.",
         )?;
         let projected_incidence_per_10k = scoped_gauge(
             "gridwatch_fraud_projected_incidence_per_10k",
-            "Projected year-end fraud cases per 10,000 residents at the current pace, by scope.",
+            "Projected year-end fraud cases per 10,000 residents (seasonal: the baseline's monthly shape), by scope.",
         )?;
         let on_track = scoped_gauge(
             "gridwatch_fraud_on_track",
-            "1 when the projected year-end fraud drop reaches the target drop, else 0, by scope.",
+            "1 when the projected year-end fraud drop reaches the target drop, 0 when it does not; absent without a verdict (insufficient_data, no_baseline), by scope.",
         )?;
+        let status = GaugeVec::new(
+            Opts::new(
+                "gridwatch_fraud_status",
+                "The fraud target's verdict by scope as a state set: 1 on the current status (insufficient_data, on_track, off_track, no_baseline), 0 on the others.",
+            ),
+            &["scope", "district", "community", "status"],
+        )?;
+        registry.register(Box::new(status.clone()))?;
+        let covered_seconds = scoped_gauge(
+            "gridwatch_fraud_covered_seconds",
+            "Time of this local year observed, in seconds (streamed spans and imported months; population-weighted over a scope's communities), by scope.",
+        )?;
+        let coverage_ratio = scoped_gauge(
+            "gridwatch_fraud_coverage_ratio",
+            "Observed time divided by the time elapsed this local year, by scope.",
+        )?;
+        let projected_drop_ci_low = scoped_gauge(
+            "gridwatch_fraud_projected_drop_ci_low",
+            "Lower bound of the projected year-end fraud drop (the drop interval's bound applied to the unobserved time), by scope (absent when unbounded).",
+        )?;
+        let projected_drop_ci_high = scoped_gauge(
+            "gridwatch_fraud_projected_drop_ci_high",
+            "Upper bound of the projected year-end fraud drop, by scope.",
+        )?;
+        let community_labels = &["district", "community"];
+        let population = IntGaugeVec::new(
+            Opts::new(
+                "gridwatch_fraud_population",
+                "Residents per community (the fraud target's denominator; sum before dividing).",
+            ),
+            community_labels,
+        )?;
+        registry.register(Box::new(population.clone()))?;
+        let baseline_cases_covered = GaugeVec::new(
+            Opts::new(
+                "gridwatch_fraud_baseline_cases_covered",
+                "Baseline fraud cases expected over the observed time, per community (sum before dividing).",
+            ),
+            community_labels,
+        )?;
+        registry.register(Box::new(baseline_cases_covered.clone()))?;
+        let baseline_full_year_cases = IntGaugeVec::new(
+            Opts::new(
+                "gridwatch_fraud_baseline_full_year_cases",
+                "Fraud cases of the whole baseline year, per community.",
+            ),
+            community_labels,
+        )?;
+        registry.register(Box::new(baseline_full_year_cases.clone()))?;
+        let minimum_coverage_seconds = Gauge::new(
+            "gridwatch_fraud_minimum_coverage_seconds",
+            "Observed time a scope needs before its fraud drop is judged, in seconds (insufficient_data below).",
+        )?;
+        registry.register(Box::new(minimum_coverage_seconds.clone()))?;
+        let community_input_partitions = GaugeVec::new(
+            Opts::new(
+                "gridwatch_community_input_partitions",
+                "Input partitions that carried a community's events, only for communities on more than one (their community-scope statistics are split: key the input by community id).",
+            ),
+            &["community"],
+        )?;
+        registry.register(Box::new(community_input_partitions.clone()))?;
         let dissuasion_ratio = scoped_gauge(
             "gridwatch_fraud_dissuasion_ratio",
             "Fraud dissuasions divided by fraud warnings this local year so far, by scope.",
@@ -623,9 +720,9 @@ impl FraudMetrics {
         let cases_ytd = IntGaugeVec::new(
             Opts::new(
                 "gridwatch_fraud_cases_ytd",
-                "Fraud cases (the configured case event types) this local year so far, per community.",
+                "Fraud cases (the configured case event types) this local year so far, per community and source (imported months, streamed).",
             ),
-            &["district", "community"],
+            &["district", "community", "source"],
         )?;
         registry.register(Box::new(cases_ytd.clone()))?;
         let target_drop_ratio = Gauge::new(
@@ -660,6 +757,16 @@ impl FraudMetrics {
         registry.register(Box::new(warning_to_dissuasion_seconds.clone()))?;
         Ok(FraudMetrics {
             cases_ytd,
+            population,
+            baseline_cases_covered,
+            baseline_full_year_cases,
+            status,
+            covered_seconds,
+            coverage_ratio,
+            projected_drop_ci_low,
+            projected_drop_ci_high,
+            minimum_coverage_seconds,
+            community_input_partitions,
             incidence_per_10k,
             baseline_incidence_per_10k,
             drop_ratio,

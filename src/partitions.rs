@@ -412,18 +412,6 @@ impl PartitionedPipelines {
             .collect()
     }
 
-    /// The fraud counts of every partition added up, when fraud tracking is on.
-    pub fn fraud_tracker(&self) -> Option<FraudTracker> {
-        let settings = self.factory.fraud_settings.as_ref()?;
-        let mut merged = FraudTracker::new(settings);
-        for owned in self.partitions.values() {
-            if let Some(tracker) = owned.pipeline.fraud_tracker() {
-                merged.add_counts_of(tracker);
-            }
-        }
-        Some(merged)
-    }
-
     /// Refreshes the state-size, watermark and active-alert gauges over every partition.
     pub fn update_gauges(&self, wall_millis: i64) {
         let metrics = &self.factory.metrics;

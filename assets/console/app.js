@@ -44,6 +44,8 @@
       expected: '期望', severity: '级别', lastWindows: '最近窗口', cellAlerts: '本网格告警',
       windowStart: '窗口开始', count: '数量', none: '无', city: '全市', target: '目标',
       onTrack: '达标', offTrack: '未达标', insufficient: '数据不足', drop: '降幅',
+      coverage: '已观测', days: '天', perCommunity: '（全社区）', learnedWeeks: '学习{n}周', seeded: '种子基线',
+      minutesShort: '分钟', hoursShort: '小时', needs: '需', imported: '导入', splitWarning: '输入未按社区分区的社区',
       eventsPerSecond: '事件/秒', watermarkLag: '水位延迟', deadLetters: '死信(15分钟)',
       broker: 'Kafka', reachable: '可达', unreachable: '不可达', instances: '实例',
       partitions: '分区', source: '数据源', readModelLag: '读模型延迟', stale: '失联',
@@ -62,6 +64,8 @@
       expected: 'expected', severity: 'Severity', lastWindows: 'Last windows', cellAlerts: 'Alerts of this cell',
       windowStart: 'Window start', count: 'Count', none: 'None', city: 'City', target: 'target',
       onTrack: 'On track', offTrack: 'Behind', insufficient: 'Insufficient data', drop: 'drop',
+      coverage: 'observed', days: ' days', perCommunity: ' per community', learnedWeeks: '{n} learned weeks', seeded: 'seeded rates',
+      minutesShort: ' min', hoursShort: ' h', needs: 'needs', imported: 'imported', splitWarning: 'communities split over input partitions',
       eventsPerSecond: 'events/s', watermarkLag: 'watermark lag', deadLetters: 'dead letters (15 min)',
       broker: 'Kafka', reachable: 'reachable', unreachable: 'unreachable', instances: 'instances',
       partitions: 'partitions', source: 'source', readModelLag: 'read model lag', stale: 'stale',
@@ -630,16 +634,28 @@
     if ((a.severity || 9) !== (b.severity || 9)) return (a.severity || 9) - (b.severity || 9);
     return String(a.starts_at || '').localeCompare(String(b.starts_at || ''));
   }
+  // A rule's window in the operators' units (15 分钟, 1 小时, 24 小时).
+  function fmtDuration(seconds) {
+    const minutes = Number(seconds) / 60;
+    if (minutes < 60 || minutes % 60) return fmtNumber(minutes, 0) + t('minutesShort');
+    return fmtNumber(minutes / 60, 0) + t('hoursShort');
+  }
   // Statistical rules (spike, cusum) carry the expected count: observed vs expected says
   // more than their internal threshold. Count rules compare with their threshold.
   function measureLine(alert) {
     const digits = (value) => (Number(value) % 1 ? 1 : 0);
     const observed = t('observed') + ' ' + fmtNumber(alert.observed, digits(alert.observed));
+    // The scale and scope it counted over, and what its expectation rests on.
+    const scale = alert.window_seconds ? ' · ' + fmtDuration(alert.window_seconds) +
+      (alert.scope === 'community' ? t('perCommunity') : '') : '';
     if (alert.expected !== null && alert.expected !== undefined) {
-      return observed + ' / ' + t('expected') + ' ' + fmtNumber(alert.expected, 1);
+      const provenance = alert.baseline_weeks === null || alert.baseline_weeks === undefined ? ''
+        : ' (' + (alert.baseline_weeks > 0 ? t('learnedWeeks').replace('{n}', alert.baseline_weeks) : t('seeded')) + ')';
+      const pValue = alert.p_value ? ' · p=' + Number(alert.p_value).toExponential(1) : '';
+      return observed + ' / ' + t('expected') + ' ' + fmtNumber(alert.expected, 1) + provenance + scale + pValue;
     }
     if (alert.threshold !== null && alert.threshold !== undefined) {
-      return observed + ' / ' + t('threshold') + ' ' + fmtNumber(alert.threshold, digits(alert.threshold));
+      return observed + ' / ' + t('threshold') + ' ' + fmtNumber(alert.threshold, digits(alert.threshold)) + scale;
     }
     return observed;
   }
@@ -850,8 +866,22 @@
     list.textContent = '';
     if (!report || !report.city) { $('fraud-head').textContent = t('loading'); return; }
     const target = Number(report.target_drop) || 0.6;
+    // How much of the year was observed: below the minimum there is no verdict (数据不足),
+    // and the operator sees why and how far it is.
+    const city = report.city;
+    const coveredDays = Number(city.covered_days) || 0;
+    const importedDays = Number(city.covered_days_imported) || 0;
+    let coverage = t('coverage') + ' ' + coveredDays.toFixed(coveredDays < 10 ? 1 : 0) + t('days');
+    if (importedDays > 0) coverage += '（' + t('imported') + ' ' + importedDays.toFixed(0) + t('days') + '）';
+    if (city.status === 'insufficient_data') {
+      coverage += ' · ' + t('insufficient') + '，' + t('needs') + ' ' + Number(report.minimum_coverage_days || 14).toFixed(0) + t('days');
+    }
+    if ((report.split_communities || []).length > 0) {
+      coverage += ' · ⚠ ' + t('splitWarning') + ' ' + report.split_communities.length;
+    }
     $('fraud-head').textContent = t('target') + ' ' + fmtPercent(target) + ' · ' + t('yearToDate') + ' ' +
-      (report.year || '') + ' · ' + t('ci') + ' ' + fmtPercent(report.confidence);
+      (report.year || '') + ' · ' + t('ci') + ' ' + fmtPercent(report.confidence) + ' · ' + coverage;
+    $('fraud-head').dataset.status = city.status || '';
     const byDistance = (a, b) => {
       const da = a.distance_from_target;
       const db = b.distance_from_target;
@@ -870,7 +900,8 @@
           state.districts.get(entry.district_code || entry.district_id) || {}))
           : (entry.community_name || entry.community_id);
       const label = el('span', 'name', name);
-      label.title = name + ' · ' + t('drop') + ' ' + fmtPercent(entry.drop) + ' [' + fmtPercent(entry.drop_ci_low) + ', ' + fmtPercent(entry.drop_ci_high) + ']';
+      label.title = name + ' · ' + t('drop') + ' ' + fmtPercent(entry.drop) + ' [' + fmtPercent(entry.drop_ci_low) + ', ' + fmtPercent(entry.drop_ci_high) + ']' +
+        ' · ' + t('coverage') + ' ' + (Number(entry.covered_days) || 0).toFixed(1) + t('days');
       item.appendChild(label);
       item.appendChild(fraudBar(entry, target));
       const status = fraudStatus(entry);

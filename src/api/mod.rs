@@ -49,8 +49,26 @@ pub struct Health {
     /// 0 until then. `/readyz` needs it.
     pub source_ready_millis: AtomicI64,
     /// The Kafka source's cluster reachability (its metadata probe), once a Kafka source
-    /// runs: `/readyz` is not ready while it is false.
+    /// runs (the instance status of the read model).
     pub kafka_broker_reachable: std::sync::OnceLock<std::sync::Arc<AtomicBool>>,
+    /// Whether the Kafka source's cluster ever answered, once a Kafka source runs: `/readyz`
+    /// is not ready until it is true (see [`readiness`]).
+    pub kafka_broker_seen: std::sync::OnceLock<std::sync::Arc<AtomicBool>>,
+}
+
+/// `/readyz`: ready once the source runs and, with Kafka, once the cluster has answered at
+/// least once. A later Kafka outage does not make the instance unready: every replica would
+/// drop out of the Service at once and the operators' API (alerts, cells, the fraud report)
+/// would go dark exactly during the incident. Consumption health is
+/// `gridwatch_kafka_broker_up`, `gridwatch_kafka_consumer_lag` and their alerts instead.
+pub fn readiness(source_ready: bool, kafka_broker_seen: Option<bool>) -> Result<(), &'static str> {
+    if !source_ready {
+        return Err("source not ready");
+    }
+    if kafka_broker_seen == Some(false) {
+        return Err("kafka cluster not reached yet");
+    }
+    Ok(())
 }
 
 /// A pipeline loop silent longer than this is reported unhealthy.
@@ -162,20 +180,30 @@ async fn healthz_handler(State(state): State<ApiState>) -> Response {
 }
 
 async fn readyz_handler(State(state): State<ApiState>) -> Response {
-    if state.health.source_ready_millis.load(Ordering::Relaxed) == 0 {
-        return (StatusCode::SERVICE_UNAVAILABLE, "source not ready\n").into_response();
-    }
-    let broker_unreachable = state
+    let source_ready = state.health.source_ready_millis.load(Ordering::Relaxed) != 0;
+    let kafka_broker_seen = state
         .health
-        .kafka_broker_reachable
+        .kafka_broker_seen
         .get()
-        .is_some_and(|reachable| !reachable.load(Ordering::Relaxed));
-    if broker_unreachable {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "kafka cluster unreachable\n",
-        )
-            .into_response();
+        .map(|seen| seen.load(Ordering::Relaxed));
+    match readiness(source_ready, kafka_broker_seen) {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
     }
-    (StatusCode::OK, "ready\n").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readiness;
+
+    #[test]
+    fn not_ready_until_the_source_runs_and_kafka_has_answered_once() {
+        assert_eq!(readiness(false, None), Err("source not ready"));
+        assert_eq!(
+            readiness(true, Some(false)),
+            Err("kafka cluster not reached yet")
+        );
+        assert_eq!(readiness(true, None), Ok(()));
+        assert_eq!(readiness(true, Some(true)), Ok(()));
+    }
 }

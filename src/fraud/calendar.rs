@@ -52,6 +52,64 @@ pub fn local_year(millis: i64, timezone_offset_hours: i32) -> i32 {
     local_date_time(millis, timezone_offset_hours).year()
 }
 
+/// The local calendar year and month (1–12) of an instant.
+pub fn local_year_month(millis: i64, timezone_offset_hours: i32) -> (i32, u32) {
+    let local = local_date_time(millis, timezone_offset_hours);
+    (local.year(), local.month())
+}
+
+/// The instant (epoch milliseconds) at which local `month` (1–12) of `year` begins; month 13
+/// is January of the next year, so `month_start_millis(y, m + 1, ..)` ends month `m`.
+pub fn month_start_millis(year: i32, month: u32, timezone_offset_hours: i32) -> i64 {
+    let (year, month) = if month > 12 {
+        (year.saturating_add(1), 1)
+    } else {
+        (year, month.max(1))
+    };
+    let local_start = NaiveDate::from_ymd_opt(year, month, 1)
+        .and_then(|date| date.and_hms_opt(0, 0, 0))
+        .map(|start| start.and_utc().timestamp_millis())
+        .unwrap_or(if year < 1 {
+            EARLIEST_MILLIS
+        } else {
+            LATEST_MILLIS
+        });
+    local_start.saturating_sub(i64::from(timezone_offset_hours).saturating_mul(HOUR_MILLIS))
+}
+
+/// Expected baseline cases over `[start, end)` (epoch ms, inside one month) when the month
+/// averages `daily_cases` a day spread over local hours by `hour_shares` (summing to 1):
+/// whole local days count `daily_cases`, partial days their hours' shares pro rata.
+pub fn expected_over(
+    daily_cases: f64,
+    hour_shares: &[f64; 24],
+    start: i64,
+    end: i64,
+    timezone_offset_hours: i32,
+) -> f64 {
+    let offset_millis = i64::from(timezone_offset_hours).saturating_mul(HOUR_MILLIS);
+    let day = DAY_MILLIS as i64;
+    let mut local = start.saturating_add(offset_millis);
+    let local_end = end.saturating_add(offset_millis);
+    let mut expected = 0.0;
+    while local < local_end {
+        let day_start = local.div_euclid(day) * day;
+        if local == day_start && local_end >= day_start.saturating_add(day) {
+            expected += daily_cases;
+            local = day_start.saturating_add(day);
+            continue;
+        }
+        let hour = (local - day_start) / HOUR_MILLIS;
+        let hour_end = day_start
+            .saturating_add((hour + 1).saturating_mul(HOUR_MILLIS))
+            .min(local_end);
+        let share = hour_shares.get(hour as usize).copied().unwrap_or(0.0);
+        expected += daily_cases * share * (hour_end - local) as f64 / HOUR_MILLIS as f64;
+        local = hour_end;
+    }
+    expected
+}
+
 /// Days in `month` (1–12) of `year`; 30 for an impossible month (never reached from valid
 /// dates).
 pub fn days_in_month(year: i32, month: u32) -> f64 {
@@ -162,6 +220,49 @@ mod tests {
         assert!(ytd.month_fraction < 1.0);
         assert!(ytd.baseline_span_days(2023) < 31.0 + 28.0);
         assert_eq!(ytd.days_in_year, 366.0);
+    }
+
+    #[test]
+    fn months_begin_at_local_midnight_and_december_ends_at_new_year() {
+        assert_eq!(
+            month_start_millis(2026, 3, 8),
+            millis("2026-02-28T16:00:00Z")
+        );
+        assert_eq!(
+            month_start_millis(2026, 13, 8),
+            month_start_millis(2027, 1, 8)
+        );
+        assert_eq!(
+            local_year_month(millis("2026-02-28T16:00:00Z"), 8),
+            (2026, 3)
+        );
+    }
+
+    #[test]
+    fn expected_cases_follow_the_hour_shape_within_a_day_and_count_whole_days_whole() {
+        let mut shares = [0.0; 24];
+        shares[9] = 0.5;
+        shares[10] = 0.5;
+        let day_start = millis("2026-03-02T00:00:00+08:00");
+        let hour = HOUR_MILLIS;
+        // Two whole days: 2 × 3 cases.
+        assert!(
+            (expected_over(3.0, &shares, day_start, day_start + 48 * hour, 8) - 6.0).abs() < 1e-12
+        );
+        // 09:30–10:00 is half of hour 9: 3 × 0.5 × 0.5.
+        let expected = expected_over(
+            3.0,
+            &shares,
+            day_start + 9 * hour + hour / 2,
+            day_start + 10 * hour,
+            8,
+        );
+        assert!((expected - 0.75).abs() < 1e-12);
+        // The night has no share.
+        assert_eq!(
+            expected_over(3.0, &shares, day_start, day_start + 8 * hour, 8),
+            0.0
+        );
     }
 
     #[test]

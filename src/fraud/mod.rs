@@ -2,10 +2,12 @@
 //! by [`FraudSettings::target_drop`] (60%) against a baseline year.
 //!
 //! [`FraudTracker`] counts the anti-fraud chain (warning → dissuasion → report → case filed)
-//! per community and local calendar year from accepted events, and pairs each dissuasion with
-//! a warning to time the warning-to-dissuasion lever. [`FraudTracker::report`] turns the counts,
-//! the registry's populations and the [`FraudBaseline`] into a [`FraudReport`] for the city,
-//! each district/county and each community. Everything is synchronous; time is an argument.
+//! per community and local calendar month from accepted events, records the event time its
+//! partition's stream covered, and pairs each dissuasion with a warning to time the
+//! warning-to-dissuasion lever. A [`FraudLedger`] merges any number of partitions' counts
+//! (`FraudPartial` records) and the imported history; [`FraudLedger::report`] turns it, the
+//! registry's populations and the [`FraudBaseline`] into a [`FraudReport`] for the city, each
+//! district/county and each community. Everything is synchronous; time is an argument.
 //!
 //! # Definitions
 //!
@@ -16,18 +18,24 @@
 //!   cases and populations are summed over their communities *before* dividing (never an
 //!   average of community rates). Populations come from the registry (`communities.csv`,
 //!   `population_source = "seeds"`), the same for the current and the baseline year.
-//! - **Baseline, same period**: the baseline year's whole months before the current month plus
-//!   the current month pro-rated by its elapsed fraction ([`calendar`]), from the configured
-//!   case columns of `fraud_baseline.csv`.
-//! - **Drop** = 1 − rate_now ÷ rate_baseline, where a rate is cases ÷ exposure and exposure =
-//!   population × span (days elapsed this year; the same-period span of the baseline year).
-//!   With equal spans this is 1 − incidence ÷ baseline incidence. Its interval is the exact
-//!   conditional (Clopper–Pearson) interval of the rate ratio ([`stats`]) at
-//!   [`FraudSettings::confidence`]. With no baseline cases in the same period the ratio is
-//!   undefined: `drop` is `null` and `drop_note` says why.
-//! - **Projection**: projected cases = cases_ytd × days_in_year ÷ elapsed_days (the current
-//!   pace held to 31 December); projected drop = 1 − projected incidence ÷ the full baseline
-//!   year's incidence; `on_track` when the projected drop ≥ the target.
+//! - **Coverage** ([`coverage`], [`ledger`]): the event time actually observed — a partition's
+//!   stream counts as flowing between two of its events at most
+//!   [`FraudSettings::coverage_max_gap_millis`] apart, and a community is covered by its
+//!   partition's spans from its first event there on; imported months ([`history`]) count
+//!   whole and replace the stream's counts of that month. A scope's `covered_days` is the
+//!   population-weighted mean of its communities'.
+//! - **Expected** cases: the baseline year's cases over the same spans — each month's count
+//!   per day of that month, spread over the hours by the case types' seeded hour-of-day profile
+//!   ([`calendar::expected_over`]).
+//! - **Drop** = 1 − observed ÷ expected. Its interval is the exact conditional
+//!   (Clopper–Pearson) interval of the Poisson rate ratio ([`stats`]) with exposures expected
+//!   and the whole baseline year's cases (counts: observed and the baseline year's total), at
+//!   [`FraudSettings::confidence`]. Undefined (`null`, with `drop_note`) without baseline cases.
+//! - **Status**: `insufficient_data` below [`FraudSettings::minimum_coverage_days`] observed,
+//!   whatever the counts; else `on_track` / `off_track` by the projection, or `no_baseline`.
+//! - **Projection**: observed cases + the observed ratio × the baseline's cases of the time not
+//!   observed (past gaps, the rest of the year: the baseline's monthly shape), with the interval
+//!   from the ratio's bounds; `on_track` when the projected drop ≥ the target.
 //! - **Levers**: warnings (`FRAUD_WARNING`) and dissuasions (`FRAUD_DISSUADED`) year to date;
 //!   dissuasion rate = dissuaded ÷ warnings (may exceed 1 when a community dissuades people
 //!   warned before the year began or not through a warning); warning-to-dissuasion time from
@@ -40,6 +48,9 @@
 
 pub mod baseline;
 pub mod calendar;
+pub mod coverage;
+pub mod history;
+pub mod ledger;
 pub mod report;
 pub mod settings;
 pub mod stats;
@@ -47,10 +58,14 @@ pub mod tracker;
 
 pub use baseline::{BaselineMonth, FraudBaseline, FraudBaselineError};
 pub use calendar::YearToDate;
-pub use report::{publish_metrics, FraudEntry, FraudReport, FraudScope};
+pub use coverage::TimeSpans;
+pub use ledger::{streamed_partial, FraudLedger};
+pub use report::{
+    publish_metrics, FraudEntry, FraudReport, FraudScope, FraudStatus, SplitCommunity,
+};
 pub use settings::{FraudError, FraudSettings};
 pub use stats::{exact_rate_ratio, DropInterval, RateRatioError, RateRatioInterval};
-pub use tracker::{CommunityYearCounts, FraudTracker, PairedDissuasion};
+pub use tracker::{ChainCounts, CommunityMonths, FraudTracker, PairedDissuasion};
 
 #[cfg(test)]
 mod tests;

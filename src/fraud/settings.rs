@@ -43,6 +43,13 @@ pub struct FraudSettings {
     pub timezone_offset_hours: i32,
     /// How far back a dissuasion may be paired with a warning (event time).
     pub warning_pairing_horizon_millis: i64,
+    /// Longest silence of a partition's stream still counted as observed (coverage).
+    pub coverage_max_gap_millis: i64,
+    /// Observed days a scope needs before its drop is judged (`insufficient_data` below).
+    pub minimum_coverage_days: f64,
+    /// Share of a day's cases in each local hour (sums to 1): the baseline's hour-of-day shape
+    /// over covered time, from the seeded profile of the case types.
+    pub case_hour_shares: [f64; 24],
 }
 
 impl Default for FraudSettings {
@@ -55,6 +62,9 @@ impl Default for FraudSettings {
             population_source: PopulationSource::Seeds,
             timezone_offset_hours: 8,
             warning_pairing_horizon_millis: 30 * 24 * HOUR_MILLIS,
+            coverage_max_gap_millis: 15 * 60 * 1000,
+            minimum_coverage_days: 14.0,
+            case_hour_shares: seeded_case_hour_shares(&[EventType::FraudCaseFiled]),
         }
     }
 }
@@ -66,12 +76,14 @@ impl FraudSettings {
         if !problems.is_empty() {
             return Err(FraudError::InvalidSettings { problems });
         }
+        let case_event_types: Vec<EventType> = config
+            .case_event_types
+            .iter()
+            .filter_map(|name| EventType::from_str_name(name))
+            .collect();
         Ok(FraudSettings {
-            case_event_types: config
-                .case_event_types
-                .iter()
-                .filter_map(|name| EventType::from_str_name(name))
-                .collect(),
+            case_hour_shares: seeded_case_hour_shares(&case_event_types),
+            case_event_types,
             baseline_year: config.baseline_year,
             target_drop: config.target_drop,
             confidence: config.confidence,
@@ -80,6 +92,8 @@ impl FraudSettings {
             warning_pairing_horizon_millis: crate::time::duration_millis(
                 config.warning_pairing_horizon,
             ),
+            coverage_max_gap_millis: crate::time::duration_millis(config.coverage_max_gap),
+            minimum_coverage_days: config.minimum_coverage.as_secs_f64() / 86_400.0,
         })
     }
 
@@ -87,4 +101,30 @@ impl FraudSettings {
     pub fn is_case(&self, event_type: EventType) -> bool {
         self.case_event_types.contains(&event_type)
     }
+}
+
+/// The hour-of-day shape of the case types' seeded rates (`seeds/baseline_rates.csv`),
+/// weighted by each type's rate; uniform when no case type has a seed.
+fn seeded_case_hour_shares(case_event_types: &[EventType]) -> [f64; 24] {
+    let seeds = crate::rules::baseline::Baseline::embedded();
+    let mut shares = [0.0; 24];
+    for event_type in case_event_types {
+        let Some(seed) = seeds.seed(*event_type) else {
+            continue;
+        };
+        // The case types share a unit (per 10,000 residents per year), so their rates weigh
+        // their profiles directly.
+        let seed_weight = match seed.rate {
+            crate::rules::baseline::SeedRate::PerCellPerDay(rate)
+            | crate::rules::baseline::SeedRate::PerTenThousandResidentsPerYear(rate) => rate,
+        };
+        for (hour, share) in shares.iter_mut().enumerate() {
+            *share += seed_weight * seed.hour_share(hour);
+        }
+    }
+    let total: f64 = shares.iter().sum();
+    if !(total.is_finite() && total > 0.0) {
+        return [1.0 / 24.0; 24];
+    }
+    shares.map(|share| share / total)
 }

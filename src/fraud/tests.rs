@@ -134,6 +134,19 @@ impl Feeder {
         self.tracker.on_event(&accepted, &self.registry)
     }
 
+    /// The stream flowed over `[start, end)` for every community (an event every 10 minutes).
+    fn cover(&mut self, start: i64, end: i64) {
+        let community_count = self.registry.communities().len();
+        let mut at = start;
+        while at < end {
+            for slot in 0..community_count {
+                self.tracker
+                    .observe_stream(at, CommunityIndex(slot as u32), community_count);
+            }
+            at = (at + 600_000).min(end - 1).max(at + 1);
+        }
+    }
+
     fn feed_many(&mut self, community_slot: u32, event_type: EventType, count: u32, at: i64) {
         for offset in 0..count {
             self.feed(community_slot, event_type, at + i64::from(offset), None);
@@ -194,28 +207,89 @@ fn city_and_district_incidence_sum_cases_and_population_before_dividing() {
 }
 
 #[test]
-fn baseline_same_period_is_whole_months_plus_the_pro_rated_current_month() {
-    let feeder = Feeder::new();
-    // 16 March 12:00 local: January + February + 15.5/31 of March.
+fn baseline_over_covered_time_follows_the_months_and_the_hours_of_the_day() {
+    let mut feeder = Feeder::new();
+    // Observed from 1 January to 16 March 12:00 local: January + February + 15 days of March
+    // + the morning of 16 March by the hour-of-day shape.
     let now = millis("2026-03-16T12:00:00+08:00");
+    feeder.cover(millis("2026-01-01T00:00:00+08:00"), now);
     let baseline = baseline_with(&[(COMMUNITY_A, &[3, 4, 10, 100])]);
     let report = feeder.report(now, &baseline);
     let entry = community(&report, COMMUNITY_A);
+    let shares = FraudSettings::default().case_hour_shares;
+    let morning_share: f64 = shares[..12].iter().sum();
     assert_close(
-        entry.baseline_cases_same_period,
-        3.0 + 4.0 + 10.0 * 0.5,
-        1e-12,
+        entry.baseline_cases_covered,
+        3.0 + 4.0 + 10.0 / 31.0 * (15.0 + morning_share),
+        1e-9,
     );
     assert_eq!(entry.baseline_full_year_cases, 117);
-    assert_close(entry.baseline_incidence_per_10k.unwrap(), 120.0, 1e-9);
     assert_close(report.elapsed_days, 31.0 + 28.0 + 15.5, 1e-12);
-    assert_close(report.baseline_span_days, 31.0 + 28.0 + 15.5, 1e-12);
+    assert_close(entry.covered_days, 31.0 + 28.0 + 15.5, 1e-6);
+    assert_eq!(entry.status, crate::fraud::FraudStatus::OnTrack);
+}
+
+#[test]
+fn two_observed_days_of_thirty_compare_with_the_baseline_of_those_two_days_only() {
+    let mut feeder = Feeder::new();
+    let now = millis("2026-04-30T12:00:00+08:00");
+    // The stream flowed on 10 and 11 April only; B reported 3 cases then.
+    feeder.cover(
+        millis("2026-04-10T00:00:00+08:00"),
+        millis("2026-04-12T00:00:00+08:00"),
+    );
+    feeder.feed_many(
+        1,
+        EventType::FraudCaseFiled,
+        3,
+        millis("2026-04-11T10:00:00+08:00"),
+    );
+    let baseline = baseline_with(&[(
+        COMMUNITY_B,
+        &[30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30, 30],
+    )]);
+    let settings = FraudSettings {
+        minimum_coverage_days: 1.0,
+        ..FraudSettings::default()
+    };
+    let report = feeder
+        .tracker
+        .report(now, &feeder.registry, &baseline, &settings);
+    let entry = community(&report, COMMUNITY_B);
+    // April averages 1 case a day: 2 expected over the two observed days.
+    assert_close(entry.baseline_cases_covered, 2.0, 1e-9);
+    assert_close(entry.covered_days, 2.0, 1e-6);
+    assert_close(entry.drop.unwrap(), 1.0 - 3.0 / 2.0, 1e-9);
+    assert_eq!(entry.cases_streamed, 3);
+    assert_close(
+        entry.coverage_ratio.unwrap(),
+        2.0 / report.elapsed_days,
+        1e-6,
+    );
+}
+
+#[test]
+fn a_fresh_start_has_insufficient_data_and_never_a_verdict() {
+    let mut feeder = Feeder::new();
+    let now = millis("2026-12-02T12:00:00+08:00");
+    // One hour observed, no case: the old report said "drop 100 %, on track".
+    feeder.cover(now - 3_600_000, now);
+    let report = feeder.report(now, &FraudBaseline::embedded().unwrap());
+    for entry in std::iter::once(&report.city)
+        .chain(&report.districts)
+        .chain(&report.communities)
+    {
+        assert_eq!(entry.status, crate::fraud::FraudStatus::InsufficientData);
+        assert_eq!(entry.on_track, None);
+    }
+    assert!(report.city.covered_days < 0.05);
 }
 
 #[test]
 fn configured_case_column_decides_the_baseline() {
-    let feeder = Feeder::new();
+    let mut feeder = Feeder::new();
     let now = millis("2026-02-01T00:00:00+08:00");
+    feeder.cover(millis("2026-01-01T00:00:00+08:00"), now);
     let baseline = baseline_with(&[(COMMUNITY_A, &[3])]);
     let settings = FraudSettings {
         case_event_types: vec![EventType::FraudReported],
@@ -226,7 +300,7 @@ fn configured_case_column_decides_the_baseline() {
         .report(now, &feeder.registry, &baseline, &settings);
     // fraud_reported = filed + 1 in the test baseline.
     assert_close(
-        community(&report, COMMUNITY_A).baseline_cases_same_period,
+        community(&report, COMMUNITY_A).baseline_cases_covered,
         4.0,
         1e-12,
     );
@@ -234,67 +308,74 @@ fn configured_case_column_decides_the_baseline() {
 }
 
 #[test]
-fn drop_compares_rates_over_the_same_period_and_has_an_interval_around_it() {
+fn drop_compares_rates_over_the_covered_time_and_has_an_interval_around_it() {
     let mut feeder = Feeder::new();
     let now = millis("2026-04-01T00:00:00+08:00");
+    feeder.cover(millis("2026-01-01T00:00:00+08:00"), now);
     feeder.feed_many(1, EventType::FraudCaseFiled, 4, now - 1000);
     let baseline = baseline_with(&[(COMMUNITY_B, &[3, 3, 4])]);
     let report = feeder.report(now, &baseline);
     let entry = community(&report, COMMUNITY_B);
-    // Spans are both January to March (90 days): drop = 1 − 4/10.
+    // Observed January to March, the baseline's 10 cases of those months: drop = 1 − 4/10.
     assert_close(entry.drop.unwrap(), 0.6, 1e-12);
     assert!(entry.drop_ci_low.unwrap() < 0.6 && 0.6 < entry.drop_ci_high.unwrap());
     assert_close(entry.distance_from_target.unwrap(), 0.0, 1e-12);
 }
 
 #[test]
-fn projection_extrapolates_the_current_pace_to_the_year_end() {
+fn projection_follows_the_baseline_months_not_a_straight_line() {
     let mut feeder = Feeder::new();
-    // 1 April 00:00 local: 90 of 365 days elapsed.
+    // 1 April 00:00 local: January to March observed.
     let now = millis("2026-04-01T00:00:00+08:00");
+    feeder.cover(millis("2026-01-01T00:00:00+08:00"), now);
     feeder.feed_many(0, EventType::FraudCaseFiled, 9, now - 1000);
-    feeder.feed_many(1, EventType::FraudCaseFiled, 12, now - 1000);
+    feeder.feed_many(1, EventType::FraudCaseFiled, 15, now - 1000);
+    // 30 baseline cases in January–March, 70 in the rest of the year (100 in all).
     let full_year: &[u64] = &[10, 10, 10, 10, 10, 10, 10, 10, 5, 5, 5, 5];
     let baseline = baseline_with(&[(COMMUNITY_A, full_year), (COMMUNITY_B, full_year)]);
     let report = feeder.report(now, &baseline);
     let on_track = community(&report, COMMUNITY_A);
-    assert_close(on_track.projected_cases.unwrap(), 9.0 * 365.0 / 90.0, 1e-9);
-    assert_close(
-        on_track.projected_incidence_per_10k.unwrap(),
-        9.0 * 365.0 / 90.0 * 10.0,
-        1e-9,
+    // Observed ratio 9/30 = 0.3 applied to the 70 baseline cases still to come: 9 + 21.
+    assert_close(on_track.projected_cases.unwrap(), 30.0, 1e-9);
+    assert_close(on_track.projected_incidence_per_10k.unwrap(), 300.0, 1e-9);
+    assert_close(on_track.projected_drop.unwrap(), 0.7, 1e-9);
+    assert!(
+        on_track.projected_drop_low.unwrap() < 0.7 && 0.7 < on_track.projected_drop_high.unwrap()
     );
-    assert_close(on_track.projected_drop.unwrap(), 1.0 - 36.5 / 100.0, 1e-9);
+    // The projection's interval is narrower than the drop's: the observed part is known.
+    assert!(
+        on_track.projected_drop_high.unwrap() - on_track.projected_drop_low.unwrap()
+            < on_track.drop_ci_high.unwrap() - on_track.drop_ci_low.unwrap()
+    );
     assert_eq!(on_track.on_track, Some(true));
     let behind = community(&report, COMMUNITY_B);
-    assert_close(
-        behind.projected_drop.unwrap(),
-        1.0 - 12.0 * 365.0 / 90.0 / 100.0,
-        1e-9,
-    );
+    // 15/30 = 0.5: 15 + 35 = 50 of 100, a drop of 0.5 < 0.6.
+    assert_close(behind.projected_drop.unwrap(), 0.5, 1e-9);
     assert_eq!(behind.on_track, Some(false));
+    assert_eq!(behind.status, crate::fraud::FraudStatus::OffTrack);
     // No baseline at all for C: no projected drop, no verdict.
     let unknown = community(&report, COMMUNITY_C);
     assert_eq!(unknown.projected_drop, None);
     assert_eq!(unknown.on_track, None);
+    assert_eq!(unknown.status, crate::fraud::FraudStatus::NoBaseline);
 }
 
 #[test]
 fn zero_baseline_leaves_the_drop_null_and_says_why() {
     let mut feeder = Feeder::new();
     let now = millis("2026-04-01T00:00:00+08:00");
+    feeder.cover(millis("2026-01-01T00:00:00+08:00"), now);
     feeder.feed_many(2, EventType::FraudCaseFiled, 2, now - 1000);
     let baseline = baseline_with(&[(COMMUNITY_C, &[0, 0, 0, 7])]);
     let report = feeder.report(now, &baseline);
     let entry = community(&report, COMMUNITY_C);
     assert_eq!(entry.drop, None);
     assert_eq!(entry.drop_ci_low, None);
-    assert!(entry.drop_ci_high.unwrap() < 1.0);
     assert!(entry
         .drop_note
         .as_deref()
         .unwrap()
-        .contains("no baseline cases"));
+        .contains("expects no cases"));
     // No cases now against a positive baseline: drop 1, finite lower bound.
     let zero_now = community(&report, COMMUNITY_A);
     assert_eq!(zero_now.drop, None, "A has no baseline rows at all");
@@ -389,6 +470,7 @@ fn warning_without_dissuasion_stays_unpaired_and_a_dissuasion_never_pairs_backwa
 fn report_lists_the_furthest_behind_first_and_undefined_drops_last() {
     let mut feeder = Feeder::new();
     let now = millis("2026-04-01T00:00:00+08:00");
+    feeder.cover(millis("2026-01-01T00:00:00+08:00"), now);
     // A: 8 vs 10 (drop 0.2); B: 1 vs 10 (drop 0.9); C: no baseline (undefined).
     feeder.feed_many(0, EventType::FraudCaseFiled, 8, now - 1000);
     feeder.feed_many(1, EventType::FraudCaseFiled, 1, now - 1000);
@@ -465,6 +547,8 @@ fn tracker_survives_a_postcard_snapshot() {
     let t0 = millis("2026-05-01T09:00:00+08:00");
     feeder.feed(0, EventType::FraudWarning, t0, Some("pseudo:aaa"));
     feeder.feed(1, EventType::FraudCaseFiled, t0, None);
+    feeder.cover(t0 - 3_600_000, t0);
+    assert!(!feeder.tracker.coverage().is_empty());
     let bytes = postcard::to_allocvec(&feeder.tracker).unwrap();
     let restored: FraudTracker = postcard::from_bytes(&bytes).unwrap();
     assert_eq!(restored, feeder.tracker);
@@ -483,9 +567,12 @@ fn invalid_fraud_config_lists_every_problem() {
         population_source: PopulationSource::Seeds,
         timezone_offset_hours: 20,
         warning_pairing_horizon: std::time::Duration::ZERO,
+        coverage_max_gap: std::time::Duration::ZERO,
+        minimum_coverage: std::time::Duration::from_secs(400 * 86_400),
+        history_path: None,
     };
     let problems = config.problems();
-    assert_eq!(problems.len(), 7, "{problems:#?}");
+    assert_eq!(problems.len(), 9, "{problems:#?}");
     assert!(FraudSettings::from_config(&config).is_err());
     let defaults = FraudSettings::from_config(&FraudConfig::default()).unwrap();
     assert_eq!(defaults, FraudSettings::default());
@@ -495,22 +582,27 @@ fn invalid_fraud_config_lists_every_problem() {
 fn embedded_seeds_report_covers_every_community_and_district() {
     let registry = GridRegistry::embedded();
     let baseline = FraudBaseline::embedded().unwrap();
-    let tracker = FraudTracker::new(&FraudSettings::default());
-    let report = tracker.report(
-        millis("2026-12-31T23:59:59+08:00"),
-        &registry,
-        &baseline,
-        &FraudSettings::default(),
-    );
+    let mut tracker = FraudTracker::new(&FraudSettings::default());
+    let start = millis("2026-01-01T00:00:00+08:00");
+    let end = millis("2026-12-31T23:59:59+08:00");
+    let mut at = start;
+    while at < end {
+        for slot in 0..registry.communities().len() {
+            tracker.observe_stream(
+                at,
+                CommunityIndex(slot as u32),
+                registry.communities().len(),
+            );
+        }
+        at = (at + 600_000).min(end);
+    }
+    let report = tracker.report(end, &registry, &baseline, &FraudSettings::default());
     assert_eq!(report.communities.len(), 162);
     assert_eq!(report.districts.len(), 5);
     assert_eq!(report.city.population, 1_414_232);
-    assert!(report
-        .communities
-        .iter()
-        .all(|entry| entry.drop_note.is_none() || entry.baseline_cases_same_period == 0.0));
-    // No cases this year against 1,085 in the whole baseline: full drop, on track.
-    assert_close(report.city.baseline_cases_same_period, 1085.0, 1e-3);
+    // A whole year observed without a case against 1,085 in the whole baseline: full drop,
+    // on track.
+    assert_close(report.city.baseline_cases_covered, 1085.0, 1e-2);
     assert_eq!(report.city.drop, Some(1.0));
     assert_eq!(report.city.on_track, Some(true));
 }
@@ -780,4 +872,131 @@ fn fraud_section_of_the_config_file_is_parsed_and_validated() {
         "{text}"
     );
     assert!(crate::config::Config::from_toml_str("[fraud]\nbaseline = 2023").is_err());
+}
+
+/// The header of an import file (the baseline's shape).
+const HISTORY_HEADER: &str =
+    "community_id,year,month,fraud_warnings,fraud_reported,fraud_cases_filed\n";
+
+#[test]
+fn imported_months_give_the_exact_drop_and_interval_of_their_counts() {
+    let feeder = Feeder::new();
+    let now = millis("2026-04-01T00:00:00+08:00");
+    let csv = format!(
+        "{HISTORY_HEADER}{COMMUNITY_A},2026,1,9,2,1\n{COMMUNITY_A},2026,2,9,2,2\n{COMMUNITY_A},2026,3,9,2,0\n"
+    );
+    let history = history::ImportedHistory::from_csv(&csv, &feeder.registry, now, 8).unwrap();
+    assert_eq!(history.len(), 3);
+    let mut ledger = FraudLedger::new(feeder.registry.communities().len());
+    ledger.add_partial(&history.to_partial(now), &feeder.registry);
+    let baseline = baseline_with(&[(COMMUNITY_A, &[4, 3, 3, 10, 10, 10, 10, 10, 10, 10, 10, 10])]);
+    let settings = FraudSettings::default();
+    let report = ledger.report(now, &feeder.registry, &baseline, &settings);
+    let entry = community(&report, COMMUNITY_A);
+    assert_eq!((entry.cases_imported, entry.cases_streamed), (3, 0));
+    assert_close(entry.covered_days_imported, 90.0, 1e-9);
+    assert_close(entry.baseline_cases_covered, 10.0, 1e-9);
+    let expected = exact_rate_ratio(3.0, 10.0, 100.0, 100.0, 0.95)
+        .unwrap()
+        .to_drop();
+    assert_close(entry.drop.unwrap(), 0.7, 1e-12);
+    assert_close(
+        entry.drop_ci_low.unwrap(),
+        expected.drop_low.unwrap(),
+        1e-12,
+    );
+    assert_close(entry.drop_ci_high.unwrap(), expected.drop_high, 1e-12);
+    assert_eq!(entry.status, FraudStatus::OnTrack);
+}
+
+#[test]
+fn an_imported_month_replaces_what_the_stream_counted_in_it_and_later_months_add_up() {
+    let mut feeder = Feeder::new();
+    let now = millis("2026-04-15T00:00:00+08:00");
+    // The stream ran from 20 March: it saw 2 cases in March and 1 in April.
+    feeder.cover(millis("2026-03-20T00:00:00+08:00"), now);
+    feeder.feed_many(
+        0,
+        EventType::FraudCaseFiled,
+        2,
+        millis("2026-03-25T10:00:00+08:00"),
+    );
+    feeder.feed_many(
+        0,
+        EventType::FraudCaseFiled,
+        1,
+        millis("2026-04-02T10:00:00+08:00"),
+    );
+    // The import covers January to March whole, March's 2 cases included.
+    let csv = format!(
+        "{HISTORY_HEADER}{COMMUNITY_A},2026,1,0,0,1\n{COMMUNITY_A},2026,2,0,0,0\n{COMMUNITY_A},2026,3,0,0,2\n"
+    );
+    let history = history::ImportedHistory::from_csv(&csv, &feeder.registry, now, 8).unwrap();
+    let mut ledger = FraudLedger::new(feeder.registry.communities().len());
+    ledger.add_tracker(&feeder.tracker);
+    ledger.add_partial(&history.to_partial(now), &feeder.registry);
+    let report = ledger.report(
+        now,
+        &feeder.registry,
+        &baseline_with(&[]),
+        &FraudSettings::default(),
+    );
+    let entry = community(&report, COMMUNITY_A);
+    assert_eq!((entry.cases_imported, entry.cases_streamed), (3, 1));
+    assert_eq!(entry.cases_ytd, 4, "March is counted once, from the import");
+    assert_close(entry.covered_days, 31.0 + 28.0 + 31.0 + 14.0, 1e-6);
+    // Importing the same history again changes nothing.
+    let before = report.clone();
+    ledger.add_partial(&history.to_partial(now), &feeder.registry);
+    let mut fresh = FraudLedger::new(feeder.registry.communities().len());
+    fresh.add_tracker(&feeder.tracker);
+    fresh.add_partial(&history.to_partial(now), &feeder.registry);
+    let again = fresh.report(
+        now,
+        &feeder.registry,
+        &baseline_with(&[]),
+        &FraudSettings::default(),
+    );
+    assert_eq!(again, before);
+    let reparsed =
+        history::ImportedHistory::from_csv(&history.to_csv(), &feeder.registry, now, 8).unwrap();
+    assert_eq!(reparsed, history);
+    assert_eq!(reparsed.to_csv(), history.to_csv());
+}
+
+#[test]
+fn a_malformed_history_lists_every_bad_row_and_imports_nothing() {
+    let registry = test_registry();
+    let now = millis("2026-04-15T00:00:00+08:00");
+    let csv = format!(
+        "{HISTORY_HEADER}{COMMUNITY_A},2026,1,0,0,1\n\
+         999999999999,2026,1,0,0,1\n\
+         {COMMUNITY_A},2026,13,0,0,1\n\
+         {COMMUNITY_A},2026,1,0,0,5\n\
+         {COMMUNITY_B},2026,2,-1,0,1\n\
+         {COMMUNITY_B},2026,6,0,0,1\n\
+         {COMMUNITY_C},2026,2,0,0\n"
+    );
+    let error = history::ImportedHistory::from_csv(&csv, &registry, now, 8).unwrap_err();
+    let history::HistoryError::Invalid { problems } = &error;
+    assert_eq!(problems.len(), 6, "{problems:#?}");
+    for (line, expected) in [
+        (3, "not in the registry"),
+        (4, "month 13"),
+        (5, "second row"),
+        (6, "fraud_warnings"),
+        (7, "in the future"),
+        (8, "fields"),
+    ] {
+        assert!(
+            problems
+                .iter()
+                .any(|problem| problem.starts_with(&format!("line {line}:"))
+                    && problem.contains(expected)),
+            "line {line} should say {expected:?}: {problems:#?}"
+        );
+    }
+    let missing_column = "community_id,year,month\n";
+    let error = history::ImportedHistory::from_csv(missing_column, &registry, now, 8).unwrap_err();
+    assert!(error.to_string().contains("fraud_cases_filed"), "{error}");
 }

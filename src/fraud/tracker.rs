@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::calendar;
+use super::coverage::TimeSpans;
 use super::settings::FraudSettings;
 use crate::event::AcceptedEvent;
 use crate::grid::{CommunityIndex, GridRegistry};
@@ -17,9 +18,9 @@ use crate::proto::EventType;
 const KEPT_YEARS: i32 = 3;
 /// Most unpaired warnings remembered per community (the oldest are forgotten first).
 const MAX_PENDING_WARNINGS_PER_COMMUNITY: usize = 1024;
-/// Counts of one community in one local calendar year.
+/// Counts of the anti-fraud chain of one community in one local calendar month.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct CommunityYearCounts {
+pub struct ChainCounts {
     /// `FRAUD_WARNING` events: warnings received (a lever).
     pub warnings: u64,
     /// `FRAUD_DISSUADED` events: dissuasions by grid workers (a lever).
@@ -34,10 +35,10 @@ pub struct CommunityYearCounts {
     pub warning_to_dissuasion_seconds_sum: f64,
 }
 
-impl CommunityYearCounts {
-    /// The counts a `FraudPartial` record carries (community and year are the caller's).
-    pub fn from_record(record: &crate::proto::CommunityYearCounts) -> CommunityYearCounts {
-        CommunityYearCounts {
+impl ChainCounts {
+    /// The counts a `FraudPartial` record carries (community, year and month are the caller's).
+    pub fn from_record(record: &crate::proto::CommunityYearCounts) -> ChainCounts {
+        ChainCounts {
             warnings: record.warnings,
             dissuaded: record.dissuaded,
             reported: record.reported,
@@ -47,11 +48,17 @@ impl CommunityYearCounts {
         }
     }
 
-    /// These counts as a `FraudPartial` record of `community_id` in `year`.
-    pub fn to_record(&self, community_id: &str, year: i32) -> crate::proto::CommunityYearCounts {
+    /// These counts as a `FraudPartial` record of `community_id` in `month` (1–12) of `year`.
+    pub fn to_record(
+        &self,
+        community_id: &str,
+        year: i32,
+        month: u32,
+    ) -> crate::proto::CommunityYearCounts {
         crate::proto::CommunityYearCounts {
             community_id: community_id.to_string(),
             year,
+            month,
             warnings: self.warnings,
             dissuaded: self.dissuaded,
             reported: self.reported,
@@ -62,7 +69,7 @@ impl CommunityYearCounts {
     }
 
     /// Adds `other`'s counts (saturating: counts from outside are not trusted to be small).
-    pub fn add(&mut self, other: &CommunityYearCounts) {
+    pub fn add(&mut self, other: &ChainCounts) {
         self.warnings = self.warnings.saturating_add(other.warnings);
         self.dissuaded = self.dissuaded.saturating_add(other.dissuaded);
         self.reported = self.reported.saturating_add(other.reported);
@@ -108,9 +115,13 @@ pub struct PairedDissuasion {
     pub matched_by_phone: bool,
 }
 
-/// Counts of the anti-fraud chain per community and local year, and the unpaired warnings.
+/// One community's counts in each month of one local year (index 0 = January).
+pub type CommunityMonths = [ChainCounts; 12];
+
+/// Counts of the anti-fraud chain per community and local month, the unpaired warnings, and
+/// this partition's coverage (the event time its stream was observed flowing).
 ///
-/// Years: each event counts in the local calendar year of its `occurred_at`, whatever the
+/// Years: each event counts in the local calendar month of its `occurred_at`, whatever the
 /// wall clock; the newest year seen and the two before it are kept (older ones are dropped),
 /// so a report is always about the year of its `now` and a New Year rollover needs no reset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,10 +130,16 @@ pub struct FraudTracker {
     timezone_offset_hours: i32,
     /// How far back a dissuasion may reach for its warning.
     warning_pairing_horizon_millis: i64,
-    /// year → counts indexed by community index.
-    years: BTreeMap<i32, Vec<CommunityYearCounts>>,
+    /// Longest silence of the stream still counted as flowing (coverage).
+    coverage_max_gap_millis: i64,
+    /// year → counts by month, indexed by community index.
+    years: BTreeMap<i32, Vec<CommunityMonths>>,
     /// Unpaired warnings per community index, oldest first.
     pending_warnings: Vec<VecDeque<PendingWarning>>,
+    /// Event-time spans during which this partition's stream flowed.
+    coverage: TimeSpans,
+    /// The first event time of each community (by index) on this partition.
+    first_seen_millis: Vec<Option<i64>>,
 }
 
 impl FraudTracker {
@@ -131,8 +148,11 @@ impl FraudTracker {
         FraudTracker {
             timezone_offset_hours: settings.timezone_offset_hours,
             warning_pairing_horizon_millis: settings.warning_pairing_horizon_millis,
+            coverage_max_gap_millis: settings.coverage_max_gap_millis,
             years: BTreeMap::new(),
             pending_warnings: Vec::new(),
+            coverage: TimeSpans::new(),
+            first_seen_millis: Vec::new(),
         }
     }
 
@@ -146,6 +166,7 @@ impl FraudTracker {
             .values()
             .map(Vec::len)
             .chain(std::iter::once(self.pending_warnings.len()))
+            .chain(std::iter::once(self.first_seen_millis.len()))
             .max()
             .unwrap_or(0);
         if longest <= shape.community_count {
@@ -160,59 +181,74 @@ impl FraudTracker {
         ))
     }
 
-    /// Takes over the counts and pending warnings of a restored snapshot, keeping this
-    /// tracker's settings (the running configuration wins).
+    /// Takes over the counts, pending warnings and coverage of a restored snapshot, keeping
+    /// this tracker's settings (the running configuration wins).
     pub fn restore(&mut self, restored: FraudTracker) {
         self.years = restored.years;
         self.pending_warnings = restored.pending_warnings;
+        self.coverage = restored.coverage;
+        self.first_seen_millis = restored.first_seen_millis;
     }
 
-    /// Adds the year counts of `other` (another partition's tracker) to this one, for a report
-    /// over several partitions. Pending warnings are not merged: pairing stays per partition.
-    pub fn add_counts_of(&mut self, other: &FraudTracker) {
-        for (year, other_counts) in &other.years {
-            let counts = self.years.entry(*year).or_default();
-            if counts.len() < other_counts.len() {
-                counts.resize(other_counts.len(), CommunityYearCounts::default());
-            }
-            for (total, added) in counts.iter_mut().zip(other_counts) {
-                total.add(added);
-            }
-        }
-    }
-
-    /// Every community's counts of every kept year, for publishing a partition's counts to
-    /// the city-wide read model (communities without counts are skipped).
-    pub fn year_counts(&self) -> impl Iterator<Item = (i32, CommunityIndex, &CommunityYearCounts)> {
-        self.years.iter().flat_map(|(year, counts)| {
-            counts
+    /// Every community's non-zero counts of every kept month, for publishing this partition's
+    /// counts to the city-wide read model: `(year, month 1–12, community, counts)`.
+    pub fn month_counts(
+        &self,
+    ) -> impl Iterator<Item = (i32, u32, CommunityIndex, &ChainCounts)> + '_ {
+        self.years.iter().flat_map(|(year, communities)| {
+            communities
                 .iter()
                 .enumerate()
-                .filter(|(_, counts)| **counts != CommunityYearCounts::default())
-                .map(move |(slot, counts)| (*year, CommunityIndex(slot as u32), counts))
+                .flat_map(move |(slot, months)| {
+                    months
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, counts)| **counts != ChainCounts::default())
+                        .map(move |(month_index, counts)| {
+                            (
+                                *year,
+                                month_index as u32 + 1,
+                                CommunityIndex(slot as u32),
+                                counts,
+                            )
+                        })
+                })
         })
     }
 
-    /// Adds one community's counts of one year (another partition's, as the read model
-    /// received them). A community index beyond `community_count` is ignored: it cannot be
-    /// reported, and growing the table for it would let one record allocate without bound.
-    pub fn add_year_counts(
+    /// The event-time spans during which this partition's stream flowed.
+    pub fn coverage(&self) -> &TimeSpans {
+        &self.coverage
+    }
+
+    /// The first event time of each community seen on this partition.
+    pub fn first_seen(&self) -> impl Iterator<Item = (CommunityIndex, i64)> + '_ {
+        self.first_seen_millis
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, seen)| seen.map(|seen| (CommunityIndex(slot as u32), seen)))
+    }
+
+    /// Records that the stream carried an event of `community` at `occurred_at_millis` (every
+    /// accepted event, fraud or not: coverage is about the stream flowing, and fraud cases are
+    /// far too rare to show it). A community index beyond `community_count` is ignored.
+    pub fn observe_stream(
         &mut self,
-        year: i32,
+        occurred_at_millis: i64,
         community: CommunityIndex,
-        added: &CommunityYearCounts,
         community_count: usize,
     ) {
+        self.coverage
+            .observe(occurred_at_millis, self.coverage_max_gap_millis);
         let slot = community.0 as usize;
         if slot >= community_count {
             return;
         }
-        let counts = self.years.entry(year).or_default();
-        if counts.len() <= slot {
-            counts.resize(slot + 1, CommunityYearCounts::default());
+        if self.first_seen_millis.len() <= slot {
+            self.first_seen_millis.resize(slot + 1, None);
         }
-        if let Some(total) = counts.get_mut(slot) {
-            total.add(added);
+        if let Some(seen) = self.first_seen_millis.get_mut(slot) {
+            *seen = Some(seen.map_or(occurred_at_millis, |seen| seen.min(occurred_at_millis)));
         }
     }
 
@@ -243,7 +279,8 @@ impl FraudTracker {
         let community = registry.cells().get(accepted.cell.0 as usize)?.community;
         let community_slot = community.0 as usize;
         let community_count = registry.communities().len().max(community_slot + 1);
-        let year = calendar::local_year(accepted.occurred_at_millis, self.timezone_offset_hours);
+        let (year, month) =
+            calendar::local_year_month(accepted.occurred_at_millis, self.timezone_offset_hours);
         let newest_year = self.years.keys().next_back().copied().unwrap_or(year);
         if year <= newest_year - KEPT_YEARS {
             return None;
@@ -251,11 +288,13 @@ impl FraudTracker {
         let year_counts = self
             .years
             .entry(year)
-            .or_insert_with(|| vec![CommunityYearCounts::default(); community_count]);
+            .or_insert_with(|| vec![CommunityMonths::default(); community_count]);
         if year_counts.len() < community_count {
-            year_counts.resize(community_count, CommunityYearCounts::default());
+            year_counts.resize(community_count, CommunityMonths::default());
         }
-        let counts = year_counts.get_mut(community_slot)?;
+        let counts = year_counts
+            .get_mut(community_slot)?
+            .get_mut(month.saturating_sub(1) as usize)?;
         let phone = accepted
             .event
             .attributes
@@ -329,13 +368,19 @@ impl FraudTracker {
         paired
     }
 
-    /// The counts of one community in one local year (zeros when none).
-    pub fn counts(&self, year: i32, community: CommunityIndex) -> CommunityYearCounts {
-        self.years
+    /// The counts of one community in one local year, all months (zeros when none).
+    pub fn counts(&self, year: i32, community: CommunityIndex) -> ChainCounts {
+        let mut total = ChainCounts::default();
+        if let Some(months) = self
+            .years
             .get(&year)
-            .and_then(|counts| counts.get(community.0 as usize))
-            .copied()
-            .unwrap_or_default()
+            .and_then(|communities| communities.get(community.0 as usize))
+        {
+            for counts in months {
+                total.add(counts);
+            }
+        }
+        total
     }
 
     /// Years with counts, oldest first.

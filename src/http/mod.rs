@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod limits;
+pub mod probe;
 pub mod problem;
 pub mod tls;
 

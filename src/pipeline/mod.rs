@@ -237,14 +237,22 @@ impl Pipeline {
         self.stages.fraud.as_ref()
     }
 
-    /// Incident and fraud metrics of one accepted event; feeds the fraud tracker.
+    /// Incident and fraud metrics of one accepted event; feeds the fraud tracker (coverage
+    /// with every accepted event, counts with the fraud chain's).
     fn count_incident_and_fraud(&mut self, accepted: &AcceptedEvent) {
-        if !crate::event::is_incident(accepted.event_type) {
-            return;
-        }
         let Some((cell, community)) = self.registry.get_cell_and_community(accepted.cell) else {
             return;
         };
+        if let Some(tracker) = self.stages.fraud.as_mut() {
+            tracker.observe_stream(
+                accepted.occurred_at_millis,
+                cell.community,
+                self.registry.communities().len(),
+            );
+        }
+        if !crate::event::is_incident(accepted.event_type) {
+            return;
+        }
         self.metrics
             .record_incident(cell.community, community, accepted.event_type);
         let Some(tracker) = self.stages.fraud.as_mut() else {

@@ -18,7 +18,7 @@ use super::views::{
     StreamPayload,
 };
 use super::OutputRecord;
-use crate::fraud::{FraudBaseline, FraudReport, FraudSettings, FraudTracker};
+use crate::fraud::{FraudBaseline, FraudLedger, FraudReport, FraudSettings};
 use crate::grid::{CellIndex, CommunityIndex, GridRegistry};
 use crate::proto::{Alert, CellWindow, FraudPartial, InstanceStatus};
 use crate::time::{millis_to_rfc3339, timestamp_to_millis};
@@ -164,6 +164,9 @@ pub struct CityModel {
     fraud_partials: BTreeMap<String, FraudPartial>,
     fraud_changed: bool,
     fraud_report: Option<Arc<FraudReport>>,
+    /// When the report was computed last (it ages with the wall clock: elapsed days,
+    /// coverage ratio, month boundaries).
+    fraud_report_computed_at_millis: i64,
     instances: BTreeMap<String, InstanceEntry>,
     /// How far the model trails the output topics (set by the Kafka feed).
     feed_lag_seconds: f64,
@@ -171,6 +174,9 @@ pub struct CityModel {
     published_cells: Vec<Arc<CellState>>,
     last_status_payload_millis: i64,
 }
+
+/// How often the fraud report is recomputed when no partial changed.
+const FRAUD_REPORT_REFRESH_MILLIS: i64 = 60_000;
 
 /// How often the stream carries the pipeline strip.
 const STATUS_EVENT_INTERVAL_MILLIS: i64 = 5_000;
@@ -213,6 +219,7 @@ impl CityModel {
             fraud_partials: BTreeMap::new(),
             fraud_changed: true,
             fraud_report: None,
+            fraud_report_computed_at_millis: i64::MIN,
             instances: BTreeMap::new(),
             feed_lag_seconds: 0.0,
             published_cells,
@@ -547,8 +554,11 @@ impl CityModel {
                 cells: changed_cells,
             }));
         }
-        if self.fraud_changed {
+        let fraud_report_is_old = wall_millis.saturating_sub(self.fraud_report_computed_at_millis)
+            >= FRAUD_REPORT_REFRESH_MILLIS;
+        if self.fraud_changed || (self.fraud.is_some() && fraud_report_is_old) {
             self.fraud_changed = false;
+            self.fraud_report_computed_at_millis = wall_millis;
             self.fraud_report = self.fraud_report(wall_millis).map(Arc::new);
             if let Some(report) = &self.fraud_report {
                 payloads.push(StreamPayload::Fraud(Box::new(report.as_ref().clone())));
@@ -701,24 +711,23 @@ impl CityModel {
             .collect()
     }
 
+    /// The city-wide report from every partition's partial and the imported history.
     fn fraud_report(&self, wall_millis: i64) -> Option<FraudReport> {
         let reporting = self.fraud.as_ref()?;
-        let community_count = self.registry.communities().len();
-        let mut tracker = FraudTracker::new(&reporting.settings);
+        let mut ledger = FraudLedger::new(self.registry.communities().len());
         for partial in self.fraud_partials.values() {
-            for counts in &partial.counts {
-                let Some(community) = self.registry.community_by_id(&counts.community_id) else {
-                    continue;
-                };
-                tracker.add_year_counts(
-                    counts.year,
-                    community,
-                    &crate::fraud::CommunityYearCounts::from_record(counts),
-                    community_count,
+            let skipped = ledger.add_partial(partial, &self.registry);
+            if let Some(first) = skipped.first() {
+                tracing::debug!(
+                    partition = %partial.partition,
+                    rows = skipped.len(),
+                    community_id = %first.community_id,
+                    reason = first.reason,
+                    "fraud partial rows not merged"
                 );
             }
         }
-        Some(tracker.report(
+        Some(ledger.report(
             wall_millis,
             &self.registry,
             &reporting.baseline,

@@ -99,6 +99,8 @@ pub struct ReadModelWriter {
     current: Arc<ArcSwap<CitySnapshot>>,
     feed: Arc<ChangeFeed>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The fraud report last written into the fraud gauges.
+    fraud_report_in_metrics: Option<Arc<crate::fraud::FraudReport>>,
 }
 
 impl std::fmt::Debug for ReadModelWriter {
@@ -131,12 +133,14 @@ impl ReadModelWriter {
                 current,
                 feed,
                 metrics: None,
+                fraud_report_in_metrics: None,
             },
             reader,
         )
     }
 
-    /// Counts applied and rejected records in `metrics`.
+    /// Counts applied and rejected records in `metrics`, and writes the city-wide fraud report
+    /// into its fraud gauges (so every instance exports the whole city's figures).
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> ReadModelWriter {
         self.metrics = Some(metrics);
         self
@@ -192,6 +196,30 @@ impl ReadModelWriter {
             self.feed.publish(payload);
         }
         snapshot.last_event_id = self.feed.current_id();
+        if let (Some(metrics), Some(report)) = (&self.metrics, &snapshot.fraud) {
+            let already_written = self
+                .fraud_report_in_metrics
+                .as_ref()
+                .is_some_and(|written| Arc::ptr_eq(written, report));
+            if !already_written {
+                let newly_split = report.split_communities.iter().filter(|split| {
+                    self.fraud_report_in_metrics.as_ref().is_none_or(|old| {
+                        !old.split_communities
+                            .iter()
+                            .any(|old_split| old_split.community_id == split.community_id)
+                    })
+                });
+                for split in newly_split {
+                    tracing::warn!(
+                        community_id = %split.community_id,
+                        partitions = %split.partitions.join(","),
+                        "community events arrive on more than one input partition: its community-scope statistics are split; key the input by community id"
+                    );
+                }
+                crate::fraud::publish_metrics(report, &metrics.fraud);
+                self.fraud_report_in_metrics = Some(report.clone());
+            }
+        }
         self.current.store(Arc::new(snapshot));
     }
 

@@ -272,10 +272,14 @@ fn a_resolved_alert_is_forgotten_fifteen_minutes_of_event_time_after_it_resolved
 
 fn partial(partition: &str, community_id: &str, cases_filed: u64) -> OutputRecord {
     OutputRecord::FraudPartial(crate::proto::FraudPartial {
+        source: crate::proto::FraudCountSource::Streamed as i32,
+        coverage: Vec::new(),
+        community_first_seen_ms: Default::default(),
         partition: partition.to_string(),
         counts: vec![CommunityYearCounts {
             community_id: community_id.to_string(),
             year: 2026,
+            month: 1,
             cases_filed,
             ..Default::default()
         }],
@@ -414,4 +418,36 @@ fn a_partition_claimed_by_a_dead_instance_and_its_new_owner_counts_once() {
     let (snapshot, _) = model.publish(T0 + 2_000);
     assert_eq!(snapshot.status.instances.len(), 2);
     assert_eq!(snapshot.status.partitions_total, 2);
+}
+
+#[test]
+fn a_community_seen_on_two_partitions_is_named_in_the_report() {
+    let (mut model, registry) = model();
+    let community = registry.communities()[3].id.clone();
+    let seen_on = |partition: &str| {
+        OutputRecord::FraudPartial(crate::proto::FraudPartial {
+            partition: partition.to_string(),
+            source: crate::proto::FraudCountSource::Streamed as i32,
+            coverage: vec![crate::proto::TimeSpan {
+                start_ms: T0 - 60_000,
+                end_ms: T0,
+            }],
+            community_first_seen_ms: [(community.clone(), T0 - 60_000)].into_iter().collect(),
+            ..Default::default()
+        })
+    };
+    model.apply(seen_on("events/0"), T0).unwrap();
+    let (snapshot, _) = model.publish(T0);
+    assert!(snapshot
+        .fraud
+        .as_ref()
+        .unwrap()
+        .split_communities
+        .is_empty());
+    model.apply(seen_on("events/4"), T0).unwrap();
+    let (snapshot, _) = model.publish(T0);
+    let split = &snapshot.fraud.as_ref().unwrap().split_communities;
+    assert_eq!(split.len(), 1);
+    assert_eq!(split[0].community_id, community);
+    assert_eq!(split[0].partitions, vec!["events/0", "events/4"]);
 }

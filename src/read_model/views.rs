@@ -151,6 +151,13 @@ pub struct AlertView {
     pub suppressed_by: Option<String>,
     /// Raised from an event that arrived after its window closed.
     pub late: bool,
+    /// Where the rule counts: `cell` or `community` (`null` from older records).
+    pub scope: Option<String>,
+    /// The scale: the rule's window or interval, seconds (`null` for immediate rules).
+    pub window_seconds: Option<u32>,
+    /// Statistical rules: weeks of learned history behind `expected` (0 = seeded rates only;
+    /// `null` for rules without a baseline).
+    pub baseline_weeks: Option<u32>,
 }
 
 impl AlertView {
@@ -198,6 +205,9 @@ impl AlertView {
             threshold: alert.threshold,
             expected: (alert.expected != 0.0).then_some(alert.expected),
             p_value: (alert.p_value != 0.0).then_some(alert.p_value),
+            scope: non_empty(&alert.scope),
+            window_seconds: (alert.window_seconds != 0).then_some(alert.window_seconds),
+            baseline_weeks: (alert.expected != 0.0).then_some(alert.baseline_weeks),
             device_id: non_empty(&alert.device_id),
             event_ids: alert.event_ids.clone(),
             suppressed_by: non_empty(&alert.suppressed_by),

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::ruleset::AlertScope;
 use crate::proto::{Alert, AlertStatus};
 use crate::time::millis_to_timestamp;
 
@@ -87,6 +88,12 @@ pub struct AlertOccurrence {
     pub event_ids: Vec<String>,
     /// Device that triggered an immediate alert (empty for threshold alerts).
     pub device_id: String,
+    /// Where the rule counts ("cell" or "community"): the alert explains itself.
+    pub scope: AlertScope,
+    /// The rule's window or interval in milliseconds (0 for immediate rules): the scale.
+    pub window_millis: i64,
+    /// Weeks of learned history behind `expected` (0 = seeded rates only).
+    pub baseline_weeks: u32,
 }
 
 impl AlertOccurrence {
@@ -128,6 +135,9 @@ impl AlertOccurrence {
             p_value: self.p_value,
             suppressed_by: String::new(),
             late: false,
+            scope: self.scope.as_str().to_string(),
+            window_seconds: u32::try_from(self.window_millis / 1000).unwrap_or(u32::MAX),
+            baseline_weeks: self.baseline_weeks,
         }
     }
 }

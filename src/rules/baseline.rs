@@ -106,7 +106,7 @@ pub struct TypeSeed {
 
 impl TypeSeed {
     /// The share of the day's events falling in local hour `hour` (sums to 1 over the day).
-    fn hour_share(&self, hour: usize) -> f64 {
+    pub(crate) fn hour_share(&self, hour: usize) -> f64 {
         let total: f64 = self.profile.iter().sum();
         if total <= 0.0 {
             return 0.0;
@@ -520,6 +520,24 @@ impl BaselineView<'_> {
                 (observed_weeks * cell_mean + shrinkage * prior) / (observed_weeks + shrinkage)
             })
             .sum()
+    }
+
+    /// Weeks of learned history behind the expectation of a window `[from_millis, to_millis)`
+    /// of `event_type`: the closed same-hours-of-week of its first hour (0 = seeded rates
+    /// only). The alert carries it, so an operator sees how much the "expected" is worth.
+    pub(crate) fn learned_weeks(
+        &self,
+        event_type: EventType,
+        from_millis: i64,
+        to_millis: i64,
+    ) -> u32 {
+        let earliest_from = to_millis.saturating_sub(MAX_EXPECTATION_SPAN_HOURS * HOUR_MILLIS);
+        let first_hour = epoch_hour(from_millis.max(earliest_from));
+        let weeks = self
+            .state
+            .closed_same_hours_of_week(event_type as i32, first_hour, first_hour, self.settings)
+            .len();
+        u32::try_from(weeks).unwrap_or(u32::MAX)
     }
 
     /// Expected events of `event_type` in the unit (`unit_key` is a `CellIndex.0` or a

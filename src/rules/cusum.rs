@@ -851,6 +851,13 @@ fn update_charts(
                     p_value: 0.0,
                     event_ids: event_ids_before(&series.recent_events, interval_end),
                     device_id: String::new(),
+                    scope: rule.unit,
+                    window_millis: rule.interval_millis,
+                    baseline_weeks: baseline.learned_weeks(
+                        event_type,
+                        interval_end.saturating_sub(rule.interval_millis),
+                        interval_end,
+                    ),
                 };
                 series.alert.fire(occurrence, out);
             }

@@ -377,6 +377,7 @@ fn on_event(
             expected: 0.0,
             p_value: 0.0,
             event_ids: vec![accepted_event.event.event_id.clone()],
+            baseline_weeks: 0,
         },
     );
     unit.alert.fire(occurrence, out);
@@ -397,6 +398,8 @@ struct OccurrenceValues {
     p_value: f64,
     /// `event_ids`.
     event_ids: Vec<String>,
+    /// Learned weeks behind `expected` (0 = seeded only, or no baseline).
+    baseline_weeks: u32,
 }
 
 fn new_occurrence(
@@ -424,6 +427,9 @@ fn new_occurrence(
         p_value: values.p_value,
         event_ids: values.event_ids,
         device_id: String::new(),
+        scope: rule.unit,
+        window_millis: rule.window_millis,
+        baseline_weeks: values.baseline_weeks,
     }
 }
 
@@ -549,6 +555,8 @@ fn on_watermark(
                     expected,
                     p_value,
                     event_ids: Vec::new(),
+                    // Silence is judged on the seeded rates only.
+                    baseline_weeks: 0,
                 },
             );
             unit.alert.fire(occurrence, out);

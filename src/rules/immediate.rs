@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::alert::{alert_id, fingerprint, push_capped_event_id, AlertOccurrence};
 use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
-use super::ruleset::RuleValidation;
+use super::ruleset::{AlertScope, RuleValidation};
 use super::units::CellLabels;
 use crate::event::AcceptedEvent;
 use crate::proto::{Alert, EventType};
@@ -284,6 +284,9 @@ pub(crate) fn on_matching_event(
             p_value: 0.0,
             event_ids: vec![event_id.to_string()],
             device_id: device_id.to_string(),
+            scope: AlertScope::Cell,
+            window_millis: 0,
+            baseline_weeks: 0,
         };
         out.push(occurrence.firing_alert());
         let new_alert = FiringImmediateAlert {

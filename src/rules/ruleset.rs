@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::kind::RegisteredKind;
@@ -106,7 +106,7 @@ struct SuppressionSpec {
 }
 
 /// What one alert series covers: one grid cell, or one whole community (its cells summed).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertScope {
     /// One series per grid cell (`scope = "cell"`, the default).
@@ -114,6 +114,16 @@ pub enum AlertScope {
     Cell,
     /// One series per community (`scope = "community"`): alerts carry no `grid_id`.
     Community,
+}
+
+impl AlertScope {
+    /// The name in the rules file and on alerts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertScope::Cell => "cell",
+            AlertScope::Community => "community",
+        }
+    }
 }
 
 /// What a maintenance window covers.

@@ -272,6 +272,9 @@ mod tests {
             p_value: 0.0,
             event_ids: Vec::new(),
             device_id: String::new(),
+            scope: crate::rules::ruleset::AlertScope::Cell,
+            window_millis: 0,
+            baseline_weeks: 0,
         }
     }
 

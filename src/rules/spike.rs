@@ -68,7 +68,6 @@ use super::series::{
 };
 use super::statistics::{benjamini_hochberg, critical_count, poisson_upper_tail};
 use super::units::{unit_count, unit_labels};
-use crate::grid::GridRegistry;
 use crate::proto::{Alert, EventType};
 
 /// `rule_kind` of alerts raised by spike rules.
@@ -383,7 +382,7 @@ fn evaluate_rule(
             (None, Some(test)) => {
                 if let Some(occurrence) = new_occurrence(
                     rule,
-                    baseline.registry,
+                    baseline,
                     series,
                     test,
                     decision.cutoff,
@@ -400,14 +399,15 @@ fn evaluate_rule(
 
 fn new_occurrence(
     rule: &SpikeRule,
-    registry: &GridRegistry,
+    baseline: &BaselineView<'_>,
     series: &SpikeSeries,
     test: &SeriesTest,
     cutoff: f64,
     aligned_millis: i64,
 ) -> Option<AlertOccurrence> {
-    let labels = unit_labels(registry, rule.unit, test.key.0)?;
+    let labels = unit_labels(baseline.registry, rule.unit, test.key.0)?;
     let event_type = EventType::try_from(test.key.1).ok()?;
+    let window_start = aligned_millis.saturating_sub(rule.window_millis);
     let starts_at_millis = series.alert.next_start_millis(aligned_millis);
     let alert_fingerprint = fingerprint(&rule.name, labels.location(), event_type.as_str_name());
     let critical = critical_count(test.expected, cutoff)
@@ -431,5 +431,8 @@ fn new_occurrence(
         p_value: test.p_value,
         event_ids: event_ids_before(&series.recent_events, aligned_millis),
         device_id: String::new(),
+        scope: rule.unit,
+        window_millis: rule.window_millis,
+        baseline_weeks: baseline.learned_weeks(event_type, window_start, aligned_millis),
     })
 }

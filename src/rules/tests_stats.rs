@@ -74,6 +74,16 @@ fn spike_fires_at_the_pane_boundary_after_the_window_count_becomes_improbable() 
     );
     assert_eq!(at(&fired), pane_start_of(T0 + 4 * MINUTE));
     assert_eq!(fired.event_ids, vec!["e0", "e1", "e2"]);
+    // The alert explains itself: the scale and scope it counted over, and that its
+    // expectation rests on the seeded rates alone (no week learned yet).
+    assert_eq!(
+        (
+            fired.scope.as_str(),
+            fired.window_seconds,
+            fired.baseline_weeks
+        ),
+        ("cell", 3600, 0)
+    );
     assert_eq!(harness.counters("door_spike").fired, 1);
     assert_eq!(harness.engine.active_alerts().len(), 1);
     // Still inside the window: nothing more.
@@ -171,6 +181,7 @@ scope = "community"
     assert_eq!(fired.grid_id, "");
     assert_eq!(fired.community_id, "410611001001");
     assert_eq!(fired.observed, 3.0);
+    assert_eq!(fired.scope, "community");
     assert_eq!(
         fired.fingerprint,
         fingerprint("community_door_spike", "410611001001", "DOOR_FORCED")
@@ -218,6 +229,7 @@ scope = "community"
     assert_eq!(fired.grid_id, "");
     assert_eq!(fired.community_id, "410611001001");
     assert_eq!(fired.observed, 3.0);
+    assert_eq!(fired.scope, "community");
     let resolved = single(harness.watermark(T0 + 20 * MINUTE));
     assert_eq!(status(&resolved), AlertStatus::Resolved);
 }
@@ -360,6 +372,20 @@ shrinkage_weeks = 0.0
     };
     // With k = 0 the expectation is the cell's own trailing mean: (6 + 2) / 2.
     assert!((expected_in_week(&harness, 2) - 4.0).abs() < 1e-12);
+    // Its provenance, as alerts carry it: two learned weeks for week 2, none for week 0.
+    let learned_weeks_in_week = |harness: &Harness, week_number: i64| {
+        let view = BaselineView {
+            seeds: harness.engine.baseline(),
+            state: &harness.engine.state().baseline,
+            settings: harness.engine.rules().baseline_settings(),
+            registry: &registry,
+        };
+        let start = hour_start + week_number * week;
+        view.learned_weeks(EventType::FraudWarning, start, start + HOUR_MILLIS)
+    };
+    assert_eq!(learned_weeks_in_week(&harness, 2), 2);
+    assert_eq!(learned_weeks_in_week(&harness, 1), 1);
+    assert_eq!(learned_weeks_in_week(&harness, 0), 0);
     harness.watermark(hour_start + 2 * week + 2 * HOUR_MILLIS);
     // Weeks 1 and 2 now: (2 + 0) / 2; week 0 was forgotten.
     assert!((expected_in_week(&harness, 3) - 1.0).abs() < 1e-12);

@@ -261,6 +261,9 @@ fn on_matching_event(
         p_value: 0.0,
         event_ids,
         device_id: String::new(),
+        scope: rule.unit,
+        window_millis: rule.window_millis,
+        baseline_weeks: 0,
     };
     series.alert.fire(occurrence, out);
     true

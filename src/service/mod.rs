@@ -149,6 +149,43 @@ pub fn load_rules(config: &Config) -> Result<RuleSet, ServiceError> {
     RuleSet::from_toml_str(&text, pane_size_millis).map_err(|error| rules_file_error(error.into()))
 }
 
+/// The imported fraud history of `fraud.history_path`, when configured and present. A file
+/// that no longer validates (the registry changed since the import) is logged and skipped:
+/// the report then says `insufficient_data` rather than the service refusing to start.
+fn load_fraud_history(
+    config: &Config,
+    registry: &GridRegistry,
+    settings: &FraudSettings,
+) -> Option<crate::fraud::history::ImportedHistory> {
+    let path = config.fraud.history_path.as_ref()?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            tracing::info!(path = %path.display(), "no imported fraud history yet");
+            return None;
+        }
+        Err(error) => {
+            tracing::error!(path = %path.display(), %error, "cannot read the imported fraud history");
+            return None;
+        }
+    };
+    match crate::fraud::history::ImportedHistory::from_csv(
+        &text,
+        registry,
+        crate::time::wall_clock_millis(),
+        settings.timezone_offset_hours,
+    ) {
+        Ok(history) => {
+            tracing::info!(path = %path.display(), rows = history.len(), "imported fraud history loaded");
+            Some(history)
+        }
+        Err(error) => {
+            tracing::error!(path = %path.display(), %error, "imported fraud history not loaded");
+            None
+        }
+    }
+}
+
 /// Loads the fraud baseline named by the config (`fraud_baseline.csv` of `seeds.dir`, or the
 /// embedded one) and checks it has the baseline year.
 pub fn load_fraud_baseline(
@@ -198,6 +235,7 @@ pub async fn run(
     };
     let metrics = Arc::new(Metrics::new(&[source_name], rules.version())?);
     set_community_info(&metrics, &registry);
+    set_cell_info(&metrics, &registry);
     let health = Arc::new(Health::default());
     let rules_version = rules.version().to_string();
     let fraud_settings = FraudSettings::from_config(&config.fraud)?;
@@ -231,7 +269,15 @@ pub async fn run(
             baseline: fraud_baseline.clone(),
         },
     );
-    let read_model_writer = read_model_writer.with_metrics(metrics.clone());
+    let mut read_model_writer = read_model_writer.with_metrics(metrics.clone());
+    if let Some(history) = load_fraud_history(&config, &registry, &fraud_settings) {
+        read_model_writer.apply(
+            crate::read_model::OutputRecord::FraudPartial(
+                history.to_partial(crate::time::wall_clock_millis()),
+            ),
+            crate::time::wall_clock_millis(),
+        );
+    }
     // With Kafka outputs the model reads the output topics (the whole city); otherwise the
     // pipeline feeds it in-process.
     let (read_model_writer, kafka_read_model) =
@@ -317,6 +363,9 @@ pub async fn run(
             let _ = health
                 .kafka_broker_reachable
                 .set(source.progress().broker_reachable.clone());
+            let _ = health
+                .kafka_broker_seen
+                .set(source.progress().broker_seen.clone());
             checkpointing = Checkpointing::Kafka(KafkaCheckpoint::new(
                 source,
                 state_writer,
@@ -389,8 +438,6 @@ pub async fn run(
         health: health.clone(),
         view_labels: view_names(&config),
         cell_gauges: CellGauges::default(),
-        fraud_settings,
-        fraud_baseline,
         status: StatusReporter::new(
             crate::sink::cloudevents::instance_name(&config.alerting.instance),
             source_name,
@@ -457,6 +504,41 @@ pub fn city_read_model(
     ReadModelWriter::new(CityModel::new(registry.clone(), settings, Some(fraud)))
 }
 
+/// Publishes `gridwatch_cell_info` (each cell's centroid) for the dashboards' map.
+fn set_cell_info(metrics: &Metrics, registry: &GridRegistry) {
+    for (cell, (latitude, longitude)) in registry.cells().iter().zip(cell_centroids(registry)) {
+        let community = registry.community(cell.community);
+        metrics
+            .cell_info
+            .with_label_values(&[
+                community.district_code.as_str(),
+                community.id.as_str(),
+                cell.grid_id.as_str(),
+                &format!("{latitude:.6}"),
+                &format!("{longitude:.6}"),
+            ])
+            .set(1);
+    }
+}
+
+/// (latitude, longitude) of every cell's centroid, in `registry.cells()` order; a degenerate
+/// polygon (no area) falls back to its first vertex.
+fn cell_centroids(registry: &GridRegistry) -> Vec<(f64, f64)> {
+    use geo::Centroid;
+    registry
+        .cells()
+        .iter()
+        .map(|cell| {
+            let point = cell
+                .polygon
+                .centroid()
+                .or_else(|| cell.polygon.exterior().points().next())
+                .unwrap_or_else(|| geo::Point::new(0.0, 0.0));
+            (point.y(), point.x())
+        })
+        .collect()
+}
+
 /// Publishes `gridwatch_community_info` (names by community id) for dashboard joins.
 fn set_community_info(metrics: &Metrics, registry: &GridRegistry) {
     for community in registry.communities() {
@@ -473,5 +555,27 @@ fn set_community_info(metrics: &Metrics, registry: &GridRegistry) {
                 community.name.as_str(),
             ])
             .set(1);
+    }
+}
+
+#[cfg(test)]
+mod cell_info_tests {
+    use super::cell_centroids;
+    use crate::grid::GridRegistry;
+    use geo::Contains;
+
+    #[test]
+    fn every_cell_centroid_lies_inside_its_cell() {
+        let registry = GridRegistry::embedded();
+        let centroids = cell_centroids(&registry);
+        assert_eq!(centroids.len(), registry.cells().len());
+        for (cell, (latitude, longitude)) in registry.cells().iter().zip(&centroids) {
+            assert!(
+                cell.polygon
+                    .contains(&geo::Point::new(*longitude, *latitude)),
+                "{}: ({latitude}, {longitude})",
+                cell.grid_id
+            );
+        }
     }
 }

@@ -18,7 +18,6 @@ use super::gauges::{
 use super::output_sinks::{FlushError, OutputSinks};
 use super::status::{fraud_partials, StatusReporter};
 use crate::api::Health;
-use crate::fraud::{FraudBaseline, FraudSettings};
 use crate::metrics::Metrics;
 use crate::partitions::{AssignedPartition, PartitionedPipelines, SourceMessage};
 use crate::pipeline::Outputs;
@@ -56,10 +55,6 @@ pub(crate) struct PipelineLoop {
     pub(crate) view_labels: Vec<String>,
     /// The cell incident series published, to remove those of cells gone quiet.
     pub(crate) cell_gauges: CellGauges,
-    /// The fraud target's settings (report and metrics on each tick).
-    pub(crate) fraud_settings: FraudSettings,
-    /// The fraud target's baseline.
-    pub(crate) fraud_baseline: FraudBaseline,
     /// Builds this instance's status records for the city-wide read model.
     pub(crate) status: StatusReporter,
 }
@@ -197,7 +192,7 @@ impl PipelineLoop {
         }
         self.pipelines.update_gauges(wall_millis);
         self.pipelines.export_suppressed_repeats();
-        self.publish_gauges(wall_millis);
+        self.publish_gauges();
         if self.status.is_due(wall_millis) {
             let records = self.status_records(wall_millis);
             self.sinks.write_status(records, wall_millis);
@@ -224,7 +219,7 @@ impl PipelineLoop {
 
     /// Kafka partition gauges, cell and community gauges, and the fraud metrics. (The API
     /// reads the read model, fed through the sinks.)
-    fn publish_gauges(&mut self, wall_millis: i64) {
+    fn publish_gauges(&mut self) {
         if let Some(source) = self.checkpointing.kafka_source() {
             let high_watermarks = source.progress().high_watermarks_now();
             let gauges = partition_gauges(&self.pipelines, &high_watermarks, |partition| {
@@ -236,17 +231,6 @@ impl PipelineLoop {
         let counts = view_counts(&self.pipelines, self.view_labels.len());
         self.cell_gauges
             .publish(&self.metrics, &registry, &self.view_labels, &counts);
-        let fraud = self.pipelines.fraud_tracker().map(|tracker| {
-            tracker.report(
-                wall_millis,
-                &registry,
-                &self.fraud_baseline,
-                &self.fraud_settings,
-            )
-        });
-        if let Some(report) = &fraud {
-            crate::fraud::publish_metrics(report, &self.metrics.fraud);
-        }
     }
 
     /// This instance's fraud partials (one per owned partition) and instance status.

@@ -105,18 +105,12 @@ pub(crate) fn fraud_partials(
         .partitions()
         .filter_map(|(partition, owned)| {
             let tracker = owned.pipeline.fraud_tracker()?;
-            let counts = tracker
-                .year_counts()
-                .filter_map(|(year, community, counts)| {
-                    let community = registry.get_community(community)?;
-                    Some(counts.to_record(&community.id, year))
-                })
-                .collect();
-            Some(FraudPartial {
-                partition: partition_name(partition),
-                counts,
-                updated_at: Some(millis_to_timestamp(wall_millis)),
-            })
+            Some(crate::fraud::streamed_partial(
+                tracker,
+                registry,
+                partition_name(partition),
+                wall_millis,
+            ))
         })
         .collect()
 }

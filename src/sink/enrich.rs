@@ -194,7 +194,27 @@ pub fn annotations(
         threshold,
     );
     if let Some(expected) = expected.filter(|expected| *expected > 0.0) {
-        description.push_str(&format!(" (expected {})", format_value(expected)));
+        description.push_str(&format!(
+            " (expected {} from {})",
+            format_value(expected),
+            baseline_provenance(alert.baseline_weeks)
+        ));
+    }
+    if alert.window_seconds > 0 {
+        description.push_str(&format!(
+            " over {} per {}",
+            humantime::format_duration(std::time::Duration::from_secs(u64::from(
+                alert.window_seconds
+            ))),
+            if alert.scope.is_empty() {
+                "cell"
+            } else {
+                alert.scope.as_str()
+            }
+        ));
+    }
+    if alert.p_value > 0.0 {
+        description.push_str(&format!(", p = {:.2e}", alert.p_value));
     }
     if let Some(starts_at) = &alert.starts_at {
         description.push_str(&format!(
@@ -223,11 +243,46 @@ pub fn annotations(
     if alert.late {
         annotations.insert("late".to_string(), "true".to_string());
     }
+    // The numbers behind a statistical decision, one annotation each, so that a receiver
+    // (and the operator reading it) sees why without parsing the description.
+    annotations.insert("observed".to_string(), format_value(alert.observed));
+    annotations.insert("threshold".to_string(), format_value(alert.threshold));
+    if !alert.scope.is_empty() {
+        annotations.insert("scope".to_string(), alert.scope.clone());
+    }
+    if alert.window_seconds > 0 {
+        annotations.insert(
+            "scale".to_string(),
+            humantime::format_duration(std::time::Duration::from_secs(u64::from(
+                alert.window_seconds,
+            )))
+            .to_string(),
+        );
+    }
+    if let Some(expected) = expected.filter(|expected| *expected > 0.0) {
+        annotations.insert("expected".to_string(), format_value(expected));
+        annotations.insert(
+            "baseline".to_string(),
+            baseline_provenance(alert.baseline_weeks),
+        );
+    }
+    if alert.p_value > 0.0 {
+        annotations.insert("p_value".to_string(), format!("{:.3e}", alert.p_value));
+    }
     annotations.insert(
         "operator_url".to_string(),
         operator_url(external_url, alert),
     );
     annotations
+}
+
+/// Where an expectation came from: the seeded rates, or so many weeks of learned history.
+fn baseline_provenance(learned_weeks: u32) -> String {
+    match learned_weeks {
+        0 => "seeded rates".to_string(),
+        1 => "1 learned week".to_string(),
+        weeks => format!("{weeks} learned weeks"),
+    }
 }
 
 #[cfg(test)]
@@ -370,6 +425,51 @@ mod tests {
             annotations["operator_url"],
             format!("https://gridwatch.example/api/v1/cells/{}", alert.grid_id)
         );
+    }
+
+    #[test]
+    fn statistical_alerts_carry_their_numbers_scale_scope_and_baseline_provenance() {
+        let registry = GridRegistry::embedded();
+        let alert = Alert {
+            rule: "fraud_wave_spike".to_string(),
+            rule_kind: "spike".to_string(),
+            grid_id: String::new(),
+            event_type: EventType::FraudReported as i32,
+            observed: 7.0,
+            threshold: 5.0,
+            expected: 0.42,
+            p_value: 2.5e-7,
+            scope: "community".to_string(),
+            window_seconds: 3600,
+            baseline_weeks: 3,
+            ..sample_alert(&registry)
+        };
+        let annotations = annotations(&alert, &registry, "https://gridwatch.example/");
+        assert_eq!(annotations["observed"], "7");
+        assert_eq!(annotations["expected"], "0.42");
+        assert_eq!(annotations["scale"], "1h");
+        assert_eq!(annotations["scope"], "community");
+        assert_eq!(annotations["baseline"], "3 learned weeks");
+        assert_eq!(annotations["p_value"], "2.500e-7");
+        let description = &annotations["description"];
+        assert!(
+            description.contains(
+                "(expected 0.42 from 3 learned weeks) over 1h per community, p = 2.50e-7"
+            ),
+            "{description}"
+        );
+        let seeded = Alert {
+            baseline_weeks: 0,
+            ..alert
+        };
+        assert_eq!(
+            annotations_of(&seeded, &registry)["baseline"],
+            "seeded rates"
+        );
+    }
+
+    fn annotations_of(alert: &Alert, registry: &GridRegistry) -> BTreeMap<String, String> {
+        annotations(alert, registry, "https://gridwatch.example/")
     }
 
     #[test]

@@ -42,8 +42,12 @@ pub struct ConsumerProgress {
     /// Broker high watermark per source partition, from librdkafka statistics (Fetch
     /// responses), for the lag gauge.
     pub high_watermarks: Arc<Mutex<BTreeMap<u32, i64>>>,
-    /// Whether the cluster answered the last metadata probe (`/readyz`).
+    /// Whether the cluster answered the last metadata probe (`gridwatch_kafka_broker_up`).
     pub broker_reachable: Arc<AtomicBool>,
+    /// Whether the cluster ever answered a metadata probe: `/readyz` waits for it at start
+    /// (wrong brokers or credentials keep the pod unready) but a later outage leaves the API
+    /// serving (the outage is `gridwatch_kafka_broker_up` 0 and its alert).
+    pub broker_seen: Arc<AtomicBool>,
 }
 
 impl ConsumerProgress {
@@ -710,7 +714,7 @@ fn set_paused(consumer: &BaseConsumer<GroupContext>, pause: bool) {
 }
 
 /// The probe thread: asks the cluster for metadata every second; the answer (within 2 s) is
-/// what `/readyz` and `gridwatch_kafka_broker_up` report.
+/// what `gridwatch_kafka_broker_up` reports, and the first answer makes `/readyz` ready.
 fn probe_loop(
     probe: &BaseConsumer,
     stop: &AtomicBool,
@@ -723,6 +727,9 @@ fn probe_loop(
         let started = std::time::Instant::now();
         let reachable = probe.fetch_metadata(None, PROBE_TIMEOUT).is_ok();
         let was_reachable = progress.broker_reachable.swap(reachable, Ordering::Relaxed);
+        if reachable {
+            progress.broker_seen.store(true, Ordering::Relaxed);
+        }
         if was_reachable != reachable {
             tracing::info!(reachable, "kafka cluster reachability changed");
         }

@@ -1,5 +1,5 @@
-//! `gridwatch produce`: the simulator as a Kafka load generator. Records are keyed by grid
-//! cell ([`record_key`]), as the Kafka source expects, and carry a `content-type` header.
+//! `gridwatch produce`: the simulator as a Kafka load generator. Records are keyed by
+//! community ([`record_key`]), as the Kafka source expects, and carry a `content-type` header.
 
 use std::time::Duration;
 
@@ -45,20 +45,20 @@ pub struct ProduceOptions {
     pub properties: std::collections::BTreeMap<String, String>,
 }
 
-/// The record key of an event: the grid id of its cell, so that one cell's events stay in
-/// order on one partition and its state lives in one partition's pipeline. An event without a
-/// grid id (coordinates or a device only) is keyed by the cell `registry` resolves it to;
-/// one that resolves to none by its device id, else its event id (it will be dead-lettered
-/// anyway).
+/// The record key of an event: the 12-digit id of its community, so that all of a
+/// community's events meet on one partition — its cells' windows, the community-scope rules
+/// (fraud-wave spike and CUSUM, data gaps) and its fraud counts are then exact in one pipeline,
+/// whatever the number of partitions and instances (162 keys spread over the partitions by
+/// the default partitioner). The community is the one `registry` resolves the event's cell to
+/// (grid id, coordinates or device); an event that resolves to none is keyed by its device id,
+/// else its event id (it will be dead-lettered anyway).
 pub fn record_key<'event>(
     event: &'event IncidentEvent,
     registry: &'event GridRegistry,
 ) -> &'event str {
-    if !event.grid_id.is_empty() {
-        return &event.grid_id;
-    }
     if let Ok(cell) = registry.resolve(event) {
-        return &registry.cell(cell).grid_id;
+        let community = registry.cell(cell).community;
+        return &registry.community(community).id;
     }
     if !event.device_id.is_empty() {
         return &event.device_id;
@@ -165,7 +165,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn record_key_is_the_cell_of_the_event_whatever_identifies_it() {
+    fn record_key_is_the_community_of_the_event_whatever_identifies_it() {
         let registry = crate::grid::GridRegistry::embedded();
         let cell = registry.cells()[5].clone();
         let device = registry.devices_in_cell(crate::grid::CellIndex(5))[0].clone();
@@ -175,11 +175,12 @@ mod tests {
             grid_id: cell.grid_id.clone(),
             ..IncidentEvent::default()
         };
-        assert_eq!(record_key(&event, &registry), cell.grid_id);
+        let community_id = &registry.community(cell.community).id;
+        assert_eq!(record_key(&event, &registry), community_id);
         event.grid_id.clear();
         assert_eq!(
             record_key(&event, &registry),
-            cell.grid_id,
+            community_id,
             "by the device's cell"
         );
         event.device_id = "unknown-device".to_string();

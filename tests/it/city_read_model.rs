@@ -291,6 +291,10 @@ fn fraud_counts(report: &serde_json::Value) -> serde_json::Value {
             "dissuaded": entry["dissuaded"],
             "paired_dissuasions": entry["paired_dissuasions"],
             "population": entry["population"],
+            "cases_streamed": entry["cases_streamed"],
+            "cases_imported": entry["cases_imported"],
+            "covered_days": entry["covered_days"],
+            "status": entry["status"],
         })
     };
     let sorted = |entries: &serde_json::Value| {
@@ -306,6 +310,7 @@ fn fraud_counts(report: &serde_json::Value) -> serde_json::Value {
         "city": entry_counts(&report["city"]),
         "districts": sorted(&report["districts"]),
         "communities": sorted(&report["communities"]),
+        "split_communities": report["split_communities"],
     })
 }
 
@@ -726,4 +731,242 @@ async fn the_reader_starts_at_the_lookback_and_decodes_the_status_keys() {
     tokio::task::spawn_blocking(move || feed.stop())
         .await
         .unwrap();
+}
+
+/// A member of a group whose outputs go to topics of its own (`<topic>.<suffix>`), so two
+/// groups reading the same input can be compared.
+fn isolated_member_config(brokers: &str, group_id: &str, name: &str, suffix: &str) -> Config {
+    let mut config = member_config(brokers, group_id, name);
+    config.kafka.state_topic = format!("gridwatch.state.v1.{suffix}");
+    config.kafka.sinks.windows_topic = format!("{WINDOWS_TOPIC}.{suffix}");
+    config.kafka.sinks.alerts_topic = format!("{ALERTS_TOPIC}.{suffix}");
+    config.kafka.sinks.status_topic = format!("{STATUS_TOPIC}.{suffix}");
+    config.kafka.sinks.dead_letter_topic = format!("gridwatch.deadletter.v1.{suffix}");
+    config.validate().unwrap();
+    config
+}
+
+/// The fraud-wave alerts of `/api/v1/alerts`, without what names the instance or the wall
+/// time: rule, place, type, status, event times and statistics.
+async fn fraud_wave_alerts(member: &Member, client: &reqwest::Client) -> Vec<serde_json::Value> {
+    let (status, body) = member.get(client, "/api/v1/alerts?limit=500").await;
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut alerts: Vec<serde_json::Value> = body["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|alert| {
+            alert["rule"]
+                .as_str()
+                .is_some_and(|rule| rule.starts_with("fraud_wave"))
+        })
+        .map(|alert| {
+            serde_json::json!({
+                "rule": alert["rule"],
+                "community_id": alert["place"]["community_id"],
+                "event_type": alert["event_type"],
+                "status": alert["status"],
+                "starts_at": alert["starts_at"],
+                "ends_at": alert["ends_at"],
+                "observed": alert["observed"],
+                "expected": alert["expected"],
+            })
+        })
+        .collect();
+    alerts.sort_by_key(|alert| alert.to_string());
+    alerts
+}
+
+/// Three instances over six partitions and one instance reading the same six partitions (its
+/// own group and output topics) raise the same fraud-wave alerts and report the same fraud
+/// counts and coverage: with the input keyed by community, every community's events meet in
+/// one pipeline whatever the number of instances, and no community is split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_and_one_raise_the_same_fraud_alerts_and_report() {
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let broker = TansuBroker::start(&binary);
+    broker.create_topic(INPUT_TOPIC, INPUT_PARTITIONS);
+    for suffix in ["three", "one"] {
+        broker.create_topic(&format!("gridwatch.state.v1.{suffix}"), INPUT_PARTITIONS);
+        for topic in [WINDOWS_TOPIC, ALERTS_TOPIC, "gridwatch.deadletter.v1"] {
+            broker.create_topic(&format!("{topic}.{suffix}"), 1);
+        }
+        create_compacted_topic(&broker, &format!("{STATUS_TOPIC}.{suffix}"), 1);
+    }
+    let registry = GridRegistry::embedded();
+    // Fraud waves in three communities (their events spread over the partitions by key).
+    let scenarios = registry
+        .communities()
+        .iter()
+        .step_by(50)
+        .take(3)
+        .map(
+            |community| gridwatch::source::simulator::Scenario::FraudWave {
+                community_id: community.id.clone(),
+                start: gridwatch::source::simulator::ScenarioTime::AfterStart(20 * 60_000),
+                duration: gridwatch::source::simulator::ScenarioDuration(2 * 3_600_000),
+                multiplier: 400.0,
+            },
+        )
+        .collect();
+    let settings = SimulatorSettings {
+        seed: 31,
+        start_millis: START_MILLIS,
+        scenarios,
+        ..SimulatorSettings::default()
+    };
+    let mut simulator = Simulator::new(settings, registry.clone()).unwrap();
+    produce(&broker.address, &mut simulator, 20_000).await;
+
+    let client = reqwest::Client::new();
+    let mut three = Vec::new();
+    for number in 1..=3 {
+        let name = format!("gw-{number}");
+        three.push(
+            Member::start(
+                isolated_member_config(&broker.address, "gridwatch-three", &name, "three"),
+                &name,
+            )
+            .await,
+        );
+    }
+    let one = Member::start(
+        isolated_member_config(&broker.address, "gridwatch-one", "solo", "one"),
+        "solo",
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let (alerts, report) = loop {
+        let solo_alerts = fraud_wave_alerts(&one, &client).await;
+        let (_, solo_fraud) = one.get(&client, "/api/v1/fraud").await;
+        let solo_fraud = fraud_counts(&without_wall_times(&solo_fraud));
+        let mut agree = !solo_alerts.is_empty()
+            && solo_fraud["city"]["cases_streamed"]
+                .as_u64()
+                .is_some_and(|cases| cases > 0);
+        for member in &three {
+            let (_, fraud) = member.get(&client, "/api/v1/fraud").await;
+            agree &= fraud_wave_alerts(member, &client).await == solo_alerts
+                && fraud_counts(&without_wall_times(&fraud)) == solo_fraud;
+        }
+        let lag_zero = {
+            let mut all = true;
+            for member in three.iter().chain(std::iter::once(&one)) {
+                let metrics = member.metrics(&client).await;
+                let lag = metric_sum(&metrics, "gridwatch_kafka_consumer_lag", &[]);
+                let owned = metric_value(&metrics, "gridwatch_kafka_assigned_partitions", &[]);
+                all &= lag == 0.0 && owned.is_some_and(|owned| owned > 0.0);
+            }
+            all
+        };
+        if agree && lag_zero {
+            break (solo_alerts, solo_fraud);
+        }
+        if Instant::now() >= deadline {
+            println!("solo alerts: {solo_alerts:#?}");
+            for member in &three {
+                println!(
+                    "{} alerts: {:#?}",
+                    member.name,
+                    fraud_wave_alerts(member, &client).await
+                );
+            }
+            panic!("three instances and one do not agree on the fraud alerts and report");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!(
+        "3 instances and 1 agree: {} fraud-wave alert(s), city cases {} / warnings {}, observed {} days",
+        alerts.len(),
+        report["city"]["cases_ytd"],
+        report["city"]["warnings"],
+        report["city"]["covered_days"]
+    );
+    assert_eq!(
+        report["split_communities"],
+        serde_json::json!([]),
+        "keyed by community: no split"
+    );
+    for member in three {
+        member.stop().await;
+    }
+    one.stop().await;
+}
+
+/// `gridwatch fraud import` with Kafka outputs: the history goes to the compacted status topic
+/// as `fraud/<group>/imported`, and a running instance's report takes it within seconds,
+/// without a restart; importing it again changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_import_reaches_running_instances_through_the_status_topic() {
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let now = gridwatch::time::wall_clock_millis();
+    let (year, month) = gridwatch::fraud::calendar::local_year_month(now, 8);
+    if month == 1 {
+        println!("skipped in January: no past month of this year to import");
+        return;
+    }
+    let broker = TansuBroker::start(&binary);
+    broker.create_topic(INPUT_TOPIC, 2);
+    broker.create_topic("gridwatch.state.v1.import", 2);
+    for topic in [WINDOWS_TOPIC, ALERTS_TOPIC, "gridwatch.deadletter.v1"] {
+        broker.create_topic(&format!("{topic}.import"), 1);
+    }
+    create_compacted_topic(&broker, &format!("{STATUS_TOPIC}.import"), 1);
+    let config = isolated_member_config(&broker.address, "gridwatch-import", "gw-import", "import");
+    let member = Member::start(config.clone(), "gw-import").await;
+    let client = reqwest::Client::new();
+
+    let registry = GridRegistry::embedded();
+    let mut csv =
+        String::from("community_id,year,month,fraud_warnings,fraud_reported,fraud_cases_filed\n");
+    for community in registry.communities().iter().take(10) {
+        csv.push_str(&format!("{},{year},{},4,2,1\n", community.id, month - 1));
+    }
+    let directory = tempfile::tempdir().unwrap();
+    let file = directory.path().join("cases.csv");
+    std::fs::write(&file, csv).unwrap();
+    let summary =
+        gridwatch::tools::fraud_import::import_history(&config, &registry, &file, false, now)
+            .await
+            .unwrap();
+    assert_eq!(
+        summary.produced_to,
+        Some((
+            format!("{STATUS_TOPIC}.import"),
+            "fraud/gridwatch-import/imported".to_string()
+        ))
+    );
+    let started = Instant::now();
+    loop {
+        let (status, body) = member.get(&client, "/api/v1/fraud").await;
+        if status == 200 {
+            let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+            if report["city"]["cases_imported"].as_u64() == Some(10) {
+                println!(
+                    "the imported history reached the running instance's report {} ms after the import returned",
+                    started.elapsed().as_millis()
+                );
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the import did not reach the running instance: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Imported again: the same key replaces the record; the report is unchanged.
+    gridwatch::tools::fraud_import::import_history(&config, &registry, &file, false, now)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, body) = member.get(&client, "/api/v1/fraud").await;
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["city"]["cases_imported"], 10);
+    member.stop().await;
 }

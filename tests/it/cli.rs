@@ -247,3 +247,75 @@ fn sighup_rereads_the_rules_file() {
     service.signal("TERM");
     assert!(service.child.wait().unwrap().success());
 }
+
+#[test]
+fn fraud_import_of_a_malformed_file_lists_every_bad_row_and_stores_nothing() {
+    let directory = tempfile::tempdir().unwrap();
+    let history = directory.path().join("history.csv");
+    let config = directory.path().join("gridwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[fraud]\nhistory_path = {:?}\n",
+            history.display().to_string()
+        ),
+    )
+    .unwrap();
+    let cases = directory.path().join("cases.csv");
+    std::fs::write(
+        &cases,
+        "community_id,year,month,fraud_warnings,fraud_reported,fraud_cases_filed\n\
+         410602001001,2026,1,3,1,1\n\
+         000000000000,2026,1,3,1,1\n\
+         410602001001,2026,0,3,1,1\n\
+         410602001002,2026,1,three,1,1\n",
+    )
+    .unwrap();
+    let output = gridwatch()
+        .args(["fraud", "import", "--config"])
+        .arg(&config)
+        .arg("--from")
+        .arg(&cases)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "3 problem(s)",
+        "line 3: community \"000000000000\" is not in the registry",
+        "line 4: month 0",
+        "line 5: column \"fraud_warnings\"",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} in {stderr}");
+    }
+    assert!(!history.exists(), "nothing imported");
+
+    std::fs::write(
+        &cases,
+        "community_id,year,month,fraud_warnings,fraud_reported,fraud_cases_filed\n\
+         410602001001,2026,1,3,1,1\n",
+    )
+    .unwrap();
+    let stdout = run_ok(
+        gridwatch()
+            .args(["fraud", "import", "--config"])
+            .arg(&config)
+            .arg("--from")
+            .arg(&cases),
+    );
+    assert!(
+        stdout.contains("imported 1 community-months (1 cases filed"),
+        "{stdout}"
+    );
+    assert!(std::fs::read_to_string(&history)
+        .unwrap()
+        .contains("410602001001,2026,1,3,1,1,0"));
+    let stdout = run_ok(
+        gridwatch()
+            .args(["fraud", "import", "--config"])
+            .arg(&config)
+            .arg("--from")
+            .arg(&cases),
+    );
+    assert!(stdout.contains("unchanged"), "{stdout}");
+}

@@ -406,6 +406,25 @@ async fn console_shows_the_city_and_a_fire_in_chromium_and_survives_a_restart() 
         transferred <= 1_000_000,
         "page weight {transferred} bytes > 1 MB: {figures}"
     );
+    // A fresh start has observed minutes of the year: the fraud panel says "insufficient
+    // data" with the observed days, and no row claims "on track".
+    let fraud = wait_until(
+        &browser,
+        "const head = document.getElementById('fraud-head');
+         const rows = Array.from(document.querySelectorAll('#fraud li'));
+         return head.dataset.status === 'insufficient_data' && rows.length > 0
+           ? { head: head.textContent, statuses: Array.from(new Set(rows.map((row) => row.dataset.status))) }
+           : null;",
+        Duration::from_secs(30),
+        "the fraud panel",
+    )
+    .await;
+    assert!(
+        fraud["head"].as_str().unwrap().contains("已观测")
+            && fraud["head"].as_str().unwrap().contains("数据不足"),
+        "{fraud}"
+    );
+    assert_eq!(fraud["statuses"], json!(["na"]), "{fraud}");
     screenshot(&browser, 1920, 1080, "wall-1920x1080-zh.png").await;
     let wall = eval(
         &browser,

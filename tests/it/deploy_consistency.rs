@@ -50,12 +50,25 @@ fn port_of(address: &str) -> u16 {
         .unwrap_or_else(|()| panic!("no port in {address:?}"))
 }
 
+/// Where the ConfigMap reads the pseudonymization key (the gridwatch-secrets Secret's file).
+const KUBERNETES_KEY_FILE_LINE: &str =
+    "pseudonymization_key_file = \"/etc/gridwatch-secrets/pseudonymization-key\"";
+
+/// The ConfigMap's gridwatch.toml as the pod sees it: the key file's line replaced by the key
+/// the Secret would hold (loading reads the file; there is none here).
 fn configmap_toml() -> String {
     let configmap = kubernetes_manifest("configmap.yaml", "ConfigMap");
-    configmap["data"]["gridwatch.toml"]
+    let text = configmap["data"]["gridwatch.toml"]
         .as_str()
-        .expect("ConfigMap data gridwatch.toml")
-        .to_string()
+        .expect("ConfigMap data gridwatch.toml");
+    assert!(
+        text.contains(KUBERNETES_KEY_FILE_LINE),
+        "the ConfigMap reads the pseudonymization key from the Secret's file"
+    );
+    text.replace(
+        KUBERNETES_KEY_FILE_LINE,
+        "pseudonymization_key = \"0123456789abcdef0123456789abcdef-the-secret-s-key\"",
+    )
 }
 
 fn gridwatch_container() -> Yaml {
@@ -493,6 +506,49 @@ async fn probe_and_scrape_paths_are_served_by_the_router() {
     server.abort();
 }
 
+/// A dashboard imports into any Grafana: it declares its Prometheus as the import input
+/// `DS_PROMETHEUS`, selects it through the `datasource` variable (which the import presets to
+/// `${DS_PROMETHEUS}` and provisioning resolves to the default Prometheus), and names no
+/// datasource uid anywhere (the provisioned uid `prometheus` exists only in this repository's
+/// stack).
+fn assert_importable_anywhere(dashboard: &serde_json::Value, name: &str) {
+    let inputs = dashboard["__inputs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        inputs.iter().any(|input| input["name"] == "DS_PROMETHEUS"
+            && input["type"] == "datasource"
+            && input["pluginId"] == "prometheus"),
+        "{name}: __inputs must declare DS_PROMETHEUS: {inputs:?}"
+    );
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let datasource = variables
+        .iter()
+        .find(|variable| variable["name"] == "datasource")
+        .unwrap_or_else(|| panic!("{name}: no datasource variable"));
+    assert_eq!(datasource["type"], "datasource", "{name}");
+    assert_eq!(datasource["query"], "prometheus", "{name}");
+    assert_eq!(datasource["current"]["value"], "${DS_PROMETHEUS}", "{name}");
+    let text = dashboard.to_string();
+    assert!(
+        !text.contains("\"uid\":\"prometheus\""),
+        "{name}: a hard-coded datasource uid remains"
+    );
+    for variable in &variables {
+        if variable["type"] == "query" {
+            assert_eq!(
+                variable["datasource"]["uid"], "${datasource}",
+                "{name}: variable {}",
+                variable["name"]
+            );
+        }
+    }
+}
+
 #[test]
 fn grafana_provisioning_matches_the_dashboards_and_compose_mounts() {
     let datasources = read_yaml("grafana/provisioning/datasources/prometheus.yml");
@@ -533,6 +589,7 @@ fn grafana_provisioning_matches_the_dashboards_and_compose_mounts() {
             "{name}"
         );
         uids.push(dashboard["uid"].as_str().expect("uid").to_string());
+        assert_importable_anywhere(&dashboard, &name);
         let mut stack: Vec<serde_json::Value> =
             dashboard["panels"].as_array().cloned().unwrap_or_default();
         while let Some(panel) = stack.pop() {
@@ -542,14 +599,21 @@ fn grafana_provisioning_matches_the_dashboards_and_compose_mounts() {
             if panel["type"] == "row" {
                 continue;
             }
+            assert!(
+                panel["fieldConfig"]["defaults"]["unit"]
+                    .as_str()
+                    .is_some_and(|unit| !unit.is_empty()),
+                "{name}: panel {} has no unit",
+                panel["title"]
+            );
             assert_eq!(
-                panel["datasource"]["uid"], "prometheus",
+                panel["datasource"]["uid"], "${datasource}",
                 "{name}: {}",
                 panel["title"]
             );
             for target in panel["targets"].as_array().cloned().unwrap_or_default() {
                 assert_eq!(
-                    target["datasource"]["uid"], "prometheus",
+                    target["datasource"]["uid"], "${datasource}",
                     "{name}: {}",
                     panel["title"]
                 );
@@ -646,9 +710,18 @@ fn api_tokens_come_from_a_secret_mounted_where_the_config_and_image_look() {
         .into_iter()
         .find(|volume| volume["name"].as_str() == Some(volume_name))
         .unwrap_or_else(|| panic!("no volume {volume_name}"));
+    // A Secret volume, or a projected volume made of Secrets only (tokens and key together).
+    let projected_sources = volume["projected"]["sources"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default();
     assert!(
-        volume["secret"]["secretName"].as_str().is_some(),
-        "the tokens volume must be a Secret, not a ConfigMap: {volume:?}"
+        volume["secret"]["secretName"].as_str().is_some()
+            || (!projected_sources.is_empty()
+                && projected_sources
+                    .iter()
+                    .all(|source| source["secret"]["name"].as_str().is_some())),
+        "the tokens volume must be made of Secrets, not a ConfigMap: {volume:?}"
     );
     let image_tokens_file = dockerfile_environment()
         .get("GRIDWATCH_HTTP__TOKENS_FILE")

@@ -572,10 +572,13 @@ fn an_instance_started_during_a_broker_outage_waits_it_out_and_completes_unchang
     assert_outputs_equal_reference(&broker.address);
 }
 
-/// The broker is paused (SIGSTOP) for 20 s mid-run: `/readyz` reports not-ready while it is
-/// unreachable and ready again after, and the run completes with the reference's results.
+/// The broker is paused (SIGSTOP) for 20 s mid-run: `/readyz` stays ready (the API keeps
+/// serving through a Kafka outage; dropping every replica from the Service would blind the
+/// operators exactly during an incident) while `gridwatch_kafka_broker_up` reports the outage
+/// and recovers after it, and the run completes with the reference's results.
 #[test]
-fn a_paused_broker_makes_the_instance_unready_and_the_run_completes_unchanged() {
+fn a_paused_broker_shows_in_broker_up_while_the_instance_stays_ready_and_the_run_completes_unchanged(
+) {
     let Some(binary) = tansu_binary() else {
         return;
     };
@@ -591,32 +594,39 @@ fn a_paused_broker_makes_the_instance_unready_and_the_run_completes_unchanged() 
         Duration::from_secs(60),
     );
     assert_eq!(instance.get("/readyz").map(|(status, _)| status), Some(200));
+    let broker_up = format!("gridwatch_kafka_broker_up{{group=\"{group_id}\"}}");
+    assert_eq!(instance.metric(&broker_up), Some(1.0));
     let signal = |name: &str| signal_process(&broker.child, name);
     signal("-STOP");
     let paused_at = Instant::now();
-    let mut unready_after = None;
+    let mut down_after = None;
     while paused_at.elapsed() < Duration::from_secs(20) {
-        let status = instance.get("/readyz").map(|(status, _)| status);
-        if unready_after.is_none() && status == Some(503) {
-            unready_after = Some(paused_at.elapsed());
+        assert_eq!(
+            instance.get("/readyz").map(|(status, _)| status),
+            Some(200),
+            "unready during the outage"
+        );
+        if down_after.is_none() && instance.metric(&broker_up) == Some(0.0) {
+            down_after = Some(paused_at.elapsed());
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     signal("-CONT");
-    let unready_after = unready_after.expect("/readyz stayed ready while the broker was paused");
-    println!("/readyz reported not-ready {unready_after:?} after the broker was paused");
+    let down_after =
+        down_after.expect("gridwatch_kafka_broker_up stayed 1 while the broker was paused");
+    println!("gridwatch_kafka_broker_up went 0 {down_after:?} after the broker was paused");
     let resumed_at = Instant::now();
     loop {
-        if instance.get("/readyz").map(|(status, _)| status) == Some(200) {
+        if instance.metric(&broker_up) == Some(1.0) {
             println!(
-                "ready again {:?} after the broker resumed",
+                "broker up again {:?} after the broker resumed",
                 resumed_at.elapsed()
             );
             break;
         }
         assert!(
             resumed_at.elapsed() < Duration::from_secs(30),
-            "/readyz did not recover after the broker resumed"
+            "gridwatch_kafka_broker_up did not recover after the broker resumed"
         );
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -13,6 +13,7 @@ mod clock_skew;
 mod console_browser;
 mod dead_letters;
 mod deploy_consistency;
+mod deploy_validate;
 mod dlq;
 mod fraud_api;
 mod fuzz;
