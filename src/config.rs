@@ -2011,6 +2011,75 @@ mod tests {
     }
 
     #[test]
+    fn kafka_property_variables_name_dotted_librdkafka_properties() {
+        let variables = [
+            ("GRIDWATCH_KAFKA_PROPERTY_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("GRIDWATCH_KAFKA_PROPERTY_sasl_password", "s3cret"),
+            ("GRIDWATCH_KAFKA__BROKERS", "b:9092"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(name, value)| (name.into(), value.into()));
+        let properties = kafka_properties_from_environment(variables).unwrap();
+        assert_eq!(properties.len(), 2, "{properties:?}");
+        assert_eq!(properties["security.protocol"], "SASL_SSL");
+        assert_eq!(properties["sasl.password"], "s3cret");
+
+        let bad = [
+            ("GRIDWATCH_KAFKA_PROPERTY_", "secret-value"),
+            ("GRIDWATCH_KAFKA_PROPERTY_SASL__PASSWORD", "secret-value"),
+        ]
+        .map(|(name, value)| (name.into(), value.into()));
+        let problems = kafka_properties_from_environment(bad).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems
+            .iter()
+            .all(|problem| !problem.contains("secret-value")));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+    fn kafka_property_variables_reach_the_loaded_config_and_clash_with_property_files() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("sasl", "from-file\n")?;
+            jail.set_env("GRIDWATCH_KAFKA_PROPERTY_SECURITY_PROTOCOL", "ssl");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.kafka.properties["security.protocol"], "ssl");
+            jail.create_file(
+                "gridwatch.toml",
+                "[kafka.property_files]\n\"sasl.password\" = \"sasl\"",
+            )?;
+            jail.set_env("GRIDWATCH_KAFKA_PROPERTY_SASL_PASSWORD", "from-env");
+            let error = Config::load(Some(Path::new("gridwatch.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("set it once"), "{error}");
+            assert!(!error.contains("from-env") && !error.contains("from-file"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn alertmanager_sign_in_takes_basic_auth_or_a_bearer_token_and_client_tls_pairs() {
+        let mut config = Config::default();
+        config.alerting.alertmanager_auth.username = "ops".to_string();
+        config.alerting.alertmanager_auth.bearer_token = Secret::new("token-marker");
+        config.alerting.tls.cert_file = Some(PathBuf::from("client.pem"));
+        let problems = config.validate().unwrap_err().to_string();
+        assert!(
+            problems.contains("needs both username and password"),
+            "{problems}"
+        );
+        assert!(problems.contains("not both"), "{problems}");
+        assert!(problems.contains("alerting.tls.cert_file"), "{problems}");
+        assert!(!problems.contains("token-marker"), "{problems}");
+
+        let mut fine = Config::default();
+        fine.alerting.alertmanager_auth.username = "ops".to_string();
+        fine.alerting.alertmanager_auth.password_file = Some(PathBuf::from("/run/secrets/am"));
+        fine.validate().unwrap();
+    }
+
+    #[test]
     #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
     fn environment_overrides_file() {
         figment::Jail::expect_with(|jail| {

@@ -311,6 +311,59 @@ pub fn header_text<'message>(
 mod tests {
     use super::*;
 
+    fn kafka_config(properties: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            properties: properties
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+            ..KafkaConfig::default()
+        }
+    }
+
+    #[test]
+    fn librdkafka_accepts_tls_scram_plain_and_every_codec_of_this_build() {
+        for codec in ["zstd", "lz4", "snappy", "gzip"] {
+            let config = kafka_config(&[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "SCRAM-SHA-512"),
+                ("sasl.username", "gridwatch"),
+                ("sasl.password", "p"),
+                ("compression.type", codec),
+            ]);
+            assert_eq!(
+                check_client_settings(&config),
+                Vec::<String>::new(),
+                "{codec}"
+            );
+        }
+        let plain = kafka_config(&[
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "PLAIN"),
+            ("sasl.username", "gridwatch"),
+            ("sasl.password", "p"),
+        ]);
+        assert!(check_client_settings(&plain).is_empty());
+    }
+
+    #[test]
+    fn librdkafka_refusals_are_reported_once_without_secret_values() {
+        let config = kafka_config(&[
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "GSSAPI"),
+            ("sasl.password", "GSSAPI-secret"),
+        ]);
+        let problems = check_client_settings(&config);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("No provider for SASL mechanism GSSAPI"),
+            "{problems:?}"
+        );
+        assert!(!problems[0].contains("GSSAPI-secret"));
+        let unknown = kafka_config(&[("no.such.property", "1")]);
+        assert!(!check_client_settings(&unknown).is_empty());
+    }
+
     #[test]
     fn source_partition_ids_round_trip_and_reject_out_of_range() {
         assert_eq!(source_partition_id(0, 5), Some(5));

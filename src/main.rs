@@ -454,10 +454,10 @@ fn uses_kafka(config: &Config) -> bool {
     config.source.kind == gridwatch::config::SourceKind::Kafka || config.kafka.sinks.enabled
 }
 
-/// librdkafka's verdict on the service's Kafka client settings, when it uses Kafka (or sets
-/// librdkafka properties): every problem at once, secrets redacted.
+/// librdkafka's verdict on the service's Kafka client settings, when it uses Kafka: every
+/// problem at once, secrets redacted.
 fn check_kafka_client_settings(config: &Config) -> anyhow::Result<()> {
-    if !uses_kafka(config) && config.kafka.properties.is_empty() {
+    if !uses_kafka(config) {
         return Ok(());
     }
     let problems = gridwatch::kafka::check_client_settings(&config.kafka);

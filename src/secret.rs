@@ -250,6 +250,18 @@ mod tests {
     }
 
     #[test]
+    fn secret_property_values_are_redacted_from_error_texts() {
+        let properties: std::collections::BTreeMap<String, String> =
+            [("sasl.password", "hunter2"), ("sasl.username", "bob")]
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .into();
+        assert_eq!(
+            redact_property_values("login bob with hunter2 failed", &properties),
+            "login bob with *** failed"
+        );
+    }
+
+    #[test]
     fn kafka_password_properties_are_secret() {
         for name in [
             "sasl.password",

@@ -1,6 +1,7 @@
 //! Secrets never leak: a marker secret planted in every secret setting (the pseudonymization
 //! key, the webhook secret, Alertmanager credentials in URLs from a file and from the
-//! environment, a Kafka SASL password from a property file) never appears in `check-config`
+//! environment, a Kafka SASL password from a property file and from
+//! `GRIDWATCH_KAFKA_PROPERTY_SASL_PASSWORD`, Alertmanager sign-in secrets) never appears in `check-config`
 //! output (valid or not), in the running binary's stdout and stderr, `/metrics`,
 //! `/api/v1/*`, or the output files — while alert delivery to the credentialed receivers is
 //! failing and being logged.
@@ -255,4 +256,106 @@ fn dlq_replay_refuses_a_secret_kafka_property_on_the_command_line() {
         "{printed}"
     );
     assert_no_marker("dlq replay", &printed);
+}
+
+/// Secrets of the Kafka client (from `GRIDWATCH_KAFKA_PROPERTY_*`) and of Alertmanager's
+/// sign-in (`[alerting.alertmanager_auth]`, from the environment and a file) stay out of
+/// `check-config`, `produce` and `dlq replay` output when the configuration is invalid and when
+/// librdkafka refuses the client settings.
+#[test]
+fn kafka_and_alertmanager_sign_in_secrets_never_print_when_settings_are_refused() {
+    const SASL: &str = "marker-env-sasl-password-8a4d";
+    const KEY_PASSWORD: &str = "marker-env-key-password-8a4d";
+    const AM_PASSWORD: &str = "marker-env-am-password-8a4d";
+    const AM_TOKEN: &str = "marker-file-am-token-8a4d";
+    let assert_clean = |origin: &str, printed: &str| {
+        for marker in [SASL, KEY_PASSWORD, AM_PASSWORD, AM_TOKEN] {
+            assert!(
+                !printed.contains(marker),
+                "{origin} shows {marker}:\n{printed}"
+            );
+        }
+    };
+    let directory = tempfile::tempdir().unwrap();
+    let key = write_secret(directory.path(), "key", MARKERS[0]);
+    let token = write_secret(directory.path(), "am-token", AM_TOKEN);
+    let config = |extra: &str| {
+        let path = directory.path().join("kafka.toml");
+        std::fs::write(
+            &path,
+            format!(
+                r#"[source]
+kind = "kafka"
+
+[privacy]
+pseudonymization_key_file = "{key}"
+
+[kafka]
+brokers = "127.0.0.1:1"
+
+[kafka.properties]
+"security.protocol" = "SASL_SSL"
+"sasl.mechanism" = "GSSAPI"
+"sasl.username" = "gridwatch"
+{extra}"#,
+                key = key.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let with_secrets = |command: &mut Command| {
+        command
+            .env("GRIDWATCH_KAFKA_PROPERTY_SASL_PASSWORD", SASL)
+            .env("GRIDWATCH_KAFKA_PROPERTY_SSL_KEY_PASSWORD", KEY_PASSWORD)
+            .env(
+                "GRIDWATCH_ALERTING__ALERTMANAGER_AUTH__PASSWORD",
+                AM_PASSWORD,
+            );
+    };
+
+    // Invalid: basic auth and a bearer token together, a username missing.
+    let invalid = config(&format!(
+        "\n[alerting.alertmanager_auth]\nbearer_token_file = \"{}\"\n",
+        token.display()
+    ));
+    let mut command = gridwatch();
+    with_secrets(&mut command);
+    let output = command.arg("check-config").arg(&invalid).output().unwrap();
+    let (succeeded, printed) = status_and_printed(&output);
+    assert!(!succeeded, "{printed}");
+    assert!(printed.contains("alerting.alertmanager_auth"), "{printed}");
+    assert_clean("check-config of an invalid config", &printed);
+
+    // Valid for gridwatch, refused by librdkafka (no GSSAPI provider in this build).
+    let refused = config("");
+    let mut command = gridwatch();
+    with_secrets(&mut command);
+    command.env("GRIDWATCH_ALERTING__ALERTMANAGER_AUTH__USERNAME", "ops");
+    let output = command.arg("check-config").arg(&refused).output().unwrap();
+    let (succeeded, printed) = status_and_printed(&output);
+    assert!(!succeeded, "{printed}");
+    assert!(printed.contains("librdkafka refuses"), "{printed}");
+    assert!(printed.contains("GSSAPI"), "{printed}");
+    assert_clean("check-config refused by librdkafka", &printed);
+
+    for tool in [
+        &["produce", "--topic", "events", "--events", "1"][..],
+        &["dlq", "replay", "--to", "events"][..],
+    ] {
+        let mut command = gridwatch();
+        with_secrets(&mut command);
+        let output = command
+            .args(tool)
+            .env("GRIDWATCH_CONFIG", &refused)
+            .output()
+            .unwrap();
+        let (succeeded, printed) = status_and_printed(&output);
+        assert!(!succeeded, "{tool:?}: {printed}");
+        assert!(
+            printed.contains("librdkafka refuses"),
+            "{tool:?}: {printed}"
+        );
+        assert_clean(&format!("{tool:?}"), &printed);
+    }
 }
