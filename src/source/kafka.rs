@@ -113,6 +113,10 @@ struct GroupContext {
     progress: ConsumerProgress,
     /// Set after every rebalance: the new assignment starts unpaused.
     assignment_changed: AtomicBool,
+    /// Partitions assigned now, kept from the rebalance events themselves: asking librdkafka
+    /// (`assignment()`) inside the rebalance callback can wait forever while the consumer
+    /// closes (seen: a test hung > 10 min in `rd_kafka_assignment` during drop).
+    assigned_count: std::sync::atomic::AtomicUsize,
 }
 
 impl ClientContext for GroupContext {
@@ -332,10 +336,18 @@ impl ConsumerContext for GroupContext {
                 }
             }
         }
-        let owned = base_consumer
-            .assignment()
-            .map(|assignment| assignment.count())
-            .unwrap_or(0);
+        let before = self.assigned_count.load(Ordering::Relaxed);
+        let owned = match error {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS if cooperative => {
+                before.saturating_add(partitions.count())
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => partitions.count(),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS if cooperative => {
+                before.saturating_sub(partitions.count())
+            }
+            _ => 0,
+        };
+        self.assigned_count.store(owned, Ordering::Relaxed);
         self.metrics.kafka.assigned_partitions.set(owned as i64);
     }
 }
@@ -437,6 +449,7 @@ impl KafkaSource {
             metrics: metrics.clone(),
             progress: progress.clone(),
             assignment_changed: AtomicBool::new(false),
+            assigned_count: std::sync::atomic::AtomicUsize::new(0),
         };
         let consumer: BaseConsumer<GroupContext> = group_client_config(config)
             .create_with_context(context)

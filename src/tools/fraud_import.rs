@@ -99,15 +99,20 @@ impl std::fmt::Display for ImportSummary {
             self.rows, self.cases_filed, self.reported
         )?;
         if let Some(path) = &self.written_to {
-            let state = if self.unchanged {
-                "unchanged"
-            } else {
-                "written"
+            let state = match (self.unchanged, self.dry_run) {
+                (true, _) => "unchanged",
+                (false, true) => "would be written",
+                (false, false) => "written",
             };
             write!(formatter, "; {} {state}", path.display())?;
         }
         if let Some((topic, key)) = &self.produced_to {
-            write!(formatter, "; produced to {topic} as {key}")?;
+            let verb = if self.dry_run {
+                "would be produced to"
+            } else {
+                "produced to"
+            };
+            write!(formatter, "; {verb} {topic} as {key}")?;
         }
         Ok(())
     }

@@ -318,4 +318,27 @@ fn fraud_import_of_a_malformed_file_lists_every_bad_row_and_stores_nothing() {
             .arg(&cases),
     );
     assert!(stdout.contains("unchanged"), "{stdout}");
+
+    // A dry run of a changed file says what it would do and stores nothing.
+    std::fs::write(
+        &cases,
+        "community_id,year,month,fraud_warnings,fraud_reported,fraud_cases_filed\n\
+         410602001001,2026,1,3,1,2\n",
+    )
+    .unwrap();
+    let stdout = run_ok(
+        gridwatch()
+            .args(["fraud", "import", "--dry-run", "--config"])
+            .arg(&config)
+            .arg("--from")
+            .arg(&cases),
+    );
+    assert!(
+        stdout.contains("would import 1 community-months (2 cases filed"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("would be written"), "{stdout}");
+    assert!(std::fs::read_to_string(&history)
+        .unwrap()
+        .contains("410602001001,2026,1,3,1,1,0"));
 }
