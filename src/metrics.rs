@@ -420,7 +420,9 @@ impl Metrics {
                 "gridwatch_cell_info",
                 "Centroid of a registered grid cell (WGS-84 degrees) for map panels; the value is always 1.",
             ),
-            &["district", "community", "grid", "latitude", "longitude"],
+            // No district / community: `grid` joins them from the per-cell series, and these
+            // 1 911 series stay small in every scrape.
+            &["grid", "latitude", "longitude"],
         )?;
         registry.register(Box::new(cell_info.clone()))?;
         registry.register(Box::new(alert_deliveries.clone()))?;

@@ -507,12 +507,9 @@ pub fn city_read_model(
 /// Publishes `gridwatch_cell_info` (each cell's centroid) for the dashboards' map.
 fn set_cell_info(metrics: &Metrics, registry: &GridRegistry) {
     for (cell, (latitude, longitude)) in registry.cells().iter().zip(cell_centroids(registry)) {
-        let community = registry.community(cell.community);
         metrics
             .cell_info
             .with_label_values(&[
-                community.district_code.as_str(),
-                community.id.as_str(),
                 cell.grid_id.as_str(),
                 &format!("{latitude:.6}"),
                 &format!("{longitude:.6}"),
