@@ -35,6 +35,11 @@ pub fn wait_for_brokers(
     properties: &BTreeMap<String, String>,
     timeout: Duration,
 ) -> Result<Duration, ConnectError> {
+    // With SASL a refused sign-in looks like a transport failure to a metadata request;
+    // the tool's own client reports the broker's refusal in its words, so it goes first.
+    if properties.keys().any(|key| key.starts_with("sasl.")) {
+        return Ok(Duration::ZERO);
+    }
     let producer: BaseProducer = crate::kafka::client_config(brokers, &[], properties)
         .create()
         .map_err(|error| ConnectError::Client(error.to_string()))?;
@@ -49,6 +54,12 @@ pub fn wait_for_brokers(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "kafka brokers reachable"
                 );
+                return Ok(started.elapsed());
+            }
+            Err(error) if !is_unreachable(&error) => {
+                // A broker answered but refused (SASL, ACLs): the tool's own client reports
+                // that refusal in its words.
+                tracing::debug!(brokers, %error, "kafka brokers answered with an error");
                 return Ok(started.elapsed());
             }
             Err(error) => {
@@ -72,6 +83,21 @@ pub fn wait_for_brokers(
             }
         }
     }
+}
+
+/// Whether `error` means no broker could be reached at all (as opposed to a refusal).
+fn is_unreachable(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::BrokerNotAvailable
+        ) | None
+    )
 }
 
 #[cfg(test)]
