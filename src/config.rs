@@ -91,9 +91,11 @@ pub enum SourceKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum KafkaPayloadFormat {
-    /// One protobuf `IncidentEvent` per record (no length prefix).
+    /// One binary protobuf event per record.
     Protobuf,
-    /// One proto3-JSON `IncidentEvent` per record.
+    /// One JSON event per record (the older name `json` is still accepted).
+    #[value(name = "jsonl", alias = "json")]
+    #[serde(alias = "jsonl")]
     Json,
 }
 

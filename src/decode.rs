@@ -22,10 +22,9 @@ use crate::time::timestamp_to_millis;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum InputFormat {
-    /// One proto3-JSON `IncidentEvent` per line.
+    /// One JSON event per line.
     Jsonl,
-    /// Length-delimited protobuf `IncidentEvent`s (varint length prefix, as prost's
-    /// `encode_length_delimited`).
+    /// Binary protobuf events, each preceded by its length (a protobuf varint).
     Protobuf,
 }
 

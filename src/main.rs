@@ -7,8 +7,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use gridwatch::config::{Config, LogFormat};
+use clap::{CommandFactory, Parser, Subcommand};
+use gridwatch::cli::docs::CompletionShell;
+use gridwatch::cli::exit;
+use gridwatch::cli::logging::LogFormatArg;
+use gridwatch::config::Config;
 use gridwatch::decode::InputFormat;
 
 /// mimalloc: the pipeline allocates many short-lived strings per event (decoding), where it
@@ -18,39 +21,74 @@ static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Real-time community-safety event-stream processor.
 #[derive(Debug, Parser)]
-#[command(name = "gridwatch", version, about)]
+#[command(name = "gridwatch", version, about, after_help = TOP_LEVEL_HELP)]
 struct Cli {
+    /// Log format on stderr (overrides the config's log.format); filter with RUST_LOG,
+    /// e.g. RUST_LOG=info,gridwatch::sink=debug.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
     #[command(subcommand)]
     command: Command,
 }
 
+/// Examples and exit codes under `gridwatch --help`.
+const TOP_LEVEL_HELP: &str = "\
+Examples:
+  gridwatch run                                   # simulator, console on http://127.0.0.1:9750/
+  gridwatch run --config gridwatch.toml --log-format json
+  gridwatch simulate --events 100000 --out events.jsonl
+  gridwatch replay --input events.jsonl --output-dir out
+  gridwatch check-config gridwatch.toml
+  gridwatch completions bash > /usr/share/bash-completion/completions/gridwatch
+
+Exit codes:
+  0  success
+  1  runtime failure (broker unreachable, write failed, ...)
+  2  usage error (unknown flag, missing argument)
+  3  configuration error (config or rules file missing or invalid)
+  4  input file missing or unreadable
+  5  finished, but more than --max-rejected-share of the input was rejected";
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the service (with no config: the simulator in real time, HTTP on 127.0.0.1:9750).
+    #[command(
+        after_help = "Examples:\n  gridwatch run\n  GRIDWATCH_CONFIG=/etc/gridwatch.toml gridwatch run --log-format json 2> gridwatch.log"
+    )]
     Run {
         /// Config TOML file (layered over defaults, under GRIDWATCH_* variables).
         #[arg(long, env = "GRIDWATCH_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Replay a file as fast as possible and write windows, alerts and dead letters.
+    #[command(
+        after_help = "Examples:\n  gridwatch replay --input events.jsonl --output-dir out\n  gridwatch replay --input events.pb --format protobuf --output-dir out --max-rejected-share 0.1"
+    )]
     Replay {
         /// Input file.
         #[arg(long)]
         input: PathBuf,
-        /// Input format.
-        #[arg(long, value_enum, default_value = "jsonl")]
-        format: InputFormat,
+        /// Input format (default: detected from the file's first bytes).
+        #[arg(long, value_enum)]
+        format: Option<InputFormat>,
         /// Output directory for windows.jsonl, alerts.jsonl, dead_letter.jsonl.
         #[arg(long)]
         output_dir: PathBuf,
         /// Config TOML file (window, ingest, rules, privacy settings).
-        #[arg(long)]
+        #[arg(long, env = "GRIDWATCH_CONFIG")]
         config: Option<PathBuf>,
+        /// Fail (exit code 5) when more than this share (0 to 1) of the records is
+        /// dead-lettered.
+        #[arg(long, default_value_t = gridwatch::cli::verdict::DEFAULT_MAX_REJECTED_SHARE, value_parser = gridwatch::cli::verdict::parse_share)]
+        max_rejected_share: f64,
         /// Never draw a progress bar.
         #[arg(long)]
         no_progress: bool,
     },
     /// Write simulator events to a file.
+    #[command(
+        after_help = "Examples:\n  gridwatch simulate --events 100000 --out events.jsonl\n  gridwatch simulate --events 1000000 --format protobuf --rate-multiplier 10 --out events.pb"
+    )]
     Simulate {
         /// Number of events.
         #[arg(long)]
@@ -71,11 +109,17 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         rate_multiplier: f64,
         /// Config TOML file whose [simulator] scenarios are injected.
-        #[arg(long)]
+        #[arg(long, env = "GRIDWATCH_CONFIG")]
         config: Option<PathBuf>,
+        /// No progress output (a bar on a terminal, else a line every 5 s on stderr).
+        #[arg(long)]
+        quiet: bool,
     },
     /// Produce simulator events to a Kafka topic (a load generator): key = grid id (else
     /// device id), value = one IncidentEvent, header content-type.
+    #[command(
+        after_help = "Examples:\n  gridwatch produce --brokers localhost:9092 --topic gridwatch.events --events 100000\n  gridwatch produce --config gridwatch.toml --topic gridwatch.events --rate 500"
+    )]
     Produce {
         /// Bootstrap servers, host:port[,host:port...] (default: the config's kafka.brokers).
         #[arg(long)]
@@ -106,24 +150,39 @@ enum Command {
         /// Multiplies every base rate.
         #[arg(long, default_value_t = 1.0)]
         rate_multiplier: f64,
+        /// Give up when no broker answers within this long (problems are logged every 2 s).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        connect_timeout: std::time::Duration,
     },
     /// Dead-letter tools.
+    #[command(
+        after_help = "Examples:\n  gridwatch dlq replay --brokers localhost:9092 --to gridwatch.events --reason unknown_grid --dry-run"
+    )]
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
     },
     /// The fraud target's tools.
+    #[command(
+        after_help = "Examples:\n  gridwatch fraud import --config gridwatch.toml --from cases-2026.csv --dry-run"
+    )]
     Fraud {
         #[command(subcommand)]
         command: FraudCommand,
     },
     /// Validate a config file and the rules file it names (or a rules file itself); report every problem.
+    #[command(
+        after_help = "Examples:\n  gridwatch check-config gridwatch.toml\n  gridwatch check-config seeds/rules.toml"
+    )]
     CheckConfig {
         /// The config (or rules) TOML file.
         file: PathBuf,
     },
     /// Probe the running service's /healthz over loopback (the image's HEALTHCHECK: it has no
     /// curl); exit 0 on 200. Reads http.listen from the same config as `run`.
+    #[command(
+        after_help = "Examples:\n  gridwatch healthcheck\n  gridwatch healthcheck --config gridwatch.toml --timeout 1s"
+    )]
     Healthcheck {
         /// Config TOML file (layered over defaults, under GRIDWATCH_* variables).
         #[arg(long, env = "GRIDWATCH_CONFIG")]
@@ -133,11 +192,28 @@ enum Command {
         timeout: std::time::Duration,
     },
     /// Regenerate the reference data in seeds/ (deterministic).
+    #[command(
+        after_help = "Examples:\n  gridwatch gen-seeds\n  gridwatch gen-seeds --out-dir /tmp/seeds"
+    )]
     GenSeeds {
         /// Output directory.
         #[arg(long, default_value = "seeds")]
         out_dir: PathBuf,
     },
+    /// Print a shell completion script to stdout.
+    #[command(
+        after_help = "Examples:\n  gridwatch completions bash > /usr/share/bash-completion/completions/gridwatch\n  gridwatch completions zsh > \"${fpath[1]}/_gridwatch\"\n  gridwatch completions fish > ~/.config/fish/completions/gridwatch.fish"
+    )]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the man page (roff) to stdout.
+    #[command(
+        after_help = "Examples:\n  gridwatch man > /usr/share/man/man1/gridwatch.1\n  gridwatch man | man -l -"
+    )]
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,8 +224,9 @@ enum FraudCommand {
     /// month). Validated whole: every bad row is listed and nothing is imported. Stored in
     /// fraud.history_path and, with Kafka outputs, on the status topic; importing again
     /// replaces the previous import.
-    ///
-    /// Example: gridwatch fraud import --config gridwatch.toml --from cases-2026.csv
+    #[command(
+        after_help = "Examples:\n  gridwatch fraud import --config gridwatch.toml --from cases-2026.csv --dry-run\n  gridwatch fraud import --config gridwatch.toml --from cases-2026.csv"
+    )]
     Import {
         /// The CSV file of monthly counts per community.
         #[arg(long)]
@@ -168,6 +245,9 @@ enum DlqCommand {
     /// Re-inject dead letters after a fix: read every partition of the dead-letter topic up to
     /// its current end and produce the records of the selected reasons to --to (same value and
     /// key, content-type when the original format is known, header gridwatch_replayed_from).
+    #[command(
+        after_help = "Examples:\n  gridwatch dlq replay --brokers localhost:9092 --to gridwatch.events --reason unknown_grid --dry-run\n  gridwatch dlq replay --config gridwatch.toml --to gridwatch.events --stall-timeout 10s"
+    )]
     Replay {
         /// Bootstrap servers, host:port[,host:port...] (default: the config's kafka.brokers).
         #[arg(long)]
@@ -205,36 +285,28 @@ enum DlqCommand {
         /// Fail when reading or acknowledgement makes no progress for this long.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         stall_timeout: std::time::Duration,
+        /// Give up when no broker answers within this long (problems are logged every 2 s).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        connect_timeout: std::time::Duration,
     },
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match execute(cli.command) {
+    match execute(cli.command, cli.log_format) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", error_report(&error));
-            std::process::ExitCode::FAILURE
+            eprintln!("error: {}", exit::error_report(&error));
+            std::process::ExitCode::from(exit::exit_code(&error))
         }
     }
 }
 
-/// The error and its causes on one line, each cause only when the message so far does not
-/// already say it (most errors print their source in their own message; `{:#}` would repeat
-/// it, e.g. "No such file or directory (os error 2): No such file or directory (os error 2)").
-fn error_report(error: &anyhow::Error) -> String {
-    let mut report = error.to_string();
-    for cause in error.chain().skip(1) {
-        let cause_text = cause.to_string();
-        if !report.contains(&cause_text) {
-            report.push_str(": ");
-            report.push_str(&cause_text);
-        }
-    }
-    report
-}
-
-fn execute(command: Command) -> anyhow::Result<()> {
+fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result<()> {
+    let init_logging = |config: &Config| {
+        let format = log_format.map_or(config.log.format, Into::into);
+        gridwatch::cli::logging::init(&config.log.level, format);
+    };
     match command {
         Command::Run { config } => {
             let config = Config::load(config.as_deref())?;
@@ -255,6 +327,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 } else {
                     "http"
                 };
+                tracing::info!(url = %format!("{scheme}://{address}"), "listening");
                 println!("gridwatch listening on {scheme}://{address} (metrics at /metrics, hottest cells at /api/v1/cells?top=10)");
                 gridwatch::service::run(config, listener, shutdown).await?;
                 Ok(())
@@ -265,10 +338,16 @@ fn execute(command: Command) -> anyhow::Result<()> {
             format,
             output_dir,
             config,
+            max_rejected_share,
             no_progress,
         } => {
             let config = Config::load(config.as_deref())?;
             init_logging(&config);
+            exit::InputError::check_readable(&input)?;
+            let format = match format {
+                Some(format) => format,
+                None => gridwatch::cli::sniff::sniff_file(&input)?,
+            };
             let registry = gridwatch::service::load_registry(&config)?;
             let rules = gridwatch::service::load_rules(&config)?;
             let options = gridwatch::replay::ReplayOptions {
@@ -279,6 +358,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
             };
             let summary = gridwatch::replay::replay(&options, &config, registry, rules)?;
             println!("{summary}");
+            gridwatch::cli::verdict::judge_replay(&summary, format, max_rejected_share)?;
             Ok(())
         }
         Command::Simulate {
@@ -289,6 +369,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
             start,
             rate_multiplier,
             config,
+            quiet,
         } => {
             let config = Config::load(config.as_deref())?;
             let start_millis = gridwatch::time::rfc3339_to_millis(&start)
@@ -303,10 +384,20 @@ fn execute(command: Command) -> anyhow::Result<()> {
             };
             let mut simulator = gridwatch::source::simulator::Simulator::new(settings, registry)?;
             let mut writer = gridwatch::source::file::EventWriter::create(&out, format)?;
-            for _ in 0..events {
+            let mut progress = gridwatch::cli::progress::Progress::new(
+                gridwatch::cli::progress::ProgressMode::detect(quiet),
+                "events",
+                events,
+            );
+            for written in 0..events {
                 writer.write(&simulator.next_event())?;
+                if written % 4096 == 0 {
+                    progress.set(written);
+                }
             }
             writer.finish()?;
+            progress.set(events);
+            progress.finish();
             println!("wrote {events} events to {}", out.display());
             Ok(())
         }
@@ -320,6 +411,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
             seed,
             start,
             rate_multiplier,
+            connect_timeout,
         } => {
             let config = Config::default();
             // librdkafka's own errors (a refused SASL sign-in, an untrusted certificate) are
@@ -348,6 +440,11 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 format,
                 properties: kafka.properties,
             };
+            gridwatch::cli::connectivity::wait_for_brokers(
+                &options.brokers,
+                &options.properties,
+                connect_timeout,
+            )?;
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
             let sent = runtime.block_on(async {
                 tokio::select! {
@@ -375,6 +472,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
                     properties,
                     property_files,
                     stall_timeout,
+                    connect_timeout,
                 },
         } => {
             init_logging(&Config::default());
@@ -383,6 +481,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
             let mut merged = kafka.properties;
             merged.extend(kafka_properties(properties, property_files)?);
             check_tool_settings(&merged)?;
+            gridwatch::cli::connectivity::wait_for_brokers(&brokers, &merged, connect_timeout)?;
             let options = gridwatch::tools::dlq_replay::ReplayOptions {
                 reasons: gridwatch::tools::dlq_replay::ReasonFilter::only(reasons),
                 dry_run,
@@ -418,6 +517,16 @@ fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::CheckConfig { file } => check_config(&file),
         Command::Healthcheck { config, timeout } => healthcheck(config.as_deref(), timeout),
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            gridwatch::cli::docs::write_completions(&mut command, shell, &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            gridwatch::cli::docs::write_man_page(Cli::command(), &mut std::io::stdout())
+                .context("writing the man page")?;
+            Ok(())
+        }
         Command::GenSeeds { out_dir } => {
             gridwatch::tools::gen_seeds::generate_seeds(&out_dir)?;
             println!("seeds written to {}", out_dir.display());
@@ -503,12 +612,16 @@ fn healthcheck(
 /// Validates a config file (and the rules file it names), or a rules file on its own.
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let looks_like_rules = text.lines().any(|line| line.trim() == "[[rule]]");
-    if looks_like_rules {
+        std::fs::read_to_string(file).map_err(|error| exit::InputError::from_io(file, &error))?;
+    let invalid = |message: String| exit::InvalidFile {
+        path: file.display().to_string(),
+        message,
+    };
+    let kind = gridwatch::cli::check::file_kind(&text).map_err(invalid)?;
+    if kind == gridwatch::cli::check::FileKind::Rules {
         let pane_size_millis = Config::default().window_settings().size_millis;
         let rules = gridwatch::rules::RuleSet::from_toml_str(&text, pane_size_millis)
-            .map_err(|error| anyhow::anyhow!("{}: {error}", file.display()))?;
+            .map_err(|error| invalid(error.to_string()))?;
         println!(
             "{}: ok (rules version {}, {} rules)",
             file.display(),
@@ -531,18 +644,6 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         println!("kafka client settings: accepted by librdkafka {librdkafka_version} (no broker contacted)");
     }
     Ok(())
-}
-
-fn init_logging(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match config.log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
 }
 
 /// Resolves when the registered signal arrives; never when it could not be registered (the

@@ -9,6 +9,7 @@ mod alertmanager;
 mod api;
 mod city_read_model;
 mod cli;
+mod cli_ux;
 mod clock_skew;
 mod console_browser;
 mod dead_letters;
