@@ -57,7 +57,10 @@ pub fn http_status(address: SocketAddr, path: &str, timeout: Duration) -> Result
     let mut stream = TcpStream::connect_timeout(&address, timeout).map_err(io)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;
     stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").map_err(io)?;
+    // One write: a request split over several segments could be half-read by a server that
+    // answers and closes, which then resets the connection before the answer is read.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(io)?;
     // The status line fits in the first bytes: "HTTP/1.1 200 OK".
     let mut head = [0u8; 64];
     let mut filled = 0;
@@ -97,9 +100,18 @@ mod tests {
         let address = listener.local_addr().unwrap();
         std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
-            let mut request = [0u8; 256];
-            let _ = stream.read(&mut request);
+            // Read the whole request before answering: closing with unread bytes would reset
+            // the connection and the client could lose the answer.
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 256];
+            while !request.windows(4).any(|window| window == b"\r\n\r\n") {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => request.extend_from_slice(&buffer[..read]),
+                }
+            }
             let _ = stream.write_all(response);
+            let _ = stream.shutdown(std::net::Shutdown::Write);
         });
         address
     }
