@@ -31,13 +31,16 @@ pub fn judge_replay(
     } else {
         format!("{:.0} % of records", share(main_count))
     };
+    // Only a file that almost never decodes is likely the other format; a file with some bad
+    // lines is just a file with bad lines.
+    let mostly_undecodable = main_count as f64 >= 0.9 * summary.records as f64;
     let hint = match (main_reason, format) {
-        ("invalid_protobuf", InputFormat::Protobuf) => {
+        ("invalid_protobuf", InputFormat::Protobuf) if mostly_undecodable => {
             format!(
                 "{how_many} failed to decode as protobuf — is the file JSONL? (try --format jsonl)"
             )
         }
-        ("invalid_json", InputFormat::Jsonl) => {
+        ("invalid_json", InputFormat::Jsonl) if mostly_undecodable => {
             format!("{how_many} failed to decode as JSON — is the file protobuf? (try --format protobuf)")
         }
         (reason, _) => format!("{how_many} dead-lettered as {reason}"),
@@ -109,6 +112,23 @@ mod tests {
             error.diagnosis
         );
         assert!(judge_replay(&summary(0, &[]), InputFormat::Jsonl, 0.0).is_ok());
+    }
+
+    #[test]
+    fn a_file_with_some_bad_lines_is_not_called_the_other_format() {
+        let error = judge_replay(
+            &summary(8, &[("invalid_json", 3), ("unknown_grid", 2)]),
+            InputFormat::Jsonl,
+            0.5,
+        )
+        .unwrap_err();
+        assert!(
+            error
+                .diagnosis
+                .starts_with("38 % of records dead-lettered as invalid_json;"),
+            "{}",
+            error.diagnosis
+        );
     }
 
     #[test]
