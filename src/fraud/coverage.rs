@@ -61,6 +61,29 @@ impl TimeSpans {
     pub fn observe(&mut self, at_millis: i64, max_gap_millis: i64) {
         let reach_back = at_millis.saturating_sub(max_gap_millis);
         let reach_forward = at_millis.saturating_add(1).saturating_add(max_gap_millis);
+        // The common case on the per-event path: the stream flows in order and only the
+        // newest span is within reach. Extending it in place is exactly what the general
+        // merge would do (a property test holds them equal), without its searches and shifts.
+        let count = self.spans.len();
+        let previous_out_of_reach = count < 2
+            || self
+                .spans
+                .get(count - 2)
+                .is_some_and(|(_, previous_end)| *previous_end < reach_back);
+        if let Some(last) = self.spans.last_mut() {
+            if previous_out_of_reach && last.1 >= reach_back && last.0 <= reach_forward {
+                last.0 = last.0.min(at_millis);
+                last.1 = last.1.max(at_millis.saturating_add(1));
+                return;
+            }
+        }
+        self.observe_by_merging(at_millis, max_gap_millis);
+    }
+
+    /// [`TimeSpans::observe`] without its in-order shortcut: joins every span within reach.
+    fn observe_by_merging(&mut self, at_millis: i64, max_gap_millis: i64) {
+        let reach_back = at_millis.saturating_sub(max_gap_millis);
+        let reach_forward = at_millis.saturating_add(1).saturating_add(max_gap_millis);
         // Spans ending within reach before the event join it, and so do spans starting within
         // reach after it; `insert` then merges everything in between.
         let first_joining = self
@@ -237,6 +260,20 @@ mod tests {
             for at in &events {
                 prop_assert!(spans.spans().iter().any(|(start, end)| start <= at && at < end));
             }
+        }
+
+        #[test]
+        fn the_in_order_shortcut_covers_what_the_general_merge_covers(
+            events in proptest::collection::vec(0i64..10_000, 0..200),
+            gap in 0i64..500,
+        ) {
+            let mut shortcut = TimeSpans::new();
+            let mut general = TimeSpans::new();
+            for at in &events {
+                shortcut.observe(*at, gap);
+                general.observe_by_merging(*at, gap);
+            }
+            prop_assert_eq!(shortcut, general);
         }
     }
 }

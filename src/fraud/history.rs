@@ -184,7 +184,7 @@ impl ImportedHistory {
         self.months.is_empty()
     }
 
-    /// Cases of `case_types`-style counts summed over every row (for the import summary).
+    /// Every row's counts added up (for the import summary).
     pub fn total(&self) -> ChainCounts {
         let mut total = ChainCounts::default();
         for counts in self.months.values() {
