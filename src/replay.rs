@@ -9,14 +9,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::decode::InputFormat;
 use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
-use crate::pipeline::{Outputs, Pipeline, PipelineSettings, RecordResult};
+use crate::pipeline::{AdmittedRecord, Outputs, Pipeline, PipelineSettings, RecordResult};
 use crate::rules::RuleSet;
 use crate::sink::file::JsonlFileSink;
 use crate::source::file::FileReader;
@@ -98,14 +98,33 @@ pub enum ReplayError {
     /// Metrics could not be set up.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// The writing thread stopped before the end (its own error is reported instead when
+    /// known).
+    #[error("the output writer stopped before the end of the replay")]
+    WriterStopped,
+    /// A replay thread panicked (a bug; the outputs are incomplete).
+    #[error("the replay's {0} thread panicked; the outputs are incomplete")]
+    ThreadPanicked(&'static str),
 }
 
 /// Outputs are written in chunks of this many records.
 const WRITE_EVERY_RECORDS: u64 = 4096;
 /// Dead-letter payload bytes buffered before the outputs are written anyway.
 const MAX_BUFFERED_DEAD_LETTER_BYTES: usize = 4 * 1024 * 1024;
+/// Records handed from the reading thread to the counting thread at once: large enough that
+/// the hand-off costs nothing per record, small enough to keep both threads busy.
+const ADMITTED_BATCH_RECORDS: usize = 1024;
+/// Batches in flight between two threads: bounds the memory a faster stage can fill while
+/// letting it run ahead of a momentarily slower one.
+const BATCHES_IN_FLIGHT: usize = 8;
 
 /// Replays `options.input` with `config`'s window, ingest and privacy settings.
+///
+/// Three threads, each a plain loop: one reads and runs the stateless stages (decode, limits,
+/// validation, grid resolution; [`crate::pipeline::Admission`]), one runs the stateful stages
+/// in input order ([`Pipeline::process_admitted`]), one encodes and writes the outputs. They
+/// hand batches through bounded channels, so the outputs are exactly those of one thread doing
+/// it all (the same order, the same bytes) while a second core does half the work.
 pub fn replay(
     options: &ReplayOptions,
     config: &Config,
@@ -117,51 +136,116 @@ pub fn replay(
     settings.window.idle_timeout_millis = crate::time::NEVER_MILLIS;
     let metrics = Arc::new(Metrics::new(&["file"], rules.version())?);
     let mut pipeline = Pipeline::new(settings, registry, rules, metrics, "file");
-    let mut reader = FileReader::open(&options.input, options.format)?
+    let reader = FileReader::open(&options.input, options.format)?
         .with_max_record_bytes(config.ingest.max_record_bytes);
-    let mut sink = JsonlFileSink::open(&options.output_dir, false)?;
+    let sink = JsonlFileSink::open(&options.output_dir, false)?;
     let progress = progress_bar(options.show_progress, reader.total_bytes());
     let wall_millis = crate::time::wall_clock_millis();
-    let mut summary = ReplaySummary::default();
-    let mut outputs = Outputs::default();
-    let mut buffered_dead_letter_bytes: usize = 0;
-    while let Some(record) = reader.next() {
-        let record = record?;
-        summary.records += 1;
-        match pipeline.process(record, wall_millis, &mut outputs) {
-            RecordResult::Accepted => summary.accepted += 1,
-            RecordResult::Duplicate => summary.duplicates += 1,
-            RecordResult::Rejected(_) => {
-                buffered_dead_letter_bytes += outputs
-                    .dead_letters
-                    .last()
-                    .map_or(0, |dead_letter| dead_letter.payload.len());
-            }
-        }
-        // Dead letters of hostile input are large (up to the payload limit each): written
-        // early, so that buffering them never holds much of the input in memory.
-        if summary.records % WRITE_EVERY_RECORDS == 0
-            || buffered_dead_letter_bytes > MAX_BUFFERED_DEAD_LETTER_BYTES
-        {
-            drain(&mut outputs, &mut sink, &mut summary)?;
-            buffered_dead_letter_bytes = 0;
-            progress.set_position(reader.bytes_read());
-        }
-    }
-    pipeline.finish(wall_millis, &mut outputs);
-    drain(&mut outputs, &mut sink, &mut summary)?;
-    sink.flush()?;
+    let admission = pipeline.admission().clone();
+    let (admitted_sender, admitted_receiver) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
+    let (outputs_sender, outputs_receiver) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
+    let mut summary = std::thread::scope(|scope| {
+        let progress = &progress;
+        scope.spawn(move || {
+            read_and_admit(reader, &admission, wall_millis, progress, admitted_sender)
+        });
+        let writer = scope.spawn(move || write_outputs(sink, outputs_receiver));
+        let counted = count_in_order(
+            &mut pipeline,
+            wall_millis,
+            admitted_receiver,
+            &outputs_sender,
+        );
+        // Closing the channel ends the writer's loop. The writer's own error comes first: when
+        // it stopped, counting only saw the closed channel.
+        drop(outputs_sender);
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(ReplayError::ThreadPanicked("writer")));
+        written?;
+        counted
+
+    })?;
     progress.finish_and_clear();
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
 
-fn drain(
+/// The reading thread: records in file order through the stateless stages, in batches. Ends
+/// at end of input, after sending a read error, or when the counting thread has stopped.
+fn read_and_admit(
+    mut reader: FileReader,
+    admission: &crate::pipeline::Admission,
+    wall_millis: i64,
+    progress: &indicatif::ProgressBar,
+    sender: mpsc::SyncSender<Result<Vec<AdmittedRecord>, crate::source::SourceError>>,
+) {
+    let mut batch = Vec::with_capacity(ADMITTED_BATCH_RECORDS);
+    while let Some(record) = reader.next() {
+        match record {
+            Ok(record) => batch.push(admission.admit(record, wall_millis)),
+            Err(error) => {
+                let _ = sender.send(Ok(std::mem::take(&mut batch)));
+                let _ = sender.send(Err(error));
+                return;
+            }
+        }
+        if batch.len() == ADMITTED_BATCH_RECORDS {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(ADMITTED_BATCH_RECORDS));
+            if sender.send(Ok(full)).is_err() {
+                return;
+            }
+            progress.set_position(reader.bytes_read());
+        }
+    }
+    let _ = sender.send(Ok(batch));
+}
+
+/// The counting thread: every admitted record through the stateful stages in input order;
+/// outputs go to the writer in chunks.
+fn count_in_order(
+    pipeline: &mut Pipeline,
+    wall_millis: i64,
+    admitted: mpsc::Receiver<Result<Vec<AdmittedRecord>, crate::source::SourceError>>,
+    writer: &mpsc::SyncSender<Outputs>,
+) -> Result<ReplaySummary, ReplayError> {
+    let mut summary = ReplaySummary::default();
+    let mut outputs = Outputs::default();
+    let mut buffered_dead_letter_bytes: usize = 0;
+    for batch in admitted {
+        for record in batch? {
+            summary.records += 1;
+            match pipeline.process_admitted(record, wall_millis, &mut outputs) {
+                RecordResult::Accepted => summary.accepted += 1,
+                RecordResult::Duplicate => summary.duplicates += 1,
+                RecordResult::Rejected(_) => {
+                    buffered_dead_letter_bytes += outputs
+                        .dead_letters
+                        .last()
+                        .map_or(0, |dead_letter| dead_letter.payload.len());
+                }
+            }
+            // Dead letters of hostile input are large (up to the payload limit each): written
+            // early, so that buffering them never holds much of the input in memory.
+            if summary.records % WRITE_EVERY_RECORDS == 0
+                || buffered_dead_letter_bytes > MAX_BUFFERED_DEAD_LETTER_BYTES
+            {
+                hand_over(&mut outputs, writer, &mut summary)?;
+                buffered_dead_letter_bytes = 0;
+            }
+        }
+    }
+    pipeline.finish(wall_millis, &mut outputs);
+    hand_over(&mut outputs, writer, &mut summary)?;
+    Ok(summary)
+}
+
+/// Counts a chunk of outputs into the summary and sends it to the writer.
+fn hand_over(
     outputs: &mut Outputs,
-    sink: &mut JsonlFileSink,
+    writer: &mpsc::SyncSender<Outputs>,
     summary: &mut ReplaySummary,
 ) -> Result<(), ReplayError> {
-    sink.write(outputs)?;
     summary.windows += outputs.windows.len() as u64;
     summary.alerts += outputs.alerts.len() as u64;
     for dead_letter in &outputs.dead_letters {
@@ -170,7 +254,21 @@ fn drain(
             .entry(dead_letter.reason.clone())
             .or_default() += 1;
     }
-    outputs.clear();
+    // A closed channel means the writer stopped on an error, which its join reports.
+    writer
+        .send(std::mem::take(outputs))
+        .map_err(|_| ReplayError::WriterStopped)
+}
+
+/// The writing thread: encodes and appends every chunk, then flushes.
+fn write_outputs(
+    mut sink: JsonlFileSink,
+    chunks: mpsc::Receiver<Outputs>,
+) -> Result<(), ReplayError> {
+    for chunk in chunks {
+        sink.write(&chunk)?;
+    }
+    sink.flush()?;
     Ok(())
 }
 

@@ -11,23 +11,25 @@
 
 use std::sync::Arc;
 
-use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::dead_letter::DeadLetterReason;
-use crate::decode::{DecodeSettings, Decoder, InputFormat, Rejection};
+use crate::decode::{DecodeSettings, Decoder, Rejection};
 use crate::dedup::Deduplicator;
 use crate::event::AcceptedEvent;
 use crate::fraud::FraudTracker;
-use crate::grid::{GridRegistry, GridResolveError};
+use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
-use crate::proto::{Alert, CellWindow, DeadLetter, IncidentEvent};
+use crate::proto::{Alert, CellWindow, DeadLetter};
 use crate::rules::{RuleEngine, RuleEngineState, RuleSet};
-use crate::source::{RecordPayload, SourceRecord};
+use crate::source::SourceRecord;
 use crate::time::millis_to_timestamp;
 use crate::window::progress::{source_key, ClockGuardSettings, ProgressObservation};
 
+mod admission;
 mod metrics;
+
+pub use admission::{Admission, Admitted, AdmittedRecord, RejectedInput};
 
 use crate::window::sliding::SlidingViews;
 use crate::window::tumbling::{RecordOutcome, TumblingWindows};
@@ -168,8 +170,8 @@ pub enum RecordResult {
 
 /// The synchronous pipeline of one input (one source, or one Kafka consumer).
 pub struct Pipeline {
-    /// Decoding, validation, pseudonymization.
-    decoder: Decoder,
+    /// Decoding, validation, pseudonymization and grid resolution (stateless).
+    admission: Admission,
     /// Communities, cells and devices.
     registry: Arc<GridRegistry>,
     /// The stateful stages but the rules (snapshotted as a whole with the rules' state).
@@ -196,7 +198,11 @@ impl Pipeline {
         source_name: &'static str,
     ) -> Pipeline {
         Pipeline {
-            decoder: Decoder::new(settings.decode.clone()),
+            admission: Admission::new(
+                Decoder::new(settings.decode.clone()),
+                Arc::clone(&registry),
+                settings.limits.clone(),
+            ),
             registry,
             stages: StageState {
                 watermarks: WatermarkTracker::new(
@@ -271,67 +277,55 @@ impl Pipeline {
         wall_millis: i64,
         outputs: &mut Outputs,
     ) -> RecordResult {
+        let admitted = self.admission.admit(record, wall_millis);
+        self.process_admitted(admitted, wall_millis, outputs)
+    }
+
+    /// The stateless stages of this pipeline, for a caller that runs them on another thread
+    /// (and hands their results to [`Pipeline::process_admitted`] in input order).
+    pub fn admission(&self) -> &Admission {
+        &self.admission
+    }
+
+    /// The stateful stages of one record whose stateless stages
+    /// ([`Admission::admit`], with the same wall time) have run.
+    pub fn process_admitted(
+        &mut self,
+        admitted: AdmittedRecord,
+        wall_millis: i64,
+        outputs: &mut Outputs,
+    ) -> RecordResult {
         self.metrics.record_received();
-        let partition = record.partition;
-        let position = record.position;
-        match self.admit(record.payload, partition, wall_millis, outputs) {
+        if admitted.decoded {
+            self.metrics.record_decoded();
+        }
+        let AdmittedRecord {
+            partition,
+            position,
+            outcome,
+            ..
+        } = admitted;
+        let result = outcome.and_then(|admitted| self.count(admitted, partition, wall_millis, outputs));
+        match result {
             Ok(result) => result,
             Err(rejected) => self.reject(rejected, partition, position, outputs),
         }
     }
 
-    /// Every stage of one record; a rejection carries what its dead letter needs.
-    fn admit(
+    /// Dedup, lateness, windows, rules and the watermark for one located event.
+    fn count(
         &mut self,
-        payload: RecordPayload,
+        admitted: Admitted,
         partition: u32,
         wall_millis: i64,
         outputs: &mut Outputs,
     ) -> Result<RecordResult, RejectedInput> {
-        let (mut event, format) = self.decode_payload(payload)?;
-        self.metrics.record_decoded();
-        let rejected = |rejection: Rejection, event: &IncidentEvent| RejectedInput {
-            rejection,
-            payload: encode_event(event, format),
-        };
-        if let Err(too_long) = crate::limits::check_event_fields(&event, &self.settings.limits) {
-            // Refused before validation, which pseudonymizes: its dead letter must not carry
-            // personal data in clear either.
-            self.decoder.pseudonymize(&mut event);
-            // Cut the id a dead letter names to the limit: the whole id is what was refused.
-            let event_id = crate::limits::truncate_at_char_boundary(
-                &event.event_id,
-                self.settings.limits.max_id_bytes,
-            )
-            .to_string();
-            let rejection = Rejection {
-                reason: DeadLetterReason::FieldTooLong,
-                detail: too_long.to_string(),
-                event_id,
-            };
-            return Err(rejected(rejection, &event));
-        }
-        let fields = match self.decoder.validate(&mut event, wall_millis) {
-            Ok(fields) => fields,
-            Err(rejection) => return Err(rejected(rejection, &event)),
-        };
-        let cell = match self.registry.resolve(&event) {
-            Ok(cell) => cell,
-            Err(error) => {
-                let reason = match error {
-                    GridResolveError::UnknownGrid { .. } => DeadLetterReason::UnknownGrid,
-                    GridResolveError::InvalidCoordinates { .. } => {
-                        DeadLetterReason::InvalidCoordinates
-                    }
-                };
-                let rejection = Rejection {
-                    reason,
-                    detail: error.to_string(),
-                    event_id: event.event_id.clone(),
-                };
-                return Err(rejected(rejection, &event));
-            }
-        };
+        let Admitted {
+            event,
+            fields,
+            cell,
+            format,
+        } = admitted;
         if self.stages.dedup.is_duplicate(&event.event_id) {
             self.metrics.record_duplicate();
             return Ok(RecordResult::Duplicate);
@@ -374,7 +368,10 @@ impl Pipeline {
                 ),
                 event_id: event.event_id.clone(),
             };
-            return Err(rejected(rejection, &event));
+            return Err(RejectedInput {
+                rejection,
+                payload: admission::encode_event(&event, format),
+            });
         }
         self.stages
             .dedup
@@ -397,69 +394,6 @@ impl Pipeline {
         }
         self.advance(wall_millis, outputs);
         Ok(RecordResult::Accepted)
-    }
-
-    /// The rejection of a record of `total_bytes` above the record limit, keeping (scrubbed)
-    /// only as much of its first bytes as a dead letter may carry.
-    fn oversized(&self, first_bytes: &[u8], total_bytes: u64) -> RejectedInput {
-        let kept = first_bytes
-            .get(..self.settings.limits.max_dead_letter_payload_bytes)
-            .unwrap_or(first_bytes);
-        RejectedInput {
-            rejection: Rejection {
-                reason: DeadLetterReason::Oversized,
-                detail: format!(
-                    "record of {total_bytes} bytes is above the {}-byte limit (ingest.max_record_bytes)",
-                    self.settings.limits.max_record_bytes
-                ),
-                event_id: String::new(),
-            },
-            payload: self.decoder.scrub_undecodable(kept),
-        }
-    }
-
-    /// The decoded event and the format its dead letters are written in.
-    fn decode_payload(
-        &self,
-        payload: RecordPayload,
-    ) -> Result<(IncidentEvent, InputFormat), RejectedInput> {
-        match payload {
-            RecordPayload::Encoded { bytes, .. }
-                if bytes.len() > self.settings.limits.max_record_bytes =>
-            {
-                Err(self.oversized(&bytes, bytes.len() as u64))
-            }
-            RecordPayload::Oversized {
-                prefix,
-                total_bytes,
-            } => Err(self.oversized(&prefix, total_bytes)),
-            RecordPayload::Encoded { bytes, format } => match self.decoder.decode(&bytes, format) {
-                Ok(event) => Ok((event, format)),
-                Err(rejection) => Err(RejectedInput {
-                    rejection,
-                    payload: self.decoder.scrub_undecodable(&bytes),
-                }),
-            },
-            RecordPayload::Event(event) => Ok((*event, InputFormat::Jsonl)),
-            RecordPayload::Unframed {
-                bytes,
-                format,
-                detail,
-            } => {
-                let reason = match format {
-                    InputFormat::Jsonl => DeadLetterReason::InvalidJson,
-                    InputFormat::Protobuf => DeadLetterReason::InvalidProtobuf,
-                };
-                Err(RejectedInput {
-                    rejection: Rejection {
-                        reason,
-                        detail,
-                        event_id: String::new(),
-                    },
-                    payload: self.decoder.scrub_undecodable(&bytes),
-                })
-            }
-        }
     }
 
     /// Moves the watermark to what the partitions (and, for idle ones, the wall clock) allow,
@@ -540,7 +474,7 @@ impl Pipeline {
         outputs: &mut Outputs,
     ) -> RecordResult {
         // Every detail text is written not to echo input; this catches what a future one might.
-        let rejection = self.decoder.scrub_rejection(rejected.rejection);
+        let rejection = self.admission.decoder().scrub_rejection(rejected.rejection);
         let reason = rejection.reason;
         self.metrics.record_dead_letter(reason);
         let mut detail = rejection.detail;
@@ -670,26 +604,5 @@ impl Pipeline {
             running
         });
         self.rules.restore_state(rules);
-    }
-}
-
-/// A rejected record: why, and the payload its dead letter keeps.
-struct RejectedInput {
-    /// Reason, detail and event id.
-    rejection: Rejection,
-    /// Scrubbed original bytes, or the pseudonymized event re-encoded.
-    payload: Vec<u8>,
-}
-
-/// Re-encodes a decoded (pseudonymized) event for a dead letter, in the format it came in.
-fn encode_event(event: &IncidentEvent, format: InputFormat) -> Vec<u8> {
-    match format {
-        InputFormat::Protobuf => event.encode_to_vec(),
-        InputFormat::Jsonl => serde_json::to_vec(event).unwrap_or_else(|error| {
-            // Cannot happen for a decoded event; if it ever does, say so rather than write a
-            // dead letter whose empty payload looks like an empty input.
-            tracing::error!(%error, event_id = %event.event_id, "cannot re-encode a dead-lettered event as json; its payload is left empty");
-            Vec::new()
-        }),
     }
 }

@@ -1,0 +1,236 @@
+//! The stateless half of a pipeline: decode → field limits → validation (with
+//! pseudonymization) → grid resolution. It reads no pipeline state, so a caller may run it on
+//! another thread than the stateful half ([`super::Pipeline::process_admitted`]) as long as
+//! the admitted records reach that half in input order: a file replay decodes on one core
+//! while the other counts, windows and evaluates rules, and the outputs stay byte-identical
+//! to a single-threaded run (see `replay.rs`).
+
+// No panic path reachable from input, state or configuration (README "Security").
+
+use std::sync::Arc;
+
+use prost::Message;
+
+use crate::dead_letter::DeadLetterReason;
+use crate::decode::{Decoder, InputFormat, Rejection, ValidatedFields};
+use crate::grid::{CellIndex, GridRegistry, GridResolveError};
+use crate::limits::IngestLimits;
+use crate::proto::IncidentEvent;
+use crate::source::{RecordPayload, SourceRecord};
+
+/// Decodes, checks, pseudonymizes and locates records; cheap to clone (one per thread).
+#[derive(Debug, Clone)]
+pub struct Admission {
+    /// Decoding, validation, pseudonymization.
+    decoder: Decoder,
+    /// Communities, cells and devices.
+    registry: Arc<GridRegistry>,
+    /// What one record may cost.
+    limits: IngestLimits,
+}
+
+/// One record after the stateless stages, in the order it was read.
+#[derive(Debug)]
+pub struct AdmittedRecord {
+    /// Input partition.
+    pub partition: u32,
+    /// Position within the partition.
+    pub position: u64,
+    /// Whether the record's bytes decoded into an event (for the `decoded` counter).
+    pub decoded: bool,
+    /// The located event, or what its dead letter needs.
+    pub outcome: Result<Admitted, RejectedInput>,
+}
+
+/// A valid event with its grid cell: what the stateful stages take.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The decoded and pseudonymized event.
+    pub event: IncidentEvent,
+    /// What validation established (type, severity, event time).
+    pub fields: ValidatedFields,
+    /// The grid cell it belongs to.
+    pub cell: CellIndex,
+    /// The format it came in (a late event's dead letter is written in it).
+    pub format: InputFormat,
+}
+
+/// A rejected record: why, and the payload its dead letter keeps.
+#[derive(Debug)]
+pub struct RejectedInput {
+    /// Reason, detail and event id.
+    pub rejection: Rejection,
+    /// Scrubbed original bytes, or the pseudonymized event re-encoded.
+    pub payload: Vec<u8>,
+}
+
+impl Admission {
+    /// An admission stage with these parts.
+    pub fn new(decoder: Decoder, registry: Arc<GridRegistry>, limits: IngestLimits) -> Admission {
+        Admission {
+            decoder,
+            registry,
+            limits,
+        }
+    }
+
+    /// The decoder (the stateful half scrubs every dead letter with it).
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    /// Every stateless stage of one record at wall time `wall_millis`.
+    pub fn admit(&self, record: SourceRecord, wall_millis: i64) -> AdmittedRecord {
+        let SourceRecord {
+            payload,
+            partition,
+            position,
+        } = record;
+        let (event, format) = match self.decode_payload(payload) {
+            Ok(decoded) => decoded,
+            Err(rejected) => {
+                return AdmittedRecord {
+                    partition,
+                    position,
+                    decoded: false,
+                    outcome: Err(rejected),
+                }
+            }
+        };
+        AdmittedRecord {
+            partition,
+            position,
+            decoded: true,
+            outcome: self.check_and_locate(event, format, wall_millis),
+        }
+    }
+
+    /// Field limits, validation and grid resolution of a decoded event.
+    fn check_and_locate(
+        &self,
+        mut event: IncidentEvent,
+        format: InputFormat,
+        wall_millis: i64,
+    ) -> Result<Admitted, RejectedInput> {
+        let rejected = |rejection: Rejection, event: &IncidentEvent| RejectedInput {
+            rejection,
+            payload: encode_event(event, format),
+        };
+        if let Err(too_long) = crate::limits::check_event_fields(&event, &self.limits) {
+            // Refused before validation, which pseudonymizes: its dead letter must not carry
+            // personal data in clear either.
+            self.decoder.pseudonymize(&mut event);
+            // Cut the id a dead letter names to the limit: the whole id is what was refused.
+            let event_id =
+                crate::limits::truncate_at_char_boundary(&event.event_id, self.limits.max_id_bytes)
+                    .to_string();
+            let rejection = Rejection {
+                reason: DeadLetterReason::FieldTooLong,
+                detail: too_long.to_string(),
+                event_id,
+            };
+            return Err(rejected(rejection, &event));
+        }
+        let fields = match self.decoder.validate(&mut event, wall_millis) {
+            Ok(fields) => fields,
+            Err(rejection) => return Err(rejected(rejection, &event)),
+        };
+        let cell = match self.registry.resolve(&event) {
+            Ok(cell) => cell,
+            Err(error) => {
+                let reason = match error {
+                    GridResolveError::UnknownGrid { .. } => DeadLetterReason::UnknownGrid,
+                    GridResolveError::InvalidCoordinates { .. } => {
+                        DeadLetterReason::InvalidCoordinates
+                    }
+                };
+                let rejection = Rejection {
+                    reason,
+                    detail: error.to_string(),
+                    event_id: event.event_id.clone(),
+                };
+                return Err(rejected(rejection, &event));
+            }
+        };
+        Ok(Admitted {
+            event,
+            fields,
+            cell,
+            format,
+        })
+    }
+
+    /// The rejection of a record of `total_bytes` above the record limit, keeping (scrubbed)
+    /// only as much of its first bytes as a dead letter may carry.
+    fn oversized(&self, first_bytes: &[u8], total_bytes: u64) -> RejectedInput {
+        let kept = first_bytes
+            .get(..self.limits.max_dead_letter_payload_bytes)
+            .unwrap_or(first_bytes);
+        RejectedInput {
+            rejection: Rejection {
+                reason: DeadLetterReason::Oversized,
+                detail: format!(
+                    "record of {total_bytes} bytes is above the {}-byte limit (ingest.max_record_bytes)",
+                    self.limits.max_record_bytes
+                ),
+                event_id: String::new(),
+            },
+            payload: self.decoder.scrub_undecodable(kept),
+        }
+    }
+
+    /// The decoded event and the format its dead letters are written in.
+    fn decode_payload(
+        &self,
+        payload: RecordPayload,
+    ) -> Result<(IncidentEvent, InputFormat), RejectedInput> {
+        match payload {
+            RecordPayload::Encoded { bytes, .. } if bytes.len() > self.limits.max_record_bytes => {
+                Err(self.oversized(&bytes, bytes.len() as u64))
+            }
+            RecordPayload::Oversized {
+                prefix,
+                total_bytes,
+            } => Err(self.oversized(&prefix, total_bytes)),
+            RecordPayload::Encoded { bytes, format } => match self.decoder.decode(&bytes, format) {
+                Ok(event) => Ok((event, format)),
+                Err(rejection) => Err(RejectedInput {
+                    rejection,
+                    payload: self.decoder.scrub_undecodable(&bytes),
+                }),
+            },
+            RecordPayload::Event(event) => Ok((*event, InputFormat::Jsonl)),
+            RecordPayload::Unframed {
+                bytes,
+                format,
+                detail,
+            } => {
+                let reason = match format {
+                    InputFormat::Jsonl => DeadLetterReason::InvalidJson,
+                    InputFormat::Protobuf => DeadLetterReason::InvalidProtobuf,
+                };
+                Err(RejectedInput {
+                    rejection: Rejection {
+                        reason,
+                        detail,
+                        event_id: String::new(),
+                    },
+                    payload: self.decoder.scrub_undecodable(&bytes),
+                })
+            }
+        }
+    }
+}
+
+/// Re-encodes a decoded (pseudonymized) event for a dead letter, in the format it came in.
+pub(super) fn encode_event(event: &IncidentEvent, format: InputFormat) -> Vec<u8> {
+    match format {
+        InputFormat::Protobuf => event.encode_to_vec(),
+        InputFormat::Jsonl => serde_json::to_vec(event).unwrap_or_else(|error| {
+            // Cannot happen for a decoded event; if it ever does, say so rather than write a
+            // dead letter whose empty payload looks like an empty input.
+            tracing::error!(%error, event_id = %event.event_id, "cannot re-encode a dead-lettered event as json; its payload is left empty");
+            Vec::new()
+        }),
+    }
+}
