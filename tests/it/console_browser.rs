@@ -197,23 +197,28 @@ fn unexpected_errors(entries: &[Value], restarting: bool) -> Vec<String> {
 }
 
 async fn screenshot(browser: &Client, width: u32, height: u32, name: &str) -> PathBuf {
-    // The window's size includes the (headless) browser's frame: size it so that the page's
-    // viewport is `width`×`height`.
-    browser.set_window_size(width, height).await.unwrap();
-    let frame = eval(
-        browser,
-        "return [window.outerWidth - window.innerWidth, window.outerHeight - window.innerHeight]",
-    )
-    .await;
-    let frame_width = u32::try_from(frame[0].as_u64().unwrap()).unwrap();
-    let frame_height = u32::try_from(frame[1].as_u64().unwrap()).unwrap();
-    browser
-        .set_window_size(width + frame_width, height + frame_height)
-        .await
-        .unwrap();
-    // Let the layout (and the wall/laptop class) settle after the resize.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let viewport = eval(browser, "return [window.innerWidth, window.innerHeight]").await;
+    // The window's size includes the (headless) browser's frame, whose size a browser reports
+    // only once a resize has taken effect (Chromium 156 answered with the previous size's
+    // frame): resize, read the viewport, correct by what is missing, until it is
+    // `width`×`height`.
+    let (mut window_width, mut window_height) = (width, height);
+    let mut viewport = json!(null);
+    for _attempt in 0..8 {
+        browser
+            .set_window_size(window_width, window_height)
+            .await
+            .unwrap();
+        // Let the layout (and the wall/laptop class) settle after the resize.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        viewport = eval(browser, "return [window.innerWidth, window.innerHeight]").await;
+        let inner_width = u32::try_from(viewport[0].as_u64().unwrap()).unwrap();
+        let inner_height = u32::try_from(viewport[1].as_u64().unwrap()).unwrap();
+        if (inner_width, inner_height) == (width, height) {
+            break;
+        }
+        window_width = (window_width + width).saturating_sub(inner_width);
+        window_height = (window_height + height).saturating_sub(inner_height);
+    }
     assert_eq!(viewport, json!([width, height]), "viewport for {name}");
     let directory = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
     std::fs::create_dir_all(&directory).unwrap();
