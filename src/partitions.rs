@@ -322,6 +322,14 @@ impl PartitionedPipelines {
         }
     }
 
+    /// Adds every pipeline's local counts to the shared Prometheus metrics (see
+    /// [`Pipeline::flush_metrics`]).
+    pub fn flush_metrics(&mut self) {
+        for owned in self.partitions.values_mut() {
+            owned.pipeline.flush_metrics();
+        }
+    }
+
     /// New rules for every partition (and for partitions that appear later).
     pub fn replace_rules(&mut self, rules: RuleSet, wall_millis: i64, outputs: &mut Outputs) {
         for owned in self.partitions.values_mut() {

@@ -102,6 +102,9 @@ pub enum ReplayError {
     /// known).
     #[error("the output writer stopped before the end of the replay")]
     WriterStopped,
+    /// A replay thread could not be started.
+    #[error("cannot start a replay thread: {0}")]
+    Thread(std::io::Error),
     /// A replay thread panicked (a bug; the outputs are incomplete).
     #[error("the replay's {0} thread panicked; the outputs are incomplete")]
     ThreadPanicked(&'static str),
@@ -146,10 +149,17 @@ pub fn replay(
     let (outputs_sender, outputs_receiver) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
     let mut summary = std::thread::scope(|scope| {
         let progress = &progress;
-        scope.spawn(move || {
-            read_and_admit(reader, &admission, wall_millis, progress, admitted_sender)
-        });
-        let writer = scope.spawn(move || write_outputs(sink, outputs_receiver));
+        // Named, so that a profile or `top -H` shows which stage is busy.
+        let reader = std::thread::Builder::new()
+            .name("replay-read".into())
+            .spawn_scoped(scope, move || {
+                read_and_admit(reader, &admission, wall_millis, progress, admitted_sender)
+            })
+            .map_err(ReplayError::Thread)?;
+        let writer = std::thread::Builder::new()
+            .name("replay-write".into())
+            .spawn_scoped(scope, move || write_outputs(sink, outputs_receiver))
+            .map_err(ReplayError::Thread)?;
         let counted = count_in_order(
             &mut pipeline,
             wall_millis,
@@ -162,6 +172,10 @@ pub fn replay(
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(ReplayError::ThreadPanicked("writer")));
+        // The reader ends once its channel is closed (counting stopped) or the input is read.
+        reader
+            .join()
+            .map_err(|_| ReplayError::ThreadPanicked("reader"))?;
         written?;
         counted
 
@@ -231,6 +245,7 @@ fn count_in_order(
                 || buffered_dead_letter_bytes > MAX_BUFFERED_DEAD_LETTER_BYTES
             {
                 hand_over(&mut outputs, writer, &mut summary)?;
+                pipeline.flush_metrics();
                 buffered_dead_letter_bytes = 0;
             }
         }

@@ -820,6 +820,8 @@ fn pipeline_feeds_the_tracker_metrics_and_snapshot() {
     );
     // Paired by the (pseudonymized) phone: 90 s.
     assert_close(counts.warning_to_dissuasion_seconds_sum, 90.0, 1e-12);
+    // What the shell does whenever it writes a batch's outputs.
+    pipeline.flush_metrics();
     let text = metrics.encode_text();
     let district = &community.district_code;
     let id = &community.id;

@@ -281,6 +281,12 @@ impl Pipeline {
         self.process_admitted(admitted, wall_millis, outputs)
     }
 
+    /// Adds what this pipeline counted locally to the shared Prometheus metrics: the shell
+    /// calls it whenever it writes a batch's outputs (see `pipeline/metrics.rs`).
+    pub fn flush_metrics(&mut self) {
+        self.metrics.flush();
+    }
+
     /// The stateless stages of this pipeline, for a caller that runs them on another thread
     /// (and hands their results to [`Pipeline::process_admitted`] in input order).
     pub fn admission(&self) -> &Admission {

@@ -89,7 +89,7 @@ impl PipelineLoop {
                     None => {
                         input_open = false;
                         self.pipelines.finish(wall_clock_millis(), &mut self.outputs);
-                        self.sinks.write(&mut self.outputs);
+                        self.write_outputs();
                         tracing::info!("input ended; all windows closed; still serving until shutdown");
                     }
                 },
@@ -99,6 +99,13 @@ impl PipelineLoop {
         }
     }
 
+    /// Writes what the pipelines produced, with their counts flushed to the shared metrics at
+    /// the same moment (a scrape never shows windows whose counts it does not show).
+    fn write_outputs(&mut self) {
+        self.pipelines.flush_metrics();
+        self.sinks.write(&mut self.outputs);
+    }
+
     fn on_batch(&mut self, records: Vec<SourceRecord>) {
         let started = Instant::now();
         let wall_millis = wall_clock_millis();
@@ -106,7 +113,7 @@ impl PipelineLoop {
             self.pipelines
                 .process(record, wall_millis, &mut self.outputs);
         }
-        self.sinks.write(&mut self.outputs);
+        self.write_outputs();
         self.metrics
             .processing_latency
             .observe(started.elapsed().as_secs_f64());
@@ -150,10 +157,13 @@ impl PipelineLoop {
     /// the `(partition, next offset)` pairs now safe to commit; nothing when any step failed.
     async fn snapshot_round(&mut self, only: Option<&[u32]>, timeout: Duration) -> Vec<(u32, u64)> {
         let round_started = Instant::now();
+        if !matches!(self.checkpointing, Checkpointing::Kafka(_)) {
+            return Vec::new();
+        }
+        self.write_outputs();
         let Checkpointing::Kafka(kafka) = &self.checkpointing else {
             return Vec::new();
         };
-        self.sinks.write(&mut self.outputs);
         match self.sinks.flush(Some(timeout)) {
             Ok(()) => {}
             Err(FlushError::KafkaRecordsLost { lost }) => {
@@ -186,7 +196,7 @@ impl PipelineLoop {
             .pipeline_heartbeat_millis
             .store(wall_millis, Ordering::Relaxed);
         self.pipelines.advance(wall_millis, &mut self.outputs);
-        self.sinks.write(&mut self.outputs);
+        self.write_outputs();
         if let Err(error) = self.sinks.flush(None) {
             tracing::error!(%error, "flushing outputs failed");
         }
@@ -266,7 +276,7 @@ impl PipelineLoop {
         let version = rules.version().to_string();
         self.pipelines
             .replace_rules(rules, wall_clock_millis(), &mut self.outputs);
-        self.sinks.write(&mut self.outputs);
+        self.write_outputs();
         self.metrics.rules_version.reset();
         self.metrics
             .rules_version
@@ -280,7 +290,7 @@ impl PipelineLoop {
 
     /// Last outputs, flushes, the last snapshots (file, or state topic + synchronous commit).
     pub(crate) async fn shut_down(&mut self) {
-        self.sinks.write(&mut self.outputs);
+        self.write_outputs();
         let gone = OutputRecord::InstanceGone {
             instance_id: self.status.instance_id.clone(),
         };

@@ -6,6 +6,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::pipeline::Outputs;
+use crate::sink::window_json::WindowJsonWriter;
 
 /// Errors writing files.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,10 @@ pub struct JsonlFileSink {
     alerts: BufWriter<File>,
     /// Dead letters.
     dead_letters: BufWriter<File>,
+    /// Encodes windows without serde (the most frequent output).
+    window_json: WindowJsonWriter,
+    /// Reused buffer of a batch's window lines.
+    window_lines: Vec<u8>,
 }
 
 impl JsonlFileSink {
@@ -63,17 +68,27 @@ impl JsonlFileSink {
             windows: open(WINDOWS_FILE)?,
             alerts: open(ALERTS_FILE)?,
             dead_letters: open(DEAD_LETTER_FILE)?,
+            window_json: WindowJsonWriter::new(),
+            window_lines: Vec::new(),
         })
     }
 
     /// Appends every output of a batch.
     pub fn write(&mut self, outputs: &Outputs) -> Result<(), FileSinkError> {
-        write_lines(
-            &mut self.windows,
-            &outputs.windows,
-            &self.directory,
-            WINDOWS_FILE,
-        )?;
+        let io_error = |source: std::io::Error| FileSinkError::Io {
+            path: self.directory.join(WINDOWS_FILE),
+            source,
+        };
+        self.window_lines.clear();
+        for window in &outputs.windows {
+            self.window_json
+                .write(window, &mut self.window_lines)
+                .map_err(|error| io_error(error.into()))?;
+            self.window_lines.push(b'\n');
+        }
+        self.windows
+            .write_all(&self.window_lines)
+            .map_err(io_error)?;
         write_lines(
             &mut self.alerts,
             &outputs.alerts,

@@ -13,3 +13,4 @@ pub mod enrich;
 pub mod file;
 pub mod kafka;
 pub mod webhook;
+pub mod window_json;

@@ -1,0 +1,268 @@
+//! Final windows as proto3 JSON lines without serde: one window is written per event or so,
+//! and the generic path (pbjson's `Serialize`, which formats every number into a `String`,
+//! collects the severity counts into a `Vec<String>` and formats each timestamp with chrono)
+//! was a tenth of a replay. This writer produces the very same bytes — a property test below
+//! holds it to `serde_json::to_writer` for any window — and falls back to that path for
+//! anything it does not expect (an unknown event type number, text that needs escaping).
+
+// No panic path reachable from input, state or configuration (README "Security").
+
+use crate::proto::{CellWindow, EventType};
+
+/// Encodes windows, remembering the last timestamps' text (consecutive windows share their
+/// start and end).
+#[derive(Debug, Default)]
+pub struct WindowJsonWriter {
+    /// The last two (seconds, nanos) → JSON string (quotes included) formatted.
+    recent_timestamps: [Option<((i64, i32), String)>; 2],
+    /// The next slot of `recent_timestamps` to replace.
+    next_slot: usize,
+}
+
+impl WindowJsonWriter {
+    /// A writer with nothing remembered.
+    pub fn new() -> WindowJsonWriter {
+        WindowJsonWriter::default()
+    }
+
+    /// Appends `window` as one JSON object (no newline), exactly as
+    /// `serde_json::to_writer(out, window)` would.
+    pub fn write(&mut self, window: &CellWindow, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        let Ok(event_type) = EventType::try_from(window.event_type) else {
+            return serde_json::to_writer(out, window);
+        };
+        let texts_are_plain = [&window.grid_id, &window.community_id, &window.district_id]
+            .iter()
+            .all(|text| is_plain_json_text(text));
+        if !texts_are_plain {
+            return serde_json::to_writer(out, window);
+        }
+        let mut fields = FieldList::new(out);
+        if !window.grid_id.is_empty() {
+            fields.key("gridId").quoted(window.grid_id.as_bytes());
+        }
+        if !window.community_id.is_empty() {
+            fields
+                .key("communityId")
+                .quoted(window.community_id.as_bytes());
+        }
+        if window.event_type != 0 {
+            fields
+                .key("eventType")
+                .quoted(event_type.as_str_name().as_bytes());
+        }
+        if let Some(start) = &window.window_start {
+            let text = self.timestamp_text(start)?;
+            fields.key("windowStart").raw(text.as_bytes());
+        }
+        if let Some(end) = &window.window_end {
+            let text = self.timestamp_text(end)?;
+            fields.key("windowEnd").raw(text.as_bytes());
+        }
+        if window.count != 0 {
+            fields.key("count").quoted_number(window.count);
+        }
+        if window.severity_sum != 0 {
+            fields.key("severitySum").quoted_number(window.severity_sum);
+        }
+        if !window.count_by_severity.is_empty() {
+            let out = fields.key("countBySeverity");
+            out.push(b'[');
+            for (index, count) in window.count_by_severity.iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                push_quoted_number(out, *count);
+            }
+            out.push(b']');
+        }
+        if !window.district_id.is_empty() {
+            fields
+                .key("districtId")
+                .quoted(window.district_id.as_bytes());
+        }
+        fields.end();
+        Ok(())
+    }
+
+    /// The JSON text of a timestamp (pbjson's RFC 3339 form, quotes included), formatted by
+    /// pbjson itself the first time it is seen.
+    fn timestamp_text(
+        &mut self,
+        timestamp: &pbjson_types::Timestamp,
+    ) -> Result<String, serde_json::Error> {
+        let key = (timestamp.seconds, timestamp.nanos);
+        for (remembered_key, text) in self.recent_timestamps.iter().flatten() {
+            if *remembered_key == key {
+                return Ok(text.clone());
+            }
+        }
+        let text = serde_json::to_string(timestamp)?;
+        if let Some(slot) = self.recent_timestamps.get_mut(self.next_slot) {
+            *slot = Some((key, text.clone()));
+        }
+        self.next_slot = (self.next_slot + 1) % 2;
+        Ok(text)
+    }
+}
+
+/// Whether serde_json writes `text` between quotes unchanged: printable ASCII without `"` and
+/// `\`. (Grid, community and district ids are digits.)
+fn is_plain_json_text(text: &str) -> bool {
+    text.bytes()
+        .all(|byte| (0x20..0x7f).contains(&byte) && byte != b'"' && byte != b'\\')
+}
+
+fn push_quoted_number(out: &mut Vec<u8>, number: u64) {
+    out.push(b'"');
+    out.extend_from_slice(itoa::Buffer::new().format(number).as_bytes());
+    out.push(b'"');
+}
+
+/// `{`, then `"key":value` pairs separated by commas, then `}`.
+struct FieldList<'out> {
+    out: &'out mut Vec<u8>,
+    first: bool,
+}
+
+impl<'out> FieldList<'out> {
+    fn new(out: &'out mut Vec<u8>) -> FieldList<'out> {
+        out.push(b'{');
+        FieldList { out, first: true }
+    }
+
+    /// Writes `"name":` (after a comma unless first) and returns the buffer for the value.
+    fn key(&mut self, name: &str) -> &mut Vec<u8> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b"\":");
+        self.out
+    }
+
+    fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// Value writers on the output buffer.
+trait JsonValue {
+    fn quoted(&mut self, plain_text: &[u8]);
+    fn quoted_number(&mut self, number: u64);
+    fn raw(&mut self, json: &[u8]);
+}
+
+impl JsonValue for Vec<u8> {
+    fn quoted(&mut self, plain_text: &[u8]) {
+        self.push(b'"');
+        self.extend_from_slice(plain_text);
+        self.push(b'"');
+    }
+
+    fn quoted_number(&mut self, number: u64) {
+        push_quoted_number(self, number);
+    }
+
+    fn raw(&mut self, json: &[u8]) {
+        self.extend_from_slice(json);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn serde_bytes(window: &CellWindow) -> Vec<u8> {
+        serde_json::to_vec(window).unwrap()
+    }
+
+    fn fast_bytes(writer: &mut WindowJsonWriter, window: &CellWindow) -> Vec<u8> {
+        let mut out = Vec::new();
+        writer.write(window, &mut out).unwrap();
+        out
+    }
+
+    fn timestamp() -> impl Strategy<Value = Option<pbjson_types::Timestamp>> {
+        prop_oneof![
+            Just(None),
+            (0i64..4_000_000_000, prop_oneof![Just(0i32), 0i32..1_000_000_000])
+                .prop_map(|(seconds, nanos)| Some(pbjson_types::Timestamp { seconds, nanos })),
+        ]
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            "[0-9]{6,14}",
+            any::<String>(),
+            "[ -~]{0,8}",
+        ]
+    }
+
+    prop_compose! {
+        fn window()(
+            grid_id in text(),
+            community_id in text(),
+            event_type in prop_oneof![Just(0i32), 1i32..24, -3i32..100],
+            window_start in timestamp(),
+            window_end in timestamp(),
+            count in prop_oneof![Just(0u64), any::<u64>()],
+            severity_sum in prop_oneof![Just(0u64), any::<u64>()],
+            count_by_severity in proptest::collection::vec(any::<u64>(), 0..5),
+            district_id in text(),
+        ) -> CellWindow {
+            CellWindow {
+                grid_id, community_id, event_type, window_start, window_end, count,
+                severity_sum, count_by_severity, district_id,
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn writes_exactly_the_bytes_of_serde_json(windows in proptest::collection::vec(window(), 1..6)) {
+            let mut writer = WindowJsonWriter::new();
+            for window in &windows {
+                // An unknown event type is an error on both paths.
+                let expected = serde_json::to_vec(window).ok();
+                let mut out = Vec::new();
+                let written = writer.write(window, &mut out).ok().map(|()| out);
+                prop_assert_eq!(written, expected);
+            }
+        }
+    }
+
+    #[test]
+    fn a_typical_window_is_written_as_serde_json_writes_it() {
+        let window = CellWindow {
+            grid_id: "41060200100102".into(),
+            community_id: "410602001001".into(),
+            event_type: EventType::Tailgating as i32,
+            window_start: Some(pbjson_types::Timestamp {
+                seconds: 1_772_409_600,
+                nanos: 0,
+            }),
+            window_end: Some(pbjson_types::Timestamp {
+                seconds: 1_772_409_660,
+                nanos: 0,
+            }),
+            count: 1,
+            severity_sum: 4,
+            count_by_severity: vec![0, 0, 0, 1],
+            district_id: "410602".into(),
+        };
+        let mut writer = WindowJsonWriter::new();
+        let first = fast_bytes(&mut writer, &window);
+        assert_eq!(first, serde_bytes(&window));
+        // The remembered timestamps give the same text.
+        assert_eq!(fast_bytes(&mut writer, &window), first);
+        assert!(String::from_utf8(first)
+            .unwrap()
+            .starts_with(r#"{"gridId":"41060200100102","communityId":"410602001001","eventType":"TAILGATING","windowStart":""#));
+    }
+}
