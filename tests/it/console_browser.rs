@@ -68,10 +68,23 @@ fn fire_config(grid_id: &str) -> Config {
     config
 }
 
-/// `chromedriver` on a free port, killed when dropped.
+/// `chromedriver` on a free port, killed when dropped with the browsers it started: it runs
+/// in a process group of its own, and the whole group is killed (a failed assertion used to
+/// leave an orphaned Chromium busy on the machine).
 struct ChromeDriver {
     url: String,
-    _process: tokio::process::Child,
+    process: tokio::process::Child,
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        if let Some(pid) = self.process.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
 }
 
 impl ChromeDriver {
@@ -86,6 +99,7 @@ impl ChromeDriver {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .expect("chromedriver starts");
         let url = format!("http://127.0.0.1:{port}");
@@ -108,10 +122,7 @@ impl ChromeDriver {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        ChromeDriver {
-            url,
-            _process: process,
-        }
+        ChromeDriver { url, process }
     }
 
     /// A headless Chromium session that keeps the browser's console log and exposes precise
