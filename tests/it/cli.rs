@@ -160,21 +160,20 @@ struct RunningService {
 impl RunningService {
     /// Starts `gridwatch run` with a 30 min simulator backlog and the given extra variables.
     fn start(extra_environment: &[(&str, &std::ffi::OsStr)]) -> RunningService {
-        use std::io::BufReader;
         let mut command = gridwatch();
         command
             .arg("run")
             .env("GRIDWATCH_HTTP__LISTEN", "127.0.0.1:0")
             .env("GRIDWATCH_SIMULATOR__BACKFILL", "30m")
             .env("GRIDWATCH_SIMULATOR__RATE_MULTIPLIER", "5")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
         for (name, value) in extra_environment {
             command.env(name, value);
         }
         let mut child = command.spawn().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let address = crate::support::read_http_address(&mut stdout);
+        let (address, _log_reader) =
+            crate::support::follow_log(child.stderr.take().unwrap(), std::io::sink());
         RunningService { child, address }
     }
 
