@@ -250,16 +250,7 @@ fn sighup_rereads_the_rules_file() {
 #[test]
 fn fraud_import_of_a_malformed_file_lists_every_bad_row_and_stores_nothing() {
     let directory = tempfile::tempdir().unwrap();
-    let history = directory.path().join("history.csv");
-    let config = directory.path().join("gridwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[fraud]\nhistory_path = {:?}\n",
-            history.display().to_string()
-        ),
-    )
-    .unwrap();
+    let (config, history) = crate::support::fraud_import_config(directory.path());
     let cases = directory.path().join("cases.csv");
     std::fs::write(
         &cases,

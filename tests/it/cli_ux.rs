@@ -184,30 +184,6 @@ fn an_invalid_rules_file_exits_3_naming_the_file_and_line() {
 }
 
 #[test]
-fn gridwatch_config_is_honoured_by_replay_and_simulate() {
-    let directory = tempfile::tempdir().unwrap();
-    let input = simulate_jsonl(directory.path(), 10);
-    let missing = directory.path().join("no-such-config.toml");
-    let replay = gridwatch()
-        .env("GRIDWATCH_CONFIG", &missing)
-        .args(["replay", "--no-progress", "--input"])
-        .arg(&input)
-        .arg("--output-dir")
-        .arg(directory.path().join("out"))
-        .output()
-        .unwrap();
-    assert_eq!(replay.status.code(), Some(3), "{}", stderr(&replay));
-    assert!(stderr(&replay).contains("no-such-config.toml does not exist"));
-    let simulate = gridwatch()
-        .env("GRIDWATCH_CONFIG", &missing)
-        .args(["simulate", "--quiet", "--events", "1", "--out"])
-        .arg(directory.path().join("x.jsonl"))
-        .output()
-        .unwrap();
-    assert_eq!(simulate.status.code(), Some(3), "{}", stderr(&simulate));
-}
-
-#[test]
 fn run_logs_flat_json_without_colour_on_stderr_including_the_listening_line() {
     let mut child = gridwatch()
         .args(["run", "--log-format", "json"])
@@ -452,8 +428,19 @@ fn gridwatch_config_is_honoured_by_every_command_that_takes_config() {
         "community_id,year,month,fraud_warnings,fraud_reported,fraud_cases_filed\n",
     )
     .unwrap();
-    let commands: [&[&str]; 6] = [
+    let input = simulate_jsonl(directory.path(), 10);
+    let output_dir = directory.path().join("out");
+    let out = directory.path().join("x.jsonl");
+    let commands: [&[&str]; 8] = [
         &["run"],
+        &[
+            "replay",
+            "--input",
+            input.to_str().unwrap(),
+            "--output-dir",
+            output_dir.to_str().unwrap(),
+        ],
+        &["simulate", "--events", "1", "--out", out.to_str().unwrap()],
         &[
             "produce",
             "--brokers",
@@ -604,7 +591,7 @@ fn long_commands_print_a_json_summary_and_nothing_on_stderr_when_quiet() {
         .unwrap();
     assert!(simulate.status.success(), "{}", stderr(&simulate));
     assert_eq!(stderr(&simulate), "");
-    let summary: serde_json::Value = serde_json::from_str(stdout(&simulate).trim()).unwrap();
+    let summary = json_summary(&simulate);
     assert_eq!(summary["command"], "simulate");
     assert_eq!(summary["events"], 300);
     assert_eq!(summary["format"], "jsonl");
@@ -619,7 +606,7 @@ fn long_commands_print_a_json_summary_and_nothing_on_stderr_when_quiet() {
     assert!(replay.status.success(), "{}", stderr(&replay));
     assert_eq!(stderr(&replay), "");
     assert_eq!(stdout(&replay).lines().count(), 1, "{}", stdout(&replay));
-    let summary: serde_json::Value = serde_json::from_str(stdout(&replay).trim()).unwrap();
+    let summary = json_summary(&replay);
     assert_eq!(summary["command"], "replay");
     assert_eq!(summary["records"], 300);
     assert!(
@@ -634,16 +621,7 @@ fn long_commands_print_a_json_summary_and_nothing_on_stderr_when_quiet() {
 #[test]
 fn fraud_import_shows_its_steps_and_a_json_summary() {
     let directory = tempfile::tempdir().unwrap();
-    let config = directory.path().join("gridwatch.toml");
-    let history = directory.path().join("history.csv");
-    std::fs::write(
-        &config,
-        format!(
-            "[fraud]\nhistory_path = {:?}\n",
-            history.display().to_string()
-        ),
-    )
-    .unwrap();
+    let (config, history) = crate::support::fraud_import_config(directory.path());
     let cases = directory.path().join("cases.csv");
     std::fs::write(
         &cases,
@@ -667,26 +645,42 @@ fn fraud_import_shows_its_steps_and_a_json_summary() {
         progress.contains(&format!("progress: writing {}", history.display())),
         "{progress}"
     );
-    let summary: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    let summary = json_summary(&output);
     assert_eq!(summary["command"], "fraud import");
     assert_eq!(summary["rows"], 1);
     assert_eq!(summary["dry_run"], false);
+}
+
+/// A stdout whose reading end is closed before the command starts: every write to it fails
+/// with EPIPE, as with `gridwatch replay … | head -0` (a socket pair with one end dropped:
+/// `std::io::pipe` is newer than the MSRV).
+fn closed_pipe() -> std::process::Stdio {
+    let (writer, reader) = std::os::unix::net::UnixStream::pair().unwrap();
+    drop(reader);
+    std::process::Stdio::from(std::os::fd::OwnedFd::from(writer))
+}
+
+/// The one-line JSON summary a command printed with `--summary-json`.
+fn json_summary(output: &Output) -> serde_json::Value {
+    serde_json::from_str(stdout(output).trim())
+        .unwrap_or_else(|error| panic!("{error}: {}", stdout(output)))
+}
+
+/// Whether the command wrote a progress line starting with `prefix` on stderr.
+fn has_progress_line(output: &Output, prefix: &str) -> bool {
+    stderr(output).lines().any(|line| line.starts_with(prefix))
 }
 
 #[test]
 fn replay_into_a_closed_pipe_ends_quietly_with_its_usual_exit_code() {
     let directory = tempfile::tempdir().unwrap();
     let input = simulate_jsonl(directory.path(), 200);
-    // A pipe whose reading end is closed before the command starts: every write to stdout
-    // fails with EPIPE, as with `gridwatch replay … | head -0`.
-    let (reader, writer) = std::io::pipe().unwrap();
-    drop(reader);
     let output = gridwatch()
         .args(["replay", "--quiet", "--input"])
         .arg(&input)
         .arg("--output-dir")
         .arg(directory.path().join("out"))
-        .stdout(writer)
+        .stdout(closed_pipe())
         .stderr(std::process::Stdio::piped())
         .output()
         .unwrap();
@@ -697,11 +691,7 @@ fn replay_into_a_closed_pipe_ends_quietly_with_its_usual_exit_code() {
         .arg(&input)
         .arg("--output-dir")
         .arg(directory.path().join("out2"))
-        .stdout({
-            let (reader, writer) = std::io::pipe().unwrap();
-            drop(reader);
-            writer
-        })
+        .stdout(closed_pipe())
         .output()
         .unwrap();
     assert_eq!(rejected.status.code(), Some(5), "{}", stderr(&rejected));
@@ -727,54 +717,47 @@ fn produce_and_dlq_replay_show_progress_and_a_json_summary() {
         .unwrap();
     assert!(produce.status.success(), "{}", stderr(&produce));
     assert!(
-        stderr(&produce)
-            .lines()
-            .any(|line| line.starts_with("progress: 500/500 events")),
+        has_progress_line(&produce, "progress: 500/500 events"),
         "{}",
         stderr(&produce)
     );
-    let summary: serde_json::Value = serde_json::from_str(stdout(&produce).trim()).unwrap();
+    let summary = json_summary(&produce);
     assert_eq!(summary["command"], "produce");
     assert_eq!(summary["produced"], 500);
     assert_eq!(summary["interrupted"], false);
 
     // The events are no dead letters, but they are records to read: a dry run counts them.
-    let replay = gridwatch()
-        .args(["dlq", "replay", "--dry-run", "--summary-json", "--brokers"])
-        .arg(&broker.address)
-        .args([
-            "--from",
-            "cli.progress.events",
-            "--to",
-            "cli.progress.replayed",
-        ])
-        .output()
-        .unwrap();
+    let dry_run = |flag: &str| {
+        gridwatch()
+            .args(["dlq", "replay", "--dry-run", flag, "--brokers"])
+            .arg(&broker.address)
+            .args([
+                "--from",
+                "cli.progress.events",
+                "--to",
+                "cli.progress.replayed",
+            ])
+            .output()
+            .unwrap()
+    };
+    let replay = dry_run("--summary-json");
     assert!(replay.status.success(), "{}", stderr(&replay));
     assert!(
-        stderr(&replay)
-            .lines()
-            .any(|line| line.starts_with("progress: 500 dead letters")),
+        has_progress_line(&replay, "progress: 500 dead letters"),
         "{}",
         stderr(&replay)
     );
-    let summary: serde_json::Value = serde_json::from_str(stdout(&replay).trim()).unwrap();
+    let summary = json_summary(&replay);
     assert_eq!(summary["command"], "dlq replay");
     assert_eq!(summary["read"], 500);
     assert_eq!(summary["dry_run"], true);
-    let quiet = gridwatch()
-        .args(["dlq", "replay", "--dry-run", "--quiet", "--brokers"])
-        .arg(&broker.address)
-        .args([
-            "--from",
-            "cli.progress.events",
-            "--to",
-            "cli.progress.replayed",
-        ])
-        .output()
-        .unwrap();
+    let quiet = dry_run("--quiet");
     assert!(quiet.status.success(), "{}", stderr(&quiet));
-    assert!(!stderr(&quiet).contains("progress:"), "{}", stderr(&quiet));
+    assert!(
+        !has_progress_line(&quiet, "progress:"),
+        "{}",
+        stderr(&quiet)
+    );
     assert!(
         stdout(&quiet).starts_with("read 500 dead letters"),
         "{}",

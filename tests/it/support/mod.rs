@@ -237,6 +237,24 @@ pub fn metric_value(metrics_text: &str, name: &str, label_fragments: &[&str]) ->
         .and_then(|value| value.parse().ok())
 }
 
+/// A config file whose `fraud.history_path` is in `directory`: (the config, the history
+/// path), for `gridwatch fraud import` tests.
+pub fn fraud_import_config(
+    directory: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let history = directory.join("history.csv");
+    let config = directory.join("gridwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[fraud]\nhistory_path = {:?}\n",
+            history.display().to_string()
+        ),
+    )
+    .unwrap();
+    (config, history)
+}
+
 /// Follows the stderr of a `gridwatch run` child: every line is copied to `copy_to` (a log
 /// file, a buffer, `std::io::sink()`) as it comes, and the `address` of the `listening` log
 /// line (text or JSON format) is returned as soon as it is logged. The handle gives
