@@ -124,7 +124,7 @@ mod tests {
     }
 
     #[test]
-    fn every_interface_is_probed_over_loopback_on_the_same_port() {
+    fn every_interface_is_probed_over_loopback_on_the_same_port_and_names_are_resolved() {
         assert_eq!(
             probe_address("0.0.0.0:9750").unwrap(),
             "127.0.0.1:9750".parse().unwrap()
@@ -137,8 +137,10 @@ mod tests {
             probe_address("10.0.0.7:9750").unwrap(),
             "10.0.0.7:9750".parse().unwrap()
         );
+        assert!(probe_address("localhost:9750")
+            .is_ok_and(|address| address.ip().is_loopback() && address.port() == 9750));
         assert!(matches!(
-            probe_address("localhost:9750"),
+            probe_address("nowhere"),
             Err(ProbeError::Listen(_))
         ));
     }
