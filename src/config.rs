@@ -1717,6 +1717,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn type_errors_are_collected_with_the_validation_problems_and_name_no_profile() {
+        let error = Config::from_toml_str(
+            "[source]\nkind = \"kafak\"\n[window]\nsize = 5\nsise = \"2m\"\n[http]\nmax_connections = \"many\"\nlisten = \"nowhere\"\n[[simulator.scenarios]]\nat = \"1h\"",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems } = error else {
+            panic!("expected Invalid, got {error}");
+        };
+        let text = problems.join("\n");
+        for expected in [
+            "source.kind: unknown value \"kafak\", expected one of \"simulator\", \"file\", \"kafka\"",
+            "window.size: invalid type: found 5, expected a duration",
+            "window.sise: unknown key, expected one of size,",
+            "http.max_connections: invalid type: found \"many\", expected a whole number, 0 or more",
+            "simulator.scenarios.0: missing key kind",
+            "http.listen \"nowhere\" is not an address",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        assert_eq!(problems.len(), 6, "{text}");
+        assert!(!text.contains("default."), "{text}");
+    }
+
     /// Checks that `toml` is rejected with a problem mentioning each of `expected`.
     fn assert_rejected_with(toml: &str, expected: &[&str]) {
         let text = match Config::from_toml_str(toml) {

@@ -209,7 +209,16 @@ impl Layers {
         } else {
             key
         };
-        format!("{key}: {what} ({})", self.source_of(segments))
+        // A missing key has no source of its own: its table's is the one to fix.
+        let source = (1..=segments.len())
+            .rev()
+            .filter_map(|length| segments.get(..length))
+            .map(|prefix| self.source_of(prefix))
+            .find(|source| *source != ValueSource::Default);
+        match source {
+            Some(source) => format!("{key}: {what} ({source})"),
+            None => format!("{key}: {what}"),
+        }
     }
 
     /// Every value of `config` (the effective configuration), secrets redacted, with its
