@@ -23,6 +23,9 @@ use crate::secret::{redact_url, Secret};
 use crate::source::simulator::Scenario;
 use crate::time::duration_millis;
 
+mod sources;
+pub use sources::{Layers, ShownValue, ValueSource};
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -631,17 +634,18 @@ impl HttpConfig {
 
     /// Appends every problem of the `[http]` section to `problems`.
     fn validate(&self, problems: &mut Vec<String>) {
-        match self.listen.parse::<SocketAddr>() {
-            Err(_) => problems.push(format!(
-                "http.listen {:?} is not an address like 127.0.0.1:9750",
+        match listen_host_is_loopback(&self.listen) {
+            None => problems.push(format!(
+                "http.listen {:?} is not an address like 127.0.0.1:9750 or localhost:9750",
                 self.listen
             )),
-            Ok(address) if !address.ip().is_loopback() && !self.tokens_configured() => {
+            Some(false) if !self.tokens_configured() => {
                 problems.push(format!(
-                    "http.listen {address} is reachable from other hosts but no API tokens are configured: set http.tokens_file (or {HTTP_TOKENS_VARIABLE}) with `viewer <token>` and `admin <token>` lines, or listen on 127.0.0.1"
+                    "http.listen {} is reachable from other hosts but no API tokens are configured: set http.tokens_file (or {HTTP_TOKENS_VARIABLE}) with `viewer <token>` and `admin <token>` lines, or listen on 127.0.0.1",
+                    self.listen
                 ));
             }
-            Ok(_) => {}
+            Some(_) => {}
         }
         if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
             problems
@@ -685,6 +689,35 @@ impl HttpConfig {
             }
         }
     }
+}
+
+/// Whether the `http.listen` value `listen` is loopback-only, or `None` when it is not
+/// `ip:port` or `host:port`. Checked without IO (validation never resolves names): the name
+/// is resolved where the listener binds. Only `localhost` (and `*.localhost`, which resolvers
+/// keep on loopback) counts as loopback among names; any other name may resolve to an
+/// address other hosts reach.
+fn listen_host_is_loopback(listen: &str) -> Option<bool> {
+    if let Ok(address) = listen.parse::<SocketAddr>() {
+        return Some(address.ip().is_loopback());
+    }
+    let (host, port) = listen.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    let is_host_name = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|character| character.is_ascii_alphanumeric() || character == '-')
+        });
+    if !is_host_name {
+        return None;
+    }
+    let host = host.to_ascii_lowercase();
+    Some(host == "localhost" || host.ends_with(".localhost"))
 }
 
 /// Whether `origin` is a browser origin: `http://` or `https://`, a host of letters, digits,
@@ -1272,18 +1305,9 @@ pub enum ConfigError {
         /// The path given.
         path: String,
     },
-    /// The file or environment could not be parsed into the schema.
-    #[error("cannot load configuration: {message}")]
-    Load {
-        /// Every parse error, joined (figment's own message names only the first), with the
-        /// values of keys that may hold a secret described by shape only.
-        message: String,
-        /// The parse errors, kept only when none of them is under a key that may hold a
-        /// secret (figment's own messages quote the offending value).
-        #[source]
-        source: Option<Box<figment::Error>>,
-    },
-    /// The configuration parsed but is not valid; every problem is listed.
+    /// The configuration does not parse into the schema or is not valid; every problem is
+    /// listed, each naming its key and, when not a default, the file or variable it came
+    /// from (values of keys that may hold a secret described by shape only).
     #[error("invalid configuration:\n  - {}", problems.join("\n  - "))]
     Invalid {
         /// One line per problem.
@@ -1293,12 +1317,31 @@ pub enum ConfigError {
 
 impl Config {
     /// Loads defaults, then `path` (if any), then `GRIDWATCH_*` environment variables, and
-    /// validates the result.
+    /// validates the result: every problem at once, parse and validation alike.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut config = Config::extract(path)?;
-        config.read_secret_files()?;
-        config.validate()?;
-        Ok(config)
+        Config::load_with_layers(path).map(|(config, _)| config)
+    }
+
+    /// As [`Config::load`], with the layers it came from (each value's source, for `config
+    /// show`).
+    pub fn load_with_layers(path: Option<&Path>) -> Result<(Config, Layers), ConfigError> {
+        let layers = Config::layers(path, true)?;
+        let (config, mut problems) = Config::extract(&layers);
+        let Some(mut config) = config else {
+            return Err(ConfigError::Invalid { problems });
+        };
+        problems.extend(config.secret_file_problems());
+        problems.extend(
+            config
+                .validation_problems()
+                .into_iter()
+                .map(|problem| layers.attribute(problem)),
+        );
+        if problems.is_empty() {
+            Ok((config, layers))
+        } else {
+            Err(ConfigError::Invalid { problems })
+        }
     }
 
     /// The `[kafka]` settings of the configuration a command-line tool (`produce`, `dlq
@@ -1308,8 +1351,11 @@ impl Config {
     /// of the configuration is parsed (unknown keys are still errors) but not validated: a
     /// tool needs neither the pseudonymization key nor a valid HTTP section.
     pub fn load_kafka_settings(path: Option<&Path>) -> Result<KafkaConfig, ConfigError> {
-        let mut config = Config::extract(path)?;
-        let mut problems = Vec::new();
+        let layers = Config::layers(path, true)?;
+        let (config, mut problems) = Config::extract(&layers);
+        let Some(mut config) = config else {
+            return Err(ConfigError::Invalid { problems });
+        };
         config.kafka.read_property_files(&mut problems);
         if problems.is_empty() {
             return Ok(config.kafka);
@@ -1317,9 +1363,8 @@ impl Config {
         Err(ConfigError::Invalid { problems })
     }
 
-    /// Defaults, then `path`, then the environment, parsed into the schema (no secret file
-    /// read, nothing validated).
-    fn extract(path: Option<&Path>) -> Result<Config, ConfigError> {
+    /// Defaults, then `path`, then (with `environment`) the `GRIDWATCH_*` variables.
+    fn layers(path: Option<&Path>, environment: bool) -> Result<Layers, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(config_path) = path {
             if !config_path.exists() {
@@ -1327,33 +1372,55 @@ impl Config {
                     path: config_path.display().to_string(),
                 });
             }
-            figment = figment.merge(Toml::file(config_path));
+            figment = figment.merge(Toml::file_exact(config_path));
         }
-        // Only `GRIDWATCH_<SECTION>__<KEY>` variables are configuration: `GRIDWATCH_CONFIG`
-        // (the file path) and other single-level names are not keys.
-        // `GRIDWATCH_KAFKA_PROPERTY_*` are librdkafka properties, whose dotted names figment's
-        // splitting cannot express: they are read below.
-        figment = figment.merge(
-            Env::prefixed("GRIDWATCH_")
-                .filter(|key| {
-                    key.as_str().contains("__")
-                        && !key
-                            .as_str()
-                            .to_ascii_uppercase()
-                            .starts_with(KAFKA_PROPERTY_VARIABLE_INFIX)
-                })
-                .split("__"),
-        );
-        let mut config: Config = figment.extract().map_err(load_error)?;
-        let from_environment = kafka_properties_from_environment(std::env::vars_os())
-            .map_err(|problems| ConfigError::Invalid { problems })?;
-        config.kafka.properties.extend(from_environment);
-        Ok(config)
+        if environment {
+            // Only `GRIDWATCH_<SECTION>__<KEY>` variables are configuration: `GRIDWATCH_CONFIG`
+            // (the file path) and other single-level names are not keys.
+            // `GRIDWATCH_KAFKA_PROPERTY_*` are librdkafka properties, whose dotted names
+            // figment's splitting cannot express: they are read in `extract`.
+            figment = figment.merge(
+                Env::prefixed("GRIDWATCH_")
+                    .filter(|key| {
+                        key.as_str().contains("__")
+                            && !key
+                                .as_str()
+                                .to_ascii_uppercase()
+                                .starts_with(KAFKA_PROPERTY_VARIABLE_INFIX)
+                    })
+                    .split("__"),
+            );
+        }
+        Layers::new(figment).map_err(|problems| ConfigError::Invalid { problems })
+    }
+
+    /// `layers` parsed into the schema with every parse problem (no secret file read,
+    /// nothing validated); the librdkafka properties of `GRIDWATCH_KAFKA_PROPERTY_*` added.
+    fn extract(layers: &Layers) -> (Option<Config>, Vec<String>) {
+        let (mut config, mut problems) = layers.extract();
+        match kafka_properties_from_environment(std::env::vars_os()) {
+            Ok(from_environment) => {
+                if let Some(config) = &mut config {
+                    config.kafka.properties.extend(from_environment);
+                }
+            }
+            Err(more) => problems.extend(more),
+        }
+        (config, problems)
     }
 
     /// Reads the secrets named by `*_file` keys into their settings (the only IO of loading
     /// besides the config file). Every unreadable file is listed by path; contents never are.
     pub fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        let problems = self.secret_file_problems();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid { problems })
+    }
+
+    /// Reads the secrets named by `*_file` keys into their settings; the problems.
+    fn secret_file_problems(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
         if let Some(path) = &self.privacy.pseudonymization_key_file {
             if !self.privacy.uses_builtin_key() {
@@ -1414,24 +1481,38 @@ impl Config {
             }
         }
         self.kafka.read_property_files(&mut problems);
+        problems
+    }
+
+    /// Parses a TOML text over the defaults (no environment), and validates it: every
+    /// problem at once.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
+        let layers = Layers::new(figment).map_err(|problems| ConfigError::Invalid { problems })?;
+        let (config, mut problems) = layers.extract();
+        let Some(config) = config else {
+            return Err(ConfigError::Invalid { problems });
+        };
+        problems.extend(config.validation_problems());
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid { problems })
+        }
+    }
+
+    /// Checks every rule of the configuration without IO; lists every problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = self.validation_problems();
         if problems.is_empty() {
             return Ok(());
         }
         Err(ConfigError::Invalid { problems })
     }
 
-    /// Parses a TOML text over the defaults (no environment), and validates it.
-    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::string(text))
-            .extract()
-            .map_err(load_error)?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Checks every rule of the configuration without IO; lists every problem.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Every problem of the configuration's rules (no IO).
+    fn validation_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let window = &self.window;
         if window.size.is_zero()
@@ -1522,10 +1603,7 @@ impl Config {
             ));
         }
         problems.extend(self.fraud.problems());
-        if problems.is_empty() {
-            return Ok(());
-        }
-        Err(ConfigError::Invalid { problems })
+        problems
     }
 
     /// The window settings in milliseconds, as the window module takes them.
@@ -1544,64 +1622,6 @@ impl Config {
             jump_tolerance_millis: duration_millis(self.window.clock_jump_tolerance),
             tolerated_fast_sources: self.window.fast_clock_sources,
         }
-    }
-}
-
-/// Every problem of a figment error. A type or value error under a key that may hold a secret
-/// (a key, secret, password, URL or librdkafka property) names the shape of the offending
-/// value, never the value: `alertmanager_urls = "http://user:pass@am"` (a string, not a list)
-/// must not print the password.
-fn load_error(error: figment::Error) -> ConfigError {
-    let mut any_redacted = false;
-    let messages: Vec<String> = error
-        .clone()
-        .into_iter()
-        .map(|each| {
-            let path = each.path.join(".").to_lowercase();
-            let may_hold_secret = ["key", "secret", "password", "url", "propert"]
-                .iter()
-                .any(|marker| path.contains(marker));
-            let described = match &each.kind {
-                figment::error::Kind::InvalidType(actual, expected) if may_hold_secret => {
-                    format!(
-                        "invalid type: found {}, expected {expected}",
-                        shape_of(actual)
-                    )
-                }
-                figment::error::Kind::InvalidValue(actual, expected) if may_hold_secret => {
-                    format!(
-                        "invalid value: found {}, expected {expected}",
-                        shape_of(actual)
-                    )
-                }
-                _ => return each.to_string(),
-            };
-            any_redacted = true;
-            let source = each
-                .metadata
-                .as_ref()
-                .map(|metadata| format!(" in {}", metadata.name))
-                .unwrap_or_default();
-            format!("{described} for key {path:?}{source}")
-        })
-        .collect();
-    ConfigError::Load {
-        message: messages.join("; "),
-        source: (!any_redacted).then(|| Box::new(error)),
-    }
-}
-
-/// What kind of value `actual` is, without its content.
-fn shape_of(actual: &figment::error::Actual) -> &'static str {
-    use figment::error::Actual;
-    match actual {
-        Actual::Bool(_) => "a boolean",
-        Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_) => "a number",
-        Actual::Char(_) | Actual::Str(_) => "a string",
-        Actual::Bytes(_) => "bytes",
-        Actual::Seq => "a sequence",
-        Actual::Map => "a map",
-        _ => "a value of another kind",
     }
 }
 
@@ -1697,6 +1717,30 @@ mod tests {
         }
     }
 
+    #[test]
+    fn type_errors_are_collected_with_the_validation_problems_and_name_no_profile() {
+        let error = Config::from_toml_str(
+            "[source]\nkind = \"kafak\"\n[window]\nsize = 5\nsise = \"2m\"\n[http]\nmax_connections = \"many\"\nlisten = \"nowhere\"\n[[simulator.scenarios]]\nat = \"1h\"",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems } = error else {
+            panic!("expected Invalid, got {error}");
+        };
+        let text = problems.join("\n");
+        for expected in [
+            "source.kind: unknown value \"kafak\", expected one of \"simulator\", \"file\", \"kafka\"",
+            "window.size: invalid type: found 5, expected a duration",
+            "window.sise: unknown key, expected one of size,",
+            "http.max_connections: invalid type: found \"many\", expected a whole number, 0 or more",
+            "simulator.scenarios.0: missing key kind",
+            "http.listen \"nowhere\" is not an address",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        assert_eq!(problems.len(), 6, "{text}");
+        assert!(!text.contains("default."), "{text}");
+    }
+
     /// Checks that `toml` is rejected with a problem mentioning each of `expected`.
     fn assert_rejected_with(toml: &str, expected: &[&str]) {
         let text = match Config::from_toml_str(toml) {
@@ -1750,6 +1794,28 @@ mod tests {
         assert_eq!(config.http.max_streams_per_client, 4);
         assert_eq!(config.http.max_streams, 200);
         assert!(Config::default().http.cors_allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn host_names_are_accepted_where_addresses_are_and_only_localhost_counts_as_loopback() {
+        let config = Config::from_toml_str("[http]\nlisten = \"localhost:9750\"").unwrap();
+        assert_eq!(config.http.listen, "localhost:9750");
+        assert_rejected_with(
+            "[http]\nlisten = \"gridwatch.example.org:9750\"",
+            &["http.listen gridwatch.example.org:9750 is reachable from other hosts"],
+        );
+        for bad in [
+            "localhost",
+            "localhost:http",
+            "-bad-:9750",
+            ":9750",
+            "a..b:1",
+        ] {
+            assert_rejected_with(
+                &format!("[http]\nlisten = {bad:?}"),
+                &[&format!("http.listen {bad:?} is not an address")],
+            );
+        }
     }
 
     #[test]

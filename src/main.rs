@@ -11,6 +11,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use gridwatch::cli::docs::CompletionShell;
 use gridwatch::cli::exit;
 use gridwatch::cli::logging::LogFormatArg;
+use gridwatch::cli::output::{print_line, OutputArgs};
 use gridwatch::config::Config;
 use gridwatch::decode::InputFormat;
 
@@ -39,6 +40,7 @@ Examples:
   gridwatch simulate --events 100000 --out events.jsonl
   gridwatch replay --input events.jsonl --output-dir out
   gridwatch check-config gridwatch.toml
+  gridwatch config show --config gridwatch.toml
   gridwatch completions bash > /usr/share/bash-completion/completions/gridwatch
 
 Exit codes:
@@ -81,9 +83,8 @@ enum Command {
         /// dead-lettered.
         #[arg(long, default_value_t = gridwatch::cli::verdict::DEFAULT_MAX_REJECTED_SHARE, value_parser = gridwatch::cli::verdict::parse_share)]
         max_rejected_share: f64,
-        /// Never draw a progress bar.
-        #[arg(long)]
-        no_progress: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Write simulator events to a file.
     #[command(
@@ -111,9 +112,8 @@ enum Command {
         /// Config TOML file whose [simulator] scenarios are injected.
         #[arg(long, env = "GRIDWATCH_CONFIG")]
         config: Option<PathBuf>,
-        /// No progress output (a bar on a terminal, else a line every 5 s on stderr).
-        #[arg(long)]
-        quiet: bool,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Produce simulator events to a Kafka topic (a load generator): key = grid id (else
     /// device id), value = one IncidentEvent, header content-type.
@@ -153,6 +153,8 @@ enum Command {
         /// Give up when no broker answers within this long (problems are logged every 2 s).
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         connect_timeout: std::time::Duration,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Dead-letter tools.
     #[command(
@@ -169,6 +171,14 @@ enum Command {
     Fraud {
         #[command(subcommand)]
         command: FraudCommand,
+    },
+    /// Configuration tools.
+    #[command(
+        after_help = "Examples:\n  gridwatch config show\n  GRIDWATCH_WINDOW__SIZE=2m gridwatch config show --config gridwatch.toml"
+    )]
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
     },
     /// Validate a config file and the rules file it names (or a rules file itself); report every problem.
     #[command(
@@ -237,6 +247,22 @@ enum FraudCommand {
         /// Validate and summarize only; store nothing.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (defaults, then the file, then GRIDWATCH_*
+    /// variables), one `key = value  # source` line per setting; secrets print as ***.
+    #[command(
+        after_help = "Examples:\n  gridwatch config show --config gridwatch.toml\n  gridwatch config show | grep '# env'"
+    )]
+    Show {
+        /// Config TOML file (layered over defaults, under GRIDWATCH_* variables).
+        #[arg(long, env = "GRIDWATCH_CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -288,6 +314,8 @@ enum DlqCommand {
         /// Give up when no broker answers within this long (problems are logged every 2 s).
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         connect_timeout: std::time::Duration,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 }
 
@@ -296,7 +324,13 @@ fn main() -> std::process::ExitCode {
     match execute(cli.command, cli.log_format) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", exit::error_report(&error));
+            use std::io::Write;
+            // A closed stderr is no reason to panic on the way out.
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "error: {}",
+                exit::error_report(&error)
+            );
             std::process::ExitCode::from(exit::exit_code(&error))
         }
     }
@@ -327,8 +361,14 @@ fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result
                 } else {
                     "http"
                 };
-                tracing::info!(url = %format!("{scheme}://{address}"), "listening");
-                println!("gridwatch listening on {scheme}://{address} (metrics at /metrics, hottest cells at /api/v1/cells?top=10)");
+                // On stderr in the chosen log format, like every other log line: stdout
+                // carries no chatter.
+                tracing::info!(
+                    %address,
+                    url = %format!("{scheme}://{address}"),
+                    metrics = %format!("{scheme}://{address}/metrics"),
+                    "listening"
+                );
                 gridwatch::service::run(config, listener, shutdown).await?;
                 Ok(())
             })
@@ -339,8 +379,9 @@ fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result
             output_dir,
             config,
             max_rejected_share,
-            no_progress,
+            output,
         } => {
+            let started = std::time::Instant::now();
             let config = Config::load(config.as_deref())?;
             init_logging(&config);
             exit::InputError::check_readable(&input)?;
@@ -354,10 +395,12 @@ fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result
                 input,
                 format,
                 output_dir,
-                show_progress: !no_progress,
+                show_progress: !output.quiet,
             };
             let summary = gridwatch::replay::replay(&options, &config, registry, rules)?;
-            println!("{summary}");
+            output
+                .print_summary("replay", &summary, started)
+                .context("writing the summary")?;
             gridwatch::cli::verdict::judge_replay(&summary, format, max_rejected_share)?;
             Ok(())
         }
@@ -369,8 +412,9 @@ fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result
             start,
             rate_multiplier,
             config,
-            quiet,
+            output,
         } => {
+            let started = std::time::Instant::now();
             let config = Config::load(config.as_deref())?;
             let start_millis = gridwatch::time::rfc3339_to_millis(&start)
                 .with_context(|| format!("--start {start:?} is not RFC 3339"))?;
@@ -384,11 +428,8 @@ fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result
             };
             let mut simulator = gridwatch::source::simulator::Simulator::new(settings, registry)?;
             let mut writer = gridwatch::source::file::EventWriter::create(&out, format)?;
-            let mut progress = gridwatch::cli::progress::Progress::new(
-                gridwatch::cli::progress::ProgressMode::detect(quiet),
-                "events",
-                events,
-            );
+            let mut progress =
+                gridwatch::cli::progress::Progress::new(output.progress_mode(), "events", events);
             for written in 0..events {
                 writer.write(&simulator.next_event())?;
                 if written % 4096 == 0 {
@@ -398,7 +439,14 @@ fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result
             writer.finish()?;
             progress.set(events);
             progress.finish();
-            println!("wrote {events} events to {}", out.display());
+            let summary = gridwatch::cli::output::SimulateSummary {
+                events,
+                out,
+                format: format.as_str().to_string(),
+            };
+            output
+                .print_summary("simulate", &summary, started)
+                .context("writing the summary")?;
             Ok(())
         }
         Command::Produce {
@@ -412,7 +460,9 @@ fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result
             start,
             rate_multiplier,
             connect_timeout,
+            output,
         } => {
+            let started = std::time::Instant::now();
             let config = Config::default();
             // librdkafka's own errors (a refused SASL sign-in, an untrusted certificate) are
             // logged: the producer's error alone would only say that delivery timed out.
@@ -446,18 +496,35 @@ fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result
                 connect_timeout,
             )?;
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+            let mut progress = match options.events {
+                Some(total) => {
+                    gridwatch::cli::progress::Progress::new(output.progress_mode(), "events", total)
+                }
+                None => {
+                    gridwatch::cli::progress::Progress::counter(output.progress_mode(), "events")
+                }
+            };
+            let mut handed = 0;
             let sent = runtime.block_on(async {
+                let mut on_sent = |sent: u64| {
+                    handed = sent;
+                    progress.set(sent);
+                };
                 tokio::select! {
-                    sent = gridwatch::tools::produce::produce_simulated(&options, &mut simulator) => sent.map(Some),
+                    sent = gridwatch::tools::produce::produce_simulated_with_progress(&options, &mut simulator, &mut on_sent) => sent.map(Some),
                     () = shutdown_signal() => Ok(None),
                 }
-            })?;
-            match sent {
-                Some(count) => println!("produced {count} events to {}", options.topic),
-                None => {
-                    println!("interrupted; records handed to the producer may not all be delivered")
-                }
-            }
+            });
+            progress.finish();
+            let sent = sent?;
+            let summary = gridwatch::cli::output::ProduceSummary {
+                produced: sent.unwrap_or(handed),
+                topic: options.topic.clone(),
+                interrupted: sent.is_none(),
+            };
+            output
+                .print_summary("produce", &summary, started)
+                .context("writing the summary")?;
             Ok(())
         }
         Command::Dlq {
@@ -473,8 +540,10 @@ fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result
                     property_files,
                     stall_timeout,
                     connect_timeout,
+                    output,
                 },
         } => {
+            let started = std::time::Instant::now();
             init_logging(&Config::default());
             let kafka = Config::load_kafka_settings(config_path.as_deref())?;
             let brokers = brokers.unwrap_or(kafka.brokers);
@@ -489,8 +558,16 @@ fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result
                 stall_timeout,
                 ..gridwatch::tools::dlq_replay::ReplayOptions::new(&brokers, &from, &to)
             };
-            let summary = gridwatch::tools::dlq_replay::replay_dead_letters(&options)?;
-            println!("{summary}");
+            let mut progress =
+                gridwatch::cli::progress::Progress::counter(output.progress_mode(), "dead letters");
+            let summary = gridwatch::tools::dlq_replay::replay_dead_letters_with_progress(
+                &options,
+                &mut |read| progress.set(read),
+            );
+            progress.finish();
+            output
+                .print_summary("dlq replay", &summary?, started)
+                .context("writing the summary")?;
             Ok(())
         }
         Command::Fraud {
@@ -499,37 +576,65 @@ fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result
                     from,
                     config,
                     dry_run,
+                    output,
                 },
         } => {
+            let started = std::time::Instant::now();
             let config = Config::load(config.as_deref())?;
             init_logging(&config);
             let registry = gridwatch::service::load_registry(&config)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
-            let summary = runtime.block_on(gridwatch::tools::fraud_import::import_history(
-                &config,
-                &registry,
-                &from,
-                dry_run,
-                gridwatch::time::wall_clock_millis(),
-            ))?;
-            println!("{summary}");
+            let mut progress =
+                gridwatch::cli::progress::Progress::counter(output.progress_mode(), "steps");
+            let mut steps = 0;
+            let summary = runtime.block_on(
+                gridwatch::tools::fraud_import::import_history_with_progress(
+                    &config,
+                    &registry,
+                    &from,
+                    dry_run,
+                    gridwatch::time::wall_clock_millis(),
+                    &mut |step| {
+                        steps += 1;
+                        progress.step(step);
+                        progress.set(steps);
+                    },
+                ),
+            );
+            progress.finish();
+            output
+                .print_summary("fraud import", &summary?, started)
+                .context("writing the summary")?;
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Show { config },
+        } => {
+            let (config, layers) = Config::load_with_layers(config.as_deref())?;
+            let text = gridwatch::cli::show::render(&layers.show(&config));
+            gridwatch::cli::output::write_stdout(text.as_bytes())
+                .context("writing the configuration")?;
             Ok(())
         }
         Command::CheckConfig { file } => check_config(&file),
         Command::Healthcheck { config, timeout } => healthcheck(config.as_deref(), timeout),
         Command::Completions { shell } => {
             let mut command = Cli::command();
-            gridwatch::cli::docs::write_completions(&mut command, shell, &mut std::io::stdout());
+            let mut script = Vec::new();
+            gridwatch::cli::docs::write_completions(&mut command, shell, &mut script);
+            gridwatch::cli::output::write_stdout(&script).context("writing the completions")?;
             Ok(())
         }
         Command::Man => {
-            gridwatch::cli::docs::write_man_page(Cli::command(), &mut std::io::stdout())
+            let mut page = Vec::new();
+            gridwatch::cli::docs::write_man_page(Cli::command(), &mut page)
                 .context("writing the man page")?;
+            gridwatch::cli::output::write_stdout(&page).context("writing the man page")?;
             Ok(())
         }
         Command::GenSeeds { out_dir } => {
             gridwatch::tools::gen_seeds::generate_seeds(&out_dir)?;
-            println!("seeds written to {}", out_dir.display());
+            print_line(&format!("seeds written to {}", out_dir.display()))?;
             Ok(())
         }
     }
@@ -602,7 +707,7 @@ fn healthcheck(
     let address = probe::probe_address(&config.http.listen)?;
     match probe::http_status(address, "/healthz", timeout)? {
         200 => {
-            println!("healthy ({address}/healthz answered 200)");
+            print_line(&format!("healthy ({address}/healthz answered 200)"))?;
             Ok(())
         }
         status => anyhow::bail!("unhealthy: {address}/healthz answered {status}"),
@@ -622,27 +727,28 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         let pane_size_millis = Config::default().window_settings().size_millis;
         let rules = gridwatch::rules::RuleSet::from_toml_str(&text, pane_size_millis)
             .map_err(|error| invalid(error.to_string()))?;
-        println!(
-            "{}: ok (rules version {}, {} rules)",
-            file.display(),
-            rules.version(),
-            rules.rules().len()
-        );
+        print_rules_ok(file, &rules)?;
         return Ok(());
     }
     let config = Config::load(Some(file))?;
     check_kafka_client_settings(&config)?;
     let rules = gridwatch::service::load_rules(&config)?;
-    println!(
+    print_rules_ok(file, &rules)?;
+    if uses_kafka(&config) {
+        let (_, librdkafka_version) = rdkafka::util::get_rdkafka_version();
+        print_line(&format!("kafka client settings: accepted by librdkafka {librdkafka_version} (no broker contacted)"))?;
+    }
+    Ok(())
+}
+
+/// `check-config`'s verdict on a valid file.
+fn print_rules_ok(file: &std::path::Path, rules: &gridwatch::rules::RuleSet) -> anyhow::Result<()> {
+    print_line(&format!(
         "{}: ok (rules version {}, {} rules)",
         file.display(),
         rules.version(),
         rules.rules().len()
-    );
-    if uses_kafka(&config) {
-        let (_, librdkafka_version) = rdkafka::util::get_rdkafka_version();
-        println!("kafka client settings: accepted by librdkafka {librdkafka_version} (no broker contacted)");
-    }
+    ))?;
     Ok(())
 }
 

@@ -8,6 +8,8 @@ pub mod connectivity;
 pub mod docs;
 pub mod exit;
 pub mod logging;
+pub mod output;
 pub mod progress;
+pub mod show;
 pub mod sniff;
 pub mod verdict;

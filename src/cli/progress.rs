@@ -1,7 +1,9 @@
 //! Progress of a long command: a bar on a terminal, a plain line every few seconds when
 //! stderr is a file or a pipe (so a log shows the run is alive), nothing with `--quiet`.
+//! A command whose total is not known up front (`produce` without `--events`, `dlq replay`)
+//! gets a counter instead of a bar.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 /// How often a plain progress line is written when stderr is not a terminal.
@@ -31,12 +33,13 @@ impl ProgressMode {
     }
 }
 
-/// Counts units of work toward a known total.
+/// Counts units of work toward a total, known or not.
 #[derive(Debug)]
 pub struct Progress {
     mode: ProgressMode,
     label: &'static str,
-    total: u64,
+    /// `None` when the total is not known up front.
+    total: Option<u64>,
     bar: indicatif::ProgressBar,
     started: Instant,
     last_line: Instant,
@@ -47,8 +50,17 @@ pub struct Progress {
 impl Progress {
     /// Progress of `total` units named `label` (e.g. "events").
     pub fn new(mode: ProgressMode, label: &'static str, total: u64) -> Progress {
-        let bar = match mode {
-            ProgressMode::Bar => {
+        Progress::with_total(mode, label, Some(total))
+    }
+
+    /// Progress of units named `label` whose total is not known: a counter and a rate.
+    pub fn counter(mode: ProgressMode, label: &'static str) -> Progress {
+        Progress::with_total(mode, label, None)
+    }
+
+    fn with_total(mode: ProgressMode, label: &'static str, total: Option<u64>) -> Progress {
+        let bar = match (mode, total) {
+            (ProgressMode::Bar, Some(total)) => {
                 let bar = indicatif::ProgressBar::new(total);
                 bar.set_style(
                     indicatif::ProgressStyle::with_template(
@@ -59,7 +71,19 @@ impl Progress {
                 bar.set_message(label);
                 bar
             }
-            ProgressMode::Lines | ProgressMode::Quiet => indicatif::ProgressBar::hidden(),
+            (ProgressMode::Bar, None) => {
+                let bar = indicatif::ProgressBar::new_spinner();
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} {human_pos} {msg} {per_sec} [{elapsed_precise}]",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                bar.set_message(label);
+                bar.enable_steady_tick(Duration::from_millis(200));
+                bar
+            }
+            (ProgressMode::Lines | ProgressMode::Quiet, _) => indicatif::ProgressBar::hidden(),
         };
         let now = Instant::now();
         Progress {
@@ -81,21 +105,36 @@ impl Progress {
             ProgressMode::Lines => {
                 if self.last_line.elapsed() >= PLAIN_EVERY {
                     self.last_line = Instant::now();
-                    eprintln!("{}", self.line(done));
+                    write_line(&self.line(done));
                 }
             }
             ProgressMode::Quiet => {}
         }
     }
 
+    /// A step of the work (`validating cases.csv`): the bar's message on a terminal, a
+    /// plain line at once otherwise (steps are few).
+    pub fn step(&mut self, text: &str) {
+        match self.mode {
+            ProgressMode::Bar => self.bar.set_message(text.to_string()),
+            ProgressMode::Lines => write_line(&format!("progress: {text}")),
+            ProgressMode::Quiet => {}
+        }
+    }
+
     /// The plain progress line for `done` units.
     pub fn line(&self, done: u64) -> String {
-        let percent = 100.0 * done as f64 / self.total.max(1) as f64;
         let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-        format!(
-            "progress: {done}/{} {} ({percent:.1} %, {rate:.0}/s)",
-            self.total, self.label
-        )
+        match self.total {
+            Some(total) => {
+                let percent = 100.0 * done as f64 / total.max(1) as f64;
+                format!(
+                    "progress: {done}/{total} {} ({percent:.1} %, {rate:.0}/s)",
+                    self.label
+                )
+            }
+            None => format!("progress: {done} {} ({rate:.0}/s)", self.label),
+        }
     }
 
     /// Removes the bar (the command prints its own summary); without a terminal, prints a
@@ -103,9 +142,14 @@ impl Progress {
     pub fn finish(&self) {
         self.bar.finish_and_clear();
         if self.mode == ProgressMode::Lines {
-            eprintln!("{}", self.line(self.done));
+            write_line(&self.line(self.done));
         }
     }
+}
+
+/// Writes one line to stderr; a closed stderr (`2>&1 | head`) is not worth a panic.
+fn write_line(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 #[cfg(test)]
@@ -121,5 +165,12 @@ mod tests {
             "{line}"
         );
         assert!(line.ends_with("/s)"), "{line}");
+    }
+
+    #[test]
+    fn a_counter_line_says_how_many_without_a_total() {
+        let progress = Progress::counter(ProgressMode::Quiet, "dead letters");
+        let line = progress.line(7);
+        assert!(line.starts_with("progress: 7 dead letters ("), "{line}");
     }
 }

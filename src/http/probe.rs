@@ -9,8 +9,8 @@ use std::time::Duration;
 /// Why a probe could not tell the status.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    /// `http.listen` is not an `ip:port` address.
-    #[error("http.listen {0:?} is not an ip:port address")]
+    /// `http.listen` is neither an `ip:port` address nor a `host:port` that resolves.
+    #[error("http.listen {0:?} is not an ip:port address nor a host:port that resolves")]
     Listen(String),
     /// Connecting, writing or reading failed (refused, timed out, reset).
     #[error("probing {address}{path}: {source}")]
@@ -33,11 +33,18 @@ pub enum ProbeError {
 }
 
 /// The address to probe for a listen address: the same port, over loopback when the service
-/// listens on every interface (`0.0.0.0` / `::` cannot be connected to).
+/// listens on every interface (`0.0.0.0` / `::` cannot be connected to). A host name
+/// (`localhost:9750`) is resolved here, as the service resolves it when it binds.
 pub fn probe_address(listen: &str) -> Result<SocketAddr, ProbeError> {
-    let mut address: SocketAddr = listen
-        .parse()
-        .map_err(|_| ProbeError::Listen(listen.to_string()))?;
+    use std::net::ToSocketAddrs;
+    let mut address: SocketAddr = match listen.parse() {
+        Ok(address) => address,
+        Err(_) => listen
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addresses| addresses.next())
+            .ok_or_else(|| ProbeError::Listen(listen.to_string()))?,
+    };
     if address.ip().is_unspecified() {
         address.set_ip(match address.ip() {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -117,7 +124,7 @@ mod tests {
     }
 
     #[test]
-    fn every_interface_is_probed_over_loopback_on_the_same_port() {
+    fn every_interface_is_probed_over_loopback_on_the_same_port_and_names_are_resolved() {
         assert_eq!(
             probe_address("0.0.0.0:9750").unwrap(),
             "127.0.0.1:9750".parse().unwrap()
@@ -130,8 +137,10 @@ mod tests {
             probe_address("10.0.0.7:9750").unwrap(),
             "10.0.0.7:9750".parse().unwrap()
         );
+        assert!(probe_address("localhost:9750")
+            .is_ok_and(|address| address.ip().is_loopback() && address.port() == 9750));
         assert!(matches!(
-            probe_address("localhost:9750"),
+            probe_address("nowhere"),
             Err(ProbeError::Listen(_))
         ));
     }

@@ -237,7 +237,7 @@ impl ReplayOptions {
 }
 
 /// What a replay did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ReplaySummary {
     /// The dead-letter topic read.
     pub from_topic: String,
@@ -540,6 +540,15 @@ fn await_acknowledgements(
 /// acknowledged by the broker fails the replay, naming it; so does a topic that does not
 /// exist, or no progress for `options.stall_timeout`.
 pub fn replay_dead_letters(options: &ReplayOptions) -> Result<ReplaySummary, KafkaError> {
+    replay_dead_letters_with_progress(options, &mut |_| {})
+}
+
+/// As [`replay_dead_letters`], telling `on_read` how many dead letters were read after each
+/// one (the command line's progress).
+pub fn replay_dead_letters_with_progress(
+    options: &ReplayOptions,
+    on_read: &mut dyn FnMut(u64),
+) -> Result<ReplaySummary, KafkaError> {
     if options.from_topic == options.to_topic {
         return Err(KafkaError::client(
             "refusing to replay a dead-letter topic into itself",
@@ -631,6 +640,7 @@ pub fn replay_dead_letters(options: &ReplayOptions) -> Result<ReplaySummary, Kaf
         };
         let decision = decide_replay(&record, &options.reasons);
         summary.count(&decision);
+        on_read(summary.read);
         if let (Some(producer), Some(replay)) = (&producer, &decision.replay) {
             queue_record(producer, &options.to_topic, replay, options.stall_timeout)?;
         }

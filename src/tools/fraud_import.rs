@@ -68,7 +68,7 @@ pub enum FraudImportError {
 }
 
 /// What an import did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct ImportSummary {
     /// Rows (community × month) imported.
     pub rows: usize,
@@ -126,6 +126,20 @@ pub async fn import_history(
     dry_run: bool,
     now_millis: i64,
 ) -> Result<ImportSummary, FraudImportError> {
+    import_history_with_progress(config, registry, from, dry_run, now_millis, &mut |_| {}).await
+}
+
+/// As [`import_history`], telling `on_step` each step as it starts (the command line's
+/// progress: validating, writing, producing).
+pub async fn import_history_with_progress(
+    config: &Config,
+    registry: &GridRegistry,
+    from: &Path,
+    dry_run: bool,
+    now_millis: i64,
+    on_step: &mut (dyn FnMut(&str) + Send),
+) -> Result<ImportSummary, FraudImportError> {
+    on_step(&format!("validating {}", from.display()));
     let settings = FraudSettings::from_config(&config.fraud)
         .map_err(|error| FraudImportError::Config(error.to_string()))?;
     let text = std::fs::read_to_string(from).map_err(|source| FraudImportError::Read {
@@ -158,6 +172,7 @@ pub async fn import_history(
     if let Some(path) = &config.fraud.history_path {
         summary.unchanged = std::fs::read_to_string(path).is_ok_and(|old| old == canonical);
         if !dry_run && !summary.unchanged {
+            on_step(&format!("writing {}", path.display()));
             write_atomically(path, &canonical).map_err(|source| FraudImportError::Write {
                 path: path.clone(),
                 source,
@@ -168,6 +183,7 @@ pub async fn import_history(
         let partial = history.to_partial(now_millis);
         let key = crate::sink::kafka::fraud_partial_key(&config.kafka.group_id, &partial);
         if !dry_run {
+            on_step(&format!("producing to {topic}"));
             produce_status_record(config, &topic, &key, &partial).await?;
         }
         summary.produced_to = Some((topic, key));

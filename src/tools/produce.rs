@@ -88,6 +88,16 @@ pub async fn produce_simulated(
     options: &ProduceOptions,
     simulator: &mut Simulator,
 ) -> Result<u64, ProduceError> {
+    produce_simulated_with_progress(options, simulator, &mut |_| {}).await
+}
+
+/// As [`produce_simulated`], telling `on_sent` how many events were handed to the producer
+/// after each one (the command line's progress).
+pub async fn produce_simulated_with_progress(
+    options: &ProduceOptions,
+    simulator: &mut Simulator,
+    on_sent: &mut (dyn FnMut(u64) + Send),
+) -> Result<u64, ProduceError> {
     let producer: FutureProducer = crate::kafka::client_config(
         &options.brokers,
         &[("enable.idempotence", "true"), ("linger.ms", "5")],
@@ -127,6 +137,7 @@ pub async fn produce_simulated(
                 })?;
         in_flight.push(delivery);
         sent += 1;
+        on_sent(sent);
         if in_flight.len() >= MAX_IN_FLIGHT {
             await_deliveries(&mut in_flight, &options.topic).await?;
         }

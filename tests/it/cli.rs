@@ -160,21 +160,20 @@ struct RunningService {
 impl RunningService {
     /// Starts `gridwatch run` with a 30 min simulator backlog and the given extra variables.
     fn start(extra_environment: &[(&str, &std::ffi::OsStr)]) -> RunningService {
-        use std::io::BufReader;
         let mut command = gridwatch();
         command
             .arg("run")
             .env("GRIDWATCH_HTTP__LISTEN", "127.0.0.1:0")
             .env("GRIDWATCH_SIMULATOR__BACKFILL", "30m")
             .env("GRIDWATCH_SIMULATOR__RATE_MULTIPLIER", "5")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
         for (name, value) in extra_environment {
             command.env(name, value);
         }
         let mut child = command.spawn().unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let address = crate::support::read_http_address(&mut stdout);
+        let (address, _log_reader) =
+            crate::support::follow_log(child.stderr.take().unwrap(), std::io::sink());
         RunningService { child, address }
     }
 
@@ -251,16 +250,7 @@ fn sighup_rereads_the_rules_file() {
 #[test]
 fn fraud_import_of_a_malformed_file_lists_every_bad_row_and_stores_nothing() {
     let directory = tempfile::tempdir().unwrap();
-    let history = directory.path().join("history.csv");
-    let config = directory.path().join("gridwatch.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[fraud]\nhistory_path = {:?}\n",
-            history.display().to_string()
-        ),
-    )
-    .unwrap();
+    let (config, history) = crate::support::fraud_import_config(directory.path());
     let cases = directory.path().join("cases.csv");
     std::fs::write(
         &cases,

@@ -6,7 +6,6 @@
 //! the same per-partition pipelines — with every re-sent record byte-identical under its key.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -122,17 +121,12 @@ level = "info"
             .arg("run")
             .arg("--config")
             .arg(&config_path)
-            .stdout(Stdio::piped())
-            .stderr(log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start gridwatch");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let address = crate::support::read_http_address(&mut stdout);
-        // Keep reading stdout so the process never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            let _ = stdout.read_to_string(&mut sink);
-        });
+        // The log goes on to the file as it comes.
+        let (address, _log_copier) = crate::support::follow_log(child.stderr.take().unwrap(), log);
         Instance {
             child,
             address,

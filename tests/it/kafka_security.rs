@@ -27,7 +27,7 @@ use crate::kafka::{
 use crate::support::secure_kafka::SecureBroker;
 use crate::support::tansu::{fast_group_join_properties, tansu_binary};
 use crate::support::{
-    http_get, metric_value, read_http_address, simulated_events, InProcessService, START_MILLIS,
+    follow_log, http_get, metric_value, simulated_events, InProcessService, START_MILLIS,
 };
 
 /// The input topic of these tests.
@@ -363,18 +363,11 @@ topics = ["{TOPIC}"]
         .arg(&config_path)
         .env("GRIDWATCH_KAFKA_PROPERTY_SASL_PASSWORD", wrong_password)
         .env_remove("RUST_LOG")
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let address = read_http_address(&mut stdout);
-    let mut stderr = child.stderr.take().unwrap();
-    let log_reader = std::thread::spawn(move || {
-        let mut log = String::new();
-        let _ = stderr.read_to_string(&mut log);
-        log
-    });
+    let (address, log_reader) = follow_log(child.stderr.take().unwrap(), Vec::new());
 
     // Authentication keeps failing for 10 s: the process stays up, live but not ready.
     let started = Instant::now();
@@ -400,7 +393,7 @@ topics = ["{TOPIC}"]
 
     child.kill().unwrap();
     child.wait().unwrap();
-    let log = log_reader.join().unwrap();
+    let log = String::from_utf8_lossy(&log_reader.join().unwrap()).into_owned();
     assert!(
         !log.contains(wrong_password),
         "the log shows the password:\n{log}"

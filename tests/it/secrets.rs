@@ -192,11 +192,14 @@ fn the_running_service_never_logs_or_serves_a_secret_while_delivery_fails() {
         .arg("--config")
         .arg(&config)
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log_path).unwrap())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let address = crate::support::read_http_address(&mut stdout);
+    let (address, _log_copier) = crate::support::follow_log(
+        child.stderr.take().unwrap(),
+        std::fs::File::create(&log_path).unwrap(),
+    );
     let mut served = String::new();
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {

@@ -237,17 +237,95 @@ pub fn metric_value(metrics_text: &str, name: &str, label_fragments: &[&str]) ->
         .and_then(|value| value.parse().ok())
 }
 
-/// The `host:port` the `gridwatch run` binary prints on the first line of its stdout
-/// ("... http://host:port ...").
-pub fn read_http_address(stdout: &mut impl std::io::BufRead) -> String {
-    let mut first_line = String::new();
-    stdout.read_line(&mut first_line).unwrap();
-    first_line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("no address in {first_line:?}"))
-        .to_string()
+/// A config file whose `fraud.history_path` is in `directory`: (the config, the history
+/// path), for `gridwatch fraud import` tests.
+pub fn fraud_import_config(
+    directory: &std::path::Path,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let history = directory.join("history.csv");
+    let config = directory.join("gridwatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[fraud]\nhistory_path = {:?}\n",
+            history.display().to_string()
+        ),
+    )
+    .unwrap();
+    (config, history)
+}
+
+/// Follows the stderr of a `gridwatch run` child: every line is copied to `copy_to` (a log
+/// file, a buffer, `std::io::sink()`) as it comes, and the `address` of the `listening` log
+/// line (text or JSON format) is returned as soon as it is logged. The handle gives
+/// `copy_to` back once stderr closes (the process ended). Panics when the process ends, or
+/// logs nothing of the kind within 2 minutes, without listening.
+pub fn follow_log<W: std::io::Write + Send + 'static>(
+    stderr: std::process::ChildStderr,
+    mut copy_to: W,
+) -> (String, std::thread::JoinHandle<W>) {
+    use std::io::BufRead;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(stderr);
+        let mut sender = Some(sender);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let _ = copy_to.write_all(&line);
+            let _ = copy_to.flush();
+            if let Some(address) = listening_address(&String::from_utf8_lossy(&line)) {
+                if let Some(sender) = sender.take() {
+                    let _ = sender.send(address);
+                }
+            }
+        }
+        copy_to
+    });
+    let address = receiver
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .unwrap_or_else(|error| panic!("gridwatch run logged no listening line: {error}"));
+    (address, handle)
+}
+
+/// The `address` field of a `listening` log line, in the JSON format (`"message":
+/// "listening"`) or the text one (`... listening address=127.0.0.1:9750 url=...`).
+pub fn listening_address(line: &str) -> Option<String> {
+    let line = line.trim();
+    if line.starts_with('{') {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        if value["message"] != "listening" {
+            return None;
+        }
+        return value["address"].as_str().map(ToString::to_string);
+    }
+    let mut words = line.split_whitespace();
+    words.find(|word| *word == "listening")?;
+    words.find_map(|word| word.strip_prefix("address=").map(ToString::to_string))
+}
+
+#[test]
+fn the_listening_address_is_found_in_text_and_json_log_lines() {
+    assert_eq!(
+        listening_address("2026-12-03T09:00:00.1Z  INFO gridwatch: listening address=127.0.0.1:40123 url=http://127.0.0.1:40123\n"),
+        Some("127.0.0.1:40123".to_string())
+    );
+    assert_eq!(
+        listening_address(r#"{"level":"INFO","message":"listening","address":"[::1]:80"}"#),
+        Some("[::1]:80".to_string())
+    );
+    assert_eq!(
+        listening_address("INFO gridwatch: started address=1.2.3.4:5"),
+        None
+    );
+    assert_eq!(
+        listening_address(r#"{"message":"other","address":"x"}"#),
+        None
+    );
 }
 
 /// Status and body of a blocking `GET path` to `address` (`host:port`), for tests that drive
