@@ -127,6 +127,10 @@ pub struct CusumSpec {
     /// The span those events must fall in (default 24 h).
     #[serde(default = "default_cusum_min_events_within", with = "humantime_serde")]
     min_events_within: Duration,
+    /// Alerts a day city-wide expected under the seeded baseline (documentation the budget
+    /// test enforces; validated, otherwise unused by the engine).
+    #[serde(default)]
+    alert_budget_per_day: Option<f64>,
 }
 
 fn default_cusum_min_events() -> u32 {
@@ -183,6 +187,7 @@ impl RuleKind for CusumRule {
     }
 
     fn from_spec(spec: CusumSpec, validation: &mut RuleValidation<'_>) -> CusumRule {
+        validation.alert_budget(spec.alert_budget_per_day);
         let event_types = validation.event_types(&spec.event_types);
         let interval_millis = validation.pane_multiple(spec.interval, "interval");
         let CusumSpec { shift, arl0, .. } = spec;

@@ -102,6 +102,10 @@ pub struct DataGapSpec {
     /// Alert severity (default 4 per cell, 2 per community).
     #[serde(default)]
     severity: Option<i64>,
+    /// Alerts a day city-wide expected under the seeded baseline (documentation the budget
+    /// test enforces; validated, otherwise unused by the engine).
+    #[serde(default)]
+    alert_budget_per_day: Option<f64>,
 }
 
 fn default_data_gap_window() -> Duration {
@@ -186,6 +190,7 @@ impl RuleKind for DataGapRule {
     }
 
     fn from_spec(spec: DataGapSpec, validation: &mut RuleValidation<'_>) -> DataGapRule {
+        validation.alert_budget(spec.alert_budget_per_day);
         let window_millis = validation.duration(spec.window, "window");
         let silence_millis = validation.pane_multiple(spec.silence, "silence");
         let min_offline_devices = validation.count(spec.min_offline_devices, "min_offline_devices");
