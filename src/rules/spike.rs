@@ -59,7 +59,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::alert::{alert_id, fingerprint, AlertOccurrence};
-use super::baseline::BaselineView;
+use super::baseline::{BaselineView, ExpectationCache};
 use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
 use super::ruleset::{AlertScope, RuleValidation};
 use super::series::{
@@ -181,6 +181,9 @@ pub struct SpikeState {
     pub series: SeriesByRule<(u32, i32), SpikeSeries>,
     /// Pane-aligned watermark of the last evaluation (once per pane boundary).
     pub last_evaluated_aligned_millis: Option<i64>,
+    /// Hourly expectations already computed (a memo, not in the snapshot).
+    #[serde(skip)]
+    pub expectations: ExpectationCache,
 }
 
 /// One (rule, unit, type) series.
@@ -321,6 +324,7 @@ impl RuleKind for SpikeRule {
                 rule,
                 series_by_key,
                 &watermark.baseline,
+                &mut state.expectations,
                 aligned_millis,
                 out,
             );
@@ -365,6 +369,7 @@ fn evaluate_rule(
     rule: &SpikeRule,
     series_by_key: &mut BTreeMap<(u32, i32), SpikeSeries>,
     baseline: &BaselineView<'_>,
+    expectations: &mut ExpectationCache,
     aligned_millis: i64,
     out: &mut Vec<Alert>,
 ) {
@@ -388,7 +393,14 @@ fn evaluate_rule(
             continue;
         };
         let expected = baseline
-            .expected_count(rule.unit, key.0, event_type, window_start, aligned_millis)
+            .expected_count(
+                Some(expectations),
+                rule.unit,
+                key.0,
+                event_type,
+                window_start,
+                aligned_millis,
+            )
             .max(MIN_SPIKE_EXPECTED);
         tests.push(SeriesTest {
             key: *key,

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::baseline::{epoch_hour, BaselineView, HOUR_MILLIS};
+use super::baseline::{epoch_hour, BaselineView, ExpectationCache, HOUR_MILLIS};
 use super::tests::{single, tiny_registry, Harness, MINUTE, T0};
 use super::*;
 use crate::grid::{Cell, CellIndex, Community, CommunityIndex, Device};
@@ -111,50 +111,24 @@ fn a_wave_straddling_hour_boundaries_is_one_alert_occurrence() {
     // Forced doors in one cell, two every 40 minutes for three hours: a 1 h window holds four
     // (significant) or two (not, below min_count), but the rate never returns to the
     // baseline, so the wave is one occurrence, not one per significant window.
-    let mut harness = Harness::new(SPIKE_RULES);
-    harness.watermark(T0);
-    let clumps = [5, 45, 85, 125, 165];
-    let mut alerts = Vec::new();
-    let mut number = 0;
-    let mut watermark = T0;
-    for clump in clumps {
-        while watermark < T0 + clump * MINUTE {
-            watermark += MINUTE;
-            alerts.extend(harness.watermark(watermark));
-        }
-        for offset in 0..2 {
-            harness.event(
-                &format!("d{number}"),
-                EventType::DoorForced,
-                "",
-                1,
-                T0 + clump * MINUTE + offset * 1000,
-            );
-            number += 1;
-        }
-    }
-    while watermark < T0 + 300 * MINUTE {
-        watermark += MINUTE;
-        alerts.extend(harness.watermark(watermark));
-    }
-    let occurrences: std::collections::BTreeSet<&str> =
-        alerts.iter().map(|alert| alert.alert_id.as_str()).collect();
-    assert_eq!(occurrences.len(), 1, "one wave, one alert: {alerts:#?}");
-    let resolved: Vec<&Alert> = alerts
-        .iter()
-        .filter(|alert| status(alert) == AlertStatus::Resolved)
-        .collect();
-    assert_eq!(resolved.len(), 1);
+    let (occurrences, resolutions) = clumps_through(SPIKE_RULES, &[5, 45, 85, 125, 165], 2, 300);
+    assert_eq!(occurrences, 1, "one wave, one alert");
     assert_eq!(
-        resolved[0].ends_at.as_ref().map(timestamp_to_millis),
-        Some(T0 + 286 * MINUTE),
+        resolutions,
+        vec![T0 + 286 * MINUTE],
         "resolved an hour (the hold) after the last clump left the 1 h window"
     );
 }
 
-/// Door-forced clumps of four events at the given minutes after T0 through `rules_text`;
-/// returns the distinct alert occurrences and the resolution times.
-fn clumps_through(rules_text: &str, clumps: &[i64], until_minute: i64) -> (usize, Vec<i64>) {
+/// Door-forced clumps of `per_clump` events at the given minutes after T0 through
+/// `rules_text`, the watermark visiting every minute until `until_minute`; returns the number
+/// of distinct alert occurrences and the resolution times.
+fn clumps_through(
+    rules_text: &str,
+    clumps: &[i64],
+    per_clump: i64,
+    until_minute: i64,
+) -> (usize, Vec<i64>) {
     let mut harness = Harness::new(rules_text);
     harness.watermark(T0);
     let mut alerts = Vec::new();
@@ -165,7 +139,7 @@ fn clumps_through(rules_text: &str, clumps: &[i64], until_minute: i64) -> (usize
             watermark += MINUTE;
             alerts.extend(harness.watermark(watermark));
         }
-        for offset in 0..4 {
+        for offset in 0..per_clump {
             harness.event(
                 &format!("d{number}"),
                 EventType::DoorForced,
@@ -198,13 +172,13 @@ fn a_wave_that_pauses_for_less_than_the_hold_time_stays_one_alert_occurrence() {
     // last clump left the window.
     let clumps = [5, 100];
     let without_hold = format!("{SPIKE_RULES}resolve_hold = \"0s\"\n");
-    let (occurrences, _) = clumps_through(&without_hold, &clumps, 400);
+    let (occurrences, _) = clumps_through(&without_hold, &clumps, 4, 400);
     assert_eq!(occurrences, 2, "without a hold the pause splits the wave");
-    let (occurrences, resolutions) = clumps_through(SPIKE_RULES, &clumps, 400);
+    let (occurrences, resolutions) = clumps_through(SPIKE_RULES, &clumps, 4, 400);
     assert_eq!(occurrences, 1, "one wave, one alert");
     assert_eq!(resolutions, vec![T0 + (101 + 60 + 60) * MINUTE]);
     let short_hold = format!("{SPIKE_RULES}resolve_hold = \"30m\"\n");
-    let (occurrences, _) = clumps_through(&short_hold, &clumps, 400);
+    let (occurrences, _) = clumps_through(&short_hold, &clumps, 4, 400);
     assert_eq!(occurrences, 2, "a pause longer than the hold ends the wave");
 }
 
@@ -334,6 +308,7 @@ shrinkage_weeks = 2.0
     };
     let next_week_start = hour_start + week;
     let expected = view.expected_count(
+        None,
         AlertScope::Cell,
         0,
         EventType::FraudWarning,
@@ -354,6 +329,7 @@ shrinkage_weeks = 2.0
     assert!((expected - shrunk).abs() < 1e-12, "{expected} vs {shrunk}");
     // Another cell of the community borrows from the community mean.
     let neighbour = view.expected_count(
+        None,
         AlertScope::Cell,
         1,
         EventType::FraudWarning,
@@ -364,6 +340,7 @@ shrinkage_weeks = 2.0
     // An hour of week never observed is still the seed.
     let other_hour = next_week_start + 5 * HOUR_MILLIS;
     let unobserved = view.expected_count(
+        None,
         AlertScope::Cell,
         0,
         EventType::FraudWarning,
@@ -424,7 +401,14 @@ shrinkage_weeks = 0.0
         let start = hour_start + week_number * week;
         let end = start + HOUR_MILLIS;
         (
-            view.expected_count(AlertScope::Cell, 0, EventType::FraudWarning, start, end),
+            view.expected_count(
+                None,
+                AlertScope::Cell,
+                0,
+                EventType::FraudWarning,
+                start,
+                end,
+            ),
             view.learned_weeks(EventType::FraudWarning, start, end),
         )
     };
@@ -480,6 +464,7 @@ shrinkage_weeks = 0.0
             registry: &registry,
         };
         view.expected_count(
+            None,
             AlertScope::Cell,
             0,
             EventType::FraudWarning,
@@ -535,8 +520,29 @@ fn expectation_after(
         settings,
         registry,
     };
+    let expected = view.expected_count(
+        None,
+        scope,
+        0,
+        EventType::FraudWarning,
+        window_start,
+        window_end,
+    );
+    // The rules' memoized path gives the same value, computed or remembered.
+    let mut cache = ExpectationCache::default();
+    for _ in 0..2 {
+        let cached = view.expected_count(
+            Some(&mut cache),
+            scope,
+            0,
+            EventType::FraudWarning,
+            window_start,
+            window_end,
+        );
+        assert!((cached - expected).abs() < 1e-12, "{cached} vs {expected}");
+    }
     (
-        view.expected_count(scope, 0, EventType::FraudWarning, window_start, window_end),
+        expected,
         view.learned_weeks(EventType::FraudWarning, window_start, window_end),
     )
 }
