@@ -330,6 +330,22 @@ pub struct BaselineState {
     /// Events per (`CellIndex.0`, `EventType as i32`), then per epoch hour, for the learned
     /// types, within the last `weeks` weeks (and the open hours after them).
     pub hour_counts: BTreeMap<(u32, i32), BTreeMap<i64, u32>>,
+    /// Events counted into hours already closed (possible with `allowed_lateness` > 0): they
+    /// change learned means, so an [`ExpectationCache`] computed before them is dropped.
+    #[serde(skip)]
+    pub late_counts: LateCounts,
+}
+
+/// A counter of events counted into closed hours, only for invalidating memos: not state
+/// (skipped by snapshots, equal to any other counter).
+#[derive(Debug, Clone, Copy, Default, Eq)]
+pub struct LateCounts(u64);
+
+impl PartialEq for LateCounts {
+    /// Memo bookkeeping, not behaviour: any two are equal.
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
 }
 
 impl BaselineState {
@@ -362,14 +378,21 @@ impl BaselineState {
     /// Counts one accepted event (ignored unless its type is learned).
     pub(crate) fn on_event(&mut self, cell: CellIndex, event_type: EventType, occurred_at: i64) {
         let type_number = event_type as i32;
-        if !self.types.contains_key(&type_number) {
+        let Some(learning) = self.types.get(&type_number) else {
             return;
+        };
+        let hour = epoch_hour(occurred_at);
+        if learning
+            .next_hour_to_close
+            .is_some_and(|next_hour| hour < next_hour)
+        {
+            self.late_counts.0 = self.late_counts.0.wrapping_add(1);
         }
         let count = self
             .hour_counts
             .entry((cell.0, type_number))
             .or_default()
-            .entry(epoch_hour(occurred_at))
+            .entry(hour)
             .or_insert(0);
         *count = count.saturating_add(1);
     }
@@ -468,8 +491,8 @@ impl BaselineState {
 #[derive(Debug, Clone, Default)]
 pub struct ExpectationCache {
     /// What the memo was computed from: closed hours over all types, the latest of them,
-    /// weeks and the bits of shrinkage_weeks.
-    generation: Option<(usize, i64, u32, u64)>,
+    /// events counted into closed hours, weeks and the bits of shrinkage_weeks.
+    generation: Option<(usize, i64, u64, u32, u64)>,
     /// Hourly rate by (community scope?, unit key, `EventType as i32`, hour, window's first
     /// hour).
     rates: HashMap<(bool, u32, i32, i64, i64), f64>,
@@ -499,6 +522,7 @@ impl ExpectationCache {
         let generation = Some((
             closed,
             latest,
+            state.late_counts.0,
             settings.weeks,
             settings.shrinkage_weeks.to_bits(),
         ));

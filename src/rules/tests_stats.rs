@@ -547,6 +547,57 @@ fn expectation_after(
     )
 }
 
+#[test]
+fn an_event_counted_into_a_closed_hour_refreshes_memoized_expectations() {
+    // With allowed lateness an accepted event can land in an hour the baseline already
+    // closed: the memo must not keep the expectation from before it.
+    let registry = tiny_registry();
+    let settings = BaselineSettings {
+        weeks: 2,
+        shrinkage_weeks: 0.0,
+    };
+    let origin = epoch_hour(T0) * HOUR_MILLIS;
+    let mut state = BaselineState::default();
+    state.set_learned_types(&[EventType::FraudWarning as i32].into_iter().collect());
+    state.on_watermark(origin, settings);
+    let week = 7 * 24 * HOUR_MILLIS;
+    state.on_watermark(origin + week + 2 * HOUR_MILLIS, settings);
+    let window = (origin + week, origin + week + HOUR_MILLIS);
+    let mut cache = ExpectationCache::default();
+    let mut expectations = |state: &BaselineState| {
+        let view = BaselineView {
+            seeds: &Baseline::embedded(),
+            state,
+            settings,
+            registry: &registry,
+        };
+        let fresh = view.expected_count(
+            None,
+            AlertScope::Cell,
+            0,
+            EventType::FraudWarning,
+            window.0,
+            window.1,
+        );
+        let memo = view.expected_count(
+            Some(&mut cache),
+            AlertScope::Cell,
+            0,
+            EventType::FraudWarning,
+            window.0,
+            window.1,
+        );
+        (fresh, memo)
+    };
+    let (before, memo_before) = expectations(&state);
+    assert_eq!(before, memo_before);
+    // Last week's same hour, long closed.
+    state.on_event(CellIndex(0), EventType::FraudWarning, origin + MINUTE);
+    let (after, memo_after) = expectations(&state);
+    assert!(after > before, "the learned week now holds an event");
+    assert_eq!(memo_after, after);
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
