@@ -697,12 +697,21 @@ impl BaselineView<'_> {
         expected
     }
 
-    /// Seeded expected events of every type together in `cell` over `[from, to)` (truncated
-    /// to its most recent 7 days): the data-gap expectation.
-    pub(crate) fn seeded_all_types_count(&self, cell: CellIndex, from: i64, to: i64) -> f64 {
-        let hourly_by_local_hour = self
-            .seeds
-            .seeded_all_types_hourly_rates(self.registry, cell);
+    /// Seeded expected events per hour of every type together in `cell`, by local hour of
+    /// day (what [`Self::seeded_count_over`] integrates; the data-gap rule keeps it per cell).
+    pub(crate) fn seeded_all_types_hourly(&self, cell: CellIndex) -> [f64; 24] {
+        self.seeds
+            .seeded_all_types_hourly_rates(self.registry, cell)
+    }
+
+    /// Expected events over `[from, to)` (truncated to its most recent 7 days) at the hourly
+    /// rates `hourly_by_local_hour`.
+    pub(crate) fn seeded_count_over(
+        &self,
+        hourly_by_local_hour: &[f64; 24],
+        from: i64,
+        to: i64,
+    ) -> f64 {
         let earliest_from = to.saturating_sub(MAX_EXPECTATION_SPAN_HOURS * HOUR_MILLIS);
         let mut segment_start = from.max(earliest_from);
         let mut expected = 0.0;
