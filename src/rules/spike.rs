@@ -36,8 +36,11 @@
 //!   λ, `p_value` = p, `event_type` = the series' type, `event_ids` = the window's events
 //!   (≤ 20, most recent). While firing nothing more is emitted; `observed` keeps the largest
 //!   count.
-//! - RESOLVED at the first later boundary where the window's count is back at or below
-//!   `resolve_at_expected` × λ (default 1: the baseline), `ends_at` = that boundary. Not at the
+//! - RESOLVED once the window's count has been back at or below `resolve_at_expected` × λ
+//!   (default 1: the baseline) at every boundary for `resolve_hold` (default 1 h), `ends_at`
+//!   = the boundary where the hold is complete; a significant or above-baseline window in
+//!   between restarts the hold, so a wave that pauses is one occurrence
+//!   (`a_wave_that_pauses_for_less_than_the_hold_time_stays_one_alert_occurrence`). Not at the
 //!   first window that is merely no longer significant: a wave's events come in clumps, the
 //!   sliding window holds more or fewer of them, and resolving there split one wave into
 //!   several occurrences (issue 14; `a_wave_straddling_hour_boundaries_is_one_alert_occurrence`).
