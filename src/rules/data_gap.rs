@@ -38,7 +38,7 @@
 //! Severity defaults to 4 (operations) for a cell and 2 for a community (a whole community
 //! blind is serious). Fingerprint: (rule, grid id or community id, `"data_gap"`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -180,7 +180,9 @@ pub struct DataGapDerived {
     /// Seeded events per hour of every type together, per cell (`CellIndex.0`) and local hour
     /// of day: a function of the seeds and the registry only, computed once per cell instead
     /// of once per silent cell at every pane boundary (23 types and a device scan each).
-    seeded_hourly_by_cell: HashMap<u32, [f64; 24]>,
+    /// Indexed by `CellIndex.0`, filled on first use (one allocation of about 200 bytes a
+    /// cell).
+    seeded_hourly_by_cell: Vec<Option<[f64; 24]>>,
 }
 
 impl RuleKind for DataGapRule {
@@ -235,7 +237,7 @@ impl RuleKind for DataGapRule {
     fn derive(rules: &RuleSet) -> DataGapDerived {
         DataGapDerived {
             has_rules: rules.rules_of_kind::<DataGapRule>().next().is_some(),
-            seeded_hourly_by_cell: HashMap::new(),
+            seeded_hourly_by_cell: Vec::new(),
         }
     }
 
@@ -452,7 +454,7 @@ pub(crate) const SILENCE_CHECK_INTERVAL_MILLIS: i64 = 5 * 60 * 1000;
 /// RESOLVED ones of rules no longer in `rules`).
 fn on_watermark(
     state: &mut DataGapState,
-    seeded_hourly_by_cell: &mut HashMap<u32, [f64; 24]>,
+    seeded_hourly_by_cell: &mut Vec<Option<[f64; 24]>>,
     rules: &RuleSet,
     baseline: &BaselineView<'_>,
     watermark_millis: i64,
@@ -547,10 +549,8 @@ fn on_watermark(
                 .iter()
                 .filter(counts_here)
                 .map(|cell| {
-                    let hourly = seeded_hourly_by_cell
-                        .entry(cell.0)
-                        .or_insert_with(|| baseline.seeded_all_types_hourly(*cell));
-                    baseline.seeded_count_over(hourly, silent_since, aligned_millis)
+                    let hourly = seeded_hourly_of(seeded_hourly_by_cell, baseline, *cell);
+                    baseline.seeded_count_over(&hourly, silent_since, aligned_millis)
                 })
                 .sum();
             let p_value = poisson_zero_probability(expected);
@@ -578,5 +578,23 @@ fn on_watermark(
             );
             unit.alert.fire(occurrence, out);
         }
+    }
+}
+
+/// The seeded all-types hourly rates of `cell`, computed on first use and kept in
+/// `seeded_hourly_by_cell` (sized to the registry's cells).
+fn seeded_hourly_of(
+    seeded_hourly_by_cell: &mut Vec<Option<[f64; 24]>>,
+    baseline: &BaselineView<'_>,
+    cell: CellIndex,
+) -> [f64; 24] {
+    let cell_count = baseline.registry.cells().len();
+    if seeded_hourly_by_cell.len() != cell_count {
+        *seeded_hourly_by_cell = vec![None; cell_count];
+    }
+    match seeded_hourly_by_cell.get_mut(cell.0 as usize) {
+        Some(Some(hourly)) => *hourly,
+        Some(slot) => *slot.insert(baseline.seeded_all_types_hourly(cell)),
+        None => baseline.seeded_all_types_hourly(cell),
     }
 }
