@@ -49,7 +49,7 @@
 //! single quiet month driving its expectation to zero. A community-scope expectation is the
 //! sum over its cells.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -330,6 +330,22 @@ pub struct BaselineState {
     /// Events per (`CellIndex.0`, `EventType as i32`), then per epoch hour, for the learned
     /// types, within the last `weeks` weeks (and the open hours after them).
     pub hour_counts: BTreeMap<(u32, i32), BTreeMap<i64, u32>>,
+    /// Events counted into hours already closed (possible with `allowed_lateness` > 0): they
+    /// change learned means, so an [`ExpectationCache`] computed before them is dropped.
+    #[serde(skip)]
+    pub late_counts: LateCounts,
+}
+
+/// A counter of events counted into closed hours, only for invalidating memos: not state
+/// (skipped by snapshots, equal to any other counter).
+#[derive(Debug, Clone, Copy, Default, Eq)]
+pub struct LateCounts(u64);
+
+impl PartialEq for LateCounts {
+    /// Memo bookkeeping, not behaviour: any two are equal.
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
 }
 
 impl BaselineState {
@@ -362,14 +378,21 @@ impl BaselineState {
     /// Counts one accepted event (ignored unless its type is learned).
     pub(crate) fn on_event(&mut self, cell: CellIndex, event_type: EventType, occurred_at: i64) {
         let type_number = event_type as i32;
-        if !self.types.contains_key(&type_number) {
+        let Some(learning) = self.types.get(&type_number) else {
             return;
+        };
+        let hour = epoch_hour(occurred_at);
+        if learning
+            .next_hour_to_close
+            .is_some_and(|next_hour| hour < next_hour)
+        {
+            self.late_counts.0 = self.late_counts.0.wrapping_add(1);
         }
         let count = self
             .hour_counts
             .entry((cell.0, type_number))
             .or_default()
-            .entry(epoch_hour(occurred_at))
+            .entry(hour)
             .or_insert(0);
         *count = count.saturating_add(1);
     }
@@ -452,6 +475,61 @@ impl BaselineState {
             .filter_map(|hour| counts.get(hour))
             .map(|count| f64::from(*count))
             .sum()
+    }
+}
+
+/// Memo of hourly expectations for the statistical rules' evaluations (not state: skipped by
+/// snapshots, equal to any other memo).
+///
+/// The expected rate of (unit, type) in hour `h` for a window whose first hour is `b` depends
+/// only on the closed hours before `b` (fixed once closed: the watermark has passed them, so
+/// no accepted event can land there), the seeds and the settings. A spike rule slides its
+/// window one pane at a time, so the same (h, b) is asked for up to 60 times an hour per
+/// series, each a sum over the community's cells and learned weeks; CUSUM asks 4 times an
+/// hour. The memo is dropped whenever the learned baseline closes or forgets an hour, learns
+/// another type, or the settings change, so it never outlives what it was computed from.
+#[derive(Debug, Clone, Default)]
+pub struct ExpectationCache {
+    /// What the memo was computed from: closed hours over all types, the latest of them,
+    /// events counted into closed hours, weeks and the bits of shrinkage_weeks.
+    generation: Option<(usize, i64, u64, u32, u64)>,
+    /// Hourly rate by (community scope?, unit key, `EventType as i32`, hour, window's first
+    /// hour).
+    rates: HashMap<(bool, u32, i32, i64, i64), f64>,
+}
+
+impl PartialEq for ExpectationCache {
+    /// A memo holds nothing a rule's behaviour depends on: any two are equal.
+    fn eq(&self, _other: &Self) -> bool {
+        true
+    }
+}
+
+impl ExpectationCache {
+    /// Drops the memo when the baseline it was computed from changed.
+    fn validate(&mut self, state: &BaselineState, settings: BaselineSettings) {
+        let closed: usize = state
+            .types
+            .values()
+            .map(|learning| learning.closed_hours.len())
+            .sum();
+        let latest = state
+            .types
+            .values()
+            .filter_map(|learning| learning.closed_hours.last().copied())
+            .max()
+            .unwrap_or(i64::MIN);
+        let generation = Some((
+            closed,
+            latest,
+            state.late_counts.0,
+            settings.weeks,
+            settings.shrinkage_weeks.to_bits(),
+        ));
+        if self.generation != generation {
+            self.rates.clear();
+            self.generation = generation;
+        }
     }
 }
 
@@ -542,15 +620,20 @@ impl BaselineView<'_> {
 
     /// Expected events of `event_type` in the unit (`unit_key` is a `CellIndex.0` or a
     /// `CommunityIndex.0`, per `scope`) over `[from_millis, to_millis)` (truncated to its most
-    /// recent 7 days).
+    /// recent 7 days). With a memo (the rules' evaluation path) each hourly rate is computed
+    /// once per (unit, type, hour, window's first hour); the value is the same either way.
     pub(crate) fn expected_count(
         &self,
+        mut cache: Option<&mut ExpectationCache>,
         scope: AlertScope,
         unit_key: u32,
         event_type: EventType,
         from_millis: i64,
         to_millis: i64,
     ) -> f64 {
+        if let Some(cache) = cache.as_deref_mut() {
+            cache.validate(self.state, self.settings);
+        }
         let (community, single_cell);
         let cells: &[CellIndex] = match scope {
             AlertScope::Cell => {
@@ -579,8 +662,33 @@ impl BaselineView<'_> {
             let hour_end = hour.saturating_add(1).saturating_mul(HOUR_MILLIS);
             let segment_end = hour_end.min(to_millis);
             let fraction = (segment_end - segment_start) as f64 / HOUR_MILLIS as f64;
-            expected += fraction
-                * self.hourly_rate_of_cells(community, cells, event_type, hour, window_first_hour);
+            let key = (
+                scope == AlertScope::Community,
+                unit_key,
+                event_type as i32,
+                hour,
+                window_first_hour,
+            );
+            let memo = cache
+                .as_deref()
+                .and_then(|cache| cache.rates.get(&key).copied());
+            let rate = match memo {
+                Some(rate) => rate,
+                None => {
+                    let rate = self.hourly_rate_of_cells(
+                        community,
+                        cells,
+                        event_type,
+                        hour,
+                        window_first_hour,
+                    );
+                    if let Some(cache) = cache.as_deref_mut() {
+                        cache.rates.insert(key, rate);
+                    }
+                    rate
+                }
+            };
+            expected += fraction * rate;
             if segment_end <= segment_start {
                 break;
             }
@@ -589,12 +697,21 @@ impl BaselineView<'_> {
         expected
     }
 
-    /// Seeded expected events of every type together in `cell` over `[from, to)` (truncated
-    /// to its most recent 7 days): the data-gap expectation.
-    pub(crate) fn seeded_all_types_count(&self, cell: CellIndex, from: i64, to: i64) -> f64 {
-        let hourly_by_local_hour = self
-            .seeds
-            .seeded_all_types_hourly_rates(self.registry, cell);
+    /// Seeded expected events per hour of every type together in `cell`, by local hour of
+    /// day (what [`Self::seeded_count_over`] integrates; the data-gap rule keeps it per cell).
+    pub(crate) fn seeded_all_types_hourly(&self, cell: CellIndex) -> [f64; 24] {
+        self.seeds
+            .seeded_all_types_hourly_rates(self.registry, cell)
+    }
+
+    /// Expected events over `[from, to)` (truncated to its most recent 7 days) at the hourly
+    /// rates `hourly_by_local_hour`.
+    pub(crate) fn seeded_count_over(
+        &self,
+        hourly_by_local_hour: &[f64; 24],
+        from: i64,
+        to: i64,
+    ) -> f64 {
         let earliest_from = to.saturating_sub(MAX_EXPECTATION_SPAN_HOURS * HOUR_MILLIS);
         let mut segment_start = from.max(earliest_from);
         let mut expected = 0.0;

@@ -75,7 +75,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::alert::{alert_id, fingerprint, AlertOccurrence};
-use super::baseline::BaselineView;
+use super::baseline::{BaselineView, ExpectationCache};
 use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
 use super::ruleset::{AlertScope, RuleSet, RuleValidation};
 use super::series::{
@@ -127,6 +127,10 @@ pub struct CusumSpec {
     /// The span those events must fall in (default 24 h).
     #[serde(default = "default_cusum_min_events_within", with = "humantime_serde")]
     min_events_within: Duration,
+    /// Alerts a day city-wide expected under the seeded baseline (documentation the budget
+    /// test enforces; validated, otherwise unused by the engine).
+    #[serde(default)]
+    alert_budget_per_day: Option<f64>,
 }
 
 fn default_cusum_min_events() -> u32 {
@@ -183,6 +187,7 @@ impl RuleKind for CusumRule {
     }
 
     fn from_spec(spec: CusumSpec, validation: &mut RuleValidation<'_>) -> CusumRule {
+        validation.alert_budget(spec.alert_budget_per_day);
         let event_types = validation.event_types(&spec.event_types);
         let interval_millis = validation.pane_multiple(spec.interval, "interval");
         let CusumSpec { shift, arl0, .. } = spec;
@@ -320,6 +325,9 @@ pub struct CusumState {
     pub series: SeriesByRule<(u32, i32), CusumSeries>,
     /// Per rule name: the end of the last interval the charts were updated with.
     pub updated_until_millis: BTreeMap<String, i64>,
+    /// Hourly expectations already computed (a memo, not in the snapshot).
+    #[serde(skip)]
+    pub expectations: ExpectationCache,
 }
 
 /// One (rule, unit, type) chart.
@@ -747,7 +755,10 @@ fn on_watermark(
                 rule,
                 series_by_key,
                 baseline,
-                cache,
+                ChartCaches {
+                    limits: cache,
+                    expectations: &mut state.expectations,
+                },
                 interval_start,
                 interval_end,
                 out,
@@ -767,11 +778,19 @@ fn on_watermark(
     }
 }
 
+/// What an interval's chart updates compute once and reuse.
+struct ChartCaches<'cache> {
+    /// k and h per λ0 bucket.
+    limits: &'cache mut CusumLimitsCache,
+    /// Hourly expectations.
+    expectations: &'cache mut ExpectationCache,
+}
+
 fn update_charts(
     rule: &CusumRule,
     series_by_key: &mut BTreeMap<(u32, i32), CusumSeries>,
     baseline: &BaselineView<'_>,
-    cache: &mut CusumLimitsCache,
+    caches: ChartCaches<'_>,
     interval_start: i64,
     interval_end: i64,
     out: &mut Vec<Alert>,
@@ -789,9 +808,16 @@ fn update_charts(
             continue;
         };
         let expected = baseline
-            .expected_count(rule.unit, key.0, event_type, interval_start, interval_end)
+            .expected_count(
+                Some(caches.expectations),
+                rule.unit,
+                key.0,
+                event_type,
+                interval_start,
+                interval_end,
+            )
             .max(MIN_CUSUM_EXPECTED);
-        let Some(limits) = cache.limits(expected, rule.shift, rule.arl0) else {
+        let Some(limits) = caches.limits.limits(expected, rule.shift, rule.arl0) else {
             continue;
         };
         if series.last_decision_interval > 0.0

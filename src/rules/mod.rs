@@ -48,7 +48,8 @@
 //! scope = "community"             # optional, default "cell"
 //! min_count = 3                   # optional, default 3
 //! fdr = 0.01                      # optional: Benjamini–Hochberg q, in (0, 1), default 0.01
-//! resolve_at_expected = 1.0       # optional: resolve when count ≤ this × expected, 0..=100
+//! resolve_at_expected = 1.0       # optional: "back near baseline" is count ≤ this × expected, 0..=100
+//! resolve_hold = "1h"             # optional: resolve once back near baseline this long, ≤ 7 days, default 1h
 //! severity = 2                    # optional, as for threshold
 //!
 //! [[rule]]
@@ -606,6 +607,8 @@ impl RuleEngine {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_budget;
 #[cfg(test)]
 mod tests_stats;
 

@@ -339,6 +339,20 @@ impl<'a> RuleValidation<'a> {
         self.problems.push(format!("{}: {message}", self.label));
     }
 
+    /// An `alert_budget_per_day` as written: the alerts a day city-wide the rule is expected
+    /// to raise under the seeded baseline (a promise the four-week budget test in
+    /// `src/rules/tests_budget.rs` holds the rule to; the engine itself does not use it). Must
+    /// be a non-negative number of at most 1,000.
+    pub(crate) fn alert_budget(&mut self, budget: Option<f64>) {
+        if let Some(budget) = budget {
+            if !(budget.is_finite() && (0.0..=1000.0).contains(&budget)) {
+                self.problem(format!(
+                    "alert_budget_per_day must be between 0 and 1000 (alerts a day city-wide), got {budget}"
+                ));
+            }
+        }
+    }
+
     /// The event types named, sorted by enum number; every unknown, unspecified or repeated
     /// name is a problem, and so is an empty list.
     pub(crate) fn event_types(&mut self, names: &[String]) -> Vec<EventType> {

@@ -156,6 +156,28 @@ pub(crate) fn remember_recent_event(
     }
 }
 
+/// Forgets the pane counts and recent events before `oldest_kept_millis`. Called for every
+/// active series at every pane boundary, so it allocates only when a pane or event is that old
+/// (recent events are in time order: the first is the oldest).
+pub(crate) fn drop_expired_panes(
+    pane_counts: &mut BTreeMap<i64, u32>,
+    recent_events: &mut Vec<RecentEvent>,
+    oldest_kept_millis: i64,
+) {
+    if pane_counts
+        .first_key_value()
+        .is_some_and(|(pane, _)| *pane < oldest_kept_millis)
+    {
+        *pane_counts = pane_counts.split_off(&oldest_kept_millis);
+    }
+    if recent_events
+        .first()
+        .is_some_and(|recent| recent.occurred_at_millis < oldest_kept_millis)
+    {
+        recent_events.retain(|recent| recent.occurred_at_millis >= oldest_kept_millis);
+    }
+}
+
 /// Ids of the remembered events that happened before `until_millis`, oldest first: the
 /// `event_ids` of an alert decided at that boundary.
 pub(crate) fn event_ids_before(recent_events: &[RecentEvent], until_millis: i64) -> Vec<String> {

@@ -36,8 +36,11 @@
 //!   λ, `p_value` = p, `event_type` = the series' type, `event_ids` = the window's events
 //!   (≤ 20, most recent). While firing nothing more is emitted; `observed` keeps the largest
 //!   count.
-//! - RESOLVED at the first later boundary where the window's count is back at or below
-//!   `resolve_at_expected` × λ (default 1: the baseline), `ends_at` = that boundary. Not at the
+//! - RESOLVED once the window's count has been back at or below `resolve_at_expected` × λ
+//!   (default 1: the baseline) at every boundary for `resolve_hold` (default 1 h), `ends_at`
+//!   = the boundary where the hold is complete; a significant or above-baseline window in
+//!   between restarts the hold, so a wave that pauses is one occurrence
+//!   (`a_wave_that_pauses_for_less_than_the_hold_time_stays_one_alert_occurrence`). Not at the
 //!   first window that is merely no longer significant: a wave's events come in clumps, the
 //!   sliding window holds more or fewer of them, and resolving there split one wave into
 //!   several occurrences (issue 14; `a_wave_straddling_hour_boundaries_is_one_alert_occurrence`).
@@ -59,12 +62,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::alert::{alert_id, fingerprint, AlertOccurrence};
-use super::baseline::BaselineView;
+use super::baseline::{BaselineView, ExpectationCache};
 use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
 use super::ruleset::{AlertScope, RuleValidation};
 use super::series::{
-    collect_firing_series, count_matching_event, event_ids_before, next_pane_boundary, pane_start,
-    remove_series_of_rule, AlertLifecycle, AlertingSeries, RecentEvent, SeriesByRule,
+    collect_firing_series, count_matching_event, drop_expired_panes, event_ids_before,
+    next_pane_boundary, pane_start, remove_series_of_rule, AlertLifecycle, AlertingSeries,
+    RecentEvent, SeriesByRule,
 };
 use super::statistics::{benjamini_hochberg, critical_count, poisson_upper_tail};
 use super::units::{unit_count, unit_labels};
@@ -80,6 +84,12 @@ pub const MIN_SPIKE_EXPECTED: f64 = 0.01;
 pub const DEFAULT_SPIKE_MIN_COUNT: i64 = 3;
 /// Default false discovery rate `fdr` (Benjamini–Hochberg q) of a spike rule.
 pub const DEFAULT_SPIKE_FDR: f64 = 0.01;
+/// Default `resolve_hold`: a wave that pauses for less than an hour (one default window) is
+/// still the same wave.
+pub const DEFAULT_SPIKE_RESOLVE_HOLD: Duration = Duration::from_secs(3600);
+/// Longest `resolve_hold` accepted (a week: longer would keep alerts of one-off bursts open
+/// past the learned baseline's horizon).
+const MAX_SPIKE_RESOLVE_HOLD: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A `kind = "spike"` table as written.
 #[derive(Debug, Deserialize)]
@@ -109,6 +119,18 @@ pub struct SpikeSpec {
     /// significant.
     #[serde(default = "default_spike_resolve_at_expected")]
     resolve_at_expected: f64,
+    /// How long the window's count must stay back near the baseline (at or below
+    /// `resolve_at_expected` × expected) before a firing alert resolves (default 1 h).
+    #[serde(default = "default_spike_resolve_hold", with = "humantime_serde")]
+    resolve_hold: Duration,
+    /// Alerts a day city-wide expected under the seeded baseline (documentation the budget
+    /// test enforces; validated, otherwise unused by the engine).
+    #[serde(default)]
+    alert_budget_per_day: Option<f64>,
+}
+
+fn default_spike_resolve_hold() -> Duration {
+    DEFAULT_SPIKE_RESOLVE_HOLD
 }
 
 fn default_spike_resolve_at_expected() -> f64 {
@@ -146,6 +168,11 @@ pub struct SpikeRule {
     /// in clumps, and each evaluation tests a sliding window), so resolving at the first
     /// non-significant window split one wave into several alert occurrences.
     pub resolve_at_expected: f64,
+    /// Hysteresis in time: a firing alert resolves only once the window count has been at
+    /// most `resolve_at_expected` × expected at every boundary for this long (a multiple of
+    /// the pane size, 0 = at the first such boundary). A wave that pauses (a quiet lunch hour
+    /// between two mornings of calls) stays one occurrence with updates.
+    pub resolve_hold_millis: i64,
 }
 
 /// Mutable state of all spike rules.
@@ -157,6 +184,9 @@ pub struct SpikeState {
     pub series: SeriesByRule<(u32, i32), SpikeSeries>,
     /// Pane-aligned watermark of the last evaluation (once per pane boundary).
     pub last_evaluated_aligned_millis: Option<i64>,
+    /// Hourly expectations already computed (a memo, not in the snapshot).
+    #[serde(skip)]
+    pub expectations: ExpectationCache,
 }
 
 /// One (rule, unit, type) series.
@@ -168,6 +198,10 @@ pub struct SpikeSeries {
     pub recent_events: Vec<RecentEvent>,
     /// The series' alert.
     pub alert: AlertLifecycle,
+    /// While firing: the first boundary of the current run of boundaries at which the window
+    /// count was back near the baseline (`None` while it is above); the alert resolves once
+    /// the run lasts `resolve_hold`.
+    pub near_baseline_since_millis: Option<i64>,
 }
 
 impl AlertingSeries for SpikeSeries {
@@ -188,6 +222,7 @@ impl RuleKind for SpikeRule {
     }
 
     fn from_spec(spec: SpikeSpec, validation: &mut RuleValidation<'_>) -> SpikeRule {
+        validation.alert_budget(spec.alert_budget_per_day);
         let event_types = validation.event_types(&spec.event_types);
         let window_millis = validation.pane_multiple(spec.window, "window");
         let min_count = validation.count(spec.min_count, "min_count");
@@ -202,6 +237,17 @@ impl RuleKind for SpikeRule {
                 "resolve_at_expected must be between 0 and 100 (a multiple of the expected count), got {resolve_at_expected}"
             ));
         }
+        let resolve_hold_millis = if spec.resolve_hold > MAX_SPIKE_RESOLVE_HOLD {
+            validation.problem(format!(
+                "resolve_hold must be at most 7 days, got {}",
+                humantime_serde::re::humantime::format_duration(spec.resolve_hold)
+            ));
+            0
+        } else if spec.resolve_hold.is_zero() {
+            0
+        } else {
+            validation.pane_multiple(spec.resolve_hold, "resolve_hold")
+        };
         SpikeRule {
             name: spec.name,
             event_types,
@@ -211,6 +257,7 @@ impl RuleKind for SpikeRule {
             fdr,
             severity,
             resolve_at_expected,
+            resolve_hold_millis,
         }
     }
 
@@ -280,6 +327,7 @@ impl RuleKind for SpikeRule {
                 rule,
                 series_by_key,
                 &watermark.baseline,
+                &mut state.expectations,
                 aligned_millis,
                 out,
             );
@@ -324,16 +372,18 @@ fn evaluate_rule(
     rule: &SpikeRule,
     series_by_key: &mut BTreeMap<(u32, i32), SpikeSeries>,
     baseline: &BaselineView<'_>,
+    expectations: &mut ExpectationCache,
     aligned_millis: i64,
     out: &mut Vec<Alert>,
 ) {
     let window_start = aligned_millis.saturating_sub(rule.window_millis);
     let mut tests: Vec<SeriesTest> = Vec::new();
     for (key, series) in series_by_key.iter_mut() {
-        series.pane_counts = series.pane_counts.split_off(&window_start);
-        series
-            .recent_events
-            .retain(|recent| recent.occurred_at_millis >= window_start);
+        drop_expired_panes(
+            &mut series.pane_counts,
+            &mut series.recent_events,
+            window_start,
+        );
         let count: u64 = series
             .pane_counts
             .range(..aligned_millis)
@@ -346,7 +396,14 @@ fn evaluate_rule(
             continue;
         };
         let expected = baseline
-            .expected_count(rule.unit, key.0, event_type, window_start, aligned_millis)
+            .expected_count(
+                Some(expectations),
+                rule.unit,
+                key.0,
+                event_type,
+                window_start,
+                aligned_millis,
+            )
             .max(MIN_SPIKE_EXPECTED);
         tests.push(SeriesTest {
             key: *key,
@@ -368,15 +425,24 @@ fn evaluate_rule(
         match (&mut series.alert.firing, significant.get(key)) {
             (Some(firing), Some(test)) => {
                 firing.observed = firing.observed.max(test.count as f64);
+                series.near_baseline_since_millis = None;
             }
             (Some(_), None) => {
                 let still_above_baseline = tests.iter().any(|test| {
                     test.key == *key && test.count as f64 > test.expected * rule.resolve_at_expected
                 });
-                if !still_above_baseline {
-                    series
-                        .alert
-                        .resolve_no_earlier_than_last_update(aligned_millis, out);
+                if still_above_baseline {
+                    series.near_baseline_since_millis = None;
+                } else {
+                    let since = *series
+                        .near_baseline_since_millis
+                        .get_or_insert(aligned_millis);
+                    if aligned_millis.saturating_sub(since) >= rule.resolve_hold_millis {
+                        series
+                            .alert
+                            .resolve_no_earlier_than_last_update(aligned_millis, out);
+                        series.near_baseline_since_millis = None;
+                    }
                 }
             }
             (None, Some(test)) => {

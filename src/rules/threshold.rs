@@ -40,6 +40,10 @@ pub struct ThresholdSpec {
     /// Per cell (default) or per community.
     #[serde(default)]
     scope: AlertScope,
+    /// Alerts a day city-wide expected under the seeded baseline (documentation the budget
+    /// test enforces; validated, otherwise unused by the engine).
+    #[serde(default)]
+    alert_budget_per_day: Option<f64>,
 }
 
 /// A rule that alerts when at least `min_count` matching events of one cell (or community)
@@ -104,6 +108,7 @@ impl RuleKind for ThresholdRule {
     }
 
     fn from_spec(spec: ThresholdSpec, validation: &mut RuleValidation<'_>) -> ThresholdRule {
+        validation.alert_budget(spec.alert_budget_per_day);
         let event_types = validation.event_types(&spec.event_types);
         let window_millis = validation.pane_multiple(spec.window, "window");
         let min_count = validation.count(spec.min_count, "min_count");
@@ -296,17 +301,19 @@ fn on_watermark(
         };
         let oldest_kept_pane_start = aligned_millis.saturating_sub(rule.window_millis);
         series_by_cell.retain(|_, series| {
-            series.pane_counts = series.pane_counts.split_off(&oldest_kept_pane_start);
-            series
-                .recent_events
-                .retain(|recent| recent.occurred_at_millis >= oldest_kept_pane_start);
-            let remaining_count: u64 = series
-                .pane_counts
-                .values()
-                .map(|count| u64::from(*count))
-                .sum();
-            if remaining_count < u64::from(rule.min_count) {
-                series.alert.resolve(aligned_millis, resolved);
+            // Every active series is visited at every pane boundary: only touch the maps when
+            // something left the window (most boundaries, nothing did), and only sum the
+            // window when an alert could resolve.
+            drop_expired(series, oldest_kept_pane_start);
+            if series.alert.is_firing() {
+                let remaining_count: u64 = series
+                    .pane_counts
+                    .values()
+                    .map(|count| u64::from(*count))
+                    .sum();
+                if remaining_count < u64::from(rule.min_count) {
+                    series.alert.resolve(aligned_millis, resolved);
+                }
             }
             series.alert.is_firing() || !series.pane_counts.is_empty()
         });
@@ -314,4 +321,14 @@ fn on_watermark(
     state
         .series
         .retain(|_, series_by_cell| !series_by_cell.is_empty());
+}
+
+/// Forgets the panes and recent events before `oldest_kept_millis`, without reallocating when
+/// none is that old (recent events are in time order, so the first is the oldest).
+fn drop_expired(series: &mut ThresholdSeries, oldest_kept_millis: i64) {
+    super::series::drop_expired_panes(
+        &mut series.pane_counts,
+        &mut series.recent_events,
+        oldest_kept_millis,
+    );
 }
