@@ -407,7 +407,13 @@ mod tests {
     fn a_personal_number_at_the_shortest_and_longest_lengths_is_still_scanned() {
         for number in ["0101234567", "110101199003077777"] {
             assert!(!cannot_hold_a_personal_number(number.as_bytes()));
-            assert!(matches!(pseudonymizer().scrub_bytes(number.as_bytes()), Cow::Owned(_)), "{number}");
+            assert!(
+                matches!(
+                    pseudonymizer().scrub_bytes(number.as_bytes()),
+                    Cow::Owned(_)
+                ),
+                "{number}"
+            );
         }
     }
 

@@ -178,7 +178,6 @@ pub fn replay(
             .map_err(|_| ReplayError::ThreadPanicked("reader"))?;
         written?;
         counted
-
     })?;
     progress.finish_and_clear();
     summary.elapsed = started.elapsed();

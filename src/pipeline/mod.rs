@@ -311,7 +311,8 @@ impl Pipeline {
             outcome,
             ..
         } = admitted;
-        let result = outcome.and_then(|admitted| self.count(admitted, partition, wall_millis, outputs));
+        let result =
+            outcome.and_then(|admitted| self.count(admitted, partition, wall_millis, outputs));
         match result {
             Ok(result) => result,
             Err(rejected) => self.reject(rejected, partition, position, outputs),

@@ -27,7 +27,11 @@ impl WindowJsonWriter {
 
     /// Appends `window` as one JSON object (no newline), exactly as
     /// `serde_json::to_writer(out, window)` would.
-    pub fn write(&mut self, window: &CellWindow, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    pub fn write(
+        &mut self,
+        window: &CellWindow,
+        out: &mut Vec<u8>,
+    ) -> Result<(), serde_json::Error> {
         let Ok(event_type) = EventType::try_from(window.event_type) else {
             return serde_json::to_writer(out, window);
         };
@@ -190,7 +194,10 @@ mod tests {
     fn timestamp() -> impl Strategy<Value = Option<pbjson_types::Timestamp>> {
         prop_oneof![
             Just(None),
-            (0i64..4_000_000_000, prop_oneof![Just(0i32), 0i32..1_000_000_000])
+            (
+                0i64..4_000_000_000,
+                prop_oneof![Just(0i32), 0i32..1_000_000_000]
+            )
                 .prop_map(|(seconds, nanos)| Some(pbjson_types::Timestamp { seconds, nanos })),
         ]
     }
