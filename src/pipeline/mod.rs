@@ -201,7 +201,7 @@ impl Pipeline {
             admission: Admission::new(
                 Decoder::new(settings.decode.clone()),
                 Arc::clone(&registry),
-                settings.limits.clone(),
+                settings.limits,
             ),
             registry,
             stages: StageState {
