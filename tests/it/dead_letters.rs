@@ -261,6 +261,8 @@ fn resent_event_is_a_duplicate_not_a_dead_letter_even_after_its_window_closed() 
         RecordResult::Duplicate
     );
     assert!(outputs.dead_letters.is_empty());
+    // What the shell does whenever it writes a batch's outputs.
+    pipeline.flush_metrics();
     assert_eq!(
         metrics.events_duplicate.with_label_values(&["file"]).get(),
         1
@@ -329,6 +331,8 @@ fn received_decoded_and_dead_letter_counters_tell_decoding_from_validation_failu
     pipeline.process(json_record(&valid, 1), WALL_MILLIS, &mut outputs);
     pipeline.process(json_record(&unknown_grid, 2), WALL_MILLIS, &mut outputs);
     pipeline.process(json_record("{broken", 3), WALL_MILLIS, &mut outputs);
+    // What the shell does whenever it writes a batch's outputs.
+    pipeline.flush_metrics();
     assert_eq!(
         metrics.events_received.with_label_values(&["file"]).get(),
         3
