@@ -8,6 +8,8 @@
 //! [`crate::privacy`] before the event reaches any output, dead letters included; rejection
 //! details describe what was wrong without echoing input values.
 
+mod common_shape;
+
 use prost::Message;
 
 use crate::dead_letter::DeadLetterReason;
@@ -242,6 +244,9 @@ impl Decoder {
 }
 
 fn decode_json(bytes: &[u8]) -> Result<IncidentEvent, Rejection> {
+    if let Some(event) = common_shape::decode_common_shape(bytes) {
+        return Ok(event);
+    }
     match serde_json::from_slice::<IncidentEvent>(bytes) {
         Ok(event) => Ok(event),
         Err(error) => Err(classify_json_error(bytes, error)),

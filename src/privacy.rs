@@ -304,20 +304,31 @@ impl Pseudonymizer {
     }
 }
 
-/// Shortest text [`PII_VALUE_PATTERN`] matches: a landline `0` + 2-digit area code + 3 + 4
-/// digits.
-const SHORTEST_PERSONAL_NUMBER_BYTES: usize = 10;
+/// Fewest ASCII digits in any text [`PII_VALUE_PATTERN`] matches: a landline `0` + 2-digit
+/// area code + 3 + 4 digits (every other shape has more: mobiles 11, ID cards 17).
+const FEWEST_PERSONAL_NUMBER_DIGITS: usize = 10;
 /// Longest run of digits that is one personal number: the 18-digit ID card.
 const LONGEST_PERSONAL_DIGIT_RUN: usize = 18;
 
 /// Whether `bytes` certainly holds no phone or ID-card number, decided without the regex (which
-/// was 5 % of a replay, run on five ids per event): shorter than any number, or only digits and
-/// longer than any (such a run can only match at its start, and a match followed by a digit is
-/// not personal, so the scan would find nothing; a 20-digit GB/T 28181 device id is one). A
-/// property test holds this to the scan.
+/// was 5 % of a replay, run on five ids per event). Either it has fewer digits than any number,
+/// or it is only digits and no number can be all of it: in a run of digits a match can only
+/// start at the start, and a match followed by a digit is not personal, so the scan finds
+/// something only when one shape matches the whole run — an 18-digit ID card, or a shape that
+/// starts with `0` (landlines, `00` prefixes), `1` (mobiles) or `86`. So the 12-digit
+/// community codes and 14-digit grid ids of Hebi (`41…`) and 20-digit GB/T 28181 device ids
+/// skip the scan. A property test holds this to the scan.
 fn cannot_hold_a_personal_number(bytes: &[u8]) -> bool {
-    bytes.len() < SHORTEST_PERSONAL_NUMBER_BYTES
-        || (bytes.len() > LONGEST_PERSONAL_DIGIT_RUN && bytes.iter().all(u8::is_ascii_digit))
+    let digit_count = bytes.iter().filter(|byte| byte.is_ascii_digit()).count();
+    if digit_count < FEWEST_PERSONAL_NUMBER_DIGITS {
+        return true;
+    }
+    if digit_count != bytes.len() {
+        return false;
+    }
+    let first_digit_starts_no_shape = !matches!(bytes.first(), Some(b'0' | b'1' | b'8'));
+    bytes.len() > LONGEST_PERSONAL_DIGIT_RUN
+        || (bytes.len() != LONGEST_PERSONAL_DIGIT_RUN && first_digit_starts_no_shape)
 }
 
 /// See [`Pseudonymizer::is_pii_attribute_key`].
@@ -391,6 +402,10 @@ mod tests {
                 "\\PC{0,9}",
                 "[0-9]{19,40}",
                 "(86|0086|0|1[3-9]|41)[0-9]{17,30}",
+                "[0-9]{8,20}",
+                "[a-z-]{0,8}[0-9]{9,12}",
+                "(0|1[3-9]|86|0086|41|[2-9])[0-9 -]{7,17}",
+                "[0-9]{1,4}[a-z:]{1,3}[0-9]{6,12}",
             ]
         ) {
             let pseudonymizer = pseudonymizer();
@@ -399,6 +414,31 @@ mod tests {
             proptest::prop_assert_eq!(
                 pseudonymizer.scan_and_scrub(pattern, text.as_bytes()),
                 Cow::Borrowed(text.as_bytes())
+            );
+        }
+    }
+
+    #[test]
+    fn hebi_ids_skip_the_scan_and_digit_runs_shaped_like_a_number_do_not() {
+        for id in [
+            "410602001001",
+            "41060200100101",
+            "41060200000000000001",
+            "evt-000123456",
+            "sim-000001",
+        ] {
+            assert!(cannot_hold_a_personal_number(id.as_bytes()), "{id}");
+        }
+        for number_shaped in [
+            "13800138000",
+            "8613800138000",
+            "410602199003077777",
+            "01012345678",
+            "id-13800138000",
+        ] {
+            assert!(
+                !cannot_hold_a_personal_number(number_shaped.as_bytes()),
+                "{number_shaped}"
             );
         }
     }

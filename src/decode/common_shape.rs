@@ -1,0 +1,397 @@
+//! The fast path of JSON decoding, for the shape almost every producer writes.
+//!
+//! pbjson's generated deserializer accepts everything the proto3 JSON mapping allows (numbers
+//! as strings, enum numbers, `NaN`, unknown fields, …) and parses every timestamp with chrono's
+//! general RFC 3339 parser; on a replay that was two thirds of the decoding thread. This path
+//! accepts only the common shape — known field names in snake_case or lowerCamelCase, string
+//! ids, an enum *name*, a numeric severity, RFC 3339 timestamps of the form
+//! `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, numeric coordinates, string attributes — and
+//! answers `None` for anything else, which then takes the pbjson path exactly as before. So the
+//! fast path can only ever produce the event pbjson would have produced (a property test holds
+//! it to pbjson on generated lines), and every rejection keeps its pbjson-derived reason and
+//! detail.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::proto::{Crs, EventType, IncidentEvent};
+
+/// One event in the common shape: every field that may be absent defaults the way pbjson
+/// defaults it, and every field whose JSON `null` pbjson would refuse is a non-`Option` (so a
+/// `null` fails here too and falls back). Unknown fields fall back to pbjson, which ignores
+/// them; a field given twice (also once per spelling) fails here as it fails there.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonShapeEvent<'line> {
+    #[serde(default, alias = "eventId")]
+    event_id: String,
+    #[serde(default)]
+    source: String,
+    #[serde(default, alias = "deviceId")]
+    device_id: String,
+    #[serde(default, alias = "communityId")]
+    community_id: String,
+    #[serde(default, alias = "gridId")]
+    grid_id: String,
+    /// The enum name, borrowed (a name with escapes fails to borrow and falls back).
+    #[serde(default, borrow, alias = "eventType", deserialize_with = "present")]
+    event_type: Option<&'line str>,
+    #[serde(default)]
+    severity: u32,
+    /// `null` is allowed: pbjson reads a message field as an `Option`.
+    #[serde(default, borrow, alias = "occurredAt")]
+    occurred_at: Option<&'line str>,
+    #[serde(default, borrow, alias = "receivedAt")]
+    received_at: Option<&'line str>,
+    #[serde(default)]
+    lat: Option<f64>,
+    #[serde(default)]
+    lon: Option<f64>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    crs: Option<&'line str>,
+    #[serde(default)]
+    attributes: HashMap<String, String>,
+}
+
+/// A field that, when present, must not be `null` (pbjson refuses `null` enums).
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de str>, D::Error> {
+    <&'de str>::deserialize(deserializer).map(Some)
+}
+
+/// The event of one JSON line when it has the common shape, or `None` when the general
+/// (pbjson) path must decide — including every line that pbjson would reject.
+pub(super) fn decode_common_shape(line: &[u8]) -> Option<IncidentEvent> {
+    let text = std::str::from_utf8(line).ok()?;
+    let shape: CommonShapeEvent<'_> = serde_json::from_str(text).ok()?;
+    let event_type = match shape.event_type {
+        None => EventType::Unspecified,
+        Some(name) => EventType::from_str_name(name)?,
+    };
+    let crs = match shape.crs {
+        None => Crs::default(),
+        Some(name) => Crs::from_str_name(name)?,
+    };
+    let occurred_at = match shape.occurred_at {
+        None => None,
+        Some(text) => Some(timestamp_of_common_shape(text)?),
+    };
+    let received_at = match shape.received_at {
+        None => None,
+        Some(text) => Some(timestamp_of_common_shape(text)?),
+    };
+    Some(IncidentEvent {
+        event_id: shape.event_id,
+        source: shape.source,
+        device_id: shape.device_id,
+        community_id: shape.community_id,
+        grid_id: shape.grid_id,
+        event_type: event_type as i32,
+        severity: shape.severity,
+        occurred_at,
+        received_at,
+        lat: shape.lat,
+        lon: shape.lon,
+        crs: crs as i32,
+        attributes: shape.attributes,
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)` as a protobuf timestamp, equal to what chrono's
+/// `DateTime::parse_from_rfc3339` (pbjson's parser) gives; `None` for anything else (a
+/// lowercase `t`/`z`, a space, a leap second, more than nine fraction digits, an invalid
+/// date), which pbjson then decides.
+pub(super) fn timestamp_of_common_shape(text: &str) -> Option<pbjson_types::Timestamp> {
+    let bytes = text.as_bytes();
+    if bytes.len() < 20 {
+        return None;
+    }
+    let year = digits(bytes, 0, 4)?;
+    let month = digits(bytes, 5, 2)?;
+    let day = digits(bytes, 8, 2)?;
+    let hour = digits(bytes, 11, 2)?;
+    let minute = digits(bytes, 14, 2)?;
+    let second = digits(bytes, 17, 2)?;
+    let separators_hold = bytes.get(4) == Some(&b'-')
+        && bytes.get(7) == Some(&b'-')
+        && bytes.get(10) == Some(&b'T')
+        && bytes.get(13) == Some(&b':')
+        && bytes.get(16) == Some(&b':');
+    if !separators_hold || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    let mut position = 19;
+    let mut nanos: i64 = 0;
+    if bytes.get(position) == Some(&b'.') {
+        position += 1;
+        let fraction_start = position;
+        while bytes.get(position).is_some_and(u8::is_ascii_digit) {
+            position += 1;
+        }
+        let fraction_digits = position - fraction_start;
+        if fraction_digits == 0 || fraction_digits > 9 {
+            return None;
+        }
+        nanos = digits(bytes, fraction_start, fraction_digits)?
+            * 10_i64.pow(u32::try_from(9 - fraction_digits).ok()?);
+    }
+    let offset_seconds = match bytes.get(position..)? {
+        b"Z" => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let offset_hours = digits(bytes, position + 1, 2)?;
+            let offset_minutes = digits(bytes, position + 4, 2)?;
+            if offset_hours > 23 || offset_minutes > 59 {
+                return None;
+            }
+            let magnitude = offset_hours * 3600 + offset_minutes * 60;
+            if *sign == b'-' {
+                -magnitude
+            } else {
+                magnitude
+            }
+        }
+        _ => return None,
+    };
+    let local_seconds =
+        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+    Some(pbjson_types::Timestamp {
+        seconds: local_seconds - offset_seconds,
+        nanos: i32::try_from(nanos).ok()?,
+    })
+}
+
+/// The decimal value of `count` ASCII digits at `start`, or `None` if any is not a digit.
+fn digits(bytes: &[u8], start: usize, count: usize) -> Option<i64> {
+    let field = bytes.get(start..start.checked_add(count)?)?;
+    field.iter().try_fold(0_i64, |value, byte| {
+        byte.is_ascii_digit()
+            .then(|| value * 10 + i64::from(byte - b'0'))
+    })
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let shifted_year = if month <= 2 { year - 1 } else { year };
+    let era = shifted_year.div_euclid(400);
+    let year_of_era = shifted_year - era * 400;
+    let month_from_march = (month + 9) % 12;
+    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn by_pbjson(line: &str) -> Result<IncidentEvent, String> {
+        serde_json::from_str::<IncidentEvent>(line).map_err(|error| error.to_string())
+    }
+
+    fn by_chrono(text: &str) -> Option<pbjson_types::Timestamp> {
+        let parsed = chrono::DateTime::parse_from_rfc3339(text).ok()?;
+        let utc: chrono::DateTime<chrono::Utc> = parsed.into();
+        Some(utc.into())
+    }
+
+    /// Lines in many shapes, common and not: each field present or not, in either spelling,
+    /// with values of the right kind or of another (which must fall back).
+    fn line_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let string_value = prop_oneof![
+            "[a-z0-9-]{0,12}".prop_map(|text| format!("\"{text}\"")),
+            Just("\"a\\\"b\\u00e9\"".to_string()),
+            Just("null".to_string()),
+            Just("7".to_string()),
+        ];
+        let event_type_value = prop_oneof![
+            Just("\"FIRE_SMOKE\"".to_string()),
+            Just("\"FRAUD_REPORTED\"".to_string()),
+            Just("\"EVENT_TYPE_UNSPECIFIED\"".to_string()),
+            Just("\"NOT_A_TYPE\"".to_string()),
+            Just("\"FIRE\\u005fSMOKE\"".to_string()),
+            Just("3".to_string()),
+            Just("null".to_string()),
+        ];
+        let severity_value = prop_oneof![
+            (0_u32..7).prop_map(|value| value.to_string()),
+            Just("\"2\"".to_string()),
+            Just("2.0".to_string()),
+            Just("-1".to_string()),
+            Just("null".to_string()),
+        ];
+        let timestamp_value = prop_oneof![
+            timestamp_text_strategy().prop_map(|text| format!("\"{text}\"")),
+            Just("null".to_string()),
+            Just("12".to_string()),
+        ];
+        let number_value = prop_oneof![
+            (-180.0_f64..180.0).prop_map(|value| value.to_string()),
+            (-1000_i64..1000).prop_map(|value| value.to_string()),
+            Just("\"NaN\"".to_string()),
+            Just("null".to_string()),
+            Just("1e400".to_string()),
+        ];
+        let crs_value = prop_oneof![
+            Just("\"WGS84\"".to_string()),
+            Just("\"GCJ02\"".to_string()),
+            Just("\"CRS_UNSPECIFIED\"".to_string()),
+            Just("1".to_string()),
+            Just("null".to_string()),
+        ];
+        let attributes_value = prop_oneof![
+            Just("{}".to_string()),
+            Just("{\"phone\":\"13800138000\",\"k\":\"v\"}".to_string()),
+            Just("{\"k\":\"a\",\"k\":\"b\"}".to_string()),
+            Just("{\"k\":1}".to_string()),
+            Just("null".to_string()),
+        ];
+        let field = prop_oneof![
+            (
+                prop_oneof![Just("event_id"), Just("eventId")],
+                string_value.clone()
+            ),
+            (Just("source"), string_value.clone()),
+            (
+                prop_oneof![Just("device_id"), Just("deviceId")],
+                string_value.clone()
+            ),
+            (
+                prop_oneof![Just("community_id"), Just("communityId")],
+                string_value.clone()
+            ),
+            (prop_oneof![Just("grid_id"), Just("gridId")], string_value),
+            (
+                prop_oneof![Just("event_type"), Just("eventType")],
+                event_type_value
+            ),
+            (Just("severity"), severity_value),
+            (
+                prop_oneof![Just("occurred_at"), Just("occurredAt")],
+                timestamp_value.clone()
+            ),
+            (
+                prop_oneof![Just("received_at"), Just("receivedAt")],
+                timestamp_value
+            ),
+            (Just("lat"), number_value.clone()),
+            (Just("lon"), number_value),
+            (Just("crs"), crs_value),
+            (Just("attributes"), attributes_value),
+            (Just("unknown_field"), Just("[1,2]".to_string())),
+        ];
+        proptest::collection::vec(field, 0..14).prop_map(|fields| {
+            let members: Vec<String> = fields
+                .into_iter()
+                .map(|(name, value)| format!("\"{name}\":{value}"))
+                .collect();
+            format!("{{{}}}", members.join(","))
+        })
+    }
+
+    fn timestamp_text_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let date = (1_i64..10_000, 0_i64..14, 0_i64..33);
+        let time = (0_i64..25, 0_i64..61, 0_i64..62);
+        let fraction = prop_oneof![
+            Just(String::new()),
+            "\\.[0-9]{0,11}".prop_map(|text| text.to_string()),
+        ];
+        let offset = prop_oneof![
+            Just("Z".to_string()),
+            Just("z".to_string()),
+            (prop_oneof![Just('+'), Just('-')], 0_i64..26, 0_i64..61)
+                .prop_map(|(sign, hours, minutes)| format!("{sign}{hours:02}:{minutes:02}")),
+            Just("+0800".to_string()),
+        ];
+        let separator = prop_oneof![Just('T'), Just('t'), Just(' ')];
+        (date, separator, time, fraction, offset).prop_map(
+            |((year, month, day), separator, (hour, minute, second), fraction, offset)| {
+                format!(
+                    "{year:04}-{month:02}-{day:02}{separator}{hour:02}:{minute:02}:{second:02}{fraction}{offset}"
+                )
+            },
+        )
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn the_fast_path_decodes_exactly_what_pbjson_decodes(line in line_strategy()) {
+            if let Some(fast) = decode_common_shape(line.as_bytes()) {
+                proptest::prop_assert_eq!(Ok(fast), by_pbjson(&line), "{}", line);
+            }
+        }
+
+        #[test]
+        fn common_shape_timestamps_equal_chronos(text in timestamp_text_strategy()) {
+            if let Some(fast) = timestamp_of_common_shape(&text) {
+                proptest::prop_assert_eq!(Some(fast), by_chrono(&text), "{}", text);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_fast_path(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)
+        ) {
+            let _ = decode_common_shape(&bytes);
+        }
+    }
+
+    #[test]
+    fn the_simulators_and_the_bench_streams_lines_take_the_fast_path() {
+        let lines = [
+            r#"{"event_id":"e-1","source":"sim","device_id":"41060200000000000001","community_id":"410602001001","grid_id":"41060200100101","event_type":"FIRE_SMOKE","severity":2,"occurred_at":"2026-03-02T00:00:01.250Z","lat":35.7,"lon":114.2,"crs":"WGS84","attributes":{"floor":"3"}}"#,
+            r#"{"eventId":"e-2","communityId":"410602001001","eventType":"FRAUD_REPORTED","occurredAt":"2026-03-02T08:00:00+08:00","receivedAt":"2026-03-02T00:00:02Z"}"#,
+        ];
+        for line in lines {
+            let fast = decode_common_shape(line.as_bytes());
+            assert!(fast.is_some(), "{line}");
+            assert_eq!(fast.ok_or("none"), by_pbjson(line).map_err(|_| "pbjson"));
+        }
+    }
+
+    #[test]
+    fn timestamps_the_fast_path_leaves_to_pbjson_still_decode_there() {
+        for text in [
+            "2026-03-02t00:00:00Z",
+            "2026-03-02T00:00:60Z",
+            "2026-03-02T00:00:00.1234567891Z",
+            "2026-02-30T00:00:00Z",
+            "2026-03-02 00:00:00z",
+        ] {
+            assert_eq!(timestamp_of_common_shape(text), None, "{text}");
+        }
+        let line =
+            r#"{"event_id":"e","event_type":"FIRE_SMOKE","occurred_at":"2026-03-02t00:00:00Z"}"#;
+        assert_eq!(decode_common_shape(line.as_bytes()), None);
+        assert!(by_pbjson(line).is_ok());
+    }
+
+    #[test]
+    fn known_instants_match_chrono_on_both_sides_of_the_epoch_and_leap_days() {
+        for text in [
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.999999999Z",
+            "2000-02-29T12:00:00+05:30",
+            "2024-02-29T23:59:59-11:45",
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.5Z",
+        ] {
+            assert_eq!(timestamp_of_common_shape(text), by_chrono(text), "{text}");
+        }
+    }
+}
