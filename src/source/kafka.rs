@@ -287,7 +287,14 @@ impl GroupContext {
                 // Counted and logged inside; the partitions are released either way.
                 let _ = commit_offsets(consumer, &self.topics, &offsets, &self.metrics);
             }
-            Err(error) => {
+            // The pipeline is gone: this is the revocation of a consumer closing at shutdown,
+            // after the pipeline's final snapshot and commit; not an operator's concern.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                tracing::debug!(
+                    "the pipeline stopped before the revocation; offsets stay as last committed"
+                )
+            }
+            Err(error @ std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 tracing::error!(%error, "the pipeline did not snapshot the revoked partitions in time; their offsets stay as last committed")
             }
         }
