@@ -46,9 +46,8 @@ sim_pb="$work/sim-$events.pb"
 [ -s "$sim_jsonl" ] || "$gridwatch" simulate --events "$events" --out "$sim_jsonl" --quiet >/dev/null
 [ -s "$sim_pb" ] || "$gridwatch" simulate --events "$events" --format protobuf --out "$sim_pb" --quiet >/dev/null
 
-# "Rules reduced to windows": a rules file with no rules.
-printf '# no rules: windows, views and dedup only\n' >"$work/no-rules.toml"
-printf '[rules]\npath = "%s"\n' "$PWD/$work/no-rules.toml" >"$work/windows-only.toml"
+# "Rules reduced to windows": one rule that cannot fire (a rules file needs at least one).
+printf '[rules]\npath = "%s"\n' "$PWD/benches/compare/windows-only-rules.toml" >"$work/windows-only.toml"
 
 # case name | input | program | extra arguments
 cases=(
