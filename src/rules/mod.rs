@@ -183,6 +183,7 @@ pub mod kind;
 pub mod kinds;
 pub mod ruleset;
 pub mod series;
+pub mod simulation;
 pub mod spike;
 pub mod statistics;
 pub mod suppression;
