@@ -494,10 +494,17 @@ impl GridRegistry {
             cell_devices.push(device);
         }
 
+        let mut communities_by_district = vec![Vec::new(); districts.len()];
+        for (community_position, district_position) in community_district.iter().enumerate() {
+            if let Some(members) = communities_by_district.get_mut(*district_position) {
+                members.push(CommunityIndex(community_position as u32));
+            }
+        }
         Ok(GridRegistry {
             districts,
             communities,
             community_district,
+            communities_by_district,
             cells,
             cell_representative_points,
             devices_by_cell,

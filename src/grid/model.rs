@@ -216,6 +216,8 @@ pub struct GridRegistry {
     /// Index into `districts` of each community's district (parallel to `communities`), so
     /// that `district_of` needs no lookup by string.
     pub(super) community_district: Vec<usize>,
+    /// The communities of each district (parallel to `districts`), for district-scope rules.
+    pub(super) communities_by_district: Vec<Vec<CommunityIndex>>,
     /// Cells, indexed by `CellIndex`.
     pub(super) cells: Vec<Cell>,
     /// A point inside each cell (parallel to `cells`), for simulators and tests.
@@ -297,6 +299,21 @@ impl GridRegistry {
     pub fn district_of(&self, cell: CellIndex) -> &District {
         let community = self.cell(cell).community;
         &self.districts[self.community_district[community.0 as usize]]
+    }
+
+    /// Position in [`Self::districts`] of a community's district, or `None` for an index not
+    /// from this registry.
+    pub fn district_position_of(&self, community: CommunityIndex) -> Option<usize> {
+        self.community_district.get(community.0 as usize).copied()
+    }
+
+    /// The communities of the district at `district_position` in [`Self::districts`] (empty
+    /// for a position out of range).
+    pub fn communities_of_district(&self, district_position: usize) -> &[CommunityIndex] {
+        self.communities_by_district
+            .get(district_position)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     /// A WGS-84 (longitude, latitude) point inside the cell: its centroid, or an interior

@@ -451,3 +451,36 @@ fn a_community_seen_on_two_partitions_is_named_in_the_report() {
     assert_eq!(split[0].community_id, community);
     assert_eq!(split[0].partitions, vec!["events/0", "events/4"]);
 }
+
+#[test]
+fn a_district_scope_alert_is_placed_at_its_district_and_one_of_an_unknown_district_is_rejected() {
+    let (mut model, registry) = model();
+    let district = registry.districts()[0].clone();
+    let district_alert = |district_id: &str| {
+        OutputRecord::Alert(crate::proto::Alert {
+            alert_id: format!("{district_id}-a"),
+            fingerprint: format!("{district_id}-f"),
+            rule: "fraud_wave_district_spike_6h".to_string(),
+            rule_kind: "spike".to_string(),
+            status: AlertStatus::Firing as i32,
+            district_id: district_id.to_string(),
+            event_type: EventType::FraudWarning as i32,
+            severity: 2,
+            starts_at: Some(millis_to_timestamp(T0)),
+            updated_at: Some(millis_to_timestamp(T0)),
+            ..Default::default()
+        })
+    };
+    assert_eq!(
+        model.apply(district_alert("999999"), T0),
+        Err(RecordRejected::UnknownPlace)
+    );
+    model.apply(district_alert(&district.code), T0).unwrap();
+    let (snapshot, _) = model.publish(T0);
+    assert_eq!(snapshot.alerts.len(), 1);
+    let place = &snapshot.alerts[0].place;
+    assert_eq!(place.district_id, district.code);
+    assert_eq!(place.district_name, district.name_zh);
+    assert!(place.community_id.is_empty() && place.grid_id.is_none());
+    assert_ne!(place.centroid, [0.0, 0.0]);
+}

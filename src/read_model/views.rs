@@ -63,6 +63,30 @@ impl Place {
             .map(|record| Place::of_community_record(registry, record))
     }
 
+    /// The place of a district (district-scope alerts): no community, the mean of its
+    /// communities' centroids.
+    pub fn of_district(registry: &GridRegistry, district: &crate::grid::District) -> Place {
+        let centroids: Vec<(f64, f64)> = registry
+            .communities()
+            .iter()
+            .filter(|community| community.district_code == district.code)
+            .map(|community| community.centroid)
+            .collect();
+        let count = centroids.len().max(1) as f64;
+        let (longitude_sum, latitude_sum) = centroids
+            .iter()
+            .fold((0.0, 0.0), |(x, y), (longitude, latitude)| {
+                (x + longitude, y + latitude)
+            });
+        Place {
+            district_id: district.code.clone(),
+            district_name: district.name_zh.clone(),
+            district_name_en: district.name_en.clone(),
+            centroid: [longitude_sum / count, latitude_sum / count],
+            ..Place::unknown()
+        }
+    }
+
     fn of_community_record(registry: &GridRegistry, community: &crate::grid::Community) -> Place {
         let district = registry.district(&community.district_code);
         Place {
@@ -171,6 +195,13 @@ impl AlertView {
                 registry
                     .community_by_id(&alert.community_id)
                     .and_then(|community| Place::of_community(registry, community))
+            })
+            .or_else(|| {
+                let district_scope = alert.grid_id.is_empty() && alert.community_id.is_empty();
+                district_scope
+                    .then(|| registry.district(&alert.district_id))
+                    .flatten()
+                    .map(|district| Place::of_district(registry, district))
             })
             .unwrap_or_else(|| Place {
                 grid_id: non_empty(&alert.grid_id),

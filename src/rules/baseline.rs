@@ -493,9 +493,13 @@ pub struct ExpectationCache {
     /// What the memo was computed from: closed hours over all types, the latest of them,
     /// events counted into closed hours, weeks and the bits of shrinkage_weeks.
     generation: Option<(usize, i64, u64, u32, u64)>,
-    /// Hourly rate by (community scope?, unit key, `EventType as i32`, hour, window's first
-    /// hour).
-    rates: HashMap<(bool, u32, i32, i64, i64), f64>,
+    /// Hourly rate by (scope, unit key, `EventType as i32`, hour, window's first hour).
+    rates: HashMap<(AlertScope, u32, i32, i64, i64), f64>,
+    /// Seeded hourly rate by (scope, unit key, `EventType as i32`, local hour of day), for
+    /// units without learned history in an hour: seeds and registry are fixed for an engine's
+    /// life, so this is never dropped. Without it a district's 24 h window summed the seeds
+    /// of ~300 cells for every hour of the window at every hour (+57 % on a week's replay).
+    seeded_rates: HashMap<(AlertScope, u32, i32, usize), f64>,
 }
 
 impl PartialEq for ExpectationCache {
@@ -652,6 +656,14 @@ impl BaselineView<'_> {
                 community = CommunityIndex(unit_key);
                 &community_record.cells
             }
+            // Its communities' rates are summed per hour below.
+            AlertScope::District => {
+                if unit_key as usize >= self.registry.districts().len() {
+                    return 0.0;
+                }
+                community = CommunityIndex(0);
+                &[]
+            }
         };
         let earliest_from = to_millis.saturating_sub(MAX_EXPECTATION_SPAN_HOURS * HOUR_MILLIS);
         let mut segment_start = from_millis.max(earliest_from);
@@ -662,28 +674,60 @@ impl BaselineView<'_> {
             let hour_end = hour.saturating_add(1).saturating_mul(HOUR_MILLIS);
             let segment_end = hour_end.min(to_millis);
             let fraction = (segment_end - segment_start) as f64 / HOUR_MILLIS as f64;
-            let key = (
-                scope == AlertScope::Community,
-                unit_key,
-                event_type as i32,
-                hour,
-                window_first_hour,
-            );
+            let key = (scope, unit_key, event_type as i32, hour, window_first_hour);
             let memo = cache
                 .as_deref()
                 .and_then(|cache| cache.rates.get(&key).copied());
             let rate = match memo {
                 Some(rate) => rate,
                 None => {
-                    let rate = self.hourly_rate_of_cells(
-                        community,
-                        cells,
-                        event_type,
-                        hour,
-                        window_first_hour,
-                    );
+                    let seeded_only = scope == AlertScope::District
+                        && self
+                            .state
+                            .closed_same_hours_of_week(
+                                event_type as i32,
+                                hour,
+                                window_first_hour,
+                                self.settings,
+                            )
+                            .is_empty();
+                    let seeded_key = (scope, unit_key, event_type as i32, local_hour_of_day(hour));
+                    let seeded_memo = cache
+                        .as_deref()
+                        .and_then(|cache| cache.seeded_rates.get(&seeded_key).copied());
+                    let rate = if let Some(seeded_rate) = seeded_memo.filter(|_| seeded_only) {
+                        seeded_rate
+                    } else if scope == AlertScope::District {
+                        // The sum of its communities' rates, each with its own learned history;
+                        // memoized per district, so a district costs what a community does.
+                        self.registry
+                            .communities_of_district(unit_key as usize)
+                            .iter()
+                            .filter_map(|member| {
+                                let record = self.registry.communities().get(member.0 as usize)?;
+                                Some(self.hourly_rate_of_cells(
+                                    *member,
+                                    &record.cells,
+                                    event_type,
+                                    hour,
+                                    window_first_hour,
+                                ))
+                            })
+                            .sum::<f64>()
+                    } else {
+                        self.hourly_rate_of_cells(
+                            community,
+                            cells,
+                            event_type,
+                            hour,
+                            window_first_hour,
+                        )
+                    };
                     if let Some(cache) = cache.as_deref_mut() {
                         cache.rates.insert(key, rate);
+                        if seeded_only {
+                            cache.seeded_rates.insert(seeded_key, rate);
+                        }
                     }
                     rate
                 }

@@ -282,6 +282,7 @@ impl RuleKind for CusumRule {
             &watermark.baseline,
             derived,
             watermark.watermark_millis,
+            watermark.partial_input,
             out,
         );
     }
@@ -718,6 +719,7 @@ fn on_watermark(
     baseline: &BaselineView<'_>,
     cache: &mut CusumLimitsCache,
     watermark_millis: i64,
+    partial_input: bool,
     out: &mut Vec<Alert>,
 ) {
     state.series.retain(|rule_name, series_by_key| {
@@ -735,6 +737,10 @@ fn on_watermark(
         .updated_until_millis
         .retain(|rule_name, _| rules.rule_of_kind::<CusumRule>(rule_name).is_some());
     for rule in rules.rules_of_kind::<CusumRule>() {
+        if rule.unit == AlertScope::District && partial_input {
+            // As for spike: a partition holds only part of a district.
+            continue;
+        }
         let completed_until = pane_start(watermark_millis, rule.interval_millis);
         let Some(updated_until) = state.updated_until_millis.get(&rule.name).copied() else {
             state

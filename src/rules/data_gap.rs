@@ -209,6 +209,13 @@ impl RuleKind for DataGapRule {
         let default_severity_of_scope = match spec.scope {
             AlertScope::Cell => DEFAULT_DATA_GAP_CELL_SEVERITY,
             AlertScope::Community => DEFAULT_DATA_GAP_COMMUNITY_SEVERITY,
+            // A whole district falling silent is an outage of the feed, which the source's
+            // own health (lag, broker reachability) reports sooner than a statistical test.
+            AlertScope::District => {
+                validation
+                    .problem("a data_gap rule counts per cell or per community, not per district");
+                DEFAULT_DATA_GAP_COMMUNITY_SEVERITY
+            }
         };
         let severity = match spec.severity {
             None => default_severity_of_scope,
@@ -525,6 +532,8 @@ fn on_watermark(
                     .get(unit_key as usize)
                     .map(|community| community.cells.as_slice())
                     .unwrap_or_default(),
+                // Refused by validation.
+                AlertScope::District => &[],
             };
             // With partial input, only this engine's cells (those it saw activity of) count;
             // filtered on the fly, since this runs for every unit.

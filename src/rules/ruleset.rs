@@ -105,8 +105,11 @@ struct SuppressionSpec {
     rules: Option<Vec<String>>,
 }
 
-/// What one alert series covers: one grid cell, or one whole community (its cells summed).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// What one alert series covers: one grid cell, one whole community (its cells summed) or one
+/// district (its communities summed).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertScope {
     /// One series per grid cell (`scope = "cell"`, the default).
@@ -114,6 +117,10 @@ pub enum AlertScope {
     Cell,
     /// One series per community (`scope = "community"`): alerts carry no `grid_id`.
     Community,
+    /// One series per district (`scope = "district"`, its communities summed): alerts carry
+    /// only a `district_id`. A wave spread over a district is invisible per community at
+    /// fraud's rates and plain at district scope (README "Wave detection power").
+    District,
 }
 
 impl AlertScope {
@@ -122,6 +129,7 @@ impl AlertScope {
         match self {
             AlertScope::Cell => "cell",
             AlertScope::Community => "community",
+            AlertScope::District => "district",
         }
     }
 }

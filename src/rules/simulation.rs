@@ -170,7 +170,18 @@ pub fn run_rules(
     start: i64,
     end: i64,
 ) -> Vec<Alert> {
-    let mut engine = RuleEngine::with_baseline(rules, Baseline::embedded());
+    let engine = RuleEngine::with_baseline(rules, Baseline::embedded());
+    run_engine(registry, engine, stream, start, end)
+}
+
+/// [`run_rules`] with a given engine (e.g. one set to partial input).
+pub fn run_engine(
+    registry: &GridRegistry,
+    mut engine: RuleEngine,
+    stream: &[SimulatedEvent],
+    start: i64,
+    end: i64,
+) -> Vec<Alert> {
     let mut alerts = Vec::new();
     let mut watermark = start;
     engine.on_watermark(watermark, registry, &mut alerts);
@@ -238,5 +249,111 @@ mod tests {
             (start..start + hours * HOUR_MILLIS).contains(occurred_at) && cells.contains(cell)
         }));
         assert!(drawn.windows(2).all(|pair| pair[0].0 <= pair[1].0));
+    }
+
+    /// The district of the median community and its communities' cells.
+    fn a_district(registry: &GridRegistry) -> (usize, Vec<CellIndex>) {
+        let district_position = registry
+            .district_position_of(crate::grid::CommunityIndex(0))
+            .expect("community 0 has a district");
+        let cells = registry
+            .communities_of_district(district_position)
+            .iter()
+            .flat_map(|community| registry.communities()[community.0 as usize].cells.clone())
+            .collect();
+        (district_position, cells)
+    }
+
+    #[test]
+    fn district_units_count_districts_and_label_only_the_district() {
+        use super::super::units::{unit_count, unit_key_of, unit_labels};
+        use super::super::AlertScope;
+        let registry = GridRegistry::embedded();
+        assert_eq!(
+            unit_count(&registry, AlertScope::District),
+            registry.districts().len()
+        );
+        let (district_position, cells) = a_district(&registry);
+        let district_code = &registry.districts()[district_position].code;
+        for cell in &cells {
+            assert_eq!(
+                unit_key_of(&registry, AlertScope::District, *cell),
+                Some(district_position as u32)
+            );
+        }
+        let labels =
+            unit_labels(&registry, AlertScope::District, district_position as u32).expect("labels");
+        assert_eq!(labels.grid_id, "");
+        assert_eq!(labels.community_id, "");
+        assert_eq!(labels.district_id, district_code);
+        assert_eq!(labels.location(), district_code);
+        assert!(unit_labels(&registry, AlertScope::District, 10_000).is_none());
+    }
+
+    #[test]
+    fn a_district_wide_fraud_wave_raises_one_district_alert_that_no_normal_stream_does() {
+        let registry = GridRegistry::embedded();
+        let baseline = Baseline::embedded();
+        let rules = embedded_rules_where(&|name, _| name == "fraud_wave_district_spike_6h")
+            .expect("the district rule is in the embedded rules");
+        let types = [EventType::FraudWarning, EventType::FraudReported];
+        let start = 20_000 * HOUR_MILLIS;
+        let onset = start + 48 * HOUR_MILLIS;
+        let end = onset + 24 * HOUR_MILLIS;
+        let (district_position, cells) = a_district(&registry);
+        let district_code = registry.districts()[district_position].code.clone();
+        let normal = seeded_stream(&registry, &baseline, &types, start, 72, 3);
+        let firing_of = |alerts: &[Alert]| -> Vec<Alert> {
+            let mut seen = std::collections::BTreeSet::new();
+            alerts
+                .iter()
+                .filter(|alert| alert.status == crate::proto::AlertStatus::Firing as i32)
+                .filter(|alert| seen.insert(alert.alert_id.clone()))
+                .cloned()
+                .collect()
+        };
+        let quiet = run_rules(&registry, rules.clone(), &normal, start, end);
+        assert_eq!(firing_of(&quiet), Vec::new(), "no alert on a normal stream");
+
+        let mut waved = normal.clone();
+        waved.extend(wave_stream(
+            &registry, &baseline, &cells, &types, 9.0, onset, 24, 4,
+        ));
+        sort_by_time(&mut waved);
+        let mut partition_engine = RuleEngine::with_baseline(rules.clone(), Baseline::embedded());
+        partition_engine.set_partial_input(true);
+        assert_eq!(
+            firing_of(&run_engine(&registry, partition_engine, &waved, start, end)),
+            Vec::new(),
+            "a partition's engine holds part of a district: its district rules stay silent"
+        );
+        let fired = firing_of(&run_rules(&registry, rules, &waved, start, end));
+        assert_eq!(fired.len(), 1, "one wave, one alert: {fired:#?}");
+        let alert = &fired[0];
+        assert_eq!(alert.district_id, district_code);
+        assert_eq!(alert.community_id, "");
+        assert_eq!(alert.grid_id, "");
+        let starts_millis = alert
+            .starts_at
+            .as_ref()
+            .map_or(0, |starts| starts.seconds * 1000);
+        assert!(
+            (onset..end).contains(&starts_millis),
+            "fired within the wave, at {starts_millis}"
+        );
+        assert!(alert.expected > 0.0 && alert.observed > alert.expected);
+    }
+
+    #[test]
+    fn a_data_gap_rule_cannot_count_per_district() {
+        let text = r#"
+[[rule]]
+name = "district_silence"
+kind = "data_gap"
+scope = "district"
+"#;
+        let error = RuleSet::from_toml_str(text, SIMULATION_PANE_MILLIS)
+            .expect_err("district data gap refused");
+        assert!(error.to_string().contains("not per district"), "{error}");
     }
 }

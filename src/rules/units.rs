@@ -1,4 +1,4 @@
-//! Alert units: a rule counts per grid cell or per community (`scope`), and its alerts carry
+//! Alert units: a rule counts per grid cell, per community or per district (`scope`), and its alerts carry
 //! the registry labels of that unit. Shared by every kind, so the labels of an alert never
 //! depend on which kind raised it.
 
@@ -17,13 +17,15 @@ pub struct CellLabels<'a> {
 }
 
 impl CellLabels<'_> {
-    /// What the fingerprint names: the grid id, or the community id when there is none.
+    /// What the fingerprint names: the grid id, else the community id, else the district id.
     pub(crate) fn location(&self) -> &str {
-        if self.grid_id.is_empty() {
-            self.community_id
-        } else {
-            self.grid_id
+        if !self.grid_id.is_empty() {
+            return self.grid_id;
         }
+        if !self.community_id.is_empty() {
+            return self.community_id;
+        }
+        self.district_id
     }
 }
 
@@ -58,6 +60,14 @@ pub(crate) fn unit_labels(
                 district_id: &community.district_code,
             })
         }
+        AlertScope::District => {
+            let district = registry.districts().get(usize::try_from(unit_key).ok()?)?;
+            Some(CellLabels {
+                grid_id: "",
+                community_id: "",
+                district_id: &district.code,
+            })
+        }
     }
 }
 
@@ -66,6 +76,7 @@ pub(crate) fn unit_count(registry: &GridRegistry, scope: AlertScope) -> usize {
     match scope {
         AlertScope::Cell => registry.cells().len(),
         AlertScope::Community => registry.communities().len(),
+        AlertScope::District => registry.districts().len(),
     }
 }
 
@@ -81,5 +92,12 @@ pub(crate) fn unit_key_of(
             .cells()
             .get(usize::try_from(cell.0).ok()?)
             .map(|cell_record| cell_record.community.0),
+        AlertScope::District => {
+            let community = registry
+                .cells()
+                .get(usize::try_from(cell.0).ok()?)?
+                .community;
+            u32::try_from(registry.district_position_of(community)?).ok()
+        }
     }
 }

@@ -81,9 +81,13 @@ fn event_type_of(alert: &Alert) -> EventType {
 /// The operator API's view of one grid cell: `{external_url}/api/v1/cells/{grid_id}`.
 ///
 /// A community-scope alert has no grid: its link is the community's firing alerts,
-/// `{external_url}/api/v1/alerts?community={community_id}`.
+/// `{external_url}/api/v1/alerts?community={community_id}`; a district-scope alert's is the
+/// district's, `…/api/v1/alerts?district={district_id}`.
 pub fn operator_url(external_url: &str, alert: &Alert) -> String {
     let base = external_url.trim_end_matches('/');
+    if alert.grid_id.is_empty() && alert.community_id.is_empty() {
+        return format!("{base}/api/v1/alerts?district={}", alert.district_id);
+    }
     if alert.grid_id.is_empty() {
         return format!("{base}/api/v1/alerts?community={}", alert.community_id);
     }
@@ -163,23 +167,36 @@ pub fn annotations(
     let threshold = format_value(alert.threshold);
     let expected = expected_value(alert);
 
+    // A district-scope alert names neither a grid nor a community.
+    let district_scope = alert.grid_id.is_empty() && alert.community_id.is_empty();
+    let place = if district_scope {
+        format!("in district {} ({})", alert.district_id, district_name_en)
+    } else {
+        format!(
+            "in grid {} of community {} ({}, {})",
+            alert.grid_id, alert.community_id, community_name, district_name_en
+        )
+    };
+    let place_zh = if district_scope {
+        format!("{district_name_zh} 全区")
+    } else {
+        format!(
+            "{}{} 网格{}",
+            district_name_zh, community_name, alert.grid_id
+        )
+    };
     let summary = format!(
-        "{}{} in grid {} of community {} ({}, {}): {} events (threshold {})",
+        "{}{} {}: {} events (threshold {})",
         if resolved { "Resolved: " } else { "" },
         event_type.as_str_name(),
-        alert.grid_id,
-        alert.community_id,
-        community_name,
-        district_name_en,
+        place,
         observed,
         threshold,
     );
     let summary_zh = format!(
-        "{}{}{} 网格{} {}：{}起（阈值{}）",
+        "{}{} {}：{}起（阈值{}）",
         if resolved { "【已恢复】" } else { "" },
-        district_name_zh,
-        community_name,
-        alert.grid_id,
+        place_zh,
         crate::event::chinese_name(event_type),
         observed,
         threshold,
@@ -561,5 +578,33 @@ mod statistical_and_suppressed_alert_tests {
             "{annotations:?}"
         );
         assert!(!alertmanager_labels(&alert, &registry).contains_key("grid"));
+    }
+
+    #[test]
+    fn district_alert_names_its_district_and_links_to_the_district_alerts() {
+        let registry = GridRegistry::embedded();
+        let mut alert = community_spike_alert();
+        alert.rule = "fraud_wave_district_spike_6h".into();
+        alert.community_id.clear();
+        let district = registry.district(&alert.district_id).expect("district");
+        assert_eq!(
+            operator_url("http://127.0.0.1:9750", &alert),
+            format!(
+                "http://127.0.0.1:9750/api/v1/alerts?district={}",
+                alert.district_id
+            )
+        );
+        let annotations = annotations(&alert, &registry, "http://127.0.0.1:9750");
+        assert!(
+            annotations["summary"].contains(&format!(
+                "in district {} ({})",
+                alert.district_id, district.name_en
+            )),
+            "{annotations:?}"
+        );
+        assert!(
+            annotations["summary_zh"].contains(&format!("{} 全区", district.name_zh)),
+            "{annotations:?}"
+        );
     }
 }
