@@ -694,8 +694,9 @@ impl BaselineView<'_> {
                     let seeded_key = (scope, unit_key, event_type as i32, local_hour_of_day(hour));
                     let seeded_memo = cache
                         .as_deref()
+                        .filter(|_| seeded_only)
                         .and_then(|cache| cache.seeded_rates.get(&seeded_key).copied());
-                    let rate = if let Some(seeded_rate) = seeded_memo.filter(|_| seeded_only) {
+                    let rate = if let Some(seeded_rate) = seeded_memo {
                         seeded_rate
                     } else if scope == AlertScope::District {
                         // The sum of its communities' rates, each with its own learned history;

@@ -83,7 +83,7 @@ use super::series::{
     remove_series_of_rule, AlertLifecycle, AlertingSeries, RecentEvent, SeriesByRule,
 };
 use super::statistics::cusum_reference_value;
-use super::units::unit_labels;
+use super::units::{evaluated_with_input, unit_labels};
 use crate::proto::{Alert, EventType};
 
 /// `rule_kind` of alerts raised by CUSUM rules.
@@ -737,8 +737,7 @@ fn on_watermark(
         .updated_until_millis
         .retain(|rule_name, _| rules.rule_of_kind::<CusumRule>(rule_name).is_some());
     for rule in rules.rules_of_kind::<CusumRule>() {
-        if rule.unit == AlertScope::District && partial_input {
-            // As for spike: a partition holds only part of a district.
+        if !evaluated_with_input(rule.unit, partial_input) {
             continue;
         }
         let completed_until = pane_start(watermark_millis, rule.interval_millis);

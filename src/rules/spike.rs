@@ -71,7 +71,7 @@ use super::series::{
     RecentEvent, SeriesByRule,
 };
 use super::statistics::{benjamini_hochberg, critical_count, poisson_upper_tail};
-use super::units::{unit_count, unit_labels};
+use super::units::{evaluated_with_input, unit_count, unit_labels};
 use crate::proto::{Alert, EventType};
 
 /// `rule_kind` of alerts raised by spike rules.
@@ -323,10 +323,7 @@ impl RuleKind for SpikeRule {
                 series_by_key.clear();
                 continue;
             };
-            if rule.unit == AlertScope::District && watermark.partial_input {
-                // A partition's engine holds only some of a district's communities (input is
-                // keyed by community) while the expectation is the whole district's: never
-                // tested here rather than tested wrong (README "Rules and alerts").
+            if !evaluated_with_input(rule.unit, watermark.partial_input) {
                 continue;
             }
             evaluate_rule(
