@@ -44,11 +44,12 @@ const FRAUD_TYPES: [EventType; 2] = [EventType::FraudWarning, EventType::FraudRe
 const MULTIPLES: [f64; 5] = [2.0, 3.0, 5.0, 10.0, 30.0];
 const DURATIONS_HOURS: [i64; 3] = [6, 24, 72];
 const REFERENCE_WINDOWS_HOURS: [i64; 3] = [1, 6, 24];
-const RULES: [&str; 4] = [
+const RULES: [&str; 5] = [
     "fraud_wave_spike",
     "fraud_wave_cusum",
     "fraud_wave_district_spike_6h",
     "fraud_wave_district_spike_24h",
+    "fraud_wave_cluster",
 ];
 /// Column of the reference detector in the tallies (after the rules).
 const REFERENCE: usize = RULES.len();
@@ -340,6 +341,10 @@ fn main() {
                                 alert.rule == *rule
                                     && alert.status == AlertStatus::Firing as i32
                                     && (affected_ids.contains(&alert.community_id.as_str())
+                                        || alert
+                                            .cluster_community_ids
+                                            .iter()
+                                            .any(|member| affected_ids.contains(&member.as_str()))
                                         || (alert.community_id.is_empty()
                                             && affected_districts
                                                 .contains(&alert.district_id.as_str())))

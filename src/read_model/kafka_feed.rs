@@ -190,7 +190,9 @@ pub fn decode_record(
         }
         TopicKind::Alerts => {
             let value = value.ok_or(Undecodable::NoValue)?;
-            Ok(Some(OutputRecord::Alert(decode_value(value, format)?)))
+            Ok(Some(OutputRecord::Alert(Box::new(decode_value(
+                value, format,
+            )?))))
         }
         TopicKind::Status => decode_status(group_id, key, value, format),
     }
@@ -902,7 +904,7 @@ mod tests {
             Some(&bytes),
             Some(b"application/x-protobuf"),
         );
-        assert_eq!(decoded, Ok(Some(OutputRecord::Alert(alert))));
+        assert_eq!(decoded, Ok(Some(OutputRecord::Alert(Box::new(alert)))));
     }
 
     #[test]

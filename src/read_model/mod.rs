@@ -42,8 +42,9 @@ use crate::proto::{Alert, CellWindow, FraudPartial, InstanceStatus};
 pub enum OutputRecord {
     /// A closed pane (`windows` topic).
     Window(CellWindow),
-    /// An alert state change (`alerts` topic).
-    Alert(Alert),
+    /// An alert state change (`alerts` topic), boxed: an alert is several times the size of
+    /// the other records.
+    Alert(Box<Alert>),
     /// One input partition's fraud-chain counts (status topic, `fraud/…` keys).
     FraudPartial(FraudPartial),
     /// One instance's health (status topic, `instance/…` keys).
@@ -175,7 +176,7 @@ impl ReadModelWriter {
             self.apply(OutputRecord::Window(window.clone()), wall_millis);
         }
         for alert in &outputs.alerts {
-            self.apply(OutputRecord::Alert(alert.clone()), wall_millis);
+            self.apply(OutputRecord::Alert(Box::new(alert.clone())), wall_millis);
         }
     }
 

@@ -51,7 +51,7 @@ fn alert(
     status: AlertStatus,
 ) -> OutputRecord {
     let resolved = status == AlertStatus::Resolved;
-    OutputRecord::Alert(crate::proto::Alert {
+    OutputRecord::Alert(Box::new(crate::proto::Alert {
         alert_id: format!("{grid_id}-{starts}"),
         fingerprint: format!("{grid_id}-{}", event_type as i32),
         rule: "rule".to_string(),
@@ -64,7 +64,7 @@ fn alert(
         updated_at: Some(millis_to_timestamp(starts + i64::from(resolved) * MINUTE)),
         ends_at: resolved.then(|| millis_to_timestamp(starts + MINUTE)),
         ..Default::default()
-    })
+    }))
 }
 
 fn events(snapshot: &CitySnapshot, grid_id: &str) -> Vec<u64> {
@@ -457,7 +457,7 @@ fn a_district_scope_alert_is_placed_at_its_district_and_one_of_an_unknown_distri
     let (mut model, registry) = model();
     let district = registry.districts()[0].clone();
     let district_alert = |district_id: &str| {
-        OutputRecord::Alert(crate::proto::Alert {
+        OutputRecord::Alert(Box::new(crate::proto::Alert {
             alert_id: format!("{district_id}-a"),
             fingerprint: format!("{district_id}-f"),
             rule: "fraud_wave_district_spike_6h".to_string(),
@@ -469,7 +469,7 @@ fn a_district_scope_alert_is_placed_at_its_district_and_one_of_an_unknown_distri
             starts_at: Some(millis_to_timestamp(T0)),
             updated_at: Some(millis_to_timestamp(T0)),
             ..Default::default()
-        })
+        }))
     };
     assert_eq!(
         model.apply(district_alert("999999"), T0),

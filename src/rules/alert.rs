@@ -94,6 +94,9 @@ pub struct AlertOccurrence {
     pub window_millis: i64,
     /// Weeks of learned history behind `expected` (0 = seeded rates only).
     pub baseline_weeks: u32,
+    /// Member communities of a space-time cluster (scan rules), centre first; empty for every
+    /// other kind.
+    pub cluster_community_ids: Vec<String>,
 }
 
 impl AlertOccurrence {
@@ -138,6 +141,7 @@ impl AlertOccurrence {
             scope: self.scope.as_str().to_string(),
             window_seconds: u32::try_from(self.window_millis / 1000).unwrap_or(u32::MAX),
             baseline_weeks: self.baseline_weeks,
+            cluster_community_ids: self.cluster_community_ids.clone(),
         }
     }
 }

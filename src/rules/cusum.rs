@@ -216,7 +216,7 @@ impl RuleKind for CusumRule {
             name: spec.name,
             event_types,
             interval_millis,
-            unit: spec.scope,
+            unit: validation.counting_scope(spec.scope),
             shift,
             arl0,
             severity,
@@ -889,6 +889,7 @@ fn update_charts(
                         interval_end.saturating_sub(rule.interval_millis),
                         interval_end,
                     ),
+                    cluster_community_ids: Vec::new(),
                 };
                 series.alert.fire(occurrence, out);
             }

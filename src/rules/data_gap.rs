@@ -206,7 +206,8 @@ impl RuleKind for DataGapRule {
                 "alpha must be strictly between 0 and 1, got {alpha}"
             ));
         }
-        let default_severity_of_scope = match spec.scope {
+        let unit = validation.counting_scope(spec.scope);
+        let default_severity_of_scope = match unit {
             AlertScope::Cell => DEFAULT_DATA_GAP_CELL_SEVERITY,
             AlertScope::Community => DEFAULT_DATA_GAP_COMMUNITY_SEVERITY,
             // A whole district falling silent is an outage of the feed, which the source's
@@ -216,6 +217,8 @@ impl RuleKind for DataGapRule {
                     .problem("a data_gap rule counts per cell or per community, not per district");
                 DEFAULT_DATA_GAP_COMMUNITY_SEVERITY
             }
+            // Refused by `counting_scope`.
+            AlertScope::Cluster => DEFAULT_DATA_GAP_COMMUNITY_SEVERITY,
         };
         let severity = match spec.severity {
             None => default_severity_of_scope,
@@ -223,7 +226,7 @@ impl RuleKind for DataGapRule {
         };
         DataGapRule {
             name: spec.name,
-            unit: spec.scope,
+            unit,
             window_millis,
             min_offline_devices,
             silence_millis,
@@ -450,6 +453,7 @@ fn new_occurrence(
         scope: rule.unit,
         window_millis: rule.window_millis,
         baseline_weeks: values.baseline_weeks,
+        cluster_community_ids: Vec::new(),
     }
 }
 
@@ -533,7 +537,7 @@ fn on_watermark(
                     .map(|community| community.cells.as_slice())
                     .unwrap_or_default(),
                 // Refused by validation.
-                AlertScope::District => &[],
+                AlertScope::District | AlertScope::Cluster => &[],
             };
             // With partial input, only this engine's cells (those it saw activity of) count;
             // filtered on the fly, since this runs for every unit.

@@ -287,6 +287,7 @@ pub(crate) fn on_matching_event(
             scope: AlertScope::Cell,
             window_millis: 0,
             baseline_weeks: 0,
+            cluster_community_ids: Vec::new(),
         };
         out.push(occurrence.firing_alert());
         let new_alert = FiringImmediateAlert {

@@ -236,6 +236,8 @@ register_rule_kinds! {
     cusum: Cusum(super::cusum::CusumRule),
     /// Alert operations about silent cells and offline devices.
     data_gap: DataGap(super::data_gap::DataGapRule),
+    /// Alert on space-time clusters of neighbouring communities.
+    scan: Scan(super::scan::ScanRule),
 }
 
 #[cfg(test)]

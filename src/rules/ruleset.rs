@@ -121,6 +121,10 @@ pub enum AlertScope {
     /// only a `district_id`. A wave spread over a district is invisible per community at
     /// fraud's rates and plain at district scope (README "Wave detection power").
     District,
+    /// A space-time cluster of neighbouring communities found by a `kind = "scan"` rule: its
+    /// alerts name the cluster's centre community and list every member
+    /// (`cluster_community_ids`). Not a counting unit: no other kind accepts it as `scope`.
+    Cluster,
 }
 
 impl AlertScope {
@@ -130,6 +134,7 @@ impl AlertScope {
             AlertScope::Cell => "cell",
             AlertScope::Community => "community",
             AlertScope::District => "district",
+            AlertScope::Cluster => "cluster",
         }
     }
 }
@@ -437,6 +442,17 @@ impl<'a> RuleValidation<'a> {
                 1
             }
         }
+    }
+
+    /// A counting rule's `scope`: a cell, a community or a district. `cluster` is what scan
+    /// rules find, not a unit another kind can count in.
+    pub(crate) fn counting_scope(&mut self, scope: AlertScope) -> AlertScope {
+        if scope == AlertScope::Cluster {
+            self.problem(
+                "scope \"cluster\" is found by kind = \"scan\" rules; count per cell, community or district",
+            );
+        }
+        scope
     }
 
     /// The configured severity (1..=4), or the most severe default severity of the types.

@@ -297,6 +297,7 @@ mod tests {
             scope: crate::rules::ruleset::AlertScope::Cell,
             window_millis: 0,
             baseline_weeks: 0,
+            cluster_community_ids: Vec::new(),
         }
     }
 

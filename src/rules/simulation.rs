@@ -183,15 +183,39 @@ pub fn run_engine(
     end: i64,
 ) -> Vec<Alert> {
     let mut alerts = Vec::new();
+    engine.on_watermark(start, registry, &mut alerts);
     let mut watermark = start;
-    engine.on_watermark(watermark, registry, &mut alerts);
+    alerts.extend(continue_engine(
+        registry,
+        &mut engine,
+        stream,
+        0,
+        &mut watermark,
+        end,
+    ));
+    alerts
+}
+
+/// Drives `engine` on from `watermark` through `stream` (sorted, no earlier than the
+/// watermark's pane) to `until`, the watermark visiting every pane boundary; events are
+/// numbered from `first_event_number` (their ids are `e{number}`). What [`run_engine`] does
+/// after its first watermark, so that a test can stop, snapshot and continue a run.
+pub fn continue_engine(
+    registry: &GridRegistry,
+    engine: &mut RuleEngine,
+    stream: &[SimulatedEvent],
+    first_event_number: usize,
+    watermark: &mut i64,
+    until: i64,
+) -> Vec<Alert> {
+    let mut alerts = Vec::new();
     for (number, (occurred_at, cell, event_type)) in stream.iter().enumerate() {
-        while watermark + SIMULATION_PANE_MILLIS <= *occurred_at {
-            watermark += SIMULATION_PANE_MILLIS;
-            engine.on_watermark(watermark, registry, &mut alerts);
+        while *watermark + SIMULATION_PANE_MILLIS <= *occurred_at {
+            *watermark += SIMULATION_PANE_MILLIS;
+            engine.on_watermark(*watermark, registry, &mut alerts);
         }
         let event = IncidentEvent {
-            event_id: format!("e{number}"),
+            event_id: format!("e{}", first_event_number + number),
             device_id: format!("d{}", cell.0),
             event_type: *event_type as i32,
             ..IncidentEvent::default()
@@ -205,9 +229,9 @@ pub fn run_engine(
         };
         engine.on_event(&accepted, registry, &mut alerts);
     }
-    while watermark < end {
-        watermark += SIMULATION_PANE_MILLIS;
-        engine.on_watermark(watermark, registry, &mut alerts);
+    while *watermark < until {
+        *watermark += SIMULATION_PANE_MILLIS;
+        engine.on_watermark(*watermark, registry, &mut alerts);
     }
     alerts
 }

@@ -252,7 +252,7 @@ impl RuleKind for SpikeRule {
             name: spec.name,
             event_types,
             window_millis,
-            unit: spec.scope,
+            unit: validation.counting_scope(spec.scope),
             min_count,
             fdr,
             severity,
@@ -503,5 +503,6 @@ fn new_occurrence(
         scope: rule.unit,
         window_millis: rule.window_millis,
         baseline_weeks: baseline.learned_weeks(event_type, window_start, aligned_millis),
+        cluster_community_ids: Vec::new(),
     })
 }

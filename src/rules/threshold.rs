@@ -125,7 +125,7 @@ impl RuleKind for ThresholdRule {
             window_millis,
             min_count,
             severity,
-            unit: spec.scope,
+            unit: validation.counting_scope(spec.scope),
         }
     }
 
@@ -269,6 +269,7 @@ fn on_matching_event(
         scope: rule.unit,
         window_millis: rule.window_millis,
         baseline_weeks: 0,
+        cluster_community_ids: Vec::new(),
     };
     series.alert.fire(occurrence, out);
     true

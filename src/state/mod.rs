@@ -22,8 +22,10 @@ use crate::window::WindowSettings;
 
 /// First bytes of every snapshot. The number changes whenever the encoded state changes shape
 /// (02: per-partition progress with the sources held ahead; 03: stages and rules as two
-/// parts; 05: spike series carry when they came back near the baseline), so an older snapshot is refused with a clear error instead of mis-read.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"GWSNAP05";
+/// parts; 05: spike series carry when they came back near the baseline; 06: scan rules' state
+/// and alerts' cluster members), so an older snapshot is refused with a clear error instead of
+/// mis-read.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"GWSNAP06";
 
 /// Errors restoring a snapshot.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,593 @@
+//! The prospective space-time scan statistic behind `kind = "scan"` rules
+//! ([`super::scan`]): pure computation, no time, no state.
+//!
+//! # What it finds
+//!
+//! A fraud wave spread over three neighbouring communities can stay below every single
+//! community's threshold while their sum is plainly above the baseline. The scan looks at
+//! every *cylinder*: a zone of neighbouring communities (the base) times a recent time window
+//! ending now (the height), and asks which one is the least likely under the baseline. That
+//! is Kulldorff's space-time scan (SaTScan's prospective analysis, as run for disease
+//! surveillance) with the base map taken from the seeds' community centroids.
+//!
+//! # The statistic
+//!
+//! Zones are built once from the centroids: for every community, itself and its nearest
+//! neighbours, one zone per size up to `max_communities`, none reaching beyond `max_radius`
+//! (the same set reached from two centres is one zone). A cylinder's count `c` is the sum of
+//! its communities' events in the window; its expectation `e` is the sum of their baseline
+//! expectations ([`super::baseline`]: seeded, then learned from strictly earlier weeks).
+//!
+//! The score is the Poisson log-likelihood ratio of "the cylinder runs at rate `c / e` times
+//! the baseline" against "it runs at the baseline": `c ln(c / e) − (c − e)` when `c > e`,
+//! else 0. This is the expectation-based form of Kulldorff's Poisson statistic (Neill et al.,
+//! 2005): the expected counts come from the baseline rather than from the current total, so a
+//! wave that lifts the whole city is still a cluster, where the conditional form would see
+//! nothing unusual in how the total is spread.
+//!
+//! # The p-value
+//!
+//! The statistic of interest is the *maximum* score over all cylinders, so the p-value must
+//! account for every zone and window tested at once: that is what controls false alarms over
+//! all scales and scopes together. It is computed by Monte Carlo, as SaTScan does: replicate
+//! maps are drawn under the baseline (each community and disjoint time segment Poisson with
+//! its expectation; the windows are nested, so a window's count is the sum of its segments),
+//! each replicate's maximum score is computed over the same cylinders, and
+//! `p = (1 + #{replicate maxima ≥ observed}) / (1 + replications)`.
+//!
+//! Most evaluations are nowhere near significant, so the replicates stop early (Besag and
+//! Clifford's sequential Monte Carlo test): once more replicates reach the observed maximum
+//! than a p-value at or below `alpha` allows, the answer is "not significant" whatever the
+//! rest would show. Under the baseline this stops after a handful of replicates; all of them
+//! run only when the observed maximum is extreme, which is when the alert needs the p-value.
+//! Replicates are drawn from a seed derived from the rule and the evaluation time, so a replay
+//! of the same stream decides the same way (restarts and re-processing after a crash agree).
+//!
+//! Secondary clusters (a second wave elsewhere in the city) are the next-best cylinders that
+//! share no community with a better one, each with its p-value against the same replicate
+//! maxima — conservative, as in SaTScan.
+
+use rand::Rng;
+use rand_distr::{Distribution, Poisson};
+
+/// Smallest expectation of a cylinder (events over its window): a zone without any history or
+/// capable device cannot turn one event into an infinite score.
+pub const MIN_CYLINDER_EXPECTED: f64 = 0.01;
+
+/// The zones (sets of neighbouring communities) a scan tests.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScanZones {
+    /// Member community positions of each zone, nearest to the zone's centre first (the centre
+    /// is the first member).
+    zones: Vec<Vec<u32>>,
+}
+
+impl ScanZones {
+    /// The zones of `centroids` (WGS-84 longitude, latitude per community position): each
+    /// community with its k − 1 nearest neighbours for k = 1..=`max_communities`, as long as
+    /// the k-th is within `max_radius_meters` of the centre. Ties in distance go to the lower
+    /// position, so the zones do not depend on anything but the map.
+    pub fn from_centroids(
+        centroids: &[(f64, f64)],
+        max_communities: usize,
+        max_radius_meters: f64,
+    ) -> ScanZones {
+        let mut zones: Vec<Vec<u32>> = Vec::new();
+        let mut seen: std::collections::HashSet<Vec<u32>> = std::collections::HashSet::new();
+        for (centre, centre_point) in centroids.iter().enumerate() {
+            let mut by_distance: Vec<(f64, usize)> = centroids
+                .iter()
+                .enumerate()
+                .map(|(position, point)| (distance_meters(*centre_point, *point), position))
+                .collect();
+            by_distance
+                .sort_by(|left, right| left.0.total_cmp(&right.0).then(left.1.cmp(&right.1)));
+            // The centre comes first even when another community shares its centroid.
+            if let Some(index) = by_distance.iter().position(|(_, p)| *p == centre) {
+                let centre_entry = by_distance.remove(index);
+                by_distance.insert(0, centre_entry);
+            }
+            let mut members: Vec<u32> = Vec::new();
+            for (distance, position) in by_distance.into_iter().take(max_communities.max(1)) {
+                if !members.is_empty() && distance > max_radius_meters {
+                    break;
+                }
+                members.push(position as u32);
+                let mut key = members.clone();
+                key.sort_unstable();
+                if seen.insert(key) {
+                    zones.push(members.clone());
+                }
+            }
+        }
+        ScanZones { zones }
+    }
+
+    /// The zones, each nearest-first.
+    pub fn zones(&self) -> &[Vec<u32>] {
+        &self.zones
+    }
+}
+
+/// Great-circle distance between two WGS-84 (longitude, latitude) points, in metres.
+fn distance_meters(from: (f64, f64), to: (f64, f64)) -> f64 {
+    use geo::{Distance, Haversine, Point};
+    Haversine.distance(Point::new(from.0, from.1), Point::new(to.0, to.1))
+}
+
+/// The expectation-based Poisson log-likelihood ratio of `observed` events against
+/// `expected`: `c ln(c / e) − (c − e)` above the expectation, else 0.
+pub fn poisson_log_likelihood_ratio(observed: f64, expected: f64) -> f64 {
+    if observed <= expected || expected <= 0.0 {
+        return 0.0;
+    }
+    observed * (observed / expected).ln() - (observed - expected)
+}
+
+/// Observed and expected counts of every community over every window of one evaluation
+/// (windows ordered from the shortest; each contains the shorter ones).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanCounts {
+    /// Number of windows.
+    windows: usize,
+    /// Events, community-major: `[community * windows + window]`.
+    observed: Vec<u64>,
+    /// Baseline expectation, laid out like `observed`.
+    expected: Vec<f64>,
+}
+
+impl ScanCounts {
+    /// Empty counts of `communities` over `windows` windows.
+    pub fn new(communities: usize, windows: usize) -> ScanCounts {
+        ScanCounts {
+            windows,
+            observed: vec![0; communities * windows],
+            expected: vec![0.0; communities * windows],
+        }
+    }
+
+    /// Sets one community's count and expectation over one window.
+    pub fn set(&mut self, community: usize, window: usize, observed: u64, expected: f64) {
+        let index = community * self.windows + window;
+        if let (Some(observed_slot), Some(expected_slot)) =
+            (self.observed.get_mut(index), self.expected.get_mut(index))
+        {
+            *observed_slot = observed;
+            *expected_slot = if expected.is_finite() {
+                expected.max(0.0)
+            } else {
+                0.0
+            };
+        }
+    }
+
+    fn observed_of(&self, community: u32, window: usize) -> u64 {
+        self.observed
+            .get(community as usize * self.windows + window)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn expected_of(&self, community: u32, window: usize) -> f64 {
+        self.expected
+            .get(community as usize * self.windows + window)
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// Events and (unfloored) expectation of `members` together over `window`.
+    pub fn totals_of(&self, members: &[u32], window: usize) -> (u64, f64) {
+        members
+            .iter()
+            .fold((0, 0.0), |(observed, expected), member| {
+                (
+                    observed + self.observed_of(*member, window),
+                    expected + self.expected_of(*member, window),
+                )
+            })
+    }
+
+    fn communities(&self) -> usize {
+        self.observed.len() / self.windows.max(1)
+    }
+}
+
+/// One cylinder: a zone over a window, with its count, expectation and score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cylinder {
+    /// Index into [`ScanZones::zones`].
+    pub zone: usize,
+    /// Index of the window (shortest first).
+    pub window: usize,
+    /// Events in it.
+    pub observed: u64,
+    /// Its baseline expectation (at least [`MIN_CYLINDER_EXPECTED`]).
+    pub expected: f64,
+    /// Its log-likelihood ratio.
+    pub score: f64,
+}
+
+/// The expectation of every (zone, window), floored: `[zone * windows + window]`. Computed
+/// once per evaluation, shared by the observed map and every replicate.
+fn cylinder_expectations(zones: &ScanZones, counts: &ScanCounts) -> Vec<f64> {
+    let mut expectations = Vec::with_capacity(zones.zones.len() * counts.windows);
+    for members in &zones.zones {
+        for window in 0..counts.windows {
+            let expected: f64 = members
+                .iter()
+                .map(|member| counts.expected_of(*member, window))
+                .sum();
+            expectations.push(expected.max(MIN_CYLINDER_EXPECTED));
+        }
+    }
+    expectations
+}
+
+/// Every cylinder scoring above 0 with at least `min_count` events, best first (ties: smaller
+/// zone index, then shorter window).
+pub fn scored_cylinders(zones: &ScanZones, counts: &ScanCounts, min_count: u64) -> Vec<Cylinder> {
+    let expectations = cylinder_expectations(zones, counts);
+    let mut cylinders = Vec::new();
+    for (zone, members) in zones.zones.iter().enumerate() {
+        for window in 0..counts.windows {
+            let observed: u64 = members
+                .iter()
+                .map(|member| counts.observed_of(*member, window))
+                .sum();
+            if observed < min_count.max(1) {
+                continue;
+            }
+            let Some(expected) = expectations.get(zone * counts.windows + window).copied() else {
+                continue;
+            };
+            let score = poisson_log_likelihood_ratio(observed as f64, expected);
+            if score > 0.0 {
+                cylinders.push(Cylinder {
+                    zone,
+                    window,
+                    observed,
+                    expected,
+                    score,
+                });
+            }
+        }
+    }
+    cylinders.sort_by(|left, right| {
+        right
+            .score
+            .total_cmp(&left.score)
+            .then(left.zone.cmp(&right.zone))
+            .then(left.window.cmp(&right.window))
+    });
+    cylinders
+}
+
+/// The best cylinder and those after it that share no community with a better one kept
+/// (secondary clusters), at most `limit`.
+pub fn non_overlapping(zones: &ScanZones, cylinders: &[Cylinder], limit: usize) -> Vec<Cylinder> {
+    let mut kept: Vec<Cylinder> = Vec::new();
+    let mut taken: std::collections::HashSet<u32> = std::collections::HashSet::new();
+    for cylinder in cylinders {
+        if kept.len() >= limit {
+            break;
+        }
+        let Some(members) = zones.zones.get(cylinder.zone) else {
+            continue;
+        };
+        if members.iter().any(|member| taken.contains(member)) {
+            continue;
+        }
+        taken.extend(members.iter().copied());
+        kept.push(*cylinder);
+    }
+    kept
+}
+
+/// The Monte Carlo reference of one evaluation: the maximum score of each replicate drawn.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NullMaxima {
+    /// Replicate maxima, in draw order.
+    maxima: Vec<f64>,
+    /// Replicates asked for (fewer were drawn when the test stopped early).
+    replications: usize,
+}
+
+impl NullMaxima {
+    /// Whether every replicate asked for was drawn (the p-values are then exact Monte Carlo
+    /// p-values; otherwise the observed maximum was already known not to be significant).
+    pub fn is_complete(&self) -> bool {
+        self.maxima.len() == self.replications
+    }
+
+    /// Replicates drawn.
+    pub fn drawn(&self) -> usize {
+        self.maxima.len()
+    }
+
+    /// The `rank`-th largest replicate maximum (1 = the largest), if that many were drawn.
+    pub fn largest(&self, rank: usize) -> Option<f64> {
+        let mut sorted = self.maxima.clone();
+        sorted.sort_by(|left, right| right.total_cmp(left));
+        sorted.get(rank.checked_sub(1)?).copied()
+    }
+
+    /// `(1 + #{maxima ≥ score}) / (1 + drawn)`: the Monte Carlo p-value of a cylinder scoring
+    /// `score` (for a secondary cluster, conservative: it is compared with the maxima over all
+    /// cylinders).
+    pub fn p_value(&self, score: f64) -> f64 {
+        let at_least = self
+            .maxima
+            .iter()
+            .filter(|maximum| **maximum >= score)
+            .count();
+        (1 + at_least) as f64 / (1 + self.maxima.len()) as f64
+    }
+}
+
+/// Draws up to `replications` maps under the baseline of `counts` and returns their maximum
+/// scores, stopping early once more than `allowed_exceedances` of them reach `observed_max`
+/// (then no p-value of the observed maximum could be at or below the level that allowance
+/// stands for).
+pub fn null_maxima(
+    zones: &ScanZones,
+    counts: &ScanCounts,
+    min_count: u64,
+    replications: usize,
+    observed_max: f64,
+    allowed_exceedances: usize,
+    rng: &mut impl Rng,
+) -> NullMaxima {
+    let windows = counts.windows;
+    let communities = counts.communities();
+    let expectations = cylinder_expectations(zones, counts);
+    // Disjoint time segments: segment 0 is the shortest window, segment s the part of window
+    // s that is not in window s − 1. Per segment, the city total is Poisson with the summed
+    // expectation and each event falls in a community with probability proportional to its
+    // expectation (the splitting property): one draw per event instead of one per community.
+    let mut segment_totals = Vec::with_capacity(windows);
+    let mut segment_cumulative: Vec<Vec<f64>> = Vec::with_capacity(windows);
+    for window in 0..windows {
+        let mut cumulative = Vec::with_capacity(communities);
+        let mut total = 0.0;
+        for community in 0..communities as u32 {
+            let previous = if window == 0 {
+                0.0
+            } else {
+                counts.expected_of(community, window - 1)
+            };
+            total += (counts.expected_of(community, window) - previous).max(0.0);
+            cumulative.push(total);
+        }
+        segment_totals.push(total);
+        segment_cumulative.push(cumulative);
+    }
+    let segment_poisson: Vec<Option<Poisson<f64>>> = segment_totals
+        .iter()
+        .map(|total| Poisson::new(*total).ok())
+        .collect();
+
+    let mut replicate_counts = vec![0u64; communities * windows];
+    let mut maxima = Vec::with_capacity(replications);
+    let mut exceedances = 0usize;
+    for _ in 0..replications {
+        replicate_counts.fill(0);
+        for window in 0..windows {
+            let (Some(Some(poisson)), Some(cumulative), Some(total)) = (
+                segment_poisson.get(window),
+                segment_cumulative.get(window),
+                segment_totals.get(window).copied(),
+            ) else {
+                continue;
+            };
+            let events = poisson.sample(rng) as u64;
+            for _ in 0..events {
+                let pick = rng.random_range(0.0..total);
+                let community = cumulative
+                    .partition_point(|running| *running <= pick)
+                    .min(communities.saturating_sub(1));
+                // The event is in this segment's window and every longer one.
+                let row = community * windows;
+                if let Some(counts) = replicate_counts.get_mut(row + window..row + windows) {
+                    counts.iter_mut().for_each(|count| *count += 1);
+                }
+            }
+        }
+        let mut maximum = 0.0f64;
+        for (zone, members) in zones.zones.iter().enumerate() {
+            for window in 0..windows {
+                let observed: u64 = members
+                    .iter()
+                    .filter_map(|member| {
+                        replicate_counts
+                            .get(*member as usize * windows + window)
+                            .copied()
+                    })
+                    .sum();
+                if observed < min_count.max(1) {
+                    continue;
+                }
+                let Some(expected) = expectations.get(zone * windows + window).copied() else {
+                    continue;
+                };
+                let score = poisson_log_likelihood_ratio(observed as f64, expected);
+                maximum = maximum.max(score);
+            }
+        }
+        maxima.push(maximum);
+        if maximum >= observed_max {
+            exceedances += 1;
+            if exceedances > allowed_exceedances {
+                break;
+            }
+        }
+    }
+    NullMaxima {
+        maxima,
+        replications,
+    }
+}
+
+/// Replicate maxima that may reach the observed maximum while its p-value can still be at or
+/// below `alpha` with `replications` replicates: `⌊alpha · (1 + replications)⌋ − 1`, or
+/// `None` when even none would give a p-value above `alpha` (too few replications).
+pub fn allowed_exceedances(alpha: f64, replications: usize) -> Option<usize> {
+    let budget = (alpha * (1 + replications) as f64 + 1e-9).floor();
+    if budget < 1.0 {
+        return None;
+    }
+    Some(budget as usize - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// Three communities on a line, 1 km apart (at the equator, 1 km ≈ 0.008993°).
+    fn three_in_a_line() -> Vec<(f64, f64)> {
+        vec![(0.0, 0.0), (0.008993, 0.0), (0.017986, 0.0)]
+    }
+
+    #[test]
+    fn zones_are_each_community_with_its_nearest_neighbours_within_the_radius() {
+        let zones = ScanZones::from_centroids(&three_in_a_line(), 2, 1_500.0);
+        let mut sets: Vec<Vec<u32>> = zones
+            .zones()
+            .iter()
+            .map(|members| {
+                let mut sorted = members.clone();
+                sorted.sort_unstable();
+                sorted
+            })
+            .collect();
+        sets.sort();
+        assert_eq!(
+            sets,
+            vec![vec![0], vec![0, 1], vec![1], vec![1, 2], vec![2]]
+        );
+        // A radius below the spacing leaves single communities only.
+        let singles = ScanZones::from_centroids(&three_in_a_line(), 3, 500.0);
+        assert_eq!(singles.zones().len(), 3);
+        // Centres come first.
+        assert!(zones.zones().iter().any(|members| members == &vec![2, 1]));
+    }
+
+    #[test]
+    fn the_score_is_zero_at_or_below_the_expectation_and_grows_with_the_excess() {
+        assert_eq!(poisson_log_likelihood_ratio(1.0, 2.0), 0.0);
+        assert_eq!(poisson_log_likelihood_ratio(2.0, 2.0), 0.0);
+        let modest = poisson_log_likelihood_ratio(4.0, 2.0);
+        let strong = poisson_log_likelihood_ratio(8.0, 2.0);
+        assert!((modest - (4.0 * 2.0f64.ln() - 2.0)).abs() < 1e-12);
+        assert!(strong > modest && modest > 0.0);
+    }
+
+    #[test]
+    fn secondary_clusters_share_no_community_with_a_better_one() {
+        let zones = ScanZones::from_centroids(&three_in_a_line(), 2, 1_500.0);
+        let mut counts = ScanCounts::new(3, 1);
+        counts.set(0, 0, 6, 0.5);
+        counts.set(1, 0, 1, 0.5);
+        counts.set(2, 0, 4, 0.5);
+        let cylinders = scored_cylinders(&zones, &counts, 1);
+        let kept = non_overlapping(&zones, &cylinders, 5);
+        let member_sets: Vec<Vec<u32>> = kept
+            .iter()
+            .map(|cylinder| zones.zones()[cylinder.zone].clone())
+            .collect();
+        assert_eq!(member_sets[0], vec![0], "{member_sets:?}");
+        assert!(member_sets.contains(&vec![2]), "{member_sets:?}");
+        for (index, first) in member_sets.iter().enumerate() {
+            for second in &member_sets[index + 1..] {
+                assert!(first.iter().all(|member| !second.contains(member)));
+            }
+        }
+    }
+
+    #[test]
+    fn too_few_replications_for_alpha_are_refused_and_the_allowance_follows_alpha() {
+        assert_eq!(allowed_exceedances(0.001, 998), None);
+        assert_eq!(allowed_exceedances(0.001, 999), Some(0));
+        assert_eq!(allowed_exceedances(0.01, 999), Some(9));
+    }
+
+    #[test]
+    fn monte_carlo_stops_early_when_the_observed_maximum_is_ordinary() {
+        let zones = ScanZones::from_centroids(&three_in_a_line(), 2, 1_500.0);
+        let mut counts = ScanCounts::new(3, 1);
+        for community in 0..3 {
+            counts.set(community, 0, 1, 1.0);
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let null = null_maxima(&zones, &counts, 1, 999, 0.0, 0, &mut rng);
+        assert!(!null.is_complete());
+        assert!(null.drawn() <= 2, "drawn {}", null.drawn());
+    }
+
+    /// The SciPy/brute-force reference (`tests/fixtures/stats/gen_fixtures.py`): exact
+    /// p-values of the maximum score on three communities, two nested windows.
+    #[test]
+    fn monte_carlo_p_values_agree_with_the_exact_enumeration() {
+        #[derive(serde::Deserialize)]
+        struct Fixtures {
+            scan: Vec<ScanCase>,
+        }
+        #[derive(serde::Deserialize)]
+        struct ScanCase {
+            /// Per community: expectation over each window (shortest first).
+            expected: Vec<Vec<f64>>,
+            /// Per community: events over each window.
+            observed: Vec<Vec<u64>>,
+            min_count: u64,
+            max_score: f64,
+            p_value: f64,
+        }
+        let fixtures: Fixtures =
+            serde_json::from_str(include_str!("../../tests/fixtures/stats/poisson.json"))
+                .expect("fixture json");
+        assert!(fixtures.scan.len() >= 3);
+        let zones = ScanZones::from_centroids(&three_in_a_line(), 2, 1_500.0);
+        for case in &fixtures.scan {
+            let windows = case.expected[0].len();
+            let mut counts = ScanCounts::new(3, windows);
+            for community in 0..3 {
+                for window in 0..windows {
+                    counts.set(
+                        community,
+                        window,
+                        case.observed[community][window],
+                        case.expected[community][window],
+                    );
+                }
+            }
+            let cylinders = scored_cylinders(&zones, &counts, case.min_count);
+            let max_score = cylinders.first().map_or(0.0, |cylinder| cylinder.score);
+            assert!(
+                (max_score - case.max_score).abs() < 1e-9,
+                "max score {max_score} vs {}",
+                case.max_score
+            );
+            let replications = 20_000;
+            let mut rng = ChaCha8Rng::seed_from_u64(7);
+            let null = null_maxima(
+                &zones,
+                &counts,
+                case.min_count,
+                replications,
+                max_score,
+                replications,
+                &mut rng,
+            );
+            assert!(null.is_complete());
+            let p_value = null.p_value(max_score);
+            // Five standard errors of a Monte Carlo proportion.
+            let standard_error = (case.p_value * (1.0 - case.p_value) / replications as f64).sqrt();
+            assert!(
+                (p_value - case.p_value).abs() < 5.0 * standard_error + 1.0 / replications as f64,
+                "monte carlo p {p_value} vs exact {}",
+                case.p_value
+            );
+        }
+    }
+}
