@@ -50,7 +50,7 @@
       broker: 'Kafka', reachable: '可达', unreachable: '不可达', instances: '实例',
       partitions: '分区', source: '数据源', readModelLag: '读模型延迟', stale: '失联',
       secondsAgo: '秒前', minutesAgo: '分钟前', hoursAgo: '小时前', bannerPrefix: '⚠ 生命安全告警',
-      more: '更多', communityScope: '全社区', districtScope: '全区', yearToDate: '年初至今', ci: '置信区间',
+      more: '更多', communityScope: '全社区', districtScope: '全区', clusterScope: '{n}个相邻社区聚集', yearToDate: '年初至今', ci: '置信区间',
     },
     en: {
       title: 'City safety console', view15m: '15 min', view1h: '1 hour', view24h: '24 hours',
@@ -70,7 +70,7 @@
       broker: 'Kafka', reachable: 'reachable', unreachable: 'unreachable', instances: 'instances',
       partitions: 'partitions', source: 'source', readModelLag: 'read model lag', stale: 'stale',
       secondsAgo: 's ago', minutesAgo: ' min ago', hoursAgo: ' h ago', bannerPrefix: '⚠ LIFE-SAFETY ALERT',
-      more: 'more', communityScope: 'whole community', districtScope: 'whole district', yearToDate: 'year to date', ci: 'interval',
+      more: 'more', communityScope: 'whole community', districtScope: 'whole district', clusterScope: 'cluster of {n} neighbouring communities', yearToDate: 'year to date', ci: 'interval',
     },
   };
   const EVENT_TYPES = {
@@ -735,9 +735,16 @@
     item.appendChild(head);
     const community = alert.community_name || alert.community_id || '';
     const community_known = alert.community_name || alert.community_id;
+    // A space-time cluster names its centre community and lists every member.
+    const members = Array.isArray(alert.cluster_members) ? alert.cluster_members : [];
     const grid = alert.grid_id ? t('cell') + ' ' + alert.grid_id
+      : members.length ? t('clusterScope').replace('{n}', members.length)
       : (community_known ? t('communityScope') : t('districtScope'));
     item.appendChild(el('div', 'place', [districtName(alert), community, grid].filter(Boolean).join(' / ')));
+    if (members.length) {
+      item.appendChild(el('div', 'members', members
+        .map((member) => member.community_name || member.community_id).join(state.lang === 'en' ? ', ' : '、')));
+    }
     const meta = el('div', 'meta');
     meta.appendChild(el('span', 'since', firing
       ? t('since') + ' ' + fmtTime(alert.starts_at) + ' (' + fmtAge(alert.starts_at) + ')'

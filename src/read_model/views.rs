@@ -140,7 +140,7 @@ pub struct AlertView {
     pub fingerprint: String,
     /// Rule name.
     pub rule: String,
-    /// `immediate`, `threshold`, `spike`, `cusum` or `data_gap`.
+    /// `immediate`, `threshold`, `spike`, `cusum`, `data_gap` or `scan`.
     pub rule_kind: String,
     /// `FIRING` or `RESOLVED`.
     pub status: String,
@@ -182,6 +182,18 @@ pub struct AlertView {
     /// Statistical rules: weeks of learned history behind `expected` (0 = seeded rates only;
     /// `null` for rules without a baseline).
     pub baseline_weeks: Option<u32>,
+    /// A space-time cluster (`scope` `cluster`): its member communities, the centre first
+    /// (empty for every other alert).
+    pub cluster_members: Vec<ClusterMember>,
+}
+
+/// One community of a space-time cluster alert.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ClusterMember {
+    /// 12-digit community id.
+    pub community_id: String,
+    /// Community name (Chinese; empty when the registry does not know it).
+    pub community_name: String,
 }
 
 impl AlertView {
@@ -243,6 +255,17 @@ impl AlertView {
             event_ids: alert.event_ids.clone(),
             suppressed_by: non_empty(&alert.suppressed_by),
             late: alert.late,
+            cluster_members: alert
+                .cluster_community_ids
+                .iter()
+                .map(|community_id| ClusterMember {
+                    community_id: community_id.clone(),
+                    community_name: registry
+                        .community_by_id(community_id)
+                        .map(|index| registry.community(index).name.clone())
+                        .unwrap_or_default(),
+                })
+                .collect(),
         }
     }
 

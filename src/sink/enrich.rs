@@ -167,10 +167,35 @@ pub fn annotations(
     let threshold = format_value(alert.threshold);
     let expected = expected_value(alert);
 
-    // A district-scope alert names neither a grid nor a community.
+    // A district-scope alert names neither a grid nor a community; a cluster names its centre
+    // community and its members; a community-scope alert names no grid.
     let district_scope = alert.grid_id.is_empty() && alert.community_id.is_empty();
+    let members = &alert.cluster_community_ids;
+    let member_names_zh: Vec<String> = members
+        .iter()
+        .map(|member| {
+            registry
+                .community_by_id(member)
+                .map(|index| registry.community(index).name.clone())
+                .unwrap_or_else(|| member.clone())
+        })
+        .collect();
     let place = if district_scope {
         format!("in district {} ({})", alert.district_id, district_name_en)
+    } else if !members.is_empty() {
+        format!(
+            "in a cluster of {} neighbouring communities around community {} ({}, {}): {}",
+            members.len(),
+            alert.community_id,
+            community_name,
+            district_name_en,
+            members.join(", ")
+        )
+    } else if alert.grid_id.is_empty() {
+        format!(
+            "in community {} ({}, {})",
+            alert.community_id, community_name, district_name_en
+        )
     } else {
         format!(
             "in grid {} of community {} ({}, {})",
@@ -179,6 +204,16 @@ pub fn annotations(
     };
     let place_zh = if district_scope {
         format!("{district_name_zh} 全区")
+    } else if !members.is_empty() {
+        format!(
+            "{}{}等{}个相邻社区聚集（{}）",
+            district_name_zh,
+            community_name,
+            members.len(),
+            member_names_zh.join("、")
+        )
+    } else if alert.grid_id.is_empty() {
+        format!("{district_name_zh}{community_name} 全社区")
     } else {
         format!(
             "{}{} 网格{}",
@@ -202,12 +237,12 @@ pub fn annotations(
         threshold,
     );
     let mut description = format!(
-        "Rule {} ({}) observed {} {} event(s) in grid {} against a threshold of {}",
+        "Rule {} ({}) observed {} {} event(s) {} against a threshold of {}",
         alert.rule,
         alert.rule_kind,
         observed,
         event_type.as_str_name(),
-        alert.grid_id,
+        place,
         threshold,
     );
     if let Some(expected) = expected.filter(|expected| *expected > 0.0) {
@@ -266,6 +301,9 @@ pub fn annotations(
     annotations.insert("threshold".to_string(), format_value(alert.threshold));
     if !alert.scope.is_empty() {
         annotations.insert("scope".to_string(), alert.scope.clone());
+    }
+    if !members.is_empty() {
+        annotations.insert("cluster_communities".to_string(), members.join(","));
     }
     if alert.window_seconds > 0 {
         annotations.insert(
@@ -604,6 +642,61 @@ mod statistical_and_suppressed_alert_tests {
         );
         assert!(
             annotations["summary_zh"].contains(&format!("{} 全区", district.name_zh)),
+            "{annotations:?}"
+        );
+    }
+
+    #[test]
+    fn cluster_alert_names_its_centre_and_every_member_in_both_languages() {
+        let registry = GridRegistry::embedded();
+        let members: Vec<&crate::grid::Community> = registry.communities()[..3].iter().collect();
+        let mut alert = community_spike_alert();
+        alert.rule = "fraud_wave_cluster".into();
+        alert.rule_kind = "scan".into();
+        alert.scope = "cluster".into();
+        alert.community_id = members[0].id.clone();
+        alert.district_id = members[0].district_code.clone();
+        alert.cluster_community_ids = members.iter().map(|member| member.id.clone()).collect();
+        let annotations = annotations(&alert, &registry, "http://127.0.0.1:9750");
+        let ids: Vec<&str> = members.iter().map(|member| member.id.as_str()).collect();
+        assert!(
+            annotations["summary"].contains(&format!(
+                "in a cluster of 3 neighbouring communities around community {}",
+                members[0].id
+            )),
+            "{annotations:?}"
+        );
+        assert!(annotations["description"].contains(&ids.join(", ")));
+        assert_eq!(annotations["cluster_communities"], ids.join(","));
+        let names: Vec<&str> = members.iter().map(|member| member.name.as_str()).collect();
+        assert!(
+            annotations["summary_zh"].contains(&format!(
+                "{}等3个相邻社区聚集（{}）",
+                members[0].name,
+                names.join("、")
+            )),
+            "{annotations:?}"
+        );
+        assert_eq!(annotations["scope"], "cluster");
+        // Its link is the centre community's alerts.
+        assert!(annotations["operator_url"].ends_with(&format!("?community={}", members[0].id)));
+    }
+
+    #[test]
+    fn community_alert_names_no_grid() {
+        let registry = GridRegistry::embedded();
+        let alert = community_spike_alert();
+        let annotations = annotations(&alert, &registry, "http://127.0.0.1:9750");
+        assert!(
+            annotations["summary"].contains(&format!("in community {} (", alert.community_id)),
+            "{annotations:?}"
+        );
+        assert!(
+            !annotations["description"].contains("in grid"),
+            "{annotations:?}"
+        );
+        assert!(
+            annotations["summary_zh"].contains("全社区"),
             "{annotations:?}"
         );
     }

@@ -18,7 +18,7 @@ use fantoccini::{Client, ClientBuilder};
 use gridwatch::config::{Config, SimulatorPacing};
 use gridwatch::grid::{CellIndex, GridRegistry};
 use gridwatch::proto::EventType;
-use gridwatch::source::simulator::{Scenario, ScenarioTime};
+use gridwatch::source::simulator::{Scenario, ScenarioDuration, ScenarioTime};
 use serde_json::{json, Value};
 
 use crate::support::tools::tool_on_path;
@@ -685,6 +685,113 @@ async fn console_heap_stays_flat_over_ten_minutes_of_live_updates() {
     );
     let errors = unexpected_errors(&setup.driver.browser_log(&browser).await, false);
     assert!(errors.is_empty(), "browser console errors: {errors:?}");
+    browser.close().await.unwrap();
+    service.stop().await;
+}
+
+/// The median community by population and its two nearest neighbours.
+fn three_adjacent_communities(registry: &GridRegistry) -> Vec<String> {
+    let communities = registry.communities();
+    let mut by_population: Vec<usize> = (0..communities.len()).collect();
+    by_population.sort_by_key(|index| communities[*index].population);
+    let median = by_population[by_population.len() / 2] as u32;
+    let centroids: Vec<(f64, f64)> = communities.iter().map(|c| c.centroid).collect();
+    let zones = gridwatch::rules::space_time::ScanZones::from_centroids(&centroids, 3, 3_000.0);
+    zones
+        .zones()
+        .iter()
+        .find(|members| members.len() == 3 && members[0] == median)
+        .expect("three neighbours within 3 km of the median community")
+        .iter()
+        .map(|member| communities[*member as usize].id.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_lists_a_space_time_cluster_with_every_member_community() {
+    let _one_browser = ONE_BROWSER.lock().await;
+    let Some(setup) = setup().await else {
+        return;
+    };
+    let registry = GridRegistry::embedded();
+    let members = three_adjacent_communities(&registry);
+    // Ten hours of history, a ×30 fraud wave over three neighbouring communities in all of
+    // it: the hourly scan finds them as one cluster within the backfill.
+    let mut config = Config::default();
+    config.simulator.backfill = Duration::from_secs(10 * 3600);
+    config.simulator.scenarios = members
+        .iter()
+        .map(|community_id| Scenario::FraudWave {
+            community_id: community_id.clone(),
+            start: ScenarioTime::AfterStart(0),
+            duration: ScenarioDuration(10 * 3600 * 1000),
+            multiplier: 30.0,
+        })
+        .collect();
+    config.validate().unwrap();
+    let service = InProcessService::start(config).await;
+    let base_url = service.base_url.clone();
+    if !api_is_there(&base_url, None).await {
+        service.stop().await;
+        return;
+    }
+    let browser = setup.driver.session(&setup.chromium).await;
+    browser.goto(&format!("{base_url}/")).await.unwrap();
+    let names: Vec<String> = members
+        .iter()
+        .map(|id| {
+            let community = registry.community_by_id(id).unwrap();
+            registry.community(community).name.clone()
+        })
+        .collect();
+    let item = wait_until(
+        &browser,
+        "const items = Array.from(document.querySelectorAll('#alerts li[data-status=\"FIRING\"]'))
+           .filter((item) => item.querySelector('.members'));
+         return items.length ? { place: items[0].querySelector('.place').textContent,
+                                 members: items[0].querySelector('.members').textContent,
+                                 measure: items[0].querySelector('.measure').textContent } : null;",
+        Duration::from_secs(90),
+        "a cluster alert in the list",
+    )
+    .await;
+    println!("cluster alert in the console: {item}");
+    let place = item["place"].as_str().unwrap();
+    let listed = item["members"].as_str().unwrap();
+    assert!(place.contains("个相邻社区聚集"), "{item}");
+    for name in &names {
+        assert!(listed.contains(name.as_str()), "{name} not in {item}");
+    }
+    assert!(item["measure"].as_str().unwrap().contains("p="), "{item}");
+    // The API says the same: a scan alert of scope cluster naming every member.
+    let alerts: Value = reqwest::get(format!("{base_url}/api/v1/alerts"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cluster = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|alert| alert["scope"] == "cluster")
+        .expect("a cluster alert in the API");
+    let api_members: Vec<&str> = cluster["cluster_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|member| member["community_id"].as_str().unwrap())
+        .collect();
+    for id in &members {
+        assert!(api_members.contains(&id.as_str()), "{id} not in {cluster}");
+    }
+    screenshot(&browser, 1920, 1080, "cluster-1920x1080-zh.png").await;
+    let errors = unexpected_errors(&setup.driver.browser_log(&browser).await, false);
+    assert!(errors.is_empty(), "browser console errors: {errors:?}");
+    assert_eq!(
+        eval(&browser, "return window.__gridwatch.errors").await,
+        json!([])
+    );
     browser.close().await.unwrap();
     service.stop().await;
 }
