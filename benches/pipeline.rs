@@ -2,7 +2,9 @@
 //! (JSON, protobuf, with validation and pseudonyms), grid resolution, deduplication, the window
 //! record path, window JSON encoding, the whole pipeline per event, and the whole pipeline with
 //! the default rules reduced to one kind at a time (`rules/<kind>` minus `rules/none` is what
-//! that kind costs per event). Run with `cargo bench --bench pipeline`.
+//! that kind costs per event), and one evaluation of the space-time scan (`scan/…`: it runs
+//! once an hour of event time, so its cost is per evaluation, not per event). Run with
+//! `cargo bench --bench pipeline`.
 
 use std::sync::Arc;
 
@@ -14,8 +16,12 @@ use gridwatch::dedup::Deduplicator;
 use gridwatch::grid::{CellIndex, GridRegistry};
 use gridwatch::metrics::Metrics;
 use gridwatch::pipeline::{Outputs, Pipeline, PipelineSettings};
+use gridwatch::proto::EventType;
 use gridwatch::proto::{CellWindow, IncidentEvent};
-use gridwatch::rules::{RuleSet, EMBEDDED_RULES_TOML, RULE_KIND_NAMES};
+use gridwatch::rules::simulation::{
+    continue_engine, embedded_rules_where, seeded_stream, sort_by_time, wave_stream,
+};
+use gridwatch::rules::{Baseline, RuleEngine, RuleSet, EMBEDDED_RULES_TOML, RULE_KIND_NAMES};
 use gridwatch::sink::window_json::WindowJsonWriter;
 use gridwatch::source::simulator::{Simulator, SimulatorSettings};
 use gridwatch::source::{RecordPayload, SourceRecord};
@@ -287,11 +293,78 @@ fn bench_pipeline(criterion: &mut Criterion) {
     group.finish();
 }
 
+/// One hourly evaluation of the default scan rule (`fraud_wave_cluster`) after four days of
+/// the city's seeded fraud stream: `quiet` (the usual case: the Monte Carlo test stops after a
+/// few maps) and `wave` (a ×30 wave over three neighbouring communities has been running for
+/// a day, so every one of the 999 maps is drawn).
+fn bench_scan(criterion: &mut Criterion) {
+    const HOUR: i64 = 3_600_000;
+    let registry = GridRegistry::embedded();
+    let baseline = Baseline::embedded();
+    let rules = embedded_rules_where(&|name, _| name == "fraud_wave_cluster").unwrap();
+    let fraud_types = [EventType::FraudWarning, EventType::FraudReported];
+    let hours = 96;
+    let end = START_MILLIS + hours * HOUR;
+    let quiet = seeded_stream(&registry, &baseline, &fraud_types, START_MILLIS, hours, 3);
+    let mut waved = quiet.clone();
+    let wave_cells: Vec<CellIndex> = registry.communities()[..3]
+        .iter()
+        .flat_map(|community| community.cells.clone())
+        .collect();
+    waved.extend(wave_stream(
+        &registry,
+        &baseline,
+        &wave_cells,
+        &fraud_types,
+        29.0,
+        end - 24 * HOUR,
+        24,
+        4,
+    ));
+    sort_by_time(&mut waved);
+    let mut group = criterion.benchmark_group("scan");
+    for (name, stream) in [("quiet", &quiet), ("wave", &waved)] {
+        let mut warmed = RuleEngine::with_baseline(rules.clone(), Baseline::embedded());
+        let mut watermark = START_MILLIS;
+        warmed.on_watermark(watermark, &registry, &mut Vec::new());
+        let before_last_hour = stream.partition_point(|(at, _, _)| *at < end - HOUR);
+        continue_engine(
+            &registry,
+            &mut warmed,
+            &stream[..before_last_hour],
+            0,
+            &mut watermark,
+            end - HOUR - 60_000,
+        );
+        let state = warmed.state().clone();
+        group.bench_function(format!("evaluation/{name}"), |bencher| {
+            bencher.iter_batched(
+                || {
+                    // The evaluation an hour earlier builds the zones (once per engine in a
+                    // service), outside the measurement.
+                    let mut engine = RuleEngine::with_baseline(rules.clone(), Baseline::embedded());
+                    engine.restore_state(state.clone());
+                    engine.on_watermark(end - HOUR, &registry, &mut Vec::new());
+                    engine
+                },
+                |mut engine| {
+                    let mut alerts = Vec::new();
+                    engine.on_watermark(end, &registry, &mut alerts);
+                    alerts
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_decode,
     bench_stages,
     bench_window_record,
-    bench_pipeline
+    bench_pipeline,
+    bench_scan
 );
 criterion_main!(benches);

@@ -29,7 +29,7 @@ pub struct AlertsQuery {
     pub severity: Option<u8>,
     /// Rule name, e.g. `fire_immediate`.
     pub rule: Option<String>,
-    /// `immediate`, `threshold`, `spike`, `cusum` or `data_gap`.
+    /// `immediate`, `threshold`, `spike`, `cusum`, `data_gap` or `scan`.
     pub rule_kind: Option<String>,
     /// Event type name, e.g. `FIRE_SMOKE`.
     pub event_type: Option<String>,

@@ -1,9 +1,10 @@
 //! Rules and alerts: the rules file ([`RuleSet`]) and the engine ([`RuleEngine`]) that turns
 //! accepted events and watermark advances into alert state changes ([`crate::proto::Alert`]).
 //!
-//! Five kinds of rule: `immediate` and `threshold` (below), the statistical `spike`
+//! Six kinds of rule: `immediate` and `threshold` (below), the statistical `spike`
 //! ([`spike`]) and `cusum` ([`cusum`]) rules over a learned Poisson baseline ([`baseline`],
-//! [`statistics`]), and the operations rule `data_gap` ([`data_gap`]). Maintenance windows
+//! [`statistics`]), the space-time scan `scan` ([`scan`], [`space_time`]) for clusters of
+//! neighbouring communities, and the operations rule `data_gap` ([`data_gap`]). Maintenance windows
 //! ([`suppression`]) mark alerts instead of dropping them.
 //!
 //! # Where a kind lives

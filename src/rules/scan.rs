@@ -981,6 +981,9 @@ mod tests {
     };
     use crate::rules::{Baseline, RuleEngine, RuleEngineState, RuleSet};
 
+    /// Distinct zones of `fraud_wave_cluster` on the embedded registry (README "Rules and
+    /// alerts").
+    const ZONES_OF_THE_DEFAULT_RULE: usize = 698;
     const FRAUD_TYPES: [EventType; 2] = [EventType::FraudWarning, EventType::FraudReported];
     /// Monday 2026-03-02 00:00 UTC.
     const START: i64 = 1_772_409_600_000;
@@ -1351,5 +1354,14 @@ scope = "cluster"
         assert_eq!(rule.interval_millis, HOUR_MILLIS);
         assert_eq!(rule.replications, 999);
         assert_eq!(allowed_exceedances(rule.alpha, rule.replications), Some(0));
+        let zones = zones_of(rule, &GridRegistry::embedded());
+        let sizes: Vec<usize> = zones.zones().iter().map(Vec::len).collect();
+        eprintln!(
+            "{} zones, {} of 5 communities",
+            sizes.len(),
+            sizes.iter().filter(|size| **size == 5).count()
+        );
+        assert_eq!(sizes.len(), ZONES_OF_THE_DEFAULT_RULE);
+        assert!(sizes.iter().all(|size| (1..=5).contains(size)));
     }
 }
