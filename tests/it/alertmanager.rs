@@ -761,3 +761,95 @@ async fn inhibition_stays_within_one_instance_and_one_cell() {
         &|alert: &Value| label(alert, "rule") == "life_safety"
     ));
 }
+
+/// A district alert inhibits the scan's clusters centred in its district, and only those
+/// (real Alertmanager with the shipped `deploy/alertmanager/alertmanager.yml`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_district_wave_inhibits_the_clusters_of_its_district_only() {
+    let Some(binary) = alertmanager_binary() else {
+        return;
+    };
+    let alertmanager = AlertmanagerProcess::start(&binary).await;
+    let client = reqwest::Client::new();
+    let registry = GridRegistry::embedded();
+    let now = wall_clock_millis();
+    let district = registry.districts()[0].code.clone();
+    let community_in = registry
+        .communities()
+        .iter()
+        .find(|community| community.district_code == district)
+        .unwrap();
+    let community_out = registry
+        .communities()
+        .iter()
+        .find(|community| community.district_code != district)
+        .unwrap();
+    let fraud = |rule: &str, community: Option<&gridwatch::grid::Community>, district_id: &str| {
+        let mut alert = firing_alert(&registry, 0, rule);
+        alert.rule = rule.to_string();
+        alert.rule_kind = if rule == "fraud_wave_cluster" {
+            "scan"
+        } else {
+            "spike"
+        }
+        .to_string();
+        alert.event_type = EventType::FraudWarning as i32;
+        alert.severity = 2;
+        alert.grid_id.clear();
+        alert.device_id.clear();
+        alert.district_id = district_id.to_string();
+        alert.community_id = community.map(|c| c.id.clone()).unwrap_or_default();
+        alert.cluster_community_ids = community.map(|c| vec![c.id.clone()]).unwrap_or_default();
+        alert.fingerprint = format!("{rule}-{}", alert.community_id);
+        alert
+    };
+    let district_alert = fraud("fraud_wave_district_spike_6h", None, &district);
+    let cluster_in = fraud("fraud_wave_cluster", Some(community_in), &district);
+    let cluster_out = fraud(
+        "fraud_wave_cluster",
+        Some(community_out),
+        &community_out.district_code,
+    );
+    let body: Vec<Value> = [&district_alert, &cluster_in, &cluster_out]
+        .iter()
+        .map(|alert| {
+            serde_json::to_value(gridwatch::sink::alertmanager::postable_alert(
+                alert,
+                &registry,
+                "http://127.0.0.1:9750",
+                now,
+                Duration::from_secs(60),
+            ))
+            .unwrap()
+        })
+        .collect();
+    let response = client
+        .post(format!("{}/api/v2/alerts", alertmanager.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{response:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alerts: Vec<Value> = client
+        .get(format!("{}/api/v2/alerts", alertmanager.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let inhibited = |rule: &str, community: &str| -> bool {
+        let alert = alerts
+            .iter()
+            .find(|alert| label(alert, "rule") == rule && label(alert, "community") == community)
+            .unwrap_or_else(|| panic!("{rule} {community} not in {alerts:?}"));
+        !alert["status"]["inhibitedBy"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    };
+    assert!(inhibited("fraud_wave_cluster", &community_in.id));
+    assert!(!inhibited("fraud_wave_cluster", &community_out.id));
+    assert!(!inhibited("fraud_wave_district_spike_6h", ""));
+}

@@ -716,17 +716,39 @@ async fn console_lists_a_space_time_cluster_with_every_member_community() {
     let registry = GridRegistry::embedded();
     let members = three_adjacent_communities(&registry);
     // Ten hours of history, a ×30 fraud wave over three neighbouring communities in all of
-    // it: the hourly scan finds them as one cluster within the backfill.
+    // it: the hourly scan finds them as one cluster within the backfill. And a ×10 wave over
+    // every community of another district, which the district rules find as the district.
+    let centre_district = &registry
+        .community(registry.community_by_id(&members[0]).unwrap())
+        .district_code;
+    let other_district = registry
+        .districts()
+        .iter()
+        .find(|district| &district.code != centre_district)
+        .unwrap()
+        .clone();
+    let district_communities: Vec<String> = registry
+        .communities()
+        .iter()
+        .filter(|community| community.district_code == other_district.code)
+        .map(|community| community.id.clone())
+        .collect();
+    let wave = |community_id: &String, multiplier: f64| Scenario::FraudWave {
+        community_id: community_id.clone(),
+        start: ScenarioTime::AfterStart(0),
+        duration: ScenarioDuration(10 * 3600 * 1000),
+        multiplier,
+    };
     let mut config = Config::default();
     config.simulator.backfill = Duration::from_secs(10 * 3600);
     config.simulator.scenarios = members
         .iter()
-        .map(|community_id| Scenario::FraudWave {
-            community_id: community_id.clone(),
-            start: ScenarioTime::AfterStart(0),
-            duration: ScenarioDuration(10 * 3600 * 1000),
-            multiplier: 30.0,
-        })
+        .map(|community_id| wave(community_id, 30.0))
+        .chain(
+            district_communities
+                .iter()
+                .map(|community_id| wave(community_id, 10.0)),
+        )
         .collect();
     config.validate().unwrap();
     let service = InProcessService::start(config).await;
@@ -746,13 +768,16 @@ async fn console_lists_a_space_time_cluster_with_every_member_community() {
         .collect();
     let item = wait_until(
         &browser,
-        "const items = Array.from(document.querySelectorAll('#alerts li[data-status=\"FIRING\"]'))
-           .filter((item) => item.querySelector('.members'));
-         return items.length ? { place: items[0].querySelector('.place').textContent,
-                                 members: items[0].querySelector('.members').textContent,
-                                 measure: items[0].querySelector('.measure').textContent } : null;",
+        &format!(
+            "const items = Array.from(document.querySelectorAll('#alerts li[data-status=\"FIRING\"]'))
+               .filter((item) => item.querySelector('.members') && item.querySelector('.members').textContent.includes({}));
+             return items.length ? {{ place: items[0].querySelector('.place').textContent,
+                                     members: items[0].querySelector('.members').textContent,
+                                     measure: items[0].querySelector('.measure').textContent }} : null;",
+            json!(names[0])
+        ),
         Duration::from_secs(90),
-        "a cluster alert in the list",
+        "the three communities' cluster alert in the list",
     )
     .await;
     println!("cluster alert in the console: {item}");
@@ -763,6 +788,20 @@ async fn console_lists_a_space_time_cluster_with_every_member_community() {
         assert!(listed.contains(name.as_str()), "{name} not in {item}");
     }
     assert!(item["measure"].as_str().unwrap().contains("p="), "{item}");
+    // The district wave: a district-scope alert placed at the whole district.
+    let district_item = wait_until(
+        &browser,
+        &format!(
+            "const items = Array.from(document.querySelectorAll('#alerts li[data-status=\"FIRING\"]'))
+               .filter((item) => item.querySelector('.place').textContent === {});
+             return items.length ? items[0].querySelector('.place').textContent : null;",
+            json!(format!("{} / 全区", other_district.name_zh))
+        ),
+        Duration::from_secs(60),
+        "the district alert in the list",
+    )
+    .await;
+    println!("district alert in the console: {district_item}");
     // The API says the same: a scan alert of scope cluster naming every member.
     let alerts: Value = reqwest::get(format!("{base_url}/api/v1/alerts"))
         .await
@@ -774,8 +813,15 @@ async fn console_lists_a_space_time_cluster_with_every_member_community() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|alert| alert["scope"] == "cluster")
-        .expect("a cluster alert in the API");
+        .find(|alert| {
+            alert["scope"] == "cluster"
+                && alert["cluster_members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|member| member["community_id"] == members[0].as_str())
+        })
+        .expect("the three communities' cluster alert in the API");
     let api_members: Vec<&str> = cluster["cluster_members"]
         .as_array()
         .unwrap()
