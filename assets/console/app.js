@@ -739,7 +739,8 @@
     const members = Array.isArray(alert.cluster_members) ? alert.cluster_members : [];
     const grid = alert.grid_id ? t('cell') + ' ' + alert.grid_id
       : members.length ? t('clusterScope').replace('{n}', members.length)
-      : (community_known ? t('communityScope') : t('districtScope'));
+      : community_known ? t('communityScope')
+      : alert.scope === 'city' ? t('city') : t('districtScope');
     item.appendChild(el('div', 'place', [districtName(alert), community, grid].filter(Boolean).join(' / ')));
     if (members.length) {
       item.appendChild(el('div', 'members', members

@@ -484,3 +484,33 @@ fn a_district_scope_alert_is_placed_at_its_district_and_one_of_an_unknown_distri
     assert!(place.community_id.is_empty() && place.grid_id.is_none());
     assert_ne!(place.centroid, [0.0, 0.0]);
 }
+
+#[test]
+fn a_city_wide_alert_is_placed_at_the_city_and_an_unplaced_alert_of_another_scope_is_rejected() {
+    let (mut model, _registry) = model();
+    let city_alert = |scope: &str| {
+        OutputRecord::Alert(Box::new(crate::proto::Alert {
+            alert_id: format!("{scope}-a"),
+            fingerprint: format!("{scope}-f"),
+            rule: "fraud_wave_cluster".to_string(),
+            rule_kind: "scan".to_string(),
+            status: AlertStatus::Firing as i32,
+            scope: scope.to_string(),
+            event_type: EventType::FraudWarning as i32,
+            severity: 2,
+            starts_at: Some(millis_to_timestamp(T0)),
+            updated_at: Some(millis_to_timestamp(T0)),
+            ..Default::default()
+        }))
+    };
+    assert_eq!(
+        model.apply(city_alert("cluster"), T0),
+        Err(RecordRejected::UnknownPlace)
+    );
+    model.apply(city_alert("city"), T0).unwrap();
+    let (snapshot, _) = model.publish(T0);
+    assert_eq!(snapshot.alerts.len(), 1);
+    let place = &snapshot.alerts[0].place;
+    assert!(place.district_id.is_empty() && place.community_id.is_empty());
+    assert_ne!(place.centroid, [0.0, 0.0]);
+}

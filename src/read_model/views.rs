@@ -87,6 +87,20 @@ impl Place {
         }
     }
 
+    /// The whole city (a city-wide alert): no ids, the mean of the communities' centroids.
+    pub fn of_city(registry: &GridRegistry) -> Place {
+        let communities = registry.communities();
+        let count = communities.len().max(1) as f64;
+        let (longitude_sum, latitude_sum) =
+            communities.iter().fold((0.0, 0.0), |(x, y), community| {
+                (x + community.centroid.0, y + community.centroid.1)
+            });
+        Place {
+            centroid: [longitude_sum / count, latitude_sum / count],
+            ..Place::unknown()
+        }
+    }
+
     fn of_community_record(registry: &GridRegistry, community: &crate::grid::Community) -> Place {
         let district = registry.district(&community.district_code);
         Place {
@@ -214,6 +228,10 @@ impl AlertView {
                     .then(|| registry.district(&alert.district_id))
                     .flatten()
                     .map(|district| Place::of_district(registry, district))
+            })
+            .or_else(|| {
+                (alert.scope == crate::rules::AlertScope::City.as_str())
+                    .then(|| Place::of_city(registry))
             })
             .unwrap_or_else(|| Place {
                 grid_id: non_empty(&alert.grid_id),

@@ -694,7 +694,7 @@ impl BaselineView<'_> {
                 &[]
             }
             // Not a counting unit (scan rules sum their communities' expectations).
-            AlertScope::Cluster => return 0.0,
+            AlertScope::Cluster | AlertScope::City => return 0.0,
         };
         let earliest_from = to_millis.saturating_sub(MAX_EXPECTATION_SPAN_HOURS * HOUR_MILLIS);
         let mut segment_start = from_millis.max(earliest_from);

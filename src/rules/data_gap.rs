@@ -218,7 +218,7 @@ impl RuleKind for DataGapRule {
                 DEFAULT_DATA_GAP_COMMUNITY_SEVERITY
             }
             // Refused by `counting_scope`.
-            AlertScope::Cluster => DEFAULT_DATA_GAP_COMMUNITY_SEVERITY,
+            AlertScope::Cluster | AlertScope::City => DEFAULT_DATA_GAP_COMMUNITY_SEVERITY,
         };
         let severity = match spec.severity {
             None => default_severity_of_scope,
@@ -537,7 +537,7 @@ fn on_watermark(
                     .map(|community| community.cells.as_slice())
                     .unwrap_or_default(),
                 // Refused by validation.
-                AlertScope::District | AlertScope::Cluster => &[],
+                AlertScope::District | AlertScope::Cluster | AlertScope::City => &[],
             };
             // With partial input, only this engine's cells (those it saw activity of) count;
             // filtered on the fly, since this runs for every unit.

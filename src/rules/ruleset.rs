@@ -125,6 +125,9 @@ pub enum AlertScope {
     /// alerts name the cluster's centre community and list every member
     /// (`cluster_community_ids`). Not a counting unit: no other kind accepts it as `scope`.
     Cluster,
+    /// The whole city, found by a `kind = "scan"` rule with `scopes` including `"city"`: its
+    /// alerts name no grid, community or district. Not a counting unit either.
+    City,
 }
 
 impl AlertScope {
@@ -135,6 +138,7 @@ impl AlertScope {
             AlertScope::Community => "community",
             AlertScope::District => "district",
             AlertScope::Cluster => "cluster",
+            AlertScope::City => "city",
         }
     }
 }
@@ -447,10 +451,11 @@ impl<'a> RuleValidation<'a> {
     /// A counting rule's `scope`: a cell, a community or a district. `cluster` is what scan
     /// rules find, not a unit another kind can count in.
     pub(crate) fn counting_scope(&mut self, scope: AlertScope) -> AlertScope {
-        if scope == AlertScope::Cluster {
-            self.problem(
-                "scope \"cluster\" is found by kind = \"scan\" rules; count per cell, community or district",
-            );
+        if matches!(scope, AlertScope::Cluster | AlertScope::City) {
+            self.problem(format!(
+                "scope \"{}\" is found by kind = \"scan\" rules; count per cell, community or district",
+                scope.as_str()
+            ));
         }
         scope
     }

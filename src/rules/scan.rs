@@ -61,7 +61,7 @@ use super::series::{
 };
 use super::space_time::{
     allowed_exceedances, non_overlapping, null_maxima, poisson_log_likelihood_ratio,
-    scored_cylinders, Cylinder, NullMaxima, ScanCounts, ScanZones, MIN_CYLINDER_EXPECTED,
+    scored_cylinders, Cylinder, NullMaxima, ScanCounts, ScanZones, ZoneKind, MIN_CYLINDER_EXPECTED,
 };
 use super::statistics::poisson_upper_tail;
 use super::units::evaluated_with_input;
@@ -110,6 +110,10 @@ pub struct ScanSpec {
     /// Time between evaluations (whole hours, at most a day).
     #[serde(default = "default_scan_interval", with = "humantime_serde")]
     interval: Duration,
+    /// What zones to scan: `"cluster"` (neighbourhoods), `"district"` (each district whole),
+    /// `"city"` (the whole city); all in one family, so one `alpha` covers them together.
+    #[serde(default = "default_scan_scopes")]
+    scopes: Vec<String>,
     /// Most communities in a zone (the centre and its nearest neighbours).
     #[serde(default = "default_scan_max_communities")]
     max_communities: i64,
@@ -142,6 +146,10 @@ pub struct ScanSpec {
 
 fn default_scan_interval() -> Duration {
     DEFAULT_SCAN_INTERVAL
+}
+
+fn default_scan_scopes() -> Vec<String> {
+    vec![AlertScope::Cluster.as_str().to_string()]
 }
 
 fn default_scan_max_communities() -> i64 {
@@ -183,6 +191,8 @@ pub struct ScanRule {
     pub windows_millis: Vec<i64>,
     /// Evaluation interval in milliseconds, whole hours.
     pub interval_millis: i64,
+    /// The zone scopes scanned: cluster, district and/or city (sorted, no duplicates).
+    pub scopes: Vec<AlertScope>,
     /// Most communities per zone.
     pub max_communities: usize,
     /// Zone radius in metres.
@@ -234,6 +244,9 @@ pub struct ScanRuleState {
 /// A firing cluster alert.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FiringCluster {
+    /// What the alert is about: a neighbourhood cluster, a district or the city. Only
+    /// significant zones of the same kind (and district) continue it.
+    pub kind: ZoneKind,
     /// Member community positions, centre first.
     pub members: Vec<u32>,
     /// Index into the rule's windows of the window it fired (or was last updated) on.
@@ -281,6 +294,29 @@ impl RuleKind for ScanRule {
         }
         windows_millis.sort_unstable();
         let interval_millis = whole_hours(validation, spec.interval, "interval", 24);
+        let mut scopes: Vec<AlertScope> = Vec::new();
+        for name in &spec.scopes {
+            let scope = match name.as_str() {
+                "cluster" => AlertScope::Cluster,
+                "district" => AlertScope::District,
+                "city" => AlertScope::City,
+                other => {
+                    validation.problem(format!(
+                        "scopes may list \"cluster\", \"district\" and \"city\", not {other:?}"
+                    ));
+                    continue;
+                }
+            };
+            if scopes.contains(&scope) {
+                validation.problem(format!("scopes lists {name:?} twice"));
+            }
+            scopes.push(scope);
+        }
+        if spec.scopes.is_empty() {
+            validation.problem("scopes is empty");
+        }
+        scopes.sort_unstable();
+        scopes.dedup();
         let max_communities = match spec.max_communities {
             count @ 1..=MAX_SCAN_COMMUNITIES => count as usize,
             other => {
@@ -334,6 +370,7 @@ impl RuleKind for ScanRule {
             event_types,
             windows_millis,
             interval_millis,
+            scopes,
             max_communities,
             max_radius_meters: radius_km * 1000.0,
             alpha,
@@ -509,7 +546,28 @@ fn zones_of(rule: &ScanRule, registry: &GridRegistry) -> ScanZones {
         .iter()
         .map(|community| community.centroid)
         .collect();
-    ScanZones::from_centroids(&centroids, rule.max_communities, rule.max_radius_meters)
+    let mut zones = if rule.scopes.contains(&AlertScope::Cluster) {
+        ScanZones::from_centroids(&centroids, rule.max_communities, rule.max_radius_meters)
+    } else {
+        ScanZones::default()
+    };
+    if rule.scopes.contains(&AlertScope::District) {
+        for position in 0..registry.districts().len() {
+            let members: Vec<u32> = registry
+                .communities_of_district(position)
+                .iter()
+                .map(|community| community.0)
+                .collect();
+            zones.push_zone(members, ZoneKind::District(position as u32));
+        }
+    }
+    if rule.scopes.contains(&AlertScope::City) {
+        zones.push_zone(
+            (0..registry.communities().len() as u32).collect(),
+            ZoneKind::City,
+        );
+    }
+    zones
 }
 
 /// Drops the hourly counts and recent events before `oldest_kept_millis`.
@@ -709,11 +767,13 @@ fn evaluate_rule(
         let Some(members) = zones.zones().get(cylinder.zone) else {
             continue;
         };
+        let kind = zones.kind(cylinder.zone);
         let overlapping = rule_state.clusters.iter().position(|cluster| {
-            cluster
-                .members
-                .iter()
-                .any(|member| members.contains(member))
+            cluster.kind == kind
+                && cluster
+                    .members
+                    .iter()
+                    .any(|member| members.contains(member))
         });
         match overlapping {
             Some(position) => {
@@ -733,7 +793,7 @@ fn evaluate_rule(
                     .copied()
                     .filter(|member| !cluster.members.contains(member))
                     .collect();
-                if new_members.is_empty() {
+                if new_members.is_empty() || kind != ZoneKind::Neighbourhood {
                     continue;
                 }
                 cluster.members.extend(new_members);
@@ -760,6 +820,7 @@ fn evaluate_rule(
             }
             None => {
                 let mut cluster = FiringCluster {
+                    kind,
                     members: members.clone(),
                     window_index: cylinder.window,
                     alert: AlertLifecycle::default(),
@@ -770,6 +831,7 @@ fn evaluate_rule(
                     &map,
                     baseline,
                     &rule_state.recent_events,
+                    kind,
                     &cluster.members,
                     cylinder,
                     *p_value,
@@ -927,17 +989,41 @@ fn new_occurrence(
     map: &EvaluationMap,
     baseline: &BaselineView<'_>,
     recent_events: &BTreeMap<u32, Vec<RecentEvent>>,
+    kind: ZoneKind,
     members: &[u32],
     cylinder: &Cylinder,
     p_value: f64,
     critical_score: f64,
     boundary_millis: i64,
 ) -> Option<AlertOccurrence> {
-    let centre = baseline
-        .registry
-        .communities()
-        .get(*members.first()? as usize)?;
-    let alert_fingerprint = fingerprint(&rule.name, &centre.id, AlertScope::Cluster.as_str());
+    let registry = baseline.registry;
+    let centre = registry.communities().get(*members.first()? as usize)?;
+    // A cluster names its centre (and lists its members); a district only its district; the
+    // city nothing.
+    let (scope, community_id, district_id, location) = match kind {
+        ZoneKind::Neighbourhood => (
+            AlertScope::Cluster,
+            centre.id.clone(),
+            centre.district_code.clone(),
+            centre.id.clone(),
+        ),
+        ZoneKind::District(position) => {
+            let district = registry.districts().get(position as usize)?;
+            (
+                AlertScope::District,
+                String::new(),
+                district.code.clone(),
+                district.code.clone(),
+            )
+        }
+        ZoneKind::City => (
+            AlertScope::City,
+            String::new(),
+            String::new(),
+            AlertScope::City.as_str().to_string(),
+        ),
+    };
+    let alert_fingerprint = fingerprint(&rule.name, &location, scope.as_str());
     let figures = ClusterFigures::of(
         rule,
         map,
@@ -955,8 +1041,8 @@ fn new_occurrence(
         rule: rule.name.clone(),
         rule_kind: ScanRule::NAME.to_string(),
         grid_id: String::new(),
-        community_id: centre.id.clone(),
-        district_id: centre.district_code.clone(),
+        community_id,
+        district_id,
         event_type: 0,
         severity: u32::from(rule.severity),
         starts_at_millis: boundary_millis,
@@ -967,12 +1053,15 @@ fn new_occurrence(
         p_value: 0.0,
         event_ids: Vec::new(),
         device_id: String::new(),
-        scope: AlertScope::Cluster,
+        scope,
         window_millis: 0,
         baseline_weeks: 0,
         cluster_community_ids: Vec::new(),
     };
     figures.apply_to(&mut occurrence);
+    if kind != ZoneKind::Neighbourhood {
+        occurrence.cluster_community_ids.clear();
+    }
     Some(occurrence)
 }
 
@@ -991,7 +1080,7 @@ mod tests {
 
     /// Distinct zones of `fraud_wave_cluster` on the embedded registry (README "Rules and
     /// alerts").
-    const ZONES_OF_THE_DEFAULT_RULE: usize = 698;
+    const ZONES_OF_THE_DEFAULT_RULE: usize = 704;
     const FRAUD_TYPES: [EventType; 2] = [EventType::FraudWarning, EventType::FraudReported];
     /// Monday 2026-03-02 00:00 UTC.
     const START: i64 = 1_772_409_600_000;
@@ -1019,6 +1108,10 @@ mod tests {
             .iter()
             .map(|member| CommunityIndex(*member))
             .collect()
+    }
+
+    fn registry_communities() -> usize {
+        GridRegistry::embedded().communities().len()
     }
 
     fn cells_of(registry: &GridRegistry, communities: &[CommunityIndex]) -> Vec<CellIndex> {
@@ -1148,6 +1241,74 @@ mod tests {
                 "{rule} fired in an affected community"
             );
         }
+    }
+
+    #[test]
+    fn a_city_wide_wave_is_one_city_alert_and_a_district_wave_one_district_alert() {
+        let registry = GridRegistry::embedded();
+        let baseline = Baseline::embedded();
+        let rules = embedded_rules_where(&|name, _| name == "fraud_wave_cluster").unwrap();
+        let onset = START + 48 * HOUR_MILLIS;
+        let end = onset + 24 * HOUR_MILLIS;
+        let normal = seeded_stream(&registry, &baseline, &FRAUD_TYPES, START, 72, 31);
+        let run_with_wave = |cells: &[CellIndex], multiple: f64| {
+            let mut stream = normal.clone();
+            stream.extend(wave_stream(
+                &registry,
+                &baseline,
+                cells,
+                &FRAUD_TYPES,
+                multiple - 1.0,
+                onset,
+                24,
+                32,
+            ));
+            sort_by_time(&mut stream);
+            occurrences(
+                &run_rules(&registry, rules.clone(), &stream, START, end),
+                "fraud_wave_cluster",
+            )
+        };
+        // ×2 everywhere: about 50 extra fraud events a day over 162 communities, too thin for
+        // any neighbourhood, plain for the city.
+        let all_cells: Vec<CellIndex> = (0..registry.cells().len() as u32).map(CellIndex).collect();
+        let city = run_with_wave(&all_cells, 2.0);
+        let city_alerts: Vec<&Alert> = city.iter().filter(|alert| alert.scope == "city").collect();
+        assert_eq!(city_alerts.len(), 1, "{city:#?}");
+        let alert = city_alerts[0];
+        assert_eq!(
+            (
+                alert.grid_id.as_str(),
+                alert.community_id.as_str(),
+                alert.district_id.as_str()
+            ),
+            ("", "", "")
+        );
+        assert!(alert.cluster_community_ids.is_empty());
+        assert!(alert.observed > alert.expected && alert.p_value <= 0.001);
+
+        // ×5 in one district (28 communities).
+        let district_position = 0;
+        let district_cells: Vec<CellIndex> = registry
+            .communities_of_district(district_position)
+            .iter()
+            .flat_map(|community| registry.communities()[community.0 as usize].cells.clone())
+            .collect();
+        let district = run_with_wave(&district_cells, 5.0);
+        let district_alerts: Vec<&Alert> = district
+            .iter()
+            .filter(|alert| alert.scope == "district")
+            .collect();
+        assert_eq!(district_alerts.len(), 1, "{district:#?}");
+        assert_eq!(
+            district_alerts[0].district_id,
+            registry.districts()[district_position].code
+        );
+        assert_eq!(district_alerts[0].community_id, "");
+        assert!(
+            district.iter().all(|alert| alert.scope != "city"),
+            "one district is not the city: {district:#?}"
+        );
     }
 
     #[test]
@@ -1404,6 +1565,8 @@ scope = "cluster"
             sizes.iter().filter(|size| **size == 5).count()
         );
         assert_eq!(sizes.len(), ZONES_OF_THE_DEFAULT_RULE);
-        assert!(sizes.iter().all(|size| (1..=5).contains(size)));
+        // 698 neighbourhoods of one to five communities, 5 districts, the city.
+        assert_eq!(sizes.iter().filter(|size| **size <= 5).count(), 698);
+        assert_eq!(sizes.last(), Some(&registry_communities()));
     }
 }

@@ -54,12 +54,27 @@ use rand_distr::{Distribution, Poisson};
 /// capable device cannot turn one event into an infinite score.
 pub const MIN_CYLINDER_EXPECTED: f64 = 0.01;
 
-/// The zones (sets of neighbouring communities) a scan tests.
+/// The zones (sets of communities) a scan tests: neighbourhoods, and optionally whole
+/// districts and the whole city, all in one family (one maximum, one p-value).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScanZones {
     /// Member community positions of each zone, nearest to the zone's centre first (the centre
     /// is the first member).
     zones: Vec<Vec<u32>>,
+    /// What each zone is (parallel to `zones`).
+    kinds: Vec<ZoneKind>,
+}
+
+/// What a zone stands for: the scope of the alert it raises.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ZoneKind {
+    /// A community and its nearest neighbours (a cluster).
+    #[default]
+    Neighbourhood,
+    /// Every community of one district (its position in the registry's districts).
+    District(u32),
+    /// Every community of the city.
+    City,
 }
 
 impl ScanZones {
@@ -100,12 +115,40 @@ impl ScanZones {
                 }
             }
         }
-        ScanZones { zones }
+        let kinds = vec![ZoneKind::Neighbourhood; zones.len()];
+        ScanZones { zones, kinds }
+    }
+
+    /// Adds a zone of `members` standing for `kind` (a district or the city), unless a zone
+    /// with the same members is already there (a district of one community is a neighbourhood).
+    pub fn push_zone(&mut self, members: Vec<u32>, kind: ZoneKind) {
+        if members.is_empty() {
+            return;
+        }
+        let mut sorted = members.clone();
+        sorted.sort_unstable();
+        let exists = self.zones.iter().any(|zone| {
+            let mut existing = zone.clone();
+            existing.sort_unstable();
+            existing == sorted
+        });
+        if !exists {
+            self.zones.push(members);
+            self.kinds.push(kind);
+        }
     }
 
     /// The zones, each nearest-first.
     pub fn zones(&self) -> &[Vec<u32>] {
         &self.zones
+    }
+
+    /// What zone `zone` stands for (a neighbourhood when out of range).
+    pub fn kind(&self, zone: usize) -> ZoneKind {
+        self.kinds
+            .get(zone)
+            .copied()
+            .unwrap_or(ZoneKind::Neighbourhood)
     }
 }
 

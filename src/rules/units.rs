@@ -60,7 +60,7 @@ pub(crate) fn unit_labels(
                 district_id: &community.district_code,
             })
         }
-        AlertScope::Cluster => None,
+        AlertScope::Cluster | AlertScope::City => None,
         AlertScope::District => {
             let district = registry.districts().get(usize::try_from(unit_key).ok()?)?;
             Some(CellLabels {
@@ -78,7 +78,7 @@ pub(crate) fn unit_count(registry: &GridRegistry, scope: AlertScope) -> usize {
         AlertScope::Cell => registry.cells().len(),
         AlertScope::Community => registry.communities().len(),
         AlertScope::District => registry.districts().len(),
-        AlertScope::Cluster => 0,
+        AlertScope::Cluster | AlertScope::City => 0,
     }
 }
 
@@ -94,7 +94,7 @@ pub(crate) fn unit_key_of(
             .cells()
             .get(usize::try_from(cell.0).ok()?)
             .map(|cell_record| cell_record.community.0),
-        AlertScope::Cluster => None,
+        AlertScope::Cluster | AlertScope::City => None,
         AlertScope::District => {
             let community = registry
                 .cells()
@@ -110,5 +110,8 @@ pub(crate) fn unit_key_of(
 /// partition's engine holds only part of a district while the expectation is the whole
 /// district's — never tested rather than tested wrong (README "Rules and alerts").
 pub(crate) fn evaluated_with_input(scope: AlertScope, partial_input: bool) -> bool {
-    !(matches!(scope, AlertScope::District | AlertScope::Cluster) && partial_input)
+    !(matches!(
+        scope,
+        AlertScope::District | AlertScope::Cluster | AlertScope::City
+    ) && partial_input)
 }

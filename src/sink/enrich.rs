@@ -31,6 +31,7 @@ use std::collections::BTreeMap;
 
 use crate::grid::GridRegistry;
 use crate::proto::{Alert, AlertStatus, EventType};
+use crate::rules::AlertScope;
 
 /// Whether `alert` is delivered to Alertmanager and the webhook. Alerts that are tracked but
 /// must not page (suppressed alerts) return `false`; the sinks count them as
@@ -82,9 +83,13 @@ fn event_type_of(alert: &Alert) -> EventType {
 ///
 /// A community-scope alert has no grid: its link is the community's firing alerts,
 /// `{external_url}/api/v1/alerts?community={community_id}`; a district-scope alert's is the
-/// district's, `…/api/v1/alerts?district={district_id}`.
+/// district's, `…/api/v1/alerts?district={district_id}`; a city-wide alert's is every alert of
+/// its rule, `…/api/v1/alerts?rule={rule}`.
 pub fn operator_url(external_url: &str, alert: &Alert) -> String {
     let base = external_url.trim_end_matches('/');
+    if alert.grid_id.is_empty() && alert.community_id.is_empty() && alert.district_id.is_empty() {
+        return format!("{base}/api/v1/alerts?rule={}", alert.rule);
+    }
     if alert.grid_id.is_empty() && alert.community_id.is_empty() {
         return format!("{base}/api/v1/alerts?district={}", alert.district_id);
     }
@@ -169,6 +174,7 @@ pub fn annotations(
 
     // A district-scope alert names neither a grid nor a community; a cluster names its centre
     // community and its members; a community-scope alert names no grid.
+    let city_scope = alert.scope == AlertScope::City.as_str();
     let district_scope = alert.grid_id.is_empty() && alert.community_id.is_empty();
     let members = &alert.cluster_community_ids;
     let member_names_zh: Vec<String> = members
@@ -180,7 +186,9 @@ pub fn annotations(
                 .unwrap_or_else(|| member.clone())
         })
         .collect();
-    let place = if district_scope {
+    let place = if city_scope {
+        "in the whole city".to_string()
+    } else if district_scope {
         format!("in district {} ({})", alert.district_id, district_name_en)
     } else if !members.is_empty() {
         format!(
@@ -202,7 +210,9 @@ pub fn annotations(
             alert.grid_id, alert.community_id, community_name, district_name_en
         )
     };
-    let place_zh = if district_scope {
+    let place_zh = if city_scope {
+        "全市".to_string()
+    } else if district_scope {
         format!("{district_name_zh} 全区")
     } else if !members.is_empty() {
         format!(
@@ -699,5 +709,30 @@ mod statistical_and_suppressed_alert_tests {
             annotations["summary_zh"].contains("全社区"),
             "{annotations:?}"
         );
+    }
+
+    #[test]
+    fn city_alert_names_the_whole_city_and_links_to_its_rule() {
+        let registry = GridRegistry::embedded();
+        let mut alert = community_spike_alert();
+        alert.rule = "fraud_wave_cluster".into();
+        alert.rule_kind = "scan".into();
+        alert.scope = "city".into();
+        alert.community_id.clear();
+        alert.district_id.clear();
+        let annotations = annotations(&alert, &registry, "http://127.0.0.1:9750");
+        assert!(
+            annotations["summary"].contains("in the whole city"),
+            "{annotations:?}"
+        );
+        assert!(
+            annotations["summary_zh"].starts_with("全市"),
+            "{annotations:?}"
+        );
+        assert_eq!(
+            annotations["operator_url"],
+            "http://127.0.0.1:9750/api/v1/alerts?rule=fraud_wave_cluster"
+        );
+        assert!(!alertmanager_labels(&alert, &registry).contains_key("district"));
     }
 }
