@@ -452,25 +452,30 @@ fn a_community_seen_on_two_partitions_is_named_in_the_report() {
     assert_eq!(split[0].partitions, vec!["events/0", "events/4"]);
 }
 
+/// A firing fraud alert of `rule_kind` with no grid and no community: district scope when
+/// `district_id` is set, else whatever `scope` says.
+fn unplaced_fraud_alert(rule_kind: &str, scope: &str, district_id: &str) -> OutputRecord {
+    OutputRecord::Alert(Box::new(crate::proto::Alert {
+        alert_id: format!("{rule_kind}-{scope}-{district_id}-a"),
+        fingerprint: format!("{rule_kind}-{scope}-{district_id}-f"),
+        rule: format!("fraud_{rule_kind}"),
+        rule_kind: rule_kind.to_string(),
+        status: AlertStatus::Firing as i32,
+        scope: scope.to_string(),
+        district_id: district_id.to_string(),
+        event_type: EventType::FraudWarning as i32,
+        severity: 2,
+        starts_at: Some(millis_to_timestamp(T0)),
+        updated_at: Some(millis_to_timestamp(T0)),
+        ..Default::default()
+    }))
+}
+
 #[test]
 fn a_district_scope_alert_is_placed_at_its_district_and_one_of_an_unknown_district_is_rejected() {
     let (mut model, registry) = model();
     let district = registry.districts()[0].clone();
-    let district_alert = |district_id: &str| {
-        OutputRecord::Alert(Box::new(crate::proto::Alert {
-            alert_id: format!("{district_id}-a"),
-            fingerprint: format!("{district_id}-f"),
-            rule: "fraud_wave_district_spike_6h".to_string(),
-            rule_kind: "spike".to_string(),
-            status: AlertStatus::Firing as i32,
-            district_id: district_id.to_string(),
-            event_type: EventType::FraudWarning as i32,
-            severity: 2,
-            starts_at: Some(millis_to_timestamp(T0)),
-            updated_at: Some(millis_to_timestamp(T0)),
-            ..Default::default()
-        }))
-    };
+    let district_alert = |district_id: &str| unplaced_fraud_alert("spike", "", district_id);
     assert_eq!(
         model.apply(district_alert("999999"), T0),
         Err(RecordRejected::UnknownPlace)
@@ -488,21 +493,7 @@ fn a_district_scope_alert_is_placed_at_its_district_and_one_of_an_unknown_distri
 #[test]
 fn a_city_wide_alert_is_placed_at_the_city_and_an_unplaced_alert_of_another_scope_is_rejected() {
     let (mut model, _registry) = model();
-    let city_alert = |scope: &str| {
-        OutputRecord::Alert(Box::new(crate::proto::Alert {
-            alert_id: format!("{scope}-a"),
-            fingerprint: format!("{scope}-f"),
-            rule: "fraud_wave_cluster".to_string(),
-            rule_kind: "scan".to_string(),
-            status: AlertStatus::Firing as i32,
-            scope: scope.to_string(),
-            event_type: EventType::FraudWarning as i32,
-            severity: 2,
-            starts_at: Some(millis_to_timestamp(T0)),
-            updated_at: Some(millis_to_timestamp(T0)),
-            ..Default::default()
-        }))
-    };
+    let city_alert = |scope: &str| unplaced_fraud_alert("scan", scope, "");
     assert_eq!(
         model.apply(city_alert("cluster"), T0),
         Err(RecordRejected::UnknownPlace)

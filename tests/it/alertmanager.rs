@@ -668,6 +668,35 @@ async fn wait_for_counter(metrics: &Metrics, result: &str, at_least: u64) {
     }
 }
 
+/// Posts `body` (an array of postable alerts) to Alertmanager's API, then lists its alerts
+/// once it had a moment to apply the inhibition rules.
+async fn post_then_list(client: &reqwest::Client, url: &str, body: &Value) -> Vec<Value> {
+    let response = client
+        .post(format!("{url}/api/v2/alerts"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{response:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    client
+        .get(format!("{url}/api/v2/alerts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Whether an alert listed by Alertmanager is inhibited.
+fn is_inhibited(alert: &Value) -> bool {
+    !alert["status"]["inhibitedBy"]
+        .as_array()
+        .unwrap()
+        .is_empty()
+}
+
 /// Inhibition never crosses instances or cells: an alert only inhibits targets that carry the
 /// `equal` labels with the same values (real Alertmanager, alerts posted to its API).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -711,31 +740,13 @@ async fn inhibition_stays_within_one_instance_and_one_cell() {
         as_posted(&lower),
         as_posted(&other_cell),
     ]);
-    let response = client
-        .post(format!("{}/api/v2/alerts", alertmanager.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{response:?}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let alerts: Vec<Value> = client
-        .get(format!("{}/api/v2/alerts", alertmanager.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let alerts = post_then_list(&client, &alertmanager.url, &body).await;
     let inhibited = |predicate: &dyn Fn(&Value) -> bool| -> bool {
         let alert = alerts
             .iter()
             .find(|alert| predicate(alert))
             .unwrap_or_else(|| panic!("alert not found in {alerts:?}"));
-        !alert["status"]["inhibitedBy"]
-            .as_array()
-            .unwrap()
-            .is_empty()
+        is_inhibited(alert)
     };
     let lag_of = |instance: &'static str| {
         move |alert: &Value| {
@@ -810,7 +821,7 @@ async fn a_district_wave_inhibits_the_clusters_of_its_district_only() {
         Some(community_out),
         &community_out.district_code,
     );
-    let body: Vec<Value> = [&district_alert, &cluster_in, &cluster_out]
+    let body: Value = [&district_alert, &cluster_in, &cluster_out]
         .iter()
         .map(|alert| {
             serde_json::to_value(gridwatch::sink::alertmanager::postable_alert(
@@ -823,31 +834,13 @@ async fn a_district_wave_inhibits_the_clusters_of_its_district_only() {
             .unwrap()
         })
         .collect();
-    let response = client
-        .post(format!("{}/api/v2/alerts", alertmanager.url))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success(), "{response:?}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let alerts: Vec<Value> = client
-        .get(format!("{}/api/v2/alerts", alertmanager.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let alerts = post_then_list(&client, &alertmanager.url, &body).await;
     let inhibited = |rule: &str, community: &str| -> bool {
         let alert = alerts
             .iter()
             .find(|alert| label(alert, "rule") == rule && label(alert, "community") == community)
             .unwrap_or_else(|| panic!("{rule} {community} not in {alerts:?}"));
-        !alert["status"]["inhibitedBy"]
-            .as_array()
-            .unwrap()
-            .is_empty()
+        is_inhibited(alert)
     };
     assert!(inhibited("fraud_wave_cluster", &community_in.id));
     assert!(!inhibited("fraud_wave_cluster", &community_out.id));
