@@ -51,7 +51,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::alert::{alert_id, fingerprint, AlertOccurrence, MAX_ALERT_EVENT_IDS};
+use super::alert::{
+    alert_id, fingerprint, push_capped_event_id, AlertOccurrence, MAX_ALERT_EVENT_IDS,
+};
 use super::baseline::{epoch_hour, BaselineView, ExpectationCache, HOUR_MILLIS};
 use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
 use super::ruleset::{AlertScope, RuleValidation};
@@ -404,11 +406,6 @@ impl RuleKind for ScanRule {
         let accepted_event = event.accepted_event;
         let rule_state = state.rules.entry(self.name.clone()).or_default();
         let hour_start = pane_start(accepted_event.occurred_at_millis, HOUR_MILLIS);
-        let firing_here = rule_state
-            .clusters
-            .iter_mut()
-            .find(|cluster| cluster.members.contains(&community))
-            .and_then(|cluster| cluster.alert.firing.as_mut());
         count_matching_event(
             rule_state
                 .hour_counts
@@ -416,9 +413,21 @@ impl RuleKind for ScanRule {
                 .or_default(),
             hour_start,
             rule_state.recent_events.entry(community).or_default(),
-            firing_here,
+            None,
             accepted_event,
         );
+        // Every firing alert the community is part of (its cluster, its district, the city)
+        // carries the event's id.
+        for cluster in &mut rule_state.clusters {
+            if let Some(firing) = cluster
+                .alert
+                .firing
+                .as_mut()
+                .filter(|_| cluster.members.contains(&community))
+            {
+                push_capped_event_id(&mut firing.event_ids, &accepted_event.event.event_id);
+            }
+        }
         EventOutcome::default()
     }
 

@@ -387,10 +387,15 @@ pub fn null_maxima(
     // s that is not in window s − 1. Per segment, the city total is Poisson with the summed
     // expectation and each event falls in a community with probability proportional to its
     // expectation (the splitting property): one draw per event instead of one per community.
+    // A segment expecting more events than there are communities (a flood, or a hostile
+    // snapshot's learned counts) is drawn per community instead, so that a replicate never
+    // costs more than O(communities) draws whatever the expectation.
     let mut segment_totals = Vec::with_capacity(windows);
     let mut segment_cumulative: Vec<Vec<f64>> = Vec::with_capacity(windows);
+    let mut segment_per_community: Vec<Vec<Option<Poisson<f64>>>> = Vec::with_capacity(windows);
     for window in 0..windows {
         let mut cumulative = Vec::with_capacity(communities);
+        let mut per_community = Vec::with_capacity(communities);
         let mut total = 0.0;
         for community in 0..communities as u32 {
             let previous = if window == 0 {
@@ -398,11 +403,14 @@ pub fn null_maxima(
             } else {
                 counts.expected_of(community, window - 1)
             };
-            total += (counts.expected_of(community, window) - previous).max(0.0);
+            let segment_expected = (counts.expected_of(community, window) - previous).max(0.0);
+            total += segment_expected;
             cumulative.push(total);
+            per_community.push(Poisson::new(segment_expected).ok());
         }
         segment_totals.push(total);
         segment_cumulative.push(cumulative);
+        segment_per_community.push(per_community);
     }
     let segment_poisson: Vec<Option<Poisson<f64>>> = segment_totals
         .iter()
@@ -415,6 +423,22 @@ pub fn null_maxima(
     for _ in 0..replications {
         replicate_counts.fill(0);
         for window in 0..windows {
+            if segment_totals.get(window).copied().unwrap_or(0.0) > communities as f64 {
+                let per_community = segment_per_community
+                    .get(window)
+                    .map_or(&[][..], Vec::as_slice);
+                for (community, poisson) in per_community.iter().enumerate() {
+                    let Some(poisson) = poisson else {
+                        continue;
+                    };
+                    let drawn = poisson.sample(rng) as u64;
+                    let row = community * windows;
+                    if let Some(counts) = replicate_counts.get_mut(row + window..row + windows) {
+                        counts.iter_mut().for_each(|count| *count += drawn);
+                    }
+                }
+                continue;
+            }
             let (Some(Some(poisson)), Some(cumulative), Some(total)) = (
                 segment_poisson.get(window),
                 segment_cumulative.get(window),
@@ -566,6 +590,22 @@ mod tests {
         let null = null_maxima(&zones, &counts, 1, 999, 0.0, 0, &mut rng);
         assert!(!null.is_complete());
         assert!(null.drawn() <= 2, "drawn {}", null.drawn());
+    }
+
+    #[test]
+    fn a_flood_of_expected_events_costs_draws_per_community_not_per_event() {
+        // A billion expected events per community (a hostile snapshot could claim that): a
+        // replicate must still finish at once, and the counts must sit near the expectation.
+        let zones = ScanZones::from_centroids(&three_in_a_line(), 2, 1_500.0);
+        let mut counts = ScanCounts::new(3, 1);
+        for community in 0..3 {
+            counts.set(community, 0, 1_000_000_000, 1e9);
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let null = null_maxima(&zones, &counts, 1, 20, f64::INFINITY, 20, &mut rng);
+        assert!(null.is_complete());
+        // Under the baseline the maximum score of a Poisson(1e9) count stays small.
+        assert!(null.largest(1).unwrap_or(f64::INFINITY) < 50.0, "{null:?}");
     }
 
     /// The SciPy/brute-force reference (`tests/fixtures/stats/gen_fixtures.py`): exact
