@@ -9,6 +9,9 @@ use pbjson_types::Timestamp;
 /// milliseconds (e.g. an idle timeout that never fires).
 pub const NEVER_MILLIS: i64 = i64::MAX;
 
+/// Milliseconds per hour.
+pub const HOUR_MILLIS: i64 = 3_600_000;
+
 /// Milliseconds since the Unix epoch of a protobuf timestamp.
 ///
 /// Saturates instead of overflowing, so that absurd inputs become absurd (and rejected) times

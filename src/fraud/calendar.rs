@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// Milliseconds per day.
 const DAY_MILLIS: f64 = 86_400_000.0;
-/// Milliseconds per hour.
-pub(super) const HOUR_MILLIS: i64 = 3_600_000;
+pub(super) use crate::time::HOUR_MILLIS;
 /// Latest instant handled: 9999-12-31T23:59:59.999Z (clamping keeps chrono in range).
 const LATEST_MILLIS: i64 = 253_402_300_799_999;
 /// Earliest instant handled: 0001-01-01T00:00:00Z.

@@ -390,11 +390,10 @@ impl CityModel {
         }
         let cell = self.registry.cell_by_grid_id(&alert.grid_id);
         let community = self.registry.community_by_id(&alert.community_id);
-        let unplaced = alert.grid_id.is_empty() && alert.community_id.is_empty();
-        let known_district_scope = unplaced && self.registry.district(&alert.district_id).is_some();
-        let city_scope = unplaced
-            && alert.district_id.is_empty()
-            && alert.scope == crate::rules::AlertScope::City.as_str();
+        let known_district_scope = alert.grid_id.is_empty()
+            && alert.community_id.is_empty()
+            && self.registry.district(&alert.district_id).is_some();
+        let city_scope = crate::rules::alert::is_city_wide(alert);
         if cell.is_none() && community.is_none() && !known_district_scope && !city_scope {
             return Err(RecordRejected::UnknownPlace);
         }

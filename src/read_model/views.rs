@@ -229,10 +229,7 @@ impl AlertView {
                     .flatten()
                     .map(|district| Place::of_district(registry, district))
             })
-            .or_else(|| {
-                (alert.scope == crate::rules::AlertScope::City.as_str())
-                    .then(|| Place::of_city(registry))
-            })
+            .or_else(|| crate::rules::alert::is_city_wide(alert).then(|| Place::of_city(registry)))
             .unwrap_or_else(|| Place {
                 grid_id: non_empty(&alert.grid_id),
                 community_id: alert.community_id.clone(),

@@ -37,6 +37,16 @@ pub fn alert_id(fingerprint: &str, starts_at_millis: i64) -> String {
     text
 }
 
+/// Whether `alert` is about the whole city (a scan rule's city zone): scope `city`, and no
+/// grid, community or district. The one test the sinks, the read model and the console's API
+/// use to place it.
+pub fn is_city_wide(alert: &Alert) -> bool {
+    alert.scope == AlertScope::City.as_str()
+        && alert.grid_id.is_empty()
+        && alert.community_id.is_empty()
+        && alert.district_id.is_empty()
+}
+
 /// Appends an event id, dropping the oldest ids beyond [`MAX_ALERT_EVENT_IDS`].
 pub(crate) fn push_capped_event_id(event_ids: &mut Vec<String>, event_id: &str) {
     event_ids.push(event_id.to_string());

@@ -80,8 +80,7 @@ use crate::proto::EventType;
 /// The seeded baseline rates, embedded from `seeds/baseline_rates.csv`.
 pub const EMBEDDED_BASELINE_RATES_CSV: &str = include_str!("../../seeds/baseline_rates.csv");
 
-/// Milliseconds per hour.
-pub(crate) const HOUR_MILLIS: i64 = 3_600_000;
+pub(crate) use crate::time::HOUR_MILLIS;
 /// Hours per week.
 pub(crate) const HOURS_PER_WEEK: i64 = 168;
 /// Offset of local time (China Standard Time, UTC+8) in hours.
@@ -789,9 +788,10 @@ impl BaselineView<'_> {
         let history_first_hour = first_hour
             .saturating_sub(i64::from(self.settings.weeks).saturating_mul(HOURS_PER_WEEK));
         // Closed hours of the history, by local hour of day.
+        let learning = self.state.types.get(&type_number);
         let mut history_hours_by_local_hour = [0u32; 24];
         let mut history_hours = 0usize;
-        if let Some(learning) = self.state.types.get(&type_number) {
+        if let Some(learning) = learning {
             for hour in learning.closed_hours.range(history_first_hour..first_hour) {
                 if let Some(slot) = history_hours_by_local_hour.get_mut(local_hour_of_day(*hour)) {
                     *slot += 1;
@@ -801,26 +801,24 @@ impl BaselineView<'_> {
         }
         // Events of each community in those closed hours.
         let mut history_counts = vec![0.0f64; communities.len()];
-        if history_hours > 0 {
-            if let Some(learning) = self.state.types.get(&type_number) {
-                for ((cell, counted_type), counts) in &self.state.hour_counts {
-                    if *counted_type != type_number {
-                        continue;
-                    }
-                    let Some(total) =
-                        self.registry
-                            .cells()
-                            .get(*cell as usize)
-                            .and_then(|cell_record| {
-                                history_counts.get_mut(cell_record.community.0 as usize)
-                            })
-                    else {
-                        continue;
-                    };
-                    for (hour, count) in counts.range(history_first_hour..first_hour) {
-                        if learning.closed_hours.contains(hour) {
-                            *total += f64::from(*count);
-                        }
+        if let Some(learning) = learning.filter(|_| history_hours > 0) {
+            for ((cell, counted_type), counts) in &self.state.hour_counts {
+                if *counted_type != type_number {
+                    continue;
+                }
+                let Some(total) =
+                    self.registry
+                        .cells()
+                        .get(*cell as usize)
+                        .and_then(|cell_record| {
+                            history_counts.get_mut(cell_record.community.0 as usize)
+                        })
+                else {
+                    continue;
+                };
+                for (hour, count) in counts.range(history_first_hour..first_hour) {
+                    if learning.closed_hours.contains(hour) {
+                        *total += f64::from(*count);
                     }
                 }
             }

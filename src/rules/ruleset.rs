@@ -12,7 +12,7 @@ pub use super::kinds::Rule;
 use super::kinds::RuleSpec;
 use crate::event::default_severity;
 use crate::proto::EventType;
-use crate::time::rfc3339_to_millis;
+use crate::time::{rfc3339_to_millis, HOUR_MILLIS};
 
 /// The default rules, embedded in the binary (`seeds/rules.toml`).
 pub const EMBEDDED_RULES_TOML: &str = include_str!("../../seeds/rules.toml");
@@ -432,6 +432,23 @@ impl<'a> RuleValidation<'a> {
             ));
         }
         millis
+    }
+
+    /// A duration that must be a whole number of hours between 1 and `max_hours`, in
+    /// milliseconds (an hour, with a problem, otherwise): for rules evaluated on hour
+    /// boundaries against hourly counts.
+    pub(crate) fn whole_hours(&mut self, duration: Duration, field: &str, max_hours: i64) -> i64 {
+        let seconds = duration.as_secs();
+        let whole = duration.subsec_nanos() == 0 && seconds % 3600 == 0;
+        let hours = i64::try_from(seconds / 3600).unwrap_or(i64::MAX);
+        if !whole || hours < 1 || hours > max_hours {
+            self.problem(format!(
+                "{field} must be whole hours between 1h and {max_hours}h, got {}",
+                humantime_serde::re::humantime::format_duration(duration)
+            ));
+            return HOUR_MILLIS;
+        }
+        hours * HOUR_MILLIS
     }
 
     /// A count field that must be between 1 and `u32::MAX`; 1 with a problem otherwise.

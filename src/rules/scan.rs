@@ -33,8 +33,8 @@
 //! - RESOLVED once the members' count over the **shortest** window has looked ordinary —
 //!   P(X ≥ count | expected) above `resolve_p_value` (default 0.05) — at every evaluation for
 //!   `resolve_hold` (default 12 h), and no significant cylinder touched it meanwhile. Not the
-//!   window it fired on: a 72 h window still holds the wave's events for three days after it
-//!   ended (a ×5, 72 h wave stayed firing 64 h past its end). Not "count ≤ expected" either:
+//!   window it fired on: a 72 h window still holds the wave's events for up to three days
+//!   after it ended. Not "count ≤ expected" either:
 //!   a cluster expects half an event in 6 h, so one ordinary event restarted the hold for
 //!   days. The hold outlasts a night, when fraud quietens even during a wave, so a wave of
 //!   several days stays one alert.
@@ -58,12 +58,12 @@ use super::baseline::{epoch_hour, BaselineView, ExpectationCache, HOUR_MILLIS};
 use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
 use super::ruleset::{AlertScope, RuleValidation};
 use super::series::{
-    count_matching_event, drop_expired_panes, next_pane_boundary, pane_start, AlertLifecycle,
-    RecentEvent,
+    count_matching_event, drop_expired_buckets, drop_expired_events, next_pane_boundary,
+    pane_start, AlertLifecycle, RecentEvent,
 };
 use super::space_time::{
-    allowed_exceedances, non_overlapping, null_maxima, poisson_log_likelihood_ratio,
-    scored_cylinders, Cylinder, NullMaxima, ScanCounts, ScanZones, ZoneKind, MIN_CYLINDER_EXPECTED,
+    allowed_exceedances, non_overlapping, poisson_log_likelihood_ratio, Cylinder, NullMaxima,
+    ScanCounts, ScanMap, ScanZones, ZoneKind, MIN_CYLINDER_EXPECTED,
 };
 use super::statistics::poisson_upper_tail;
 use super::units::evaluated_with_input;
@@ -92,6 +92,9 @@ pub const DEFAULT_SCAN_RESOLVE_HOLD: Duration = Duration::from_secs(12 * 3600);
 pub const DEFAULT_SCAN_RESOLVE_P_VALUE: f64 = 0.05;
 /// Longest window (a week: the learned baseline's horizon per same hour of week).
 const MAX_SCAN_WINDOW_HOURS: i64 = 168;
+/// The zone scopes a scan rule may list in `scopes`.
+const SCANNED_SCOPES: [AlertScope; 3] =
+    [AlertScope::Cluster, AlertScope::District, AlertScope::City];
 /// Most windows per rule.
 const MAX_SCAN_WINDOWS: usize = 8;
 /// Most communities per zone.
@@ -288,26 +291,24 @@ impl RuleKind for ScanRule {
             validation.problem(format!("at most {MAX_SCAN_WINDOWS} windows"));
         }
         for window in &spec.windows {
-            let millis = whole_hours(validation, **window, "windows", MAX_SCAN_WINDOW_HOURS);
+            let millis = validation.whole_hours(**window, "windows", MAX_SCAN_WINDOW_HOURS);
             if windows_millis.contains(&millis) {
                 validation.problem("windows lists a length twice");
             }
             windows_millis.push(millis);
         }
         windows_millis.sort_unstable();
-        let interval_millis = whole_hours(validation, spec.interval, "interval", 24);
+        let interval_millis = validation.whole_hours(spec.interval, "interval", 24);
         let mut scopes: Vec<AlertScope> = Vec::new();
         for name in &spec.scopes {
-            let scope = match name.as_str() {
-                "cluster" => AlertScope::Cluster,
-                "district" => AlertScope::District,
-                "city" => AlertScope::City,
-                other => {
-                    validation.problem(format!(
-                        "scopes may list \"cluster\", \"district\" and \"city\", not {other:?}"
-                    ));
-                    continue;
-                }
+            let Some(scope) = SCANNED_SCOPES
+                .into_iter()
+                .find(|scope| scope.as_str() == name)
+            else {
+                validation.problem(format!(
+                    "scopes may list \"cluster\", \"district\" and \"city\", not {name:?}"
+                ));
+                continue;
             };
             if scopes.contains(&scope) {
                 validation.problem(format!("scopes lists {name:?} twice"));
@@ -364,7 +365,7 @@ impl RuleKind for ScanRule {
         let resolve_hold_millis = if spec.resolve_hold.is_zero() {
             0
         } else {
-            whole_hours(validation, spec.resolve_hold, "resolve_hold", 168)
+            validation.whole_hours(spec.resolve_hold, "resolve_hold", 168)
         };
         let severity = validation.severity(spec.severity, &event_types);
         ScanRule {
@@ -527,27 +528,6 @@ impl RuleKind for ScanRule {
     }
 }
 
-/// A duration that must be a whole number of hours between 1 and `max_hours`; in
-/// milliseconds (an hour, with a problem, otherwise).
-fn whole_hours(
-    validation: &mut RuleValidation<'_>,
-    duration: Duration,
-    field: &str,
-    max_hours: i64,
-) -> i64 {
-    let seconds = duration.as_secs();
-    let whole = duration.subsec_nanos() == 0 && seconds % 3600 == 0;
-    let hours = i64::try_from(seconds / 3600).unwrap_or(i64::MAX);
-    if !whole || hours < 1 || hours > max_hours {
-        validation.problem(format!(
-            "{field} must be whole hours between 1h and {max_hours}h, got {}",
-            humantime_serde::re::humantime::format_duration(duration)
-        ));
-        return HOUR_MILLIS;
-    }
-    hours * HOUR_MILLIS
-}
-
 /// The zones of `rule` on the registry's community centroids.
 fn zones_of(rule: &ScanRule, registry: &GridRegistry) -> ScanZones {
     let centroids: Vec<(f64, f64)> = registry
@@ -581,14 +561,12 @@ fn zones_of(rule: &ScanRule, registry: &GridRegistry) -> ScanZones {
 
 /// Drops the hourly counts and recent events before `oldest_kept_millis`.
 fn forget_before(rule_state: &mut ScanRuleState, oldest_kept_millis: i64) {
-    let mut no_events: Vec<RecentEvent> = Vec::new();
     rule_state.hour_counts.retain(|_, counts| {
-        drop_expired_panes(counts, &mut no_events, oldest_kept_millis);
+        drop_expired_buckets(counts, oldest_kept_millis);
         !counts.is_empty()
     });
-    let mut no_counts: BTreeMap<i64, u32> = BTreeMap::new();
     rule_state.recent_events.retain(|_, recent_events| {
-        drop_expired_panes(&mut no_counts, recent_events, oldest_kept_millis);
+        drop_expired_events(recent_events, oldest_kept_millis);
         !recent_events.is_empty()
     });
 }
@@ -743,7 +721,8 @@ fn evaluate_rule(
         return;
     }
     let map = EvaluationMap::build(rule, rule_state, baseline, expectations, boundary_millis);
-    let cylinders = scored_cylinders(zones, &map.counts, u64::from(rule.min_count));
+    let scan_map = ScanMap::new(zones, &map.counts);
+    let cylinders = scan_map.scored_cylinders(u64::from(rule.min_count));
     let mut significant: Vec<(Cylinder, f64)> = Vec::new();
     let mut critical_score = f64::INFINITY;
     if let (Some(best), Some(allowed)) = (
@@ -751,9 +730,7 @@ fn evaluate_rule(
         allowed_exceedances(rule.alpha, rule.replications),
     ) {
         let mut rng = ChaCha8Rng::seed_from_u64(evaluation_seed(&rule.name, boundary_millis));
-        let null = null_maxima(
-            zones,
-            &map.counts,
+        let null = scan_map.null_maxima(
             u64::from(rule.min_count),
             rule.replications,
             best.score,
@@ -1082,8 +1059,8 @@ mod tests {
     use crate::grid::{CellIndex, CommunityIndex};
     use crate::proto::AlertStatus;
     use crate::rules::simulation::{
-        continue_engine, embedded_rules_where, run_engine, run_rules, seeded_stream, sort_by_time,
-        wave_stream, SimulatedEvent,
+        continue_engine, embedded_rules_where, median_community_and_neighbours, run_engine,
+        run_rules, seeded_stream, sort_by_time, wave_stream, SimulatedEvent,
     };
     use crate::rules::{Baseline, RuleEngine, RuleEngineState, RuleSet};
 
@@ -1093,31 +1070,6 @@ mod tests {
     const FRAUD_TYPES: [EventType; 2] = [EventType::FraudWarning, EventType::FraudReported];
     /// Monday 2026-03-02 00:00 UTC.
     const START: i64 = 1_772_409_600_000;
-
-    /// The median community by population and its two nearest neighbours (the power
-    /// benchmark's "three adjacent communities").
-    fn three_adjacent(registry: &GridRegistry) -> Vec<CommunityIndex> {
-        let communities = registry.communities();
-        let mut by_population: Vec<usize> = (0..communities.len()).collect();
-        by_population.sort_by_key(|index| communities[*index].population);
-        let median = by_population[by_population.len() / 2];
-        let zones = ScanZones::from_centroids(
-            &communities
-                .iter()
-                .map(|community| community.centroid)
-                .collect::<Vec<_>>(),
-            3,
-            f64::INFINITY,
-        );
-        zones
-            .zones()
-            .iter()
-            .find(|members| members.len() == 3 && members[0] == median as u32)
-            .expect("a zone of three around the median community")
-            .iter()
-            .map(|member| CommunityIndex(*member))
-            .collect()
-    }
 
     fn registry_communities() -> usize {
         GridRegistry::embedded().communities().len()
@@ -1171,7 +1123,7 @@ mod tests {
         stream.extend(wave_stream(
             registry,
             &baseline,
-            &cells_of(registry, &three_adjacent(registry)),
+            &cells_of(registry, &median_community_and_neighbours(registry, 3)),
             &FRAUD_TYPES,
             4.0,
             onset,
@@ -1185,7 +1137,7 @@ mod tests {
     #[test]
     fn a_wave_over_three_adjacent_communities_is_one_cluster_alert_where_no_community_rule_fires() {
         let registry = GridRegistry::embedded();
-        let affected: Vec<String> = three_adjacent(&registry)
+        let affected: Vec<String> = median_community_and_neighbours(&registry, 3)
             .iter()
             .map(|community| registry.communities()[community.0 as usize].id.clone())
             .collect();

@@ -164,12 +164,26 @@ pub(crate) fn drop_expired_panes(
     recent_events: &mut Vec<RecentEvent>,
     oldest_kept_millis: i64,
 ) {
-    if pane_counts
+    drop_expired_buckets(pane_counts, oldest_kept_millis);
+    drop_expired_events(recent_events, oldest_kept_millis);
+}
+
+/// The pane (or bucket) half of [`drop_expired_panes`], for state that keeps its counts and
+/// its recent events apart.
+pub(crate) fn drop_expired_buckets(
+    bucket_counts: &mut BTreeMap<i64, u32>,
+    oldest_kept_millis: i64,
+) {
+    if bucket_counts
         .first_key_value()
-        .is_some_and(|(pane, _)| *pane < oldest_kept_millis)
+        .is_some_and(|(bucket, _)| *bucket < oldest_kept_millis)
     {
-        *pane_counts = pane_counts.split_off(&oldest_kept_millis);
+        *bucket_counts = bucket_counts.split_off(&oldest_kept_millis);
     }
+}
+
+/// The recent-events half of [`drop_expired_panes`].
+pub(crate) fn drop_expired_events(recent_events: &mut Vec<RecentEvent>, oldest_kept_millis: i64) {
     if recent_events
         .first()
         .is_some_and(|recent| recent.occurred_at_millis < oldest_kept_millis)

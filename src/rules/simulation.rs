@@ -13,7 +13,7 @@ use rand_distr::{Distribution, Poisson};
 use super::baseline::{epoch_hour, local_hour_of_day, HOUR_MILLIS};
 use super::{Baseline, RuleEngine, RuleSet, RulesError, EMBEDDED_RULES_TOML};
 use crate::event::{default_severity, AcceptedEvent};
-use crate::grid::{CellIndex, GridRegistry};
+use crate::grid::{CellIndex, CommunityIndex, GridRegistry};
 use crate::proto::{Alert, EventType, IncidentEvent};
 
 /// The pane the simulations run with (the default window).
@@ -122,6 +122,42 @@ pub fn wave_stream(
     }
     sort_by_time(&mut events);
     events
+}
+
+/// The median community by population and its `count − 1` nearest neighbours by centroid,
+/// nearest first, grouped as a scan rule's zones group them: where the tests put a wave over
+/// "adjacent communities". Fewer when the city has fewer communities.
+pub fn median_community_and_neighbours(
+    registry: &GridRegistry,
+    count: usize,
+) -> Vec<CommunityIndex> {
+    let communities = registry.communities();
+    let mut by_population: Vec<usize> = (0..communities.len()).collect();
+    by_population.sort_by_key(|index| {
+        communities
+            .get(*index)
+            .map(|community| community.population)
+    });
+    let Some(median) = by_population.get(by_population.len() / 2).copied() else {
+        return Vec::new();
+    };
+    let centroids: Vec<(f64, f64)> = communities
+        .iter()
+        .map(|community| community.centroid)
+        .collect();
+    let zones = super::space_time::ScanZones::from_centroids(&centroids, count, f64::INFINITY);
+    zones
+        .zones()
+        .iter()
+        .filter(|members| members.first() == Some(&(median as u32)))
+        .max_by_key(|members| members.len())
+        .map(|members| {
+            members
+                .iter()
+                .map(|member| CommunityIndex(*member))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Sorts a drawn stream by time (ties by cell and type, so that runs are reproducible).

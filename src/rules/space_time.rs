@@ -250,8 +250,58 @@ pub struct Cylinder {
     pub score: f64,
 }
 
-/// The expectation of every (zone, window), floored: `[zone * windows + window]`. Computed
-/// once per evaluation, shared by the observed map and every replicate.
+/// One evaluation's map seen through the zones: the counts, and the expectation of every
+/// cylinder, computed once and shared by the observed scores and every replicate.
+#[derive(Debug)]
+pub struct ScanMap<'a> {
+    zones: &'a ScanZones,
+    counts: &'a ScanCounts,
+    /// Floored expectation of every (zone, window): `[zone * windows + window]`.
+    expectations: Vec<f64>,
+}
+
+impl<'a> ScanMap<'a> {
+    /// The map of `counts` over `zones`.
+    pub fn new(zones: &'a ScanZones, counts: &'a ScanCounts) -> ScanMap<'a> {
+        ScanMap {
+            zones,
+            counts,
+            expectations: cylinder_expectations(zones, counts),
+        }
+    }
+
+    /// Every cylinder scoring above 0 with at least `min_count` events, best first (ties:
+    /// smaller zone index, then shorter window).
+    pub fn scored_cylinders(&self, min_count: u64) -> Vec<Cylinder> {
+        scored_cylinders(self.zones, self.counts, &self.expectations, min_count)
+    }
+
+    /// Draws up to `replications` maps under the baseline and returns their maximum scores,
+    /// stopping early once more than `allowed_exceedances` of them reach `observed_max` (then
+    /// no p-value of the observed maximum could be at or below the level that allowance
+    /// stands for).
+    pub fn null_maxima(
+        &self,
+        min_count: u64,
+        replications: usize,
+        observed_max: f64,
+        allowed_exceedances: usize,
+        rng: &mut impl Rng,
+    ) -> NullMaxima {
+        null_maxima(
+            self.zones,
+            self.counts,
+            &self.expectations,
+            min_count,
+            replications,
+            observed_max,
+            allowed_exceedances,
+            rng,
+        )
+    }
+}
+
+/// The expectation of every (zone, window), floored: `[zone * windows + window]`.
 fn cylinder_expectations(zones: &ScanZones, counts: &ScanCounts) -> Vec<f64> {
     let mut expectations = Vec::with_capacity(zones.zones.len() * counts.windows);
     for members in &zones.zones {
@@ -266,10 +316,13 @@ fn cylinder_expectations(zones: &ScanZones, counts: &ScanCounts) -> Vec<f64> {
     expectations
 }
 
-/// Every cylinder scoring above 0 with at least `min_count` events, best first (ties: smaller
-/// zone index, then shorter window).
-pub fn scored_cylinders(zones: &ScanZones, counts: &ScanCounts, min_count: u64) -> Vec<Cylinder> {
-    let expectations = cylinder_expectations(zones, counts);
+/// [`ScanMap::scored_cylinders`].
+fn scored_cylinders(
+    zones: &ScanZones,
+    counts: &ScanCounts,
+    expectations: &[f64],
+    min_count: u64,
+) -> Vec<Cylinder> {
     let mut cylinders = Vec::new();
     for (zone, members) in zones.zones.iter().enumerate() {
         for window in 0..counts.windows {
@@ -367,13 +420,12 @@ impl NullMaxima {
     }
 }
 
-/// Draws up to `replications` maps under the baseline of `counts` and returns their maximum
-/// scores, stopping early once more than `allowed_exceedances` of them reach `observed_max`
-/// (then no p-value of the observed maximum could be at or below the level that allowance
-/// stands for).
-pub fn null_maxima(
+/// [`ScanMap::null_maxima`].
+#[allow(clippy::too_many_arguments)]
+fn null_maxima(
     zones: &ScanZones,
     counts: &ScanCounts,
+    expectations: &[f64],
     min_count: u64,
     replications: usize,
     observed_max: f64,
@@ -382,7 +434,6 @@ pub fn null_maxima(
 ) -> NullMaxima {
     let windows = counts.windows;
     let communities = counts.communities();
-    let expectations = cylinder_expectations(zones, counts);
     // Disjoint time segments: segment 0 is the shortest window, segment s the part of window
     // s that is not in window s − 1. Per segment, the city total is Poisson with the summed
     // expectation and each event falls in a community with probability proportional to its
@@ -557,7 +608,7 @@ mod tests {
         counts.set(0, 0, 6, 0.5);
         counts.set(1, 0, 1, 0.5);
         counts.set(2, 0, 4, 0.5);
-        let cylinders = scored_cylinders(&zones, &counts, 1);
+        let cylinders = ScanMap::new(&zones, &counts).scored_cylinders(1);
         let kept = non_overlapping(&zones, &cylinders, 5);
         let member_sets: Vec<Vec<u32>> = kept
             .iter()
@@ -587,7 +638,7 @@ mod tests {
             counts.set(community, 0, 1, 1.0);
         }
         let mut rng = ChaCha8Rng::seed_from_u64(1);
-        let null = null_maxima(&zones, &counts, 1, 999, 0.0, 0, &mut rng);
+        let null = ScanMap::new(&zones, &counts).null_maxima(1, 999, 0.0, 0, &mut rng);
         assert!(!null.is_complete());
         assert!(null.drawn() <= 2, "drawn {}", null.drawn());
     }
@@ -602,7 +653,7 @@ mod tests {
             counts.set(community, 0, 1_000_000_000, 1e9);
         }
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let null = null_maxima(&zones, &counts, 1, 20, f64::INFINITY, 20, &mut rng);
+        let null = ScanMap::new(&zones, &counts).null_maxima(1, 20, f64::INFINITY, 20, &mut rng);
         assert!(null.is_complete());
         // Under the baseline the maximum score of a Poisson(1e9) count stays small.
         assert!(null.largest(1).unwrap_or(f64::INFINITY) < 50.0, "{null:?}");
@@ -644,7 +695,8 @@ mod tests {
                     );
                 }
             }
-            let cylinders = scored_cylinders(&zones, &counts, case.min_count);
+            let map = ScanMap::new(&zones, &counts);
+            let cylinders = map.scored_cylinders(case.min_count);
             let max_score = cylinders.first().map_or(0.0, |cylinder| cylinder.score);
             assert!(
                 (max_score - case.max_score).abs() < 1e-9,
@@ -653,9 +705,7 @@ mod tests {
             );
             let replications = 20_000;
             let mut rng = ChaCha8Rng::seed_from_u64(7);
-            let null = null_maxima(
-                &zones,
-                &counts,
+            let null = map.null_maxima(
                 case.min_count,
                 replications,
                 max_score,

@@ -4,8 +4,7 @@
 
 use crate::proto::EventType;
 
-/// Milliseconds per hour.
-pub(super) const HOUR_MILLIS: i64 = 3_600_000;
+pub(super) use crate::time::HOUR_MILLIS;
 /// Milliseconds per minute.
 pub(super) const MINUTE_MILLIS: i64 = 60_000;
 /// Milliseconds per day.

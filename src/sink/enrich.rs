@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 
 use crate::grid::GridRegistry;
 use crate::proto::{Alert, AlertStatus, EventType};
-use crate::rules::AlertScope;
+use crate::rules::alert::is_city_wide;
 
 /// Whether `alert` is delivered to Alertmanager and the webhook. Alerts that are tracked but
 /// must not page (suppressed alerts) return `false`; the sinks count them as
@@ -174,7 +174,7 @@ pub fn annotations(
 
     // A district-scope alert names neither a grid nor a community; a cluster names its centre
     // community and its members; a community-scope alert names no grid.
-    let city_scope = alert.scope == AlertScope::City.as_str();
+    let city_scope = is_city_wide(alert);
     let district_scope = alert.grid_id.is_empty() && alert.community_id.is_empty();
     let members = &alert.cluster_community_ids;
     let member_names_zh: Vec<String> = members

@@ -689,6 +689,18 @@ async fn post_then_list(client: &reqwest::Client, url: &str, body: &Value) -> Ve
         .unwrap()
 }
 
+/// An alert as gridwatch's Alertmanager sink posts it at `now`.
+fn as_posted(alert: &Alert, registry: &GridRegistry, now: i64) -> Value {
+    serde_json::to_value(gridwatch::sink::alertmanager::postable_alert(
+        alert,
+        registry,
+        "http://127.0.0.1:9750",
+        now,
+        Duration::from_secs(60),
+    ))
+    .unwrap()
+}
+
 /// Whether an alert listed by Alertmanager is inhibited.
 fn is_inhibited(alert: &Value) -> bool {
     !alert["status"]["inhibitedBy"]
@@ -722,16 +734,7 @@ async fn inhibition_stays_within_one_instance_and_one_cell() {
     let mut other_cell = lower.clone();
     let other = firing_alert(&registry, 6, "x");
     other_cell.grid_id = other.grid_id.clone();
-    let as_posted = |alert: &Alert| {
-        let postable = gridwatch::sink::alertmanager::postable_alert(
-            alert,
-            &registry,
-            "http://127.0.0.1:9750",
-            now,
-            Duration::from_secs(60),
-        );
-        serde_json::to_value(postable).unwrap()
-    };
+    let as_posted = |alert: &Alert| as_posted(alert, &registry, now);
     let body = serde_json::Value::Array(vec![
         pipeline("GridwatchDown", "critical", "a:9750"),
         pipeline("GridwatchWatermarkLagHigh", "warning", "a:9750"),
@@ -823,16 +826,7 @@ async fn a_district_wave_inhibits_the_clusters_of_its_district_only() {
     );
     let body: Value = [&district_alert, &cluster_in, &cluster_out]
         .iter()
-        .map(|alert| {
-            serde_json::to_value(gridwatch::sink::alertmanager::postable_alert(
-                alert,
-                &registry,
-                "http://127.0.0.1:9750",
-                now,
-                Duration::from_secs(60),
-            ))
-            .unwrap()
-        })
+        .map(|alert| as_posted(alert, &registry, now))
         .collect();
     let alerts = post_then_list(&client, &alertmanager.url, &body).await;
     let inhibited = |rule: &str, community: &str| -> bool {

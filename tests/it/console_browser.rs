@@ -689,21 +689,11 @@ async fn console_heap_stays_flat_over_ten_minutes_of_live_updates() {
     service.stop().await;
 }
 
-/// The median community by population and its two nearest neighbours.
+/// The ids of the median community by population and its two nearest neighbours.
 fn three_adjacent_communities(registry: &GridRegistry) -> Vec<String> {
-    let communities = registry.communities();
-    let mut by_population: Vec<usize> = (0..communities.len()).collect();
-    by_population.sort_by_key(|index| communities[*index].population);
-    let median = by_population[by_population.len() / 2] as u32;
-    let centroids: Vec<(f64, f64)> = communities.iter().map(|c| c.centroid).collect();
-    let zones = gridwatch::rules::space_time::ScanZones::from_centroids(&centroids, 3, 3_000.0);
-    zones
-        .zones()
-        .iter()
-        .find(|members| members.len() == 3 && members[0] == median)
-        .expect("three neighbours within 3 km of the median community")
-        .iter()
-        .map(|member| communities[*member as usize].id.clone())
+    gridwatch::rules::simulation::median_community_and_neighbours(registry, 3)
+        .into_iter()
+        .map(|community| registry.community(community).id.clone())
         .collect()
 }
 
