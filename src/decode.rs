@@ -124,12 +124,31 @@ impl Decoder {
 
     /// Decodes one record's bytes. A rejection's event id is scrubbed of personal data.
     pub fn decode(&self, bytes: &[u8], format: InputFormat) -> Result<IncidentEvent, Rejection> {
+        let mut event = IncidentEvent::default();
+        self.decode_into(bytes, format, &mut event)?;
+        Ok(event)
+    }
+
+    /// Decodes one record's bytes into `event`, reusing its string buffers (a replay recycles
+    /// the events the counting thread is done with, so decoding allocates nothing per id).
+    /// The result is exactly [`Decoder::decode`]'s; after a rejection `event` holds nothing
+    /// meaningful.
+    pub fn decode_into(
+        &self,
+        bytes: &[u8],
+        format: InputFormat,
+        event: &mut IncidentEvent,
+    ) -> Result<(), Rejection> {
         let decoded = match format {
-            InputFormat::Jsonl => decode_json(bytes),
-            // prost's messages name fields and wire problems, never values.
-            InputFormat::Protobuf => IncidentEvent::decode(bytes).map_err(|error| {
-                Rejection::new(DeadLetterReason::InvalidProtobuf, error.to_string(), "")
-            }),
+            InputFormat::Jsonl => decode_json_into(bytes, event),
+            InputFormat::Protobuf => {
+                // `clear` keeps the buffers; prost's `merge` copies each string into them.
+                event.clear();
+                // prost's messages name fields and wire problems, never values.
+                event.merge(bytes).map_err(|error| {
+                    Rejection::new(DeadLetterReason::InvalidProtobuf, error.to_string(), "")
+                })
+            }
         };
         decoded.map_err(|rejection| self.scrub_rejection(rejection))
     }
@@ -243,12 +262,15 @@ impl Decoder {
     }
 }
 
-fn decode_json(bytes: &[u8]) -> Result<IncidentEvent, Rejection> {
-    if let Some(event) = common_shape::decode_common_shape(bytes) {
-        return Ok(event);
+fn decode_json_into(bytes: &[u8], event: &mut IncidentEvent) -> Result<(), Rejection> {
+    if common_shape::decode_common_shape_into(bytes, event) {
+        return Ok(());
     }
     match serde_json::from_slice::<IncidentEvent>(bytes) {
-        Ok(event) => Ok(event),
+        Ok(decoded) => {
+            *event = decoded;
+            Ok(())
+        }
         Err(error) => Err(classify_json_error(bytes, error)),
     }
 }
@@ -332,7 +354,8 @@ mod tests {
     use super::*;
     use crate::time::rfc3339_to_millis;
 
-    fn decoder() -> Decoder {
+    /// A decoder with test settings (also for `common_shape`'s tests).
+    pub(super) fn decoder() -> Decoder {
         Decoder::new(DecodeSettings {
             max_clock_skew_millis: 3_600_000,
             min_occurred_at_millis: DEFAULT_MIN_OCCURRED_AT_MILLIS,

@@ -17,6 +17,7 @@ use crate::decode::InputFormat;
 use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
 use crate::pipeline::{AdmittedRecord, Outputs, Pipeline, PipelineSettings, RecordResult};
+use crate::proto::IncidentEvent;
 use crate::rules::RuleSet;
 use crate::sink::file::JsonlFileSink;
 use crate::source::file::FileReader;
@@ -147,13 +148,19 @@ pub fn replay(
     let admission = pipeline.admission().clone();
     let (admitted_sender, admitted_receiver) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
     let (outputs_sender, outputs_receiver) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
+    // Counted batches go back to the reader, which decodes into their events.
+    let (spent_sender, spent_receiver) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
     let mut summary = std::thread::scope(|scope| {
         let progress = &progress;
         // Named, so that a profile or `top -H` shows which stage is busy.
         let reader = std::thread::Builder::new()
             .name("replay-read".into())
             .spawn_scoped(scope, move || {
-                read_and_admit(reader, &admission, wall_millis, progress, admitted_sender)
+                let channels = ReaderChannels {
+                    admitted: admitted_sender,
+                    spent: spent_receiver,
+                };
+                read_and_admit(reader, &admission, wall_millis, progress, channels)
             })
             .map_err(ReplayError::Thread)?;
         let writer = std::thread::Builder::new()
@@ -164,6 +171,7 @@ pub fn replay(
             &mut pipeline,
             wall_millis,
             admitted_receiver,
+            &spent_sender,
             &outputs_sender,
         );
         // Closing the channel ends the writer's loop. The writer's own error comes first: when
@@ -184,49 +192,85 @@ pub fn replay(
     Ok(summary)
 }
 
+/// Admitted records in input order, handed from the reading thread to the counting thread.
+type AdmittedBatch = Vec<AdmittedRecord>;
+
+/// The reading thread's two channels: batches to count, and counted batches handed back.
+struct ReaderChannels {
+    admitted: mpsc::SyncSender<Result<AdmittedBatch, crate::source::SourceError>>,
+    spent: mpsc::Receiver<AdmittedBatch>,
+}
+
 /// The reading thread: records in file order through the stateless stages, in batches. Ends
 /// at end of input, after sending a read error, or when the counting thread has stopped.
+/// Records are decoded into the events of batches the counting thread handed back, so ids
+/// are allocated and freed on this thread only, and rarely.
 fn read_and_admit(
     mut reader: FileReader,
     admission: &crate::pipeline::Admission,
     wall_millis: i64,
     progress: &indicatif::ProgressBar,
-    sender: mpsc::SyncSender<Result<Vec<AdmittedRecord>, crate::source::SourceError>>,
+    channels: ReaderChannels,
 ) {
-    let mut batch = Vec::with_capacity(ADMITTED_BATCH_RECORDS);
+    let ReaderChannels { admitted, spent } = channels;
+    let mut spare_events: Vec<IncidentEvent> = Vec::new();
+    let mut batch = AdmittedBatch::with_capacity(ADMITTED_BATCH_RECORDS);
     while let Some(record) = reader.next() {
         match record {
-            Ok(record) => batch.push(admission.admit(record, wall_millis)),
+            Ok(record) => {
+                let spare = spare_events.pop().unwrap_or_default();
+                batch.push(admission.admit_reusing(record, wall_millis, spare));
+            }
             Err(error) => {
-                let _ = sender.send(Ok(std::mem::take(&mut batch)));
-                let _ = sender.send(Err(error));
+                let _ = admitted.send(Ok(std::mem::take(&mut batch)));
+                let _ = admitted.send(Err(error));
                 return;
             }
         }
         if batch.len() == ADMITTED_BATCH_RECORDS {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(ADMITTED_BATCH_RECORDS));
-            if sender.send(Ok(full)).is_err() {
+            let next = reuse_spent_batch(&spent, &mut spare_events);
+            let full = std::mem::replace(&mut batch, next);
+            if admitted.send(Ok(full)).is_err() {
                 return;
             }
             progress.set_position(reader.bytes_read());
         }
     }
-    let _ = sender.send(Ok(batch));
+    let _ = admitted.send(Ok(batch));
+}
+
+/// An empty batch for the reading thread: one the counting thread handed back, its events
+/// kept in `spare_events` for decoding into, or a new one when none is back yet. Takes at most
+/// one batch per batch sent, so the spares stay within two batches' worth.
+fn reuse_spent_batch(
+    spent: &mpsc::Receiver<AdmittedBatch>,
+    spare_events: &mut Vec<IncidentEvent>,
+) -> AdmittedBatch {
+    let Ok(mut batch) = spent.try_recv() else {
+        return AdmittedBatch::with_capacity(ADMITTED_BATCH_RECORDS);
+    };
+    let events = batch
+        .drain(..)
+        .filter_map(|record| record.outcome.ok().map(|admitted| admitted.event));
+    spare_events.extend(events);
+    batch
 }
 
 /// The counting thread: every admitted record through the stateful stages in input order;
-/// outputs go to the writer in chunks.
+/// outputs go to the writer in chunks, counted batches back to the reader.
 fn count_in_order(
     pipeline: &mut Pipeline,
     wall_millis: i64,
-    admitted: mpsc::Receiver<Result<Vec<AdmittedRecord>, crate::source::SourceError>>,
+    admitted: mpsc::Receiver<Result<AdmittedBatch, crate::source::SourceError>>,
+    spent: &mpsc::SyncSender<AdmittedBatch>,
     writer: &mpsc::SyncSender<Outputs>,
 ) -> Result<ReplaySummary, ReplayError> {
     let mut summary = ReplaySummary::default();
     let mut outputs = Outputs::default();
     let mut buffered_dead_letter_bytes: usize = 0;
     for batch in admitted {
-        for record in batch? {
+        let mut batch = batch?;
+        for record in &mut batch {
             summary.records += 1;
             match pipeline.process_admitted(record, wall_millis, &mut outputs) {
                 RecordResult::Accepted => summary.accepted += 1,
@@ -248,6 +292,8 @@ fn count_in_order(
                 buffered_dead_letter_bytes = 0;
             }
         }
+        // A full channel (the reader is ahead) or a finished reader: the batch is dropped here.
+        let _ = spent.try_send(batch);
     }
     pipeline.finish(wall_millis, &mut outputs);
     hand_over(&mut outputs, writer, &mut summary)?;

@@ -11,29 +11,32 @@
 //! it to pbjson on generated lines), and every rejection keeps its pbjson-derived reason and
 //! detail.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Deserializer};
 
 use crate::proto::{Crs, EventType, IncidentEvent};
 
-/// One event in the common shape: every field that may be absent defaults the way pbjson
+/// One event in the common shape, its ids borrowed from the line (copied into a reused event's
+/// buffers, so a replay allocates nothing per id; an id with escapes is unescaped into an owned
+/// string). Every field that may be absent defaults the way pbjson
 /// defaults it, and every field whose JSON `null` pbjson would refuse is a non-`Option` (so a
 /// `null` fails here too and falls back). Unknown fields fall back to pbjson, which ignores
 /// them; a field given twice (also once per spelling) fails here as it fails there.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CommonShapeEvent<'line> {
-    #[serde(default, alias = "eventId")]
-    event_id: String,
-    #[serde(default)]
-    source: String,
-    #[serde(default, alias = "deviceId")]
-    device_id: String,
-    #[serde(default, alias = "communityId")]
-    community_id: String,
-    #[serde(default, alias = "gridId")]
-    grid_id: String,
+    #[serde(default, borrow, alias = "eventId")]
+    event_id: Cow<'line, str>,
+    #[serde(default, borrow)]
+    source: Cow<'line, str>,
+    #[serde(default, borrow, alias = "deviceId")]
+    device_id: Cow<'line, str>,
+    #[serde(default, borrow, alias = "communityId")]
+    community_id: Cow<'line, str>,
+    #[serde(default, borrow, alias = "gridId")]
+    grid_id: Cow<'line, str>,
     /// The enum name, borrowed (a name with escapes fails to borrow and falls back).
     #[serde(default, borrow, alias = "eventType", deserialize_with = "present")]
     event_type: Option<&'line str>,
@@ -61,40 +64,71 @@ fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de str
 
 /// The event of one JSON line when it has the common shape, or `None` when the general
 /// (pbjson) path must decide — including every line that pbjson would reject.
+#[cfg(test)]
 pub(super) fn decode_common_shape(line: &[u8]) -> Option<IncidentEvent> {
-    let text = std::str::from_utf8(line).ok()?;
-    let shape: CommonShapeEvent<'_> = serde_json::from_str(text).ok()?;
+    let mut event = IncidentEvent::default();
+    decode_common_shape_into(line, &mut event).then_some(event)
+}
+
+/// Decodes one JSON line of the common shape into `event`, reusing its string buffers, and
+/// answers whether it did; on `false` the general (pbjson) path must decide and `event` holds
+/// nothing meaningful (the caller overwrites it).
+pub(super) fn decode_common_shape_into(line: &[u8], event: &mut IncidentEvent) -> bool {
+    let Ok(text) = std::str::from_utf8(line) else {
+        return false;
+    };
+    let Ok(shape) = serde_json::from_str::<CommonShapeEvent<'_>>(text) else {
+        return false;
+    };
     let event_type = match shape.event_type {
         None => EventType::Unspecified,
-        Some(name) => EventType::from_str_name(name)?,
+        Some(name) => match EventType::from_str_name(name) {
+            Some(event_type) => event_type,
+            None => return false,
+        },
     };
     let crs = match shape.crs {
         None => Crs::default(),
-        Some(name) => Crs::from_str_name(name)?,
+        Some(name) => match Crs::from_str_name(name) {
+            Some(crs) => crs,
+            None => return false,
+        },
     };
-    let occurred_at = match shape.occurred_at {
-        None => None,
-        Some(text) => Some(timestamp_of_common_shape(text)?),
+    let Some(occurred_at) = optional_timestamp(shape.occurred_at) else {
+        return false;
     };
-    let received_at = match shape.received_at {
-        None => None,
-        Some(text) => Some(timestamp_of_common_shape(text)?),
+    let Some(received_at) = optional_timestamp(shape.received_at) else {
+        return false;
     };
-    Some(IncidentEvent {
-        event_id: shape.event_id,
-        source: shape.source,
-        device_id: shape.device_id,
-        community_id: shape.community_id,
-        grid_id: shape.grid_id,
-        event_type: event_type as i32,
-        severity: shape.severity,
-        occurred_at,
-        received_at,
-        lat: shape.lat,
-        lon: shape.lon,
-        crs: crs as i32,
-        attributes: shape.attributes,
-    })
+    assign(&mut event.event_id, &shape.event_id);
+    assign(&mut event.source, &shape.source);
+    assign(&mut event.device_id, &shape.device_id);
+    assign(&mut event.community_id, &shape.community_id);
+    assign(&mut event.grid_id, &shape.grid_id);
+    event.event_type = event_type as i32;
+    event.severity = shape.severity;
+    event.occurred_at = occurred_at;
+    event.received_at = received_at;
+    event.lat = shape.lat;
+    event.lon = shape.lon;
+    event.crs = crs as i32;
+    event.attributes = shape.attributes;
+    true
+}
+
+/// Replaces `target`'s text with `text`, keeping its allocation.
+fn assign(target: &mut String, text: &str) {
+    target.clear();
+    target.push_str(text);
+}
+
+/// An optional timestamp field: `Some(None)` when absent, `None` when present but not of the
+/// common shape.
+fn optional_timestamp(text: Option<&str>) -> Option<Option<pbjson_types::Timestamp>> {
+    match text {
+        None => Some(None),
+        Some(text) => timestamp_of_common_shape(text).map(Some),
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)` as a protobuf timestamp, equal to what chrono's
@@ -340,6 +374,38 @@ mod tests {
         fn common_shape_timestamps_equal_chronos(text in timestamp_text_strategy()) {
             if let Some(fast) = timestamp_of_common_shape(&text) {
                 proptest::prop_assert_eq!(Some(fast), by_chrono(&text), "{}", text);
+            }
+        }
+
+        #[test]
+        fn decoding_into_a_reused_event_gives_what_decoding_fresh_gives(
+            first in line_strategy(),
+            second in line_strategy(),
+        ) {
+            use prost::Message;
+            let decoder = crate::decode::tests::decoder();
+            for format in [crate::decode::InputFormat::Jsonl, crate::decode::InputFormat::Protobuf] {
+                let encoded = |line: &str| match format {
+                    crate::decode::InputFormat::Jsonl => Some(line.as_bytes().to_vec()),
+                    crate::decode::InputFormat::Protobuf => by_pbjson(line).ok().map(|event| event.encode_to_vec()),
+                };
+                let (Some(first), Some(second)) = (encoded(&first), encoded(&second)) else {
+                    continue;
+                };
+                let mut reused = IncidentEvent::default();
+                let _ = decoder.decode_into(&first, format, &mut reused);
+                // Compared encoded (a NaN coordinate is not equal to itself), attributes in
+                // order (two maps iterate in different orders).
+                let comparable = |mut event: IncidentEvent| {
+                    let attributes: std::collections::BTreeMap<String, String> =
+                        std::mem::take(&mut event.attributes).into_iter().collect();
+                    (event.encode_to_vec(), attributes)
+                };
+                let outcome = decoder
+                    .decode_into(&second, format, &mut reused)
+                    .map(|()| comparable(reused));
+                let fresh = decoder.decode(&second, format).map(comparable);
+                proptest::prop_assert_eq!(outcome, fresh);
             }
         }
 

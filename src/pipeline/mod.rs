@@ -277,8 +277,8 @@ impl Pipeline {
         wall_millis: i64,
         outputs: &mut Outputs,
     ) -> RecordResult {
-        let admitted = self.admission.admit(record, wall_millis);
-        self.process_admitted(admitted, wall_millis, outputs)
+        let mut admitted = self.admission.admit(record, wall_millis);
+        self.process_admitted(&mut admitted, wall_millis, outputs)
     }
 
     /// Adds what this pipeline counted locally to the shared Prometheus metrics: the shell
@@ -294,10 +294,12 @@ impl Pipeline {
     }
 
     /// The stateful stages of one record whose stateless stages
-    /// ([`Admission::admit`], with the same wall time) have run.
+    /// ([`Admission::admit`], with the same wall time) have run. The record stays the
+    /// caller's: its event is only read, so a replay hands it back to the reading thread to
+    /// decode the next record into (a rejection's payload and texts are taken out of it).
     pub fn process_admitted(
         &mut self,
-        admitted: AdmittedRecord,
+        admitted: &mut AdmittedRecord,
         wall_millis: i64,
         outputs: &mut Outputs,
     ) -> RecordResult {
@@ -305,24 +307,21 @@ impl Pipeline {
         if admitted.decoded {
             self.metrics.record_decoded();
         }
-        let AdmittedRecord {
-            partition,
-            position,
-            outcome,
-            ..
-        } = admitted;
-        let result =
-            outcome.and_then(|admitted| self.count(admitted, partition, wall_millis, outputs));
-        match result {
-            Ok(result) => result,
-            Err(rejected) => self.reject(rejected, partition, position, outputs),
-        }
+        let (partition, position) = (admitted.partition, admitted.position);
+        let rejected = match &mut admitted.outcome {
+            Ok(located) => match self.count(located, partition, wall_millis, outputs) {
+                Ok(result) => return result,
+                Err(rejected) => rejected,
+            },
+            Err(rejected) => rejected.take(),
+        };
+        self.reject(rejected, partition, position, outputs)
     }
 
     /// Dedup, lateness, windows, rules and the watermark for one located event.
     fn count(
         &mut self,
-        admitted: Admitted,
+        admitted: &Admitted,
         partition: u32,
         wall_millis: i64,
         outputs: &mut Outputs,
@@ -333,6 +332,7 @@ impl Pipeline {
             cell,
             format,
         } = admitted;
+        let (fields, cell, format) = (*fields, *cell, *format);
         if self.stages.dedup.is_duplicate(&event.event_id) {
             self.metrics.record_duplicate();
             return Ok(RecordResult::Duplicate);
@@ -348,7 +348,7 @@ impl Pipeline {
             self.stages.watermark_millis,
         );
         let accepted = AcceptedEvent {
-            event: &event,
+            event,
             event_type: fields.event_type,
             severity: fields.severity,
             occurred_at_millis: fields.occurred_at_millis,
@@ -377,7 +377,7 @@ impl Pipeline {
             };
             return Err(RejectedInput {
                 rejection,
-                payload: admission::encode_event(&event, format),
+                payload: admission::encode_event(event, format),
             });
         }
         self.stages
@@ -397,7 +397,7 @@ impl Pipeline {
         );
         if let ProgressObservation::HeldAhead { lead_millis } = observation {
             self.metrics
-                .record_clock_ahead(&self.registry, &event, lead_millis);
+                .record_clock_ahead(&self.registry, event, lead_millis);
         }
         self.advance(wall_millis, outputs);
         Ok(RecordResult::Accepted)
