@@ -16,11 +16,13 @@ use crate::config::Config;
 use crate::decode::InputFormat;
 use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
-use crate::pipeline::{AdmittedRecord, Outputs, Pipeline, PipelineSettings, RecordResult};
+use crate::pipeline::{
+    AdmittedRecord, EncodedRecord, Outputs, Pipeline, PipelineSettings, RecordResult,
+};
 use crate::proto::IncidentEvent;
 use crate::rules::RuleSet;
 use crate::sink::file::JsonlFileSink;
-use crate::source::file::FileReader;
+use crate::source::file::{FileReader, FramedRecord};
 
 /// What to replay and where to write.
 #[derive(Debug, Clone)]
@@ -213,12 +215,25 @@ fn read_and_admit(
     channels: ReaderChannels,
 ) {
     let ReaderChannels { admitted, spent } = channels;
-    let mut spare_events: Vec<IncidentEvent> = Vec::new();
+    let mut spare_events: Vec<Box<IncidentEvent>> = Vec::new();
     let mut batch = AdmittedBatch::with_capacity(ADMITTED_BATCH_RECORDS);
-    while let Some(record) = reader.next() {
-        match record {
-            Ok(record) => {
-                let spare = spare_events.pop().unwrap_or_default();
+    while let Some(framed) = reader.next_framed() {
+        let spare = spare_events.pop().unwrap_or_default();
+        match framed {
+            Ok(FramedRecord::Encoded {
+                bytes,
+                format,
+                position,
+            }) => {
+                let record = EncodedRecord {
+                    bytes,
+                    format,
+                    partition: 0,
+                    position,
+                };
+                batch.push(admission.admit_encoded(record, wall_millis, spare));
+            }
+            Ok(FramedRecord::Owned(record)) => {
                 batch.push(admission.admit_reusing(record, wall_millis, spare));
             }
             Err(error) => {
@@ -242,9 +257,13 @@ fn read_and_admit(
 /// An empty batch for the reading thread: one the counting thread handed back, its events
 /// kept in `spare_events` for decoding into, or a new one when none is back yet. Takes at most
 /// one batch per batch sent, so the spares stay within two batches' worth.
+#[allow(
+    clippy::vec_box,
+    reason = "the boxes are what is reused: an admitted event moves as a pointer"
+)]
 fn reuse_spent_batch(
     spent: &mpsc::Receiver<AdmittedBatch>,
-    spare_events: &mut Vec<IncidentEvent>,
+    spare_events: &mut Vec<Box<IncidentEvent>>,
 ) -> AdmittedBatch {
     let Ok(mut batch) = spent.try_recv() else {
         return AdmittedBatch::with_capacity(ADMITTED_BATCH_RECORDS);

@@ -42,11 +42,25 @@ pub struct AdmittedRecord {
     pub outcome: Result<Admitted, RejectedInput>,
 }
 
+/// One record's encoded bytes, lent by its reader, with where it was read.
+#[derive(Debug, Clone, Copy)]
+pub struct EncodedRecord<'bytes> {
+    /// The bytes, exactly as framed.
+    pub bytes: &'bytes [u8],
+    /// How to decode them.
+    pub format: InputFormat,
+    /// Input partition.
+    pub partition: u32,
+    /// Position within the partition.
+    pub position: u64,
+}
+
 /// A valid event with its grid cell: what the stateful stages take.
 #[derive(Debug)]
 pub struct Admitted {
-    /// The decoded and pseudonymized event.
-    pub event: IncidentEvent,
+    /// The decoded and pseudonymized event, boxed: it moves through several stages and
+    /// back to the reader for reuse, and moving the box is moving a pointer.
+    pub event: Box<IncidentEvent>,
     /// What validation established (type, severity, event time).
     pub fields: ValidatedFields,
     /// The grid cell it belongs to.
@@ -96,7 +110,7 @@ impl Admission {
 
     /// Every stateless stage of one record at wall time `wall_millis`.
     pub fn admit(&self, record: SourceRecord, wall_millis: i64) -> AdmittedRecord {
-        self.admit_reusing(record, wall_millis, IncidentEvent::default())
+        self.admit_reusing(record, wall_millis, Box::default())
     }
 
     /// [`Admission::admit`], decoding into `spare`: an event the stateful stages are done
@@ -107,14 +121,57 @@ impl Admission {
         &self,
         record: SourceRecord,
         wall_millis: i64,
-        spare: IncidentEvent,
+        spare: Box<IncidentEvent>,
     ) -> AdmittedRecord {
         let SourceRecord {
             payload,
             partition,
             position,
         } = record;
-        let (event, format) = match self.decode_payload(payload, spare) {
+        let decoded = self.decode_payload(payload, spare);
+        self.check_decoded(decoded, partition, position, wall_millis)
+    }
+
+    /// [`Admission::admit_reusing`] of a record's bytes lent by its reader (a file replay
+    /// decodes each record where it was read into, never copying it).
+    pub fn admit_encoded(
+        &self,
+        record: EncodedRecord<'_>,
+        wall_millis: i64,
+        spare: Box<IncidentEvent>,
+    ) -> AdmittedRecord {
+        let decoded = self.decode_encoded(record.bytes, record.format, spare);
+        self.check_decoded(decoded, record.partition, record.position, wall_millis)
+    }
+
+    /// Decodes a record's bytes into `spare`, refusing more than the record limit.
+    fn decode_encoded(
+        &self,
+        bytes: &[u8],
+        format: InputFormat,
+        mut spare: Box<IncidentEvent>,
+    ) -> Result<(Box<IncidentEvent>, InputFormat), RejectedInput> {
+        if bytes.len() > self.limits.max_record_bytes {
+            return Err(self.oversized(bytes, bytes.len() as u64));
+        }
+        match self.decoder.decode_into(bytes, format, &mut spare) {
+            Ok(()) => Ok((spare, format)),
+            Err(rejection) => Err(RejectedInput {
+                rejection,
+                payload: self.decoder.scrub_undecodable(bytes),
+            }),
+        }
+    }
+
+    /// Field limits, validation and grid resolution after decoding.
+    fn check_decoded(
+        &self,
+        decoded: Result<(Box<IncidentEvent>, InputFormat), RejectedInput>,
+        partition: u32,
+        position: u64,
+        wall_millis: i64,
+    ) -> AdmittedRecord {
+        let (event, format) = match decoded {
             Ok(decoded) => decoded,
             Err(rejected) => {
                 return AdmittedRecord {
@@ -136,7 +193,7 @@ impl Admission {
     /// Field limits, validation and grid resolution of a decoded event.
     fn check_and_locate(
         &self,
-        mut event: IncidentEvent,
+        mut event: Box<IncidentEvent>,
         format: InputFormat,
         wall_millis: i64,
     ) -> Result<Admitted, RejectedInput> {
@@ -207,30 +264,20 @@ impl Admission {
         }
     }
 
-    /// The decoded event and the format its dead letters are written in.
+    /// The decoded event (into `spare` when the payload is encoded) and the format its dead
+    /// letters are written in.
     fn decode_payload(
         &self,
         payload: RecordPayload,
-        mut spare: IncidentEvent,
-    ) -> Result<(IncidentEvent, InputFormat), RejectedInput> {
+        spare: Box<IncidentEvent>,
+    ) -> Result<(Box<IncidentEvent>, InputFormat), RejectedInput> {
         match payload {
-            RecordPayload::Encoded { bytes, .. } if bytes.len() > self.limits.max_record_bytes => {
-                Err(self.oversized(&bytes, bytes.len() as u64))
-            }
+            RecordPayload::Encoded { bytes, format } => self.decode_encoded(&bytes, format, spare),
             RecordPayload::Oversized {
                 prefix,
                 total_bytes,
             } => Err(self.oversized(&prefix, total_bytes)),
-            RecordPayload::Encoded { bytes, format } => {
-                match self.decoder.decode_into(&bytes, format, &mut spare) {
-                    Ok(()) => Ok((spare, format)),
-                    Err(rejection) => Err(RejectedInput {
-                        rejection,
-                        payload: self.decoder.scrub_undecodable(&bytes),
-                    }),
-                }
-            }
-            RecordPayload::Event(event) => Ok((*event, InputFormat::Jsonl)),
+            RecordPayload::Event(event) => Ok((event, InputFormat::Jsonl)),
             RecordPayload::Unframed {
                 bytes,
                 format,

@@ -29,7 +29,7 @@ use crate::window::progress::{source_key, ClockGuardSettings, ProgressObservatio
 mod admission;
 mod metrics;
 
-pub use admission::{Admission, Admitted, AdmittedRecord, RejectedInput};
+pub use admission::{Admission, Admitted, AdmittedRecord, EncodedRecord, RejectedInput};
 
 use crate::window::sliding::SlidingViews;
 use crate::window::tumbling::{RecordOutcome, TumblingWindows};

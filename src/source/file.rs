@@ -14,7 +14,7 @@
 //!   in the stream can be trusted.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -49,9 +49,23 @@ fn io_error(label: &str, source: std::io::Error) -> SourceError {
 }
 
 /// A synchronous iterator over the records of a JSONL or length-delimited protobuf stream.
+///
+/// The input is read ahead in large chunks into one buffer; [`FileReader::next_framed`] lends
+/// each ordinary record straight from it (the replay decodes it there: no copy, no
+/// allocation, no reference count per record), and the [`Iterator`] copies it out.
 pub struct FileReader<R = File> {
-    /// Buffered input.
-    reader: BufReader<R>,
+    /// The input.
+    inner: R,
+    /// Input read ahead into `buffer[..filled]`; the rest is room for the next read (zeroed
+    /// once, when the buffer grows).
+    buffer: Vec<u8>,
+    /// End of the bytes read into `buffer`.
+    filled: usize,
+    /// Bytes of `buffer` already framed; `buffer[consumed..filled]` is not framed yet.
+    consumed: usize,
+    /// How far past `consumed` the buffer is known to hold no newline (JSONL: a line longer
+    /// than one read is not searched twice).
+    searched_without_newline: usize,
     /// How records are framed and decoded.
     format: InputFormat,
     /// Label of the input for error messages (the path).
@@ -64,11 +78,37 @@ pub struct FileReader<R = File> {
     lines_read: u64,
     /// Set after end of input, an IO error or a framing error: the iterator is fused.
     finished: bool,
-    /// Reused line buffer (JSONL).
-    line_buffer: Vec<u8>,
     /// Largest record: a longer JSONL line is skipped without being buffered whole and comes
     /// out as [`RecordPayload::Oversized`].
     max_record_bytes: usize,
+}
+
+/// One framed record: lent from the reader's buffer when it is an ordinary record, owned when
+/// it is one of the rare kinds a dead letter needs whole (oversized, unframed).
+#[derive(Debug)]
+pub enum FramedRecord<'input> {
+    /// Bytes to decode in `format`, valid until the next call on the reader.
+    Encoded {
+        /// The record's bytes, exactly as framed from the input.
+        bytes: &'input [u8],
+        /// How to decode them.
+        format: InputFormat,
+        /// Its position (see [`SourceRecord::position`]).
+        position: u64,
+    },
+    /// Any other record.
+    Owned(SourceRecord),
+}
+
+/// What framing found next in the buffer (ranges index `FileReader::buffer`).
+enum Framing {
+    /// An ordinary record.
+    Encoded {
+        range: std::ops::Range<usize>,
+        position: u64,
+    },
+    /// A record owned outright.
+    Owned(SourceRecord),
 }
 
 /// Opens `path` for reading records in `format`.
@@ -103,14 +143,17 @@ impl<R: Read> FileReader<R> {
     /// unknown (0) for a reader that is not a file.
     pub fn new(inner: R, format: InputFormat, label: impl Into<String>) -> FileReader<R> {
         FileReader {
-            reader: BufReader::with_capacity(READ_BUFFER_BYTES, inner),
+            inner,
+            buffer: Vec::new(),
+            filled: 0,
+            consumed: 0,
+            searched_without_newline: 0,
             format,
             label: label.into(),
             total_bytes: 0,
             bytes_read: 0,
             lines_read: 0,
             finished: false,
-            line_buffer: Vec::new(),
             max_record_bytes: crate::limits::DEFAULT_MAX_RECORD_BYTES,
         }
     }
@@ -136,195 +179,26 @@ impl<R: Read> FileReader<R> {
         self.format
     }
 
-    fn next_jsonl_record(&mut self) -> Result<Option<SourceRecord>, SourceError> {
-        loop {
-            self.line_buffer.clear();
-            // At most the limit plus a "\r\n": a longer line is never buffered whole.
-            let readable = (self.max_record_bytes as u64).saturating_add(2);
-            let consumed = (&mut self.reader)
-                .take(readable)
-                .read_until(b'\n', &mut self.line_buffer)
-                .map_err(|source| io_error(&self.label, source))?;
-            if consumed == 0 {
-                return Ok(None);
-            }
-            self.bytes_read += consumed as u64;
-            self.lines_read += 1;
-            if !self.line_buffer.ends_with(b"\n") && consumed as u64 == readable {
-                let skipped = self.skip_rest_of_line()?;
-                self.bytes_read += skipped;
-                let mut prefix = std::mem::take(&mut self.line_buffer);
-                prefix.truncate(self.max_record_bytes);
-                return Ok(Some(SourceRecord {
-                    payload: RecordPayload::Oversized {
-                        prefix: Bytes::from(prefix),
-                        total_bytes: (consumed as u64).saturating_add(skipped),
-                    },
-                    partition: 0,
-                    position: self.lines_read,
-                }));
-            }
-            let mut line: &[u8] = &self.line_buffer;
-            if let Some(without_newline) = line.strip_suffix(b"\n") {
-                line = without_newline;
-            }
-            if let Some(without_carriage_return) = line.strip_suffix(b"\r") {
-                line = without_carriage_return;
-            }
-            if line.is_empty() {
-                continue;
-            }
-            let payload = if line.len() > self.max_record_bytes {
-                RecordPayload::Oversized {
-                    prefix: Bytes::copy_from_slice(
-                        line.get(..self.max_record_bytes).unwrap_or(line),
-                    ),
-                    total_bytes: line.len() as u64,
-                }
-            } else {
-                RecordPayload::Encoded {
-                    bytes: Bytes::copy_from_slice(line),
-                    format: InputFormat::Jsonl,
-                }
-            };
-            return Ok(Some(SourceRecord {
-                payload,
-                partition: 0,
-                position: self.lines_read,
-            }));
-        }
-    }
-
-    /// Consumes the rest of the current line (through its newline) without keeping it;
-    /// returns the bytes skipped.
-    fn skip_rest_of_line(&mut self) -> Result<u64, SourceError> {
-        let mut skipped: u64 = 0;
-        loop {
-            let available = self
-                .reader
-                .fill_buf()
-                .map_err(|source| io_error(&self.label, source))?;
-            if available.is_empty() {
-                return Ok(skipped);
-            }
-            match available.iter().position(|byte| *byte == b'\n') {
-                Some(newline) => {
-                    self.reader.consume(newline + 1);
-                    return Ok(skipped + newline as u64 + 1);
-                }
-                None => {
-                    let length = available.len();
-                    self.reader.consume(length);
-                    skipped += length as u64;
-                }
-            }
-        }
-    }
-
-    /// Reads the rest of the input (capped) after a framing error, prefixed with the bytes
-    /// already consumed for the broken frame, and ends the reader.
-    fn unframed_record(
-        &mut self,
-        frame_start: u64,
-        mut consumed_frame_bytes: Vec<u8>,
-        detail: String,
-    ) -> Result<Option<SourceRecord>, SourceError> {
-        self.finished = true;
-        consumed_frame_bytes.truncate(MAX_UNFRAMED_BYTES);
-        let remaining_capacity = MAX_UNFRAMED_BYTES - consumed_frame_bytes.len();
-        let appended = (&mut self.reader)
-            .take(remaining_capacity as u64)
-            .read_to_end(&mut consumed_frame_bytes)
-            .map_err(|source| io_error(&self.label, source))?;
-        self.bytes_read += appended as u64;
-        Ok(Some(SourceRecord {
-            payload: RecordPayload::Unframed {
-                bytes: Bytes::from(consumed_frame_bytes),
-                format: InputFormat::Protobuf,
-                detail,
-            },
-            partition: 0,
-            position: frame_start,
-        }))
-    }
-
-    fn next_protobuf_record(&mut self) -> Result<Option<SourceRecord>, SourceError> {
-        let frame_start = self.bytes_read;
-        let mut prefix_bytes: Vec<u8> = Vec::with_capacity(MAX_VARINT_BYTES);
-        let mut length: u64 = 0;
-        loop {
-            let available = self
-                .reader
-                .fill_buf()
-                .map_err(|source| io_error(&self.label, source))?;
-            let Some(&byte) = available.first() else {
-                if prefix_bytes.is_empty() {
-                    return Ok(None);
-                }
-                let detail = format!(
-                    "truncated length prefix at byte offset {frame_start}: input ends inside the varint"
-                );
-                return self.unframed_record(frame_start, prefix_bytes, detail);
-            };
-            self.reader.consume(1);
-            self.bytes_read += 1;
-            prefix_bytes.push(byte);
-            let shift = 7 * (prefix_bytes.len() as u32 - 1);
-            length |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
-            if byte & 0x80 == 0 {
-                break;
-            }
-            if prefix_bytes.len() >= MAX_VARINT_BYTES {
-                let detail =
-                    format!("malformed length prefix at byte offset {frame_start}: varint longer than {MAX_VARINT_BYTES} bytes");
-                return self.unframed_record(frame_start, prefix_bytes, detail);
-            }
-        }
-        if length > MAX_PROTOBUF_MESSAGE_BYTES {
-            let detail = format!(
-                "length prefix at byte offset {frame_start} announces {length} bytes, above the {MAX_PROTOBUF_MESSAGE_BYTES}-byte limit"
-            );
-            return self.unframed_record(frame_start, prefix_bytes, detail);
-        }
-        // `length` is at most 1 MiB here, so it fits in usize.
-        let mut message = Vec::with_capacity(length as usize);
-        let received = (&mut self.reader)
-            .take(length)
-            .read_to_end(&mut message)
-            .map_err(|source| io_error(&self.label, source))?;
-        self.bytes_read += received as u64;
-        if (received as u64) < length {
-            let detail = format!(
-                "truncated message at byte offset {frame_start}: length prefix announces {length} bytes, input ends after {received}"
-            );
-            let mut frame_bytes = prefix_bytes;
-            frame_bytes.extend_from_slice(&message);
-            return self.unframed_record(frame_start, frame_bytes, detail);
-        }
-        Ok(Some(SourceRecord {
-            payload: RecordPayload::Encoded {
-                bytes: Bytes::from(message),
-                format: InputFormat::Protobuf,
-            },
-            partition: 0,
-            position: frame_start,
-        }))
-    }
-}
-
-impl<R: Read> Iterator for FileReader<R> {
-    type Item = Result<SourceRecord, SourceError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+    /// The next record, lent from the read-ahead buffer when it is an ordinary one; `None`
+    /// after the end of input, an IO error or a framing error.
+    pub fn next_framed(&mut self) -> Option<Result<FramedRecord<'_>, SourceError>> {
         if self.finished {
             return None;
         }
-        let result = match self.format {
+        let framing = match self.format {
             InputFormat::Jsonl => self.next_jsonl_record(),
             InputFormat::Protobuf => self.next_protobuf_record(),
         };
-        match result {
-            Ok(Some(record)) => Some(Ok(record)),
+        match framing {
+            Ok(Some(Framing::Encoded { range, position })) => {
+                let bytes = self.buffer.get(range).unwrap_or_default();
+                Some(Ok(FramedRecord::Encoded {
+                    bytes,
+                    format: self.format,
+                    position,
+                }))
+            }
+            Ok(Some(Framing::Owned(record))) => Some(Ok(FramedRecord::Owned(record))),
             Ok(None) => {
                 self.finished = true;
                 None
@@ -334,6 +208,278 @@ impl<R: Read> Iterator for FileReader<R> {
                 Some(Err(error))
             }
         }
+    }
+
+    /// Bytes read ahead and not framed yet.
+    fn unframed_bytes(&self) -> &[u8] {
+        self.buffer
+            .get(self.consumed..self.filled)
+            .unwrap_or_default()
+    }
+
+    /// Frames the next `length` buffered bytes as consumed; their range in the buffer.
+    fn consume(&mut self, length: usize) -> std::ops::Range<usize> {
+        let start = self.consumed;
+        self.consumed += length;
+        self.bytes_read += length as u64;
+        start..self.consumed
+    }
+
+    /// Reads more input into the buffer's room; 0 at end of input. Without room, the unframed
+    /// bytes (one unfinished record) first move to the front, and the buffer grows only when
+    /// they fill it.
+    fn read_ahead(&mut self) -> Result<usize, SourceError> {
+        if self.filled >= self.buffer.len() {
+            self.buffer.copy_within(self.consumed..self.filled, 0);
+            self.filled -= self.consumed;
+            self.consumed = 0;
+            if self.filled + READ_BUFFER_BYTES / 2 > self.buffer.len() {
+                self.buffer.resize(self.filled + READ_BUFFER_BYTES, 0);
+            }
+        }
+        loop {
+            let room = self.buffer.get_mut(self.filled..).unwrap_or_default();
+            match self.inner.read(room) {
+                Ok(read) => {
+                    let read = read.min(room.len());
+                    self.filled += read;
+                    return Ok(read);
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(io_error(&self.label, error)),
+            }
+        }
+    }
+
+    /// Reads ahead until `wanted` unframed bytes are buffered or the input ends.
+    fn buffer_at_least(&mut self, wanted: usize) -> Result<(), SourceError> {
+        while self.unframed_bytes().len() < wanted {
+            if self.read_ahead()? == 0 {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn next_jsonl_record(&mut self) -> Result<Option<Framing>, SourceError> {
+        // At most the limit plus a "\r\n": a longer line is never buffered whole.
+        let readable = self.max_record_bytes.saturating_add(2);
+        loop {
+            let Some(line) = self.next_line(readable)? else {
+                return Ok(None);
+            };
+            self.lines_read += 1;
+            let line_bytes = self.buffer.get(line.clone()).unwrap_or_default();
+            let consumed = line_bytes.len();
+            if !line_bytes.ends_with(b"\n") && consumed == readable {
+                let prefix = Bytes::copy_from_slice(
+                    line_bytes
+                        .get(..self.max_record_bytes)
+                        .unwrap_or(line_bytes),
+                );
+                let skipped = self.skip_rest_of_line()?;
+                return Ok(Some(Framing::Owned(SourceRecord {
+                    payload: RecordPayload::Oversized {
+                        prefix,
+                        total_bytes: (consumed as u64).saturating_add(skipped),
+                    },
+                    partition: 0,
+                    position: self.lines_read,
+                })));
+            }
+            let mut text = line_bytes;
+            if let Some(without_newline) = text.strip_suffix(b"\n") {
+                text = without_newline;
+            }
+            if let Some(without_carriage_return) = text.strip_suffix(b"\r") {
+                text = without_carriage_return;
+            }
+            if text.is_empty() {
+                continue;
+            }
+            if text.len() > self.max_record_bytes {
+                return Ok(Some(Framing::Owned(SourceRecord {
+                    payload: RecordPayload::Oversized {
+                        prefix: Bytes::copy_from_slice(
+                            text.get(..self.max_record_bytes).unwrap_or(text),
+                        ),
+                        total_bytes: text.len() as u64,
+                    },
+                    partition: 0,
+                    position: self.lines_read,
+                })));
+            }
+            return Ok(Some(Framing::Encoded {
+                range: line.start..line.start + text.len(),
+                position: self.lines_read,
+            }));
+        }
+    }
+
+    /// Frames the next line through its newline (or the input's last bytes) when it has at
+    /// most `readable` bytes, else its first `readable` bytes; `None` at end of input.
+    fn next_line(
+        &mut self,
+        readable: usize,
+    ) -> Result<Option<std::ops::Range<usize>>, SourceError> {
+        loop {
+            let unframed = self.unframed_bytes();
+            let searchable = unframed.len().min(readable);
+            let unsearched = unframed
+                .get(self.searched_without_newline..searchable)
+                .unwrap_or_default();
+            if let Some(newline) = memchr::memchr(b'\n', unsearched) {
+                let line_bytes = self.searched_without_newline + newline + 1;
+                self.searched_without_newline = 0;
+                return Ok(Some(self.consume(line_bytes)));
+            }
+            if unframed.len() >= readable {
+                self.searched_without_newline = 0;
+                return Ok(Some(self.consume(readable)));
+            }
+            self.searched_without_newline = unframed.len();
+            if self.read_ahead()? == 0 {
+                self.searched_without_newline = 0;
+                let rest = self.unframed_bytes().len();
+                if rest == 0 {
+                    return Ok(None);
+                }
+                return Ok(Some(self.consume(rest)));
+            }
+        }
+    }
+
+    /// Consumes the rest of the current line (through its newline) without keeping it;
+    /// returns the bytes skipped.
+    fn skip_rest_of_line(&mut self) -> Result<u64, SourceError> {
+        let mut skipped: u64 = 0;
+        loop {
+            let unframed = self.unframed_bytes();
+            if let Some(newline) = memchr::memchr(b'\n', unframed) {
+                self.consume(newline + 1);
+                return Ok(skipped + newline as u64 + 1);
+            }
+            let length = unframed.len();
+            self.consume(length);
+            skipped += length as u64;
+            if self.read_ahead()? == 0 {
+                return Ok(skipped);
+            }
+        }
+    }
+
+    /// The rest of the input (capped) after a framing error, prefixed with the bytes already
+    /// consumed for the broken frame; the reader ends.
+    fn unframed_record(
+        &mut self,
+        frame_start: u64,
+        mut consumed_frame_bytes: Vec<u8>,
+        detail: String,
+    ) -> Result<Option<Framing>, SourceError> {
+        self.finished = true;
+        consumed_frame_bytes.truncate(MAX_UNFRAMED_BYTES);
+        let remaining_capacity = MAX_UNFRAMED_BYTES - consumed_frame_bytes.len();
+        let buffered = self.unframed_bytes();
+        let taken = buffered.len().min(remaining_capacity);
+        consumed_frame_bytes.extend_from_slice(buffered.get(..taken).unwrap_or_default());
+        self.consume(taken);
+        let appended = (&mut self.inner)
+            .take((remaining_capacity - taken) as u64)
+            .read_to_end(&mut consumed_frame_bytes)
+            .map_err(|source| io_error(&self.label, source))?;
+        self.bytes_read += appended as u64;
+        Ok(Some(Framing::Owned(SourceRecord {
+            payload: RecordPayload::Unframed {
+                bytes: Bytes::from(consumed_frame_bytes),
+                format: InputFormat::Protobuf,
+                detail,
+            },
+            partition: 0,
+            position: frame_start,
+        })))
+    }
+
+    fn next_protobuf_record(&mut self) -> Result<Option<Framing>, SourceError> {
+        let frame_start = self.bytes_read;
+        self.buffer_at_least(MAX_VARINT_BYTES)?;
+        let available = self.unframed_bytes();
+        if available.is_empty() {
+            return Ok(None);
+        }
+        let mut length: u64 = 0;
+        let mut prefix_length = None;
+        for (index, &byte) in available.iter().take(MAX_VARINT_BYTES).enumerate() {
+            let shift = 7 * index as u32;
+            length |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+            if byte & 0x80 == 0 {
+                prefix_length = Some(index + 1);
+                break;
+            }
+        }
+        let Some(prefix_length) = prefix_length else {
+            let consumed = available.len().min(MAX_VARINT_BYTES);
+            let prefix_bytes = available.get(..consumed).unwrap_or_default().to_vec();
+            self.consume(consumed);
+            let detail = if consumed < MAX_VARINT_BYTES {
+                format!(
+                    "truncated length prefix at byte offset {frame_start}: input ends inside the varint"
+                )
+            } else {
+                format!("malformed length prefix at byte offset {frame_start}: varint longer than {MAX_VARINT_BYTES} bytes")
+            };
+            return self.unframed_record(frame_start, prefix_bytes, detail);
+        };
+        if length > MAX_PROTOBUF_MESSAGE_BYTES {
+            let detail = format!(
+                "length prefix at byte offset {frame_start} announces {length} bytes, above the {MAX_PROTOBUF_MESSAGE_BYTES}-byte limit"
+            );
+            let prefix_bytes = available.get(..prefix_length).unwrap_or_default().to_vec();
+            self.consume(prefix_length);
+            return self.unframed_record(frame_start, prefix_bytes, detail);
+        }
+        // `length` is at most 1 MiB here, so it fits in usize. The prefix stays unframed until
+        // the whole message is buffered (reading ahead drops framed bytes).
+        let frame_length = prefix_length + length as usize;
+        self.buffer_at_least(frame_length)?;
+        let available = self.unframed_bytes();
+        if available.len() < frame_length {
+            let received = available.len() - prefix_length;
+            let detail = format!(
+                "truncated message at byte offset {frame_start}: length prefix announces {length} bytes, input ends after {received}"
+            );
+            let frame_bytes = available.to_vec();
+            self.consume(available.len());
+            return self.unframed_record(frame_start, frame_bytes, detail);
+        }
+        self.consume(prefix_length);
+        Ok(Some(Framing::Encoded {
+            range: self.consume(length as usize),
+            position: frame_start,
+        }))
+    }
+}
+
+impl<R: Read> Iterator for FileReader<R> {
+    type Item = Result<SourceRecord, SourceError>;
+
+    /// The next record, owned (an ordinary record's bytes are copied out of the buffer).
+    fn next(&mut self) -> Option<Self::Item> {
+        let framed = self.next_framed()?;
+        Some(framed.map(|framed| match framed {
+            FramedRecord::Encoded {
+                bytes,
+                format,
+                position,
+            } => SourceRecord {
+                payload: RecordPayload::Encoded {
+                    bytes: Bytes::copy_from_slice(bytes),
+                    format,
+                },
+                partition: 0,
+                position,
+            },
+            FramedRecord::Owned(record) => record,
+        }))
     }
 }
 
@@ -535,6 +681,7 @@ mod tests {
     use super::*;
     use crate::proto::EventType;
     use crate::time::millis_to_timestamp;
+    use proptest::strategy::Strategy;
 
     fn records_of(input: &[u8], format: InputFormat) -> Vec<SourceRecord> {
         FileReader::new(input, format, "test")
@@ -611,6 +758,66 @@ mod tests {
         assert_eq!(records[1].position, 2);
         assert_eq!(encoded_bytes(&records[2]), b"{\"b\":2}");
         assert_eq!(records[2].position, 3);
+    }
+
+    /// A reader that returns at most `chunk` bytes per read, as a pipe or a slow disk may.
+    struct Trickle<'input> {
+        input: &'input [u8],
+        chunk: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, target: &mut [u8]) -> std::io::Result<usize> {
+            let length = self.chunk.min(target.len()).min(self.input.len());
+            let (head, rest) = self.input.split_at(length);
+            target[..length].copy_from_slice(head);
+            self.input = rest;
+            Ok(length)
+        }
+    }
+
+    /// Every record with the reader's byte count after it.
+    fn records_and_offsets<R: Read>(mut reader: FileReader<R>) -> Vec<(SourceRecord, u64)> {
+        let mut read = Vec::new();
+        while let Some(record) = reader.next() {
+            read.push((record.unwrap(), reader.bytes_read()));
+        }
+        read
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn records_do_not_depend_on_how_the_input_arrives(
+            pieces in proptest::collection::vec(
+                proptest::prop_oneof![
+                    "[a-z{}\":,]{0,40}".prop_map(String::into_bytes),
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+                    proptest::prelude::Just(b"\r\n".to_vec()),
+                    proptest::prelude::Just(b"\n\n".to_vec()),
+                ],
+                0..24,
+            ),
+            chunk in 1_usize..64,
+            max_record_bytes in 1_usize..48,
+            protobuf_events in 0_u64..6,
+            cut in 0_usize..64,
+        ) {
+            let jsonl: Vec<u8> = pieces.concat();
+            let mut writer = EventWriter::new(Vec::new(), InputFormat::Protobuf, "memory");
+            for index in 0..protobuf_events {
+                writer.write(&sample_event(index)).unwrap();
+            }
+            let mut protobuf = writer.finish().unwrap();
+            protobuf.truncate(protobuf.len().saturating_sub(cut % 3 * cut));
+            protobuf.extend_from_slice(&jsonl);
+            for (input, format) in [(&jsonl, InputFormat::Jsonl), (&protobuf, InputFormat::Protobuf)] {
+                let whole = FileReader::new(input.as_slice(), format, "test")
+                    .with_max_record_bytes(max_record_bytes);
+                let trickled = FileReader::new(Trickle { input, chunk }, format, "test")
+                    .with_max_record_bytes(max_record_bytes);
+                proptest::prop_assert_eq!(records_and_offsets(trickled), records_and_offsets(whole));
+            }
+        }
     }
 
     #[test]
