@@ -150,6 +150,8 @@ pub fn replay(
     let admission = pipeline.admission().clone();
     let (admitted_sender, admitted_receiver) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
     let (outputs_sender, outputs_receiver) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
+    // Written outputs go back to the counting thread, which writes the next into them.
+    let (written_sender, written_receiver) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
     // Counted batches go back to the reader, which decodes into their events.
     let (spent_sender, spent_receiver) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
     let mut summary = std::thread::scope(|scope| {
@@ -167,18 +169,20 @@ pub fn replay(
             .map_err(ReplayError::Thread)?;
         let writer = std::thread::Builder::new()
             .name("replay-write".into())
-            .spawn_scoped(scope, move || write_outputs(sink, outputs_receiver))
+            .spawn_scoped(scope, move || {
+                write_outputs(sink, outputs_receiver, written_sender)
+            })
             .map_err(ReplayError::Thread)?;
-        let counted = count_in_order(
-            &mut pipeline,
-            wall_millis,
-            admitted_receiver,
-            &spent_sender,
-            &outputs_sender,
-        );
+        let channels = CountingChannels {
+            admitted: admitted_receiver,
+            spent: spent_sender,
+            writer: outputs_sender,
+            written: written_receiver,
+        };
+        let counted = count_in_order(&mut pipeline, wall_millis, &channels);
         // Closing the channel ends the writer's loop. The writer's own error comes first: when
         // it stopped, counting only saw the closed channel.
-        drop(outputs_sender);
+        drop(channels);
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(ReplayError::ThreadPanicked("writer")));
@@ -275,19 +279,26 @@ fn reuse_spent_batch(
     batch
 }
 
+/// The counting thread's channels: batches in, counted batches back to the reader, outputs to
+/// the writer and written outputs back from it.
+struct CountingChannels {
+    admitted: mpsc::Receiver<Result<AdmittedBatch, crate::source::SourceError>>,
+    spent: mpsc::SyncSender<AdmittedBatch>,
+    writer: mpsc::SyncSender<Outputs>,
+    written: mpsc::Receiver<Outputs>,
+}
+
 /// The counting thread: every admitted record through the stateful stages in input order;
 /// outputs go to the writer in chunks, counted batches back to the reader.
 fn count_in_order(
     pipeline: &mut Pipeline,
     wall_millis: i64,
-    admitted: mpsc::Receiver<Result<AdmittedBatch, crate::source::SourceError>>,
-    spent: &mpsc::SyncSender<AdmittedBatch>,
-    writer: &mpsc::SyncSender<Outputs>,
+    channels: &CountingChannels,
 ) -> Result<ReplaySummary, ReplayError> {
     let mut summary = ReplaySummary::default();
     let mut outputs = Outputs::default();
     let mut buffered_dead_letter_bytes: usize = 0;
-    for batch in admitted {
+    for batch in &channels.admitted {
         let mut batch = batch?;
         for record in &mut batch {
             summary.records += 1;
@@ -306,23 +317,25 @@ fn count_in_order(
             if summary.records % WRITE_EVERY_RECORDS == 0
                 || buffered_dead_letter_bytes > MAX_BUFFERED_DEAD_LETTER_BYTES
             {
-                hand_over(&mut outputs, writer, &mut summary)?;
+                hand_over(pipeline, &mut outputs, channels, &mut summary)?;
                 pipeline.flush_metrics();
                 buffered_dead_letter_bytes = 0;
             }
         }
         // A full channel (the reader is ahead) or a finished reader: the batch is dropped here.
-        let _ = spent.try_send(batch);
+        let _ = channels.spent.try_send(batch);
     }
     pipeline.finish(wall_millis, &mut outputs);
-    hand_over(&mut outputs, writer, &mut summary)?;
+    hand_over(pipeline, &mut outputs, channels, &mut summary)?;
     Ok(summary)
 }
 
-/// Counts a chunk of outputs into the summary and sends it to the writer.
+/// Counts a chunk of outputs into the summary and sends it to the writer; the next chunk is
+/// collected into one the writer handed back, when there is one.
 fn hand_over(
+    pipeline: &mut Pipeline,
     outputs: &mut Outputs,
-    writer: &mpsc::SyncSender<Outputs>,
+    channels: &CountingChannels,
     summary: &mut ReplaySummary,
 ) -> Result<(), ReplayError> {
     summary.windows += outputs.windows.len() as u64;
@@ -333,19 +346,32 @@ fn hand_over(
             .entry(dead_letter.reason.clone())
             .or_default() += 1;
     }
+    let next = match channels.written.try_recv() {
+        Ok(mut written) => {
+            pipeline.recycle_windows(&mut written.windows);
+            written.clear();
+            written
+        }
+        Err(_) => Outputs::default(),
+    };
     // A closed channel means the writer stopped on an error, which its join reports.
-    writer
-        .send(std::mem::take(outputs))
+    channels
+        .writer
+        .send(std::mem::replace(outputs, next))
         .map_err(|_| ReplayError::WriterStopped)
 }
 
-/// The writing thread: encodes and appends every chunk, then flushes.
+/// The writing thread: encodes and appends every chunk, then flushes. Written chunks go back
+/// to the counting thread, whose next windows reuse their strings.
 fn write_outputs(
     mut sink: JsonlFileSink,
     chunks: mpsc::Receiver<Outputs>,
+    written: mpsc::SyncSender<Outputs>,
 ) -> Result<(), ReplayError> {
     for chunk in chunks {
         sink.write(&chunk)?;
+        // A full channel (counting is behind) or a finished counter: the chunk is dropped here.
+        let _ = written.try_send(chunk);
     }
     sink.flush()?;
     Ok(())

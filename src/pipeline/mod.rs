@@ -82,6 +82,15 @@ impl PipelineSettings {
     }
 }
 
+/// Most written windows a pipeline keeps for reuse ([`Pipeline::recycle_windows`]).
+const MAX_SPARE_WINDOWS: usize = 16 * 1024;
+
+/// Replaces `target`'s text with `text`, keeping its allocation.
+fn assign(target: &mut String, text: &str) {
+    target.clear();
+    target.push_str(text);
+}
+
 /// What processing produced; sinks drain it.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Outputs {
@@ -184,6 +193,10 @@ pub struct Pipeline {
     source_name: &'static str,
     /// Reused buffer for panes closed by one watermark advance.
     closed_panes: Vec<ClosedPane>,
+    /// Written windows handed back ([`Pipeline::recycle_windows`]): the next windows are
+    /// written into their strings, so that a replay neither allocates them on this thread
+    /// nor frees them on the writer's.
+    spare_windows: Vec<CellWindow>,
     /// Settings kept for snapshots' compatibility check.
     settings: PipelineSettings,
 }
@@ -229,6 +242,7 @@ impl Pipeline {
             metrics: PipelineMetrics::new(metrics, source_name),
             source_name,
             closed_panes: Vec::new(),
+            spare_windows: Vec::new(),
             settings,
         }
     }
@@ -447,25 +461,34 @@ impl Pipeline {
             else {
                 continue;
             };
-            outputs.windows.push(CellWindow {
-                grid_id: cell.grid_id.clone(),
-                community_id: community.id.clone(),
-                event_type: pane.key.event_type,
-                window_start: Some(millis_to_timestamp(pane.window_start_millis)),
-                window_end: Some(millis_to_timestamp(pane.window_end_millis)),
-                count: u64::from(pane.counts.count),
-                severity_sum: u64::from(pane.counts.severity_sum),
-                count_by_severity: pane
-                    .counts
+            let mut window = self.spare_windows.pop().unwrap_or_default();
+            assign(&mut window.grid_id, &cell.grid_id);
+            assign(&mut window.community_id, &community.id);
+            window.event_type = pane.key.event_type;
+            window.window_start = Some(millis_to_timestamp(pane.window_start_millis));
+            window.window_end = Some(millis_to_timestamp(pane.window_end_millis));
+            window.count = u64::from(pane.counts.count);
+            window.severity_sum = u64::from(pane.counts.severity_sum);
+            window.count_by_severity.clear();
+            window.count_by_severity.extend(
+                pane.counts
                     .count_by_severity
                     .iter()
-                    .map(|count| u64::from(*count))
-                    .collect(),
-                district_id: community.district_code.clone(),
-            });
+                    .map(|count| u64::from(*count)),
+            );
+            assign(&mut window.district_id, &community.district_code);
+            outputs.windows.push(window);
             self.metrics
                 .record_window_emitted(pane.window_end_millis, wall_millis);
         }
+    }
+
+    /// Takes written windows back to write the next ones into (up to what one output chunk
+    /// of the replay holds; beyond that they are dropped).
+    pub fn recycle_windows(&mut self, written: &mut Vec<CellWindow>) {
+        let room = MAX_SPARE_WINDOWS.saturating_sub(self.spare_windows.len());
+        written.truncate(room);
+        self.spare_windows.append(written);
     }
 
     fn observe_alerts(&self, first_new_alert: usize, outputs: &Outputs, wall_millis: i64) {
