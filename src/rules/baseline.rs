@@ -69,8 +69,9 @@
 //! community (about 6 events) pin the level within about ±25 %, and a city whose fraud has
 //! fallen (the 60 % target) is judged against its new level within weeks.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::ruleset::{AlertScope, BaselineSettings};
@@ -522,12 +523,12 @@ pub struct ExpectationCache {
     /// events counted into closed hours, weeks and the bits of shrinkage_weeks.
     generation: Option<(usize, i64, u64, u32, u64)>,
     /// Hourly rate by (scope, unit key, `EventType as i32`, hour, window's first hour).
-    rates: HashMap<(AlertScope, u32, i32, i64, i64), f64>,
+    rates: FxHashMap<(AlertScope, u32, i32, i64, i64), f64>,
     /// Seeded hourly rate by (scope, unit key, `EventType as i32`, local hour of day), for
     /// units without learned history in an hour: seeds and registry are fixed for an engine's
     /// life, so this is never dropped. Without it a district's 24 h window summed the seeds
     /// of ~300 cells for every hour of the window at every hour (+57 % on a week's replay).
-    seeded_rates: HashMap<(AlertScope, u32, i32, usize), f64>,
+    seeded_rates: FxHashMap<(AlertScope, u32, i32, usize), f64>,
 }
 
 impl PartialEq for ExpectationCache {
