@@ -41,9 +41,15 @@ use gridwatch::grid::GridRegistry;
 use gridwatch::source::simulator::{Simulator, SimulatorSettings};
 use gridwatch::tools::produce::{produce_simulated, ProduceOptions};
 use rdkafka::config::ClientConfig;
+
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+
+/// The allocator the `gridwatch` binary ships with (`src/main.rs`): the service measured here
+/// is the one that runs, not one on the system allocator.
+#[global_allocator]
+static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[allow(dead_code)]
 #[path = "../tests/it/support/tansu.rs"]
