@@ -17,7 +17,7 @@ use crate::decode::InputFormat;
 use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
 use crate::pipeline::{
-    AdmittedRecord, EncodedRecord, Outputs, Pipeline, PipelineSettings, RecordResult,
+    AdmittedRecord, DecodedRecord, EncodedRecord, Outputs, Pipeline, PipelineSettings, RecordResult,
 };
 use crate::proto::IncidentEvent;
 use crate::rules::RuleSet;
@@ -117,20 +117,23 @@ pub enum ReplayError {
 const WRITE_EVERY_RECORDS: u64 = 4096;
 /// Dead-letter payload bytes buffered before the outputs are written anyway.
 const MAX_BUFFERED_DEAD_LETTER_BYTES: usize = 4 * 1024 * 1024;
-/// Records handed from the reading thread to the counting thread at once: large enough that
-/// the hand-off costs nothing per record, small enough to keep both threads busy.
-const ADMITTED_BATCH_RECORDS: usize = 1024;
+/// Records handed from one thread to the next at once: large enough that the hand-off costs
+/// nothing per record, small enough to keep every thread busy.
+const BATCH_RECORDS: usize = 1024;
 /// Batches in flight between two threads: bounds the memory a faster stage can fill while
 /// letting it run ahead of a momentarily slower one.
 const BATCHES_IN_FLIGHT: usize = 8;
 
 /// Replays `options.input` with `config`'s window, ingest and privacy settings.
 ///
-/// Three threads, each a plain loop: one reads and runs the stateless stages (decode, limits,
-/// validation, grid resolution; [`crate::pipeline::Admission`]), one runs the stateful stages
-/// in input order ([`Pipeline::process_admitted`]), one encodes and writes the outputs. They
-/// hand batches through bounded channels, so the outputs are exactly those of one thread doing
-/// it all (the same order, the same bytes) while a second core does half the work.
+/// Four threads, each a plain loop: one reads and decodes, one runs the other stateless
+/// stages (limits, validation, grid resolution; [`crate::pipeline::Admission`]), one runs the
+/// stateful stages in input order ([`Pipeline::process_admitted`]), one encodes and writes the
+/// outputs. They hand batches through bounded channels, so the outputs are exactly those of one
+/// thread doing it all (the same order, the same bytes) while the cores share the work. Four
+/// stages rather than three because reading and decoding alone are about as much work as the
+/// stateful stages on a JSON replay: on two cores the wall time is then about half the CPU
+/// time, not the slowest thread's.
 pub fn replay(
     options: &ReplayOptions,
     config: &Config,
@@ -148,6 +151,7 @@ pub fn replay(
     let progress = progress_bar(options.show_progress, reader.total_bytes());
     let wall_millis = crate::time::wall_clock_millis();
     let admission = pipeline.admission().clone();
+    let (decoded_sender, decoded_receiver) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
     let (admitted_sender, admitted_receiver) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
     let (outputs_sender, outputs_receiver) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
     // Written outputs go back to the counting thread, which writes the next into them.
@@ -157,14 +161,21 @@ pub fn replay(
     let mut summary = std::thread::scope(|scope| {
         let progress = &progress;
         // Named, so that a profile or `top -H` shows which stage is busy.
+        let admission = &admission;
         let reader = std::thread::Builder::new()
             .name("replay-read".into())
             .spawn_scoped(scope, move || {
                 let channels = ReaderChannels {
-                    admitted: admitted_sender,
+                    decoded: decoded_sender,
                     spent: spent_receiver,
                 };
-                read_and_admit(reader, &admission, wall_millis, progress, channels)
+                read_and_decode(reader, admission, progress, channels)
+            })
+            .map_err(ReplayError::Thread)?;
+        let checker = std::thread::Builder::new()
+            .name("replay-check".into())
+            .spawn_scoped(scope, move || {
+                check_in_order(admission, wall_millis, decoded_receiver, admitted_sender)
             })
             .map_err(ReplayError::Thread)?;
         let writer = std::thread::Builder::new()
@@ -186,7 +197,11 @@ pub fn replay(
         let written = writer
             .join()
             .unwrap_or_else(|_| Err(ReplayError::ThreadPanicked("writer")));
-        // The reader ends once its channel is closed (counting stopped) or the input is read.
+        // The checker and the reader end once their channel is closed (counting stopped) or
+        // the input is read.
+        checker
+            .join()
+            .map_err(|_| ReplayError::ThreadPanicked("checker"))?;
         reader
             .join()
             .map_err(|_| ReplayError::ThreadPanicked("reader"))?;
@@ -198,29 +213,32 @@ pub fn replay(
     Ok(summary)
 }
 
-/// Admitted records in input order, handed from the reading thread to the counting thread.
+/// Decoded records in input order, handed from the reading thread to the checking thread.
+type DecodedBatch = Vec<DecodedRecord>;
+/// Admitted records in input order, handed from the checking thread to the counting thread.
 type AdmittedBatch = Vec<AdmittedRecord>;
+/// A batch, or the read error that ends the input.
+type BatchOrError<Batch> = Result<Batch, crate::source::SourceError>;
 
-/// The reading thread's two channels: batches to count, and counted batches handed back.
+/// The reading thread's two channels: batches to check, and counted batches handed back.
 struct ReaderChannels {
-    admitted: mpsc::SyncSender<Result<AdmittedBatch, crate::source::SourceError>>,
+    decoded: mpsc::SyncSender<BatchOrError<DecodedBatch>>,
     spent: mpsc::Receiver<AdmittedBatch>,
 }
 
-/// The reading thread: records in file order through the stateless stages, in batches. Ends
-/// at end of input, after sending a read error, or when the counting thread has stopped.
-/// Records are decoded into the events of batches the counting thread handed back, so ids
-/// are allocated and freed on this thread only, and rarely.
-fn read_and_admit(
+/// The reading thread: records in file order, decoded, in batches. Ends at end of input,
+/// after sending a read error, or when the next thread has stopped. Records are decoded into
+/// the events of batches the counting thread handed back, so ids are allocated and freed on
+/// this thread only, and rarely.
+fn read_and_decode(
     mut reader: FileReader,
     admission: &crate::pipeline::Admission,
-    wall_millis: i64,
     progress: &indicatif::ProgressBar,
     channels: ReaderChannels,
 ) {
-    let ReaderChannels { admitted, spent } = channels;
+    let ReaderChannels { decoded, spent } = channels;
     let mut spare_events: Vec<Box<IncidentEvent>> = Vec::new();
-    let mut batch = AdmittedBatch::with_capacity(ADMITTED_BATCH_RECORDS);
+    let mut batch = DecodedBatch::with_capacity(BATCH_RECORDS);
     while let Some(framed) = reader.next_framed() {
         let spare = spare_events.pop().unwrap_or_default();
         match framed {
@@ -235,54 +253,72 @@ fn read_and_admit(
                     partition: 0,
                     position,
                 };
-                batch.push(admission.admit_encoded(record, wall_millis, spare));
+                batch.push(admission.decode_lent(record, spare));
             }
-            Ok(FramedRecord::Owned(record)) => {
-                batch.push(admission.admit_reusing(record, wall_millis, spare));
-            }
+            Ok(FramedRecord::Owned(record)) => batch.push(admission.decode(record, spare)),
             Err(error) => {
-                let _ = admitted.send(Ok(std::mem::take(&mut batch)));
-                let _ = admitted.send(Err(error));
+                let _ = decoded.send(Ok(std::mem::take(&mut batch)));
+                let _ = decoded.send(Err(error));
                 return;
             }
         }
-        if batch.len() == ADMITTED_BATCH_RECORDS {
-            let next = reuse_spent_batch(&spent, &mut spare_events);
-            let full = std::mem::replace(&mut batch, next);
-            if admitted.send(Ok(full)).is_err() {
+        if batch.len() == BATCH_RECORDS {
+            take_spent_events(&spent, &mut spare_events);
+            let full = std::mem::replace(&mut batch, DecodedBatch::with_capacity(BATCH_RECORDS));
+            if decoded.send(Ok(full)).is_err() {
                 return;
             }
             progress.set_position(reader.bytes_read());
         }
     }
-    let _ = admitted.send(Ok(batch));
+    let _ = decoded.send(Ok(batch));
 }
 
-/// An empty batch for the reading thread: one the counting thread handed back, its events
-/// kept in `spare_events` for decoding into, or a new one when none is back yet. Takes at most
-/// one batch per batch sent, so the spares stay within two batches' worth.
+/// The checking thread: the other stateless stages of every decoded record, in order. Ends at
+/// the end of its input, after forwarding a read error, or when counting has stopped.
+fn check_in_order(
+    admission: &crate::pipeline::Admission,
+    wall_millis: i64,
+    decoded: mpsc::Receiver<BatchOrError<DecodedBatch>>,
+    admitted: mpsc::SyncSender<BatchOrError<AdmittedBatch>>,
+) {
+    for batch in decoded {
+        let checked = batch.map(|batch| {
+            batch
+                .into_iter()
+                .map(|record| admission.check(record, wall_millis))
+                .collect()
+        });
+        if admitted.send(checked).is_err() {
+            return;
+        }
+    }
+}
+
+/// Keeps the events of one batch the counting thread handed back, if one is back, in
+/// `spare_events` for decoding into. Takes at most one batch per batch sent, so the spares
+/// stay within two batches' worth.
 #[allow(
     clippy::vec_box,
     reason = "the boxes are what is reused: an admitted event moves as a pointer"
 )]
-fn reuse_spent_batch(
+fn take_spent_events(
     spent: &mpsc::Receiver<AdmittedBatch>,
     spare_events: &mut Vec<Box<IncidentEvent>>,
-) -> AdmittedBatch {
-    let Ok(mut batch) = spent.try_recv() else {
-        return AdmittedBatch::with_capacity(ADMITTED_BATCH_RECORDS);
+) {
+    let Ok(batch) = spent.try_recv() else {
+        return;
     };
     let events = batch
-        .drain(..)
+        .into_iter()
         .filter_map(|record| record.outcome.ok().map(|admitted| admitted.event));
     spare_events.extend(events);
-    batch
 }
 
 /// The counting thread's channels: batches in, counted batches back to the reader, outputs to
 /// the writer and written outputs back from it.
 struct CountingChannels {
-    admitted: mpsc::Receiver<Result<AdmittedBatch, crate::source::SourceError>>,
+    admitted: mpsc::Receiver<BatchOrError<AdmittedBatch>>,
     spent: mpsc::SyncSender<AdmittedBatch>,
     writer: mpsc::SyncSender<Outputs>,
     written: mpsc::Receiver<Outputs>,

@@ -42,6 +42,17 @@ pub struct AdmittedRecord {
     pub outcome: Result<Admitted, RejectedInput>,
 }
 
+/// One record after decoding, before the other stateless stages ([`Admission::check`]).
+#[derive(Debug)]
+pub struct DecodedRecord {
+    /// Input partition.
+    pub partition: u32,
+    /// Position within the partition.
+    pub position: u64,
+    /// The decoded event and the format it came in, or why it could not be decoded.
+    pub decoded: Result<(Box<IncidentEvent>, InputFormat), RejectedInput>,
+}
+
 /// One record's encoded bytes, lent by its reader, with where it was read.
 #[derive(Debug, Clone, Copy)]
 pub struct EncodedRecord<'bytes> {
@@ -110,38 +121,38 @@ impl Admission {
 
     /// Every stateless stage of one record at wall time `wall_millis`.
     pub fn admit(&self, record: SourceRecord, wall_millis: i64) -> AdmittedRecord {
-        self.admit_reusing(record, wall_millis, Box::default())
+        self.check(self.decode(record, Box::default()), wall_millis)
     }
 
-    /// [`Admission::admit`], decoding into `spare`: an event the stateful stages are done
-    /// with, whose string buffers are reused. A replay hands events back to its reading thread
-    /// this way; allocating them there and freeing them on the counting thread was a fifth of
-    /// the replay's CPU (mimalloc's cross-thread frees).
-    pub fn admit_reusing(
-        &self,
-        record: SourceRecord,
-        wall_millis: i64,
-        spare: Box<IncidentEvent>,
-    ) -> AdmittedRecord {
+    /// The first stateless stage alone: decodes `record` into `spare`, an event the stateful
+    /// stages are done with, whose string buffers are reused. A replay decodes on one thread
+    /// (handing events back to it: allocating them there and freeing them on the counting
+    /// thread was a fifth of the replay's CPU) and runs [`Admission::check`] on another.
+    pub fn decode(&self, record: SourceRecord, spare: Box<IncidentEvent>) -> DecodedRecord {
         let SourceRecord {
             payload,
             partition,
             position,
         } = record;
-        let decoded = self.decode_payload(payload, spare);
-        self.check_decoded(decoded, partition, position, wall_millis)
+        DecodedRecord {
+            partition,
+            position,
+            decoded: self.decode_payload(payload, spare),
+        }
     }
 
-    /// [`Admission::admit_reusing`] of a record's bytes lent by its reader (a file replay
-    /// decodes each record where it was read into, never copying it).
-    pub fn admit_encoded(
+    /// [`Admission::decode`] of a record's bytes lent by its reader (a file replay decodes
+    /// each record where it was read into, never copying it).
+    pub fn decode_lent(
         &self,
         record: EncodedRecord<'_>,
-        wall_millis: i64,
         spare: Box<IncidentEvent>,
-    ) -> AdmittedRecord {
-        let decoded = self.decode_encoded(record.bytes, record.format, spare);
-        self.check_decoded(decoded, record.partition, record.position, wall_millis)
+    ) -> DecodedRecord {
+        DecodedRecord {
+            partition: record.partition,
+            position: record.position,
+            decoded: self.decode_encoded(record.bytes, record.format, spare),
+        }
     }
 
     /// Decodes a record's bytes into `spare`, refusing more than the record limit.
@@ -163,14 +174,14 @@ impl Admission {
         }
     }
 
-    /// Field limits, validation and grid resolution after decoding.
-    fn check_decoded(
-        &self,
-        decoded: Result<(Box<IncidentEvent>, InputFormat), RejectedInput>,
-        partition: u32,
-        position: u64,
-        wall_millis: i64,
-    ) -> AdmittedRecord {
+    /// The other stateless stages of a decoded record: field limits, validation (with
+    /// pseudonymization) and grid resolution at wall time `wall_millis`.
+    pub fn check(&self, record: DecodedRecord, wall_millis: i64) -> AdmittedRecord {
+        let DecodedRecord {
+            partition,
+            position,
+            decoded,
+        } = record;
         let (event, format) = match decoded {
             Ok(decoded) => decoded,
             Err(rejected) => {

@@ -29,7 +29,9 @@ use crate::window::progress::{source_key, ClockGuardSettings, ProgressObservatio
 mod admission;
 mod metrics;
 
-pub use admission::{Admission, Admitted, AdmittedRecord, EncodedRecord, RejectedInput};
+pub use admission::{
+    Admission, Admitted, AdmittedRecord, DecodedRecord, EncodedRecord, RejectedInput,
+};
 
 use crate::window::sliding::SlidingViews;
 use crate::window::tumbling::{RecordOutcome, TumblingWindows};
