@@ -25,7 +25,7 @@ use std::sync::Arc;
 use crate::fraud::{FraudSettings, FraudTracker};
 use crate::grid::{CellIndex, GridRegistry};
 use crate::metrics::Metrics;
-use crate::pipeline::{Outputs, Pipeline, PipelineSettings, PipelineState};
+use crate::pipeline::{AdmittedRecord, Outputs, Pipeline, PipelineSettings, PipelineState};
 use crate::proto::Alert;
 use crate::rules::RuleSet;
 use crate::source::SourceRecord;
@@ -38,6 +38,9 @@ use crate::window::PaneKey;
 pub enum SourceMessage {
     /// Records to process.
     Records(Vec<SourceRecord>),
+    /// Records whose stateless stages the source already ran (the Kafka consumer does, on its
+    /// own thread, so that the pipeline task only runs the stateful ones).
+    Admitted(Vec<AdmittedRecord>),
     /// Kafka: partitions now owned, each with the state to start from. Sent before any of
     /// their records.
     Assigned(Vec<AssignedPartition>),
@@ -189,8 +192,33 @@ impl PartitionedPipelines {
 
     /// Processes one record in its partition's pipeline at wall time `wall_millis`.
     pub fn process(&mut self, record: SourceRecord, wall_millis: i64, outputs: &mut Outputs) {
-        let owned = self.owned(record.partition);
-        let next_position = record.position.saturating_add(1);
+        let owned = self.owned_after(record.partition, record.position, wall_millis);
+        owned.pipeline.process(record, wall_millis, outputs);
+    }
+
+    /// [`PartitionedPipelines::process`] of a record whose stateless stages have run.
+    pub fn process_admitted(
+        &mut self,
+        record: &mut AdmittedRecord,
+        wall_millis: i64,
+        outputs: &mut Outputs,
+    ) {
+        let owned = self.owned_after(record.partition, record.position, wall_millis);
+        owned
+            .pipeline
+            .process_admitted(record, wall_millis, outputs);
+    }
+
+    /// The owned `partition`, its position and activity moved past a record at `position`
+    /// processed at `wall_millis`.
+    fn owned_after(
+        &mut self,
+        partition: u32,
+        position: u64,
+        wall_millis: i64,
+    ) -> &mut OwnedPartition {
+        let owned = self.owned(partition);
+        let next_position = position.saturating_add(1);
         owned.next_position = Some(
             owned
                 .next_position
@@ -201,7 +229,7 @@ impl PartitionedPipelines {
                 .last_record_wall_millis
                 .map_or(wall_millis, |latest| latest.max(wall_millis)),
         );
-        owned.pipeline.process(record, wall_millis, outputs);
+        owned
     }
 
     /// Takes ownership of `partition`: its state from `snapshot` (bytes of

@@ -114,6 +114,19 @@ impl Admission {
         }
     }
 
+    /// The stateless stages of a pipeline with `settings` (the Kafka consumer runs them on its
+    /// own thread, before the records reach the pipeline task).
+    pub fn of_settings(
+        settings: &super::PipelineSettings,
+        registry: Arc<GridRegistry>,
+    ) -> Admission {
+        Admission::new(
+            Decoder::new(settings.decode.clone()),
+            registry,
+            settings.limits,
+        )
+    }
+
     /// The decoder (the stateful half scrubs every dead letter with it).
     pub fn decoder(&self) -> &Decoder {
         &self.decoder

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::dead_letter::DeadLetterReason;
-use crate::decode::{DecodeSettings, Decoder, Rejection};
+use crate::decode::{DecodeSettings, Rejection};
 use crate::dedup::Deduplicator;
 use crate::event::AcceptedEvent;
 use crate::fraud::FraudTracker;
@@ -213,11 +213,7 @@ impl Pipeline {
         source_name: &'static str,
     ) -> Pipeline {
         Pipeline {
-            admission: Admission::new(
-                Decoder::new(settings.decode.clone()),
-                Arc::clone(&registry),
-                settings.limits,
-            ),
+            admission: Admission::of_settings(&settings, Arc::clone(&registry)),
             registry,
             stages: StageState {
                 watermarks: WatermarkTracker::new(

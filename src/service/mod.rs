@@ -354,9 +354,11 @@ pub async fn run(
         }
         SourceKind::Kafka => {
             let state_writer = StateWriter::create(&config.kafka)?;
+            let settings = partition_pipeline_settings(&config);
             let source = KafkaSource::start(
                 &config.kafka,
-                crate::state::SnapshotFit::new(&partition_pipeline_settings(&config), &registry),
+                crate::state::SnapshotFit::new(&settings, &registry),
+                crate::pipeline::Admission::of_settings(&settings, registry.clone()),
                 batch_sender,
                 metrics.clone(),
             )?;

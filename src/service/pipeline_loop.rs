@@ -20,7 +20,7 @@ use super::status::{fraud_partials, StatusReporter};
 use crate::api::Health;
 use crate::metrics::Metrics;
 use crate::partitions::{AssignedPartition, PartitionedPipelines, SourceMessage};
-use crate::pipeline::Outputs;
+use crate::pipeline::{AdmittedRecord, Outputs};
 use crate::read_model::OutputRecord;
 use crate::rules::RuleSet;
 use crate::source::SourceRecord;
@@ -81,6 +81,7 @@ impl PipelineLoop {
                 _ = &mut shutdown => return,
                 message = batch_receiver.recv(), if input_open => match message {
                     Some(SourceMessage::Records(records)) => self.on_batch(records),
+                    Some(SourceMessage::Admitted(records)) => self.on_admitted_batch(records),
                     Some(SourceMessage::Assigned(partitions)) => self.on_assigned(partitions),
                     Some(SourceMessage::Revoked { partitions, done }) => {
                         let committable = self.on_revoked(&partitions).await;
@@ -113,6 +114,22 @@ impl PipelineLoop {
             self.pipelines
                 .process(record, wall_millis, &mut self.outputs);
         }
+        self.finish_batch(started);
+    }
+
+    /// A batch the source already admitted (Kafka): only the stateful stages run here.
+    fn on_admitted_batch(&mut self, mut records: Vec<AdmittedRecord>) {
+        let started = Instant::now();
+        let wall_millis = wall_clock_millis();
+        for record in &mut records {
+            self.pipelines
+                .process_admitted(record, wall_millis, &mut self.outputs);
+        }
+        self.finish_batch(started);
+    }
+
+    /// Writes a batch's outputs and observes how long it took since `started`.
+    fn finish_batch(&mut self, started: Instant) {
         self.write_outputs();
         self.metrics
             .processing_latency

@@ -34,7 +34,9 @@ use crate::kafka::{
 };
 use crate::metrics::Metrics;
 use crate::partitions::{AssignedPartition, SourceMessage};
+use crate::pipeline::{Admission, AdmittedRecord};
 use crate::source::{RecordPayload, SourceRecord};
+use crate::time::wall_clock_millis;
 
 /// What the consumer thread shares with the pipeline task.
 #[derive(Debug, Clone, Default)]
@@ -98,9 +100,13 @@ struct GroupContext {
     topics: Arc<Vec<String>>,
     /// To the pipeline task (records, assignments, revocations), in order.
     sender: mpsc::Sender<SourceMessage>,
-    /// Records polled but not yet handed over (the pipeline was behind); sent before any
-    /// rebalance message so the order per partition holds.
-    pending: Mutex<Vec<SourceRecord>>,
+    /// Records polled and admitted but not yet handed over (the pipeline was behind); sent
+    /// before any rebalance message so the order per partition holds.
+    pending: Mutex<Vec<AdmittedRecord>>,
+    /// The stateless stages (decode, limits, validation, grid resolution), run on this
+    /// thread as records are polled: the pipeline task, which bounds the service's
+    /// throughput, then only runs the stateful ones.
+    admission: Admission,
     /// Reads partition state on assignment.
     state_reader: crate::state::kafka::StateReader,
     /// How long to wait for state on assignment and for the pipeline on revoke.
@@ -157,7 +163,7 @@ impl GroupContext {
         if records.is_empty() {
             return true;
         }
-        self.send_blocking(SourceMessage::Records(records))
+        self.send_blocking(SourceMessage::Admitted(records))
     }
 
     /// The latest snapshots of `wanted`, retried with backoff while the state topic cannot be
@@ -441,6 +447,7 @@ impl KafkaSource {
     pub fn start(
         config: &KafkaConfig,
         snapshot_fit: crate::state::SnapshotFit,
+        admission: Admission,
         sender: mpsc::Sender<SourceMessage>,
         metrics: Arc<Metrics>,
     ) -> Result<KafkaSource, KafkaError> {
@@ -450,6 +457,7 @@ impl KafkaSource {
             topics: topics.clone(),
             sender,
             pending: Mutex::new(Vec::new()),
+            admission,
             state_reader: crate::state::kafka::StateReader::create(config)?,
             state_timeout: config.state_timeout,
             snapshot_fit,
@@ -645,8 +653,9 @@ fn poll_loop(
                 match polled {
                     Ok(message) => match record_of(topics, formats_by_topic, &message) {
                         Some(record) => {
+                            let admitted = context.admission.admit(record, wall_clock_millis());
                             let mut pending = lock(&context.pending);
-                            pending.push(record);
+                            pending.push(admitted);
                             if pending.len() >= RECORDS_PER_BATCH {
                                 break;
                             }
@@ -669,7 +678,8 @@ fn poll_loop(
             // the pause is kept).
             if let Some(Ok(message)) = consumer.poll(PAUSED_POLL_TIMEOUT) {
                 if let Some(record) = record_of(topics, formats_by_topic, &message) {
-                    lock(&context.pending).push(record);
+                    let admitted = context.admission.admit(record, wall_clock_millis());
+                    lock(&context.pending).push(admitted);
                 }
             }
         }
@@ -677,7 +687,7 @@ fn poll_loop(
         if records.is_empty() {
             continue;
         }
-        match context.sender.try_send(SourceMessage::Records(records)) {
+        match context.sender.try_send(SourceMessage::Admitted(records)) {
             Ok(()) => {
                 full_since = None;
                 if paused {
@@ -685,7 +695,7 @@ fn poll_loop(
                     paused = false;
                 }
             }
-            Err(mpsc::error::TrySendError::Full(SourceMessage::Records(records))) => {
+            Err(mpsc::error::TrySendError::Full(SourceMessage::Admitted(records))) => {
                 lock(&context.pending).splice(0..0, records);
                 let full_for = full_since
                     .get_or_insert_with(std::time::Instant::now)
