@@ -83,6 +83,25 @@ fn bench_decode(criterion: &mut Criterion) {
             }
         })
     });
+    // As the replay's reading thread decodes: into an event whose buffers are reused.
+    for (name, payloads, format) in [
+        ("json_into_reused", &json_lines, InputFormat::Jsonl),
+        (
+            "protobuf_into_reused",
+            &protobuf_messages,
+            InputFormat::Protobuf,
+        ),
+    ] {
+        group.bench_function(name, |bencher| {
+            let mut event = gridwatch::proto::IncidentEvent::default();
+            bencher.iter(|| {
+                for payload in payloads {
+                    decoder.decode_into(payload, format, &mut event).unwrap();
+                    std::hint::black_box(decoder.validate(&mut event, WALL_MILLIS).ok());
+                }
+            })
+        });
+    }
     group.finish();
 }
 

@@ -17,9 +17,9 @@ use crate::decode::InputFormat;
 use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
 use crate::pipeline::{
-    AdmittedRecord, DecodedRecord, EncodedRecord, Outputs, Pipeline, PipelineSettings, RecordResult,
+    AdmittedRecord, DecodedRecord, EncodedRecord, Outputs, Pipeline, PipelineSettings,
+    RecordResult, SpareEvents,
 };
-use crate::proto::IncidentEvent;
 use crate::rules::RuleSet;
 use crate::sink::file::JsonlFileSink;
 use crate::source::file::{FileReader, FramedRecord};
@@ -237,10 +237,10 @@ fn read_and_decode(
     channels: ReaderChannels,
 ) {
     let ReaderChannels { decoded, spent } = channels;
-    let mut spare_events: Vec<Box<IncidentEvent>> = Vec::new();
+    let mut spare_events = SpareEvents::default();
     let mut batch = DecodedBatch::with_capacity(BATCH_RECORDS);
     while let Some(framed) = reader.next_framed() {
-        let spare = spare_events.pop().unwrap_or_default();
+        let spare = spare_events.take();
         match framed {
             Ok(FramedRecord::Encoded {
                 bytes,
@@ -263,7 +263,10 @@ fn read_and_decode(
             }
         }
         if batch.len() == BATCH_RECORDS {
-            take_spent_events(&spent, &mut spare_events);
+            // At most one batch back per batch sent: the spares stay within two batches.
+            if let Ok(counted) = spent.try_recv() {
+                spare_events.keep_events_of(counted);
+            }
             let full = std::mem::replace(&mut batch, DecodedBatch::with_capacity(BATCH_RECORDS));
             if decoded.send(Ok(full)).is_err() {
                 return;
@@ -293,26 +296,6 @@ fn check_in_order(
             return;
         }
     }
-}
-
-/// Keeps the events of one batch the counting thread handed back, if one is back, in
-/// `spare_events` for decoding into. Takes at most one batch per batch sent, so the spares
-/// stay within two batches' worth.
-#[allow(
-    clippy::vec_box,
-    reason = "the boxes are what is reused: an admitted event moves as a pointer"
-)]
-fn take_spent_events(
-    spent: &mpsc::Receiver<AdmittedBatch>,
-    spare_events: &mut Vec<Box<IncidentEvent>>,
-) {
-    let Ok(batch) = spent.try_recv() else {
-        return;
-    };
-    let events = batch
-        .into_iter()
-        .filter_map(|record| record.outcome.ok().map(|admitted| admitted.event));
-    spare_events.extend(events);
 }
 
 /// The counting thread's channels: batches in, counted batches back to the reader, outputs to

@@ -30,7 +30,7 @@ mod admission;
 mod metrics;
 
 pub use admission::{
-    Admission, Admitted, AdmittedRecord, DecodedRecord, EncodedRecord, RejectedInput,
+    Admission, Admitted, AdmittedRecord, DecodedRecord, EncodedRecord, RejectedInput, SpareEvents,
 };
 
 use crate::window::sliding::SlidingViews;
