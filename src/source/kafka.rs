@@ -7,7 +7,10 @@
 //! and watermarks stay per input partition even with several topics, and whose `position` is
 //! the Kafka offset. A `content-type` header of `application/json` selects JSON for that
 //! record, `application/x-protobuf` (or `application/protobuf`) protobuf; otherwise the
-//! topic's entry in `kafka.topic_formats`, else `kafka.format`, applies.
+//! topic's entry in `kafka.topic_formats`, else `kafka.format`, applies. The consumer thread
+//! runs each record's stateless stages ([`crate::pipeline::Admission`]) as it polls, and hands
+//! the pipeline task [`SourceMessage::Admitted`] batches: the pipeline task bounds the
+//! service's throughput, so it runs only the stateful stages.
 //!
 //! Offsets are never auto-committed: rebalances hand partitions (with their restored state)
 //! to the pipeline and take them back after their last snapshot, and the service commits
