@@ -20,7 +20,7 @@ use crate::event::AcceptedEvent;
 use crate::fraud::FraudTracker;
 use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
-use crate::proto::{Alert, CellWindow, DeadLetter};
+use crate::proto::{Alert, CellWindow, DeadLetter, IncidentEvent};
 use crate::rules::{RuleEngine, RuleEngineState, RuleSet};
 use crate::source::SourceRecord;
 use crate::time::millis_to_timestamp;
@@ -199,6 +199,9 @@ pub struct Pipeline {
     /// written into their strings, so that a replay neither allocates them on this thread
     /// nor frees them on the writer's.
     spare_windows: Vec<CellWindow>,
+    /// The last processed event, decoded into again by [`Pipeline::process`] (its strings
+    /// reused: no allocation per id on the single-threaded path either).
+    spare_event: Option<Box<IncidentEvent>>,
     /// Settings kept for snapshots' compatibility check.
     settings: PipelineSettings,
 }
@@ -241,6 +244,7 @@ impl Pipeline {
             source_name,
             closed_panes: Vec::new(),
             spare_windows: Vec::new(),
+            spare_event: None,
             settings,
         }
     }
@@ -289,8 +293,14 @@ impl Pipeline {
         wall_millis: i64,
         outputs: &mut Outputs,
     ) -> RecordResult {
-        let mut admitted = self.admission.admit(record, wall_millis);
-        self.process_admitted(&mut admitted, wall_millis, outputs)
+        let spare = self.spare_event.take().unwrap_or_default();
+        let decoded = self.admission.decode(record, spare);
+        let mut admitted = self.admission.check(decoded, wall_millis);
+        let result = self.process_admitted(&mut admitted, wall_millis, outputs);
+        if let Ok(located) = admitted.outcome {
+            self.spare_event = Some(located.event);
+        }
+        result
     }
 
     /// Adds what this pipeline counted locally to the shared Prometheus metrics: the shell
