@@ -160,8 +160,8 @@ pub fn replay(
     let (spent_sender, spent_receiver) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
     let mut summary = std::thread::scope(|scope| {
         let progress = &progress;
-        // Named, so that a profile or `top -H` shows which stage is busy.
         let admission = &admission;
+        // Named, so that a profile or `top -H` shows which stage is busy.
         let reader = std::thread::Builder::new()
             .name("replay-read".into())
             .spawn_scoped(scope, move || {

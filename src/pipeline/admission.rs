@@ -168,9 +168,15 @@ impl Admission {
         &self.decoder
     }
 
-    /// Every stateless stage of one record at wall time `wall_millis`.
-    pub fn admit(&self, record: SourceRecord, wall_millis: i64) -> AdmittedRecord {
-        self.check(self.decode(record, Box::default()), wall_millis)
+    /// Every stateless stage of one record at wall time `wall_millis`, decoding into `spare`
+    /// (an event whose buffers are reused, or a new one).
+    pub fn admit(
+        &self,
+        record: SourceRecord,
+        wall_millis: i64,
+        spare: Box<IncidentEvent>,
+    ) -> AdmittedRecord {
+        self.check(self.decode(record, spare), wall_millis)
     }
 
     /// The first stateless stage alone: decodes `record` into `spare`, an event the stateful

@@ -87,12 +87,6 @@ impl PipelineSettings {
 /// Most written windows a pipeline keeps for reuse ([`Pipeline::recycle_windows`]).
 const MAX_SPARE_WINDOWS: usize = 16 * 1024;
 
-/// Replaces `target`'s text with `text`, keeping its allocation.
-fn assign(target: &mut String, text: &str) {
-    target.clear();
-    target.push_str(text);
-}
-
 /// What processing produced; sinks drain it.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Outputs {
@@ -294,8 +288,7 @@ impl Pipeline {
         outputs: &mut Outputs,
     ) -> RecordResult {
         let spare = self.spare_event.take().unwrap_or_default();
-        let decoded = self.admission.decode(record, spare);
-        let mut admitted = self.admission.check(decoded, wall_millis);
+        let mut admitted = self.admission.admit(record, wall_millis, spare);
         let result = self.process_admitted(&mut admitted, wall_millis, outputs);
         if let Ok(located) = admitted.outcome {
             self.spare_event = Some(located.event);
@@ -469,9 +462,10 @@ impl Pipeline {
             else {
                 continue;
             };
+            // `clone_from` copies into the spare window's own allocations.
             let mut window = self.spare_windows.pop().unwrap_or_default();
-            assign(&mut window.grid_id, &cell.grid_id);
-            assign(&mut window.community_id, &community.id);
+            window.grid_id.clone_from(&cell.grid_id);
+            window.community_id.clone_from(&community.id);
             window.event_type = pane.key.event_type;
             window.window_start = Some(millis_to_timestamp(pane.window_start_millis));
             window.window_end = Some(millis_to_timestamp(pane.window_end_millis));
@@ -484,15 +478,15 @@ impl Pipeline {
                     .iter()
                     .map(|count| u64::from(*count)),
             );
-            assign(&mut window.district_id, &community.district_code);
+            window.district_id.clone_from(&community.district_code);
             outputs.windows.push(window);
             self.metrics
                 .record_window_emitted(pane.window_end_millis, wall_millis);
         }
     }
 
-    /// Takes written windows back to write the next ones into (up to what one output chunk
-    /// of the replay holds; beyond that they are dropped).
+    /// Takes written windows back to write the next ones into (up to `MAX_SPARE_WINDOWS`;
+    /// beyond that they are dropped).
     pub fn recycle_windows(&mut self, written: &mut Vec<CellWindow>) {
         let room = MAX_SPARE_WINDOWS.saturating_sub(self.spare_windows.len());
         written.truncate(room);

@@ -656,7 +656,11 @@ fn poll_loop(
                 match polled {
                     Ok(message) => match record_of(topics, formats_by_topic, &message) {
                         Some(record) => {
-                            let admitted = context.admission.admit(record, wall_clock_millis());
+                            let admitted = context.admission.admit(
+                                record,
+                                wall_clock_millis(),
+                                Box::default(),
+                            );
                             let mut pending = lock(&context.pending);
                             pending.push(admitted);
                             if pending.len() >= RECORDS_PER_BATCH {
@@ -681,7 +685,10 @@ fn poll_loop(
             // the pause is kept).
             if let Some(Ok(message)) = consumer.poll(PAUSED_POLL_TIMEOUT) {
                 if let Some(record) = record_of(topics, formats_by_topic, &message) {
-                    let admitted = context.admission.admit(record, wall_clock_millis());
+                    let admitted =
+                        context
+                            .admission
+                            .admit(record, wall_clock_millis(), Box::default());
                     lock(&context.pending).push(admitted);
                 }
             }

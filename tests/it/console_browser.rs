@@ -243,6 +243,24 @@ async fn screenshot(browser: &Client, width: u32, height: u32, name: &str) -> Pa
 
 /// What the page says about its own load: bytes transferred (the page, its assets and the
 /// GeoJSON; the never-ending stream is left out), time to first full render and JS heap.
+/// The alert of `fingerprint` in the API's list at `alerts_url` (panics with `what` when it
+/// is not there).
+async fn api_alert(alerts_url: &str, fingerprint: &str, what: &str) -> Value {
+    let alerts: Value = reqwest::get(alerts_url)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|alert| alert["fingerprint"] == fingerprint)
+        .cloned()
+        .expect(what)
+}
+
 async fn page_figures(browser: &Client) -> Value {
     eval(
         browser,
@@ -371,19 +389,13 @@ async fn console_shows_the_city_and_a_fire_in_chromium_and_survives_a_restart() 
     )
     .await;
     let fingerprint = shown["fingerprint"].as_str().unwrap().to_string();
-    let alert: Value = reqwest::get(format!("{base_url}/api/v1/alerts?grid={grid_id}"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let starts_at = alert["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|alert| alert["fingerprint"] == fingerprint.as_str())
-        .map(|alert| alert["starts_at"].as_str().unwrap().to_string())
-        .expect("the page's alert is the API's");
+    let alert = api_alert(
+        &format!("{base_url}/api/v1/alerts?grid={grid_id}"),
+        &fingerprint,
+        "the page's alert is the API's",
+    )
+    .await;
+    let starts_at = alert["starts_at"].as_str().unwrap().to_string();
     let starts_millis = chrono::DateTime::parse_from_rfc3339(&starts_at)
         .unwrap()
         .timestamp_millis();
@@ -794,18 +806,12 @@ async fn console_lists_a_space_time_cluster_with_every_member_community() {
     println!("district alert in the console: {district_item}");
     // The API says the same: the alert of that fingerprint is a cluster whose members, in
     // order, are the names the console lists, and their number is the one the place gives.
-    let alerts: Value = reqwest::get(format!("{base_url}/api/v1/alerts"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let cluster = alerts["alerts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|alert| alert["fingerprint"] == item["fingerprint"])
-        .expect("the console's cluster alert in the API");
+    let cluster = api_alert(
+        &format!("{base_url}/api/v1/alerts"),
+        item["fingerprint"].as_str().unwrap(),
+        "the console's cluster alert in the API",
+    )
+    .await;
     assert_eq!(cluster["scope"], "cluster", "{cluster}");
     let api_members: Vec<(&str, &str)> = cluster["cluster_members"]
         .as_array()
