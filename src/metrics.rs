@@ -77,6 +77,16 @@ pub struct Metrics {
     pub read_model_lag_seconds: Gauge,
     /// Output-topic records the read model could not decode (skipped), by topic.
     pub read_model_undecodable: IntCounterVec,
+    /// Windows-topic panes the whole-city detector read, by result (`counted`, `waiting`,
+    /// `counted_late`, `unchanged`, or why skipped).
+    pub whole_city_panes: IntCounterVec,
+    /// Whole-city alert changes by result: `detected`, `published` (this instance owns
+    /// partition 0), `not_publisher`, `resent`, `given_up`.
+    pub whole_city_alerts: IntCounterVec,
+    /// The whole-city detector's event time, epoch seconds (0 before its first advance).
+    pub whole_city_watermark: Gauge,
+    /// 1 while the whole-city detector reads back its history, else 0.
+    pub whole_city_catching_up: IntGauge,
     /// Build information (always 1).
     pub build_info: IntGaugeVec,
     /// Version (hash) of the loaded rules file (always 1).
@@ -297,6 +307,32 @@ impl Metrics {
             "How far the city-wide read model trails the output topics it reads: wall time minus the newest record read, 0 when caught up to their ends.",
         )?;
         registry.register(Box::new(read_model_lag_seconds.clone()))?;
+        let whole_city_panes = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_whole_city_panes_total",
+                "Windows-topic panes the whole-city detector (district, cluster and city rules with Kafka) read, by result: counted, waiting, counted_late, unchanged, or why skipped.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(whole_city_panes.clone()))?;
+        let whole_city_alerts = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_whole_city_alerts_total",
+                "Whole-city alert changes by result: detected, published (this instance owns input partition 0), not_publisher, resent (not yet seen on the alerts topic), given_up.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(whole_city_alerts.clone()))?;
+        let whole_city_watermark = Gauge::new(
+            "gridwatch_whole_city_watermark_timestamp_seconds",
+            "Event time up to which the whole-city detector has evaluated, epoch seconds (0 before its first advance).",
+        )?;
+        registry.register(Box::new(whole_city_watermark.clone()))?;
+        let whole_city_catching_up = IntGauge::new(
+            "gridwatch_whole_city_catching_up",
+            "1 while the whole-city detector reads back the windows topic's history after a start, else 0.",
+        )?;
+        registry.register(Box::new(whole_city_catching_up.clone()))?;
         let read_model_undecodable = IntCounterVec::new(
             Opts::new(
                 "gridwatch_read_model_undecodable_total",
@@ -515,6 +551,10 @@ impl Metrics {
             read_model_records,
             read_model_lag_seconds,
             read_model_undecodable,
+            whole_city_panes,
+            whole_city_alerts,
+            whole_city_watermark,
+            whole_city_catching_up,
             build_info,
             rules_version,
             rules_reloads,

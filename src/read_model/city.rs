@@ -397,14 +397,9 @@ impl CityModel {
         if cell.is_none() && community.is_none() && !known_district_scope && !city_scope {
             return Err(RecordRejected::UnknownPlace);
         }
-        let millis = |timestamp: &Option<pbjson_types::Timestamp>| {
-            timestamp.as_ref().map(timestamp_to_millis)
-        };
-        let starts_at = millis(&alert.starts_at).unwrap_or(i64::MIN);
-        let updated_at = millis(&alert.updated_at).unwrap_or(starts_at);
         let view = Arc::new(AlertView::of_alert(alert, &self.registry));
-        let resolved = !view.is_firing();
-        let order = (starts_at, updated_at, resolved);
+        let order = alert_order(alert);
+        let (_, updated_at, resolved) = order;
         if let Some(existing) = self.alerts.get(&alert.fingerprint) {
             if order < existing.order {
                 return Err(RecordRejected::Superseded);
@@ -413,7 +408,12 @@ impl CityModel {
                 self.mark_dirty(old_cell);
             }
         }
-        let resolved_at_millis = resolved.then(|| millis(&alert.ends_at).unwrap_or(updated_at));
+        let resolved_at_millis = resolved.then(|| {
+            alert
+                .ends_at
+                .as_ref()
+                .map_or(updated_at, timestamp_to_millis)
+        });
         self.event_clock_millis = self.event_clock_millis.max(updated_at);
         if let Some(cell) = cell {
             self.mark_dirty(cell);
@@ -430,6 +430,34 @@ impl CityModel {
         );
         self.changed_alerts.push(alert.fingerprint.clone());
         Ok(())
+    }
+
+    /// Whether the model holds `alert`'s change or a newer one of its fingerprint: what the
+    /// whole-city detector asks before offering a change again
+    /// ([`crate::rules::whole_city::UnconfirmedAlerts`]).
+    pub fn shows_alert(&self, alert: &Alert) -> bool {
+        self.alerts
+            .get(&alert.fingerprint)
+            .is_some_and(|existing| existing.order >= alert_order(alert))
+    }
+
+    /// The oldest watermark among instances whose last status is younger than
+    /// `instance_stale_after` at `wall_millis` (by the status's own `updated_at`, so that a
+    /// dead instance's status read back from the compacted topic does not count): how far the
+    /// whole city's panes are closed. `None` when no live instance reported one.
+    pub fn live_watermark_millis(&self, wall_millis: i64) -> Option<i64> {
+        let oldest_live = wall_millis.saturating_sub(self.settings.instance_stale_after_millis);
+        self.instances
+            .values()
+            .filter(|entry| {
+                entry
+                    .status
+                    .updated_at
+                    .as_ref()
+                    .is_some_and(|updated| timestamp_to_millis(updated) >= oldest_live)
+            })
+            .filter_map(|entry| entry.status.watermark.as_ref().map(timestamp_to_millis))
+            .min()
     }
 
     fn apply_fraud_partial(&mut self, partial: FraudPartial) -> Result<(), RecordRejected> {
@@ -849,4 +877,19 @@ fn ranking(cells: &[Arc<CellState>], view: usize) -> Vec<u32> {
         })
     });
     ranked.into_iter().map(|(_, slot)| slot).collect()
+}
+
+/// An alert change's place in its fingerprint's history: (starts_at, updated_at, resolved); a
+/// change never replaces a later one.
+fn alert_order(alert: &Alert) -> (i64, i64, bool) {
+    let starts_at = alert
+        .starts_at
+        .as_ref()
+        .map_or(i64::MIN, timestamp_to_millis);
+    let updated_at = alert
+        .updated_at
+        .as_ref()
+        .map_or(starts_at, timestamp_to_millis);
+    let resolved = alert.status != crate::proto::AlertStatus::Firing as i32;
+    (starts_at, updated_at, resolved)
 }

@@ -46,6 +46,7 @@ use crate::kafka::{
 };
 use crate::metrics::Metrics;
 use crate::proto::{FraudPartial, InstanceStatus};
+use crate::read_model::detection::WholeCityDetection;
 use crate::read_model::{OutputRecord, ReadModelWriter};
 use crate::time::{duration_millis, wall_clock_millis};
 
@@ -69,6 +70,16 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 /// Batches queued between the reader and the writer.
 const CHANNEL_BATCHES: usize = 64;
+
+/// One batch from the reader thread to the writer task.
+#[derive(Debug, Default)]
+pub struct FeedBatch {
+    /// The records, in the order read (per partition).
+    pub records: Vec<OutputRecord>,
+    /// Every assigned partition was read to its end once this batch is applied (sent once,
+    /// in order with the records: the whole-city detector's catch-up ends there).
+    pub read_to_end: bool,
+}
 
 /// Which output topic a record came from: it decides how the record decodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -381,7 +392,7 @@ impl KafkaFeed {
     pub fn start(
         config: &KafkaConfig,
         settings: KafkaFeedSettings,
-        sender: mpsc::Sender<Vec<OutputRecord>>,
+        sender: mpsc::Sender<FeedBatch>,
         metrics: Arc<Metrics>,
     ) -> Result<KafkaFeed, KafkaError> {
         let consumer: BaseConsumer<FeedContext> = feed_client_config(config)
@@ -399,6 +410,7 @@ impl KafkaFeed {
             starts: starts.clone(),
             read: ReadProgress::default(),
             next_metadata_refresh: Instant::now(),
+            announced_read_to_end: false,
         };
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
@@ -473,12 +485,14 @@ fn feed_client_config(config: &KafkaConfig) -> rdkafka::ClientConfig {
 struct Reader {
     consumer: BaseConsumer<FeedContext>,
     settings: KafkaFeedSettings,
-    sender: mpsc::Sender<Vec<OutputRecord>>,
+    sender: mpsc::Sender<FeedBatch>,
     metrics: Arc<Metrics>,
     lag: FeedLag,
     starts: Arc<Mutex<BTreeMap<(String, i32), StartOffset>>>,
     read: ReadProgress,
     next_metadata_refresh: Instant,
+    /// Whether a batch said `read_to_end` already.
+    announced_read_to_end: bool,
 }
 
 /// What the reader has read so far.
@@ -497,9 +511,17 @@ impl Reader {
             if Instant::now() >= self.next_metadata_refresh {
                 self.refresh_assignment();
             }
-            let batch = self.poll_batch();
-            self.update_lag();
-            if !batch.is_empty() && self.sender.blocking_send(batch).is_err() {
+            let records = self.poll_batch();
+            let read_to_end = self.update_lag() && !self.announced_read_to_end;
+            self.announced_read_to_end |= read_to_end;
+            if records.is_empty() && !read_to_end {
+                continue;
+            }
+            let batch = FeedBatch {
+                records,
+                read_to_end,
+            };
+            if self.sender.blocking_send(batch).is_err() {
                 break;
             }
         }
@@ -686,8 +708,9 @@ impl Reader {
     }
 
     /// 0 once every assigned partition is read to its end (as the last statistics saw it),
-    /// else wall time minus the newest record read (the lookback before any).
-    fn update_lag(&self) {
+    /// else wall time minus the newest record read (the lookback before any). Returns whether
+    /// every partition is read to its end.
+    fn update_lag(&self) -> bool {
         let ends = lock(&self.consumer.context().ends).clone();
         let caught_up = !self.read.partitions.is_empty()
             && self.read.partitions.iter().all(|(key, progress)| {
@@ -704,6 +727,7 @@ impl Reader {
         };
         self.lag.set(seconds);
         self.metrics.read_model_lag_seconds.set(seconds);
+        caught_up
     }
 }
 
@@ -785,8 +809,9 @@ fn is_read_to_end(progress: &PartitionProgress, ends: &PartitionEnds) -> bool {
 /// when the reader is gone.
 pub async fn run_kafka_read_model(
     mut writer: ReadModelWriter,
-    mut receiver: mpsc::Receiver<Vec<OutputRecord>>,
+    mut receiver: mpsc::Receiver<FeedBatch>,
     lag: FeedLag,
+    mut detection: Option<WholeCityDetection>,
     shutdown: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(PUBLISH_INTERVAL);
@@ -795,15 +820,27 @@ pub async fn run_kafka_read_model(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             batch = receiver.recv() => {
-                let Some(records) = batch else { break };
+                let Some(batch) = batch else { break };
                 let wall_millis = wall_clock_millis();
-                for record in records {
+                if let Some(detection) = detection.as_mut() {
+                    detection.on_records(&batch.records, wall_millis);
+                }
+                for record in batch.records {
                     writer.apply(record, wall_millis);
+                }
+                if batch.read_to_end {
+                    if let Some(detection) = detection.as_mut() {
+                        detection.on_read_to_end(writer.model(), wall_millis);
+                    }
                 }
             }
             _ = ticker.tick() => {
+                let wall_millis = wall_clock_millis();
+                if let Some(detection) = detection.as_mut() {
+                    detection.on_tick(writer.model(), wall_millis);
+                }
                 writer.set_feed_lag_seconds(lag.seconds());
-                writer.publish(wall_clock_millis());
+                writer.publish(wall_millis);
             }
         }
     }
@@ -823,6 +860,7 @@ impl KafkaReadModel {
         config: &KafkaConfig,
         settings: KafkaFeedSettings,
         writer: ReadModelWriter,
+        detection: Option<WholeCityDetection>,
         metrics: Arc<Metrics>,
     ) -> Result<KafkaReadModel, KafkaError> {
         let (sender, receiver) = mpsc::channel(CHANNEL_BATCHES);
@@ -832,6 +870,7 @@ impl KafkaReadModel {
             writer,
             receiver,
             feed.lag(),
+            detection,
             shutdown.clone(),
         ));
         Ok(KafkaReadModel {
@@ -1067,6 +1106,7 @@ mod tests {
             writer,
             receiver,
             lag.clone(),
+            None,
             shutdown.clone(),
         ));
         let status = InstanceStatus {
@@ -1075,7 +1115,10 @@ mod tests {
             ..InstanceStatus::default()
         };
         sender
-            .send(vec![OutputRecord::InstanceStatus(status)])
+            .send(FeedBatch {
+                records: vec![OutputRecord::InstanceStatus(status)],
+                read_to_end: true,
+            })
             .await
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -15,6 +15,7 @@
 //! handle: [`ReadModel::snapshot`] is one atomic load, never blocked by the writer.
 
 pub mod city;
+pub mod detection;
 pub mod feed;
 pub mod kafka_feed;
 pub mod snapshot;
@@ -178,6 +179,11 @@ impl ReadModelWriter {
         for alert in &outputs.alerts {
             self.apply(OutputRecord::Alert(Box::new(alert.clone())), wall_millis);
         }
+    }
+
+    /// The model, for what the whole-city detector asks it.
+    pub fn model(&self) -> &CityModel {
+        &self.model
     }
 
     /// The version of the rules now running (after a reload), shown from the next publish.

@@ -233,6 +233,11 @@ impl RuleKind for CusumRule {
         &self.event_types
     }
 
+    fn whole_city_history_millis(&self) -> Option<i64> {
+        (!evaluated_with_input(self.unit, true))
+            .then_some(self.interval_millis.max(self.min_events_within_millis))
+    }
+
     /// Counts the event in the chart of its unit and type (ignored when its interval was
     /// already folded in).
     fn on_matching_event(

@@ -64,6 +64,14 @@ pub trait RuleKind: Debug + Clone + PartialEq + Sized {
     /// The event types whose events the rule sees.
     fn event_types(&self) -> &[EventType];
 
+    /// `Some(event-time history it counts over)` when the rule can only be judged by an engine
+    /// that sees every community (a district, cluster or city-wide unit); `None` otherwise. An
+    /// engine of one Kafka partition skips such rules, and the whole-city detector
+    /// ([`super::whole_city`]) evaluates them from the output topics, read back that far.
+    fn whole_city_history_millis(&self) -> Option<i64> {
+        None
+    }
+
     /// What the engine keeps derived for this kind under `rules` (by default: nothing that
     /// depends on the rules).
     fn derive(_rules: &RuleSet) -> Self::Derived {

@@ -54,6 +54,18 @@ macro_rules! register_rule_kinds {
                 }
             }
 
+            /// Whether only an engine that sees every community can judge the rule.
+            pub fn needs_whole_city(&self) -> bool {
+                self.whole_city_history_millis().is_some()
+            }
+
+            /// The event-time history a whole-city rule counts over (`None` for the others).
+            pub fn whole_city_history_millis(&self) -> Option<i64> {
+                match self {
+                    $( Rule::$variant(rule) => RuleKind::whole_city_history_millis(rule), )+
+                }
+            }
+
             /// Whether the rule sees events whose window was already final.
             pub fn sees_late_events(&self) -> bool {
                 match self {

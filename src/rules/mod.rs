@@ -192,6 +192,7 @@ pub mod statistics;
 pub mod suppression;
 pub mod threshold;
 pub mod units;
+pub mod whole_city;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -303,8 +304,12 @@ impl RuleEngine {
     /// Marks the engine as seeing only part of the city's cells (one Kafka partition of an
     /// input keyed by cell): data-gap silence is then tested only for cells that have had
     /// activity in this engine, and a community's silence only over those of its cells.
+    /// Rules that need the whole city ([`Rule::needs_whole_city`]) then see no events here:
+    /// judged on part of a district they would be wrong, so the whole-city detector
+    /// ([`whole_city`]) evaluates them instead.
     pub fn set_partial_input(&mut self, partial_input: bool) {
         self.partial_input = partial_input;
+        self.index_rules();
     }
 
     /// An engine with empty state and the embedded seeded baseline ([`Baseline::embedded`]).
@@ -337,6 +342,9 @@ impl RuleEngine {
             self.stats.update_counters(rule.name(), |_| ());
             if rule.learns_baseline() {
                 learned_types.extend(rule.event_types().iter().map(|t| *t as i32));
+            }
+            if self.partial_input && rule.needs_whole_city() {
+                continue;
             }
             for event_type in rule.event_types() {
                 let Ok(type_number) = usize::try_from(*event_type as i32) else {

@@ -268,6 +268,33 @@ impl RuleSet {
         &self.version
     }
 
+    /// The rules only an engine that sees every community can judge
+    /// ([`Rule::needs_whole_city`]), with the same maintenance windows, baseline settings,
+    /// pane size and version: what the whole-city detector evaluates.
+    pub fn whole_city_part(&self) -> RuleSet {
+        RuleSet {
+            rules: self
+                .rules
+                .iter()
+                .filter(|rule| rule.needs_whole_city())
+                .cloned()
+                .collect(),
+            suppressions: self.suppressions.clone(),
+            baseline: self.baseline,
+            pane_size_millis: self.pane_size_millis,
+            version: self.version.clone(),
+        }
+    }
+
+    /// The longest event-time history a whole-city rule counts over; `None` without such
+    /// rules.
+    pub fn whole_city_history_millis(&self) -> Option<i64> {
+        self.rules
+            .iter()
+            .filter_map(Rule::whole_city_history_millis)
+            .max()
+    }
+
     /// The rules, in file order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules

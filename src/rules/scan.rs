@@ -393,6 +393,10 @@ impl RuleKind for ScanRule {
         &self.event_types
     }
 
+    fn whole_city_history_millis(&self) -> Option<i64> {
+        Some(self.longest_window_millis())
+    }
+
     /// Counts the event in its community's hour.
     fn on_matching_event(
         &self,

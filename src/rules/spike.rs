@@ -269,6 +269,10 @@ impl RuleKind for SpikeRule {
         &self.event_types
     }
 
+    fn whole_city_history_millis(&self) -> Option<i64> {
+        (!evaluated_with_input(self.unit, true)).then_some(self.window_millis)
+    }
+
     /// Counts the event in the series of its unit and type.
     fn on_matching_event(
         &self,

@@ -137,6 +137,10 @@ impl RuleKind for ThresholdRule {
         &self.event_types
     }
 
+    fn whole_city_history_millis(&self) -> Option<i64> {
+        (!super::units::evaluated_with_input(self.unit, true)).then_some(self.window_millis)
+    }
+
     fn on_matching_event(
         &self,
         state: &mut ThresholdState,

@@ -21,6 +21,7 @@ mod source_task;
 mod status;
 #[cfg(test)]
 mod test_support;
+mod whole_city;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -204,6 +205,56 @@ pub fn load_fraud_baseline(
     Ok(baseline)
 }
 
+/// The whole-city detector for a read model fed from the output topics
+/// ([`crate::rules::whole_city`]), when `rules` have rules that need it: it reads the windows
+/// topic back as far as they count (`settings`' lookback grows to it), and the pipeline task
+/// gets its end of the channels ([`WholeCityPublishing`]).
+fn whole_city_detection(
+    rules: &RuleSet,
+    registry: Arc<GridRegistry>,
+    metrics: Arc<Metrics>,
+    settings: &mut crate::read_model::kafka_feed::KafkaFeedSettings,
+) -> (
+    Option<crate::read_model::detection::WholeCityDetection>,
+    Option<WholeCityPublishing>,
+) {
+    let Some(detector) =
+        crate::rules::whole_city::WholeCityDetector::new(rules, crate::rules::Baseline::embedded())
+    else {
+        return (None, None);
+    };
+    if let Some(lookback) = crate::rules::whole_city::whole_city_lookback_millis(rules) {
+        settings.lookback_millis = settings.lookback_millis.max(lookback);
+    }
+    let (updates_sender, updates) = mpsc::channel(WHOLE_CITY_CHANNEL_BATCHES);
+    let (rules_sender, rules_receiver) = mpsc::channel(4);
+    let detection = crate::read_model::detection::WholeCityDetection::new(
+        detector,
+        registry,
+        updates_sender,
+        rules_receiver,
+        metrics,
+    );
+    (
+        Some(detection),
+        Some(WholeCityPublishing {
+            updates,
+            rules: rules_sender,
+        }),
+    )
+}
+
+/// Batches of whole-city alert changes queued for the pipeline task.
+const WHOLE_CITY_CHANNEL_BATCHES: usize = 64;
+
+/// The pipeline task's end of the whole-city detector: the updates it publishes where it owns
+/// input partition 0, and where reloaded rules go.
+#[derive(Debug)]
+pub(crate) struct WholeCityPublishing {
+    pub(crate) updates: mpsc::Receiver<crate::read_model::detection::WholeCityUpdate>,
+    pub(crate) rules: mpsc::Sender<RuleSet>,
+}
+
 /// The settings of each partition's pipeline. With a Kafka source, a partition's watermark
 /// moves with its own records only (no processing-time advance while it is idle), so a replay
 /// after a crash decides lateness exactly as the first run did — idle partitions never hold
@@ -240,6 +291,7 @@ pub async fn run(
     let rules_version = rules.version().to_string();
     let fraud_settings = FraudSettings::from_config(&config.fraud)?;
     let fraud_baseline = load_fraud_baseline(&config, &fraud_settings)?;
+    let whole_city_rules = rules.clone();
     let mut pipelines = PartitionedPipelines::new(PipelineFactory {
         settings: partition_pipeline_settings(&config),
         registry: registry.clone(),
@@ -280,18 +332,35 @@ pub async fn run(
     }
     // With Kafka outputs the model reads the output topics (the whole city); otherwise the
     // pipeline feeds it in-process.
-    let (read_model_writer, kafka_read_model) =
+    let (read_model_writer, kafka_read_model, whole_city) =
         match crate::read_model::kafka_feed::KafkaFeedSettings::from_config(&config) {
-            Some(settings) => (
-                None,
-                Some(crate::read_model::kafka_feed::KafkaReadModel::start(
-                    &config.kafka,
-                    settings,
-                    read_model_writer,
+            Some(mut settings) => {
+                let (detection, whole_city) = whole_city_detection(
+                    &whole_city_rules,
+                    registry.clone(),
                     metrics.clone(),
-                )?),
-            ),
-            None => (Some(read_model_writer), None),
+                    &mut settings,
+                );
+                (
+                    None,
+                    Some(crate::read_model::kafka_feed::KafkaReadModel::start(
+                        &config.kafka,
+                        settings,
+                        read_model_writer,
+                        detection,
+                        metrics.clone(),
+                    )?),
+                    whole_city,
+                )
+            }
+            None => {
+                if config.source.kind == SourceKind::Kafka
+                    && whole_city_rules.whole_city_history_millis().is_some()
+                {
+                    tracing::warn!("district, cluster and city-wide rules are not evaluated: with a kafka source they need kafka output topics (kafka.sinks)");
+                }
+                (Some(read_model_writer), None, None)
+            }
         };
     let sinks = OutputSinks {
         file: match &config.output.dir {
@@ -430,6 +499,17 @@ pub async fn run(
         cancel.clone(),
     ));
 
+    let (whole_city_updates, whole_city) = whole_city
+        .map(|publishing| {
+            (
+                publishing.updates,
+                pipeline_loop::WholeCityLink {
+                    rules: publishing.rules,
+                    role: whole_city::WholeCityRole::default(),
+                },
+            )
+        })
+        .unzip();
     let mut loop_state = PipelineLoop {
         pipelines,
         sinks,
@@ -444,9 +524,10 @@ pub async fn run(
             crate::sink::cloudevents::instance_name(&config.alerting.instance),
             source_name,
         ),
+        whole_city,
     };
     loop_state
-        .drive(batch_receiver, rules_receiver, shutdown)
+        .drive(batch_receiver, rules_receiver, whole_city_updates, shutdown)
         .await;
     cancel.cancel();
     loop_state.shut_down().await;

@@ -17,10 +17,12 @@ use super::gauges::{
 };
 use super::output_sinks::{FlushError, OutputSinks};
 use super::status::{fraud_partials, StatusReporter};
+use super::whole_city::{RoleChange, WholeCityRole};
 use crate::api::Health;
 use crate::metrics::Metrics;
 use crate::partitions::{AssignedPartition, PartitionedPipelines, SourceMessage};
 use crate::pipeline::{AdmittedRecord, Outputs};
+use crate::read_model::detection::WholeCityUpdate;
 use crate::read_model::OutputRecord;
 use crate::rules::RuleSet;
 use crate::source::SourceRecord;
@@ -33,6 +35,14 @@ const KAFKA_SINK_FLUSH_GRACE: Duration = Duration::from_secs(10);
 /// How long a periodic snapshot round waits for output and state acknowledgements (short:
 /// the pipeline does not process meanwhile, and `/healthz` goes stale after 15 s).
 const PERIODIC_SNAPSHOT_GRACE: Duration = Duration::from_secs(5);
+
+/// The pipeline task's link to the whole-city detector.
+pub(crate) struct WholeCityLink {
+    /// Where reloaded rules go.
+    pub(crate) rules: mpsc::Sender<RuleSet>,
+    /// Firing whole-city alerts, and whether this instance publishes them.
+    pub(crate) role: WholeCityRole,
+}
 
 /// The pipeline task's state.
 pub(crate) struct PipelineLoop {
@@ -57,6 +67,8 @@ pub(crate) struct PipelineLoop {
     pub(crate) cell_gauges: CellGauges,
     /// Builds this instance's status records for the city-wide read model.
     pub(crate) status: StatusReporter,
+    /// The whole-city detector's link (Kafka source and outputs).
+    pub(crate) whole_city: Option<WholeCityLink>,
 }
 
 impl PipelineLoop {
@@ -66,6 +78,7 @@ impl PipelineLoop {
         &mut self,
         mut batch_receiver: mpsc::Receiver<SourceMessage>,
         mut rules_receiver: mpsc::Receiver<RuleSet>,
+        mut whole_city_updates: Option<mpsc::Receiver<WholeCityUpdate>>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) {
         let mut shutdown = std::pin::pin!(shutdown);
@@ -96,6 +109,9 @@ impl PipelineLoop {
                 },
                 _ = ticker.tick() => self.on_tick().await,
                 Some(rules) = rules_receiver.recv() => self.on_new_rules(rules),
+                Some(update) = next_whole_city_update(&mut whole_city_updates) => {
+                    self.on_whole_city_update(update);
+                }
             }
         }
     }
@@ -144,7 +160,15 @@ impl PipelineLoop {
                 .restored
                 .map(|(state, next_offset)| (state, Some(next_offset)));
             self.pipelines.assign_state(assigned.partition, restored);
+            // Its restored firing alerts: this instance keeps them fresh in Alertmanager now.
+            if let (Some(delivery), Some(owned)) = (
+                &self.sinks.delivery,
+                self.pipelines.partition(assigned.partition),
+            ) {
+                delivery.offer_active(&owned.pipeline.active_alerts());
+            }
         }
+        self.update_whole_city_role();
     }
 
     /// Snapshots revoked partitions (their records all processed: the consumer sent them
@@ -156,7 +180,13 @@ impl PipelineLoop {
         let timeout = kafka.state_timeout;
         let committable = self.snapshot_round(Some(partitions), timeout).await;
         for partition in partitions {
-            self.pipelines.revoke(*partition);
+            // Its new owner keeps its firing alerts fresh in Alertmanager from now on.
+            if let (Some(revoked), Some(delivery)) =
+                (self.pipelines.revoke(*partition), &self.sinks.delivery)
+            {
+                let firing = revoked.pipeline.active_alerts();
+                delivery.forget_active(firing.iter().map(|alert| alert.fingerprint.as_str()));
+            }
             if let Some((topic, kafka_partition)) = self
                 .checkpointing
                 .kafka_source()
@@ -165,6 +195,7 @@ impl PipelineLoop {
                 remove_partition_series(&self.metrics, topic, kafka_partition);
             }
         }
+        self.update_whole_city_role();
         tracing::info!(partitions = ?partitions, snapshotted = committable.len(), "partitions released");
         committable
     }
@@ -289,7 +320,75 @@ impl PipelineLoop {
         records
     }
 
+    /// Publishes the whole-city detector's alert changes if this instance owns input
+    /// partition 0 (one publisher in the group; the detector offers a change again until the
+    /// alerts topic shows it, so a rebalance loses none).
+    fn on_whole_city_update(&mut self, update: WholeCityUpdate) {
+        let Some(whole_city) = self.whole_city.as_mut() else {
+            return;
+        };
+        let publishing = whole_city.role.is_publishing();
+        match update {
+            WholeCityUpdate::Firing(firing) => {
+                whole_city.role.replace_firing(&firing);
+                if let (true, Some(delivery)) = (publishing, &self.sinks.delivery) {
+                    delivery.offer_active(&firing);
+                }
+            }
+            WholeCityUpdate::Publish(changes) => {
+                whole_city.role.note(&changes);
+                let result = if publishing {
+                    "published"
+                } else {
+                    "not_publisher"
+                };
+                self.metrics
+                    .whole_city_alerts
+                    .with_label_values(&[result])
+                    .inc_by(changes.len() as u64);
+                if publishing {
+                    self.outputs.alerts.extend(changes);
+                    self.write_outputs();
+                }
+            }
+        }
+    }
+
+    /// After a rebalance: this instance publishes whole-city alerts while it owns input
+    /// partition 0. Alertmanager's re-sends of the firing ones move with the role.
+    fn update_whole_city_role(&mut self) {
+        let Some(whole_city) = self.whole_city.as_mut() else {
+            return;
+        };
+        let owns_partition_zero = self
+            .pipelines
+            .partitions()
+            .any(|(partition, _)| partition == 0);
+        match whole_city.role.set_publishing(owns_partition_zero) {
+            RoleChange::Became => {
+                tracing::info!(
+                    "this instance publishes whole-city alerts (it owns input partition 0)"
+                );
+                if let Some(delivery) = &self.sinks.delivery {
+                    delivery.offer_active(&whole_city.role.firing());
+                }
+            }
+            RoleChange::Lost => {
+                tracing::info!("another instance publishes whole-city alerts now");
+                if let Some(delivery) = &self.sinks.delivery {
+                    delivery.forget_active(whole_city.role.firing_fingerprints());
+                }
+            }
+            RoleChange::Unchanged => {}
+        }
+    }
+
     fn on_new_rules(&mut self, rules: RuleSet) {
+        if let Some(whole_city) = &self.whole_city {
+            if whole_city.rules.try_send(rules.clone()).is_err() {
+                tracing::warn!("the whole-city detector did not take the reloaded rules");
+            }
+        }
         let version = rules.version().to_string();
         self.pipelines
             .replace_rules(rules, wall_clock_millis(), &mut self.outputs);
@@ -335,5 +434,15 @@ impl PipelineLoop {
             Ok(Err(error)) => tracing::error!(%error, "committing offsets at shutdown failed"),
             Err(_elapsed) => tracing::error!("committing offsets at shutdown timed out"),
         }
+    }
+}
+
+/// The whole-city detector's next update; never, without a detector.
+async fn next_whole_city_update(
+    receiver: &mut Option<mpsc::Receiver<WholeCityUpdate>>,
+) -> Option<WholeCityUpdate> {
+    match receiver {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
     }
 }

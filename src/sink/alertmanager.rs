@@ -119,6 +119,11 @@ impl ActiveAlerts {
         }
     }
 
+    /// Drops `fingerprint` without a state change (another instance keeps it fresh now).
+    pub fn forget(&mut self, fingerprint: &str) {
+        self.firing.remove(fingerprint);
+    }
+
     /// The firing alerts, in fingerprint order.
     pub fn firing(&self) -> impl Iterator<Item = &Alert> {
         self.firing.values()

@@ -645,21 +645,28 @@ async fn the_reader_starts_at_the_lookback_and_decodes_the_status_keys() {
     let (sender, mut receiver) = tokio::sync::mpsc::channel(16);
     let feed = KafkaFeed::start(&config.kafka, settings, sender, metrics.clone()).unwrap();
     let mut records: Vec<OutputRecord> = Vec::new();
+    let mut read_to_end_batches = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline
-        && !(feed.lag().seconds() == 0.0
-            && records.iter().any(|r| matches!(r, OutputRecord::Alert(_))))
+        && !(read_to_end_batches > 0 && records.iter().any(|r| matches!(r, OutputRecord::Alert(_))))
     {
         if let Ok(Some(batch)) =
             tokio::time::timeout(Duration::from_millis(200), receiver.recv()).await
         {
-            records.extend(batch);
+            read_to_end_batches += usize::from(batch.read_to_end);
+            records.extend(batch.records);
         }
     }
     // Anything still queued.
     while let Ok(batch) = receiver.try_recv() {
-        records.extend(batch);
+        read_to_end_batches += usize::from(batch.read_to_end);
+        records.extend(batch.records);
     }
+    assert_eq!(
+        read_to_end_batches, 1,
+        "one batch says every partition was read to its end"
+    );
+    assert_eq!(feed.lag().seconds(), 0.0);
     let starts = feed.start_offsets();
     println!("start offsets: {starts:?}");
     let answered = starts
@@ -969,4 +976,349 @@ async fn an_import_reaches_running_instances_through_the_status_topic() {
     let report: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(report["city"]["cases_imported"], 10);
     member.stop().await;
+}
+
+/// Fraud events at the seeded rates over five days: a ×30 wave over three neighbouring
+/// communities on the second day, a ×10 wave over a whole district after it, and the
+/// cluster's wave again on the fourth day. The simulation the rules' own tests use
+/// ([`gridwatch::rules::simulation`]), as (time, cell, type).
+fn fraud_waves(
+    registry: &GridRegistry,
+    start: i64,
+) -> Vec<gridwatch::rules::simulation::SimulatedEvent> {
+    use gridwatch::rules::simulation::{
+        median_community_and_neighbours, seeded_stream, sort_by_time, wave_stream,
+    };
+    let baseline = gridwatch::rules::Baseline::embedded();
+    let types = [
+        gridwatch::proto::EventType::FraudWarning,
+        gridwatch::proto::EventType::FraudReported,
+    ];
+    let cells_of =
+        |communities: Vec<gridwatch::grid::CommunityIndex>| -> Vec<gridwatch::grid::CellIndex> {
+            communities
+                .into_iter()
+                .flat_map(|community| registry.community(community).cells.clone())
+                .collect()
+        };
+    let cluster = cells_of(median_community_and_neighbours(registry, 3));
+    let district_position = registry
+        .district_position_of(gridwatch::grid::CommunityIndex(0))
+        .unwrap();
+    let district = cells_of(registry.communities_of_district(district_position).to_vec());
+    let mut stream = seeded_stream(registry, &baseline, &types, start, 120, 31);
+    for (cells, extra, from_hour, hours, seed) in [
+        (&cluster, 29.0, 24, 12, 32),
+        (&district, 9.0, 40, 24, 33),
+        (&cluster, 29.0, 90, 12, 34),
+    ] {
+        stream.extend(wave_stream(
+            registry,
+            &baseline,
+            cells,
+            &types,
+            extra,
+            start + from_hour * HOUR_MILLIS,
+            hours,
+            seed,
+        ));
+    }
+    sort_by_time(&mut stream);
+    stream
+}
+
+const HOUR_MILLIS: i64 = 3_600_000;
+
+/// Produces `stream` to the input topic as protobuf events keyed by community (as `gridwatch
+/// produce` keys them), all acknowledged; `first_number` numbers their ids.
+async fn produce_stream(
+    brokers: &str,
+    registry: &GridRegistry,
+    stream: &[gridwatch::rules::simulation::SimulatedEvent],
+    first_number: usize,
+) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let mut deliveries = Vec::new();
+    for (number, (occurred_at, cell, event_type)) in stream.iter().enumerate() {
+        let cell_record = registry.cell(*cell);
+        let community = registry.community(cell_record.community);
+        let event = gridwatch::proto::IncidentEvent {
+            event_id: format!("fraud-{}", first_number + number),
+            source: "96110".to_string(),
+            community_id: community.id.clone(),
+            grid_id: cell_record.grid_id.clone(),
+            event_type: *event_type as i32,
+            occurred_at: Some(gridwatch::time::millis_to_timestamp(*occurred_at)),
+            received_at: Some(gridwatch::time::millis_to_timestamp(*occurred_at + 500)),
+            ..Default::default()
+        };
+        let value = event.encode_to_vec();
+        let record = FutureRecord::to(INPUT_TOPIC)
+            .key(community.id.as_str())
+            .payload(&value)
+            .headers(OwnedHeaders::new().insert(Header {
+                key: "content-type",
+                value: Some("application/x-protobuf"),
+            }));
+        deliveries.push(
+            producer
+                .send_result(record)
+                .map_err(|(error, _)| error)
+                .unwrap(),
+        );
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap().unwrap();
+    }
+}
+
+/// An alert change as compared: (alert id, status, updated_at millis).
+type AlertChange = (String, i32, i64);
+
+fn change_of(alert: &gridwatch::proto::Alert) -> AlertChange {
+    let updated = alert
+        .updated_at
+        .as_ref()
+        .map_or(0, gridwatch::time::timestamp_to_millis);
+    (alert.alert_id.clone(), alert.status, updated)
+}
+
+/// Whole-city alert changes on the alerts topic, in order.
+fn whole_city_changes_on_topic(brokers: &str, whole_city_rules: &[String]) -> Vec<AlertChange> {
+    let consumer = checking_consumer(brokers, "whole-city-check", &[]);
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    partitions
+        .add_partition_offset(ALERTS_TOPIC, 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    consumer.assign(&partitions).unwrap();
+    let mut changes = Vec::new();
+    let mut quiet_since = Instant::now();
+    while quiet_since.elapsed() < Duration::from_secs(3) {
+        let Some(received) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        quiet_since = Instant::now();
+        let message = received.unwrap();
+        let payload = rdkafka::message::Message::payload(&message).unwrap();
+        let alert = gridwatch::proto::Alert::decode(payload).unwrap();
+        if whole_city_rules.contains(&alert.rule) {
+            changes.push(change_of(&alert));
+        }
+    }
+    changes
+}
+
+/// Waits until every member's whole-city watermark is at least `at_least` and has not moved
+/// for 20 s (longer than a status interval plus the detector's grace); returns the oldest.
+async fn settled_whole_city_watermark(
+    members: &[Member],
+    client: &reqwest::Client,
+    at_least: i64,
+) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last: Vec<Option<f64>> = Vec::new();
+    let mut stable_since = Instant::now();
+    loop {
+        let mut now = Vec::new();
+        for member in members {
+            now.push(metric_value(
+                &member.metrics(client).await,
+                "gridwatch_whole_city_watermark_timestamp_seconds",
+                &[],
+            ));
+        }
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        }
+        let far_enough = last
+            .iter()
+            .all(|watermark| watermark.is_some_and(|seconds| seconds * 1000.0 >= at_least as f64));
+        if far_enough && stable_since.elapsed() > Duration::from_secs(20) {
+            let oldest = last
+                .iter()
+                .flatten()
+                .map(|seconds| (seconds * 1000.0) as i64)
+                .min();
+            return oldest.unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the detectors did not settle: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The topic's whole-city changes before `watermark`'s pane equal (each once) those of one
+/// engine fed every event of `stream`, its watermark visiting every pane boundary up to it.
+/// The engine starts at the first event's pane, as the detector does (the learned baseline
+/// counts hours from its first watermark on).
+fn assert_topic_equals_one_engine(
+    brokers: &str,
+    registry: &GridRegistry,
+    stream: &[gridwatch::rules::simulation::SimulatedEvent],
+    watermark: i64,
+) -> Vec<AlertChange> {
+    let first_event = stream.first().map_or(0, |(occurred_at, _, _)| *occurred_at);
+    let start = first_event - first_event.rem_euclid(60_000);
+    let rules = gridwatch::rules::RuleSet::embedded_default(60_000).unwrap();
+    let whole_city_rules: Vec<String> = rules
+        .whole_city_part()
+        .rules()
+        .iter()
+        .map(|rule| rule.name().to_string())
+        .collect();
+    let last_boundary = watermark - watermark.rem_euclid(60_000);
+    let one_engine = gridwatch::rules::simulation::run_rules(
+        registry,
+        rules.whole_city_part(),
+        stream,
+        start,
+        last_boundary,
+    );
+    let kinds: std::collections::BTreeSet<&str> = one_engine
+        .iter()
+        .map(|alert| alert.rule_kind.as_str())
+        .collect();
+    assert!(
+        kinds.contains("scan") && kinds.contains("spike"),
+        "the waves raise scan and district spike alerts in one engine: {kinds:?}"
+    );
+    let reference: std::collections::BTreeSet<AlertChange> = one_engine
+        .iter()
+        .map(change_of)
+        .filter(|(_, _, updated)| *updated < last_boundary)
+        .collect();
+    let published: Vec<AlertChange> = whole_city_changes_on_topic(brokers, &whole_city_rules)
+        .into_iter()
+        .filter(|(_, _, updated)| *updated < last_boundary)
+        .collect();
+    let distinct: std::collections::BTreeSet<AlertChange> = published.iter().cloned().collect();
+    assert_eq!(
+        distinct.len(),
+        published.len(),
+        "a change published twice: {published:#?}"
+    );
+    assert_eq!(distinct, reference);
+    published
+}
+
+/// Whole-city alert changes `member` published and detected (its metrics).
+async fn published_and_detected(member: &Member, client: &reqwest::Client) -> (f64, f64) {
+    let metrics = member.metrics(client).await;
+    let value = |result: &str| {
+        metric_value(&metrics, "gridwatch_whole_city_alerts_total", &[result]).unwrap_or(0.0)
+    };
+    (value("\"published\""), value("\"detected\""))
+}
+
+/// Two instances over four input partitions keyed by community, so that no partition holds a
+/// whole district or the three neighbouring communities of a wave (before the whole-city
+/// detector, no district or cluster alert was raised with Kafka at all): the alerts topic
+/// gets exactly the district-spike and scan alert changes one engine seeing every event
+/// raises (same ids, so same starts), each once, published by the owner of input partition 0
+/// alone. Then the publisher stops: the survivor takes every partition and publishes the
+/// next wave's changes, still equal to one engine's over the whole stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn district_and_cluster_waves_split_over_partitions_are_alerted_once_as_one_engine_would() {
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let broker = TansuBroker::start(&binary);
+    broker.create_topic(INPUT_TOPIC, 4);
+    broker.create_topic("gridwatch.state.v1", 4);
+    for topic in [WINDOWS_TOPIC, ALERTS_TOPIC, "gridwatch.deadletter.v1"] {
+        broker.create_topic(topic, 1);
+    }
+    create_compacted_topic(&broker, STATUS_TOPIC, 1);
+    let group_id = "gridwatch-whole-city";
+    let client = reqwest::Client::new();
+    let mut members = Vec::new();
+    for name in ["gw-1", "gw-2"] {
+        let mut config = member_config(&broker.address, group_id, name);
+        // A fraud-only stream has hours between a partition's events: each is a "jump" the
+        // guard against one fast clock would not believe alone (it is meant for the dense
+        // streams of every event type).
+        config.window.clock_jump_tolerance = Duration::from_secs(7 * 24 * 3600);
+        // Its partitions also idle between the test's steps: an idle partition's last pane
+        // closes only with its next record, so a partition idle for longer than this would
+        // not hold the whole-city watermark back and its last pane would count late.
+        config.window.idle_timeout = Duration::from_secs(3600);
+        config.validate().unwrap();
+        members.push(Member::start(config, name).await);
+    }
+    wait_for_assignment(&members.iter().collect::<Vec<_>>(), &client, 2.0).await;
+
+    let registry = GridRegistry::embedded();
+    // Local 16:00 (UTC+8) on 2026-03-02, so that the waves fall in office hours.
+    let start = START_MILLIS + 8 * HOUR_MILLIS;
+    let stream = fraud_waves(&registry, start);
+    let split =
+        stream.partition_point(|(occurred_at, _, _)| *occurred_at < start + 72 * HOUR_MILLIS);
+    let (first_days, last_days) = stream.split_at(split);
+    produce_stream(&broker.address, &registry, first_days, 0).await;
+    println!("{} fraud events of three days produced", first_days.len());
+    let watermark = settled_whole_city_watermark(&members, &client, start + 66 * HOUR_MILLIS).await;
+    let published = assert_topic_equals_one_engine(&broker.address, &registry, &stream, watermark);
+    println!(
+        "{} whole-city alert changes on the alerts topic equal one engine's",
+        published.len()
+    );
+    let mut publisher = None;
+    for (index, member) in members.iter().enumerate() {
+        let (published_here, detected) = published_and_detected(member, &client).await;
+        println!(
+            "{}: detected {detected}, published {published_here}",
+            member.name
+        );
+        assert!(detected >= published.len() as f64, "every instance detects");
+        if published_here > 0.0 {
+            assert!(publisher.is_none(), "one publisher in the group");
+            publisher = Some(index);
+        }
+    }
+
+    // The publisher leaves; the survivor takes its partitions, partition 0 among them.
+    let leaving = members.remove(publisher.expect("a publisher"));
+    println!("{} stops", leaving.name);
+    leaving.stop().await;
+    wait_for_assignment(&members.iter().collect::<Vec<_>>(), &client, 4.0).await;
+    produce_stream(&broker.address, &registry, last_days, split).await;
+    println!("{} fraud events of two more days produced", last_days.len());
+    let watermark =
+        settled_whole_city_watermark(&members, &client, start + 114 * HOUR_MILLIS).await;
+
+    let all_published =
+        assert_topic_equals_one_engine(&broker.address, &registry, &stream, watermark);
+    assert!(
+        all_published.len() > published.len(),
+        "the fourth day's wave was published: {all_published:#?}"
+    );
+    let survivor_metrics = members[0].metrics(&client).await;
+    assert_eq!(
+        metric_value(
+            &survivor_metrics,
+            "gridwatch_whole_city_panes_total",
+            &["counted_late"]
+        ),
+        None,
+        "no pane arrived after the detector's watermark"
+    );
+    let (published_by_survivor, _) = published_and_detected(&members[0], &client).await;
+    assert!(published_by_survivor > 0.0, "the survivor publishes");
+    println!(
+        "after the handover: {} whole-city alert changes equal one engine's; {} published by {}",
+        all_published.len(),
+        published_by_survivor,
+        members[0].name
+    );
+    for member in members {
+        member.stop().await;
+    }
 }

@@ -189,6 +189,19 @@ impl AlertDelivery {
         }
     }
 
+    /// Stops re-sending `fingerprints` to Alertmanager without resolving them: another
+    /// instance now owns what raised them (a revoked partition, or the whole-city detector's
+    /// publishing) and keeps them fresh from now on.
+    pub fn forget_active<'a>(&self, fingerprints: impl IntoIterator<Item = &'a str>) {
+        if self.alertmanager_queues.is_empty() {
+            return;
+        }
+        let mut active = lock(&self.active_alerts);
+        for fingerprint in fingerprints {
+            active.forget(fingerprint);
+        }
+    }
+
     /// Stops retrying, gives queued alerts one attempt, and waits at most `grace` for the
     /// tasks; tasks still running then are aborted.
     pub async fn shut_down(self, grace: Duration) {

@@ -1,0 +1,175 @@
+//! The whole-city detector beside the city-wide read model, in the task that reads the output
+//! topics ([`super::kafka_feed::run_kafka_read_model`]): it sees every pane the read model
+//! sees and asks the model which instances are live and which alert changes the alerts topic
+//! already shows. What it decides is in [`crate::rules::whole_city`]; this is the plumbing:
+//! records in, alert changes out to the pipeline task (which publishes them only where it owns
+//! input partition 0), metrics.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::{CityModel, OutputRecord};
+use crate::grid::GridRegistry;
+use crate::metrics::Metrics;
+use crate::proto::Alert;
+use crate::rules::whole_city::{UnconfirmedAlerts, WholeCityDetector};
+use crate::rules::RuleSet;
+
+/// What the detector hands the pipeline task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WholeCityUpdate {
+    /// Alert changes to publish: new ones, or ones the alerts topic does not show yet.
+    Publish(Vec<Alert>),
+    /// Every whole-city alert firing after the catch-up (some were published before this
+    /// start): what the publisher keeps fresh in Alertmanager.
+    Firing(Vec<Alert>),
+}
+
+/// The detector, its pending changes and its channels.
+pub struct WholeCityDetection {
+    detector: WholeCityDetector,
+    registry: Arc<GridRegistry>,
+    unconfirmed: UnconfirmedAlerts,
+    /// To the pipeline task, which publishes where it owns input partition 0.
+    publish: mpsc::Sender<WholeCityUpdate>,
+    /// Reloaded rule sets, from the pipeline task.
+    reloaded_rules: mpsc::Receiver<RuleSet>,
+    metrics: Arc<Metrics>,
+    /// Alert changes of the current step, reused.
+    changes: Vec<Alert>,
+}
+
+impl std::fmt::Debug for WholeCityDetection {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("WholeCityDetection")
+            .field("watermark_millis", &self.detector.watermark_millis())
+            .field("unconfirmed", &self.unconfirmed.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WholeCityDetection {
+    /// Wires `detector` to its channels; it catches up until the feed has read every output
+    /// partition to its end ([`WholeCityDetection::on_read_to_end`]).
+    pub fn new(
+        detector: WholeCityDetector,
+        registry: Arc<GridRegistry>,
+        publish: mpsc::Sender<WholeCityUpdate>,
+        reloaded_rules: mpsc::Receiver<RuleSet>,
+        metrics: Arc<Metrics>,
+    ) -> WholeCityDetection {
+        metrics.whole_city_catching_up.set(1);
+        WholeCityDetection {
+            detector,
+            registry,
+            unconfirmed: UnconfirmedAlerts::default(),
+            publish,
+            reloaded_rules,
+            metrics,
+            changes: Vec::new(),
+        }
+    }
+
+    /// Counts the panes among `records` (one feed batch).
+    pub fn on_records(&mut self, records: &[OutputRecord], wall_millis: i64) {
+        for record in records {
+            let OutputRecord::Window(window) = record else {
+                continue;
+            };
+            let result = match self
+                .detector
+                .apply_pane(window, &self.registry, &mut self.changes)
+            {
+                Ok(read) => read.as_str(),
+                Err(skipped) => skipped.as_str(),
+            };
+            self.metrics
+                .whole_city_panes
+                .with_label_values(&[result])
+                .inc();
+        }
+        self.offer_changes(wall_millis);
+    }
+
+    /// The feed has read every output partition to its end: the history is replayed, and
+    /// the alerts firing at its end that the alerts topic does not show are offered.
+    pub fn on_read_to_end(&mut self, model: &CityModel, wall_millis: i64) {
+        if !self.detector.is_catching_up() {
+            return;
+        }
+        if let Some(watermark) = model.live_watermark_millis(wall_millis) {
+            self.detector.hear_watermark(watermark, wall_millis);
+        }
+        let firing = self.detector.finish_catch_up(&self.registry);
+        self.metrics.whole_city_catching_up.set(0);
+        tracing::info!(
+            firing = firing.len(),
+            watermark = ?self.detector.watermark_millis(),
+            "whole-city detector caught up"
+        );
+        self.changes.extend(
+            firing
+                .iter()
+                .filter(|alert| !model.shows_alert(alert))
+                .cloned(),
+        );
+        self.send(WholeCityUpdate::Firing(firing));
+        self.offer_changes(wall_millis);
+    }
+
+    /// Once a second: reloaded rules, the whole city's watermark, and changes the alerts topic
+    /// still does not show offered again.
+    pub fn on_tick(&mut self, model: &CityModel, wall_millis: i64) {
+        while let Ok(rules) = self.reloaded_rules.try_recv() {
+            self.detector.replace_rules(&rules, &mut self.changes);
+        }
+        if let Some(watermark) = model.live_watermark_millis(wall_millis) {
+            self.detector.hear_watermark(watermark, wall_millis);
+        }
+        self.detector
+            .advance(wall_millis, &self.registry, &mut self.changes);
+        self.offer_changes(wall_millis);
+        self.unconfirmed.confirm(|alert| model.shows_alert(alert));
+        let mut again = Vec::new();
+        let counts = self.unconfirmed.due(wall_millis, &mut again);
+        self.count_alerts("resent", counts.resent);
+        self.count_alerts("given_up", counts.given_up);
+        if !again.is_empty() {
+            self.send(WholeCityUpdate::Publish(again));
+        }
+        if let Some(watermark) = self.detector.watermark_millis() {
+            self.metrics
+                .whole_city_watermark
+                .set(watermark as f64 / 1000.0);
+        }
+    }
+
+    fn offer_changes(&mut self, wall_millis: i64) {
+        if self.changes.is_empty() {
+            return;
+        }
+        let changes = std::mem::take(&mut self.changes);
+        self.count_alerts("detected", changes.len());
+        self.unconfirmed.offered(&changes, wall_millis);
+        self.send(WholeCityUpdate::Publish(changes));
+    }
+
+    /// Hands changes to the pipeline task without waiting: a full channel only delays them
+    /// to the next resend.
+    fn send(&self, update: WholeCityUpdate) {
+        if let Err(error) = self.publish.try_send(update) {
+            tracing::debug!(%error, "whole-city alerts not handed to the pipeline task now; offered again later");
+        }
+    }
+
+    fn count_alerts(&self, result: &str, count: usize) {
+        if count > 0 {
+            self.metrics
+                .whole_city_alerts
+                .with_label_values(&[result])
+                .inc_by(count as u64);
+        }
+    }
+}
