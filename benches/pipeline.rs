@@ -378,12 +378,96 @@ fn bench_scan(criterion: &mut Criterion) {
     group.finish();
 }
 
+/// The whole-city detector (district and cluster rules with Kafka) through one day of the
+/// city's panes, minute by minute as the service feeds it: the seeded fraud stream, and the
+/// same with a ×30 wave over three communities all day. A fresh detector each time (its
+/// first evaluation builds the scan's zones, as a service does once), so the day's time over
+/// 1,440 is what one minute of event time costs.
+fn bench_whole_city(criterion: &mut Criterion) {
+    use gridwatch::rules::whole_city::{WholeCityDetector, WATERMARK_GRACE_MILLIS};
+    use std::collections::BTreeMap;
+    const MINUTE: i64 = 60_000;
+    const DAY: i64 = 86_400_000;
+    let registry = GridRegistry::embedded();
+    let baseline = Baseline::embedded();
+    let rules = RuleSet::embedded_default(MINUTE).unwrap();
+    let fraud_types = [
+        EventType::FraudWarning,
+        EventType::FraudDissuaded,
+        EventType::FraudReported,
+        EventType::FraudCaseFiled,
+    ];
+    let start = START_MILLIS + 8 * 3_600_000;
+    let quiet = seeded_stream(&registry, &baseline, &fraud_types, start, 24, 5);
+    let mut waved = quiet.clone();
+    let wave_cells: Vec<CellIndex> = registry.communities()[..3]
+        .iter()
+        .flat_map(|community| community.cells.clone())
+        .collect();
+    waved.extend(wave_stream(
+        &registry,
+        &baseline,
+        &wave_cells,
+        &fraud_types,
+        29.0,
+        start,
+        24,
+        6,
+    ));
+    sort_by_time(&mut waved);
+    let panes_of = |stream: &[(i64, CellIndex, EventType)]| {
+        let mut counts: BTreeMap<(i64, u32, i32), u64> = BTreeMap::new();
+        for (at, cell, event_type) in stream {
+            *counts
+                .entry((at - at.rem_euclid(MINUTE), cell.0, *event_type as i32))
+                .or_default() += 1;
+        }
+        let mut by_minute: BTreeMap<i64, Vec<CellWindow>> = BTreeMap::new();
+        for ((pane_start, cell, event_type), count) in counts {
+            by_minute.entry(pane_start).or_default().push(CellWindow {
+                grid_id: registry.cells()[cell as usize].grid_id.clone(),
+                event_type,
+                window_start: Some(gridwatch::time::millis_to_timestamp(pane_start)),
+                window_end: Some(gridwatch::time::millis_to_timestamp(pane_start + MINUTE)),
+                count,
+                ..CellWindow::default()
+            });
+        }
+        by_minute
+    };
+    let mut group = criterion.benchmark_group("whole_city");
+    group.sample_size(10);
+    for (name, stream) in [("quiet_day", &quiet), ("wave_day", &waved)] {
+        let panes = panes_of(stream);
+        group.bench_function(name, |bencher| {
+            bencher.iter(|| {
+                let mut detector = WholeCityDetector::new(&rules, Baseline::embedded()).unwrap();
+                detector.finish_catch_up(&registry);
+                let mut alerts = Vec::new();
+                let mut wall = 0;
+                for minute in 0..=(DAY / MINUTE) {
+                    let pane_start = start + minute * MINUTE;
+                    for pane in panes.get(&pane_start).into_iter().flatten() {
+                        let _ = detector.apply_pane(pane, &registry, &mut alerts);
+                    }
+                    detector.hear_watermark(pane_start + MINUTE, wall);
+                    wall += WATERMARK_GRACE_MILLIS;
+                    detector.advance(wall, &registry, &mut alerts);
+                }
+                alerts
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_decode,
     bench_stages,
     bench_window_record,
     bench_pipeline,
-    bench_scan
+    bench_scan,
+    bench_whole_city
 );
 criterion_main!(benches);

@@ -505,3 +505,81 @@ fn a_city_wide_alert_is_placed_at_the_city_and_an_unplaced_alert_of_another_scop
     assert!(place.district_id.is_empty() && place.community_id.is_empty());
     assert_ne!(place.centroid, [0.0, 0.0]);
 }
+
+fn status_with_watermark(instance: &str, updated: i64, watermark: Option<i64>) -> OutputRecord {
+    OutputRecord::InstanceStatus(crate::proto::InstanceStatus {
+        instance_id: instance.to_string(),
+        updated_at: Some(millis_to_timestamp(updated)),
+        watermark: watermark.map(millis_to_timestamp),
+        source: "kafka".to_string(),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn the_live_watermark_is_the_oldest_of_instances_that_reported_lately_by_their_own_clock() {
+    let (mut model, _registry) = model();
+    assert_eq!(model.live_watermark_millis(T0), None);
+    let wall = T0 + 60 * MINUTE;
+    // A dead instance's last status, read back from the compacted topic just now: its own
+    // updated_at is an hour old, so it does not hold the whole city back.
+    model
+        .apply(
+            status_with_watermark("gw-dead", T0, Some(T0 - 30 * MINUTE)),
+            wall,
+        )
+        .unwrap();
+    model
+        .apply(
+            status_with_watermark("gw-1", wall - 2_000, Some(T0 + 50 * MINUTE)),
+            wall,
+        )
+        .unwrap();
+    model
+        .apply(
+            status_with_watermark("gw-2", wall - 4_000, Some(T0 + 40 * MINUTE)),
+            wall,
+        )
+        .unwrap();
+    // Live, without a watermark yet (no event): not counted either.
+    model
+        .apply(status_with_watermark("gw-3", wall - 1_000, None), wall)
+        .unwrap();
+    assert_eq!(model.live_watermark_millis(wall), Some(T0 + 40 * MINUTE));
+    // Statuses go stale 15 s after their own updated_at: gw-2's first, then only gw-1 counts.
+    assert_eq!(
+        model.live_watermark_millis(wall + 10_000),
+        Some(T0 + 40 * MINUTE)
+    );
+    assert_eq!(
+        model.live_watermark_millis(wall + 12_000),
+        Some(T0 + 50 * MINUTE)
+    );
+    assert_eq!(model.live_watermark_millis(wall + 20_000), None);
+}
+
+#[test]
+fn the_model_shows_an_alert_change_once_it_holds_that_change_or_a_newer_one() {
+    let (mut model, registry) = model();
+    let cell = grid(&registry, 0);
+    let firing = alert(&cell, EventType::FireSmoke, 1, T0, AlertStatus::Firing);
+    let resolved = alert(&cell, EventType::FireSmoke, 1, T0, AlertStatus::Resolved);
+    let alert_of = |record: &OutputRecord| match record {
+        OutputRecord::Alert(alert) => alert.as_ref().clone(),
+        _ => crate::proto::Alert::default(),
+    };
+    let (firing_alert, resolved_alert) = (alert_of(&firing), alert_of(&resolved));
+    assert!(!model.shows_alert(&firing_alert));
+    model.apply(firing, T0).unwrap();
+    assert!(model.shows_alert(&firing_alert));
+    assert!(
+        !model.shows_alert(&resolved_alert),
+        "the resolution is newer"
+    );
+    model.apply(resolved, T0 + MINUTE).unwrap();
+    assert!(model.shows_alert(&resolved_alert));
+    assert!(
+        model.shows_alert(&firing_alert),
+        "an older change is shown by a newer one"
+    );
+}

@@ -41,8 +41,8 @@
 //! - Fingerprint: (rule, centre community id, "cluster").
 //!
 //! With Kafka input each partition's engine holds only some communities, so scan rules are
-//! evaluated only where one engine sees the whole city (replay, the simulator), like district
-//! rules ([`super::units::evaluated_with_input`]).
+//! evaluated only by an engine that sees the whole city, like district rules: the pipeline's
+//! with the simulator or a file, the whole-city detector's with Kafka ([`super::whole_city`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

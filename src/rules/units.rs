@@ -108,7 +108,8 @@ pub(crate) fn unit_key_of(
 /// Whether a statistical rule of `scope` is evaluated in an engine that sees `partial_input`
 /// (one Kafka partition): not for a district, since input is keyed by community and a
 /// partition's engine holds only part of a district while the expectation is the whole
-/// district's — never tested rather than tested wrong (README "Rules and alerts").
+/// district's — never tested rather than tested wrong; the whole-city detector
+/// ([`super::whole_city`]) evaluates such rules instead.
 pub(crate) fn evaluated_with_input(scope: AlertScope, partial_input: bool) -> bool {
     !(matches!(
         scope,
