@@ -448,8 +448,10 @@ impl PartitionedPipelines {
             .collect()
     }
 
-    /// Refreshes the state-size, watermark and active-alert gauges over every partition.
-    pub fn update_gauges(&self, wall_millis: i64) {
+    /// Refreshes the state-size, watermark and active-alert gauges over every partition;
+    /// `also_firing` are firing alerts this instance publishes besides its partitions' (the
+    /// whole-city detector's, where it publishes them).
+    pub fn update_gauges(&self, wall_millis: i64, also_firing: &[Alert]) {
         let metrics = &self.factory.metrics;
         let open_panes: usize = self
             .partitions
@@ -475,7 +477,7 @@ impl PartitionedPipelines {
                 active_by_rule_and_severity.insert((rule.name().to_string(), severity), 0);
             }
         }
-        for alert in self.active_alerts() {
+        for alert in self.active_alerts().iter().chain(also_firing) {
             *active_by_rule_and_severity
                 .entry((alert.rule.clone(), alert.severity))
                 .or_default() += 1;

@@ -245,40 +245,47 @@ impl PipelineMetrics {
 
     /// Alert state changes emitted at wall time `wall_millis`.
     pub(super) fn record_alerts(&self, alerts: &[Alert], wall_millis: i64) {
-        for alert in alerts {
-            let firing = alert.status == AlertStatus::Firing as i32;
-            let status = if alert.status == AlertStatus::Resolved as i32 {
-                "resolved"
-            } else {
-                "firing"
-            };
-            self.metrics
-                .alerts
-                .with_label_values(&[alert.rule.as_str(), status])
+        record_alert_changes(&self.metrics, alerts, wall_millis);
+    }
+}
+
+/// Counts alert state changes emitted at wall time `wall_millis` (by rule and status, late,
+/// suppressed, latency): a pipeline's, and the whole-city detector's where this instance
+/// publishes them.
+pub(crate) fn record_alert_changes(metrics: &Metrics, alerts: &[Alert], wall_millis: i64) {
+    for alert in alerts {
+        let firing = alert.status == AlertStatus::Firing as i32;
+        let status = if alert.status == AlertStatus::Resolved as i32 {
+            "resolved"
+        } else {
+            "firing"
+        };
+        metrics
+            .alerts
+            .with_label_values(&[alert.rule.as_str(), status])
+            .inc();
+        if alert.late {
+            metrics
+                .late_alerts
+                .with_label_values(&[alert.rule.as_str()])
                 .inc();
-            if alert.late {
-                self.metrics
-                    .late_alerts
-                    .with_label_values(&[alert.rule.as_str()])
-                    .inc();
-            }
-            if firing && !alert.suppressed_by.is_empty() {
-                self.metrics
-                    .alerts_maintenance_suppressed
-                    .with_label_values(&[alert.rule.as_str()])
-                    .inc();
-            }
-            if !firing {
-                continue;
-            }
-            if let Some(updated_at) = alert.updated_at.as_ref().or(alert.starts_at.as_ref()) {
-                let latency_millis =
-                    wall_millis.saturating_sub(crate::time::timestamp_to_millis(updated_at));
-                self.metrics
-                    .alert_latency
-                    .with_label_values(&[alert.rule_kind.as_str()])
-                    .observe(latency_millis.max(0) as f64 / 1000.0);
-            }
+        }
+        if firing && !alert.suppressed_by.is_empty() {
+            metrics
+                .alerts_maintenance_suppressed
+                .with_label_values(&[alert.rule.as_str()])
+                .inc();
+        }
+        if !firing {
+            continue;
+        }
+        if let Some(updated_at) = alert.updated_at.as_ref().or(alert.starts_at.as_ref()) {
+            let latency_millis =
+                wall_millis.saturating_sub(crate::time::timestamp_to_millis(updated_at));
+            metrics
+                .alert_latency
+                .with_label_values(&[alert.rule_kind.as_str()])
+                .observe(latency_millis.max(0) as f64 / 1000.0);
         }
     }
 }

@@ -27,7 +27,7 @@ use crate::time::millis_to_timestamp;
 use crate::window::progress::{source_key, ClockGuardSettings, ProgressObservation};
 
 mod admission;
-mod metrics;
+pub(crate) mod metrics;
 
 pub use admission::{
     Admission, Admitted, AdmittedRecord, DecodedRecord, EncodedRecord, RejectedInput, SpareEvents,

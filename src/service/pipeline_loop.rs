@@ -248,7 +248,12 @@ impl PipelineLoop {
         if let Err(error) = self.sinks.flush(None) {
             tracing::error!(%error, "flushing outputs failed");
         }
-        self.pipelines.update_gauges(wall_millis);
+        let whole_city_firing = match &self.whole_city {
+            Some(whole_city) if whole_city.role.is_publishing() => whole_city.role.firing(),
+            _ => Vec::new(),
+        };
+        self.pipelines
+            .update_gauges(wall_millis, &whole_city_firing);
         self.pipelines.export_suppressed_repeats();
         self.publish_gauges();
         if self.status.is_due(wall_millis) {
@@ -347,6 +352,11 @@ impl PipelineLoop {
                     .with_label_values(&[result])
                     .inc_by(changes.len() as u64);
                 if publishing {
+                    crate::pipeline::metrics::record_alert_changes(
+                        &self.metrics,
+                        &changes,
+                        wall_clock_millis(),
+                    );
                     self.outputs.alerts.extend(changes);
                     self.write_outputs();
                 }

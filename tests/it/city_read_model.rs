@@ -1278,9 +1278,18 @@ async fn district_and_cluster_waves_split_over_partitions_are_alerted_once_as_on
             member.name
         );
         assert!(detected >= published.len() as f64, "every instance detects");
+        // The publisher counts what it published like any alert; the other does not.
+        let district_fired = metric_value(
+            &member.metrics(&client).await,
+            "gridwatch_alerts_total",
+            &["rule=\"fraud_wave_district_spike_6h\"", "status=\"firing\""],
+        );
         if published_here > 0.0 {
             assert!(publisher.is_none(), "one publisher in the group");
+            assert_eq!(district_fired, Some(1.0));
             publisher = Some(index);
+        } else {
+            assert_eq!(district_fired.unwrap_or(0.0), 0.0);
         }
     }
 
