@@ -19,7 +19,7 @@ use gridwatch::pipeline::{Outputs, Pipeline, PipelineSettings};
 use gridwatch::proto::EventType;
 use gridwatch::proto::{CellWindow, IncidentEvent};
 use gridwatch::rules::simulation::{
-    continue_engine, embedded_rules_where, seeded_stream, sort_by_time, wave_stream,
+    continue_engine, embedded_rules_where, seeded_stream, sort_by_time, wave_stream, SimulatedEvent,
 };
 use gridwatch::rules::{Baseline, RuleEngine, RuleSet, EMBEDDED_RULES_TOML, RULE_KIND_NAMES};
 use gridwatch::sink::window_json::WindowJsonWriter;
@@ -312,6 +312,35 @@ fn bench_pipeline(criterion: &mut Criterion) {
     group.finish();
 }
 
+/// The city's seeded stream of `types` (start, hours, seed), and the same with a ×30 wave over
+/// the first three communities (start, hours, seed).
+fn quiet_and_waved(
+    registry: &GridRegistry,
+    types: &[EventType],
+    (start, hours, seed): (i64, i64, u64),
+    (wave_start, wave_hours, wave_seed): (i64, i64, u64),
+) -> (Vec<SimulatedEvent>, Vec<SimulatedEvent>) {
+    let baseline = Baseline::embedded();
+    let quiet = seeded_stream(registry, &baseline, types, start, hours, seed);
+    let mut waved = quiet.clone();
+    let wave_cells: Vec<CellIndex> = registry.communities()[..3]
+        .iter()
+        .flat_map(|community| community.cells.clone())
+        .collect();
+    waved.extend(wave_stream(
+        registry,
+        &baseline,
+        &wave_cells,
+        types,
+        29.0,
+        wave_start,
+        wave_hours,
+        wave_seed,
+    ));
+    sort_by_time(&mut waved);
+    (quiet, waved)
+}
+
 /// One hourly evaluation of the default scan rule (`fraud_wave_cluster`) after four days of
 /// the city's seeded fraud stream: `quiet` (the usual case: the Monte Carlo test stops after a
 /// few maps) and `wave` (a ×30 wave over three neighbouring communities has been running for
@@ -319,28 +348,16 @@ fn bench_pipeline(criterion: &mut Criterion) {
 fn bench_scan(criterion: &mut Criterion) {
     const HOUR: i64 = 3_600_000;
     let registry = GridRegistry::embedded();
-    let baseline = Baseline::embedded();
     let rules = embedded_rules_where(&|name, _| name == "fraud_wave_cluster").unwrap();
     let fraud_types = [EventType::FraudWarning, EventType::FraudReported];
     let hours = 96;
     let end = START_MILLIS + hours * HOUR;
-    let quiet = seeded_stream(&registry, &baseline, &fraud_types, START_MILLIS, hours, 3);
-    let mut waved = quiet.clone();
-    let wave_cells: Vec<CellIndex> = registry.communities()[..3]
-        .iter()
-        .flat_map(|community| community.cells.clone())
-        .collect();
-    waved.extend(wave_stream(
+    let (quiet, waved) = quiet_and_waved(
         &registry,
-        &baseline,
-        &wave_cells,
         &fraud_types,
-        29.0,
-        end - 24 * HOUR,
-        24,
-        4,
-    ));
-    sort_by_time(&mut waved);
+        (START_MILLIS, hours, 3),
+        (end - 24 * HOUR, 24, 4),
+    );
     let mut group = criterion.benchmark_group("scan");
     for (name, stream) in [("quiet", &quiet), ("wave", &waved)] {
         let mut warmed = RuleEngine::with_baseline(rules.clone(), Baseline::embedded());
@@ -389,7 +406,6 @@ fn bench_whole_city(criterion: &mut Criterion) {
     const MINUTE: i64 = 60_000;
     const DAY: i64 = 86_400_000;
     let registry = GridRegistry::embedded();
-    let baseline = Baseline::embedded();
     let rules = RuleSet::embedded_default(MINUTE).unwrap();
     let fraud_types = [
         EventType::FraudWarning,
@@ -398,24 +414,8 @@ fn bench_whole_city(criterion: &mut Criterion) {
         EventType::FraudCaseFiled,
     ];
     let start = START_MILLIS + 8 * 3_600_000;
-    let quiet = seeded_stream(&registry, &baseline, &fraud_types, start, 24, 5);
-    let mut waved = quiet.clone();
-    let wave_cells: Vec<CellIndex> = registry.communities()[..3]
-        .iter()
-        .flat_map(|community| community.cells.clone())
-        .collect();
-    waved.extend(wave_stream(
-        &registry,
-        &baseline,
-        &wave_cells,
-        &fraud_types,
-        29.0,
-        start,
-        24,
-        6,
-    ));
-    sort_by_time(&mut waved);
-    let panes_of = |stream: &[(i64, CellIndex, EventType)]| {
+    let (quiet, waved) = quiet_and_waved(&registry, &fraud_types, (start, 24, 5), (start, 24, 6));
+    let panes_of = |stream: &[SimulatedEvent]| {
         let mut counts: BTreeMap<(i64, u32, i32), u64> = BTreeMap::new();
         for (at, cell, event_type) in stream {
             *counts

@@ -386,6 +386,9 @@ mod tests {
         assert_eq!(remaining, ["f2"]);
         active.apply(&Alert::default());
         assert_eq!(active.len(), 1, "an unspecified status changes nothing");
+        // Another instance owns it now: no longer re-sent here, and not resolved either.
+        active.forget("f2");
+        assert!(active.is_empty());
     }
 
     #[test]
