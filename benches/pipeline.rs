@@ -441,7 +441,7 @@ fn bench_whole_city(criterion: &mut Criterion) {
         let panes = panes_of(stream);
         group.bench_function(name, |bencher| {
             bencher.iter(|| {
-                let mut detector = WholeCityDetector::new(&rules, Baseline::embedded()).unwrap();
+                let mut detector = WholeCityDetector::new(&rules, Baseline::embedded());
                 detector.finish_catch_up(&registry);
                 let mut alerts = Vec::new();
                 let mut wall = 0;

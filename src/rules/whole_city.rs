@@ -142,11 +142,12 @@ pub struct WholeCityDetector {
 type PaneKey = (i64, u32, i32);
 
 impl WholeCityDetector {
-    /// A detector of `rules`' whole-city part, catching up until
-    /// [`WholeCityDetector::finish_catch_up`]. `None` when no rule needs the whole city.
-    pub fn new(rules: &RuleSet, baseline: Baseline) -> Option<WholeCityDetector> {
-        let history_millis = whole_city_lookback_millis(rules)?;
-        Some(WholeCityDetector {
+    /// A detector of `rules`' whole-city part (which may be empty until a reload adds such a
+    /// rule), catching up until [`WholeCityDetector::finish_catch_up`].
+    pub fn new(rules: &RuleSet, baseline: Baseline) -> WholeCityDetector {
+        let history_millis = whole_city_lookback_millis(rules)
+            .unwrap_or_else(|| MIN_HISTORY_MILLIS.saturating_add(rules.pane_size_millis()));
+        WholeCityDetector {
             engine: RuleEngine::with_baseline(rules.whole_city_part(), baseline),
             pane_size_millis: rules.pane_size_millis().max(1),
             history_millis,
@@ -156,7 +157,7 @@ impl WholeCityDetector {
             watermark_millis: None,
             heard_watermarks: VecDeque::new(),
             pane_event: IncidentEvent::default(),
-        })
+        }
     }
 
     /// The rules evaluated.
@@ -697,8 +698,7 @@ mod tests {
 
     /// A caught-up detector of the scenario's rules whose watermark is at its start.
     fn detector_at_start(scenario: &Scenario) -> WholeCityDetector {
-        let mut detector =
-            WholeCityDetector::new(&scenario.rules, Baseline::embedded()).expect("rules");
+        let mut detector = WholeCityDetector::new(&scenario.rules, Baseline::embedded());
         assert!(detector.finish_catch_up(&scenario.registry).is_empty());
         let mut changes = Vec::new();
         detector.hear_watermark(scenario.start, 0);
@@ -719,8 +719,7 @@ mod tests {
             kinds.contains("scan") && kinds.contains("spike"),
             "the waves raise scan and district spike alerts: {kinds:?}"
         );
-        let mut detector =
-            WholeCityDetector::new(&scenario.rules, Baseline::embedded()).expect("rules");
+        let mut detector = WholeCityDetector::new(&scenario.rules, Baseline::embedded());
         assert!(detector.finish_catch_up(&scenario.registry).is_empty());
         let detected = run_detector(
             &scenario.registry,
@@ -794,8 +793,7 @@ mod tests {
                 entry.push(window.clone());
             }
         }
-        let mut detector =
-            WholeCityDetector::new(&scenario.rules, Baseline::embedded()).expect("rules");
+        let mut detector = WholeCityDetector::new(&scenario.rules, Baseline::embedded());
         detector.finish_catch_up(&scenario.registry);
         let detected = run_detector(
             &scenario.registry,
@@ -819,7 +817,7 @@ mod tests {
         let (registry, rules, start) = (registry, rules, *start);
         // Stop inside the district wave, which is then firing.
         let stop = start + 60 * HOUR_MILLIS;
-        let mut all_along = WholeCityDetector::new(rules, Baseline::embedded()).expect("rules");
+        let mut all_along = WholeCityDetector::new(rules, Baseline::embedded());
         all_along.finish_catch_up(registry);
         let changes = run_detector(registry, &mut all_along, panes, start, stop);
         let mut firing: BTreeMap<String, Alert> = BTreeMap::new();
@@ -835,7 +833,7 @@ mod tests {
             "the district wave is firing at the stop"
         );
 
-        let mut restarted = WholeCityDetector::new(rules, Baseline::embedded()).expect("rules");
+        let mut restarted = WholeCityDetector::new(rules, Baseline::embedded());
         let mut discarded = Vec::new();
         // The history a restart reads back, out of order as partitions interleave.
         let lookback = whole_city_lookback_millis(rules).expect("whole-city rules");
@@ -873,8 +871,7 @@ mod tests {
     #[test]
     fn panes_of_unknown_grids_or_of_another_length_are_skipped_with_a_reason() {
         let registry = GridRegistry::embedded();
-        let mut detector =
-            WholeCityDetector::new(&default_rules(), Baseline::embedded()).expect("rules");
+        let mut detector = WholeCityDetector::new(&default_rules(), Baseline::embedded());
         detector.finish_catch_up(&registry);
         let grid_id = registry.cells()[0].grid_id.clone();
         let pane = |grid_id: &str, length: i64| CellWindow {
@@ -920,8 +917,7 @@ mod tests {
     #[test]
     fn a_heard_watermark_is_used_only_after_its_grace() {
         let registry = GridRegistry::embedded();
-        let mut detector =
-            WholeCityDetector::new(&default_rules(), Baseline::embedded()).expect("rules");
+        let mut detector = WholeCityDetector::new(&default_rules(), Baseline::embedded());
         detector.finish_catch_up(&registry);
         let mut out = Vec::new();
         detector.hear_watermark(HOUR_MILLIS, 1_000);
@@ -953,6 +949,36 @@ mod tests {
             .rules()
             .iter()
             .all(|rule| matches!(rule.kind(), "spike" | "cusum" | "scan" | "threshold")));
+    }
+
+    #[test]
+    fn a_detector_started_without_whole_city_rules_counts_once_a_reload_adds_them() {
+        let registry = GridRegistry::embedded();
+        let immediate_only =
+            crate::rules::simulation::embedded_rules_where(&|_, kind| kind == "immediate")
+                .expect("the embedded immediate rules");
+        assert_eq!(immediate_only.whole_city_history_millis(), None);
+        let mut detector = WholeCityDetector::new(&immediate_only, Baseline::embedded());
+        detector.finish_catch_up(&registry);
+        let pane = CellWindow {
+            grid_id: registry.cells()[0].grid_id.clone(),
+            event_type: EventType::FraudReported as i32,
+            window_start: Some(millis_to_timestamp(0)),
+            window_end: Some(millis_to_timestamp(SIMULATION_PANE_MILLIS)),
+            count: 1,
+            ..CellWindow::default()
+        };
+        let mut out = Vec::new();
+        assert_eq!(
+            detector.apply_pane(&pane, &registry, &mut out),
+            Ok(PaneRead::Unchanged)
+        );
+        detector.replace_rules(&default_rules(), &mut out);
+        assert!(!detector.rules().rules().is_empty());
+        assert_eq!(
+            detector.apply_pane(&pane, &registry, &mut out),
+            Ok(PaneRead::Waiting)
+        );
     }
 
     fn alert(fingerprint: &str, updated_millis: i64) -> Alert {

@@ -206,9 +206,10 @@ pub fn load_fraud_baseline(
 }
 
 /// The whole-city detector for a read model fed from the output topics
-/// ([`crate::rules::whole_city`]), when `rules` have rules that need it: it reads the windows
-/// topic back as far as they count (`settings`' lookback grows to it), and the pipeline task
-/// gets its end of the channels ([`WholeCityPublishing`]).
+/// ([`crate::rules::whole_city`]), when there is a status topic (its watermarks time the
+/// detector): it reads the windows topic back as far as the rules count (`settings`' lookback
+/// grows to it), and the pipeline task gets its end of the channels ([`WholeCityPublishing`]).
+/// It runs even without whole-city rules, so that a reload can add one.
 fn whole_city_detection(
     rules: &RuleSet,
     registry: Arc<GridRegistry>,
@@ -218,11 +219,16 @@ fn whole_city_detection(
     Option<crate::read_model::detection::WholeCityDetection>,
     Option<WholeCityPublishing>,
 ) {
-    let Some(detector) =
-        crate::rules::whole_city::WholeCityDetector::new(rules, crate::rules::Baseline::embedded())
-    else {
+    let has_status_topic = settings
+        .topics
+        .iter()
+        .any(|(_, kind)| *kind == crate::read_model::kafka_feed::TopicKind::Status);
+    if !has_status_topic {
+        tracing::warn!("district, cluster and city-wide rules are not evaluated: the whole-city detector follows the instances' watermarks on kafka.sinks.status_topic, which is empty");
         return (None, None);
-    };
+    }
+    let detector =
+        crate::rules::whole_city::WholeCityDetector::new(rules, crate::rules::Baseline::embedded());
     if let Some(lookback) = crate::rules::whole_city::whole_city_lookback_millis(rules) {
         settings.lookback_millis = settings.lookback_millis.max(lookback);
     }
