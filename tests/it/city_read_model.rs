@@ -384,18 +384,29 @@ async fn produce(brokers: &str, simulator: &mut Simulator, events: u64) {
     assert_eq!(sent, events);
 }
 
+/// The unlabelled metric `name` of each member, in order.
+async fn each_metric(
+    members: impl IntoIterator<Item = &Member>,
+    client: &reqwest::Client,
+    name: &str,
+) -> Vec<Option<f64>> {
+    let mut values = Vec::new();
+    for member in members {
+        values.push(metric_value(&member.metrics(client).await, name, &[]));
+    }
+    values
+}
+
 /// Waits until each member owns `partitions` input partitions.
 async fn wait_for_assignment(members: &[&Member], client: &reqwest::Client, partitions: f64) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let mut owned = Vec::new();
-        for member in members {
-            owned.push(metric_value(
-                &member.metrics(client).await,
-                "gridwatch_kafka_assigned_partitions",
-                &[],
-            ));
-        }
+        let owned = each_metric(
+            members.iter().copied(),
+            client,
+            "gridwatch_kafka_assigned_partitions",
+        )
+        .await;
         if owned.iter().all(|count| *count == Some(partitions)) {
             println!("{} members own {partitions} partitions each", members.len());
             return;
@@ -1124,14 +1135,12 @@ async fn settled_whole_city_watermark(
     let mut last: Vec<Option<f64>> = Vec::new();
     let mut stable_since = Instant::now();
     loop {
-        let mut now = Vec::new();
-        for member in members {
-            now.push(metric_value(
-                &member.metrics(client).await,
-                "gridwatch_whole_city_watermark_timestamp_seconds",
-                &[],
-            ));
-        }
+        let now = each_metric(
+            members,
+            client,
+            "gridwatch_whole_city_watermark_timestamp_seconds",
+        )
+        .await;
         if now != last {
             last = now;
             stable_since = Instant::now();
