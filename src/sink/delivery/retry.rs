@@ -1,6 +1,7 @@
 //! One request and its retries: exponential backoff with jitter on connection errors,
 //! timeouts, 408, 429 and 5xx; other 4xx answers are permanent (the receiver rejected the
-//! content). Shutdown interrupts the retries.
+//! content). Shutdown interrupts the retries, and the request then in flight is made once
+//! more.
 
 use std::time::Duration;
 
@@ -60,9 +61,6 @@ pub enum AttemptError {
     /// The request body could not be serialized (nothing was sent; retrying cannot help).
     #[error("cannot serialize the request body: {0}")]
     Encode(#[source] serde_json::Error),
-    /// Shutdown interrupted the retries.
-    #[error("cancelled by shutdown")]
-    Cancelled,
 }
 
 impl From<reqwest::Error> for AttemptError {
@@ -79,7 +77,7 @@ impl AttemptError {
             AttemptError::Status { status, .. } => {
                 *status == 408 || *status == 429 || *status >= 500
             }
-            AttemptError::Encode(_) | AttemptError::Cancelled => false,
+            AttemptError::Encode(_) => false,
         }
     }
 }
@@ -126,7 +124,10 @@ pub(crate) async fn send_with_retry(
         });
     tokio::select! {
         result = attempts => result,
-        _ = cancel.cancelled() => Err(AttemptError::Cancelled),
+        // Shutdown interrupts the retries, not the delivery: the request in flight (which the
+        // receiver may already have) is made once more, as queued alerts get one attempt at
+        // shutdown. Dropping it counted a delivered alert as failed, and lost an undelivered one.
+        _ = cancel.cancelled() => send_once(make_request()).await,
     }
 }
 
@@ -146,7 +147,6 @@ mod tests {
         assert!(status(408).is_retryable());
         assert!(!status(400).is_retryable());
         assert!(!status(404).is_retryable());
-        assert!(!AttemptError::Cancelled.is_retryable());
     }
 
     #[test]
@@ -166,5 +166,65 @@ mod tests {
                 "{delays:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn shutdown_during_a_request_makes_it_once_more_instead_of_dropping_it() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A receiver that answers its first request after 2 s, later ones at once.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let number = counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut request = [0_u8; 4096];
+                    let _ = stream.read(&mut request).await;
+                    if number == 0 {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    let _ = stream
+                        .write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                });
+            }
+        });
+        let cancel = CancellationToken::new();
+        let policy = RetryPolicy {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            max_attempts: 3,
+        };
+        let retried = IntCounter::new("retried", "test").unwrap();
+        let client = reqwest::Client::new();
+        let url = format!("http://{address}/api/v2/alerts");
+        let sending = {
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                send_with_retry(
+                    || client.post(&url).body("[]"),
+                    &policy,
+                    &retried,
+                    1,
+                    "test",
+                    &cancel,
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cancel.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(10), sending)
+            .await
+            .expect("the last attempt ends")
+            .expect("the task");
+        assert!(result.is_ok(), "{result:?}");
+        assert_eq!(requests.load(Ordering::SeqCst), 2, "made once more");
     }
 }
