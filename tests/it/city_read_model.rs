@@ -511,10 +511,23 @@ async fn every_instance_shows_the_whole_city_and_keeps_showing_it_when_one_dies(
             "2 survivors answer the same alerts, cells and fraud ({:.0} ms after their read models had every record)",
             took.as_secs_f64() * 1000.0
         );
-        let (_, status) = members[0].get(&client, "/api/v1/status").await;
-        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
-        if let Some(partitions) = status["partitions_total"].as_u64() {
-            assert_eq!(partitions, 6, "the whole city's partitions: {status}");
+        // Statuses are sent every 5 s: a survivor's first status after it took the victim's
+        // partitions may still be on its way.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, status) = members[0].get(&client, "/api/v1/status").await;
+            let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+            let Some(partitions) = status["partitions_total"].as_u64() else {
+                break;
+            };
+            if partitions == 6 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the whole city's partitions: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
     for member in members {
