@@ -536,7 +536,12 @@ impl RuleEngine {
     }
 
     fn has_rules_for(&self, accepted_event: &AcceptedEvent<'_>) -> bool {
-        rules_of_event_type(&self.rule_indexes_by_event_type, accepted_event.event_type)
+        self.has_rules_for_type(accepted_event.event_type)
+    }
+
+    /// Whether any rule this engine evaluates sees events of `event_type`.
+    pub fn has_rules_for_type(&self, event_type: EventType) -> bool {
+        rules_of_event_type(&self.rule_indexes_by_event_type, event_type)
             .is_some_and(|rule_indexes| !rule_indexes.is_empty())
     }
 

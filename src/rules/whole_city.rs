@@ -38,6 +38,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use super::baseline::Baseline;
+use super::series::pane_start;
 use super::{RuleEngine, RuleSet};
 use crate::event::{default_severity, AcceptedEvent};
 use crate::grid::{CellIndex, GridRegistry};
@@ -197,7 +198,7 @@ impl WholeCityDetector {
         let Ok(event_type) = EventType::try_from(window.event_type) else {
             return Ok(PaneRead::Unchanged);
         };
-        if !self.counts_type(event_type) {
+        if !self.engine.has_rules_for_type(event_type) {
             return Ok(PaneRead::Unchanged);
         }
         let cell = registry
@@ -245,7 +246,9 @@ impl WholeCityDetector {
             }
             return Ok(PaneRead::Waiting);
         }
+        let first_new = out.len();
         self.count(key, gained, registry, out);
+        without_event_ids(out.get_mut(first_new..));
         let late = self
             .watermark_millis
             .is_some_and(|watermark| start_millis < self.pane_start(watermark));
@@ -313,16 +316,8 @@ impl WholeCityDetector {
         firing
     }
 
-    fn counts_type(&self, event_type: EventType) -> bool {
-        self.engine
-            .rules()
-            .rules()
-            .iter()
-            .any(|rule| rule.event_types().contains(&event_type))
-    }
-
     fn pane_start(&self, millis: i64) -> i64 {
-        millis - millis.rem_euclid(self.pane_size_millis)
+        pane_start(millis, self.pane_size_millis)
     }
 
     /// Moves the watermark to `target`, visiting every pane boundary on the way (where the
@@ -376,7 +371,8 @@ impl WholeCityDetector {
         }
     }
 
-    /// Hands a pane's (gained) events to the engine, at the pane's start.
+    /// Hands a pane's (gained) events to the engine, at the pane's start (their alert changes
+    /// carry empty event ids, which the public entry points strip once).
     fn count(
         &mut self,
         (start_millis, cell, event_type): PaneKey,
@@ -387,7 +383,6 @@ impl WholeCityDetector {
         let Ok(event_type) = EventType::try_from(event_type) else {
             return;
         };
-        let first_new = out.len();
         for (severity, count) in (1_u8..).zip(count_by_severity) {
             for _ in 0..count {
                 let accepted = AcceptedEvent {
@@ -400,7 +395,6 @@ impl WholeCityDetector {
                 self.engine.on_event(&accepted, registry, out);
             }
         }
-        without_event_ids(out.get_mut(first_new..));
     }
 }
 

@@ -3,14 +3,13 @@
 //! owns input partition 0. When that changes, Alertmanager's re-sends move with it: the new
 //! publisher starts refreshing the firing alerts, the old one stops (without resolving them).
 
-use std::collections::BTreeMap;
-
-use crate::proto::{Alert, AlertStatus};
+use crate::proto::Alert;
+use crate::sink::alertmanager::ActiveAlerts;
 
 /// The whole-city alerts firing, and whether this instance publishes.
 #[derive(Debug, Default)]
 pub(crate) struct WholeCityRole {
-    firing: BTreeMap<String, Alert>,
+    firing: ActiveAlerts,
     publishing: bool,
 }
 
@@ -34,20 +33,14 @@ impl WholeCityRole {
     /// Follows alert changes (published here or not).
     pub(crate) fn note(&mut self, changes: &[Alert]) {
         for alert in changes {
-            if alert.status == AlertStatus::Firing as i32 {
-                self.firing.insert(alert.fingerprint.clone(), alert.clone());
-            } else {
-                self.firing.remove(&alert.fingerprint);
-            }
+            self.firing.apply(alert);
         }
     }
 
     /// The detector's whole firing set (after its catch-up).
     pub(crate) fn replace_firing(&mut self, firing: &[Alert]) {
-        self.firing = firing
-            .iter()
-            .map(|alert| (alert.fingerprint.clone(), alert.clone()))
-            .collect();
+        self.firing = ActiveAlerts::default();
+        self.note(firing);
     }
 
     /// Whether this instance publishes from now on (it owns input partition 0).
@@ -63,18 +56,19 @@ impl WholeCityRole {
 
     /// The firing alerts, by fingerprint.
     pub(crate) fn firing(&self) -> Vec<Alert> {
-        self.firing.values().cloned().collect()
+        self.firing.firing().cloned().collect()
     }
 
     /// The firing alerts' fingerprints.
     pub(crate) fn firing_fingerprints(&self) -> impl Iterator<Item = &str> {
-        self.firing.keys().map(String::as_str)
+        self.firing.firing().map(|alert| alert.fingerprint.as_str())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::AlertStatus;
 
     fn alert(fingerprint: &str, status: AlertStatus) -> Alert {
         Alert {
