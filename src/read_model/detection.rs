@@ -173,3 +173,50 @@ impl WholeCityDetection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{CellWindow, EventType};
+    use crate::time::millis_to_timestamp;
+
+    #[test]
+    fn panes_the_detector_cannot_count_are_counted_in_the_metric_by_reason() {
+        let registry = GridRegistry::embedded();
+        let metrics = Arc::new(Metrics::new(&["kafka"], "test").unwrap());
+        let rules = RuleSet::embedded_default(60_000).unwrap();
+        let (publish, _updates) = mpsc::channel(4);
+        let (_rules_sender, reloaded_rules) = mpsc::channel(1);
+        let mut detection = WholeCityDetection::new(
+            WholeCityDetector::new(&rules, crate::rules::Baseline::embedded()),
+            registry.clone(),
+            publish,
+            reloaded_rules,
+            metrics.clone(),
+        );
+        let pane = |grid_id: &str, length: i64| {
+            OutputRecord::Window(CellWindow {
+                grid_id: grid_id.to_string(),
+                event_type: EventType::FraudReported as i32,
+                window_start: Some(millis_to_timestamp(0)),
+                window_end: Some(millis_to_timestamp(length)),
+                count: 1,
+                ..CellWindow::default()
+            })
+        };
+        let grid_id = registry.cells()[0].grid_id.clone();
+        detection.on_records(
+            &[
+                pane("nowhere", 60_000),
+                pane(&grid_id, 5 * 60_000),
+                pane(&grid_id, 60_000),
+            ],
+            0,
+        );
+        let count = |result: &str| metrics.whole_city_panes.with_label_values(&[result]).get();
+        assert_eq!(count("unknown_grid"), 1);
+        assert_eq!(count("not_a_pane"), 1);
+        assert_eq!(count("waiting"), 1, "read while catching up");
+        assert_eq!(metrics.whole_city_catching_up.get(), 1);
+    }
+}
