@@ -46,10 +46,10 @@
 //! total divided by its cells). With no learned history (`n` = 0) this is exactly the seed;
 //! after 4 weeks with k = 2 it weighs the cell's own history 2/3, its community 2/9 and the
 //! seed 1/9, so a cell with a sparse history borrows strength from its neighbours without a
-//! single quiet month driving its expectation to zero. A community-scope expectation is the
-//! sum over its cells.
+//! single quiet month driving its expectation to zero. This is the expectation of cell-scope
+//! rules; communities and districts are judged against a learned level (next section).
 //!
-//! # Learned level (scan rules)
+//! # Learned level (communities, districts and scan rules)
 //!
 //! Per hour of week, a sparse type has almost no history: a median community expects 0.3
 //! fraud events a day, so the same 24 hours of the two previous weeks most often hold none,
@@ -68,6 +68,18 @@
 //! at the seeded rate. It pools every hour of the history, so three weeks of a median
 //! community (about 6 events) pin the level within about ±25 %, and a city whose fraud has
 //! fallen (the 60 % target) is judged against its new level within weeks.
+//!
+//! Community- and district-scope spike and CUSUM rules use the same estimator per unit (its
+//! cells' events and seeds summed), with the history ending a day (`LEVEL_GUARD_HOURS`)
+//! before the window, so that a wave's first day never raises the expectation it is judged
+//! against (scan windows are 6 h to 3 days long, and their history ends where they start).
+//! The hour-of-week means above, summed over a unit, rest on the same few hours of a few weeks:
+//! after the first week `fraud_wave_cusum` raised 1.25 false alarms a week over its budget of
+//! one, and the 24 h district rule at a false discovery rate of 0.01 four times what it raised
+//! while seeded (0.89 a week against 0.2; `benches/power.rs --normal-weeks`, README "Wave
+//! detection power"). Judged against levels they raise 0.53 and 0.23 a week, and find waves
+//! as often as before.
+//!
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -92,6 +104,9 @@ const EPOCH_LOCAL_HOUR_OF_WEEK: i64 = 3 * 24 + LOCAL_UTC_OFFSET_HOURS;
 /// Longest span an expectation sums over (7 days of hour segments); longer spans are
 /// truncated to their most recent 7 days, which only lowers the expectation.
 const MAX_EXPECTATION_SPAN_HOURS: i64 = 7 * 24;
+/// Hours between a community's or district's learned history and the window judged against
+/// it (module docs, "Learned level"): a wave's first day never raises its own expectation.
+const LEVEL_GUARD_HOURS: i64 = 24;
 
 /// Why a baseline rates file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -498,6 +513,17 @@ impl BaselineState {
     }
 }
 
+/// Whether units of `scope` are judged against a learned level (module docs, "Learned level")
+/// rather than hour-of-week means: communities and districts.
+fn judged_by_level(scope: AlertScope) -> bool {
+    matches!(scope, AlertScope::Community | AlertScope::District)
+}
+
+/// Whole weeks in `hours` hours.
+fn whole_weeks(hours: usize) -> u32 {
+    u32::try_from(hours / HOURS_PER_WEEK as usize).unwrap_or(u32::MAX)
+}
+
 /// What [`BaselineView::community_level_expectations`] returns.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct LevelExpectations {
@@ -529,6 +555,9 @@ pub struct ExpectationCache {
     /// life, so this is never dropped. Without it a district's 24 h window summed the seeds
     /// of ~300 cells for every hour of the window at every hour (+57 % on a week's replay).
     seeded_rates: FxHashMap<(AlertScope, u32, i32, usize), f64>,
+    /// Learned level and its weeks of history by (scope, unit key, `EventType as i32`,
+    /// window's first hour): fixed by the closed hours before that hour, like `rates`.
+    unit_levels: FxHashMap<(AlertScope, u32, i32, i64), (f64, u32)>,
 }
 
 impl PartialEq for ExpectationCache {
@@ -561,6 +590,7 @@ impl ExpectationCache {
         ));
         if self.generation != generation {
             self.rates.clear();
+            self.unit_levels.clear();
             self.generation = generation;
         }
     }
@@ -634,16 +664,26 @@ impl BaselineView<'_> {
     }
 
     /// Weeks of learned history behind the expectation of a window `[from_millis, to_millis)`
-    /// of `event_type`: the closed same-hours-of-week of its first hour (0 = seeded rates
-    /// only). The alert carries it, so an operator sees how much the "expected" is worth.
+    /// of `event_type` in a unit of `scope`: the closed same-hours-of-week of its first hour,
+    /// or for a district the whole weeks behind its level (0 = seeded rates only). The alert
+    /// carries it, so an operator sees how much the "expected" is worth.
     pub(crate) fn learned_weeks(
         &self,
+        scope: AlertScope,
         event_type: EventType,
         from_millis: i64,
         to_millis: i64,
     ) -> u32 {
         let earliest_from = to_millis.saturating_sub(MAX_EXPECTATION_SPAN_HOURS * HOUR_MILLIS);
         let first_hour = epoch_hour(from_millis.max(earliest_from));
+        if judged_by_level(scope) {
+            let (_, history_hours) = self.history_hours_by_local_hour(
+                event_type,
+                first_hour,
+                first_hour.saturating_sub(LEVEL_GUARD_HOURS),
+            );
+            return whole_weeks(history_hours);
+        }
         let weeks = self
             .state
             .closed_same_hours_of_week(event_type as i32, first_hour, first_hour, self.settings)
@@ -712,40 +752,24 @@ impl BaselineView<'_> {
             let rate = match memo {
                 Some(rate) => rate,
                 None => {
-                    let seeded_only = scope == AlertScope::District
-                        && self
-                            .state
-                            .closed_same_hours_of_week(
-                                event_type as i32,
-                                hour,
-                                window_first_hour,
-                                self.settings,
-                            )
-                            .is_empty();
-                    let seeded_key = (scope, unit_key, event_type as i32, local_hour_of_day(hour));
-                    let seeded_memo = cache
-                        .as_deref()
-                        .filter(|_| seeded_only)
-                        .and_then(|cache| cache.seeded_rates.get(&seeded_key).copied());
-                    let rate = if let Some(seeded_rate) = seeded_memo {
-                        seeded_rate
-                    } else if scope == AlertScope::District {
-                        // The sum of its communities' rates, each with its own learned history;
-                        // memoized per district, so a district costs what a community does.
-                        self.registry
-                            .communities_of_district(unit_key as usize)
-                            .iter()
-                            .filter_map(|member| {
-                                let record = self.registry.communities().get(member.0 as usize)?;
-                                Some(self.hourly_rate_of_cells(
-                                    *member,
-                                    &record.cells,
-                                    event_type,
-                                    hour,
-                                    window_first_hour,
-                                ))
-                            })
-                            .sum::<f64>()
+                    let rate = if judged_by_level(scope) {
+                        // The seeded hourly shape times the unit's learned level (module
+                        // docs, "Learned level"), both memoized per unit.
+                        let seeded = self.seeded_unit_rate(
+                            cache.as_deref_mut(),
+                            scope,
+                            unit_key,
+                            event_type,
+                            local_hour_of_day(hour),
+                        );
+                        let (level, _) = self.unit_level(
+                            cache.as_deref_mut(),
+                            scope,
+                            unit_key,
+                            event_type,
+                            window_first_hour,
+                        );
+                        seeded * level
                     } else {
                         self.hourly_rate_of_cells(
                             community,
@@ -757,9 +781,6 @@ impl BaselineView<'_> {
                     };
                     if let Some(cache) = cache.as_deref_mut() {
                         cache.rates.insert(key, rate);
-                        if seeded_only {
-                            cache.seeded_rates.insert(seeded_key, rate);
-                        }
                     }
                     rate
                 }
@@ -771,6 +792,171 @@ impl BaselineView<'_> {
             segment_start = segment_end;
         }
         expected
+    }
+
+    /// Seeded events per hour of `event_type` in a community or district at `local_hour`:
+    /// the sum over its cells (~300 in a district), so memoized for the engine's life.
+    fn seeded_unit_rate(
+        &self,
+        cache: Option<&mut ExpectationCache>,
+        scope: AlertScope,
+        unit_key: u32,
+        event_type: EventType,
+        local_hour: usize,
+    ) -> f64 {
+        let key = (scope, unit_key, event_type as i32, local_hour);
+        if let Some(rate) = cache
+            .as_deref()
+            .and_then(|cache| cache.seeded_rates.get(&key).copied())
+        {
+            return rate;
+        }
+        let rate = self
+            .cells_of_unit(scope, unit_key)
+            .iter()
+            .map(|cell| {
+                self.seeds
+                    .seeded_hourly_rate(self.registry, *cell, event_type, local_hour)
+            })
+            .sum();
+        if let Some(cache) = cache {
+            cache.seeded_rates.insert(key, rate);
+        }
+        rate
+    }
+
+    /// The cells of a community (`unit_key` a `CommunityIndex.0`) or of a district's
+    /// communities (a district position); none for another scope or an unknown unit.
+    fn cells_of_unit(&self, scope: AlertScope, unit_key: u32) -> Vec<CellIndex> {
+        let communities: &[CommunityIndex] = match scope {
+            AlertScope::District => self.registry.communities_of_district(unit_key as usize),
+            AlertScope::Community => &[CommunityIndex(unit_key)][..],
+            AlertScope::Cell | AlertScope::Cluster | AlertScope::City => &[],
+        };
+        communities
+            .iter()
+            .filter_map(|member| self.registry.communities().get(member.0 as usize))
+            .flat_map(|community| community.cells.iter().copied())
+            .collect()
+    }
+
+    /// A community's or district's learned level of `event_type` from the closed hours of
+    /// the last `weeks` weeks before `first_hour`, and the whole weeks behind it (module docs,
+    /// "Learned level").
+    fn unit_level(
+        &self,
+        cache: Option<&mut ExpectationCache>,
+        scope: AlertScope,
+        unit_key: u32,
+        event_type: EventType,
+        first_hour: i64,
+    ) -> (f64, u32) {
+        let type_number = event_type as i32;
+        let key = (scope, unit_key, type_number, first_hour);
+        if let Some(memo) = cache
+            .as_deref()
+            .and_then(|cache| cache.unit_levels.get(&key).copied())
+        {
+            return memo;
+        }
+        let history_end_hour = first_hour.saturating_sub(LEVEL_GUARD_HOURS);
+        let (history_hours_by_local_hour, history_hours) =
+            self.history_hours_by_local_hour(event_type, first_hour, history_end_hour);
+        let mut cache = cache;
+        let mut seeded_by_local_hour = [0.0f64; 24];
+        for (local_hour, seeded) in seeded_by_local_hour.iter_mut().enumerate() {
+            *seeded = self.seeded_unit_rate(
+                cache.as_deref_mut(),
+                scope,
+                unit_key,
+                event_type,
+                local_hour,
+            );
+        }
+        let observed: f64 = if history_hours == 0 {
+            0.0
+        } else {
+            let history_first_hour = self.history_first_hour(first_hour);
+            let closed_hours = self
+                .state
+                .types
+                .get(&type_number)
+                .map(|learning| &learning.closed_hours);
+            self.cells_of_unit(scope, unit_key)
+                .iter()
+                .filter_map(|cell| self.state.hour_counts.get(&(cell.0, type_number)))
+                .flat_map(|counts| {
+                    counts.range(history_first_hour..history_end_hour.max(history_first_hour))
+                })
+                .filter(|(hour, _)| closed_hours.is_some_and(|closed| closed.contains(*hour)))
+                .map(|(_, count)| f64::from(*count))
+                .sum()
+        };
+        let memo = (
+            self.learned_level(
+                observed,
+                &seeded_by_local_hour,
+                &history_hours_by_local_hour,
+            ),
+            whole_weeks(history_hours),
+        );
+        if let Some(cache) = cache {
+            cache.unit_levels.insert(key, memo);
+        }
+        memo
+    }
+
+    /// The first hour of the learned history of a window starting at `first_hour`.
+    fn history_first_hour(&self, first_hour: i64) -> i64 {
+        first_hour.saturating_sub(i64::from(self.settings.weeks).saturating_mul(HOURS_PER_WEEK))
+    }
+
+    /// The closed hours of `event_type` in the learned history before `first_hour`, counted
+    /// by local hour of day, and their total.
+    fn history_hours_by_local_hour(
+        &self,
+        event_type: EventType,
+        first_hour: i64,
+        end_hour: i64,
+    ) -> ([u32; 24], usize) {
+        let mut by_local_hour = [0u32; 24];
+        let mut total = 0usize;
+        if let Some(learning) = self.state.types.get(&(event_type as i32)) {
+            for hour in learning.closed_hours.range(
+                self.history_first_hour(first_hour)
+                    ..end_hour.max(self.history_first_hour(first_hour)),
+            ) {
+                if let Some(slot) = by_local_hour.get_mut(local_hour_of_day(*hour)) {
+                    *slot += 1;
+                    total += 1;
+                }
+            }
+        }
+        (by_local_hour, total)
+    }
+
+    /// `(N + k·E_week) / (E + k·E_week)`: the Gamma–Poisson posterior mean of a unit's level,
+    /// from `observed` events in history hours whose seeded expectation is `E`, with a prior
+    /// of k = `shrinkage_weeks` weeks at the seeded rates (1 without seeds).
+    fn learned_level(
+        &self,
+        observed: f64,
+        seeded_by_local_hour: &[f64; 24],
+        history_hours_by_local_hour: &[u32; 24],
+    ) -> f64 {
+        let seeded_history: f64 = seeded_by_local_hour
+            .iter()
+            .zip(history_hours_by_local_hour)
+            .map(|(seeded, hours_at)| seeded * f64::from(*hours_at))
+            .sum();
+        let seeded_week = seeded_by_local_hour.iter().sum::<f64>() * 7.0;
+        let shrinkage = self.settings.shrinkage_weeks;
+        let denominator = seeded_history + shrinkage * seeded_week;
+        if denominator > 0.0 {
+            (observed + shrinkage * seeded_week) / denominator
+        } else {
+            1.0
+        }
     }
 
     /// Expected events of `event_type` in every community during each of the `hours` epoch
@@ -786,20 +972,10 @@ impl BaselineView<'_> {
     ) -> LevelExpectations {
         let type_number = event_type as i32;
         let communities = self.registry.communities();
-        let history_first_hour = first_hour
-            .saturating_sub(i64::from(self.settings.weeks).saturating_mul(HOURS_PER_WEEK));
-        // Closed hours of the history, by local hour of day.
+        let history_first_hour = self.history_first_hour(first_hour);
         let learning = self.state.types.get(&type_number);
-        let mut history_hours_by_local_hour = [0u32; 24];
-        let mut history_hours = 0usize;
-        if let Some(learning) = learning {
-            for hour in learning.closed_hours.range(history_first_hour..first_hour) {
-                if let Some(slot) = history_hours_by_local_hour.get_mut(local_hour_of_day(*hour)) {
-                    *slot += 1;
-                    history_hours += 1;
-                }
-            }
-        }
+        let (history_hours_by_local_hour, history_hours) =
+            self.history_hours_by_local_hour(event_type, first_hour, first_hour);
         // Events of each community in those closed hours.
         let mut history_counts = vec![0.0f64; communities.len()];
         if let Some(learning) = learning.filter(|_| history_hours > 0) {
@@ -824,7 +1000,6 @@ impl BaselineView<'_> {
                 }
             }
         }
-        let shrinkage = self.settings.shrinkage_weeks;
         let mut hourly = vec![0.0f64; communities.len() * hours];
         for (community_position, community) in communities.iter().enumerate() {
             let mut seeded_by_local_hour = [0.0f64; 24];
@@ -850,22 +1025,15 @@ impl BaselineView<'_> {
                         .sum()
                 });
             }
-            let seeded_history: f64 = seeded_by_local_hour
-                .iter()
-                .zip(history_hours_by_local_hour)
-                .map(|(seeded, hours_at)| seeded * f64::from(hours_at))
-                .sum();
-            let seeded_week = seeded_by_local_hour.iter().sum::<f64>() * 7.0;
             let observed = history_counts
                 .get(community_position)
                 .copied()
                 .unwrap_or(0.0);
-            let denominator = seeded_history + shrinkage * seeded_week;
-            let level = if denominator > 0.0 {
-                (observed + shrinkage * seeded_week) / denominator
-            } else {
-                1.0
-            };
+            let level = self.learned_level(
+                observed,
+                &seeded_by_local_hour,
+                &history_hours_by_local_hour,
+            );
             for offset in 0..hours {
                 let local_hour = local_hour_of_day(first_hour.saturating_add(offset as i64));
                 let seeded = seeded_by_local_hour.get(local_hour).copied().unwrap_or(0.0);
@@ -876,8 +1044,7 @@ impl BaselineView<'_> {
         }
         LevelExpectations {
             hourly,
-            learned_weeks: u32::try_from(history_hours / HOURS_PER_WEEK as usize)
-                .unwrap_or(u32::MAX),
+            learned_weeks: whole_weeks(history_hours),
         }
     }
 

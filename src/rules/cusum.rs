@@ -890,6 +890,7 @@ fn update_charts(
                     scope: rule.unit,
                     window_millis: rule.interval_millis,
                     baseline_weeks: baseline.learned_weeks(
+                        rule.unit,
                         event_type,
                         interval_end.saturating_sub(rule.interval_millis),
                         interval_end,

@@ -506,7 +506,7 @@ fn new_occurrence(
         device_id: String::new(),
         scope: rule.unit,
         window_millis: rule.window_millis,
-        baseline_weeks: baseline.learned_weeks(event_type, window_start, aligned_millis),
+        baseline_weeks: baseline.learned_weeks(rule.unit, event_type, window_start, aligned_millis),
         cluster_community_ids: Vec::new(),
     })
 }

@@ -409,7 +409,7 @@ shrinkage_weeks = 0.0
                 start,
                 end,
             ),
-            view.learned_weeks(EventType::FraudWarning, start, end),
+            view.learned_weeks(AlertScope::Cell, EventType::FraudWarning, start, end),
         )
     };
     // With k = 0 the expectation is the cell's own trailing mean: (6 + 2) / 2, from two
@@ -543,7 +543,7 @@ fn expectation_after(
     }
     (
         expected,
-        view.learned_weeks(EventType::FraudWarning, window_start, window_end),
+        view.learned_weeks(scope, EventType::FraudWarning, window_start, window_end),
     )
 }
 
@@ -613,7 +613,11 @@ proptest::proptest! {
         window_offset_minutes in 0_i64..7 * 24 * 60,
         window_minutes in proptest::sample::select(vec![15_i64, 60, 90, 360, 1440, 7 * 1440]),
         watermark_after in 0_i64..3 * 24 * 60,
-        community_scope in proptest::bool::ANY,
+        scope in proptest::sample::select(vec![
+            AlertScope::Cell,
+            AlertScope::Community,
+            AlertScope::District,
+        ]),
     ) {
         let registry = tiny_registry();
         let origin = epoch_hour(T0) * HOUR_MILLIS + 7 * MINUTE;
@@ -636,7 +640,6 @@ proptest::proptest! {
                 }))
                 .collect()
         };
-        let scope = if community_scope { AlertScope::Community } else { AlertScope::Cell };
         let quiet = expectation_after(&registry, origin, &before, window, watermark_after, scope);
         let first = expectation_after(
             &registry, origin, &inside(&window_events), window, watermark_after, scope,
@@ -1459,4 +1462,63 @@ alpha = 1e-7
     let others = alerts.len() - of_cell.len();
     assert_eq!(others, 0, "no other cell goes silent");
     assert!(rfc3339_to_millis("2026-03-02T00:00:00+08:00") == Ok(start));
+}
+
+#[test]
+fn communities_and_districts_are_judged_against_a_level_learned_over_every_hour_of_their_history() {
+    // Module docs, "Learned level": the expectation is the seeded hourly shape times
+    // (N + k·E_week) / (E + k·E_week), N the unit's events in its history, E their seeded
+    // expectation; the history ends a day before the window, and where in it the events fell
+    // does not matter. (The tiny registry's one community is its one district.)
+    let registry = tiny_registry();
+    let origin = epoch_hour(T0) * HOUR_MILLIS;
+    let week_minutes = 7 * 24 * 60;
+    let day = |start_minute: i64| {
+        (
+            origin + start_minute * MINUTE,
+            origin + (start_minute + 24 * 60) * MINUTE,
+        )
+    };
+    for scope in [AlertScope::Community, AlertScope::District] {
+        let (seeded_day, seeded_weeks) =
+            expectation_after(&registry, origin, &[], day(0), 0, scope);
+        let (seeded_week, _) = expectation_after(
+            &registry,
+            origin,
+            &[],
+            (origin, origin + week_minutes * MINUTE),
+            0,
+            scope,
+        );
+        assert!(seeded_day > 0.0);
+        assert_eq!(seeded_weeks, 0, "{scope:?}: no history, the seeds alone");
+        // Two weeks after learning began, the same weekday: 13 days of history (E = 13/7 of
+        // a week), k = 1 week in `expectation_after`.
+        let judged_day = day(2 * week_minutes);
+        let (quiet, quiet_weeks) = expectation_after(&registry, origin, &[], judged_day, 0, scope);
+        assert_eq!(quiet_weeks, 1, "{scope:?}: 13 days are one whole week");
+        let denominator = (13.0 / 7.0 + 1.0) * seeded_week;
+        let expected_quiet = seeded_day * seeded_week / denominator;
+        assert!(
+            (quiet - expected_quiet).abs() < 1e-9,
+            "{scope:?}: {quiet} vs {expected_quiet}"
+        );
+        // Ten events, all in one night hour of the first week, or spread over the history;
+        // and one more in the last day before the window, which changes nothing.
+        let night: Vec<(i64, u32)> = (0..10_i64)
+            .map(|number| (3 * 60 + number, (number % 4) as u32))
+            .collect();
+        let spread: Vec<(i64, u32)> = (0..10_i64)
+            .map(|number| (number * 1_999 + 600, (number % 4) as u32))
+            .chain([(2 * week_minutes - 600, 1)])
+            .collect();
+        let expected_busy = seeded_day * (10.0 + seeded_week) / denominator;
+        for events in [&night, &spread] {
+            let (busy, _) = expectation_after(&registry, origin, events, judged_day, 0, scope);
+            assert!(
+                (busy - expected_busy).abs() < 1e-9,
+                "{scope:?}: {busy} vs {expected_busy}"
+            );
+        }
+    }
 }
