@@ -15,8 +15,8 @@
 //! S_t = max(0, S_{t−1} + x_t − k)
 //! ```
 //!
-//! and the chart fires when S_t ≥ h. λ0 changes with the hour of week, so k and h are computed
-//! per λ0 *bucket*, and when a chart moves to another bucket its S is rescaled by
+//! and the chart fires when S_t ≥ h. λ0 changes with the hour of day and week, so k and h are
+//! computed per λ0 *bucket*, and when a chart moves to another bucket its S is rescaled by
 //! h_new / h_old (S keeps its distance to the alarm as a fraction of h; without this the
 //! excess built up under a busy daytime h would alarm against the smaller night-time h —
 //! a week of simulated traffic showed 4 such false alarms over 20 charts). Buckets: λ0 is

@@ -175,7 +175,8 @@ pub struct Suppression {
 /// Settings of the learned baseline (the `[baseline]` table).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BaselineSettings {
-    /// The learned rate is the mean of this many most recent weeks (per hour of week).
+    /// The learned rate comes from this many most recent weeks (per hour of week for cells,
+    /// one level over all hours for communities, districts and scans).
     pub weeks: u32,
     /// k of the shrinkage `(n·cell + k·prior)/(n + k)`, in weeks (≥ 0).
     pub shrinkage_weeks: f64,
