@@ -558,6 +558,13 @@ pub struct ExpectationCache {
     /// Learned level and its weeks of history by (scope, unit key, `EventType as i32`,
     /// window's first hour): fixed by the closed hours before that hour, like `rates`.
     unit_levels: FxHashMap<(AlertScope, u32, i32, i64), (f64, u32)>,
+    /// Closed history hours by local hour of day, and their total, by (`EventType as i32`,
+    /// window's first hour): the same for every unit, and a walk over up to `weeks` weeks of
+    /// hours (without it the levels cost +6 % of a replay).
+    history_hours: FxHashMap<(i32, i64), ([u32; 24], usize)>,
+    /// Events of each community in those hours, by the same key (one pass over the learned
+    /// counts serves every community and district).
+    community_history_counts: FxHashMap<(i32, i64), Vec<f64>>,
 }
 
 impl PartialEq for ExpectationCache {
@@ -591,6 +598,8 @@ impl ExpectationCache {
         if self.generation != generation {
             self.rates.clear();
             self.unit_levels.clear();
+            self.history_hours.clear();
+            self.community_history_counts.clear();
             self.generation = generation;
         }
     }
@@ -825,15 +834,22 @@ impl BaselineView<'_> {
         rate
     }
 
-    /// The cells of a community (`unit_key` a `CommunityIndex.0`) or of a district's
-    /// communities (a district position); none for another scope or an unknown unit.
+    /// A community (`unit_key` a `CommunityIndex.0`) or a district's communities (a district
+    /// position); none for another scope.
+    fn communities_of_unit(&self, scope: AlertScope, unit_key: u32) -> Vec<CommunityIndex> {
+        match scope {
+            AlertScope::District => self
+                .registry
+                .communities_of_district(unit_key as usize)
+                .to_vec(),
+            AlertScope::Community => vec![CommunityIndex(unit_key)],
+            AlertScope::Cell | AlertScope::Cluster | AlertScope::City => Vec::new(),
+        }
+    }
+
+    /// The cells of [`Self::communities_of_unit`] (none for an unknown unit).
     fn cells_of_unit(&self, scope: AlertScope, unit_key: u32) -> Vec<CellIndex> {
-        let communities: &[CommunityIndex] = match scope {
-            AlertScope::District => self.registry.communities_of_district(unit_key as usize),
-            AlertScope::Community => &[CommunityIndex(unit_key)][..],
-            AlertScope::Cell | AlertScope::Cluster | AlertScope::City => &[],
-        };
-        communities
+        self.communities_of_unit(scope, unit_key)
             .iter()
             .filter_map(|member| self.registry.communities().get(member.0 as usize))
             .flat_map(|community| community.cells.iter().copied())
@@ -860,9 +876,22 @@ impl BaselineView<'_> {
             return memo;
         }
         let history_end_hour = first_hour.saturating_sub(LEVEL_GUARD_HOURS);
-        let (history_hours_by_local_hour, history_hours) =
-            self.history_hours_by_local_hour(event_type, first_hour, history_end_hour);
         let mut cache = cache;
+        let history_key = (type_number, first_hour);
+        let (history_hours_by_local_hour, history_hours) = match cache
+            .as_deref()
+            .and_then(|cache| cache.history_hours.get(&history_key).copied())
+        {
+            Some(memo) => memo,
+            None => {
+                let computed =
+                    self.history_hours_by_local_hour(event_type, first_hour, history_end_hour);
+                if let Some(cache) = cache.as_deref_mut() {
+                    cache.history_hours.insert(history_key, computed);
+                }
+                computed
+            }
+        };
         let mut seeded_by_local_hour = [0.0f64; 24];
         for (local_hour, seeded) in seeded_by_local_hour.iter_mut().enumerate() {
             *seeded = self.seeded_unit_rate(
@@ -876,21 +905,28 @@ impl BaselineView<'_> {
         let observed: f64 = if history_hours == 0 {
             0.0
         } else {
-            let history_first_hour = self.history_first_hour(first_hour);
-            let closed_hours = self
-                .state
-                .types
-                .get(&type_number)
-                .map(|learning| &learning.closed_hours);
-            self.cells_of_unit(scope, unit_key)
-                .iter()
-                .filter_map(|cell| self.state.hour_counts.get(&(cell.0, type_number)))
-                .flat_map(|counts| {
-                    counts.range(history_first_hour..history_end_hour.max(history_first_hour))
-                })
-                .filter(|(hour, _)| closed_hours.is_some_and(|closed| closed.contains(*hour)))
-                .map(|(_, count)| f64::from(*count))
-                .sum()
+            let communities_of_unit = self.communities_of_unit(scope, unit_key);
+            let sum_of_unit = |counts: &[f64]| -> f64 {
+                communities_of_unit
+                    .iter()
+                    .filter_map(|community| counts.get(community.0 as usize))
+                    .sum()
+            };
+            match cache.as_deref_mut() {
+                Some(cache) => sum_of_unit(
+                    cache
+                        .community_history_counts
+                        .entry(history_key)
+                        .or_insert_with(|| {
+                            self.community_history_counts(type_number, first_hour, history_end_hour)
+                        }),
+                ),
+                None => sum_of_unit(&self.community_history_counts(
+                    type_number,
+                    first_hour,
+                    history_end_hour,
+                )),
+            }
         };
         let memo = (
             self.learned_level(
@@ -904,6 +940,41 @@ impl BaselineView<'_> {
             cache.unit_levels.insert(key, memo);
         }
         memo
+    }
+
+    /// Events of `type_number` in each community (by position) in the closed hours of the
+    /// learned history of a window starting at `first_hour`, up to `end_hour` (exclusive).
+    fn community_history_counts(
+        &self,
+        type_number: i32,
+        first_hour: i64,
+        end_hour: i64,
+    ) -> Vec<f64> {
+        let mut history_counts = vec![0.0f64; self.registry.communities().len()];
+        let Some(learning) = self.state.types.get(&type_number) else {
+            return history_counts;
+        };
+        let history_first_hour = self.history_first_hour(first_hour);
+        let history_end_hour = end_hour.max(history_first_hour);
+        for ((cell, counted_type), counts) in &self.state.hour_counts {
+            if *counted_type != type_number {
+                continue;
+            }
+            let Some(total) = self
+                .registry
+                .cells()
+                .get(*cell as usize)
+                .and_then(|cell_record| history_counts.get_mut(cell_record.community.0 as usize))
+            else {
+                continue;
+            };
+            for (hour, count) in counts.range(history_first_hour..history_end_hour) {
+                if learning.closed_hours.contains(hour) {
+                    *total += f64::from(*count);
+                }
+            }
+        }
+        history_counts
     }
 
     /// The first hour of the learned history of a window starting at `first_hour`.
@@ -972,34 +1043,13 @@ impl BaselineView<'_> {
     ) -> LevelExpectations {
         let type_number = event_type as i32;
         let communities = self.registry.communities();
-        let history_first_hour = self.history_first_hour(first_hour);
-        let learning = self.state.types.get(&type_number);
         let (history_hours_by_local_hour, history_hours) =
             self.history_hours_by_local_hour(event_type, first_hour, first_hour);
-        // Events of each community in those closed hours.
-        let mut history_counts = vec![0.0f64; communities.len()];
-        if let Some(learning) = learning.filter(|_| history_hours > 0) {
-            for ((cell, counted_type), counts) in &self.state.hour_counts {
-                if *counted_type != type_number {
-                    continue;
-                }
-                let Some(total) =
-                    self.registry
-                        .cells()
-                        .get(*cell as usize)
-                        .and_then(|cell_record| {
-                            history_counts.get_mut(cell_record.community.0 as usize)
-                        })
-                else {
-                    continue;
-                };
-                for (hour, count) in counts.range(history_first_hour..first_hour) {
-                    if learning.closed_hours.contains(hour) {
-                        *total += f64::from(*count);
-                    }
-                }
-            }
-        }
+        let history_counts = if history_hours > 0 {
+            self.community_history_counts(type_number, first_hour, first_hour)
+        } else {
+            vec![0.0f64; communities.len()]
+        };
         let mut hourly = vec![0.0f64; communities.len() * hours];
         for (community_position, community) in communities.iter().enumerate() {
             let mut seeded_by_local_hour = [0.0f64; 24];
