@@ -177,8 +177,6 @@ impl WholeCityDetection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{CellWindow, EventType};
-    use crate::time::millis_to_timestamp;
 
     #[test]
     fn panes_the_detector_cannot_count_are_counted_in_the_metric_by_reason() {
@@ -195,14 +193,9 @@ mod tests {
             metrics.clone(),
         );
         let pane = |grid_id: &str, length: i64| {
-            OutputRecord::Window(CellWindow {
-                grid_id: grid_id.to_string(),
-                event_type: EventType::FraudReported as i32,
-                window_start: Some(millis_to_timestamp(0)),
-                window_end: Some(millis_to_timestamp(length)),
-                count: 1,
-                ..CellWindow::default()
-            })
+            OutputRecord::Window(crate::rules::whole_city::one_fraud_report_pane(
+                grid_id, length,
+            ))
         };
         let grid_id = registry.cells()[0].grid_id.clone();
         detection.on_records(

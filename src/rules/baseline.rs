@@ -82,6 +82,7 @@
 //!
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -560,7 +561,7 @@ pub struct ExpectationCache {
     unit_levels: FxHashMap<(AlertScope, u32, i32, i64), (f64, u32)>,
     /// Closed history hours by local hour of day, and their total, by (`EventType as i32`,
     /// window's first hour): the same for every unit, and a walk over up to `weeks` weeks of
-    /// hours (without it the levels cost +6 % of a replay).
+    /// hours. (Without this memo and the next, the levels cost +6 % of a 1 M replay.)
     history_hours: FxHashMap<(i32, i64), ([u32; 24], usize)>,
     /// Events of each community in those hours, by the same key (one pass over the learned
     /// counts serves every community and district).
@@ -674,7 +675,8 @@ impl BaselineView<'_> {
 
     /// Weeks of learned history behind the expectation of a window `[from_millis, to_millis)`
     /// of `event_type` in a unit of `scope`: the closed same-hours-of-week of its first hour,
-    /// or for a district the whole weeks behind its level (0 = seeded rates only). The alert
+    /// or for a community or district the whole weeks behind its level (0 = seeded rates
+    /// only). The alert
     /// carries it, so an operator sees how much the "expected" is worth.
     pub(crate) fn learned_weeks(
         &self,
@@ -688,8 +690,7 @@ impl BaselineView<'_> {
         if judged_by_level(scope) {
             let (_, history_hours) = self.history_hours_by_local_hour(
                 event_type,
-                first_hour,
-                first_hour.saturating_sub(LEVEL_GUARD_HOURS),
+                self.learned_history(first_hour, LEVEL_GUARD_HOURS),
             );
             return whole_weeks(history_hours);
         }
@@ -834,6 +835,27 @@ impl BaselineView<'_> {
         rate
     }
 
+    /// [`Self::seeded_unit_rate`] at every local hour of the day.
+    fn seeded_unit_hourly(
+        &self,
+        mut cache: Option<&mut ExpectationCache>,
+        scope: AlertScope,
+        unit_key: u32,
+        event_type: EventType,
+    ) -> [f64; 24] {
+        let mut seeded_by_local_hour = [0.0f64; 24];
+        for (local_hour, seeded) in seeded_by_local_hour.iter_mut().enumerate() {
+            *seeded = self.seeded_unit_rate(
+                cache.as_deref_mut(),
+                scope,
+                unit_key,
+                event_type,
+                local_hour,
+            );
+        }
+        seeded_by_local_hour
+    }
+
     /// A community (`unit_key` a `CommunityIndex.0`) or a district's communities (a district
     /// position); none for another scope.
     fn communities_of_unit(&self, scope: AlertScope, unit_key: u32) -> Vec<CommunityIndex> {
@@ -857,11 +879,11 @@ impl BaselineView<'_> {
     }
 
     /// A community's or district's learned level of `event_type` from the closed hours of
-    /// the last `weeks` weeks before `first_hour`, and the whole weeks behind it (module docs,
-    /// "Learned level").
+    /// the last `weeks` weeks before `first_hour` less the guard day, and the whole weeks
+    /// behind it (module docs, "Learned level").
     fn unit_level(
         &self,
-        cache: Option<&mut ExpectationCache>,
+        mut cache: Option<&mut ExpectationCache>,
         scope: AlertScope,
         unit_key: u32,
         event_type: EventType,
@@ -875,8 +897,7 @@ impl BaselineView<'_> {
         {
             return memo;
         }
-        let history_end_hour = first_hour.saturating_sub(LEVEL_GUARD_HOURS);
-        let mut cache = cache;
+        let history = self.learned_history(first_hour, LEVEL_GUARD_HOURS);
         let history_key = (type_number, first_hour);
         let (history_hours_by_local_hour, history_hours) = match cache
             .as_deref()
@@ -884,24 +905,15 @@ impl BaselineView<'_> {
         {
             Some(memo) => memo,
             None => {
-                let computed =
-                    self.history_hours_by_local_hour(event_type, first_hour, history_end_hour);
+                let computed = self.history_hours_by_local_hour(event_type, history.clone());
                 if let Some(cache) = cache.as_deref_mut() {
                     cache.history_hours.insert(history_key, computed);
                 }
                 computed
             }
         };
-        let mut seeded_by_local_hour = [0.0f64; 24];
-        for (local_hour, seeded) in seeded_by_local_hour.iter_mut().enumerate() {
-            *seeded = self.seeded_unit_rate(
-                cache.as_deref_mut(),
-                scope,
-                unit_key,
-                event_type,
-                local_hour,
-            );
-        }
+        let seeded_by_local_hour =
+            self.seeded_unit_hourly(cache.as_deref_mut(), scope, unit_key, event_type);
         let observed: f64 = if history_hours == 0 {
             0.0
         } else {
@@ -917,15 +929,9 @@ impl BaselineView<'_> {
                     cache
                         .community_history_counts
                         .entry(history_key)
-                        .or_insert_with(|| {
-                            self.community_history_counts(type_number, first_hour, history_end_hour)
-                        }),
+                        .or_insert_with(|| self.community_history_counts(type_number, history)),
                 ),
-                None => sum_of_unit(&self.community_history_counts(
-                    type_number,
-                    first_hour,
-                    history_end_hour,
-                )),
+                None => sum_of_unit(&self.community_history_counts(type_number, history)),
             }
         };
         let memo = (
@@ -942,20 +948,13 @@ impl BaselineView<'_> {
         memo
     }
 
-    /// Events of `type_number` in each community (by position) in the closed hours of the
-    /// learned history of a window starting at `first_hour`, up to `end_hour` (exclusive).
-    fn community_history_counts(
-        &self,
-        type_number: i32,
-        first_hour: i64,
-        end_hour: i64,
-    ) -> Vec<f64> {
+    /// Events of `type_number` in each community (by position) in the closed hours of
+    /// `history` (a [`Self::learned_history`]).
+    fn community_history_counts(&self, type_number: i32, history: Range<i64>) -> Vec<f64> {
         let mut history_counts = vec![0.0f64; self.registry.communities().len()];
         let Some(learning) = self.state.types.get(&type_number) else {
             return history_counts;
         };
-        let history_first_hour = self.history_first_hour(first_hour);
-        let history_end_hour = end_hour.max(history_first_hour);
         for ((cell, counted_type), counts) in &self.state.hour_counts {
             if *counted_type != type_number {
                 continue;
@@ -968,7 +967,7 @@ impl BaselineView<'_> {
             else {
                 continue;
             };
-            for (hour, count) in counts.range(history_first_hour..history_end_hour) {
+            for (hour, count) in counts.range(history.clone()) {
                 if learning.closed_hours.contains(hour) {
                     *total += f64::from(*count);
                 }
@@ -977,26 +976,25 @@ impl BaselineView<'_> {
         history_counts
     }
 
-    /// The first hour of the learned history of a window starting at `first_hour`.
-    fn history_first_hour(&self, first_hour: i64) -> i64 {
-        first_hour.saturating_sub(i64::from(self.settings.weeks).saturating_mul(HOURS_PER_WEEK))
+    /// The hours a level for a window starting at `first_hour` learns from: the last `weeks`
+    /// weeks before it, less the `guard_hours` just before it (empty if that is all of them).
+    fn learned_history(&self, first_hour: i64, guard_hours: i64) -> Range<i64> {
+        let start = first_hour
+            .saturating_sub(i64::from(self.settings.weeks).saturating_mul(HOURS_PER_WEEK));
+        start..first_hour.saturating_sub(guard_hours).max(start)
     }
 
-    /// The closed hours of `event_type` in the learned history before `first_hour`, counted
-    /// by local hour of day, and their total.
+    /// The closed hours of `event_type` in `history`, counted by local hour of day, and their
+    /// total.
     fn history_hours_by_local_hour(
         &self,
         event_type: EventType,
-        first_hour: i64,
-        end_hour: i64,
+        history: Range<i64>,
     ) -> ([u32; 24], usize) {
         let mut by_local_hour = [0u32; 24];
         let mut total = 0usize;
         if let Some(learning) = self.state.types.get(&(event_type as i32)) {
-            for hour in learning.closed_hours.range(
-                self.history_first_hour(first_hour)
-                    ..end_hour.max(self.history_first_hour(first_hour)),
-            ) {
+            for hour in learning.closed_hours.range(history) {
                 if let Some(slot) = by_local_hour.get_mut(local_hour_of_day(*hour)) {
                     *slot += 1;
                     total += 1;
@@ -1041,40 +1039,23 @@ impl BaselineView<'_> {
         first_hour: i64,
         hours: usize,
     ) -> LevelExpectations {
-        let type_number = event_type as i32;
         let communities = self.registry.communities();
+        let history = self.learned_history(first_hour, 0);
         let (history_hours_by_local_hour, history_hours) =
-            self.history_hours_by_local_hour(event_type, first_hour, first_hour);
+            self.history_hours_by_local_hour(event_type, history.clone());
         let history_counts = if history_hours > 0 {
-            self.community_history_counts(type_number, first_hour, first_hour)
+            self.community_history_counts(event_type as i32, history)
         } else {
             vec![0.0f64; communities.len()]
         };
         let mut hourly = vec![0.0f64; communities.len() * hours];
-        for (community_position, community) in communities.iter().enumerate() {
-            let mut seeded_by_local_hour = [0.0f64; 24];
-            for (local_hour, seeded) in seeded_by_local_hour.iter_mut().enumerate() {
-                let seeded_key = (
-                    AlertScope::Community,
-                    community_position as u32,
-                    type_number,
-                    local_hour,
-                );
-                *seeded = *cache.seeded_rates.entry(seeded_key).or_insert_with(|| {
-                    community
-                        .cells
-                        .iter()
-                        .map(|cell| {
-                            self.seeds.seeded_hourly_rate(
-                                self.registry,
-                                *cell,
-                                event_type,
-                                local_hour,
-                            )
-                        })
-                        .sum()
-                });
-            }
+        for community_position in 0..communities.len() {
+            let seeded_by_local_hour = self.seeded_unit_hourly(
+                Some(&mut *cache),
+                AlertScope::Community,
+                community_position as u32,
+                event_type,
+            );
             let observed = history_counts
                 .get(community_position)
                 .copied()

@@ -530,6 +530,21 @@ fn alert_millis(timestamp: &Option<pbjson_types::Timestamp>) -> i64 {
     timestamp.as_ref().map_or(i64::MIN, timestamp_to_millis)
 }
 
+/// A pane of `grid_id` holding one FRAUD_REPORTED event, from 0 to `length_millis`: what the
+/// tests of panes the detector cannot count build (an unknown grid, a length that is not the
+/// rules' pane).
+#[cfg(test)]
+pub(crate) fn one_fraud_report_pane(grid_id: &str, length_millis: i64) -> CellWindow {
+    CellWindow {
+        grid_id: grid_id.to_string(),
+        event_type: EventType::FraudReported as i32,
+        window_start: Some(crate::time::millis_to_timestamp(0)),
+        window_end: Some(crate::time::millis_to_timestamp(length_millis)),
+        count: 1,
+        ..CellWindow::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -868,14 +883,7 @@ mod tests {
         let mut detector = WholeCityDetector::new(&default_rules(), Baseline::embedded());
         detector.finish_catch_up(&registry);
         let grid_id = registry.cells()[0].grid_id.clone();
-        let pane = |grid_id: &str, length: i64| CellWindow {
-            grid_id: grid_id.to_string(),
-            event_type: EventType::FraudReported as i32,
-            window_start: Some(millis_to_timestamp(0)),
-            window_end: Some(millis_to_timestamp(length)),
-            count: 1,
-            ..CellWindow::default()
-        };
+        let pane = one_fraud_report_pane;
         let mut out = Vec::new();
         assert_eq!(
             detector.apply_pane(
