@@ -79,6 +79,7 @@ use super::baseline::{BaselineView, ExpectationCache};
 use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
 use super::ruleset::{AlertScope, RuleSet, RuleValidation};
 use super::series::{
+    state_of_rule,
     collect_firing_series, count_matching_event, event_ids_before, pane_start,
     remove_series_of_rule, AlertLifecycle, AlertingSeries, RecentEvent, SeriesByRule,
 };
@@ -259,10 +260,10 @@ impl RuleKind for CusumRule {
         {
             return EventOutcome::default();
         }
-        let series = state
-            .series
-            .entry(self.name.clone())
-            .or_default()
+        let Some(series_by_key) = state_of_rule(&mut state.series, &self.name) else {
+            return EventOutcome::default();
+        };
+        let series = series_by_key
             .entry((unit_key, accepted_event.event_type as i32))
             .or_default();
         count_matching_event(

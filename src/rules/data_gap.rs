@@ -48,6 +48,7 @@ use super::baseline::BaselineView;
 use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
 use super::ruleset::{AlertScope, RuleSet, RuleValidation};
 use super::series::{
+    state_of_rule,
     collect_firing_series, next_pane_boundary, remove_series_of_rule, AlertLifecycle,
     AlertingSeries, SeriesByRule,
 };
@@ -364,12 +365,10 @@ fn on_event(
     if accepted_event.event_type != EventType::DeviceOffline {
         return (false, false);
     }
-    let unit = state
-        .units
-        .entry(rule.name.clone())
-        .or_default()
-        .entry(unit_key)
-        .or_default();
+    let Some(units) = state_of_rule(&mut state.units, &rule.name) else {
+        return (false, false);
+    };
+    let unit = units.entry(unit_key).or_default();
     let latest = unit
         .offline_devices
         .entry(accepted_event.event.device_id.clone())

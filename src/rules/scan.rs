@@ -58,6 +58,7 @@ use super::baseline::{epoch_hour, BaselineView, ExpectationCache, HOUR_MILLIS};
 use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
 use super::ruleset::{AlertScope, RuleValidation};
 use super::series::{
+    state_of_rule,
     count_matching_event, drop_expired_buckets, drop_expired_events, next_pane_boundary,
     pane_start, AlertLifecycle, RecentEvent,
 };
@@ -409,7 +410,9 @@ impl RuleKind for ScanRule {
             return EventOutcome::default();
         };
         let accepted_event = event.accepted_event;
-        let rule_state = state.rules.entry(self.name.clone()).or_default();
+        let Some(rule_state) = state_of_rule(&mut state.rules, &self.name) else {
+            return EventOutcome::default();
+        };
         let hour_start = pane_start(accepted_event.occurred_at_millis, HOUR_MILLIS);
         count_matching_event(
             rule_state

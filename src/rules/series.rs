@@ -113,6 +113,19 @@ pub(crate) fn next_pane_boundary(
     Some(aligned_millis)
 }
 
+/// The state of `rule_name` in a map keyed by rule name, inserted empty when absent. Every
+/// matching event looks its rule up: unlike `entry(name.clone())`, this allocates the name
+/// only the first time. `None` only if the map refused the key, which a `BTreeMap` never does.
+pub(crate) fn state_of_rule<'map, State: Default>(
+    states_by_rule: &'map mut BTreeMap<String, State>,
+    rule_name: &str,
+) -> Option<&'map mut State> {
+    if !states_by_rule.contains_key(rule_name) {
+        states_by_rule.insert(rule_name.to_string(), State::default());
+    }
+    states_by_rule.get_mut(rule_name)
+}
+
 /// Counts one matching event of a counting series in its time bucket (pane or interval),
 /// remembers its id for a future alert, and adds the id to the firing alert, if any.
 pub(crate) fn count_matching_event(
@@ -135,7 +148,8 @@ pub(crate) fn count_matching_event(
 }
 
 /// Inserts an event in time order (after equal times, so arrival order breaks ties) and drops
-/// the oldest beyond the cap.
+/// the oldest beyond the cap. Once the cap is reached (a busy series, every event), the id
+/// that leaves lends its allocation to the one that comes: no allocation per matching event.
 pub(crate) fn remember_recent_event(
     recent_events: &mut Vec<RecentEvent>,
     occurred_at_millis: i64,
@@ -143,17 +157,27 @@ pub(crate) fn remember_recent_event(
 ) {
     let position =
         recent_events.partition_point(|recent| recent.occurred_at_millis <= occurred_at_millis);
-    recent_events.insert(
-        position,
-        RecentEvent {
-            occurred_at_millis,
-            event_id: event_id.to_string(),
-        },
-    );
-    if recent_events.len() > MAX_ALERT_EVENT_IDS {
-        let excess = recent_events.len() - MAX_ALERT_EVENT_IDS;
-        recent_events.drain(..excess);
+    if recent_events.len() < MAX_ALERT_EVENT_IDS {
+        recent_events.insert(
+            position,
+            RecentEvent {
+                occurred_at_millis,
+                event_id: event_id.to_string(),
+            },
+        );
+        return;
     }
+    // Full: the event is older than every remembered one and would leave at once.
+    if position > 0 {
+        let mut leaving = recent_events.remove(0);
+        leaving.occurred_at_millis = occurred_at_millis;
+        leaving.event_id.clear();
+        leaving.event_id.push_str(event_id);
+        recent_events.insert(position - 1, leaving);
+    }
+    // A restored state may hold more than the cap.
+    let excess = recent_events.len().saturating_sub(MAX_ALERT_EVENT_IDS);
+    recent_events.drain(..excess);
 }
 
 /// Forgets the pane counts and recent events before `oldest_kept_millis`. Called for every

@@ -66,6 +66,7 @@ use super::baseline::{BaselineView, ExpectationCache};
 use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
 use super::ruleset::{AlertScope, RuleValidation};
 use super::series::{
+    state_of_rule,
     collect_firing_series, count_matching_event, drop_expired_panes, event_ids_before,
     next_pane_boundary, pane_start, remove_series_of_rule, AlertLifecycle, AlertingSeries,
     RecentEvent, SeriesByRule,
@@ -285,10 +286,10 @@ impl RuleKind for SpikeRule {
             return EventOutcome::default();
         };
         let accepted_event = event.accepted_event;
-        let series = state
-            .series
-            .entry(self.name.clone())
-            .or_default()
+        let Some(series_by_key) = state_of_rule(&mut state.series, &self.name) else {
+            return EventOutcome::default();
+        };
+        let series = series_by_key
             .entry((unit_key, accepted_event.event_type as i32))
             .or_default();
         let pane = pane_start(accepted_event.occurred_at_millis, event.pane_size_millis);

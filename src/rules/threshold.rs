@@ -11,6 +11,7 @@ use super::alert::{alert_id, fingerprint, push_capped_event_id, AlertOccurrence}
 use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
 use super::ruleset::{AlertScope, RuleSet, RuleValidation};
 use super::series::{
+    state_of_rule,
     collect_firing_series, next_pane_boundary, pane_start, remember_recent_event,
     remove_series_of_rule, AlertLifecycle, AlertingSeries, RecentEvent, SeriesByRule,
 };
@@ -212,12 +213,10 @@ fn on_matching_event(
     let occurred_at_millis = accepted_event.occurred_at_millis;
     let event_id = accepted_event.event.event_id.as_str();
     let event_pane_start = pane_start(occurred_at_millis, pane_size_millis);
-    let series = state
-        .series
-        .entry(rule.name.clone())
-        .or_default()
-        .entry(unit_key)
-        .or_default();
+    let Some(series_by_unit) = state_of_rule(&mut state.series, &rule.name) else {
+        return false;
+    };
+    let series = series_by_unit.entry(unit_key).or_default();
     let pane_count = series.pane_counts.entry(event_pane_start).or_insert(0);
     *pane_count = pane_count.saturating_add(1);
     remember_recent_event(&mut series.recent_events, occurred_at_millis, event_id);
