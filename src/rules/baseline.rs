@@ -433,6 +433,15 @@ impl BaselineState {
         *count = count.saturating_add(1);
     }
 
+    /// After [`BaselineState::on_watermark`] at `watermark_millis`, the lowest watermark at
+    /// which it changes anything: the next hour (within the hour, every type's next hour to
+    /// close is already past the watermark, and the retained history starts at the same hour).
+    pub(crate) fn next_due_millis(watermark_millis: i64) -> i64 {
+        epoch_hour(watermark_millis)
+            .saturating_add(1)
+            .saturating_mul(HOUR_MILLIS)
+    }
+
     /// Closes the hours the watermark has passed and drops history older than `weeks`.
     pub(crate) fn on_watermark(&mut self, watermark_millis: i64, settings: BaselineSettings) {
         let watermark_hour = epoch_hour(watermark_millis);

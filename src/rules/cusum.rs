@@ -79,9 +79,9 @@ use super::baseline::{BaselineView, ExpectationCache};
 use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
 use super::ruleset::{AlertScope, RuleSet, RuleValidation};
 use super::series::{
-    state_of_rule,
-    collect_firing_series, count_matching_event, event_ids_before, pane_start,
-    remove_series_of_rule, AlertLifecycle, AlertingSeries, RecentEvent, SeriesByRule,
+    collect_firing_series, count_matching_event, event_ids_before, first_watermark_past,
+    pane_start, remove_series_of_rule, state_of_rule, AlertLifecycle, AlertingSeries, RecentEvent,
+    SeriesByRule,
 };
 use super::statistics::cusum_reference_value;
 use super::units::{evaluated_with_input, unit_labels};
@@ -274,6 +274,39 @@ impl RuleKind for CusumRule {
             accepted_event,
         );
         EventOutcome::default()
+    }
+
+    const EVENTS_BRING_DUE_FORWARD: bool = false;
+
+    /// The first interval end a chart has not been updated through (at once for a chart not
+    /// started, or for state of a rule no longer in the set, which resolves).
+    fn next_due_millis(
+        state: &CusumState,
+        _derived: &CusumLimitsCache,
+        rules: &RuleSet,
+        partial_input: bool,
+    ) -> i64 {
+        let holds_state_of_removed_rule = state
+            .series
+            .keys()
+            .chain(state.updated_until_millis.keys())
+            .any(|rule_name| rules.rule_of_kind::<CusumRule>(rule_name).is_none());
+        if holds_state_of_removed_rule {
+            return i64::MIN;
+        }
+        rules
+            .rules_of_kind::<CusumRule>()
+            .filter(|rule| evaluated_with_input(rule.unit, partial_input))
+            .map(|rule| {
+                state
+                    .updated_until_millis
+                    .get(&rule.name)
+                    .map_or(i64::MIN, |updated_until| {
+                        first_watermark_past(Some(*updated_until), rule.interval_millis)
+                    })
+            })
+            .min()
+            .unwrap_or(i64::MAX)
     }
 
     fn on_watermark(

@@ -48,9 +48,8 @@ use super::baseline::BaselineView;
 use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
 use super::ruleset::{AlertScope, RuleSet, RuleValidation};
 use super::series::{
-    state_of_rule,
-    collect_firing_series, next_pane_boundary, remove_series_of_rule, AlertLifecycle,
-    AlertingSeries, SeriesByRule,
+    collect_firing_series, first_watermark_past, next_pane_boundary, remove_series_of_rule,
+    state_of_rule, AlertLifecycle, AlertingSeries, SeriesByRule,
 };
 use super::statistics::poisson_zero_probability;
 use super::units::{unit_count, unit_key_of, unit_labels, CellLabels};
@@ -276,6 +275,24 @@ impl RuleKind for DataGapRule {
             resolved,
             ..EventOutcome::default()
         }
+    }
+
+    const EVENTS_BRING_DUE_FORWARD: bool = false;
+
+    /// The next pane boundary, once the first advance set the start of observation.
+    fn next_due_millis(
+        state: &DataGapState,
+        _derived: &DataGapDerived,
+        rules: &RuleSet,
+        _partial_input: bool,
+    ) -> i64 {
+        if state.observed_since_millis.is_none() {
+            return i64::MIN;
+        }
+        first_watermark_past(
+            state.last_evaluated_aligned_millis,
+            rules.pane_size_millis(),
+        )
     }
 
     fn on_watermark(

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::alert::{alert_id, fingerprint, push_capped_event_id, AlertOccurrence};
 use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
-use super::ruleset::{AlertScope, RuleValidation};
+use super::ruleset::{AlertScope, RuleSet, RuleValidation};
 use super::units::CellLabels;
 use crate::event::AcceptedEvent;
 use crate::proto::{Alert, EventType};
@@ -116,6 +116,16 @@ impl RuleKind for ImmediateRule {
             suppressed_repeat: outcome == ImmediateOutcome::Suppressed,
             resolved: false,
         }
+    }
+
+    /// The earliest resolution (a new alert, from a matching event, brings it forward).
+    fn next_due_millis(
+        _state: &ImmediateState,
+        derived: &ImmediateDerived,
+        _rules: &RuleSet,
+        _partial_input: bool,
+    ) -> i64 {
+        derived.earliest_resolution_millis.unwrap_or(i64::MIN)
     }
 
     fn on_watermark(

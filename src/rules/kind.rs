@@ -96,6 +96,25 @@ pub trait RuleKind: Debug + Clone + PartialEq + Sized {
         out: &mut Vec<Alert>,
     ) -> EventOutcome;
 
+    /// Whether a matching event can make [`RuleKind::on_watermark`] due before the watermark
+    /// [`RuleKind::next_due_millis`] gave (a new firing alert to resolve, new state to
+    /// evaluate): the engine then calls it at the next advance again. `observe_event` must
+    /// never do so.
+    const EVENTS_BRING_DUE_FORWARD: bool = true;
+
+    /// The lowest watermark at which [`RuleKind::on_watermark`] can change anything, given the
+    /// state it just left: the engine skips the kind below it. Most watermark advances fall
+    /// between pane boundaries, and each call would still walk the kind's maps to find that
+    /// out. The default, `i64::MIN`, has the kind called at every advance.
+    fn next_due_millis(
+        _state: &Self::State,
+        _derived: &Self::Derived,
+        _rules: &RuleSet,
+        _partial_input: bool,
+    ) -> i64 {
+        i64::MIN
+    }
+
     /// Evaluates all rules of the kind at a watermark advance; appends FIRING and RESOLVED
     /// alerts in any order (the engine sorts them). State of rules no longer in the rule set
     /// must be resolved and dropped here.

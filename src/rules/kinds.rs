@@ -90,12 +90,17 @@ macro_rules! register_rule_kinds {
             ) -> EventOutcome {
                 match self {
                     $(
-                        Rule::$variant(rule) => rule.on_matching_event(
-                            &mut states.$field,
-                            &mut derived.$field,
-                            event,
-                            out,
-                        ),
+                        Rule::$variant(rule) => {
+                            if <$rule as RuleKind>::EVENTS_BRING_DUE_FORWARD {
+                                derived.due.$field = i64::MIN;
+                            }
+                            rule.on_matching_event(
+                                &mut states.$field,
+                                &mut derived.$field,
+                                event,
+                                out,
+                            )
+                        }
                     )+
                 }
             }
@@ -156,6 +161,18 @@ macro_rules! register_rule_kinds {
         #[derive(Debug)]
         pub(crate) struct DerivedKindState {
             $( $field: <$rule as RuleKind>::Derived, )+
+            /// When each kind's `on_watermark` is next due.
+            pub(crate) due: DueMillis,
+        }
+
+        /// Per kind, and for the learned baseline, the watermark below which a watermark
+        /// advance changes nothing ([`RuleKind::next_due_millis`]); `i64::MIN` (due at once)
+        /// whenever the rules, the state or the input's scope are replaced.
+        #[derive(Debug)]
+        pub(crate) struct DueMillis {
+            $( $field: i64, )+
+            /// The learned baseline ([`BaselineState::next_due_millis`]).
+            pub(crate) baseline: i64,
         }
 
         impl DerivedKindState {
@@ -163,6 +180,17 @@ macro_rules! register_rule_kinds {
             pub(crate) fn new(rules: &RuleSet) -> DerivedKindState {
                 DerivedKindState {
                     $( $field: <$rule as RuleKind>::derive(rules), )+
+                    due: DueMillis::at_once(),
+                }
+            }
+        }
+
+        impl DueMillis {
+            /// Every kind and the baseline due at the next advance.
+            pub(crate) fn at_once() -> DueMillis {
+                DueMillis {
+                    $( $field: i64::MIN, )+
+                    baseline: i64::MIN,
                 }
             }
         }
@@ -177,7 +205,8 @@ macro_rules! register_rule_kinds {
                 $( <$rule as RuleKind>::observe_event(&mut self.$field, &derived.$field, accepted_event); )+
             }
 
-            /// Evaluates every kind at a watermark advance, in registration order.
+            /// Evaluates every kind at a watermark advance, in registration order, skipping the
+            /// kinds not yet due.
             pub(crate) fn on_watermark(
                 &mut self,
                 derived: &mut DerivedKindState,
@@ -197,7 +226,17 @@ macro_rules! register_rule_kinds {
                     },
                     partial_input: inputs.partial_input,
                 };
-                $( <$rule as RuleKind>::on_watermark(&mut self.$field, &mut derived.$field, &watermark, out); )+
+                $(
+                    if inputs.watermark_millis >= derived.due.$field {
+                        <$rule as RuleKind>::on_watermark(&mut self.$field, &mut derived.$field, &watermark, out);
+                        derived.due.$field = <$rule as RuleKind>::next_due_millis(
+                            &self.$field,
+                            &derived.$field,
+                            inputs.rules,
+                            inputs.partial_input,
+                        );
+                    }
+                )+
             }
 
             /// Checks every index in a restored state against the running registry: a snapshot

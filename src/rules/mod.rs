@@ -210,6 +210,8 @@ use crate::event::AcceptedEvent;
 use crate::grid::GridRegistry;
 use crate::proto::{Alert, AlertStatus, EventType};
 use kind::{EventOutcome, MatchingEvent};
+#[cfg(test)]
+use kinds::DueMillis;
 use kinds::{DerivedKindState, WatermarkInputs};
 use units::cell_labels;
 
@@ -614,9 +616,12 @@ impl RuleEngine {
         };
         self.state
             .on_watermark(&mut self.derived, &inputs, &mut changes);
-        self.state
-            .baseline
-            .on_watermark(watermark_millis, self.rules.baseline_settings());
+        if watermark_millis >= self.derived.due.baseline {
+            self.state
+                .baseline
+                .on_watermark(watermark_millis, self.rules.baseline_settings());
+            self.derived.due.baseline = BaselineState::next_due_millis(watermark_millis);
+        }
         changes.sort_by(|left, right| left.fingerprint.cmp(&right.fingerprint));
         for alert in &changes {
             if alert.status == AlertStatus::Firing as i32 {

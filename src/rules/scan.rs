@@ -56,11 +56,10 @@ use super::alert::{
 };
 use super::baseline::{epoch_hour, BaselineView, ExpectationCache, HOUR_MILLIS};
 use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
-use super::ruleset::{AlertScope, RuleValidation};
+use super::ruleset::{AlertScope, RuleSet, RuleValidation};
 use super::series::{
-    state_of_rule,
-    count_matching_event, drop_expired_buckets, drop_expired_events, next_pane_boundary,
-    pane_start, AlertLifecycle, RecentEvent,
+    count_matching_event, drop_expired_buckets, drop_expired_events, first_watermark_past,
+    next_pane_boundary, pane_start, state_of_rule, AlertLifecycle, RecentEvent,
 };
 use super::space_time::{
     allowed_exceedances, non_overlapping, poisson_log_likelihood_ratio, Cylinder, NullMaxima,
@@ -437,6 +436,32 @@ impl RuleKind for ScanRule {
             }
         }
         EventOutcome::default()
+    }
+
+    /// The first interval boundary a rule's state has not been evaluated at (at once for new
+    /// state, or state of a rule no longer in the set, which resolves). A matching event may
+    /// start a rule's state, so events bring it forward.
+    fn next_due_millis(
+        state: &ScanState,
+        _derived: &ScanDerived,
+        rules: &RuleSet,
+        _partial_input: bool,
+    ) -> i64 {
+        state
+            .rules
+            .iter()
+            .map(|(rule_name, rule_state)| {
+                rules
+                    .rule_of_kind::<ScanRule>(rule_name)
+                    .map_or(i64::MIN, |rule| {
+                        first_watermark_past(
+                            rule_state.last_evaluated_aligned_millis,
+                            rule.interval_millis,
+                        )
+                    })
+            })
+            .min()
+            .unwrap_or(i64::MAX)
     }
 
     /// Evaluates every scan rule at its interval boundaries; state of rules no longer in the

@@ -126,6 +126,18 @@ pub(crate) fn state_of_rule<'map, State: Default>(
     states_by_rule.get_mut(rule_name)
 }
 
+/// The lowest watermark at which [`next_pane_boundary`] returns a boundary, given the last one
+/// evaluated: the start of the pane after the one holding `last_evaluated_aligned_millis`
+/// (`i64::MIN`, any watermark, before the first).
+pub(crate) fn first_watermark_past(
+    last_evaluated_aligned_millis: Option<i64>,
+    pane_size_millis: i64,
+) -> i64 {
+    last_evaluated_aligned_millis.map_or(i64::MIN, |last_evaluated| {
+        pane_start(last_evaluated, pane_size_millis).saturating_add(pane_size_millis.max(1))
+    })
+}
+
 /// Counts one matching event of a counting series in its time bucket (pane or interval),
 /// remembers its id for a future alert, and adds the id to the firing alert, if any.
 pub(crate) fn count_matching_event(

@@ -64,12 +64,11 @@ use serde::{Deserialize, Serialize};
 use super::alert::{alert_id, fingerprint, AlertOccurrence};
 use super::baseline::{BaselineView, ExpectationCache};
 use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
-use super::ruleset::{AlertScope, RuleValidation};
+use super::ruleset::{AlertScope, RuleSet, RuleValidation};
 use super::series::{
-    state_of_rule,
     collect_firing_series, count_matching_event, drop_expired_panes, event_ids_before,
-    next_pane_boundary, pane_start, remove_series_of_rule, AlertLifecycle, AlertingSeries,
-    RecentEvent, SeriesByRule,
+    first_watermark_past, next_pane_boundary, pane_start, remove_series_of_rule, state_of_rule,
+    AlertLifecycle, AlertingSeries, RecentEvent, SeriesByRule,
 };
 use super::statistics::{benjamini_hochberg, critical_count, poisson_upper_tail};
 use super::units::{evaluated_with_input, unit_count, unit_labels};
@@ -301,6 +300,21 @@ impl RuleKind for SpikeRule {
             accepted_event,
         );
         EventOutcome::default()
+    }
+
+    const EVENTS_BRING_DUE_FORWARD: bool = false;
+
+    /// The next pane boundary.
+    fn next_due_millis(
+        state: &SpikeState,
+        _derived: &(),
+        rules: &RuleSet,
+        _partial_input: bool,
+    ) -> i64 {
+        first_watermark_past(
+            state.last_evaluated_aligned_millis,
+            rules.pane_size_millis(),
+        )
     }
 
     /// Evaluates every spike series at a new watermark (once per pane boundary). Series of

@@ -997,3 +997,127 @@ proptest! {
         assert_lifecycle_is_well_formed(&alerts)?;
     }
 }
+
+// ---------------------------------------------------------------- skipping kinds until due
+
+/// The engine skips a kind's watermark calls below the watermark the kind said it is next
+/// due at (`RuleKind::next_due_millis`), and the baseline's within the hour. That must change
+/// nothing: an engine whose watermark advances before every event, as a busy pipeline's does,
+/// raises exactly the alerts, and ends with exactly the state, of one that calls every kind at
+/// every advance. A day of the whole city at the seeded rates (every rule kind's types: life
+/// safety, bursts, offline devices) with a ×30 fraud wave over three neighbouring communities
+/// (spike, CUSUM, district and scan alerts).
+#[test]
+fn kinds_skipped_until_they_are_due_raise_what_kinds_called_at_every_advance_raise() {
+    use super::baseline::HOUR_MILLIS;
+    use super::simulation::{
+        median_community_and_neighbours, seeded_stream, sort_by_time, wave_stream,
+    };
+
+    let registry = GridRegistry::embedded();
+    let baseline = Baseline::embedded();
+    let start = (T0 / HOUR_MILLIS) * HOUR_MILLIS;
+    let hours = 24;
+    let every_type: Vec<EventType> = (1..=i32::MAX)
+        .map_while(|number| EventType::try_from(number).ok())
+        .collect();
+    let mut stream = seeded_stream(&registry, &baseline, &every_type, start, hours, 3);
+    let wave_cells: Vec<CellIndex> = median_community_and_neighbours(&registry, 3)
+        .iter()
+        .flat_map(|community| registry.communities()[community.0 as usize].cells.clone())
+        .collect();
+    let fraud_types = [EventType::FraudWarning, EventType::FraudReported];
+    stream.extend(wave_stream(
+        &registry,
+        &baseline,
+        &wave_cells,
+        &fraud_types,
+        29.0,
+        start + 4 * HOUR_MILLIS,
+        12,
+        4,
+    ));
+    // Two bursts of five intrusions in a cell within ten minutes (threshold rules), an odd
+    // number of minutes apart, so that they resolve at pane boundaries of either parity.
+    for (burst_start, cell) in [(9 * HOUR_MILLIS, 7), (13 * HOUR_MILLIS + MINUTE, 8)] {
+        stream.extend((0..5).map(|event_number| {
+            (
+                start + burst_start + event_number * 2 * MINUTE,
+                CellIndex(cell),
+                EventType::PerimeterIntrusion,
+            )
+        }));
+    }
+    sort_by_time(&mut stream);
+
+    let rules = RuleSet::embedded_default(MINUTE).expect("embedded rules");
+    let mut skipping = RuleEngine::with_baseline(rules.clone(), baseline.clone());
+    let mut calling_every_kind = RuleEngine::with_baseline(rules, baseline);
+    let mut skipping_alerts = Vec::new();
+    let mut calling_alerts = Vec::new();
+    /// One watermark advance of both engines.
+    fn advance(
+        engines: (&mut RuleEngine, &mut RuleEngine),
+        watermark: i64,
+        registry: &GridRegistry,
+        alerts: (&mut Vec<Alert>, &mut Vec<Alert>),
+    ) {
+        let (skipping, calling_every_kind) = engines;
+        skipping.on_watermark(watermark, registry, alerts.0);
+        calling_every_kind.derived.due = DueMillis::at_once();
+        calling_every_kind.on_watermark(watermark, registry, alerts.1);
+    }
+    for (number, (occurred_at, cell, event_type)) in stream.iter().enumerate() {
+        advance(
+            (&mut skipping, &mut calling_every_kind),
+            occurred_at - 5_000,
+            &registry,
+            (&mut skipping_alerts, &mut calling_alerts),
+        );
+        let event = IncidentEvent {
+            event_id: format!("e{number}"),
+            device_id: format!("d{}", cell.0),
+            event_type: *event_type as i32,
+            ..IncidentEvent::default()
+        };
+        let accepted = AcceptedEvent {
+            event: &event,
+            event_type: *event_type,
+            severity: default_severity(*event_type),
+            occurred_at_millis: *occurred_at,
+            cell: *cell,
+        };
+        skipping.on_event(&accepted, &registry, &mut skipping_alerts);
+        calling_every_kind.on_event(&accepted, &registry, &mut calling_alerts);
+    }
+    advance(
+        (&mut skipping, &mut calling_every_kind),
+        start + (hours + 1) * HOUR_MILLIS,
+        &registry,
+        (&mut skipping_alerts, &mut calling_alerts),
+    );
+
+    let kinds_alerted: std::collections::BTreeSet<&str> = skipping_alerts
+        .iter()
+        .map(|alert| alert.rule_kind.as_str())
+        .collect();
+    assert_eq!(
+        kinds_alerted,
+        [
+            "cusum",
+            "data_gap",
+            "immediate",
+            "scan",
+            "spike",
+            "threshold"
+        ]
+        .into(),
+        "the stream exercises every kind"
+    );
+    assert_eq!(skipping_alerts.len(), calling_alerts.len());
+    assert!(
+        skipping_alerts == calling_alerts,
+        "the same alert changes in the same order"
+    );
+    assert!(skipping.state == calling_every_kind.state, "the same state");
+}

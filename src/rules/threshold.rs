@@ -11,9 +11,9 @@ use super::alert::{alert_id, fingerprint, push_capped_event_id, AlertOccurrence}
 use super::kind::{EventOutcome, MatchingEvent, RuleKind, WatermarkContext};
 use super::ruleset::{AlertScope, RuleSet, RuleValidation};
 use super::series::{
-    state_of_rule,
-    collect_firing_series, next_pane_boundary, pane_start, remember_recent_event,
-    remove_series_of_rule, AlertLifecycle, AlertingSeries, RecentEvent, SeriesByRule,
+    collect_firing_series, first_watermark_past, next_pane_boundary, pane_start,
+    remember_recent_event, remove_series_of_rule, state_of_rule, AlertLifecycle, AlertingSeries,
+    RecentEvent, SeriesByRule,
 };
 use super::units::CellLabels;
 use crate::event::AcceptedEvent;
@@ -168,6 +168,21 @@ impl RuleKind for ThresholdRule {
             fired,
             ..EventOutcome::default()
         }
+    }
+
+    const EVENTS_BRING_DUE_FORWARD: bool = false;
+
+    /// The next pane boundary.
+    fn next_due_millis(
+        state: &ThresholdState,
+        _derived: &(),
+        rules: &RuleSet,
+        _partial_input: bool,
+    ) -> i64 {
+        first_watermark_past(
+            state.last_evaluated_aligned_millis,
+            rules.pane_size_millis(),
+        )
     }
 
     fn on_watermark(
