@@ -12,7 +12,9 @@
 //! 1. Write `src/rules/<kind>.rs`: the `[[rule]]` table as a `Spec` struct
 //!    (`deny_unknown_fields`), the validated rule type, the snapshot `State` (series carry an
 //!    [`super::series::AlertLifecycle`], so occurrences never overlap), and `impl RuleKind`
-//!    for the rule type.
+//!    for the rule type. Optionally `next_due_millis` (with `EVENTS_BRING_DUE_FORWARD`), so
+//!    that the engine skips the kind's watermark calls between its boundaries; without it the
+//!    kind is called at every watermark advance, which is correct but costs every event.
 //! 2. Declare the module in `src/rules/mod.rs` and append one line to the list in
 //!    [`super::kinds`] (at the end: the snapshot state serializes in list order).
 

@@ -232,6 +232,28 @@ pub fn run_engine(
     alerts
 }
 
+/// Calls `use_event` with simulated event number `number` as the pipeline would hand it to
+/// the rules: id `e{number}`, device `d{cell}`, the type's default severity.
+pub fn with_accepted_event<Output>(
+    number: usize,
+    (occurred_at, cell, event_type): &SimulatedEvent,
+    use_event: impl FnOnce(&AcceptedEvent<'_>) -> Output,
+) -> Output {
+    let event = IncidentEvent {
+        event_id: format!("e{number}"),
+        device_id: format!("d{}", cell.0),
+        event_type: *event_type as i32,
+        ..IncidentEvent::default()
+    };
+    use_event(&AcceptedEvent {
+        event: &event,
+        event_type: *event_type,
+        severity: default_severity(*event_type),
+        occurred_at_millis: *occurred_at,
+        cell: *cell,
+    })
+}
+
 /// Drives `engine` on from `watermark` through `stream` (sorted, no earlier than the
 /// watermark's pane) to `until`, the watermark visiting every pane boundary; events are
 /// numbered from `first_event_number` (their ids are `e{number}`). What [`run_engine`] does
@@ -250,20 +272,11 @@ pub fn continue_engine(
             *watermark += SIMULATION_PANE_MILLIS;
             engine.on_watermark(*watermark, registry, &mut alerts);
         }
-        let event = IncidentEvent {
-            event_id: format!("e{}", first_event_number + number),
-            device_id: format!("d{}", cell.0),
-            event_type: *event_type as i32,
-            ..IncidentEvent::default()
-        };
-        let accepted = AcceptedEvent {
-            event: &event,
-            event_type: *event_type,
-            severity: default_severity(*event_type),
-            occurred_at_millis: *occurred_at,
-            cell: *cell,
-        };
-        engine.on_event(&accepted, registry, &mut alerts);
+        with_accepted_event(
+            first_event_number + number,
+            &(*occurred_at, *cell, *event_type),
+            |accepted| engine.on_event(accepted, registry, &mut alerts),
+        );
     }
     while *watermark < until {
         *watermark += SIMULATION_PANE_MILLIS;

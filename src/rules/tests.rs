@@ -1012,6 +1012,7 @@ fn kinds_skipped_until_they_are_due_raise_what_kinds_called_at_every_advance_rai
     use super::baseline::HOUR_MILLIS;
     use super::simulation::{
         median_community_and_neighbours, seeded_stream, sort_by_time, wave_stream,
+        with_accepted_event,
     };
 
     let registry = GridRegistry::embedded();
@@ -1067,28 +1068,17 @@ fn kinds_skipped_until_they_are_due_raise_what_kinds_called_at_every_advance_rai
         calling_every_kind.derived.due = DueMillis::at_once();
         calling_every_kind.on_watermark(watermark, registry, alerts.1);
     }
-    for (number, (occurred_at, cell, event_type)) in stream.iter().enumerate() {
+    for (number, simulated_event) in stream.iter().enumerate() {
         advance(
             (&mut skipping, &mut calling_every_kind),
-            occurred_at - 5_000,
+            simulated_event.0 - 5_000,
             &registry,
             (&mut skipping_alerts, &mut calling_alerts),
         );
-        let event = IncidentEvent {
-            event_id: format!("e{number}"),
-            device_id: format!("d{}", cell.0),
-            event_type: *event_type as i32,
-            ..IncidentEvent::default()
-        };
-        let accepted = AcceptedEvent {
-            event: &event,
-            event_type: *event_type,
-            severity: default_severity(*event_type),
-            occurred_at_millis: *occurred_at,
-            cell: *cell,
-        };
-        skipping.on_event(&accepted, &registry, &mut skipping_alerts);
-        calling_every_kind.on_event(&accepted, &registry, &mut calling_alerts);
+        with_accepted_event(number, simulated_event, |accepted| {
+            skipping.on_event(accepted, &registry, &mut skipping_alerts);
+            calling_every_kind.on_event(accepted, &registry, &mut calling_alerts);
+        });
     }
     advance(
         (&mut skipping, &mut calling_every_kind),
