@@ -278,22 +278,15 @@ impl RuleKind for CusumRule {
 
     const EVENTS_BRING_DUE_FORWARD: bool = false;
 
-    /// The first interval end a chart has not been updated through (at once for a chart not
-    /// started, or for state of a rule no longer in the set, which resolves).
+    /// The first interval end a chart has not been updated through (at once for a rule whose
+    /// charts have not started). `on_watermark`, which this follows, has already resolved and
+    /// dropped the state of rules no longer in the set.
     fn next_due_millis(
         state: &CusumState,
         _derived: &CusumLimitsCache,
         rules: &RuleSet,
         partial_input: bool,
     ) -> i64 {
-        let holds_state_of_removed_rule = state
-            .series
-            .keys()
-            .chain(state.updated_until_millis.keys())
-            .any(|rule_name| rules.rule_of_kind::<CusumRule>(rule_name).is_none());
-        if holds_state_of_removed_rule {
-            return i64::MIN;
-        }
         rules
             .rules_of_kind::<CusumRule>()
             .filter(|rule| evaluated_with_input(rule.unit, partial_input))

@@ -58,8 +58,9 @@ pub struct ImmediateRule {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ImmediateDerived {
     /// No immediate alert resolves (nor is a resolved one forgotten) before this watermark (a
-    /// lower bound; `None` means unknown): lets frequent watermark advances skip scanning the
-    /// immediate state, which holds every firing life-safety alert of the city.
+    /// lower bound; `None` means unknown): the kind's next due watermark, so that frequent
+    /// watermark advances skip scanning the immediate state, which holds every firing
+    /// life-safety alert of the city.
     earliest_resolution_millis: Option<i64>,
 }
 
@@ -118,7 +119,7 @@ impl RuleKind for ImmediateRule {
         }
     }
 
-    /// The earliest resolution (a new alert, from a matching event, brings it forward).
+    /// The earliest resolution (a matching event brings it forward to its alert's).
     fn next_due_millis(
         _state: &ImmediateState,
         derived: &ImmediateDerived,
@@ -134,13 +135,9 @@ impl RuleKind for ImmediateRule {
         watermark: &WatermarkContext<'_>,
         out: &mut Vec<Alert>,
     ) {
-        let may_resolve = derived
-            .earliest_resolution_millis
-            .is_none_or(|earliest_millis| watermark.watermark_millis >= earliest_millis);
-        if may_resolve {
-            let earliest_remaining_millis = resolve_due(state, watermark.watermark_millis, out);
-            derived.earliest_resolution_millis = Some(earliest_remaining_millis);
-        }
+        // The engine calls this only once the earliest resolution is due (`next_due_millis`).
+        let earliest_remaining_millis = resolve_due(state, watermark.watermark_millis, out);
+        derived.earliest_resolution_millis = Some(earliest_remaining_millis);
     }
 
     fn remove_rule(state: &mut ImmediateState, rule_name: &str, firing: &mut Vec<AlertOccurrence>) {

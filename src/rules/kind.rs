@@ -100,14 +100,16 @@ pub trait RuleKind: Debug + Clone + PartialEq + Sized {
 
     /// Whether a matching event can make [`RuleKind::on_watermark`] due before the watermark
     /// [`RuleKind::next_due_millis`] gave (a new firing alert to resolve, new state to
-    /// evaluate): the engine then calls it at the next advance again. `observe_event` must
-    /// never do so.
+    /// evaluate): the engine then asks `next_due_millis` again after each matching event and
+    /// keeps the earlier of the two. `observe_event` must never do so.
     const EVENTS_BRING_DUE_FORWARD: bool = true;
 
     /// The lowest watermark at which [`RuleKind::on_watermark`] can change anything, given the
-    /// state it just left: the engine skips the kind below it. Most watermark advances fall
-    /// between pane boundaries, and each call would still walk the kind's maps to find that
-    /// out. The default, `i64::MIN`, has the kind called at every advance.
+    /// state it just left (asked after every `on_watermark`, and after every matching event
+    /// when [`RuleKind::EVENTS_BRING_DUE_FORWARD`]): the engine skips the kind below it. Most
+    /// watermark advances fall between pane boundaries, and each call would still walk the
+    /// kind's maps to find that out. The default, `i64::MIN`, has the kind called at every
+    /// advance.
     fn next_due_millis(
         _state: &Self::State,
         _derived: &Self::Derived,

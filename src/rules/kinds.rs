@@ -80,26 +80,37 @@ macro_rules! register_rule_kinds {
                 }
             }
 
-            /// Hands one matching event to the rule's kind.
+            /// Hands one matching event to the rule's kind; where the event can make the kind
+            /// due earlier (`RuleKind::EVENTS_BRING_DUE_FORWARD`), asks the kind again when it
+            /// is next due under `rules` and the engine's `partial_input`.
             pub(crate) fn on_matching_event(
                 &self,
                 states: &mut RuleEngineState,
                 derived: &mut DerivedKindState,
+                (rules, partial_input): (&RuleSet, bool),
                 event: &MatchingEvent<'_>,
                 out: &mut Vec<Alert>,
             ) -> EventOutcome {
                 match self {
                     $(
                         Rule::$variant(rule) => {
-                            if <$rule as RuleKind>::EVENTS_BRING_DUE_FORWARD {
-                                derived.due.$field = i64::MIN;
-                            }
-                            rule.on_matching_event(
+                            let outcome = rule.on_matching_event(
                                 &mut states.$field,
                                 &mut derived.$field,
                                 event,
                                 out,
-                            )
+                            );
+                            if <$rule as RuleKind>::EVENTS_BRING_DUE_FORWARD {
+                                derived.due.$field = derived.due.$field.min(
+                                    <$rule as RuleKind>::next_due_millis(
+                                        &states.$field,
+                                        &derived.$field,
+                                        rules,
+                                        partial_input,
+                                    ),
+                                );
+                            }
+                            outcome
                         }
                     )+
                 }

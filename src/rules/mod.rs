@@ -446,8 +446,13 @@ impl RuleEngine {
             if !rule.sees_late_events() {
                 continue;
             }
-            let outcome =
-                rule.on_matching_event(&mut self.state, &mut self.derived, &matching_event, out);
+            let outcome = rule.on_matching_event(
+                &mut self.state,
+                &mut self.derived,
+                (&self.rules, self.partial_input),
+                &matching_event,
+                out,
+            );
             self.stats
                 .update_counters(rule.name(), |counters| counters.record(outcome));
         }
@@ -587,8 +592,13 @@ impl RuleEngine {
             let Some(rule) = self.rules.rules().get(*rule_index) else {
                 continue;
             };
-            let outcome =
-                rule.on_matching_event(&mut self.state, &mut self.derived, matching_event, out);
+            let outcome = rule.on_matching_event(
+                &mut self.state,
+                &mut self.derived,
+                (&self.rules, self.partial_input),
+                matching_event,
+                out,
+            );
             self.stats
                 .update_counters(rule.name(), |counters| counters.record(outcome));
         }
