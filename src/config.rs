@@ -136,14 +136,17 @@ pub struct KafkaConfig {
     /// Output topics (`[kafka.sinks]`): windows, alerts and dead letters produced to Kafka.
     pub sinks: KafkaSinksConfig,
     /// Topic of per-partition state snapshots (must exist; compacted on a real cluster): one
-    /// record per input partition and snapshot, keyed `<group_id>/<topic>/<partition>`.
+    /// record per input partition and snapshot, keyed `<group_id>/<topic>/<partition>`, and
+    /// the whole-city detector's learned history, keyed `<group_id>/whole-city/learned-history`.
     pub state_topic: String,
     /// How often each owned partition's state is snapshotted to `state_topic` and its offset
-    /// committed (also on revoke and shutdown). A crash replays at most this much input.
+    /// committed (also on revoke and shutdown). A crash replays at most this much input. Also
+    /// the least time between two writes of the whole-city detector's learned history.
     #[serde(with = "humantime_serde")]
     pub snapshot_interval: Duration,
     /// How long a rebalance may wait for a partition's state to be read from `state_topic`
-    /// (on assignment) or written (on revoke).
+    /// (on assignment) or written (on revoke); also how long the learned history may take to
+    /// be read (on start) or written.
     #[serde(with = "humantime_serde")]
     pub state_timeout: Duration,
 }

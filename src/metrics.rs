@@ -87,6 +87,11 @@ pub struct Metrics {
     pub whole_city_watermark: Gauge,
     /// 1 while the whole-city detector reads back its history, else 0.
     pub whole_city_catching_up: IntGauge,
+    /// The whole-city detector's learned history on the state topic, by result (`restored`,
+    /// `none`, `refused`, `read_failed`, `written`, `write_failed`).
+    pub whole_city_learned_history: IntCounterVec,
+    /// Closed history behind the whole-city detector's learned levels, seconds.
+    pub whole_city_learned_history_seconds: IntGauge,
     /// Build information (always 1).
     pub build_info: IntGaugeVec,
     /// Version (hash) of the loaded rules file (always 1).
@@ -333,6 +338,19 @@ impl Metrics {
             "1 while the whole-city detector reads back the windows topic's history after a start, else 0.",
         )?;
         registry.register(Box::new(whole_city_catching_up.clone()))?;
+        let whole_city_learned_history = IntCounterVec::new(
+            Opts::new(
+                "gridwatch_whole_city_learned_history_total",
+                "The whole-city detector's learned history on the state topic, kept across restarts, by result: restored, none (nothing to restore), refused (undecodable or of other seeds), read_failed, written (by the instance publishing whole-city alerts), write_failed.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(whole_city_learned_history.clone()))?;
+        let whole_city_learned_history_seconds = IntGauge::new(
+            "gridwatch_whole_city_learned_history_seconds",
+            "Closed history behind the whole-city detector's learned levels, seconds (whole hours, of its learned type with the most); the level's weight grows with it, up to [baseline] weeks.",
+        )?;
+        registry.register(Box::new(whole_city_learned_history_seconds.clone()))?;
         let read_model_undecodable = IntCounterVec::new(
             Opts::new(
                 "gridwatch_read_model_undecodable_total",
@@ -555,6 +573,8 @@ impl Metrics {
             whole_city_alerts,
             whole_city_watermark,
             whole_city_catching_up,
+            whole_city_learned_history,
+            whole_city_learned_history_seconds,
             build_info,
             rules_version,
             rules_reloads,

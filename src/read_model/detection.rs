@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::learned_history::LearnedHistoryStore;
 use super::{CityModel, OutputRecord};
 use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
@@ -38,6 +39,9 @@ pub struct WholeCityDetection {
     metrics: Arc<Metrics>,
     /// Alert changes of the current step, reused.
     changes: Vec<Alert>,
+    /// Where the learned history is kept across restarts (none without a state topic writer,
+    /// e.g. in tests).
+    learned_history: Option<LearnedHistoryStore>,
 }
 
 impl std::fmt::Debug for WholeCityDetection {
@@ -59,6 +63,7 @@ impl WholeCityDetection {
         publish: mpsc::Sender<WholeCityUpdate>,
         reloaded_rules: mpsc::Receiver<RuleSet>,
         metrics: Arc<Metrics>,
+        learned_history: Option<LearnedHistoryStore>,
     ) -> WholeCityDetection {
         metrics.whole_city_catching_up.set(1);
         WholeCityDetection {
@@ -69,7 +74,24 @@ impl WholeCityDetection {
             reloaded_rules,
             metrics,
             changes: Vec::new(),
+            learned_history,
         }
+    }
+
+    /// Hands the detector the learned history kept on the state topic, before it catches up
+    /// (once, on start).
+    pub async fn restore_learned_history(&mut self) {
+        if let Some(store) = self.learned_history.as_mut() {
+            store.restore_into(&mut self.detector).await;
+        }
+        self.set_learned_history_seconds();
+    }
+
+    fn set_learned_history_seconds(&self) {
+        let hours = i64::try_from(self.detector.learned_hours()).unwrap_or(i64::MAX);
+        self.metrics
+            .whole_city_learned_history_seconds
+            .set(hours.saturating_mul(3600));
     }
 
     /// Counts the panes among `records` (one feed batch).
@@ -144,6 +166,10 @@ impl WholeCityDetection {
                 .whole_city_watermark
                 .set(watermark as f64 / 1000.0);
         }
+        self.set_learned_history_seconds();
+        if let Some(store) = self.learned_history.as_mut() {
+            store.on_tick(&self.detector, wall_millis);
+        }
     }
 
     fn offer_changes(&mut self, wall_millis: i64) {
@@ -191,6 +217,7 @@ mod tests {
             publish,
             reloaded_rules,
             metrics.clone(),
+            None,
         );
         let pane = |grid_id: &str, length: i64| {
             OutputRecord::Window(crate::rules::whole_city::one_fraud_report_pane(

@@ -814,6 +814,12 @@ pub async fn run_kafka_read_model(
     mut detection: Option<WholeCityDetection>,
     shutdown: CancellationToken,
 ) {
+    if let Some(detection) = detection.as_mut() {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            () = detection.restore_learned_history() => {}
+        }
+    }
     let mut ticker = tokio::time::interval(PUBLISH_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

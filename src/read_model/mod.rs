@@ -18,6 +18,7 @@ pub mod city;
 pub mod detection;
 pub mod feed;
 pub mod kafka_feed;
+pub mod learned_history;
 pub mod snapshot;
 pub mod views;
 

@@ -411,6 +411,86 @@ impl BaselineState {
             .retain(|(_, event_type), _| learned_types.contains(event_type));
     }
 
+    /// Takes over from `earlier` (a snapshot of the same learning, taken before a restart)
+    /// the closed hours that ended by `observed_from_millis`, the moment this state's own input
+    /// starts, with their counts; for the learned types only.
+    ///
+    /// Why: the whole-city detector learns from the panes it reads back on start, a few days,
+    /// while its level rests on weeks ([`crate::rules::whole_city`]). The hours it observes
+    /// itself are left to its own input, so an hour is never counted from both: the hour in
+    /// which its input starts is observed only in part by either, so it stays open (one hour of
+    /// `weeks` missing), as does any hour between the snapshot's newest closed hour and that
+    /// start. Closed hours are final, so the adopted counts are exactly what this state would
+    /// hold had it run all along.
+    pub(crate) fn adopt_closed_hours_before(
+        &mut self,
+        earlier: &BaselineState,
+        observed_from_millis: i64,
+    ) {
+        let first_observed_hour = epoch_hour(observed_from_millis);
+        for (event_type, learning) in &mut self.types {
+            let Some(earlier_learning) = earlier.types.get(event_type) else {
+                continue;
+            };
+            let adopted: Vec<i64> = earlier_learning
+                .closed_hours
+                .range(..first_observed_hour)
+                .copied()
+                .collect();
+            if adopted.is_empty() {
+                continue;
+            }
+            learning.closed_hours.extend(adopted.iter().copied());
+            for ((cell, counted_type), earlier_counts) in &earlier.hour_counts {
+                if counted_type != event_type {
+                    continue;
+                }
+                let counts = self.hour_counts.entry((*cell, *counted_type)).or_default();
+                for hour in &adopted {
+                    match earlier_counts.get(hour) {
+                        Some(count) => counts.insert(*hour, *count),
+                        None => counts.remove(hour),
+                    };
+                }
+            }
+        }
+        self.hour_counts.retain(|_, counts| !counts.is_empty());
+        // Counts of closed hours changed: memos computed before are stale.
+        self.late_counts.0 = self.late_counts.0.wrapping_add(1);
+    }
+
+    /// This state with only its closed hours' counts: what [`BaselineState::adopt_closed_hours_before`]
+    /// takes from a snapshot (open hours' counts are partial).
+    pub(crate) fn closed_part(&self) -> BaselineState {
+        let mut closed = BaselineState {
+            types: self.types.clone(),
+            ..BaselineState::default()
+        };
+        for (key, counts) in &self.hour_counts {
+            let Some(learning) = self.types.get(&key.1) else {
+                continue;
+            };
+            let closed_counts: BTreeMap<i64, u32> = counts
+                .iter()
+                .filter(|(hour, _)| learning.closed_hours.contains(*hour))
+                .map(|(hour, count)| (*hour, *count))
+                .collect();
+            if !closed_counts.is_empty() {
+                closed.hour_counts.insert(*key, closed_counts);
+            }
+        }
+        closed
+    }
+
+    /// Closed hours of the type with the most: how much history the learning rests on.
+    pub(crate) fn most_closed_hours(&self) -> usize {
+        self.types
+            .values()
+            .map(|learning| learning.closed_hours.len())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Counts one accepted event (ignored unless its type is learned).
     pub(crate) fn on_event(&mut self, cell: CellIndex, event_type: EventType, occurred_at: i64) {
         let type_number = event_type as i32;

@@ -535,6 +535,20 @@ impl RuleEngine {
         &self.state
     }
 
+    /// The learned baseline (hourly counts of the learned types).
+    pub fn learned_baseline(&self) -> &BaselineState {
+        &self.state.baseline
+    }
+
+    /// Takes over `earlier`'s closed hours that ended by `observed_from_millis`, where this
+    /// engine's own input starts ([`BaselineState::adopt_closed_hours_before`]).
+    pub fn adopt_learned_history(&mut self, earlier: &BaselineState, observed_from_millis: i64) {
+        self.state
+            .baseline
+            .adopt_closed_hours_before(earlier, observed_from_millis);
+        self.derived = DerivedKindState::new(&self.rules);
+    }
+
     /// Replaces the state with one from a snapshot (possibly taken under another rule set).
     pub fn restore_state(&mut self, state: RuleEngineState) {
         self.state = state;

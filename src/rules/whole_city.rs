@@ -25,6 +25,11 @@
 //!   partition to its end, then replayed in time order; the alerts of that replay are not
 //!   sent again — only the alerts firing at its end are ([`WholeCityDetector::finish_catch_up`]),
 //!   and only if the alerts topic does not already show them.
+//! - **Learned history.** What the catch-up reads back (the rules' longest window plus a day)
+//!   is far less than the weeks a learned level rests on, so the closed hours of an earlier
+//!   run can be handed over ([`WholeCityDetector::restore_learned_history`], kept on the state
+//!   topic by [`crate::read_model::learned_history`]): those before the detector's own input
+//!   starts are adopted, the rest comes from the panes.
 //! - **One publisher.** Every instance runs the detector (so a new publisher needs no
 //!   warm-up), and only the instance owning input partition 0 publishes. Every alert change is
 //!   kept as unconfirmed ([`UnconfirmedAlerts`]) until the alerts topic, read back into the
@@ -37,7 +42,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::baseline::Baseline;
+use super::baseline::{Baseline, BaselineState};
 use super::series::pane_start;
 use super::{RuleEngine, RuleSet};
 use crate::event::{default_severity, AcceptedEvent};
@@ -137,6 +142,11 @@ pub struct WholeCityDetector {
     heard_watermarks: VecDeque<(i64, i64)>,
     /// The event a pane's events are made from (its ids stay empty).
     pane_event: IncidentEvent,
+    /// The learned history of an earlier run ([`WholeCityDetector::restore_learned_history`]),
+    /// adopted once the detector knows where its own input starts.
+    pending_history: Option<BaselineState>,
+    /// The detector's first watermark: its own input starts there.
+    observed_from_millis: Option<i64>,
 }
 
 /// (pane start, `CellIndex.0`, `EventType as i32`): ordered by time first.
@@ -158,6 +168,8 @@ impl WholeCityDetector {
             watermark_millis: None,
             heard_watermarks: VecDeque::new(),
             pane_event: IncidentEvent::default(),
+            pending_history: None,
+            observed_from_millis: None,
         }
     }
 
@@ -174,6 +186,27 @@ impl WholeCityDetector {
     /// Whether the detector is still buffering the history it reads on start.
     pub fn is_catching_up(&self) -> bool {
         self.catching_up
+    }
+
+    /// The learned history to keep across restarts: the closed hours of the learned baseline
+    /// ([`BaselineState::closed_part`]).
+    pub fn learned_history(&self) -> BaselineState {
+        self.engine.learned_baseline().closed_part()
+    }
+
+    /// Closed hours of history the learned baseline rests on (of the type with the most).
+    pub fn learned_hours(&self) -> usize {
+        self.engine.learned_baseline().most_closed_hours()
+    }
+
+    /// Takes over the learned history of an earlier run (its [`WholeCityDetector::learned_history`]):
+    /// the closed hours before this detector's own input starts, which the history it reads back
+    /// on start does not reach. Before the first watermark it waits for that start.
+    pub fn restore_learned_history(&mut self, earlier: BaselineState) {
+        match self.observed_from_millis {
+            Some(observed_from) => self.engine.adopt_learned_history(&earlier, observed_from),
+            None => self.pending_history = Some(earlier),
+        }
     }
 
     /// Swaps the rules (hot reload) for the whole-city part of `rules`: alerts of removed or
@@ -345,6 +378,14 @@ impl WholeCityDetector {
             next_boundary = oldest_useful;
             // Panes older than the history can no longer matter.
             self.ahead = self.ahead.split_off(&(oldest_useful, 0, i32::MIN));
+        }
+        if self.observed_from_millis.is_none() {
+            // The first watermark: no pane before it is counted.
+            let observed_from = next_boundary.min(target);
+            self.observed_from_millis = Some(observed_from);
+            if let Some(earlier) = self.pending_history.take() {
+                self.engine.adopt_learned_history(&earlier, observed_from);
+            }
         }
         while next_boundary <= target {
             self.move_watermark(next_boundary, registry, out);
@@ -914,6 +955,200 @@ mod tests {
             detector.apply_pane(&pane(&grid_id, SIMULATION_PANE_MILLIS), &registry, &mut out),
             Err(PaneSkipped::TooOld)
         );
+    }
+
+    /// Six days of fraud at the seeded rates and their panes, from an hour-aligned start.
+    struct LongHistory {
+        registry: std::sync::Arc<GridRegistry>,
+        rules: RuleSet,
+        start: i64,
+        panes: BTreeMap<i64, Vec<CellWindow>>,
+    }
+
+    fn long_history() -> &'static LongHistory {
+        static HISTORY: std::sync::OnceLock<LongHistory> = std::sync::OnceLock::new();
+        HISTORY.get_or_init(|| {
+            let registry = GridRegistry::embedded();
+            let start = 20_000 * HOUR_MILLIS;
+            let stream = seeded_stream(
+                &registry,
+                &Baseline::embedded(),
+                &FRAUD_TYPES,
+                start,
+                144,
+                21,
+            );
+            let panes = panes_of(&registry, &stream);
+            LongHistory {
+                registry,
+                rules: default_rules(),
+                start,
+                panes,
+            }
+        })
+    }
+
+    /// A detector restarted at `stop`: given `earlier`'s learned history (or none), it reads
+    /// back the panes of its lookback, out of order, and catches up to `stop`.
+    fn restarted_at(
+        history: &LongHistory,
+        stop: i64,
+        earlier: Option<BaselineState>,
+    ) -> WholeCityDetector {
+        let mut restarted = WholeCityDetector::new(&history.rules, Baseline::embedded());
+        if let Some(earlier) = earlier {
+            restarted.restore_learned_history(earlier);
+        }
+        let lookback = whole_city_lookback_millis(&history.rules).expect("whole-city rules");
+        let mut discarded = Vec::new();
+        for pane in history
+            .panes
+            .range(stop - lookback..stop)
+            .rev()
+            .flat_map(|(_, windows)| windows)
+        {
+            restarted
+                .apply_pane(pane, &history.registry, &mut discarded)
+                .expect("a pane of the registry");
+        }
+        restarted.hear_watermark(stop, 0);
+        restarted.finish_catch_up(&history.registry);
+        restarted
+    }
+
+    /// A detector run over the history from its start to `stop`, and its learned history as
+    /// it was at `snapshot_at`.
+    fn run_all_along(
+        history: &LongHistory,
+        snapshot_at: i64,
+        stop: i64,
+    ) -> (WholeCityDetector, BaselineState) {
+        let registry = &history.registry;
+        let mut all_along = WholeCityDetector::new(&history.rules, Baseline::embedded());
+        all_along.finish_catch_up(registry);
+        run_detector(
+            registry,
+            &mut all_along,
+            &history.panes,
+            history.start,
+            snapshot_at,
+        );
+        let snapshot = all_along.learned_history();
+        run_detector(registry, &mut all_along, &history.panes, snapshot_at, stop);
+        (all_along, snapshot)
+    }
+
+    /// (type, hour) of every closed hour, and (cell, type, hour) → count of every closed hour's
+    /// count, of a detector's learned history.
+    type ClosedHours = (
+        std::collections::BTreeSet<(i32, i64)>,
+        BTreeMap<(u32, i32, i64), u32>,
+    );
+
+    fn closed_hours_of(history: &BaselineState) -> ClosedHours {
+        let mut hours = std::collections::BTreeSet::new();
+        for (event_type, learning) in &history.types {
+            hours.extend(
+                learning
+                    .closed_hours
+                    .iter()
+                    .map(|hour| (*event_type, *hour)),
+            );
+        }
+        let mut counts = BTreeMap::new();
+        for ((cell, event_type), by_hour) in &history.hour_counts {
+            for (hour, count) in by_hour {
+                counts.insert((*cell, *event_type, *hour), *count);
+            }
+        }
+        (hours, counts)
+    }
+
+    #[test]
+    fn a_restarted_detector_given_its_learned_history_rests_on_the_hours_of_one_running_all_along()
+    {
+        let history = long_history();
+        // A restart in the middle of an hour, three hours after the last learned-history
+        // snapshot.
+        let stop = history.start + 140 * HOUR_MILLIS + 17 * 60_000;
+        let snapshot_at = stop - 3 * HOUR_MILLIS;
+        let (all_along, snapshot) = run_all_along(history, snapshot_at, stop);
+        let (all_along_hours, all_along_counts) = closed_hours_of(&all_along.learned_history());
+        assert!(
+            all_along.learned_hours() >= 138,
+            "{}",
+            all_along.learned_hours()
+        );
+
+        let without_snapshot = restarted_at(history, stop, None);
+        assert!(
+            without_snapshot.learned_hours() < 72,
+            "the read-back alone is less than the lookback: {}",
+            without_snapshot.learned_hours()
+        );
+
+        let restarted = restarted_at(history, stop, Some(snapshot));
+        let (restarted_hours, restarted_counts) = closed_hours_of(&restarted.learned_history());
+        assert!(restarted_hours.is_subset(&all_along_hours));
+        let missing: std::collections::BTreeSet<i64> = all_along_hours
+            .difference(&restarted_hours)
+            .map(|(_, hour)| *hour)
+            .collect();
+        // The read-back starts inside an hour: that one hour was seen in part by the
+        // snapshot and by the read-back, and is left out rather than counted twice.
+        let first_read_back_hour = epoch_hour_of(first_read_back_pane(history, stop));
+        assert_eq!(
+            missing,
+            std::collections::BTreeSet::from([first_read_back_hour])
+        );
+        let all_along_without_missing: BTreeMap<(u32, i32, i64), u32> = all_along_counts
+            .into_iter()
+            .filter(|((_, _, hour), _)| !missing.contains(hour))
+            .collect();
+        assert_eq!(restarted_counts, all_along_without_missing);
+        assert!(restarted.learned_hours() + 1 >= all_along.learned_hours());
+    }
+
+    #[test]
+    fn hours_between_an_old_learned_history_and_the_read_back_stay_open() {
+        let history = long_history();
+        let snapshot_at = history.start + 40 * HOUR_MILLIS;
+        let stop = history.start + 140 * HOUR_MILLIS;
+        let (all_along, snapshot) = run_all_along(history, snapshot_at, stop);
+        let (snapshot_hours, _) = closed_hours_of(&snapshot);
+        let (all_along_hours, all_along_counts) = closed_hours_of(&all_along.learned_history());
+
+        let restarted = restarted_at(history, stop, Some(snapshot));
+        let (restarted_hours, restarted_counts) = closed_hours_of(&restarted.learned_history());
+        let gap = epoch_hour_of(snapshot_at)..=epoch_hour_of(first_read_back_pane(history, stop));
+        let expected: std::collections::BTreeSet<(i32, i64)> = all_along_hours
+            .iter()
+            .filter(|(_, hour)| !gap.contains(hour))
+            .copied()
+            .collect();
+        assert_eq!(restarted_hours, expected);
+        assert!(snapshot_hours.is_subset(&restarted_hours));
+        for ((cell, event_type, hour), count) in &restarted_counts {
+            assert_eq!(
+                all_along_counts.get(&(*cell, *event_type, *hour)),
+                Some(count)
+            );
+        }
+    }
+
+    /// Where the input of a detector restarted at `stop` starts: its first pane read back.
+    fn first_read_back_pane(history: &LongHistory, stop: i64) -> i64 {
+        let lookback = whole_city_lookback_millis(&history.rules).expect("whole-city rules");
+        *history
+            .panes
+            .range(stop - lookback..)
+            .next()
+            .expect("panes in the lookback")
+            .0
+    }
+
+    fn epoch_hour_of(millis: i64) -> i64 {
+        crate::rules::baseline::epoch_hour(millis)
     }
 
     #[test]

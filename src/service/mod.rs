@@ -208,30 +208,48 @@ pub fn load_fraud_baseline(
 /// The whole-city detector for a read model fed from the output topics
 /// ([`crate::rules::whole_city`]), when there is a status topic (its watermarks time the
 /// detector): it reads the windows topic back as far as the rules count (`settings`' lookback
-/// grows to it), and the pipeline task gets its end of the channels ([`WholeCityPublishing`]).
-/// It runs even without whole-city rules, so that a reload can add one.
+/// grows to it), its learned history is kept on the state topic
+/// ([`crate::read_model::learned_history`]), and the pipeline task gets its end of the channels
+/// ([`WholeCityPublishing`]). It runs even without whole-city rules, so that a reload can add
+/// one.
 fn whole_city_detection(
     rules: &RuleSet,
+    kafka: &crate::config::KafkaConfig,
     registry: Arc<GridRegistry>,
     metrics: Arc<Metrics>,
     settings: &mut crate::read_model::kafka_feed::KafkaFeedSettings,
-) -> (
-    Option<crate::read_model::detection::WholeCityDetection>,
-    Option<WholeCityPublishing>,
-) {
+) -> Result<
+    (
+        Option<crate::read_model::detection::WholeCityDetection>,
+        Option<WholeCityPublishing>,
+    ),
+    ServiceError,
+> {
     let has_status_topic = settings
         .topics
         .iter()
         .any(|(_, kind)| *kind == crate::read_model::kafka_feed::TopicKind::Status);
     if !has_status_topic {
         tracing::warn!("district, cluster and city-wide rules are not evaluated: the whole-city detector follows the instances' watermarks on kafka.sinks.status_topic, which is empty");
-        return (None, None);
+        return Ok((None, None));
     }
     let detector =
         crate::rules::whole_city::WholeCityDetector::new(rules, crate::rules::Baseline::embedded());
     if let Some(lookback) = crate::rules::whole_city::whole_city_lookback_millis(rules) {
         settings.lookback_millis = settings.lookback_millis.max(lookback);
     }
+    let publishing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let learned_history = crate::read_model::learned_history::LearnedHistoryStore::new(
+        crate::state::kafka::StateReader::create(kafka)?,
+        StateWriter::create(kafka)?,
+        publishing.clone(),
+        crate::read_model::learned_history::LearnedHistorySettings {
+            interval: kafka.snapshot_interval,
+            timeout: kafka.state_timeout,
+        },
+        registry.clone(),
+        metrics.clone(),
+    );
     let (updates_sender, updates) = mpsc::channel(WHOLE_CITY_CHANNEL_BATCHES);
     let (rules_sender, rules_receiver) = mpsc::channel(4);
     let detection = crate::read_model::detection::WholeCityDetection::new(
@@ -240,14 +258,16 @@ fn whole_city_detection(
         updates_sender,
         rules_receiver,
         metrics,
+        Some(learned_history),
     );
-    (
+    Ok((
         Some(detection),
         Some(WholeCityPublishing {
             updates,
             rules: rules_sender,
+            publishing,
         }),
-    )
+    ))
 }
 
 /// Batches of whole-city alert changes queued for the pipeline task.
@@ -259,6 +279,8 @@ const WHOLE_CITY_CHANNEL_BATCHES: usize = 64;
 pub(crate) struct WholeCityPublishing {
     pub(crate) updates: mpsc::Receiver<crate::read_model::detection::WholeCityUpdate>,
     pub(crate) rules: mpsc::Sender<RuleSet>,
+    /// Whether this instance publishes, for the detector's task.
+    pub(crate) publishing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The settings of each partition's pipeline. With a Kafka source, a partition's watermark
@@ -343,10 +365,11 @@ pub async fn run(
             Some(mut settings) => {
                 let (detection, whole_city) = whole_city_detection(
                     &whole_city_rules,
+                    &config.kafka,
                     registry.clone(),
                     metrics.clone(),
                     &mut settings,
-                );
+                )?;
                 (
                     None,
                     Some(crate::read_model::kafka_feed::KafkaReadModel::start(
@@ -511,7 +534,7 @@ pub async fn run(
                 publishing.updates,
                 pipeline_loop::WholeCityLink {
                     rules: publishing.rules,
-                    role: whole_city::WholeCityRole::default(),
+                    role: whole_city::WholeCityRole::sharing(publishing.publishing),
                 },
             )
         })

@@ -3,6 +3,9 @@
 //! owns input partition 0. When that changes, Alertmanager's re-sends move with it: the new
 //! publisher starts refreshing the firing alerts, the old one stops (without resolving them).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use crate::proto::Alert;
 use crate::sink::alertmanager::ActiveAlerts;
 
@@ -11,6 +14,9 @@ use crate::sink::alertmanager::ActiveAlerts;
 pub(crate) struct WholeCityRole {
     firing: ActiveAlerts,
     publishing: bool,
+    /// `publishing`, for the detector's task: only the publisher writes the detector's learned
+    /// history ([`crate::read_model::learned_history`]).
+    shared_publishing: Arc<AtomicBool>,
 }
 
 /// What [`WholeCityRole::set_publishing`] changed.
@@ -25,6 +31,14 @@ pub(crate) enum RoleChange {
 }
 
 impl WholeCityRole {
+    /// A role that also tells `shared_publishing` whether this instance publishes.
+    pub(crate) fn sharing(shared_publishing: Arc<AtomicBool>) -> WholeCityRole {
+        WholeCityRole {
+            shared_publishing,
+            ..WholeCityRole::default()
+        }
+    }
+
     /// Whether this instance publishes.
     pub(crate) fn is_publishing(&self) -> bool {
         self.publishing
@@ -51,6 +65,7 @@ impl WholeCityRole {
             _ => RoleChange::Unchanged,
         };
         self.publishing = publishing;
+        self.shared_publishing.store(publishing, Ordering::Relaxed);
         change
     }
 
@@ -80,7 +95,8 @@ mod tests {
 
     #[test]
     fn the_role_follows_firing_and_resolved_changes_and_says_when_publishing_moves() {
-        let mut role = WholeCityRole::default();
+        let shared = Arc::new(AtomicBool::new(false));
+        let mut role = WholeCityRole::sharing(shared.clone());
         role.replace_firing(&[alert("a", AlertStatus::Firing)]);
         role.note(&[
             alert("b", AlertStatus::Firing),
@@ -90,6 +106,10 @@ mod tests {
         assert_eq!(role.set_publishing(false), RoleChange::Unchanged);
         assert_eq!(role.set_publishing(true), RoleChange::Became);
         assert!(role.is_publishing());
+        assert!(
+            shared.load(Ordering::Relaxed),
+            "the detector's task is told"
+        );
         assert_eq!(role.set_publishing(true), RoleChange::Unchanged);
         assert_eq!(role.set_publishing(false), RoleChange::Lost);
         assert_eq!(role.firing().len(), 1);

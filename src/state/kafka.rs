@@ -13,6 +13,10 @@
 //! function of the input prefix, so any snapshot at offset N — whoever wrote it, even a zombie
 //! instance whose record arrived late — is the state after the first N records.
 //!
+//! The whole-city detector's learned history ([`crate::read_model::learned_history`]) is kept
+//! in the same topic: key [`learned_history_key`], state partition 0, header
+//! [`WATERMARK_HEADER`] (the detector's watermark when it was written; the latest wins).
+//!
 //! The topic grows by one record per partition and snapshot interval: on a real Kafka cluster
 //! create it with `cleanup.policy=compact` (the latest record per key is all a restore needs)
 //! and a `max.message.bytes` above the largest `gridwatch_kafka_state_snapshot_size_bytes`.
@@ -43,6 +47,19 @@ const MAX_STATE_RECORD_BYTES: &str = "100000000";
 pub fn state_key(group_id: &str, input_topic: &str, input_partition: i32) -> String {
     format!("{group_id}/{input_topic}/{input_partition}")
 }
+
+/// The record key of the whole-city detector's learned history in consumer group `group_id`
+/// ([`crate::rules::whole_city`]): one per group, written by the instance that publishes
+/// whole-city alerts, on state partition [`LEARNED_HISTORY_STATE_PARTITION`].
+pub fn learned_history_key(group_id: &str) -> String {
+    format!("{group_id}/whole-city/learned-history")
+}
+
+/// The state partition of the learned history (every state topic has a partition 0).
+pub const LEARNED_HISTORY_STATE_PARTITION: i32 = 0;
+
+/// Header of a learned-history record: the detector's watermark (epoch ms) when it was taken.
+pub const WATERMARK_HEADER: &str = "gridwatch_watermark";
 
 /// The state partition that holds input partition `input_partition`'s snapshots.
 pub fn state_partition_of(input_partition: i32, state_partition_count: i32) -> i32 {
@@ -209,19 +226,58 @@ impl StateWriter {
                 })?;
             deliveries.push(delivery);
         }
+        self.await_acknowledged(deliveries, timeout).await
+    }
+
+    /// Writes the whole-city detector's learned history ([`crate::state::learned_history_snapshot`]
+    /// bytes) as of the detector's `watermark_millis`, and waits (at most `timeout`) until the
+    /// broker acknowledged it.
+    pub async fn write_learned_history(
+        &self,
+        bytes: &[u8],
+        watermark_millis: i64,
+        timeout: Duration,
+    ) -> Result<(), KafkaError> {
+        let key = learned_history_key(&self.group_id);
+        let watermark = watermark_millis.to_string();
+        let record = FutureRecord::to(&self.topic)
+            .partition(LEARNED_HISTORY_STATE_PARTITION)
+            .key(key.as_str())
+            .payload(bytes)
+            .headers(OwnedHeaders::new().insert(Header {
+                key: WATERMARK_HEADER,
+                value: Some(watermark.as_str()),
+            }));
+        let delivery = self
+            .producer
+            .send_result(record)
+            .map_err(|(source, _record)| KafkaError::Client {
+                context: format!("queueing the learned history {key}"),
+                source,
+            })?;
+        self.await_acknowledged(vec![delivery], timeout).await
+    }
+
+    /// Waits (at most `timeout`) until every delivery is acknowledged; the first failure is
+    /// the error.
+    async fn await_acknowledged(
+        &self,
+        deliveries: Vec<rdkafka::producer::DeliveryFuture>,
+        timeout: Duration,
+    ) -> Result<(), KafkaError> {
         let all_acknowledged = async {
             for delivery in deliveries {
                 match delivery.await {
                     Ok(Ok(_delivered)) => {}
                     Ok(Err((source, _message))) => {
                         return Err(KafkaError::Client {
-                            context: format!("writing a state snapshot to {}", self.topic),
+                            context: format!("writing state to {}", self.topic),
                             source,
                         })
                     }
                     Err(_cancelled) => {
                         return Err(KafkaError::Client {
-                            context: format!("writing a state snapshot to {}", self.topic),
+                            context: format!("writing state to {}", self.topic),
                             source: ClientError::Canceled,
                         })
                     }
@@ -233,7 +289,7 @@ impl StateWriter {
             Ok(result) => result,
             Err(_elapsed) => Err(KafkaError::Client {
                 context: format!(
-                    "state snapshots not acknowledged by {} within {timeout:?}",
+                    "state not acknowledged by {} within {timeout:?}",
                     self.topic
                 ),
                 source: ClientError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
@@ -328,8 +384,76 @@ impl StateReader {
             .collect();
         state_partitions.sort_unstable();
         state_partitions.dedup();
+        self.read_to_end(&state_partitions, timeout, |message| {
+            let Some(key) = message.key().and_then(|key| std::str::from_utf8(key).ok()) else {
+                return;
+            };
+            let Some(input_partition) = wanted_keys.get(key) else {
+                return;
+            };
+            let Some(next_offset) =
+                header_text(message, NEXT_OFFSET_HEADER).and_then(|text| text.parse::<u64>().ok())
+            else {
+                tracing::warn!(
+                    key,
+                    offset = message.offset(),
+                    "state record without a next offset; skipped"
+                );
+                return;
+            };
+            let is_newer = latest
+                .get(input_partition)
+                .is_none_or(|found| next_offset >= found.next_offset);
+            if is_newer {
+                latest.insert(
+                    input_partition.clone(),
+                    PartitionSnapshot {
+                        next_offset,
+                        bytes: message.payload().unwrap_or_default().to_vec(),
+                    },
+                );
+            }
+        })?;
+        Ok(latest)
+    }
+
+    /// The whole-city detector's learned history, if the state topic holds one: of the records
+    /// of its key, the one written at the latest detector watermark (a late record of an
+    /// instance that no longer publishes loses to its successor's). Blocking; reads the state
+    /// partition that holds it to its end (at most `timeout`).
+    pub fn read_learned_history(&self, timeout: Duration) -> Result<Option<Vec<u8>>, KafkaError> {
+        let key = learned_history_key(&self.group_id);
+        let mut latest: Option<(i64, Vec<u8>)> = None;
+        self.read_to_end(&[LEARNED_HISTORY_STATE_PARTITION], timeout, |message| {
+            if message.key() != Some(key.as_bytes()) {
+                return;
+            }
+            let Some(watermark) =
+                header_text(message, WATERMARK_HEADER).and_then(|text| text.parse::<i64>().ok())
+            else {
+                tracing::warn!(
+                    offset = message.offset(),
+                    "learned history without a watermark; skipped"
+                );
+                return;
+            };
+            if latest.as_ref().is_none_or(|(found, _)| watermark >= *found) {
+                latest = Some((watermark, message.payload().unwrap_or_default().to_vec()));
+            }
+        })?;
+        Ok(latest.map(|(_, bytes)| bytes))
+    }
+
+    /// Reads `state_partitions` from their start to their end (at most `timeout`), handing
+    /// each record to `on_record`.
+    fn read_to_end(
+        &self,
+        state_partitions: &[i32],
+        timeout: Duration,
+        mut on_record: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+    ) -> Result<(), KafkaError> {
         let mut assignment = TopicPartitionList::new();
-        for state_partition in &state_partitions {
+        for state_partition in state_partitions {
             assignment
                 .add_partition_offset(&self.topic, *state_partition, Offset::Beginning)
                 .map_err(|source| KafkaError::Client {
@@ -363,50 +487,20 @@ impl StateReader {
             let Some(polled) = self.consumer.poll(deadline - now) else {
                 continue;
             };
-            let message = match polled {
-                Ok(message) => message,
+            match polled {
+                Ok(message) => on_record(&message),
                 Err(ClientError::PartitionEOF(state_partition)) => {
                     unfinished.remove(&state_partition);
-                    continue;
                 }
                 Err(error) => {
                     tracing::warn!(%error, topic = %self.topic, "state reader error");
-                    continue;
                 }
-            };
-            let Some(key) = message.key().and_then(|key| std::str::from_utf8(key).ok()) else {
-                continue;
-            };
-            let Some(input_partition) = wanted_keys.get(key) else {
-                continue;
-            };
-            let Some(next_offset) =
-                header_text(&message, NEXT_OFFSET_HEADER).and_then(|text| text.parse::<u64>().ok())
-            else {
-                tracing::warn!(
-                    key,
-                    offset = message.offset(),
-                    "state record without a next offset; skipped"
-                );
-                continue;
-            };
-            let is_newer = latest
-                .get(input_partition)
-                .is_none_or(|found| next_offset >= found.next_offset);
-            if is_newer {
-                latest.insert(
-                    input_partition.clone(),
-                    PartitionSnapshot {
-                        next_offset,
-                        bytes: message.payload().unwrap_or_default().to_vec(),
-                    },
-                );
             }
         };
         if let Err(error) = self.consumer.unassign() {
             tracing::warn!(%error, "state reader unassign failed");
         }
-        read_result.map(|()| latest)
+        read_result
     }
 }
 

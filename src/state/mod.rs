@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::grid::{GridRegistry, RegistryShape, StateOutOfBounds};
 use crate::pipeline::{Pipeline, PipelineSettings, PipelineState};
+use crate::rules::BaselineState;
 use crate::window::WindowSettings;
 
 /// First bytes of every snapshot. The number changes whenever the encoded state changes shape
@@ -161,4 +162,100 @@ pub fn decode(bytes: &[u8], fit: &SnapshotFit) -> Result<PipelineState, Snapshot
     body.state
         .check_bounds(&fit.registry, fit.window, &fit.view_spans_millis)?;
     Ok(body.state)
+}
+
+/// First bytes of a learned-history snapshot of the whole-city detector
+/// ([`crate::rules::whole_city::WholeCityDetector::learned_history`]).
+const LEARNED_HISTORY_MAGIC: &[u8; 8] = b"GWLRND01";
+
+#[derive(Serialize, Deserialize)]
+struct LearnedHistoryBody {
+    /// Little-endian bytes of [`RegistryShape::fingerprint`]: the counts are by cell index.
+    registry_fingerprint: [u8; 8],
+    history: BaselineState,
+}
+
+/// Serializes the whole-city detector's learned history, taken over `registry`'s cells.
+pub fn learned_history_snapshot(
+    history: &BaselineState,
+    registry: &GridRegistry,
+) -> Result<Vec<u8>, SnapshotError> {
+    let body = LearnedHistoryBody {
+        registry_fingerprint: RegistryShape::of(registry).fingerprint.to_le_bytes(),
+        history: history.clone(),
+    };
+    let mut bytes = LEARNED_HISTORY_MAGIC.to_vec();
+    bytes.extend_from_slice(&postcard::to_allocvec(&body)?);
+    Ok(bytes)
+}
+
+/// The learned history in [`learned_history_snapshot`] bytes, checked against the running
+/// registry: its fingerprint and every cell and type index (the state topic is untrusted
+/// input, like partition snapshots).
+pub fn decode_learned_history(
+    bytes: &[u8],
+    registry: &RegistryShape,
+) -> Result<BaselineState, SnapshotError> {
+    let Some(body_bytes) = bytes.strip_prefix(LEARNED_HISTORY_MAGIC.as_slice()) else {
+        return Err(SnapshotError::BadHeader);
+    };
+    let body: LearnedHistoryBody = postcard::from_bytes(body_bytes)?;
+    let snapshot_fingerprint = u64::from_le_bytes(body.registry_fingerprint);
+    if snapshot_fingerprint != registry.fingerprint {
+        return Err(SnapshotError::RegistryMismatch {
+            snapshot: snapshot_fingerprint,
+            running: registry.fingerprint,
+        });
+    }
+    body.history.check_bounds(registry)?;
+    Ok(body.history)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::CellIndex;
+    use crate::proto::EventType;
+
+    fn learned_history(cell: u32) -> BaselineState {
+        let mut history = BaselineState::default();
+        history.set_learned_types(&std::collections::BTreeSet::from([
+            EventType::FraudReported as i32,
+        ]));
+        history.on_event(CellIndex(cell), EventType::FraudReported, 3_600_000);
+        history
+    }
+
+    #[test]
+    fn a_learned_history_round_trips_and_one_of_other_seeds_or_out_of_bounds_is_refused() {
+        let registry = GridRegistry::embedded();
+        let shape = RegistryShape::of(&registry);
+        let history = learned_history(3);
+        let bytes = learned_history_snapshot(&history, &registry).unwrap();
+        assert_eq!(decode_learned_history(&bytes, &shape).unwrap(), history);
+
+        let other_seeds = RegistryShape {
+            fingerprint: shape.fingerprint ^ 1,
+            ..shape
+        };
+        assert!(matches!(
+            decode_learned_history(&bytes, &other_seeds),
+            Err(SnapshotError::RegistryMismatch { .. })
+        ));
+        let beyond_the_cells = u32::try_from(registry.cells().len()).unwrap();
+        let forged =
+            learned_history_snapshot(&learned_history(beyond_the_cells), &registry).unwrap();
+        assert!(matches!(
+            decode_learned_history(&forged, &shape),
+            Err(SnapshotError::OutOfBounds(_))
+        ));
+        assert!(matches!(
+            decode_learned_history(b"GWSNAP06", &shape),
+            Err(SnapshotError::BadHeader)
+        ));
+        assert!(matches!(
+            decode_learned_history(&bytes[..bytes.len() - 3], &shape),
+            Err(SnapshotError::Codec(_))
+        ));
+    }
 }

@@ -1349,6 +1349,57 @@ async fn district_and_cluster_waves_split_over_partitions_are_alerted_once_as_on
         published_by_survivor,
         members[0].name
     );
+
+    // A restart: a new instance reads back three days of panes, and the learned history
+    // before them from the state topic, where the publisher keeps it.
+    let learned_hours = |metrics: &str| {
+        metric_value(metrics, "gridwatch_whole_city_learned_history_seconds", &[])
+            .map(|seconds| seconds / 3600.0)
+    };
+    let learned_history = |metrics: &str, result: &str| {
+        metric_value(
+            metrics,
+            "gridwatch_whole_city_learned_history_total",
+            &[&format!("result=\"{result}\"")],
+        )
+        .unwrap_or(0.0)
+    };
+    let survivor_metrics = members[0].metrics(&client).await;
+    assert!(learned_history(&survivor_metrics, "written") >= 1.0);
+    let survivor_hours = learned_hours(&survivor_metrics).expect("the survivor's learned hours");
+    assert!(
+        survivor_hours > 100.0,
+        "five days observed: {survivor_hours}"
+    );
+    let mut config = member_config(&broker.address, group_id, "gw-3");
+    config.window.clock_jump_tolerance = Duration::from_secs(7 * 24 * 3600);
+    config.window.idle_timeout = Duration::from_secs(3600);
+    config.validate().unwrap();
+    let restarted = Member::start(config, "gw-3").await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let restarted_metrics = loop {
+        let metrics = restarted.metrics(&client).await;
+        let caught_up =
+            metric_value(&metrics, "gridwatch_whole_city_catching_up", &[]) == Some(0.0);
+        if caught_up && learned_hours(&metrics).is_some() {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted detector did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(learned_history(&restarted_metrics, "restored"), 1.0);
+    let restarted_hours = learned_hours(&restarted_metrics).unwrap();
+    println!(
+        "restarted: {restarted_hours} learned hours, the survivor {survivor_hours} (the panes read back alone: under 72)"
+    );
+    assert!(
+        restarted_hours >= survivor_hours - 1.0,
+        "at most the hour the read-back starts in is missing: {restarted_hours} of {survivor_hours}"
+    );
+    restarted.stop().await;
     for member in members {
         member.stop().await;
     }

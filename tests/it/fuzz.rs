@@ -25,7 +25,7 @@ use crate::support::{
 };
 use gridwatch::config::Config;
 use gridwatch::decode::InputFormat;
-use gridwatch::grid::GridRegistry;
+use gridwatch::grid::{GridRegistry, RegistryShape};
 use gridwatch::metrics::Metrics;
 use gridwatch::pipeline::{Outputs, Pipeline, PipelineSettings};
 use gridwatch::proto::IncidentEvent;
@@ -701,32 +701,50 @@ fn fuzz_length_delimited_protobuf_framing_never_panics() {
     );
 }
 
+/// Tokens the postcard encoding gives meaning to: a zero, the largest 32-bit varint, a
+/// one-byte varint's edge, a varint that runs long.
+const POSTCARD_TOKENS: &[&[u8]] = &[
+    b"\x00",
+    b"\xff\xff\xff\xff\x0f",
+    b"\x7f",
+    b"\x80\x80\x80\x80\x08",
+];
+
+/// Random bytes behind the 8-byte header of `seed`.
+fn random_bytes_behind_the_header_of(seed: &[u8]) -> impl Strategy<Value = Vec<u8>> {
+    let header: Vec<u8> = seed.iter().take(8).copied().collect();
+    prop::collection::vec(any::<u8>(), 0..256).prop_map(move |tail| {
+        let mut bytes = header.clone();
+        bytes.extend_from_slice(&tail);
+        bytes
+    })
+}
+
+/// `seeds[0]` with one to three bytes changed in place: the layout stays, so most still
+/// decode, and the values (indexes, counts, times) are what the bounds checks and the restored
+/// state must survive.
+fn bytes_changed_in_place(seeds: Arc<Vec<Vec<u8>>>) -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec((any::<Index>(), any::<u8>()), 1..4).prop_map(move |changes| {
+        let mut bytes = seeds[0].clone();
+        for (at, value) in changes {
+            let at = at.index(bytes.len());
+            bytes[at] = value;
+        }
+        bytes
+    })
+}
+
 /// Snapshots: random bytes behind a valid header, and structural mutations of a real snapshot
 /// (bytes replaced, inserted, deleted, ranges duplicated, truncated). Whatever decodes must
 /// restore into a pipeline that processes, advances, answers queries and snapshots again.
 #[test]
 fn fuzz_snapshots_are_refused_or_restore_into_a_working_pipeline() {
     let snapshot = Arc::new(vec![snapshot_fixture().snapshot.clone()]);
-    let header: Vec<u8> = snapshot[0].iter().take(8).copied().collect();
-    let random_bytes = prop::collection::vec(any::<u8>(), 0..256).prop_map(move |tail| {
-        let mut bytes = header.clone();
-        bytes.extend_from_slice(&tail);
-        bytes
-    });
     let inputs = prop_oneof![
-        1 => random_bytes,
+        1 => random_bytes_behind_the_header_of(&snapshot[0]),
         1 => prop::collection::vec(any::<u8>(), 0..64),
-        3 => mutated_seed(snapshot.clone(), &[b"\x00", b"\xff\xff\xff\xff\x0f", b"\x7f", b"\x80\x80\x80\x80\x08"]),
-        // Bytes changed in place keep the layout, so most still decode: the values (indexes,
-        // counts, times) are what the bounds checks and the restored pipeline must survive.
-        3 => prop::collection::vec((any::<Index>(), any::<u8>()), 1..4).prop_map(move |changes| {
-            let mut bytes = snapshot[0].clone();
-            for (at, value) in changes {
-                let at = at.index(bytes.len());
-                bytes[at] = value;
-            }
-            bytes
-        }),
+        3 => mutated_seed(snapshot.clone(), POSTCARD_TOKENS),
+        3 => bytes_changed_in_place(snapshot.clone()),
     ];
     run_fuzz_target(
         "snapshot_decode",
@@ -740,6 +758,84 @@ fn fuzz_snapshots_are_refused_or_restore_into_a_working_pipeline() {
             let mut pipeline = pipeline_over(GridRegistry::embedded());
             pipeline.restore_state(state);
             use_restored(&mut pipeline, &snapshot_fixture().continuation);
+            Reached::PastParsing
+        },
+    );
+}
+
+const HOUR_MILLIS: i64 = 3_600_000;
+/// Where the learned-history fuzz target's detector starts: an hour-aligned epoch time.
+const DETECTOR_START_MILLIS: i64 = 20_000 * HOUR_MILLIS;
+
+/// A learned history of two days of both fraud types in a few cells: the seed of the
+/// learned-history target.
+fn learned_history_seed() -> Vec<u8> {
+    use gridwatch::proto::EventType;
+    use gridwatch::rules::baseline::TypeLearning;
+    let first_hour = DETECTOR_START_MILLIS / HOUR_MILLIS;
+    let mut history = gridwatch::rules::BaselineState::default();
+    for event_type in [EventType::FraudWarning, EventType::FraudReported] {
+        let type_number = event_type as i32;
+        history.types.insert(
+            type_number,
+            TypeLearning {
+                since_millis: Some(DETECTOR_START_MILLIS),
+                closed_hours: (first_hour..first_hour + 48).collect(),
+                next_hour_to_close: Some(first_hour + 48),
+            },
+        );
+        for cell in [0_u32, 7, 300] {
+            history.hour_counts.insert(
+                (cell, type_number),
+                [(first_hour + 3, 2), (first_hour + 30, 1)].into(),
+            );
+        }
+    }
+    gridwatch::state::learned_history_snapshot(&history, &GridRegistry::embedded()).unwrap()
+}
+
+/// The whole-city detector's learned history, read from the state topic on start: random
+/// bytes behind its header, and mutations of a real one. Whatever decodes is handed to a
+/// detector that then catches up on a fraud pane and evaluates three more hours.
+#[test]
+fn fuzz_learned_histories_are_refused_or_restore_into_a_working_detector() {
+    use gridwatch::rules::whole_city::WholeCityDetector;
+    let seed = Arc::new(vec![learned_history_seed()]);
+    let inputs = prop_oneof![
+        1 => random_bytes_behind_the_header_of(&seed[0]),
+        3 => mutated_seed(seed.clone(), POSTCARD_TOKENS),
+        3 => bytes_changed_in_place(seed.clone()),
+    ];
+    let registry = GridRegistry::embedded();
+    let rules = RuleSet::embedded_default(60_000).unwrap();
+    let pane_at = DETECTOR_START_MILLIS + 49 * HOUR_MILLIS;
+    let pane = gridwatch::proto::CellWindow {
+        grid_id: registry.cells()[7].grid_id.clone(),
+        event_type: gridwatch::proto::EventType::FraudReported as i32,
+        window_start: Some(gridwatch::time::millis_to_timestamp(pane_at)),
+        window_end: Some(gridwatch::time::millis_to_timestamp(pane_at + 60_000)),
+        count: 3,
+        ..Default::default()
+    };
+    run_fuzz_target(
+        "learned_history_decode",
+        300,
+        inputs,
+        || RegistryShape::of(&registry),
+        |shape, bytes| {
+            let Ok(history) = gridwatch::state::decode_learned_history(&bytes, shape) else {
+                return Reached::Parser;
+            };
+            let mut detector =
+                WholeCityDetector::new(&rules, gridwatch::rules::Baseline::embedded());
+            detector.restore_learned_history(history);
+            let mut changes = Vec::new();
+            detector.apply_pane(&pane, &registry, &mut changes).unwrap();
+            detector.hear_watermark(pane_at + 60_000, 0);
+            detector.finish_catch_up(&registry);
+            detector.hear_watermark(pane_at + 3 * HOUR_MILLIS, 0);
+            detector.advance(60_000, &registry, &mut changes);
+            let _ = detector.learned_history();
             Reached::PastParsing
         },
     );

@@ -1,0 +1,206 @@
+//! The whole-city detector's learned history across restarts, on the state topic.
+//!
+//! The detector learns its levels from the panes it reads back on start: the rules' longest
+//! window plus a day, about three days, while a level rests on `[baseline] weeks` (four) of
+//! history. So after every restart the district and cluster rules would judge against a level
+//! that is mostly the seeded prior, for weeks. Instead, the instance that publishes whole-city
+//! alerts writes the detector's closed hours ([`WholeCityDetector::learned_history`]) to the
+//! state topic whenever one more hour closed (at most every `kafka.snapshot_interval`), and
+//! every instance reads the newest on start, before it catches up: the hours before what it
+//! reads back come from there ([`WholeCityDetector::restore_learned_history`]). A history that
+//! cannot be read or decoded is counted and logged, and the detector starts from the panes
+//! alone, as it did before.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+
+use crate::grid::{GridRegistry, RegistryShape};
+use crate::metrics::Metrics;
+use crate::rules::whole_city::WholeCityDetector;
+use crate::rules::BaselineState;
+use crate::state::kafka::{StateReader, StateWriter};
+
+/// Reads and writes the learned history; see the module documentation.
+pub struct LearnedHistoryStore {
+    /// Taken by the one read on start.
+    reader: Option<StateReader>,
+    writer: Arc<StateWriter>,
+    /// Whether this instance publishes whole-city alerts (it owns input partition 0): set by
+    /// the pipeline task, and only the publisher writes.
+    publishing: Arc<AtomicBool>,
+    /// Least wall time between two writes (`kafka.snapshot_interval`).
+    interval_millis: i64,
+    /// How long a read or write may take (`kafka.state_timeout`).
+    timeout: Duration,
+    registry: Arc<GridRegistry>,
+    metrics: Arc<Metrics>,
+    /// What was last written (or restored): written again only once it changed.
+    last_written: Option<BaselineState>,
+    last_write_started_millis: Option<i64>,
+    /// The write under way, if any (one at a time), and what it writes.
+    writing: Option<(tokio::task::JoinHandle<bool>, BaselineState)>,
+}
+
+impl std::fmt::Debug for LearnedHistoryStore {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("LearnedHistoryStore")
+            .field("publishing", &self.publishing.load(Ordering::Relaxed))
+            .field("last_write_started_millis", &self.last_write_started_millis)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`LearnedHistoryStore::new`] takes besides the clients.
+#[derive(Debug, Clone)]
+pub struct LearnedHistorySettings {
+    /// Least time between two writes.
+    pub interval: Duration,
+    /// How long a read or write may take.
+    pub timeout: Duration,
+}
+
+impl LearnedHistoryStore {
+    /// A store over the state topic's `reader` and `writer`; `publishing` says whether this
+    /// instance writes.
+    pub fn new(
+        reader: StateReader,
+        writer: StateWriter,
+        publishing: Arc<AtomicBool>,
+        settings: LearnedHistorySettings,
+        registry: Arc<GridRegistry>,
+        metrics: Arc<Metrics>,
+    ) -> LearnedHistoryStore {
+        LearnedHistoryStore {
+            reader: Some(reader),
+            writer: Arc::new(writer),
+            publishing,
+            interval_millis: i64::try_from(settings.interval.as_millis()).unwrap_or(i64::MAX),
+            timeout: settings.timeout,
+            registry,
+            metrics,
+            last_written: None,
+            last_write_started_millis: None,
+            writing: None,
+        }
+    }
+
+    /// Reads the newest learned history (once, on start; blocking IO off the runtime) and
+    /// hands it to `detector`.
+    pub async fn restore_into(&mut self, detector: &mut WholeCityDetector) {
+        let Some(reader) = self.reader.take() else {
+            return;
+        };
+        let timeout = self.timeout;
+        let read = tokio::task::spawn_blocking(move || reader.read_learned_history(timeout)).await;
+        let bytes = match read {
+            Ok(Ok(Some(bytes))) => bytes,
+            Ok(Ok(None)) => {
+                tracing::info!("no learned history of the whole-city detector on the state topic; it learns from the panes it reads back");
+                self.count("none");
+                return;
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "the whole-city detector's learned history could not be read; it learns from the panes it reads back");
+                self.count("read_failed");
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "reading the whole-city detector's learned history was aborted");
+                self.count("read_failed");
+                return;
+            }
+        };
+        match crate::state::decode_learned_history(&bytes, &RegistryShape::of(&self.registry)) {
+            Ok(history) => {
+                tracing::info!(
+                    learned_hours = history.most_closed_hours(),
+                    "whole-city detector's learned history restored"
+                );
+                self.count("restored");
+                self.last_written = Some(history.clone());
+                detector.restore_learned_history(history);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the whole-city detector's learned history on the state topic was refused; it learns from the panes it reads back");
+                self.count("refused");
+            }
+        }
+    }
+
+    /// Once a tick: writes the detector's learned history if this instance publishes, the
+    /// detector has caught up, no write is under way, the interval has passed since the last
+    /// one, and an hour closed since.
+    pub fn on_tick(&mut self, detector: &WholeCityDetector, wall_millis: i64) {
+        if !self.publishing.load(Ordering::Relaxed) || detector.is_catching_up() {
+            return;
+        }
+        if let Some((task, _)) = &self.writing {
+            if !task.is_finished() {
+                return;
+            }
+        }
+        if let Some((task, history)) = self.writing.take() {
+            // Finished: written, or to be tried again.
+            if task
+                .now_or_never()
+                .is_some_and(|written| written.unwrap_or(false))
+            {
+                self.last_written = Some(history);
+            }
+        }
+        let waited_long_enough = self
+            .last_write_started_millis
+            .is_none_or(|started| wall_millis.saturating_sub(started) >= self.interval_millis);
+        let Some(watermark_millis) = detector.watermark_millis() else {
+            return;
+        };
+        if !waited_long_enough {
+            return;
+        }
+        let history = detector.learned_history();
+        if self.last_written.as_ref() == Some(&history) {
+            return;
+        }
+        let bytes = match crate::state::learned_history_snapshot(&history, &self.registry) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::warn!(%error, "the whole-city detector's learned history could not be encoded");
+                self.count("write_failed");
+                return;
+            }
+        };
+        self.last_write_started_millis = Some(wall_millis);
+        let writer = self.writer.clone();
+        let metrics = self.metrics.clone();
+        let timeout = self.timeout;
+        let task = tokio::spawn(async move {
+            let result = writer
+                .write_learned_history(&bytes, watermark_millis, timeout)
+                .await;
+            let outcome = match &result {
+                Ok(()) => "written",
+                Err(error) => {
+                    tracing::warn!(%error, "the whole-city detector's learned history was not written; tried again at the next interval");
+                    "write_failed"
+                }
+            };
+            metrics
+                .whole_city_learned_history
+                .with_label_values(&[outcome])
+                .inc();
+            result.is_ok()
+        });
+        self.writing = Some((task, history));
+    }
+
+    fn count(&self, result: &str) {
+        self.metrics
+            .whole_city_learned_history
+            .with_label_values(&[result])
+            .inc();
+    }
+}
