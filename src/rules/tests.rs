@@ -968,6 +968,41 @@ fn assert_lifecycle_is_well_formed(alerts: &[Alert]) -> Result<(), TestCaseError
     Ok(())
 }
 
+/// Found by `lifecycles_are_well_formed_when_lateness_is_below_the_cooldown`: three intrusions
+/// fire the threshold rule, which resolves at the pane boundary after they leave its 15-minute
+/// window; then three late intrusions from before that boundary fire it again. The series had
+/// been forgotten with its last end, so the new occurrence started before the previous one
+/// ended (overlapping occurrences of one fingerprint). A resolved series is now kept for a
+/// window after its end.
+#[test]
+fn a_threshold_alert_raised_again_by_late_events_starts_no_earlier_than_it_ended() {
+    let intrusion = |offset_seconds| Step::Event(2, 0, 0, offset_seconds);
+    let steps = [
+        Step::Advance(4),
+        intrusion(0),
+        intrusion(0),
+        intrusion(0),
+        Step::Advance(959),
+        intrusion(-124),
+        intrusion(-124),
+        intrusion(-4),
+    ];
+    let (alerts, _) = run_steps(&mut Harness::new(TEST_RULES), &steps, (T0, 0));
+    let statuses: Vec<i32> = alerts.iter().map(|alert| alert.status).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            AlertStatus::Firing as i32,
+            AlertStatus::Resolved as i32,
+            AlertStatus::Firing as i32
+        ],
+        "{alerts:#?}"
+    );
+    let ended = millis(&alerts[1].ends_at).expect("resolved");
+    assert!(millis(&alerts[2].starts_at).expect("fired") >= ended);
+    assert_ne!(alerts[2].alert_id, alerts[0].alert_id);
+}
+
 proptest! {
     #[test]
     fn snapshot_at_any_point_changes_nothing(

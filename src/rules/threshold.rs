@@ -334,7 +334,14 @@ fn on_watermark(
                     series.alert.resolve(aligned_millis, resolved);
                 }
             }
-            series.alert.is_firing() || !series.pane_counts.is_empty()
+            // A resolved series is kept for one window after its end: a late event in that
+            // window must start its next occurrence no earlier than that end
+            // (`next_start_millis`), which a forgotten series no longer knows.
+            let ended_within_the_window = series
+                .alert
+                .previous_ends_at_millis
+                .is_some_and(|ends_at_millis| ends_at_millis > oldest_kept_pane_start);
+            series.alert.is_firing() || !series.pane_counts.is_empty() || ended_within_the_window
         });
     }
     state
