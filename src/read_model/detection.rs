@@ -168,7 +168,7 @@ impl WholeCityDetection {
         }
         self.set_learned_history_seconds();
         if let Some(store) = self.learned_history.as_mut() {
-            store.on_tick(&self.detector, wall_millis);
+            store.on_tick(&mut self.detector, wall_millis);
         }
     }
 

@@ -23,10 +23,18 @@ use crate::rules::whole_city::WholeCityDetector;
 use crate::rules::BaselineState;
 use crate::state::kafka::{StateReader, StateWriter};
 
+/// A read of the state topic under way (blocking, off the runtime).
+type Read = tokio::task::JoinHandle<Result<Option<Vec<u8>>, crate::kafka::KafkaError>>;
+
 /// Reads and writes the learned history; see the module documentation.
 pub struct LearnedHistoryStore {
-    /// Taken by the one read on start.
-    reader: Option<StateReader>,
+    /// Kept until a read came through: one that failed (a broker outage at start) is tried
+    /// again every interval, and nothing is written meanwhile, so that an instance that could
+    /// not read the history never overwrites it with the few days it learned alone.
+    reader: Option<Arc<StateReader>>,
+    /// The read under way, if any.
+    reading: Option<Read>,
+    last_read_started_millis: Option<i64>,
     writer: Arc<StateWriter>,
     /// Whether this instance publishes whole-city alerts (it owns input partition 0): set by
     /// the pipeline task, and only the publisher writes.
@@ -75,7 +83,9 @@ impl LearnedHistoryStore {
         metrics: Arc<Metrics>,
     ) -> LearnedHistoryStore {
         LearnedHistoryStore {
-            reader: Some(reader),
+            reader: Some(Arc::new(reader)),
+            reading: None,
+            last_read_started_millis: None,
             writer: Arc::new(writer),
             publishing,
             interval_millis: i64::try_from(settings.interval.as_millis()).unwrap_or(i64::MAX),
@@ -88,32 +98,51 @@ impl LearnedHistoryStore {
         }
     }
 
-    /// Reads the newest learned history (once, on start; blocking IO off the runtime) and
-    /// hands it to `detector`.
+    /// Reads the newest learned history on start (blocking IO off the runtime) and hands it
+    /// to `detector`, before its catch-up.
     pub async fn restore_into(&mut self, detector: &mut WholeCityDetector) {
-        let Some(reader) = self.reader.take() else {
+        let Some(read) = self.start_read(crate::time::wall_clock_millis()) else {
             return;
         };
+        self.on_read(read.await, detector);
+    }
+
+    fn start_read(&mut self, wall_millis: i64) -> Option<Read> {
+        let reader = self.reader.clone()?;
         let timeout = self.timeout;
-        let read = tokio::task::spawn_blocking(move || reader.read_learned_history(timeout)).await;
+        self.last_read_started_millis = Some(wall_millis);
+        Some(tokio::task::spawn_blocking(move || {
+            reader.read_learned_history(timeout)
+        }))
+    }
+
+    /// Handles a read's result: the history restored (or none, or refused), or, if the read
+    /// failed, the reader kept to try again.
+    fn on_read(
+        &mut self,
+        read: Result<Result<Option<Vec<u8>>, crate::kafka::KafkaError>, tokio::task::JoinError>,
+        detector: &mut WholeCityDetector,
+    ) {
         let bytes = match read {
             Ok(Ok(Some(bytes))) => bytes,
             Ok(Ok(None)) => {
                 tracing::info!("no learned history of the whole-city detector on the state topic; it learns from the panes it reads back");
                 self.count("none");
+                self.reader = None;
                 return;
             }
             Ok(Err(error)) => {
-                tracing::warn!(%error, "the whole-city detector's learned history could not be read; it learns from the panes it reads back");
+                tracing::warn!(%error, "the whole-city detector's learned history could not be read; tried again at the next interval, and not written meanwhile");
                 self.count("read_failed");
                 return;
             }
             Err(error) => {
-                tracing::warn!(%error, "reading the whole-city detector's learned history was aborted");
+                tracing::warn!(%error, "reading the whole-city detector's learned history was aborted; tried again at the next interval");
                 self.count("read_failed");
                 return;
             }
         };
+        self.reader = None;
         match crate::state::decode_learned_history(&bytes, &RegistryShape::of(&self.registry)) {
             Ok(history) => {
                 tracing::info!(
@@ -131,10 +160,42 @@ impl LearnedHistoryStore {
         }
     }
 
-    /// Once a tick: writes the detector's learned history if this instance publishes, the
-    /// detector has caught up, no write is under way, the interval has passed since the last
-    /// one, and an hour closed since.
-    pub fn on_tick(&mut self, detector: &WholeCityDetector, wall_millis: i64) {
+    /// While no read has come through: hands over a finished one, or starts another once the
+    /// interval has passed. Returns whether a read came through.
+    fn read_has_come_through(
+        &mut self,
+        detector: &mut WholeCityDetector,
+        wall_millis: i64,
+    ) -> bool {
+        if self.reader.is_none() {
+            return true;
+        }
+        if let Some(reading) = self.reading.take() {
+            if !reading.is_finished() {
+                self.reading = Some(reading);
+                return false;
+            }
+            if let Some(read) = reading.now_or_never() {
+                self.on_read(read, detector);
+            }
+            return self.reader.is_none();
+        }
+        let interval_passed = self
+            .last_read_started_millis
+            .is_none_or(|started| wall_millis.saturating_sub(started) >= self.interval_millis);
+        if interval_passed {
+            self.reading = self.start_read(wall_millis);
+        }
+        false
+    }
+
+    /// Once a tick: retries a read that failed; then writes the detector's learned history if
+    /// a read came through, this instance publishes, the detector has caught up, no write is
+    /// under way, the interval has passed since the last one, and an hour closed since.
+    pub fn on_tick(&mut self, detector: &mut WholeCityDetector, wall_millis: i64) {
+        if !self.read_has_come_through(detector, wall_millis) {
+            return;
+        }
         if !self.publishing.load(Ordering::Relaxed) || detector.is_catching_up() {
             return;
         }
@@ -202,5 +263,63 @@ impl LearnedHistoryStore {
             .whole_city_learned_history
             .with_label_values(&[result])
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::whole_city::WATERMARK_GRACE_MILLIS;
+    use crate::rules::{Baseline, RuleSet};
+
+    #[tokio::test]
+    async fn a_failed_read_is_tried_again_and_nothing_is_written_until_one_comes_through() {
+        let mut config = crate::config::Config::default().kafka;
+        // Nothing listens there: every read fails within its timeout.
+        config.brokers = "127.0.0.1:1".to_string();
+        let registry = GridRegistry::embedded();
+        let metrics = Arc::new(Metrics::new(&["kafka"], "test").unwrap());
+        let mut store = LearnedHistoryStore::new(
+            StateReader::create(&config).unwrap(),
+            StateWriter::create(&config).unwrap(),
+            Arc::new(AtomicBool::new(true)),
+            LearnedHistorySettings {
+                interval: Duration::ZERO,
+                timeout: Duration::from_millis(300),
+            },
+            registry.clone(),
+            metrics.clone(),
+        );
+        let read_failed = || {
+            metrics
+                .whole_city_learned_history
+                .with_label_values(&["read_failed"])
+                .get()
+        };
+        let rules = RuleSet::embedded_default(60_000).unwrap();
+        let mut detector = WholeCityDetector::new(&rules, Baseline::embedded());
+        store.restore_into(&mut detector).await;
+        assert_eq!(read_failed(), 1);
+
+        // Caught up, publishing, with a watermark: a write would be due, but no read came
+        // through, so the tick tries the read again instead.
+        detector.finish_catch_up(&registry);
+        detector.hear_watermark(3_600_000, 0);
+        detector.advance(WATERMARK_GRACE_MILLIS, &registry, &mut Vec::new());
+        let now = crate::time::wall_clock_millis;
+        store.on_tick(&mut detector, now());
+        assert!(store.reading.is_some(), "a second read started");
+        assert!(store.writing.is_none(), "nothing written");
+        while store
+            .reading
+            .as_ref()
+            .is_some_and(|read| !read.is_finished())
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        store.on_tick(&mut detector, now());
+        assert_eq!(read_failed(), 2);
+        assert!(store.writing.is_none(), "still nothing written");
+        assert!(store.reader.is_some(), "tried again at the next interval");
     }
 }

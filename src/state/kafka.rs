@@ -92,9 +92,10 @@ pub struct SnapshotRecord {
 fn partition_count<C: rdkafka::client::ClientContext>(
     client: &rdkafka::client::Client<C>,
     topic: &str,
+    timeout: Duration,
 ) -> Result<i32, KafkaError> {
     let metadata = client
-        .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+        .fetch_metadata(Some(topic), timeout)
         .map_err(|source| KafkaError::Client {
             context: format!("reading metadata of the state topic {topic}"),
             source,
@@ -170,12 +171,14 @@ impl StateWriter {
         }
         let producer = self.producer.clone();
         let topic = self.topic.clone();
-        let count = tokio::task::spawn_blocking(move || partition_count(producer.client(), &topic))
-            .await
-            .map_err(|source| KafkaError::LookupAborted {
-                context: "looking up the state topic",
-                source,
-            })??;
+        let count = tokio::task::spawn_blocking(move || {
+            partition_count(producer.client(), &topic, METADATA_TIMEOUT)
+        })
+        .await
+        .map_err(|source| KafkaError::LookupAborted {
+            context: "looking up the state topic",
+            source,
+        })??;
         Ok(*self.state_partition_count.get_or_init(|| count))
     }
 
@@ -368,7 +371,8 @@ impl StateReader {
         if input_partitions.is_empty() {
             return Ok(latest);
         }
-        let state_partition_count = partition_count(self.consumer.client(), &self.topic)?;
+        let state_partition_count =
+            partition_count(self.consumer.client(), &self.topic, METADATA_TIMEOUT)?;
         let wanted_keys: BTreeMap<String, (String, i32)> = input_partitions
             .iter()
             .map(|(topic, partition)| {
@@ -422,6 +426,12 @@ impl StateReader {
     /// instance that no longer publishes loses to its successor's). Blocking; reads the state
     /// partition that holds it to its end (at most `timeout`).
     pub fn read_learned_history(&self, timeout: Duration) -> Result<Option<Vec<u8>>, KafkaError> {
+        // A missing state topic is an error at once, not a wait until the timeout.
+        partition_count(
+            self.consumer.client(),
+            &self.topic,
+            timeout.min(METADATA_TIMEOUT),
+        )?;
         let key = learned_history_key(&self.group_id);
         let mut latest: Option<(i64, Vec<u8>)> = None;
         self.read_to_end(&[LEARNED_HISTORY_STATE_PARTITION], timeout, |message| {
