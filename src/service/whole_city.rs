@@ -13,10 +13,9 @@ use crate::sink::alertmanager::ActiveAlerts;
 #[derive(Debug, Default)]
 pub(crate) struct WholeCityRole {
     firing: ActiveAlerts,
-    publishing: bool,
-    /// `publishing`, for the detector's task: only the publisher writes the detector's learned
-    /// history ([`crate::read_model::learned_history`]).
-    shared_publishing: Arc<AtomicBool>,
+    /// Whether this instance publishes, shared with the detector's task: only the publisher
+    /// writes the detector's learned history ([`crate::read_model::learned_history`]).
+    publishing: Arc<AtomicBool>,
 }
 
 /// What [`WholeCityRole::set_publishing`] changed.
@@ -31,17 +30,17 @@ pub(crate) enum RoleChange {
 }
 
 impl WholeCityRole {
-    /// A role that also tells `shared_publishing` whether this instance publishes.
-    pub(crate) fn sharing(shared_publishing: Arc<AtomicBool>) -> WholeCityRole {
+    /// A role that also tells `publishing`'s other holders whether this instance publishes.
+    pub(crate) fn sharing(publishing: Arc<AtomicBool>) -> WholeCityRole {
         WholeCityRole {
-            shared_publishing,
+            publishing,
             ..WholeCityRole::default()
         }
     }
 
     /// Whether this instance publishes.
     pub(crate) fn is_publishing(&self) -> bool {
-        self.publishing
+        self.publishing.load(Ordering::Relaxed)
     }
 
     /// Follows alert changes (published here or not).
@@ -59,14 +58,14 @@ impl WholeCityRole {
 
     /// Whether this instance publishes from now on (it owns input partition 0).
     pub(crate) fn set_publishing(&mut self, publishing: bool) -> RoleChange {
-        let change = match (self.publishing, publishing) {
+        match (
+            self.publishing.swap(publishing, Ordering::Relaxed),
+            publishing,
+        ) {
             (false, true) => RoleChange::Became,
             (true, false) => RoleChange::Lost,
             _ => RoleChange::Unchanged,
-        };
-        self.publishing = publishing;
-        self.shared_publishing.store(publishing, Ordering::Relaxed);
-        change
+        }
     }
 
     /// The firing alerts, by fingerprint.
