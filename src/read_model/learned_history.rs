@@ -272,14 +272,11 @@ mod tests {
     use crate::rules::whole_city::WATERMARK_GRACE_MILLIS;
     use crate::rules::{Baseline, RuleSet};
 
-    #[tokio::test]
-    async fn a_failed_read_is_tried_again_and_nothing_is_written_until_one_comes_through() {
+    fn store_without_a_broker(metrics: &Arc<Metrics>) -> LearnedHistoryStore {
         let mut config = crate::config::Config::default().kafka;
         // Nothing listens there: every read fails within its timeout.
         config.brokers = "127.0.0.1:1".to_string();
-        let registry = GridRegistry::embedded();
-        let metrics = Arc::new(Metrics::new(&["kafka"], "test").unwrap());
-        let mut store = LearnedHistoryStore::new(
+        LearnedHistoryStore::new(
             StateReader::create(&config).unwrap(),
             StateWriter::create(&config).unwrap(),
             Arc::new(AtomicBool::new(true)),
@@ -287,9 +284,39 @@ mod tests {
                 interval: Duration::ZERO,
                 timeout: Duration::from_millis(300),
             },
-            registry.clone(),
+            GridRegistry::embedded(),
             metrics.clone(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_record_that_is_not_a_learned_history_is_refused_counted_and_never_adopted() {
+        let metrics = Arc::new(Metrics::new(&["kafka"], "test").unwrap());
+        let mut store = store_without_a_broker(&metrics);
+        let rules = RuleSet::embedded_default(60_000).unwrap();
+        let mut detector = WholeCityDetector::new(&rules, Baseline::embedded());
+        store.on_read(
+            Ok(Ok(Some(b"GWSNAP06 not a history".to_vec()))),
+            &mut detector,
         );
+        let count = |result: &str| {
+            metrics
+                .whole_city_learned_history
+                .with_label_values(&[result])
+                .get()
+        };
+        assert_eq!(count("refused"), 1);
+        assert_eq!(count("restored"), 0);
+        assert_eq!(detector.learned_hours(), 0);
+        assert!(store.reader.is_none(), "a refused record is not read again");
+        assert!(store.last_written.is_none(), "the next write replaces it");
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_is_tried_again_and_nothing_is_written_until_one_comes_through() {
+        let registry = GridRegistry::embedded();
+        let metrics = Arc::new(Metrics::new(&["kafka"], "test").unwrap());
+        let mut store = store_without_a_broker(&metrics);
         let read_failed = || {
             metrics
                 .whole_city_learned_history
