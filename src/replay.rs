@@ -143,6 +143,10 @@ pub fn replay(
     let started = Instant::now();
     let mut settings = PipelineSettings::from_config(config);
     settings.window.idle_timeout_millis = crate::time::NEVER_MILLIS;
+    // The sliding views feed the HTTP API's top cells and per-cell metrics, which a replay
+    // does not serve; kept, they were a tenth of the counting thread (every closed pane added
+    // to and subtracted from each view) for no output.
+    settings.view_spans_millis.clear();
     let metrics = Arc::new(Metrics::new(&["file"], rules.version())?);
     let mut pipeline = Pipeline::new(settings, registry, rules, metrics, "file");
     let reader = FileReader::open(&options.input, options.format)?

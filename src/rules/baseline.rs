@@ -835,15 +835,9 @@ impl BaselineView<'_> {
             // Not a counting unit (scan rules sum their communities' expectations).
             AlertScope::Cluster | AlertScope::City => return 0.0,
         };
-        let earliest_from = to_millis.saturating_sub(MAX_EXPECTATION_SPAN_HOURS * HOUR_MILLIS);
-        let mut segment_start = from_millis.max(earliest_from);
-        let window_first_hour = epoch_hour(segment_start);
+        let window_first_hour = epoch_hour(expectation_span_start(from_millis, to_millis));
         let mut expected = 0.0;
-        while segment_start < to_millis {
-            let hour = epoch_hour(segment_start);
-            let hour_end = hour.saturating_add(1).saturating_mul(HOUR_MILLIS);
-            let segment_end = hour_end.min(to_millis);
-            let fraction = (segment_end - segment_start) as f64 / HOUR_MILLIS as f64;
+        for (hour, fraction) in hour_segments(from_millis, to_millis) {
             let key = (scope, unit_key, event_type as i32, hour, window_first_hour);
             let memo = cache
                 .as_deref()
@@ -885,10 +879,6 @@ impl BaselineView<'_> {
                 }
             };
             expected += fraction * rate;
-            if segment_end <= segment_start {
-                break;
-            }
-            segment_start = segment_end;
         }
         expected
     }
@@ -1169,40 +1159,60 @@ impl BaselineView<'_> {
     }
 
     /// Seeded expected events per hour of every type together in `cell`, by local hour of
-    /// day (what [`Self::seeded_count_over`] integrates; the data-gap rule keeps it per cell).
+    /// day (what [`seeded_count_over`] integrates; the data-gap rule keeps it per cell).
     pub(crate) fn seeded_all_types_hourly(&self, cell: CellIndex) -> [f64; 24] {
         self.seeds
             .seeded_all_types_hourly_rates(self.registry, cell)
     }
+}
 
-    /// Expected events over `[from, to)` (truncated to its most recent 7 days) at the hourly
-    /// rates `hourly_by_local_hour`.
-    pub(crate) fn seeded_count_over(
-        &self,
-        hourly_by_local_hour: &[f64; 24],
-        from: i64,
-        to: i64,
-    ) -> f64 {
-        let earliest_from = to.saturating_sub(MAX_EXPECTATION_SPAN_HOURS * HOUR_MILLIS);
-        let mut segment_start = from.max(earliest_from);
-        let mut expected = 0.0;
-        while segment_start < to {
-            let hour = epoch_hour(segment_start);
-            let hour_end = hour.saturating_add(1).saturating_mul(HOUR_MILLIS);
-            let segment_end = hour_end.min(to);
-            let fraction = (segment_end - segment_start) as f64 / HOUR_MILLIS as f64;
-            let hourly = hourly_by_local_hour
-                .get(local_hour_of_day(hour))
-                .copied()
-                .unwrap_or(0.0);
-            expected += fraction * hourly;
-            if segment_end <= segment_start {
-                break;
-            }
-            segment_start = segment_end;
-        }
-        expected
+/// Where the expectation of a span ending at `to` starts: `from`, or 7 days before `to` when
+/// the span is longer (what has been silent for a week is judged on its last week).
+fn expectation_span_start(from: i64, to: i64) -> i64 {
+    from.max(to.saturating_sub(MAX_EXPECTATION_SPAN_HOURS * HOUR_MILLIS))
+}
+
+/// At least [`seeded_count_over`] of any hourly rates none of which exceeds `peak_rate`, over
+/// the same span: `peak_rate` times its hours (up to rounding).
+pub(crate) fn seeded_count_bound(peak_rate: f64, from: i64, to: i64) -> f64 {
+    let span_millis = to.saturating_sub(expectation_span_start(from, to)).max(0);
+    peak_rate * (span_millis as f64 / HOUR_MILLIS as f64)
+}
+
+/// Expected events over `[from, to)` (truncated to its most recent 7 days) at the hourly
+/// rates `hourly_by_local_hour`.
+pub(crate) fn seeded_count_over(hourly_by_local_hour: &[f64; 24], from: i64, to: i64) -> f64 {
+    let mut expected = 0.0;
+    for (hour, fraction) in hour_segments(from, to) {
+        let hourly = hourly_by_local_hour
+            .get(local_hour_of_day(hour))
+            .copied()
+            .unwrap_or(0.0);
+        expected += fraction * hourly;
     }
+    expected
+}
+
+/// The epoch hours a span's expectation covers (from [`expectation_span_start`] to `to`), each
+/// with the fraction of the hour inside the span, in time order.
+fn hour_segments(from: i64, to: i64) -> impl Iterator<Item = (i64, f64)> {
+    let mut segment_start = expectation_span_start(from, to);
+    std::iter::from_fn(move || {
+        if segment_start >= to {
+            return None;
+        }
+        let hour = epoch_hour(segment_start);
+        let hour_end = hour.saturating_add(1).saturating_mul(HOUR_MILLIS);
+        let segment_end = hour_end.min(to);
+        let fraction = (segment_end - segment_start) as f64 / HOUR_MILLIS as f64;
+        // A segment that does not advance (only at the end of time) is the last.
+        segment_start = if segment_end <= segment_start {
+            to
+        } else {
+            segment_end
+        };
+        Some((hour, fraction))
+    })
 }
 
 #[cfg(test)]
@@ -1210,6 +1220,28 @@ mod tests {
     use super::*;
     use crate::event::ALL_EVENT_TYPES;
     use crate::simulator::profiles::{type_model, BaseRate};
+
+    proptest::proptest! {
+        /// The data-gap rule skips a silent unit's exact expectation when this bound is below
+        /// its threshold: the bound must never be below the exact sum.
+        #[test]
+        fn the_peak_bound_is_never_below_the_seeded_count_of_a_span(
+            hourly in proptest::collection::vec(0.0f64..50.0, 24),
+            from in -400_000_000_000i64..400_000_000_000,
+            span_millis in 0i64..(30 * 24 * HOUR_MILLIS),
+        ) {
+            let mut by_local_hour = [0.0; 24];
+            by_local_hour.copy_from_slice(&hourly);
+            let peak = hourly.iter().copied().fold(0.0, f64::max);
+            let to = from + span_millis;
+            let exact = seeded_count_over(&by_local_hour, from, to);
+            let bound = seeded_count_bound(peak, from, to);
+            proptest::prop_assert!(exact <= bound * (1.0 + 1e-12), "{exact} > {bound}");
+            // A tight bound where every hour has the peak rate.
+            let flat = seeded_count_over(&[peak; 24], from, to);
+            proptest::prop_assert!((flat - bound).abs() <= 1e-9 * bound.max(1.0));
+        }
+    }
 
     #[test]
     fn embedded_csv_equals_the_simulator_model() {

@@ -182,8 +182,32 @@ pub struct DataGapDerived {
     /// of once per silent cell at every pane boundary (23 types and a device scan each).
     /// Indexed by `CellIndex.0`, filled on first use (one allocation of about 200 bytes a
     /// cell).
-    seeded_hourly_by_cell: Vec<Option<[f64; 24]>>,
+    seeded_hourly_by_cell: Vec<Option<SeededHourly>>,
 }
+
+/// One cell's seeded events per hour of every type together, by local hour of day, and the
+/// largest of them.
+#[derive(Debug, Clone, Copy)]
+struct SeededHourly {
+    by_local_hour: [f64; 24],
+    /// The busiest hour's rate: times a span, a bound on what the span expects.
+    peak: f64,
+}
+
+impl SeededHourly {
+    fn new(by_local_hour: [f64; 24]) -> SeededHourly {
+        let peak = by_local_hour.iter().copied().fold(0.0, f64::max);
+        SeededHourly {
+            by_local_hour,
+            peak,
+        }
+    }
+}
+
+/// Relative margin by which a unit's bound must stay below the alerting threshold to skip its
+/// exact expectation: far above the rounding of either sum, so a skipped unit is one whose
+/// exact expectation could not have alerted.
+const BOUND_MARGIN: f64 = 1e-9;
 
 impl RuleKind for DataGapRule {
     const NAME: &'static str = RULE_KIND_DATA_GAP;
@@ -481,7 +505,7 @@ pub(crate) const SILENCE_CHECK_INTERVAL_MILLIS: i64 = 5 * 60 * 1000;
 /// RESOLVED ones of rules no longer in `rules`).
 fn on_watermark(
     state: &mut DataGapState,
-    seeded_hourly_by_cell: &mut Vec<Option<[f64; 24]>>,
+    seeded_hourly_by_cell: &mut Vec<Option<SeededHourly>>,
     rules: &RuleSet,
     baseline: &BaselineView<'_>,
     watermark_millis: i64,
@@ -577,12 +601,29 @@ fn on_watermark(
             if aligned_millis.saturating_sub(silent_since) < rule.silence_millis {
                 continue;
             }
+            // Most silent units of a quiet city are far from alerting: a bound (the busiest
+            // seeded hour times the span) settles them without summing the span hour by hour,
+            // which for a cell silent for days was most of this check.
+            let peak_rate: f64 = unit_cells
+                .iter()
+                .filter(counts_here)
+                .map(|cell| seeded_hourly_of(seeded_hourly_by_cell, baseline, *cell).peak)
+                .sum();
+            let expected_at_most =
+                super::baseline::seeded_count_bound(peak_rate, silent_since, aligned_millis);
+            if expected_at_most < -rule.alpha.ln() * (1.0 - BOUND_MARGIN) {
+                continue;
+            }
             let expected: f64 = unit_cells
                 .iter()
                 .filter(counts_here)
                 .map(|cell| {
                     let hourly = seeded_hourly_of(seeded_hourly_by_cell, baseline, *cell);
-                    baseline.seeded_count_over(&hourly, silent_since, aligned_millis)
+                    super::baseline::seeded_count_over(
+                        &hourly.by_local_hour,
+                        silent_since,
+                        aligned_millis,
+                    )
                 })
                 .sum();
             let p_value = poisson_zero_probability(expected);
@@ -633,17 +674,17 @@ fn dense_last_activity(
 /// The seeded all-types hourly rates of `cell`, computed on first use and kept in
 /// `seeded_hourly_by_cell` (sized to the registry's cells).
 fn seeded_hourly_of(
-    seeded_hourly_by_cell: &mut Vec<Option<[f64; 24]>>,
+    seeded_hourly_by_cell: &mut Vec<Option<SeededHourly>>,
     baseline: &BaselineView<'_>,
     cell: CellIndex,
-) -> [f64; 24] {
+) -> SeededHourly {
     let cell_count = baseline.registry.cells().len();
     if seeded_hourly_by_cell.len() != cell_count {
         *seeded_hourly_by_cell = vec![None; cell_count];
     }
     match seeded_hourly_by_cell.get_mut(cell.0 as usize) {
         Some(Some(hourly)) => *hourly,
-        Some(slot) => *slot.insert(baseline.seeded_all_types_hourly(cell)),
-        None => baseline.seeded_all_types_hourly(cell),
+        Some(slot) => *slot.insert(SeededHourly::new(baseline.seeded_all_types_hourly(cell))),
+        None => SeededHourly::new(baseline.seeded_all_types_hourly(cell)),
     }
 }

@@ -258,6 +258,15 @@ impl RuleStats {
         }
         update(self.per_rule.entry(rule_name.to_string()).or_default());
     }
+
+    /// Counts what one matching event did to `rule_name`'s alert. Most matching events change
+    /// no alert: their rule's counters (a search by name) are then left alone.
+    fn record_outcome(&mut self, rule_name: &str, outcome: EventOutcome) {
+        if outcome == EventOutcome::default() {
+            return;
+        }
+        self.update_counters(rule_name, |counters| counters.record(outcome));
+    }
 }
 
 impl RuleCounters {
@@ -453,8 +462,7 @@ impl RuleEngine {
                 &matching_event,
                 out,
             );
-            self.stats
-                .update_counters(rule.name(), |counters| counters.record(outcome));
+            self.stats.record_outcome(rule.name(), outcome);
         }
         if let Some(new_alerts) = out.get_mut(first_new_alert..) {
             for alert in new_alerts.iter_mut() {
@@ -613,8 +621,7 @@ impl RuleEngine {
                 matching_event,
                 out,
             );
-            self.stats
-                .update_counters(rule.name(), |counters| counters.record(outcome));
+            self.stats.record_outcome(rule.name(), outcome);
         }
     }
 

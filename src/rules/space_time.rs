@@ -512,7 +512,11 @@ fn null_maxima(
         }
         let mut maximum = 0.0f64;
         for (zone, members) in zones.zones.iter().enumerate() {
-            for window in 0..windows {
+            // Longest window first: windows nest, so a zone's count only shrinks towards the
+            // shortest, and once it is below `min_count` no shorter window can score. Most
+            // zones of a quiet replicate end at their longest window (the maximum taken is the
+            // same in any order).
+            for window in (0..windows).rev() {
                 let observed: u64 = members
                     .iter()
                     .filter_map(|member| {
@@ -522,7 +526,7 @@ fn null_maxima(
                     })
                     .sum();
                 if observed < min_count.max(1) {
-                    continue;
+                    break;
                 }
                 let Some(expected) = expectations.get(zone * windows + window).copied() else {
                     continue;
