@@ -148,10 +148,10 @@ pub fn replay(
     // to and subtracted from each view) for no output.
     settings.view_spans_millis.clear();
     let metrics = Arc::new(Metrics::new(&["file"], rules.version())?);
-    let mut pipeline = Pipeline::new(settings, registry, rules, metrics, "file");
+    let mut pipeline = Pipeline::new(settings, registry.clone(), rules, metrics, "file");
     let reader = FileReader::open(&options.input, options.format)?
         .with_max_record_bytes(config.ingest.max_record_bytes);
-    let sink = JsonlFileSink::open(&options.output_dir, false)?;
+    let sink = JsonlFileSink::open(&options.output_dir, false, registry.clone())?;
     let progress = progress_bar(options.show_progress, reader.total_bytes());
     let wall_millis = crate::time::wall_clock_millis();
     let admission = pipeline.admission().clone();
@@ -340,7 +340,7 @@ fn count_in_order(
             if summary.records % WRITE_EVERY_RECORDS == 0
                 || buffered_dead_letter_bytes > MAX_BUFFERED_DEAD_LETTER_BYTES
             {
-                hand_over(pipeline, &mut outputs, channels, &mut summary)?;
+                hand_over(&mut outputs, channels, &mut summary)?;
                 pipeline.flush_metrics();
                 buffered_dead_letter_bytes = 0;
             }
@@ -349,14 +349,13 @@ fn count_in_order(
         let _ = channels.spent.try_send(batch);
     }
     pipeline.finish(wall_millis, &mut outputs);
-    hand_over(pipeline, &mut outputs, channels, &mut summary)?;
+    hand_over(&mut outputs, channels, &mut summary)?;
     Ok(summary)
 }
 
 /// Counts a chunk of outputs into the summary and sends it to the writer; the next chunk is
-/// collected into one the writer handed back, when there is one.
+/// collected into one the writer handed back (its lists' allocations), when there is one.
 fn hand_over(
-    pipeline: &mut Pipeline,
     outputs: &mut Outputs,
     channels: &CountingChannels,
     summary: &mut ReplaySummary,
@@ -371,7 +370,6 @@ fn hand_over(
     }
     let next = match channels.written.try_recv() {
         Ok(mut written) => {
-            pipeline.recycle_windows(&mut written.windows);
             written.clear();
             written
         }
@@ -385,7 +383,7 @@ fn hand_over(
 }
 
 /// The writing thread: encodes and appends every chunk, then flushes. Written chunks go back
-/// to the counting thread, whose next windows reuse their strings.
+/// to the counting thread, which collects the next outputs into their lists.
 fn write_outputs(
     mut sink: JsonlFileSink,
     chunks: mpsc::Receiver<Outputs>,

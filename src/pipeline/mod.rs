@@ -20,10 +20,9 @@ use crate::event::AcceptedEvent;
 use crate::fraud::FraudTracker;
 use crate::grid::GridRegistry;
 use crate::metrics::Metrics;
-use crate::proto::{Alert, CellWindow, DeadLetter, IncidentEvent};
+use crate::proto::{Alert, DeadLetter, IncidentEvent};
 use crate::rules::{RuleEngine, RuleEngineState, RuleSet};
 use crate::source::SourceRecord;
-use crate::time::millis_to_timestamp;
 use crate::window::progress::{source_key, ClockGuardSettings, ProgressObservation};
 
 mod admission;
@@ -84,14 +83,12 @@ impl PipelineSettings {
     }
 }
 
-/// Most written windows a pipeline keeps for reuse ([`Pipeline::recycle_windows`]).
-const MAX_SPARE_WINDOWS: usize = 16 * 1024;
-
 /// What processing produced; sinks drain it.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Outputs {
-    /// Final windows, in emission order.
-    pub windows: Vec<CellWindow>,
+    /// Final windows, in emission order, their cells by index: sinks name them with the
+    /// registry ([`crate::sink::fill_cell_window`]), so that emitting one copies no ids.
+    pub windows: Vec<ClosedPane>,
     /// Alert state changes, in emission order.
     pub alerts: Vec<Alert>,
     /// Rejected inputs.
@@ -189,10 +186,6 @@ pub struct Pipeline {
     source_name: &'static str,
     /// Reused buffer for panes closed by one watermark advance.
     closed_panes: Vec<ClosedPane>,
-    /// Written windows handed back ([`Pipeline::recycle_windows`]): the next windows are
-    /// written into their strings, so that a replay neither allocates them on this thread
-    /// nor frees them on the writer's.
-    spare_windows: Vec<CellWindow>,
     /// The last processed event, decoded into again by [`Pipeline::process`] (its strings
     /// reused: no allocation per id on the single-threaded path either).
     spare_event: Option<Box<IncidentEvent>>,
@@ -237,7 +230,6 @@ impl Pipeline {
             metrics: PipelineMetrics::new(metrics, source_name),
             source_name,
             closed_panes: Vec::new(),
-            spare_windows: Vec::new(),
             spare_event: None,
             settings,
         }
@@ -457,40 +449,18 @@ impl Pipeline {
             self.stages.views.on_pane_closed(pane);
             // A pane's cell comes from window state, which a restore checks against this
             // registry (`state::check_bounds`); should a foreign index slip through anyway,
-            // its window is not emitted rather than the process panicking.
-            let Some((cell, community)) = self.registry.get_cell_and_community(pane.key.cell)
-            else {
+            // its window is not emitted rather than a sink failing to name it.
+            if self
+                .registry
+                .get_cell_and_community(pane.key.cell)
+                .is_none()
+            {
                 continue;
-            };
-            // `clone_from` copies into the spare window's own allocations.
-            let mut window = self.spare_windows.pop().unwrap_or_default();
-            window.grid_id.clone_from(&cell.grid_id);
-            window.community_id.clone_from(&community.id);
-            window.event_type = pane.key.event_type;
-            window.window_start = Some(millis_to_timestamp(pane.window_start_millis));
-            window.window_end = Some(millis_to_timestamp(pane.window_end_millis));
-            window.count = u64::from(pane.counts.count);
-            window.severity_sum = u64::from(pane.counts.severity_sum);
-            window.count_by_severity.clear();
-            window.count_by_severity.extend(
-                pane.counts
-                    .count_by_severity
-                    .iter()
-                    .map(|count| u64::from(*count)),
-            );
-            window.district_id.clone_from(&community.district_code);
-            outputs.windows.push(window);
+            }
+            outputs.windows.push(*pane);
             self.metrics
                 .record_window_emitted(pane.window_end_millis, wall_millis);
         }
-    }
-
-    /// Takes written windows back to write the next ones into (up to `MAX_SPARE_WINDOWS`;
-    /// beyond that they are dropped).
-    pub fn recycle_windows(&mut self, written: &mut Vec<CellWindow>) {
-        let room = MAX_SPARE_WINDOWS.saturating_sub(self.spare_windows.len());
-        written.truncate(room);
-        self.spare_windows.append(written);
     }
 
     fn observe_alerts(&self, first_new_alert: usize, outputs: &Outputs, wall_millis: i64) {

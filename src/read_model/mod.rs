@@ -174,8 +174,11 @@ impl ReadModelWriter {
 
     /// Applies the windows and alerts of one batch of pipeline outputs (the in-process feed).
     pub fn apply_outputs(&mut self, outputs: &crate::pipeline::Outputs, wall_millis: i64) {
-        for window in &outputs.windows {
-            self.apply(OutputRecord::Window(window.clone()), wall_millis);
+        let registry = self.model.registry().clone();
+        for pane in &outputs.windows {
+            if let Some(window) = crate::sink::cell_window(&registry, pane) {
+                self.apply(OutputRecord::Window(window), wall_millis);
+            }
         }
         for alert in &outputs.alerts {
             self.apply(OutputRecord::Alert(Box::new(alert.clone())), wall_millis);

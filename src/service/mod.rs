@@ -393,13 +393,14 @@ pub async fn run(
         };
     let sinks = OutputSinks {
         file: match &config.output.dir {
-            Some(directory) => Some(JsonlFileSink::open(directory, true)?),
+            Some(directory) => Some(JsonlFileSink::open(directory, true, registry.clone())?),
             None => None,
         },
         kafka: KafkaSink::create(
             &config.kafka,
             crate::sink::cloudevents::event_source(&config.alerting.instance),
             &metrics,
+            registry.clone(),
         )?,
         delivery: AlertDelivery::start(&config.alerting, registry.clone(), &metrics)?,
         read_model: read_model_writer,

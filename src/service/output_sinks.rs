@@ -144,11 +144,14 @@ impl OutputSinks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{CellWindow, DeadLetter};
+    use crate::proto::DeadLetter;
 
     fn file_sinks(directory: &std::path::Path) -> OutputSinks {
         OutputSinks {
-            file: Some(JsonlFileSink::open(directory, true).unwrap()),
+            file: Some(
+                JsonlFileSink::open(directory, true, crate::grid::GridRegistry::embedded())
+                    .unwrap(),
+            ),
             kafka: None,
             delivery: None,
             read_model: None,
@@ -161,9 +164,14 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let mut sinks = file_sinks(directory.path());
         let mut outputs = Outputs::default();
-        outputs.windows.push(CellWindow {
-            grid_id: "g".to_string(),
-            ..CellWindow::default()
+        outputs.windows.push(crate::window::ClosedPane {
+            key: crate::window::PaneKey {
+                cell: crate::grid::CellIndex(0),
+                event_type: crate::proto::EventType::FireSmoke as i32,
+            },
+            window_start_millis: 0,
+            window_end_millis: 60_000,
+            counts: crate::window::PaneCounts::default(),
         });
         outputs.dead_letters.push(DeadLetter {
             reason: "late".to_string(),

@@ -5,8 +5,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use crate::grid::GridRegistry;
 use crate::pipeline::Outputs;
+use crate::proto::CellWindow;
 use crate::sink::window_json::WindowJsonWriter;
+use std::sync::Arc;
 
 /// Errors writing files.
 #[derive(Debug, thiserror::Error)]
@@ -42,12 +45,20 @@ pub struct JsonlFileSink {
     window_json: WindowJsonWriter,
     /// Reused buffer of a batch's window lines.
     window_lines: Vec<u8>,
+    /// Names the windows' cells ([`crate::sink::fill_cell_window`]).
+    registry: Arc<GridRegistry>,
+    /// The window being written, its strings reused from one window to the next.
+    window: CellWindow,
 }
 
 impl JsonlFileSink {
     /// Creates the directory and the three files; `append` keeps existing content (the
     /// service), otherwise files are truncated (a replay).
-    pub fn open(directory: &Path, append: bool) -> Result<JsonlFileSink, FileSinkError> {
+    pub fn open(
+        directory: &Path,
+        append: bool,
+        registry: Arc<GridRegistry>,
+    ) -> Result<JsonlFileSink, FileSinkError> {
         std::fs::create_dir_all(directory).map_err(|source| FileSinkError::Io {
             path: directory.to_path_buf(),
             source,
@@ -70,6 +81,8 @@ impl JsonlFileSink {
             dead_letters: open(DEAD_LETTER_FILE)?,
             window_json: WindowJsonWriter::new(),
             window_lines: Vec::new(),
+            registry,
+            window: CellWindow::default(),
         })
     }
 
@@ -80,9 +93,12 @@ impl JsonlFileSink {
             source,
         };
         self.window_lines.clear();
-        for window in &outputs.windows {
+        for pane in &outputs.windows {
+            if !crate::sink::fill_cell_window(&self.registry, pane, &mut self.window) {
+                continue;
+            }
             self.window_json
-                .write(window, &mut self.window_lines)
+                .write(&self.window, &mut self.window_lines)
                 .map_err(|error| io_error(error.into()))?;
             self.window_lines.push(b'\n');
         }

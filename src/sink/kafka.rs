@@ -134,6 +134,8 @@ pub struct KafkaSink {
     /// Records lost so far (dropped before queueing or not delivered): with a Kafka source,
     /// offsets must not be committed past a loss.
     lost: Arc<AtomicU64>,
+    /// Names the windows' cells ([`crate::sink::fill_cell_window`]).
+    registry: Arc<crate::grid::GridRegistry>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -308,6 +310,7 @@ impl KafkaSink {
         config: &KafkaConfig,
         event_source: String,
         metrics: &Metrics,
+        registry: Arc<crate::grid::GridRegistry>,
     ) -> Result<Option<KafkaSink>, KafkaError> {
         if !config.sinks.enabled {
             return Ok(None);
@@ -370,6 +373,7 @@ impl KafkaSink {
             topics,
             event_source,
             input_topics: config.topics.clone(),
+            registry,
             group_id: config.group_id.clone(),
             produce_errors: metrics.kafka_produce_errors.clone(),
             lost,
@@ -385,12 +389,12 @@ impl KafkaSink {
     pub fn records_of(&self, outputs: &Outputs) -> Vec<OutputRecord> {
         let mut records = Vec::new();
         if let Some(topic) = &self.topics.windows {
-            records.extend(
-                outputs
-                    .windows
-                    .iter()
-                    .map(|window| window_record(window, topic)),
-            );
+            let mut window = CellWindow::default();
+            for pane in &outputs.windows {
+                if crate::sink::fill_cell_window(&self.registry, pane, &mut window) {
+                    records.push(window_record(&window, topic));
+                }
+            }
         }
         if let Some(topic) = &self.topics.alerts {
             records.extend(

@@ -111,7 +111,7 @@ fn the_threaded_replay_writes_what_one_pipeline_record_by_record_writes() {
             pipeline.process(record.unwrap(), wall_millis, &mut outputs);
         }
         pipeline.finish(wall_millis, &mut outputs);
-        let mut sink = JsonlFileSink::open(&sequential, false).unwrap();
+        let mut sink = JsonlFileSink::open(&sequential, false, GridRegistry::embedded()).unwrap();
         sink.write(&outputs).unwrap();
         sink.flush().unwrap();
 

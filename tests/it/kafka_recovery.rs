@@ -322,12 +322,14 @@ fn distinct_records(messages: &[rdkafka::message::OwnedMessage]) -> BTreeSet<(Ve
 fn assert_outputs_equal_reference(brokers: &str) -> usize {
     let input = read_topic(brokers, INPUT_TOPIC);
     let reference = reference_outputs(&input);
+    let registry = gridwatch::grid::GridRegistry::embedded();
     let expected_windows: BTreeSet<(Vec<u8>, Vec<u8>)> = reference
         .windows
         .iter()
-        .map(|window| {
+        .map(|pane| {
+            let window = gridwatch::sink::cell_window(&registry, pane).unwrap();
             (
-                gridwatch::sink::kafka::window_key(window).into_bytes(),
+                gridwatch::sink::kafka::window_key(&window).into_bytes(),
                 window.encode_to_vec(),
             )
         })

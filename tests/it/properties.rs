@@ -42,10 +42,10 @@ proptest! {
             }
         }
         pipeline.finish(WALL_MILLIS, &mut outputs);
-        let windowed: u64 = outputs.windows.iter().map(|window| window.count).sum();
+        let windowed: u64 = outputs.windows.iter().map(|window| u64::from(window.counts.count)).sum();
         prop_assert!(accepted > 0);
         prop_assert_eq!(windowed, accepted);
-        let by_severity: u64 = outputs.windows.iter().flat_map(|window| window.count_by_severity.iter()).sum();
+        let by_severity: u64 = outputs.windows.iter().flat_map(|window| window.counts.count_by_severity.iter()).map(|count| u64::from(*count)).sum();
         prop_assert_eq!(by_severity, accepted);
     }
 

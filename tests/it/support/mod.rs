@@ -100,10 +100,14 @@ pub fn run_events(events: &[IncidentEvent]) -> Outputs {
 
 /// Windows as sortable JSON lines (emission order may legitimately differ between inputs).
 pub fn sorted_window_lines(outputs: &Outputs) -> Vec<String> {
+    let registry = GridRegistry::embedded();
     let mut lines: Vec<String> = outputs
         .windows
         .iter()
-        .map(|window| serde_json::to_string(window).unwrap())
+        .map(|pane| {
+            let window = gridwatch::sink::cell_window(&registry, pane).unwrap();
+            serde_json::to_string(&window).unwrap()
+        })
         .collect();
     lines.sort();
     lines
