@@ -607,7 +607,9 @@ fn on_watermark(
             let peak_rate: f64 = unit_cells
                 .iter()
                 .filter(counts_here)
-                .map(|cell| seeded_hourly_of(seeded_hourly_by_cell, baseline, *cell).peak)
+                .map(|cell| {
+                    with_seeded_hourly(seeded_hourly_by_cell, baseline, *cell, |hourly| hourly.peak)
+                })
                 .sum();
             let expected_at_most =
                 super::baseline::seeded_count_bound(peak_rate, silent_since, aligned_millis);
@@ -618,12 +620,13 @@ fn on_watermark(
                 .iter()
                 .filter(counts_here)
                 .map(|cell| {
-                    let hourly = seeded_hourly_of(seeded_hourly_by_cell, baseline, *cell);
-                    super::baseline::seeded_count_over(
-                        &hourly.by_local_hour,
-                        silent_since,
-                        aligned_millis,
-                    )
+                    with_seeded_hourly(seeded_hourly_by_cell, baseline, *cell, |hourly| {
+                        super::baseline::seeded_count_over(
+                            &hourly.by_local_hour,
+                            silent_since,
+                            aligned_millis,
+                        )
+                    })
                 })
                 .sum();
             let p_value = poisson_zero_probability(expected);
@@ -671,20 +674,22 @@ fn dense_last_activity(
     last_activity_by_cell
 }
 
-/// The seeded all-types hourly rates of `cell`, computed on first use and kept in
-/// `seeded_hourly_by_cell` (sized to the registry's cells).
-fn seeded_hourly_of(
+/// `read` of the seeded all-types hourly rates of `cell`, computed on first use and kept in
+/// `seeded_hourly_by_cell` (sized to the registry's cells). Lent, not copied: the silence
+/// check reads every silent cell's peak at every check.
+fn with_seeded_hourly<T>(
     seeded_hourly_by_cell: &mut Vec<Option<SeededHourly>>,
     baseline: &BaselineView<'_>,
     cell: CellIndex,
-) -> SeededHourly {
+    read: impl FnOnce(&SeededHourly) -> T,
+) -> T {
     let cell_count = baseline.registry.cells().len();
     if seeded_hourly_by_cell.len() != cell_count {
         *seeded_hourly_by_cell = vec![None; cell_count];
     }
+    let computed = || SeededHourly::new(baseline.seeded_all_types_hourly(cell));
     match seeded_hourly_by_cell.get_mut(cell.0 as usize) {
-        Some(Some(hourly)) => *hourly,
-        Some(slot) => *slot.insert(SeededHourly::new(baseline.seeded_all_types_hourly(cell))),
-        None => SeededHourly::new(baseline.seeded_all_types_hourly(cell)),
+        Some(slot) => read(slot.get_or_insert_with(computed)),
+        None => read(&computed()),
     }
 }
