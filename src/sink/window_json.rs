@@ -90,23 +90,34 @@ impl WindowJsonWriter {
     }
 
     /// The JSON text of a timestamp (pbjson's RFC 3339 form, quotes included), formatted by
-    /// pbjson itself the first time it is seen.
+    /// pbjson itself the first time it is seen, and lent from the remembered copy after that
+    /// (two timestamps per window: a copy each was an allocation each).
     fn timestamp_text(
         &mut self,
         timestamp: &pbjson_types::Timestamp,
-    ) -> Result<String, serde_json::Error> {
+    ) -> Result<std::borrow::Cow<'_, str>, serde_json::Error> {
         let key = (timestamp.seconds, timestamp.nanos);
-        for (remembered_key, text) in self.recent_timestamps.iter().flatten() {
-            if *remembered_key == key {
-                return Ok(text.clone());
+        let remembered_slot = self.recent_timestamps.iter().position(|slot| {
+            slot.as_ref()
+                .is_some_and(|(remembered, _)| *remembered == key)
+        });
+        let slot_index = match remembered_slot {
+            Some(slot_index) => slot_index,
+            None => {
+                let slot_index = self.next_slot;
+                let text = serde_json::to_string(timestamp)?;
+                let Some(slot) = self.recent_timestamps.get_mut(slot_index) else {
+                    return Ok(std::borrow::Cow::Owned(text));
+                };
+                *slot = Some((key, text));
+                self.next_slot = (self.next_slot + 1) % 2;
+                slot_index
             }
+        };
+        match self.recent_timestamps.get(slot_index) {
+            Some(Some((_, text))) => Ok(std::borrow::Cow::Borrowed(text)),
+            _ => serde_json::to_string(timestamp).map(std::borrow::Cow::Owned),
         }
-        let text = serde_json::to_string(timestamp)?;
-        if let Some(slot) = self.recent_timestamps.get_mut(self.next_slot) {
-            *slot = Some((key, text.clone()));
-        }
-        self.next_slot = (self.next_slot + 1) % 2;
-        Ok(text)
     }
 }
 
