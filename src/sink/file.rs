@@ -4,12 +4,12 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::grid::GridRegistry;
 use crate::pipeline::Outputs;
 use crate::proto::CellWindow;
 use crate::sink::window_json::WindowJsonWriter;
-use std::sync::Arc;
 
 /// Errors writing files.
 #[derive(Debug, thiserror::Error)]
