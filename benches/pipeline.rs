@@ -12,7 +12,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use gridwatch::config::Config;
 use gridwatch::decode::{DecodeSettings, Decoder, InputFormat, DEFAULT_MIN_OCCURRED_AT_MILLIS};
-use gridwatch::dedup::Deduplicator;
+use gridwatch::dedup::{Deduplicator, EventIdHash};
 use gridwatch::grid::{CellIndex, GridRegistry};
 use gridwatch::metrics::Metrics;
 use gridwatch::pipeline::{Outputs, Pipeline, PipelineSettings};
@@ -163,8 +163,9 @@ fn bench_stages(criterion: &mut Criterion) {
             || Deduplicator::new(600_000),
             |mut deduplicator| {
                 for (event, millis) in events.iter().zip(&occurred_at_millis) {
-                    if !deduplicator.is_duplicate(&event.event_id) {
-                        deduplicator.remember(&event.event_id, *millis);
+                    let event_id = EventIdHash::of(&event.event_id);
+                    if !deduplicator.is_duplicate(event_id) {
+                        deduplicator.remember(event_id, *millis);
                     }
                     deduplicator.expire(millis - 60_000);
                 }

@@ -97,9 +97,18 @@ impl From<DeduplicatorSnapshot> for Deduplicator {
     }
 }
 
-/// The stable hash an event id is remembered by.
-fn event_id_hash(event_id: &str) -> u64 {
-    xxh3_64(event_id.as_bytes())
+/// The stable hash an event id is remembered by (pinned: snapshots keep it). Computed once per
+/// event by the stateless stages ([`crate::pipeline::Admission`]), so that the stateful thread
+/// checks and remembers an id without reading its text: on a replay the text was written on
+/// another core, and fetching it was the largest single cost of the counting thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventIdHash(u64);
+
+impl EventIdHash {
+    /// The hash of `event_id`.
+    pub fn of(event_id: &str) -> EventIdHash {
+        EventIdHash(xxh3_64(event_id.as_bytes()))
+    }
 }
 
 impl Deduplicator {
@@ -113,14 +122,14 @@ impl Deduplicator {
     }
 
     /// Whether this event id was already accepted (and not yet expired).
-    pub fn is_duplicate(&self, event_id: &str) -> bool {
-        self.bucket_by_hash.contains_key(&event_id_hash(event_id))
+    pub fn is_duplicate(&self, event_id: EventIdHash) -> bool {
+        self.bucket_by_hash.contains_key(&event_id.0)
     }
 
     /// Remembers an accepted event id at its event time. Remembering it again at a later time
     /// keeps it until the later time expires.
-    pub fn remember(&mut self, event_id: &str, occurred_at_millis: i64) {
-        let hash = event_id_hash(event_id);
+    pub fn remember(&mut self, event_id: EventIdHash, occurred_at_millis: i64) {
+        let hash = event_id.0;
         let bucket = occurred_at_millis.div_euclid(BUCKET_WIDTH_MILLIS);
         if let Some(current_bucket) = self.bucket_by_hash.get_mut(&hash) {
             if *current_bucket >= bucket {
@@ -179,24 +188,24 @@ mod tests {
     #[test]
     fn duplicate_is_detected_within_the_horizon() {
         let mut deduplicator = Deduplicator::new(HORIZON);
-        assert!(!deduplicator.is_duplicate("evt-1"));
-        deduplicator.remember("evt-1", 5 * MINUTE);
-        assert!(deduplicator.is_duplicate("evt-1"));
-        assert!(!deduplicator.is_duplicate("evt-2"));
+        assert!(!deduplicator.is_duplicate(EventIdHash::of("evt-1")));
+        deduplicator.remember(EventIdHash::of("evt-1"), 5 * MINUTE);
+        assert!(deduplicator.is_duplicate(EventIdHash::of("evt-1")));
+        assert!(!deduplicator.is_duplicate(EventIdHash::of("evt-2")));
         deduplicator.expire(5 * MINUTE + HORIZON);
-        assert!(deduplicator.is_duplicate("evt-1"));
+        assert!(deduplicator.is_duplicate(EventIdHash::of("evt-1")));
         assert_eq!(deduplicator.len(), 1);
     }
 
     #[test]
     fn id_is_forgotten_after_expiry() {
         let mut deduplicator = Deduplicator::new(HORIZON);
-        deduplicator.remember("evt-1", 5 * MINUTE + 1_000);
-        deduplicator.remember("evt-2", 7 * MINUTE);
+        deduplicator.remember(EventIdHash::of("evt-1"), 5 * MINUTE + 1_000);
+        deduplicator.remember(EventIdHash::of("evt-2"), 7 * MINUTE);
         // Cutoff 6:00: the 5:00 bucket is entirely older.
         deduplicator.expire(6 * MINUTE + HORIZON);
-        assert!(!deduplicator.is_duplicate("evt-1"));
-        assert!(deduplicator.is_duplicate("evt-2"));
+        assert!(!deduplicator.is_duplicate(EventIdHash::of("evt-1")));
+        assert!(deduplicator.is_duplicate(EventIdHash::of("evt-2")));
         assert_eq!(deduplicator.len(), 1);
         deduplicator.expire(100 * MINUTE);
         assert!(deduplicator.is_empty());
@@ -205,35 +214,35 @@ mod tests {
     #[test]
     fn id_stays_until_its_whole_bucket_is_older_than_the_cutoff() {
         let mut deduplicator = Deduplicator::new(HORIZON);
-        deduplicator.remember("evt-1", 5 * MINUTE + 1_000);
+        deduplicator.remember(EventIdHash::of("evt-1"), 5 * MINUTE + 1_000);
         // Cutoff 5:30 is past the event time but not past its bucket: kept (conservative).
         deduplicator.expire(5 * MINUTE + 30_000 + HORIZON);
-        assert!(deduplicator.is_duplicate("evt-1"));
+        assert!(deduplicator.is_duplicate(EventIdHash::of("evt-1")));
     }
 
     #[test]
     fn remembering_again_later_extends_the_lifetime() {
         let mut deduplicator = Deduplicator::new(HORIZON);
-        deduplicator.remember("evt-1", MINUTE);
-        deduplicator.remember("evt-1", 20 * MINUTE);
-        deduplicator.remember("evt-1", 3 * MINUTE);
+        deduplicator.remember(EventIdHash::of("evt-1"), MINUTE);
+        deduplicator.remember(EventIdHash::of("evt-1"), 20 * MINUTE);
+        deduplicator.remember(EventIdHash::of("evt-1"), 3 * MINUTE);
         assert_eq!(deduplicator.len(), 1);
         deduplicator.expire(15 * MINUTE + HORIZON);
-        assert!(deduplicator.is_duplicate("evt-1"));
+        assert!(deduplicator.is_duplicate(EventIdHash::of("evt-1")));
         deduplicator.expire(21 * MINUTE + HORIZON);
-        assert!(!deduplicator.is_duplicate("evt-1"));
+        assert!(!deduplicator.is_duplicate(EventIdHash::of("evt-1")));
     }
 
     #[test]
     fn negative_event_times_are_bucketed_without_panicking() {
         let mut deduplicator = Deduplicator::new(HORIZON);
-        deduplicator.remember("old", -1);
-        deduplicator.remember("oldest", i64::MIN);
+        deduplicator.remember(EventIdHash::of("old"), -1);
+        deduplicator.remember(EventIdHash::of("oldest"), i64::MIN);
         deduplicator.expire(i64::MIN);
         assert_eq!(deduplicator.len(), 2);
         deduplicator.expire(HORIZON);
         assert!(deduplicator.is_empty());
-        deduplicator.remember("newest", i64::MAX);
+        deduplicator.remember(EventIdHash::of("newest"), i64::MAX);
         deduplicator.expire(i64::MAX);
         assert_eq!(deduplicator.len(), 1);
     }
@@ -241,17 +250,17 @@ mod tests {
     #[test]
     fn event_id_hash_is_stable_across_processes() {
         // Pinned value: a change here would break restored snapshots.
-        assert_eq!(event_id_hash(""), 0x2d06_8005_38d3_94c2);
-        assert_eq!(event_id_hash("evt-1"), xxh3_64(b"evt-1"));
+        assert_eq!(EventIdHash::of("").0, 0x2d06_8005_38d3_94c2);
+        assert_eq!(EventIdHash::of("evt-1").0, xxh3_64(b"evt-1"));
     }
 
     #[test]
     fn postcard_round_trip_preserves_behaviour() {
         let mut deduplicator = Deduplicator::new(HORIZON);
         for index in 0..50_i64 {
-            deduplicator.remember(&format!("evt-{index}"), index * 20_000);
+            deduplicator.remember(EventIdHash::of(&format!("evt-{index}")), index * 20_000);
         }
-        deduplicator.remember("evt-3", 40 * MINUTE);
+        deduplicator.remember(EventIdHash::of("evt-3"), 40 * MINUTE);
         let bytes = postcard::to_allocvec(&deduplicator).unwrap();
         let mut restored: Deduplicator = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(restored, deduplicator);
@@ -269,12 +278,12 @@ mod tests {
             for index in 0..50 {
                 let event_id = format!("evt-{index}");
                 assert_eq!(
-                    restored.is_duplicate(&event_id),
-                    deduplicator.is_duplicate(&event_id)
+                    restored.is_duplicate(EventIdHash::of(&event_id)),
+                    deduplicator.is_duplicate(EventIdHash::of(&event_id))
                 );
             }
         }
-        assert!(restored.is_duplicate("evt-3"));
+        assert!(restored.is_duplicate(EventIdHash::of("evt-3")));
         assert_eq!(restored.len(), 1);
     }
 
@@ -288,7 +297,7 @@ mod tests {
             let mut latest_time_by_id: BTreeMap<String, i64> = BTreeMap::new();
             for (id_number, occurred_at) in &events {
                 let event_id = format!("evt-{id_number}");
-                deduplicator.remember(&event_id, *occurred_at);
+                deduplicator.remember(EventIdHash::of(&event_id), *occurred_at);
                 let latest = latest_time_by_id.entry(event_id).or_insert(*occurred_at);
                 *latest = (*latest).max(*occurred_at);
             }
@@ -296,9 +305,9 @@ mod tests {
             let cutoff = watermark - HORIZON;
             for (event_id, latest) in &latest_time_by_id {
                 let bucket_end = (latest.div_euclid(MINUTE) + 1) * MINUTE;
-                prop_assert_eq!(deduplicator.is_duplicate(event_id), bucket_end > cutoff);
+                prop_assert_eq!(deduplicator.is_duplicate(EventIdHash::of(event_id)), bucket_end > cutoff);
                 if *latest >= cutoff {
-                    prop_assert!(deduplicator.is_duplicate(event_id));
+                    prop_assert!(deduplicator.is_duplicate(EventIdHash::of(event_id)));
                 }
             }
         }

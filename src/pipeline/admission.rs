@@ -13,10 +13,12 @@ use prost::Message;
 
 use crate::dead_letter::DeadLetterReason;
 use crate::decode::{Decoder, InputFormat, Rejection, ValidatedFields};
+use crate::dedup::EventIdHash;
 use crate::grid::{CellIndex, GridRegistry, GridResolveError};
 use crate::limits::IngestLimits;
 use crate::proto::IncidentEvent;
 use crate::source::{RecordPayload, SourceRecord};
+use crate::window::progress::source_key;
 
 /// Decodes, checks, pseudonymizes and locates records; cheap to clone (one per thread).
 #[derive(Debug, Clone)]
@@ -78,6 +80,12 @@ pub struct Admitted {
     pub cell: CellIndex,
     /// The format it came in (a late event's dead letter is written in it).
     pub format: InputFormat,
+    /// The event id as dedup remembers it, and the clock source its event time advances
+    /// ([`crate::window::progress::source_key`]): hashed here, so that the stateful stages
+    /// read neither text (see [`EventIdHash`]).
+    pub event_id_hash: EventIdHash,
+    /// See `event_id_hash`.
+    pub source_key: u64,
 }
 
 /// A rejected record: why, and the payload its dead letter keeps.
@@ -304,6 +312,8 @@ impl Admission {
             }
         };
         Ok(Admitted {
+            event_id_hash: EventIdHash::of(&event.event_id),
+            source_key: source_key(&event.device_id, &event.source),
             event,
             fields,
             cell,

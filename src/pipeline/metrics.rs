@@ -14,7 +14,6 @@ use crate::dead_letter::DeadLetterReason;
 use crate::grid::{Community, CommunityIndex, GridRegistry};
 use crate::metrics::Metrics;
 use crate::proto::{Alert, AlertStatus, EventType, IncidentEvent};
-use crate::window::progress::source_key;
 use prometheus::local::LocalIntCounter;
 
 /// How many fast-clock sources one pipeline names in its log before it only counts them.
@@ -211,6 +210,7 @@ impl PipelineMetrics {
         &mut self,
         registry: &GridRegistry,
         event: &IncidentEvent,
+        source_key: u64,
         lead_millis: i64,
     ) {
         let registered_device = registry.device(&event.device_id).is_some();
@@ -223,9 +223,8 @@ impl PipelineMetrics {
             .clock_ahead_events
             .with_label_values(&[device_label])
             .inc();
-        let key = source_key(&event.device_id, &event.source);
         if self.clock_ahead_sources_logged.len() >= MAX_CLOCK_AHEAD_SOURCES_LOGGED
-            || !self.clock_ahead_sources_logged.insert(key)
+            || !self.clock_ahead_sources_logged.insert(source_key)
         {
             return;
         }

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::proto::{Alert, DeadLetter, IncidentEvent};
 use crate::rules::{RuleEngine, RuleEngineState, RuleSet};
 use crate::source::SourceRecord;
-use crate::window::progress::{source_key, ClockGuardSettings, ProgressObservation};
+use crate::window::progress::{ClockGuardSettings, ProgressObservation};
 
 mod admission;
 pub(crate) mod metrics;
@@ -338,9 +338,11 @@ impl Pipeline {
             fields,
             cell,
             format,
+            event_id_hash,
+            source_key,
         } = admitted;
         let (fields, cell, format) = (*fields, *cell, *format);
-        if self.stages.dedup.is_duplicate(&event.event_id) {
+        if self.stages.dedup.is_duplicate(*event_id_hash) {
             self.metrics.record_duplicate();
             return Ok(RecordResult::Duplicate);
         }
@@ -389,7 +391,7 @@ impl Pipeline {
         }
         self.stages
             .dedup
-            .remember(&event.event_id, fields.occurred_at_millis);
+            .remember(*event_id_hash, fields.occurred_at_millis);
         self.metrics.record_accepted(fields.event_type);
         self.count_incident_and_fraud(&accepted);
         let first_new_alert = outputs.alerts.len();
@@ -398,13 +400,13 @@ impl Pipeline {
         self.observe_alerts(first_new_alert, outputs, wall_millis);
         let observation = self.stages.watermarks.observe_source(
             partition,
-            source_key(&event.device_id, &event.source),
+            *source_key,
             fields.occurred_at_millis,
             wall_millis,
         );
         if let ProgressObservation::HeldAhead { lead_millis } = observation {
             self.metrics
-                .record_clock_ahead(&self.registry, event, lead_millis);
+                .record_clock_ahead(&self.registry, event, *source_key, lead_millis);
         }
         self.advance(wall_millis, outputs);
         Ok(RecordResult::Accepted)

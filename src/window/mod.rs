@@ -83,7 +83,7 @@ mod tests {
     use super::tumbling::{RecordOutcome, TumblingWindows};
     use super::watermark::WatermarkTracker;
     use super::*;
-    use crate::dedup::Deduplicator;
+    use crate::dedup::{Deduplicator, EventIdHash};
 
     const MINUTE: i64 = 60_000;
 
@@ -147,7 +147,7 @@ mod tests {
     ) {
         let (id_number, partition, occurred_at, cell, event_type, severity, _) = *event;
         let event_id = format!("evt-{id_number}");
-        if state.deduplicator.is_duplicate(&event_id) {
+        if state.deduplicator.is_duplicate(EventIdHash::of(&event_id)) {
             effects.push(Effect::Duplicate(id_number));
             return;
         }
@@ -167,7 +167,9 @@ mod tests {
                 effects.push(Effect::Late(id_number, window_end_millis, watermark_millis));
             }
             RecordOutcome::Accepted => {
-                state.deduplicator.remember(&event_id, occurred_at);
+                state
+                    .deduplicator
+                    .remember(EventIdHash::of(&event_id), occurred_at);
                 state.tracker.observe(partition, occurred_at, wall_millis);
             }
         }
