@@ -8,18 +8,26 @@
 //!
 //! # Memory per open pane
 //!
-//! Open panes live in one `BTreeMap<(i64, PaneKey), PaneCounts>`: a 16-byte key and a 24-byte
-//! value, 40 bytes per entry. A B-tree leaf of the standard library holds up to 11 entries
-//! (`11 × 40` bytes + a parent pointer and two `u16` = 452, padded to 456 bytes) and every
-//! non-root node is at least half full (5 entries), so leaves cost at most `456 / 5 ≈ 91` bytes
-//! per entry; internal nodes add 12 child pointers (96 bytes) per internal node, one internal
-//! node per ≥ 6 leaves, i.e. ≤ `(456 + 96) / 6 / 5 ≈ 19` more bytes per entry. Worst case
-//! ≈ 110 bytes per open (cell, type, window), typical ≈ 60 bytes, against the 200-byte budget.
-//! In a postcard snapshot a pane takes 6–20 bytes (varints). Both are checked by
-//! `open_pane_memory_stays_within_budget` below.
+//! Open panes live in a hash map from `(window_start, key)` to their counts, found in one probe
+//! per event, and a B-tree of window starts, each with the keys of its panes, which a flush
+//! pops in order and sorts (the emission order is `(window_start, key)`). A B-tree of every
+//! pane kept them in that order all along, but each new pane shifted a leaf's entries and
+//! searched four levels: a tenth of the counting thread when most panes hold one event.
+//!
+//! Per pane, at worst: the hash map's entry (a 16-byte key, a 24-byte value and a control
+//! byte) at its lowest load, 7/16 right after growing, `41 × 16 / 7 ≈ 94` bytes; its key in its
+//! window's list, 8 bytes and as many spare after the list grows (16); and, for a window of a
+//! single pane, the window's B-tree entry (an 8-byte start and a 24-byte list, in leaves of
+//! 11 entries at least half full: `(11 × 32 + 12) / 5 ≈ 73` bytes, plus ≈ 15 for internal
+//! nodes) with its one-key list (8). Worst case ≈ 190 bytes per open (cell, type, window), a
+//! window of many panes ≈ 110, against the 200-byte budget. In a postcard snapshot (the same
+//! bytes as before: one map from `(window_start, key)` to counts, in order) a pane takes 6–20
+//! bytes (varints). Both are checked by `open_pane_memory_stays_within_budget` below.
 
+use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use super::{ClosedPane, PaneCounts, PaneKey, WindowSettings};
@@ -43,9 +51,8 @@ pub enum RecordOutcome {
 pub struct TumblingWindows {
     /// Pane size, lateness and so on (sanitized: size ≥ 1, lateness ≥ 0).
     settings: WindowSettings,
-    /// Open panes ordered by `(window_start, key)`, which is exactly the emission order, so
-    /// flushing pops from the front.
-    open: BTreeMap<(i64, PaneKey), PaneCounts>,
+    /// Open panes, emitted window by window in `(window_start, key)` order.
+    open: OpenPanes,
     /// The highest watermark ever passed to [`TumblingWindows::flush_until`] or
     /// [`TumblingWindows::record`]; windows final at it were emitted, so events for them stay
     /// late even if a caller later passes an older (or no) watermark. Guarantees exactly-once.
@@ -63,7 +70,7 @@ impl TumblingWindows {
         };
         Self {
             settings: sanitized,
-            open: BTreeMap::new(),
+            open: OpenPanes::default(),
             highest_watermark_millis: None,
         }
     }
@@ -90,6 +97,7 @@ impl TumblingWindows {
             ));
         }
         self.open
+            .counts
             .keys()
             .try_for_each(|(_, key)| key.check_bounds("open panes", shape))
     }
@@ -108,7 +116,7 @@ impl TumblingWindows {
 
     /// End (exclusive) of the window starting at `window_start_millis`.
     fn window_end(&self, window_start_millis: i64) -> i64 {
-        window_start_millis.saturating_add(self.settings.size_millis)
+        end_of_window(window_start_millis, self.settings)
     }
 
     /// Whether the window starting at `window_start_millis` is final at `watermark_millis`.
@@ -159,7 +167,7 @@ impl TumblingWindows {
             }
         }
         let clamped_severity = severity.clamp(1, 4);
-        let counts = self.open.entry((window_start_millis, key)).or_default();
+        let counts = self.open.counts_mut(window_start_millis, key);
         counts.count = counts.count.saturating_add(1);
         counts.severity_sum = counts
             .severity_sum
@@ -178,40 +186,35 @@ impl TumblingWindows {
             .effective_watermark(Some(watermark_millis))
             .unwrap_or(watermark_millis);
         self.highest_watermark_millis = Some(effective_watermark);
-        while let Some(((first_window_start_millis, _), _)) = self.open.first_key_value() {
-            if !self.is_final(*first_window_start_millis, effective_watermark) {
+        while let Some(first_window_start_millis) = self.open.first_window_start() {
+            if !self.is_final(first_window_start_millis, effective_watermark) {
                 return;
             }
-            let Some(((window_start_millis, key), counts)) = self.open.pop_first() else {
-                return;
-            };
-            out.push(self.closed_pane(window_start_millis, key, counts));
+            self.close_first_window(out);
         }
+    }
+
+    /// Closes the earliest open window: its panes, in key order, appended to `out`.
+    fn close_first_window(&mut self, out: &mut Vec<ClosedPane>) {
+        let settings = self.settings;
+        self.open
+            .pop_first_window(|window_start_millis, key, counts| {
+                out.push(ClosedPane {
+                    key,
+                    window_start_millis,
+                    window_end_millis: end_of_window(window_start_millis, settings),
+                    counts,
+                });
+            });
     }
 
     /// Closes and appends every open pane (end of a file replay), in `(window_start, key)` order.
     ///
     /// Does not move the lateness boundary: the instance is meant to be finished afterwards.
     pub fn flush_all(&mut self, out: &mut Vec<ClosedPane>) {
-        let open = std::mem::take(&mut self.open);
-        out.reserve(open.len());
-        for ((window_start_millis, key), counts) in open {
-            out.push(self.closed_pane(window_start_millis, key, counts));
-        }
-    }
-
-    /// The emitted form of a pane.
-    fn closed_pane(
-        &self,
-        window_start_millis: i64,
-        key: PaneKey,
-        counts: PaneCounts,
-    ) -> ClosedPane {
-        ClosedPane {
-            key,
-            window_start_millis,
-            window_end_millis: self.window_end(window_start_millis),
-            counts,
+        out.reserve(self.open.len());
+        while self.open.first_window_start().is_some() {
+            self.close_first_window(out);
         }
     }
 
@@ -220,11 +223,116 @@ impl TumblingWindows {
         self.open.len()
     }
 
-    /// Open panes for live views: `(window_start, key, counts)`, in `(window_start, key)` order.
+    /// Open panes for live views: `(window_start, key, counts)`, by window start (the panes of
+    /// one window in no particular order).
     pub fn open_panes(&self) -> impl Iterator<Item = (i64, PaneKey, PaneCounts)> + '_ {
-        self.open
+        self.open.by_window()
+    }
+}
+
+/// End (exclusive) of the window starting at `window_start_millis`.
+fn end_of_window(window_start_millis: i64, settings: WindowSettings) -> i64 {
+    window_start_millis.saturating_add(settings.size_millis)
+}
+
+/// The open panes: counts found by `(window_start, key)` in one probe, and the keys of each
+/// window, so that a window closes without searching (see the module docs).
+#[derive(Debug, Clone, Default)]
+struct OpenPanes {
+    /// Each open pane's counts.
+    counts: FxHashMap<(i64, PaneKey), PaneCounts>,
+    /// The keys of each open window's panes, in the order they opened.
+    keys_by_window: BTreeMap<i64, Vec<PaneKey>>,
+}
+
+impl OpenPanes {
+    /// The counts of a pane, opened empty if it was not.
+    fn counts_mut(&mut self, window_start_millis: i64, key: PaneKey) -> &mut PaneCounts {
+        match self.counts.entry((window_start_millis, key)) {
+            Entry::Occupied(open) => open.into_mut(),
+            Entry::Vacant(new) => {
+                self.keys_by_window
+                    .entry(window_start_millis)
+                    // Most windows hold many panes; a lone one costs one key, not four.
+                    .or_insert_with(|| Vec::with_capacity(1))
+                    .push(key);
+                new.insert(PaneCounts::default())
+            }
+        }
+    }
+
+    /// The start of the earliest open window.
+    fn first_window_start(&self) -> Option<i64> {
+        self.keys_by_window
+            .first_key_value()
+            .map(|(start, _)| *start)
+    }
+
+    /// Removes the earliest open window, handing each of its panes to `close` in key order.
+    fn pop_first_window(&mut self, mut close: impl FnMut(i64, PaneKey, PaneCounts)) {
+        let Some((window_start_millis, mut keys)) = self.keys_by_window.pop_first() else {
+            return;
+        };
+        keys.sort_unstable();
+        for key in keys {
+            if let Some(counts) = self.counts.remove(&(window_start_millis, key)) {
+                close(window_start_millis, key, counts);
+            }
+        }
+    }
+
+    /// Number of open panes.
+    fn len(&self) -> usize {
+        self.counts.len()
+    }
+
+    /// Every open pane, by window start.
+    fn by_window(&self) -> impl Iterator<Item = (i64, PaneKey, PaneCounts)> + '_ {
+        self.keys_by_window
             .iter()
-            .map(|((window_start_millis, key), counts)| (*window_start_millis, *key, *counts))
+            .flat_map(move |(window_start_millis, keys)| {
+                keys.iter().filter_map(move |key| {
+                    let counts = self.counts.get(&(*window_start_millis, *key))?;
+                    Some((*window_start_millis, *key, *counts))
+                })
+            })
+    }
+
+    /// Every open pane in `(window_start, key)` order: the snapshot's order.
+    fn in_order(&self) -> BTreeMap<(i64, PaneKey), PaneCounts> {
+        self.counts
+            .iter()
+            .map(|(window_and_key, counts)| (*window_and_key, *counts))
+            .collect()
+    }
+}
+
+/// Two sets of open panes are equal when their panes are (the keys' order within a window is
+/// only the order they opened in).
+impl PartialEq for OpenPanes {
+    fn eq(&self, other: &OpenPanes) -> bool {
+        self.counts == other.counts
+    }
+}
+
+impl Eq for OpenPanes {}
+
+/// Snapshotted as one map from `(window_start, key)` to counts, in order: the bytes of the
+/// B-tree it used to be, so that snapshots written before still restore.
+impl Serialize for OpenPanes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.in_order().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for OpenPanes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let in_order = BTreeMap::<(i64, PaneKey), PaneCounts>::deserialize(deserializer)?;
+        let mut open = OpenPanes::default();
+        for ((window_start_millis, key), counts) in in_order {
+            *open.counts_mut(window_start_millis, key) = counts;
+        }
+        Ok(open)
     }
 }
 
@@ -419,16 +527,22 @@ pub(crate) mod tests {
 
     #[test]
     fn open_pane_memory_stays_within_budget() {
-        // In-memory: one B-tree entry per open pane (see the module docs for the node math).
-        let entry_bytes = std::mem::size_of::<(i64, PaneKey)>() + std::mem::size_of::<PaneCounts>();
-        assert_eq!(std::mem::size_of::<PaneKey>(), 8);
+        // In-memory (see the module docs): a hash entry at its lowest load, the key in its
+        // window's list with as much spare, and a lone pane's own window entry in the B-tree.
+        let key_bytes = std::mem::size_of::<PaneKey>();
+        let hash_entry_bytes = std::mem::size_of::<((i64, PaneKey), PaneCounts)>() + 1;
+        assert_eq!(key_bytes, 8);
         assert_eq!(std::mem::size_of::<PaneCounts>(), 24);
-        assert_eq!(entry_bytes, 40);
-        let leaf_capacity = 11;
-        let leaf_node_bytes = leaf_capacity * entry_bytes + 8 + 2 + 2;
-        let minimum_leaf_fill = 5;
-        let internal_share = (leaf_node_bytes + 12 * 8) / 6;
-        let worst_case_per_pane = (leaf_node_bytes + internal_share) / minimum_leaf_fill;
+        assert_eq!(hash_entry_bytes, 41);
+        let hash_bytes = hash_entry_bytes * 16 / 7;
+        let window_entry_bytes = std::mem::size_of::<(i64, Vec<PaneKey>)>();
+        assert_eq!(window_entry_bytes, 32);
+        let leaf_node_bytes = 11 * window_entry_bytes + 8 + 2 + 2;
+        let window_leaf_share = leaf_node_bytes / 5;
+        let window_internal_share = (leaf_node_bytes + 12 * 8) / 6 / 5;
+        let lone_pane = hash_bytes + key_bytes + window_leaf_share + window_internal_share;
+        let pane_of_a_full_window = hash_bytes + 2 * key_bytes;
+        let worst_case_per_pane = lone_pane.max(pane_of_a_full_window);
         assert!(worst_case_per_pane <= 200, "{worst_case_per_pane} bytes");
 
         // Snapshot: postcard bytes per pane with realistic values.
@@ -460,6 +574,25 @@ pub(crate) mod tests {
         assert_eq!(restored, windows);
         assert!(restored.is_late(1_000, None));
         assert_eq!(restored.open_pane_count(), 1);
+    }
+
+    #[test]
+    fn open_panes_snapshot_as_the_ordered_map_they_were_kept_in_before() {
+        let mut windows = TumblingWindows::new(settings(0));
+        for (cell, event_type, occurred_at) in [(9, 1, 70_000), (2, 7, 5_000), (2, 3, 6_000)] {
+            windows.record(key(cell, event_type), occurred_at, 2, None);
+        }
+        let ordered: BTreeMap<(i64, PaneKey), PaneCounts> = windows
+            .open_panes()
+            .map(|(start, key, counts)| ((start, key), counts))
+            .collect();
+        assert_eq!(
+            postcard::to_allocvec(&windows.open).unwrap(),
+            postcard::to_allocvec(&ordered).unwrap()
+        );
+        let restored: OpenPanes =
+            postcard::from_bytes(&postcard::to_allocvec(&ordered).unwrap()).unwrap();
+        assert_eq!(restored, windows.open);
     }
 
     /// One generated event: (arrival jitter, offset from the base time, cell, type, severity).
