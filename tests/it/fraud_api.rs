@@ -315,10 +315,14 @@ async fn an_imported_history_gives_a_verdict_on_day_one_and_survives_restarts() 
         ));
     }
     // Restarted from the snapshot: the same imported history, and the streamed coverage of
-    // the first run is kept (the second run adds its own minutes to it).
+    // the first run is kept (the second run adds its own minutes to it). How much of its 20
+    // minutes the first run covers depends on the hour: a community's coverage starts at its
+    // first event, and at night the simulator's communities report late (measured 9.9 minutes
+    // at 04:50 local time). So the bound is what the second run's 2 minutes could never
+    // cover alone, twice over.
     assert_eq!(reports[0], reports[1]);
     assert!(
-        streamed_days[1] >= 10.0 / 1440.0 && streamed_days[1] >= streamed_days[0] * 0.99,
+        streamed_days[1] >= 4.0 / 1440.0 && streamed_days[1] >= streamed_days[0] * 0.99,
         "streamed coverage kept across the restart: {streamed_days:?} days"
     );
 }
