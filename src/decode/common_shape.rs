@@ -112,7 +112,13 @@ pub(super) fn decode_common_shape_into(line: &[u8], event: &mut IncidentEvent) -
     event.lat = shape.lat;
     event.lon = shape.lon;
     event.crs = crs as i32;
-    event.attributes = shape.attributes;
+    // Most lines have no attributes: the reused event's (empty) map is kept rather than
+    // dropped and replaced by another empty one.
+    if shape.attributes.is_empty() {
+        event.attributes.clear();
+    } else {
+        event.attributes = shape.attributes;
+    }
     true
 }
 
