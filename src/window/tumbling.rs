@@ -22,7 +22,10 @@
 //! nodes) with its one-key list (8). Worst case ≈ 190 bytes per open (cell, type, window), a
 //! window of many panes ≈ 110, against the 200-byte budget. In a postcard snapshot (the same
 //! bytes as before: one map from `(window_start, key)` to counts, in order) a pane takes 6–20
-//! bytes (varints). Both are checked by `open_pane_memory_stays_within_budget` below.
+//! bytes (varints). Both are checked by `open_pane_memory_stays_within_budget` below. Unlike a
+//! B-tree, a hash map keeps its room as panes leave: it holds room for the most panes open at
+//! once (each within the bound above) until the open panes fall to an eighth of that room,
+//! then gives it back (`the_room_of_a_burst_is_given_back_once_its_windows_close`).
 
 use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
@@ -230,6 +233,9 @@ impl TumblingWindows {
     }
 }
 
+/// Room for open panes that is never given back (a few windows of a quiet stream).
+const MIN_PANE_ROOM: usize = 1024;
+
 /// End (exclusive) of the window starting at `window_start_millis`.
 fn end_of_window(window_start_millis: i64, settings: WindowSettings) -> i64 {
     window_start_millis.saturating_add(settings.size_millis)
@@ -278,6 +284,13 @@ impl OpenPanes {
             if let Some(counts) = self.counts.remove(&(window_start_millis, key)) {
                 close(window_start_millis, key, counts);
             }
+        }
+        // A hash map keeps its capacity: after a burst it is given back, so that the memory per
+        // open pane stays within the bound the module docs compute (a B-tree freed its nodes
+        // as panes left). Amortized: only after the open panes fell to an eighth of the room.
+        let room = self.counts.capacity();
+        if room > MIN_PANE_ROOM && self.counts.len() < room / 8 {
+            self.counts.shrink_to(self.counts.len() * 2);
         }
     }
 
@@ -593,6 +606,25 @@ pub(crate) mod tests {
         let restored: OpenPanes =
             postcard::from_bytes(&postcard::to_allocvec(&ordered).unwrap()).unwrap();
         assert_eq!(restored, windows.open);
+    }
+
+    #[test]
+    fn the_room_of_a_burst_is_given_back_once_its_windows_close() {
+        let mut windows = TumblingWindows::new(settings(0));
+        for cell in 0..20_000 {
+            windows.record(key(cell, 1), 1_000, 2, None);
+        }
+        let burst_room = windows.open.counts.capacity();
+        windows.record(key(1, 1), 3 * MINUTE, 2, None);
+        let mut out = Vec::new();
+        windows.flush_until(2 * MINUTE, &mut out);
+        assert_eq!(out.len(), 20_000);
+        assert_eq!(windows.open_pane_count(), 1);
+        let room_after = windows.open.counts.capacity();
+        assert!(
+            room_after <= MIN_PANE_ROOM && room_after < burst_room,
+            "{burst_room} → {room_after}"
+        );
     }
 
     /// One generated event: (arrival jitter, offset from the base time, cell, type, severity).
