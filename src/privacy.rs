@@ -311,13 +311,15 @@ const FEWEST_PERSONAL_NUMBER_DIGITS: usize = 10;
 const LONGEST_PERSONAL_DIGIT_RUN: usize = 18;
 
 /// Whether `bytes` certainly holds no phone or ID-card number, decided without the regex (which
-/// was 5 % of a replay, run on five ids per event). Either it has fewer digits than any number,
+/// was 5 % of a replay, run on five ids per event). Either it has fewer digits than any number;
 /// or it is only digits and no number can be all of it: in a run of digits a match can only
 /// start at the start, and a match followed by a digit is not personal, so the scan finds
 /// something only when one shape matches the whole run — an 18-digit ID card, or a shape that
 /// starts with `0` (landlines, `00` prefixes), `1` (mobiles) or `86`. So the 12-digit
 /// community codes and 14-digit grid ids of Hebi (`41…`) and 20-digit GB/T 28181 device ids
-/// skip the scan. A property test holds this to the scan.
+/// skip the scan. Or, for any other text, no shape can start anywhere in it
+/// ([`no_shape_can_start`]; weaker than the rule for a text of digits alone, which also knows
+/// that the match must be the whole run). A property test holds this to the scan.
 fn cannot_hold_a_personal_number(bytes: &[u8]) -> bool {
     let digit_count = bytes.iter().filter(|byte| byte.is_ascii_digit()).count();
     if digit_count < FEWEST_PERSONAL_NUMBER_DIGITS {
