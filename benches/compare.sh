@@ -78,8 +78,8 @@ for round in $(seq 1 "$runs"); do
         || { cat "$work/stderr" >&2; exit 1; }
     fi
     read -r seconds rss_kb user_seconds system_seconds <"$work/time"
-    cpu_seconds="$(python3 -c "print($user_seconds + $system_seconds)")"
-    printf '%s\t%s\t%s\t%s\t%s\n' "$index" "$name" "$seconds" "$rss_kb" "$cpu_seconds" >>"$timings"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$index" "$name" "$seconds" "$rss_kb" "$user_seconds" \
+      "$system_seconds" >>"$timings"
     echo "round $round: $name: $seconds s, $((rss_kb / 1024)) MB" >&2
   done
 done
@@ -97,9 +97,9 @@ from collections import defaultdict
 timings, events, results = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 seconds, rss, cpu, names = defaultdict(list), defaultdict(list), defaultdict(list), {}
 for line in open(timings, encoding="utf-8"):
-    index, name, wall, kb, cpu_seconds = line.rstrip("\n").split("\t")
+    index, name, wall, kb, user_seconds, system_seconds = line.rstrip("\n").split("\t")
     seconds[int(index)].append(float(wall)); rss[int(index)].append(int(kb))
-    cpu[int(index)].append(float(cpu_seconds)); names[int(index)] = name
+    cpu[int(index)].append(float(user_seconds) + float(system_seconds)); names[int(index)] = name
 median = {i: statistics.median(v) for i, v in seconds.items()}
 fastest = {i: min(v) for i, v in seconds.items()}
 naive_of = {1: 0, 2: 0, 4: 3, 5: 3, 6: 3, 7: 3}
