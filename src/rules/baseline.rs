@@ -640,11 +640,12 @@ pub struct ExpectationCache {
     generation: Option<(usize, i64, u64, u32, u64)>,
     /// Hourly rate by (scope, unit key, `EventType as i32`, hour, window's first hour).
     rates: FxHashMap<(AlertScope, u32, i32, i64, i64), f64>,
-    /// Seeded hourly rate by (scope, unit key, `EventType as i32`, local hour of day), for
-    /// units without learned history in an hour: seeds and registry are fixed for an engine's
-    /// life, so this is never dropped. Without it a district's 24 h window summed the seeds
-    /// of ~300 cells for every hour of the window at every hour (+57 % on a week's replay).
-    seeded_rates: FxHashMap<(AlertScope, u32, i32, usize), f64>,
+    /// Seeded hourly rates at every local hour of day by (scope, unit key, `EventType as
+    /// i32`): seeds and registry are fixed for an engine's life, so this is never dropped.
+    /// Without it a district's 24 h window summed the seeds of ~300 cells for every hour of
+    /// the window at every hour (+57 % on a week's replay). A unit's whole day is one entry:
+    /// a level reads all 24 hours, and one probe instead of 24 cut 3 % of a replay's CPU.
+    seeded_rates: FxHashMap<(AlertScope, u32, i32), [f64; 24]>,
     /// Learned level and its weeks of history by (scope, unit key, `EventType as i32`,
     /// window's first hour): fixed by the closed hours before that hour, like `rates`.
     unit_levels: FxHashMap<(AlertScope, u32, i32, i64), (f64, u32)>,
@@ -883,8 +884,8 @@ impl BaselineView<'_> {
         expected
     }
 
-    /// Seeded events per hour of `event_type` in a community or district at `local_hour`:
-    /// the sum over its cells (~300 in a district), so memoized for the engine's life.
+    /// Seeded events per hour of `event_type` in a community or district at `local_hour`
+    /// (0 past the day's last hour).
     fn seeded_unit_rate(
         &self,
         cache: Option<&mut ExpectationCache>,
@@ -893,44 +894,42 @@ impl BaselineView<'_> {
         event_type: EventType,
         local_hour: usize,
     ) -> f64 {
-        let key = (scope, unit_key, event_type as i32, local_hour);
-        if let Some(rate) = cache
-            .as_deref()
-            .and_then(|cache| cache.seeded_rates.get(&key).copied())
-        {
-            return rate;
-        }
-        let rate = self
-            .cells_of_unit(scope, unit_key)
-            .iter()
-            .map(|cell| {
-                self.seeds
-                    .seeded_hourly_rate(self.registry, *cell, event_type, local_hour)
-            })
-            .sum();
-        if let Some(cache) = cache {
-            cache.seeded_rates.insert(key, rate);
-        }
-        rate
+        self.seeded_unit_hourly(cache, scope, unit_key, event_type)
+            .get(local_hour)
+            .copied()
+            .unwrap_or(0.0)
     }
 
-    /// [`Self::seeded_unit_rate`] at every local hour of the day.
+    /// Seeded events per hour of `event_type` in a community or district at every local hour
+    /// of the day: the sum over its cells (~300 in a district), so memoized for the engine's
+    /// life.
     fn seeded_unit_hourly(
         &self,
-        mut cache: Option<&mut ExpectationCache>,
+        cache: Option<&mut ExpectationCache>,
         scope: AlertScope,
         unit_key: u32,
         event_type: EventType,
     ) -> [f64; 24] {
+        let key = (scope, unit_key, event_type as i32);
+        if let Some(rates) = cache
+            .as_deref()
+            .and_then(|cache| cache.seeded_rates.get(&key).copied())
+        {
+            return rates;
+        }
+        let cells = self.cells_of_unit(scope, unit_key);
         let mut seeded_by_local_hour = [0.0f64; 24];
         for (local_hour, seeded) in seeded_by_local_hour.iter_mut().enumerate() {
-            *seeded = self.seeded_unit_rate(
-                cache.as_deref_mut(),
-                scope,
-                unit_key,
-                event_type,
-                local_hour,
-            );
+            *seeded = cells
+                .iter()
+                .map(|cell| {
+                    self.seeds
+                        .seeded_hourly_rate(self.registry, *cell, event_type, local_hour)
+                })
+                .sum();
+        }
+        if let Some(cache) = cache {
+            cache.seeded_rates.insert(key, seeded_by_local_hour);
         }
         seeded_by_local_hour
     }
