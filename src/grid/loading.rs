@@ -12,7 +12,8 @@ use rstar::RTree;
 use serde::Deserialize;
 
 use super::model::{
-    Cell, CellBox, CellIndex, Community, CommunityIndex, Device, DeviceKind, District, GridRegistry,
+    device_id_key, grid_id_key, Cell, CellBox, CellIndex, Community, CommunityIndex, Device,
+    DeviceKind, District, GridRegistry, DEVICE_ID_DIGITS, GRID_ID_DIGITS,
 };
 
 /// Errors loading the registry from seed files.
@@ -366,18 +367,18 @@ impl GridRegistry {
 
         let cell_count = u32::try_from(cells.len())
             .map_err(|_| invalid(GRIDS_FILE, "too many cells".to_string()))?;
-        let mut cell_by_grid_id: HashMap<String, CellIndex> = HashMap::default();
+        let mut cell_by_grid_id: HashMap<u64, CellIndex> = HashMap::default();
         let mut computed_community_cells: Vec<Vec<CellIndex>> = vec![Vec::new(); communities.len()];
         let mut cell_boxes_to_load = Vec::with_capacity(cells.len());
         let mut cell_representative_points = Vec::with_capacity(cells.len());
         for (index, cell) in (0..cell_count).zip(cells.iter()) {
             let cell_index = CellIndex(index);
-            if !is_digit_string(&cell.grid_id, 14) {
+            let Some(grid_key) = grid_id_key(&cell.grid_id) else {
                 return Err(invalid(
                     GRIDS_FILE,
-                    format!("grid id {:?} is not 14 digits", cell.grid_id),
+                    format!("grid id {:?} is not {GRID_ID_DIGITS} digits", cell.grid_id),
                 ));
-            }
+            };
             let community = communities.get(cell.community.0 as usize).ok_or_else(|| {
                 invalid(
                     GRIDS_FILE,
@@ -396,10 +397,7 @@ impl GridRegistry {
                     ),
                 ));
             }
-            if cell_by_grid_id
-                .insert(cell.grid_id.clone(), cell_index)
-                .is_some()
-            {
+            if cell_by_grid_id.insert(grid_key, cell_index).is_some() {
                 return Err(invalid(
                     GRIDS_FILE,
                     format!("duplicate grid id {}", cell.grid_id),
@@ -464,14 +462,17 @@ impl GridRegistry {
         }
 
         let mut devices_by_cell: Vec<Vec<Device>> = vec![Vec::new(); cells.len()];
-        let mut device_location_by_id: HashMap<String, (CellIndex, usize)> = HashMap::default();
+        let mut device_location_by_id: HashMap<u128, (CellIndex, usize)> = HashMap::default();
         for device in devices {
-            if !is_digit_string(&device.device_id, 20) {
+            let Some(device_key) = device_id_key(&device.device_id) else {
                 return Err(invalid(
                     DEVICES_FILE,
-                    format!("device id {:?} is not 20 digits", device.device_id),
+                    format!(
+                        "device id {:?} is not {DEVICE_ID_DIGITS} digits",
+                        device.device_id
+                    ),
                 ));
-            }
+            };
             let Some(cell_devices) = devices_by_cell.get_mut(device.cell.0 as usize) else {
                 return Err(invalid(
                     DEVICES_FILE,
@@ -482,10 +483,7 @@ impl GridRegistry {
                 ));
             };
             let location = (device.cell, cell_devices.len());
-            if device_location_by_id
-                .insert(device.device_id.clone(), location)
-                .is_some()
-            {
+            if device_location_by_id.insert(device_key, location).is_some() {
                 return Err(invalid(
                     DEVICES_FILE,
                     format!("duplicate device id {}", device.device_id),

@@ -4,7 +4,7 @@
 use geo::{Contains, Intersects};
 
 use super::coords;
-use super::model::{CellIndex, GridRegistry};
+use super::model::{device_id_key, grid_id_key, CellIndex, GridRegistry};
 use crate::proto::{Crs, IncidentEvent};
 
 /// Why an event could not be placed in a cell.
@@ -69,19 +69,13 @@ impl GridRegistry {
 
     /// The cell for a registered 14-digit grid id.
     pub fn cell_by_grid_id(&self, grid_id: &str) -> Option<CellIndex> {
-        if grid_id.is_empty() {
-            return None;
-        }
-        self.cell_by_grid_id.get(grid_id).copied()
+        self.cell_by_grid_id.get(&grid_id_key(grid_id)?).copied()
     }
 
     /// The cell for a registered device id.
     pub fn cell_by_device(&self, device_id: &str) -> Option<CellIndex> {
-        if device_id.is_empty() {
-            return None;
-        }
         self.device_location_by_id
-            .get(device_id)
+            .get(&device_id_key(device_id)?)
             .map(|(cell, _)| *cell)
     }
 

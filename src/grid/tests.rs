@@ -123,6 +123,40 @@ fn unregistered_grid_id_falls_back_to_the_device() {
 }
 
 #[test]
+fn ids_are_matched_only_as_the_exact_digit_strings_registered() {
+    let registry = tiny_registry();
+    let grid_id = registry.cells()[1].grid_id.clone();
+    let device_id = "41061100011310000001";
+    assert_eq!(registry.cell_by_grid_id(&grid_id), Some(CellIndex(1)));
+    assert_eq!(registry.cell_by_device(device_id), Some(CellIndex(1)));
+    // The same number spelled otherwise names no cell: ids are keyed by the number they spell,
+    // which stands for the text only when the text is exactly the registered count of digits.
+    for other_grid_spelling in [
+        format!("0{grid_id}"),
+        format!("+{}", &grid_id[1..]),
+        format!(" {}", &grid_id[1..]),
+        grid_id[1..].to_string(),
+        format!("{}\u{FF11}", &grid_id[..13]),
+        String::new(),
+    ] {
+        assert_eq!(
+            registry.cell_by_grid_id(&other_grid_spelling),
+            None,
+            "{other_grid_spelling:?}"
+        );
+    }
+    for other_device_spelling in [
+        format!("0{device_id}"),
+        device_id[1..].to_string(),
+        format!("{}a", &device_id[..19]),
+        "99999999999999999999999999999999999999999".to_string(),
+    ] {
+        assert_eq!(registry.cell_by_device(&other_device_spelling), None);
+        assert!(registry.device(&other_device_spelling).is_none());
+    }
+}
+
+#[test]
 fn coordinates_resolve_when_ids_are_unknown() {
     let registry = tiny_registry();
     let mut event = event_at(114.3005, 35.7405, Crs::Wgs84);
