@@ -644,7 +644,7 @@ pub struct ExpectationCache {
     /// i32`): seeds and registry are fixed for an engine's life, so this is never dropped.
     /// Without it a district's 24 h window summed the seeds of ~300 cells for every hour of
     /// the window at every hour (+57 % on a week's replay). A unit's whole day is one entry:
-    /// a level reads all 24 hours, and one probe instead of 24 cut 3 % of a replay's CPU.
+    /// a level reads all 24 hours, and one probe instead of 24 cut 4 % of a replay's CPU.
     seeded_rates: FxHashMap<(AlertScope, u32, i32), [f64; 24]>,
     /// Learned level and its weeks of history by (scope, unit key, `EventType as i32`,
     /// window's first hour): fixed by the closed hours before that hour, like `rates`.
