@@ -12,8 +12,8 @@ use rstar::RTree;
 use serde::Deserialize;
 
 use super::model::{
-    device_id_key, grid_id_key, Cell, CellBox, CellIndex, Community, CommunityIndex, Device,
-    DeviceKind, District, GridRegistry, DEVICE_ID_DIGITS, GRID_ID_DIGITS,
+    device_id_key, digit_string_value, grid_id_key, Cell, CellBox, CellIndex, Community,
+    CommunityIndex, Device, DeviceKind, District, GridRegistry, DEVICE_ID_DIGITS, GRID_ID_DIGITS,
 };
 
 /// Errors loading the registry from seed files.
@@ -37,9 +37,10 @@ pub enum GridLoadError {
     },
 }
 
-/// Whether `text` is exactly `digit_count` ASCII digits.
+/// Whether `text` is exactly `digit_count` ASCII digits (the check the grid and device id
+/// keys make).
 fn is_digit_string(text: &str, digit_count: usize) -> bool {
-    text.len() == digit_count && text.bytes().all(|byte| byte.is_ascii_digit())
+    digit_string_value(text, digit_count).is_some()
 }
 
 /// A row of `districts.csv`.

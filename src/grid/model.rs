@@ -224,7 +224,7 @@ pub(super) fn device_id_key(device_id: &str) -> Option<u128> {
 
 /// The value of a text of exactly `digit_count` ASCII digits (at most 38, so it fits), or
 /// `None` for any other text.
-fn digit_string_value(text: &str, digit_count: usize) -> Option<u128> {
+pub(super) fn digit_string_value(text: &str, digit_count: usize) -> Option<u128> {
     if text.len() != digit_count || digit_count > 38 {
         return None;
     }
