@@ -100,8 +100,12 @@ for line in open(timings, encoding="utf-8"):
     index, name, wall, kb, user_seconds, system_seconds = line.rstrip("\n").split("\t")
     seconds[int(index)].append(float(wall)); rss[int(index)].append(int(kb))
     cpu[int(index)].append(float(user_seconds) + float(system_seconds)); names[int(index)] = name
-median = {i: statistics.median(v) for i, v in seconds.items()}
-fastest = {i: min(v) for i, v in seconds.items()}
+# /usr/bin/time reports wall time in hundredths: a tiny --events run can take "0.00 s", so
+# every time divided by is at least that resolution (the ratios of such runs say little).
+RESOLUTION_SECONDS = 0.01
+shown_median = {i: statistics.median(v) for i, v in seconds.items()}
+median = {i: max(m, RESOLUTION_SECONDS) for i, m in shown_median.items()}
+fastest = {i: max(min(v), RESOLUTION_SECONDS) for i, v in seconds.items()}
 naive_of = {1: 0, 2: 0, 4: 3, 5: 3, 6: 3, 7: 3}
 # The fastest run beside the median: on a machine whose two CPUs sometimes slow each other
 # (README "Replay against a naive program"), the multi-threaded replay's runs are bimodal and
@@ -111,7 +115,7 @@ for i in sorted(names):
     ratio = f"**{median[naive_of[i]] / median[i]:.2f}×**" if i in naive_of else "—"
     fastest_ratio = f"{fastest[naive_of[i]] / fastest[i]:.2f}×" if i in naive_of else "—"
     runs = ", ".join(f"{s:.2f}" for s in seconds[i])
-    rows.append(f"| {names[i]} | {median[i]:.2f} ({runs}) | {statistics.median(cpu[i]):.2f} | {events / median[i] / 1e6:.2f} M | {max(rss[i]) / 1024:.0f} MB | {ratio} | {fastest_ratio} |")
+    rows.append(f"| {names[i]} | {shown_median[i]:.2f} ({runs}) | {statistics.median(cpu[i]):.2f} | {events / median[i] / 1e6:.2f} M | {max(rss[i]) / 1024:.0f} MB | {ratio} | {fastest_ratio} |")
 rows.append("")
 rows.append(f"protobuf ÷ JSONL speed, default rules: **{median[4] / median[6]:.2f}×**; windows only: **{median[5] / median[7]:.2f}×**")
 text = "\n".join(rows)
