@@ -1331,9 +1331,12 @@ async fn district_and_cluster_waves_split_over_partitions_are_alerted_once_as_on
         all_published.len() > published.len(),
         "the fourth day's wave was published: {all_published:#?}"
     );
-    // A few panes may reach the survivor's detector after its watermark passed them: right
-    // after the takeover its watermark can run ahead of the partitions it took over (seen on
+    // A few panes may reach the survivor's detector after its watermark passed them (seen on
     // a slow day of the 2-core machine: 1 to 3 of the two days' panes, in 3 of 6 runs). The
+    // likely cause, read from the code and not yet proven: once the stopped instance's status
+    // is stale, the survivor's watermark alone is the city's, and it covers only its own
+    // partitions until it has taken over and processed the others (counting a restored
+    // partition as active from its assignment did not stop it: the gap opens earlier). The
     // detector still counts them from its next evaluation on (module docs of
     // `rules::whole_city`), and the alerts topic equalling one engine's, asserted above, is
     // what proves they changed nothing. Many late panes would mean the grace is broken.
