@@ -63,6 +63,21 @@ pub struct ScanZones {
     zones: Vec<Vec<u32>>,
     /// What each zone is (parallel to `zones`).
     kinds: Vec<ZoneKind>,
+    /// How each zone is counted (parallel to `zones`): a neighbourhood of k communities is an
+    /// earlier zone (the same centre's k − 1 nearest, or the zone with the same set) plus one
+    /// community, so every replicate counts it with one addition per window instead of a sum
+    /// over its members. `None` for a zone counted member by member (a centre alone, a
+    /// district, the city).
+    extensions: Vec<Option<ZoneExtension>>,
+}
+
+/// A zone that is an earlier zone plus one community.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ZoneExtension {
+    /// Index of the earlier zone (always below the zone's own index).
+    smaller_zone: usize,
+    /// The community it adds (not a member of the smaller zone).
+    added_community: u32,
 }
 
 /// What a zone stands for: the scope of the alert it raises.
@@ -88,7 +103,11 @@ impl ScanZones {
         max_radius_meters: f64,
     ) -> ScanZones {
         let mut zones: Vec<Vec<u32>> = Vec::new();
-        let mut seen: std::collections::HashSet<Vec<u32>> = std::collections::HashSet::new();
+        let mut extensions: Vec<Option<ZoneExtension>> = Vec::new();
+        // Each zone's members, sorted, to its index: the same set reached from two centres is
+        // one zone.
+        let mut index_of_set: std::collections::HashMap<Vec<u32>, usize> =
+            std::collections::HashMap::new();
         for (centre, centre_point) in centroids.iter().enumerate() {
             let mut by_distance: Vec<(f64, usize)> = centroids
                 .iter()
@@ -103,20 +122,33 @@ impl ScanZones {
                 by_distance.insert(0, centre_entry);
             }
             let mut members: Vec<u32> = Vec::new();
+            // The zone of `members` before the latest community was added.
+            let mut smaller_zone: Option<usize> = None;
             for (distance, position) in by_distance.into_iter().take(max_communities.max(1)) {
                 if !members.is_empty() && distance > max_radius_meters {
                     break;
                 }
-                members.push(position as u32);
+                let added_community = position as u32;
+                members.push(added_community);
                 let mut key = members.clone();
                 key.sort_unstable();
-                if seen.insert(key) {
+                let zone = *index_of_set.entry(key).or_insert_with(|| {
                     zones.push(members.clone());
-                }
+                    extensions.push(smaller_zone.map(|smaller_zone| ZoneExtension {
+                        smaller_zone,
+                        added_community,
+                    }));
+                    zones.len() - 1
+                });
+                smaller_zone = Some(zone);
             }
         }
         let kinds = vec![ZoneKind::Neighbourhood; zones.len()];
-        ScanZones { zones, kinds }
+        ScanZones {
+            zones,
+            kinds,
+            extensions,
+        }
     }
 
     /// Adds a zone of `members` standing for `kind` (a district or the city), unless a zone
@@ -135,6 +167,38 @@ impl ScanZones {
         if !exists {
             self.zones.push(members);
             self.kinds.push(kind);
+            self.extensions.push(None);
+        }
+    }
+
+    /// Every zone's count over one window, by zone, from each community's counts over every
+    /// window (`[community * windows + window]`), into `zone_counts` (reused by every
+    /// replicate). An extended zone adds its one community to the smaller zone's count,
+    /// computed before it; any other zone sums its members. Integer sums, so the order of
+    /// addition does not matter: the counts are those of summing each zone's members.
+    fn count_zones_over(
+        &self,
+        community_counts: &[u64],
+        windows: usize,
+        window: usize,
+        zone_counts: &mut Vec<u64>,
+    ) {
+        zone_counts.clear();
+        for (members, extension) in self.zones.iter().zip(&self.extensions) {
+            let count = match extension {
+                Some(extension) => {
+                    zone_counts
+                        .get(extension.smaller_zone)
+                        .copied()
+                        .unwrap_or(0)
+                        + community_counts
+                            .get(extension.added_community as usize * windows + window)
+                            .copied()
+                            .unwrap_or(0)
+                }
+                None => members_count(members, community_counts, windows, window),
+            };
+            zone_counts.push(count);
         }
     }
 
@@ -150,6 +214,19 @@ impl ScanZones {
             .copied()
             .unwrap_or(ZoneKind::Neighbourhood)
     }
+}
+
+/// The count of `members` together over `window`, from each community's counts over every
+/// window (`[community * windows + window]`).
+fn members_count(members: &[u32], community_counts: &[u64], windows: usize, window: usize) -> u64 {
+    members
+        .iter()
+        .filter_map(|member| {
+            community_counts
+                .get(*member as usize * windows + window)
+                .copied()
+        })
+        .sum()
 }
 
 /// Great-circle distance between two WGS-84 (longitude, latitude) points, in metres.
@@ -326,10 +403,7 @@ fn scored_cylinders(
     let mut cylinders = Vec::new();
     for (zone, members) in zones.zones.iter().enumerate() {
         for window in 0..counts.windows {
-            let observed: u64 = members
-                .iter()
-                .map(|member| counts.observed_of(*member, window))
-                .sum();
+            let observed = members_count(members, &counts.observed, counts.windows, window);
             if observed < min_count.max(1) {
                 continue;
             }
@@ -442,7 +516,7 @@ fn null_maxima(
     // snapshot's learned counts) is drawn per community instead, so that a replicate never
     // costs more than O(communities) draws whatever the expectation.
     let mut segment_totals = Vec::with_capacity(windows);
-    let mut segment_cumulative: Vec<Vec<f64>> = Vec::with_capacity(windows);
+    let mut segment_pickers: Vec<CommunityPicker> = Vec::with_capacity(windows);
     let mut segment_per_community: Vec<Vec<Option<Poisson<f64>>>> = Vec::with_capacity(windows);
     for window in 0..windows {
         let mut cumulative = Vec::with_capacity(communities);
@@ -460,7 +534,7 @@ fn null_maxima(
             per_community.push(Poisson::new(segment_expected).ok());
         }
         segment_totals.push(total);
-        segment_cumulative.push(cumulative);
+        segment_pickers.push(CommunityPicker::new(cumulative));
         segment_per_community.push(per_community);
     }
     let segment_poisson: Vec<Option<Poisson<f64>>> = segment_totals
@@ -469,6 +543,7 @@ fn null_maxima(
         .collect();
 
     let mut replicate_counts = vec![0u64; communities * windows];
+    let mut longest_window_counts = Vec::with_capacity(zones.zones.len());
     let mut maxima = Vec::with_capacity(replications);
     let mut exceedances = 0usize;
     for _ in 0..replications {
@@ -490,9 +565,9 @@ fn null_maxima(
                 }
                 continue;
             }
-            let (Some(Some(poisson)), Some(cumulative), Some(total)) = (
+            let (Some(Some(poisson)), Some(picker), Some(total)) = (
                 segment_poisson.get(window),
-                segment_cumulative.get(window),
+                segment_pickers.get(window),
                 segment_totals.get(window).copied(),
             ) else {
                 continue;
@@ -500,8 +575,8 @@ fn null_maxima(
             let events = poisson.sample(rng) as u64;
             for _ in 0..events {
                 let pick = rng.random_range(0.0..total);
-                let community = cumulative
-                    .partition_point(|running| *running <= pick)
+                let community = picker
+                    .partition_point(pick)
                     .min(communities.saturating_sub(1));
                 // The event is in this segment's window and every longer one.
                 let row = community * windows;
@@ -511,20 +586,26 @@ fn null_maxima(
             }
         }
         let mut maximum = 0.0f64;
-        for (zone, members) in zones.zones.iter().enumerate() {
+        let longest_window = windows.saturating_sub(1);
+        zones.count_zones_over(
+            &replicate_counts,
+            windows,
+            longest_window,
+            &mut longest_window_counts,
+        );
+        for ((zone, members), longest_count) in
+            zones.zones.iter().enumerate().zip(&longest_window_counts)
+        {
             // Longest window first: windows nest, so a zone's count only shrinks towards the
             // shortest, and once it is below `min_count` no shorter window can score. Most
-            // zones of a quiet replicate end at their longest window (the maximum taken is the
-            // same in any order).
+            // zones of a quiet replicate end at their longest window, whose counts the
+            // extensions gave (the maximum taken is the same in any order).
             for window in (0..windows).rev() {
-                let observed: u64 = members
-                    .iter()
-                    .filter_map(|member| {
-                        replicate_counts
-                            .get(*member as usize * windows + window)
-                            .copied()
-                    })
-                    .sum();
+                let observed = if window == longest_window {
+                    *longest_count
+                } else {
+                    members_count(members, &replicate_counts, windows, window)
+                };
                 if observed < min_count.max(1) {
                     break;
                 }
@@ -549,6 +630,90 @@ fn null_maxima(
     }
 }
 
+/// Where a uniform draw in `[0, total)` falls among communities laid end to end by their
+/// expectation: the number of running totals at or below it, as `partition_point` on the
+/// running totals gives, found in a few steps instead of a binary search over them all (each
+/// replicate of a wave draws every expected event this way). The draw's bucket of the total
+/// narrows the search to the few totals inside that bucket, and a walk to the boundary makes
+/// it exact whatever the rounding, so the replicates draw the same maps as the binary search
+/// over all totals did.
+struct CommunityPicker {
+    /// Running totals of the communities' expectations (non-decreasing).
+    cumulative: Vec<f64>,
+    /// Per bucket (an equal part of the total), the partition point of its lower edge.
+    first_candidate_by_bucket: Vec<usize>,
+    /// Buckets per unit of expectation.
+    buckets_per_unit: f64,
+}
+
+/// Buckets per community: enough that a draw's bucket holds about one boundary.
+const PICKER_BUCKETS_PER_COMMUNITY: usize = 4;
+
+impl CommunityPicker {
+    fn new(cumulative: Vec<f64>) -> CommunityPicker {
+        let total = cumulative.last().copied().unwrap_or(0.0);
+        let buckets = (cumulative.len() * PICKER_BUCKETS_PER_COMMUNITY).max(1);
+        let buckets_per_unit = if total > 0.0 && total.is_finite() {
+            buckets as f64 / total
+        } else {
+            0.0
+        };
+        let first_candidate_by_bucket = (0..buckets)
+            .map(|bucket| {
+                let lower_edge = bucket as f64 / buckets_per_unit.max(f64::MIN_POSITIVE);
+                cumulative.partition_point(|running| *running <= lower_edge)
+            })
+            .collect();
+        CommunityPicker {
+            cumulative,
+            first_candidate_by_bucket,
+            buckets_per_unit,
+        }
+    }
+
+    /// The number of running totals at or below `pick`.
+    fn partition_point(&self, pick: f64) -> usize {
+        // `as` saturates: a negative or NaN product is bucket 0, a large one the last.
+        let bucket = ((pick * self.buckets_per_unit) as usize)
+            .min(self.first_candidate_by_bucket.len().saturating_sub(1));
+        // Without rounding, the answer lies between the partition points of the bucket's two
+        // edges: a binary search over the few running totals between them, then a walk that
+        // corrects for a draw rounded into a neighbouring bucket.
+        let lowest = self
+            .first_candidate_by_bucket
+            .get(bucket)
+            .copied()
+            .unwrap_or(0)
+            .min(self.cumulative.len());
+        let highest = self
+            .first_candidate_by_bucket
+            .get(bucket + 1)
+            .copied()
+            .unwrap_or(self.cumulative.len())
+            .clamp(lowest, self.cumulative.len());
+        let mut index = lowest
+            + self.cumulative.get(lowest..highest).map_or(0, |between| {
+                between.partition_point(|running| *running <= pick)
+            });
+        while index > 0
+            && self
+                .cumulative
+                .get(index - 1)
+                .is_some_and(|running| *running > pick)
+        {
+            index -= 1;
+        }
+        while self
+            .cumulative
+            .get(index)
+            .is_some_and(|running| *running <= pick)
+        {
+            index += 1;
+        }
+        index
+    }
+}
+
 /// Replicate maxima that may reach the observed maximum while its p-value can still be at or
 /// below `alpha` with `replications` replicates: `⌊alpha · (1 + replications)⌋ − 1`, or
 /// `None` when even none would give a p-value above `alpha` (too few replications).
@@ -565,6 +730,80 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
+
+    proptest::proptest! {
+        /// Counting a zone as a smaller zone plus one community gives what summing its
+        /// members gives, for every zone and window, on maps where centres share neighbours
+        /// (so that many zones are reached from two centres and extend another centre's zone).
+        #[test]
+        fn zones_counted_by_extension_count_what_their_members_sum_to(
+            centroids in proptest::collection::vec((0.0_f64..0.05, 0.0_f64..0.05), 1..40),
+            max_communities in 1_usize..7,
+            max_radius_meters in 500.0_f64..6_000.0,
+            windows in 1_usize..4,
+            seed in proptest::num::u64::ANY,
+        ) {
+            let mut zones = ScanZones::from_centroids(&centroids, max_communities, max_radius_meters);
+            zones.push_zone((0..centroids.len() as u32).collect(), ZoneKind::City);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let community_counts: Vec<u64> = (0..centroids.len() * windows)
+                .map(|_| rng.random_range(0..50))
+                .collect();
+            for window in 0..windows {
+                let mut zone_counts = Vec::new();
+                zones.count_zones_over(&community_counts, windows, window, &mut zone_counts);
+                let summed: Vec<u64> = zones
+                    .zones()
+                    .iter()
+                    .map(|members| {
+                        members
+                            .iter()
+                            .map(|member| community_counts[*member as usize * windows + window])
+                            .sum::<u64>()
+                    })
+                    .collect();
+                proptest::prop_assert_eq!(zone_counts, summed);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The picker answers what a binary search over the running totals answers, for draws
+        /// anywhere in (and beyond) the total, on expectations with zeros, ties and one
+        /// community holding almost everything.
+        #[test]
+        fn the_community_picker_agrees_with_a_binary_search(
+            expectations in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just(0.0_f64),
+                    0.0_f64..2.0,
+                    proptest::strategy::Just(1e6_f64),
+                ],
+                0..200,
+            ),
+            picks in proptest::collection::vec(-1.0_f64..1.1, 1..64),
+        ) {
+            let mut total = 0.0;
+            let cumulative: Vec<f64> = expectations
+                .iter()
+                .map(|expected| {
+                    total += expected;
+                    total
+                })
+                .collect();
+            let picker = CommunityPicker::new(cumulative.clone());
+            let mut edges: Vec<f64> = cumulative.clone();
+            edges.extend(picks.iter().map(|share| share * total));
+            for pick in edges {
+                proptest::prop_assert_eq!(
+                    picker.partition_point(pick),
+                    cumulative.partition_point(|running| *running <= pick),
+                    "pick {}",
+                    pick
+                );
+            }
+        }
+    }
 
     /// Three communities on a line, 1 km apart (at the equator, 1 km ≈ 0.008993°).
     fn three_in_a_line() -> Vec<(f64, f64)> {
@@ -593,6 +832,20 @@ mod tests {
         assert_eq!(singles.zones().len(), 3);
         // Centres come first.
         assert!(zones.zones().iter().any(|members| members == &vec![2, 1]));
+        // Every zone of two extends its centre's zone of one, which a replicate counts first.
+        for (members, extension) in zones.zones().iter().zip(&zones.extensions) {
+            let expected = match members.as_slice() {
+                [centre, added] => Some((vec![*centre], *added)),
+                _ => None,
+            };
+            let found = extension.map(|extension| {
+                (
+                    zones.zones()[extension.smaller_zone].clone(),
+                    extension.added_community,
+                )
+            });
+            assert_eq!(found, expected, "{members:?}");
+        }
     }
 
     #[test]
