@@ -191,10 +191,12 @@ impl ScanZones {
                         .get(extension.smaller_zone)
                         .copied()
                         .unwrap_or(0)
-                        + community_counts
-                            .get(extension.added_community as usize * windows + window)
-                            .copied()
-                            .unwrap_or(0)
+                        + community_count(
+                            community_counts,
+                            windows,
+                            extension.added_community,
+                            window,
+                        )
                 }
                 None => members_count(members, community_counts, windows, window),
             };
@@ -221,12 +223,17 @@ impl ScanZones {
 fn members_count(members: &[u32], community_counts: &[u64], windows: usize, window: usize) -> u64 {
     members
         .iter()
-        .filter_map(|member| {
-            community_counts
-                .get(*member as usize * windows + window)
-                .copied()
-        })
+        .map(|member| community_count(community_counts, windows, *member, window))
         .sum()
+}
+
+/// One community's count over `window`, from each community's counts over every window
+/// (`[community * windows + window]`); 0 outside them.
+fn community_count(community_counts: &[u64], windows: usize, community: u32, window: usize) -> u64 {
+    community_counts
+        .get(community as usize * windows + window)
+        .copied()
+        .unwrap_or(0)
 }
 
 /// Great-circle distance between two WGS-84 (longitude, latitude) points, in metres.
@@ -282,10 +289,7 @@ impl ScanCounts {
     }
 
     fn observed_of(&self, community: u32, window: usize) -> u64 {
-        self.observed
-            .get(community as usize * self.windows + window)
-            .copied()
-            .unwrap_or(0)
+        community_count(&self.observed, self.windows, community, window)
     }
 
     fn expected_of(&self, community: u32, window: usize) -> f64 {
@@ -544,6 +548,7 @@ fn null_maxima(
 
     let mut replicate_counts = vec![0u64; communities * windows];
     let mut longest_window_counts = Vec::with_capacity(zones.zones.len());
+    let longest_window = windows.saturating_sub(1);
     let mut maxima = Vec::with_capacity(replications);
     let mut exceedances = 0usize;
     for _ in 0..replications {
@@ -586,7 +591,6 @@ fn null_maxima(
             }
         }
         let mut maximum = 0.0f64;
-        let longest_window = windows.saturating_sub(1);
         zones.count_zones_over(
             &replicate_counts,
             windows,
