@@ -321,7 +321,7 @@ const LONGEST_PERSONAL_DIGIT_RUN: usize = 18;
 /// ([`no_shape_can_start`]; weaker than the rule for a text of digits alone, which also knows
 /// that the match must be the whole run). A property test holds this to the scan.
 fn cannot_hold_a_personal_number(bytes: &[u8]) -> bool {
-    let digit_count = bytes.iter().filter(|byte| byte.is_ascii_digit()).count();
+    let digit_count = ascii_digit_count(bytes);
     if digit_count < FEWEST_PERSONAL_NUMBER_DIGITS {
         return true;
     }
@@ -331,6 +331,45 @@ fn cannot_hold_a_personal_number(bytes: &[u8]) -> bool {
     let first_digit_starts_no_shape = !matches!(bytes.first(), Some(b'0' | b'1' | b'8'));
     bytes.len() > LONGEST_PERSONAL_DIGIT_RUN
         || (bytes.len() != LONGEST_PERSONAL_DIGIT_RUN && first_digit_starts_no_shape)
+}
+
+/// The ASCII digits in `bytes`, counted eight bytes at a time: counted one byte at a time
+/// (`filter(is_ascii_digit).count()`), this was two thirds of the checks' pseudonymization on
+/// a replay, run on five ids per event. A byte with its top bit clear is a digit when adding
+/// `0x50` sets its top bit (it is at least `0`) and adding `0x46` does not (it is at most
+/// `9`); neither addition can carry into the next byte. A property test holds this to the
+/// byte-at-a-time count.
+fn ascii_digit_count(bytes: &[u8]) -> usize {
+    let mut words = bytes.chunks_exact(8);
+    let mut count = 0;
+    for word in &mut words {
+        if let Ok(word) = <[u8; 8]>::try_from(word) {
+            count += ascii_digits_in_word(word);
+        }
+    }
+    // The last bytes, padded with zeros (not digits) to a word.
+    let remainder = words.remainder();
+    let mut last_word = [0u8; 8];
+    if let Some(start) = last_word.get_mut(..remainder.len()) {
+        start.copy_from_slice(remainder);
+    }
+    count + ascii_digits_in_word(last_word)
+}
+
+/// The ASCII digits among eight bytes (see [`ascii_digit_count`]).
+fn ascii_digits_in_word(bytes: [u8; 8]) -> usize {
+    const LOW_SEVEN_BITS: u64 = u64::from_ne_bytes([0x7f; 8]);
+    const TOP_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const TO_TOP_BIT_FROM_ZERO: u64 = u64::from_ne_bytes([0x80 - b'0'; 8]);
+    const TO_TOP_BIT_PAST_NINE: u64 = u64::from_ne_bytes([0x80 - b'9' - 1; 8]);
+    const ONE_PER_BYTE: u64 = u64::from_ne_bytes([1; 8]);
+    let word = u64::from_ne_bytes(bytes);
+    let low_bits = word & LOW_SEVEN_BITS;
+    let at_least_zero = low_bits.wrapping_add(TO_TOP_BIT_FROM_ZERO);
+    let past_nine = low_bits.wrapping_add(TO_TOP_BIT_PAST_NINE);
+    let digit_flags = (at_least_zero & !past_nine & !word & TOP_BITS) >> 7;
+    // Each byte is 0 or 1: the product's top byte is their sum (at most 8, no carry out).
+    (digit_flags.wrapping_mul(ONE_PER_BYTE) >> 56) as usize
 }
 
 /// Whether no shape of [`PII_VALUE_PATTERN`] can start anywhere in `bytes` (a text that is not
@@ -429,6 +468,19 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+        #[test]
+        fn digits_counted_by_the_word_are_the_digits_counted_by_the_byte(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            digits in "[0-9a-z/:\\x80-\\xff]{0,40}",
+        ) {
+            for text in [bytes.as_slice(), digits.as_bytes()] {
+                proptest::prop_assert_eq!(
+                    ascii_digit_count(text),
+                    text.iter().filter(|byte| byte.is_ascii_digit()).count()
+                );
+            }
+        }
+
         #[test]
         fn texts_the_shortcut_passes_hold_no_number_for_the_scan_either(
             text in proptest::prop_oneof![
