@@ -78,11 +78,15 @@ pub(super) fn decode_common_shape_into(line: &[u8], event: &mut IncidentEvent) -
     let Ok(text) = std::str::from_utf8(line) else {
         return false;
     };
-    let scanned = scan_flat_line(text);
-    let Some(shape) = scanned.or_else(|| serde_json::from_str::<CommonShapeEvent<'_>>(text).ok())
-    else {
-        return false;
-    };
+    // Filled in place: the event is large enough that moving it out of a return value twice
+    // cost as much as a field.
+    let mut shape = CommonShapeEvent::default();
+    if scan_flat_line_into(text, &mut shape).is_none() {
+        let Ok(parsed) = serde_json::from_str::<CommonShapeEvent<'_>>(text) else {
+            return false;
+        };
+        shape = parsed;
+    }
     let event_type = match shape.event_type {
         None => EventType::Unspecified,
         Some(name) => match EventType::from_str_name(name) {
@@ -132,9 +136,8 @@ pub(super) fn decode_common_shape_into(line: &[u8], event: &mut IncidentEvent) -
 /// property test holds it to that. Worth it because serde_json's generic walk (a visitor per
 /// field, a key matched by string comparisons, an escape scan per string) was three quarters
 /// of decoding a line, and decoding a third of a replay's instructions.
-fn scan_flat_line(text: &str) -> Option<CommonShapeEvent<'_>> {
+fn scan_flat_line_into<'line>(text: &'line str, shape: &mut CommonShapeEvent<'line>) -> Option<()> {
     let mut scanner = FlatScanner { text, position: 0 };
-    let mut shape = CommonShapeEvent::default();
     let mut seen_fields: u16 = 0;
     scanner.skip_whitespace();
     scanner.expect(b'{')?;
@@ -182,10 +185,10 @@ fn scan_flat_line(text: &str) -> Option<CommonShapeEvent<'_>> {
         }
     }
     scanner.skip_whitespace();
-    scanner.is_at_end().then_some(shape)
+    scanner.is_at_end().then_some(())
 }
 
-/// The members [`scan_flat_line`] reads; its bit marks a member as seen (a repeated member,
+/// The members [`scan_flat_line_into`] reads; its bit marks a member as seen (a repeated member,
 /// in either spelling, is an error to serde_json).
 #[derive(Clone, Copy)]
 enum CommonShapeField {
@@ -221,7 +224,7 @@ impl CommonShapeField {
     }
 }
 
-/// A position in a line for [`scan_flat_line`]; every method answers `None` (or `false`) at
+/// A position in a line for [`scan_flat_line_into`]; every method answers `None` (or `false`) at
 /// anything it does not expect, without moving past it.
 struct FlatScanner<'line> {
     text: &'line str,
@@ -455,6 +458,12 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What [`scan_flat_line_into`] reads from `line`, if it reads it.
+    fn scan_flat_line(line: &str) -> Option<CommonShapeEvent<'_>> {
+        let mut shape = CommonShapeEvent::default();
+        scan_flat_line_into(line, &mut shape).map(|()| shape)
+    }
 
     fn by_pbjson(line: &str) -> Result<IncidentEvent, String> {
         serde_json::from_str::<IncidentEvent>(line).map_err(|error| error.to_string())
