@@ -243,19 +243,22 @@ impl<'line> FlatScanner<'line> {
         self.position >= self.text.len()
     }
 
-    /// JSON's whitespace, the four bytes serde_json skips between tokens.
+    /// The byte at the position, if any.
+    fn next_byte(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.position).copied()
+    }
+
+    /// JSON's whitespace, the four bytes serde_json skips between tokens (a producer's lines
+    /// mostly have none: one look at the next byte).
     fn skip_whitespace(&mut self) {
-        let blanks = self
-            .rest()
-            .iter()
-            .take_while(|byte| matches!(byte, b' ' | b'\n' | b'\r' | b'\t'))
-            .count();
-        self.position += blanks;
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.next_byte() {
+            self.position += 1;
+        }
     }
 
     /// Moves past `byte` when it is next.
     fn take(&mut self, byte: u8) -> bool {
-        let next_is_byte = self.rest().first() == Some(&byte);
+        let next_is_byte = self.next_byte() == Some(byte);
         if next_is_byte {
             self.position += 1;
         }
