@@ -144,11 +144,10 @@ fn scan_flat_line_into<'line>(text: &'line str, shape: &mut CommonShapeEvent<'li
     scanner.skip_whitespace();
     if !scanner.take(b'}') {
         loop {
-            let key = scanner.plain_string()?;
+            let field = scanner.member_key()?;
             scanner.skip_whitespace();
             scanner.expect(b':')?;
             scanner.skip_whitespace();
-            let field = CommonShapeField::named(key)?;
             let field_bit = 1 << field as u16;
             if seen_fields & field_bit != 0 {
                 return None;
@@ -205,22 +204,44 @@ enum CommonShapeField {
 }
 
 impl CommonShapeField {
-    /// The field a key names, in either spelling; `None` for the coordinates, the attributes
-    /// (read by serde_json: its float parsing and its map are the reference) and unknown keys.
-    fn named(key: &str) -> Option<CommonShapeField> {
-        Some(match key {
-            "eventId" | "event_id" => CommonShapeField::EventId,
-            "source" => CommonShapeField::Source,
-            "deviceId" | "device_id" => CommonShapeField::DeviceId,
-            "communityId" | "community_id" => CommonShapeField::CommunityId,
-            "gridId" | "grid_id" => CommonShapeField::GridId,
-            "eventType" | "event_type" => CommonShapeField::EventType,
-            "severity" => CommonShapeField::Severity,
-            "occurredAt" | "occurred_at" => CommonShapeField::OccurredAt,
-            "receivedAt" | "received_at" => CommonShapeField::ReceivedAt,
-            "crs" => CommonShapeField::Crs,
-            _ => return None,
-        })
+    /// The spellings of the keys that start with `first_letter`, each with its quotes, and the
+    /// field it names. Coordinates and attributes are not here: serde_json reads those lines
+    /// (its float parsing and its map are the reference), as it reads unknown keys.
+    fn spellings_starting_with(first_letter: u8) -> &'static [(&'static [u8], CommonShapeField)] {
+        match first_letter {
+            b'e' => &[
+                (b"\"eventId\"", CommonShapeField::EventId),
+                (b"\"event_id\"", CommonShapeField::EventId),
+                (b"\"eventType\"", CommonShapeField::EventType),
+                (b"\"event_type\"", CommonShapeField::EventType),
+            ],
+            b's' => &[
+                (b"\"source\"", CommonShapeField::Source),
+                (b"\"severity\"", CommonShapeField::Severity),
+            ],
+            b'd' => &[
+                (b"\"deviceId\"", CommonShapeField::DeviceId),
+                (b"\"device_id\"", CommonShapeField::DeviceId),
+            ],
+            b'c' => &[
+                (b"\"communityId\"", CommonShapeField::CommunityId),
+                (b"\"community_id\"", CommonShapeField::CommunityId),
+                (b"\"crs\"", CommonShapeField::Crs),
+            ],
+            b'g' => &[
+                (b"\"gridId\"", CommonShapeField::GridId),
+                (b"\"grid_id\"", CommonShapeField::GridId),
+            ],
+            b'o' => &[
+                (b"\"occurredAt\"", CommonShapeField::OccurredAt),
+                (b"\"occurred_at\"", CommonShapeField::OccurredAt),
+            ],
+            b'r' => &[
+                (b"\"receivedAt\"", CommonShapeField::ReceivedAt),
+                (b"\"received_at\"", CommonShapeField::ReceivedAt),
+            ],
+            _ => &[],
+        }
     }
 }
 
@@ -267,6 +288,18 @@ impl<'line> FlatScanner<'line> {
 
     fn expect(&mut self, byte: u8) -> Option<()> {
         self.take(byte).then_some(())
+    }
+
+    /// The field whose key, quotes included, is next: matched in place rather than read as a
+    /// string and then compared (reading the keys was half of the scanner's strings). A key
+    /// with an escape matches no spelling and goes to serde_json.
+    fn member_key(&mut self) -> Option<CommonShapeField> {
+        let rest = self.rest();
+        let (spelling, field) = CommonShapeField::spellings_starting_with(*rest.get(1)?)
+            .iter()
+            .find(|(spelling, _)| rest.starts_with(spelling))?;
+        self.position += spelling.len();
+        Some(*field)
     }
 
     /// A string with no escape and no control character (both left to serde_json), borrowed.
