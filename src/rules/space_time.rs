@@ -265,8 +265,9 @@ fn score_may_exceed(observed: f64, expected: f64, maximum: f64) -> bool {
     }
     let expected_root = expected.sqrt();
     let bound = (observed - expected) * (observed.sqrt() - expected_root) / expected_root;
-    // A NaN bound compares false: the ratio is computed, as it was without the bound.
-    !(bound + 1e-9 * (bound + observed) < maximum)
+    let bound_with_margin = bound + 1e-9 * (bound + observed);
+    // A NaN bound is not below the maximum: the ratio is computed, as it was without the bound.
+    bound_with_margin.partial_cmp(&maximum) != Some(std::cmp::Ordering::Less)
 }
 
 /// Observed and expected counts of every community over every window of one evaluation
