@@ -696,6 +696,13 @@ impl ExpectationCache {
     }
 }
 
+/// An expectation memo checked against one view's learned state ([`BaselineView::checked_memo`]).
+pub(crate) struct CheckedMemo<'memo, 'view> {
+    memo: &'memo mut ExpectationCache,
+    /// The learned state it was checked against, borrowed as long as the view borrows it.
+    state: std::marker::PhantomData<&'view BaselineState>,
+}
+
 /// Everything an expectation needs, borrowed for one evaluation.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BaselineView<'a> {
@@ -709,7 +716,7 @@ pub(crate) struct BaselineView<'a> {
     pub(crate) registry: &'a GridRegistry,
 }
 
-impl BaselineView<'_> {
+impl<'view> BaselineView<'view> {
     /// Expected events per hour of `event_type` in the cells of `cells` (all of them in one
     /// community, `community`), summed, during epoch hour `hour`.
     fn hourly_rate_of_cells(
@@ -807,6 +814,61 @@ impl BaselineView<'_> {
         if let Some(cache) = cache.as_deref_mut() {
             cache.validate(self.state, self.settings);
         }
+        self.expected_count_from_valid_memo(
+            cache,
+            scope,
+            unit_key,
+            event_type,
+            from_millis,
+            to_millis,
+        )
+    }
+
+    /// `memo` checked against this view's learned state and settings, for a run of
+    /// [`BaselineView::expected_count_checked`] calls: the check walks every learned type, and
+    /// once per call it was a third of a spike rule's expectations. The view borrows the state,
+    /// so it cannot change while the checked memo (which carries the view's lifetime) is used.
+    pub(crate) fn checked_memo<'memo>(
+        &self,
+        memo: &'memo mut ExpectationCache,
+    ) -> CheckedMemo<'memo, 'view> {
+        memo.validate(self.state, self.settings);
+        CheckedMemo {
+            memo,
+            state: std::marker::PhantomData,
+        }
+    }
+
+    /// [`BaselineView::expected_count`] with a memo already checked against this view.
+    pub(crate) fn expected_count_checked(
+        &self,
+        memo: &mut CheckedMemo<'_, 'view>,
+        scope: AlertScope,
+        unit_key: u32,
+        event_type: EventType,
+        from_millis: i64,
+        to_millis: i64,
+    ) -> f64 {
+        self.expected_count_from_valid_memo(
+            Some(&mut *memo.memo),
+            scope,
+            unit_key,
+            event_type,
+            from_millis,
+            to_millis,
+        )
+    }
+
+    /// [`BaselineView::expected_count`] once `cache`, if any, is valid for this view.
+    fn expected_count_from_valid_memo(
+        &self,
+        mut cache: Option<&mut ExpectationCache>,
+        scope: AlertScope,
+        unit_key: u32,
+        event_type: EventType,
+        from_millis: i64,
+        to_millis: i64,
+    ) -> f64 {
         let (community, single_cell);
         let cells: &[CellIndex] = match scope {
             AlertScope::Cell => {

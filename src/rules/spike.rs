@@ -400,6 +400,7 @@ fn evaluate_rule(
 ) {
     let window_start = aligned_millis.saturating_sub(rule.window_millis);
     let mut tests: Vec<SeriesTest> = Vec::new();
+    let mut expectations = baseline.checked_memo(expectations);
     for (key, series) in series_by_key.iter_mut() {
         drop_expired_panes(
             &mut series.pane_counts,
@@ -418,8 +419,8 @@ fn evaluate_rule(
             continue;
         };
         let expected = baseline
-            .expected_count(
-                Some(expectations),
+            .expected_count_checked(
+                &mut expectations,
                 rule.unit,
                 key.0,
                 event_type,
