@@ -131,13 +131,25 @@ impl Deduplicator {
     pub fn remember(&mut self, event_id: EventIdHash, occurred_at_millis: i64) {
         let hash = event_id.0;
         let bucket = occurred_at_millis.div_euclid(BUCKET_WIDTH_MILLIS);
-        if let Some(current_bucket) = self.bucket_by_hash.get_mut(&hash) {
-            if *current_bucket >= bucket {
+        // One probe of the index whether the id is new or not.
+        match self.bucket_by_hash.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(mut current) => {
+                if *current.get() >= bucket {
+                    return;
+                }
+                current.insert(bucket);
+            }
+            std::collections::hash_map::Entry::Vacant(new) => {
+                new.insert(bucket);
+            }
+        }
+        // Events arrive roughly in time order: most go to the latest bucket, reached without a
+        // search.
+        if let Some(mut latest) = self.buckets.last_entry() {
+            if *latest.key() == bucket {
+                latest.get_mut().push(hash);
                 return;
             }
-            *current_bucket = bucket;
-        } else {
-            self.bucket_by_hash.insert(hash, bucket);
         }
         self.buckets.entry(bucket).or_default().push(hash);
     }
