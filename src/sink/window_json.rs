@@ -125,19 +125,21 @@ impl WindowJsonWriter {
 /// `\\`. (Grid, community and district ids are digits.) Eight bytes at a time: byte by byte,
 /// this check of three ids was an eighth of the writing thread.
 fn is_plain_json_text(text: &str) -> bool {
-    let mut words = text.as_bytes().chunks_exact(8);
-    for word in &mut words {
-        let Ok(word) = <[u8; 8]>::try_from(word) else {
-            return false;
-        };
-        if word_needs_escaping(u64::from_ne_bytes(word)) {
-            return false;
-        }
+    let bytes = text.as_bytes();
+    let word_needs_escaping_at = |start: usize| {
+        bytes
+            .get(start..start + 8)
+            .and_then(|word| <[u8; 8]>::try_from(word).ok())
+            .is_none_or(|word| word_needs_escaping(u64::from_ne_bytes(word)))
+    };
+    if bytes.len() < 8 {
+        return bytes
+            .iter()
+            .all(|byte| (0x20..0x7f).contains(byte) && *byte != b'"' && *byte != b'\\');
     }
-    words
-        .remainder()
-        .iter()
-        .all(|byte| (0x20..0x7f).contains(byte) && *byte != b'"' && *byte != b'\\')
+    // Whole words, then the eight bytes ending the text (looking at some bytes twice).
+    let whole_words_plain = (0..bytes.len() / 8).all(|word| !word_needs_escaping_at(word * 8));
+    whole_words_plain && !word_needs_escaping_at(bytes.len() - 8)
 }
 
 /// Whether any of eight bytes is a control character, `"`, `\\`, DEL or not ASCII. A byte is
@@ -305,6 +307,24 @@ mod tests {
                     word_needs_escaping(u64::from_ne_bytes(mixed)),
                     mixed.iter().any(byte_needs_escaping)
                 );
+            }
+        }
+    }
+
+    /// One byte that needs escaping at any position of a text of any length up to 24 is
+    /// found, in whole words and in the last, overlapping one.
+    #[test]
+    fn a_byte_that_needs_escaping_is_found_at_any_position() {
+        for length in 0..=24 {
+            let plain = "4".repeat(length);
+            assert!(is_plain_json_text(&plain), "{plain:?}");
+            for position in 0..length {
+                for special in ['"', '\\', '\n', '\u{7f}', '\u{e9}'] {
+                    let mut text: Vec<char> = plain.chars().collect();
+                    text[position] = special;
+                    let text: String = text.into_iter().collect();
+                    assert!(!is_plain_json_text(&text), "{text:?}");
+                }
             }
         }
     }
