@@ -711,19 +711,22 @@ fn solve_linear_system(matrix: &mut [f64], mut right_hand_side: Vec<f64>) -> Opt
             }
             right_hand_side.swap(column, pivot_row);
         }
-        for row in (column + 1)..size {
-            let factor = matrix.get(row * size + column).copied()? / pivot;
+        // The pivot row's tail and the rows below it, as slices: the update is a loop over two
+        // slices (no index arithmetic or bounds check per element), the same operations in the
+        // same order as element by element, so the same values.
+        let (through_pivot_row, below_pivot_row) = matrix.split_at_mut((column + 1) * size);
+        let pivot_tail = through_pivot_row.get(column * size + column..)?;
+        let above_rhs = right_hand_side.get(column).copied()?;
+        for (row_offset, row_values) in below_pivot_row.chunks_exact_mut(size).enumerate() {
+            let row_tail = row_values.get_mut(column..)?;
+            let factor = row_tail.first().copied()? / pivot;
             if factor == 0.0 {
                 continue;
             }
-            for index in column..size {
-                let above = matrix.get(column * size + index).copied()?;
-                if let Some(slot) = matrix.get_mut(row * size + index) {
-                    *slot -= factor * above;
-                }
+            for (slot, above) in row_tail.iter_mut().zip(pivot_tail) {
+                *slot -= factor * above;
             }
-            let above_rhs = right_hand_side.get(column).copied()?;
-            if let Some(slot) = right_hand_side.get_mut(row) {
+            if let Some(slot) = right_hand_side.get_mut(column + 1 + row_offset) {
                 *slot -= factor * above_rhs;
             }
         }
