@@ -43,35 +43,32 @@ impl WindowJsonWriter {
         }
         let mut fields = FieldList::new(out);
         if !window.grid_id.is_empty() {
-            fields.key("gridId").quoted(window.grid_id.as_bytes());
+            fields.string_member(b",\"gridId\":\"", window.grid_id.as_bytes());
         }
         if !window.community_id.is_empty() {
-            fields
-                .key("communityId")
-                .quoted(window.community_id.as_bytes());
+            fields.string_member(b",\"communityId\":\"", window.community_id.as_bytes());
         }
         if window.event_type != 0 {
-            fields
-                .key("eventType")
-                .quoted(event_type.as_str_name().as_bytes());
+            fields.string_member(b",\"eventType\":\"", event_type.as_str_name().as_bytes());
         }
         if let Some(start) = &window.window_start {
             let text = self.timestamp_text(start)?;
-            fields.key("windowStart").raw(text.as_bytes());
+            fields.key(b",\"windowStart\":").raw(text.as_bytes());
         }
         if let Some(end) = &window.window_end {
             let text = self.timestamp_text(end)?;
-            fields.key("windowEnd").raw(text.as_bytes());
+            fields.key(b",\"windowEnd\":").raw(text.as_bytes());
         }
         if window.count != 0 {
-            fields.key("count").quoted_number(window.count);
+            fields.key(b",\"count\":").quoted_number(window.count);
         }
         if window.severity_sum != 0 {
-            fields.key("severitySum").quoted_number(window.severity_sum);
+            fields
+                .key(b",\"severitySum\":")
+                .quoted_number(window.severity_sum);
         }
         if !window.count_by_severity.is_empty() {
-            let out = fields.key("countBySeverity");
-            out.push(b'[');
+            let out = fields.key(b",\"countBySeverity\":[");
             for (index, count) in window.count_by_severity.iter().enumerate() {
                 if index > 0 {
                     out.push(b',');
@@ -81,9 +78,7 @@ impl WindowJsonWriter {
             out.push(b']');
         }
         if !window.district_id.is_empty() {
-            fields
-                .key("districtId")
-                .quoted(window.district_id.as_bytes());
+            fields.string_member(b",\"districtId\":\"", window.district_id.as_bytes());
         }
         fields.end();
         Ok(())
@@ -181,16 +176,25 @@ impl<'out> FieldList<'out> {
         FieldList { out, first: true }
     }
 
-    /// Writes `"name":` (after a comma unless first) and returns the buffer for the value.
-    fn key(&mut self, name: &str) -> &mut Vec<u8> {
-        if !self.first {
-            self.out.push(b',');
-        }
+    /// Writes `member_start` — a comma, the quoted key, the colon and what opens the value —
+    /// without its comma when first, and returns the buffer for the value. One copy of a
+    /// literal per member instead of a push or copy per punctuation mark.
+    fn key(&mut self, member_start: &'static [u8]) -> &mut Vec<u8> {
+        let member_start = if self.first {
+            member_start.get(1..).unwrap_or_default()
+        } else {
+            member_start
+        };
         self.first = false;
-        self.out.push(b'"');
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.extend_from_slice(b"\":");
+        self.out.extend_from_slice(member_start);
         self.out
+    }
+
+    /// A string member: `member_start` ends with the value's opening quote.
+    fn string_member(&mut self, member_start: &'static [u8], plain_text: &[u8]) {
+        let out = self.key(member_start);
+        out.extend_from_slice(plain_text);
+        out.push(b'"');
     }
 
     fn end(self) {
@@ -200,18 +204,11 @@ impl<'out> FieldList<'out> {
 
 /// Value writers on the output buffer.
 trait JsonValue {
-    fn quoted(&mut self, plain_text: &[u8]);
     fn quoted_number(&mut self, number: u64);
     fn raw(&mut self, json: &[u8]);
 }
 
 impl JsonValue for Vec<u8> {
-    fn quoted(&mut self, plain_text: &[u8]) {
-        self.push(b'"');
-        self.extend_from_slice(plain_text);
-        self.push(b'"');
-    }
-
     fn quoted_number(&mut self, number: u64) {
         push_quoted_number(self, number);
     }
