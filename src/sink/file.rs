@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use crate::grid::GridRegistry;
 use crate::pipeline::Outputs;
-use crate::proto::CellWindow;
 use crate::sink::window_json::WindowJsonWriter;
 
 /// Errors writing files.
@@ -45,10 +44,8 @@ pub struct JsonlFileSink {
     window_json: WindowJsonWriter,
     /// Reused buffer of a batch's window lines.
     window_lines: Vec<u8>,
-    /// Names the windows' cells ([`crate::sink::fill_cell_window`]).
+    /// Names the windows' cells ([`WindowJsonWriter::write_pane`]).
     registry: Arc<GridRegistry>,
-    /// The window being written, its strings reused from one window to the next.
-    window: CellWindow,
 }
 
 impl JsonlFileSink {
@@ -82,7 +79,6 @@ impl JsonlFileSink {
             window_json: WindowJsonWriter::new(),
             window_lines: Vec::new(),
             registry,
-            window: CellWindow::default(),
         })
     }
 
@@ -94,13 +90,13 @@ impl JsonlFileSink {
         };
         self.window_lines.clear();
         for pane in &outputs.windows {
-            if !crate::sink::fill_cell_window(&self.registry, pane, &mut self.window) {
-                continue;
-            }
-            self.window_json
-                .write(&self.window, &mut self.window_lines)
+            let written = self
+                .window_json
+                .write_pane(&self.registry, pane, &mut self.window_lines)
                 .map_err(|error| io_error(error.into()))?;
-            self.window_lines.push(b'\n');
+            if written {
+                self.window_lines.push(b'\n');
+            }
         }
         self.windows
             .write_all(&self.window_lines)

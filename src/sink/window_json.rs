@@ -7,7 +7,23 @@
 
 // No panic path reachable from input, state or configuration (README "Security").
 
+use crate::grid::GridRegistry;
 use crate::proto::{CellWindow, EventType};
+use crate::window::ClosedPane;
+
+/// The members of a final window, borrowed from a `CellWindow` or from a pane and its
+/// registry; `count_by_severity` yields the counts in order.
+struct WindowMembers<'text, Counts> {
+    grid_id: &'text str,
+    community_id: &'text str,
+    event_type: i32,
+    window_start: Option<pbjson_types::Timestamp>,
+    window_end: Option<pbjson_types::Timestamp>,
+    count: u64,
+    severity_sum: u64,
+    count_by_severity: Counts,
+    district_id: &'text str,
+}
 
 /// Encodes windows, remembering the last timestamps' text (consecutive windows share their
 /// start and end).
@@ -32,56 +48,117 @@ impl WindowJsonWriter {
         window: &CellWindow,
         out: &mut Vec<u8>,
     ) -> Result<(), serde_json::Error> {
-        let Ok(event_type) = EventType::try_from(window.event_type) else {
-            return serde_json::to_writer(out, window);
+        let members = WindowMembers {
+            grid_id: &window.grid_id,
+            community_id: &window.community_id,
+            event_type: window.event_type,
+            window_start: window.window_start,
+            window_end: window.window_end,
+            count: window.count,
+            severity_sum: window.severity_sum,
+            count_by_severity: window.count_by_severity.iter().copied(),
+            district_id: &window.district_id,
         };
-        let texts_are_plain = [&window.grid_id, &window.community_id, &window.district_id]
+        if !self.write_members(members, out)? {
+            serde_json::to_writer(out, window)?;
+        }
+        Ok(())
+    }
+
+    /// Appends the final window of `pane`, named from `registry`, exactly as [`Self::write`]
+    /// writes the window [`crate::sink::fill_cell_window`] fills: the ids are read from the
+    /// registry where they are, not copied into a window first (three copies per window).
+    /// `false` when the cell is not in `registry` (nothing is written).
+    pub fn write_pane(
+        &mut self,
+        registry: &GridRegistry,
+        pane: &ClosedPane,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, serde_json::Error> {
+        let Some((cell, community)) = registry.get_cell_and_community(pane.key.cell) else {
+            return Ok(false);
+        };
+        let members = WindowMembers {
+            grid_id: &cell.grid_id,
+            community_id: &community.id,
+            event_type: pane.key.event_type,
+            window_start: Some(crate::time::millis_to_timestamp(pane.window_start_millis)),
+            window_end: Some(crate::time::millis_to_timestamp(pane.window_end_millis)),
+            count: u64::from(pane.counts.count),
+            severity_sum: u64::from(pane.counts.severity_sum),
+            count_by_severity: pane
+                .counts
+                .count_by_severity
+                .iter()
+                .map(|count| u64::from(*count)),
+            district_id: &community.district_code,
+        };
+        if !self.write_members(members, out)? {
+            if let Some(window) = crate::sink::cell_window(registry, pane) {
+                serde_json::to_writer(out, &window)?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Appends `members` as serde_json writes a `CellWindow` of them, or answers `false`
+    /// (nothing written) for what it does not expect: an unknown event type number, or text
+    /// that needs escaping.
+    fn write_members(
+        &mut self,
+        members: WindowMembers<'_, impl ExactSizeIterator<Item = u64>>,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, serde_json::Error> {
+        let Ok(event_type) = EventType::try_from(members.event_type) else {
+            return Ok(false);
+        };
+        let texts_are_plain = [members.grid_id, members.community_id, members.district_id]
             .iter()
             .all(|text| is_plain_json_text(text));
         if !texts_are_plain {
-            return serde_json::to_writer(out, window);
+            return Ok(false);
         }
         let mut fields = FieldList::new(out);
-        if !window.grid_id.is_empty() {
-            fields.string_member(b",\"gridId\":\"", window.grid_id.as_bytes());
+        if !members.grid_id.is_empty() {
+            fields.string_member(b",\"gridId\":\"", members.grid_id.as_bytes());
         }
-        if !window.community_id.is_empty() {
-            fields.string_member(b",\"communityId\":\"", window.community_id.as_bytes());
+        if !members.community_id.is_empty() {
+            fields.string_member(b",\"communityId\":\"", members.community_id.as_bytes());
         }
-        if window.event_type != 0 {
+        if members.event_type != 0 {
             fields.string_member(b",\"eventType\":\"", event_type.as_str_name().as_bytes());
         }
-        if let Some(start) = &window.window_start {
+        if let Some(start) = &members.window_start {
             let text = self.timestamp_text(start)?;
             fields.key(b",\"windowStart\":").raw(text.as_bytes());
         }
-        if let Some(end) = &window.window_end {
+        if let Some(end) = &members.window_end {
             let text = self.timestamp_text(end)?;
             fields.key(b",\"windowEnd\":").raw(text.as_bytes());
         }
-        if window.count != 0 {
-            fields.key(b",\"count\":").quoted_number(window.count);
+        if members.count != 0 {
+            fields.key(b",\"count\":").quoted_number(members.count);
         }
-        if window.severity_sum != 0 {
+        if members.severity_sum != 0 {
             fields
                 .key(b",\"severitySum\":")
-                .quoted_number(window.severity_sum);
+                .quoted_number(members.severity_sum);
         }
-        if !window.count_by_severity.is_empty() {
+        if members.count_by_severity.len() != 0 {
             let out = fields.key(b",\"countBySeverity\":[");
-            for (index, count) in window.count_by_severity.iter().enumerate() {
+            for (index, count) in members.count_by_severity.enumerate() {
                 if index > 0 {
                     out.push(b',');
                 }
-                push_quoted_number(out, *count);
+                push_quoted_number(out, count);
             }
             out.push(b']');
         }
-        if !window.district_id.is_empty() {
-            fields.string_member(b",\"districtId\":\"", window.district_id.as_bytes());
+        if !members.district_id.is_empty() {
+            fields.string_member(b",\"districtId\":\"", members.district_id.as_bytes());
         }
         fields.end();
-        Ok(())
+        Ok(true)
     }
 
     /// The JSON text of a timestamp (pbjson's RFC 3339 form, quotes included), formatted by
@@ -304,6 +381,48 @@ mod tests {
                     word_needs_escaping(u64::from_ne_bytes(mixed)),
                     mixed.iter().any(byte_needs_escaping)
                 );
+            }
+        }
+    }
+
+    proptest! {
+        /// A pane written straight from the registry gives the bytes of the window
+        /// `fill_cell_window` fills, written; a cell outside the registry writes nothing.
+        #[test]
+        fn a_pane_is_written_as_the_window_filled_from_it(
+            panes in proptest::collection::vec(
+                (
+                    0_u32..6_000,
+                    prop_oneof![Just(0i32), 1i32..24, -3i32..100],
+                    -4_000_000_000_000_i64..4_000_000_000_000,
+                    1_i64..86_400_000,
+                    any::<u32>(),
+                    any::<u32>(),
+                    any::<[u32; 4]>(),
+                ),
+                1..6,
+            ),
+        ) {
+            let registry = crate::grid::GridRegistry::embedded();
+            let mut by_pane = WindowJsonWriter::new();
+            let mut by_window = WindowJsonWriter::new();
+            for (cell, event_type, start, size, count, severity_sum, count_by_severity) in panes {
+                let pane = ClosedPane {
+                    key: crate::window::PaneKey { cell: crate::grid::CellIndex(cell), event_type },
+                    window_start_millis: start,
+                    window_end_millis: start + size,
+                    counts: crate::window::PaneCounts { count, severity_sum, count_by_severity },
+                };
+                let mut direct = Vec::new();
+                let written = by_pane.write_pane(&registry, &pane, &mut direct).ok();
+                let mut window = CellWindow::default();
+                let expected = if crate::sink::fill_cell_window(&registry, &pane, &mut window) {
+                    let mut filled = Vec::new();
+                    by_window.write(&window, &mut filled).ok().map(|()| (true, filled))
+                } else {
+                    Some((false, Vec::new()))
+                };
+                prop_assert_eq!(written.map(|written| (written, direct)), expected);
             }
         }
     }
