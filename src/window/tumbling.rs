@@ -233,6 +233,13 @@ impl TumblingWindows {
     }
 }
 
+/// `key` as one integer ordered as `PaneKey` orders: the cell in the high half, the type in
+/// the low half with its sign bit flipped (so that negative types come first, as in `i32`).
+fn pane_order(key: PaneKey) -> u64 {
+    let type_bits = u32::from_ne_bytes(key.event_type.to_ne_bytes()) ^ 0x8000_0000;
+    (u64::from(key.cell.0) << 32) | u64::from(type_bits)
+}
+
 /// Room for open panes that is never given back (a few windows of a quiet stream).
 const MIN_PANE_ROOM: usize = 1024;
 
@@ -279,7 +286,9 @@ impl OpenPanes {
         let Some((window_start_millis, mut keys)) = self.keys_by_window.pop_first() else {
             return;
         };
-        keys.sort_unstable();
+        // By one integer per key, in the order of `PaneKey`'s own (cell, then type): a
+        // comparison of two fields per step was a tenth of closing a window.
+        keys.sort_unstable_by_key(|key| pane_order(*key));
         for key in keys {
             if let Some(counts) = self.counts.remove(&(window_start_millis, key)) {
                 close(window_start_millis, key, counts);
@@ -354,6 +363,31 @@ pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    proptest::proptest! {
+        /// Panes sorted by their integer order are in `PaneKey`'s order (cells repeat, so that
+        /// the order of types within a cell counts, negative ones included).
+        #[test]
+        fn the_integer_order_of_panes_is_their_key_order(
+            keys in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![0_u32..4, proptest::num::u32::ANY],
+                    proptest::prop_oneof![-3_i32..30, proptest::num::i32::ANY],
+                ),
+                0..50,
+            ),
+        ) {
+            let keys: Vec<PaneKey> = keys
+                .into_iter()
+                .map(|(cell, event_type)| PaneKey { cell: crate::grid::CellIndex(cell), event_type })
+                .collect();
+            let mut by_key = keys.clone();
+            by_key.sort_unstable();
+            let mut by_integer = keys;
+            by_integer.sort_unstable_by_key(|key| pane_order(*key));
+            proptest::prop_assert_eq!(by_integer, by_key);
+        }
+    }
     use crate::grid::CellIndex;
     use crate::window::watermark::WatermarkTracker;
 
