@@ -187,6 +187,10 @@ pub struct DataGapDerived {
     /// Indexed by `CellIndex.0`, filled on first use (one allocation of about 200 bytes a
     /// cell).
     seeded_hourly_by_cell: Vec<Option<SeededHourly>>,
+    /// The silence check's view of the latest activity per cell (`CellIndex.0`), refilled at
+    /// each check: kept between checks so that a check does not allocate and zero a fresh
+    /// one (that was half of the check's instructions).
+    last_activity_by_cell: Vec<Option<i64>>,
 }
 
 /// One cell's seeded events per hour of every type together, by local hour of day, and the
@@ -276,6 +280,7 @@ impl RuleKind for DataGapRule {
         DataGapDerived {
             has_rules: rules.rules_of_kind::<DataGapRule>().next().is_some(),
             seeded_hourly_by_cell: Vec::new(),
+            last_activity_by_cell: Vec::new(),
         }
     }
 
@@ -331,7 +336,7 @@ impl RuleKind for DataGapRule {
     ) {
         on_watermark(
             state,
-            &mut derived.seeded_hourly_by_cell,
+            derived,
             watermark.rules,
             &watermark.baseline,
             watermark.watermark_millis,
@@ -509,13 +514,18 @@ pub(crate) const SILENCE_CHECK_INTERVAL_MILLIS: i64 = 5 * 60 * 1000;
 /// RESOLVED ones of rules no longer in `rules`).
 fn on_watermark(
     state: &mut DataGapState,
-    seeded_hourly_by_cell: &mut Vec<Option<SeededHourly>>,
+    derived: &mut DataGapDerived,
     rules: &RuleSet,
     baseline: &BaselineView<'_>,
     watermark_millis: i64,
     partial_input: bool,
     out: &mut Vec<Alert>,
 ) {
+    let DataGapDerived {
+        seeded_hourly_by_cell,
+        last_activity_by_cell,
+        ..
+    } = derived;
     let observed_since = *state.observed_since_millis.get_or_insert(watermark_millis);
     let previously_evaluated_millis = state.last_evaluated_aligned_millis;
     let Some(aligned_millis) = next_pane_boundary(
@@ -536,8 +546,8 @@ fn on_watermark(
         false
     });
     let registry = baseline.registry;
-    // Built at the first silence check of this call, shared by every data-gap rule.
-    let mut last_activity_by_cell: Option<Vec<Option<i64>>> = None;
+    // Filled at the first silence check of this call, shared by every data-gap rule.
+    let mut last_activity_filled = false;
     for rule in rules.rules_of_kind::<DataGapRule>() {
         let units = state.units.entry(rule.name.clone()).or_default();
         // Forget offline reports that left the window.
@@ -560,9 +570,15 @@ fn on_watermark(
         if !silence_check_due {
             continue;
         }
-        let last_activity = last_activity_by_cell.get_or_insert_with(|| {
-            dense_last_activity(&state.last_activity_millis, registry.cells().len())
-        });
+        if !last_activity_filled {
+            fill_dense_last_activity(
+                &state.last_activity_millis,
+                registry.cells().len(),
+                last_activity_by_cell,
+            );
+            last_activity_filled = true;
+        }
+        let last_activity = &*last_activity_by_cell;
         let unit_total = u32::try_from(unit_count(registry, rule.unit)).unwrap_or(u32::MAX);
         // The units firing before this check, ascending, walked in step with the loop (a tree
         // lookup per unit was a fifth of the check). A unit fired below has a key already
@@ -675,17 +691,18 @@ fn on_watermark(
 /// cell of every unit, and a tree lookup each was the top of the Kafka pipeline task's profile
 /// (a replay of 59 h of event time on six partition engines). Keys beyond the registry (only a
 /// foreign snapshot holds them) name no unit's cell and are left out.
-fn dense_last_activity(
+fn fill_dense_last_activity(
     last_activity_millis: &FxHashMap<u32, i64>,
     cell_count: usize,
-) -> Vec<Option<i64>> {
-    let mut last_activity_by_cell = vec![None; cell_count];
+    last_activity_by_cell: &mut Vec<Option<i64>>,
+) {
+    last_activity_by_cell.clear();
+    last_activity_by_cell.resize(cell_count, None);
     for (&cell, &millis) in last_activity_millis {
         if let Some(slot) = last_activity_by_cell.get_mut(cell as usize) {
             *slot = Some(millis);
         }
     }
-    last_activity_by_cell
 }
 
 /// `read` of the seeded all-types hourly rates of `cell`, computed on first use and kept in
