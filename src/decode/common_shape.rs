@@ -101,10 +101,12 @@ pub(super) fn decode_common_shape_into(line: &[u8], event: &mut IncidentEvent) -
             None => return false,
         },
     };
-    let Some(occurred_at) = optional_timestamp(shape.occurred_at) else {
+    // A line's two timestamps mostly share their date: its day number is computed once.
+    let mut day_memo = None;
+    let Some(occurred_at) = optional_timestamp(shape.occurred_at, &mut day_memo) else {
         return false;
     };
-    let Some(received_at) = optional_timestamp(shape.received_at) else {
+    let Some(received_at) = optional_timestamp(shape.received_at, &mut day_memo) else {
         return false;
     };
     assign(&mut event.event_id, &shape.event_id);
@@ -447,26 +449,52 @@ fn assign(target: &mut String, text: &str) {
 
 /// An optional timestamp field: `Some(None)` when absent, `None` when present but not of the
 /// common shape.
-fn optional_timestamp(text: Option<&str>) -> Option<Option<pbjson_types::Timestamp>> {
+fn optional_timestamp(
+    text: Option<&str>,
+    day_memo: &mut Option<DayMemo>,
+) -> Option<Option<pbjson_types::Timestamp>> {
     match text {
         None => Some(None),
-        Some(text) => timestamp_of_common_shape(text).map(Some),
+        Some(text) => timestamp_with_day_memo(text, day_memo).map(Some),
     }
+}
+
+/// A date already read (its first ten bytes as the words [`date_and_time_of_day`] reads, the
+/// day's two bytes alone in the second) and its days since 1970-01-01: set only once the date
+/// was found valid.
+type DayMemo = ((u64, u64), i64);
+
+/// [`timestamp_with_day_memo`] of one timestamp alone.
+#[cfg(test)]
+fn timestamp_of_common_shape(text: &str) -> Option<pbjson_types::Timestamp> {
+    timestamp_with_day_memo(text, &mut None)
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)` as a protobuf timestamp, equal to what chrono's
 /// `DateTime::parse_from_rfc3339` (pbjson's parser) gives; `None` for anything else (a
 /// lowercase `t`/`z`, a space, a leap second, more than nine fraction digits, an invalid
-/// date), which pbjson then decides.
-pub(super) fn timestamp_of_common_shape(text: &str) -> Option<pbjson_types::Timestamp> {
+/// date), which pbjson then decides. The date's validation and day number are taken from
+/// `day_memo` when the date is the one it holds, and left there for the next timestamp.
+fn timestamp_with_day_memo(
+    text: &str,
+    day_memo: &mut Option<DayMemo>,
+) -> Option<pbjson_types::Timestamp> {
     let bytes = text.as_bytes();
-    let (year, month, day, hour, minute, second) = date_and_time_of_day(bytes)?;
+    let (date_key, (year, month, day, hour, minute, second)) = date_and_time_of_day(bytes)?;
     if hour > 23 || minute > 59 || second > 59 {
         return None;
     }
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
-        return None;
-    }
+    let days = match *day_memo {
+        Some((remembered_key, days)) if remembered_key == date_key => days,
+        _ => {
+            if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+                return None;
+            }
+            let days = days_from_civil(year, month, day);
+            *day_memo = Some((date_key, days));
+            days
+        }
+    };
     let mut position = 19;
     let mut nanos: i64 = 0;
     if bytes.get(position) == Some(&b'.') {
@@ -502,8 +530,7 @@ pub(super) fn timestamp_of_common_shape(text: &str) -> Option<pbjson_types::Time
         }
         _ => return None,
     };
-    let local_seconds =
-        days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
+    let local_seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
     Some(pbjson_types::Timestamp {
         seconds: local_seconds - offset_seconds,
         nanos: i32::try_from(nanos).ok()?,
@@ -530,7 +557,8 @@ const NANOS_PER_FRACTION_UNIT: [i64; 10] = [
 /// against its template (digits where digits go, the separators elsewhere) at once, and the
 /// digits are the low nibbles of the checked bytes. Byte by byte, the two timestamps of a
 /// line were a seventh of the reading thread.
-fn date_and_time_of_day(bytes: &[u8]) -> Option<(i64, i64, i64, i64, i64, i64)> {
+#[allow(clippy::type_complexity)] // the date's key, then six numbers named where they are read
+fn date_and_time_of_day(bytes: &[u8]) -> Option<((u64, u64), (i64, i64, i64, i64, i64, i64))> {
     // Digit lanes (0xff) and separators of each word, little-endian (the first byte lowest).
     const DATE_DIGITS: u64 = u64::from_le_bytes([0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0]);
     const DATE_SEPARATORS: u64 = u64::from_le_bytes([0, 0, 0, 0, b'-', 0, 0, b'-']);
@@ -550,12 +578,15 @@ fn date_and_time_of_day(bytes: &[u8]) -> Option<(i64, i64, i64, i64, i64, i64)> 
     let pair = |word: u64, lane: u32| digit(word, lane) * 10 + digit(word, lane + 1);
     let year = pair(date, 0) * 100 + pair(date, 2);
     Some((
-        year,
-        pair(date, 5),
-        pair(day_hour_minute, 0),
-        pair(time, 0),
-        pair(time, 3),
-        pair(time, 6),
+        (date, day_hour_minute & 0xffff),
+        (
+            year,
+            pair(date, 5),
+            pair(day_hour_minute, 0),
+            pair(time, 0),
+            pair(time, 3),
+            pair(time, 6),
+        ),
     ))
 }
 
@@ -803,6 +834,28 @@ mod tests {
                     proptest::prop_assert_eq!(Some(scanned), by_serde.ok(), "{:?}", candidate);
                 }
             }
+        }
+
+        #[test]
+        fn a_timestamp_read_after_another_is_read_as_if_alone(
+            first in timestamp_text_strategy(),
+            second in timestamp_text_strategy(),
+            shared_prefix in 0_usize..20,
+        ) {
+            // The second often shares the first's date (or part of it).
+            let second = format!(
+                "{}{}",
+                first.get(..shared_prefix).unwrap_or(""),
+                second.get(shared_prefix..).unwrap_or(""),
+            );
+            let mut day_memo = None;
+            let first_read = timestamp_with_day_memo(&first, &mut day_memo);
+            proptest::prop_assert_eq!(first_read, timestamp_of_common_shape(&first));
+            proptest::prop_assert_eq!(
+                timestamp_with_day_memo(&second, &mut day_memo),
+                timestamp_of_common_shape(&second),
+                "{} after {}", second, first
+            );
         }
 
         #[test]
