@@ -798,36 +798,10 @@ impl<'view> BaselineView<'view> {
         u32::try_from(weeks).unwrap_or(u32::MAX)
     }
 
-    /// Expected events of `event_type` in the unit (`unit_key` is a `CellIndex.0` or a
-    /// `CommunityIndex.0`, per `scope`) over `[from_millis, to_millis)` (truncated to its most
-    /// recent 7 days). With a memo (the rules' evaluation path) each hourly rate is computed
-    /// once per (unit, type, hour, window's first hour); the value is the same either way.
-    pub(crate) fn expected_count(
-        &self,
-        mut cache: Option<&mut ExpectationCache>,
-        scope: AlertScope,
-        unit_key: u32,
-        event_type: EventType,
-        from_millis: i64,
-        to_millis: i64,
-    ) -> f64 {
-        if let Some(cache) = cache.as_deref_mut() {
-            cache.validate(self.state, self.settings);
-        }
-        self.expected_count_from_valid_memo(
-            cache,
-            scope,
-            unit_key,
-            event_type,
-            from_millis,
-            to_millis,
-        )
-    }
-
     /// `memo` checked against this view's learned state and settings, for a run of
-    /// [`BaselineView::expected_count_checked`] calls: the check walks every learned type, and
-    /// once per call it was a third of a spike rule's expectations. The view borrows the state,
-    /// so it cannot change while the checked memo (which carries the view's lifetime) is used.
+    /// [`BaselineView::expected_count`] calls: the check walks every learned type, and once
+    /// per call it was a third of a spike rule's expectations. The view borrows the state, so
+    /// it cannot change while the checked memo (which carries the view's lifetime) is used.
     pub(crate) fn checked_memo<'memo>(
         &self,
         memo: &'memo mut ExpectationCache,
@@ -839,36 +813,20 @@ impl<'view> BaselineView<'view> {
         }
     }
 
-    /// [`BaselineView::expected_count`] with a memo already checked against this view.
-    pub(crate) fn expected_count_checked(
+    /// Expected events of `event_type` in the unit (`unit_key` is a `CellIndex.0` or a
+    /// `CommunityIndex.0`, per `scope`) over `[from_millis, to_millis)` (truncated to its most
+    /// recent 7 days). With a memo (the rules' evaluation path) each hourly rate is computed
+    /// once per (unit, type, hour, window's first hour); the value is the same either way.
+    pub(crate) fn expected_count(
         &self,
-        memo: &mut CheckedMemo<'_, 'view>,
+        memo: Option<&mut CheckedMemo<'_, 'view>>,
         scope: AlertScope,
         unit_key: u32,
         event_type: EventType,
         from_millis: i64,
         to_millis: i64,
     ) -> f64 {
-        self.expected_count_from_valid_memo(
-            Some(&mut *memo.memo),
-            scope,
-            unit_key,
-            event_type,
-            from_millis,
-            to_millis,
-        )
-    }
-
-    /// [`BaselineView::expected_count`] once `cache`, if any, is valid for this view.
-    fn expected_count_from_valid_memo(
-        &self,
-        mut cache: Option<&mut ExpectationCache>,
-        scope: AlertScope,
-        unit_key: u32,
-        event_type: EventType,
-        from_millis: i64,
-        to_millis: i64,
-    ) -> f64 {
+        let mut cache: Option<&mut ExpectationCache> = memo.map(|memo| &mut *memo.memo);
         let (community, single_cell);
         let cells: &[CellIndex] = match scope {
             AlertScope::Cell => {

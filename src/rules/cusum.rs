@@ -835,6 +835,7 @@ fn update_charts(
     interval_end: i64,
     out: &mut Vec<Alert>,
 ) {
+    let mut expectations = baseline.checked_memo(caches.expectations);
     for (key, series) in series_by_key.iter_mut() {
         let count = series
             .interval_counts
@@ -849,7 +850,7 @@ fn update_charts(
         };
         let expected = baseline
             .expected_count(
-                Some(caches.expectations),
+                Some(&mut expectations),
                 rule.unit,
                 key.0,
                 event_type,

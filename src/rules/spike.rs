@@ -419,8 +419,8 @@ fn evaluate_rule(
             continue;
         };
         let expected = baseline
-            .expected_count_checked(
-                &mut expectations,
+            .expected_count(
+                Some(&mut expectations),
                 rule.unit,
                 key.0,
                 event_type,

@@ -532,7 +532,7 @@ fn expectation_after(
     let mut cache = ExpectationCache::default();
     for _ in 0..2 {
         let cached = view.expected_count(
-            Some(&mut cache),
+            Some(&mut view.checked_memo(&mut cache)),
             scope,
             0,
             EventType::FraudWarning,
@@ -580,7 +580,7 @@ fn an_event_counted_into_a_closed_hour_refreshes_memoized_expectations() {
             window.1,
         );
         let memo = view.expected_count(
-            Some(&mut cache),
+            Some(&mut view.checked_memo(&mut cache)),
             AlertScope::Cell,
             0,
             EventType::FraudWarning,
