@@ -37,6 +37,7 @@
 #![deny(clippy::panic, clippy::unreachable, clippy::unimplemented)]
 
 pub mod api;
+pub(crate) mod byte_words;
 pub mod cli;
 pub mod config;
 pub mod console;

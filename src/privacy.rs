@@ -25,6 +25,7 @@ use hmac::{Hmac, Mac};
 use regex::bytes::Regex;
 use sha2::Sha256;
 
+use crate::byte_words;
 use crate::proto::IncidentEvent;
 
 /// Prefix of every pseudonym.
@@ -202,13 +203,20 @@ impl Pseudonymizer {
     /// `bytes` (possibly not UTF-8: a broken record) with every phone or ID-card number
     /// replaced by its pseudonym.
     pub fn scrub_bytes<'bytes>(&self, bytes: &'bytes [u8]) -> Cow<'bytes, [u8]> {
+        if self.holds_no_personal_number(bytes) {
+            return Cow::Borrowed(bytes);
+        }
         let Some(pattern) = &self.pii_values else {
             return mask_every_digit(bytes);
         };
-        if cannot_hold_a_personal_number(bytes) {
-            return Cow::Borrowed(bytes);
-        }
         self.scan_and_scrub(pattern, bytes)
+    }
+
+    /// Whether `bytes` is settled as holding no number without the scan: only with the
+    /// pattern (without it every digit is masked), and only when
+    /// [`cannot_hold_a_personal_number`] says so.
+    fn holds_no_personal_number(&self, bytes: &[u8]) -> bool {
+        self.pii_values.is_some() && cannot_hold_a_personal_number(bytes)
     }
 
     /// [`Pseudonymizer::scrub_bytes`] by the regex alone.
@@ -285,8 +293,8 @@ impl Pseudonymizer {
 
     fn scrub_in_place(&self, field: &mut String) {
         // Most ids hold no number: settled here, before the calls and the `Cow`s of the
-        // general path (five ids an event).
-        if self.pii_values.is_some() && cannot_hold_a_personal_number(field.as_bytes()) {
+        // general path (five ids an event; an id that may hold one is checked again there).
+        if self.holds_no_personal_number(field.as_bytes()) {
             return;
         }
         if let Cow::Owned(scrubbed) = self.scrub_text(field) {
@@ -367,9 +375,8 @@ fn ascii_digit_count(bytes: &[u8]) -> usize {
 
 /// The bytes whose top bit `flags` sets (flags only in top bits).
 fn flagged_bytes(flags: u64) -> usize {
-    const ONE_PER_BYTE: u64 = u64::from_ne_bytes([1; 8]);
     // Each byte is 0 or 1: the product's top byte is their sum (at most 8, no carry out).
-    ((flags >> 7).wrapping_mul(ONE_PER_BYTE) >> 56) as usize
+    ((flags >> 7).wrapping_mul(byte_words::ONE_PER_BYTE) >> 56) as usize
 }
 
 /// Up to eight bytes as a little-endian word (the first byte lowest), padded with zeros (not
@@ -389,13 +396,12 @@ fn little_endian_word(bytes: &[u8]) -> u64 {
 /// [`ascii_digit_count`]).
 fn digit_flags(word: u64) -> u64 {
     const LOW_SEVEN_BITS: u64 = u64::from_ne_bytes([0x7f; 8]);
-    const TOP_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
     const TO_TOP_BIT_FROM_ZERO: u64 = u64::from_ne_bytes([0x80 - b'0'; 8]);
     const TO_TOP_BIT_PAST_NINE: u64 = u64::from_ne_bytes([0x80 - b'9' - 1; 8]);
     let low_bits = word & LOW_SEVEN_BITS;
     let at_least_zero = low_bits.wrapping_add(TO_TOP_BIT_FROM_ZERO);
     let past_nine = low_bits.wrapping_add(TO_TOP_BIT_PAST_NINE);
-    at_least_zero & !past_nine & !word & TOP_BITS
+    at_least_zero & !past_nine & !word & byte_words::TOP_BITS
 }
 
 /// Whether no shape of [`PII_VALUE_PATTERN`] can start anywhere in `bytes` (a text that is not

@@ -351,8 +351,8 @@ impl<'line> FlatScanner<'line> {
         let rest = self.rest();
         let candidates = CommonShapeField::spellings_starting_with(*rest.get(1)?);
         let key = match (
-            little_endian_word_at(rest, 0),
-            little_endian_word_at(rest, 8),
+            crate::byte_words::word_at(rest, 0),
+            crate::byte_words::word_at(rest, 8),
         ) {
             (Some(head), Some(tail)) => candidates.iter().find(|key| key.starts(head, tail)),
             // Fewer than sixteen bytes left: the line ends within the member.
@@ -404,11 +404,6 @@ impl<'line> FlatScanner<'line> {
 /// (the classic `(x − 0x01…) & !x & 0x80…` test); a borrow can only flag bytes above a flagged
 /// one, so the lowest flag is exact. A property test holds this to a byte-at-a-time search.
 fn plain_run_length(bytes: &[u8]) -> usize {
-    const ONE_PER_BYTE: u64 = u64::from_le_bytes([1; 8]);
-    const TOP_BITS: u64 = u64::from_le_bytes([0x80; 8]);
-    const QUOTES: u64 = u64::from_le_bytes([b'"'; 8]);
-    const BACKSLASHES: u64 = u64::from_le_bytes([b'\\'; 8]);
-    const FIRST_PRINTABLE: u64 = u64::from_le_bytes([0x20; 8]);
     let mut words = bytes.chunks_exact(8);
     let mut offset = 0;
     for word in &mut words {
@@ -416,13 +411,7 @@ fn plain_run_length(bytes: &[u8]) -> usize {
             break;
         };
         // Little-endian, so that the lowest flag is the first byte in the text.
-        let word = u64::from_le_bytes(word);
-        let quote = word ^ QUOTES;
-        let backslash = word ^ BACKSLASHES;
-        let flags = ((quote.wrapping_sub(ONE_PER_BYTE) & !quote)
-            | (backslash.wrapping_sub(ONE_PER_BYTE) & !backslash)
-            | (word.wrapping_sub(FIRST_PRINTABLE) & !word))
-            & TOP_BITS;
+        let flags = crate::byte_words::json_string_specials(u64::from_le_bytes(word));
         if flags != 0 {
             return offset + (flags.trailing_zeros() / 8) as usize;
         }
@@ -565,9 +554,9 @@ fn date_and_time_of_day(bytes: &[u8]) -> Option<((u64, u64), (i64, i64, i64, i64
     const DAY_DIGITS: u64 = u64::from_le_bytes([0xff, 0xff, 0, 0xff, 0xff, 0, 0xff, 0xff]);
     const DAY_SEPARATORS: u64 = u64::from_le_bytes([0, 0, b'T', 0, 0, b':', 0, 0]);
     const TIME_SEPARATORS: u64 = u64::from_le_bytes([0, 0, b':', 0, 0, b':', 0, 0]);
-    let date = little_endian_word_at(bytes, 0)?;
-    let day_hour_minute = little_endian_word_at(bytes, 8)?;
-    let time = little_endian_word_at(bytes, 11)?;
+    let date = crate::byte_words::word_at(bytes, 0)?;
+    let day_hour_minute = crate::byte_words::word_at(bytes, 8)?;
+    let time = crate::byte_words::word_at(bytes, 11)?;
     let holds_template = word_holds_template(date, DATE_DIGITS, DATE_SEPARATORS)
         && word_holds_template(day_hour_minute, DAY_DIGITS, DAY_SEPARATORS)
         && word_holds_template(time, DAY_DIGITS, TIME_SEPARATORS);
@@ -588,12 +577,6 @@ fn date_and_time_of_day(bytes: &[u8]) -> Option<((u64, u64), (i64, i64, i64, i64
             pair(time, 6),
         ),
     ))
-}
-
-/// Eight bytes of `bytes` from `at`, the first lowest.
-fn little_endian_word_at(bytes: &[u8], at: usize) -> Option<u64> {
-    let eight = bytes.get(at..at.checked_add(8)?)?;
-    Some(u64::from_le_bytes(<[u8; 8]>::try_from(eight).ok()?))
 }
 
 /// Whether `word` has an ASCII digit in every lane of `digit_lanes` and equals `separators` in
@@ -967,8 +950,8 @@ mod tests {
                         for tail in [&b":\"41060200100102\","[..], &b"\":1}"[..]] {
                             let mut line = text.clone();
                             line.extend_from_slice(tail);
-                            let head = little_endian_word_at(&line, 0);
-                            let rest = little_endian_word_at(&line, 8);
+                            let head = crate::byte_words::word_at(&line, 0);
+                            let rest = crate::byte_words::word_at(&line, 8);
                             if let (Some(head), Some(rest)) = (head, rest) {
                                 assert_eq!(
                                     key.starts(head, rest),

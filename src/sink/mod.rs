@@ -19,34 +19,72 @@ use crate::grid::GridRegistry;
 use crate::proto::CellWindow;
 use crate::window::ClosedPane;
 
-/// Names a final window for its readers: `pane` with its cell's grid, community and district
-/// ids from `registry`, written into `window`'s own strings (a sink reuses one window for all).
-/// The stateful stages emit panes with the cell as an index, so that emitting a window copies
-/// no ids on the counting thread. `false` when the cell is not in `registry` (only state
-/// restored from a foreign snapshot could hold one; the pipeline does not emit such panes).
+/// The members of a final window, borrowed: from a `CellWindow`, or a pane's counts with its
+/// cell's ids from the registry ([`pane_members`]); `count_by_severity` yields the counts in
+/// order.
+pub(crate) struct WindowMembers<'text, Counts> {
+    pub(crate) grid_id: &'text str,
+    pub(crate) community_id: &'text str,
+    pub(crate) event_type: i32,
+    pub(crate) window_start: Option<pbjson_types::Timestamp>,
+    pub(crate) window_end: Option<pbjson_types::Timestamp>,
+    pub(crate) count: u64,
+    pub(crate) severity_sum: u64,
+    pub(crate) count_by_severity: Counts,
+    pub(crate) district_id: &'text str,
+}
+
+/// The final window of `pane` as its readers see it: the pane's counts with its cell's grid,
+/// community and district ids from `registry`, borrowed. The stateful stages emit panes with
+/// the cell as an index, so that emitting a window copies no ids on the counting thread.
+/// `None` when the cell is not in `registry` (only state restored from a foreign snapshot
+/// could hold one; the pipeline does not emit such panes).
+pub(crate) fn pane_members<'pane>(
+    registry: &'pane GridRegistry,
+    pane: &'pane ClosedPane,
+) -> Option<WindowMembers<'pane, impl ExactSizeIterator<Item = u64> + 'pane>> {
+    let (cell, community) = registry.get_cell_and_community(pane.key.cell)?;
+    Some(WindowMembers {
+        grid_id: &cell.grid_id,
+        community_id: &community.id,
+        event_type: pane.key.event_type,
+        window_start: Some(crate::time::millis_to_timestamp(pane.window_start_millis)),
+        window_end: Some(crate::time::millis_to_timestamp(pane.window_end_millis)),
+        count: u64::from(pane.counts.count),
+        severity_sum: u64::from(pane.counts.severity_sum),
+        count_by_severity: pane
+            .counts
+            .count_by_severity
+            .iter()
+            .map(|count| u64::from(*count)),
+        district_id: &community.district_code,
+    })
+}
+
+/// Names a final window for its readers ([`pane_members`]), written into `window`'s own
+/// strings (a sink reuses one window for all). `false` when the cell is not in `registry`.
 pub fn fill_cell_window(
     registry: &GridRegistry,
     pane: &ClosedPane,
     window: &mut CellWindow,
 ) -> bool {
-    let Some((cell, community)) = registry.get_cell_and_community(pane.key.cell) else {
+    let Some(members) = pane_members(registry, pane) else {
         return false;
     };
-    window.grid_id.clone_from(&cell.grid_id);
-    window.community_id.clone_from(&community.id);
-    window.event_type = pane.key.event_type;
-    window.window_start = Some(crate::time::millis_to_timestamp(pane.window_start_millis));
-    window.window_end = Some(crate::time::millis_to_timestamp(pane.window_end_millis));
-    window.count = u64::from(pane.counts.count);
-    window.severity_sum = u64::from(pane.counts.severity_sum);
+    let assign = |target: &mut String, text: &str| {
+        target.clear();
+        target.push_str(text);
+    };
+    assign(&mut window.grid_id, members.grid_id);
+    assign(&mut window.community_id, members.community_id);
+    window.event_type = members.event_type;
+    window.window_start = members.window_start;
+    window.window_end = members.window_end;
+    window.count = members.count;
+    window.severity_sum = members.severity_sum;
     window.count_by_severity.clear();
-    window.count_by_severity.extend(
-        pane.counts
-            .count_by_severity
-            .iter()
-            .map(|count| u64::from(*count)),
-    );
-    window.district_id.clone_from(&community.district_code);
+    window.count_by_severity.extend(members.count_by_severity);
+    assign(&mut window.district_id, members.district_id);
     true
 }
 

@@ -7,23 +7,11 @@
 
 // No panic path reachable from input, state or configuration (README "Security").
 
+use super::{pane_members, WindowMembers};
+use crate::byte_words;
 use crate::grid::GridRegistry;
 use crate::proto::{CellWindow, EventType};
 use crate::window::ClosedPane;
-
-/// The members of a final window, borrowed from a `CellWindow` or from a pane and its
-/// registry; `count_by_severity` yields the counts in order.
-struct WindowMembers<'text, Counts> {
-    grid_id: &'text str,
-    community_id: &'text str,
-    event_type: i32,
-    window_start: Option<pbjson_types::Timestamp>,
-    window_end: Option<pbjson_types::Timestamp>,
-    count: u64,
-    severity_sum: u64,
-    count_by_severity: Counts,
-    district_id: &'text str,
-}
 
 /// Encodes windows, remembering the last timestamps' text (consecutive windows share their
 /// start and end).
@@ -67,31 +55,16 @@ impl WindowJsonWriter {
 
     /// Appends the final window of `pane`, named from `registry`, exactly as [`Self::write`]
     /// writes the window [`crate::sink::fill_cell_window`] fills: the ids are read from the
-    /// registry where they are, not copied into a window first (three copies per window).
-    /// `false` when the cell is not in `registry` (nothing is written).
+    /// registry where they are ([`pane_members`]), not copied into a window first (three copies
+    /// per window). `false` when the cell is not in `registry` (nothing is written).
     pub fn write_pane(
         &mut self,
         registry: &GridRegistry,
         pane: &ClosedPane,
         out: &mut Vec<u8>,
     ) -> Result<bool, serde_json::Error> {
-        let Some((cell, community)) = registry.get_cell_and_community(pane.key.cell) else {
+        let Some(members) = pane_members(registry, pane) else {
             return Ok(false);
-        };
-        let members = WindowMembers {
-            grid_id: &cell.grid_id,
-            community_id: &community.id,
-            event_type: pane.key.event_type,
-            window_start: Some(crate::time::millis_to_timestamp(pane.window_start_millis)),
-            window_end: Some(crate::time::millis_to_timestamp(pane.window_end_millis)),
-            count: u64::from(pane.counts.count),
-            severity_sum: u64::from(pane.counts.severity_sum),
-            count_by_severity: pane
-                .counts
-                .count_by_severity
-                .iter()
-                .map(|count| u64::from(*count)),
-            district_id: &community.district_code,
         };
         if !self.write_members(members, out)? {
             if let Some(window) = crate::sink::cell_window(registry, pane) {
@@ -194,16 +167,12 @@ impl WindowJsonWriter {
 }
 
 /// Whether serde_json writes `text` between quotes unchanged: printable ASCII without `"` and
-/// `\\`. (Grid, community and district ids are digits.) Eight bytes at a time: byte by byte,
+/// `\`. (Grid, community and district ids are digits.) Eight bytes at a time: byte by byte,
 /// this check of three ids was an eighth of the writing thread.
 fn is_plain_json_text(text: &str) -> bool {
     let bytes = text.as_bytes();
-    let word_needs_escaping_at = |start: usize| {
-        bytes
-            .get(start..start + 8)
-            .and_then(|word| <[u8; 8]>::try_from(word).ok())
-            .is_none_or(|word| word_needs_escaping(u64::from_ne_bytes(word)))
-    };
+    let word_needs_escaping_at =
+        |start: usize| byte_words::word_at(bytes, start).is_none_or(word_needs_escaping);
     if bytes.len() < 8 {
         return bytes
             .iter()
@@ -214,19 +183,13 @@ fn is_plain_json_text(text: &str) -> bool {
     whole_words_plain && !word_needs_escaping_at(bytes.len() - 8)
 }
 
-/// Whether any of eight bytes is a control character, `"`, `\\`, DEL or not ASCII. A byte is
-/// below `0x20` when subtracting `0x20` borrows into its top bit while its top bit was clear,
-/// and equals `b` when `byte ^ b` is zero (the same test against `0x01`); borrows out of a
-/// byte that passes these tests only reach bytes above one that fails them, so the answer for
-/// the word is exact. A property test holds it to the byte-at-a-time test.
+/// Whether any of eight bytes is a control character, `"`, `\`, DEL or not ASCII (exact for
+/// the word, see [`crate::byte_words`]). A property test holds it to the byte-at-a-time test.
 fn word_needs_escaping(word: u64) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const TOP_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
-    let below = |value: u64, limit: u8| {
-        value.wrapping_sub(ONES.wrapping_mul(u64::from(limit))) & !value & TOP_BITS
-    };
-    let has_byte = |byte: u8| below(word ^ ONES.wrapping_mul(u64::from(byte)), 1);
-    (below(word, 0x20) | (word & TOP_BITS) | has_byte(b'"') | has_byte(b'\\') | has_byte(0x7f)) != 0
+    (byte_words::json_string_specials(word)
+        | (word & byte_words::TOP_BITS)
+        | byte_words::bytes_equal_to(word, 0x7f))
+        != 0
 }
 
 /// `"n"`: a count below ten (most severity counts and many window counts) without the

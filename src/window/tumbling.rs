@@ -363,6 +363,8 @@ pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::grid::CellIndex;
+    use crate::window::watermark::WatermarkTracker;
 
     proptest::proptest! {
         /// Panes sorted by their integer order are in `PaneKey`'s order (cells repeat, so that
@@ -379,7 +381,7 @@ pub(crate) mod tests {
         ) {
             let keys: Vec<PaneKey> = keys
                 .into_iter()
-                .map(|(cell, event_type)| PaneKey { cell: crate::grid::CellIndex(cell), event_type })
+                .map(|(cell, event_type)| PaneKey { cell: CellIndex(cell), event_type })
                 .collect();
             let mut by_key = keys.clone();
             by_key.sort_unstable();
@@ -388,8 +390,6 @@ pub(crate) mod tests {
             proptest::prop_assert_eq!(by_integer, by_key);
         }
     }
-    use crate::grid::CellIndex;
-    use crate::window::watermark::WatermarkTracker;
 
     pub(crate) const MINUTE: i64 = 60_000;
 

@@ -1,0 +1,61 @@
+//! Eight bytes at a time: the word tests that the decoder's scanner
+//! ([`crate::decode`]), the window writer ([`crate::sink::window_json`]) and the pseudonymizer
+//! ([`crate::privacy`]) share. Each flags a byte by setting its top bit; where a borrow can
+//! carry a flag onto a byte above a flagged one, the lowest flag is still exact, and whether
+//! any flag is set is exact.
+
+// No panic path reachable from input, state or configuration (README "Security").
+
+/// `0x01` in every byte.
+pub(crate) const ONE_PER_BYTE: u64 = u64::from_ne_bytes([0x01; 8]);
+/// The top bit of every byte.
+pub(crate) const TOP_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
+
+/// The eight bytes of `bytes` from `at` as a little-endian word (the first byte lowest), or
+/// `None` when fewer than eight are left.
+#[inline]
+pub(crate) fn word_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let eight = bytes.get(at..at.checked_add(8)?)?;
+    Some(u64::from_le_bytes(<[u8; 8]>::try_from(eight).ok()?))
+}
+
+/// Flags the bytes of `word` below `limit` (at most `0x80`): subtracting `limit` borrows into
+/// a byte's top bit while that bit was clear (the classic `(x − n…) & !x & 0x80…` test).
+#[inline]
+pub(crate) fn bytes_below(word: u64, limit: u8) -> u64 {
+    word.wrapping_sub(ONE_PER_BYTE.wrapping_mul(u64::from(limit))) & !word & TOP_BITS
+}
+
+/// Flags the bytes of `word` equal to `byte` (zero after XOR with it).
+#[inline]
+pub(crate) fn bytes_equal_to(word: u64, byte: u8) -> u64 {
+    bytes_below(word ^ ONE_PER_BYTE.wrapping_mul(u64::from(byte)), 1)
+}
+
+/// Flags the bytes JSON does not allow plain inside a string: a quote, a backslash or a
+/// control character. The scanner stops its plain runs at them, and the writer leaves text with
+/// them to serde_json.
+#[inline]
+pub(crate) fn json_string_specials(word: u64) -> u64 {
+    bytes_equal_to(word, b'"') | bytes_equal_to(word, b'\\') | bytes_below(word, 0x20)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// The lowest flag marks the first special byte, and a flag is set exactly when one is
+        /// there.
+        #[test]
+        fn the_lowest_special_flag_is_the_first_special_byte(word in proptest::prelude::any::<[u8; 8]>()) {
+            let is_special = |byte: &u8| *byte == b'"' || *byte == b'\\' || *byte < 0x20;
+            let flags = json_string_specials(u64::from_le_bytes(word));
+            let first = word.iter().position(is_special);
+            proptest::prop_assert_eq!(
+                (flags != 0).then(|| (flags.trailing_zeros() / 8) as usize),
+                first
+            );
+        }
+    }
+}
