@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -123,6 +124,10 @@ const BATCH_RECORDS: usize = 1024;
 /// Batches in flight between two threads: bounds the memory a faster stage can fill while
 /// letting it run ahead of a momentarily slower one.
 const BATCHES_IN_FLIGHT: usize = 8;
+/// Batches waiting for the counting thread from which the reader checks the next batch itself:
+/// the counting thread has that much work queued while the reader checks, so it is not kept
+/// waiting (see [`CountingBacklog`]).
+const CHECK_FROM_WAITING_BATCHES: usize = 1;
 
 /// Replays `options.input` with `config`'s window, ingest and privacy settings.
 ///
@@ -130,8 +135,9 @@ const BATCHES_IN_FLIGHT: usize = 8;
 /// input order ([`Pipeline::process_admitted`]); one encodes and writes the outputs. The other
 /// stateless stages (limits, validation, grid resolution; [`Admission::check`]) run on
 /// whichever of the first two has time: the reader checks a batch when the counting thread is
-/// behind (its channel is full, so the reader would only wait), and the counting thread checks
-/// the batches that arrive unchecked. Which thread is the slower depends on the input and the
+/// behind (a batch already waits for it, or its channel is full, so the reader would only
+/// wait; [`CountingBacklog`]), and the counting thread checks the batches that arrive
+/// unchecked. Which thread is the slower depends on the input and the
 /// rules (the stateful stages with the default rules; reading and decoding on a skewed JSON
 /// stream with windows only), and a fixed split measured slower on one or the other: checking
 /// on the reader always made the skewed windows-only replay 0.43 → 0.52 s. The threads hand
@@ -160,6 +166,7 @@ pub fn replay(
     let progress = progress_bar(options.show_progress, reader.total_bytes());
     let wall_millis = crate::time::wall_clock_millis();
     let admission = pipeline.admission().clone();
+    let backlog = CountingBacklog::default();
     let (decoded_sender, decoded_receiver) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
     let (outputs_sender, outputs_receiver) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
     // Written outputs go back to the counting thread, which writes the next into them.
@@ -169,6 +176,7 @@ pub fn replay(
     let mut summary = std::thread::scope(|scope| {
         let progress = &progress;
         let admission = &admission;
+        let backlog = &backlog;
         // Named, so that a profile or `top -H` shows which stage is busy.
         let reader = std::thread::Builder::new()
             .name("replay-read".into())
@@ -176,6 +184,7 @@ pub fn replay(
                 let channels = ReaderChannels {
                     decoded: decoded_sender,
                     spent: spent_receiver,
+                    backlog,
                 };
                 read_and_decode(reader, admission, wall_millis, progress, channels)
             })
@@ -188,6 +197,7 @@ pub fn replay(
             .map_err(ReplayError::Thread)?;
         let channels = CountingChannels {
             decoded: decoded_receiver,
+            backlog,
             spent: spent_sender,
             writer: outputs_sender,
             written: written_receiver,
@@ -242,10 +252,43 @@ impl ReadBatch {
     }
 }
 
-/// The reading thread's two channels: batches to count, and counted batches handed back.
-struct ReaderChannels {
+/// The reading thread's two channels: batches to count (and how many wait), and counted
+/// batches handed back.
+struct ReaderChannels<'backlog> {
     decoded: mpsc::SyncSender<BatchOrError<ReadBatch>>,
     spent: mpsc::Receiver<AdmittedBatch>,
+    backlog: &'backlog CountingBacklog,
+}
+
+/// Batches sent to the counting thread and not yet taken: how far behind it is, which decides
+/// who checks the next batch. A full channel alone was too late a sign: while the reader
+/// decoded a batch the counting thread took one, so the reader found room and sent its batch
+/// unchecked, and on the simulator's stream the counting thread (the slower) checked a share of
+/// the batches while the reader idled a third of the time.
+#[derive(Default)]
+struct CountingBacklog {
+    waiting: AtomicUsize,
+}
+
+impl CountingBacklog {
+    /// Whether the counting thread has enough queued that the reader checks the next batch.
+    fn counting_is_behind(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed) >= CHECK_FROM_WAITING_BATCHES
+    }
+
+    fn sent(&self) {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn taken(&self) {
+        // A batch is counted as sent before it is sent, so this never goes below zero; should
+        // it, it stays at zero rather than wrapping.
+        let _ = self
+            .waiting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |waiting| {
+                waiting.checked_sub(1)
+            });
+    }
 }
 
 /// The reading thread: records in file order, decoded, in batches; a batch is checked too when
@@ -259,7 +302,11 @@ fn read_and_decode(
     progress: &indicatif::ProgressBar,
     channels: ReaderChannels,
 ) {
-    let ReaderChannels { decoded, spent } = channels;
+    let ReaderChannels {
+        decoded,
+        spent,
+        backlog,
+    } = channels;
     let mut spare_events = SpareEvents::default();
     let mut batch = DecodedBatch::with_capacity(BATCH_RECORDS);
     while let Some(framed) = reader.next_framed() {
@@ -280,7 +327,9 @@ fn read_and_decode(
             }
             Ok(FramedRecord::Owned(record)) => batch.push(admission.decode(record, spare)),
             Err(error) => {
+                backlog.sent();
                 let _ = decoded.send(Ok(ReadBatch::Decoded(std::mem::take(&mut batch))));
+                backlog.sent();
                 let _ = decoded.send(Err(error));
                 return;
             }
@@ -291,28 +340,37 @@ fn read_and_decode(
                 spare_events.keep_events_of(counted);
             }
             let full = std::mem::replace(&mut batch, DecodedBatch::with_capacity(BATCH_RECORDS));
-            if send_checking_while_behind(&decoded, full, admission, wall_millis).is_err() {
+            let behind = backlog.counting_is_behind();
+            backlog.sent();
+            if send_checking_while_behind(&decoded, full, behind, admission, wall_millis).is_err() {
                 return;
             }
             progress.set_position(reader.bytes_read());
         }
     }
+    backlog.sent();
     let _ = decoded.send(Ok(ReadBatch::Decoded(batch)));
 }
 
-/// Sends `batch` to the counting thread as it is when there is room; when the channel is full
-/// (counting is behind), checks its records first, work the counting thread is then spared
-/// instead of the reader waiting. Fails once the counting thread has stopped.
+/// Sends `batch` to the counting thread as it is when there is room and counting is not
+/// `behind`; otherwise (counting has batches waiting, or the channel is full) checks its records
+/// first, work the counting thread is then spared instead of the reader waiting. Fails once the
+/// counting thread has stopped.
 fn send_checking_while_behind(
     decoded: &mpsc::SyncSender<BatchOrError<ReadBatch>>,
     batch: DecodedBatch,
+    behind: bool,
     admission: &Admission,
     wall_millis: i64,
 ) -> Result<(), ChannelClosed> {
-    let unchecked = match decoded.try_send(Ok(ReadBatch::Decoded(batch))) {
-        Ok(()) => return Ok(()),
-        Err(mpsc::TrySendError::Disconnected(_)) => return Err(ChannelClosed),
-        Err(mpsc::TrySendError::Full(unsent)) => unsent,
+    let unchecked = if behind {
+        Ok(ReadBatch::Decoded(batch))
+    } else {
+        match decoded.try_send(Ok(ReadBatch::Decoded(batch))) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::TrySendError::Disconnected(_)) => return Err(ChannelClosed),
+            Err(mpsc::TrySendError::Full(unsent)) => unsent,
+        }
     };
     let checked =
         unchecked.map(|read| ReadBatch::Admitted(read.into_admitted(admission, wall_millis)));
@@ -322,10 +380,11 @@ fn send_checking_while_behind(
 /// The thread at the other end of a channel has stopped.
 struct ChannelClosed;
 
-/// The counting thread's channels: batches in, counted batches back to the reader, outputs to
-/// the writer and written outputs back from it.
-struct CountingChannels {
+/// The counting thread's channels: batches in (and how many wait), counted batches back to the
+/// reader, outputs to the writer and written outputs back from it.
+struct CountingChannels<'backlog> {
     decoded: mpsc::Receiver<BatchOrError<ReadBatch>>,
+    backlog: &'backlog CountingBacklog,
     spent: mpsc::SyncSender<AdmittedBatch>,
     writer: mpsc::SyncSender<Outputs>,
     written: mpsc::Receiver<Outputs>,
@@ -343,6 +402,7 @@ fn count_in_order(
     let mut outputs = Outputs::default();
     let mut buffered_dead_letter_bytes: usize = 0;
     for batch in &channels.decoded {
+        channels.backlog.taken();
         let mut batch = batch?.into_admitted(pipeline.admission(), wall_millis);
         for record in &mut batch {
             summary.records += 1;
@@ -467,11 +527,40 @@ mod tests {
         let admission = default_admission();
         let (sender, receiver) = mpsc::sync_channel(1);
         let batch = one_record_batch(&admission);
-        assert!(send_checking_while_behind(&sender, batch, &admission, 0).is_ok());
+        assert!(send_checking_while_behind(&sender, batch, false, &admission, 0).is_ok());
         let received = receiver.try_recv();
         assert!(
             matches!(&received, Ok(Ok(ReadBatch::Decoded(batch))) if batch.len() == 1),
             "the reader spent time on checks the idle counting thread would do"
+        );
+    }
+
+    #[test]
+    fn a_counting_thread_with_batches_waiting_gets_the_batch_checked_despite_room() {
+        let admission = default_admission();
+        let (sender, receiver) = mpsc::sync_channel(4);
+        let batch = one_record_batch(&admission);
+        assert!(send_checking_while_behind(&sender, batch, true, &admission, 0).is_ok());
+        let received = receiver.try_recv();
+        assert!(
+            matches!(&received, Ok(Ok(ReadBatch::Admitted(batch))) if batch.len() == 1),
+            "the counting thread, already behind, was left the checks of a batch"
+        );
+    }
+
+    #[test]
+    fn the_backlog_counts_batches_sent_and_not_yet_taken() {
+        let backlog = CountingBacklog::default();
+        assert!(!backlog.counting_is_behind());
+        backlog.sent();
+        assert!(backlog.counting_is_behind());
+        backlog.taken();
+        assert!(!backlog.counting_is_behind());
+        backlog.taken();
+        backlog.sent();
+        assert!(
+            backlog.counting_is_behind(),
+            "a take without a send wrapped or went below zero"
         );
     }
 
@@ -481,6 +570,6 @@ mod tests {
         let (sender, receiver) = mpsc::sync_channel(1);
         drop(receiver);
         let batch = one_record_batch(&admission);
-        assert!(send_checking_while_behind(&sender, batch, &admission, 0).is_err());
+        assert!(send_checking_while_behind(&sender, batch, false, &admission, 0).is_err());
     }
 }
