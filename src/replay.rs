@@ -136,7 +136,7 @@ const CHECK_FROM_WAITING_BATCHES: usize = 1;
 /// stateless stages (limits, validation, grid resolution; [`Admission::check`]) run on
 /// whichever of the first two has time: the reader checks a batch when the counting thread is
 /// behind (a batch already waits for it, or its channel is full, so the reader would only
-/// wait; [`CountingBacklog`]), and the counting thread checks the batches that arrive
+/// wait; `CountingBacklog`), and the counting thread checks the batches that arrive
 /// unchecked. Which thread is the slower depends on the input and the
 /// rules (the stateful stages with the default rules; reading and decoding on a skewed JSON
 /// stream with windows only), and a fixed split measured slower on one or the other: checking
