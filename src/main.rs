@@ -83,6 +83,9 @@ enum Command {
         /// dead-lettered.
         #[arg(long, default_value_t = gridwatch::cli::verdict::DEFAULT_MAX_REJECTED_SHARE, value_parser = gridwatch::cli::verdict::parse_share)]
         max_rejected_share: f64,
+        /// Which thread runs the rules: `auto` gives them one of their own on 4 or more cores.
+        #[arg(long, value_enum, default_value_t = gridwatch::replay::RulesThread::Auto)]
+        rules_thread: gridwatch::replay::RulesThread,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -379,6 +382,7 @@ fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result
             output_dir,
             config,
             max_rejected_share,
+            rules_thread,
             output,
         } => {
             let started = std::time::Instant::now();
@@ -396,6 +400,7 @@ fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result
                 format,
                 output_dir,
                 show_progress: !output.quiet,
+                rules_thread,
             };
             let summary = gridwatch::replay::replay(&options, &config, registry, rules)?;
             output

@@ -88,6 +88,19 @@ pub struct Admitted {
     pub source_key: u64,
 }
 
+impl Admitted {
+    /// The event as the rules and the fraud tracker see it.
+    pub fn accepted_event(&self) -> crate::event::AcceptedEvent<'_> {
+        crate::event::AcceptedEvent {
+            event: &self.event,
+            event_type: self.fields.event_type,
+            severity: self.fields.severity,
+            occurred_at_millis: self.fields.occurred_at_millis,
+            cell: self.cell,
+        }
+    }
+}
+
 /// A rejected record: why, and the payload its dead letter keeps.
 #[derive(Debug)]
 pub struct RejectedInput {

@@ -241,11 +241,6 @@ impl PipelineMetrics {
             .observe(wall_millis.saturating_sub(window_end_millis).max(0) as f64 / 1000.0);
         self.windows_emitted.inc();
     }
-
-    /// Alert state changes emitted at wall time `wall_millis`.
-    pub(super) fn record_alerts(&self, alerts: &[Alert], wall_millis: i64) {
-        record_alert_changes(&self.metrics, alerts, wall_millis);
-    }
 }
 
 /// Counts alert state changes emitted at wall time `wall_millis` (by rule and status, late,

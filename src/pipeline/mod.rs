@@ -27,10 +27,12 @@ use crate::window::progress::{ClockGuardSettings, ProgressObservation};
 
 mod admission;
 pub(crate) mod metrics;
+mod rule_stage;
 
 pub use admission::{
     Admission, Admitted, AdmittedRecord, DecodedRecord, EncodedRecord, RejectedInput, SpareEvents,
 };
+pub use rule_stage::{RuleStage, RuleVerdict, RuleWork};
 
 use crate::window::sliding::SlidingViews;
 use crate::window::tumbling::{RecordOutcome, TumblingWindows};
@@ -179,7 +181,7 @@ pub struct Pipeline {
     /// The stateful stages but the rules (snapshotted as a whole with the rules' state).
     stages: StageState,
     /// Alert rules and their state.
-    rules: RuleEngine,
+    rules: RuleStage,
     /// Its Prometheus handles, resolved once.
     metrics: PipelineMetrics,
     /// Source name for dead letters.
@@ -202,6 +204,7 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         source_name: &'static str,
     ) -> Pipeline {
+        let registry_for_rules = Arc::clone(&registry);
         Pipeline {
             admission: Admission::of_settings(&settings, Arc::clone(&registry)),
             registry,
@@ -222,11 +225,12 @@ impl Pipeline {
                 // The service enables it (enable_fraud_tracking); replay does not.
                 fraud: None,
             },
-            rules: {
-                let mut engine = RuleEngine::new(rules);
-                engine.set_partial_input(settings.partial_input);
-                engine
-            },
+            rules: RuleStage::new(
+                rules,
+                Arc::clone(&registry_for_rules),
+                Arc::clone(&metrics),
+                settings.partial_input,
+            ),
             metrics: PipelineMetrics::new(metrics, source_name),
             source_name,
             closed_panes: Vec::new(),
@@ -310,29 +314,54 @@ impl Pipeline {
         wall_millis: i64,
         outputs: &mut Outputs,
     ) -> RecordResult {
+        let (result, rule_work) = self.count_admitted(admitted, wall_millis, outputs);
+        self.rules
+            .apply(admitted, rule_work, wall_millis, &mut outputs.alerts);
+        result
+    }
+
+    /// [`Pipeline::process_admitted`] but for the rules: returns what they must do with the
+    /// record instead, for a caller that runs them elsewhere (a [`RuleStage`] of its own, fed
+    /// every record and its work in input order). This pipeline's own rules then stay
+    /// untouched: their alerts and state are the other stage's.
+    pub fn count_admitted(
+        &mut self,
+        admitted: &mut AdmittedRecord,
+        wall_millis: i64,
+        outputs: &mut Outputs,
+    ) -> (RecordResult, RuleWork) {
         self.metrics.record_received();
         if admitted.decoded {
             self.metrics.record_decoded();
         }
         let (partition, position) = (admitted.partition, admitted.position);
-        let rejected = match &mut admitted.outcome {
+        let (rejected, verdict) = match &mut admitted.outcome {
             Ok(located) => match self.count(located, partition, wall_millis, outputs) {
-                Ok(result) => return result,
-                Err(rejected) => rejected,
+                Ok(counted) => return counted,
+                Err(late) => (late, RuleVerdict::Late),
             },
-            Err(rejected) => rejected.take(),
+            Err(rejected) => (rejected.take(), RuleVerdict::Unseen),
         };
-        self.reject(rejected, partition, position, outputs)
+        let rule_work = RuleWork {
+            verdict,
+            watermark_after: None,
+        };
+        (
+            self.reject(rejected, partition, position, outputs),
+            rule_work,
+        )
     }
 
-    /// Dedup, lateness, windows, rules and the watermark for one located event.
+    /// Dedup, lateness, windows and the watermark for one located event; what the rules must
+    /// do with it. A late event is the one error: it is dead-lettered, and the rules see it as
+    /// late.
     fn count(
         &mut self,
         admitted: &Admitted,
         partition: u32,
         wall_millis: i64,
         outputs: &mut Outputs,
-    ) -> Result<RecordResult, RejectedInput> {
+    ) -> Result<(RecordResult, RuleWork), RejectedInput> {
         let Admitted {
             event,
             fields,
@@ -344,7 +373,7 @@ impl Pipeline {
         let (fields, cell, format) = (*fields, *cell, *format);
         if self.stages.dedup.is_duplicate(*event_id_hash) {
             self.metrics.record_duplicate();
-            return Ok(RecordResult::Duplicate);
+            return Ok((RecordResult::Duplicate, RuleWork::default()));
         }
         let key = PaneKey {
             cell,
@@ -356,24 +385,13 @@ impl Pipeline {
             fields.severity,
             self.stages.watermark_millis,
         );
-        let accepted = AcceptedEvent {
-            event,
-            event_type: fields.event_type,
-            severity: fields.severity,
-            occurred_at_millis: fields.occurred_at_millis,
-            cell,
-        };
         if let RecordOutcome::Late {
             window_end_millis,
             watermark_millis,
         } = outcome
         {
             // The window is final, but nothing about windows may stop a fire, gas, SOS or
-            // fall alarm: immediate rules still see the event.
-            let first_new_alert = outputs.alerts.len();
-            self.rules
-                .on_late_event(&accepted, &self.registry, &mut outputs.alerts);
-            self.observe_alerts(first_new_alert, outputs, wall_millis);
+            // fall alarm: the rules see the event as late (`RuleVerdict::Late`).
             self.metrics.record_late_event();
             let rejection = Rejection {
                 reason: DeadLetterReason::Late,
@@ -393,11 +411,7 @@ impl Pipeline {
             .dedup
             .remember(*event_id_hash, fields.occurred_at_millis);
         self.metrics.record_accepted(fields.event_type);
-        self.count_incident_and_fraud(&accepted);
-        let first_new_alert = outputs.alerts.len();
-        self.rules
-            .on_event(&accepted, &self.registry, &mut outputs.alerts);
-        self.observe_alerts(first_new_alert, outputs, wall_millis);
+        self.count_incident_and_fraud(&admitted.accepted_event());
         let observation = self.stages.watermarks.observe_source(
             partition,
             *source_key,
@@ -408,22 +422,31 @@ impl Pipeline {
             self.metrics
                 .record_clock_ahead(&self.registry, event, *source_key, lead_millis);
         }
-        self.advance(wall_millis, outputs);
-        Ok(RecordResult::Accepted)
+        let rule_work = RuleWork {
+            verdict: RuleVerdict::Accepted,
+            watermark_after: self.advance_stages(wall_millis, outputs),
+        };
+        Ok((RecordResult::Accepted, rule_work))
     }
 
     /// Moves the watermark to what the partitions (and, for idle ones, the wall clock) allow,
     /// closing final windows, expiring dedup entries and resolving alerts.
     pub fn advance(&mut self, wall_millis: i64, outputs: &mut Outputs) {
-        let Some(watermark) = self.stages.watermarks.watermark(wall_millis) else {
-            return;
-        };
+        if let Some(watermark) = self.advance_stages(wall_millis, outputs) {
+            self.rules
+                .on_watermark(watermark, wall_millis, &mut outputs.alerts);
+        }
+    }
+
+    /// [`Pipeline::advance`] but for the rules: the new watermark, when it moved.
+    fn advance_stages(&mut self, wall_millis: i64, outputs: &mut Outputs) -> Option<i64> {
+        let watermark = self.stages.watermarks.watermark(wall_millis)?;
         if self
             .stages
             .watermark_millis
             .is_some_and(|current| watermark <= current)
         {
-            return;
+            return None;
         }
         self.stages.watermark_millis = Some(watermark);
         self.closed_panes.clear();
@@ -433,10 +456,7 @@ impl Pipeline {
         self.emit_closed_panes(wall_millis, outputs);
         self.stages.views.advance(watermark);
         self.stages.dedup.expire(watermark);
-        let first_new_alert = outputs.alerts.len();
-        self.rules
-            .on_watermark(watermark, &self.registry, &mut outputs.alerts);
-        self.observe_alerts(first_new_alert, outputs, wall_millis);
+        Some(watermark)
     }
 
     /// End of input (a file replay): closes and emits every open window.
@@ -463,11 +483,6 @@ impl Pipeline {
             self.metrics
                 .record_window_emitted(pane.window_end_millis, wall_millis);
         }
-    }
-
-    fn observe_alerts(&self, first_new_alert: usize, outputs: &Outputs, wall_millis: i64) {
-        let new_alerts = outputs.alerts.get(first_new_alert..).unwrap_or_default();
-        self.metrics.record_alerts(new_alerts, wall_millis);
     }
 
     fn reject(
@@ -506,9 +521,8 @@ impl Pipeline {
     /// state; firing alerts of removed or changed rules are resolved into `outputs`. Windows,
     /// views and dedup state are untouched.
     pub fn replace_rules(&mut self, rules: RuleSet, wall_millis: i64, outputs: &mut Outputs) {
-        let first_new_alert = outputs.alerts.len();
-        self.rules.replace_rules(rules, &mut outputs.alerts);
-        self.observe_alerts(first_new_alert, outputs, wall_millis);
+        self.rules
+            .replace_rules(rules, wall_millis, &mut outputs.alerts);
     }
 
     /// Open (cell, type, window) panes.
@@ -528,7 +542,7 @@ impl Pipeline {
 
     /// Currently firing alerts.
     pub fn active_alerts(&self) -> Vec<Alert> {
-        self.rules.active_alerts()
+        self.rules.engine().active_alerts()
     }
 
     /// The registry this pipeline resolves against.
@@ -538,7 +552,7 @@ impl Pipeline {
 
     /// The rule engine (for stats and the rules version).
     pub fn rules(&self) -> &RuleEngine {
-        &self.rules
+        self.rules.engine()
     }
 
     /// The hottest cells over view `span_index` (closed panes plus open ones).
@@ -589,7 +603,7 @@ impl Pipeline {
     pub fn state(&self) -> PipelineState {
         PipelineState {
             stages: self.stages.clone(),
-            rules: self.rules.state().clone(),
+            rules: self.rules.engine().state().clone(),
         }
     }
 
@@ -607,6 +621,6 @@ impl Pipeline {
             }
             running
         });
-        self.rules.restore_state(rules);
+        self.rules.engine_mut().restore_state(rules);
     }
 }

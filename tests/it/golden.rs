@@ -7,7 +7,7 @@ use std::path::Path;
 use gridwatch::config::Config;
 use gridwatch::decode::InputFormat;
 use gridwatch::grid::GridRegistry;
-use gridwatch::replay::{replay, ReplayOptions};
+use gridwatch::replay::{replay, ReplayOptions, RulesThread};
 use gridwatch::rules::RuleSet;
 
 #[test]
@@ -38,6 +38,7 @@ fn replay_fixture_and_compare(fixture: &str) -> gridwatch::replay::ReplaySummary
         format: InputFormat::Jsonl,
         output_dir: output_directory.path().to_path_buf(),
         show_progress: false,
+        rules_thread: RulesThread::Auto,
     };
     let rules = RuleSet::embedded_default(config.window_settings().size_millis).unwrap();
     let summary = replay(&options, &config, GridRegistry::embedded(), rules).unwrap();
@@ -65,9 +66,11 @@ fn replay_fixture_and_compare(fixture: &str) -> gridwatch::replay::ReplaySummary
 }
 
 /// The threaded replay recycles what its threads hand each other (events into the reader,
-/// windows into the counter) and lends records from its read buffer: on a stream long enough
-/// for every hand-back to happen many times, in both formats, it must write byte for byte what
-/// one pipeline processing record after record (nothing reused, nothing lent) writes.
+/// windows into the counter) and lends records from its read buffer, and runs the rules apart
+/// from the counting (after each batch, or on a thread of their own): on a stream long enough
+/// for every hand-back to happen many times, in both formats and with the rules on either
+/// thread, it must write byte for byte what one pipeline processing record after record
+/// (nothing reused, nothing lent, the rules run on each record in turn) writes.
 #[test]
 fn the_threaded_replay_writes_what_one_pipeline_record_by_record_writes() {
     use gridwatch::pipeline::{Outputs, Pipeline, PipelineSettings};
@@ -86,15 +89,26 @@ fn the_threaded_replay_writes_what_one_pipeline_record_by_record_writes() {
         writer.finish().unwrap();
         let rules = || RuleSet::embedded_default(config.window_settings().size_millis).unwrap();
 
-        let threaded = directory.path().join("threaded");
-        std::fs::create_dir_all(&threaded).unwrap();
-        let options = ReplayOptions {
-            input: input.clone(),
-            format,
-            output_dir: threaded.clone(),
-            show_progress: false,
+        let threaded_with_rules_on = |rules_thread: RulesThread| {
+            let output_dir = directory.path().join(format!("threaded-{rules_thread:?}"));
+            std::fs::create_dir_all(&output_dir).unwrap();
+            let options = ReplayOptions {
+                input: input.clone(),
+                format,
+                output_dir: output_dir.clone(),
+                show_progress: false,
+                rules_thread,
+            };
+            let mut summary = replay(&options, &config, GridRegistry::embedded(), rules()).unwrap();
+            summary.elapsed = std::time::Duration::ZERO;
+            (output_dir, summary)
         };
-        replay(&options, &config, GridRegistry::embedded(), rules()).unwrap();
+        let (threaded, summary) = threaded_with_rules_on(RulesThread::Counting);
+        let (rules_apart, summary_of_rules_apart) = threaded_with_rules_on(RulesThread::Own);
+        assert_eq!(
+            summary, summary_of_rules_apart,
+            "{format:?}: the rules' own thread changed the replay's counts"
+        );
 
         let sequential = directory.path().join("sequential");
         std::fs::create_dir_all(&sequential).unwrap();
@@ -116,15 +130,23 @@ fn the_threaded_replay_writes_what_one_pipeline_record_by_record_writes() {
         sink.flush().unwrap();
 
         for name in ["windows.jsonl", "alerts.jsonl", "dead_letter.jsonl"] {
-            let threaded_bytes = std::fs::read(threaded.join(name)).unwrap();
             let sequential_bytes = std::fs::read(sequential.join(name)).unwrap();
-            assert!(
-                threaded_bytes == sequential_bytes,
-                "{format:?} {name}: the threaded replay wrote {} bytes, record by record {}",
-                threaded_bytes.len(),
-                sequential_bytes.len()
-            );
+            for replayed in [&threaded, &rules_apart] {
+                let threaded_bytes = std::fs::read(replayed.join(name)).unwrap();
+                assert!(
+                    threaded_bytes == sequential_bytes,
+                    "{format:?} {name} in {}: the threaded replay wrote {} bytes, record by \
+                     record {}",
+                    replayed.display(),
+                    threaded_bytes.len(),
+                    sequential_bytes.len()
+                );
+            }
         }
+        assert!(
+            summary.alerts > 0,
+            "{format:?}: no alert, so the rules' placement was not put to the test"
+        );
         let windows = std::fs::read_to_string(threaded.join("windows.jsonl")).unwrap();
         assert!(
             windows.lines().count() > 20_000,

@@ -171,6 +171,7 @@ pub(crate) fn replay_window_lines(
             format: InputFormat::Protobuf,
             output_dir: replay_output.clone(),
             show_progress: false,
+            rules_thread: gridwatch::replay::RulesThread::Auto,
         },
         &replay_config,
         gridwatch::service::load_registry(&replay_config).unwrap(),
