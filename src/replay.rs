@@ -704,6 +704,15 @@ mod tests {
     }
 
     #[test]
+    fn the_rules_get_their_own_thread_automatically_from_four_cores() {
+        assert!(!RulesThread::Auto.own_thread_with(2));
+        assert!(!RulesThread::Auto.own_thread_with(CORES_FOR_A_RULES_THREAD - 1));
+        assert!(RulesThread::Auto.own_thread_with(CORES_FOR_A_RULES_THREAD));
+        assert!(RulesThread::Own.own_thread_with(1));
+        assert!(!RulesThread::Counting.own_thread_with(64));
+    }
+
+    #[test]
     fn the_backlog_counts_batches_sent_and_not_yet_taken() {
         let backlog = CountingBacklog::default();
         assert!(!backlog.counting_is_behind());
