@@ -677,28 +677,28 @@ mod tests {
         vec![admission.decode_lent(record, Box::default())]
     }
 
+    /// What the counting thread receives of a one-record batch the reader sends while the
+    /// channel has room, the counting thread `behind` or not.
+    fn received_with_room(behind: bool) -> Option<ReadBatch> {
+        let admission = default_admission();
+        let (sender, receiver) = mpsc::sync_channel(4);
+        let batch = one_record_batch(&admission);
+        assert!(send_checking_while_behind(&sender, batch, behind, &admission, 0).is_ok());
+        receiver.try_recv().ok().and_then(Result::ok)
+    }
+
     #[test]
     fn a_counting_thread_with_room_gets_the_batch_unchecked() {
-        let admission = default_admission();
-        let (sender, receiver) = mpsc::sync_channel(1);
-        let batch = one_record_batch(&admission);
-        assert!(send_checking_while_behind(&sender, batch, false, &admission, 0).is_ok());
-        let received = receiver.try_recv();
         assert!(
-            matches!(&received, Ok(Ok(ReadBatch::Decoded(batch))) if batch.len() == 1),
+            matches!(received_with_room(false), Some(ReadBatch::Decoded(batch)) if batch.len() == 1),
             "the reader spent time on checks the idle counting thread would do"
         );
     }
 
     #[test]
     fn a_counting_thread_with_batches_waiting_gets_the_batch_checked_despite_room() {
-        let admission = default_admission();
-        let (sender, receiver) = mpsc::sync_channel(4);
-        let batch = one_record_batch(&admission);
-        assert!(send_checking_while_behind(&sender, batch, true, &admission, 0).is_ok());
-        let received = receiver.try_recv();
         assert!(
-            matches!(&received, Ok(Ok(ReadBatch::Admitted(batch))) if batch.len() == 1),
+            matches!(received_with_room(true), Some(ReadBatch::Admitted(batch)) if batch.len() == 1),
             "the counting thread, already behind, was left the checks of a batch"
         );
     }
