@@ -1522,3 +1522,58 @@ fn communities_and_districts_are_judged_against_a_level_learned_over_every_hour_
         }
     }
 }
+
+#[test]
+fn a_sliding_window_reads_the_memo_as_it_would_compute_each_hour() {
+    // The memo keeps one row of hourly rates per window start: windows that slide a minute at a
+    // time, and are 1 h, 6 h or 24 h long, must read from it exactly what they would compute.
+    let registry = tiny_registry();
+    let settings = BaselineSettings {
+        weeks: 2,
+        shrinkage_weeks: 1.0,
+    };
+    let origin = epoch_hour(T0) * HOUR_MILLIS;
+    let week = 7 * 24 * HOUR_MILLIS;
+    let mut state = BaselineState::default();
+    state.set_learned_types(&[EventType::FraudWarning as i32].into_iter().collect());
+    state.on_watermark(origin, settings);
+    for hour in 0..(2 * 7 * 24) {
+        let at = origin + hour * HOUR_MILLIS;
+        state.on_watermark(at, settings);
+        for event in 0..(hour % 5) {
+            state.on_event(CellIndex(0), EventType::FraudWarning, at + event * MINUTE);
+        }
+    }
+    state.on_watermark(origin + 2 * week + 30 * HOUR_MILLIS, settings);
+    let view = BaselineView {
+        seeds: &Baseline::embedded(),
+        state: &state,
+        settings,
+        registry: &registry,
+    };
+    let mut cache = ExpectationCache::default();
+    for window_hours in [1, 6, 24] {
+        for scope in [AlertScope::Cell, AlertScope::Community] {
+            for minute in (0..180).step_by(7) {
+                let end = origin + 2 * week + 4 * HOUR_MILLIS + minute * MINUTE;
+                let start = end - window_hours * HOUR_MILLIS;
+                let fresh =
+                    view.expected_count(None, scope, 0, EventType::FraudWarning, start, end);
+                let memo = view.expected_count(
+                    Some(&mut view.checked_memo(&mut cache)),
+                    scope,
+                    0,
+                    EventType::FraudWarning,
+                    start,
+                    end,
+                );
+                assert_eq!(
+                    memo.to_bits(),
+                    fresh.to_bits(),
+                    "{scope:?}, {window_hours} h window ending at minute {minute}: memo {memo}, \
+                     computed {fresh}"
+                );
+            }
+        }
+    }
+}
