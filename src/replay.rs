@@ -43,13 +43,12 @@ pub struct ReplayOptions {
 /// Which thread of a replay runs the rules.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum RulesThread {
-    /// Their own thread on 4 or more cores (`CORES_FOR_A_RULES_THREAD`), the counting thread
-    /// otherwise.
+    /// Their own thread on 4 or more cores, the counting thread otherwise.
     #[default]
     Auto,
     /// A thread of their own, beside the counting thread.
     Own,
-    /// The counting thread, after each batch it counted.
+    /// The counting thread, record by record.
     Counting,
 }
 
