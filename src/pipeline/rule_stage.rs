@@ -1,8 +1,9 @@
 //! The rules as a stage of their own. The counting stages (dedup, lateness, windows, the
 //! watermark) decide what the rules must do with each record, a [`RuleWork`]; a
 //! [`RuleStage`] then does it. A [`super::Pipeline`] does both for each record in turn; a
-//! file replay runs them on two threads, handing the records and their work across in input
-//! order, so that the alerts are the same either way.
+//! file replay on 4 or more cores runs them on two threads (`replay --rules-thread`), handing
+//! the records and their work across in input order, so that the alerts are the same either
+//! way.
 //!
 //! That split is sound because the rules read nothing of the counting stages' state and those
 //! stages read nothing of the rules': all the rules learn of a record is whether it was
