@@ -227,7 +227,7 @@ impl Pipeline {
             },
             rules: RuleStage::new(
                 rules,
-                Arc::clone(&registry_for_rules),
+                registry_for_rules,
                 Arc::clone(&metrics),
                 settings.partial_input,
             ),
