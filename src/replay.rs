@@ -171,8 +171,8 @@ const CHECK_FROM_WAITING_BATCHES: usize = 1;
 /// Three or four threads, each a plain loop: one reads and decodes; one runs the counting
 /// stages in input order ([`Pipeline::count_admitted`]: dedup, lateness, windows, the
 /// watermark); the rules run on the same records in the same order ([`RuleStage::apply`]),
-/// with what the counting thread decided for each, either on the counting thread after each
-/// batch or on a thread of their own ([`ReplayOptions::rules_thread`]); one encodes and writes
+/// with what the counting thread decided for each, either on the counting thread record by
+/// record or on a thread of their own ([`ReplayOptions::rules_thread`]); one encodes and writes
 /// the outputs. The other
 /// stateless stages (limits, validation, grid resolution; [`Admission::check`]) run on
 /// whichever of the first two has time: the reader checks a batch when the counting thread is
@@ -405,6 +405,12 @@ fn read_and_decode(
         spent,
         backlog,
     } = channels;
+    // The input's last messages, counted as sent like every other (a closed channel: the
+    // counting thread has stopped, and there is no one left to tell).
+    let send_last = |message: BatchOrError<ReadBatch>| {
+        backlog.sent();
+        let _ = decoded.send(message);
+    };
     let mut spare_events = SpareEvents::default();
     let mut batch = DecodedBatch::with_capacity(BATCH_RECORDS);
     while let Some(framed) = reader.next_framed() {
@@ -425,10 +431,8 @@ fn read_and_decode(
             }
             Ok(FramedRecord::Owned(record)) => batch.push(admission.decode(record, spare)),
             Err(error) => {
-                backlog.sent();
-                let _ = decoded.send(Ok(ReadBatch::Decoded(std::mem::take(&mut batch))));
-                backlog.sent();
-                let _ = decoded.send(Err(error));
+                send_last(Ok(ReadBatch::Decoded(std::mem::take(&mut batch))));
+                send_last(Err(error));
                 return;
             }
         }
@@ -446,8 +450,7 @@ fn read_and_decode(
             progress.set_position(reader.bytes_read());
         }
     }
-    backlog.sent();
-    let _ = decoded.send(Ok(ReadBatch::Decoded(batch)));
+    send_last(Ok(ReadBatch::Decoded(batch)));
 }
 
 /// Sends `batch` to the counting thread as it is when there is room and counting is not

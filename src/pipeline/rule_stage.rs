@@ -91,12 +91,17 @@ impl RuleStage {
         wall_millis: i64,
         alerts: &mut Vec<Alert>,
     ) {
-        let accepted = admitted.accepted_event();
         let first_new_alert = alerts.len();
         match verdict {
             RuleVerdict::Unseen => return,
-            RuleVerdict::Accepted => self.engine.on_event(&accepted, &self.registry, alerts),
-            RuleVerdict::Late => self.engine.on_late_event(&accepted, &self.registry, alerts),
+            RuleVerdict::Accepted => {
+                self.engine
+                    .on_event(&admitted.accepted_event(), &self.registry, alerts)
+            }
+            RuleVerdict::Late => {
+                self.engine
+                    .on_late_event(&admitted.accepted_event(), &self.registry, alerts)
+            }
         }
         self.observe_alerts(first_new_alert, alerts, wall_millis);
     }
