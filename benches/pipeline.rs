@@ -462,6 +462,78 @@ fn bench_whole_city(criterion: &mut Criterion) {
     group.finish();
 }
 
+/// The Kafka path's work beyond the replay's, per window: encoding a window's output record
+/// (`kafka_path/window_records`, what `KafkaSink` hands librdkafka), and folding it into the
+/// city-wide model when the feed reads it back (`kafka_path/city_model_apply`); and one
+/// publish of that model with every cell changed (`kafka_path/city_model_publish`: the feed
+/// publishes about once a second, so its cost is per publish, not per window). The windows
+/// are those one pipeline writes for 100,000 simulator events, in its order: a pane is
+/// written again each time its count grows, and a cell's list of recent panes fills up as it
+/// does in a long run.
+fn bench_kafka_path(criterion: &mut Criterion) {
+    use gridwatch::read_model::{CityModel, CityModelSettings, OutputRecord};
+    let registry = GridRegistry::embedded();
+    let config = Config::default();
+    let mut settings = PipelineSettings::from_config(&config);
+    settings.window.idle_timeout_millis = i64::MAX;
+    let rules = RuleSet::embedded_default(settings.window.size_millis).unwrap();
+    let metrics = Arc::new(Metrics::new(&["file"], rules.version()).unwrap());
+    let mut pipeline = Pipeline::new(settings, registry.clone(), rules, metrics, "file");
+    let mut outputs = Outputs::default();
+    for (position, event) in simulated(EVENTS * 10).into_iter().enumerate() {
+        let record = SourceRecord {
+            payload: RecordPayload::Event(Box::new(event)),
+            partition: 0,
+            position: position as u64,
+        };
+        pipeline.process(record, WALL_MILLIS, &mut outputs);
+    }
+    let windows: Vec<CellWindow> = outputs
+        .windows
+        .iter()
+        .filter_map(|pane| gridwatch::sink::cell_window(&registry, pane))
+        .collect();
+    let model_settings = CityModelSettings::new(
+        vec!["15m".into(), "1h".into(), "24h".into()],
+        vec![900_000, 3_600_000, 86_400_000],
+        "bench".into(),
+    );
+    let model_with = |windows: Vec<CellWindow>| {
+        let mut model = CityModel::new(registry.clone(), model_settings.clone(), None);
+        for window in windows {
+            let _ = model.apply(OutputRecord::Window(window), WALL_MILLIS);
+        }
+        model
+    };
+    let mut group = criterion.benchmark_group("kafka_path");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(windows.len() as u64));
+    group.bench_function("window_records", |bencher| {
+        bencher.iter(|| {
+            windows
+                .iter()
+                .map(|window| {
+                    gridwatch::sink::kafka::window_record(window, "gridwatch.windows.v1")
+                        .value
+                        .len()
+                })
+                .sum::<usize>()
+        })
+    });
+    group.bench_function("city_model_apply", |bencher| {
+        bencher.iter_batched(|| windows.clone(), &model_with, BatchSize::LargeInput)
+    });
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("city_model_publish", |bencher| {
+        bencher.iter_batched(
+            || model_with(windows.clone()),
+            |mut model| model.publish(WALL_MILLIS),
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_decode,
@@ -469,6 +541,7 @@ criterion_group!(
     bench_window_record,
     bench_pipeline,
     bench_scan,
-    bench_whole_city
+    bench_whole_city,
+    bench_kafka_path
 );
 criterion_main!(benches);

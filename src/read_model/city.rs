@@ -137,6 +137,16 @@ struct InstanceEntry {
     dead_letter_samples: VecDeque<(i64, BTreeMap<String, u64>)>,
 }
 
+/// One of a cell's newest panes: its start and event type, by which a re-applied pane finds
+/// the copy it replaces (compared as numbers: this runs for every window the feed reads), and
+/// its view as the cell's detail page shows it.
+#[derive(Debug, Clone)]
+struct RecentPane {
+    start_millis: i64,
+    event_type: i32,
+    view: WindowView,
+}
+
 /// The city-wide model. See the module documentation.
 #[derive(Debug)]
 pub struct CityModel {
@@ -153,7 +163,7 @@ pub struct CityModel {
     /// Per view, per cell: counts by type slot.
     totals: Vec<Vec<TypeCounts>>,
     /// Per cell: its newest panes, newest first.
-    recent_windows: Vec<VecDeque<WindowView>>,
+    recent_windows: Vec<VecDeque<RecentPane>>,
     /// Cells whose counts or recent panes changed since the last publish.
     dirty_cells: Vec<bool>,
     alerts: HashMap<String, AlertEntry>,
@@ -309,21 +319,30 @@ impl CityModel {
             }
         }
         if let Some(recent) = self.recent_windows.get_mut(cell.0 as usize) {
-            let pane = WindowView {
-                window_start: millis_to_rfc3339(start_millis),
-                window_end: millis_to_rfc3339(end_millis),
-                event_type: event_type_name(window.event_type),
-                count: window.count,
-            };
             recent.retain(|kept| {
-                !(kept.window_start == pane.window_start && kept.event_type == pane.event_type)
+                !(kept.start_millis == start_millis && kept.event_type == window.event_type)
             });
             let position = recent
                 .iter()
-                .position(|kept| kept.window_start <= pane.window_start)
+                .position(|kept| kept.start_millis <= start_millis)
                 .unwrap_or(recent.len());
-            recent.insert(position, pane);
-            recent.truncate(RECENT_WINDOWS_PER_CELL);
+            if position < RECENT_WINDOWS_PER_CELL {
+                let view = WindowView {
+                    window_start: millis_to_rfc3339(start_millis),
+                    window_end: millis_to_rfc3339(end_millis),
+                    event_type: event_type_name(window.event_type),
+                    count: window.count,
+                };
+                recent.insert(
+                    position,
+                    RecentPane {
+                        start_millis,
+                        event_type: window.event_type,
+                        view,
+                    },
+                );
+                recent.truncate(RECENT_WINDOWS_PER_CELL);
+            }
         }
         self.mark_dirty(cell);
         Ok(())
@@ -559,7 +578,7 @@ impl CityModel {
                 recent_windows: self
                     .recent_windows
                     .get(slot)
-                    .map(|recent| recent.iter().cloned().collect())
+                    .map(|recent| recent.iter().map(|pane| pane.view.clone()).collect())
                     .unwrap_or_default(),
             });
             if state.events != published.events
@@ -871,7 +890,7 @@ fn ranking(cells: &[Arc<CellState>], view: usize) -> Vec<u32> {
             let grid = |slot: u32| {
                 cells
                     .get(slot as usize)
-                    .and_then(|state| state.place.grid_id.clone())
+                    .and_then(|state| state.place.grid_id.as_deref())
             };
             grid(left.1).cmp(&grid(right.1))
         })

@@ -126,6 +126,82 @@ fn a_pane_applied_twice_counts_once_and_a_corrected_pane_replaces_its_count() {
 }
 
 #[test]
+fn a_cells_recent_panes_are_newest_first_a_reapplied_pane_replaces_its_copy_and_only_sixty_are_kept(
+) {
+    let (mut model, registry) = model();
+    let cell = grid(&registry, 0);
+    let listed = |snapshot: &CitySnapshot| -> Vec<(String, String, u64)> {
+        snapshot
+            .cell(&cell)
+            .unwrap()
+            .recent_windows
+            .iter()
+            .map(|pane| {
+                (
+                    pane.window_start.clone(),
+                    pane.event_type.clone(),
+                    pane.count,
+                )
+            })
+            .collect()
+    };
+    let start = |minute: i64| crate::time::millis_to_rfc3339(T0 + minute * MINUTE);
+    for (event_type, minute, count) in [
+        (EventType::Tailgating, 1, 1),
+        (EventType::Tailgating, 0, 2),
+        (EventType::DoorForced, 1, 3),
+        (EventType::Tailgating, 2, 4),
+    ] {
+        model
+            .apply(pane(&cell, event_type, T0 + minute * MINUTE, count), T0)
+            .unwrap();
+    }
+    let (snapshot, _) = model.publish(T0);
+    assert_eq!(
+        listed(&snapshot),
+        [
+            (start(2), "TAILGATING".to_string(), 4),
+            (start(1), "DOOR_FORCED".to_string(), 3),
+            (start(1), "TAILGATING".to_string(), 1),
+            (start(0), "TAILGATING".to_string(), 2),
+        ],
+        "newest first; of two panes with one start, the one applied last first"
+    );
+    // A grown count replaces the pane's copy (no second copy), which moves to the front of
+    // the panes with its start.
+    model
+        .apply(pane(&cell, EventType::Tailgating, T0 + MINUTE, 7), T0)
+        .unwrap();
+    let (snapshot, _) = model.publish(T0);
+    assert_eq!(
+        listed(&snapshot),
+        [
+            (start(2), "TAILGATING".to_string(), 4),
+            (start(1), "TAILGATING".to_string(), 7),
+            (start(1), "DOOR_FORCED".to_string(), 3),
+            (start(0), "TAILGATING".to_string(), 2),
+        ]
+    );
+    // 60 newer panes push the older ones out, and a pane older than all 60 is not listed.
+    for minute in 10..70 {
+        model
+            .apply(
+                pane(&cell, EventType::Tailgating, T0 + minute * MINUTE, 1),
+                T0,
+            )
+            .unwrap();
+    }
+    model
+        .apply(pane(&cell, EventType::DoorForced, T0 + 5 * MINUTE, 1), T0)
+        .unwrap();
+    let (snapshot, _) = model.publish(T0);
+    let panes = listed(&snapshot);
+    assert_eq!(panes.len(), city::RECENT_WINDOWS_PER_CELL);
+    assert_eq!(panes.first().unwrap().0, start(69));
+    assert_eq!(panes.last().unwrap().0, start(10));
+}
+
+#[test]
 fn records_about_unknown_places_or_without_times_are_rejected_not_counted() {
     let (mut model, _registry) = model();
     assert_eq!(
