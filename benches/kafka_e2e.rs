@@ -28,6 +28,11 @@
 //!    costs the service CPU), to report when all N records were received. The bench relies only on the config interface, `/metrics` and the
 //!    committed offsets, not on how the service is built inside.
 //!
+//! Where the CPU went while gridwatch was timed is printed under the table: the bench
+//! process's CPU by kind of thread (from `/proc/<pid>/task/*/schedstat`), per event, tansu's,
+//! and how idle the machine was. CPU per event is the steadier figure on a small machine
+//! whose cores gridwatch, librdkafka and the broker share.
+//!
 //! The table is printed and written as JSON to `target/kafka_e2e.json`. Without a tansu
 //! binary the bench prints a notice and exits (it fails under `CI=true`).
 
@@ -196,6 +201,8 @@ struct GridwatchResult {
     window_lines_written: usize,
     /// `kafka.snapshot_interval` of the run (state snapshots, then offset commits).
     snapshot_interval_seconds: f64,
+    /// CPU used while timed, by the process and by kind of thread.
+    cpu: CpuUse,
 }
 
 /// Everything the bench reports.
@@ -294,6 +301,7 @@ fn main() {
 
     let gridwatch = runtime.block_on(gridwatch_run(
         &broker.address,
+        broker.child.id(),
         &consumer_properties,
         &settings,
         &end_offsets,
@@ -495,6 +503,7 @@ fn committed(consumer: &BaseConsumer, end_offsets: &BTreeMap<i32, i64>) -> BTree
 /// `end_offsets`, then shuts it down.
 async fn gridwatch_run(
     brokers: &str,
+    broker_pid: u32,
     properties: &BTreeMap<String, String>,
     settings: &BenchSettings,
     end_offsets: &BTreeMap<i32, i64>,
@@ -548,6 +557,7 @@ async fn gridwatch_run(
     let mut ticker = tokio::time::interval(OBSERVE_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first_scrape: Option<(Instant, u64)> = None;
+    let mut cpu_at_first_scrape: Option<CpuReading> = None;
     let mut all_received_at: Option<Instant> = None;
     let mut ticks: u64 = 0;
     let committed_at = loop {
@@ -572,6 +582,7 @@ async fn gridwatch_run(
             let now = Instant::now();
             if first_scrape.is_none() && received > 0 {
                 first_scrape = Some((now, received));
+                cpu_at_first_scrape = Some(CpuReading::now(broker_pid));
             }
             if received >= events {
                 all_received_at = Some(now);
@@ -596,6 +607,7 @@ async fn gridwatch_run(
             break now;
         }
     };
+    let cpu_at_commit = CpuReading::now(broker_pid);
     let final_metrics = scrape(&client, &metrics_url).await.unwrap_or_default();
     let _ = shutdown_sender.send(());
     match tokio::time::timeout(Duration::from_secs(60), service).await {
@@ -609,7 +621,14 @@ async fn gridwatch_run(
     let (first_scrape_at, received_at_first_scrape) =
         first_scrape.expect("the loop ends only after the first record");
     let seconds = (committed_at - first_scrape_at).as_secs_f64();
+    let cpu = cpu_at_first_scrape
+        .expect("read with the first scrape")
+        .used_until(
+            &cpu_at_commit,
+            events.saturating_sub(received_at_first_scrape),
+        );
     GridwatchResult {
+        cpu,
         join_seconds: (first_scrape_at - started).as_secs_f64(),
         received_at_first_scrape,
         all_received_seconds: all_received_at
@@ -674,6 +693,133 @@ fn all_received_text(all_received_seconds: Option<f64>) -> String {
     }
 }
 
+/// CPU time per thread of a process, from `/proc/<pid>/task/<tid>/schedstat` (its first field
+/// is the nanoseconds the thread has run), keyed by thread id with the thread's name.
+type ThreadTimes = BTreeMap<u32, (String, u64)>;
+
+/// The threads of process `pid` and the CPU time each has used so far (empty where `/proc`
+/// cannot be read: the figures are then reported as zero, not guessed).
+fn thread_cpu_times(pid: u32) -> ThreadTimes {
+    let mut times = ThreadTimes::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return times;
+    };
+    for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|name| name.parse().ok()) else {
+            continue;
+        };
+        let read = |file: &str| std::fs::read_to_string(task.path().join(file)).ok();
+        let (Some(schedstat), Some(comm)) = (read("schedstat"), read("comm")) else {
+            continue;
+        };
+        let Some(nanoseconds) = schedstat
+            .split_whitespace()
+            .next()
+            .and_then(|field| field.parse().ok())
+        else {
+            continue;
+        };
+        times.insert(tid, (comm.trim().to_string(), nanoseconds));
+    }
+    times
+}
+
+/// Seconds of CPU each kind of thread used between two readings, by thread name with its
+/// digits dropped (librdkafka names a broker thread `rdk:broker<id>`), most first; threads
+/// born after the first reading count from zero.
+fn cpu_seconds_by_thread_kind(before: &ThreadTimes, after: &ThreadTimes) -> Vec<(String, f64)> {
+    let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
+    for (tid, (name, nanoseconds)) in after {
+        let earlier = before.get(tid).map_or(0, |(_, earlier)| *earlier);
+        let kind: String = name.chars().filter(|c| !c.is_ascii_digit()).collect();
+        *by_kind.entry(kind).or_default() += nanoseconds.saturating_sub(earlier);
+    }
+    let mut kinds: Vec<(String, f64)> = by_kind
+        .into_iter()
+        .map(|(kind, nanoseconds)| (kind, nanoseconds as f64 / 1e9))
+        .filter(|(_, seconds)| *seconds >= 0.005)
+        .collect();
+    kinds.sort_by(|left, right| right.1.total_cmp(&left.1));
+    kinds
+}
+
+/// The machine's (idle, total) time so far from the first line of `/proc/stat`, in its ticks.
+fn machine_idle_and_total() -> (u64, u64) {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return (0, 0);
+    };
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is within user).
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    let total = fields.iter().take(8).sum();
+    (idle, total)
+}
+
+/// Where the CPU went while gridwatch was timed: one reading at the first record processed,
+/// one when the last offset was committed.
+#[derive(Debug, Clone)]
+struct CpuReading {
+    bench_threads: ThreadTimes,
+    broker_threads: ThreadTimes,
+    machine: (u64, u64),
+}
+
+impl CpuReading {
+    fn now(broker_pid: u32) -> CpuReading {
+        CpuReading {
+            bench_threads: thread_cpu_times(std::process::id()),
+            broker_threads: thread_cpu_times(broker_pid),
+            machine: machine_idle_and_total(),
+        }
+    }
+
+    /// What was used from `self` to `later`.
+    fn used_until(&self, later: &CpuReading, events: u64) -> CpuUse {
+        let by_thread = cpu_seconds_by_thread_kind(&self.bench_threads, &later.bench_threads);
+        let broker_seconds =
+            cpu_seconds_by_thread_kind(&self.broker_threads, &later.broker_threads)
+                .iter()
+                .map(|(_, seconds)| seconds)
+                .sum();
+        let process_seconds: f64 = by_thread.iter().map(|(_, seconds)| seconds).sum();
+        let idle = later.machine.0.saturating_sub(self.machine.0) as f64;
+        let total = later.machine.1.saturating_sub(self.machine.1) as f64;
+        CpuUse {
+            process_seconds,
+            microseconds_per_event: process_seconds * 1e6 / events.max(1) as f64,
+            by_thread,
+            broker_seconds,
+            machine_idle_share: if total > 0.0 { idle / total } else { 0.0 },
+        }
+    }
+}
+
+/// CPU used while gridwatch was timed.
+#[derive(Debug, Clone, serde::Serialize)]
+struct CpuUse {
+    /// CPU seconds of the bench process (gridwatch runs in it; the bench's own observing is
+    /// a small part: a committed-offsets query every 50 ms and a scrape every 500 ms).
+    process_seconds: f64,
+    /// `process_seconds` per event timed, µs: the figure that does not depend on how busy
+    /// the machine's other cores are.
+    microseconds_per_event: f64,
+    /// The same by kind of thread, seconds, most first: tokio's workers run the pipeline
+    /// task and the HTTP server; `kafka-consumer` polls and decodes; `read-model-feed` reads
+    /// the output topics back; `rdk:*` and `producer pollin` are librdkafka's.
+    by_thread: Vec<(String, f64)>,
+    /// CPU seconds of the tansu broker process.
+    broker_seconds: f64,
+    /// Share of the machine's CPU time that was idle.
+    machine_idle_share: f64,
+}
+
 /// Prints the result table.
 fn print_table(report: &Report) {
     println!();
@@ -710,6 +856,20 @@ fn print_table(report: &Report) {
         report.gridwatch.pipeline_busy_seconds,
         report.gridwatch.batches,
         report.events as f64 / report.gridwatch.batches.max(1.0)
+    );
+    let cpu = &report.gridwatch.cpu;
+    let by_thread: Vec<String> = cpu
+        .by_thread
+        .iter()
+        .map(|(kind, seconds)| format!("{kind} {seconds:.2}"))
+        .collect();
+    println!(
+        "CPU while timed: gridwatch's process {:.2} s ({:.1} µs per event; {}), tansu {:.2} s, machine idle {:.0} %",
+        cpu.process_seconds,
+        cpu.microseconds_per_event,
+        by_thread.join(", "),
+        cpu.broker_seconds,
+        cpu.machine_idle_share * 100.0
     );
     if let Some(late) = report.gridwatch.dead_letters.get("late") {
         println!(

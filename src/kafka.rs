@@ -262,12 +262,12 @@ fn check_settings(
 }
 
 /// librdkafka headers of `(name, text value)` pairs, in order.
-pub fn owned_headers(headers: &[(&str, String)]) -> OwnedHeaders {
+pub fn owned_headers<Value: AsRef<str>>(headers: &[(&str, Value)]) -> OwnedHeaders {
     let mut owned = OwnedHeaders::new_with_capacity(headers.len());
     for (key, value) in headers {
         owned = owned.insert(Header {
             key,
-            value: Some(value.as_bytes()),
+            value: Some(value.as_ref().as_bytes()),
         });
     }
     owned

@@ -217,20 +217,53 @@ pub struct StatusRecord {
     pub headers: Vec<(&'static str, String)>,
 }
 
-/// The key of a window record: `{grid_id}|{EVENT_TYPE name}|{window_start millis}`.
+/// The key of a window record: `{grid_id}|{EVENT_TYPE name}|{window_start millis}` (the
+/// type's number when gridwatch does not know it).
 pub fn window_key(window: &CellWindow) -> String {
-    let event_type_name = crate::proto::EventType::try_from(window.event_type)
-        .map(|known| known.as_str_name().to_string())
-        .unwrap_or_else(|_| window.event_type.to_string());
+    let mut key = String::new();
+    push_window_key(window, &mut key);
+    key
+}
+
+fn push_window_key(window: &CellWindow, key: &mut String) {
+    let mut digits = itoa::Buffer::new();
+    key.push_str(&window.grid_id);
+    key.push('|');
+    match crate::proto::EventType::try_from(window.event_type) {
+        Ok(known) => key.push_str(known.as_str_name()),
+        Err(_) => key.push_str(digits.format(window.event_type)),
+    }
+    key.push('|');
     let window_start_millis = window
         .window_start
         .as_ref()
         .map(timestamp_to_millis)
         .unwrap_or_default();
-    format!(
-        "{}|{}|{}",
-        window.grid_id, event_type_name, window_start_millis
-    )
+    key.push_str(digits.format(window_start_millis));
+}
+
+/// The headers of a window record.
+const WINDOW_HEADERS: [(&str, &str); 1] = [(CONTENT_TYPE_HEADER, PROTOBUF_CONTENT_TYPE)];
+
+/// A window record's key and value, written into buffers the caller keeps: the sink writes
+/// about one window per input event, so a batch reuses two buffers rather than allocating a
+/// record per window (what librdkafka is handed it copies).
+#[derive(Debug, Default)]
+pub struct WindowRecordBuffers {
+    /// The key ([`window_key`]).
+    pub key: String,
+    /// The protobuf `CellWindow`.
+    pub value: Vec<u8>,
+}
+
+impl WindowRecordBuffers {
+    /// Replaces the buffers' contents with `window`'s key and value.
+    pub fn encode(&mut self, window: &CellWindow) -> Result<(), prost::EncodeError> {
+        self.key.clear();
+        push_window_key(window, &mut self.key);
+        self.value.clear();
+        window.encode(&mut self.value)
+    }
 }
 
 /// The record of a final window on `topic`.
@@ -239,7 +272,10 @@ pub fn window_record(window: &CellWindow, topic: &str) -> OutputRecord {
         topic: topic.to_string(),
         key: Some(window_key(window)),
         value: window.encode_to_vec(),
-        headers: vec![(CONTENT_TYPE_HEADER, PROTOBUF_CONTENT_TYPE.to_string())],
+        headers: WINDOW_HEADERS
+            .iter()
+            .map(|(name, value)| (*name, value.to_string()))
+            .collect(),
     }
 }
 
@@ -385,17 +421,10 @@ impl KafkaSink {
         self.lost.load(Ordering::Relaxed)
     }
 
-    /// The records of one batch of outputs, in output order: windows, alerts, dead letters.
+    /// The alert and dead-letter records of one batch of outputs, in output order (the
+    /// windows are encoded as they are queued, see [`KafkaSink::write`]).
     pub fn records_of(&self, outputs: &Outputs) -> Vec<OutputRecord> {
         let mut records = Vec::new();
-        if let Some(topic) = &self.topics.windows {
-            let mut window = CellWindow::default();
-            for pane in &outputs.windows {
-                if crate::sink::fill_cell_window(&self.registry, pane, &mut window) {
-                    records.push(window_record(&window, topic));
-                }
-            }
-        }
         if let Some(topic) = &self.topics.alerts {
             records.extend(
                 outputs
@@ -420,6 +449,36 @@ impl KafkaSink {
     pub fn write(&self, outputs: &Outputs) -> usize {
         let deadline = Instant::now() + QUEUE_FULL_GRACE;
         let mut dropped = 0;
+        if let Some(topic) = &self.topics.windows {
+            let mut window = CellWindow::default();
+            let mut buffers = WindowRecordBuffers::default();
+            for pane in &outputs.windows {
+                if !crate::sink::fill_cell_window(&self.registry, pane, &mut window) {
+                    continue;
+                }
+                let queued = match buffers.encode(&window) {
+                    Ok(()) => send_parts(
+                        &self.producer,
+                        topic,
+                        Some(&buffers.key),
+                        Some(&buffers.value),
+                        &WINDOW_HEADERS,
+                        deadline,
+                    ),
+                    Err(error) => {
+                        tracing::warn!(%error, topic, "kafka output window not encoded");
+                        false
+                    }
+                };
+                if !queued {
+                    dropped += 1;
+                    self.lost.fetch_add(1, Ordering::Relaxed);
+                    self.produce_errors
+                        .with_label_values(&[topic.as_str()])
+                        .inc();
+                }
+            }
+        }
         for record in self.records_of(outputs) {
             if !self.send(&record, deadline) {
                 dropped += 1;
@@ -489,12 +548,12 @@ impl KafkaSink {
 
 /// Queues one record of `topic` on `producer` (no value: a tombstone), retrying while the queue is
 /// full until `deadline`; whether it was queued.
-fn send_parts(
+fn send_parts<HeaderValue: AsRef<str>>(
     producer: &ThreadedProducer<DeliveryCounter>,
     topic: &str,
     key: Option<&str>,
     value: Option<&[u8]>,
-    headers: &[(&'static str, String)],
+    headers: &[(&str, HeaderValue)],
     deadline: Instant,
 ) -> bool {
     loop {
@@ -563,6 +622,40 @@ mod tests {
         assert_eq!(CellWindow::decode(record.value.as_slice()).unwrap(), window);
         let again = window_record(&window, "w");
         assert_eq!(again.value, record.value, "encoding is deterministic");
+    }
+
+    #[test]
+    fn reused_window_buffers_hold_exactly_the_last_windows_key_and_value() {
+        let long = CellWindow {
+            grid_id: "41060200100101".to_string(),
+            event_type: EventType::FireSmoke as i32,
+            window_start: Some(timestamp(1_767_225_600_000)),
+            window_end: Some(timestamp(1_767_225_660_000)),
+            count: 300,
+            severity_sum: 900,
+            count_by_severity: vec![0, 100, 100, 100],
+            ..CellWindow::default()
+        };
+        let short = CellWindow {
+            grid_id: "4106".to_string(),
+            event_type: 999,
+            window_start: Some(timestamp(60_000)),
+            count: 1,
+            ..CellWindow::default()
+        };
+        let mut buffers = WindowRecordBuffers::default();
+        for window in [&long, &short, &long] {
+            buffers.encode(window).unwrap();
+            let record = window_record(window, "w");
+            assert_eq!(Some(buffers.key.as_str()), record.key.as_deref());
+            assert_eq!(buffers.value, record.value);
+        }
+        buffers.encode(&short).unwrap();
+        assert_eq!(
+            buffers.key, "4106|999|60000",
+            "an unknown type is keyed by its number"
+        );
+        assert_eq!(CellWindow::decode(buffers.value.as_slice()).unwrap(), short);
     }
 
     #[test]
