@@ -3,7 +3,9 @@
 //! record path, window JSON encoding, the whole pipeline per event, and the whole pipeline with
 //! the default rules reduced to one kind at a time (`rules/<kind>` minus `rules/none` is what
 //! that kind costs per event), and one evaluation of the space-time scan (`scan/…`: it runs
-//! once an hour of event time, so its cost is per evaluation, not per event). Run with
+//! once an hour of event time, so its cost is per evaluation, not per event), and the Kafka
+//! path's work beyond the replay's (`kafka_path/…`: encoding a window's output record, and the
+//! city-wide model folding it in when the feed reads it back). Run with
 //! `cargo bench --bench pipeline`.
 
 use std::sync::Arc;
