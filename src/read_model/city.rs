@@ -154,8 +154,9 @@ pub struct CityModel {
     settings: CityModelSettings,
     fraud: Option<FraudReporting>,
     places: Vec<Arc<Place>>,
-    /// window_start → (cell, type slot) → count.
-    panes: BTreeMap<i64, HashMap<(u32, u8), u64>>,
+    /// window_start → (cell, type slot) → count. (Fx: the keys are registry positions, not
+    /// text a record chooses, and every window read back inserts one.)
+    panes: BTreeMap<i64, rustc_hash::FxHashMap<(u32, u8), u64>>,
     /// End of the newest pane applied.
     watermark_millis: Option<i64>,
     /// Per view: panes starting at or after this count in it.
