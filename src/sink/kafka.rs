@@ -449,6 +449,13 @@ impl KafkaSink {
     pub fn write(&self, outputs: &Outputs) -> usize {
         let deadline = Instant::now() + QUEUE_FULL_GRACE;
         let mut dropped = 0;
+        let mut count_if_dropped = |queued: bool, topic: &str| {
+            if !queued {
+                dropped += 1;
+                self.lost.fetch_add(1, Ordering::Relaxed);
+                self.produce_errors.with_label_values(&[topic]).inc();
+            }
+        };
         if let Some(topic) = &self.topics.windows {
             let mut window = CellWindow::default();
             let mut buffers = WindowRecordBuffers::default();
@@ -470,23 +477,11 @@ impl KafkaSink {
                         false
                     }
                 };
-                if !queued {
-                    dropped += 1;
-                    self.lost.fetch_add(1, Ordering::Relaxed);
-                    self.produce_errors
-                        .with_label_values(&[topic.as_str()])
-                        .inc();
-                }
+                count_if_dropped(queued, topic);
             }
         }
         for record in self.records_of(outputs) {
-            if !self.send(&record, deadline) {
-                dropped += 1;
-                self.lost.fetch_add(1, Ordering::Relaxed);
-                self.produce_errors
-                    .with_label_values(&[record.topic.as_str()])
-                    .inc();
-            }
+            count_if_dropped(self.send(&record, deadline), &record.topic);
         }
         dropped
     }
