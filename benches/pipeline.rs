@@ -225,6 +225,16 @@ fn default_rules_of_kind(kind: &str, pane_size_millis: i64) -> RuleSet {
     RuleSet::from_toml_str(&toml::to_string(&document).unwrap(), pane_size_millis).unwrap()
 }
 
+/// A pipeline as the replay builds one (windows never idle out), with the rules `rules_of`
+/// gives for the pane size.
+fn replay_pipeline(registry: &Arc<GridRegistry>, rules_of: &dyn Fn(i64) -> RuleSet) -> Pipeline {
+    let mut settings = PipelineSettings::from_config(&Config::default());
+    settings.window.idle_timeout_millis = i64::MAX;
+    let rules = rules_of(settings.window.size_millis);
+    let metrics = Arc::new(Metrics::new(&["file"], rules.version()).unwrap());
+    Pipeline::new(settings, registry.clone(), rules, metrics, "file")
+}
+
 /// Runs `payloads` through a fresh pipeline with `rules`, as the replay's counting thread does
 /// (outputs collected, not written).
 fn bench_pipeline_with(
@@ -234,15 +244,8 @@ fn bench_pipeline_with(
     format: InputFormat,
     rules_of: &dyn Fn(i64) -> RuleSet,
 ) {
-    let config = Config::default();
     let registry = GridRegistry::embedded();
-    let make_pipeline = || {
-        let mut settings = PipelineSettings::from_config(&config);
-        settings.window.idle_timeout_millis = i64::MAX;
-        let rules = rules_of(settings.window.size_millis);
-        let metrics = Arc::new(Metrics::new(&["file"], rules.version()).unwrap());
-        Pipeline::new(settings, registry.clone(), rules, metrics, "file")
-    };
+    let make_pipeline = || replay_pipeline(&registry, rules_of);
     group.bench_function(name, |bencher| {
         bencher.iter_batched(
             make_pipeline,
@@ -476,12 +479,9 @@ fn bench_whole_city(criterion: &mut Criterion) {
 fn bench_kafka_path(criterion: &mut Criterion) {
     use gridwatch::read_model::{CityModel, CityModelSettings, OutputRecord};
     let registry = GridRegistry::embedded();
-    let config = Config::default();
-    let mut settings = PipelineSettings::from_config(&config);
-    settings.window.idle_timeout_millis = i64::MAX;
-    let rules = RuleSet::embedded_default(settings.window.size_millis).unwrap();
-    let metrics = Arc::new(Metrics::new(&["file"], rules.version()).unwrap());
-    let mut pipeline = Pipeline::new(settings, registry.clone(), rules, metrics, "file");
+    let mut pipeline = replay_pipeline(&registry, &|pane_size_millis| {
+        RuleSet::embedded_default(pane_size_millis).unwrap()
+    });
     let mut outputs = Outputs::default();
     for (position, event) in simulated(EVENTS * 10).into_iter().enumerate() {
         let record = SourceRecord {
