@@ -726,7 +726,7 @@ fn thread_cpu_times(pid: u32) -> ThreadTimes {
 
 /// Seconds of CPU each kind of thread used between two readings, by thread name with its
 /// digits dropped (librdkafka names a broker thread `rdk:broker<id>`), most first; threads
-/// born after the first reading count from zero.
+/// born after the first reading count from zero. Every kind, however little it used.
 fn cpu_seconds_by_thread_kind(before: &ThreadTimes, after: &ThreadTimes) -> Vec<(String, f64)> {
     let mut by_kind: BTreeMap<String, u64> = BTreeMap::new();
     for (tid, (name, nanoseconds)) in after {
@@ -737,7 +737,6 @@ fn cpu_seconds_by_thread_kind(before: &ThreadTimes, after: &ThreadTimes) -> Vec<
     let mut kinds: Vec<(String, f64)> = by_kind
         .into_iter()
         .map(|(kind, nanoseconds)| (kind, nanoseconds as f64 / 1e9))
-        .filter(|(_, seconds)| *seconds >= 0.005)
         .collect();
     kinds.sort_by(|left, right| right.1.total_cmp(&left.1));
     kinds
@@ -782,13 +781,15 @@ impl CpuReading {
 
     /// What was used from `self` to `later`.
     fn used_until(&self, later: &CpuReading, events: u64) -> CpuUse {
-        let by_thread = cpu_seconds_by_thread_kind(&self.bench_threads, &later.bench_threads);
-        let broker_seconds =
-            cpu_seconds_by_thread_kind(&self.broker_threads, &later.broker_threads)
-                .iter()
-                .map(|(_, seconds)| seconds)
-                .sum();
-        let process_seconds: f64 = by_thread.iter().map(|(_, seconds)| seconds).sum();
+        let sum_of = |kinds: &[(String, f64)]| kinds.iter().map(|(_, seconds)| seconds).sum();
+        let mut by_thread = cpu_seconds_by_thread_kind(&self.bench_threads, &later.bench_threads);
+        let process_seconds: f64 = sum_of(&by_thread);
+        let broker_seconds = sum_of(&cpu_seconds_by_thread_kind(
+            &self.broker_threads,
+            &later.broker_threads,
+        ));
+        // Listed from 5 ms up; the totals above count every thread.
+        by_thread.retain(|(_, seconds)| *seconds >= 0.005);
         let idle = later.machine.0.saturating_sub(self.machine.0) as f64;
         let total = later.machine.1.saturating_sub(self.machine.1) as f64;
         CpuUse {
@@ -810,7 +811,7 @@ struct CpuUse {
     /// `process_seconds` per event timed, µs: the figure that does not depend on how busy
     /// the machine's other cores are.
     microseconds_per_event: f64,
-    /// The same by kind of thread, seconds, most first: tokio's workers run the pipeline
+    /// The same by kind of thread (those from 5 ms up), seconds, most first: tokio's workers run the pipeline
     /// task and the HTTP server; `kafka-consumer` polls and decodes; `read-model-feed` reads
     /// the output topics back; `rdk:*` and `producer pollin` are librdkafka's.
     by_thread: Vec<(String, f64)>,
