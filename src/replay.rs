@@ -229,41 +229,31 @@ pub fn replay(
         let progress = &progress;
         let admission = &admission;
         let backlog = &backlog;
-        // Named, so that a profile or `top -H` shows which stage is busy.
-        let reader = std::thread::Builder::new()
-            .name("replay-read".into())
-            .spawn_scoped(scope, move || {
-                let channels = ReaderChannels {
-                    decoded: decoded_sender,
-                    spent: spent_receiver,
-                    backlog,
-                };
-                read_and_decode(reader, admission, wall_millis, progress, channels)
-            })
-            .map_err(ReplayError::Thread)?;
-        let writer = std::thread::Builder::new()
-            .name("replay-write".into())
-            .spawn_scoped(scope, move || {
-                write_outputs(sink, outputs_receiver, written_sender)
-            })
-            .map_err(ReplayError::Thread)?;
+        let reader = spawn_stage(scope, "replay-read", move || {
+            let channels = ReaderChannels {
+                decoded: decoded_sender,
+                spent: spent_receiver,
+                backlog,
+            };
+            read_and_decode(reader, admission, wall_millis, progress, channels)
+        })?;
+        let writer = spawn_stage(scope, "replay-write", move || {
+            write_outputs(sink, outputs_receiver, written_sender)
+        })?;
         let (counted_to, rules) = if let Some(rule_stage) = rules_apart {
             let (counted_sender, counted_receiver) = mpsc::sync_channel(BATCHES_IN_FLIGHT);
             // The rules' thread writes its alerts through the same channel as the counting
             // thread its windows and dead letters: each file has one producer, so its order is
             // kept. Cloned here only: the writer stops once every sender is gone.
             let alerts_sender = outputs_sender.clone();
-            let rules = std::thread::Builder::new()
-                .name("replay-rules".into())
-                .spawn_scoped(scope, move || {
-                    let channels = RuleChannels {
-                        counted: counted_receiver,
-                        spent: spent_sender,
-                        writer: alerts_sender,
-                    };
-                    apply_rules_in_order(rule_stage, wall_millis, channels)
-                })
-                .map_err(ReplayError::Thread)?;
+            let rules = spawn_stage(scope, "replay-rules", move || {
+                let channels = RuleChannels {
+                    counted: counted_receiver,
+                    spent: spent_sender,
+                    writer: alerts_sender,
+                };
+                apply_rules_in_order(rule_stage, wall_millis, channels)
+            })?;
             (CountedBatchesTo::RulesThread(counted_sender), Some(rules))
         } else {
             (CountedBatchesTo::Reader(spent_sender), None)
@@ -301,6 +291,19 @@ pub fn replay(
     progress.finish_and_clear();
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// Starts one of the replay's threads in `scope`, named so that a profile or `top -H` shows
+/// which stage is busy.
+fn spawn_stage<'scope, Output: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    name: &str,
+    body: impl FnOnce() -> Output + Send + 'scope,
+) -> Result<std::thread::ScopedJoinHandle<'scope, Output>, ReplayError> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn_scoped(scope, body)
+        .map_err(ReplayError::Thread)
 }
 
 /// Decoded records in input order.
@@ -502,10 +505,10 @@ fn count_in_order(
     let mut summary = ReplaySummary::default();
     let mut outputs = Outputs::default();
     let mut buffered_dead_letter_bytes: usize = 0;
+    let rules_apart = matches!(channels.counted_to, CountedBatchesTo::RulesThread(_));
     for batch in &channels.decoded {
         channels.backlog.taken();
         let mut batch = batch?.into_admitted(pipeline.admission(), wall_millis);
-        let rules_apart = matches!(channels.counted_to, CountedBatchesTo::RulesThread(_));
         let mut rule_work = Vec::with_capacity(if rules_apart { batch.len() } else { 0 });
         for record in &mut batch {
             summary.records += 1;
