@@ -88,7 +88,7 @@ const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to run, from `--events N`, `--partitions P`, `--rate-multiplier X`,
-/// `--no-kafka-sinks` or the
+/// `--engine-threads N`, `--no-kafka-sinks` or the
 /// `GRIDWATCH_BENCH_EVENTS` / `GRIDWATCH_BENCH_PARTITIONS` / `GRIDWATCH_BENCH_RATE_MULTIPLIER`
 /// environment variables (flags win).
 #[derive(Debug, Clone)]
@@ -102,6 +102,8 @@ struct BenchSettings {
     /// Whether the service produces its outputs to Kafka (`kafka.sinks.enabled`; on unless
     /// `--no-kafka-sinks`, a diagnostic that isolates the output producer's share).
     kafka_sinks: bool,
+    /// `kafka.engine_threads` (`--engine-threads N`; 0, the default, picks by cores).
+    engine_threads: usize,
 }
 
 impl BenchSettings {
@@ -114,6 +116,7 @@ impl BenchSettings {
             rate_multiplier: env_number("GRIDWATCH_BENCH_RATE_MULTIPLIER")
                 .unwrap_or(DEFAULT_RATE_MULTIPLIER),
             kafka_sinks: true,
+            engine_threads: 0,
         };
         let arguments: Vec<String> = std::env::args().skip(1).collect();
         let mut index = 0;
@@ -132,6 +135,12 @@ impl BenchSettings {
                 ("--rate-multiplier", Some(value)) => {
                     settings.rate_multiplier =
                         value.parse().expect("--rate-multiplier takes a number");
+                    index += 1;
+                }
+                ("--engine-threads", Some(value)) => {
+                    settings.engine_threads = value
+                        .parse()
+                        .expect("--engine-threads takes a whole number");
                     index += 1;
                 }
                 ("--no-kafka-sinks", _) => settings.kafka_sinks = false,
@@ -222,6 +231,8 @@ struct Report {
     rate_multiplier: f64,
     /// Whether the service produced its outputs to Kafka too.
     kafka_sinks: bool,
+    /// `kafka.engine_threads` as configured (0: picked by cores).
+    engine_threads: usize,
     /// Event-time span of the produced events, hours.
     event_time_span_hours: f64,
     /// Producer rate (acknowledged by the broker), events/s.
@@ -326,6 +337,7 @@ fn main() {
         partitions: settings.partitions,
         rate_multiplier: settings.rate_multiplier,
         kafka_sinks: settings.kafka_sinks,
+        engine_threads: settings.engine_threads,
         event_time_span_hours,
         produce_events_per_second,
         ratio: gridwatch.events_per_second / raw.events_per_second,
@@ -524,6 +536,7 @@ async fn gridwatch_run(
     config.kafka.format = KafkaPayloadFormat::Protobuf;
     config.kafka.properties = properties.clone();
     config.kafka.sinks.enabled = settings.kafka_sinks;
+    config.kafka.engine_threads = settings.engine_threads;
     config.output.dir = Some(output_directory.clone());
     config.http.listen = "127.0.0.1:0".to_string();
     config.privacy.pseudonymization_key = "kafka-e2e-bench".into();
@@ -532,10 +545,14 @@ async fn gridwatch_run(
         panic!("bench config invalid: {problems:?}");
     }
     println!(
-        "gridwatch: group {group_id}, kafka sinks {}, outputs in {}, kafka.snapshot_interval = {:?}",
+        "gridwatch: group {group_id}, kafka sinks {}, outputs in {}, kafka.snapshot_interval = {:?}, kafka.engine_threads = {} ({} here)",
         if settings.kafka_sinks { "on" } else { "OFF" },
         output_directory.display(),
-        config.kafka.snapshot_interval
+        config.kafka.snapshot_interval,
+        config.kafka.engine_threads,
+        config
+            .kafka
+            .engine_threads_for(std::thread::available_parallelism().map_or(1, usize::from))
     );
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

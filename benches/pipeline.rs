@@ -537,6 +537,88 @@ fn bench_kafka_path(criterion: &mut Criterion) {
     group.finish();
 }
 
+/// The partitions' engines as the Kafka pipeline task runs them, without a broker: 600,000
+/// simulator events spread over 6 partitions by cell (as the input topic's keys spread them),
+/// admitted as the consumer thread does, in batches that interleave the partitions: 1,024
+/// records (one consumer batch) and 8,192 (what the pipeline task takes at once from a full
+/// channel); run one after the other on the caller's thread, then on 2 and 4 engine threads.
+/// What one instance's pipeline task can gain from more cores.
+fn bench_partition_engines(criterion: &mut Criterion) {
+    use gridwatch::partitions::{PartitionedPipelines, PipelineFactory};
+    use gridwatch::pipeline::{Admission, AdmittedRecord};
+    const PARTITIONS: u64 = 6;
+    let registry = GridRegistry::embedded();
+    let settings = {
+        let mut settings = PipelineSettings::from_config(&Config::default());
+        settings.window.idle_timeout_millis = i64::MAX;
+        settings.partial_input = true;
+        settings
+    };
+    let rules = RuleSet::embedded_default(settings.window.size_millis).unwrap();
+    let factory = || PipelineFactory {
+        settings: settings.clone(),
+        registry: registry.clone(),
+        rules: rules.clone(),
+        metrics: Arc::new(Metrics::new(&["kafka"], rules.version()).unwrap()),
+        source_name: "kafka",
+        fraud_settings: None,
+    };
+    let events = simulated(EVENTS * 60);
+    let admission = Admission::of_settings(&settings, registry.clone());
+    let batches_of = |batch_size: usize| -> Vec<Vec<AdmittedRecord>> {
+        let mut positions = [0_u64; PARTITIONS as usize];
+        let mut admitted = events
+            .iter()
+            .map(|event| {
+                let partition =
+                    (xxhash_rust::xxh3::xxh3_64(event.grid_id.as_bytes()) % PARTITIONS) as usize;
+                let record = SourceRecord {
+                    payload: RecordPayload::Event(Box::new(event.clone())),
+                    partition: partition as u32,
+                    position: positions[partition],
+                };
+                positions[partition] += 1;
+                admission.admit(record, WALL_MILLIS, Box::default())
+            })
+            .peekable();
+        let mut batches = Vec::new();
+        while admitted.peek().is_some() {
+            batches.push(admitted.by_ref().take(batch_size).collect());
+        }
+        batches
+    };
+    let mut group = criterion.benchmark_group("partition_engines");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(events.len() as u64));
+    for batch_size in [1_024, 8_192] {
+        for engine_threads in [1, 2, 4] {
+            let name = format!("batch_{batch_size}/{engine_threads}_threads");
+            group.bench_function(name, |bencher| {
+                bencher.iter_batched(
+                    || {
+                        let pipelines = PartitionedPipelines::new(factory())
+                            .with_engine_threads(engine_threads)
+                            .unwrap();
+                        (pipelines, batches_of(batch_size))
+                    },
+                    |(mut pipelines, mut batches)| {
+                        let mut outputs = Outputs::default();
+                        let mut windows = 0;
+                        for batch in &mut batches {
+                            pipelines.process_admitted_batch(batch, WALL_MILLIS, &mut outputs);
+                            windows += outputs.windows.len();
+                            outputs.clear();
+                        }
+                        (windows, pipelines, batches)
+                    },
+                    BatchSize::LargeInput,
+                )
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_decode,
@@ -545,6 +627,7 @@ criterion_group!(
     bench_pipeline,
     bench_scan,
     bench_whole_city,
-    bench_kafka_path
+    bench_kafka_path,
+    bench_partition_engines
 );
 criterion_main!(benches);

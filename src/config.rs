@@ -149,7 +149,20 @@ pub struct KafkaConfig {
     /// be read (on start) or written.
     #[serde(with = "humantime_serde")]
     pub state_timeout: Duration,
+    /// Threads that run the owned partitions' engines side by side, each partition's records
+    /// in their order: `0` (the default) picks by cores ([`KafkaConfig::engine_threads_for`]),
+    /// `1` runs them one after the other on the pipeline task.
+    pub engine_threads: usize,
 }
+
+/// Cores from which `kafka.engine_threads = 0` runs the partitions' engines side by side.
+/// Below it the consumer thread, librdkafka's threads, the read-model feed and the pipeline
+/// task already fill the cores: on the 2-core development machine, with the broker on the same
+/// two cores, the engines in parallel measured no faster (README "Kafka throughput benchmark").
+pub const CORES_FOR_ENGINE_THREADS: usize = 4;
+
+/// The most engine threads a configuration may ask for.
+pub const MAX_ENGINE_THREADS: usize = 256;
 
 /// The Kafka output topics (`[kafka.sinks]`), produced to `kafka.brokers` with
 /// `kafka.properties` applied; any source may feed them.
@@ -240,7 +253,23 @@ impl Default for KafkaConfig {
             state_topic: "gridwatch.state.v1".to_string(),
             snapshot_interval: Duration::from_secs(10),
             state_timeout: Duration::from_secs(30),
+            engine_threads: 0,
         }
+    }
+}
+
+impl KafkaConfig {
+    /// The engine threads to run on a machine with `cores` cores: `engine_threads` when set;
+    /// else none below [`CORES_FOR_ENGINE_THREADS`], and half the cores from there (the other
+    /// half for the consumer, librdkafka, the read-model feed and the HTTP server).
+    pub fn engine_threads_for(&self, cores: usize) -> usize {
+        if self.engine_threads > 0 {
+            return self.engine_threads;
+        }
+        if cores < CORES_FOR_ENGINE_THREADS {
+            return 1;
+        }
+        cores / 2
     }
 }
 
@@ -350,6 +379,11 @@ impl KafkaConfig {
         }
         if self.state_timeout.is_zero() {
             problems.push("kafka.state_timeout must be positive".to_string());
+        }
+        if self.engine_threads > MAX_ENGINE_THREADS {
+            problems.push(format!(
+                "kafka.engine_threads must be at most {MAX_ENGINE_THREADS} (0 picks by cores)"
+            ));
         }
         if self.topics.len() > usize::from(u16::MAX) {
             problems.push("kafka.topics lists too many topics".to_string());
@@ -1196,6 +1230,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("state_topic", &self.state_topic)
             .field("snapshot_interval", &self.snapshot_interval)
             .field("state_timeout", &self.state_timeout)
+            .field("engine_threads", &self.engine_threads)
             .finish()
     }
 }
@@ -1742,6 +1777,21 @@ mod tests {
         }
         assert_eq!(problems.len(), 6, "{text}");
         assert!(!text.contains("default."), "{text}");
+    }
+
+    #[test]
+    fn engine_threads_default_to_none_below_four_cores_and_half_the_cores_from_there() {
+        let mut kafka = KafkaConfig::default();
+        assert_eq!(kafka.engine_threads_for(1), 1);
+        assert_eq!(kafka.engine_threads_for(CORES_FOR_ENGINE_THREADS - 1), 1);
+        assert_eq!(kafka.engine_threads_for(CORES_FOR_ENGINE_THREADS), 2);
+        assert_eq!(kafka.engine_threads_for(8), 4);
+        kafka.engine_threads = 3;
+        assert_eq!(kafka.engine_threads_for(2), 3, "a set count wins");
+        assert_rejected_with(
+            "[source]\nkind = \"kafka\"\n[kafka]\nengine_threads = 100000",
+            &["kafka.engine_threads must be at most 256"],
+        );
     }
 
     /// Checks that `toml` is rejected with a problem mentioning each of `expected`.

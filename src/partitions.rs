@@ -148,6 +148,25 @@ fn export_suppressed_repeats(owned: &mut OwnedPartition, metrics: &Metrics) {
     }
 }
 
+/// Threads that run the engines of a batch's partitions side by side
+/// (`kafka.engine_threads`). Each partition's records still go through its own engine in
+/// input order, and its outputs stay in that order; only different partitions' engines run
+/// at once, which their independence (see the module's documentation) allows.
+struct EngineThreads {
+    /// The threads (`engine-<n>`), kept for the service's lifetime.
+    pool: rayon::ThreadPool,
+    /// One output buffer per partition of the batch being processed, reused between batches.
+    outputs_by_partition: Vec<Outputs>,
+}
+
+/// The engine threads could not be started (the operating system refused a thread).
+#[derive(Debug, thiserror::Error)]
+#[error("starting {threads} engine threads failed: {source}")]
+pub struct EngineThreadsError {
+    threads: usize,
+    source: rayon::ThreadPoolBuildError,
+}
+
 /// The pipelines of the partitions this instance owns.
 pub struct PartitionedPipelines {
     /// How partitions that appear are set up.
@@ -157,6 +176,8 @@ pub struct PartitionedPipelines {
     /// Wall-clock silence after which a partition no longer holds the operator watermark
     /// back (`window.idle_timeout`; never by default).
     operator_idle_timeout_millis: i64,
+    /// When set, a batch spanning several partitions runs their engines on these threads.
+    engine_threads: Option<EngineThreads>,
 }
 
 impl PartitionedPipelines {
@@ -166,7 +187,31 @@ impl PartitionedPipelines {
             factory,
             partitions: BTreeMap::new(),
             operator_idle_timeout_millis: NEVER_MILLIS,
+            engine_threads: None,
         }
+    }
+
+    /// Runs the engines of a batch's partitions on `threads` threads of their own
+    /// ([`PartitionedPipelines::process_admitted_batch`]); 0 or 1 keeps them on the caller's
+    /// thread, one after the other.
+    pub fn with_engine_threads(
+        mut self,
+        threads: usize,
+    ) -> Result<PartitionedPipelines, EngineThreadsError> {
+        if threads <= 1 {
+            self.engine_threads = None;
+            return Ok(self);
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|index| format!("engine-{index}"))
+            .build()
+            .map_err(|source| EngineThreadsError { threads, source })?;
+        self.engine_threads = Some(EngineThreads {
+            pool,
+            outputs_by_partition: Vec::new(),
+        });
+        Ok(self)
     }
 
     /// Lets partitions without a record for `idle_timeout_millis` of wall time stop holding
@@ -207,6 +252,93 @@ impl PartitionedPipelines {
         owned
             .pipeline
             .process_admitted(record, wall_millis, outputs);
+    }
+
+    /// Processes a batch of admitted records, each in its partition's pipeline, at wall time
+    /// `wall_millis`: every partition's records in their input order, and its outputs in that
+    /// order. With engine threads and records of several partitions, the partitions' engines
+    /// run side by side, and their outputs are appended partition by partition (ascending);
+    /// otherwise record by record, as [`PartitionedPipelines::process_admitted`]. The records
+    /// may be reordered (by partition) in `records`.
+    pub fn process_admitted_batch(
+        &mut self,
+        records: &mut [AdmittedRecord],
+        wall_millis: i64,
+        outputs: &mut Outputs,
+    ) {
+        let first_partition = records.first().map(|record| record.partition);
+        let spans_partitions = records
+            .iter()
+            .any(|record| Some(record.partition) != first_partition);
+        if self.engine_threads.is_none() || !spans_partitions {
+            for record in records.iter_mut() {
+                self.process_admitted(record, wall_millis, outputs);
+            }
+            return;
+        }
+        // Stable: each partition's records keep their order.
+        records.sort_by_key(|record| record.partition);
+        for record in records.iter() {
+            self.owned_after(record.partition, record.position, wall_millis);
+        }
+        let Some(engine_threads) = self.engine_threads.as_mut() else {
+            return;
+        };
+        let runs: Vec<&mut [AdmittedRecord]> = records
+            .chunk_by_mut(|left, right| left.partition == right.partition)
+            .collect();
+        if engine_threads.outputs_by_partition.len() < runs.len() {
+            engine_threads
+                .outputs_by_partition
+                .resize_with(runs.len(), Outputs::default);
+        }
+        // Both ascending by partition, and `owned_after` created every partition of the batch:
+        // each run finds its pipeline further along the map.
+        let mut owned_partitions = self.partitions.iter_mut();
+        let outputs_by_partition = &mut engine_threads.outputs_by_partition;
+        let mut jobs = Vec::with_capacity(runs.len());
+        for (run, run_outputs) in runs.into_iter().zip(outputs_by_partition.iter_mut()) {
+            let Some(partition) = run.first().map(|record| record.partition) else {
+                continue;
+            };
+            let Some((_, owned)) = owned_partitions.find(|(owned_id, _)| **owned_id == partition)
+            else {
+                continue;
+            };
+            jobs.push((run, owned, run_outputs));
+        }
+        // The caller's thread takes the longest run itself while the engine threads wake up
+        // for the others (a wake-up is a good part of a short batch).
+        let longest = jobs
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, (run, _, _))| run.len())
+            .map(|(index, _)| index);
+        let inline_job = longest.map(|index| jobs.swap_remove(index));
+        let run_job = |(run, owned, run_outputs): (
+            &mut [AdmittedRecord],
+            &mut OwnedPartition,
+            &mut Outputs,
+        )| {
+            for record in run.iter_mut() {
+                owned
+                    .pipeline
+                    .process_admitted(record, wall_millis, run_outputs);
+            }
+        };
+        engine_threads.pool.in_place_scope(|scope| {
+            for job in jobs {
+                scope.spawn(move |_| run_job(job));
+            }
+            if let Some(job) = inline_job {
+                run_job(job);
+            }
+        });
+        for run_outputs in outputs_by_partition.iter_mut() {
+            outputs.windows.append(&mut run_outputs.windows);
+            outputs.alerts.append(&mut run_outputs.alerts);
+            outputs.dead_letters.append(&mut run_outputs.dead_letters);
+        }
     }
 
     /// The owned `partition`, its position and activity moved past a record at `position`
@@ -783,5 +915,110 @@ mod tests {
         assert_eq!(suppressed_total(), 2, "each repeat is counted once");
         pipelines.revoke(0);
         assert_eq!(suppressed_total(), 2);
+    }
+
+    /// `count` simulator events as the Kafka consumer hands them over: each on the partition
+    /// of its cell (one of `partitions`), admitted, in batches of `batch_size` records that
+    /// interleave the partitions.
+    fn admitted_batches(
+        count: usize,
+        partitions: u32,
+        batch_size: usize,
+    ) -> Vec<Vec<AdmittedRecord>> {
+        let registry = GridRegistry::embedded();
+        let settings = factory(60_000).settings;
+        let admission = crate::pipeline::Admission::of_settings(&settings, registry.clone());
+        let simulator_settings = crate::source::simulator::SimulatorSettings {
+            seed: 11,
+            start_millis: T0,
+            rate_multiplier: 20.0,
+            ..crate::source::simulator::SimulatorSettings::default()
+        };
+        let mut simulator =
+            crate::source::simulator::Simulator::new(simulator_settings, registry).unwrap();
+        let mut positions = vec![0_u64; partitions as usize];
+        let records: Vec<AdmittedRecord> = (0..count)
+            .map(|_| {
+                let event = simulator.next_event();
+                let partition = (xxhash_rust::xxh3::xxh3_64(event.grid_id.as_bytes())
+                    % u64::from(partitions)) as u32;
+                let position = positions[partition as usize];
+                positions[partition as usize] += 1;
+                let record = SourceRecord {
+                    payload: RecordPayload::Event(Box::new(event)),
+                    partition,
+                    position,
+                };
+                admission.admit(record, WALL, Box::default())
+            })
+            .collect();
+        let mut batches = Vec::new();
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            batches.push(records.by_ref().take(batch_size).collect());
+        }
+        batches
+    }
+
+    #[test]
+    fn engines_on_threads_leave_each_partition_the_outputs_and_state_of_one_thread() {
+        const PARTITIONS: u32 = 4;
+        let mut threaded = PartitionedPipelines::new(factory(60_000))
+            .with_engine_threads(2)
+            .unwrap();
+        let mut sorted_on_one_thread = PartitionedPipelines::new(factory(60_000));
+        let mut interleaved_on_one_thread = PartitionedPipelines::new(factory(60_000));
+        let mut threaded_outputs = Outputs::default();
+        let mut sorted_outputs = Outputs::default();
+        let mut interleaved_outputs = Outputs::default();
+        let batches = admitted_batches(20_000, PARTITIONS, 512)
+            .into_iter()
+            .zip(admitted_batches(20_000, PARTITIONS, 512))
+            .zip(admitted_batches(20_000, PARTITIONS, 512));
+        for ((mut threaded_batch, mut sorted_batch), mut interleaved_batch) in batches {
+            threaded.process_admitted_batch(&mut threaded_batch, WALL, &mut threaded_outputs);
+            sorted_batch.sort_by_key(|record| record.partition);
+            for record in &mut sorted_batch {
+                sorted_on_one_thread.process_admitted(record, WALL, &mut sorted_outputs);
+            }
+            interleaved_on_one_thread.process_admitted_batch(
+                &mut interleaved_batch,
+                WALL,
+                &mut interleaved_outputs,
+            );
+        }
+        // The threads append each partition's outputs in turn: what one thread writes for the
+        // batch taken partition by partition.
+        assert_eq!(threaded_outputs.windows, sorted_outputs.windows);
+        assert_eq!(threaded_outputs.alerts, sorted_outputs.alerts);
+        assert_eq!(threaded_outputs.dead_letters, sorted_outputs.dead_letters);
+        assert!(threaded_outputs.windows.len() > 1_000);
+        assert!(!threaded_outputs.alerts.is_empty());
+        // Record by record, interleaved: the same outputs, in another order across partitions.
+        let mut threaded_windows = threaded_outputs.windows.clone();
+        let mut interleaved_windows = interleaved_outputs.windows.clone();
+        let window_order = |left: &crate::window::ClosedPane, right: &crate::window::ClosedPane| {
+            format!("{left:?}").cmp(&format!("{right:?}"))
+        };
+        threaded_windows.sort_by(window_order);
+        interleaved_windows.sort_by(window_order);
+        assert_eq!(threaded_windows, interleaved_windows);
+        assert_ne!(
+            threaded_outputs.windows, interleaved_outputs.windows,
+            "the batches interleave partitions, so the order differs"
+        );
+        // Every partition's state is the same bytes, however its engine ran.
+        for partition in 0..PARTITIONS {
+            let snapshot_of = |pipelines: &PartitionedPipelines| {
+                let owned = pipelines.partition(partition).unwrap();
+                (
+                    crate::state::snapshot(&owned.pipeline).unwrap(),
+                    owned.next_position,
+                )
+            };
+            let threaded_state = snapshot_of(&threaded);
+            assert_eq!(threaded_state, snapshot_of(&sorted_on_one_thread));
+            assert_eq!(threaded_state, snapshot_of(&interleaved_on_one_thread));
+        }
     }
 }

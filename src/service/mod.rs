@@ -99,6 +99,9 @@ pub enum ServiceError {
     /// The fraud settings or baseline are invalid.
     #[error(transparent)]
     Fraud(#[from] crate::fraud::FraudError),
+    /// The partitions' engine threads could not start.
+    #[error(transparent)]
+    EngineThreads(#[from] crate::partitions::EngineThreadsError),
     /// Kafka output records were lost (dropped or not delivered) with a Kafka source: the
     /// service stops without committing past them, so that a restart replays them from the
     /// last snapshot.
@@ -329,6 +332,12 @@ pub async fn run(
         fraud_settings: Some(fraud_settings.clone()),
     })
     .with_operator_idle_timeout(config.window_settings().idle_timeout_millis);
+    if config.source.kind == SourceKind::Kafka {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let engine_threads = config.kafka.engine_threads_for(cores);
+        pipelines = pipelines.with_engine_threads(engine_threads)?;
+        tracing::info!(engine_threads, cores, "partition engines");
+    }
     let file_checkpoint = config
         .state
         .snapshot_path

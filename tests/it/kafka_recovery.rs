@@ -86,6 +86,18 @@ impl Instance {
     /// Starts the binary with a config file written to `directory`; its log goes to
     /// `<directory>/<name>.log`.
     fn start(brokers: &str, group_id: &str, directory: &Path, name: &str) -> Instance {
+        Instance::start_with_engine_threads(brokers, group_id, directory, name, 0)
+    }
+
+    /// [`Instance::start`] with `kafka.engine_threads` set (0: picked by cores, which on a
+    /// 2-core machine keeps the partitions' engines on the pipeline task).
+    fn start_with_engine_threads(
+        brokers: &str,
+        group_id: &str,
+        directory: &Path,
+        name: &str,
+        engine_threads: usize,
+    ) -> Instance {
         let config_path = directory.join(format!("{name}.toml"));
         let config_text = format!(
             r#"
@@ -100,6 +112,7 @@ brokers = "{brokers}"
 group_id = "{group_id}"
 topics = ["{INPUT_TOPIC}"]
 snapshot_interval = "1s"
+engine_threads = {engine_threads}
 
 [kafka.properties]
 "session.timeout.ms" = "6000"
@@ -132,6 +145,21 @@ level = "info"
             address,
             name: name.to_string(),
         }
+    }
+
+    /// The names of the process's threads (Linux `/proc/<pid>/task/*/comm`).
+    fn thread_names(&self) -> Vec<String> {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        std::fs::read_dir(tasks)
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| {
+                        std::fs::read_to_string(entry.ok()?.path().join("comm")).ok()
+                    })
+                    .map(|name| name.trim_end().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Whether the process is still running (it has not exited by itself).
@@ -402,11 +430,33 @@ fn killed_instances_resume_from_their_snapshots_and_outputs_equal_the_reference(
     let received = "gridwatch_events_received_total{source=\"kafka\"}";
     let snapshots = "gridwatch_kafka_state_snapshots_total{result=\"ok\"}";
     // Killed after its first snapshot round, then after its second, each time with records
-    // processed since that the next instance must replay.
-    for (round, snapshots_before_kill) in [(1, 1.0), (2, 2.0)] {
+    // processed since that the next instance must replay. The first runs the partitions'
+    // engines on two threads of their own, the others on the pipeline task: a partition's
+    // state and outputs do not depend on where its engine ran.
+    for (round, snapshots_before_kill, engine_threads) in [(1, 1.0, 2), (2, 2.0, 1)] {
         let name = format!("crash-{round}");
-        let instance = Instance::start(&broker.address, group_id, &directory, &name);
+        let instance = Instance::start_with_engine_threads(
+            &broker.address,
+            group_id,
+            &directory,
+            &name,
+            engine_threads,
+        );
         instance.wait_for_metric(snapshots, snapshots_before_kill, Duration::from_secs(60));
+        let engine_thread_names: Vec<String> = instance
+            .thread_names()
+            .into_iter()
+            .filter(|thread| thread.starts_with("engine-"))
+            .collect();
+        assert_eq!(
+            engine_thread_names.len(),
+            if engine_threads > 1 {
+                engine_threads
+            } else {
+                0
+            },
+            "{name}: engine threads {engine_thread_names:?}"
+        );
         let processed = instance.metric(received).unwrap_or(0.0);
         instance.wait_for_metric(received, processed + 200.0, Duration::from_secs(60));
         println!(
@@ -416,7 +466,8 @@ fn killed_instances_resume_from_their_snapshots_and_outputs_equal_the_reference(
         );
         instance.kill_hard();
     }
-    let last = Instance::start(&broker.address, group_id, &directory, "crash-last");
+    let last =
+        Instance::start_with_engine_threads(&broker.address, group_id, &directory, "crash-last", 2);
     let produced = producer.join().unwrap();
     assert_eq!(produced, 12_000);
     let ends = end_offsets(&read_topic(&broker.address, INPUT_TOPIC));
