@@ -15,7 +15,10 @@
 //! Non-Kafka sources (simulator, file) use a single partition 0 whose pipeline keeps the
 //! processing-time idle advance of [`crate::window::watermark`].
 //!
-//! Like [`Pipeline`], this is synchronous: time is an argument, no tasks or locks.
+//! Like [`Pipeline`], this is synchronous: time is an argument, no tasks or locks. With engine
+//! threads ([`PartitionedPipelines::with_engine_threads`]), a batch's partitions run side by
+//! side inside [`PartitionedPipelines::process_admitted_batch`], which returns when all have
+//! finished: the caller still sees one call that takes the batch and leaves its outputs.
 
 // No panic path reachable from input, state or configuration (README "Security").
 
@@ -252,6 +255,11 @@ impl PartitionedPipelines {
         owned
             .pipeline
             .process_admitted(record, wall_millis, outputs);
+    }
+
+    /// Whether a batch's partitions run on engine threads.
+    pub fn has_engine_threads(&self) -> bool {
+        self.engine_threads.is_some()
     }
 
     /// Processes a batch of admitted records, each in its partition's pipeline, at wall time

@@ -31,9 +31,10 @@ use crate::time::wall_clock_millis;
 /// How often the pipeline advances by wall time, publishes the live view and flushes sinks.
 const TICK: Duration = Duration::from_secs(1);
 /// The most admitted records the pipeline task takes at once from batches waiting in its
-/// channel (eight consumer batches; see [`PipelineLoop::on_source_message`]). Measured without
-/// a broker (`cargo bench --bench pipeline -- partition_engines`), batches of 8,192 instead of
-/// 1,024 records cost the engines less CPU and let engine threads share the work better.
+/// channel when the engines have threads (eight consumer batches; see
+/// [`PipelineLoop::on_source_message`]). Measured without a broker (`cargo bench --bench
+/// pipeline -- partition_engines`), two engine threads on two cores did a batch of 8,192
+/// records 1.36× faster than one thread, a batch of 1,024 only 1.09×.
 const MAX_COALESCED_RECORDS: usize = 8 * 1024;
 /// How long shutdown waits for Kafka output records to be acknowledged.
 const KAFKA_SINK_FLUSH_GRACE: Duration = Duration::from_secs(10);
@@ -115,12 +116,12 @@ impl PipelineLoop {
         }
     }
 
-    /// Handles `first` and, when it is a batch of admitted records, the admitted batches
-    /// already waiting behind it, as one batch of up to [`MAX_COALESCED_RECORDS`]: with a
-    /// backlog, the per-batch costs (output writes, metric flushes, the engine threads'
-    /// wake-ups) are paid once for several consumer batches, and each partition's records run
-    /// in longer stretches. A message of another kind ends the batch and is handled after it,
-    /// in order.
+    /// Handles `first` and, when it is a batch of admitted records and the partitions' engines
+    /// have threads, the admitted batches already waiting behind it, as one batch of up to
+    /// [`MAX_COALESCED_RECORDS`]: with a backlog, the engine threads' wake-ups are paid once
+    /// for several consumer batches. (Without engine threads, taking them together measured
+    /// no gain end to end, so each consumer batch stays a batch.) A message of another kind
+    /// ends the batch and is handled after it, in order.
     async fn on_source_message(
         &mut self,
         first: SourceMessage,
@@ -131,7 +132,9 @@ impl PipelineLoop {
             match message {
                 SourceMessage::Records(records) => self.on_batch(records),
                 SourceMessage::Admitted(mut records) => {
-                    next = take_waiting_admitted(&mut records, batch_receiver);
+                    if self.pipelines.has_engine_threads() {
+                        next = take_waiting_admitted(&mut records, batch_receiver);
+                    }
                     self.on_admitted_batch(records);
                 }
                 SourceMessage::Assigned(partitions) => self.on_assigned(partitions),
