@@ -225,11 +225,17 @@ fn default_rules_of_kind(kind: &str, pane_size_millis: i64) -> RuleSet {
     RuleSet::from_toml_str(&toml::to_string(&document).unwrap(), pane_size_millis).unwrap()
 }
 
+/// The default settings with windows that never idle out, as in a replay.
+fn replay_settings() -> PipelineSettings {
+    let mut settings = PipelineSettings::from_config(&Config::default());
+    settings.window.idle_timeout_millis = i64::MAX;
+    settings
+}
+
 /// A pipeline as the replay builds one (windows never idle out), with the rules `rules_of`
 /// gives for the pane size.
 fn replay_pipeline(registry: &Arc<GridRegistry>, rules_of: &dyn Fn(i64) -> RuleSet) -> Pipeline {
-    let mut settings = PipelineSettings::from_config(&Config::default());
-    settings.window.idle_timeout_millis = i64::MAX;
+    let settings = replay_settings();
     let rules = rules_of(settings.window.size_millis);
     let metrics = Arc::new(Metrics::new(&["file"], rules.version()).unwrap());
     Pipeline::new(settings, registry.clone(), rules, metrics, "file")
@@ -541,18 +547,16 @@ fn bench_kafka_path(criterion: &mut Criterion) {
 /// simulator events spread over 6 partitions by cell (as the input topic's keys spread them),
 /// admitted as the consumer thread does, in batches that interleave the partitions: 1,024
 /// records (one consumer batch) and 8,192 (what the pipeline task takes at once from a full
-/// channel); run one after the other on the caller's thread, then on 2 and 4 engine threads.
+/// channel when the engines have threads); run one after the other on the caller's thread, then on 2 and 4 engine threads.
 /// What one instance's pipeline task can gain from more cores.
 fn bench_partition_engines(criterion: &mut Criterion) {
     use gridwatch::partitions::{PartitionedPipelines, PipelineFactory};
     use gridwatch::pipeline::{Admission, AdmittedRecord};
     const PARTITIONS: u64 = 6;
     let registry = GridRegistry::embedded();
-    let settings = {
-        let mut settings = PipelineSettings::from_config(&Config::default());
-        settings.window.idle_timeout_millis = i64::MAX;
-        settings.partial_input = true;
-        settings
+    let settings = PipelineSettings {
+        partial_input: true,
+        ..replay_settings()
     };
     let rules = RuleSet::embedded_default(settings.window.size_millis).unwrap();
     let factory = || PipelineFactory {

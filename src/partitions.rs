@@ -275,10 +275,11 @@ impl PartitionedPipelines {
         outputs: &mut Outputs,
     ) {
         let first_partition = records.first().map(|record| record.partition);
-        let spans_partitions = records
-            .iter()
-            .any(|record| Some(record.partition) != first_partition);
-        if self.engine_threads.is_none() || !spans_partitions {
+        let side_by_side = self.engine_threads.is_some()
+            && records
+                .iter()
+                .any(|record| Some(record.partition) != first_partition);
+        if !side_by_side {
             for record in records.iter_mut() {
                 self.process_admitted(record, wall_millis, outputs);
             }
@@ -343,9 +344,7 @@ impl PartitionedPipelines {
             }
         });
         for run_outputs in outputs_by_partition.iter_mut() {
-            outputs.windows.append(&mut run_outputs.windows);
-            outputs.alerts.append(&mut run_outputs.alerts);
-            outputs.dead_letters.append(&mut run_outputs.dead_letters);
+            outputs.append(run_outputs);
         }
     }
 

@@ -109,6 +109,14 @@ impl Outputs {
         self.alerts.clear();
         self.dead_letters.clear();
     }
+
+    /// Moves every output of `other` to the end of these, each list in its order (`other` is
+    /// left empty, its allocations kept).
+    pub fn append(&mut self, other: &mut Outputs) {
+        self.windows.append(&mut other.windows);
+        self.alerts.append(&mut other.alerts);
+        self.dead_letters.append(&mut other.dead_letters);
+    }
 }
 
 /// The state of every stage but the rules (whose engine keeps its own): the one place a new
