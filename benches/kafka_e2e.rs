@@ -88,7 +88,7 @@ const PHASE_TIMEOUT: Duration = Duration::from_secs(600);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What to run, from `--events N`, `--partitions P`, `--rate-multiplier X`,
-/// `--engine-threads N`, `--no-kafka-sinks` or the
+/// `--engine-threads N`, `--property name=value`, `--no-kafka-sinks` or the
 /// `GRIDWATCH_BENCH_EVENTS` / `GRIDWATCH_BENCH_PARTITIONS` / `GRIDWATCH_BENCH_RATE_MULTIPLIER`
 /// environment variables (flags win).
 #[derive(Debug, Clone)]
@@ -104,6 +104,10 @@ struct BenchSettings {
     kafka_sinks: bool,
     /// `kafka.engine_threads` (`--engine-threads N`; 0, the default, picks by cores).
     engine_threads: usize,
+    /// librdkafka properties added to the service's `kafka.properties` (`--property
+    /// name=value`, repeatable; e.g. `compression.type=lz4` to measure the output producer
+    /// compressing). The raw consumer does not get them.
+    service_properties: BTreeMap<String, String>,
 }
 
 impl BenchSettings {
@@ -117,6 +121,7 @@ impl BenchSettings {
                 .unwrap_or(DEFAULT_RATE_MULTIPLIER),
             kafka_sinks: true,
             engine_threads: 0,
+            service_properties: BTreeMap::new(),
         };
         let arguments: Vec<String> = std::env::args().skip(1).collect();
         let mut index = 0;
@@ -141,6 +146,14 @@ impl BenchSettings {
                     settings.engine_threads = value
                         .parse()
                         .expect("--engine-threads takes a whole number");
+                    index += 1;
+                }
+                ("--property", Some(value)) => {
+                    let (name, property_value) =
+                        value.split_once('=').expect("--property takes name=value");
+                    settings
+                        .service_properties
+                        .insert(name.to_string(), property_value.to_string());
                     index += 1;
                 }
                 ("--no-kafka-sinks", _) => settings.kafka_sinks = false,
@@ -233,6 +246,8 @@ struct Report {
     kafka_sinks: bool,
     /// `kafka.engine_threads` as configured (0: picked by cores).
     engine_threads: usize,
+    /// Properties added to the service's `kafka.properties` (`--property`).
+    service_properties: BTreeMap<String, String>,
     /// Event-time span of the produced events, hours.
     event_time_span_hours: f64,
     /// Producer rate (acknowledged by the broker), events/s.
@@ -338,6 +353,7 @@ fn main() {
         rate_multiplier: settings.rate_multiplier,
         kafka_sinks: settings.kafka_sinks,
         engine_threads: settings.engine_threads,
+        service_properties: settings.service_properties.clone(),
         event_time_span_hours,
         produce_events_per_second,
         ratio: gridwatch.events_per_second / raw.events_per_second,
@@ -535,6 +551,10 @@ async fn gridwatch_run(
     config.kafka.topics = vec![INPUT_TOPIC.to_string()];
     config.kafka.format = KafkaPayloadFormat::Protobuf;
     config.kafka.properties = properties.clone();
+    config
+        .kafka
+        .properties
+        .extend(settings.service_properties.clone());
     config.kafka.sinks.enabled = settings.kafka_sinks;
     config.kafka.engine_threads = settings.engine_threads;
     config.output.dir = Some(output_directory.clone());
@@ -545,14 +565,15 @@ async fn gridwatch_run(
         panic!("bench config invalid: {problems:?}");
     }
     println!(
-        "gridwatch: group {group_id}, kafka sinks {}, outputs in {}, kafka.snapshot_interval = {:?}, kafka.engine_threads = {} ({} here)",
+        "gridwatch: group {group_id}, kafka sinks {}, outputs in {}, kafka.snapshot_interval = {:?}, kafka.engine_threads = {} ({} here), added properties {:?}",
         if settings.kafka_sinks { "on" } else { "OFF" },
         output_directory.display(),
         config.kafka.snapshot_interval,
         config.kafka.engine_threads,
         config
             .kafka
-            .engine_threads_for(std::thread::available_parallelism().map_or(1, usize::from))
+            .engine_threads_for(std::thread::available_parallelism().map_or(1, usize::from)),
+        settings.service_properties
     );
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

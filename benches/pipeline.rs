@@ -4,8 +4,8 @@
 //! the default rules reduced to one kind at a time (`rules/<kind>` minus `rules/none` is what
 //! that kind costs per event), and one evaluation of the space-time scan (`scan/…`: it runs
 //! once an hour of event time, so its cost is per evaluation, not per event), and the Kafka
-//! path's work beyond the replay's (`kafka_path/…`: encoding a window's output record, and the
-//! city-wide model folding it in when the feed reads it back). Run with
+//! path's work beyond the replay's (`kafka_path/…`: encoding a window's output record, queueing it in
+//! librdkafka, and the city-wide model folding it in when the feed reads it back). Run with
 //! `cargo bench --bench pipeline`.
 
 use std::sync::Arc;
@@ -475,7 +475,10 @@ fn bench_whole_city(criterion: &mut Criterion) {
 
 /// The Kafka path's work beyond the replay's, per window: encoding a window's output record
 /// key and value into reused buffers (`kafka_path/window_records`, what `KafkaSink` hands
-/// librdkafka), and folding it into the
+/// librdkafka); the whole of `KafkaSink::write` for the batch, encoding and queueing each
+/// record in librdkafka (`kafka_path/sink_write`: a fresh sink per iteration whose broker
+/// address answers nothing, so the records only queue; what the pipeline task spends per
+/// output record before librdkafka's own threads take over), and folding it into the
 /// city-wide model when the feed reads it back (`kafka_path/city_model_apply`); and one
 /// publish of that model with every cell changed (`kafka_path/city_model_publish`: the feed
 /// publishes about once a second, so its cost is per publish, not per window). The windows
@@ -528,6 +531,36 @@ fn bench_kafka_path(criterion: &mut Criterion) {
                 })
                 .sum::<usize>()
         })
+    });
+    group.bench_function("sink_write", |bencher| {
+        let metrics = Metrics::new(&["kafka"], "bench").unwrap();
+        let mut config = gridwatch::config::KafkaConfig {
+            // Nothing listens there: librdkafka queues the records and never sends them.
+            brokers: "127.0.0.1:9".to_string(),
+            ..gridwatch::config::KafkaConfig::default()
+        };
+        config.sinks.enabled = true;
+        let panes = Outputs {
+            windows: outputs.windows.clone(),
+            ..Outputs::default()
+        };
+        bencher.iter_batched(
+            || {
+                gridwatch::sink::kafka::KafkaSink::create(
+                    &config,
+                    "bench".to_string(),
+                    &metrics,
+                    registry.clone(),
+                )
+                .unwrap()
+                .unwrap()
+            },
+            |sink| {
+                assert_eq!(sink.write(&panes), 0, "every record queued");
+                sink
+            },
+            BatchSize::PerIteration,
+        )
     });
     group.bench_function("city_model_apply", |bencher| {
         bencher.iter_batched(|| windows.clone(), &model_with, BatchSize::LargeInput)
