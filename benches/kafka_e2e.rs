@@ -219,6 +219,9 @@ struct GridwatchResult {
     pipeline_busy_seconds: f64,
     /// Record batches handled (`gridwatch_processing_latency_seconds_count`).
     batches: f64,
+    /// Seconds the pipeline spent handing outputs to each sink
+    /// (`gridwatch_output_write_seconds_sum{sink}`; mostly within the busy time above).
+    output_write_seconds: BTreeMap<String, f64>,
     /// Lines of `windows.jsonl` after shutdown.
     window_lines_written: usize,
     /// `kafka.snapshot_interval` of the run (state snapshots, then offset commits).
@@ -694,6 +697,19 @@ async fn gridwatch_run(
             "",
             false,
         ),
+        output_write_seconds: ["kafka", "file", "read_model", "delivery"]
+            .into_iter()
+            .map(|sink| {
+                let seconds = metric(
+                    &final_metrics,
+                    "gridwatch_output_write_seconds_sum",
+                    &format!("sink=\"{sink}\""),
+                    false,
+                );
+                (sink.to_string(), seconds)
+            })
+            .filter(|(_, seconds)| *seconds > 0.0)
+            .collect(),
         window_lines_written,
         snapshot_interval_seconds: SNAPSHOT_INTERVAL.as_secs_f64(),
     }
@@ -890,11 +906,18 @@ fn print_table(report: &Report) {
         report.gridwatch.kafka_produce_errors,
         report.gridwatch.snapshot_interval_seconds
     );
+    let output_writes: Vec<String> = report
+        .gridwatch
+        .output_write_seconds
+        .iter()
+        .map(|(sink, seconds)| format!("{sink} {seconds:.3} s"))
+        .collect();
     println!(
-        "gridwatch pipeline task busy {:.3} s in {} batches ({:.0} records per batch)",
+        "gridwatch pipeline task busy {:.3} s in {} batches ({:.0} records per batch); outputs handed to the sinks: {}",
         report.gridwatch.pipeline_busy_seconds,
         report.gridwatch.batches,
-        report.events as f64 / report.gridwatch.batches.max(1.0)
+        report.events as f64 / report.gridwatch.batches.max(1.0),
+        if output_writes.is_empty() { "none".to_string() } else { output_writes.join(", ") }
     );
     let cpu = &report.gridwatch.cpu;
     let by_thread: Vec<String> = cpu

@@ -3,7 +3,7 @@
 //! same block at every tick, snapshot round and shutdown.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::kafka::KafkaError;
 use crate::metrics::Metrics;
@@ -55,13 +55,19 @@ impl OutputSinks {
             return;
         }
         if let Some(read_model) = self.read_model.as_mut() {
+            let started = Instant::now();
             read_model.apply_outputs(outputs, crate::time::wall_clock_millis());
+            self.observe_write("read_model", started);
         }
         if let Some(delivery) = &self.delivery {
+            let started = Instant::now();
             delivery.offer(&outputs.alerts);
+            self.observe_write("delivery", started);
         }
         if let Some(kafka_sink) = &self.kafka {
+            let started = Instant::now();
             let dropped = kafka_sink.write(outputs);
+            self.observe_write("kafka", started);
             if dropped > 0 {
                 tracing::error!(
                     dropped,
@@ -70,7 +76,10 @@ impl OutputSinks {
             }
         }
         if let Some(file_sink) = self.file.as_mut() {
-            if let Err(error) = file_sink.write(outputs) {
+            let started = Instant::now();
+            let written = file_sink.write(outputs);
+            self.observe_write("file", started);
+            if let Err(error) = written {
                 tracing::error!(%error, "writing outputs failed");
                 let lost =
                     outputs.windows.len() + outputs.alerts.len() + outputs.dead_letters.len();
@@ -81,6 +90,16 @@ impl OutputSinks {
             }
         }
         outputs.clear();
+    }
+
+    /// Adds the time since `started` to `sink`'s `gridwatch_output_write_seconds`: where a
+    /// batch's time goes once it is processed (on the Kafka path, queueing the output records
+    /// in librdkafka took the pipeline as long as processing the events).
+    fn observe_write(&self, sink: &str, started: Instant) {
+        self.metrics
+            .output_write_seconds
+            .with_label_values(&[sink])
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Hands this instance's status records (fraud partials, instance status) to the
@@ -184,6 +203,15 @@ mod tests {
         assert_eq!(read(crate::sink::file::WINDOWS_FILE).lines().count(), 1);
         assert_eq!(read(crate::sink::file::DEAD_LETTER_FILE).lines().count(), 1);
         assert_eq!(read(crate::sink::file::ALERTS_FILE), "");
+        let write_count = |sink: &str| {
+            sinks
+                .metrics
+                .output_write_seconds
+                .with_label_values(&[sink])
+                .get_sample_count()
+        };
+        assert_eq!(write_count("file"), 1, "one batch timed for the files");
+        assert_eq!(write_count("kafka"), 0, "no kafka sink, no kafka timing");
     }
 
     #[test]

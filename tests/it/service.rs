@@ -53,6 +53,17 @@ async fn run_serves_metrics_api_and_flushes_outputs_on_shutdown() {
     );
     assert!(metrics.contains("# HELP gridwatch_dead_letters_total"));
     assert!(metrics.contains("gridwatch_processing_latency_seconds_bucket"));
+    for sink in ["file", "read_model"] {
+        assert!(
+            metric_value(
+                &metrics,
+                "gridwatch_output_write_seconds_count",
+                &[&format!("sink=\"{sink}\"")]
+            )
+            .is_some_and(|batches| batches > 0.0),
+            "the pipeline times its writes to the {sink} sink: {metrics}"
+        );
+    }
     assert!(
         metric_value(&metrics, "gridwatch_watermark_lag_seconds", &[]).is_some(),
         "{metrics}"
