@@ -498,15 +498,17 @@ fn metric(metrics_text: &str, name: &str, label_fragment: &str, sum: bool) -> f6
     }
 }
 
-/// Non-zero `gridwatch_dead_letters_total{reason}` samples by reason.
-fn dead_letters_by_reason(metrics_text: &str) -> BTreeMap<String, f64> {
+/// The non-zero samples of `sample_name` (a series with the one label `label`) by that
+/// label's value: dead letters by reason, output write seconds by sink.
+fn non_zero_by_label(metrics_text: &str, sample_name: &str, label: &str) -> BTreeMap<String, f64> {
+    let prefix = format!("{sample_name}{{{label}=\"");
     metrics_text
         .lines()
-        .filter_map(|line| line.strip_prefix("gridwatch_dead_letters_total{reason=\""))
+        .filter_map(|line| line.strip_prefix(prefix.as_str()))
         .filter_map(|rest| {
-            let (reason, value_text) = rest.split_once("\"} ")?;
+            let (label_value, value_text) = rest.split_once("\"} ")?;
             let value: f64 = value_text.parse().ok()?;
-            (value > 0.0).then(|| (reason.to_string(), value))
+            (value > 0.0).then(|| (label_value.to_string(), value))
         })
         .collect()
 }
@@ -677,7 +679,7 @@ async fn gridwatch_run(
         seconds,
         events_per_second: events.saturating_sub(received_at_first_scrape) as f64 / seconds,
         windows_emitted: metric(&final_metrics, "gridwatch_windows_emitted_total", "", true),
-        dead_letters: dead_letters_by_reason(&final_metrics),
+        dead_letters: non_zero_by_label(&final_metrics, "gridwatch_dead_letters_total", "reason"),
         kafka_records_produced: metric(&final_metrics, "gridwatch_kafka_produced_total", "", true),
         kafka_produce_errors: metric(
             &final_metrics,
@@ -697,19 +699,11 @@ async fn gridwatch_run(
             "",
             false,
         ),
-        output_write_seconds: ["kafka", "file", "read_model", "delivery"]
-            .into_iter()
-            .map(|sink| {
-                let seconds = metric(
-                    &final_metrics,
-                    "gridwatch_output_write_seconds_sum",
-                    &format!("sink=\"{sink}\""),
-                    false,
-                );
-                (sink.to_string(), seconds)
-            })
-            .filter(|(_, seconds)| *seconds > 0.0)
-            .collect(),
+        output_write_seconds: non_zero_by_label(
+            &final_metrics,
+            "gridwatch_output_write_seconds_sum",
+            "sink",
+        ),
         window_lines_written,
         snapshot_interval_seconds: SNAPSHOT_INTERVAL.as_secs_f64(),
     }
