@@ -638,8 +638,11 @@ pub struct ExpectationCache {
     /// What the memo was computed from: closed hours over all types, the latest of them,
     /// events counted into closed hours, weeks and the bits of shrinkage_weeks.
     generation: Option<(usize, i64, u64, u32, u64)>,
-    /// Hourly rate by (scope, unit key, `EventType as i32`, hour, window's first hour).
-    rates: FxHashMap<(AlertScope, u32, i32, i64, i64), f64>,
+    /// Hourly rates by (scope, unit key, `EventType as i32`, window's first hour), indexed by
+    /// the hour's offset from that first hour (`None` until asked for): one probe per
+    /// expectation instead of one per hour of its window. A district's 24 h window probed 25
+    /// times at every pane, and those probes were most of a replay's spike evaluations.
+    window_rates: FxHashMap<(AlertScope, u32, i32, i64), Vec<Option<f64>>>,
     /// Seeded hourly rates at every local hour of day by (scope, unit key, `EventType as
     /// i32`): seeds and registry are fixed for an engine's life, so this is never dropped.
     /// Without it a district's 24 h window summed the seeds of ~300 cells for every hour of
@@ -687,7 +690,7 @@ impl ExpectationCache {
             settings.shrinkage_weeks.to_bits(),
         ));
         if self.generation != generation {
-            self.rates.clear();
+            self.window_rates.clear();
             self.unit_levels.clear();
             self.history_hours.clear();
             self.community_history_counts.clear();
@@ -857,51 +860,88 @@ impl<'view> BaselineView<'view> {
             AlertScope::Cluster | AlertScope::City => return 0.0,
         };
         let window_first_hour = epoch_hour(expectation_span_start(from_millis, to_millis));
+        let key = (scope, unit_key, event_type as i32, window_first_hour);
+        // Every pane after the first of an hour finds all of its window's rates.
+        let memoized = cache
+            .as_deref()
+            .and_then(|cache| cache.window_rates.get(&key))
+            .and_then(|rates| sum_of_known_rates(rates, from_millis, to_millis, window_first_hour));
+        if let Some(expected) = memoized {
+            return expected;
+        }
+        // Taken out of the memo while missing rates are computed, which reads the other memos.
+        let mut rates = cache
+            .as_deref_mut()
+            .and_then(|cache| cache.window_rates.remove(&key))
+            .unwrap_or_default();
         let mut expected = 0.0;
         for (hour, fraction) in hour_segments(from_millis, to_millis) {
-            let key = (scope, unit_key, event_type as i32, hour, window_first_hour);
-            let memo = cache
-                .as_deref()
-                .and_then(|cache| cache.rates.get(&key).copied());
-            let rate = match memo {
+            let offset = hour_offset(hour, window_first_hour);
+            let known = offset.and_then(|offset| rates.get(offset).copied().flatten());
+            let rate = match known {
                 Some(rate) => rate,
                 None => {
-                    let rate = if judged_by_level(scope) {
-                        // The seeded hourly shape times the unit's learned level (module
-                        // docs, "Learned level"), both memoized per unit.
-                        let seeded = self.seeded_unit_rate(
-                            cache.as_deref_mut(),
-                            scope,
-                            unit_key,
-                            event_type,
-                            local_hour_of_day(hour),
-                        );
-                        let (level, _) = self.unit_level(
-                            cache.as_deref_mut(),
-                            scope,
-                            unit_key,
-                            event_type,
-                            window_first_hour,
-                        );
-                        seeded * level
-                    } else {
-                        self.hourly_rate_of_cells(
-                            community,
-                            cells,
-                            event_type,
-                            hour,
-                            window_first_hour,
-                        )
-                    };
-                    if let Some(cache) = cache.as_deref_mut() {
-                        cache.rates.insert(key, rate);
+                    let rate = self.hourly_rate(
+                        cache.as_deref_mut(),
+                        scope,
+                        unit_key,
+                        (community, cells),
+                        event_type,
+                        hour,
+                        window_first_hour,
+                    );
+                    if let Some(offset) = offset {
+                        if rates.len() <= offset {
+                            rates.resize(offset + 1, None);
+                        }
+                        if let Some(slot) = rates.get_mut(offset) {
+                            *slot = Some(rate);
+                        }
                     }
                     rate
                 }
             };
             expected += fraction * rate;
         }
+        if let Some(cache) = cache {
+            cache.window_rates.insert(key, rates);
+        }
         expected
+    }
+
+    /// The expected events per hour of `event_type` in the unit in `hour`, for a window whose
+    /// first hour is `window_first_hour` (which fixes the learned history behind it).
+    #[allow(clippy::too_many_arguments)]
+    fn hourly_rate(
+        &self,
+        mut cache: Option<&mut ExpectationCache>,
+        scope: AlertScope,
+        unit_key: u32,
+        (community, cells): (CommunityIndex, &[CellIndex]),
+        event_type: EventType,
+        hour: i64,
+        window_first_hour: i64,
+    ) -> f64 {
+        if !judged_by_level(scope) {
+            return self.hourly_rate_of_cells(
+                community,
+                cells,
+                event_type,
+                hour,
+                window_first_hour,
+            );
+        }
+        // The seeded hourly shape times the unit's learned level (module docs, "Learned
+        // level"), both memoized per unit.
+        let seeded = self.seeded_unit_rate(
+            cache.as_deref_mut(),
+            scope,
+            unit_key,
+            event_type,
+            local_hour_of_day(hour),
+        );
+        let (level, _) = self.unit_level(cache, scope, unit_key, event_type, window_first_hour);
+        seeded * level
     }
 
     /// Seeded events per hour of `event_type` in a community or district at `local_hour`
@@ -1210,6 +1250,33 @@ pub(crate) fn seeded_count_over(hourly_by_local_hour: &[f64; 24], from: i64, to:
         expected += fraction * hourly;
     }
     expected
+}
+
+/// Where `hour` is in a window's memoized rates: its offset from the window's first hour, if
+/// within the longest span an expectation covers.
+fn hour_offset(hour: i64, window_first_hour: i64) -> Option<usize> {
+    let offset = usize::try_from(hour.checked_sub(window_first_hour)?).ok()?;
+    (offset <= MAX_EXPECTATION_SPAN_HOURS as usize).then_some(offset)
+}
+
+/// The expectation over `[from, to)` from a window's memoized hourly `rates`, summed segment by
+/// segment in the order [`BaselineView::expected_count`] sums them (so the same bits), or
+/// `None` when one of the rates is not known yet.
+fn sum_of_known_rates(
+    rates: &[Option<f64>],
+    from: i64,
+    to: i64,
+    window_first_hour: i64,
+) -> Option<f64> {
+    let mut expected = 0.0;
+    for (hour, fraction) in hour_segments(from, to) {
+        let rate = rates
+            .get(hour_offset(hour, window_first_hour)?)
+            .copied()
+            .flatten()?;
+        expected += fraction * rate;
+    }
+    Some(expected)
 }
 
 /// The epoch hours a span's expectation covers (from [`expectation_span_start`] to `to`), each

@@ -258,13 +258,18 @@ pub fn poisson_log_likelihood_ratio(observed: f64, expected: f64) -> f64 {
 /// (c − e)(√c − √e)/√e: square roots instead of a logarithm, and tight (3 against 2.55 for 4
 /// events over 1 expected). The margin is far above the rounding of either side (c ln(c/e) is
 /// at most the bound plus c − e), so the maximum taken is bit for bit the same. A property
-/// test holds the bound to the ratio.
-fn score_may_exceed(observed: f64, expected: f64, maximum: f64) -> bool {
+/// test holds the bound to the ratio. Both square roots come with their values: an
+/// expectation's is computed once per evaluation and a small count's once per test, the same
+/// bits as computing them here, so a replicate's bound of a cylinder costs one division.
+fn score_may_exceed(
+    (observed, observed_root): (f64, f64),
+    (expected, expected_root): (f64, f64),
+    maximum: f64,
+) -> bool {
     if observed <= expected || expected <= 0.0 {
         return true;
     }
-    let expected_root = expected.sqrt();
-    let bound = (observed - expected) * (observed.sqrt() - expected_root) / expected_root;
+    let bound = (observed - expected) * (observed_root - expected_root) / expected_root;
     let bound_with_margin = bound + 1e-9 * (bound + observed);
     // A NaN bound is not below the maximum: the ratio is computed, as it was without the bound.
     bound_with_margin.partial_cmp(&maximum) != Some(std::cmp::Ordering::Less)
@@ -358,15 +363,23 @@ pub struct ScanMap<'a> {
     counts: &'a ScanCounts,
     /// Floored expectation of every (zone, window): `[zone * windows + window]`.
     expectations: Vec<f64>,
+    /// Their square roots, for the bound every replicate puts on every cylinder's score.
+    expectation_roots: Vec<f64>,
 }
 
 impl<'a> ScanMap<'a> {
     /// The map of `counts` over `zones`.
     pub fn new(zones: &'a ScanZones, counts: &'a ScanCounts) -> ScanMap<'a> {
+        let expectations = cylinder_expectations(zones, counts);
+        let expectation_roots = expectations
+            .iter()
+            .map(|expected| expected.sqrt())
+            .collect();
         ScanMap {
             zones,
             counts,
-            expectations: cylinder_expectations(zones, counts),
+            expectations,
+            expectation_roots,
         }
     }
 
@@ -391,7 +404,7 @@ impl<'a> ScanMap<'a> {
         null_maxima(
             self.zones,
             self.counts,
-            &self.expectations,
+            (&self.expectations, &self.expectation_roots),
             min_count,
             replications,
             observed_max,
@@ -522,7 +535,7 @@ impl NullMaxima {
 fn null_maxima(
     zones: &ScanZones,
     counts: &ScanCounts,
-    expectations: &[f64],
+    (expectations, expectation_roots): (&[f64], &[f64]),
     min_count: u64,
     replications: usize,
     observed_max: f64,
@@ -568,6 +581,16 @@ fn null_maxima(
     let mut replicate_counts = vec![0u64; communities * windows];
     let mut longest_window_counts = Vec::with_capacity(zones.zones.len());
     let longest_window = windows.saturating_sub(1);
+    // The square roots of the counts a replicate's cylinders mostly have, computed once.
+    let count_roots: Vec<f64> = (0..COUNT_ROOTS_KEPT)
+        .map(|count| (count as f64).sqrt())
+        .collect();
+    let count_root = |count: u64| {
+        usize::try_from(count)
+            .ok()
+            .and_then(|count| count_roots.get(count).copied())
+            .unwrap_or_else(|| (count as f64).sqrt())
+    };
     let mut maxima = Vec::with_capacity(replications);
     let mut exceedances = 0usize;
     for _ in 0..replications {
@@ -632,11 +655,20 @@ fn null_maxima(
                 if observed < min_count.max(1) {
                     break;
                 }
-                let Some(expected) = expectations.get(zone * windows + window).copied() else {
+                let cylinder = zone * windows + window;
+                let (Some(expected), Some(expected_root)) = (
+                    expectations.get(cylinder).copied(),
+                    expectation_roots.get(cylinder).copied(),
+                ) else {
                     continue;
                 };
-                if score_may_exceed(observed as f64, expected, maximum) {
-                    let score = poisson_log_likelihood_ratio(observed as f64, expected);
+                let observed_value = observed as f64;
+                if score_may_exceed(
+                    (observed_value, count_root(observed)),
+                    (expected, expected_root),
+                    maximum,
+                ) {
+                    let score = poisson_log_likelihood_ratio(observed_value, expected);
                     maximum = maximum.max(score);
                 }
             }
@@ -654,6 +686,10 @@ fn null_maxima(
         replications,
     }
 }
+
+/// Counts whose square roots the replicates look up rather than compute: a replicate's
+/// cylinders hold a few events each.
+const COUNT_ROOTS_KEPT: usize = 64;
 
 /// Where a uniform draw in `[0, total)` falls among communities laid end to end by their
 /// expectation: the number of running totals at or below it, as `partition_point` on the
@@ -765,12 +801,15 @@ mod tests {
         ) {
             let observed = observed as f64;
             let ratio = poisson_log_likelihood_ratio(observed, expected);
-            if !score_may_exceed(observed, expected, maximum) {
+            let may_exceed = |maximum| {
+                score_may_exceed((observed, observed.sqrt()), (expected, expected.sqrt()), maximum)
+            };
+            if !may_exceed(maximum) {
                 proptest::prop_assert!(ratio <= maximum, "{} > {}", ratio, maximum);
             }
             // Just above the ratio, the bound must still rule out no more than it may.
             let just_above = ratio * (1.0 + 1e-12);
-            if !score_may_exceed(observed, expected, just_above) {
+            if !may_exceed(just_above) {
                 proptest::prop_assert!(ratio <= just_above);
             }
         }
