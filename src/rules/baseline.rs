@@ -1238,6 +1238,33 @@ pub(crate) fn seeded_count_bound(peak_rate: f64, from: i64, to: i64) -> f64 {
     peak_rate * (span_millis as f64 / HOUR_MILLIS as f64)
 }
 
+/// The earliest end, after `from`, at which events at hourly rates none above `peak_rate`
+/// could add up to `level` since `from` — [`seeded_count_bound`] reaching `level`, taken a
+/// little early so that rounding never makes it late — or `None` when they never could (no
+/// rate, or `level` beyond the longest span an expectation covers). A NaN answers `from`. A span ending before it
+/// expects less than `level`, whatever the hourly rates.
+pub(crate) fn seeded_count_reaches_no_earlier_than(
+    peak_rate: f64,
+    from: i64,
+    level: f64,
+) -> Option<i64> {
+    let hours_needed = level / peak_rate;
+    // Nothing to add up to, or values that say nothing (NaN): due at once.
+    if level <= 0.0 || hours_needed.is_nan() {
+        return Some(from);
+    }
+    // No rate, or a level beyond what the longest span could expect at the peak: never.
+    if peak_rate <= 0.0 || hours_needed > MAX_EXPECTATION_SPAN_HOURS as f64 * (1.0 + EARLY_BY) {
+        return None;
+    }
+    let millis_needed = (hours_needed * (1.0 - EARLY_BY) * HOUR_MILLIS as f64).floor() as i64;
+    Some(from.saturating_add(millis_needed.saturating_sub(1)))
+}
+
+/// Relative amount by which [`seeded_count_reaches_no_earlier_than`] answers early: far above
+/// the rounding of the bound's product and of any sum of hourly rates over a week.
+const EARLY_BY: f64 = 1e-6;
+
 /// Expected events over `[from, to)` (truncated to its most recent 7 days) at the hourly
 /// rates `hourly_by_local_hour`.
 pub(crate) fn seeded_count_over(hourly_by_local_hour: &[f64; 24], from: i64, to: i64) -> f64 {
@@ -1326,6 +1353,43 @@ mod tests {
             // A tight bound where every hour has the peak rate.
             let flat = seeded_count_over(&[peak; 24], from, to);
             proptest::prop_assert!((flat - bound).abs() <= 1e-9 * bound.max(1.0));
+        }
+    }
+
+    proptest::proptest! {
+        /// The data-gap rule does not test a silent unit again before this time: no span
+        /// ending earlier may expect `level` at rates up to the peak, exactly summed or bounded.
+        #[test]
+        fn no_span_ending_before_the_reach_time_expects_the_level(
+            hourly in proptest::collection::vec(0.0f64..50.0, 24),
+            from in -400_000_000_000i64..400_000_000_000,
+            level in proptest::prop_oneof![0.0f64..1.0, 0.0f64..40.0, 0.0f64..5_000.0],
+            before_millis in 1i64..(9 * 24 * HOUR_MILLIS),
+        ) {
+            let mut by_local_hour = [0.0; 24];
+            by_local_hour.copy_from_slice(&hourly);
+            let peak = hourly.iter().copied().fold(0.0, f64::max);
+            let Some(reached) = seeded_count_reaches_no_earlier_than(peak, from, level) else {
+                // Never: not even the longest span at the peak rate expects the level.
+                let longest = seeded_count_bound(peak, from, from + 8 * 24 * HOUR_MILLIS);
+                proptest::prop_assert!(longest < level, "{longest} >= {level}");
+                return Ok(());
+            };
+            if level > 0.0 {
+                let to = reached.saturating_sub(before_millis).max(from);
+                let bound = seeded_count_bound(peak, from, to);
+                let exact = seeded_count_over(&by_local_hour, from, to);
+                proptest::prop_assert!(bound < level, "{bound} >= {level} at {to}");
+                proptest::prop_assert!(exact < level, "{exact} >= {level} at {to}");
+                // And not needlessly early: a few millionths of the span later, the flat peak
+                // rate gets there (within the week an expectation covers).
+                let hours_needed = level / peak;
+                if hours_needed < (MAX_EXPECTATION_SPAN_HOURS - 1) as f64 {
+                    let slack_millis = (hours_needed * HOUR_MILLIS as f64 * 2e-6).ceil() as i64 + 2;
+                    let just_after = seeded_count_bound(peak, from, reached + slack_millis);
+                    proptest::prop_assert!(just_after >= level, "{just_after} < {level}");
+                }
+            }
         }
     }
 

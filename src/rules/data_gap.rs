@@ -191,6 +191,16 @@ pub struct DataGapDerived {
     /// each check: kept between checks so that a check does not allocate and zero a fresh
     /// one (that was half of the check's instructions).
     last_activity_by_cell: Vec<Option<i64>>,
+    /// Per data-gap rule (by position among them) and unit: the earliest check at which the
+    /// unit's silence could alert, as its last check found. Activity only moves that later,
+    /// so a unit is skipped until then instead of summed again at every check (most silent
+    /// units of a quiet night were summed over hours of silence every five minutes, and far
+    /// from alerting).
+    silence_not_before: Vec<Vec<i64>>,
+    /// What those times assumed (partial input, cells with activity when the input is partial,
+    /// start of observation): anything else, such as a cell newly counted in a community,
+    /// drops them.
+    silence_not_before_basis: Option<(bool, usize, i64)>,
 }
 
 /// One cell's seeded events per hour of every type together, by local hour of day, and the
@@ -281,6 +291,8 @@ impl RuleKind for DataGapRule {
             has_rules: rules.rules_of_kind::<DataGapRule>().next().is_some(),
             seeded_hourly_by_cell: Vec::new(),
             last_activity_by_cell: Vec::new(),
+            silence_not_before: Vec::new(),
+            silence_not_before_basis: None,
         }
     }
 
@@ -524,6 +536,8 @@ fn on_watermark(
     let DataGapDerived {
         seeded_hourly_by_cell,
         last_activity_by_cell,
+        silence_not_before,
+        silence_not_before_basis,
         ..
     } = derived;
     let observed_since = *state.observed_since_millis.get_or_insert(watermark_millis);
@@ -548,7 +562,7 @@ fn on_watermark(
     let registry = baseline.registry;
     // Filled at the first silence check of this call, shared by every data-gap rule.
     let mut last_activity_filled = false;
-    for rule in rules.rules_of_kind::<DataGapRule>() {
+    for (rule_position, rule) in rules.rules_of_kind::<DataGapRule>().enumerate() {
         let units = state.units.entry(rule.name.clone()).or_default();
         // Forget offline reports that left the window.
         let window_start = aligned_millis.saturating_sub(rule.window_millis);
@@ -577,9 +591,37 @@ fn on_watermark(
                 last_activity_by_cell,
             );
             last_activity_filled = true;
+            let basis = (
+                partial_input,
+                if partial_input {
+                    state.last_activity_millis.len()
+                } else {
+                    0
+                },
+                observed_since,
+            );
+            if *silence_not_before_basis != Some(basis) {
+                silence_not_before.clear();
+                *silence_not_before_basis = Some(basis);
+            }
         }
         let last_activity = &*last_activity_by_cell;
         let unit_total = u32::try_from(unit_count(registry, rule.unit)).unwrap_or(u32::MAX);
+        if silence_not_before.len() <= rule_position {
+            silence_not_before.resize_with(rule_position + 1, Vec::new);
+        }
+        let Some(not_before_by_unit) = silence_not_before.get_mut(rule_position) else {
+            continue;
+        };
+        if not_before_by_unit.len() != unit_total as usize {
+            not_before_by_unit.clear();
+            not_before_by_unit.resize(unit_total as usize, i64::MIN);
+        }
+        // The expectation at which a silence alerts (P(0 events) = e^(−E) < alpha), and the
+        // bound below which a unit is settled without its exact expectation: the same for
+        // every unit, so computed once rather than for each silent one.
+        let alerting_expectation = -rule.alpha.ln();
+        let settled_below = alerting_expectation * (1.0 - BOUND_MARGIN);
         // The units firing before this check, ascending, walked in step with the loop (a tree
         // lookup per unit was a fifth of the check). A unit fired below has a key already
         // passed.
@@ -595,6 +637,12 @@ fn on_watermark(
                 .is_some()
             {}
             if firing_unit_keys.next_if_eq(&unit_key).is_some() {
+                continue;
+            }
+            let Some(not_before) = not_before_by_unit.get_mut(unit_key as usize) else {
+                continue;
+            };
+            if aligned_millis < *not_before {
                 continue;
             }
             // Borrowed, not collected: this loop runs for every unit at every pane boundary.
@@ -629,6 +677,7 @@ fn on_watermark(
                 .max()
                 .unwrap_or(observed_since);
             if aligned_millis.saturating_sub(silent_since) < rule.silence_millis {
+                *not_before = silent_since.saturating_add(rule.silence_millis);
                 continue;
             }
             // Most silent units of a quiet city are far from alerting: a bound (the busiest
@@ -643,7 +692,14 @@ fn on_watermark(
                 .sum();
             let expected_at_most =
                 super::baseline::seeded_count_bound(peak_rate, silent_since, aligned_millis);
-            if expected_at_most < -rule.alpha.ln() * (1.0 - BOUND_MARGIN) {
+            if expected_at_most < settled_below {
+                // Later activity only shortens the silence, and with it the bound.
+                *not_before = super::baseline::seeded_count_reaches_no_earlier_than(
+                    peak_rate,
+                    silent_since,
+                    settled_below,
+                )
+                .unwrap_or(i64::MAX);
                 continue;
             }
             let expected: f64 = unit_cells
@@ -661,6 +717,13 @@ fn on_watermark(
                 .sum();
             let p_value = poisson_zero_probability(expected);
             if p_value >= rule.alpha {
+                // Each later hour adds at most the peak rate to the expectation.
+                *not_before = super::baseline::seeded_count_reaches_no_earlier_than(
+                    peak_rate,
+                    aligned_millis,
+                    settled_below - expected,
+                )
+                .unwrap_or(i64::MAX);
                 continue;
             }
             let Some(labels) = unit_labels(registry, rule.unit, unit_key) else {
@@ -674,7 +737,7 @@ fn on_watermark(
                 OccurrenceValues {
                     event_type: EventType::Unspecified as i32,
                     observed: 0.0,
-                    threshold: -rule.alpha.ln(),
+                    threshold: alerting_expectation,
                     expected,
                     p_value,
                     event_ids: Vec::new(),

@@ -1200,8 +1200,20 @@ fn simulate(
     end_millis: i64,
     drop_event: &dyn Fn(CellIndex, i64) -> bool,
 ) -> Vec<Alert> {
-    let rules = RuleSet::from_toml_str(rules_text, MINUTE).expect("valid rules");
-    let mut engine = RuleEngine::new(rules);
+    let engine = RuleEngine::new(RuleSet::from_toml_str(rules_text, MINUTE).expect("valid rules"));
+    simulate_engine(engine, registry, settings, end_millis, drop_event, false)
+}
+
+/// [`simulate`] with a given engine; with `forget_derived`, the engine keeps only its state
+/// between watermarks (a restore after each one drops everything derived from it).
+fn simulate_engine(
+    mut engine: RuleEngine,
+    registry: &Arc<GridRegistry>,
+    settings: SimulatorSettings,
+    end_millis: i64,
+    drop_event: &dyn Fn(CellIndex, i64) -> bool,
+    forget_derived: bool,
+) -> Vec<Alert> {
     let mut simulator = Simulator::new(settings, Arc::clone(registry)).expect("valid simulator");
     let max_delay = simulator.settings().max_delivery_delay_millis;
     let mut alerts = Vec::new();
@@ -1241,6 +1253,9 @@ fn simulate(
         if candidate > watermark {
             watermark = candidate;
             engine.on_watermark(watermark, registry, &mut alerts);
+            if forget_derived {
+                engine.restore_state(engine.state().clone());
+            }
         }
     }
     engine.on_watermark(end_millis, registry, &mut alerts);
@@ -1462,6 +1477,73 @@ alpha = 1e-7
     let others = alerts.len() - of_cell.len();
     assert_eq!(others, 0, "no other cell goes silent");
     assert!(rfc3339_to_millis("2026-03-02T00:00:00+08:00") == Ok(start));
+}
+
+#[test]
+fn silences_alert_at_the_same_checks_whether_or_not_the_engine_remembers_when_units_are_due() {
+    // The silence check skips a unit until the earliest check at which it could alert, as its
+    // last check found (`DataGapDerived::silence_not_before`). An engine that forgets those
+    // times after every watermark tests every unit at every check, and must alert alike: cells
+    // and communities silenced by day and by night, with the input whole or partial (where a
+    // community's cells count once they have had activity).
+    let registry = populous_sub_registry(3);
+    let start = SimulatorSettings::default().start_millis;
+    let rules = r#"
+[[rule]]
+name = "cell_data_gap"
+kind = "data_gap"
+silence = "2h"
+alpha = 1e-4
+
+[[rule]]
+name = "community_data_gap"
+kind = "data_gap"
+scope = "community"
+silence = "1h"
+alpha = 1e-7
+"#;
+    // The first community: one cell falls silent at 08:00; the others report nothing before
+    // 09:05 and nothing after 09:15 until 14:00. With partial input, those join the community's
+    // silence (a larger peak rate) after a check judged the lone cell's.
+    let first_community = registry.communities()[0].cells.clone();
+    let (lone_cell, joining_cells) = (first_community[0], &first_community[1..]);
+    let silenced = |cell: CellIndex, occurred: i64| {
+        let minute = (occurred - start) / MINUTE;
+        if cell == lone_cell {
+            return (8 * 60..14 * 60).contains(&minute);
+        }
+        if joining_cells.contains(&cell) {
+            return minute < 14 * 60 && !(9 * 60 + 5..9 * 60 + 15).contains(&minute);
+        }
+        let hour = minute / 60;
+        let night_cells = cell.0 % 7 == 0 && (20..34).contains(&hour);
+        let day_cells = cell.0 % 5 == 1 && (34..44).contains(&hour);
+        night_cells || day_cells
+    };
+    for partial_input in [false, true] {
+        let run = |forget_derived| {
+            let mut engine =
+                RuleEngine::new(RuleSet::from_toml_str(rules, MINUTE).expect("valid rules"));
+            engine.set_partial_input(partial_input);
+            simulate_engine(
+                engine,
+                &registry,
+                quiet_settings(5, Vec::new()),
+                start + 60 * HOUR_MILLIS,
+                &silenced,
+                forget_derived,
+            )
+        };
+        let remembering = run(false);
+        let forgetting = run(true);
+        let fired_cells = fired_by(&remembering, "cell_data_gap").len();
+        let fired_communities = fired_by(&remembering, "community_data_gap").len();
+        assert!(
+            fired_cells >= 5 && fired_communities >= 1,
+            "partial input {partial_input}: {fired_cells} cells, {fired_communities} communities"
+        );
+        assert_eq!(remembering, forgetting, "partial input {partial_input}");
+    }
 }
 
 #[test]
