@@ -1241,8 +1241,8 @@ pub(crate) fn seeded_count_bound(peak_rate: f64, from: i64, to: i64) -> f64 {
 /// The earliest end, after `from`, at which events at hourly rates none above `peak_rate`
 /// could add up to `level` since `from` — [`seeded_count_bound`] reaching `level`, taken a
 /// little early so that rounding never makes it late — or `None` when they never could (no
-/// rate, or `level` beyond the longest span an expectation covers). A NaN answers `from`. A span ending before it
-/// expects less than `level`, whatever the hourly rates.
+/// rate, or `level` beyond the longest span an expectation covers). A span ending before it
+/// expects less than `level`, whatever the hourly rates. A NaN answers `from` (test at once).
 pub(crate) fn seeded_count_reaches_no_earlier_than(
     peak_rate: f64,
     from: i64,
