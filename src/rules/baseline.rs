@@ -82,6 +82,7 @@
 //!
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
 use std::ops::Range;
 
 use rustc_hash::FxHashMap;
@@ -865,7 +866,16 @@ impl<'view> BaselineView<'view> {
         let memoized = cache
             .as_deref()
             .and_then(|cache| cache.window_rates.get(&key))
-            .and_then(|rates| sum_of_known_rates(rates, from_millis, to_millis, window_first_hour));
+            .and_then(|rates| {
+                sum_over_hours(from_millis, to_millis, |hour| {
+                    rates
+                        .get(hour_offset(hour, window_first_hour).ok_or(())?)
+                        .copied()
+                        .flatten()
+                        .ok_or(())
+                })
+                .ok()
+            });
         if let Some(expected) = memoized {
             return expected;
         }
@@ -874,35 +884,30 @@ impl<'view> BaselineView<'view> {
             .as_deref_mut()
             .and_then(|cache| cache.window_rates.remove(&key))
             .unwrap_or_default();
-        let mut expected = 0.0;
-        for (hour, fraction) in hour_segments(from_millis, to_millis) {
+        let Ok(expected) = sum_over_hours::<Infallible>(from_millis, to_millis, |hour| {
             let offset = hour_offset(hour, window_first_hour);
-            let known = offset.and_then(|offset| rates.get(offset).copied().flatten());
-            let rate = match known {
-                Some(rate) => rate,
-                None => {
-                    let rate = self.hourly_rate(
-                        cache.as_deref_mut(),
-                        scope,
-                        unit_key,
-                        (community, cells),
-                        event_type,
-                        hour,
-                        window_first_hour,
-                    );
-                    if let Some(offset) = offset {
-                        if rates.len() <= offset {
-                            rates.resize(offset + 1, None);
-                        }
-                        if let Some(slot) = rates.get_mut(offset) {
-                            *slot = Some(rate);
-                        }
-                    }
-                    rate
+            if let Some(known) = offset.and_then(|offset| rates.get(offset).copied().flatten()) {
+                return Ok(known);
+            }
+            let rate = self.hourly_rate(
+                cache.as_deref_mut(),
+                scope,
+                unit_key,
+                (community, cells),
+                event_type,
+                hour,
+                window_first_hour,
+            );
+            if let Some(offset) = offset {
+                if rates.len() <= offset {
+                    rates.resize(offset + 1, None);
                 }
-            };
-            expected += fraction * rate;
-        }
+                if let Some(slot) = rates.get_mut(offset) {
+                    *slot = Some(rate);
+                }
+            }
+            Ok(rate)
+        });
         if let Some(cache) = cache {
             cache.window_rates.insert(key, rates);
         }
@@ -1268,14 +1273,12 @@ const EARLY_BY: f64 = 1e-6;
 /// Expected events over `[from, to)` (truncated to its most recent 7 days) at the hourly
 /// rates `hourly_by_local_hour`.
 pub(crate) fn seeded_count_over(hourly_by_local_hour: &[f64; 24], from: i64, to: i64) -> f64 {
-    let mut expected = 0.0;
-    for (hour, fraction) in hour_segments(from, to) {
-        let hourly = hourly_by_local_hour
+    let Ok(expected) = sum_over_hours::<Infallible>(from, to, |hour| {
+        Ok(hourly_by_local_hour
             .get(local_hour_of_day(hour))
             .copied()
-            .unwrap_or(0.0);
-        expected += fraction * hourly;
-    }
+            .unwrap_or(0.0))
+    });
     expected
 }
 
@@ -1286,24 +1289,19 @@ fn hour_offset(hour: i64, window_first_hour: i64) -> Option<usize> {
     (offset <= MAX_EXPECTATION_SPAN_HOURS as usize).then_some(offset)
 }
 
-/// The expectation over `[from, to)` from a window's memoized hourly `rates`, summed segment by
-/// segment in the order [`BaselineView::expected_count`] sums them (so the same bits), or
-/// `None` when one of the rates is not known yet.
-fn sum_of_known_rates(
-    rates: &[Option<f64>],
+/// `Σ fraction × rate_of(hour)` over the [`hour_segments`] of `[from, to)`, in time order: the
+/// one summation behind every expectation, so that a memoized rate and a freshly computed one
+/// give the same bits. Stops at the first error of `rate_of` (a rate not memoized yet).
+fn sum_over_hours<E>(
     from: i64,
     to: i64,
-    window_first_hour: i64,
-) -> Option<f64> {
+    mut rate_of: impl FnMut(i64) -> Result<f64, E>,
+) -> Result<f64, E> {
     let mut expected = 0.0;
     for (hour, fraction) in hour_segments(from, to) {
-        let rate = rates
-            .get(hour_offset(hour, window_first_hour)?)
-            .copied()
-            .flatten()?;
-        expected += fraction * rate;
+        expected += fraction * rate_of(hour)?;
     }
-    Some(expected)
+    Ok(expected)
 }
 
 /// The epoch hours a span's expectation covers (from [`expectation_span_start`] to `to`), each
