@@ -292,7 +292,8 @@ pub enum StartOffset {
     /// At the beginning (the status topic, a partition added later, or offsets-for-times
     /// not answered).
     Beginning,
-    /// At the end (no record in the lookback).
+    /// At the end as librdkafka finds it when it starts fetching (no record in the lookback,
+    /// and the end could not be read before asking).
     End,
 }
 
@@ -643,9 +644,18 @@ impl Reader {
         }
         let since_millis = wall_clock_millis().saturating_sub(self.settings.lookback_millis);
         let mut query = TopicPartitionList::new();
+        let mut ends_before_query = BTreeMap::new();
         for (topic, partition, kind) in added {
             if kind.reads_from_lookback() {
                 let _ = query.add_partition_offset(topic, *partition, Offset::Offset(since_millis));
+                // Asked before offsets-for-times, so that no record can fall between the end
+                // read here and the answer "nothing since" (see `lookback_start`).
+                if let Ok((_, high)) =
+                    self.consumer
+                        .fetch_watermarks(topic, *partition, REQUEST_TIMEOUT)
+                {
+                    ends_before_query.insert((topic.clone(), *partition), high);
+                }
             }
         }
         if query.count() == 0 {
@@ -657,12 +667,11 @@ impl Reader {
                     if element.error().is_err() {
                         continue;
                     }
-                    let start = match element.offset() {
-                        Offset::Offset(offset) if offset >= 0 => StartOffset::At(offset),
-                        Offset::End => StartOffset::End,
-                        _ => continue,
-                    };
-                    starts.insert((element.topic().to_string(), element.partition()), start);
+                    let key = (element.topic().to_string(), element.partition());
+                    let end_before_query = ends_before_query.get(&key).copied();
+                    if let Some(start) = lookback_start(element.offset(), end_before_query) {
+                        starts.insert(key, start);
+                    }
                 }
             }
             Err(error) => tracing::warn!(
@@ -789,6 +798,27 @@ impl ReadProgress {
                 None
             }
         }
+    }
+}
+
+/// Where a partition is read from, given the broker's offsets-for-times `answer` and the
+/// partition's end offset read just before asking (`None`: not answered; the partition is
+/// then read from the beginning).
+///
+/// Kafka answers "no record since" with offset −1, which librdkafka calls `Offset::End`.
+/// Assigning that logical end would let librdkafka resolve it later, when it starts fetching:
+/// a record produced in between (at an instance's start, its own first windows and alerts)
+/// would be skipped by this instance's model and seen by every other. So the end read before
+/// the question is used instead: every record before it is older than the lookback, and
+/// every record after it is read.
+fn lookback_start(answer: Offset, end_before_query: Option<i64>) -> Option<StartOffset> {
+    match answer {
+        Offset::Offset(offset) if offset >= 0 => Some(StartOffset::At(offset)),
+        Offset::End => Some(match end_before_query {
+            Some(end) if end >= 0 => StartOffset::At(end),
+            _ => StartOffset::End,
+        }),
+        _ => None,
     }
 }
 
@@ -1067,6 +1097,31 @@ mod tests {
         config.kafka.sinks.alerts_topic = "a".to_string();
         config.kafka.sinks.enabled = false;
         assert_eq!(KafkaFeedSettings::from_config(&config), None);
+    }
+
+    #[test]
+    fn no_record_since_the_lookback_starts_at_the_end_read_before_asking_not_a_logical_end() {
+        assert_eq!(
+            lookback_start(Offset::Offset(7), Some(9)),
+            Some(StartOffset::At(7))
+        );
+        assert_eq!(
+            lookback_start(Offset::End, Some(9)),
+            Some(StartOffset::At(9)),
+            "a record produced after the question is read"
+        );
+        assert_eq!(
+            lookback_start(Offset::End, Some(0)),
+            Some(StartOffset::At(0)),
+            "an empty partition is read from its first record"
+        );
+        assert_eq!(lookback_start(Offset::End, None), Some(StartOffset::End));
+        assert_eq!(
+            lookback_start(Offset::End, Some(-1)),
+            Some(StartOffset::End)
+        );
+        assert_eq!(lookback_start(Offset::Offset(-5), Some(3)), None);
+        assert_eq!(lookback_start(Offset::Beginning, Some(3)), None);
     }
 
     #[test]

@@ -905,6 +905,35 @@ async fn three_instances_and_one_raise_the_same_fraud_alerts_and_report() {
                     fraud_wave_alerts(member, &client).await
                 );
             }
+            // Which of the conditions held, and what each read model read and decided: to
+            // tell a lagging feed from a record read and not shown.
+            println!("solo city fraud counts: {}", solo_fraud["city"]);
+            for member in three.iter().chain(std::iter::once(&one)) {
+                let (_, fraud) = member.get(&client, "/api/v1/fraud").await;
+                let fraud = fraud_counts(&without_wall_times(&fraud));
+                for part in [
+                    "year",
+                    "city",
+                    "districts",
+                    "communities",
+                    "split_communities",
+                ] {
+                    if fraud[part] != solo_fraud[part] {
+                        println!("{} fraud {part} differ: {}", member.name, fraud[part]);
+                    }
+                }
+                let metrics = member.metrics(&client).await;
+                let lines: Vec<&str> = metrics
+                    .lines()
+                    .filter(|line| {
+                        line.starts_with("gridwatch_read_model")
+                            || line.starts_with("gridwatch_whole_city")
+                            || line.starts_with("gridwatch_kafka_consumer_lag")
+                            || line.starts_with("gridwatch_kafka_assigned_partitions")
+                    })
+                    .collect();
+                println!("{} metrics: {lines:#?}", member.name);
+            }
             panic!("three instances and one do not agree on the fraud alerts and report");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
