@@ -101,14 +101,16 @@ pub(super) fn decode_common_shape_into(line: &[u8], event: &mut IncidentEvent) -
             None => return false,
         },
     };
-    // A line's two timestamps mostly share their date: its day number is computed once.
-    let mut day_memo = None;
-    let Some(occurred_at) = optional_timestamp(shape.occurred_at, &mut day_memo) else {
+    // A line's two timestamps, and a stream's consecutive lines, mostly share their minute:
+    // its seconds are computed once.
+    let mut minute_memo = LAST_MINUTE.get();
+    let Some(occurred_at) = optional_timestamp(shape.occurred_at, &mut minute_memo) else {
         return false;
     };
-    let Some(received_at) = optional_timestamp(shape.received_at, &mut day_memo) else {
+    let Some(received_at) = optional_timestamp(shape.received_at, &mut minute_memo) else {
         return false;
     };
+    LAST_MINUTE.set(minute_memo);
     assign(&mut event.event_id, &shape.event_id);
     assign(&mut event.source, &shape.source);
     assign(&mut event.device_id, &shape.device_id);
@@ -440,50 +442,70 @@ fn assign(target: &mut String, text: &str) {
 /// common shape.
 fn optional_timestamp(
     text: Option<&str>,
-    day_memo: &mut Option<DayMemo>,
+    minute_memo: &mut Option<MinuteMemo>,
 ) -> Option<Option<pbjson_types::Timestamp>> {
     match text {
         None => Some(None),
-        Some(text) => timestamp_with_day_memo(text, day_memo).map(Some),
+        Some(text) => timestamp_with_minute_memo(text, minute_memo).map(Some),
     }
 }
 
-/// A date already read (its first ten bytes as the words [`date_and_time_of_day`] reads, the
-/// day's two bytes alone in the second) and its days since 1970-01-01: set only once the date
-/// was found valid.
-type DayMemo = ((u64, u64), i64);
+/// A minute already read: a timestamp's first sixteen bytes (`YYYY-MM-DDTHH:MM`, the two words
+/// [`minute_of`] reads) and the seconds from 1970-01-01T00:00 to that minute as written (before
+/// the offset): set only once the date, hour and minute were found valid. A producer's
+/// timestamps mostly share their minute with the one before, so most are read from the
+/// seconds on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct MinuteMemo {
+    /// The first sixteen bytes, as two little-endian words.
+    text: (u64, u64),
+    /// Seconds to the minute's start, before the offset.
+    local_seconds: i64,
+}
 
-/// [`timestamp_with_day_memo`] of one timestamp alone.
+thread_local! {
+    /// The minute of the last timestamp this thread read (a decoder is shared by the threads
+    /// that decode): what the next line's timestamps most likely start with. A memo of a pure
+    /// function of the text, so what a line decodes to never depends on the lines before.
+    static LAST_MINUTE: std::cell::Cell<Option<MinuteMemo>> = const { std::cell::Cell::new(None) };
+}
+
+/// [`timestamp_with_minute_memo`] of one timestamp alone.
 #[cfg(test)]
 fn timestamp_of_common_shape(text: &str) -> Option<pbjson_types::Timestamp> {
-    timestamp_with_day_memo(text, &mut None)
+    timestamp_with_minute_memo(text, &mut None)
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.f{1,9}](Z|±HH:MM)` as a protobuf timestamp, equal to what chrono's
 /// `DateTime::parse_from_rfc3339` (pbjson's parser) gives; `None` for anything else (a
 /// lowercase `t`/`z`, a space, a leap second, more than nine fraction digits, an invalid
-/// date), which pbjson then decides. The date's validation and day number are taken from
-/// `day_memo` when the date is the one it holds, and left there for the next timestamp.
-fn timestamp_with_day_memo(
+/// date), which pbjson then decides. The date, hour and minute are taken from `minute_memo`
+/// when their text is the one it holds, and left there for the next timestamp.
+fn timestamp_with_minute_memo(
     text: &str,
-    day_memo: &mut Option<DayMemo>,
+    minute_memo: &mut Option<MinuteMemo>,
 ) -> Option<pbjson_types::Timestamp> {
     let bytes = text.as_bytes();
-    let (date_key, (year, month, day, hour, minute, second)) = date_and_time_of_day(bytes)?;
-    if hour > 23 || minute > 59 || second > 59 {
-        return None;
-    }
-    let days = match *day_memo {
-        Some((remembered_key, days)) if remembered_key == date_key => days,
+    let date = crate::byte_words::word_at(bytes, 0)?;
+    let day_hour_minute = crate::byte_words::word_at(bytes, 8)?;
+    let minute_seconds = match *minute_memo {
+        Some(memo) if memo.text == (date, day_hour_minute) => memo.local_seconds,
         _ => {
-            if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
-                return None;
-            }
-            let days = days_from_civil(year, month, day);
-            *day_memo = Some((date_key, days));
-            days
+            let local_seconds = minute_of(date, day_hour_minute)?;
+            *minute_memo = Some(MinuteMemo {
+                text: (date, day_hour_minute),
+                local_seconds,
+            });
+            local_seconds
         }
     };
+    let second = match bytes.get(16..19)? {
+        [b':', tens, units] => two_digits(*tens, *units)?,
+        _ => return None,
+    };
+    if second > 59 {
+        return None;
+    }
     let mut position = 19;
     let mut nanos: i64 = 0;
     if bytes.get(position) == Some(&b'.') {
@@ -519,9 +541,8 @@ fn timestamp_with_day_memo(
         }
         _ => return None,
     };
-    let local_seconds = days * 86_400 + hour * 3600 + minute * 60 + second;
     Some(pbjson_types::Timestamp {
-        seconds: local_seconds - offset_seconds,
+        seconds: minute_seconds + second - offset_seconds,
         nanos: i32::try_from(nanos).ok()?,
     })
 }
@@ -541,42 +562,37 @@ const NANOS_PER_FRACTION_UNIT: [i64; 10] = [
     1,
 ];
 
-/// Year, month, day, hour, minute and second of a text starting `YYYY-MM-DDTHH:MM:SS`, read
-/// as three overlapping eight-byte words (`YYYY-MM-`, `DDTHH:MM`, `HH:MM:SS`): each is checked
-/// against its template (digits where digits go, the separators elsewhere) at once, and the
-/// digits are the low nibbles of the checked bytes. Byte by byte, the two timestamps of a
-/// line were a seventh of the reading thread.
-#[allow(clippy::type_complexity)] // the date's key, then six numbers named where they are read
-fn date_and_time_of_day(bytes: &[u8]) -> Option<((u64, u64), (i64, i64, i64, i64, i64, i64))> {
+/// The seconds from 1970-01-01T00:00 to the minute of a text starting `YYYY-MM-DDTHH:MM`,
+/// given as its two eight-byte words (`YYYY-MM-`, `DDTHH:MM`): each is checked against its
+/// template (digits where digits go, the separators elsewhere) at once, and the digits are the
+/// low nibbles of the checked bytes. `None` unless the date is a valid one and the hour and
+/// minute are in range. Byte by byte, the two timestamps of a line were a seventh of the
+/// reading thread.
+fn minute_of(date: u64, day_hour_minute: u64) -> Option<i64> {
     // Digit lanes (0xff) and separators of each word, little-endian (the first byte lowest).
     const DATE_DIGITS: u64 = u64::from_le_bytes([0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0]);
     const DATE_SEPARATORS: u64 = u64::from_le_bytes([0, 0, 0, 0, b'-', 0, 0, b'-']);
     const DAY_DIGITS: u64 = u64::from_le_bytes([0xff, 0xff, 0, 0xff, 0xff, 0, 0xff, 0xff]);
     const DAY_SEPARATORS: u64 = u64::from_le_bytes([0, 0, b'T', 0, 0, b':', 0, 0]);
-    const TIME_SEPARATORS: u64 = u64::from_le_bytes([0, 0, b':', 0, 0, b':', 0, 0]);
-    let date = crate::byte_words::word_at(bytes, 0)?;
-    let day_hour_minute = crate::byte_words::word_at(bytes, 8)?;
-    let time = crate::byte_words::word_at(bytes, 11)?;
     let holds_template = word_holds_template(date, DATE_DIGITS, DATE_SEPARATORS)
-        && word_holds_template(day_hour_minute, DAY_DIGITS, DAY_SEPARATORS)
-        && word_holds_template(time, DAY_DIGITS, TIME_SEPARATORS);
+        && word_holds_template(day_hour_minute, DAY_DIGITS, DAY_SEPARATORS);
     if !holds_template {
         return None;
     }
     let digit = |word: u64, lane: u32| ((word >> (8 * lane)) & 0x0f) as i64;
     let pair = |word: u64, lane: u32| digit(word, lane) * 10 + digit(word, lane + 1);
     let year = pair(date, 0) * 100 + pair(date, 2);
-    Some((
-        (date, day_hour_minute & 0xffff),
-        (
-            year,
-            pair(date, 5),
-            pair(day_hour_minute, 0),
-            pair(time, 0),
-            pair(time, 3),
-            pair(time, 6),
-        ),
-    ))
+    let month = pair(date, 5);
+    let day = pair(day_hour_minute, 0);
+    let hour = pair(day_hour_minute, 3);
+    let minute = pair(day_hour_minute, 6);
+    if hour > 23 || minute > 59 {
+        return None;
+    }
+    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60)
 }
 
 /// Whether `word` has an ASCII digit in every lane of `digit_lanes` and equals `separators` in
@@ -831,11 +847,11 @@ mod tests {
                 first.get(..shared_prefix).unwrap_or(""),
                 second.get(shared_prefix..).unwrap_or(""),
             );
-            let mut day_memo = None;
-            let first_read = timestamp_with_day_memo(&first, &mut day_memo);
+            let mut minute_memo = None;
+            let first_read = timestamp_with_minute_memo(&first, &mut minute_memo);
             proptest::prop_assert_eq!(first_read, timestamp_of_common_shape(&first));
             proptest::prop_assert_eq!(
-                timestamp_with_day_memo(&second, &mut day_memo),
+                timestamp_with_minute_memo(&second, &mut minute_memo),
                 timestamp_of_common_shape(&second),
                 "{} after {}", second, first
             );

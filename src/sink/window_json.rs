@@ -14,13 +14,71 @@ use crate::proto::{CellWindow, EventType};
 use crate::window::ClosedPane;
 
 /// Encodes windows, remembering the last timestamps' text (consecutive windows share their
-/// start and end).
+/// start and end) and, per cell, the members that come from the registry.
 #[derive(Debug, Default)]
 pub struct WindowJsonWriter {
-    /// The last two (seconds, nanos) → JSON string (quotes included) formatted.
-    recent_timestamps: [Option<((i64, i32), String)>; 2],
-    /// The next slot of `recent_timestamps` to replace.
-    next_slot: usize,
+    timestamps: TimestampTexts,
+    /// Per `CellIndex.0`, its members as [`Self::write_pane`] wrote them from
+    /// `members_registry`.
+    cell_members: Vec<CellMembersMemo>,
+    /// The address of the registry `cell_members` were written from: another registry (a sink
+    /// handed a new one) starts them again.
+    members_registry: usize,
+}
+
+/// The members of a cell's windows that the registry gives, the same for every window of the
+/// cell, so written once (three ids checked and copied per window were a sixth of the
+/// writing thread).
+#[derive(Debug, Default)]
+enum CellMembersMemo {
+    /// Not written yet.
+    #[default]
+    Unknown,
+    /// Written.
+    Plain(CellMembers),
+    /// An id needs escaping: the cell's windows take serde_json's path.
+    NeedsEscaping,
+}
+
+/// A cell's members as [`WindowJsonWriter::write_members`] writes them.
+#[derive(Debug)]
+struct CellMembers {
+    /// `{` and the grid and community members (those not empty).
+    head: Box<[u8]>,
+    /// `,"districtId":"…"` (empty when the district id is).
+    district_member: Box<[u8]>,
+}
+
+impl CellMembers {
+    /// The members of `members`' ids, or [`CellMembersMemo::NeedsEscaping`].
+    fn of<Counts>(members: &WindowMembers<'_, Counts>) -> CellMembersMemo {
+        if !ids_are_plain(members) {
+            return CellMembersMemo::NeedsEscaping;
+        }
+        let mut head = Vec::new();
+        let mut fields = FieldList::new(&mut head);
+        fields.id_members(members);
+        let mut district_member = Vec::new();
+        if !members.district_id.is_empty() {
+            district_member.extend_from_slice(DISTRICT_MEMBER_START);
+            district_member.extend_from_slice(members.district_id.as_bytes());
+            district_member.push(b'"');
+        }
+        CellMembersMemo::Plain(CellMembers {
+            head: head.into_boxed_slice(),
+            district_member: district_member.into_boxed_slice(),
+        })
+    }
+}
+
+/// What opens the district member.
+const DISTRICT_MEMBER_START: &[u8] = b",\"districtId\":\"";
+
+/// Whether serde_json writes the three ids of `members` unchanged.
+fn ids_are_plain<Counts>(members: &WindowMembers<'_, Counts>) -> bool {
+    [members.grid_id, members.community_id, members.district_id]
+        .iter()
+        .all(|text| is_plain_json_text(text))
 }
 
 impl WindowJsonWriter {
@@ -55,8 +113,9 @@ impl WindowJsonWriter {
 
     /// Appends the final window of `pane`, named from `registry`, exactly as [`Self::write`]
     /// writes the window [`crate::sink::fill_cell_window`] fills: the ids are read from the
-    /// registry where they are ([`pane_members`]), not copied into a window first (three copies
-    /// per window). `false` when the cell is not in `registry` (nothing is written).
+    /// registry where they are ([`pane_members`]), not copied into a window first, and their
+    /// members are written once per cell ([`CellMembers`]). `false` when the cell is not in
+    /// `registry` (nothing is written).
     pub fn write_pane(
         &mut self,
         registry: &GridRegistry,
@@ -66,7 +125,39 @@ impl WindowJsonWriter {
         let Some(members) = pane_members(registry, pane) else {
             return Ok(false);
         };
-        if !self.write_members(members, out)? {
+        let registry_address = std::ptr::from_ref(registry) as usize;
+        if self.members_registry != registry_address {
+            self.cell_members.clear();
+            self.members_registry = registry_address;
+        }
+        // In the registry (`pane_members` found it), so at most its cell count.
+        let cell = pane.key.cell.0 as usize;
+        if self.cell_members.len() <= cell {
+            self.cell_members
+                .resize_with(cell + 1, CellMembersMemo::default);
+        }
+        if let Some(memo @ CellMembersMemo::Unknown) = self.cell_members.get_mut(cell) {
+            *memo = CellMembers::of(&members);
+        }
+        let written = match (
+            self.cell_members.get(cell),
+            EventType::try_from(members.event_type),
+        ) {
+            (Some(CellMembersMemo::Plain(cell_members)), Ok(event_type)) => {
+                out.extend_from_slice(&cell_members.head);
+                let mut fields = FieldList {
+                    out,
+                    first: cell_members.head.len() == 1,
+                };
+                self.timestamps
+                    .counted_members(&mut fields, event_type, members)?;
+                fields.prewritten_member(&cell_members.district_member);
+                fields.end();
+                true
+            }
+            _ => false,
+        };
+        if !written {
             if let Some(window) = crate::sink::cell_window(registry, pane) {
                 serde_json::to_writer(out, &window)?;
             }
@@ -85,28 +176,48 @@ impl WindowJsonWriter {
         let Ok(event_type) = EventType::try_from(members.event_type) else {
             return Ok(false);
         };
-        let texts_are_plain = [members.grid_id, members.community_id, members.district_id]
-            .iter()
-            .all(|text| is_plain_json_text(text));
-        if !texts_are_plain {
+        if !ids_are_plain(&members) {
             return Ok(false);
         }
+        let district_id = members.district_id;
         let mut fields = FieldList::new(out);
-        if !members.grid_id.is_empty() {
-            fields.string_member(b",\"gridId\":\"", members.grid_id.as_bytes());
+        fields.id_members(&members);
+        self.timestamps
+            .counted_members(&mut fields, event_type, members)?;
+        if !district_id.is_empty() {
+            fields.string_member(DISTRICT_MEMBER_START, district_id.as_bytes());
         }
-        if !members.community_id.is_empty() {
-            fields.string_member(b",\"communityId\":\"", members.community_id.as_bytes());
-        }
+        fields.end();
+        Ok(true)
+    }
+}
+
+/// The last two (seconds, nanos) → JSON string (quotes included) formatted.
+#[derive(Debug, Default)]
+struct TimestampTexts {
+    recent: [Option<((i64, i32), String)>; 2],
+    /// The next slot of `recent` to replace.
+    next_slot: usize,
+}
+
+impl TimestampTexts {
+    /// The members between the ids and the district: event type, window start and end, the
+    /// counts.
+    fn counted_members(
+        &mut self,
+        fields: &mut FieldList<'_>,
+        event_type: EventType,
+        members: WindowMembers<'_, impl ExactSizeIterator<Item = u64>>,
+    ) -> Result<(), serde_json::Error> {
         if members.event_type != 0 {
             fields.string_member(b",\"eventType\":\"", event_type.as_str_name().as_bytes());
         }
         if let Some(start) = &members.window_start {
-            let text = self.timestamp_text(start)?;
+            let text = self.text(start)?;
             fields.key(b",\"windowStart\":").raw(text.as_bytes());
         }
         if let Some(end) = &members.window_end {
-            let text = self.timestamp_text(end)?;
+            let text = self.text(end)?;
             fields.key(b",\"windowEnd\":").raw(text.as_bytes());
         }
         if members.count != 0 {
@@ -127,22 +238,18 @@ impl WindowJsonWriter {
             }
             out.push(b']');
         }
-        if !members.district_id.is_empty() {
-            fields.string_member(b",\"districtId\":\"", members.district_id.as_bytes());
-        }
-        fields.end();
-        Ok(true)
+        Ok(())
     }
 
     /// The JSON text of a timestamp (pbjson's RFC 3339 form, quotes included), formatted by
     /// pbjson itself the first time it is seen, and lent from the remembered copy after that
     /// (two timestamps per window: a copy each was an allocation each).
-    fn timestamp_text(
+    fn text(
         &mut self,
         timestamp: &pbjson_types::Timestamp,
     ) -> Result<std::borrow::Cow<'_, str>, serde_json::Error> {
         let key = (timestamp.seconds, timestamp.nanos);
-        let remembered_slot = self.recent_timestamps.iter().position(|slot| {
+        let remembered_slot = self.recent.iter().position(|slot| {
             slot.as_ref()
                 .is_some_and(|(remembered, _)| *remembered == key)
         });
@@ -151,7 +258,7 @@ impl WindowJsonWriter {
             None => {
                 let slot_index = self.next_slot;
                 let text = serde_json::to_string(timestamp)?;
-                let Some(slot) = self.recent_timestamps.get_mut(slot_index) else {
+                let Some(slot) = self.recent.get_mut(slot_index) else {
                     return Ok(std::borrow::Cow::Owned(text));
                 };
                 *slot = Some((key, text));
@@ -159,7 +266,7 @@ impl WindowJsonWriter {
                 slot_index
             }
         };
-        match self.recent_timestamps.get(slot_index) {
+        match self.recent.get(slot_index) {
             Some(Some((_, text))) => Ok(std::borrow::Cow::Borrowed(text)),
             _ => serde_json::to_string(timestamp).map(std::borrow::Cow::Owned),
         }
@@ -235,6 +342,30 @@ impl<'out> FieldList<'out> {
         let out = self.key(member_start);
         out.extend_from_slice(plain_text);
         out.push(b'"');
+    }
+
+    /// The grid and community members of `members` (those not empty; their text plain).
+    fn id_members<Counts>(&mut self, members: &WindowMembers<'_, Counts>) {
+        if !members.grid_id.is_empty() {
+            self.string_member(b",\"gridId\":\"", members.grid_id.as_bytes());
+        }
+        if !members.community_id.is_empty() {
+            self.string_member(b",\"communityId\":\"", members.community_id.as_bytes());
+        }
+    }
+
+    /// A member written before, starting with its comma (nothing when empty).
+    fn prewritten_member(&mut self, member: &[u8]) {
+        if member.is_empty() {
+            return;
+        }
+        let member = if self.first {
+            member.get(1..).unwrap_or_default()
+        } else {
+            member
+        };
+        self.first = false;
+        self.out.extend_from_slice(member);
     }
 
     fn end(self) {
@@ -387,6 +518,51 @@ mod tests {
                 };
                 prop_assert_eq!(written.map(|written| (written, direct)), expected);
             }
+        }
+    }
+
+    /// A writer handed another registry writes the ids of that registry's cell, not those
+    /// it remembered of the same index in the first.
+    #[test]
+    fn a_cell_of_another_registry_is_written_with_that_registrys_ids() {
+        let embedded = crate::grid::GridRegistry::embedded();
+        let tiny = crate::grid::GridRegistry::from_seed_texts(
+            "code,name_zh,name_en\n410611,淇滨区,Qibin\n",
+            "community_id,name,district_code,population,centroid_lon,centroid_lat\n\
+             410611001001,朝阳社区,410611,5000,114.3,35.74\n",
+            r#"{"type":"FeatureCollection","features":[
+                {"type":"Feature","properties":{"grid_id":"41061100100101","community_id":"410611001001","grid_no":1},
+                 "geometry":{"type":"Polygon","coordinates":[[[114.3,35.74],[114.301,35.74],[114.301,35.741],[114.3,35.741],[114.3,35.74]]]}}]}"#,
+            "device_id,grid_id,kind\n41061100011340000001,41061100100101,gas_sensor\n",
+        )
+        .unwrap();
+        assert_ne!(
+            embedded.cells()[0].grid_id,
+            tiny.cells()[0].grid_id,
+            "the test needs cell 0 to differ"
+        );
+        let pane = ClosedPane {
+            key: crate::window::PaneKey {
+                cell: crate::grid::CellIndex(0),
+                event_type: EventType::Tailgating as i32,
+            },
+            window_start_millis: 1_772_409_600_000,
+            window_end_millis: 1_772_409_660_000,
+            counts: crate::window::PaneCounts {
+                count: 2,
+                severity_sum: 7,
+                count_by_severity: [0, 0, 1, 1],
+            },
+        };
+        let mut writer = WindowJsonWriter::new();
+        for registry in [&embedded, &tiny, &embedded, &tiny] {
+            let mut written = Vec::new();
+            assert!(writer.write_pane(registry, &pane, &mut written).unwrap());
+            let window = crate::sink::cell_window(registry, &pane).unwrap();
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                serde_json::to_string(&window).unwrap()
+            );
         }
     }
 
