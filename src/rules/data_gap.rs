@@ -38,6 +38,7 @@
 //! Severity defaults to 4 (operations) for a cell and 2 for a community (a whole community
 //! blind is serious). Fingerprint: (rule, grid id or community id, `"data_gap"`).
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -201,6 +202,120 @@ pub struct DataGapDerived {
     /// start of observation): anything else, such as a cell newly counted in a community,
     /// drops them.
     silence_not_before_basis: Option<(bool, usize, i64)>,
+    /// Each data-gap rule's unit scope, by rule name: what `units_with_state` is built from.
+    scope_by_rule: BTreeMap<String, AlertScope>,
+    /// The units some data-gap rule holds state for, built from the state at the first event
+    /// after the rules or the state were replaced (`None` until then).
+    units_with_state: Option<UnitsWithState>,
+}
+
+/// How many data-gap rules hold state for each unit, by scope and key. Most events are
+/// activity, and activity changes nothing for a unit that no rule holds: the two tree lookups
+/// that found that out for every event and rule (the rule's units by name, then the unit)
+/// were the rule's whole per-event cost, and a simulated city holds a handful of units at a
+/// time. Counted where a unit is created and where the pane's retain drops it; a rule's
+/// units dropped any other way (a rule removed or changed) go with a rebuild, since the rules
+/// changed too.
+#[derive(Debug, Clone, Default)]
+struct UnitsWithState {
+    /// Per scope ([`scope_slot`]), per unit key: the rules holding it.
+    counts_by_scope: [Vec<u16>; 3],
+}
+
+impl UnitsWithState {
+    /// The units of `units`, each rule's under its scope in `scope_by_rule` (the units of a
+    /// rule no longer loaded are left out: no event looks them up, and the next pane drops
+    /// them).
+    fn of_state(
+        units: &SeriesByRule<u32, DataGapUnit>,
+        scope_by_rule: &BTreeMap<String, AlertScope>,
+    ) -> UnitsWithState {
+        let mut built = UnitsWithState::default();
+        for (rule_name, rule_units) in units {
+            let Some(scope) = scope_by_rule.get(rule_name) else {
+                continue;
+            };
+            for unit_key in rule_units.keys() {
+                built.insert(*scope, *unit_key);
+            }
+        }
+        built
+    }
+
+    /// A rule of `scope` created its unit `unit_key`.
+    fn insert(&mut self, scope: AlertScope, unit_key: u32) {
+        let Some(counts) = scope_slot(scope).and_then(|slot| self.counts_by_scope.get_mut(slot))
+        else {
+            return;
+        };
+        let index = unit_key as usize;
+        if counts.len() <= index {
+            counts.resize(index + 1, 0);
+        }
+        if let Some(count) = counts.get_mut(index) {
+            *count = count.saturating_add(1);
+        }
+    }
+
+    /// A rule of `scope` dropped its unit `unit_key`.
+    fn remove(&mut self, scope: AlertScope, unit_key: u32) {
+        let count = scope_slot(scope)
+            .and_then(|slot| self.counts_by_scope.get_mut(slot))
+            .and_then(|counts| counts.get_mut(unit_key as usize));
+        if let Some(count) = count {
+            *count = count.saturating_sub(1);
+        }
+    }
+
+    /// Whether a rule of `scope` may hold state for `unit_key` (always, for a scope without a
+    /// slot).
+    fn may_hold(&self, scope: AlertScope, unit_key: u32) -> bool {
+        let Some(slot) = scope_slot(scope) else {
+            return true;
+        };
+        self.counts_by_scope
+            .get(slot)
+            .and_then(|counts| counts.get(unit_key as usize))
+            .is_some_and(|count| *count > 0)
+    }
+}
+
+/// The unit `unit_key` of a rule of `scope`, created (and counted in `units_with_state`, when
+/// built) when absent.
+fn unit_entry<'units>(
+    units: &'units mut BTreeMap<u32, DataGapUnit>,
+    unit_key: u32,
+    scope: AlertScope,
+    units_with_state: &mut Option<UnitsWithState>,
+) -> &'units mut DataGapUnit {
+    match units.entry(unit_key) {
+        Entry::Occupied(occupied) => occupied.into_mut(),
+        Entry::Vacant(vacant) => {
+            if let Some(units_with_state) = units_with_state.as_mut() {
+                units_with_state.insert(scope, unit_key);
+            }
+            vacant.insert(DataGapUnit::default())
+        }
+    }
+}
+
+/// The slot of [`UnitsWithState`] for the scopes whose units a key names.
+fn scope_slot(scope: AlertScope) -> Option<usize> {
+    match scope {
+        AlertScope::Cell => Some(0),
+        AlertScope::Community => Some(1),
+        AlertScope::District => Some(2),
+        AlertScope::Cluster | AlertScope::City => None,
+    }
+}
+
+impl DataGapDerived {
+    /// The units with state, built from `state` when not yet built.
+    fn units_with_state(&mut self, state: &DataGapState) -> &mut UnitsWithState {
+        let scope_by_rule = &self.scope_by_rule;
+        self.units_with_state
+            .get_or_insert_with(|| UnitsWithState::of_state(&state.units, scope_by_rule))
+    }
 }
 
 /// One cell's seeded events per hour of every type together, by local hour of day, and the
@@ -293,6 +408,11 @@ impl RuleKind for DataGapRule {
             last_activity_by_cell: Vec::new(),
             silence_not_before: Vec::new(),
             silence_not_before_basis: None,
+            scope_by_rule: rules
+                .rules_of_kind::<DataGapRule>()
+                .map(|rule| (rule.name.clone(), rule.unit))
+                .collect(),
+            units_with_state: None,
         }
     }
 
@@ -310,11 +430,18 @@ impl RuleKind for DataGapRule {
     fn on_matching_event(
         &self,
         state: &mut DataGapState,
-        _derived: &mut DataGapDerived,
+        derived: &mut DataGapDerived,
         event: &MatchingEvent<'_>,
         out: &mut Vec<Alert>,
     ) -> EventOutcome {
-        let (fired, resolved) = on_event(state, self, event.registry, event.accepted_event, out);
+        let (fired, resolved) = on_event(
+            state,
+            derived,
+            self,
+            event.registry,
+            event.accepted_event,
+            out,
+        );
         EventOutcome {
             fired,
             resolved,
@@ -401,6 +528,7 @@ fn record_activity(state: &mut DataGapState, accepted_event: &AcceptedEvent<'_>)
 /// report may fire. Returns `(fired, resolved)`.
 fn on_event(
     state: &mut DataGapState,
+    derived: &mut DataGapDerived,
     rule: &DataGapRule,
     registry: &GridRegistry,
     accepted_event: &AcceptedEvent<'_>,
@@ -411,6 +539,12 @@ fn on_event(
     };
     let occurred_at_millis = accepted_event.occurred_at_millis;
     if is_activity(accepted_event.event_type) {
+        if !derived
+            .units_with_state(state)
+            .may_hold(rule.unit, unit_key)
+        {
+            return (false, false);
+        }
         let Some(unit) = state
             .units
             .get_mut(rule.name.as_str())
@@ -430,7 +564,7 @@ fn on_event(
     let Some(units) = state_of_rule(&mut state.units, &rule.name) else {
         return (false, false);
     };
-    let unit = units.entry(unit_key).or_default();
+    let unit = unit_entry(units, unit_key, rule.unit, &mut derived.units_with_state);
     let latest = unit
         .offline_devices
         .entry(accepted_event.event.device_id.clone())
@@ -538,6 +672,7 @@ fn on_watermark(
         last_activity_by_cell,
         silence_not_before,
         silence_not_before_basis,
+        units_with_state,
         ..
     } = derived;
     let observed_since = *state.observed_since_millis.get_or_insert(watermark_millis);
@@ -566,14 +701,20 @@ fn on_watermark(
         let units = state.units.entry(rule.name.clone()).or_default();
         // Forget offline reports that left the window.
         let window_start = aligned_millis.saturating_sub(rule.window_millis);
-        units.retain(|_, unit| {
+        units.retain(|unit_key, unit| {
             unit.offline_devices
                 .retain(|_, reported_at| *reported_at >= window_start);
-            unit.alert.is_firing()
+            let keep = unit.alert.is_firing()
                 || !unit.offline_devices.is_empty()
                 || unit.alert.previous_ends_at_millis.is_some_and(|ends_at| {
                     ends_at > aligned_millis.saturating_sub(rule.silence_millis)
-                })
+                });
+            if !keep {
+                if let Some(units_with_state) = units_with_state.as_mut() {
+                    units_with_state.remove(rule.unit, *unit_key);
+                }
+            }
+            keep
         });
         // Silence is tested once per SILENCE_CHECK_INTERVAL_MILLIS of event time, not at every
         // pane: it walks every unit, and silences of an hour or more lose nothing by it.
@@ -729,7 +870,7 @@ fn on_watermark(
             let Some(labels) = unit_labels(registry, rule.unit, unit_key) else {
                 continue;
             };
-            let unit = units.entry(unit_key).or_default();
+            let unit = unit_entry(units, unit_key, rule.unit, units_with_state);
             let occurrence = new_occurrence(
                 rule,
                 &labels,

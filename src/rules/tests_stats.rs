@@ -761,6 +761,45 @@ min_offline_devices = 3
     );
 }
 
+/// Activity skips the units no rule holds ([`super::data_gap`]'s units with state): a unit
+/// created after activity was first seen, and a unit restored from a snapshot, are still
+/// found, and the activity resolves their alert.
+#[test]
+fn activity_resolves_a_data_gap_of_a_unit_created_after_it_or_restored() {
+    let rules = r#"
+[[rule]]
+name = "cell_data_gap"
+kind = "data_gap"
+window = "10m"
+min_offline_devices = 2
+"#;
+    for restored in [false, true] {
+        let mut harness = Harness::new(rules);
+        harness.watermark(T0);
+        assert!(harness
+            .event("first", EventType::Loitering, "d1", 2, T0)
+            .is_empty());
+        assert!(harness
+            .event("o1", EventType::DeviceOffline, "d1", 2, T0 + MINUTE)
+            .is_empty());
+        let fired = single(harness.event("o2", EventType::DeviceOffline, "d2", 2, T0 + 2 * MINUTE));
+        assert_eq!(status(&fired), AlertStatus::Firing);
+        if restored {
+            let state = harness.engine.state().clone();
+            harness.engine = RuleEngine::new(harness.engine.rules().clone());
+            harness.engine.restore_state(state);
+        }
+        let resolved =
+            single(harness.event("back", EventType::Loitering, "d1", 2, T0 + 40 * MINUTE));
+        assert_eq!(
+            status(&resolved),
+            AlertStatus::Resolved,
+            "restored: {restored}"
+        );
+        assert_eq!(resolved.alert_id, fired.alert_id);
+    }
+}
+
 #[test]
 fn offline_reports_spread_over_more_than_the_window_do_not_fire() {
     let rules = r#"
