@@ -761,18 +761,21 @@ min_offline_devices = 3
     );
 }
 
-/// Activity skips the units no rule holds ([`super::data_gap`]'s units with state): a unit
-/// created after activity was first seen, and a unit restored from a snapshot, are still
-/// found, and the activity resolves their alert.
-#[test]
-fn activity_resolves_a_data_gap_of_a_unit_created_after_it_or_restored() {
-    let rules = r#"
+/// A cell data-gap rule that fires on two devices offline within ten minutes.
+const CELL_DATA_GAP_OF_TWO_DEVICES: &str = r#"
 [[rule]]
 name = "cell_data_gap"
 kind = "data_gap"
 window = "10m"
 min_offline_devices = 2
 "#;
+
+/// Activity skips the units no rule holds ([`super::data_gap`]'s units with state): a unit
+/// created after activity was first seen, and a unit restored from a snapshot, are still
+/// found, and the activity resolves their alert.
+#[test]
+fn activity_resolves_a_data_gap_of_a_unit_created_after_it_or_restored() {
+    let rules = CELL_DATA_GAP_OF_TWO_DEVICES;
     for restored in [false, true] {
         let mut harness = Harness::new(rules);
         harness.watermark(T0);
@@ -802,13 +805,7 @@ min_offline_devices = 2
 
 #[test]
 fn offline_reports_spread_over_more_than_the_window_do_not_fire() {
-    let rules = r#"
-[[rule]]
-name = "cell_data_gap"
-kind = "data_gap"
-window = "10m"
-min_offline_devices = 2
-"#;
+    let rules = CELL_DATA_GAP_OF_TWO_DEVICES;
     let mut harness = Harness::new(rules);
     harness.watermark(T0);
     assert!(harness

@@ -323,10 +323,11 @@ impl<'out> FieldList<'out> {
         FieldList { out, first: true }
     }
 
-    /// Writes `member_start` — a comma, the quoted key, the colon and what opens the value —
-    /// without its comma when first, and returns the buffer for the value. One copy of a
-    /// literal per member instead of a push or copy per punctuation mark.
-    fn key(&mut self, member_start: &'static [u8]) -> &mut Vec<u8> {
+    /// Writes `member_start` — a comma, the quoted key, the colon and what opens the value,
+    /// or a whole member written before — without its comma when first, and returns the
+    /// buffer for the value. One copy of a literal per member instead of a push or copy per
+    /// punctuation mark.
+    fn key(&mut self, member_start: &[u8]) -> &mut Vec<u8> {
         let member_start = if self.first {
             member_start.get(1..).unwrap_or_default()
         } else {
@@ -356,16 +357,9 @@ impl<'out> FieldList<'out> {
 
     /// A member written before, starting with its comma (nothing when empty).
     fn prewritten_member(&mut self, member: &[u8]) {
-        if member.is_empty() {
-            return;
+        if !member.is_empty() {
+            self.key(member);
         }
-        let member = if self.first {
-            member.get(1..).unwrap_or_default()
-        } else {
-            member
-        };
-        self.first = false;
-        self.out.extend_from_slice(member);
     }
 
     fn end(self) {
