@@ -18,26 +18,21 @@ use crate::window::ClosedPane;
 #[derive(Debug, Default)]
 pub struct WindowJsonWriter {
     timestamps: TimestampTexts,
-    /// Per `CellIndex.0`, its members as [`Self::write_pane`] wrote them from
-    /// `members_registry`.
-    cell_members: Vec<CellMembersMemo>,
-    /// The address of the registry `cell_members` were written from: another registry (a sink
-    /// handed a new one) starts them again.
-    members_registry: usize,
+    /// Per `CellIndex.0`, its members as [`Self::write_pane`] last wrote them.
+    cell_members: Vec<Option<CellMembersMemo>>,
 }
 
 /// The members of a cell's windows that the registry gives, the same for every window of the
 /// cell, so written once (three ids checked and copied per window were a sixth of the
 /// writing thread).
-#[derive(Debug, Default)]
-enum CellMembersMemo {
-    /// Not written yet.
-    #[default]
-    Unknown,
-    /// Written.
-    Plain(CellMembers),
-    /// An id needs escaping: the cell's windows take serde_json's path.
-    NeedsEscaping,
+#[derive(Debug)]
+struct CellMembersMemo {
+    /// The grid, community and district ids they were written from: a window whose ids
+    /// differ (a cell of another registry) has them written again. Compared rather than
+    /// trusted to a registry's address, which a new registry can reuse.
+    ids: [Box<str>; 3],
+    /// `None` when an id needs escaping: the cell's windows take serde_json's path.
+    written: Option<CellMembers>,
 }
 
 /// A cell's members as [`WindowJsonWriter::write_members`] writes them.
@@ -49,11 +44,12 @@ struct CellMembers {
     district_member: Box<[u8]>,
 }
 
-impl CellMembers {
-    /// The members of `members`' ids, or [`CellMembersMemo::NeedsEscaping`].
+impl CellMembersMemo {
+    /// The members of `members`' ids.
     fn of<Counts>(members: &WindowMembers<'_, Counts>) -> CellMembersMemo {
+        let ids = [members.grid_id, members.community_id, members.district_id].map(Box::from);
         if !ids_are_plain(members) {
-            return CellMembersMemo::NeedsEscaping;
+            return CellMembersMemo { ids, written: None };
         }
         let mut head = Vec::new();
         let mut fields = FieldList::new(&mut head);
@@ -64,10 +60,21 @@ impl CellMembers {
             district_member.extend_from_slice(members.district_id.as_bytes());
             district_member.push(b'"');
         }
-        CellMembersMemo::Plain(CellMembers {
-            head: head.into_boxed_slice(),
-            district_member: district_member.into_boxed_slice(),
-        })
+        CellMembersMemo {
+            ids,
+            written: Some(CellMembers {
+                head: head.into_boxed_slice(),
+                district_member: district_member.into_boxed_slice(),
+            }),
+        }
+    }
+
+    /// Whether these are the members of `members`' ids.
+    fn is_of<Counts>(&self, members: &WindowMembers<'_, Counts>) -> bool {
+        let [grid_id, community_id, district_id] = &self.ids;
+        **grid_id == *members.grid_id
+            && **community_id == *members.community_id
+            && **district_id == *members.district_id
     }
 }
 
@@ -114,7 +121,7 @@ impl WindowJsonWriter {
     /// Appends the final window of `pane`, named from `registry`, exactly as [`Self::write`]
     /// writes the window [`crate::sink::fill_cell_window`] fills: the ids are read from the
     /// registry where they are ([`pane_members`]), not copied into a window first, and their
-    /// members are written once per cell ([`CellMembers`]). `false` when the cell is not in
+    /// members are written once per cell ([`CellMembersMemo`]). `false` when the cell is not in
     /// `registry` (nothing is written).
     pub fn write_pane(
         &mut self,
@@ -125,25 +132,22 @@ impl WindowJsonWriter {
         let Some(members) = pane_members(registry, pane) else {
             return Ok(false);
         };
-        let registry_address = std::ptr::from_ref(registry) as usize;
-        if self.members_registry != registry_address {
-            self.cell_members.clear();
-            self.members_registry = registry_address;
-        }
         // In the registry (`pane_members` found it), so at most its cell count.
         let cell = pane.key.cell.0 as usize;
         if self.cell_members.len() <= cell {
-            self.cell_members
-                .resize_with(cell + 1, CellMembersMemo::default);
+            self.cell_members.resize_with(cell + 1, || None);
         }
-        if let Some(memo @ CellMembersMemo::Unknown) = self.cell_members.get_mut(cell) {
-            *memo = CellMembers::of(&members);
+        if let Some(slot) = self.cell_members.get_mut(cell) {
+            if !slot.as_ref().is_some_and(|memo| memo.is_of(&members)) {
+                *slot = Some(CellMembersMemo::of(&members));
+            }
         }
-        let written = match (
-            self.cell_members.get(cell),
-            EventType::try_from(members.event_type),
-        ) {
-            (Some(CellMembersMemo::Plain(cell_members)), Ok(event_type)) => {
+        let cell_members = self
+            .cell_members
+            .get(cell)
+            .and_then(|slot| slot.as_ref()?.written.as_ref());
+        let written = match (cell_members, EventType::try_from(members.event_type)) {
+            (Some(cell_members), Ok(event_type)) => {
                 out.extend_from_slice(&cell_members.head);
                 let mut fields = FieldList {
                     out,
