@@ -212,6 +212,7 @@ pub fn replay(
         )
     });
     let mut pipeline = Pipeline::new(settings, registry.clone(), rules, metrics, "file");
+    pipeline.without_emit_delay();
     let reader = FileReader::open(&options.input, options.format)?
         .with_max_record_bytes(config.ingest.max_record_bytes);
     let sink = JsonlFileSink::open(&options.output_dir, false, registry.clone())?;

@@ -44,8 +44,8 @@ pub(super) struct PipelineMetrics {
     incident_counters: Vec<Option<LocalIntCounter>>,
     /// `gridwatch_windows_emitted_total`.
     windows_emitted: LocalIntCounter,
-    /// `gridwatch_window_emit_delay_seconds`.
-    window_emit_delay: prometheus::local::LocalHistogram,
+    /// `gridwatch_window_emit_delay_seconds` (`None` once a replay turned it off).
+    window_emit_delay: Option<prometheus::local::LocalHistogram>,
     /// Records counted since the last flush.
     records_since_flush: u32,
     /// Sources already logged as running ahead (at most [`MAX_CLOCK_AHEAD_SOURCES_LOGGED`]),
@@ -88,7 +88,7 @@ impl PipelineMetrics {
             dead_letters_by_reason,
             incident_counters: Vec::new(),
             windows_emitted: metrics.windows_emitted.local(),
-            window_emit_delay: metrics.window_emit_delay.local(),
+            window_emit_delay: Some(metrics.window_emit_delay.local()),
             records_since_flush: 0,
             clock_ahead_sources_logged: rustc_hash::FxHashSet::default(),
             metrics,
@@ -111,7 +111,9 @@ impl PipelineMetrics {
         self.decoded.flush();
         self.duplicates.flush();
         self.windows_emitted.flush();
-        self.window_emit_delay.flush();
+        if let Some(window_emit_delay) = &self.window_emit_delay {
+            window_emit_delay.flush();
+        }
         for counter in &self.accepted_by_type {
             counter.flush();
         }
@@ -237,9 +239,17 @@ impl PipelineMetrics {
 
     /// A final window was emitted at wall time `wall_millis`.
     pub(super) fn record_window_emitted(&self, window_end_millis: i64, wall_millis: i64) {
-        self.window_emit_delay
-            .observe(wall_millis.saturating_sub(window_end_millis).max(0) as f64 / 1000.0);
+        if let Some(window_emit_delay) = &self.window_emit_delay {
+            window_emit_delay
+                .observe(wall_millis.saturating_sub(window_end_millis).max(0) as f64 / 1000.0);
+        }
         self.windows_emitted.inc();
+    }
+
+    /// Stops observing `gridwatch_window_emit_delay_seconds` (see
+    /// [`super::Pipeline::without_emit_delay`]).
+    pub(super) fn stop_observing_emit_delay(&mut self) {
+        self.window_emit_delay = None;
     }
 }
 
