@@ -27,4 +27,4 @@ pub use resolution::GridResolveError;
 pub use shape::{RegistryShape, StateOutOfBounds};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -60,7 +60,9 @@ fn tiny_parts() -> (Vec<District>, Vec<Community>, Vec<Cell>, Vec<Device>) {
     (districts, communities, cells, devices)
 }
 
-fn tiny_registry() -> GridRegistry {
+/// The registry of [`tiny_parts`] (also for other modules' tests that need a registry other
+/// than the embedded one).
+pub(crate) fn tiny_registry() -> GridRegistry {
     let (districts, communities, cells, devices) = tiny_parts();
     match GridRegistry::from_parts(districts, communities, cells, devices) {
         Ok(registry) => registry,

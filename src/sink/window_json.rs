@@ -56,9 +56,12 @@ impl CellMembersMemo {
         fields.id_members(members);
         let mut district_member = Vec::new();
         if !members.district_id.is_empty() {
-            district_member.extend_from_slice(DISTRICT_MEMBER_START);
-            district_member.extend_from_slice(members.district_id.as_bytes());
-            district_member.push(b'"');
+            // With its comma whatever comes before: `prewritten_member` drops it when first.
+            FieldList {
+                out: &mut district_member,
+                first: false,
+            }
+            .string_member(DISTRICT_MEMBER_START, members.district_id.as_bytes());
         }
         CellMembersMemo {
             ids,
@@ -524,16 +527,7 @@ mod tests {
     #[test]
     fn a_cell_of_another_registry_is_written_with_that_registrys_ids() {
         let embedded = crate::grid::GridRegistry::embedded();
-        let tiny = crate::grid::GridRegistry::from_seed_texts(
-            "code,name_zh,name_en\n410611,淇滨区,Qibin\n",
-            "community_id,name,district_code,population,centroid_lon,centroid_lat\n\
-             410611001001,朝阳社区,410611,5000,114.3,35.74\n",
-            r#"{"type":"FeatureCollection","features":[
-                {"type":"Feature","properties":{"grid_id":"41061100100101","community_id":"410611001001","grid_no":1},
-                 "geometry":{"type":"Polygon","coordinates":[[[114.3,35.74],[114.301,35.74],[114.301,35.741],[114.3,35.741],[114.3,35.74]]]}}]}"#,
-            "device_id,grid_id,kind\n41061100011340000001,41061100100101,gas_sensor\n",
-        )
-        .unwrap();
+        let tiny = crate::grid::tests::tiny_registry();
         assert_ne!(
             embedded.cells()[0].grid_id,
             tiny.cells()[0].grid_id,
