@@ -125,15 +125,6 @@ impl WatermarkTracker {
 
     /// The watermark the partitions justify right now, before the monotonic clamp.
     fn candidate_watermark(&self, wall_millis: i64) -> Option<i64> {
-        // One partition (a file replay, a consumer of one partition): the general path's
-        // walks over the map were most of this call, made once per record.
-        if self.partitions.len() == 1 {
-            if let Some(progress) = self.partitions.values().next() {
-                if !self.is_idle(progress, wall_millis) {
-                    return Some(self.partition_watermark(progress));
-                }
-            }
-        }
         let active_minimum = self
             .partitions
             .values()
