@@ -1191,6 +1191,11 @@ impl<'view> BaselineView<'view> {
         } else {
             vec![0.0f64; communities.len()]
         };
+        // Each hour's local hour of day, once for every community (it was most of a scan
+        // evaluation's expectations when computed per community and hour).
+        let local_hours: Vec<usize> = (0..hours)
+            .map(|offset| local_hour_of_day(first_hour.saturating_add(offset as i64)))
+            .collect();
         let mut hourly = vec![0.0f64; communities.len() * hours];
         for community_position in 0..communities.len() {
             let seeded_by_local_hour = self.seeded_unit_hourly(
@@ -1208,12 +1213,14 @@ impl<'view> BaselineView<'view> {
                 &seeded_by_local_hour,
                 &history_hours_by_local_hour,
             );
-            for offset in 0..hours {
-                let local_hour = local_hour_of_day(first_hour.saturating_add(offset as i64));
-                let seeded = seeded_by_local_hour.get(local_hour).copied().unwrap_or(0.0);
-                if let Some(slot) = hourly.get_mut(community_position * hours + offset) {
-                    *slot = seeded * level;
-                }
+            let row = community_position * hours..(community_position + 1) * hours;
+            let row_slots = hourly.get_mut(row).unwrap_or_default();
+            for (slot, local_hour) in row_slots.iter_mut().zip(&local_hours) {
+                let seeded = seeded_by_local_hour
+                    .get(*local_hour)
+                    .copied()
+                    .unwrap_or(0.0);
+                *slot = seeded * level;
             }
         }
         LevelExpectations {
