@@ -75,7 +75,9 @@ pub(super) fn decode_common_shape(line: &[u8]) -> Option<IncidentEvent> {
 /// answers whether it did; on `false` the general (pbjson) path must decide and `event` holds
 /// nothing meaningful (the caller overwrites it).
 pub(super) fn decode_common_shape_into(line: &[u8], event: &mut IncidentEvent) -> bool {
-    let Ok(text) = std::str::from_utf8(line) else {
+    // Vectorized where the CPU allows (the standard check of every line was a twentieth of
+    // the reading thread); it accepts exactly the lines the standard check does.
+    let Ok(text) = simdutf8::basic::from_utf8(line) else {
         return false;
     };
     // Filled in place: the event is large enough that moving it out of a return value twice
@@ -944,6 +946,28 @@ mod tests {
             let fast = decode_common_shape(line.as_bytes());
             assert!(fast.is_some(), "{line}");
             assert_eq!(fast.ok_or("none"), by_pbjson(line).map_err(|_| "pbjson"));
+        }
+    }
+
+    /// Lines are checked as UTF-8 whole before the scanner borrows their text: a long line
+    /// with Chinese text takes the fast path, and the same line with one byte of a character
+    /// broken, anywhere (in the vectorized part or in its tail), goes to the general path.
+    #[test]
+    fn a_line_is_read_by_the_fast_path_only_when_it_is_utf8_throughout() {
+        let line = r#"{"eventId":"e-3","source":"网格员上报·平安小区","communityId":"410602001001","eventType":"FRAUD_REPORTED","occurredAt":"2026-03-02T08:00:00+08:00","receivedAt":"2026-03-02T00:00:02Z"}"#;
+        let fast = decode_common_shape(line.as_bytes());
+        assert!(fast.is_some(), "{line}");
+        assert_eq!(fast.ok_or("none"), by_pbjson(line).map_err(|_| "pbjson"));
+        let first_character = line.find('网').unwrap();
+        for broken_at in [first_character, first_character + 1, line.len() - 3] {
+            let mut bytes = line.as_bytes().to_vec();
+            bytes[broken_at] = if broken_at == line.len() - 3 {
+                0xe7
+            } else {
+                0xff
+            };
+            assert!(std::str::from_utf8(&bytes).is_err());
+            assert_eq!(decode_common_shape(&bytes), None, "broken at {broken_at}");
         }
     }
 
