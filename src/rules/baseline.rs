@@ -308,6 +308,35 @@ impl Baseline {
         }
     }
 
+    /// Seeded expected events per hour of `event_type` in `cells` together, by local hour of
+    /// day: at each hour the sum over the cells, in their order, of
+    /// [`Baseline::seeded_hourly_rate`] (the same products added in the same order), with each
+    /// cell's daily rate (a walk over its devices) found once instead of once per hour.
+    fn seeded_hourly_rates_of_cells(
+        &self,
+        registry: &GridRegistry,
+        cells: &[CellIndex],
+        event_type: EventType,
+    ) -> [f64; 24] {
+        let mut hourly = [0.0f64; 24];
+        let Some(seed) = self.seed(event_type) else {
+            // Every cell's rate is 0 at every hour.
+            for rate in &mut hourly {
+                *rate = cells.iter().map(|_| 0.0).sum();
+            }
+            return hourly;
+        };
+        let daily_rates: Vec<f64> = cells
+            .iter()
+            .map(|cell| self.seeded_daily_rate(registry, *cell, event_type))
+            .collect();
+        for (local_hour, rate) in hourly.iter_mut().enumerate() {
+            let share = seed.hour_share(local_hour);
+            *rate = daily_rates.iter().map(|daily| daily * share).sum();
+        }
+        hourly
+    }
+
     /// Seeded expected events per hour of every type together in `cell`, by local hour of
     /// day: each type's daily rate (and device check) once, then its hour shares.
     fn seeded_all_types_hourly_rates(&self, registry: &GridRegistry, cell: CellIndex) -> [f64; 24] {
@@ -983,16 +1012,9 @@ impl<'view> BaselineView<'view> {
             return rates;
         }
         let cells = self.cells_of_unit(scope, unit_key);
-        let mut seeded_by_local_hour = [0.0f64; 24];
-        for (local_hour, seeded) in seeded_by_local_hour.iter_mut().enumerate() {
-            *seeded = cells
-                .iter()
-                .map(|cell| {
-                    self.seeds
-                        .seeded_hourly_rate(self.registry, *cell, event_type, local_hour)
-                })
-                .sum();
-        }
+        let seeded_by_local_hour =
+            self.seeds
+                .seeded_hourly_rates_of_cells(self.registry, &cells, event_type);
         if let Some(cache) = cache {
             cache.seeded_rates.insert(key, seeded_by_local_hour);
         }
@@ -1338,6 +1360,50 @@ mod tests {
     use super::*;
     use crate::event::ALL_EVENT_TYPES;
     use crate::simulator::profiles::{type_model, BaseRate};
+
+    /// A unit's seeded rates at each hour are the very sums of each cell's hourly rate, bit
+    /// for bit (the outputs depend on them), for every community and district of the city,
+    /// every event type, and a unit of no cells; though each cell's daily rate is found once.
+    #[test]
+    fn a_units_seeded_rates_are_the_sums_of_its_cells_hourly_rates_bit_for_bit() {
+        let registry = GridRegistry::embedded();
+        let seeds = Baseline::embedded();
+        let mut units: Vec<Vec<CellIndex>> = registry
+            .communities()
+            .iter()
+            .map(|community| community.cells.clone())
+            .collect();
+        for district in 0..registry.districts().len() {
+            units.push(
+                registry
+                    .communities_of_district(district)
+                    .iter()
+                    .flat_map(|community| {
+                        registry.communities()[community.0 as usize].cells.clone()
+                    })
+                    .collect(),
+            );
+        }
+        units.push(Vec::new());
+        for cells in &units {
+            for event_type in ALL_EVENT_TYPES {
+                let rates = seeds.seeded_hourly_rates_of_cells(&registry, cells, event_type);
+                for (local_hour, rate) in rates.iter().enumerate() {
+                    let summed: f64 = cells
+                        .iter()
+                        .map(|cell| {
+                            seeds.seeded_hourly_rate(&registry, *cell, event_type, local_hour)
+                        })
+                        .sum();
+                    assert_eq!(
+                        rate.to_bits(),
+                        summed.to_bits(),
+                        "{event_type:?} at {local_hour}"
+                    );
+                }
+            }
+        }
+    }
 
     proptest::proptest! {
         /// The data-gap rule skips a silent unit's exact expectation when this bound is below

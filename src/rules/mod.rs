@@ -260,7 +260,10 @@ impl RuleStats {
     }
 
     /// Counts what one matching event did to `rule_name`'s alert. Most matching events change
-    /// no alert: their rule's counters (a search by name) are then left alone.
+    /// no alert: their rule's counters (a search by name) are then left alone, and inlined,
+    /// the call too (it was called for every matching event, 2 M times in a 1 M-event replay;
+    /// a plain `#[inline]` left the call in place).
+    #[inline(always)]
     fn record_outcome(&mut self, rule_name: &str, outcome: EventOutcome) {
         if outcome == EventOutcome::default() {
             return;
@@ -574,7 +577,9 @@ impl RuleEngine {
             .is_some_and(|rule_indexes| !rule_indexes.is_empty())
     }
 
-    /// Marks suppressed alerts and counts them.
+    /// Marks suppressed alerts and counts them. Inlined: called for every event and watermark
+    /// advance, almost always with no alert.
+    #[inline(always)]
     fn mark_suppressed(&mut self, alerts: &mut [Alert]) {
         for alert in alerts.iter_mut() {
             let Some(name) = suppression::matching_suppression(self.rules.suppressions(), alert)
@@ -591,7 +596,8 @@ impl RuleEngine {
         }
     }
 
-    /// Counts RESOLVED alerts per rule.
+    /// Counts RESOLVED alerts per rule. Inlined, like [`RuleEngine::mark_suppressed`].
+    #[inline(always)]
     fn count_resolved(&mut self, alerts: &[Alert]) {
         for alert in alerts {
             if alert.status == AlertStatus::Resolved as i32 {
