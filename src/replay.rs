@@ -159,8 +159,10 @@ const MAX_BUFFERED_DEAD_LETTER_BYTES: usize = 4 * 1024 * 1024;
 /// nothing per record, small enough to keep every thread busy.
 const BATCH_RECORDS: usize = 1024;
 /// Batches in flight between two threads: bounds the memory a faster stage can fill while
-/// letting it run ahead of a momentarily slower one.
-const BATCHES_IN_FLIGHT: usize = 8;
+/// letting it run ahead of a momentarily slower one. With the writer at a lower priority its
+/// channel fills while it waits for a core: 32 against 8 took a 1 M-event replay from 0.50 to
+/// 0.48 s (medians of 5 alternated runs) for 49 → 63 MB of peak RSS.
+const BATCHES_IN_FLIGHT: usize = 32;
 /// Batches waiting for the counting thread from which the reader checks the next batch itself:
 /// the counting thread has that much work queued while the reader checks, so it is not kept
 /// waiting (see [`CountingBacklog`]).
