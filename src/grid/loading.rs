@@ -11,6 +11,7 @@ use rstar::primitives::Rectangle;
 use rstar::RTree;
 use serde::Deserialize;
 
+use super::grid_features::{GridFeatureCollection, StringOrOther};
 use super::model::{
     device_id_key, digit_string_value, grid_id_key, Cell, CellBox, CellIndex, Community,
     CommunityIndex, Device, DeviceKind, District, GridRegistry, DEVICE_ID_DIGITS, GRID_ID_DIGITS,
@@ -105,22 +106,17 @@ fn parse_csv_rows<Row: serde::de::DeserializeOwned>(
 }
 
 /// Reads a string property of a GeoJSON feature.
-fn feature_string_property<'a>(
-    feature: &'a geojson::Feature,
+fn feature_string_property<'feature>(
+    value: Option<&'feature StringOrOther<'_>>,
     name: &str,
     feature_number: usize,
-) -> Result<&'a str, GridLoadError> {
-    feature
-        .properties
-        .as_ref()
-        .and_then(|properties| properties.get(name))
-        .and_then(|value| value.as_str())
-        .ok_or_else(|| {
-            invalid(
-                GRIDS_FILE,
-                format!("feature {feature_number} has no string property {name:?}"),
-            )
-        })
+) -> Result<&'feature str, GridLoadError> {
+    value.and_then(StringOrOther::as_str).ok_or_else(|| {
+        invalid(
+            GRIDS_FILE,
+            format!("feature {feature_number} has no string property {name:?}"),
+        )
+    })
 }
 
 /// File name of the districts seed.
@@ -216,13 +212,39 @@ impl GridRegistry {
             community_by_id.insert(community.id.as_str(), CommunityIndex(index));
         }
 
-        let feature_collection: geojson::FeatureCollection = grids_geojson
-            .parse()
-            .map_err(|error: geojson::Error| invalid(GRIDS_FILE, error.to_string()))?;
+        let feature_collection: GridFeatureCollection<'_> = serde_json::from_str(grids_geojson)
+            .map_err(|error| invalid(GRIDS_FILE, error.to_string()))?;
+        if feature_collection.kind != "FeatureCollection" {
+            return Err(invalid(
+                GRIDS_FILE,
+                format!(
+                    "expected a FeatureCollection, found {}",
+                    feature_collection.kind
+                ),
+            ));
+        }
         let mut cells = Vec::with_capacity(feature_collection.features.len());
-        for (feature_number, feature) in feature_collection.features.iter().enumerate() {
-            let grid_id = feature_string_property(feature, "grid_id", feature_number)?;
-            let community_id = feature_string_property(feature, "community_id", feature_number)?;
+        for (feature_number, feature) in feature_collection.features.into_iter().enumerate() {
+            if feature.kind != "Feature" {
+                return Err(invalid(
+                    GRIDS_FILE,
+                    format!(
+                        "feature {feature_number} is a {}, not a Feature",
+                        feature.kind
+                    ),
+                ));
+            }
+            let properties = feature.properties.as_ref();
+            let grid_id = feature_string_property(
+                properties.and_then(|properties| properties.grid_id.as_ref()),
+                "grid_id",
+                feature_number,
+            )?;
+            let community_id = feature_string_property(
+                properties.and_then(|properties| properties.community_id.as_ref()),
+                "community_id",
+                feature_number,
+            )?;
             let community = *community_by_id.get(community_id).ok_or_else(|| {
                 invalid(
                     GRIDS_FILE,
@@ -231,9 +253,8 @@ impl GridRegistry {
             })?;
             let geometry = feature
                 .geometry
-                .as_ref()
                 .ok_or_else(|| invalid(GRIDS_FILE, format!("grid {grid_id} has no geometry")))?;
-            let polygon = geo::Polygon::<f64>::try_from(&geometry.value).map_err(|error| {
+            let polygon = geometry.into_polygon().map_err(|error| {
                 invalid(
                     GRIDS_FILE,
                     format!("grid {grid_id}: geometry is not a polygon: {error}"),

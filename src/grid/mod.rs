@@ -14,6 +14,7 @@
 // No panic path reachable from input, state or configuration (README "Security").
 
 pub mod coords;
+mod grid_features;
 pub mod loading;
 pub mod model;
 pub mod resolution;
