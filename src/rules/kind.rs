@@ -84,7 +84,7 @@ pub trait RuleKind: Debug + Clone + PartialEq + Sized {
     /// more than their matching events); does nothing by default.
     fn observe_event(
         _state: &mut Self::State,
-        _derived: &Self::Derived,
+        _derived: &mut Self::Derived,
         _accepted_event: &AcceptedEvent<'_>,
     ) {
     }

@@ -210,10 +210,10 @@ macro_rules! register_rule_kinds {
             /// Lets every kind see an accepted event of a known cell before the rules run.
             pub(crate) fn observe_event(
                 &mut self,
-                derived: &DerivedKindState,
+                derived: &mut DerivedKindState,
                 accepted_event: &AcceptedEvent<'_>,
             ) {
-                $( <$rule as RuleKind>::observe_event(&mut self.$field, &derived.$field, accepted_event); )+
+                $( <$rule as RuleKind>::observe_event(&mut self.$field, &mut derived.$field, accepted_event); )+
             }
 
             /// Evaluates every kind at a watermark advance, in registration order, skipping the

@@ -404,7 +404,7 @@ impl RuleEngine {
                 self.stats.events_with_unknown_cell.saturating_add(1);
             return;
         };
-        self.state.observe_event(&self.derived, accepted_event);
+        self.state.observe_event(&mut self.derived, accepted_event);
         self.state.baseline.on_event(
             accepted_event.cell,
             accepted_event.event_type,

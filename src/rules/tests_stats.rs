@@ -1518,8 +1518,10 @@ alpha = 1e-7
 #[test]
 fn silences_alert_at_the_same_checks_whether_or_not_the_engine_remembers_when_units_are_due() {
     // The silence check skips a unit until the earliest check at which it could alert, as its
-    // last check found (`DataGapDerived::silence_not_before`). An engine that forgets those
-    // times after every watermark tests every unit at every check, and must alert alike: cells
+    // last check found (`DataGapDerived::silence_not_before`), and reads the latest activity
+    // from a per-cell view that events keep up to date (`last_activity_by_cell`). An engine
+    // that forgets both after every watermark tests every unit at every check against a view
+    // filled afresh from the state, and must alert alike: cells
     // and communities silenced by day and by night, with the input whole or partial (where a
     // community's cells count once they have had activity).
     let registry = populous_sub_registry(3);
