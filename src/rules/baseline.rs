@@ -320,7 +320,8 @@ impl Baseline {
     ) -> [f64; 24] {
         let mut hourly = [0.0f64; 24];
         let Some(seed) = self.seed(event_type) else {
-            // Every cell's rate is 0 at every hour.
+            // Every cell's rate is 0 at every hour: summed all the same, so that a unit of no
+            // cells keeps the empty sum (−0.0) bit for bit, as the per-hour sums gave.
             for rate in &mut hourly {
                 *rate = cells.iter().map(|_| 0.0).sum();
             }

@@ -188,14 +188,12 @@ pub struct DataGapDerived {
     /// Indexed by `CellIndex.0`, filled on first use (one allocation of about 200 bytes a
     /// cell).
     seeded_hourly_by_cell: Vec<Option<SeededHourly>>,
-    /// The silence check's view of the latest activity per cell (`CellIndex.0`): filled from
-    /// the state at the first check after the rules or the state were replaced, then kept up
-    /// to date by every event (refilling it at each check, from a map of every active cell,
-    /// was most of the check's instructions: 82 M in a 1 M-event replay).
+    /// The silence check's view of the latest activity per cell (`CellIndex.0`): empty until
+    /// the first check after the rules or the state were replaced fills it from the state
+    /// (one slot per registry cell), then kept up to date by every event (refilling it at each
+    /// check, from a map of every active cell, was most of the check's instructions: 82 M in
+    /// a 1 M-event replay).
     last_activity_by_cell: Vec<Option<i64>>,
-    /// Whether `last_activity_by_cell` holds the state's latest activity (only then do events
-    /// update it; a fresh `DataGapDerived` starts without).
-    last_activity_by_cell_is_filled: bool,
     /// Per data-gap rule (by position among them) and unit: the earliest check at which the
     /// unit's silence could alert, as its last check found. Activity only moves that later,
     /// so a unit is skipped until then instead of tested again at every check (silent units
@@ -410,7 +408,6 @@ impl RuleKind for DataGapRule {
             has_rules: rules.rules_of_kind::<DataGapRule>().next().is_some(),
             seeded_hourly_by_cell: Vec::new(),
             last_activity_by_cell: Vec::new(),
-            last_activity_by_cell_is_filled: false,
             silence_not_before: Vec::new(),
             silence_not_before_basis: None,
             scope_by_rule: rules
@@ -531,9 +528,7 @@ fn record_activity(
         .entry(accepted_event.cell.0)
         .or_insert(accepted_event.occurred_at_millis);
     *latest = (*latest).max(accepted_event.occurred_at_millis);
-    if !derived.last_activity_by_cell_is_filled {
-        return;
-    }
+    // Before the view is filled it is empty, and the fill will read this event's activity.
     if let Some(slot) = derived
         .last_activity_by_cell
         .get_mut(accepted_event.cell.0 as usize)
@@ -688,7 +683,6 @@ fn on_watermark(
     let DataGapDerived {
         seeded_hourly_by_cell,
         last_activity_by_cell,
-        last_activity_by_cell_is_filled,
         silence_not_before,
         silence_not_before_basis,
         units_with_state,
@@ -745,15 +739,12 @@ fn on_watermark(
             continue;
         }
         if !last_activity_filled {
-            if !*last_activity_by_cell_is_filled
-                || last_activity_by_cell.len() != registry.cells().len()
-            {
+            if last_activity_by_cell.len() != registry.cells().len() {
                 fill_dense_last_activity(
                     &state.last_activity_millis,
                     registry.cells().len(),
                     last_activity_by_cell,
                 );
-                *last_activity_by_cell_is_filled = true;
             }
             last_activity_filled = true;
             let basis = (
