@@ -9,6 +9,7 @@
 //! details describe what was wrong without echoing input values.
 
 mod common_shape;
+mod flat_protobuf;
 
 use prost::Message;
 
@@ -141,6 +142,9 @@ impl Decoder {
     ) -> Result<(), Rejection> {
         let decoded = match format {
             InputFormat::Jsonl => decode_json_into(bytes, event),
+            InputFormat::Protobuf if flat_protobuf::decode_flat_protobuf_into(bytes, event) => {
+                Ok(())
+            }
             InputFormat::Protobuf => {
                 // `clear` keeps the buffers; prost's `merge` copies each string into them.
                 event.clear();
