@@ -1,6 +1,5 @@
-//! Eight bytes at a time: the word tests that the decoder's scanner
-//! ([`crate::decode`]), the window writer ([`crate::sink::window_json`]) and the pseudonymizer
-//! ([`crate::privacy`]) share. Each flags a byte by setting its top bit; where a borrow can
+//! Eight bytes at a time: the word tests that the decoder ([`crate::decode`]), the window
+//! writer ([`crate::sink::window_json`]) and the pseudonymizer ([`crate::privacy`]) share. Each flags a byte by setting its top bit; where a borrow can
 //! carry a flag onto a byte above a flagged one, the lowest flag is still exact, and whether
 //! any flag is set is exact.
 
@@ -33,8 +32,7 @@ pub(crate) fn bytes_equal_to(word: u64, byte: u8) -> u64 {
 }
 
 /// Flags the bytes JSON does not allow plain inside a string: a quote, a backslash or a
-/// control character. The scanner stops its plain runs at them, and the writer leaves text with
-/// them to serde_json.
+/// control character. The writer leaves text with them to serde_json.
 #[inline]
 pub(crate) fn json_string_specials(word: u64) -> u64 {
     bytes_equal_to(word, b'"') | bytes_equal_to(word, b'\\') | bytes_below(word, 0x20)
