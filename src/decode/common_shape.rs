@@ -151,8 +151,12 @@ fn scan_flat_line_into<'line>(text: &'line str, shape: &mut CommonShapeEvent<'li
     if !scanner.take(b'}') {
         loop {
             let field = scanner.member_key()?;
-            scanner.skip_whitespace();
-            scanner.expect(b':')?;
+            // A producer's lines are mostly compact: one look for the colon and one for the
+            // separator after the value, the whitespace skipped only where there is some.
+            if !scanner.take(b':') {
+                scanner.skip_whitespace();
+                scanner.expect(b':')?;
+            }
             scanner.skip_whitespace();
             let field_bit = 1 << field as u16;
             if seen_fields & field_bit != 0 {
@@ -181,11 +185,20 @@ fn scan_flat_line_into<'line>(text: &'line str, shape: &mut CommonShapeEvent<'li
                 }
                 CommonShapeField::Crs => shape.crs = Some(scanner.plain_string()?),
             }
-            scanner.skip_whitespace();
-            if scanner.take(b'}') {
-                break;
+            match scanner.next_byte() {
+                Some(b',') => scanner.position += 1,
+                Some(b'}') => {
+                    scanner.position += 1;
+                    break;
+                }
+                _ => {
+                    scanner.skip_whitespace();
+                    if scanner.take(b'}') {
+                        break;
+                    }
+                    scanner.expect(b',')?;
+                }
             }
-            scanner.expect(b',')?;
             scanner.skip_whitespace();
         }
     }
