@@ -345,6 +345,46 @@ fn text_loader_rejects_a_device_in_an_unknown_grid() {
     assert!(matches!(result, Err(GridLoadError::Invalid { .. })));
 }
 
+/// `grids.geojson` must be a `FeatureCollection` of `Feature`s: anything else is refused at
+/// start-up, naming the file and what was found instead.
+#[test]
+fn text_loader_refuses_a_geojson_that_is_not_a_collection_of_features() {
+    let districts_csv = "code,name_zh,name_en\n410611,淇滨区,Qibin\n";
+    let communities_csv = "community_id,name,district_code,population,centroid_lon,centroid_lat\n\
+                           410611001001,朝阳社区,410611,5000,114.3,35.74\n";
+    let devices_csv = "device_id,grid_id,kind\n";
+    let feature = r#"{"type":"Feature","properties":{"grid_id":"41061100100101","community_id":"410611001001"},
+         "geometry":{"type":"Polygon","coordinates":[[[114.3,35.74],[114.301,35.74],[114.301,35.741],[114.3,35.741],[114.3,35.74]]]}}"#;
+    let collection_of =
+        |kind: &str, feature: &str| format!(r#"{{"type":"{kind}","features":[{feature}]}}"#);
+    let load = |grids_geojson: &str| {
+        GridRegistry::from_seed_texts(districts_csv, communities_csv, grids_geojson, devices_csv)
+    };
+    assert!(load(&collection_of("FeatureCollection", feature)).is_ok());
+    let cases = [
+        (
+            collection_of("GeometryCollection", feature),
+            "expected a FeatureCollection, found GeometryCollection",
+        ),
+        (
+            collection_of(
+                "FeatureCollection",
+                &feature.replacen("\"Feature\"", "\"Polygon\"", 1),
+            ),
+            "feature 0 is a Polygon, not a Feature",
+        ),
+    ];
+    for (grids_geojson, expected) in cases {
+        match load(&grids_geojson) {
+            Err(GridLoadError::Invalid { path, message }) => {
+                assert_eq!(path, "grids.geojson");
+                assert_eq!(message, expected);
+            }
+            other => panic!("{grids_geojson}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn device_kind_names_round_trip() {
     for kind in DeviceKind::ALL {
