@@ -1,7 +1,7 @@
 //! Eight bytes at a time: the word tests that the decoder ([`crate::decode`]), the window
-//! writer ([`crate::sink::window_json`]) and the pseudonymizer ([`crate::privacy`]) share. Each flags a byte by setting its top bit; where a borrow can
-//! carry a flag onto a byte above a flagged one, the lowest flag is still exact, and whether
-//! any flag is set is exact.
+//! writer ([`crate::sink::window_json`]) and the pseudonymizer ([`crate::privacy`]) share.
+//! Each flags a byte by setting its top bit; where a borrow can carry a flag onto a byte above
+//! a flagged one, the lowest flag is still exact, and whether any flag is set is exact.
 
 // No panic path reachable from input, state or configuration (README "Security").
 

@@ -19,6 +19,13 @@ use crate::privacy::{PrivacySettings, Pseudonymizer};
 use crate::proto::{EventType, IncidentEvent};
 use crate::time::timestamp_to_millis;
 
+/// Replaces `target`'s text with `text`, keeping its allocation: how both fast paths fill a
+/// reused event's ids.
+fn assign(target: &mut String, text: &str) {
+    target.clear();
+    target.push_str(text);
+}
+
 /// Wire format of encoded records.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,

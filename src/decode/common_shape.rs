@@ -16,6 +16,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Deserializer};
 
+use super::assign;
 use crate::proto::{Crs, EventType, IncidentEvent};
 
 /// One event in the common shape, its ids borrowed from the line (copied into a reused event's
@@ -472,12 +473,6 @@ fn json_string_special_lanes(chunk: [u8; 16]) -> u32 {
 /// Whether a byte ends a plain string run: a quote, a backslash or a control character.
 fn is_string_special(byte: &u8) -> bool {
     matches!(byte, b'"' | b'\\' | 0..=0x1f)
-}
-
-/// Replaces `target`'s text with `text`, keeping its allocation.
-fn assign(target: &mut String, text: &str) {
-    target.clear();
-    target.push_str(text);
 }
 
 /// An optional timestamp field: `Some(None)` when absent, `None` when present but not of the

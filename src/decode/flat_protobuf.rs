@@ -14,6 +14,7 @@
 
 use std::ops::Range;
 
+use super::assign;
 use crate::proto::IncidentEvent;
 
 /// A field's wire type, the low three bits of its key.
@@ -106,8 +107,7 @@ fn assign_checked_strings(
             Some(text) => text,
             None => std::str::from_utf8(message.get(range)?).ok()?,
         };
-        target.clear();
-        target.push_str(text);
+        assign(target, text);
     }
     Some(())
 }
@@ -155,6 +155,12 @@ impl<'message> WireReader<'message> {
         self.position >= self.end
     }
 
+    /// The byte at the position, if the message being read has one.
+    #[inline]
+    fn next_byte(&self) -> Option<u8> {
+        self.message.get(self.position..self.end)?.first().copied()
+    }
+
     /// The eight bytes from the position as a little-endian word; near the message's end, its
     /// last eight bytes shifted down, zeros past the end.
     fn word_from_position(&self) -> Option<u64> {
@@ -170,7 +176,7 @@ impl<'message> WireReader<'message> {
     /// A key written in one byte: a field number from 1 to 15 and its wire type. Longer keys
     /// (field numbers from 16, or a key's varint padded) are not in the flat shape.
     fn single_byte_key(&mut self) -> Option<(u8, u8)> {
-        let key = *self.message.get(self.position..self.end)?.first()?;
+        let key = self.next_byte()?;
         if key & 0x80 != 0 {
             return None;
         }
@@ -182,7 +188,7 @@ impl<'message> WireReader<'message> {
     /// here where the call is (a call cost as much as the read).
     #[inline(always)]
     fn varint(&mut self) -> Option<u64> {
-        let first_byte = *self.message.get(self.position..self.end)?.first()?;
+        let first_byte = self.next_byte()?;
         if first_byte & 0x80 == 0 {
             self.position += 1;
             return Some(u64::from(first_byte));
