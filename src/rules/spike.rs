@@ -70,7 +70,9 @@ use super::series::{
     first_watermark_past, next_pane_boundary, pane_start, remove_series_of_rule, state_of_rule,
     AlertLifecycle, AlertingSeries, RecentEvent, SeriesByRule,
 };
-use super::statistics::{benjamini_hochberg, critical_count, poisson_upper_tail};
+use super::statistics::{
+    benjamini_hochberg, critical_count, poisson_upper_tail, poisson_upper_tail_is_above,
+};
 use super::units::{evaluated_with_input, unit_count, unit_labels};
 use crate::proto::{Alert, EventType};
 
@@ -428,11 +430,20 @@ fn evaluate_rule(
                 aligned_millis,
             )
             .max(MIN_SPIKE_EXPECTED);
+        // A test certainly above the rule's FDR level is rejected at no cutoff the
+        // Benjamini–Hochberg step-up can reach (at most `fdr`) and changes no other test's
+        // decision whatever its exact p-value above the level: 1 stands for it, and its
+        // p-value is shown nowhere (only rejected tests raise alerts).
+        let p_value = if poisson_upper_tail_is_above(expected, count, rule.fdr) {
+            1.0
+        } else {
+            poisson_upper_tail(expected, count)
+        };
         tests.push(SeriesTest {
             key: *key,
             count,
             expected,
-            p_value: poisson_upper_tail(expected, count),
+            p_value,
         });
     }
     let total_tests = unit_count(baseline.registry, rule.unit) * rule.event_types.len();
