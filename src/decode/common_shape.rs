@@ -569,12 +569,10 @@ fn millisecond_offset_tail(bytes: &[u8]) -> Option<(i64, i64, i64)> {
     if !holds_template {
         return None;
     }
-    let digit = |word: u64, lane: u32| ((word >> (8 * lane)) & 0x0f) as i64;
-    let pair = |word: u64, lane: u32| digit(word, lane) * 10 + digit(word, lane + 1);
-    let second = pair(seconds_word, 1);
-    let millis = digit(seconds_word, 4) * 100 + pair(seconds_word, 5);
-    let offset_hours = pair(offset_word, 3);
-    let offset_minutes = pair(offset_word, 6);
+    let second = lane_pair(seconds_word, 1);
+    let millis = lane_digit(seconds_word, 4) * 100 + lane_pair(seconds_word, 5);
+    let offset_hours = lane_pair(offset_word, 3);
+    let offset_minutes = lane_pair(offset_word, 6);
     if second > 59 || offset_hours > 23 || offset_minutes > 59 {
         return None;
     }
@@ -663,13 +661,11 @@ fn minute_of(date: u64, day_hour_minute: u64) -> Option<i64> {
     if !holds_template {
         return None;
     }
-    let digit = |word: u64, lane: u32| ((word >> (8 * lane)) & 0x0f) as i64;
-    let pair = |word: u64, lane: u32| digit(word, lane) * 10 + digit(word, lane + 1);
-    let year = pair(date, 0) * 100 + pair(date, 2);
-    let month = pair(date, 5);
-    let day = pair(day_hour_minute, 0);
-    let hour = pair(day_hour_minute, 3);
-    let minute = pair(day_hour_minute, 6);
+    let year = lane_pair(date, 0) * 100 + lane_pair(date, 2);
+    let month = lane_pair(date, 5);
+    let day = lane_pair(day_hour_minute, 0);
+    let hour = lane_pair(day_hour_minute, 3);
+    let minute = lane_pair(day_hour_minute, 6);
     if hour > 23 || minute > 59 {
         return None;
     }
@@ -677,6 +673,16 @@ fn minute_of(date: u64, day_hour_minute: u64) -> Option<i64> {
         return None;
     }
     Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60)
+}
+
+/// The digit in lane `lane` of a word [`word_holds_template`] accepted: its low nibble.
+fn lane_digit(word: u64, lane: u32) -> i64 {
+    ((word >> (8 * lane)) & 0x0f) as i64
+}
+
+/// The two digits from lane `lane` of a word [`word_holds_template`] accepted, as a number.
+fn lane_pair(word: u64, lane: u32) -> i64 {
+    lane_digit(word, lane) * 10 + lane_digit(word, lane + 1)
 }
 
 /// Whether `word` has an ASCII digit in every lane of `digit_lanes` and equals `separators` in
