@@ -332,7 +332,9 @@ const LONGEST_PERSONAL_DIGIT_RUN: usize = 18;
 /// community codes and 14-digit grid ids of Hebi (`41…`) and 20-digit GB/T 28181 device ids
 /// skip the scan. Or, for any other text, no shape can start anywhere in it
 /// ([`no_shape_can_start`]; weaker than the rule for a text of digits alone, which also knows
-/// that the match must be the whole run). A property test holds this to the scan.
+/// that the match must be the whole run). A property test holds this to the scan. A text of up
+/// to [`LANE_TEXT_BYTES`] (every id) is looked at sixteen bytes at a time ([`digit_lanes`]),
+/// a longer one eight bytes at a time ([`ascii_digit_count`], [`no_shape_can_start`]).
 fn cannot_hold_a_personal_number(bytes: &[u8]) -> bool {
     match digit_lanes(bytes) {
         Some(digits) => cannot_hold_with_digit_count(bytes, digits.count_ones() as usize, || {
