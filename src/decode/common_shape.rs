@@ -547,8 +547,9 @@ fn timestamp_with_minute_memo(
 /// A 29-byte timestamp's tail `:SS.fff±HH:MM` (milliseconds and a numeric offset, what
 /// producers mostly write) as its second, nanoseconds and offset in seconds, read from two
 /// words checked against their templates (as [`minute_of`] reads the minute); `None` for any
-/// other tail or a value out of range, which [`seconds_fraction_offset`] then decides. Byte by
-/// byte, the two timestamps' tails were a sixth of decoding a line.
+/// other tail or a value out of range, which [`seconds_fraction_offset`] then decides. A line's
+/// two timestamps were a sixth of decoding it (319.0 M instructions of 1 M simulator lines with
+/// their tails read byte by byte, 277.0 M this way).
 fn millisecond_offset_tail(bytes: &[u8]) -> Option<(i64, i64, i64)> {
     // `:SS.fff±` and `ff±HH:MM` (bytes 16 to 23 and 21 to 28), little-endian.
     const SECONDS_DIGITS: u64 = u64::from_le_bytes([0, 0xff, 0xff, 0, 0xff, 0xff, 0xff, 0]);
