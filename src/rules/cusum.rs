@@ -400,23 +400,11 @@ pub struct CusumLimits {
     pub in_control_arl: f64,
 }
 
-/// Key of [`CusumLimits`]: (shift bits, arl0 bits, λ0 bucket).
-type CusumLimitsKey = (u64, u64, i64);
-
-/// The limits any engine of this process computed, by key: k and h are a pure function of the
-/// key, and each partition engine (one per partition of a Kafka topic, six in `kafka_e2e`) used
-/// to solve the same Brook–Evans chains again (605 solutions, 0.19 G instructions, in a 1 M-event
-/// replay's one engine). Only read when an engine's own cache misses; a poisoned lock only
-/// means computing again.
-static PROCESS_LIMITS: std::sync::Mutex<BTreeMap<CusumLimitsKey, CusumLimits>> =
-    std::sync::Mutex::new(BTreeMap::new());
-
-/// Cache of [`CusumLimits`] by (shift bits, arl0 bits, λ0 bucket): derived, not snapshotted;
-/// backed by the limits other engines of the process computed ([`PROCESS_LIMITS`]).
+/// Cache of [`CusumLimits`] by (shift bits, arl0 bits, λ0 bucket): derived, not snapshotted.
 #[derive(Debug, Clone, Default)]
 pub struct CusumLimitsCache {
     /// The computed limits.
-    limits: BTreeMap<CusumLimitsKey, CusumLimits>,
+    limits: BTreeMap<(u64, u64, i64), CusumLimits>,
 }
 
 impl CusumLimitsCache {
@@ -430,14 +418,6 @@ impl CusumLimitsCache {
         if let Some(limits) = self.limits.get(&key) {
             return Some(*limits);
         }
-        let computed_elsewhere = PROCESS_LIMITS
-            .lock()
-            .ok()
-            .and_then(|computed| computed.get(&key).copied());
-        if let Some(limits) = computed_elsewhere {
-            self.limits.insert(key, limits);
-            return Some(limits);
-        }
         let representative = 10f64.powf(bucket as f64 / BUCKETS_PER_DECADE);
         let exact_reference = cusum_reference_value(representative, shift * representative)?;
         let lattice = Lattice::for_reference(exact_reference)?;
@@ -449,9 +429,6 @@ impl CusumLimitsCache {
             in_control_arl,
         };
         self.limits.insert(key, limits);
-        if let Ok(mut computed) = PROCESS_LIMITS.lock() {
-            computed.insert(key, limits);
-        }
         Some(limits)
     }
 
@@ -1061,24 +1038,5 @@ mod tests {
         assert_eq!(cache.len(), 1);
         assert!(cache.limits(0.0, 2.0, 2000.0).is_none());
         assert!(first.decision_interval > 0.0);
-    }
-
-    #[test]
-    fn limits_one_engine_computed_are_found_by_another_engine() {
-        // An (shift, arl0) of this test alone, so that no other test computed them first.
-        let (shift, arl0): (f64, f64) = (2.375, 1_234.0);
-        let key = (shift.to_bits(), arl0.to_bits(), 0);
-        let computed_here = CusumLimitsCache::default()
-            .limits(1.0, shift, arl0)
-            .expect("limits");
-        let shared = PROCESS_LIMITS
-            .lock()
-            .expect("not poisoned")
-            .get(&key)
-            .copied();
-        assert_eq!(shared, Some(computed_here));
-        let mut another_engine = CusumLimitsCache::default();
-        assert_eq!(another_engine.limits(1.0, shift, arl0), Some(computed_here));
-        assert_eq!(another_engine.len(), 1);
     }
 }
