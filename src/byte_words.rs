@@ -1,7 +1,10 @@
 //! Eight bytes at a time: the word tests that the decoder ([`crate::decode`]), the window
 //! writer ([`crate::sink::window_json`]) and the pseudonymizer ([`crate::privacy`]) share.
 //! Each flags a byte by setting its top bit; where a borrow can carry a flag onto a byte above
-//! a flagged one, the lowest flag is still exact, and whether any flag is set is exact.
+//! a flagged one, the lowest flag is still exact, and whether any flag is set is exact. And
+//! sixteen bytes at a time (`wide`'s `u8x16`: SSE2 on every x86-64, plain code elsewhere), the
+//! lane tests the decoder's string search and the pseudonymizer's digit search share, each
+//! answering one bit per byte; and the positions of set bits, which both kinds of test give.
 
 // No panic path reachable from input, state or configuration (README "Security").
 
@@ -36,6 +39,32 @@ pub(crate) fn bytes_equal_to(word: u64, byte: u8) -> u64 {
 #[inline]
 pub(crate) fn json_string_specials(word: u64) -> u64 {
     bytes_equal_to(word, b'"') | bytes_equal_to(word, b'\\') | bytes_below(word, 0x20)
+}
+
+/// Marks the lanes of `bytes` holding at most `limit` (unsigned): exactly those equal to their
+/// minimum with `limit`.
+#[inline]
+pub(crate) fn lanes_at_most(bytes: wide::u8x16, limit: u8) -> wide::u8x16 {
+    bytes.min(wide::u8x16::splat(limit)).cmp_eq(bytes)
+}
+
+/// One bit per marked lane of `lanes` (all ones where marked, zero elsewhere), the first byte
+/// lowest.
+#[inline]
+pub(crate) fn lane_bits(lanes: wide::u8x16) -> u32 {
+    u32::from_ne_bytes(lanes.move_mask().to_ne_bytes())
+}
+
+/// The positions of the set bits of `bits`, lowest first.
+pub(crate) fn set_bit_positions(mut bits: u64) -> impl Iterator<Item = u32> {
+    std::iter::from_fn(move || {
+        if bits == 0 {
+            return None;
+        }
+        let position = bits.trailing_zeros();
+        bits &= bits - 1;
+        Some(position)
+    })
 }
 
 #[cfg(test)]

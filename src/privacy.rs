@@ -394,20 +394,12 @@ fn digit_lanes(bytes: &[u8]) -> Option<u32> {
 fn digit_lanes_of_chunk(chunk: [u8; 16]) -> u32 {
     use wide::u8x16;
     let from_zero = u8x16::new(chunk) - u8x16::splat(b'0');
-    let digits = from_zero.min(u8x16::splat(9)).cmp_eq(from_zero);
-    u32::from_ne_bytes(digits.move_mask().to_ne_bytes())
+    byte_words::lane_bits(byte_words::lanes_at_most(from_zero, 9))
 }
 
 /// The positions of the set bits of `lanes`, lowest first.
-fn lane_positions(mut lanes: u32) -> impl Iterator<Item = usize> {
-    std::iter::from_fn(move || {
-        if lanes == 0 {
-            return None;
-        }
-        let position = lanes.trailing_zeros() as usize;
-        lanes &= lanes - 1;
-        Some(position)
-    })
+fn lane_positions(lanes: u32) -> impl Iterator<Item = usize> {
+    byte_words::set_bit_positions(u64::from(lanes)).map(|position| position as usize)
 }
 
 /// Whether no shape of [`PII_VALUE_PATTERN`] may match from any of `run_starts` (positions in
@@ -490,15 +482,9 @@ fn no_shape_can_start(bytes: &[u8]) -> bool {
         let digits = digit_flags(little_endian_word(word));
         // A byte's flag moved onto the next byte: set where the previous byte is a digit.
         let after_digit = (digits << 8) | previous_word_ends_in_digit;
-        let mut run_starts = digits & !after_digit;
-        let positions = std::iter::from_fn(|| {
-            if run_starts == 0 {
-                return None;
-            }
-            let position = word_index * 8 + (run_starts.trailing_zeros() / 8) as usize;
-            run_starts &= run_starts - 1;
-            Some(position)
-        });
+        let run_starts = digits & !after_digit;
+        let positions = byte_words::set_bit_positions(run_starts)
+            .map(|flag| word_index * 8 + (flag / 8) as usize);
         if !no_shape_starts_at(bytes, positions) {
             return false;
         }

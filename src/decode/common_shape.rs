@@ -465,9 +465,8 @@ fn json_string_special_lanes(chunk: [u8; 16]) -> u32 {
     let bytes = u8x16::new(chunk);
     let quotes = bytes.cmp_eq(u8x16::splat(b'"'));
     let backslashes = bytes.cmp_eq(u8x16::splat(b'\\'));
-    // At most 0x1f exactly when the minimum with 0x1f is the byte itself.
-    let controls = bytes.min(u8x16::splat(0x1f)).cmp_eq(bytes);
-    u32::from_ne_bytes((quotes | backslashes | controls).move_mask().to_ne_bytes())
+    let controls = crate::byte_words::lanes_at_most(bytes, 0x1f);
+    crate::byte_words::lane_bits(quotes | backslashes | controls)
 }
 
 /// Whether a byte ends a plain string run: a quote, a backslash or a control character.
