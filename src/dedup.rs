@@ -169,9 +169,14 @@ impl Deduplicator {
                 return;
             };
             for hash in hashes {
-                // Only forget the hash if this bucket is its latest one.
-                if self.bucket_by_hash.get(&hash) == Some(&expired_bucket) {
-                    self.bucket_by_hash.remove(&hash);
+                // Only forget the hash if this bucket is its latest one: one probe to look and
+                // remove.
+                if let std::collections::hash_map::Entry::Occupied(remembered) =
+                    self.bucket_by_hash.entry(hash)
+                {
+                    if *remembered.get() == expired_bucket {
+                        remembered.remove();
+                    }
                 }
             }
         }
