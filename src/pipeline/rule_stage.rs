@@ -139,6 +139,11 @@ impl RuleStage {
 
     fn observe_alerts(&self, first_new_alert: usize, alerts: &[Alert], wall_millis: i64) {
         let new_alerts = alerts.get(first_new_alert..).unwrap_or_default();
+        // Most records and watermarks change no alert: no call (a call per record, to loop
+        // over nothing, was 28 M instructions of a 1 M-event replay).
+        if new_alerts.is_empty() {
+            return;
+        }
         super::metrics::record_alert_changes(&self.metrics, new_alerts, wall_millis);
     }
 }
