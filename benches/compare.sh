@@ -108,7 +108,7 @@ median = {i: max(m, RESOLUTION_SECONDS) for i, m in shown_median.items()}
 fastest = {i: max(min(v), RESOLUTION_SECONDS) for i, v in seconds.items()}
 naive_of = {1: 0, 2: 0, 4: 3, 5: 3, 6: 3, 7: 3}
 # The fastest run beside the median: on a machine whose two CPUs sometimes slow each other
-# (README "Replay against a naive program"), the multi-threaded replay's runs are bimodal and
+# (docs/performance-journal.md), the multi-threaded replay's runs are bimodal and
 # the single-threaded naive program's are not; CPU time shows which mode a run was in.
 rows = ["| case | median s (runs) | CPU s, median | events/s | peak RSS | × naive on the same events | × naive, fastest runs |", "|---|---|---|---|---|---|---|"]
 for i in sorted(names):

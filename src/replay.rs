@@ -311,7 +311,7 @@ fn spawn_stage<'scope, Output: Send + 'scope>(
 }
 
 /// How much lower than the other threads the writing thread runs (a nice value added to the
-/// process's own; README "Replay against a naive program" has the runs that chose it).
+/// process's own; `docs/performance-journal.md` has the runs that chose it).
 const WRITER_NICENESS: i32 = 10;
 
 /// Lowers the calling thread's scheduling priority by `niceness` (Linux keeps a nice value per
