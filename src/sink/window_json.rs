@@ -49,19 +49,28 @@ impl CellMembers {
         let mut head = Vec::new();
         let mut fields = FieldList::new(&mut head);
         fields.id_members(members);
-        let mut district_member = Vec::new();
-        if !members.district_id.is_empty() {
-            FieldList {
-                out: &mut district_member,
-                first: false,
-            }
-            .string_member(DISTRICT_MEMBER_START, members.district_id.as_bytes());
-        }
+        let district_member = if members.district_id.is_empty() {
+            Box::default()
+        } else {
+            prewritten_string_member(DISTRICT_MEMBER_START, members.district_id.as_bytes())
+        };
         Some(CellMembers {
             head: head.into_boxed_slice(),
-            district_member: district_member.into_boxed_slice(),
+            district_member,
         })
     }
+}
+
+/// A string member written once to be copied whole, with its comma whatever comes before it
+/// ([`FieldList::prewritten_member`] drops the comma when the member is first).
+fn prewritten_string_member(member_start: &'static [u8], plain_text: &[u8]) -> Box<[u8]> {
+    let mut member = Vec::new();
+    FieldList {
+        out: &mut member,
+        first: false,
+    }
+    .string_member(member_start, plain_text);
+    member.into_boxed_slice()
 }
 
 /// What opens the district member.
@@ -256,27 +265,19 @@ impl RepeatedMembers {
     fn event_type_member(&mut self, fields: &mut FieldList<'_>, event_type: EventType) {
         const MEMBER_START: &[u8] = b",\"eventType\":\"";
         let name = event_type.as_str_name().as_bytes();
-        let Ok(index) = usize::try_from(event_type as i32) else {
-            fields.string_member(MEMBER_START, name);
-            return;
-        };
-        if self.event_types.len() <= index {
-            self.event_types.resize_with(index + 1, || None);
+        let remembered = usize::try_from(event_type as i32)
+            .ok()
+            .and_then(|index| {
+                if self.event_types.len() <= index {
+                    self.event_types.resize_with(index + 1, || None);
+                }
+                self.event_types.get_mut(index)
+            })
+            .map(|slot| slot.get_or_insert_with(|| prewritten_string_member(MEMBER_START, name)));
+        match remembered {
+            Some(member) => fields.prewritten_member(member),
+            None => fields.string_member(MEMBER_START, name),
         }
-        let Some(slot) = self.event_types.get_mut(index) else {
-            fields.string_member(MEMBER_START, name);
-            return;
-        };
-        let member = slot.get_or_insert_with(|| {
-            let mut member = Vec::new();
-            FieldList {
-                out: &mut member,
-                first: false,
-            }
-            .string_member(MEMBER_START, name);
-            member.into_boxed_slice()
-        });
-        fields.prewritten_member(member);
     }
 
     /// `,"windowStart":…,"windowEnd":…`, formatted when the span differs from the last one's.
