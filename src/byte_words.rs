@@ -1,5 +1,6 @@
 //! Eight bytes at a time: the word tests that the decoder ([`crate::decode`]), the window
-//! writer ([`crate::sink::window_json`]) and the pseudonymizer ([`crate::privacy`]) share.
+//! writer ([`crate::sink::window_json`]) and the pseudonymizer ([`crate::privacy`]) share, and
+//! the value of eight digits that grid ids are read by ([`crate::grid`]).
 //! Each flags a byte by setting its top bit; where a borrow can carry a flag onto a byte above
 //! a flagged one, the lowest flag is still exact, and whether any flag is set is exact. And
 //! sixteen bytes at a time (`wide`'s `u8x16`: SSE2 on every x86-64, plain code elsewhere), the
@@ -67,9 +68,57 @@ pub(crate) fn set_bit_positions(mut bits: u64) -> impl Iterator<Item = u32> {
     })
 }
 
+/// The number eight ASCII digits spell (the first byte the most significant digit), or `None`
+/// when a byte is not a digit: three multiplications for the eight instead of one per digit
+/// (the pair, quad and octet sums of the well-known SWAR parse; no step carries into another
+/// byte or half, so every lane stays exact).
+#[inline]
+pub(crate) fn eight_digits_value(word: u64) -> Option<u64> {
+    // ASCII only, then none below `0` and none above `9` (a byte of at most 0x7f plus 0x46
+    // reaches the top bit exactly from `:` on, without carrying into the next byte).
+    let above_nine = word.wrapping_add(ONE_PER_BYTE.wrapping_mul(0x46));
+    if (word | above_nine) & TOP_BITS != 0 || bytes_below(word, b'0') != 0 {
+        return None;
+    }
+    let digits = word.wrapping_sub(ONE_PER_BYTE.wrapping_mul(u64::from(b'0')));
+    // Byte 2i: ten times digit 2i plus digit 2i + 1.
+    let pairs = digits.wrapping_mul(10).wrapping_add(digits >> 8);
+    const PAIR_LANES: u64 = 0x0000_00ff_0000_00ff;
+    let outer_pairs = (pairs & PAIR_LANES).wrapping_mul(100 + (1_000_000 << 32));
+    let inner_pairs = ((pairs >> 16) & PAIR_LANES).wrapping_mul(1 + (10_000 << 32));
+    Some(outer_pairs.wrapping_add(inner_pairs) >> 32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Eight digits read as a word spell what they spell digit by digit, and any other
+        /// byte among them gives `None`.
+        #[test]
+        fn eight_digits_read_as_a_word_are_the_number_they_spell(
+            word in proptest::prelude::prop_oneof![
+                proptest::collection::vec(b'0'..=b'9', 8),
+                proptest::collection::vec(
+                    proptest::prelude::prop_oneof![
+                        b'0'..=b'9',
+                        // The bytes either side of the digits, and any other.
+                        proptest::prelude::Just(b'/'),
+                        proptest::prelude::Just(b':'),
+                        proptest::prelude::any::<u8>(),
+                    ],
+                    8,
+                ),
+            ]
+        ) {
+            let by_digit = word.iter().try_fold(0u64, |value, byte| {
+                byte.is_ascii_digit().then(|| value * 10 + u64::from(byte - b'0'))
+            });
+            let word = word_at(&word, 0).unwrap_or_default();
+            proptest::prop_assert_eq!(eight_digits_value(word), by_digit);
+        }
+    }
 
     proptest::proptest! {
         /// The lowest flag marks the first special byte, and a flag is set exactly when one is

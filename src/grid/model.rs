@@ -213,7 +213,21 @@ pub(super) const DEVICE_ID_DIGITS: usize = 20;
 /// is hashed and compared in place, where a string key sent each probe to a second memory
 /// read (the lookups were 8 % of a replay's CPU).
 pub(super) fn grid_id_key(grid_id: &str) -> Option<u64> {
-    u64::try_from(digit_string_value(grid_id, GRID_ID_DIGITS)?).ok()
+    // Every event's grid id is read here: as two overlapping words of eight digits
+    // ([`crate::byte_words::eight_digits_value`]) instead of digit by digit in `u128`
+    // ([`digit_string_value`], which gives the same), 82 → 37 M instructions in a 1 M-event
+    // replay. The first word's last two digits are the second word's first two.
+    const FIRST_WORD_EXCESS: u64 = 10u64.pow((16 - GRID_ID_DIGITS) as u32);
+    let bytes = grid_id.as_bytes();
+    if bytes.len() != GRID_ID_DIGITS {
+        return None;
+    }
+    let digits_at = |at: usize| {
+        crate::byte_words::word_at(bytes, at).and_then(crate::byte_words::eight_digits_value)
+    };
+    let first = digits_at(0)?;
+    let last = digits_at(GRID_ID_DIGITS - 8)?;
+    Some(first / FIRST_WORD_EXCESS * 100_000_000 + last)
 }
 
 /// A device id as the number it spells, or `None` unless it is exactly [`DEVICE_ID_DIGITS`]

@@ -536,3 +536,17 @@ proptest! {
         prop_assert_eq!(registry.cell_at(lon, lat, Crs::Wgs84), Some(CellIndex(1)));
     }
 }
+
+proptest! {
+    /// A grid id read as two words of eight digits is the number its digits spell one by one,
+    /// and any text that is not fourteen digits has none (mostly digits, so that near misses
+    /// are tried).
+    #[test]
+    fn grid_ids_read_eight_digits_at_a_time_match_digit_by_digit(
+        text in prop_oneof!["[0-9]{14}", "[0-9]{0,9}[^0-9]?[0-9]{0,9}", ".{0,20}"],
+    ) {
+        let by_digit = super::model::digit_string_value(&text, super::model::GRID_ID_DIGITS)
+            .and_then(|value| u64::try_from(value).ok());
+        prop_assert_eq!(super::model::grid_id_key(&text), by_digit);
+    }
+}
