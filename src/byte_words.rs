@@ -1,6 +1,7 @@
 //! Eight bytes at a time: the word tests that the decoder ([`crate::decode`]), the window
-//! writer ([`crate::sink::window_json`]) and the pseudonymizer ([`crate::privacy`]) share, and
-//! the value of eight digits that grid ids are read by ([`crate::grid`]).
+//! writer ([`crate::sink::window_json`]) and the pseudonymizer ([`crate::privacy`]) share (the
+//! pseudonymizer's digit flags also give the value of eight digits grid ids are read by,
+//! [`crate::grid`]).
 //! Each flags a byte by setting its top bit; where a borrow can carry a flag onto a byte above
 //! a flagged one, the lowest flag is still exact, and whether any flag is set is exact. And
 //! sixteen bytes at a time (`wide`'s `u8x16`: SSE2 on every x86-64, plain code elsewhere), the
@@ -42,6 +43,21 @@ pub(crate) fn json_string_specials(word: u64) -> u64 {
     bytes_equal_to(word, b'"') | bytes_equal_to(word, b'\\') | bytes_below(word, 0x20)
 }
 
+/// The top bit of each byte of `word` that is an ASCII digit, and no other bit (exact for every
+/// byte: a byte with its top bit clear is a digit when adding `0x50` sets its top bit, it is at
+/// least `0`, and adding `0x46` does not, it is at most `9`; neither addition can carry into
+/// the next byte).
+#[inline]
+pub(crate) fn digit_flags(word: u64) -> u64 {
+    const LOW_SEVEN_BITS: u64 = u64::from_ne_bytes([0x7f; 8]);
+    const TO_TOP_BIT_FROM_ZERO: u64 = u64::from_ne_bytes([0x80 - b'0'; 8]);
+    const TO_TOP_BIT_PAST_NINE: u64 = u64::from_ne_bytes([0x80 - b'9' - 1; 8]);
+    let low_bits = word & LOW_SEVEN_BITS;
+    let at_least_zero = low_bits.wrapping_add(TO_TOP_BIT_FROM_ZERO);
+    let past_nine = low_bits.wrapping_add(TO_TOP_BIT_PAST_NINE);
+    at_least_zero & !past_nine & !word & TOP_BITS
+}
+
 /// Marks the lanes of `bytes` holding at most `limit` (unsigned): exactly those equal to their
 /// minimum with `limit`.
 #[inline]
@@ -74,10 +90,7 @@ pub(crate) fn set_bit_positions(mut bits: u64) -> impl Iterator<Item = u32> {
 /// byte or half, so every lane stays exact).
 #[inline]
 pub(crate) fn eight_digits_value(word: u64) -> Option<u64> {
-    // ASCII only, then none below `0` and none above `9` (a byte of at most 0x7f plus 0x46
-    // reaches the top bit exactly from `:` on, without carrying into the next byte).
-    let above_nine = word.wrapping_add(ONE_PER_BYTE.wrapping_mul(0x46));
-    if (word | above_nine) & TOP_BITS != 0 || bytes_below(word, b'0') != 0 {
+    if digit_flags(word) != TOP_BITS {
         return None;
     }
     let digits = word.wrapping_sub(ONE_PER_BYTE.wrapping_mul(u64::from(b'0')));

@@ -410,15 +410,13 @@ fn no_shape_starts_at(bytes: &[u8], mut run_starts: impl Iterator<Item = usize>)
 
 /// The ASCII digits in `bytes`, counted eight bytes at a time: counted one byte at a time
 /// (`filter(is_ascii_digit).count()`), this was two thirds of the checks' pseudonymization on
-/// a replay, run on five ids per event. A byte with its top bit clear is a digit when adding
-/// `0x50` sets its top bit (it is at least `0`) and adding `0x46` does not (it is at most
-/// `9`); neither addition can carry into the next byte. A property test holds this to the
-/// byte-at-a-time count.
+/// a replay, run on five ids per event. Each word's digits are flagged by
+/// [`byte_words::digit_flags`]. A property test holds this to the byte-at-a-time count.
 fn ascii_digit_count(bytes: &[u8]) -> usize {
     let mut words = bytes.chunks_exact(8);
     let mut count = 0;
     for word in &mut words {
-        count += flagged_bytes(digit_flags(little_endian_word(word)));
+        count += flagged_bytes(byte_words::digit_flags(little_endian_word(word)));
     }
     let remaining = words.remainder().len();
     if remaining == 0 {
@@ -428,9 +426,9 @@ fn ascii_digit_count(bytes: &[u8]) -> usize {
     // shifted out (one load instead of assembling up to seven bytes), or the short text itself.
     let last_flags = match bytes.get(bytes.len().saturating_sub(8)..) {
         Some(last_eight) if bytes.len() >= 8 => {
-            digit_flags(little_endian_word(last_eight)) >> (8 * (8 - remaining))
+            byte_words::digit_flags(little_endian_word(last_eight)) >> (8 * (8 - remaining))
         }
-        _ => digit_flags(little_endian_word(words.remainder())),
+        _ => byte_words::digit_flags(little_endian_word(words.remainder())),
     };
     count + flagged_bytes(last_flags)
 }
@@ -454,18 +452,6 @@ fn little_endian_word(bytes: &[u8]) -> u64 {
         .fold(0u64, |word, byte| (word << 8) | u64::from(*byte))
 }
 
-/// The top bit of each byte of `word` that is an ASCII digit, and no other bit (see
-/// [`ascii_digit_count`]).
-fn digit_flags(word: u64) -> u64 {
-    const LOW_SEVEN_BITS: u64 = u64::from_ne_bytes([0x7f; 8]);
-    const TO_TOP_BIT_FROM_ZERO: u64 = u64::from_ne_bytes([0x80 - b'0'; 8]);
-    const TO_TOP_BIT_PAST_NINE: u64 = u64::from_ne_bytes([0x80 - b'9' - 1; 8]);
-    let low_bits = word & LOW_SEVEN_BITS;
-    let at_least_zero = low_bits.wrapping_add(TO_TOP_BIT_FROM_ZERO);
-    let past_nine = low_bits.wrapping_add(TO_TOP_BIT_PAST_NINE);
-    at_least_zero & !past_nine & !word & byte_words::TOP_BITS
-}
-
 /// Whether no shape of [`PII_VALUE_PATTERN`] can start anywhere in `bytes` (a text that is not
 /// all digits, such as the simulator's event ids `sim-2a-0000000000`: a tenth of the checks'
 /// time went to scanning them). A match starts at the start or after a non-digit, on a digit
@@ -479,7 +465,7 @@ fn digit_flags(word: u64) -> u64 {
 fn no_shape_can_start(bytes: &[u8]) -> bool {
     let mut previous_word_ends_in_digit = 0u64;
     for (word_index, word) in bytes.chunks(8).enumerate() {
-        let digits = digit_flags(little_endian_word(word));
+        let digits = byte_words::digit_flags(little_endian_word(word));
         // A byte's flag moved onto the next byte: set where the previous byte is a digit.
         let after_digit = (digits << 8) | previous_word_ends_in_digit;
         let run_starts = digits & !after_digit;
