@@ -774,7 +774,9 @@ fn evaluate_rule(
         if null.is_complete() {
             critical_score = critical_score_of(&null, allowed);
             for cylinder in non_overlapping(zones, &cylinders, MAX_CLUSTERS_PER_EVALUATION) {
-                let p_value = null.p_value(cylinder.score);
+                let Some(p_value) = null.p_value(cylinder.score) else {
+                    continue;
+                };
                 if p_value <= rule.alpha {
                     significant.push((cylinder, p_value));
                 }

@@ -489,11 +489,19 @@ pub fn non_overlapping(zones: &ScanZones, cylinders: &[Cylinder], limit: usize) 
     kept
 }
 
-/// The Monte Carlo reference of one evaluation: the maximum score of each replicate drawn.
+/// The Monte Carlo reference of one evaluation: the maximum score of each replicate drawn,
+/// exact below the observed maximum. A replicate that reaches the observed maximum is an
+/// exceedance whatever else it holds, so its cylinders are not scored further: its maximum is
+/// only known to be at least the observed one. Every question an evaluation asks is answered
+/// exactly all the same: a p-value is asked of scores up to the observed maximum (which every
+/// exceedance's lower bound reaches), and the critical score of a complete run is its
+/// (allowed + 1)-th largest maximum, below the at most `allowed` exceedances.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NullMaxima {
-    /// Replicate maxima, in draw order.
+    /// Replicate maxima, in draw order (for an exceedance, the score that made it one).
     maxima: Vec<f64>,
+    /// The observed maximum the replicates were compared with.
+    observed_max: f64,
     /// Replicates asked for (fewer were drawn when the test stopped early).
     replications: usize,
 }
@@ -510,23 +518,31 @@ impl NullMaxima {
         self.maxima.len()
     }
 
-    /// The `rank`-th largest replicate maximum (1 = the largest), if that many were drawn.
+    /// The `rank`-th largest replicate maximum (1 = the largest), if that many were drawn and
+    /// it is below the observed maximum (an exceedance's maximum is not known exactly).
     pub fn largest(&self, rank: usize) -> Option<f64> {
         let mut sorted = self.maxima.clone();
         sorted.sort_by(|left, right| right.total_cmp(left));
-        sorted.get(rank.checked_sub(1)?).copied()
+        sorted
+            .get(rank.checked_sub(1)?)
+            .copied()
+            .filter(|maximum| *maximum < self.observed_max)
     }
 
     /// `(1 + #{maxima ≥ score}) / (1 + drawn)`: the Monte Carlo p-value of a cylinder scoring
     /// `score` (for a secondary cluster, conservative: it is compared with the maxima over all
-    /// cylinders).
-    pub fn p_value(&self, score: f64) -> f64 {
+    /// cylinders); `None` above the observed maximum, where the exceedances' maxima would have
+    /// to be known exactly.
+    pub fn p_value(&self, score: f64) -> Option<f64> {
+        if score > self.observed_max {
+            return None;
+        }
         let at_least = self
             .maxima
             .iter()
             .filter(|maximum| **maximum >= score)
             .count();
-        (1 + at_least) as f64 / (1 + self.maxima.len()) as f64
+        Some((1 + at_least) as f64 / (1 + self.maxima.len()) as f64)
     }
 }
 
@@ -639,7 +655,7 @@ fn null_maxima(
             longest_window,
             &mut longest_window_counts,
         );
-        for ((zone, members), longest_count) in
+        'zones: for ((zone, members), longest_count) in
             zones.zones.iter().enumerate().zip(&longest_window_counts)
         {
             // Longest window first: windows nest, so a zone's count only shrinks towards the
@@ -670,6 +686,11 @@ fn null_maxima(
                 ) {
                     let score = poisson_log_likelihood_ratio(observed_value, expected);
                     maximum = maximum.max(score);
+                    // An exceedance already: the rest of its cylinders cannot change that
+                    // (see `NullMaxima`), and quiet evaluations are mostly exceedances.
+                    if maximum >= observed_max {
+                        break 'zones;
+                    }
                 }
             }
         }
@@ -683,6 +704,7 @@ fn null_maxima(
     }
     NullMaxima {
         maxima,
+        observed_max,
         replications,
     }
 }
@@ -812,6 +834,46 @@ mod tests {
             if !may_exceed(just_above) {
                 proptest::prop_assert!(ratio <= just_above);
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// Replicates that stop scoring once they reach the observed maximum answer every
+        /// p-value up to it, and every rank below the exceedances, as the replicates scored in
+        /// full do (the same draws: the observed maximum does not change what is drawn).
+        #[test]
+        fn exceedances_scored_only_until_they_exceed_answer_as_if_scored_in_full(
+            cells in proptest::collection::vec((0_u64..8, 0.2_f64..4.0), 6),
+            observed_max in 0.0_f64..6.0,
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let zones = ScanZones::from_centroids(&three_in_a_line(), 2, 1_500.0);
+            let mut counts = ScanCounts::new(3, 2);
+            for (index, (observed, expected)) in cells.iter().enumerate() {
+                // Windows nest: the longer window holds the shorter one's events.
+                let (community, window) = (index / 2, index % 2);
+                let shorter = if window == 1 { cells[index - 1] } else { (0, 0.0) };
+                counts.set(community, window, observed + shorter.0, expected + shorter.1);
+            }
+            let map = ScanMap::new(&zones, &counts);
+            let replications = 200;
+            let null_of = |observed_max: f64| {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                map.null_maxima(1, replications, observed_max, replications, &mut rng)
+            };
+            let in_full = null_of(f64::INFINITY);
+            let stopped = null_of(observed_max);
+            proptest::prop_assert!(in_full.is_complete() && stopped.is_complete());
+            let exceedances = in_full.maxima.iter().filter(|maximum| **maximum >= observed_max).count();
+            let mut scores: Vec<f64> = in_full.maxima.clone();
+            scores.push(observed_max);
+            for score in scores.into_iter().filter(|score| *score <= observed_max) {
+                proptest::prop_assert_eq!(stopped.p_value(score), in_full.p_value(score));
+            }
+            for rank in exceedances + 1..=replications {
+                proptest::prop_assert_eq!(stopped.largest(rank), in_full.largest(rank));
+            }
+            proptest::prop_assert_eq!(stopped.p_value(observed_max + 1.0), None);
         }
     }
 
@@ -1054,7 +1116,9 @@ mod tests {
                 &mut rng,
             );
             assert!(null.is_complete());
-            let p_value = null.p_value(max_score);
+            let p_value = null
+                .p_value(max_score)
+                .expect("a p-value at the observed maximum");
             // Five standard errors of a Monte Carlo proportion.
             let standard_error = (case.p_value * (1.0 - case.p_value) / replications as f64).sqrt();
             assert!(
