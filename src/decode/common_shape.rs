@@ -55,13 +55,22 @@ struct CommonShapeEvent<'line> {
     lon: Option<f64>,
     #[serde(default, borrow, deserialize_with = "present")]
     crs: Option<&'line str>,
-    #[serde(default)]
-    attributes: HashMap<String, String>,
+    /// `None` unless the line has them: an empty map made for every line (its hasher's keys
+    /// drawn each time) cost as much as a field. `null` is refused, as a map refuses it.
+    #[serde(default, deserialize_with = "present_map")]
+    attributes: Option<HashMap<String, String>>,
 }
 
 /// A field that, when present, must not be `null` (pbjson refuses `null` enums).
 fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de str>, D::Error> {
     <&'de str>::deserialize(deserializer).map(Some)
+}
+
+/// A map that, when present, must not be `null` (pbjson refuses a `null` map).
+fn present_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<HashMap<String, String>>, D::Error> {
+    HashMap::deserialize(deserializer).map(Some)
 }
 
 /// The event of one JSON line when it has the common shape, or `None` when the general
@@ -128,10 +137,9 @@ pub(super) fn decode_common_shape_into(line: &[u8], event: &mut IncidentEvent) -
     event.crs = crs as i32;
     // Most lines have no attributes: the reused event's (empty) map is kept rather than
     // dropped and replaced by another empty one.
-    if shape.attributes.is_empty() {
-        event.attributes.clear();
-    } else {
-        event.attributes = shape.attributes;
+    match shape.attributes.filter(|attributes| !attributes.is_empty()) {
+        Some(attributes) => event.attributes = attributes,
+        None => event.attributes.clear(),
     }
     true
 }
