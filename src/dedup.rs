@@ -111,6 +111,35 @@ impl EventIdHash {
     }
 }
 
+/// An event id [`Deduplicator::unseen`] found not remembered, held while the caller decides
+/// whether its event is accepted: remembered by [`UnseenId::remember`], forgotten when dropped.
+pub struct UnseenId<'dedup> {
+    slot: std::collections::hash_map::VacantEntry<'dedup, u64, i64>,
+    buckets: &'dedup mut BTreeMap<i64, Vec<u64>>,
+}
+
+impl UnseenId<'_> {
+    /// Remembers the id at its event time (as [`Deduplicator::remember`] remembers a new one).
+    pub fn remember(self, occurred_at_millis: i64) {
+        let hash = *self.slot.key();
+        let bucket = occurred_at_millis.div_euclid(BUCKET_WIDTH_MILLIS);
+        self.slot.insert(bucket);
+        add_to_bucket(self.buckets, bucket, hash);
+    }
+}
+
+/// Adds `hash` to the ids of `bucket`. Events arrive roughly in time order: most go to the
+/// latest bucket, reached without a search.
+fn add_to_bucket(buckets: &mut BTreeMap<i64, Vec<u64>>, bucket: i64, hash: u64) {
+    if let Some(mut latest) = buckets.last_entry() {
+        if *latest.key() == bucket {
+            latest.get_mut().push(hash);
+            return;
+        }
+    }
+    buckets.entry(bucket).or_default().push(hash);
+}
+
 impl Deduplicator {
     /// Remembers ids for `horizon_millis` of event time behind the watermark (negative means 0).
     pub fn new(horizon_millis: i64) -> Self {
@@ -124,6 +153,20 @@ impl Deduplicator {
     /// Whether this event id was already accepted (and not yet expired).
     pub fn is_duplicate(&self, event_id: EventIdHash) -> bool {
         self.bucket_by_hash.contains_key(&event_id.0)
+    }
+
+    /// The place of an event id not remembered (`None`: already accepted and not yet expired,
+    /// a duplicate), to remember it once the event is accepted ([`UnseenId::remember`]). The
+    /// check and the remembering are one probe of the index, where [`Self::is_duplicate`] and
+    /// [`Self::remember`] are two.
+    pub fn unseen(&mut self, event_id: EventIdHash) -> Option<UnseenId<'_>> {
+        match self.bucket_by_hash.entry(event_id.0) {
+            std::collections::hash_map::Entry::Occupied(_) => None,
+            std::collections::hash_map::Entry::Vacant(slot) => Some(UnseenId {
+                slot,
+                buckets: &mut self.buckets,
+            }),
+        }
     }
 
     /// Remembers an accepted event id at its event time. Remembering it again at a later time
@@ -143,15 +186,7 @@ impl Deduplicator {
                 new.insert(bucket);
             }
         }
-        // Events arrive roughly in time order: most go to the latest bucket, reached without a
-        // search.
-        if let Some(mut latest) = self.buckets.last_entry() {
-            if *latest.key() == bucket {
-                latest.get_mut().push(hash);
-                return;
-            }
-        }
-        self.buckets.entry(bucket).or_default().push(hash);
+        add_to_bucket(&mut self.buckets, bucket, hash);
     }
 
     /// Forgets ids whose event time is older than `watermark − horizon` (whole buckets only, so
@@ -326,6 +361,31 @@ mod tests {
                 if *latest >= cutoff {
                     prop_assert!(deduplicator.is_duplicate(EventIdHash::of(event_id)));
                 }
+            }
+        }
+
+        /// Checking and remembering through one probe (`unseen`, then `remember` on accepted
+        /// events only) leaves the deduplicator as checking and remembering apart does.
+        #[test]
+        fn an_unseen_id_remembered_on_acceptance_is_remembered_as_remember_remembers(
+            events in prop::collection::vec((0_u16..50, 0_i64..30 * MINUTE, any::<bool>()), 1..100),
+            expire_at in prop::collection::vec(0_i64..40 * MINUTE, 0..4),
+        ) {
+            let mut one_probe = Deduplicator::new(HORIZON);
+            let mut two_probes = Deduplicator::new(HORIZON);
+            for (index, (id_number, occurred_at, accepted)) in events.iter().enumerate() {
+                let event_id = EventIdHash::of(&format!("evt-{id_number}"));
+                let unseen = one_probe.unseen(event_id);
+                prop_assert_eq!(unseen.is_none(), two_probes.is_duplicate(event_id));
+                if let (Some(unseen), true) = (unseen, *accepted) {
+                    unseen.remember(*occurred_at);
+                    two_probes.remember(event_id, *occurred_at);
+                }
+                if let Some(watermark) = expire_at.get(index % 7) {
+                    one_probe.expire(*watermark);
+                    two_probes.expire(*watermark);
+                }
+                prop_assert_eq!(&one_probe, &two_probes);
             }
         }
     }

@@ -388,10 +388,10 @@ impl Pipeline {
             source_key,
         } = admitted;
         let (fields, cell, format) = (*fields, *cell, *format);
-        if self.stages.dedup.is_duplicate(*event_id_hash) {
+        let Some(unseen_id) = self.stages.dedup.unseen(*event_id_hash) else {
             self.metrics.record_duplicate();
             return Ok((RecordResult::Duplicate, RuleWork::default()));
-        }
+        };
         let key = PaneKey {
             cell,
             event_type: fields.event_type as i32,
@@ -424,9 +424,7 @@ impl Pipeline {
                 payload: admission::encode_event(event, format),
             });
         }
-        self.stages
-            .dedup
-            .remember(*event_id_hash, fields.occurred_at_millis);
+        unseen_id.remember(fields.occurred_at_millis);
         self.metrics.record_accepted(fields.event_type);
         self.count_incident_and_fraud(&admitted.accepted_event());
         let observation = self.stages.watermarks.observe_source(
