@@ -147,10 +147,10 @@ mod tests {
     ) {
         let (id_number, partition, occurred_at, cell, event_type, severity, _) = *event;
         let event_id = format!("evt-{id_number}");
-        if state.deduplicator.is_duplicate(EventIdHash::of(&event_id)) {
+        let Some(unseen_id) = state.deduplicator.unseen(EventIdHash::of(&event_id)) else {
             effects.push(Effect::Duplicate(id_number));
             return;
-        }
+        };
         let key = PaneKey {
             cell: crate::grid::CellIndex(cell),
             event_type,
@@ -167,9 +167,7 @@ mod tests {
                 effects.push(Effect::Late(id_number, window_end_millis, watermark_millis));
             }
             RecordOutcome::Accepted => {
-                state
-                    .deduplicator
-                    .remember(EventIdHash::of(&event_id), occurred_at);
+                unseen_id.remember(occurred_at);
                 state.tracker.observe(partition, occurred_at, wall_millis);
             }
         }
