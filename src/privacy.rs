@@ -336,14 +336,30 @@ const LONGEST_PERSONAL_DIGIT_RUN: usize = 18;
 /// to [`LANE_TEXT_BYTES`] (every id) is looked at sixteen bytes at a time ([`digit_lanes`]),
 /// a longer one eight bytes at a time ([`ascii_digit_count`], [`no_shape_can_start`]).
 fn cannot_hold_a_personal_number(bytes: &[u8]) -> bool {
-    match digit_lanes(bytes) {
-        Some(digits) => cannot_hold_with_digit_count(bytes, digits.count_ones() as usize, || {
-            no_shape_starts_at(bytes, lane_positions(digits & !(digits << 1)))
-        }),
-        None => cannot_hold_with_digit_count(bytes, ascii_digit_count(bytes), || {
-            no_shape_can_start(bytes)
-        }),
-    }
+    let Some(digits) = digit_lanes(bytes) else {
+        return cannot_hold_a_long_text_personal_number(bytes);
+    };
+    // A text of digits alone (three of an event's five ids) is counted by its length: the
+    // target has no population-count instruction, and counting the bits took seventeen.
+    let every_byte_a_digit = u64::from(digits) == (1u64 << bytes.len()) - 1;
+    let digit_count = if every_byte_a_digit {
+        bytes.len()
+    } else {
+        digits.count_ones() as usize
+    };
+    cannot_hold_with_digit_count(bytes, digit_count, || {
+        no_shape_starts_at(bytes, lane_positions(digits & !(digits << 1)))
+    })
+}
+
+/// [`cannot_hold_a_personal_number`] of a text longer than [`LANE_TEXT_BYTES`] (no id is):
+/// apart, so that the ids' path does not save and restore the registers of its loops.
+#[cold]
+#[inline(never)]
+fn cannot_hold_a_long_text_personal_number(bytes: &[u8]) -> bool {
+    cannot_hold_with_digit_count(bytes, ascii_digit_count(bytes), || {
+        no_shape_can_start(bytes)
+    })
 }
 
 /// [`cannot_hold_a_personal_number`] once the digits of `bytes` are counted:
