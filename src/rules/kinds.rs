@@ -204,6 +204,13 @@ macro_rules! register_rule_kinds {
                     baseline: i64::MIN,
                 }
             }
+
+            /// The earliest due time: before it, neither a kind nor the baseline is due.
+            pub(crate) fn earliest(&self) -> i64 {
+                let mut earliest = self.baseline;
+                $( earliest = earliest.min(self.$field); )+
+                earliest
+            }
         }
 
         impl RuleEngineState {
