@@ -65,7 +65,7 @@ use super::series::{
 };
 use super::space_time::{
     allowed_exceedances, non_overlapping, poisson_log_likelihood_ratio, Cylinder, NullMaxima,
-    ScanCounts, ScanMap, ScanZones, ZoneKind, MIN_CYLINDER_EXPECTED,
+    ScanCounts, ScanMap, ScanZones, ZoneKind, MAX_SCAN_WINDOWS, MIN_CYLINDER_EXPECTED,
 };
 use super::statistics::poisson_upper_tail;
 use super::units::evaluated_with_input;
@@ -97,8 +97,6 @@ const MAX_SCAN_WINDOW_HOURS: i64 = 168;
 /// The zone scopes a scan rule may list in `scopes`.
 const SCANNED_SCOPES: [AlertScope; 3] =
     [AlertScope::Cluster, AlertScope::District, AlertScope::City];
-/// Most windows per rule.
-const MAX_SCAN_WINDOWS: usize = 8;
 /// Most communities per zone.
 const MAX_SCAN_COMMUNITIES: i64 = 20;
 /// Most secondary clusters reported per evaluation (besides the best one).

@@ -54,6 +54,13 @@ use rand_distr::{Distribution, Poisson};
 /// capable device cannot turn one event into an infinite score.
 pub const MIN_CYLINDER_EXPECTED: f64 = 0.01;
 
+/// Most windows of a scan (a rule with more is refused): the width of a replicate's rows.
+pub const MAX_SCAN_WINDOWS: usize = 8;
+
+/// Row width of a replicate's counts for scans of up to this many windows (the shipped rule
+/// has three).
+const NARROW_ROW_WIDTH: usize = 4;
+
 /// The zones (sets of communities) a scan tests: neighbourhoods, and optionally whole
 /// districts and the whole city, all in one family (one maximum, one p-value).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -171,36 +178,45 @@ impl ScanZones {
         }
     }
 
-    /// Every zone's count over one window, by zone, from each community's counts over every
-    /// window (`[community * windows + window]`), into `zone_counts` (reused by every
-    /// replicate). An extended zone adds its one community to the smaller zone's count,
-    /// computed before it; any other zone sums its members. Integer sums, so the order of
-    /// addition does not matter: the counts are those of summing each zone's members.
-    fn count_zones_over(
+    /// Every zone's counts over the windows, by zone, from each community's (by community
+    /// position), into `zone_counts` (reused by every replicate). An extended zone adds its
+    /// one community's row to the smaller zone's, computed before it; any other zone sums its
+    /// members' rows. Integer sums, so the order of addition does not matter: the counts are
+    /// those of summing each zone's members. All windows at once, in rows of a fixed width
+    /// that the compiler adds as a few vector operations: a replicate's zones that reach
+    /// `min_count` over the longest window are scored over the shorter ones too, and summed
+    /// member by member there, window by window, those sums were over a quarter of the
+    /// replicates' instructions (the default rules' scan on 1 M simulator events: 998 M
+    /// instructions before, 847 M with these rows).
+    fn count_zones_over<const WIDTH: usize>(
         &self,
-        community_counts: &[u64],
-        windows: usize,
-        window: usize,
-        zone_counts: &mut Vec<u64>,
+        community_counts: &[[u64; WIDTH]],
+        zone_counts: &mut Vec<[u64; WIDTH]>,
     ) {
-        zone_counts.clear();
-        for (members, extension) in self.zones.iter().zip(&self.extensions) {
-            let count = match extension {
+        // Every row is overwritten in zone order, an extension reading its smaller zone's
+        // (always earlier) row of this call.
+        zone_counts.resize(self.zones.len(), [0; WIDTH]);
+        for (zone, (members, extension)) in self.zones.iter().zip(&self.extensions).enumerate() {
+            let row = match extension {
                 Some(extension) => {
-                    zone_counts
+                    let mut row = zone_counts
                         .get(extension.smaller_zone)
                         .copied()
-                        .unwrap_or(0)
-                        + community_count(
-                            community_counts,
-                            windows,
-                            extension.added_community,
-                            window,
-                        )
+                        .unwrap_or([0; WIDTH]);
+                    add_window_counts(&mut row, community_counts, extension.added_community);
+                    row
                 }
-                None => members_count(members, community_counts, windows, window),
+                None => {
+                    let mut row = [0; WIDTH];
+                    for member in members {
+                        add_window_counts(&mut row, community_counts, *member);
+                    }
+                    row
+                }
             };
-            zone_counts.push(count);
+            if let Some(zone_row) = zone_counts.get_mut(zone) {
+                *zone_row = row;
+            }
         }
     }
 
@@ -234,6 +250,20 @@ fn community_count(community_counts: &[u64], windows: usize, community: u32, win
         .get(community as usize * windows + window)
         .copied()
         .unwrap_or(0)
+}
+
+/// Adds `community`'s row of `community_counts` to `row` (nothing for a community outside them).
+fn add_window_counts<const WIDTH: usize>(
+    row: &mut [u64; WIDTH],
+    community_counts: &[[u64; WIDTH]],
+    community: u32,
+) {
+    let Some(community_row) = community_counts.get(community as usize) else {
+        return;
+    };
+    for (count, community_count) in row.iter_mut().zip(community_row) {
+        *count += community_count;
+    }
 }
 
 /// Great-circle distance between two WGS-84 (longitude, latitude) points, in metres.
@@ -401,10 +431,28 @@ impl<'a> ScanMap<'a> {
         allowed_exceedances: usize,
         rng: &mut impl Rng,
     ) -> NullMaxima {
-        null_maxima(
+        let expectations = (&self.expectations[..], &self.expectation_roots[..]);
+        let windows = self.counts.windows;
+        // Rows as narrow as the windows allow: a replicate adds a row or more per zone, and for
+        // the shipped rule's three windows, rows of eight made the scan's evaluations 1,012 M
+        // instructions on 1 M simulator events instead of 927 M with rows of four.
+        let draw = if windows <= NARROW_ROW_WIDTH {
+            null_maxima::<NARROW_ROW_WIDTH>
+        } else if windows <= MAX_SCAN_WINDOWS {
+            null_maxima::<MAX_SCAN_WINDOWS>
+        } else {
+            // Refused with the rule; should it get here, no replicate is drawn: the test is
+            // incomplete, so nothing is significant.
+            return NullMaxima {
+                maxima: Vec::new(),
+                observed_max,
+                replications,
+            };
+        };
+        draw(
             self.zones,
             self.counts,
-            (&self.expectations, &self.expectation_roots),
+            expectations,
             min_count,
             replications,
             observed_max,
@@ -546,9 +594,10 @@ impl NullMaxima {
     }
 }
 
-/// [`ScanMap::null_maxima`].
+/// [`ScanMap::null_maxima`], with each community's and zone's counts over the windows in rows
+/// of `WIDTH` (at least the windows; the rest stay zero).
 #[allow(clippy::too_many_arguments)]
-fn null_maxima(
+fn null_maxima<const WIDTH: usize>(
     zones: &ScanZones,
     counts: &ScanCounts,
     (expectations, expectation_roots): (&[f64], &[f64]),
@@ -594,9 +643,10 @@ fn null_maxima(
         .map(|total| Poisson::new(*total).ok())
         .collect();
 
-    let mut replicate_counts = vec![0u64; communities * windows];
-    let mut longest_window_counts = Vec::with_capacity(zones.zones.len());
-    let longest_window = windows.saturating_sub(1);
+    // Each community's counts over every window, and each zone's (the windows nest: an event
+    // counts in its segment's window and every longer one).
+    let mut replicate_counts = vec![[0u64; WIDTH]; communities];
+    let mut zone_counts = Vec::with_capacity(zones.zones.len());
     // The square roots of the counts a replicate's cylinders mostly have, computed once.
     let count_roots: Vec<f64> = (0..COUNT_ROOTS_KEPT)
         .map(|count| (count as f64).sqrt())
@@ -610,7 +660,7 @@ fn null_maxima(
     let mut maxima = Vec::with_capacity(replications);
     let mut exceedances = 0usize;
     for _ in 0..replications {
-        replicate_counts.fill(0);
+        replicate_counts.as_flattened_mut().fill(0);
         for window in 0..windows {
             if segment_totals.get(window).copied().unwrap_or(0.0) > communities as f64 {
                 let per_community = segment_per_community
@@ -621,10 +671,7 @@ fn null_maxima(
                         continue;
                     };
                     let drawn = poisson.sample(rng) as u64;
-                    let row = community * windows;
-                    if let Some(counts) = replicate_counts.get_mut(row + window..row + windows) {
-                        counts.iter_mut().for_each(|count| *count += drawn);
-                    }
+                    count_in_windows_from(&mut replicate_counts, community, window, drawn);
                 }
                 continue;
             }
@@ -641,43 +688,33 @@ fn null_maxima(
                 let community = picker
                     .partition_point(pick)
                     .min(communities.saturating_sub(1));
-                // The event is in this segment's window and every longer one.
-                let row = community * windows;
-                if let Some(counts) = replicate_counts.get_mut(row + window..row + windows) {
-                    counts.iter_mut().for_each(|count| *count += 1);
-                }
+                count_in_windows_from(&mut replicate_counts, community, window, 1);
             }
         }
         let mut maximum = 0.0f64;
-        zones.count_zones_over(
-            &replicate_counts,
-            windows,
-            longest_window,
-            &mut longest_window_counts,
-        );
-        'zones: for ((zone, members), longest_count) in
-            zones.zones.iter().enumerate().zip(&longest_window_counts)
+        zones.count_zones_over(&replicate_counts, &mut zone_counts);
+        let cylinders_of_a_zone = windows.max(1);
+        'zones: for ((zone_window_counts, zone_expectations), zone_expectation_roots) in zone_counts
+            .iter()
+            .zip(expectations.chunks_exact(cylinders_of_a_zone))
+            .zip(expectation_roots.chunks_exact(cylinders_of_a_zone))
         {
             // Longest window first: windows nest, so a zone's count only shrinks towards the
             // shortest, and once it is below `min_count` no shorter window can score. Most
-            // zones of a quiet replicate end at their longest window, whose counts the
-            // extensions gave (the maximum taken is the same in any order).
-            for window in (0..windows).rev() {
-                let observed = if window == longest_window {
-                    *longest_count
-                } else {
-                    members_count(members, &replicate_counts, windows, window)
-                };
+            // zones of a quiet replicate end at their longest window (the maximum taken is the
+            // same in any order).
+            for ((observed, expected), expected_root) in zone_window_counts
+                .get(..windows)
+                .unwrap_or_default()
+                .iter()
+                .zip(zone_expectations)
+                .zip(zone_expectation_roots)
+                .rev()
+            {
+                let (observed, expected, expected_root) = (*observed, *expected, *expected_root);
                 if observed < min_count.max(1) {
                     break;
                 }
-                let cylinder = zone * windows + window;
-                let (Some(expected), Some(expected_root)) = (
-                    expectations.get(cylinder).copied(),
-                    expectation_roots.get(cylinder).copied(),
-                ) else {
-                    continue;
-                };
                 let observed_value = observed as f64;
                 if score_may_exceed(
                     (observed_value, count_root(observed)),
@@ -706,6 +743,22 @@ fn null_maxima(
         maxima,
         observed_max,
         replications,
+    }
+}
+
+/// Counts `events` of segment `segment` (the part of window `segment` not in a shorter one)
+/// for `community`: in that window and every longer one.
+fn count_in_windows_from<const WIDTH: usize>(
+    replicate_counts: &mut [[u64; WIDTH]],
+    community: usize,
+    segment: usize,
+    events: u64,
+) {
+    let Some(row) = replicate_counts.get_mut(community) else {
+        return;
+    };
+    for count in row.iter_mut().skip(segment) {
+        *count += events;
     }
 }
 
@@ -886,30 +939,38 @@ mod tests {
             centroids in proptest::collection::vec((0.0_f64..0.05, 0.0_f64..0.05), 1..40),
             max_communities in 1_usize..7,
             max_radius_meters in 500.0_f64..6_000.0,
-            windows in 1_usize..4,
+            windows in 1_usize..=MAX_SCAN_WINDOWS,
             seed in proptest::num::u64::ANY,
         ) {
             let mut zones = ScanZones::from_centroids(&centroids, max_communities, max_radius_meters);
             zones.push_zone((0..centroids.len() as u32).collect(), ZoneKind::City);
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let community_counts: Vec<u64> = (0..centroids.len() * windows)
-                .map(|_| rng.random_range(0..50))
+            let community_counts: Vec<[u64; MAX_SCAN_WINDOWS]> = (0..centroids.len())
+                .map(|_| {
+                    let mut row = [0; MAX_SCAN_WINDOWS];
+                    for count in row.iter_mut().take(windows) {
+                        *count = rng.random_range(0..50);
+                    }
+                    row
+                })
                 .collect();
-            for window in 0..windows {
-                let mut zone_counts = Vec::new();
-                zones.count_zones_over(&community_counts, windows, window, &mut zone_counts);
-                let summed: Vec<u64> = zones
-                    .zones()
-                    .iter()
-                    .map(|members| {
-                        members
+            let mut zone_counts = Vec::new();
+            zones.count_zones_over(&community_counts, &mut zone_counts);
+            let summed: Vec<[u64; MAX_SCAN_WINDOWS]> = zones
+                .zones()
+                .iter()
+                .map(|members| {
+                    let mut row = [0; MAX_SCAN_WINDOWS];
+                    for (window, count) in row.iter_mut().enumerate() {
+                        *count = members
                             .iter()
-                            .map(|member| community_counts[*member as usize * windows + window])
-                            .sum::<u64>()
-                    })
-                    .collect();
-                proptest::prop_assert_eq!(zone_counts, summed);
-            }
+                            .map(|member| community_counts[*member as usize][window])
+                            .sum::<u64>();
+                    }
+                    row
+                })
+                .collect();
+            proptest::prop_assert_eq!(zone_counts, summed);
         }
     }
 
@@ -1060,6 +1121,48 @@ mod tests {
         assert!(null.is_complete());
         // Under the baseline the maximum score of a Poisson(1e9) count stays small.
         assert!(null.largest(1).unwrap_or(f64::INFINITY) < 50.0, "{null:?}");
+    }
+
+    #[test]
+    fn narrow_and_wide_replicate_rows_draw_the_same_maxima() {
+        // Three nested windows, some communities above the baseline, so that replicates score
+        // zones over every window: the row width is a layout, never a result.
+        let zones = ScanZones::from_centroids(&three_in_a_line(), 3, 5_000.0);
+        let mut counts = ScanCounts::new(3, 3);
+        for community in 0..3 {
+            for window in 0..3 {
+                let expected = 2.0 * (window + 1) as f64;
+                counts.set(community, window, 3 * (window as u64 + 1), expected);
+            }
+        }
+        let map = ScanMap::new(&zones, &counts);
+        let draw = |null_maxima: fn(_, _, _, _, _, _, _, &mut ChaCha8Rng) -> NullMaxima| {
+            null_maxima(
+                &zones,
+                &counts,
+                (&map.expectations[..], &map.expectation_roots[..]),
+                1,
+                200,
+                f64::INFINITY,
+                200,
+                &mut ChaCha8Rng::seed_from_u64(7),
+            )
+        };
+        let narrow = draw(null_maxima::<NARROW_ROW_WIDTH>);
+        let wide = draw(null_maxima::<MAX_SCAN_WINDOWS>);
+        assert!(narrow.is_complete());
+        assert!(narrow.maxima.iter().any(|maximum| *maximum > 0.0));
+        assert_eq!(narrow, wide);
+    }
+
+    #[test]
+    fn a_scan_with_more_windows_than_allowed_draws_nothing_and_is_not_significant() {
+        let zones = ScanZones::from_centroids(&three_in_a_line(), 2, 1_500.0);
+        let counts = ScanCounts::new(3, MAX_SCAN_WINDOWS + 1);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let null = ScanMap::new(&zones, &counts).null_maxima(1, 99, 1.0, 5, &mut rng);
+        assert!(!null.is_complete());
+        assert_eq!(null.drawn(), 0);
     }
 
     /// The SciPy/brute-force reference (`tests/fixtures/stats/gen_fixtures.py`): exact
