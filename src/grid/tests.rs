@@ -49,12 +49,12 @@ fn tiny_parts() -> (Vec<District>, Vec<Community>, Vec<Cell>, Vec<Device>) {
         Device {
             device_id: "41061100011340000001".to_string(),
             cell: CellIndex(0),
-            event_types: DeviceKind::SmokeDetector.event_types().to_vec(),
+            event_types: DeviceKind::SmokeDetector.event_types(),
         },
         Device {
             device_id: "41061100011310000001".to_string(),
             cell: CellIndex(1),
-            event_types: DeviceKind::PerimeterCamera.event_types().to_vec(),
+            event_types: DeviceKind::PerimeterCamera.event_types(),
         },
     ];
     (districts, communities, cells, devices)
@@ -339,10 +339,37 @@ fn text_loader_rejects_a_device_in_an_unknown_grid() {
     );
     assert!(matches!(result, Err(GridLoadError::Invalid { .. })));
 
-    let unknown_kind = "device_id,grid_id,kind\n41061100011340000001,41061100100101,toaster\n";
+    let unknown_kind = "device_id,grid_id,kind\n41061100011340000001,41061100100101,gas_sensor\n\
+                        41061100011340000002,41061100100101,toaster\n";
     let result =
         GridRegistry::from_seed_texts(districts_csv, communities_csv, grids_geojson, unknown_kind);
-    assert!(matches!(result, Err(GridLoadError::Invalid { .. })));
+    let Err(GridLoadError::Invalid { path, message }) = result else {
+        panic!("{result:?}");
+    };
+    assert_eq!(path, "devices.csv");
+    assert!(
+        message.contains("row 2: unknown device kind \"toaster\""),
+        "{message}"
+    );
+
+    let missing_column = "device_id,grid_id,kind\n41061100011340000001,41061100100101\n";
+    let result = GridRegistry::from_seed_texts(
+        districts_csv,
+        communities_csv,
+        grids_geojson,
+        missing_column,
+    );
+    assert!(
+        matches!(&result, Err(GridLoadError::Invalid { path, .. }) if path == "devices.csv"),
+        "{result:?}"
+    );
+
+    // A quoted field is read as its text (each row is borrowed from the reader's record).
+    let quoted = "device_id,grid_id,kind\n\"41061100011340000001\",41061100100101,\"gas_sensor\"\n";
+    let registry =
+        GridRegistry::from_seed_texts(districts_csv, communities_csv, grids_geojson, quoted)
+            .expect("quoted fields load");
+    assert!(registry.device("41061100011340000001").is_some());
 }
 
 /// `grids.geojson` must be a `FeatureCollection` of `Feature`s: anything else is refused at
