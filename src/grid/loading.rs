@@ -277,8 +277,9 @@ impl GridRegistry {
                     .map(|index| (cell.grid_id.as_str(), CellIndex(index)))
             })
             .collect();
-        // Row by row from one reused record, each borrowed from it: the seeded devices' rows
-        // collected into owned strings first were a third of every start's page faults.
+        // Row by row from one reused record, its fields borrowed: collected into rows of three
+        // owned strings first, the 19,111 seeded devices made 57,333 small allocations (and
+        // their fresh pages) at every start.
         let csv_problem = |error: csv::Error| invalid(DEVICES_FILE, error.to_string());
         let mut reader = csv::Reader::from_reader(devices_csv.as_bytes());
         let headers = reader.headers().map_err(csv_problem)?.clone();
