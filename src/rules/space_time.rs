@@ -182,12 +182,12 @@ impl ScanZones {
     /// position), into `zone_counts` (reused by every replicate). An extended zone adds its
     /// one community's row to the smaller zone's, computed before it; any other zone sums its
     /// members' rows. Integer sums, so the order of addition does not matter: the counts are
-    /// those of summing each zone's members. All windows at once, in rows of a fixed width
-    /// that the compiler adds as a few vector operations: a replicate's zones that reach
-    /// `min_count` over the longest window are scored over the shorter ones too, and summed
-    /// member by member there, window by window, those sums were over a quarter of the
-    /// replicates' instructions (the default rules' scan on 1 M simulator events: 998 M
-    /// instructions before, 847 M with these rows).
+    /// those of summing each zone's members. All windows at once, in rows whose width is a
+    /// constant of the replicate loop (so each row's additions have a fixed count): a
+    /// replicate's zones that reach `min_count` over the longest window are scored over the
+    /// shorter ones too, and summed member by member there, window by window, those sums were
+    /// over a quarter of the replicates' instructions (the default rules' scan on 1 M
+    /// simulator events: 998 M instructions before, 847 M with these rows).
     fn count_zones_over<const WIDTH: usize>(
         &self,
         community_counts: &[[u64; WIDTH]],
