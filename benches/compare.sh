@@ -29,8 +29,6 @@ while [ $# -gt 0 ]; do
 done
 
 target="${CARGO_TARGET_DIR:-target}"
-work="target/compare"
-mkdir -p "$work"
 
 echo "== build" >&2
 cargo build --release --locked --quiet
@@ -40,26 +38,20 @@ CARGO_TARGET_DIR="$PWD/target/naive-gw" cargo build --release --quiet \
 naive="$PWD/target/naive-gw/release/naive-gw"
 
 echo "== inputs ($events events each)" >&2
-skewed="$work/skewed-$events.jsonl"
-sim_jsonl="$work/sim-$events.jsonl"
-sim_pb="$work/sim-$events.pb"
-[ -s "$skewed" ] || python3 benches/compare/skewed_stream.py --events "$events" --out "$skewed"
-[ -s "$sim_jsonl" ] || "$gridwatch" simulate --events "$events" --out "$sim_jsonl" --quiet >/dev/null
-[ -s "$sim_pb" ] || "$gridwatch" simulate --events "$events" --format protobuf --out "$sim_pb" --quiet >/dev/null
-
-# "Rules reduced to windows": one rule that cannot fire (a rules file needs at least one).
-printf '[rules]\npath = "%s"\n' "$PWD/benches/compare/windows-only-rules.toml" >"$work/windows-only.toml"
+# shellcheck source=benches/compare/inputs.sh
+. benches/compare/inputs.sh
+compare_inputs "$events" "$gridwatch"
 
 # case name | input | program | extra arguments
 cases=(
   "naive skewed|$skewed|naive|"
   "gridwatch skewed, default rules|$skewed|gridwatch|--format jsonl"
-  "gridwatch skewed, windows only|$skewed|gridwatch|--format jsonl --config $work/windows-only.toml"
+  "gridwatch skewed, windows only|$skewed|gridwatch|--format jsonl --config $windows_only"
   "naive simulator|$sim_jsonl|naive|"
   "gridwatch simulator JSONL, default rules|$sim_jsonl|gridwatch|--format jsonl"
-  "gridwatch simulator JSONL, windows only|$sim_jsonl|gridwatch|--format jsonl --config $work/windows-only.toml"
+  "gridwatch simulator JSONL, windows only|$sim_jsonl|gridwatch|--format jsonl --config $windows_only"
   "gridwatch simulator protobuf, default rules|$sim_pb|gridwatch|--format protobuf"
-  "gridwatch simulator protobuf, windows only|$sim_pb|gridwatch|--format protobuf --config $work/windows-only.toml"
+  "gridwatch simulator protobuf, windows only|$sim_pb|gridwatch|--format protobuf --config $windows_only"
 )
 
 timings="$work/timings.tsv"
