@@ -393,7 +393,6 @@ fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result
                 Some(format) => format,
                 None => gridwatch::cli::sniff::sniff_file(&input)?,
             };
-            let registry = gridwatch::service::load_registry(&config)?;
             let rules = gridwatch::service::load_rules(&config)?;
             let options = gridwatch::replay::ReplayOptions {
                 input,
@@ -402,7 +401,13 @@ fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result
                 show_progress: !output.quiet,
                 rules_thread,
             };
-            let summary = gridwatch::replay::replay(&options, &config, registry, rules)?;
+            // The registry loads while the input is read and decoded.
+            let summary = gridwatch::replay::replay_loading_registry(
+                &options,
+                &config,
+                || gridwatch::grid::GridRegistry::of_seeds(config.seeds.dir.as_deref()),
+                rules,
+            )?;
             output
                 .print_summary("replay", &summary, started)
                 .context("writing the summary")?;

@@ -154,6 +154,14 @@ impl GridRegistry {
             .clone()
     }
 
+    /// The registry of `seeds.dir`: loaded from that directory, or the embedded seeds.
+    pub fn of_seeds(dir: Option<&Path>) -> Result<Arc<GridRegistry>, GridLoadError> {
+        match dir {
+            Some(directory) => Ok(Arc::new(GridRegistry::from_seed_dir(directory)?)),
+            None => Ok(GridRegistry::embedded()),
+        }
+    }
+
     /// Loads the registry from the four seed files in `dir` (`districts.csv`,
     /// `communities.csv`, `grids.geojson`, `devices.csv`).
     pub fn from_seed_dir(dir: &Path) -> Result<GridRegistry, GridLoadError> {

@@ -23,10 +23,19 @@ use crate::window::progress::source_key;
 /// Decodes, checks, pseudonymizes and locates records; cheap to clone (one per thread).
 #[derive(Debug, Clone)]
 pub struct Admission {
-    /// Decoding, validation, pseudonymization.
-    decoder: Decoder,
+    /// The first stage, which needs no registry.
+    decoding: Decoding,
     /// Communities, cells and devices.
     registry: Arc<GridRegistry>,
+}
+
+/// The first stateless stage alone: a record's bytes decoded into an event, within the record
+/// limit. It needs no grid registry, so a file replay's reading thread starts decoding with it
+/// while the registry loads (the registry was most of a replay's start).
+#[derive(Debug, Clone)]
+pub struct Decoding {
+    /// Decoding, validation, pseudonymization.
+    decoder: Decoder,
     /// What one record may cost.
     limits: IngestLimits,
 }
@@ -164,11 +173,7 @@ impl RejectedInput {
 impl Admission {
     /// An admission stage with these parts.
     pub fn new(decoder: Decoder, registry: Arc<GridRegistry>, limits: IngestLimits) -> Admission {
-        Admission {
-            decoder,
-            registry,
-            limits,
-        }
+        Admission::with_decoding(Decoding { decoder, limits }, registry)
     }
 
     /// The stateless stages of a pipeline with `settings` (the Kafka consumer runs them on its
@@ -177,16 +182,22 @@ impl Admission {
         settings: &super::PipelineSettings,
         registry: Arc<GridRegistry>,
     ) -> Admission {
-        Admission::new(
-            Decoder::new(settings.decode.clone()),
-            registry,
-            settings.limits,
-        )
+        Admission::with_decoding(Decoding::of_settings(settings), registry)
+    }
+
+    /// The stateless stages from a decoding stage and the registry that locates its events.
+    pub fn with_decoding(decoding: Decoding, registry: Arc<GridRegistry>) -> Admission {
+        Admission { decoding, registry }
+    }
+
+    /// The first stage alone.
+    pub fn decoding(&self) -> &Decoding {
+        &self.decoding
     }
 
     /// The decoder (the stateful half scrubs every dead letter with it).
     pub fn decoder(&self) -> &Decoder {
-        &self.decoder
+        &self.decoding.decoder
     }
 
     /// Every stateless stage of one record at wall time `wall_millis`, decoding into `spare`
@@ -197,57 +208,7 @@ impl Admission {
         wall_millis: i64,
         spare: Box<IncidentEvent>,
     ) -> AdmittedRecord {
-        self.check(self.decode(record, spare), wall_millis)
-    }
-
-    /// The first stateless stage alone: decodes `record` into `spare`, an event the stateful
-    /// stages are done with, whose string buffers are reused. A replay decodes on one thread
-    /// (handing events back to it: allocating them there and freeing them on the counting
-    /// thread was a fifth of the replay's CPU) and runs [`Admission::check`] on another.
-    pub fn decode(&self, record: SourceRecord, spare: Box<IncidentEvent>) -> DecodedRecord {
-        let SourceRecord {
-            payload,
-            partition,
-            position,
-        } = record;
-        DecodedRecord {
-            partition,
-            position,
-            decoded: self.decode_payload(payload, spare),
-        }
-    }
-
-    /// [`Admission::decode`] of a record's bytes lent by its reader (a file replay decodes
-    /// each record where it was read into, never copying it).
-    pub fn decode_lent(
-        &self,
-        record: EncodedRecord<'_>,
-        spare: Box<IncidentEvent>,
-    ) -> DecodedRecord {
-        DecodedRecord {
-            partition: record.partition,
-            position: record.position,
-            decoded: self.decode_encoded(record.bytes, record.format, spare),
-        }
-    }
-
-    /// Decodes a record's bytes into `spare`, refusing more than the record limit.
-    fn decode_encoded(
-        &self,
-        bytes: &[u8],
-        format: InputFormat,
-        mut spare: Box<IncidentEvent>,
-    ) -> Result<(Box<IncidentEvent>, InputFormat), RejectedInput> {
-        if bytes.len() > self.limits.max_record_bytes {
-            return Err(self.oversized(bytes, bytes.len() as u64));
-        }
-        match self.decoder.decode_into(bytes, format, &mut spare) {
-            Ok(()) => Ok((spare, format)),
-            Err(rejection) => Err(RejectedInput {
-                rejection,
-                payload: self.decoder.scrub_undecodable(bytes),
-            }),
-        }
+        self.check(self.decoding.decode(record, spare), wall_millis)
     }
 
     /// The other stateless stages of a decoded record: field limits, validation (with
@@ -288,14 +249,16 @@ impl Admission {
             rejection,
             payload: encode_event(event, format),
         };
-        if let Err(too_long) = crate::limits::check_event_fields(&event, &self.limits) {
+        if let Err(too_long) = crate::limits::check_event_fields(&event, &self.decoding.limits) {
             // Refused before validation, which pseudonymizes: its dead letter must not carry
             // personal data in clear either.
-            self.decoder.pseudonymize(&mut event);
+            self.decoding.decoder.pseudonymize(&mut event);
             // Cut the id a dead letter names to the limit: the whole id is what was refused.
-            let event_id =
-                crate::limits::truncate_at_char_boundary(&event.event_id, self.limits.max_id_bytes)
-                    .to_string();
+            let event_id = crate::limits::truncate_at_char_boundary(
+                &event.event_id,
+                self.decoding.limits.max_id_bytes,
+            )
+            .to_string();
             let rejection = Rejection {
                 reason: DeadLetterReason::FieldTooLong,
                 detail: too_long.to_string(),
@@ -303,7 +266,7 @@ impl Admission {
             };
             return Err(rejected(rejection, &event));
         }
-        let fields = match self.decoder.validate(&mut event, wall_millis) {
+        let fields = match self.decoding.decoder.validate(&mut event, wall_millis) {
             Ok(fields) => fields,
             Err(rejection) => return Err(rejected(rejection, &event)),
         };
@@ -332,6 +295,66 @@ impl Admission {
             cell,
             format,
         })
+    }
+}
+
+impl Decoding {
+    /// The decoding stage of a pipeline with `settings`.
+    pub fn of_settings(settings: &super::PipelineSettings) -> Decoding {
+        Decoding {
+            decoder: Decoder::new(settings.decode.clone()),
+            limits: settings.limits,
+        }
+    }
+
+    /// The first stateless stage alone: decodes `record` into `spare`, an event the stateful
+    /// stages are done with, whose string buffers are reused. A replay decodes on one thread
+    /// (handing events back to it: allocating them there and freeing them on the counting
+    /// thread was a fifth of the replay's CPU) and runs [`Admission::check`] on another.
+    pub fn decode(&self, record: SourceRecord, spare: Box<IncidentEvent>) -> DecodedRecord {
+        let SourceRecord {
+            payload,
+            partition,
+            position,
+        } = record;
+        DecodedRecord {
+            partition,
+            position,
+            decoded: self.decode_payload(payload, spare),
+        }
+    }
+
+    /// [`Decoding::decode`] of a record's bytes lent by its reader (a file replay decodes
+    /// each record where it was read into, never copying it).
+    pub fn decode_lent(
+        &self,
+        record: EncodedRecord<'_>,
+        spare: Box<IncidentEvent>,
+    ) -> DecodedRecord {
+        DecodedRecord {
+            partition: record.partition,
+            position: record.position,
+            decoded: self.decode_encoded(record.bytes, record.format, spare),
+        }
+    }
+
+    /// Decodes a record's bytes into `spare`, refusing more than the record limit.
+    fn decode_encoded(
+        &self,
+        bytes: &[u8],
+        format: InputFormat,
+        mut spare: Box<IncidentEvent>,
+    ) -> Result<(Box<IncidentEvent>, InputFormat), RejectedInput> {
+        if bytes.len() > self.limits.max_record_bytes {
+            return Err(self.oversized(bytes, bytes.len() as u64));
+        }
+        match self.decoder.decode_into(bytes, format, &mut spare) {
+            Ok(()) => Ok((spare, format)),
+            Err(rejection) => Err(RejectedInput {
+                rejection,
+                payload: self.decoder.scrub_undecodable(bytes),
+            }),
+        }
     }
 
     /// The rejection of a record of `total_bytes` above the record limit, keeping (scrubbed)

@@ -30,7 +30,8 @@ pub(crate) mod metrics;
 mod rule_stage;
 
 pub use admission::{
-    Admission, Admitted, AdmittedRecord, DecodedRecord, EncodedRecord, RejectedInput, SpareEvents,
+    Admission, Admitted, AdmittedRecord, DecodedRecord, Decoding, EncodedRecord, RejectedInput,
+    SpareEvents,
 };
 pub use rule_stage::{RuleStage, RuleVerdict, RuleWork};
 

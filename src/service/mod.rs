@@ -130,10 +130,7 @@ const ALERT_DELIVERY_GRACE: Duration = Duration::from_secs(5);
 
 /// Loads the registry named by the config (or the embedded seeds).
 pub fn load_registry(config: &Config) -> Result<Arc<GridRegistry>, ServiceError> {
-    match &config.seeds.dir {
-        Some(directory) => Ok(Arc::new(GridRegistry::from_seed_dir(directory)?)),
-        None => Ok(GridRegistry::embedded()),
-    }
+    Ok(GridRegistry::of_seeds(config.seeds.dir.as_deref())?)
 }
 
 /// Loads the rules named by the config (or the embedded default rules).
