@@ -203,8 +203,7 @@ pub fn replay(
 /// [`replay`] with the registry loaded by `load_registry` while the reading thread already
 /// decodes: decoding needs no registry, and loading it was most of a replay's start (56 of the
 /// 67 M instructions of a ten-event replay, most of its 13 ms, on one core while the other
-/// idled).
-/// The reader checks no batch before the registry is there.
+/// idled). The reader checks no batch before the registry is there.
 pub fn replay_loading_registry(
     options: &ReplayOptions,
     config: &Config,
@@ -268,7 +267,8 @@ pub fn replay_loading_registry(
         let sink = JsonlFileSink::open(&options.output_dir, false, registry.clone())?;
         let mut pipeline = Pipeline::new(settings, registry, rules, metrics, "file");
         pipeline.without_emit_delay();
-        // Only just set: the reader has waited for the counting thread until now.
+        // From here on the reader checks batches while counting is behind; until now it sent
+        // them unchecked. (Set once, here: `set` cannot find it set.)
         let _ = admission_for_reader.set(pipeline.admission().clone());
         let writer = spawn_stage(scope, "replay-write", move || {
             lower_this_threads_priority(WRITER_NICENESS);

@@ -171,23 +171,16 @@ impl RejectedInput {
 }
 
 impl Admission {
-    /// An admission stage with these parts.
-    pub fn new(decoder: Decoder, registry: Arc<GridRegistry>, limits: IngestLimits) -> Admission {
-        Admission::with_decoding(Decoding { decoder, limits }, registry)
-    }
-
     /// The stateless stages of a pipeline with `settings` (the Kafka consumer runs them on its
     /// own thread, before the records reach the pipeline task).
     pub fn of_settings(
         settings: &super::PipelineSettings,
         registry: Arc<GridRegistry>,
     ) -> Admission {
-        Admission::with_decoding(Decoding::of_settings(settings), registry)
-    }
-
-    /// The stateless stages from a decoding stage and the registry that locates its events.
-    pub fn with_decoding(decoding: Decoding, registry: Arc<GridRegistry>) -> Admission {
-        Admission { decoding, registry }
+        Admission {
+            decoding: Decoding::of_settings(settings),
+            registry,
+        }
     }
 
     /// The first stage alone.
