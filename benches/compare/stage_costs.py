@@ -35,7 +35,7 @@ STAGES = [
     ("reading and framing records", ["gridwatch::source::file::FileReader<R>::next_framed"], [],
      "—"),
     ("decoding (JSON: `decode/common_shape.rs`, serde_json for uncommon lines; protobuf: "
-     "`decode/flat_protobuf.rs`)", ["gridwatch::pipeline::admission::Admission::decode_encoded"],
+     "`decode/flat_protobuf.rs`)", ["gridwatch::pipeline::admission::Decoding::decode_encoded"],
      [], "the event, its JSON timestamps checked as RFC 3339"),
     ("pseudonymization", [PSEUDONYMIZE], [],
      "phone and ID-card numbers in ids replaced before anything keeps them (README \"Privacy\")"),
