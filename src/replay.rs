@@ -265,7 +265,8 @@ pub fn replay_loading_registry(
             )
         });
         let sink = JsonlFileSink::open(&options.output_dir, false, registry.clone())?;
-        let mut pipeline = Pipeline::new(settings, registry, rules, metrics, "file");
+        let mut pipeline =
+            Pipeline::with_decoding(decoding.clone(), settings, registry, rules, metrics, "file");
         pipeline.without_emit_delay();
         // From here on the reader checks batches while counting is behind; until now it sent
         // them unchecked. (Set once, here: `set` cannot find it set.)

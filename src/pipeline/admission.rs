@@ -177,10 +177,12 @@ impl Admission {
         settings: &super::PipelineSettings,
         registry: Arc<GridRegistry>,
     ) -> Admission {
-        Admission {
-            decoding: Decoding::of_settings(settings),
-            registry,
-        }
+        Admission::with_decoding(Decoding::of_settings(settings), registry)
+    }
+
+    /// The stateless stages around a decoding stage already built.
+    pub(super) fn with_decoding(decoding: Decoding, registry: Arc<GridRegistry>) -> Admission {
+        Admission { decoding, registry }
     }
 
     /// The first stage alone.

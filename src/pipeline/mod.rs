@@ -213,9 +213,24 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         source_name: &'static str,
     ) -> Pipeline {
+        let decoding = Decoding::of_settings(&settings);
+        Pipeline::with_decoding(decoding, settings, registry, rules, metrics, source_name)
+    }
+
+    /// [`Pipeline::new`] decoding with `decoding` (of the same settings): a replay's reader
+    /// decodes with it before the registry is there, and building the decoder (its
+    /// personal-number pattern) once is enough.
+    pub fn with_decoding(
+        decoding: Decoding,
+        settings: PipelineSettings,
+        registry: Arc<GridRegistry>,
+        rules: RuleSet,
+        metrics: Arc<Metrics>,
+        source_name: &'static str,
+    ) -> Pipeline {
         let registry_for_rules = Arc::clone(&registry);
         Pipeline {
-            admission: Admission::of_settings(&settings, Arc::clone(&registry)),
+            admission: Admission::with_decoding(decoding, Arc::clone(&registry)),
             registry,
             stages: StageState {
                 watermarks: WatermarkTracker::new(
