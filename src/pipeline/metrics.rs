@@ -42,6 +42,11 @@ pub(super) struct PipelineMetrics {
     /// `gridwatch_incidents_total` handles, resolved on first use, indexed by community
     /// index × [`INCIDENT_TYPE_SLOTS`] + event type number.
     incident_counters: Vec<Option<LocalIntCounter>>,
+    /// The slots of `incident_counters` counted since the last flush, each once: a flush
+    /// visits these rather than every handle of every community and type (thousands, most
+    /// untouched since the last flush: walking them all was 1.6 % of a replay's time in
+    /// `perf`, for 0.2 % of its instructions).
+    incident_slots_to_flush: Vec<usize>,
     /// `gridwatch_windows_emitted_total`.
     windows_emitted: LocalIntCounter,
     /// `gridwatch_window_emit_delay_seconds` (`None` once a replay turned it off).
@@ -87,6 +92,7 @@ impl PipelineMetrics {
             accepted_by_type,
             dead_letters_by_reason,
             incident_counters: Vec::new(),
+            incident_slots_to_flush: Vec::new(),
             windows_emitted: metrics.windows_emitted.local(),
             window_emit_delay: Some(metrics.window_emit_delay.local()),
             records_since_flush: 0,
@@ -117,8 +123,10 @@ impl PipelineMetrics {
         for counter in &self.accepted_by_type {
             counter.flush();
         }
-        for counter in self.incident_counters.iter().flatten() {
-            counter.flush();
+        for slot in self.incident_slots_to_flush.drain(..) {
+            if let Some(Some(counter)) = self.incident_counters.get(slot) {
+                counter.flush();
+            }
         }
     }
 
@@ -166,18 +174,20 @@ impl PipelineMetrics {
             self.incident_counters.resize(slot + 1, None);
         }
         if let Some(handle) = self.incident_counters.get_mut(slot) {
-            handle
-                .get_or_insert_with(|| {
-                    self.metrics
-                        .incidents
-                        .with_label_values(&[
-                            community.district_code.as_str(),
-                            community.id.as_str(),
-                            event_type.as_str_name(),
-                        ])
-                        .local()
-                })
-                .inc();
+            let counter = handle.get_or_insert_with(|| {
+                self.metrics
+                    .incidents
+                    .with_label_values(&[
+                        community.district_code.as_str(),
+                        community.id.as_str(),
+                        event_type.as_str_name(),
+                    ])
+                    .local()
+            });
+            if counter.get() == 0 {
+                self.incident_slots_to_flush.push(slot);
+            }
+            counter.inc();
         }
         let fraud_labels = [community.district_code.as_str(), community.id.as_str()];
         match event_type {
@@ -298,5 +308,58 @@ impl Drop for PipelineMetrics {
     /// A revoked partition's or a finished replay's last counts are not lost.
     fn drop(&mut self) {
         self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn community(id: &str) -> Community {
+        Community {
+            id: id.to_string(),
+            name: String::new(),
+            district_code: "410602".to_string(),
+            population: 1,
+            centroid: (0.0, 0.0),
+            cells: Vec::new(),
+        }
+    }
+
+    fn incidents(metrics: &Metrics, community_id: &str, event_type: &str) -> u64 {
+        metrics
+            .incidents
+            .with_label_values(&["410602", community_id, event_type])
+            .get()
+    }
+
+    /// A flush adds what each community and type counted since the last one, whether the
+    /// handle is new, counted again after a flush, or left alone for a while; nothing is
+    /// added twice.
+    #[test]
+    fn each_flush_adds_the_incidents_counted_since_the_last_one() {
+        let metrics = Arc::new(Metrics::new(&["test"], "v1").unwrap());
+        let mut pipeline_metrics = PipelineMetrics::new(Arc::clone(&metrics), "test");
+        let (first, second) = (community("410602001001"), community("410602001002"));
+        for _ in 0..3 {
+            pipeline_metrics.record_incident(CommunityIndex(0), &first, EventType::FireSmoke);
+        }
+        pipeline_metrics.record_incident(CommunityIndex(1), &second, EventType::Tailgating);
+        assert_eq!(incidents(&metrics, "410602001001", "FIRE_SMOKE"), 0);
+        assert_eq!(pipeline_metrics.incident_slots_to_flush.len(), 2);
+        pipeline_metrics.flush();
+        assert!(pipeline_metrics.incident_slots_to_flush.is_empty());
+        assert_eq!(incidents(&metrics, "410602001001", "FIRE_SMOKE"), 3);
+        assert_eq!(incidents(&metrics, "410602001002", "TAILGATING"), 1);
+        pipeline_metrics.record_incident(CommunityIndex(0), &first, EventType::FireSmoke);
+        pipeline_metrics.flush();
+        pipeline_metrics.flush();
+        assert_eq!(incidents(&metrics, "410602001001", "FIRE_SMOKE"), 4);
+        assert_eq!(incidents(&metrics, "410602001002", "TAILGATING"), 1);
+        pipeline_metrics.record_incident(CommunityIndex(1), &second, EventType::Tailgating);
+        pipeline_metrics.record_incident(CommunityIndex(1), &second, EventType::FireSmoke);
+        drop(pipeline_metrics);
+        assert_eq!(incidents(&metrics, "410602001002", "TAILGATING"), 2);
+        assert_eq!(incidents(&metrics, "410602001002", "FIRE_SMOKE"), 1);
     }
 }
