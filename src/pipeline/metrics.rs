@@ -44,8 +44,8 @@ pub(super) struct PipelineMetrics {
     incident_counters: Vec<Option<LocalIntCounter>>,
     /// The slots of `incident_counters` counted since the last flush, each once: a flush
     /// visits these rather than every handle of every community and type (thousands, most
-    /// untouched since the last flush: walking them all was 1.6 % of a replay's time in
-    /// `perf`, for 0.2 % of its instructions).
+    /// untouched since the last flush: walking them all was 1.3 % of a windows-only replay's
+    /// `perf` samples, for 0.2 % of its instructions).
     incident_slots_to_flush: Vec<usize>,
     /// `gridwatch_windows_emitted_total`.
     windows_emitted: LocalIntCounter,
