@@ -16,7 +16,11 @@ use gridwatch::config::Config;
 use gridwatch::decode::InputFormat;
 
 /// mimalloc: the pipeline allocates many short-lived strings per event (decoding), where it
-/// is markedly faster than the system allocator.
+/// is markedly faster than the system allocator. Built with its `override` feature, it also
+/// serves the C libraries' `malloc` and `free` (librdkafka, OpenSSL): librdkafka allocates a
+/// message, its headers and each fetched record on one thread and frees them on another,
+/// which glibc's allocator serves slowly (its functions were a fifth of the Kafka path's
+/// profile samples; `docs/performance-journal.md`, session 38).
 #[global_allocator]
 static GLOBAL_ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
