@@ -13,7 +13,7 @@ use super::catalog::PolygonGeometry;
 use super::problem::{Allowed, ApiError, Problem};
 use super::query::{bounded, cursor_allowed, limit_range, paginate, ApiQuery, QueryParams};
 use super::ApiState;
-use crate::read_model::{AlertView, CellState, CellView, WindowView};
+use crate::read_model::{AlertView, CellState, CellView, RecentWindow, WindowView};
 
 /// Default number of cells of `/api/v1/cells`.
 pub const DEFAULT_TOP_CELLS: u32 = 10;
@@ -236,7 +236,7 @@ pub async fn cell_detail(
         generated_at: snapshot.generated_at(),
         watermark: snapshot.watermark(),
         view: state.catalog.views.get(view).cloned().unwrap_or_default(),
-        windows: cell.recent_windows.clone(),
+        windows: cell.recent_windows.iter().map(RecentWindow::view).collect(),
         alerts,
     }))
 }

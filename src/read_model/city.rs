@@ -12,10 +12,9 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use super::snapshot::{AreaState, CellState, CitySnapshot, WindowView};
+use super::snapshot::{AreaState, CellState, CitySnapshot, RecentWindow};
 use super::views::{
-    event_type_name, AlertView, CellCounts, CellsChange, InstanceView, PipelineStatus, Place,
-    StreamPayload,
+    AlertView, CellCounts, CellsChange, InstanceView, PipelineStatus, Place, StreamPayload,
 };
 use super::OutputRecord;
 use crate::fraud::{FraudBaseline, FraudLedger, FraudReport, FraudSettings};
@@ -137,16 +136,6 @@ struct InstanceEntry {
     dead_letter_samples: VecDeque<(i64, BTreeMap<String, u64>)>,
 }
 
-/// One of a cell's newest panes: its start and event type, by which a re-applied pane finds
-/// the copy it replaces (compared as numbers: this runs for every window the feed reads), and
-/// its view as the cell's detail page shows it.
-#[derive(Debug, Clone)]
-struct RecentPane {
-    start_millis: i64,
-    event_type: i32,
-    view: WindowView,
-}
-
 /// The city-wide model. See the module documentation.
 #[derive(Debug)]
 pub struct CityModel {
@@ -164,7 +153,7 @@ pub struct CityModel {
     /// Per view, per cell: counts by type slot.
     totals: Vec<Vec<TypeCounts>>,
     /// Per cell: its newest panes, newest first.
-    recent_windows: Vec<VecDeque<RecentPane>>,
+    recent_windows: Vec<VecDeque<RecentWindow>>,
     /// Cells whose counts or recent panes changed since the last publish.
     dirty_cells: Vec<bool>,
     alerts: HashMap<String, AlertEntry>,
@@ -328,18 +317,13 @@ impl CityModel {
                 .position(|kept| kept.start_millis <= start_millis)
                 .unwrap_or(recent.len());
             if position < RECENT_WINDOWS_PER_CELL {
-                let view = WindowView {
-                    window_start: millis_to_rfc3339(start_millis),
-                    window_end: millis_to_rfc3339(end_millis),
-                    event_type: event_type_name(window.event_type),
-                    count: window.count,
-                };
                 recent.insert(
                     position,
-                    RecentPane {
+                    RecentWindow {
                         start_millis,
+                        end_millis,
                         event_type: window.event_type,
-                        view,
+                        count: window.count,
                     },
                 );
                 recent.truncate(RECENT_WINDOWS_PER_CELL);
@@ -579,7 +563,7 @@ impl CityModel {
                 recent_windows: self
                     .recent_windows
                     .get(slot)
-                    .map(|recent| recent.iter().map(|pane| pane.view.clone()).collect())
+                    .map(|recent| recent.iter().copied().collect())
                     .unwrap_or_default(),
             });
             if state.events != published.events

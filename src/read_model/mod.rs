@@ -31,7 +31,7 @@ use arc_swap::ArcSwap;
 
 pub use city::{CityModel, CityModelSettings, FraudReporting, RecordRejected};
 pub use feed::{ChangeFeed, Resume, Subscription};
-pub use snapshot::{AreaState, CellState, CitySnapshot, WindowView};
+pub use snapshot::{AreaState, CellState, CitySnapshot, RecentWindow, WindowView};
 pub use views::{
     AlertView, AreaView, CellCounts, CellView, CellsChange, InstanceView, PipelineStatus, Place,
     StreamEvent, StreamPayload,

@@ -26,6 +26,34 @@ pub struct WindowView {
     pub count: u64,
 }
 
+/// One closed pane of a cell as the model keeps it: numbers, turned into a [`WindowView`]'s
+/// text only when the cell's detail page is asked for. The model keeps sixty per cell and the
+/// feed applies about one window per input event; kept as text, each window cost three
+/// strings formatted and freed, and each publish copied sixty views' strings per changed cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentWindow {
+    /// Pane start (inclusive), epoch milliseconds.
+    pub start_millis: i64,
+    /// Pane end (exclusive), epoch milliseconds.
+    pub end_millis: i64,
+    /// Event type number.
+    pub event_type: i32,
+    /// Events in the pane.
+    pub count: u64,
+}
+
+impl RecentWindow {
+    /// The pane as the API shows it.
+    pub fn view(&self) -> WindowView {
+        WindowView {
+            window_start: millis_to_rfc3339(self.start_millis),
+            window_end: millis_to_rfc3339(self.end_millis),
+            event_type: event_type_name(self.event_type),
+            count: self.count,
+        }
+    }
+}
+
 /// One cell's counts in every view.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CellState {
@@ -40,7 +68,7 @@ pub struct CellState {
     /// One of them is life safety.
     pub life_safety_firing: bool,
     /// Its newest closed panes, newest first.
-    pub recent_windows: Vec<WindowView>,
+    pub recent_windows: Vec<RecentWindow>,
 }
 
 impl CellState {

@@ -137,11 +137,8 @@ fn a_cells_recent_panes_are_newest_first_a_reapplied_pane_replaces_its_copy_and_
             .recent_windows
             .iter()
             .map(|pane| {
-                (
-                    pane.window_start.clone(),
-                    pane.event_type.clone(),
-                    pane.count,
-                )
+                let view = pane.view();
+                (view.window_start, view.event_type, view.count)
             })
             .collect()
     };
