@@ -60,12 +60,45 @@ const QUEUE_FULL_RETRY: Duration = Duration::from_millis(5);
 
 /// Counts deliveries per topic from librdkafka's delivery callbacks.
 pub struct DeliveryCounter {
-    /// `gridwatch_kafka_produced_total{topic}`.
-    produced: prometheus::IntCounterVec,
-    /// `gridwatch_kafka_produce_errors_total{topic}`.
-    produce_errors: prometheus::IntCounterVec,
+    /// `gridwatch_kafka_produced_total{topic}` and `gridwatch_kafka_produce_errors_total{topic}`
+    /// of each topic the producer writes, looked up once: a callback runs for every record
+    /// (about one per input event), and finding a series by its label hashed the topic's name
+    /// under the vector's lock each time (a ninth of the polling thread's profile samples).
+    topics: Vec<TopicDeliveryCounters>,
     /// Records lost so far (dropped or not delivered), shared with the [`KafkaSink`].
     lost: Arc<AtomicU64>,
+}
+
+/// One topic's delivery counters.
+struct TopicDeliveryCounters {
+    topic: String,
+    produced: prometheus::IntCounter,
+    produce_errors: prometheus::IntCounter,
+}
+
+impl DeliveryCounter {
+    /// Counters for `topics` (each series exists from the start, at zero).
+    fn new<'topic>(
+        topics: impl IntoIterator<Item = &'topic String>,
+        metrics: &Metrics,
+        lost: Arc<AtomicU64>,
+    ) -> DeliveryCounter {
+        let topics = topics
+            .into_iter()
+            .map(|topic| TopicDeliveryCounters {
+                topic: topic.clone(),
+                produced: metrics.kafka_produced.with_label_values(&[topic.as_str()]),
+                produce_errors: metrics
+                    .kafka_produce_errors
+                    .with_label_values(&[topic.as_str()]),
+            })
+            .collect();
+        DeliveryCounter { topics, lost }
+    }
+
+    fn counters_of(&self, topic: &str) -> Option<&TopicDeliveryCounters> {
+        self.topics.iter().find(|counters| counters.topic == topic)
+    }
 }
 
 impl ClientContext for DeliveryCounter {}
@@ -75,12 +108,16 @@ impl ProducerContext for DeliveryCounter {
 
     fn delivery(&self, delivery_result: &DeliveryResult<'_>, _opaque: Self::DeliveryOpaque) {
         match delivery_result {
-            Ok(message) => self.produced.with_label_values(&[message.topic()]).inc(),
+            Ok(message) => {
+                if let Some(counters) = self.counters_of(message.topic()) {
+                    counters.produced.inc();
+                }
+            }
             Err((error, message)) => {
                 tracing::warn!(%error, topic = message.topic(), "kafka output record not delivered");
-                self.produce_errors
-                    .with_label_values(&[message.topic()])
-                    .inc();
+                if let Some(counters) = self.counters_of(message.topic()) {
+                    counters.produce_errors.inc();
+                }
                 self.lost.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -357,25 +394,10 @@ impl KafkaSink {
             &[("enable.idempotence", "true"), ("linger.ms", "5")],
         );
         let lost = Arc::new(AtomicU64::new(0));
-        let context = DeliveryCounter {
-            produced: metrics.kafka_produced.clone(),
-            produce_errors: metrics.kafka_produce_errors.clone(),
-            lost: lost.clone(),
-        };
-        for topic in [
-            &topics.windows,
-            &topics.alerts,
-            &topics.dead_letters,
-            &topics.status,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            metrics.kafka_produced.with_label_values(&[topic.as_str()]);
-            metrics
-                .kafka_produce_errors
-                .with_label_values(&[topic.as_str()]);
-        }
+        let output_topics = [&topics.windows, &topics.alerts, &topics.dead_letters]
+            .into_iter()
+            .flatten();
+        let context = DeliveryCounter::new(output_topics, metrics, lost.clone());
         let producer: ThreadedProducer<DeliveryCounter> = client_config
             .create_with_context(context)
             .map_err(|source| KafkaError::Client {
@@ -389,11 +411,8 @@ impl KafkaSink {
                     config,
                     &[("linger.ms", "5"), ("message.timeout.ms", "10000")],
                 );
-                let status_context = DeliveryCounter {
-                    produced: metrics.kafka_produced.clone(),
-                    produce_errors: metrics.kafka_produce_errors.clone(),
-                    lost: Arc::new(AtomicU64::new(0)),
-                };
+                let status_context =
+                    DeliveryCounter::new(&topics.status, metrics, Arc::new(AtomicU64::new(0)));
                 Some(
                     status_config
                         .create_with_context(status_context)
@@ -597,6 +616,54 @@ mod tests {
             seconds: millis.div_euclid(1000),
             nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
         }
+    }
+
+    #[test]
+    fn delivery_counters_are_registered_at_zero_and_found_by_their_topic() {
+        let metrics = Metrics::new(&["kafka"], "rules").unwrap();
+        let topics = ["out.windows".to_string(), "out.alerts".to_string()];
+        let counter = DeliveryCounter::new(&topics, &metrics, Arc::new(AtomicU64::new(0)));
+        let text = metrics.encode_text();
+        for topic in &topics {
+            for name in [
+                "gridwatch_kafka_produced_total",
+                "gridwatch_kafka_produce_errors_total",
+            ] {
+                assert!(
+                    text.contains(&format!("{name}{{topic=\"{topic}\"}} 0")),
+                    "{name} {topic}: {text}"
+                );
+            }
+        }
+        counter.counters_of("out.alerts").unwrap().produced.inc();
+        counter.counters_of("out.alerts").unwrap().produced.inc();
+        counter
+            .counters_of("out.windows")
+            .unwrap()
+            .produce_errors
+            .inc();
+        assert!(counter.counters_of("out.other").is_none());
+        assert_eq!(
+            metrics
+                .kafka_produced
+                .with_label_values(&["out.alerts"])
+                .get(),
+            2
+        );
+        assert_eq!(
+            metrics
+                .kafka_produce_errors
+                .with_label_values(&["out.windows"])
+                .get(),
+            1
+        );
+        assert_eq!(
+            metrics
+                .kafka_produced
+                .with_label_values(&["out.windows"])
+                .get(),
+            0
+        );
     }
 
     #[test]
