@@ -100,6 +100,13 @@ impl DeliveryCounter {
     fn counters_of(&self, topic: &str) -> Option<&TopicDeliveryCounters> {
         self.topics.iter().find(|counters| counters.topic == topic)
     }
+
+    /// Counts a record of `topic` not delivered, or dropped before it was queued.
+    fn count_error(&self, topic: &str) {
+        if let Some(counters) = self.counters_of(topic) {
+            counters.produce_errors.inc();
+        }
+    }
 }
 
 impl ClientContext for DeliveryCounter {}
@@ -116,9 +123,7 @@ impl ProducerContext for DeliveryCounter {
             }
             Err((error, message)) => {
                 tracing::warn!(%error, topic = message.topic(), "kafka output record not delivered");
-                if let Some(counters) = self.counters_of(message.topic()) {
-                    counters.produce_errors.inc();
-                }
+                self.count_error(message.topic());
                 self.lost.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -167,8 +172,6 @@ pub struct KafkaSink {
     /// `kafka.group_id`, in fraud-partial keys: deployments sharing a status topic keep
     /// apart.
     group_id: String,
-    /// `gridwatch_kafka_produce_errors_total`, for records dropped before queueing.
-    produce_errors: prometheus::IntCounterVec,
     /// Records lost so far (dropped before queueing or not delivered): with a Kafka source,
     /// offsets must not be committed past a loss.
     lost: Arc<AtomicU64>,
@@ -431,7 +434,6 @@ impl KafkaSink {
             input_topics: config.topics.clone(),
             registry,
             group_id: config.group_id.clone(),
-            produce_errors: metrics.kafka_produce_errors.clone(),
             lost,
         }))
     }
@@ -473,7 +475,7 @@ impl KafkaSink {
             if !queued {
                 dropped += 1;
                 self.lost.fetch_add(1, Ordering::Relaxed);
-                self.produce_errors.with_label_values(&[topic]).inc();
+                self.producer.context().count_error(topic);
             }
         };
         if let Some(topic) = &self.topics.windows {
@@ -529,9 +531,7 @@ impl KafkaSink {
                 deadline,
             ) {
                 dropped += 1;
-                self.produce_errors
-                    .with_label_values(&[status.topic.as_str()])
-                    .inc();
+                producer.context().count_error(&status.topic);
             }
         }
         dropped
@@ -638,33 +638,15 @@ mod tests {
         }
         counter.counters_of("out.alerts").unwrap().produced.inc();
         counter.counters_of("out.alerts").unwrap().produced.inc();
-        counter
-            .counters_of("out.windows")
-            .unwrap()
-            .produce_errors
-            .inc();
+        counter.count_error("out.windows");
         assert!(counter.counters_of("out.other").is_none());
-        assert_eq!(
-            metrics
-                .kafka_produced
-                .with_label_values(&["out.alerts"])
-                .get(),
-            2
-        );
-        assert_eq!(
-            metrics
-                .kafka_produce_errors
-                .with_label_values(&["out.windows"])
-                .get(),
-            1
-        );
-        assert_eq!(
-            metrics
-                .kafka_produced
-                .with_label_values(&["out.windows"])
-                .get(),
-            0
-        );
+        let count = |series: &prometheus::IntCounterVec, topic: &str| {
+            series.with_label_values(&[topic]).get()
+        };
+        assert_eq!(count(&metrics.kafka_produced, "out.alerts"), 2);
+        assert_eq!(count(&metrics.kafka_produce_errors, "out.windows"), 1);
+        assert_eq!(count(&metrics.kafka_produced, "out.windows"), 0);
+        assert_eq!(count(&metrics.kafka_produce_errors, "out.alerts"), 0);
     }
 
     #[test]
