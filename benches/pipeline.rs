@@ -27,6 +27,7 @@ use gridwatch::rules::{Baseline, RuleEngine, RuleSet, EMBEDDED_RULES_TOML, RULE_
 use gridwatch::sink::window_json::WindowJsonWriter;
 use gridwatch::source::simulator::{Simulator, SimulatorSettings};
 use gridwatch::source::{RecordPayload, SourceRecord};
+use gridwatch::window::read_back::ReadBackPane;
 use gridwatch::window::tumbling::TumblingWindows;
 use gridwatch::window::PaneKey;
 use prost::Message;
@@ -434,16 +435,20 @@ fn bench_whole_city(criterion: &mut Criterion) {
                 .entry((at - at.rem_euclid(MINUTE), cell.0, *event_type as i32))
                 .or_default() += 1;
         }
-        let mut by_minute: BTreeMap<i64, Vec<CellWindow>> = BTreeMap::new();
+        let mut by_minute: BTreeMap<i64, Vec<ReadBackPane>> = BTreeMap::new();
         for ((pane_start, cell, event_type), count) in counts {
-            by_minute.entry(pane_start).or_default().push(CellWindow {
+            let window = CellWindow {
                 grid_id: registry.cells()[cell as usize].grid_id.clone(),
                 event_type,
                 window_start: Some(gridwatch::time::millis_to_timestamp(pane_start)),
                 window_end: Some(gridwatch::time::millis_to_timestamp(pane_start + MINUTE)),
                 count,
                 ..CellWindow::default()
-            });
+            };
+            by_minute
+                .entry(pane_start)
+                .or_default()
+                .push(ReadBackPane::of_cell_window(&window, &registry));
         }
         by_minute
     };
@@ -513,7 +518,8 @@ fn bench_kafka_path(criterion: &mut Criterion) {
     let model_with = |windows: Vec<CellWindow>| {
         let mut model = CityModel::new(registry.clone(), model_settings.clone(), None);
         for window in windows {
-            let _ = model.apply(OutputRecord::Window(window), WALL_MILLIS);
+            let pane = ReadBackPane::of_cell_window(&window, &registry);
+            let _ = model.apply(OutputRecord::Window(pane), WALL_MILLIS);
         }
         model
     };

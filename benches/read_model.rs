@@ -16,6 +16,7 @@ use gridwatch::grid::GridRegistry;
 use gridwatch::proto::{CellWindow, EventType};
 use gridwatch::read_model::{CityModel, CityModelSettings, OutputRecord, ReadModelWriter};
 use gridwatch::time::millis_to_timestamp;
+use gridwatch::window::read_back::ReadBackPane;
 
 const READERS: usize = 200;
 const RUN: Duration = Duration::from_secs(4);
@@ -34,6 +35,14 @@ fn pane(registry: &GridRegistry, sequence: u64) -> CellWindow {
         count: 1 + sequence % 5,
         ..Default::default()
     }
+}
+
+/// [`pane`] as the feed hands it to the model, its grid resolved.
+fn window_record(registry: &GridRegistry, sequence: u64) -> OutputRecord {
+    OutputRecord::Window(ReadBackPane::of_cell_window(
+        &pane(registry, sequence),
+        registry,
+    ))
 }
 
 struct Figures {
@@ -121,7 +130,7 @@ fn swapped_snapshot(registry: Arc<GridRegistry>) -> Figures {
             std::hint::black_box(top);
         },
         move || {
-            writer.apply(OutputRecord::Window(pane(&registry, sequence)), T0);
+            writer.apply(window_record(&registry, sequence), T0);
             sequence += 1;
             if sequence % PUBLISH_EVERY == 0 {
                 writer.publish(T0);
@@ -175,13 +184,13 @@ fn writer_alone(registry: Arc<GridRegistry>) {
     let panes = 500_000_u64;
     let started = Instant::now();
     for sequence in 0..panes {
-        writer.apply(OutputRecord::Window(pane(&registry, sequence)), T0);
+        writer.apply(window_record(&registry, sequence), T0);
     }
     let applying = started.elapsed();
     let started = Instant::now();
     let publishes = 20;
     for round in 0..publishes {
-        writer.apply(OutputRecord::Window(pane(&registry, panes + round)), T0);
+        writer.apply(window_record(&registry, panes + round), T0);
         writer.publish(T0);
     }
     println!(

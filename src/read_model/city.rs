@@ -19,8 +19,9 @@ use super::views::{
 use super::OutputRecord;
 use crate::fraud::{FraudBaseline, FraudLedger, FraudReport, FraudSettings};
 use crate::grid::{CellIndex, CommunityIndex, GridRegistry};
-use crate::proto::{Alert, CellWindow, FraudPartial, InstanceStatus};
+use crate::proto::{Alert, FraudPartial, InstanceStatus};
 use crate::time::{millis_to_rfc3339, timestamp_to_millis};
+use crate::window::read_back::ReadBackPane;
 
 /// Event type numbers tracked per cell (the proto enum's 0..=23); a record with another number
 /// counts under 0 (`EVENT_TYPE_0`) rather than vanishing.
@@ -261,16 +262,9 @@ impl CityModel {
         }
     }
 
-    fn apply_window(&mut self, window: &CellWindow) -> Result<(), RecordRejected> {
-        let cell = self
-            .registry
-            .cell_by_grid_id(&window.grid_id)
-            .ok_or(RecordRejected::UnknownPlace)?;
-        let (Some(start), Some(end)) = (&window.window_start, &window.window_end) else {
-            return Err(RecordRejected::Malformed);
-        };
-        let start_millis = timestamp_to_millis(start);
-        let end_millis = timestamp_to_millis(end);
+    fn apply_window(&mut self, window: &ReadBackPane) -> Result<(), RecordRejected> {
+        let cell = window.cell.ok_or(RecordRejected::UnknownPlace)?;
+        let (start_millis, end_millis) = window.span_millis.ok_or(RecordRejected::Malformed)?;
         if end_millis <= start_millis {
             return Err(RecordRejected::Malformed);
         }

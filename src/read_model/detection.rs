@@ -96,6 +96,9 @@ impl WholeCityDetection {
 
     /// Counts the panes among `records` (one feed batch).
     pub fn on_records(&mut self, records: &[OutputRecord], wall_millis: i64) {
+        // Counted per result once a batch: a label lookup per pane (about one per input
+        // event) cost more than most panes' reading.
+        let mut panes_by_result: Vec<(&'static str, u64)> = Vec::new();
         for record in records {
             let OutputRecord::Window(window) = record else {
                 continue;
@@ -107,10 +110,19 @@ impl WholeCityDetection {
                 Ok(read) => read.as_str(),
                 Err(skipped) => skipped.as_str(),
             };
+            match panes_by_result
+                .iter_mut()
+                .find(|(counted, _)| *counted == result)
+            {
+                Some((_, panes)) => *panes += 1,
+                None => panes_by_result.push((result, 1)),
+            }
+        }
+        for (result, panes) in panes_by_result {
             self.metrics
                 .whole_city_panes
                 .with_label_values(&[result])
-                .inc();
+                .inc_by(panes);
         }
         self.offer_changes(wall_millis);
     }
@@ -221,7 +233,7 @@ mod tests {
         );
         let pane = |grid_id: &str, length: i64| {
             OutputRecord::Window(crate::rules::whole_city::one_fraud_report_pane(
-                grid_id, length,
+                &registry, grid_id, length,
             ))
         };
         let grid_id = registry.cells()[0].grid_id.clone();

@@ -40,15 +40,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, KafkaConfig, KafkaPayloadFormat, SourceKind};
+use crate::grid::GridRegistry;
 use crate::kafka::{
     format_of_content_type, non_group_client_config, KafkaError, CONTENT_TYPE_HEADER,
     STATUS_FRAUD_KEY_PREFIX, STATUS_INSTANCE_KEY_PREFIX,
 };
 use crate::metrics::Metrics;
-use crate::proto::{FraudPartial, InstanceStatus};
+use crate::proto::{CellWindow, FraudPartial, InstanceStatus};
 use crate::read_model::detection::WholeCityDetection;
 use crate::read_model::{OutputRecord, ReadModelWriter};
 use crate::time::{duration_millis, wall_clock_millis};
+use crate::window::read_back::{CellWindowFields, ReadBackPane};
 
 /// Largest record value decoded; a longer one is skipped (our records are a few KiB).
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
@@ -173,39 +175,80 @@ pub enum Undecodable {
     KeyMismatch,
 }
 
-/// The read-model record of one output-topic record: `Ok(None)` for a record that is
-/// deliberately not applied (another deployment's fraud partial, a fraud partial's
-/// tombstone). `content_type` is the record's `content-type` header (protobuf without one).
-pub fn decode_record(
-    kind: TopicKind,
-    group_id: &str,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-    content_type: Option<&[u8]>,
-) -> Result<Option<OutputRecord>, Undecodable> {
-    if value.is_some_and(|value| value.len() > MAX_RECORD_BYTES)
-        || key.is_some_and(|key| key.len() > MAX_KEY_BYTES)
-    {
-        return Err(Undecodable::TooLarge);
+/// Decodes output-topic records into [`OutputRecord`]s, a window's grid resolved in the
+/// registry the model uses.
+#[derive(Debug)]
+pub struct RecordDecoder {
+    registry: Arc<GridRegistry>,
+    /// Reused from window to window (see [`CellWindowFields`]).
+    window_fields: CellWindowFields,
+}
+
+impl RecordDecoder {
+    /// A decoder resolving grids in `registry`.
+    pub fn new(registry: Arc<GridRegistry>) -> RecordDecoder {
+        RecordDecoder {
+            registry,
+            window_fields: CellWindowFields::default(),
+        }
     }
-    let format = match content_type {
-        None => KafkaPayloadFormat::Protobuf,
-        Some(content_type) => {
-            format_of_content_type(content_type).ok_or(Undecodable::UnknownContentType)?
+
+    /// The read-model record of one output-topic record: `Ok(None)` for a record that is
+    /// deliberately not applied (another deployment's fraud partial, a fraud partial's
+    /// tombstone). `content_type` is the record's `content-type` header (protobuf without
+    /// one).
+    pub fn decode(
+        &mut self,
+        kind: TopicKind,
+        group_id: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        content_type: Option<&[u8]>,
+    ) -> Result<Option<OutputRecord>, Undecodable> {
+        if value.is_some_and(|value| value.len() > MAX_RECORD_BYTES)
+            || key.is_some_and(|key| key.len() > MAX_KEY_BYTES)
+        {
+            return Err(Undecodable::TooLarge);
         }
-    };
-    match kind {
-        TopicKind::Windows => {
-            let value = value.ok_or(Undecodable::NoValue)?;
-            Ok(Some(OutputRecord::Window(decode_value(value, format)?)))
+        let format = match content_type {
+            None => KafkaPayloadFormat::Protobuf,
+            Some(content_type) => {
+                format_of_content_type(content_type).ok_or(Undecodable::UnknownContentType)?
+            }
+        };
+        match kind {
+            TopicKind::Windows => {
+                let value = value.ok_or(Undecodable::NoValue)?;
+                Ok(Some(OutputRecord::Window(
+                    self.decode_window(value, format)?,
+                )))
+            }
+            TopicKind::Alerts => {
+                let value = value.ok_or(Undecodable::NoValue)?;
+                Ok(Some(OutputRecord::Alert(Box::new(decode_value(
+                    value, format,
+                )?))))
+            }
+            TopicKind::Status => decode_status(group_id, key, value, format),
         }
-        TopicKind::Alerts => {
-            let value = value.ok_or(Undecodable::NoValue)?;
-            Ok(Some(OutputRecord::Alert(Box::new(decode_value(
-                value, format,
-            )?))))
+    }
+
+    /// A window record: protobuf by its fields into the reused buffers, JSON whole.
+    fn decode_window(
+        &mut self,
+        value: &[u8],
+        format: KafkaPayloadFormat,
+    ) -> Result<ReadBackPane, Undecodable> {
+        match format {
+            KafkaPayloadFormat::Protobuf => self
+                .window_fields
+                .decode_pane(value, &self.registry)
+                .map_err(|_| Undecodable::Value),
+            KafkaPayloadFormat::Json => {
+                let window: CellWindow = decode_value(value, format)?;
+                Ok(ReadBackPane::of_cell_window(&window, &self.registry))
+            }
         }
-        TopicKind::Status => decode_status(group_id, key, value, format),
     }
 }
 
@@ -389,10 +432,11 @@ impl std::fmt::Debug for KafkaFeed {
 impl KafkaFeed {
     /// Creates the consumer (the client settings of `config`) and starts the reader thread,
     /// which sends batches of records to `sender` until stopped or until `sender`'s receiver
-    /// is gone.
+    /// is gone. Windows' grids are resolved in `registry` (the model's).
     pub fn start(
         config: &KafkaConfig,
         settings: KafkaFeedSettings,
+        registry: Arc<GridRegistry>,
         sender: mpsc::Sender<FeedBatch>,
         metrics: Arc<Metrics>,
     ) -> Result<KafkaFeed, KafkaError> {
@@ -410,6 +454,7 @@ impl KafkaFeed {
             lag: lag.clone(),
             starts: starts.clone(),
             read: ReadProgress::default(),
+            decoder: RecordDecoder::new(registry),
             next_metadata_refresh: Instant::now(),
             announced_read_to_end: false,
         };
@@ -491,6 +536,7 @@ struct Reader {
     lag: FeedLag,
     starts: Arc<Mutex<BTreeMap<(String, i32), StartOffset>>>,
     read: ReadProgress,
+    decoder: RecordDecoder,
     next_metadata_refresh: Instant,
     /// Whether a batch said `read_to_end` already.
     announced_read_to_end: bool,
@@ -686,21 +732,31 @@ impl Reader {
     /// nothing arrives for [`POLL_TIMEOUT`].
     fn poll_batch(&mut self) -> Vec<OutputRecord> {
         let mut batch = Vec::new();
-        let mut first_at: Option<Instant> = None;
+        // Set by the first record; the clock is read once per record after it.
+        let mut linger_until: Option<Instant> = None;
         while batch.len() < RECORDS_PER_BATCH {
-            let timeout = match first_at {
+            let timeout = match linger_until {
                 None => POLL_TIMEOUT,
-                Some(first) => BATCH_LINGER.saturating_sub(first.elapsed()),
+                Some(until) => {
+                    let now = Instant::now();
+                    if now >= until {
+                        break;
+                    }
+                    until.saturating_duration_since(now)
+                }
             };
             let Some(polled) = self.consumer.poll(timeout) else {
                 break;
             };
             match polled {
                 Ok(message) => {
-                    first_at.get_or_insert_with(Instant::now);
-                    if let Some(record) =
-                        self.read.record_of(&self.settings, &self.metrics, &message)
-                    {
+                    linger_until.get_or_insert_with(|| Instant::now() + BATCH_LINGER);
+                    if let Some(record) = self.read.record_of(
+                        &self.settings,
+                        &self.metrics,
+                        &mut self.decoder,
+                        &message,
+                    ) {
                         batch.push(record);
                     }
                 }
@@ -708,9 +764,6 @@ impl Reader {
                     tracing::warn!(%error, "read model feed consumer error");
                     break;
                 }
-            }
-            if first_at.is_some_and(|first| first.elapsed() >= BATCH_LINGER) {
-                break;
             }
         }
         batch
@@ -747,6 +800,7 @@ impl ReadProgress {
         &mut self,
         settings: &KafkaFeedSettings,
         metrics: &Metrics,
+        decoder: &mut RecordDecoder,
         message: &BorrowedMessage<'_>,
     ) -> Option<OutputRecord> {
         let topic = message.topic();
@@ -775,7 +829,7 @@ impl ReadProgress {
                 .find(|header| header.key.eq_ignore_ascii_case(CONTENT_TYPE_HEADER))
                 .and_then(|header| header.value)
         });
-        match decode_record(
+        match decoder.decode(
             kind,
             &settings.group_id,
             message.key(),
@@ -900,7 +954,8 @@ impl KafkaReadModel {
         metrics: Arc<Metrics>,
     ) -> Result<KafkaReadModel, KafkaError> {
         let (sender, receiver) = mpsc::channel(CHANNEL_BATCHES);
-        let feed = KafkaFeed::start(config, settings, sender, metrics)?;
+        let registry = writer.model().registry().clone();
+        let feed = KafkaFeed::start(config, settings, registry, sender, metrics)?;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run_kafka_read_model(
             writer,
@@ -953,11 +1008,29 @@ mod tests {
         }
     }
 
+    fn decode_record(
+        kind: TopicKind,
+        group_id: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        content_type: Option<&[u8]>,
+    ) -> Result<Option<OutputRecord>, Undecodable> {
+        RecordDecoder::new(GridRegistry::embedded()).decode(
+            kind,
+            group_id,
+            key,
+            value,
+            content_type,
+        )
+    }
+
     #[test]
     fn windows_and_alerts_decode_from_protobuf_or_json_by_content_type() {
+        let registry = GridRegistry::embedded();
+        let pane = OutputRecord::Window(ReadBackPane::of_cell_window(&window(), &registry));
         let bytes = window().encode_to_vec();
         let decoded = decode_record(TopicKind::Windows, "gw", None, Some(&bytes), None);
-        assert_eq!(decoded, Ok(Some(OutputRecord::Window(window()))));
+        assert_eq!(decoded, Ok(Some(pane.clone())));
         let json = serde_json::to_vec(&window()).unwrap();
         let decoded = decode_record(
             TopicKind::Windows,
@@ -966,7 +1039,7 @@ mod tests {
             Some(&json),
             Some(b"application/json"),
         );
-        assert_eq!(decoded, Ok(Some(OutputRecord::Window(window()))));
+        assert_eq!(decoded, Ok(Some(pane)));
         let alert = Alert {
             fingerprint: "fp".to_string(),
             ..Alert::default()

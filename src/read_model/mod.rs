@@ -37,13 +37,14 @@ pub use views::{
     StreamEvent, StreamPayload,
 };
 
-use crate::proto::{Alert, CellWindow, FraudPartial, InstanceStatus};
+use crate::proto::{Alert, FraudPartial, InstanceStatus};
+use crate::window::read_back::ReadBackPane;
 
 /// One output record, whatever carried it (a Kafka topic or the pipeline in-process).
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutputRecord {
-    /// A closed pane (`windows` topic).
-    Window(CellWindow),
+    /// A final window (`windows` topic), its grid resolved where it was read.
+    Window(ReadBackPane),
     /// An alert state change (`alerts` topic), boxed: an alert is several times the size of
     /// the other records.
     Alert(Box<Alert>),
@@ -59,10 +60,13 @@ pub enum OutputRecord {
 }
 
 impl OutputRecord {
+    /// The metric label of a window.
+    pub const WINDOW_KIND: &'static str = "window";
+
     /// The metric label of the record's kind.
     pub fn kind(&self) -> &'static str {
         match self {
-            OutputRecord::Window(_) => "window",
+            OutputRecord::Window(_) => OutputRecord::WINDOW_KIND,
             OutputRecord::Alert(_) => "alert",
             OutputRecord::FraudPartial(_) => "fraud_partial",
             OutputRecord::InstanceStatus(_) | OutputRecord::InstanceGone { .. } => {
@@ -71,6 +75,9 @@ impl OutputRecord {
         }
     }
 }
+
+/// The `result` label of a record the model applied.
+const APPLIED: &str = "applied";
 
 /// The readers' handle: the current snapshot and the change feed.
 #[derive(Debug, Clone)]
@@ -102,6 +109,9 @@ pub struct ReadModelWriter {
     current: Arc<ArcSwap<CitySnapshot>>,
     feed: Arc<ChangeFeed>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// `gridwatch_read_model_records_total{kind="window",result="applied"}`, looked up once:
+    /// with Kafka about one window is applied per input event.
+    applied_windows: Option<prometheus::IntCounter>,
     /// The fraud report last written into the fraud gauges.
     fraud_report_in_metrics: Option<Arc<crate::fraud::FraudReport>>,
 }
@@ -136,6 +146,7 @@ impl ReadModelWriter {
                 current,
                 feed,
                 metrics: None,
+                applied_windows: None,
                 fraud_report_in_metrics: None,
             },
             reader,
@@ -145,6 +156,11 @@ impl ReadModelWriter {
     /// Counts applied and rejected records in `metrics`, and writes the city-wide fraud report
     /// into its fraud gauges (so every instance exports the whole city's figures).
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> ReadModelWriter {
+        self.applied_windows = Some(
+            metrics
+                .read_model_records
+                .with_label_values(&[OutputRecord::WINDOW_KIND, APPLIED]),
+        );
         self.metrics = Some(metrics);
         self
     }
@@ -154,7 +170,7 @@ impl ReadModelWriter {
     pub fn apply(&mut self, record: OutputRecord, wall_millis: i64) {
         let kind = record.kind();
         let result = match self.model.apply(record, wall_millis) {
-            Ok(()) => "applied",
+            Ok(()) => APPLIED,
             Err(rejected) => {
                 tracing::debug!(
                     kind,
@@ -164,7 +180,11 @@ impl ReadModelWriter {
                 rejected.as_str()
             }
         };
-        if let Some(metrics) = &self.metrics {
+        if let (Some(applied_windows), OutputRecord::WINDOW_KIND, APPLIED) =
+            (&self.applied_windows, kind, result)
+        {
+            applied_windows.inc();
+        } else if let Some(metrics) = &self.metrics {
             metrics
                 .read_model_records
                 .with_label_values(&[kind, result])
@@ -174,9 +194,16 @@ impl ReadModelWriter {
 
     /// Applies the windows and alerts of one batch of pipeline outputs (the in-process feed).
     pub fn apply_outputs(&mut self, outputs: &crate::pipeline::Outputs, wall_millis: i64) {
-        let registry = self.model.registry().clone();
         for pane in &outputs.windows {
-            if let Some(window) = crate::sink::cell_window(&registry, pane) {
+            // Only what the windows topic would carry: the sinks write no window of a cell
+            // the registry cannot name.
+            if self
+                .model
+                .registry()
+                .get_cell_and_community(pane.key.cell)
+                .is_some()
+            {
+                let window = ReadBackPane::of_closed_pane(pane);
                 self.apply(OutputRecord::Window(window), wall_millis);
             }
         }

@@ -32,15 +32,20 @@ fn grid(registry: &GridRegistry, slot: usize) -> String {
     registry.cells()[slot].grid_id.clone()
 }
 
+/// A window record as the feed reads it, its grid resolved in the model's (embedded) registry.
 fn pane(grid_id: &str, event_type: EventType, start: i64, count: u64) -> OutputRecord {
-    OutputRecord::Window(crate::proto::CellWindow {
+    let window = crate::proto::CellWindow {
         grid_id: grid_id.to_string(),
         event_type: event_type as i32,
         window_start: Some(millis_to_timestamp(start)),
         window_end: Some(millis_to_timestamp(start + MINUTE)),
         count,
         ..Default::default()
-    })
+    };
+    OutputRecord::Window(ReadBackPane::of_cell_window(
+        &window,
+        &GridRegistry::embedded(),
+    ))
 }
 
 fn alert(
@@ -205,10 +210,14 @@ fn records_about_unknown_places_or_without_times_are_rejected_not_counted() {
         model.apply(pane("99999999999999", EventType::Tailgating, T0, 1), T0),
         Err(RecordRejected::UnknownPlace)
     );
-    let no_times = OutputRecord::Window(crate::proto::CellWindow {
-        grid_id: grid(&GridRegistry::embedded(), 0),
-        ..Default::default()
-    });
+    let registry = GridRegistry::embedded();
+    let no_times = OutputRecord::Window(ReadBackPane::of_cell_window(
+        &crate::proto::CellWindow {
+            grid_id: grid(&registry, 0),
+            ..Default::default()
+        },
+        &registry,
+    ));
     assert_eq!(model.apply(no_times, T0), Err(RecordRejected::Malformed));
     let (snapshot, _) = model.publish(T0);
     assert!(snapshot.rankings[0].is_empty());

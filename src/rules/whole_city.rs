@@ -47,8 +47,9 @@ use super::series::pane_start;
 use super::{RuleEngine, RuleSet};
 use crate::event::{default_severity, AcceptedEvent};
 use crate::grid::{CellIndex, GridRegistry};
-use crate::proto::{Alert, CellWindow, EventType, IncidentEvent};
+use crate::proto::{Alert, EventType, IncidentEvent};
 use crate::time::timestamp_to_millis;
+use crate::window::read_back::ReadBackPane;
 
 /// How long after an instance's watermark is heard the detector moves to it.
 pub const WATERMARK_GRACE_MILLIS: i64 = 10_000;
@@ -224,7 +225,7 @@ impl WholeCityDetector {
     /// alert changes go to `out`.
     pub fn apply_pane(
         &mut self,
-        window: &CellWindow,
+        window: &ReadBackPane,
         registry: &GridRegistry,
         out: &mut Vec<Alert>,
     ) -> Result<PaneRead, PaneSkipped> {
@@ -234,14 +235,9 @@ impl WholeCityDetector {
         if !self.engine.has_rules_for_type(event_type) {
             return Ok(PaneRead::Unchanged);
         }
-        let cell = registry
-            .cell_by_grid_id(&window.grid_id)
-            .ok_or(PaneSkipped::UnknownGrid)?;
-        let (Some(start), Some(end)) = (&window.window_start, &window.window_end) else {
-            return Err(PaneSkipped::NotAPane);
-        };
-        let start_millis = timestamp_to_millis(start);
-        if timestamp_to_millis(end).checked_sub(start_millis) != Some(self.pane_size_millis)
+        let cell = window.cell.ok_or(PaneSkipped::UnknownGrid)?;
+        let (start_millis, end_millis) = window.span_millis.ok_or(PaneSkipped::NotAPane)?;
+        if end_millis.checked_sub(start_millis) != Some(self.pane_size_millis)
             || start_millis.rem_euclid(self.pane_size_millis) != 0
         {
             return Err(PaneSkipped::NotAPane);
@@ -441,11 +437,8 @@ impl WholeCityDetector {
 
 /// A pane's counts by severity (index 0 is severity 1); events the producer did not break
 /// down count at the type's default severity.
-fn counts_by_severity(window: &CellWindow, event_type: EventType) -> [u64; 4] {
-    let mut by_severity = [0_u64; 4];
-    for (slot, count) in by_severity.iter_mut().zip(&window.count_by_severity) {
-        *slot = *count;
-    }
+fn counts_by_severity(window: &ReadBackPane, event_type: EventType) -> [u64; 4] {
+    let mut by_severity = window.count_by_severity;
     let broken_down = by_severity
         .iter()
         .fold(0_u64, |sum, count| sum.saturating_add(*count));
@@ -575,14 +568,17 @@ fn alert_millis(timestamp: &Option<pbjson_types::Timestamp>) -> i64 {
 /// tests of panes the detector cannot count build (an unknown grid, a length that is not the
 /// rules' pane).
 #[cfg(test)]
-pub(crate) fn one_fraud_report_pane(grid_id: &str, length_millis: i64) -> CellWindow {
-    CellWindow {
-        grid_id: grid_id.to_string(),
+pub(crate) fn one_fraud_report_pane(
+    registry: &GridRegistry,
+    grid_id: &str,
+    length_millis: i64,
+) -> ReadBackPane {
+    ReadBackPane {
+        cell: registry.cell_by_grid_id(grid_id),
         event_type: EventType::FraudReported as i32,
-        window_start: Some(crate::time::millis_to_timestamp(0)),
-        window_end: Some(crate::time::millis_to_timestamp(length_millis)),
+        span_millis: Some((0, length_millis)),
         count: 1,
-        ..CellWindow::default()
+        count_by_severity: [0; 4],
     }
 }
 
@@ -607,7 +603,7 @@ mod tests {
     fn panes_of(
         registry: &GridRegistry,
         stream: &[SimulatedEvent],
-    ) -> BTreeMap<i64, Vec<CellWindow>> {
+    ) -> BTreeMap<i64, Vec<ReadBackPane>> {
         let mut counts: BTreeMap<(i64, u32, i32), u64> = BTreeMap::new();
         for (occurred_at, cell, event_type) in stream {
             let start = occurred_at - occurred_at.rem_euclid(SIMULATION_PANE_MILLIS);
@@ -615,16 +611,15 @@ mod tests {
                 .entry((start, cell.0, *event_type as i32))
                 .or_default() += 1;
         }
-        let mut panes: BTreeMap<i64, Vec<CellWindow>> = BTreeMap::new();
+        let mut panes: BTreeMap<i64, Vec<ReadBackPane>> = BTreeMap::new();
         for ((start, cell, event_type), count) in counts {
-            let cell_record = &registry.cells()[cell as usize];
-            panes.entry(start).or_default().push(CellWindow {
-                grid_id: cell_record.grid_id.clone(),
+            let grid_id = &registry.cells()[cell as usize].grid_id;
+            panes.entry(start).or_default().push(ReadBackPane {
+                cell: registry.cell_by_grid_id(grid_id),
                 event_type,
-                window_start: Some(millis_to_timestamp(start)),
-                window_end: Some(millis_to_timestamp(start + SIMULATION_PANE_MILLIS)),
+                span_millis: Some((start, start + SIMULATION_PANE_MILLIS)),
                 count,
-                ..CellWindow::default()
+                count_by_severity: [0; 4],
             });
         }
         panes
@@ -636,7 +631,7 @@ mod tests {
     fn run_detector(
         registry: &GridRegistry,
         detector: &mut WholeCityDetector,
-        panes: &BTreeMap<i64, Vec<CellWindow>>,
+        panes: &BTreeMap<i64, Vec<ReadBackPane>>,
         start: i64,
         end: i64,
     ) -> Vec<Alert> {
@@ -715,7 +710,7 @@ mod tests {
         rules: RuleSet,
         start: i64,
         end: i64,
-        panes: BTreeMap<i64, Vec<CellWindow>>,
+        panes: BTreeMap<i64, Vec<ReadBackPane>>,
         one_engine: Vec<Alert>,
     }
 
@@ -832,15 +827,15 @@ mod tests {
     fn a_pane_read_twice_counts_once_and_a_grown_pane_adds_what_it_gained() {
         let scenario = scenario();
         // Every pane twice, the first time with one event less where it counts more than one.
-        let mut twice: BTreeMap<i64, Vec<CellWindow>> = BTreeMap::new();
+        let mut twice: BTreeMap<i64, Vec<ReadBackPane>> = BTreeMap::new();
         for (pane_start, windows) in &scenario.panes {
             let entry = twice.entry(*pane_start).or_default();
             for window in windows {
-                let mut smaller = window.clone();
+                let mut smaller = *window;
                 smaller.count = window.count.saturating_sub(1).max(1);
                 entry.push(smaller);
-                entry.push(window.clone());
-                entry.push(window.clone());
+                entry.push(*window);
+                entry.push(*window);
             }
         }
         let mut detector = WholeCityDetector::new(&scenario.rules, Baseline::embedded());
@@ -887,7 +882,7 @@ mod tests {
         let mut discarded = Vec::new();
         // The history a restart reads back, out of order as partitions interleave.
         let lookback = whole_city_lookback_millis(rules).expect("whole-city rules");
-        let mut read_back: Vec<&CellWindow> = panes
+        let mut read_back: Vec<&ReadBackPane> = panes
             .range(stop - lookback..stop)
             .flat_map(|(_, windows)| windows)
             .collect();
@@ -924,7 +919,8 @@ mod tests {
         let mut detector = WholeCityDetector::new(&default_rules(), Baseline::embedded());
         detector.finish_catch_up(&registry);
         let grid_id = registry.cells()[0].grid_id.clone();
-        let pane = one_fraud_report_pane;
+        let pane =
+            |grid_id: &str, length_millis| one_fraud_report_pane(&registry, grid_id, length_millis);
         let mut out = Vec::new();
         assert_eq!(
             detector.apply_pane(
@@ -962,7 +958,7 @@ mod tests {
         registry: std::sync::Arc<GridRegistry>,
         rules: RuleSet,
         start: i64,
-        panes: BTreeMap<i64, Vec<CellWindow>>,
+        panes: BTreeMap<i64, Vec<ReadBackPane>>,
     }
 
     fn long_history() -> &'static LongHistory {
@@ -1197,14 +1193,11 @@ mod tests {
         assert_eq!(immediate_only.whole_city_history_millis(), None);
         let mut detector = WholeCityDetector::new(&immediate_only, Baseline::embedded());
         detector.finish_catch_up(&registry);
-        let pane = CellWindow {
-            grid_id: registry.cells()[0].grid_id.clone(),
-            event_type: EventType::FraudReported as i32,
-            window_start: Some(millis_to_timestamp(0)),
-            window_end: Some(millis_to_timestamp(SIMULATION_PANE_MILLIS)),
-            count: 1,
-            ..CellWindow::default()
-        };
+        let pane = one_fraud_report_pane(
+            &registry,
+            &registry.cells()[0].grid_id,
+            SIMULATION_PANE_MILLIS,
+        );
         let mut out = Vec::new();
         assert_eq!(
             detector.apply_pane(&pane, &registry, &mut out),

@@ -770,7 +770,11 @@ mod tests {
         assert_eq!(tombstone.key, "instance/gw-1");
         assert_eq!(tombstone.value, None);
         assert!(tombstone.headers.is_empty());
-        let window = ReadModelRecord::Window(CellWindow::default());
+        let window =
+            ReadModelRecord::Window(crate::window::read_back::ReadBackPane::of_cell_window(
+                &CellWindow::default(),
+                &crate::grid::GridRegistry::embedded(),
+            ));
         assert_eq!(status_record(&window, "status", "gw"), None);
     }
 

@@ -93,3 +93,35 @@ pub fn cell_window(registry: &GridRegistry, pane: &ClosedPane) -> Option<CellWin
     let mut window = CellWindow::default();
     fill_cell_window(registry, pane, &mut window).then_some(window)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grid::CellIndex;
+    use crate::proto::EventType;
+    use crate::window::read_back::ReadBackPane;
+    use crate::window::{PaneCounts, PaneKey};
+
+    #[test]
+    fn a_pane_handed_over_in_process_reads_as_its_window_read_back() {
+        let registry = GridRegistry::embedded();
+        let closed = ClosedPane {
+            key: PaneKey {
+                cell: CellIndex(3),
+                event_type: EventType::GasLeak as i32,
+            },
+            window_start_millis: 120_000,
+            window_end_millis: 180_000,
+            counts: PaneCounts {
+                count: 7,
+                severity_sum: 9,
+                count_by_severity: [5, 1, 1, 0],
+            },
+        };
+        let written = crate::sink::cell_window(&registry, &closed).unwrap();
+        assert_eq!(
+            ReadBackPane::of_closed_pane(&closed),
+            ReadBackPane::of_cell_window(&written, &registry)
+        );
+    }
+}

@@ -6,6 +6,7 @@
 // No panic path reachable from input, state or configuration (README "Security").
 
 pub mod progress;
+pub mod read_back;
 pub mod sliding;
 pub mod tumbling;
 pub mod watermark;

@@ -587,9 +587,12 @@ async fn the_reader_starts_at_the_lookback_and_decodes_the_status_keys() {
         .unwrap();
     let now = gridwatch::time::wall_clock_millis();
     let two_days_ago = now - 2 * 86_400_000;
+    // Two cells: the reader resolves a window's grid in the registry it is given.
+    let registry = GridRegistry::embedded();
+    let (old_grid, new_grid) = (&registry.cells()[0].grid_id, &registry.cells()[1].grid_id);
     for partition in 0..2 {
         for count in 1..=3 {
-            let old = window("old", count).encode_to_vec();
+            let old = window(old_grid, count).encode_to_vec();
             send(
                 &producer,
                 WINDOWS_TOPIC,
@@ -601,7 +604,7 @@ async fn the_reader_starts_at_the_lookback_and_decodes_the_status_keys() {
             .await;
         }
         for count in 1..=2 {
-            let new = window("new", count).encode_to_vec();
+            let new = window(new_grid, count).encode_to_vec();
             send(&producer, WINDOWS_TOPIC, partition, "k", Some(new), now).await;
         }
     }
@@ -667,7 +670,14 @@ async fn the_reader_starts_at_the_lookback_and_decodes_the_status_keys() {
         lookback_millis: 86_400_000 + 60_000,
     };
     let (sender, mut receiver) = tokio::sync::mpsc::channel(16);
-    let feed = KafkaFeed::start(&config.kafka, settings, sender, metrics.clone()).unwrap();
+    let feed = KafkaFeed::start(
+        &config.kafka,
+        settings,
+        registry.clone(),
+        sender,
+        metrics.clone(),
+    )
+    .unwrap();
     let mut records: Vec<OutputRecord> = Vec::new();
     let mut read_to_end_batches = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -709,15 +719,19 @@ async fn the_reader_starts_at_the_lookback_and_decodes_the_status_keys() {
         starts.get(&(STATUS_TOPIC.to_string(), 0)),
         Some(&StartOffset::Beginning)
     );
-    let window_grids: Vec<&str> = records
+    let window_cells: Vec<_> = records
         .iter()
         .filter_map(|record| match record {
-            OutputRecord::Window(window) => Some(window.grid_id.as_str()),
+            OutputRecord::Window(window) => Some(window.cell),
             _ => None,
         })
         .collect();
-    let new_windows = window_grids.iter().filter(|grid| **grid == "new").count();
-    let old_windows = window_grids.iter().filter(|grid| **grid == "old").count();
+    let windows_of = |grid_id: &str| {
+        let cell = registry.cell_by_grid_id(grid_id);
+        assert!(cell.is_some());
+        window_cells.iter().filter(|read| **read == cell).count()
+    };
+    let (new_windows, old_windows) = (windows_of(new_grid), windows_of(old_grid));
     assert_eq!(new_windows, 4, "{records:?}");
     assert_eq!(old_windows, if answered { 0 } else { 6 }, "{records:?}");
     assert_eq!(

@@ -809,13 +809,12 @@ fn fuzz_learned_histories_are_refused_or_restore_into_a_working_detector() {
     let registry = GridRegistry::embedded();
     let rules = RuleSet::embedded_default(60_000).unwrap();
     let pane_at = DETECTOR_START_MILLIS + 49 * HOUR_MILLIS;
-    let pane = gridwatch::proto::CellWindow {
-        grid_id: registry.cells()[7].grid_id.clone(),
+    let pane = gridwatch::window::read_back::ReadBackPane {
+        cell: registry.cell_by_grid_id(&registry.cells()[7].grid_id),
         event_type: gridwatch::proto::EventType::FraudReported as i32,
-        window_start: Some(gridwatch::time::millis_to_timestamp(pane_at)),
-        window_end: Some(gridwatch::time::millis_to_timestamp(pane_at + 60_000)),
+        span_millis: Some((pane_at, pane_at + 60_000)),
         count: 3,
-        ..Default::default()
+        count_by_severity: [0; 4],
     };
     run_fuzz_target(
         "learned_history_decode",
