@@ -10,7 +10,8 @@
 //!   `isolation.level=read_committed`. Windows and alerts are read from the offset of
 //!   "now − longest view − one pane" (offsets-for-times; from the beginning when the broker
 //!   does not answer it), the compacted status topic from the beginning. Records become
-//!   [`OutputRecord`]s ([`decode_record`]); undecodable ones are counted in
+//!   [`OutputRecord`]s ([`RecordDecoder`]; a window by its fields into a `Copy` pane, its
+//!   grid resolved here); undecodable ones are counted in
 //!   `gridwatch_read_model_undecodable_total{topic}` and skipped. Batches go to the writer
 //!   over a bounded channel (a slow writer slows the reader, never the pipeline).
 //! - [`run_kafka_read_model`]: the task owning the [`ReadModelWriter`]: applies the batches
@@ -1008,20 +1009,9 @@ mod tests {
         }
     }
 
-    fn decode_record(
-        kind: TopicKind,
-        group_id: &str,
-        key: Option<&[u8]>,
-        value: Option<&[u8]>,
-        content_type: Option<&[u8]>,
-    ) -> Result<Option<OutputRecord>, Undecodable> {
-        RecordDecoder::new(GridRegistry::embedded()).decode(
-            kind,
-            group_id,
-            key,
-            value,
-            content_type,
-        )
+    /// A decoder over the embedded registry.
+    fn decoder() -> RecordDecoder {
+        RecordDecoder::new(GridRegistry::embedded())
     }
 
     #[test]
@@ -1029,10 +1019,10 @@ mod tests {
         let registry = GridRegistry::embedded();
         let pane = OutputRecord::Window(ReadBackPane::of_cell_window(&window(), &registry));
         let bytes = window().encode_to_vec();
-        let decoded = decode_record(TopicKind::Windows, "gw", None, Some(&bytes), None);
+        let decoded = decoder().decode(TopicKind::Windows, "gw", None, Some(&bytes), None);
         assert_eq!(decoded, Ok(Some(pane.clone())));
         let json = serde_json::to_vec(&window()).unwrap();
-        let decoded = decode_record(
+        let decoded = decoder().decode(
             TopicKind::Windows,
             "gw",
             None,
@@ -1045,7 +1035,7 @@ mod tests {
             ..Alert::default()
         };
         let bytes = alert.encode_to_vec();
-        let decoded = decode_record(
+        let decoded = decoder().decode(
             TopicKind::Alerts,
             "gw",
             Some(b"fp"),
@@ -1058,7 +1048,7 @@ mod tests {
     #[test]
     fn garbage_unknown_content_types_missing_values_and_huge_records_are_undecodable() {
         let decode = |kind, value: Option<&[u8]>, content_type: Option<&[u8]>| {
-            decode_record(kind, "gw", Some(b"k"), value, content_type)
+            decoder().decode(kind, "gw", Some(b"k"), value, content_type)
         };
         assert_eq!(
             decode(TopicKind::Windows, Some(&[0xff, 0xff, 0xff]), None),
@@ -1083,7 +1073,7 @@ mod tests {
         );
         let long_key = vec![b'k'; MAX_KEY_BYTES + 1];
         assert_eq!(
-            decode_record(TopicKind::Status, "gw", Some(&long_key), None, None),
+            decoder().decode(TopicKind::Status, "gw", Some(&long_key), None, None),
             Err(Undecodable::TooLarge)
         );
     }
@@ -1096,7 +1086,7 @@ mod tests {
         };
         let bytes = partial.encode_to_vec();
         let status = |key: &[u8], value: Option<&[u8]>| {
-            decode_record(TopicKind::Status, "gw", Some(key), value, None)
+            decoder().decode(TopicKind::Status, "gw", Some(key), value, None)
         };
         assert_eq!(
             status(b"fraud/gw/events/3", Some(&bytes)),
@@ -1140,7 +1130,7 @@ mod tests {
         assert_eq!(status(b"other/x", Some(&bytes)), Err(Undecodable::Key));
         assert_eq!(status(&[0xff, 0xfe], None), Err(Undecodable::Key));
         assert_eq!(
-            decode_record(TopicKind::Status, "gw", None, Some(&bytes), None),
+            decoder().decode(TopicKind::Status, "gw", None, Some(&bytes), None),
             Err(Undecodable::Key)
         );
     }
