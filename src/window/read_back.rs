@@ -18,6 +18,11 @@ use crate::time::timestamp_to_millis;
 /// Severity slots a window breaks its count into (`count_by_severity`: 1 = most severe … 4).
 pub const SEVERITY_SLOTS: usize = 4;
 
+/// The most bytes of grid id, and entries of severity counts, that [`CellWindowFields`] keeps
+/// room for between records (gridwatch writes 14-digit ids and four counts): a larger buffer
+/// was grown by a record gridwatch did not write, and is released.
+const KEPT_BUFFER_ENTRIES: usize = 64;
+
 /// What the readers of a final window use of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadBackPane {
@@ -107,14 +112,21 @@ impl CellWindowFields {
         registry: &GridRegistry,
     ) -> Result<ReadBackPane, prost::DecodeError> {
         prost::Message::clear(self);
-        prost::Message::merge(self, bytes)?;
-        Ok(ReadBackPane::of_parts(
+        let merged = prost::Message::merge(self, bytes);
+        let pane = ReadBackPane::of_parts(
             registry.cell_by_grid_id(&self.grid_id),
             self.event_type,
             self.window_start.as_ref().zip(self.window_end.as_ref()),
             self.count,
             &self.count_by_severity,
-        ))
+        );
+        // A record far larger than gridwatch writes (up to the feed's limit) may have grown
+        // the buffers to its size: that room is not kept for the next one.
+        self.grid_id.clear();
+        self.grid_id.shrink_to(KEPT_BUFFER_ENTRIES);
+        self.count_by_severity.clear();
+        self.count_by_severity.shrink_to(KEPT_BUFFER_ENTRIES);
+        merged.map(|()| pane)
     }
 }
 
@@ -180,5 +192,23 @@ mod tests {
         assert_eq!(pane.span_millis, Some((120_000, 180_000)));
         assert_eq!(pane.count_by_severity, [5, 1, 1, 0]);
         assert!(fields.decode_pane(&[0xff, 0xff, 0xff], &registry).is_err());
+    }
+
+    #[test]
+    fn an_oversized_record_leaves_no_large_buffers_behind() {
+        let registry = GridRegistry::embedded();
+        let oversized = CellWindow {
+            grid_id: "4".repeat(100_000),
+            count_by_severity: vec![1; 100_000],
+            ..full_window(&registry)
+        };
+        let mut fields = CellWindowFields::default();
+        let pane = fields
+            .decode_pane(&oversized.encode_to_vec(), &registry)
+            .unwrap();
+        assert_eq!(pane.cell, None);
+        assert_eq!(pane.count_by_severity, [1; SEVERITY_SLOTS]);
+        assert!(fields.grid_id.capacity() <= KEPT_BUFFER_ENTRIES);
+        assert!(fields.count_by_severity.capacity() <= KEPT_BUFFER_ENTRIES);
     }
 }
