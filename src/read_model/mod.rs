@@ -197,12 +197,7 @@ impl ReadModelWriter {
         for pane in &outputs.windows {
             // Only what the windows topic would carry: the sinks write no window of a cell
             // the registry cannot name.
-            if self
-                .model
-                .registry()
-                .get_cell_and_community(pane.key.cell)
-                .is_some()
-            {
+            if crate::sink::pane_members(self.model.registry(), pane).is_some() {
                 let window = ReadBackPane::of_closed_pane(pane);
                 self.apply(OutputRecord::Window(window), wall_millis);
             }
