@@ -57,6 +57,8 @@ pub const QUEUE_FULL_GRACE: Duration = Duration::from_millis(500);
 const STATUS_FLUSH_GRACE: Duration = Duration::from_secs(2);
 /// The wait between retries of a send into a full queue.
 const QUEUE_FULL_RETRY: Duration = Duration::from_millis(5);
+/// The wait between a flush's checks that every queued record has been acknowledged.
+const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(1);
 
 /// Counts deliveries per topic from librdkafka's delivery callbacks.
 pub struct DeliveryCounter {
@@ -550,14 +552,42 @@ impl KafkaSink {
         )
     }
 
-    /// Waits up to `timeout` for every queued record to be acknowledged (shutdown).
+    /// Waits up to `timeout` for every queued record to be acknowledged or failed (each
+    /// snapshot round, before offsets are committed, and at shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer
-            .flush(timeout)
-            .map_err(|source| KafkaError::Client {
-                context: "flushing the output producer".to_string(),
-                source,
-            })
+        flush_producer(&self.producer, timeout).map_err(|source| KafkaError::Client {
+            context: "flushing the output producer".to_string(),
+            source,
+        })
+    }
+}
+
+/// Waits up to `timeout` until `producer` has no record left in flight: each queued record
+/// acknowledged, or failed and counted (its delivery report handled by the producer's polling
+/// thread, which librdkafka finishes before it lets a record go).
+///
+/// Not rdkafka's `Producer::flush(timeout)`: between its checks that one runs the producer's
+/// poll loop for the whole of the next 100 ms (`BaseProducer::poll` returns at its deadline,
+/// not at the first delivery report), so every flush that found a record in flight took at
+/// least 100 ms, and each snapshot round held the pipeline that long. Here each check is
+/// librdkafka's flush without a wait (it also wakes the broker threads to send what lingers),
+/// and the checks are a millisecond apart.
+fn flush_producer(
+    producer: &ThreadedProducer<DeliveryCounter>,
+    timeout: Duration,
+) -> Result<(), RdKafkaError> {
+    // `None`: a timeout too long to reach (from the configuration) never runs out.
+    let deadline = Instant::now().checked_add(timeout);
+    loop {
+        match producer.flush(Duration::ZERO) {
+            Ok(()) => return Ok(()),
+            Err(RdKafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+                if deadline.is_none_or(|deadline| Instant::now() < deadline) =>
+            {
+                std::thread::sleep(FLUSH_CHECK_INTERVAL);
+            }
+            Err(error) => return Err(error),
+        }
     }
 }
 
@@ -600,7 +630,7 @@ impl Drop for KafkaSink {
         // The instance's tombstone (queued at shutdown) should reach the status topic; a
         // status topic that does not exist must not hold the shutdown long.
         if let Some(status_producer) = &self.status_producer {
-            if let Err(error) = status_producer.flush(STATUS_FLUSH_GRACE) {
+            if let Err(error) = flush_producer(status_producer, STATUS_FLUSH_GRACE) {
                 tracing::warn!(%error, "status records not all delivered at shutdown");
             }
         }
@@ -617,6 +647,94 @@ mod tests {
             seconds: millis.div_euclid(1000),
             nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
         }
+    }
+
+    /// A flush returns once its records are acknowledged, not when a poll it started ends:
+    /// rdkafka's own flush polled for the whole of the next 100 ms after any check that found
+    /// a record in flight, so no flush of a record in flight was ever shorter. (librdkafka's
+    /// mock broker, answering each request after 20 ms so the record is always in flight.)
+    #[test]
+    fn a_flush_returns_once_its_records_are_acknowledged() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        cluster.create_topic("out.windows", 1, 1).unwrap();
+        cluster
+            .broker_round_trip_time(1, Duration::from_millis(20))
+            .unwrap();
+        let metrics = Metrics::new(&["kafka"], "rules").unwrap();
+        let topics = ["out.windows".to_string()];
+        let context = DeliveryCounter::new(&topics, &metrics, Arc::new(AtomicU64::new(0)));
+        let producer: ThreadedProducer<DeliveryCounter> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("linger.ms", "0")
+            .create_with_context(context)
+            .unwrap();
+        let far = Instant::now() + Duration::from_secs(10);
+        let send_and_flush = || {
+            assert!(send_parts(
+                &producer,
+                "out.windows",
+                Some("k"),
+                Some(b"v"),
+                &[("a", "b")],
+                far
+            ));
+            let started = Instant::now();
+            flush_producer(&producer, Duration::from_secs(10)).unwrap();
+            started.elapsed()
+        };
+        // The first record also waits for the connection and the topic's metadata.
+        send_and_flush();
+        let fastest = (0..5).map(|_| send_and_flush()).min().unwrap();
+        assert!(
+            fastest < Duration::from_millis(90),
+            "fastest flush {fastest:?}"
+        );
+        assert_eq!(producer.in_flight_count(), 0);
+        let produced = metrics
+            .kafka_produced
+            .with_label_values(&["out.windows"])
+            .get();
+        assert_eq!(
+            produced, 6,
+            "every flushed record was acknowledged and counted"
+        );
+    }
+
+    /// A flush that runs out of time says so, after waiting its whole timeout.
+    #[test]
+    fn a_flush_with_records_never_acknowledged_times_out() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        cluster.create_topic("out.windows", 1, 1).unwrap();
+        cluster
+            .broker_round_trip_time(1, Duration::from_secs(5))
+            .unwrap();
+        let metrics = Metrics::new(&["kafka"], "rules").unwrap();
+        let topics = ["out.windows".to_string()];
+        let context = DeliveryCounter::new(&topics, &metrics, Arc::new(AtomicU64::new(0)));
+        let producer: ThreadedProducer<DeliveryCounter> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create_with_context(context)
+            .unwrap();
+        let far = Instant::now() + Duration::from_secs(10);
+        assert!(send_parts(
+            &producer,
+            "out.windows",
+            None,
+            Some(b"v"),
+            &[("a", "b")],
+            far
+        ));
+        let started = Instant::now();
+        let result = flush_producer(&producer, Duration::from_millis(50));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert!(
+            matches!(
+                result,
+                Err(RdKafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+            ),
+            "{result:?}"
+        );
+        assert_eq!(producer.in_flight_count(), 1);
     }
 
     #[test]
