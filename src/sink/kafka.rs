@@ -649,25 +649,36 @@ mod tests {
         }
     }
 
+    /// A producer of `out.windows` (no linger) on librdkafka's mock broker, which answers each
+    /// request after `round_trip`; the cluster lives as long as it is kept.
+    fn producer_on_a_mock_broker(
+        round_trip: Duration,
+    ) -> (
+        rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+        ThreadedProducer<DeliveryCounter>,
+        Metrics,
+    ) {
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        cluster.create_topic("out.windows", 1, 1).unwrap();
+        cluster.broker_round_trip_time(1, round_trip).unwrap();
+        let metrics = Metrics::new(&["kafka"], "rules").unwrap();
+        let topics = ["out.windows".to_string()];
+        let context = DeliveryCounter::new(&topics, &metrics, Arc::new(AtomicU64::new(0)));
+        let producer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("linger.ms", "0")
+            .create_with_context(context)
+            .unwrap();
+        (cluster, producer, metrics)
+    }
+
     /// A flush returns once its records are acknowledged, not when a poll it started ends:
     /// rdkafka's own flush polled for the whole of the next 100 ms after any check that found
     /// a record in flight, so no flush of a record in flight was ever shorter. (librdkafka's
     /// mock broker, answering each request after 20 ms so the record is always in flight.)
     #[test]
     fn a_flush_returns_once_its_records_are_acknowledged() {
-        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
-        cluster.create_topic("out.windows", 1, 1).unwrap();
-        cluster
-            .broker_round_trip_time(1, Duration::from_millis(20))
-            .unwrap();
-        let metrics = Metrics::new(&["kafka"], "rules").unwrap();
-        let topics = ["out.windows".to_string()];
-        let context = DeliveryCounter::new(&topics, &metrics, Arc::new(AtomicU64::new(0)));
-        let producer: ThreadedProducer<DeliveryCounter> = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", cluster.bootstrap_servers())
-            .set("linger.ms", "0")
-            .create_with_context(context)
-            .unwrap();
+        let (_cluster, producer, metrics) = producer_on_a_mock_broker(Duration::from_millis(20));
         let far = Instant::now() + Duration::from_secs(10);
         let send_and_flush = || {
             assert!(send_parts(
@@ -703,18 +714,7 @@ mod tests {
     /// A flush that runs out of time says so, after waiting its whole timeout.
     #[test]
     fn a_flush_with_records_never_acknowledged_times_out() {
-        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
-        cluster.create_topic("out.windows", 1, 1).unwrap();
-        cluster
-            .broker_round_trip_time(1, Duration::from_secs(5))
-            .unwrap();
-        let metrics = Metrics::new(&["kafka"], "rules").unwrap();
-        let topics = ["out.windows".to_string()];
-        let context = DeliveryCounter::new(&topics, &metrics, Arc::new(AtomicU64::new(0)));
-        let producer: ThreadedProducer<DeliveryCounter> = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", cluster.bootstrap_servers())
-            .create_with_context(context)
-            .unwrap();
+        let (_cluster, producer, _metrics) = producer_on_a_mock_broker(Duration::from_secs(5));
         let far = Instant::now() + Duration::from_secs(10);
         assert!(send_parts(
             &producer,
