@@ -672,6 +672,20 @@ mod tests {
         (cluster, producer, metrics)
     }
 
+    /// Queues one record of `out.windows` (a key, a value, a header).
+    fn queue_one_record(producer: &ThreadedProducer<DeliveryCounter>) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let queued = send_parts(
+            producer,
+            "out.windows",
+            Some("k"),
+            Some(b"v"),
+            &[("a", "b")],
+            deadline,
+        );
+        assert!(queued);
+    }
+
     /// A flush returns once its records are acknowledged, not when a poll it started ends:
     /// rdkafka's own flush polled for the whole of the next 100 ms after any check that found
     /// a record in flight, so no flush of a record in flight was ever shorter. (librdkafka's
@@ -679,16 +693,8 @@ mod tests {
     #[test]
     fn a_flush_returns_once_its_records_are_acknowledged() {
         let (_cluster, producer, metrics) = producer_on_a_mock_broker(Duration::from_millis(20));
-        let far = Instant::now() + Duration::from_secs(10);
         let send_and_flush = || {
-            assert!(send_parts(
-                &producer,
-                "out.windows",
-                Some("k"),
-                Some(b"v"),
-                &[("a", "b")],
-                far
-            ));
+            queue_one_record(&producer);
             let started = Instant::now();
             flush_producer(&producer, Duration::from_secs(10)).unwrap();
             started.elapsed()
@@ -711,19 +717,21 @@ mod tests {
         );
     }
 
+    /// A timeout the clock cannot reach (`kafka.state_timeout` is the configuration's, and
+    /// rdkafka's own flush added it to the clock and panicked) is a wait without an end.
+    #[test]
+    fn a_flush_with_a_timeout_beyond_the_clock_does_not_panic() {
+        let (_cluster, producer, _metrics) = producer_on_a_mock_broker(Duration::from_millis(20));
+        queue_one_record(&producer);
+        assert!(flush_producer(&producer, Duration::MAX).is_ok());
+        assert_eq!(producer.in_flight_count(), 0);
+    }
+
     /// A flush that runs out of time says so, after waiting its whole timeout.
     #[test]
     fn a_flush_with_records_never_acknowledged_times_out() {
         let (_cluster, producer, _metrics) = producer_on_a_mock_broker(Duration::from_secs(5));
-        let far = Instant::now() + Duration::from_secs(10);
-        assert!(send_parts(
-            &producer,
-            "out.windows",
-            None,
-            Some(b"v"),
-            &[("a", "b")],
-            far
-        ));
+        queue_one_record(&producer);
         let started = Instant::now();
         let result = flush_producer(&producer, Duration::from_millis(50));
         assert!(started.elapsed() >= Duration::from_millis(50));
