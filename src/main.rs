@@ -122,8 +122,8 @@ enum Command {
         #[command(flatten)]
         output: OutputArgs,
     },
-    /// Produce simulator events to a Kafka topic (a load generator): key = grid id (else
-    /// device id), value = one IncidentEvent, header content-type.
+    /// Produce simulator events to a Kafka topic (a load generator): key = the community id
+    /// of the event's cell, value = one IncidentEvent, header content-type.
     #[command(
         after_help = "Examples:\n  gridwatch produce --brokers localhost:9092 --topic gridwatch.events --events 100000\n  gridwatch produce --config gridwatch.toml --topic gridwatch.events --rate 500"
     )]
@@ -142,8 +142,10 @@ enum Command {
         /// Number of events (default: run until interrupted when --rate is given, else 10 000).
         #[arg(long)]
         events: Option<u64>,
-        /// Events per second (default: as fast as the broker acknowledges).
-        #[arg(long)]
+        /// Events per second, steady day and night (each hour keeps its mix of types); event
+        /// times follow the wall clock from --start (default: now). Without it: as fast as the
+        /// broker acknowledges, event times a backfill of the recent past ending about now.
+        #[arg(long, value_parser = positive_events_per_second, conflicts_with = "rate_multiplier")]
         rate: Option<f64>,
         /// Payload format.
         #[arg(long, value_enum, default_value = "protobuf")]
@@ -151,10 +153,11 @@ enum Command {
         /// RNG seed.
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Event time of the first event (RFC 3339); default: now.
+        /// Event time of the first event (RFC 3339); default: now with --rate, else where the
+        /// simulator's hourly rates end the events about now.
         #[arg(long)]
         start: Option<String>,
-        /// Multiplies every base rate.
+        /// Multiplies every base rate (without --rate).
         #[arg(long, default_value_t = 1.0)]
         rate_multiplier: f64,
         /// Give up when no broker answers within this long (problems are logged every 2 s).
@@ -484,22 +487,36 @@ fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result
             let kafka = Config::load_kafka_settings(config_path.as_deref())?;
             check_tool_settings(&kafka.properties)?;
             let start_millis = match &start {
-                Some(text) => gridwatch::time::rfc3339_to_millis(text)
-                    .with_context(|| format!("--start {text:?} is not RFC 3339"))?,
-                None => gridwatch::time::wall_clock_millis(),
+                Some(text) => Some(
+                    gridwatch::time::rfc3339_to_millis(text)
+                        .with_context(|| format!("--start {text:?} is not RFC 3339"))?,
+                ),
+                None => None,
             };
+            let events = events.or(if rate.is_some() { None } else { Some(10_000) });
             let registry = gridwatch::service::load_registry(&config)?;
             let settings = gridwatch::source::simulator::SimulatorSettings {
                 seed,
-                start_millis,
                 rate_multiplier,
                 ..gridwatch::source::simulator::SimulatorSettings::default()
             };
-            let mut simulator = gridwatch::source::simulator::Simulator::new(settings, registry)?;
+            let mut simulator = gridwatch::tools::produce::load_generator_simulator(
+                settings,
+                registry,
+                rate,
+                events,
+                start_millis,
+                gridwatch::time::wall_clock_millis(),
+            )?;
+            tracing::info!(
+                first_event_time = %gridwatch::time::millis_to_rfc3339(simulator.settings().start_millis),
+                events_per_second = ?rate,
+                "producing simulator events"
+            );
             let options = gridwatch::tools::produce::ProduceOptions {
                 brokers: brokers.unwrap_or(kafka.brokers),
                 topic,
-                events: events.or(if rate.is_some() { None } else { Some(10_000) }),
+                events,
                 rate_per_second: rate,
                 format,
                 properties: kafka.properties,
@@ -656,6 +673,17 @@ fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result
 
 /// The librdkafka properties of `dlq replay`: `--property` ones (never a secret: argv is
 /// public), then `--property-file` ones read from their files.
+/// `--rate`: a positive, finite number of events per second (zero or a negative number would
+/// otherwise mean "as fast as possible" without saying so).
+fn positive_events_per_second(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a positive number of events per second"
+        )),
+    }
+}
+
 fn kafka_properties(
     properties: Vec<(String, String)>,
     property_files: Vec<(String, String)>,

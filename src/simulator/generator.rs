@@ -15,7 +15,7 @@ use rand_distr::{Distribution, Exp1};
 use super::disorder::QueuedDelivery;
 use super::profiles::{
     is_fraud_type, local_hour_of_day, next_hour_boundary, normalized_profile, type_model, BaseRate,
-    DAYS_PER_YEAR, DAY_MILLIS, MINUTE_MILLIS,
+    DAYS_PER_YEAR, DAY_MILLIS, HOUR_MILLIS, MINUTE_MILLIS,
 };
 use super::scenarios::{
     ResolvedFraudWave, ResolvedIntrusionBurst, ResolvedOutage, Scenario, ScenarioDuration,
@@ -279,6 +279,12 @@ impl Simulator {
                 }
             }
         }
+        if let Some(rate_per_second) = settings.steady_rate_per_second {
+            // Only the total changes: each hour's alias table keeps its mix.
+            for total_slot in hourly_total_rate.iter_mut().filter(|total| **total > 0.0) {
+                *total_slot = rate_per_second / 1000.0;
+            }
+        }
 
         let cell_geometry = registry
             .cells()
@@ -339,6 +345,31 @@ impl Simulator {
             .filter(|entry| entry.event_type == event_type)
             .map(|entry| entry.mean_rate_per_millis * DAY_MILLIS)
             .sum()
+    }
+
+    /// The start from which the background is expected to have delivered `events` events
+    /// (duplicate copies included, scenarios excluded) by `end_millis`, walking the hourly
+    /// rates back from there: a backfill sent as fast as possible then ends near the wall
+    /// clock instead of running ahead of it. Rebuild the simulator with this start (the rates
+    /// do not depend on it). Never before 1970.
+    pub fn start_for_expected_events(&self, events: u64, end_millis: i64) -> i64 {
+        let mut arrivals_left = events as f64 / (1.0 + self.settings.duplicate_fraction);
+        let mut cursor_millis = end_millis;
+        while arrivals_left > 0.0 && cursor_millis > 0 {
+            let hour_start_millis = next_hour_boundary(cursor_millis - 1) - HOUR_MILLIS;
+            let rate_per_millis = self
+                .hourly_total_rate
+                .get(local_hour_of_day(hour_start_millis))
+                .copied()
+                .unwrap_or(0.0);
+            let expected_in_hour = rate_per_millis * (cursor_millis - hour_start_millis) as f64;
+            if rate_per_millis > 0.0 && expected_in_hour >= arrivals_left {
+                return cursor_millis - (arrivals_left / rate_per_millis).round() as i64;
+            }
+            arrivals_left -= expected_in_hour;
+            cursor_millis = hour_start_millis;
+        }
+        cursor_millis.max(0)
     }
 
     /// The next event in delivery order.

@@ -32,6 +32,12 @@ pub struct SimulatorSettings {
     pub coordinate_fraction: f64,
     /// Fraction of device events carrying only their device id (no grid id).
     pub device_only_fraction: f64,
+    /// Background events per second in every hour (duplicate copies excluded), instead of the
+    /// daily profile's total: each hour keeps its own mix of types and cells (intrusions at
+    /// night, e-bikes by day) at this total. For a load generator sending at a fixed rate,
+    /// whose event times must keep pace with the wall clock; `None` (the default) follows the
+    /// profile, whose total swings twentyfold between night and evening.
+    pub steady_rate_per_second: Option<f64>,
 }
 
 impl Default for SimulatorSettings {
@@ -46,6 +52,7 @@ impl Default for SimulatorSettings {
             max_delivery_delay_millis: 5_000,
             coordinate_fraction: 0.02,
             device_only_fraction: 0.1,
+            steady_rate_per_second: None,
         }
     }
 }
@@ -101,6 +108,14 @@ pub(super) fn validate_settings(settings: &SimulatorSettings) -> Result<(), Simu
             name: "rate_multiplier",
             message: format!("{} is not a positive number", settings.rate_multiplier),
         });
+    }
+    if let Some(rate) = settings.steady_rate_per_second {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(SimulatorError::InvalidSetting {
+                name: "steady_rate_per_second",
+                message: format!("{rate} is not a positive number of events per second"),
+            });
+        }
     }
     if !(0..=MAX_START_MILLIS).contains(&settings.start_millis) {
         return Err(SimulatorError::InvalidSetting {

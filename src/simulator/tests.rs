@@ -511,6 +511,70 @@ fn unknown_setting_fields_and_bad_durations_are_rejected() {
 }
 
 #[test]
+fn a_steady_rate_gives_every_hour_the_same_total_and_its_own_mix() {
+    let settings = SimulatorSettings {
+        steady_rate_per_second: Some(0.5),
+        duplicate_fraction: 0.0,
+        ..settings_with_seed(17)
+    };
+    // The default start is a local midnight.
+    let start = settings.start_millis;
+    let mut simulator = Simulator::new(settings, registry()).unwrap();
+    let events = events_until(&mut simulator, start + 20 * HOUR_MILLIS);
+    let in_local_hour = |hour: usize| {
+        events
+            .iter()
+            .filter(move |event| local_hour_of_day(occurred_millis(event)) == hour)
+    };
+    let intrusion_types = [EventType::PerimeterIntrusion, EventType::Tripwire];
+    let intrusion_share = |hour: usize| {
+        let intrusions = in_local_hour(hour)
+            .filter(|event| intrusion_types.contains(&event_type_of(event)))
+            .count() as f64;
+        intrusions / in_local_hour(hour).count() as f64
+    };
+    // Without the steady rate, 02:00 has a tenth of 18:00's traffic (the profiles).
+    for hour in [2, 18] {
+        let observed = in_local_hour(hour).count() as f64;
+        assert_within_five_sigma(observed, 0.5 * 3600.0, &format!("{hour}:00"));
+    }
+    assert!(
+        intrusion_share(2) > 3.0 * intrusion_share(18),
+        "intrusions are {} of 02:00's events and {} of 18:00's",
+        intrusion_share(2),
+        intrusion_share(18)
+    );
+}
+
+#[test]
+fn a_backfill_from_the_expected_start_ends_near_its_end_at_any_hour() {
+    let base = settings_with_seed(19);
+    let probe = Simulator::new(base.clone(), registry()).unwrap();
+    // Ends at 03:00 local (the quietest hours before it) and at 19:00 (the busiest).
+    for end in [
+        base.start_millis + 3 * HOUR_MILLIS,
+        base.start_millis + 19 * HOUR_MILLIS,
+    ] {
+        let start = probe.start_for_expected_events(5_000, end);
+        assert!(start < end);
+        let settings = SimulatorSettings {
+            start_millis: start,
+            ..base.clone()
+        };
+        let mut simulator = Simulator::new(settings, registry()).unwrap();
+        let delivered_by_the_end = events_until(&mut simulator, end).len() as f64;
+        assert_within_five_sigma(delivered_by_the_end, 5_000.0, &format!("ending at {end}"));
+    }
+    let end = base.start_millis;
+    assert_eq!(probe.start_for_expected_events(0, end), end);
+    assert_eq!(
+        probe.start_for_expected_events(u64::MAX, end),
+        0,
+        "never before 1970"
+    );
+}
+
+#[test]
 fn invalid_settings_and_unknown_scenario_targets_are_errors() {
     let bad_fraction = SimulatorSettings {
         coordinate_fraction: 1.5,
@@ -528,6 +592,19 @@ fn invalid_settings_and_unknown_scenario_targets_are_errors() {
         ..SimulatorSettings::default()
     };
     assert!(Simulator::new(bad_multiplier, registry()).is_err());
+    for bad_rate in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let bad_steady_rate = SimulatorSettings {
+            steady_rate_per_second: Some(bad_rate),
+            ..SimulatorSettings::default()
+        };
+        assert!(matches!(
+            Simulator::new(bad_steady_rate, registry()),
+            Err(SimulatorError::InvalidSetting {
+                name: "steady_rate_per_second",
+                ..
+            })
+        ));
+    }
     let absurd_start = SimulatorSettings {
         start_millis: i64::MAX,
         ..SimulatorSettings::default()

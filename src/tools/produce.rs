@@ -1,6 +1,7 @@
 //! `gridwatch produce`: the simulator as a Kafka load generator. Records are keyed by
 //! community ([`record_key`]), as the Kafka source expects, and carry a `content-type` header.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
@@ -11,7 +12,7 @@ use crate::config::KafkaPayloadFormat;
 use crate::grid::GridRegistry;
 use crate::kafka::{KafkaError, CONTENT_TYPE_HEADER, JSON_CONTENT_TYPE, PROTOBUF_CONTENT_TYPE};
 use crate::proto::IncidentEvent;
-use crate::source::simulator::Simulator;
+use crate::source::simulator::{Simulator, SimulatorError, SimulatorSettings};
 use crate::source::SourceError;
 
 /// Records the load generator has waiting for acknowledgement before it waits for them.
@@ -43,6 +44,39 @@ pub struct ProduceOptions {
     pub format: KafkaPayloadFormat,
     /// librdkafka properties for the producer (e.g. TLS/SASL), applied last.
     pub properties: std::collections::BTreeMap<String, String>,
+}
+
+/// The simulator of `gridwatch produce`, timed so that its events stay near the wall clock:
+/// the service dead-letters event times more than `ingest.max_clock_skew` ahead of it
+/// (`timestamp_out_of_range`), and the simulator's own clock runs at the city's natural rate
+/// (about two events a second), far slower than a load generator sends.
+///
+/// - At `rate_per_second` (sent at that pace from the first event on, see
+///   [`produce_simulated`]): the background runs at that steady total (each hour keeps its
+///   mix of types), duplicate copies included, so that the n-th event occurs about n / rate
+///   seconds after `start_millis` (default `now_millis`), as it is sent.
+/// - As fast as possible: `start_millis` defaults to where the hourly rates expect `events`
+///   events to end at `now_millis` ([`Simulator::start_for_expected_events`]), a backfill
+///   of the recent past.
+pub fn load_generator_simulator(
+    mut settings: SimulatorSettings,
+    registry: Arc<GridRegistry>,
+    rate_per_second: Option<f64>,
+    events: Option<u64>,
+    start_millis: Option<i64>,
+    now_millis: i64,
+) -> Result<Simulator, SimulatorError> {
+    settings.start_millis = start_millis.unwrap_or(now_millis);
+    if let Some(rate) = rate_per_second {
+        settings.steady_rate_per_second = Some(rate / (1.0 + settings.duplicate_fraction));
+        return Simulator::new(settings, registry);
+    }
+    let (None, Some(events)) = (start_millis, events) else {
+        return Simulator::new(settings, registry);
+    };
+    let probe = Simulator::new(settings.clone(), Arc::clone(&registry))?;
+    settings.start_millis = probe.start_for_expected_events(events, now_millis);
+    Simulator::new(settings, registry)
 }
 
 /// The record key of an event: the 12-digit id of its community, so that all of a
@@ -198,6 +232,81 @@ mod tests {
         assert_eq!(record_key(&event, &registry), "unknown-device");
         event.device_id.clear();
         assert_eq!(record_key(&event, &registry), "e");
+    }
+
+    /// The n-th event's time, in seconds after `now_millis`.
+    fn seconds_after(event: &IncidentEvent, now_millis: i64) -> f64 {
+        let occurred = crate::time::timestamp_to_millis(event.occurred_at.as_ref().unwrap());
+        (occurred - now_millis) as f64 / 1000.0
+    }
+
+    #[test]
+    fn at_a_rate_the_nth_event_occurs_when_it_is_sent() {
+        let now_millis = SimulatorSettings::default().start_millis + 3 * crate::time::HOUR_MILLIS;
+        let registry = GridRegistry::embedded();
+        for rate in [20.0, 500.0] {
+            let mut simulator = load_generator_simulator(
+                SimulatorSettings::default(),
+                Arc::clone(&registry),
+                Some(rate),
+                None,
+                None,
+                now_millis,
+            )
+            .unwrap();
+            let events: Vec<IncidentEvent> = (0..2_000).map(|_| simulator.next_event()).collect();
+            // Sent at `rate` from `now`, the 2,000th leaves 2,000 / rate seconds in; its event
+            // time is a Poisson arrival (standard deviation √2000 / rate) plus at most 5 s of
+            // delivery delay earlier. At the city's natural rate it would occur ~20 min in.
+            let sent_after = 2_000.0 / rate;
+            let occurred_after = seconds_after(&events[1_999], now_millis);
+            let tolerance = 5.0 * 2_000f64.sqrt() / rate + 5.0;
+            assert!(
+                (occurred_after - sent_after).abs() <= tolerance,
+                "at {rate}/s the 2,000th event occurs {occurred_after} s in, sent {sent_after} s in"
+            );
+        }
+    }
+
+    #[test]
+    fn as_fast_as_possible_the_events_end_near_now_and_an_explicit_start_is_kept() {
+        let registry = GridRegistry::embedded();
+        let midnight = SimulatorSettings::default().start_millis;
+        for now_millis in [
+            midnight + 4 * crate::time::HOUR_MILLIS,
+            midnight + 18 * crate::time::HOUR_MILLIS,
+        ] {
+            let mut simulator = load_generator_simulator(
+                SimulatorSettings::default(),
+                Arc::clone(&registry),
+                None,
+                Some(3_000),
+                None,
+                now_millis,
+            )
+            .unwrap();
+            assert!(simulator.settings().start_millis < now_millis);
+            let last = (0..3_000).map(|_| simulator.next_event()).last().unwrap();
+            // 3,000 events are a quarter of an hour of the evening and over three hours of the
+            // night (0.2 a second); sent from now they would end three hours ahead. From the
+            // expected start they end near now: √3000 ≈ 55 events is 4 min of the night.
+            let ends_after = seconds_after(&last, now_millis);
+            assert!(
+                ends_after.abs() < 1_800.0,
+                "the backfill ends {ends_after} s after now"
+            );
+        }
+        let explicit = midnight - crate::time::HOUR_MILLIS;
+        let kept = load_generator_simulator(
+            SimulatorSettings::default(),
+            registry,
+            None,
+            Some(3_000),
+            Some(explicit),
+            midnight,
+        )
+        .unwrap();
+        assert_eq!(kept.settings().start_millis, explicit);
     }
 
     #[test]

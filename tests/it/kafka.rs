@@ -457,29 +457,29 @@ fn check_alerts_topic(brokers: &str, output_dir: &Path) {
     println!("{} alert records equal alerts.jsonl", alert_records.len());
 }
 
-/// `gridwatch produce --events N` puts exactly N records on the topic, keyed and with a
-/// `content-type` header naming the format.
-#[test]
-fn produce_command_writes_the_requested_number_of_keyed_records() {
+/// Runs `gridwatch produce` into a new one-partition topic with `arguments` and reads back
+/// `count` records, with the wall clock (epoch milliseconds) before and after the command.
+fn produce_and_read_back(
+    broker: &TansuBroker,
+    topic: &str,
+    arguments: &[&str],
+    count: usize,
+) -> (Vec<rdkafka::message::OwnedMessage>, i64, i64) {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::{Headers, Message};
-    let Some(binary) = tansu_binary() else {
-        return;
-    };
-    let broker = TansuBroker::start(&binary);
-    let topic = "gridwatch.events.json";
     broker.create_topic(topic, 1);
+    let before_millis = gridwatch::time::wall_clock_millis();
     let output = Command::new(env!("CARGO_BIN_EXE_gridwatch"))
         .args(["produce", "--brokers", &broker.address, "--topic", topic])
-        .args(["--events", "250", "--format", "json", "--seed", "3"])
+        .args(arguments)
         .output()
         .expect("run gridwatch produce");
+    let after_millis = gridwatch::time::wall_clock_millis();
     assert!(
         output.status.success(),
         "gridwatch produce failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("produced 250 events"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("produced {count} events")));
 
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &broker.address)
@@ -493,18 +493,51 @@ fn produce_command_writes_the_requested_number_of_keyed_records() {
     consumer.assign(&partitions).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut messages = Vec::new();
-    while messages.len() < 250 {
+    while messages.len() < count {
         if let Some(received) = consumer.poll(Duration::from_millis(200)) {
             messages.push(received.unwrap().detach());
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "only {} of 250 records within 20 s",
+            "only {} of {count} records within 20 s",
             messages.len()
         );
     }
+    (messages, before_millis, after_millis)
+}
+
+/// The event time (epoch milliseconds) of a JSON record.
+fn occurred_millis_of_json_record(message: &rdkafka::message::OwnedMessage) -> i64 {
+    use rdkafka::message::Message;
+    let event: gridwatch::proto::IncidentEvent =
+        serde_json::from_slice(message.payload().unwrap()).unwrap();
+    gridwatch::time::timestamp_to_millis(event.occurred_at.as_ref().unwrap())
+}
+
+/// `gridwatch produce --events N` puts exactly N records on the topic, keyed and with a
+/// `content-type` header naming the format; sent as fast as possible, they are a backfill
+/// ending about now, none ahead of the wall clock (where the service would dead-letter them).
+#[test]
+fn produce_command_writes_the_requested_number_of_keyed_records() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let broker = TansuBroker::start(&binary);
+    let topic = "gridwatch.events.json";
+    let (messages, before_millis, after_millis) = produce_and_read_back(
+        &broker,
+        topic,
+        &["--events", "250", "--format", "json", "--seed", "3"],
+        250,
+    );
     let offsets: Vec<i64> = messages.iter().map(|message| message.offset()).collect();
     assert_eq!(offsets, (0..250).collect::<Vec<i64>>());
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .create()
+        .unwrap();
     let watermarks = consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(10))
         .unwrap();
@@ -524,6 +557,51 @@ fn produce_command_writes_the_requested_number_of_keyed_records() {
         .and_then(|header| header.value)
         .unwrap();
     assert_eq!(content_type, b"application/json");
+    // 250 events are 1.3 min of the city's evening and 20 min of its night: from the expected
+    // start they end within a few minutes of now at any hour (a Poisson count's spread).
+    let last_millis = messages
+        .iter()
+        .map(occurred_millis_of_json_record)
+        .max()
+        .unwrap();
+    assert!(
+        (before_millis - 10 * 60_000..=after_millis + 10 * 60_000).contains(&last_millis),
+        "the last event occurs {} s after the command ended",
+        (last_millis - after_millis) / 1000
+    );
+}
+
+/// `gridwatch produce --rate R` sends R events a second whose event times are the wall
+/// clock's, so that a service consuming them accepts every one however long it runs (at the
+/// city's natural two events a second, 400 events would reach minutes to hours ahead).
+#[test]
+fn produce_at_a_rate_sends_events_whose_times_follow_the_wall_clock() {
+    let Some(binary) = tansu_binary() else {
+        return;
+    };
+    let broker = TansuBroker::start(&binary);
+    let (messages, before_millis, after_millis) = produce_and_read_back(
+        &broker,
+        "gridwatch.events.paced",
+        &["--rate", "200", "--events", "400", "--format", "json"],
+        400,
+    );
+    assert!(
+        after_millis - before_millis >= 1_900,
+        "400 events at 200 a second took {} ms",
+        after_millis - before_millis
+    );
+    for message in &messages {
+        let occurred_millis = occurred_millis_of_json_record(message);
+        // At most the simulator's delivery delay (5 s) before the send, and a Poisson
+        // arrival's spread (√400 / 200 = 0.1 s) either way.
+        assert!(
+            (before_millis - 10_000..=after_millis + 2_000).contains(&occurred_millis),
+            "an event occurs {} ms after the command started, which ran {} ms",
+            occurred_millis - before_millis,
+            after_millis - before_millis
+        );
+    }
 }
 
 /// Malformed records in the topic are dead-lettered with their Kafka partition and offset,
