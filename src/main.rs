@@ -145,7 +145,12 @@ enum Command {
         /// Events per second, steady day and night (each hour keeps its mix of types); event
         /// times follow the wall clock from --start (default: now). Without it: as fast as the
         /// broker acknowledges, event times a backfill of the recent past ending about now.
-        #[arg(long, value_parser = positive_events_per_second, conflicts_with = "rate_multiplier")]
+        #[arg(
+            long,
+            value_parser = positive_events_per_second,
+            allow_negative_numbers = true,
+            conflicts_with = "rate_multiplier"
+        )]
         rate: Option<f64>,
         /// Payload format.
         #[arg(long, value_enum, default_value = "protobuf")]
@@ -671,8 +676,6 @@ fn execute(command: Command, log_format: Option<LogFormatArg>) -> anyhow::Result
     }
 }
 
-/// The librdkafka properties of `dlq replay`: `--property` ones (never a secret: argv is
-/// public), then `--property-file` ones read from their files.
 /// `--rate`: a positive, finite number of events per second (zero or a negative number would
 /// otherwise mean "as fast as possible" without saying so).
 fn positive_events_per_second(text: &str) -> Result<f64, String> {
@@ -684,6 +687,8 @@ fn positive_events_per_second(text: &str) -> Result<f64, String> {
     }
 }
 
+/// The librdkafka properties of `dlq replay`: `--property` ones (never a secret: argv is
+/// public), then `--property-file` ones read from their files.
 fn kafka_properties(
     properties: Vec<(String, String)>,
     property_files: Vec<(String, String)>,

@@ -257,7 +257,8 @@ mod tests {
             let events: Vec<IncidentEvent> = (0..2_000).map(|_| simulator.next_event()).collect();
             // Sent at `rate` from `now`, the 2,000th leaves 2,000 / rate seconds in; its event
             // time is a Poisson arrival (standard deviation √2000 / rate) plus at most 5 s of
-            // delivery delay earlier. At the city's natural rate it would occur ~20 min in.
+            // delivery delay earlier. At the city's natural rate at 03:00 it would occur two
+            // hours in.
             let sent_after = 2_000.0 / rate;
             let occurred_after = seconds_after(&events[1_999], now_millis);
             let tolerance = 5.0 * 2_000f64.sqrt() / rate + 5.0;

@@ -274,6 +274,43 @@ fn an_unknown_flag_is_a_usage_error_with_code_2() {
     assert_eq!(output.status.code(), Some(2));
 }
 
+/// `produce --rate` takes a positive number of events per second (zero once meant "as fast as
+/// possible" without a word) and replaces `--rate-multiplier`, which it would silently undo;
+/// both are refused before any broker is contacted.
+#[test]
+fn produce_refuses_a_rate_that_is_not_positive_or_comes_with_a_rate_multiplier() {
+    for rate in ["0", "-5", "NaN", "inf", "fast"] {
+        let output = gridwatch()
+            .args(["produce", "--topic", "t", "--rate", rate])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "--rate {rate}");
+        assert!(
+            stderr(&output).contains("is not a positive number of events per second"),
+            "--rate {rate}: {}",
+            stderr(&output)
+        );
+    }
+    let output = gridwatch()
+        .args([
+            "produce",
+            "--topic",
+            "t",
+            "--rate",
+            "50",
+            "--rate-multiplier",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("cannot be used with"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 #[test]
 fn completions_are_generated_for_bash_zsh_and_fish() {
     for (shell, marker) in [
