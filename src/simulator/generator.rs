@@ -279,10 +279,12 @@ impl Simulator {
                 }
             }
         }
-        if let Some(rate_per_second) = settings.steady_rate_per_second {
+        if let Some(deliveries_per_second) = settings.steady_rate_per_second {
             // Only the total changes: each hour's alias table keeps its mix.
+            let arrivals_per_millis =
+                deliveries_per_second / settings.deliveries_per_event() / 1000.0;
             for total_slot in hourly_total_rate.iter_mut().filter(|total| **total > 0.0) {
-                *total_slot = rate_per_second / 1000.0;
+                *total_slot = arrivals_per_millis;
             }
         }
 
@@ -353,7 +355,7 @@ impl Simulator {
     /// clock instead of running ahead of it. Rebuild the simulator with this start (the rates
     /// do not depend on it). Never before 1970.
     pub fn start_for_expected_events(&self, events: u64, end_millis: i64) -> i64 {
-        let mut arrivals_left = events as f64 / (1.0 + self.settings.duplicate_fraction);
+        let mut arrivals_left = events as f64 / self.settings.deliveries_per_event();
         let mut cursor_millis = end_millis;
         while arrivals_left > 0.0 && cursor_millis > 0 {
             let hour_start_millis = next_hour_boundary(cursor_millis - 1) - HOUR_MILLIS;

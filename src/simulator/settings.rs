@@ -32,11 +32,12 @@ pub struct SimulatorSettings {
     pub coordinate_fraction: f64,
     /// Fraction of device events carrying only their device id (no grid id).
     pub device_only_fraction: f64,
-    /// Background events per second in every hour (duplicate copies excluded), instead of the
-    /// daily profile's total: each hour keeps its own mix of types and cells (intrusions at
-    /// night, e-bikes by day) at this total. For a load generator sending at a fixed rate,
-    /// whose event times must keep pace with the wall clock; `None` (the default) follows the
-    /// profile, whose total swings twentyfold between night and evening.
+    /// Events delivered per second in every hour (duplicate copies included: the background
+    /// runs at this rate ÷ (1 + `duplicate_fraction`)), instead of the daily profile's total:
+    /// each hour keeps its own mix of types and cells (intrusions at night, e-bikes by day) at
+    /// this total. For a load generator sending at a fixed rate, whose event times must keep
+    /// pace with the wall clock; `None` (the default) follows the profile, whose total swings
+    /// twentyfold between night and evening.
     pub steady_rate_per_second: Option<f64>,
 }
 
@@ -54,6 +55,15 @@ impl Default for SimulatorSettings {
             device_only_fraction: 0.1,
             steady_rate_per_second: None,
         }
+    }
+}
+
+impl SimulatorSettings {
+    /// Deliveries per generated event: each is delivered once, and `duplicate_fraction` of
+    /// them a second time. Converts a count or rate of deliveries (what a consumer sees)
+    /// into one of generated events (what the clock advances by).
+    pub(super) fn deliveries_per_event(&self) -> f64 {
+        1.0 + self.duplicate_fraction
     }
 }
 

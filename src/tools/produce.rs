@@ -52,9 +52,9 @@ pub struct ProduceOptions {
 /// (about two events a second), far slower than a load generator sends.
 ///
 /// - At `rate_per_second` (sent at that pace from the first event on, see
-///   [`produce_simulated`]): the background runs at that steady total (each hour keeps its
-///   mix of types), duplicate copies included, so that the n-th event occurs about n / rate
-///   seconds after `start_millis` (default `now_millis`), as it is sent.
+///   [`produce_simulated`]): the simulator delivers that steady total, duplicate copies
+///   included (each hour keeps its mix of types), so that the n-th event occurs about
+///   n / rate seconds after `start_millis` (default `now_millis`), as it is sent.
 /// - As fast as possible: `start_millis` defaults to where the hourly rates expect `events`
 ///   events to end at `now_millis` ([`Simulator::start_for_expected_events`]), a backfill
 ///   of the recent past.
@@ -68,7 +68,7 @@ pub fn load_generator_simulator(
 ) -> Result<Simulator, SimulatorError> {
     settings.start_millis = start_millis.unwrap_or(now_millis);
     if let Some(rate) = rate_per_second {
-        settings.steady_rate_per_second = Some(rate / (1.0 + settings.duplicate_fraction));
+        settings.steady_rate_per_second = Some(rate);
         return Simulator::new(settings, registry);
     }
     let (None, Some(events)) = (start_millis, events) else {
