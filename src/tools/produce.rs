@@ -38,7 +38,9 @@ pub struct ProduceOptions {
     pub topic: String,
     /// Stop after this many events; `None` runs until the future is dropped.
     pub events: Option<u64>,
-    /// Events per second; `None` sends as fast as the broker acknowledges.
+    /// Events per second; `None` sends as fast as the broker acknowledges. Only the sends are
+    /// paced: event times are the simulator's, which [`load_generator_simulator`] keeps near
+    /// the wall clock (a test replaying a fixed past start paces the simulator's own).
     pub rate_per_second: Option<f64>,
     /// Payload format (and `content-type` header).
     pub format: KafkaPayloadFormat,
